@@ -1,0 +1,195 @@
+//! Copying files and trees in and out of the node. Paths were validated by the daemon (absolute,
+//! no `.`/`..`); they resolve inside the node's own root, so a symlink cannot lead out of the
+//! node. Writes go to a temporary file that is renamed into place, so a failed or cut-off upload
+//! never leaves a half-written file under the requested name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::proto::{self, Event, Kind, MAX_FRAME};
+
+/// Buffers writes into `Data` frames.
+struct FrameWriter<'a> {
+    conn: &'a mut UnixStream,
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl Write for FrameWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(MAX_FRAME - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == MAX_FRAME {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            proto::write_frame(self.conn, Kind::Data, &self.buf)?;
+            self.total += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Reads `Data` frames until the empty one that ends the upload.
+struct FrameReader<'a> {
+    conn: &'a mut UnixStream,
+    pending: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    total: u64,
+}
+
+impl Read for FrameReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.pending.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match proto::read_frame(self.conn)? {
+                Some((Kind::Data, d)) if d.is_empty() => self.ended = true,
+                Some((Kind::Data, d)) => {
+                    self.total += d.len() as u64;
+                    self.pending = d;
+                    self.pos = 0;
+                }
+                Some((k, _)) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {k:?} frame during upload"))),
+                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload ended before its last frame")),
+            }
+        }
+        let n = out.len().min(self.pending.len() - self.pos);
+        out[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
+    let code = match e.kind() {
+        io::ErrorKind::NotFound => "not_found",
+        io::ErrorKind::PermissionDenied => "permission_denied",
+        io::ErrorKind::AlreadyExists => "already_exists",
+        _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => "no_space",
+        _ if e.raw_os_error() == Some(libc::EISDIR) => "is_a_directory",
+        _ if e.raw_os_error() == Some(libc::ENOTDIR) => "not_a_directory",
+        _ => "io_error",
+    };
+    Event::error(code, format!("{what} {path}: {e}"))
+}
+
+pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(), Event> {
+    let meta = fs::symlink_metadata(path).map_err(|e| io_event("cannot read", path, &e))?;
+    if !tar {
+        if meta.is_dir() {
+            return Err(Event::error("is_a_directory", format!("{path} is a directory: copy it with mode=tar")));
+        }
+        if !meta.is_file() {
+            return Err(Event::error("not_a_regular_file", format!("{path} is not a regular file")));
+        }
+        let mut f = File::open(path).map_err(|e| io_event("cannot open", path, &e))?;
+        send(conn, &Event::File { mode: meta.mode() & 0o7777, size: meta.len() })?;
+        let mut w = FrameWriter { conn, buf: Vec::with_capacity(MAX_FRAME), total: 0 };
+        io::copy(&mut f, &mut w).and_then(|_| w.flush()).map_err(|e| io_event("cannot read", path, &e))?;
+    } else {
+        send(conn, &Event::File { mode: meta.mode() & 0o7777, size: 0 })?;
+        let mut w = FrameWriter { conn, buf: Vec::with_capacity(MAX_FRAME), total: 0 };
+        {
+            let mut b = tar::Builder::new(&mut w);
+            b.follow_symlinks(false);
+            let r = if meta.is_dir() {
+                b.append_dir_all(".", path)
+            } else {
+                let name = Path::new(path).file_name().map(PathBuf::from).unwrap_or_else(|| "file".into());
+                b.append_path_with_name(path, name)
+            };
+            r.and_then(|_| b.finish()).map_err(|e| io_event("cannot archive", path, &e))?;
+        }
+        w.flush().map_err(|e| io_event("cannot send", path, &e))?;
+    }
+    proto::write_frame(conn, Kind::Data, &[]).map_err(|e| io_event("cannot send", path, &e))
+}
+
+fn send(conn: &mut UnixStream, e: &Event) -> Result<(), Event> {
+    proto::write_json(conn, Kind::Event, e).map_err(|e| Event::error("io_error", e.to_string()))
+}
+
+fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
+    if fs::symlink_metadata(root)?.is_dir() {
+        for entry in fs::read_dir(root)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn copy_in(
+    conn: &mut UnixStream,
+    path: &str,
+    tar: bool,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+) -> Result<(), Event> {
+    let target = Path::new(path);
+    let mut reader = FrameReader { conn, pending: Vec::new(), pos: 0, ended: false, total: 0 };
+    let result = if tar {
+        copy_in_tar(&mut reader, target, uid, gid)
+    } else {
+        copy_in_file(&mut reader, target, uid, gid, mode)
+    };
+    // Drain the rest of the upload so the client sees our answer rather than a broken pipe.
+    let mut sink = [0u8; 8192];
+    while !reader.ended && matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+    let total = reader.total;
+    result.map_err(|e| io_event("cannot write", path, &e))?;
+    send(conn, &Event::Done { bytes: total })
+}
+
+fn copy_in_tar(r: &mut FrameReader<'_>, target: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    fs::create_dir_all(target)?;
+    let mut a = tar::Archive::new(r);
+    a.set_preserve_permissions(true);
+    a.set_overwrite(true);
+    // unpack refuses entries with `..` and will not write through symlinks out of `target`.
+    a.unpack(target)?;
+    if uid.is_some() || gid.is_some() {
+        chown_tree(target, uid.unwrap_or(0), gid.unwrap_or(0))?;
+    }
+    Ok(())
+}
+
+fn copy_in_file(r: &mut FrameReader<'_>, target: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>) -> io::Result<()> {
+    if target.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    fs::create_dir_all(dir)?;
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.bulkhead-upload-{}", std::process::id() ^ rand_u32()));
+    let res = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+        io::copy(r, &mut f)?;
+        f.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644) & 0o7777))?;
+        std::os::unix::fs::fchown(&f, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))?;
+        fs::rename(&tmp, target)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: b is a valid 4-byte buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    u32::from_ne_bytes(b)
+}

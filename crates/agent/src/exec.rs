@@ -1,0 +1,273 @@
+//! Runs one command for an exec request: fork, drop to the requested uid/gid in a new session,
+//! exec, and stream its output as frames. Closing the connection kills the process group.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use crate::proto::{self, Event, ExecRequest, Kind};
+use crate::reaper;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type Writer = Arc<Mutex<UnixStream>>;
+
+fn send(w: &Writer, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
+    let mut s = w.lock().unwrap();
+    proto::write_frame(&mut *s, kind, payload)
+}
+
+fn send_event(w: &Writer, e: &Event) -> std::io::Result<()> {
+    let mut s = w.lock().unwrap();
+    proto::write_json(&mut *s, Kind::Event, e)
+}
+
+fn find_in_path(cmd: &str, path: &str) -> Option<String> {
+    if cmd.contains('/') {
+        return Some(cmd.to_string());
+    }
+    path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
+        let p = format!("{d}/{cmd}");
+        let c = CString::new(p.clone()).ok()?;
+        // SAFETY: c is a valid NUL-terminated string.
+        (unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0).then_some(p)
+    })
+}
+
+fn cstr(what: &str, s: &str) -> Result<CString, Event> {
+    CString::new(s).map_err(|_| Event::error("invalid_argument", format!("{what} contains a NUL byte")))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh fds that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+struct Prepared {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
+    if req.cmd.is_empty() {
+        return Err(Event::error("invalid_argument", "cmd is empty"));
+    }
+    let mut env: Vec<String> = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOME={}", if req.uid == 0 { "/root" } else { "/" }),
+        "TERM=xterm".into(),
+    ];
+    for e in &req.env {
+        let Some((k, _)) = e.split_once('=') else {
+            return Err(Event::error("invalid_argument", format!("env entry {e:?} is not KEY=VALUE")));
+        };
+        if k.is_empty() {
+            return Err(Event::error("invalid_argument", format!("env entry {e:?} has an empty key")));
+        }
+        env.retain(|x| !x.starts_with(&format!("{k}=")));
+        env.push(e.clone());
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let Some(path) = find_in_path(&req.cmd, &path_var) else {
+        return Err(Event::error(
+            "command_not_found",
+            format!("command {:?} not found in PATH ({path_var})", req.cmd),
+        ));
+    };
+    let mut argv = vec![cstr("cmd", &req.cmd)?];
+    for a in &req.args {
+        argv.push(cstr("argument", a)?);
+    }
+    let envp = env.iter().map(|e| cstr("env", e)).collect::<Result<_, _>>()?;
+    let cwd = req.cwd.clone().unwrap_or_else(|| "/".into());
+    Ok(Prepared {
+        path: cstr("cmd", &path)?,
+        argv,
+        envp,
+        cwd: cstr("cwd", &cwd)?,
+    })
+}
+
+/// Forks and execs. Between fork and exec the child only makes async-signal-safe calls; all
+/// allocation happened in `prepare`.
+fn spawn(p: &Prepared, req: &ExecRequest, stdin: &OwnedFd, stdout: &OwnedFd, stderr: &OwnedFd) -> Result<i32, Event> {
+    let (err_r, err_w) = pipe().map_err(|e| Event::error("internal", format!("pipe: {e}")))?;
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let (fd0, fd1, fd2, errfd) = (stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd(), err_w.as_raw_fd());
+    let (uid, gid) = (req.uid, req.gid);
+    let pid = reaper::spawn_watched(|| {
+        // SAFETY: the child below only calls async-signal-safe functions before execve/_exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: we are in the freshly forked child; every pointer was prepared before fork.
+            unsafe {
+                let fail = |step: i32| -> ! {
+                    let e = *libc::__errno_location();
+                    let msg = [step, e];
+                    libc::write(errfd, msg.as_ptr().cast(), 8);
+                    libc::_exit(127)
+                };
+                let empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                libc::setsid();
+                if libc::dup2(fd0, 0) < 0 || libc::dup2(fd1, 1) < 0 || libc::dup2(fd2, 2) < 0 {
+                    fail(1);
+                }
+                let groups = [gid];
+                if libc::setgroups(1, groups.as_ptr()) < 0 {
+                    fail(2);
+                }
+                if libc::setresgid(gid, gid, gid) < 0 {
+                    fail(3);
+                }
+                if libc::setresuid(uid, uid, uid) < 0 {
+                    fail(4);
+                }
+                if libc::chdir(p.cwd.as_ptr()) < 0 {
+                    fail(5);
+                }
+                libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                fail(6);
+            }
+        }
+        Ok(pid)
+    })
+    .map_err(|e| Event::error("internal", format!("fork: {e}")))?;
+    drop(err_w);
+    let mut buf = [0u8; 8];
+    let mut f = File::from(err_r);
+    if f.read_exact(&mut buf).is_ok() {
+        let step = i32::from_ne_bytes(buf[..4].try_into().unwrap());
+        let errno = std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf[4..].try_into().unwrap()));
+        reaper::wait(pid, Some(Duration::from_secs(5)));
+        let (code, what) = match step {
+            2..=4 => ("invalid_argument", format!("cannot switch to uid {uid} gid {gid}")),
+            5 => ("invalid_argument", format!("cannot change to directory {:?}", p.cwd)),
+            6 => ("exec_failed", format!("cannot execute {:?}", p.path)),
+            _ => ("internal", "cannot set up the command's stdio".into()),
+        };
+        return Err(Event::error(code, format!("{what}: {errno}")));
+    }
+    Ok(pid)
+}
+
+fn pump(mut from: File, kind: Kind, w: Writer, done: mpsc::Sender<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if send(&w, kind, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = done.send(());
+}
+
+pub(crate) fn run(req: ExecRequest, conn: UnixStream) {
+    let writer: Writer = Arc::new(Mutex::new(match conn.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    }));
+    if let Err(e) = run_inner(&req, conn, &writer) {
+        let _ = send_event(&writer, &e);
+    }
+}
+
+fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result<(), Event> {
+    let prepared = prepare(req)?;
+    let io_err = |e: std::io::Error| Event::error("internal", format!("pipe: {e}"));
+    let (out_r, out_w) = pipe().map_err(io_err)?;
+    let (errp_r, errp_w) = pipe().map_err(io_err)?;
+    let (in_r, in_w) = if req.stdin {
+        let (r, w) = pipe().map_err(io_err)?;
+        (r, Some(w))
+    } else {
+        let f = File::open("/dev/null").map_err(|e| Event::error("internal", format!("/dev/null: {e}")))?;
+        (OwnedFd::from(f), None)
+    };
+    let pid = spawn(&prepared, req, &in_r, &out_w, &errp_w)?;
+    drop((in_r, out_w, errp_w));
+    let _ = send_event(writer, &Event::Started { pid });
+
+    let (done_tx, done_rx) = mpsc::channel();
+    for (fd, kind) in [(out_r, Kind::Stdout), (errp_r, Kind::Stderr)] {
+        let (w, d) = (writer.clone(), done_tx.clone());
+        std::thread::spawn(move || pump(File::from(fd), kind, w, d));
+    }
+    drop(done_tx);
+
+    // Reads stdin frames; when the client goes away, the command's process group is killed.
+    std::thread::spawn(move || {
+        let mut stdin = in_w.map(File::from);
+        loop {
+            match proto::read_frame(&mut conn) {
+                Ok(Some((Kind::Stdin, data))) => {
+                    if data.is_empty() {
+                        stdin = None;
+                    } else if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&data).is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    // SAFETY: signalling the process group we created with setsid.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    return;
+                }
+            }
+        }
+    });
+
+    let timeout = req.timeout_ms.map(Duration::from_millis);
+    let mut timed_out = false;
+    let status = match reaper::wait(pid, timeout) {
+        Some(s) => s,
+        None => {
+            timed_out = true;
+            // SAFETY: signalling the command's own process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            reaper::wait(pid, None).unwrap_or(libc::SIGKILL)
+        }
+    };
+    // Give the output pumps a moment to drain what the command wrote before it exited; a
+    // background child that keeps the pipes open must not hold the exec open forever.
+    for _ in 0..2 {
+        if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
+            break;
+        }
+    }
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    let _ = send_event(writer, &Event::Exit { code, signal, timed_out });
+    let _ = writer.lock().unwrap().shutdown(std::net::Shutdown::Both);
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The agent's accept loop: one thread per connection, one operation per connection.
+
+use std::os::fd::FromRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Instant;
+
+use crate::proto::{self, Event, Kind, Request};
+use crate::{copy, exec, reaper};
+
+/// Serves on an inherited listening socket until the node ends. Never returns.
+///
+/// `pid1` is true inside a node: SIGTERM then ends every process of the node.
+pub fn serve(listen_fd: i32, pid1: bool) -> ! {
+    reaper::block_signals();
+    reaper::start(pid1);
+    // SAFETY: the supervisor passes a listening socket at this fd and nothing else owns it.
+    let listener = unsafe { UnixListener::from_raw_fd(listen_fd) };
+    let started = Instant::now();
+    eprintln!("bulkhead-agent: ready (pid {})", std::process::id());
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let _ = std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || handle(conn, started));
+            }
+            Err(e) => {
+                eprintln!("bulkhead-agent: accept: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn handle(mut conn: UnixStream, started: Instant) {
+    let req = match proto::read_frame(&mut conn) {
+        Ok(Some((Kind::Request, p))) => match serde_json::from_slice::<Request>(&p) {
+            Ok(r) => r,
+            Err(e) => return reply_error(&mut conn, Event::error("invalid_request", format!("bad request: {e}"))),
+        },
+        Ok(Some((k, _))) => return reply_error(&mut conn, Event::error("invalid_request", format!("expected a request frame, got {k:?}"))),
+        Ok(None) | Err(_) => return,
+    };
+    let result = match req {
+        Request::Ping => {
+            let uptime_ms = started.elapsed().as_millis() as u64;
+            proto::write_json(&mut conn, Kind::Event, &Event::Pong { uptime_ms }).ok();
+            Ok(())
+        }
+        Request::Exec(r) => {
+            exec::run(r, conn);
+            return;
+        }
+        Request::CopyOut { path, tar } => copy::copy_out(&mut conn, &path, tar),
+        Request::CopyIn { path, tar, uid, gid, mode } => copy::copy_in(&mut conn, &path, tar, uid, gid, mode),
+    };
+    if let Err(e) = result {
+        reply_error(&mut conn, e);
+    }
+}
+
+fn reply_error(conn: &mut UnixStream, e: Event) {
+    let _ = proto::write_json(conn, Kind::Event, &e);
+}

@@ -1,0 +1,12 @@
+//! Wire types, ids and errors of the bulkhead HTTP API, plus the typed client that the CLI and
+//! the end-to-end tests use. Nothing here touches the host: every type is plain data.
+//!
+//! Field names follow Slicer's API (see `docs/api/openapi.yaml`) so existing scripts keep working.
+
+pub mod client;
+pub mod duration;
+pub mod names;
+pub mod types;
+
+pub use client::{Client, ClientError, Endpoint};
+pub use types::*;

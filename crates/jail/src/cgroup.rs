@@ -1,0 +1,278 @@
+//! Cgroup limits for nodes on cgroup v1 and v2 hosts behind one type.
+//!
+//! Layout: `bulkhead/<tenant>/<node>` under each v1 controller we use (`cpu`, `memory`, `pids`,
+//! `freezer`), or under the v2 root with those controllers enabled down the path. A process
+//! must be written into each v1 tree separately; v2 needs one write.
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TOP: &str = "bulkhead";
+const V1_CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "freezer"];
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// CPU quota in thousandths of a CPU (2000 = two CPUs).
+    pub millicpus: u64,
+    pub pids_max: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no usable cgroup hierarchy under {0}: need cgroup v2 with the memory, cpu and pids controllers, or v1 with cpu, memory, pids and freezer mounted")]
+    NotFound(PathBuf),
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup {0} still has processes after they were killed")]
+    Busy(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// The host's cgroup hierarchy.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    version: Version,
+    root: PathBuf,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Io { path: path.to_path_buf(), source })
+}
+
+impl Cgroups {
+    /// Detects the hierarchy: v2 when its root offers memory, cpu and pids; else v1.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let root = PathBuf::from("/sys/fs/cgroup");
+        if let Ok(c) = fs::read_to_string(root.join("cgroup.controllers")) {
+            let have: Vec<&str> = c.split_whitespace().collect();
+            if ["memory", "cpu", "pids"].iter().all(|x| have.contains(x)) {
+                return Ok(Cgroups { version: Version::V2, root });
+            }
+        }
+        if V1_CONTROLLERS.iter().all(|c| root.join(c).join("tasks").exists()) {
+            return Ok(Cgroups { version: Version::V1, root });
+        }
+        Err(CgroupError::NotFound(root))
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self.version {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+
+    fn bases(&self) -> Vec<PathBuf> {
+        match self.version {
+            Version::V1 => V1_CONTROLLERS.iter().map(|c| self.root.join(c)).collect(),
+            Version::V2 => vec![self.root.clone()],
+        }
+    }
+
+    pub fn node(&self, tenant: &str, node: &str) -> NodeCgroup {
+        NodeCgroup {
+            version: self.version,
+            dirs: self.bases().into_iter().map(|b| b.join(TOP).join(tenant).join(node)).collect(),
+        }
+    }
+
+    /// Names of the node cgroups that exist for a tenant (for reconciliation).
+    pub fn tenant_nodes(&self, tenant: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for b in self.bases() {
+            if let Ok(rd) = fs::read_dir(b.join(TOP).join(tenant)) {
+                for e in rd.flatten() {
+                    if e.path().is_dir() {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// Removes the tenant's (and bulkhead's) parent cgroups when they are empty.
+    pub fn remove_tenant_if_empty(&self, tenant: &str) {
+        for b in self.bases() {
+            let _ = fs::remove_dir(b.join(TOP).join(tenant));
+            let _ = fs::remove_dir(b.join(TOP));
+        }
+    }
+
+    fn enable_v2_controllers(&self, tenant: &str) -> Result<(), CgroupError> {
+        let mut dir = self.root.clone();
+        for part in [TOP, tenant] {
+            write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+            dir = dir.join(part);
+            if !dir.exists() {
+                fs::create_dir(&dir).map_err(|source| CgroupError::Io { path: dir.clone(), source })?;
+            }
+        }
+        write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")
+    }
+
+    /// Prepares the parents of a tenant's node cgroups.
+    pub fn prepare_tenant(&self, tenant: &str) -> Result<(), CgroupError> {
+        match self.version {
+            Version::V2 => self.enable_v2_controllers(tenant),
+            Version::V1 => {
+                for b in self.bases() {
+                    let d = b.join(TOP).join(tenant);
+                    fs::create_dir_all(&d).map_err(|source| CgroupError::Io { path: d, source })?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One node's cgroup(s).
+#[derive(Debug, Clone)]
+pub struct NodeCgroup {
+    version: Version,
+    dirs: Vec<PathBuf>,
+}
+
+impl NodeCgroup {
+    fn dir_of(&self, controller: &str) -> &Path {
+        match self.version {
+            Version::V2 => &self.dirs[0],
+            Version::V1 => {
+                let i = V1_CONTROLLERS.iter().position(|c| *c == controller).expect("known controller");
+                &self.dirs[i]
+            }
+        }
+    }
+
+    /// Creates the cgroup(s) and writes the limits.
+    pub fn create(&self, limits: &Limits) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            fs::create_dir_all(d).map_err(|source| CgroupError::Io { path: d.clone(), source })?;
+        }
+        let quota = limits.millicpus * CPU_PERIOD_US / 1000;
+        match self.version {
+            Version::V1 => {
+                let cpu = self.dir_of("cpu");
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                let mem = self.dir_of("memory");
+                write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                // Swap would let a node exceed its memory limit on hosts that have it.
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &limits.memory_bytes.to_string())?;
+                }
+                write(&self.dir_of("pids").join("pids.max"), &limits.pids_max.to_string())?;
+            }
+            Version::V2 => {
+                let d = &self.dirs[0];
+                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
+                if d.join("memory.swap.max").exists() {
+                    write(&d.join("memory.swap.max"), "0")?;
+                }
+                write(&d.join("pids.max"), &limits.pids_max.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a process into the node's cgroup(s).
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn procs(&self) -> Vec<i32> {
+        let mut all = Vec::new();
+        for d in &self.dirs {
+            if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
+                all.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// How many times the kernel's OOM killer fired in this node.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = match self.version {
+            Version::V1 => (self.dir_of("memory").join("memory.oom_control"), "oom_kill "),
+            Version::V2 => (self.dirs[0].join("memory.events"), "oom_kill "),
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok())))
+            .unwrap_or(0)
+    }
+
+    /// Current memory use in bytes.
+    pub fn memory_current(&self) -> u64 {
+        let file = match self.version {
+            Version::V1 => self.dir_of("memory").join("memory.usage_in_bytes"),
+            Version::V2 => self.dirs[0].join("memory.current"),
+        };
+        fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Kills every process in the cgroup(s), waits until they are gone, removes the cgroup(s).
+    /// A cgroup that does not exist counts as removed.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let procs = self.procs();
+            if procs.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::Busy(self.dirs[0].clone()));
+            }
+            if self.version == Version::V2 && self.dirs[0].join("cgroup.kill").exists() {
+                let _ = fs::write(self.dirs[0].join("cgroup.kill"), "1");
+            } else {
+                // A frozen v1 cgroup would hold SIGKILL back: thaw it first.
+                let _ = fs::write(self.dir_of("freezer").join("freezer.state"), "THAWED");
+                for p in procs {
+                    // SAFETY: plain kill(2) of a pid that is in this node's cgroup.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for d in &self.dirs {
+            // rmdir can race with the exit of the last task for a moment: retry briefly.
+            for attempt in 0..50 {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if attempt == 49 => return Err(CgroupError::Io { path: d.clone(), source: e }),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
+        Ok(())
+    }
+}

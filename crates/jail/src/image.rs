@@ -1,0 +1,285 @@
+//! The image store. An image is a read-only root filesystem tree under
+//! `<state>/images/<name>/rootfs` with an `image.json` beside it. Images are built from the
+//! host's busybox-static (`minimal`) or imported from a directory or tarball; nothing is
+//! downloaded.
+//!
+//! Nodes do not use the store's tree directly: each tenant gets a copy whose owners are shifted
+//! into the tenant's host uid range ([`shifted_copy`]), so that uid 0 in the node owns the
+//! node's files while being an unprivileged uid on the host.
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::JailError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub name: String,
+    /// Changes whenever the image's content is replaced.
+    pub id: String,
+    pub source: String,
+    pub created_at: u64,
+}
+
+fn err(msg: impl Into<String>) -> JailError {
+    JailError::Image(msg.into())
+}
+
+fn ioe(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> JailError {
+    let what = what.to_string();
+    move |e| err(format!("{what}: {e}"))
+}
+
+pub fn validate_name(name: &str) -> Result<(), JailError> {
+    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(format!("invalid image name {name:?}: use letters, digits, '-', '_' or '.', not starting with '.'")))
+    }
+}
+
+pub fn image_dir(state: &Path, name: &str) -> PathBuf {
+    state.join("images").join(name)
+}
+
+pub fn meta(state: &Path, name: &str) -> Option<ImageMeta> {
+    let b = fs::read(image_dir(state, name).join("image.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+pub fn list(state: &Path) -> Vec<ImageMeta> {
+    let mut v: Vec<ImageMeta> = fs::read_dir(state.join("images"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| meta(state, &e.file_name().to_string_lossy()))
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 8];
+    // SAFETY: b is a valid 8-byte buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Builds the tree in a temporary directory with `fill`, then swaps it into place, so a failed
+/// build never leaves a half-made image under the name.
+fn install(state: &Path, name: &str, source: &str, fill: impl FnOnce(&Path) -> Result<(), JailError>) -> Result<ImageMeta, JailError> {
+    validate_name(name)?;
+    let images = state.join("images");
+    fs::create_dir_all(&images).map_err(ioe(format!("creating {}", images.display())))?;
+    fs::set_permissions(&images, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod images"))?;
+    let tmp = images.join(format!(".{name}.tmp-{}", new_id()));
+    let rootfs = tmp.join("rootfs");
+    fs::create_dir_all(&rootfs).map_err(ioe("creating build directory"))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod"))?;
+    let meta = ImageMeta { name: name.into(), id: new_id(), source: source.into(), created_at: now() };
+    let res = fill(&rootfs).and_then(|_| {
+        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod rootfs"))?;
+        fs::write(tmp.join("image.json"), serde_json::to_vec_pretty(&meta).unwrap_or_default()).map_err(ioe("writing image.json"))?;
+        let dst = image_dir(state, name);
+        if dst.exists() {
+            let old = images.join(format!(".{name}.old-{}", new_id()));
+            fs::rename(&dst, &old).map_err(ioe("replacing image"))?;
+            let _ = fs::remove_dir_all(old);
+        }
+        fs::rename(&tmp, &dst).map_err(ioe("installing image"))
+    });
+    if res.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    res.map(|_| meta)
+}
+
+/// Where Debian's busybox-static puts the binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Builds the `minimal` image from the host's statically linked busybox.
+pub fn build_minimal(state: &Path, busybox: &Path) -> Result<ImageMeta, JailError> {
+    let bytes = fs::read(busybox).map_err(|e| err(format!("cannot read {}: {e}; install it with `apt-get install busybox-static`", busybox.display())))?;
+    if !is_static_elf(&bytes) {
+        return Err(err(format!("{} is dynamically linked; images may have no libc: install busybox-static", busybox.display())));
+    }
+    let list = std::process::Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| err(format!("running {} --list-full: {e}", busybox.display())))?;
+    let applets = String::from_utf8_lossy(&list.stdout).into_owned();
+    install(state, "minimal", &format!("busybox {}", busybox.display()), |root| {
+        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "var/tmp", "home", "work"] {
+            fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
+        }
+        fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
+        fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).map_err(ioe("chmod busybox"))?;
+        for applet in applets.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("..")) {
+            let p = root.join(applet);
+            if p.exists() || applet == "bin/busybox" {
+                continue;
+            }
+            let depth = applet.matches('/').count();
+            let target = format!("{}bin/busybox", "../".repeat(depth));
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
+            }
+            symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
+        }
+        for (f, content) in [
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+            ("etc/os-release", "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n"),
+            ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+        ] {
+            fs::write(root.join(f), content).map_err(ioe(f))?;
+        }
+        for d in ["tmp", "var/tmp"] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777)).map_err(ioe(d))?;
+        }
+        fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).map_err(ioe("root"))?;
+        Ok(())
+    })
+}
+
+fn is_static_elf(b: &[u8]) -> bool {
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false;
+    }
+    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+    let phentsize = u16::from_le_bytes(b[54..56].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(b[56..58].try_into().unwrap()) as usize;
+    (0..phnum).all(|i| {
+        let off = phoff + i * phentsize;
+        // PT_INTERP (3) names a dynamic loader.
+        b.get(off..off + 4).map(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3).unwrap_or(false)
+    })
+}
+
+/// Imports a root filesystem from a directory or a tar archive (plain or gzip).
+pub fn import(state: &Path, name: &str, src: &Path) -> Result<ImageMeta, JailError> {
+    let md = fs::metadata(src).map_err(|e| err(format!("cannot read {}: {e}", src.display())))?;
+    install(state, name, &src.display().to_string(), |root| {
+        if md.is_dir() {
+            copy_tree(src, root, &|uid, gid| (uid, gid))
+        } else {
+            let mut f = fs::File::open(src).map_err(ioe(src.display()))?;
+            let mut magic = [0u8; 2];
+            let n = f.read(&mut magic).map_err(ioe(src.display()))?;
+            let f = fs::File::open(src).map_err(ioe(src.display()))?;
+            let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+            let mut a = tar::Archive::new(reader);
+            a.set_preserve_permissions(true);
+            a.set_preserve_ownerships(true);
+            a.unpack(root).map_err(|e| err(format!("unpacking {}: {e} (give a directory, a .tar or a .tar.gz)", src.display())))
+        }
+    })
+}
+
+/// Copies a tree, mapping owners with `map`. Device nodes and sockets are skipped: a node gets
+/// its devices from the jail, never from an image.
+fn copy_tree(src: &Path, dst: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> Result<(), JailError> {
+    let md = fs::symlink_metadata(src).map_err(ioe(src.display()))?;
+    let (uid, gid) = map(md.uid(), md.gid());
+    let ft = md.file_type();
+    if ft.is_dir() {
+        if !dst.exists() {
+            fs::create_dir(dst).map_err(ioe(dst.display()))?;
+        }
+        for e in fs::read_dir(src).map_err(ioe(src.display()))? {
+            let e = e.map_err(ioe(src.display()))?;
+            copy_tree(&e.path(), &dst.join(e.file_name()), map)?;
+        }
+    } else if ft.is_symlink() {
+        let t = fs::read_link(src).map_err(ioe(src.display()))?;
+        symlink(t, dst).map_err(ioe(dst.display()))?;
+    } else if ft.is_file() {
+        fs::copy(src, dst).map_err(ioe(dst.display()))?;
+    } else {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(ioe(format!("chown {}", dst.display())))?;
+    if !ft.is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(ioe(format!("chmod {}", dst.display())))?;
+    }
+    Ok(())
+}
+
+/// Returns the tenant's copy of an image, making it if needed: `<tenant_dir>/images/<id>`, with
+/// every owner shifted by `base` (ids at or above `count` become the range's nobody).
+pub fn shifted_copy(state: &Path, name: &str, tenant_dir: &Path, base: u32, count: u32) -> Result<PathBuf, JailError> {
+    let m = meta(state, name).ok_or_else(|| {
+        err(format!("image {name:?} not found: build it with `bulkhead image build minimal` or import one with `bulkhead image import --name {name} DIR|TARBALL`"))
+    })?;
+    let dir = tenant_dir.join("images");
+    let dst = dir.join(format!("{}-{}", m.name, m.id));
+    if dst.exists() {
+        return Ok(dst);
+    }
+    fs::create_dir_all(&dir).map_err(ioe(dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(ioe("chmod"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", m.id, new_id()));
+    let shift = move |uid: u32, gid: u32| {
+        let f = |x: u32| if x < count { base + x } else { base + 65534.min(count - 1) };
+        (f(uid), f(gid))
+    };
+    let res = copy_tree(&image_dir(state, name).join("rootfs"), &tmp, &shift).and_then(|_| fs::rename(&tmp, &dst).map_err(ioe("installing tenant image")));
+    if res.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    res.map(|_| dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names() {
+        assert!(validate_name("minimal").is_ok());
+        assert!(validate_name("debian-12.1").is_ok());
+        for bad in ["", ".x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn import_and_shift_a_directory() {
+        let state = tempfile::tempdir().unwrap();
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir(src.path().join("etc")).unwrap();
+        fs::write(src.path().join("etc/hello"), "hi").unwrap();
+        symlink("hello", src.path().join("etc/link")).unwrap();
+        let m = import(state.path(), "t", src.path()).unwrap();
+        assert_eq!(m.name, "t");
+        assert_eq!(list(state.path()).len(), 1);
+        let tenant = state.path().join("tenant");
+        let out = shifted_copy(state.path(), "t", &tenant, 200_000, 65536).unwrap();
+        let md = fs::metadata(out.join("etc/hello")).unwrap();
+        let me = fs::metadata(src.path().join("etc/hello")).unwrap();
+        if me.uid() == 0 {
+            assert_eq!(md.uid(), 200_000);
+        }
+        assert_eq!(fs::read_link(out.join("etc/link")).unwrap(), Path::new("hello"));
+        assert!(shifted_copy(state.path(), "missing", &tenant, 1, 1).is_err());
+    }
+
+    #[test]
+    fn failed_import_leaves_nothing() {
+        let state = tempfile::tempdir().unwrap();
+        let bogus = state.path().join("not-a-tar");
+        fs::write(&bogus, "definitely not tar data, but long enough to be read as a header....").unwrap();
+        assert!(import(state.path(), "bad", &bogus).is_err());
+        assert!(list(state.path()).is_empty());
+        let leftovers: Vec<_> = fs::read_dir(state.path().join("images")).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

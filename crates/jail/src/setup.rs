@@ -1,0 +1,150 @@
+//! Runs inside the node's init process after clone, before it execs the agent. Order matters:
+//! mounts while we still see the host paths, pivot_root, then hostname and network, then
+//! capabilities, no_new_privs and seccomp last so that the steps before them are still allowed.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use crate::{files, JailSpec};
+
+type R = Result<(), String>;
+
+fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R {
+    mount(src, target, fstype, flags, data).map_err(|e| format!("mount {} ({fstype:?}): {e}", target.display()))
+}
+
+fn mkdir(p: &Path) -> R {
+    fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))
+}
+
+fn touch(p: &Path) -> R {
+    if !p.exists() {
+        fs::write(p, b"").map_err(|e| format!("create {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Bind-mounts `src` on `dst` and makes the bind read-only.
+fn bind_ro(src: &Path, dst: &Path) -> R {
+    m(Some(src.to_str().unwrap_or("")), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    m(None, dst, None, flags, None)
+}
+
+const MASKED_FILES: &[&str] = &["proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list", "proc/sched_debug", "proc/kallsyms"];
+const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/scsi", "sys/firmware"];
+const READ_ONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+const HOST_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+pub(crate) fn mounts(spec: &JailSpec) -> R {
+    m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let scratch = spec.node_dir.join(files::SCRATCH);
+    let rootfs = spec.node_dir.join(files::ROOTFS);
+    // The writable layer is a tmpfs of the node's storage size, charged to the node's memory
+    // cgroup, inside the node's mount namespace: nothing to unmount on the host.
+    let data = format!("size={},mode=0755", spec.storage_bytes);
+    m(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&data))?;
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    let lower = spec.lower.to_str().ok_or("lower path is not UTF-8")?;
+    let ov = format!(
+        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        upper.display(),
+        work.display()
+    );
+    m(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&ov))?;
+
+    for d in ["proc", "sys", "dev", "tmp", ".bulkhead"] {
+        mkdir(&rootfs.join(d))?;
+    }
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).map_err(|e| format!("chmod /tmp: {e}"))?;
+    let agent = rootfs.join(".bulkhead/agent");
+    touch(&agent)?;
+    bind_ro(&spec.agent_bin, &agent)?;
+
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    m(Some("proc"), &rootfs.join("proc"), Some("proc"), nosuid, None)?;
+    m(Some("sysfs"), &rootfs.join("sys"), Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None)?;
+
+    let dev = rootfs.join("dev");
+    m(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=65536k"))?;
+    for d in HOST_DEVICES {
+        let p = dev.join(d);
+        touch(&p)?;
+        m(Some(&format!("/dev/{d}")), &p, None, MsFlags::MS_BIND, None)?;
+    }
+    mkdir(&dev.join("pts"))?;
+    m(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    mkdir(&dev.join("shm"))?;
+    m(Some("shm"), &dev.join("shm"), Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))?;
+    for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(to, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+
+    for f in MASKED_FILES {
+        let p = rootfs.join(f);
+        if p.exists() {
+            m(Some("/dev/null"), &p, None, MsFlags::MS_BIND, None)?;
+        }
+    }
+    for d in MASKED_DIRS {
+        let p = rootfs.join(d);
+        if p.is_dir() {
+            m(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY | nosuid, Some("size=0"))?;
+        }
+    }
+    for r in READ_ONLY {
+        let p = rootfs.join(r);
+        if p.exists() {
+            bind_ro(&p, &p)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn pivot(spec: &JailSpec) -> R {
+    let rootfs = spec.node_dir.join(files::ROOTFS);
+    std::env::set_current_dir(&rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the
+    // node's tree, without needing a directory for the old root.
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    bulkhead_net::apply_inside(&spec.network).map_err(|e| e.to_string())
+}
+
+pub(crate) fn lock_down(filters: &[seccompiler::BpfProgram]) -> R {
+    crate::caps::drop_all_but_kept()?;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    }
+    crate::seccomp::install(filters)
+}
+
+/// Puts the agent's listening socket at fd 3, stdio on the console, and execs the agent.
+pub(crate) fn exec_agent(listen_fd: i32, console_fd: i32) -> String {
+    // SAFETY: dup2/close_range on fds we own; execve with NUL-terminated arrays built here.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(console_fd, 1) < 0 || libc::dup2(console_fd, 2) < 0 {
+            return format!("stdio: {}", std::io::Error::last_os_error());
+        }
+        if libc::dup2(listen_fd, 3) < 0 {
+            return format!("agent socket: {}", std::io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        let path = CString::new("/.bulkhead/agent").unwrap();
+        let argv = [c"bulkhead-agent".as_ptr(), c"agent".as_ptr(), std::ptr::null()];
+        let envp = [c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(), std::ptr::null()];
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    format!("exec agent: {}", std::io::Error::last_os_error())
+}

@@ -1,0 +1,211 @@
+//! The per-node supervisor (`bulkhead supervise SPEC`). It runs as root on the host, creates the
+//! node's cgroups and agent socket, clones the node's init into new namespaces, reports
+//! `ready <pid>` (or `error <message>`) on stdout, and then waits. SIGTERM kills the node; when
+//! the node's init exits the supervisor removes the node's cgroups and socket and exits.
+//!
+//! The supervisor is single-threaded, which makes clone() without exec in the child safe.
+
+use nix::sched::{clone, CloneFlags};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use crate::{files, io_err, setup, Cgroups, JailError, JailSpec, SupervisorState};
+
+fn pipe() -> Result<(File, File), JailError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io_err("pipe")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fresh fds that we now own.
+    Ok(unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) })
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then sigprocmask for this (only) thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Entry point of `bulkhead supervise SPEC`. Returns the process exit code.
+pub fn run(spec_path: &Path) -> i32 {
+    let mut out = std::io::stdout();
+    let spec: JailSpec = match fs::read(spec_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(out, "error reading spec {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    let cgroups = match Cgroups::detect() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            return 1;
+        }
+    };
+    let sigs = block_signals();
+    let init = match start(&spec, &cgroups) {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = crate::cleanup(&cgroups, &spec.tenant, &spec.node, &spec.node_dir);
+            let _ = writeln!(out, "error {e}");
+            return 1;
+        }
+    };
+    let _ = writeln!(out, "ready {init}");
+    let _ = out.flush();
+    // Detach from the daemon's pipe so the daemon can come and go.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        // SAFETY: replacing our own stdout/stderr with /dev/null.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+    wait_for(init, &sigs);
+    // The node is gone. Remove the socket and cgroups; the directory belongs to the daemon,
+    // which removes it when it deletes the node (or at reconciliation).
+    let _ = fs::remove_file(spec.node_dir.join(files::AGENT_SOCKET));
+    let _ = cgroups.node(&spec.tenant, &spec.node).remove();
+    0
+}
+
+fn wait_for(init: i32, sigs: &libc::sigset_t) {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid set and out pointer.
+        let sig = unsafe { libc::sigwaitinfo(sigs, &mut info) };
+        match sig {
+            libc::SIGCHLD => {
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                if unsafe { libc::waitpid(init, &mut status, libc::WNOHANG) } == init {
+                    return;
+                }
+            }
+            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => {
+                // SIGKILL of a pid namespace's init kills every process in the namespace.
+                // SAFETY: our own child.
+                unsafe { libc::kill(init, libc::SIGKILL) };
+            }
+            _ => {}
+        }
+    }
+}
+
+fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
+    let filters = crate::seccomp::compile()?;
+    let cg = cgroups.node(&spec.tenant, &spec.node);
+    cgroups.prepare_tenant(&spec.tenant)?;
+    cg.create(&spec.limits)?;
+
+    for d in [files::ROOTFS, files::SCRATCH] {
+        let p = spec.node_dir.join(d);
+        fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
+    }
+    let sock = spec.node_dir.join(files::AGENT_SOCKET);
+    let _ = fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod agent socket"))?;
+    let console = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.node_dir.join(files::CONSOLE_LOG))
+        .map_err(io_err("opening console log"))?;
+
+    let (mut go_r, mut go_w) = pipe()?;
+    let (mut err_r, mut err_w) = pipe()?;
+    let (listen_fd, console_fd) = (listener.as_raw_fd(), console.as_raw_fd());
+
+    let child = move || -> isize {
+        let mut b = [0u8; 1];
+        if go_r.read_exact(&mut b).is_err() {
+            return 1;
+        }
+        let msg = match child_main(spec, &filters) {
+            Ok(()) => setup::exec_agent(listen_fd, console_fd),
+            Err(e) => e,
+        };
+        let _ = err_w.write_all(msg.as_bytes());
+        1
+    };
+    let mut stack = vec![0u8; 1024 * 1024];
+    let flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    // SAFETY: the supervisor is single-threaded; the child gets its own copy of memory (no
+    // CLONE_VM) and either execs the agent or exits.
+    let pid = unsafe { clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map_err(|e| JailError::Setup(format!("clone: {e}")))?
+        .as_raw();
+
+    let map = format!("0 {} {}\n", spec.uid_base, spec.uid_count);
+    let res = (|| {
+        fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io_err("writing uid_map"))?;
+        fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io_err("writing gid_map"))?;
+        cg.add(pid)?;
+        go_w.write_all(b"g").map_err(io_err("starting the node"))?;
+        drop(go_w);
+        Ok::<(), JailError>(())
+    })();
+    if let Err(e) = res {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    // The error pipe is close-on-exec (and our copy of its write end went with the closure):
+    // EOF means the agent was exec'd.
+    let mut msg = String::new();
+    let _ = err_r.read_to_string(&mut msg);
+    if !msg.is_empty() {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(JailError::Setup(msg));
+    }
+    let state = SupervisorState {
+        // SAFETY: getpid has no preconditions.
+        supervisor_pid: unsafe { libc::getpid() },
+        supervisor_start: crate::process_start_time(unsafe { libc::getpid() }).unwrap_or(0),
+        init_pid: pid,
+    };
+    let tmp = spec.node_dir.join(".supervisor.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(&state).unwrap_or_default()).map_err(io_err("writing supervisor state"))?;
+    fs::rename(&tmp, spec.node_dir.join(files::SUPERVISOR)).map_err(io_err("writing supervisor state"))?;
+    drop(listener);
+    drop(console);
+    Ok(pid)
+}
+
+/// Runs in the node's init after the supervisor wrote the id maps and placed it in its cgroups.
+fn child_main(spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
+    // Become uid/gid 0 of the new user namespace (an unprivileged range on the host).
+    // SAFETY: credential syscalls with integer arguments.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
+            return Err(format!("switching to the node's root: {}", std::io::Error::last_os_error()));
+        }
+    }
+    // A cgroup namespace rooted at the node's own cgroup, now that we are in it.
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
+    setup::mounts(spec)?;
+    setup::pivot(spec)?;
+    setup::lock_down(filters)
+}
