@@ -24,7 +24,12 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
                     .stack_size(256 * 1024)
                     .spawn(move || handle(conn, started));
             }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ENOTSOCK)) => {
+                eprintln!("bulkhead-agent: no usable listening socket at fd {listen_fd}: {e}");
+                std::process::exit(1);
+            }
             Err(e) => {
+                // EMFILE and friends pass: back off instead of spinning.
                 eprintln!("bulkhead-agent: accept: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }

@@ -1,0 +1,264 @@
+//! The bulkhead daemon for one tenant: startup (lock, uid range, image, reconciliation),
+//! the HTTP API on a UNIX socket or TCP, and shutdown per `graceful_shutdown`.
+
+pub mod app;
+pub mod error;
+pub mod query;
+pub mod routes;
+pub mod vm;
+
+use bulkhead_core::{ApiListen, TenantConfig};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::{ensure_dir, App};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
+/// Host-wide registry of claimed uid ranges, shared by every daemon on the host.
+pub const UID_REGISTRY: &str = "/run/bulkhead/uid-ranges";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Jail(#[from] bulkhead_jail::JailError),
+    #[error(transparent)]
+    Cgroup(#[from] bulkhead_jail::CgroupError),
+    #[error(transparent)]
+    Store(#[from] bulkhead_store::StoreError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// Holds the tenant's state directory for one daemon (an flock on `daemon.lock`).
+struct StateLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_state(dir: &Path, tenant: &str) -> Result<StateLock, StartError> {
+    let path = dir.join("daemon.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(format!("opening {}", path.display())))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(StartError::Refused(format!(
+            "tenant {tenant:?} is already served by a running daemon (pid {}) using {}: stop it first",
+            holder.trim(),
+            dir.display()
+        )));
+    }
+    f.set_len(0).ok();
+    std::fs::write(&path, format!("{}\n", std::process::id())).ok();
+    Ok(StateLock(f))
+}
+
+/// Claims the tenant's uid range in the host-wide registry.
+fn claim_uid_range(tenant: &str, base: u32) -> Result<PathBuf, StartError> {
+    std::fs::create_dir_all(UID_REGISTRY).map_err(io(format!("creating {UID_REGISTRY}")))?;
+    let p = Path::new(UID_REGISTRY).join(base.to_string());
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        Ok(_) => std::fs::write(&p, tenant).map_err(io("claiming uid range"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let owner = std::fs::read_to_string(&p).unwrap_or_default();
+            if owner.trim() != tenant {
+                return Err(StartError::Refused(format!(
+                    "tenant {tenant:?} maps to host uids {base}.. which tenant {:?} already holds: rename one of the tenants",
+                    owner.trim()
+                )));
+            }
+        }
+        Err(e) => return Err(io("claiming uid range")(e)),
+    }
+    Ok(p)
+}
+
+/// Refuses a socket that a live daemon answers on; removes a stale one.
+fn check_socket(p: &Path) -> Result<(), StartError> {
+    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+        return Err(StartError::Refused(format!("socket {} is already served by a live daemon: stop it or choose another api.bind_address", p.display())));
+    }
+    if p.exists() {
+        std::fs::remove_file(p).map_err(io(format!("removing stale socket {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// Copies our own executable into the tenant's state as the node agent, unless identical.
+fn install_agent(tenant_dir: &Path, self_exe: &Path) -> Result<PathBuf, StartError> {
+    let dir = tenant_dir.join("bin");
+    ensure_dir(&dir, 0o711).map_err(io("creating bin directory"))?;
+    let dst = dir.join("bulkhead-agent");
+    let ours = std::fs::read(self_exe).map_err(io(format!("reading {}", self_exe.display())))?;
+    if std::fs::read(&dst).ok().as_deref() != Some(&ours[..]) {
+        let tmp = dir.join(".bulkhead-agent.tmp");
+        std::fs::write(&tmp, &ours).map_err(io("writing agent binary"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod agent"))?;
+        std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
+    }
+    Ok(dst)
+}
+
+/// Makes sure the configured image exists, building `minimal` from busybox-static if needed.
+pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
+    if bulkhead_jail::image::meta(state_root, name).is_some() {
+        return Ok(());
+    }
+    if name == bulkhead_core::config::DEFAULT_IMAGE {
+        tracing::info!("building the minimal image from {}", bulkhead_jail::image::BUSYBOX);
+        bulkhead_jail::image::build_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
+        return Ok(());
+    }
+    Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f).map_err(io(format!("reading token file {}", f.display())))?;
+        let t = t.trim().to_string();
+        if t.len() < 16 {
+            return Err(StartError::Refused(format!("token in {} is shorter than 16 characters", f.display())));
+        }
+        return Ok(t);
+    }
+    let p = tenant_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&p) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 24];
+    // SAFETY: valid buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    std::fs::write(&p, &t).map_err(io("writing api token"))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod api token"))?;
+    Ok(t)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartError> {
+    let tenant = cfg.tenant.clone();
+    ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
+    let tenant_dir = state_root.join("tenants").join(&tenant);
+    ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
+    ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
+    ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
+    let _lock = lock_state(&tenant_dir, &tenant)?;
+    let uid_base = bulkhead_core::uid_base(&tenant);
+    let claim = claim_uid_range(&tenant, uid_base)?;
+    if let ApiListen::Unix(p) = &cfg.listen {
+        check_socket(p)?;
+    }
+    ensure_image(&state_root, &cfg.image)?;
+    let lower = bulkhead_jail::image::shifted_copy(&state_root, &cfg.image, &tenant_dir, uid_base, bulkhead_core::UID_COUNT)?;
+    let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
+    let agent_bin = install_agent(&tenant_dir, &self_exe)?;
+    let cgroups = bulkhead_jail::Cgroups::detect()?;
+    let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        tenant: tenant.clone(),
+        tenant_dir: tenant_dir.clone(),
+        lower,
+        agent_bin,
+        self_exe,
+        uid_base,
+        cgroups,
+        store: std::sync::Mutex::new(store),
+        setups: tokio::sync::Semaphore::new(app::PARALLEL_SETUPS),
+        queued: Default::default(),
+        counters: Default::default(),
+        started: Instant::now(),
+    });
+    let (adopted, removed) = app.reconcile().await;
+    tracing::info!(tenant = %tenant, adopted, removed, cgroup = app.cgroups.describe(), "state reconciled");
+
+    let router = routes::router(app.clone());
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down");
+    };
+    let served = match &cfg.listen {
+        ApiListen::Unix(p) => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            }
+            let l = tokio::net::UnixListener::bind(p).map_err(io(format!("binding {}", p.display())))?;
+            // File permissions are the authentication on a UNIX socket: owner only.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod socket"))?;
+            tracing::info!(socket = %p.display(), "listening");
+            create_initial(&app).await;
+            eprintln!("bulkhead: tenant {tenant} ready on {}", p.display());
+            let r = axum::serve(l, router).with_graceful_shutdown(shutdown).await;
+            let _ = std::fs::remove_file(p);
+            r
+        }
+        ApiListen::Tcp { addr, token_file } => {
+            let token = Arc::new(load_or_make_token(&tenant_dir, token_file.as_deref())?);
+            let router = router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    let ok = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                    if ok {
+                        next.run(req).await
+                    } else {
+                        axum::response::IntoResponse::into_response(error::ApiError::new(
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "missing or wrong bearer token: send Authorization: Bearer <token>",
+                        ))
+                    }
+                }
+            }));
+            let l = tokio::net::TcpListener::bind(addr.as_str()).await.map_err(io(format!("binding {addr}")))?;
+            tracing::info!(%addr, "listening on TCP; clients need the bearer token");
+            create_initial(&app).await;
+            eprintln!("bulkhead: tenant {tenant} ready on http://{addr}");
+            axum::serve(l, router).with_graceful_shutdown(shutdown).await
+        }
+    };
+    if let Err(e) = served {
+        tracing::error!(error = %e, "server failed");
+    }
+    if cfg.graceful_shutdown {
+        tracing::info!("graceful_shutdown: true, leaving nodes running for the next start");
+    } else {
+        app.delete_all().await;
+    }
+    let _ = std::fs::remove_file(claim);
+    Ok(())
+}
+
+/// Creates the `count` nodes of each host group that are missing.
+async fn create_initial(app: &Arc<App>) {
+    let nodes = app.list().unwrap_or_default();
+    for g in &app.cfg.groups {
+        let have = nodes.iter().filter(|n| n.hostgroup == g.name).count() as u32;
+        for _ in have..g.count {
+            match app.create(&g.name, Default::default(), true, std::time::Duration::from_secs(60)).await {
+                Ok(n) => tracing::info!(node = %n.hostname, "created at start (count)"),
+                Err(e) => tracing::error!(group = %g.name, error = %e, "could not create node at start"),
+            }
+        }
+    }
+}

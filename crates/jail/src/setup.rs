@@ -135,7 +135,8 @@ pub(crate) fn exec_agent(listen_fd: i32, console_fd: i32) -> String {
         if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(console_fd, 1) < 0 || libc::dup2(console_fd, 2) < 0 {
             return format!("stdio: {}", std::io::Error::last_os_error());
         }
-        if libc::dup2(listen_fd, 3) < 0 {
+        // dup2(3, 3) would keep close-on-exec, so clear the flag explicitly either way.
+        if (listen_fd != 3 && libc::dup2(listen_fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
             return format!("agent socket: {}", std::io::Error::last_os_error());
         }
         libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);

@@ -1,0 +1,412 @@
+//! The tenant config file, in Slicer's YAML shape (`config.host_groups[]`, `image`,
+//! `hypervisor`, `graceful_shutdown`, `api.bind_address`) plus a few bulkhead keys (`tenant`,
+//! `state_dir`, `pids_max`). Unknown keys are errors that name the key, so a typo never
+//! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
+//! nothing starts on a bad config.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use bulkhead_api::names;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {path}: {message}")]
+    Key { path: String, message: String },
+    #[error("config is not valid YAML: {0}")]
+    Syntax(String),
+}
+
+fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key { path: path.into(), message: message.into() }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub config: RawConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub host_groups: Vec<RawHostGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(default)]
+    pub graceful_shutdown: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RawApi>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// File holding the bearer token that TCP clients must send (bulkhead key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<String>,
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_gb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<RawNetwork>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    // Slicer's bridge-mode fields, accepted so such configs load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
+
+// ---- the validated config ------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    None,
+    Isolated,
+    Bridge,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Isolated => "isolated",
+            NetworkMode::Bridge => "bridge",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupNetwork {
+    pub mode: NetworkMode,
+    pub range: Option<IpNet>,
+    pub drop: Vec<IpNet>,
+    pub allow: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGroup {
+    pub name: String,
+    pub count: u32,
+    pub vcpu: u32,
+    pub ram_bytes: u64,
+    pub storage_bytes: u64,
+    pub pids_max: u64,
+    pub network: GroupNetwork,
+    pub dns_servers: Vec<std::net::IpAddr>,
+    pub userdata: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiListen {
+    Unix(PathBuf),
+    Tcp { addr: String, token_file: Option<PathBuf> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    pub tenant: String,
+    pub state_dir: Option<PathBuf>,
+    pub groups: Vec<HostGroup>,
+    pub image: String,
+    pub hypervisor: String,
+    pub graceful_shutdown: bool,
+    pub listen: ApiListen,
+}
+
+pub const DEFAULT_IMAGE: &str = "minimal";
+pub const DEFAULT_STORAGE: u64 = 1 << 30;
+pub const DEFAULT_RAM: u64 = 512 << 20;
+pub const DEFAULT_PIDS: u64 = 1024;
+pub const MAX_COUNT: u32 = 256;
+
+fn parse_cidrs(path: &str, v: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            c.parse::<IpNet>()
+                .map_err(|_| key_err(format!("{path}[{i}]"), format!("{c:?} is not a CIDR, e.g. 192.168.1.0/24")))
+        })
+        .collect()
+}
+
+impl TenantConfig {
+    /// Parses and validates a config file's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                ConfigError::Syntax(inner)
+            } else {
+                key_err(path, inner)
+            }
+        })?;
+        Self::from_raw(raw.config)
+    }
+
+    pub fn from_raw(c: RawConfig) -> Result<Self, ConfigError> {
+        if c.host_groups.is_empty() {
+            return Err(key_err("config.host_groups", "at least one host group is required"));
+        }
+        let mut groups: Vec<HostGroup> = Vec::new();
+        for (i, g) in c.host_groups.iter().enumerate() {
+            let p = format!("config.host_groups[{i}]");
+            let hg = validate_group(&p, g)?;
+            if groups.iter().any(|x| x.name == hg.name) {
+                return Err(key_err(format!("{p}.name"), format!("host group {:?} is defined twice: names must be unique", hg.name)));
+            }
+            groups.push(hg);
+        }
+        let tenant = c.tenant.clone().unwrap_or_else(|| groups[0].name.clone());
+        names::validate_label("tenant", &tenant).map_err(|m| key_err("config.tenant", m))?;
+        let hypervisor = c.hypervisor.clone().unwrap_or_else(|| "jail".into());
+        match hypervisor.as_str() {
+            "jail" => {}
+            "qemu" | "firecracker" | "cloud-hypervisor" => {
+                return Err(key_err("config.hypervisor", format!("{hypervisor:?} is not available in this build yet; use \"jail\"")))
+            }
+            h => return Err(key_err("config.hypervisor", format!("unknown hypervisor {h:?}: use \"jail\""))),
+        }
+        let image = c.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
+        if image.is_empty() || image.contains('/') || image.contains(':') {
+            return Err(key_err(
+                "config.image",
+                format!("{image:?} is not a local image name: bulkhead does not pull images; import one with `bulkhead image import --name NAME DIR|TARBALL` and name it here"),
+            ));
+        }
+        let api = c.api.clone().unwrap_or_default();
+        let listen = match api.bind_address.as_deref() {
+            None => ApiListen::Unix(PathBuf::from(format!("/run/bulkhead/{tenant}.sock"))),
+            Some(a) if a.starts_with('/') => {
+                if api.port.is_some() {
+                    return Err(key_err("config.api.port", "port does not apply to a UNIX socket bind_address"));
+                }
+                ApiListen::Unix(PathBuf::from(a))
+            }
+            Some(a) => {
+                let addr = if a.contains(':') { a.to_string() } else { format!("{a}:{}", api.port.unwrap_or(8080)) };
+                addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                    key_err("config.api.bind_address", format!("{a:?} is neither an absolute socket path nor host:port (e.g. 127.0.0.1:8080)"))
+                })?;
+                ApiListen::Tcp { addr, token_file: api.token_file.clone() }
+            }
+        };
+        if let Some(sd) = &c.state_dir {
+            if !sd.is_absolute() {
+                return Err(key_err("config.state_dir", "must be an absolute path"));
+            }
+        }
+        Ok(TenantConfig {
+            tenant,
+            state_dir: c.state_dir.clone(),
+            groups,
+            image,
+            hypervisor,
+            graceful_shutdown: c.graceful_shutdown,
+            listen,
+        })
+    }
+
+    pub fn group(&self, name: &str) -> Option<&HostGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
+    names::validate_label("host group name", &g.name).map_err(|m| key_err(format!("{p}.name"), m))?;
+    if let Some(s) = &g.storage {
+        if s != "image" {
+            return Err(key_err(format!("{p}.storage"), format!("{s:?} is not supported: use \"image\"")));
+        }
+    }
+    let storage_bytes = match &g.storage_size {
+        Some(s) => crate::size::parse(s).map_err(|m| key_err(format!("{p}.storage_size"), m))?,
+        None => DEFAULT_STORAGE,
+    };
+    if storage_bytes < (16 << 20) {
+        return Err(key_err(format!("{p}.storage_size"), "must be at least 16M"));
+    }
+    let rams = [g.ram_gb.map(|v| (v, 1u64 << 30, "ram_gb")), g.ram_mb.map(|v| (v, 1 << 20, "ram_mb")), g.ram_bytes.map(|v| (v, 1, "ram_bytes"))];
+    let set: Vec<_> = rams.iter().flatten().collect();
+    if set.len() > 1 {
+        return Err(key_err(format!("{p}.{}", set[1].2), "give only one of ram_gb, ram_mb and ram_bytes"));
+    }
+    let ram_bytes = match set.first() {
+        Some((v, m, k)) => v.checked_mul(*m).filter(|b| *b >= 16 << 20).ok_or_else(|| key_err(format!("{p}.{k}"), "must be at least 16 MiB"))?,
+        None => DEFAULT_RAM,
+    };
+    let vcpu = g.vcpu.unwrap_or(1);
+    if vcpu == 0 || vcpu > 256 {
+        return Err(key_err(format!("{p}.vcpu"), "must be between 1 and 256"));
+    }
+    if g.count > MAX_COUNT {
+        return Err(key_err(format!("{p}.count"), format!("must be at most {MAX_COUNT}")));
+    }
+    let pids_max = g.pids_max.unwrap_or(DEFAULT_PIDS);
+    if !(16..=1 << 22).contains(&pids_max) {
+        return Err(key_err(format!("{p}.pids_max"), "must be between 16 and 4194304"));
+    }
+    let rn = g.network.clone().unwrap_or_default();
+    let mode = match rn.mode.as_deref().unwrap_or("none") {
+        "none" => NetworkMode::None,
+        "isolated" => NetworkMode::Isolated,
+        "bridge" => NetworkMode::Bridge,
+        m => return Err(key_err(format!("{p}.network.mode"), format!("unknown mode {m:?}: use none, isolated or bridge"))),
+    };
+    let range = match &rn.range {
+        Some(r) => Some(r.parse::<IpNet>().map_err(|_| key_err(format!("{p}.network.range"), format!("{r:?} is not a CIDR, e.g. 169.254.100.0/22")))?),
+        None => None,
+    };
+    let network = GroupNetwork {
+        mode,
+        range,
+        drop: parse_cidrs(&format!("{p}.network.drop"), &rn.drop)?,
+        allow: parse_cidrs(&format!("{p}.network.allow"), &rn.allow)?,
+    };
+    if mode != NetworkMode::None {
+        return Err(key_err(
+            format!("{p}.network.mode"),
+            format!("{:?} networking is not available in this build yet; use mode: none (loopback only)", mode.as_str()),
+        ));
+    }
+    let dns_servers = g
+        .dns_servers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.parse().map_err(|_| key_err(format!("{p}.dns_servers[{i}]"), format!("{d:?} is not an IP address"))))
+        .collect::<Result<_, _>>()?;
+    let userdata = match (&g.userdata, &g.userdata_file) {
+        (Some(_), Some(_)) => return Err(key_err(format!("{p}.userdata_file"), "give userdata or userdata_file, not both")),
+        (Some(u), None) => Some(u.clone()),
+        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| key_err(format!("{p}.userdata_file"), format!("cannot read {}: {e}", f.display())))?),
+        (None, None) => None,
+    };
+    Ok(HostGroup { name: g.name.clone(), count: g.count, vcpu, ram_bytes, storage_bytes, pids_max, network, dns_servers, userdata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLICER: &str = r#"
+config:
+  host_groups:
+    - name: a3cf
+      storage: image
+      storage_size: 25G
+      count: 0
+      vcpu: 2
+      ram_gb: 4
+      network:
+        mode: none
+  image: "minimal"
+  hypervisor: jail
+  graceful_shutdown: false
+  api:
+    bind_address: "/run/bulkhead/a3cf.sock"
+"#;
+
+    #[test]
+    fn loads_slicer_shape() {
+        let c = TenantConfig::parse(SLICER).unwrap();
+        assert_eq!(c.tenant, "a3cf");
+        assert_eq!(c.groups[0].ram_bytes, 4 << 30);
+        assert_eq!(c.groups[0].storage_bytes, 25 << 30);
+        assert_eq!(c.listen, ApiListen::Unix("/run/bulkhead/a3cf.sock".into()));
+    }
+
+    fn err_of(text: &str) -> String {
+        TenantConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err_of(&SLICER.replace("vcpu: 2", "vcpus: 2"));
+        assert!(e.contains("host_groups[0]") && e.contains("vcpus"), "{e}");
+        let e = err_of(&SLICER.replace("25G", "25Q"));
+        assert!(e.contains("host_groups[0].storage_size"), "{e}");
+        let e = err_of(&SLICER.replace("mode: none", "mode: none\n        drop: [\"300.1.1.0/24\"]"));
+        assert!(e.contains("network.drop[0]"), "{e}");
+        let e = err_of(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      ram_mb: 5"));
+        assert!(e.contains("ram_mb") && e.contains("only one"), "{e}");
+        let e = err_of(&SLICER.replace("name: a3cf", "name: A3CF"));
+        assert!(e.contains("host_groups[0].name"), "{e}");
+        let e = err_of(&SLICER.replace("hypervisor: jail", "hypervisor: xen"));
+        assert!(e.contains("config.hypervisor"), "{e}");
+        let e = err_of(&SLICER.replace("\"/run/bulkhead/a3cf.sock\"", "\"nowhere\""));
+        assert!(e.contains("bind_address"), "{e}");
+        let e = err_of("config: [");
+        assert!(e.contains("YAML") || e.contains("config"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_groups_rejected() {
+        let dup = SLICER.replace("  image:", "    - name: a3cf\n  image:");
+        assert!(err_of(&dup).contains("defined twice"));
+    }
+
+    #[test]
+    fn tcp_bind() {
+        let c = TenantConfig::parse(&SLICER.replace("\"/run/bulkhead/a3cf.sock\"", "\"127.0.0.1\"\n    port: 9000")).unwrap();
+        assert_eq!(c.listen, ApiListen::Tcp { addr: "127.0.0.1:9000".into(), token_file: None });
+    }
+}

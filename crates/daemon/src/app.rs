@@ -1,0 +1,393 @@
+//! The daemon's core: one tenant's host groups and nodes, their lifecycle, and reconciliation.
+//! Handlers call into this with typed arguments; every tenant scoping decision is made here,
+//! through [`App::node`], so that no handler can reach a node of another tenant.
+
+use axum::http::StatusCode;
+use bulkhead_api::{names, CreateNodeRequest, CreatedNode, Node, NodeStatus};
+use bulkhead_core::{HostGroup, TenantConfig};
+use bulkhead_jail::{files, Cgroups, JailSpec, Limits};
+use bulkhead_store::{NodeRow, Store};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+
+/// Creates and deletes beyond this many waiting at once answer 503.
+pub const MAX_QUEUED_LIFECYCLE: usize = 256;
+/// Node setups that run at once; the rest wait in the bounded queue above.
+pub const PARALLEL_SETUPS: usize = 8;
+
+#[derive(Default)]
+pub struct Counters {
+    pub creates: AtomicU64,
+    pub create_failures: AtomicU64,
+    pub deletes: AtomicU64,
+    pub execs: AtomicU64,
+    pub not_found: AtomicU64,
+    pub rejected_busy: AtomicU64,
+}
+
+pub struct App {
+    pub cfg: TenantConfig,
+    pub tenant: String,
+    pub tenant_dir: PathBuf,
+    pub lower: PathBuf,
+    pub agent_bin: PathBuf,
+    pub self_exe: PathBuf,
+    pub uid_base: u32,
+    pub cgroups: Cgroups,
+    pub store: Mutex<Store>,
+    pub setups: Semaphore,
+    pub queued: AtomicUsize,
+    pub counters: Counters,
+    pub started: Instant,
+}
+
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil-from-days (H. Hinnant), valid for the Unix era.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Releases a place in the lifecycle queue when dropped.
+pub struct QueueSlot<'a>(&'a AtomicUsize);
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl App {
+    pub fn node_dir(&self, name: &str) -> PathBuf {
+        self.tenant_dir.join("nodes").join(name)
+    }
+
+    pub fn agent_socket(&self, name: &str) -> PathBuf {
+        self.node_dir(name).join(files::AGENT_SOCKET)
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn to_api(row: &NodeRow) -> Node {
+        Node {
+            hostname: row.name.clone(),
+            hostgroup: row.hostgroup.clone(),
+            ip: row.ip.clone(),
+            ram_bytes: row.ram_bytes,
+            cpus: row.cpus,
+            created_at: row.created_at.clone(),
+            tags: row.tags.clone(),
+            arch: std::env::consts::ARCH.into(),
+            status: row.status,
+            persistent: row.persistent,
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<NodeRow>, ApiError> {
+        Ok(self.store().list(&self.tenant)?)
+    }
+
+    /// The tenant-scoped lookup every node route goes through.
+    pub fn node(&self, name: &str) -> Result<NodeRow, ApiError> {
+        if names::validate_label("node", name).is_err() {
+            return Err(ApiError::no_node(name));
+        }
+        match self.store().get(&self.tenant, name)? {
+            Some(r) => Ok(r),
+            None => {
+                self.counters.not_found.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::no_node(name))
+            }
+        }
+    }
+
+    /// A node that is ready to serve exec and copy requests.
+    pub fn running_node(&self, name: &str) -> Result<NodeRow, ApiError> {
+        let n = self.node(name)?;
+        match n.status {
+            NodeStatus::Running => Ok(n),
+            NodeStatus::Creating => Err(ApiError::conflict("node_not_ready", format!("node {name:?} is still being created: retry, or create with ?wait=agent"))),
+            NodeStatus::Deleting => Err(ApiError::conflict("node_deleting", format!("node {name:?} is being deleted"))),
+            s => Err(ApiError::conflict("node_not_running", format!("node {name:?} is {}", s.as_str()))),
+        }
+    }
+
+    pub fn group(&self, name: &str) -> Result<&HostGroup, ApiError> {
+        self.cfg.group(name).ok_or_else(|| ApiError::not_found(format!("host group {name:?} not found: `GET /hostgroup` lists this tenant's groups")))
+    }
+
+    /// Takes a place in the bounded lifecycle queue, or answers 503.
+    pub fn enqueue(&self) -> Result<QueueSlot<'_>, ApiError> {
+        let n = self.queued.fetch_add(1, Ordering::SeqCst);
+        let slot = QueueSlot(&self.queued);
+        if n >= MAX_QUEUED_LIFECYCLE {
+            self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later")));
+        }
+        Ok(slot)
+    }
+
+    fn validate_create(&self, g: &HostGroup, req: &CreateNodeRequest) -> Result<(u32, u64), ApiError> {
+        if let Some(h) = &req.hostname {
+            names::validate_label("hostname", h).map_err(ApiError::bad_request)?;
+        }
+        for t in &req.tags {
+            names::validate_tag(t).map_err(ApiError::bad_request)?;
+        }
+        if req.tags.len() > 64 {
+            return Err(ApiError::bad_request("at most 64 tags per node"));
+        }
+        let cpus = req.cpus.unwrap_or(g.vcpu);
+        if cpus == 0 || cpus > g.vcpu {
+            return Err(ApiError::bad_request(format!("cpus {cpus} is outside 1..={} allowed by host group {:?}", g.vcpu, g.name)));
+        }
+        let ram = req.ram_bytes.unwrap_or(g.ram_bytes);
+        if ram < (16 << 20) || ram > g.ram_bytes {
+            return Err(ApiError::bad_request(format!("ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}", g.ram_bytes, g.name)));
+        }
+        if req.ip.is_some() || req.network.is_some() {
+            return Err(ApiError::bad_request(format!("host group {:?} has network mode none: ip and network are not accepted", g.name)));
+        }
+        if !req.secrets.is_empty() {
+            return Err(ApiError::bad_request("secrets are not supported by this build yet: remove the secrets field"));
+        }
+        if req.userdata.is_some() || g.userdata.is_some() {
+            return Err(ApiError::bad_request("userdata is not supported by this build yet: run it with exec after ?wait=agent"));
+        }
+        Ok((cpus, ram))
+    }
+
+    /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
+    /// agent. Any failure after the record exists removes the node again.
+    pub async fn create(&self, group: &str, req: CreateNodeRequest, wait_agent: bool, timeout: Duration) -> Result<CreatedNode, ApiError> {
+        let g = self.group(group)?.clone();
+        let (cpus, ram) = self.validate_create(&g, &req)?;
+        let _slot = self.enqueue()?;
+        let name = match &req.hostname {
+            Some(h) => h.clone(),
+            None => format!("{}-{}", g.name, self.store().next_index(&self.tenant, &g.name)?),
+        };
+        let row = NodeRow {
+            tenant: self.tenant.clone(),
+            name: name.clone(),
+            hostgroup: g.name.clone(),
+            status: NodeStatus::Creating,
+            ip: String::new(),
+            cpus,
+            ram_bytes: ram,
+            tags: req.tags.clone(),
+            persistent: req.persistent,
+            created_at: now_rfc3339(),
+        };
+        self.store().insert(&row)?;
+        self.counters.creates.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + timeout;
+        let result = async {
+            let _permit = self.setups.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
+            self.start_supervisor(&row, &g).await?;
+            self.store().set_status(&self.tenant, &name, NodeStatus::Running)?;
+            if wait_agent {
+                self.wait_agent(&name, deadline).await?;
+            }
+            Ok::<(), ApiError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %name, error = %e, "create failed; removing the node");
+            self.destroy(&name).await;
+            let _ = self.store().delete(&self.tenant, &name);
+            return Err(e);
+        }
+        Ok(CreatedNode { hostname: name, hostgroup: g.name.clone(), ip: String::new(), created_at: row.created_at, arch: std::env::consts::ARCH.into() })
+    }
+
+    async fn start_supervisor(&self, row: &NodeRow, g: &HostGroup) -> Result<(), ApiError> {
+        let dir = self.node_dir(&row.name);
+        let spec = JailSpec {
+            tenant: self.tenant.clone(),
+            node: row.name.clone(),
+            hostname: row.name.clone(),
+            node_dir: dir.clone(),
+            lower: self.lower.clone(),
+            agent_bin: self.agent_bin.clone(),
+            uid_base: self.uid_base,
+            uid_count: bulkhead_core::UID_COUNT,
+            limits: Limits { memory_bytes: row.ram_bytes, millicpus: row.cpus as u64 * 1000, pids_max: g.pids_max },
+            storage_bytes: g.storage_bytes,
+            network: bulkhead_net::NetworkPlan::Loopback,
+        };
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| ApiError::internal(format!("{what}: {e}"))
+        };
+        std::fs::create_dir_all(&dir).map_err(io("creating node directory"))?;
+        let spec_path = dir.join(files::SPEC);
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap_or_default()).map_err(io("writing node spec"))?;
+        let mut cmd = tokio::process::Command::new(&self.self_exe);
+        cmd.arg("supervise").arg(&spec_path).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+        // Its own session: signals meant for the daemon's terminal or process group never
+        // reach the node's supervisor.
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io("starting the node supervisor"))?;
+        let stdout = child.stdout.take().ok_or_else(|| ApiError::internal("supervisor has no stdout"))?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        // The supervisor lives on after this; tokio reaps it in the background when it exits.
+        drop(child);
+        match read {
+            Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
+            Ok(Ok(_)) => {
+                let msg = line.trim().trim_start_matches("error ").to_string();
+                Err(ApiError::internal(if msg.is_empty() { "node supervisor exited without a word".into() } else { format!("starting node: {msg}") }))
+            }
+            Ok(Err(e)) => Err(ApiError::internal(format!("reading supervisor status: {e}"))),
+            Err(_) => Err(ApiError::internal("node supervisor did not report within 60s")),
+        }
+    }
+
+    async fn wait_agent(&self, name: &str, deadline: Instant) -> Result<(), ApiError> {
+        let sock = self.agent_socket(name);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "ping timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("node {name:?}'s agent was not ready in time ({last}); the node was removed")))
+    }
+
+    /// Stops a node's processes and removes everything it left on the host. Idempotent.
+    pub async fn destroy(&self, name: &str) {
+        let dir = self.node_dir(name);
+        if let Some(st) = bulkhead_jail::read_supervisor_state(&dir) {
+            if bulkhead_jail::supervisor_alive(&st) {
+                // SAFETY: plain kill of the supervisor we recorded, verified by its start time.
+                unsafe { libc::kill(st.supervisor_pid, libc::SIGTERM) };
+                let until = Instant::now() + Duration::from_secs(5);
+                while bulkhead_jail::supervisor_alive(&st) && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                if bulkhead_jail::supervisor_alive(&st) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(st.supervisor_pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let (cg, tenant, name2) = (self.cgroups.clone(), self.tenant.clone(), name.to_string());
+        let r = tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &name2, &dir)).await;
+        if let Ok(Err(e)) = r {
+            tracing::error!(node = %name, error = %e, "cleanup failed; reconciliation will retry");
+        }
+    }
+
+    pub async fn delete(&self, group: &str, name: &str) -> Result<(), ApiError> {
+        let n = self.node(name)?;
+        if n.hostgroup != group {
+            return Err(ApiError::no_node(name));
+        }
+        let _slot = self.enqueue()?;
+        match n.status {
+            NodeStatus::Creating => return Err(ApiError::conflict("node_not_ready", format!("node {name:?} is still being created: delete it once the create returns"))),
+            NodeStatus::Deleting => return Err(ApiError::conflict("node_deleting", format!("node {name:?} is already being deleted"))),
+            _ => {}
+        }
+        // Only one of concurrent deletes wins the transition.
+        {
+            let store = self.store();
+            match store.get(&self.tenant, name)? {
+                Some(r) if r.status != NodeStatus::Deleting => {
+                    store.set_status(&self.tenant, name, NodeStatus::Deleting)?;
+                }
+                Some(_) => return Err(ApiError::conflict("node_deleting", format!("node {name:?} is already being deleted"))),
+                None => return Err(ApiError::no_node(name)),
+            }
+        }
+        self.destroy(name).await;
+        self.store().delete(&self.tenant, name)?;
+        self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Brings state and host into agreement after a start or crash: adopts nodes whose
+    /// supervisor still runs, removes nodes whose supervisor is gone, and removes node
+    /// directories and cgroups that state does not explain.
+    pub async fn reconcile(&self) -> (usize, usize) {
+        let rows = self.list().unwrap_or_default();
+        let (mut adopted, mut removed) = (0, 0);
+        for r in &rows {
+            let dir = self.node_dir(&r.name);
+            let alive = bulkhead_jail::read_supervisor_state(&dir).map(|s| bulkhead_jail::supervisor_alive(&s)).unwrap_or(false);
+            if alive && matches!(r.status, NodeStatus::Running | NodeStatus::Paused) {
+                adopted += 1;
+                tracing::info!(node = %r.name, "re-adopted running node");
+                continue;
+            }
+            tracing::warn!(node = %r.name, status = r.status.as_str(), alive, "node lost or half-made; removing it");
+            self.destroy(&r.name).await;
+            let _ = self.store().delete(&self.tenant, &r.name);
+            removed += 1;
+        }
+        let known: Vec<String> = self.list().unwrap_or_default().into_iter().map(|r| r.name).collect();
+        let mut strays: Vec<String> = std::fs::read_dir(self.tenant_dir.join("nodes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        strays.extend(self.cgroups.tenant_nodes(&self.tenant));
+        strays.sort();
+        strays.dedup();
+        for s in strays.into_iter().filter(|s| !known.contains(s)) {
+            tracing::warn!(node = %s, "removing leftovers of a node that state does not know");
+            self.destroy(&s).await;
+            removed += 1;
+        }
+        (adopted, removed)
+    }
+
+    /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false).
+    pub async fn delete_all(&self) {
+        for r in self.list().unwrap_or_default() {
+            let _ = self.store().set_status(&self.tenant, &r.name, NodeStatus::Deleting);
+            self.destroy(&r.name).await;
+            let _ = self.store().delete(&self.tenant, &r.name);
+        }
+        self.cgroups.remove_tenant_if_empty(&self.tenant);
+    }
+
+    pub fn console_log(&self, name: &str) -> PathBuf {
+        self.node_dir(name).join(files::CONSOLE_LOG)
+    }
+}
+
+pub fn ensure_dir(p: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p)?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+}

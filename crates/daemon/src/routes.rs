@@ -1,0 +1,169 @@
+//! The HTTP surface: Slicer-compatible routes. Handlers parse and validate, then call [`App`];
+//! they make no decisions of their own.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{rejection::BytesRejection, Path, RawQuery, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bulkhead_api::{CreateNodeRequest, DeleteResponse, Health, HostGroupInfo, Info, Node};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::query::Query;
+use crate::vm;
+
+pub type AppState = Arc<App>;
+
+/// JSON request bodies larger than this are refused with 413.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/info", get(info))
+        .route("/hostgroup", get(hostgroups))
+        .route("/hostgroup/{group}/nodes", get(group_nodes).post(create_node))
+        .route("/hostgroup/{group}/nodes/{node}", axum::routing::delete(delete_node))
+        .route("/nodes", get(all_nodes))
+        .route("/vm/{node}/exec", post(vm::exec))
+        .route("/vm/{node}/cp", get(vm::copy_out).post(vm::copy_in))
+        .route("/vm/{node}/logs", get(vm::logs))
+        .route("/vm/{node}/health", get(vm::health).head(vm::health))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(bad_method)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(app)
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}: see docs/api/openapi.yaml", uri.path()))
+}
+
+async fn bad_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}", uri.path()))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn info(State(app): State<AppState>) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: option_env!("BULKHEAD_GIT_COMMIT").unwrap_or("unknown").into(),
+        tenant: app.tenant.clone(),
+        hypervisor: app.cfg.hypervisor.clone(),
+        cgroup: app.cgroups.describe().into(),
+    })
+}
+
+async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
+    let nodes = app.list()?;
+    Ok(Json(
+        app.cfg
+            .groups
+            .iter()
+            .map(|g| HostGroupInfo {
+                name: g.name.clone(),
+                count: nodes.iter().filter(|n| n.hostgroup == g.name).count() as u64,
+                ram_bytes: g.ram_bytes,
+                cpus: g.vcpu,
+                arch: std::env::consts::ARCH.into(),
+                storage_size_bytes: g.storage_bytes,
+                network_mode: g.network.mode.as_str().into(),
+            })
+            .collect(),
+    ))
+}
+
+fn filter_nodes(app: &App, group: Option<&str>, q: Option<String>) -> Result<Vec<Node>, ApiError> {
+    let q = Query::parse(q.as_deref(), &["tag", "tag_prefix"])?;
+    let tag = q.one("tag")?;
+    let prefix = q.one("tag_prefix")?;
+    if tag.is_some() && prefix.is_some() {
+        return Err(ApiError::bad_request("give tag or tag_prefix, not both"));
+    }
+    Ok(app
+        .list()?
+        .iter()
+        .filter(|n| group.is_none_or(|g| n.hostgroup == g))
+        .filter(|n| tag.as_ref().is_none_or(|t| n.tags.contains(t)))
+        .filter(|n| prefix.as_ref().is_none_or(|p| n.tags.iter().any(|t| t.starts_with(p.as_str()))))
+        .map(App::to_api)
+        .collect())
+}
+
+async fn all_nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Vec<Node>>, ApiError> {
+    Ok(Json(filter_nodes(&app, None, q)?))
+}
+
+async fn group_nodes(State(app): State<AppState>, Path(group): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Vec<Node>>, ApiError> {
+    app.group(&group)?;
+    Ok(Json(filter_nodes(&app, Some(&group), q)?))
+}
+
+/// Parses a JSON body strictly: size-limited, unknown fields rejected, errors name the field.
+pub fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+    if body.len() > MAX_JSON_BODY {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is {} bytes; the limit is {MAX_JSON_BODY}", body.len())));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"{}").map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+async fn create_node(State(app): State<AppState>, Path(group): Path<String>, RawQuery(q): RawQuery, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let q = Query::parse(q.as_deref(), &["wait", "timeout"])?;
+    let wait = match q.one("wait")?.as_deref() {
+        None | Some("") => false,
+        Some("agent") => true,
+        Some(w) => return Err(ApiError::bad_request(format!("wait={w:?} is not supported: use wait=agent"))),
+    };
+    let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
+    let req: CreateNodeRequest = json_body(body)?;
+    let created = app.create(&group, req, wait, timeout).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn delete_node(State(app): State<AppState>, Path((group, node)): Path<(String, String)>, RawQuery(q): RawQuery) -> Result<Json<DeleteResponse>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    app.group(&group)?;
+    app.delete(&group, &node).await?;
+    Ok(Json(DeleteResponse { message: format!("node {node} deleted"), disk_removed: true, error: String::new() }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let c = &app.counters;
+    let t = &app.tenant;
+    let nodes = app.list().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"));
+    };
+    line("bulkhead_nodes", "gauge", "Nodes of the tenant in any state.", nodes.len() as u64);
+    line("bulkhead_node_creates_total", "counter", "Node creates admitted.", c.creates.load(Ordering::Relaxed));
+    line("bulkhead_node_create_failures_total", "counter", "Node creates that failed and were rolled back.", c.create_failures.load(Ordering::Relaxed));
+    line("bulkhead_node_deletes_total", "counter", "Nodes deleted.", c.deletes.load(Ordering::Relaxed));
+    line("bulkhead_execs_total", "counter", "Exec requests started.", c.execs.load(Ordering::Relaxed));
+    line("bulkhead_not_found_total", "counter", "Requests for nodes that do not exist for this tenant.", c.not_found.load(Ordering::Relaxed));
+    line("bulkhead_rejected_busy_total", "counter", "Lifecycle requests refused because the queue was full.", c.rejected_busy.load(Ordering::Relaxed));
+    line("bulkhead_uptime_seconds", "gauge", "Seconds since the daemon started.", app.started.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+pub fn health_body(app: &App, node: &str, uptime_ms: u64) -> Health {
+    let _ = app;
+    Health { hostname: node.into(), agent: "ok".into(), uptime_ms }
+}
+
+pub fn empty_ok() -> Response {
+    (StatusCode::OK, Body::empty()).into_response()
+}
