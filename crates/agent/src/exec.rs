@@ -131,6 +131,14 @@ fn spawn(p: &Prepared, req: &ExecRequest, stdin: &OwnedFd, stdout: &OwnedFd, std
                 let empty: libc::sigset_t = std::mem::zeroed();
                 libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 libc::setsid();
+                // Commands are always preferred OOM victims over the agent (PID 1), inside the
+                // node's memory limit and under host-wide pressure alike. Raising needs no
+                // privilege.
+                let adj = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                if adj >= 0 {
+                    libc::write(adj, b"500".as_ptr().cast(), 3);
+                    libc::close(adj);
+                }
                 if libc::dup2(fd0, 0) < 0 || libc::dup2(fd1, 1) < 0 || libc::dup2(fd2, 2) < 0 {
                     fail(1);
                 }

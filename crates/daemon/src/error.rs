@@ -41,6 +41,7 @@ impl ApiError {
             "not_a_directory" => (StatusCode::BAD_REQUEST, "not_a_directory"),
             "not_a_regular_file" => (StatusCode::BAD_REQUEST, "not_a_regular_file"),
             "permission_denied" => (StatusCode::FORBIDDEN, "permission_denied"),
+            "already_exists" => (StatusCode::CONFLICT, "already_exists"),
             "no_space" => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
             "command_not_found" => (StatusCode::BAD_REQUEST, "command_not_found"),
             "invalid_argument" => (StatusCode::BAD_REQUEST, "invalid_request"),

@@ -125,6 +125,11 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         .open(spec.node_dir.join(files::CONSOLE_LOG))
         .map_err(io_err("opening console log"))?;
 
+    // The OOM killer must pick the workload, never the agent: a node whose PID 1 dies is gone.
+    // Lowering a score needs CAP_SYS_RESOURCE on the host, which not every host grants to
+    // root (containers, some VMs): best effort here. The agent raises its commands' scores
+    // to +500 in any case (no privilege needed), which is what protects it everywhere.
+    let _ = fs::write("/proc/self/oom_score_adj", "-998");
     let (mut go_r, mut go_w) = pipe()?;
     let (mut err_r, mut err_w) = pipe()?;
     let (listen_fd, console_fd) = (listener.as_raw_fd(), console.as_raw_fd());

@@ -1,0 +1,225 @@
+//! Harness for the end-to-end suite: each test starts the real `bulkhead` binary as a daemon
+//! for a tenant of its own, in a network namespace of its own (so nothing it does can touch
+//! the machine's root network namespace), with a private state directory and socket.
+//!
+//! These tests need root. Outside CI they skip with a message; in CI (CI=true) a missing
+//! privilege fails the run, because everything we claim must be proven there.
+
+#![allow(dead_code)]
+
+use bulkhead_api::{Client, Endpoint};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+
+/// Whether the suite can run here; panics in CI when it cannot.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("the end-to-end suite must run as root in CI");
+        }
+        eprintln!("SKIP: end-to-end tests need root (they create namespaces and cgroups)");
+    }
+    root
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A tenant name unique to this test process and call.
+pub fn unique_tenant(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+}
+
+pub struct Daemon {
+    pub tenant: String,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    child: Option<Child>,
+}
+
+/// Runs the CLI and returns its output.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run bulkhead")
+}
+
+pub fn cli_ok(args: &[&str]) -> String {
+    let o = cli(args);
+    assert!(o.status.success(), "bulkhead {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Shared image store for the whole suite, so each test does not rebuild `minimal`.
+pub fn shared_state() -> PathBuf {
+    let p = std::env::temp_dir().join("bulkhead-e2e-state");
+    std::fs::create_dir_all(&p).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
+    p
+}
+
+impl Daemon {
+    /// Writes a config with `bulkhead new NAME --socket ... <extra>` and starts the daemon.
+    pub fn start(prefix: &str, extra: &[&str]) -> Daemon {
+        let tenant = unique_tenant(prefix);
+        let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let socket = dir.path().join("api.sock");
+        let mut args = vec!["new", &tenant, "--socket", socket.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let yaml = cli_ok(&args);
+        Self::start_with_yaml(tenant, dir, &yaml)
+    }
+
+    pub fn start_with_yaml(tenant: String, dir: tempfile::TempDir, yaml: &str) -> Daemon {
+        let config = dir.path().join("tenant.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let socket = dir.path().join("api.sock");
+        let mut d = Daemon { tenant, socket, config, state: shared_state(), child: None, dir };
+        d.spawn();
+        d
+    }
+
+    /// Starts `bulkhead up` in a new network namespace (unshare -n keeps /sys, and so the
+    /// cgroup tree, visible, unlike `ip netns exec`).
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new("unshare")
+            .args(["--net", "--", BIN, "up"])
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start bulkhead up");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.log().contains("ready on") {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("daemon exited early ({st}):\n{}", self.log());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not become ready:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(Endpoint::Unix(self.socket.clone()))
+    }
+
+    pub fn sock(&self) -> &str {
+        self.socket.to_str().unwrap()
+    }
+
+    /// Runs `bulkhead vm ARGS --socket S`.
+    pub fn vm(&self, args: &[&str]) -> Output {
+        // --socket goes right after the verb: anything after `--` belongs to the command.
+        let mut a = vec!["vm", args[0], "--socket", self.sock()];
+        a.extend_from_slice(&args[1..]);
+        cli(&a)
+    }
+
+    pub fn vm_ok(&self, args: &[&str]) -> String {
+        let o = self.vm(args);
+        assert!(o.status.success(), "vm {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Creates a node with wait=agent and returns its name.
+    pub fn add(&self) -> String {
+        self.vm_ok(&["add", &self.tenant]).trim().to_string()
+    }
+
+    /// Runs a shell snippet in a node; returns (exit code, stdout, stderr).
+    pub fn sh(&self, node: &str, script: &str) -> (i32, String, String) {
+        let o = self.vm(&["exec", node, "--", "sh", "-c", script]);
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
+    /// Kills the daemon with SIGKILL (nodes keep running under their supervisors).
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling the daemon this test started, by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("daemon did not stop on SIGTERM:\n{}", self.log());
+        }
+    }
+
+    pub fn tenant_dir(&self) -> PathBuf {
+        self.state.join("tenants").join(&self.tenant)
+    }
+
+    /// Stops the daemon (deleting its nodes) and asserts nothing of the tenant is left.
+    pub fn stop_and_assert_clean(mut self) {
+        self.stop();
+        assert_clean(&self.tenant, &self.tenant_dir());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// No node directory, cgroup or process of the tenant remains on the host.
+pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
+    let nodes: Vec<_> = std::fs::read_dir(tenant_dir.join("nodes")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(nodes.is_empty(), "node directories left: {nodes:?}");
+    for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
+        let p = Path::new("/sys/fs/cgroup").join(ctrl).join("bulkhead").join(tenant);
+        let left: Vec<_> = std::fs::read_dir(&p).map(|r| r.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "cgroups left under {}: {left:?}", p.display());
+    }
+    let procs = Command::new("pgrep").args(["-f", &format!("tenants/{tenant}/nodes")]).output().unwrap();
+    assert!(procs.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&procs.stdout));
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}

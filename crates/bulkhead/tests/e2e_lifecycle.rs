@@ -1,0 +1,174 @@
+//! End to end: the flows of the quick start, node lifecycle, crash and restart, config errors.
+
+mod common;
+use common::*;
+
+#[test]
+fn quick_start_flow() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("qs", &[]);
+    let rt = rt();
+    let client = d.client();
+    // Create through the raw API, as the README's curl does.
+    let created: serde_json::Value = rt
+        .block_on(client.json(hyper::Method::POST, &format!("/hostgroup/{}/nodes?wait=agent", d.tenant), Some(&serde_json::json!({"tags": ["user=alice", "job=123"]}))))
+        .unwrap();
+    let node = created["hostname"].as_str().unwrap().to_string();
+    assert_eq!(node, format!("{}-1", d.tenant));
+    let other = d.add();
+
+    let all: Vec<bulkhead_api::Node> = rt.block_on(client.get("/nodes")).unwrap();
+    assert_eq!(all.len(), 2);
+    let by_tag: Vec<bulkhead_api::Node> = rt.block_on(client.get("/nodes?tag=user%3Dalice")).unwrap();
+    assert_eq!(by_tag.iter().map(|n| n.hostname.as_str()).collect::<Vec<_>>(), vec![node.as_str()]);
+    let by_prefix: Vec<bulkhead_api::Node> = rt.block_on(client.get(&format!("/hostgroup/{}/nodes?tag_prefix=job", d.tenant))).unwrap();
+    assert_eq!(by_prefix.len(), 1);
+    assert_eq!(by_prefix[0].tags, vec!["user=alice", "job=123"]);
+    assert!(rt.block_on(client.get::<serde_json::Value>("/nodes?tag=a&tag_prefix=b")).is_err());
+    let groups: Vec<bulkhead_api::HostGroupInfo> = rt.block_on(client.get("/hostgroup")).unwrap();
+    assert_eq!(groups[0].count, 2);
+
+    // exec prints and exits with the command's code.
+    let o = d.vm(&["exec", &node, "--", "sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+
+    // cp a tree in and back out.
+    let src = d.dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("sub/b.bin"), vec![7u8; 300_000]).unwrap();
+    d.vm_ok(&["cp", src.to_str().unwrap(), &format!("{node}:/work/dir")]);
+    assert_eq!(d.sh(&node, "cat /work/dir/a.txt").1, "alpha");
+    let back = d.dir.path().join("back");
+    d.vm_ok(&["cp", &format!("{node}:/work/dir"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("sub/b.bin")).unwrap(), vec![7u8; 300_000]);
+    let one = d.dir.path().join("one.txt");
+    d.vm_ok(&["cp", &format!("{node}:/work/dir/a.txt"), one.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(one).unwrap(), "alpha");
+
+    let logs = d.vm_ok(&["logs", &node]);
+    assert!(logs.contains("bulkhead-agent: ready"), "{logs}");
+    let json = d.vm_ok(&["list", "--json"]);
+    assert!(json.contains(&other));
+
+    d.vm_ok(&["delete", &node, &other]);
+    let o = d.vm(&["exec", &node, "--", "true"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean_nodes(&d);
+    d.stop_and_assert_clean();
+}
+
+fn assert_clean_nodes(d: &Daemon) {
+    let left: Vec<_> = std::fs::read_dir(d.tenant_dir().join("nodes")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn daemon_crash_then_restart_readopts_nodes() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("crash", &[]);
+    let node = d.add();
+    d.sh(&node, "echo before > /work/state");
+    d.crash();
+    // The node runs on without its daemon.
+    let sup = std::process::Command::new("pgrep").args(["-f", &format!("tenants/{}/nodes/{node}/spec.json", d.tenant)]).output().unwrap();
+    assert!(!sup.stdout.is_empty(), "supervisor died with the daemon");
+    d.spawn();
+    assert!(d.log().contains("re-adopted running node"), "{}", d.log());
+    let (code, out, _) = d.sh(&node, "cat /work/state");
+    assert_eq!((code, out.as_str()), (0, "before\n"));
+    d.stop_and_assert_clean();
+}
+
+#[test]
+fn restart_removes_nodes_whose_supervisor_died() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("lost", &[]);
+    let node = d.add();
+    d.crash();
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(d.tenant_dir().join("nodes").join(&node).join("supervisor.json")).unwrap()).unwrap();
+    let sup = st["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the supervisor this test's daemon started, by its recorded pid.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    d.spawn();
+    let nodes = d.vm_ok(&["list", "--json"]);
+    assert!(!nodes.contains(&node), "lost node still listed: {nodes}");
+    assert_clean_nodes(&d);
+    d.stop_and_assert_clean();
+}
+
+#[test]
+fn graceful_shutdown_keeps_nodes_and_count_creates_them() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("grace", &["--graceful-shutdown", "true", "--count", "2"]);
+    let list = d.vm_ok(&["list", "--json"]);
+    let nodes: Vec<bulkhead_api::Node> = serde_json::from_str(&list).unwrap();
+    assert_eq!(nodes.len(), 2, "count: 2 creates two nodes at start");
+    d.stop();
+    d.spawn();
+    let again: Vec<bulkhead_api::Node> = serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
+    assert_eq!(again.len(), 2, "nodes survive a graceful stop and count does not add more");
+    assert_eq!(d.sh(&nodes[0].hostname, "echo ok").1, "ok\n");
+    // Now delete them for real and leave the machine clean.
+    for n in &again {
+        d.vm_ok(&["delete", &n.hostname]);
+    }
+    d.stop_and_assert_clean();
+}
+
+#[test]
+fn second_daemon_on_a_live_socket_is_refused() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("sock", &[]);
+    let o = cli(&["up", d.config.to_str().unwrap(), "--state-dir", d.state.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("already served"), "{err}");
+    d.stop_and_assert_clean();
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = cli_ok(&["new", "cfgt", "--socket", "/tmp/x.sock"]);
+    let cases = [
+        (good.replace("vcpu: 1", "vcpus: 1"), "vcpus"),
+        (good.replace("storage_size: 1G", "storage_size: lots"), "storage_size"),
+        (good.replace("mode: none", "mode: none\n      drop: [\"10.0.0.0/33\"]"), "network.drop[0]"),
+        (good.replace("hypervisor: jail", "hypervisor: xen"), "config.hypervisor"),
+        (good.replace("name: cfgt", "name: Bad_Name"), "host_groups[0].name"),
+        (good.replace("  host_groups:\n  - name: cfgt", "  host_groups:\n  - name: dup\n  - name: dup"), "defined twice"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = dir.path().join(format!("c{i}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        let o = cli(&["validate", p.to_str().unwrap()]);
+        assert!(!o.status.success(), "case {i} passed validation:\n{text}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "case {i}: {err:?} does not name {want:?}");
+        let o = cli(&["up", p.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()]);
+        assert!(!o.status.success(), "up started on bad config {i}");
+    }
+    let o = cli(&["new", "x", "--net", "sideways"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("network.mode"));
+    let o = cli(&["vm", "list"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--socket"));
+    let o = cli(&["vm", "list", "--socket", "/nonexistent/sock"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect"));
+}
