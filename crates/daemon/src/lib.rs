@@ -63,8 +63,18 @@ fn lock_state(dir: &Path, tenant: &str) -> Result<StateLock, StartError> {
     Ok(StateLock(f))
 }
 
+/// A claimed uid range; the claim is released when the daemon stops or fails to start. After
+/// a crash it stays, which is harmless: only the same tenant can take it again.
+struct UidClaim(PathBuf);
+
+impl Drop for UidClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Claims the tenant's uid range in the host-wide registry.
-fn claim_uid_range(tenant: &str, base: u32) -> Result<PathBuf, StartError> {
+fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
     std::fs::create_dir_all(UID_REGISTRY).map_err(io(format!("creating {UID_REGISTRY}")))?;
     let p = Path::new(UID_REGISTRY).join(base.to_string());
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
@@ -80,7 +90,7 @@ fn claim_uid_range(tenant: &str, base: u32) -> Result<PathBuf, StartError> {
         }
         Err(e) => return Err(io("claiming uid range")(e)),
     }
-    Ok(p)
+    Ok(UidClaim(p))
 }
 
 /// Refuses a socket that a live daemon answers on; removes a stale one.
@@ -94,18 +104,27 @@ fn check_socket(p: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Copies our own executable into the tenant's state as the node agent, unless identical.
+/// Installs our own executable as the tenant's node agent: a hard link when the state
+/// directory shares a filesystem with it, else a copy. Nodes bind-mount this file, so a
+/// rebuilt or upgraded bulkhead never changes the agent under a running node.
 fn install_agent(tenant_dir: &Path, self_exe: &Path) -> Result<PathBuf, StartError> {
+    use std::os::unix::fs::MetadataExt;
     let dir = tenant_dir.join("bin");
     ensure_dir(&dir, 0o711).map_err(io("creating bin directory"))?;
     let dst = dir.join("bulkhead-agent");
-    let ours = std::fs::read(self_exe).map_err(io(format!("reading {}", self_exe.display())))?;
-    if std::fs::read(&dst).ok().as_deref() != Some(&ours[..]) {
-        let tmp = dir.join(".bulkhead-agent.tmp");
-        std::fs::write(&tmp, &ours).map_err(io("writing agent binary"))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod agent"))?;
-        std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
+    let ours = std::fs::metadata(self_exe).map_err(io(format!("reading {}", self_exe.display())))?;
+    if let Ok(theirs) = std::fs::metadata(&dst) {
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Ok(dst);
+        }
     }
+    let tmp = dir.join(".bulkhead-agent.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(self_exe, &tmp).is_err() {
+        std::fs::copy(self_exe, &tmp).map_err(io("writing agent binary"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod agent"))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
     Ok(dst)
 }
 
@@ -116,7 +135,7 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
     }
     if name == bulkhead_core::config::DEFAULT_IMAGE {
         tracing::info!("building the minimal image from {}", bulkhead_jail::image::BUSYBOX);
-        bulkhead_jail::image::build_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
+        bulkhead_jail::image::ensure_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
         return Ok(());
     }
     Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
@@ -150,6 +169,10 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartError> {
+    // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
+    // waits for startup to finish) instead of killing the daemon halfway.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
     let tenant = cfg.tenant.clone();
     ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
     let tenant_dir = state_root.join("tenants").join(&tenant);
@@ -158,7 +181,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
     let _lock = lock_state(&tenant_dir, &tenant)?;
     let uid_base = bulkhead_core::uid_base(&tenant);
-    let claim = claim_uid_range(&tenant, uid_base)?;
+    let _claim = claim_uid_range(&tenant, uid_base)?;
     if let ApiListen::Unix(p) = &cfg.listen {
         check_socket(p)?;
     }
@@ -187,9 +210,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = app.cgroups.describe(), "state reconciled");
 
     let router = routes::router(app.clone());
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("SIGINT handler");
+    let shutdown = async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!("shutting down");
     };
@@ -245,7 +266,6 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     } else {
         app.delete_all().await;
     }
-    let _ = std::fs::remove_file(claim);
     Ok(())
 }
 

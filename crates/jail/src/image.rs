@@ -33,6 +33,25 @@ fn ioe(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> JailError
     move |e| err(format!("{what}: {e}"))
 }
 
+/// An flock on `<state>/images/.lock`: exclusive while an image is built or replaced, shared
+/// while a tenant copy is made from one, so concurrent daemons never see a half-swapped image.
+pub struct StoreLock(#[allow(dead_code)] fs::File);
+
+impl StoreLock {
+    pub fn take(state: &Path, exclusive: bool) -> Result<Self, JailError> {
+        use std::os::fd::AsRawFd;
+        let images = state.join("images");
+        fs::create_dir_all(&images).map_err(ioe(format!("creating {}", images.display())))?;
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(images.join(".lock")).map_err(ioe("opening image store lock"))?;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        // SAFETY: flock on an fd we own; blocks until the lock is ours.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+            return Err(err(format!("locking the image store: {}", std::io::Error::last_os_error())));
+        }
+        Ok(StoreLock(f))
+    }
+}
+
 pub fn validate_name(name: &str) -> Result<(), JailError> {
     let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && !name.starts_with('.');
     if ok {
@@ -77,6 +96,7 @@ fn new_id() -> String {
 /// build never leaves a half-made image under the name.
 fn install(state: &Path, name: &str, source: &str, fill: impl FnOnce(&Path) -> Result<(), JailError>) -> Result<ImageMeta, JailError> {
     validate_name(name)?;
+    let _lock = StoreLock::take(state, true)?;
     let images = state.join("images");
     fs::create_dir_all(&images).map_err(ioe(format!("creating {}", images.display())))?;
     fs::set_permissions(&images, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod images"))?;
@@ -104,6 +124,19 @@ fn install(state: &Path, name: &str, source: &str, fill: impl FnOnce(&Path) -> R
 
 /// Where Debian's busybox-static puts the binary.
 pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Builds `minimal` unless it exists; safe when several daemons start at once.
+pub fn ensure_minimal(state: &Path, busybox: &Path) -> Result<(), JailError> {
+    if meta(state, "minimal").is_some() {
+        return Ok(());
+    }
+    let lock = StoreLock::take(state, true)?;
+    if meta(state, "minimal").is_some() {
+        return Ok(());
+    }
+    drop(lock);
+    build_minimal(state, busybox).map(|_| ())
+}
 
 /// Builds the `minimal` image from the host's statically linked busybox.
 pub fn build_minimal(state: &Path, busybox: &Path) -> Result<ImageMeta, JailError> {
@@ -216,6 +249,7 @@ fn copy_tree(src: &Path, dst: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> Re
 /// Returns the tenant's copy of an image, making it if needed: `<tenant_dir>/images/<id>`, with
 /// every owner shifted by `base` (ids at or above `count` become the range's nobody).
 pub fn shifted_copy(state: &Path, name: &str, tenant_dir: &Path, base: u32, count: u32) -> Result<PathBuf, JailError> {
+    let _lock = StoreLock::take(state, false)?;
     let m = meta(state, name).ok_or_else(|| {
         err(format!("image {name:?} not found: build it with `bulkhead image build minimal` or import one with `bulkhead image import --name {name} DIR|TARBALL`"))
     })?;

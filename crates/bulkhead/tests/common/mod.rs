@@ -56,8 +56,9 @@ pub fn cli_ok(args: &[&str]) -> String {
 }
 
 /// Shared image store for the whole suite, so each test does not rebuild `minimal`.
+/// `scripts/test.sh` points BULKHEAD_E2E_STATE at a directory it removes afterwards.
 pub fn shared_state() -> PathBuf {
-    let p = std::env::temp_dir().join("bulkhead-e2e-state");
+    let p = std::env::var_os("BULKHEAD_E2E_STATE").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("bulkhead-e2e-state"));
     std::fs::create_dir_all(&p).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -90,6 +91,7 @@ impl Daemon {
     /// Starts `bulkhead up` in a new network namespace (unshare -n keeps /sys, and so the
     /// cgroup tree, visible, unlike `ip netns exec`).
     pub fn spawn(&mut self) {
+        let offset = self.log().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new("unshare")
             .args(["--net", "--", BIN, "up"])
@@ -102,13 +104,14 @@ impl Daemon {
             .spawn()
             .expect("start bulkhead up");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(offset);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this start (the log after `offset`) says ready.
+    fn wait_ready(&mut self, offset: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.log().contains("ready on") {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.log().get(offset..).is_some_and(|l| l.contains("ready on")) {
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -197,6 +200,10 @@ impl Daemon {
         self.stop();
         assert_clean(&self.tenant, &self.tenant_dir());
     }
+
+    fn remove_state(&self) {
+        let _ = std::fs::remove_dir_all(self.tenant_dir());
+    }
 }
 
 impl Drop for Daemon {
@@ -204,6 +211,15 @@ impl Drop for Daemon {
         if self.child.is_some() {
             self.stop();
         }
+        // With graceful_shutdown: true the stop left nodes running. Start the daemon once more
+        // with it off and stop it: the product's own reconciliation and shutdown remove them.
+        let cfg = std::fs::read_to_string(&self.config).unwrap_or_default();
+        if cfg.contains("graceful_shutdown: true") {
+            let _ = std::fs::write(&self.config, cfg.replace("graceful_shutdown: true", "graceful_shutdown: false"));
+            self.spawn();
+            self.stop();
+        }
+        self.remove_state();
     }
 }
 
