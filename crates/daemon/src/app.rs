@@ -197,14 +197,17 @@ impl App {
         };
         self.store().insert(&row)?;
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + timeout;
+        let t0 = Instant::now();
+        let deadline = t0 + timeout;
         let result = async {
             let _permit = self.setups.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
             self.start_supervisor(&row, &g).await?;
+            let t_sup = t0.elapsed();
             self.store().set_status(&self.tenant, &name, NodeStatus::Running)?;
             if wait_agent {
                 self.wait_agent(&name, deadline).await?;
             }
+            tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), ApiError>(())
         }
         .await;

@@ -5,7 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{rejection::BytesRejection, Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
 use bulkhead_api::{CreateNodeRequest, DeleteResponse, Health, HostGroupInfo, Info, Node};
 use std::sync::atomic::Ordering;
@@ -22,20 +22,30 @@ pub type AppState = Arc<App>;
 /// JSON request bodies larger than this are refused with 413.
 pub const MAX_JSON_BODY: usize = 64 * 1024;
 
+/// Every route: path, methods, handler. The router is built from this table and a test checks
+/// it against `docs/api/openapi.yaml`, so the spec cannot drift from the code.
+pub fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<AppState>)> {
+    vec![
+        ("/healthz", &["get"], get(healthz)),
+        ("/info", &["get"], get(info)),
+        ("/hostgroup", &["get"], get(hostgroups)),
+        ("/hostgroup/{group}/nodes", &["get", "post"], get(group_nodes).post(create_node)),
+        ("/hostgroup/{group}/nodes/{node}", &["delete"], delete(delete_node)),
+        ("/nodes", &["get"], get(all_nodes)),
+        ("/vm/{node}/exec", &["post"], post(vm::exec)),
+        ("/vm/{node}/cp", &["get", "post"], get(vm::copy_out).post(vm::copy_in)),
+        ("/vm/{node}/logs", &["get"], get(vm::logs)),
+        ("/vm/{node}/health", &["get", "head"], get(vm::health).head(vm::health)),
+        ("/metrics", &["get"], get(metrics)),
+    ]
+}
+
 pub fn router(app: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/info", get(info))
-        .route("/hostgroup", get(hostgroups))
-        .route("/hostgroup/{group}/nodes", get(group_nodes).post(create_node))
-        .route("/hostgroup/{group}/nodes/{node}", axum::routing::delete(delete_node))
-        .route("/nodes", get(all_nodes))
-        .route("/vm/{node}/exec", post(vm::exec))
-        .route("/vm/{node}/cp", get(vm::copy_out).post(vm::copy_in))
-        .route("/vm/{node}/logs", get(vm::logs))
-        .route("/vm/{node}/health", get(vm::health).head(vm::health))
-        .route("/metrics", get(metrics))
-        .fallback(no_route)
+    let mut r = Router::new();
+    for (path, _, handler) in table() {
+        r = r.route(path, handler);
+    }
+    r.fallback(no_route)
         .method_not_allowed_fallback(bad_method)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(app)
@@ -166,4 +176,32 @@ pub fn health_body(app: &App, node: &str, uptime_ms: u64) -> Health {
 
 pub fn empty_ok() -> Response {
     (StatusCode::OK, Body::empty()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails when a route is added, removed or changed without the OpenAPI spec, or back.
+    #[test]
+    fn routes_match_openapi_spec() {
+        let spec: serde_json::Value = serde_yaml_like(include_str!("../../../docs/api/openapi.yaml"));
+        let mut in_spec: Vec<(String, String)> = Vec::new();
+        for (path, ops) in spec["paths"].as_object().expect("paths") {
+            for m in ops.as_object().expect("operations").keys() {
+                if ["get", "post", "put", "delete", "head", "patch"].contains(&m.as_str()) {
+                    in_spec.push((path.clone(), m.clone()));
+                }
+            }
+        }
+        let mut in_code: Vec<(String, String)> = super::table()
+            .into_iter()
+            .flat_map(|(p, ms, _)| ms.iter().map(move |m| (p.to_string(), m.to_string())))
+            .collect();
+        in_spec.sort();
+        in_code.sort();
+        assert_eq!(in_code, in_spec, "routes in code (left) differ from docs/api/openapi.yaml (right)");
+    }
+
+    fn serde_yaml_like(text: &str) -> serde_json::Value {
+        serde_yaml::from_str(text).expect("openapi.yaml parses")
+    }
 }

@@ -130,7 +130,12 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
     // root (containers, some VMs): best effort here. The agent raises its commands' scores
     // to +500 in any case (no privilege needed), which is what protects it everywhere.
     let _ = fs::write("/proc/self/oom_score_adj", "-998");
+    // Two starts: `go` once the id maps exist (the child may then set itself up), `placed`
+    // once it is in its cgroups (only then may it enter its cgroup namespace and exec the
+    // agent). Moving a task between cgroup v1 hierarchies waits out an RCU grace period
+    // (~7 ms here), so the child's mounts overlap with that wait instead of following it.
     let (mut go_r, mut go_w) = pipe()?;
+    let (mut placed_r, mut placed_w) = pipe()?;
     let (mut err_r, mut err_w) = pipe()?;
     let (listen_fd, console_fd) = (listener.as_raw_fd(), console.as_raw_fd());
 
@@ -139,7 +144,11 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         if go_r.read_exact(&mut b).is_err() {
             return 1;
         }
-        let msg = match child_main(spec, &filters) {
+        let msg = match child_prepare(spec).and_then(|_| {
+            let mut b = [0u8; 1];
+            placed_r.read_exact(&mut b).map_err(|_| "the supervisor stopped before placing the node in its cgroups".to_string())?;
+            child_lock_down(&filters)
+        }) {
             Ok(()) => setup::exec_agent(listen_fd, console_fd),
             Err(e) => e,
         };
@@ -163,9 +172,11 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
     let res = (|| {
         fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io_err("writing uid_map"))?;
         fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io_err("writing gid_map"))?;
-        cg.add(pid)?;
         go_w.write_all(b"g").map_err(io_err("starting the node"))?;
         drop(go_w);
+        cg.add(pid)?;
+        placed_w.write_all(b"p").map_err(io_err("starting the node"))?;
+        drop(placed_w);
         Ok::<(), JailError>(())
     })();
     if let Err(e) = res {
@@ -199,8 +210,9 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
     Ok(pid)
 }
 
-/// Runs in the node's init after the supervisor wrote the id maps and placed it in its cgroups.
-fn child_main(spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
+/// Runs in the node's init once the supervisor wrote the id maps: credentials, mounts,
+/// pivot_root, hostname, network. Still our own code only; no workload runs yet.
+fn child_prepare(spec: &JailSpec) -> Result<(), String> {
     // Become uid/gid 0 of the new user namespace (an unprivileged range on the host).
     // SAFETY: credential syscalls with integer arguments.
     unsafe {
@@ -208,9 +220,13 @@ fn child_main(spec: &JailSpec, filters: &[seccompiler::BpfProgram]) -> Result<()
             return Err(format!("switching to the node's root: {}", std::io::Error::last_os_error()));
         }
     }
-    // A cgroup namespace rooted at the node's own cgroup, now that we are in it.
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
     setup::mounts(spec)?;
-    setup::pivot(spec)?;
+    setup::pivot(spec)
+}
+
+/// Runs once the node is in its cgroups: a cgroup namespace rooted there, then capabilities,
+/// no_new_privs and seccomp.
+fn child_lock_down(filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
     setup::lock_down(filters)
 }
