@@ -42,7 +42,7 @@ impl Endpoint {
 pub enum ClientError {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot connect to the bulkhead daemon at {endpoint}: {source} (is `bulkhead up` running, and is this the right --socket?)")]
+    #[error("cannot connect to the bulkhead daemon at {endpoint}: {source} (is `bulkhead up` running, and is this the right --socket or --url?)")]
     Connect {
         endpoint: String,
         #[source]

@@ -227,3 +227,33 @@ fn hundred_concurrent_creates_execs_and_deletes() {
     assert!(rt.block_on(c.nodes()).unwrap().is_empty());
     d.stop_and_assert_clean();
 }
+
+#[test]
+fn cut_off_upload_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("cut", &[]);
+    let n = d.add();
+    let rt = rt();
+    let c = d.client();
+    d.sh(&n, "mkdir -p /work && echo old > /work/keep");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let path = format!("/vm/{n}/cp?path=/work/keep");
+    let r = rt.block_on(async {
+        let send = c.send_ok(Method::POST, &path, body, None);
+        let feed = async {
+            tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![b'x'; 100_000])))).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tx.send(Err(std::io::Error::other("client gave up"))).await.unwrap();
+        };
+        let (r, _) = tokio::join!(send, feed);
+        r
+    });
+    assert!(r.is_err(), "a cut-off upload was accepted");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(d.sh(&n, "cat /work/keep").1, "old\n", "the old file was replaced by a partial upload");
+    assert_eq!(d.sh(&n, "ls -A /work").1, "keep\n", "a temporary upload file was left");
+    d.stop_and_assert_clean();
+}

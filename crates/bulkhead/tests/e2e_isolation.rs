@@ -193,3 +193,75 @@ fn memory_and_pids_limits_hold() {
     assert_eq!(d.sh(&hog, "echo recovered").1, "recovered\n");
     d.stop_and_assert_clean();
 }
+
+#[test]
+fn cpu_quota_throttles() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("cpu", &["--vcpu", "1"]);
+    let n = d.add();
+    // Two busy loops on a one-CPU quota must be throttled.
+    d.sh(&n, "(timeout 1 sh -c 'while :; do :; done' &) ; timeout 1 sh -c 'while :; do :; done'; true");
+    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/bulkhead/{}/{n}/cpu.stat", d.tenant))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{n}/cpu.stat", d.tenant)))
+        .unwrap();
+    let throttled: u64 = stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")).unwrap().trim().parse().unwrap();
+    assert!(throttled > 0, "no throttling recorded: {stat}");
+    d.stop_and_assert_clean();
+}
+
+#[test]
+fn api_socket_is_owner_only_and_tcp_needs_the_token() {
+    if !privileged() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start("sock", &[]);
+    let md = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    assert_eq!(md.uid(), 0);
+    d.stop_and_assert_clean();
+
+    // TCP inside the daemon's own network namespace; clients join it with nsenter.
+    let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    let tenant = unique_tenant("tcp");
+    let yaml = cli_ok(&["new", &tenant, "--api-bind", "127.0.0.1:18080"]).replace("  api:\n", &format!("  api:\n    token_file: {}\n", token.display()));
+    let cfg = dir.path().join("tenant.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let state = shared_state();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let netns = format!("--net=/proc/{}/ns/net", child.id());
+    let list = |tok: &str| {
+        std::process::Command::new("nsenter")
+            .args([netns.as_str(), "--", BIN, "vm", "list", "--url", "http://127.0.0.1:18080", "--token", tok])
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default().contains("ready on") {
+        assert!(std::time::Instant::now() < deadline, "tcp daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let ok = list("0123456789abcdef0123456789abcdef");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let bad = list("wrong-token-wrong-token-wrong");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"), "{}", String::from_utf8_lossy(&bad.stderr));
+    // SAFETY: stopping the daemon this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(state.join("tenants").join(&tenant));
+}

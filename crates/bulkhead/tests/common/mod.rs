@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 
+/// Run under `unshare --net`: loopback up in the daemon's own namespace, then exec the daemon
+/// (so its pid is the one the test holds).
+pub const UP_IN_NETNS: &str = "ip link set lo up && exec \"$0\" \"$@\"";
+
 /// Whether the suite can run here; panics in CI when it cannot.
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -94,7 +98,7 @@ impl Daemon {
         let offset = self.log().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new("unshare")
-            .args(["--net", "--", BIN, "up"])
+            .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state)
