@@ -24,8 +24,8 @@ scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> building bulkhead (release)"
 cargo build --release --locked -q
-bin=target/x86_64-unknown-linux-gnu/release/bulkhead
-install -m 0755 "$bin" /usr/local/bin/bulkhead
+bin=target/x86_64-unknown-linux-gnu/release
+install -m 0755 "$bin/bulkhead" "$bin/bulkhead-agent" /usr/local/bin/
 
 mkdir -p "$run" /etc/bulkhead
 bulkhead new demo --socket "$sock" > /etc/bulkhead/demo.yaml

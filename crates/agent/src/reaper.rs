@@ -69,8 +69,13 @@ fn run(pid1: bool) {
         if sig < 0 {
             continue;
         }
+        // SAFETY: sigwaitinfo filled `info` for a signal of the kill() family.
+        let sender = unsafe { info.si_pid() };
         match sig {
             libc::SIGCHLD => reap_all(),
+            // A sender the node's pid namespace can see (si_pid != 0) is a process of the node:
+            // it may not end the node. The supervisor, outside, appears as pid 0.
+            _ if pid1 && sender != 0 => eprintln!("bulkhead-agent: ignored signal {sig} from pid {sender} inside the node"),
             _ if pid1 => terminate_node(sig),
             _ => std::process::exit(0),
         }

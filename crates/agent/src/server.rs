@@ -11,6 +11,12 @@ use crate::{copy, exec, reaper};
 ///
 /// `pid1` is true inside a node: SIGTERM then ends every process of the node.
 pub fn serve(listen_fd: i32, pid1: bool) -> ! {
+    // Not dumpable: a workload running as root in the node then needs CAP_SYS_PTRACE (which
+    // nodes never have) to open /proc/1/mem or attach to the agent. Commands get dumpable
+    // back when they exec. Signals from inside the node cannot kill the agent either: PID 1 of
+    // a pid namespace only receives signals it has handlers for, and the agent has none.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     reaper::block_signals();
     reaper::start(pid1);
     // SAFETY: the supervisor passes a listening socket at this fd and nothing else owns it.

@@ -1,5 +1,5 @@
-//! `bulkhead`: one static binary that is the CLI, the daemon (`up`), the per-node supervisor
-//! (`supervise`, started by the daemon) and the in-node agent (`agent`, PID 1 of every node).
+//! `bulkhead`: one static binary that is the CLI, the daemon (`up`) and the per-node supervisor
+//! (`supervise`, started by the daemon). The in-node agent is `bulkhead-agent`, beside it.
 
 mod cmd;
 
@@ -36,18 +36,13 @@ enum Cmd {
     /// (internal) supervise one node; started by the daemon
     #[command(hide = true)]
     Supervise { spec: PathBuf },
-    /// (internal) the in-node agent; PID 1 of every node
-    #[command(hide = true)]
-    Agent,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        // Neither may start threads before it is ready: the supervisor clones the node's init
-        // without exec, and the agent sets its signal mask before its first thread.
+        // The supervisor must stay single-threaded: it clones the node's init without exec.
         Cmd::Supervise { spec } => ExitCode::from(bulkhead_jail::supervisor::run(&spec) as u8),
-        Cmd::Agent => bulkhead_agent::server::serve(3, std::process::id() == 1),
         cmd => {
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
                 Ok(rt) => rt,
@@ -74,6 +69,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Validate { config } => cmd::up::validate(&config),
         Cmd::Vm(c) => cmd::vm::run(c).await,
         Cmd::Image(c) => cmd::image::run(c),
-        Cmd::Supervise { .. } | Cmd::Agent => unreachable!("handled before the runtime starts"),
+        Cmd::Supervise { .. } => unreachable!("handled before the runtime starts"),
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use hyper::Method;
+use std::path::PathBuf;
 
 #[test]
 fn tenants_cannot_reach_each_others_nodes() {
@@ -87,11 +88,20 @@ fn node_cannot_escalate() {
         // SYS_ADMIN, NET_RAW, SYS_MODULE, NET_ADMIN, SYS_PTRACE
         assert_eq!(bnd & (1 << cap), 0, "capability {cap} left in the bounding set");
     }
+    // The workload cannot take down or take over its agent.
+    for sig in ["KILL", "TERM", "INT", "HUP", "STOP"] {
+        d.sh(&n, &format!("kill -{sig} 1"));
+        assert_eq!(d.sh(&n, "echo agent-ok").1, "agent-ok\n", "SIG{sig} from inside stopped the agent");
+    }
+    let (code, _, _) = d.sh(&n, "head -c1 /proc/1/mem");
+    assert_ne!(code, 0, "the workload could open the agent's memory");
+    let (code, _, _) = d.sh(&n, "cat /proc/1/environ");
+    assert_ne!(code, 0, "the workload could read the agent's environment");
     // The node sees only its own processes and its own hostname.
     let ps = d.sh(&n, "ls /proc | grep -c '^[0-9]'").1;
     assert!(ps.trim().parse::<u32>().unwrap() < 10, "node sees {ps} processes");
     assert_eq!(d.sh(&n, "hostname").1.trim(), n);
-    assert_eq!(d.sh(&n, "cat /proc/1/cmdline | tr '\\0' ' '").1.trim(), "bulkhead-agent agent");
+    assert_eq!(d.sh(&n, "cat /proc/1/cmdline | tr '\\0' ' '").1.trim(), "bulkhead-agent");
     // Only loopback.
     let links = d.sh(&n, "ls /sys/class/net").1;
     assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
@@ -234,7 +244,17 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     std::fs::write(&cfg, &yaml).unwrap();
     let state = shared_state();
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new("unshare")
+    /// Stops the daemon even when an assertion below fails, so a failed test leaks nothing.
+    struct Stop(std::process::Child, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: stopping the daemon this test started, by its pid.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let child = std::process::Command::new("unshare")
         .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
         .arg(&cfg)
         .arg("--state-dir")
@@ -243,7 +263,8 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let netns = format!("--net=/proc/{}/ns/net", child.id());
+    let guard = Stop(child, state.join("tenants").join(&tenant));
+    let netns = format!("--net=/proc/{}/ns/net", guard.0.id());
     let list = |tok: &str| {
         std::process::Command::new("nsenter")
             .args([netns.as_str(), "--", BIN, "vm", "list", "--url", "http://127.0.0.1:18080", "--token", tok])
@@ -260,8 +281,5 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     let bad = list("wrong-token-wrong-token-wrong");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("401"), "{}", String::from_utf8_lossy(&bad.stderr));
-    // SAFETY: stopping the daemon this test started, by its pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(state.join("tenants").join(&tenant));
+    drop(guard);
 }

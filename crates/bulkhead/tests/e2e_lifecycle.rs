@@ -172,3 +172,23 @@ fn bad_configs_are_refused_with_the_key_named() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn a_node_whose_init_died_reports_stopped_and_deletes_cleanly() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("died", &[]);
+    let n = d.add();
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(d.tenant_dir().join("nodes").join(&n).join("supervisor.json")).unwrap()).unwrap();
+    // SAFETY: killing the init of a node this test created (from outside its pid namespace).
+    unsafe { libc::kill(st["init_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = d.vm(&["exec", &n, "--", "true"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has stopped"), "{}", String::from_utf8_lossy(&o.stderr));
+    let nodes: Vec<bulkhead_api::Node> = serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
+    assert_eq!(nodes[0].status, bulkhead_api::NodeStatus::Stopped);
+    d.vm_ok(&["delete", &n]);
+    d.stop_and_assert_clean();
+}

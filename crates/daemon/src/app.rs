@@ -37,6 +37,8 @@ pub struct App {
     pub tenant_dir: PathBuf,
     pub lower: PathBuf,
     pub agent_bin: PathBuf,
+    /// The node seccomp filters, compiled at start, as [`bulkhead_jail::seccomp::encode`]d BPF.
+    pub seccomp: Vec<Vec<u64>>,
     pub self_exe: PathBuf,
     pub uid_base: u32,
     pub cgroups: Cgroups,
@@ -235,6 +237,7 @@ impl App {
             limits: Limits { memory_bytes: row.ram_bytes, millicpus: row.cpus as u64 * 1000, pids_max: g.pids_max },
             storage_bytes: g.storage_bytes,
             network: bulkhead_net::NetworkPlan::Loopback,
+            seccomp: self.seccomp.clone(),
         };
         let io = |what: &str| {
             let what = what.to_string();
@@ -382,6 +385,16 @@ impl App {
             let _ = self.store().delete(&self.tenant, &r.name);
         }
         self.cgroups.remove_tenant_if_empty(&self.tenant);
+    }
+
+    /// Whether the node's supervisor (and so the node) still runs.
+    pub fn node_alive(&self, name: &str) -> bool {
+        bulkhead_jail::read_supervisor_state(&self.node_dir(name)).is_some_and(|s| bulkhead_jail::supervisor_alive(&s))
+    }
+
+    /// Records that a node's init exited on its own; delete still cleans it up.
+    pub fn mark_stopped(&self, name: &str) {
+        let _ = self.store().set_status(&self.tenant, name, NodeStatus::Stopped);
     }
 
     pub fn console_log(&self, name: &str) -> PathBuf {

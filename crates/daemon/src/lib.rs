@@ -104,15 +104,25 @@ fn check_socket(p: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Installs our own executable as the tenant's node agent: a hard link when the state
-/// directory shares a filesystem with it, else a copy. Nodes bind-mount this file, so a
-/// rebuilt or upgraded bulkhead never changes the agent under a running node.
-fn install_agent(tenant_dir: &Path, self_exe: &Path) -> Result<PathBuf, StartError> {
+/// The agent binary ships beside `bulkhead`.
+fn agent_source(self_exe: &Path) -> Result<PathBuf, StartError> {
+    let p = self_exe.with_file_name("bulkhead-agent");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(StartError::Refused(format!("the node agent {} is missing: install bulkhead-agent beside bulkhead", p.display())))
+    }
+}
+
+/// Installs the agent binary into the tenant's state: a hard link when the state directory
+/// shares a filesystem with it, else a copy. Nodes bind-mount this file, so a rebuilt or
+/// upgraded bulkhead never changes the agent under a running node.
+fn install_agent(tenant_dir: &Path, source: &Path) -> Result<PathBuf, StartError> {
     use std::os::unix::fs::MetadataExt;
     let dir = tenant_dir.join("bin");
     ensure_dir(&dir, 0o711).map_err(io("creating bin directory"))?;
     let dst = dir.join("bulkhead-agent");
-    let ours = std::fs::metadata(self_exe).map_err(io(format!("reading {}", self_exe.display())))?;
+    let ours = std::fs::metadata(source).map_err(io(format!("reading {}", source.display())))?;
     if let Ok(theirs) = std::fs::metadata(&dst) {
         if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
             return Ok(dst);
@@ -120,8 +130,8 @@ fn install_agent(tenant_dir: &Path, self_exe: &Path) -> Result<PathBuf, StartErr
     }
     let tmp = dir.join(".bulkhead-agent.tmp");
     let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(self_exe, &tmp).is_err() {
-        std::fs::copy(self_exe, &tmp).map_err(io("writing agent binary"))?;
+    if std::fs::hard_link(source, &tmp).is_err() {
+        std::fs::copy(source, &tmp).map_err(io("writing agent binary"))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod agent"))?;
     }
     std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
@@ -188,7 +198,9 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     ensure_image(&state_root, &cfg.image)?;
     let lower = bulkhead_jail::image::shifted_copy(&state_root, &cfg.image, &tenant_dir, uid_base, bulkhead_core::UID_COUNT)?;
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
-    let agent_bin = install_agent(&tenant_dir, &self_exe)?;
+    let agent_bin = install_agent(&tenant_dir, &agent_source(&self_exe)?)?;
+    // Compiled once here rather than by every node's supervisor.
+    let seccomp = bulkhead_jail::seccomp::compile()?.iter().map(|p| bulkhead_jail::seccomp::encode(p)).collect();
     let cgroups = bulkhead_jail::Cgroups::detect()?;
     let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
     let app = Arc::new(App {
@@ -197,6 +209,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         tenant_dir: tenant_dir.clone(),
         lower,
         agent_bin,
+        seccomp,
         self_exe,
         uid_base,
         cgroups,

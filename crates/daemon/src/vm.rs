@@ -22,7 +22,16 @@ use crate::routes::AppState;
 const MAX_BUFFERED: usize = 16 << 20;
 
 async fn connect(app: &App, node: &str) -> Result<UnixStream, ApiError> {
-    UnixStream::connect(app.agent_socket(node)).await.map_err(|e| AgentError::Connect(e).into())
+    match UnixStream::connect(app.agent_socket(node)).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            if !app.node_alive(node) {
+                app.mark_stopped(node);
+                return Err(ApiError::conflict("node_not_running", format!("node {node:?} has stopped (its init exited): delete it and create another")));
+            }
+            Err(AgentError::Connect(e).into())
+        }
+    }
 }
 
 /// Turns byte chunks into UTF-8 text without splitting a character across frames.

@@ -41,6 +41,9 @@ pub struct JailSpec {
     /// Size of the writable layer (a tmpfs inside the node's mount namespace).
     pub storage_bytes: u64,
     pub network: bulkhead_net::NetworkPlan,
+    /// The compiled seccomp filters ([`seccomp::encode`]); empty means compile the policy here.
+    #[serde(default)]
+    pub seccomp: Vec<Vec<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]

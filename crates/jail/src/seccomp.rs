@@ -22,6 +22,18 @@ pub fn compile() -> Result<Vec<BpfProgram>, crate::JailError> {
         .collect()
 }
 
+/// Packs a compiled filter into plain integers (code | jt << 16 | jf << 24 | k << 32), so the
+/// daemon can compile once and hand the result to every supervisor in the node's spec.
+pub fn encode(p: &BpfProgram) -> Vec<u64> {
+    p.iter().map(|i| i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32).collect()
+}
+
+pub fn decode(v: &[u64]) -> BpfProgram {
+    v.iter()
+        .map(|x| seccompiler::sock_filter { code: *x as u16, jt: (*x >> 16) as u8, jf: (*x >> 24) as u8, k: (*x >> 32) as u32 })
+        .collect()
+}
+
 /// Installs the filters on the calling thread. no_new_privs must already be set.
 pub fn install(filters: &[BpfProgram]) -> Result<(), String> {
     for f in filters {
@@ -43,6 +55,15 @@ mod tests {
                 let c = rule["comment"].as_str().unwrap_or("");
                 assert!(!c.is_empty(), "{name}: {} has no reason", rule["syscall"]);
             }
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        for p in compile().unwrap() {
+            let back = decode(&encode(&p));
+            assert_eq!(back.len(), p.len());
+            assert!(back.iter().zip(&p).all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)));
         }
     }
 

@@ -143,7 +143,7 @@ pub(crate) fn exec_agent(listen_fd: i32, console_fd: i32) -> String {
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         let path = CString::new("/.bulkhead/agent").unwrap();
-        let argv = [c"bulkhead-agent".as_ptr(), c"agent".as_ptr(), std::ptr::null()];
+        let argv = [c"bulkhead-agent".as_ptr(), std::ptr::null()];
         let envp = [c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(), std::ptr::null()];
         libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }

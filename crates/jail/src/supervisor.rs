@@ -106,7 +106,7 @@ fn wait_for(init: i32, sigs: &libc::sigset_t) {
 }
 
 fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
-    let filters = crate::seccomp::compile()?;
+    let filters = if spec.seccomp.is_empty() { crate::seccomp::compile()? } else { spec.seccomp.iter().map(|p| crate::seccomp::decode(p)).collect() };
     let cg = cgroups.node(&spec.tenant, &spec.node);
     cgroups.prepare_tenant(&spec.tenant)?;
     cg.create(&spec.limits)?;
