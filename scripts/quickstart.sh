@@ -25,7 +25,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 echo "==> building bulkhead (release)"
 cargo build --release --locked -q
 bin=target/x86_64-unknown-linux-gnu/release
-install -m 0755 "$bin/bulkhead" "$bin/bulkhead-agent" /usr/local/bin/
+install -m 0755 "$bin/bulkhead" "$bin/bulkhead-agent" "$bin/bulkhead-supervisor" /usr/local/bin/
 
 mkdir -p "$run" /etc/bulkhead
 bulkhead new demo --socket "$sock" > /etc/bulkhead/demo.yaml

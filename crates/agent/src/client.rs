@@ -16,8 +16,15 @@ pub enum AgentError {
     Remote { code: String, message: String },
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: Kind, payload: &[u8]) -> std::io::Result<()> {
-    for chunk in payload.chunks(MAX_FRAME).chain(payload.is_empty().then_some(&[][..])) {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    for chunk in payload
+        .chunks(MAX_FRAME)
+        .chain(payload.is_empty().then_some(&[][..]))
+    {
         let mut head = [0u8; 5];
         head[..4].copy_from_slice(&((chunk.len() + 1) as u32).to_be_bytes());
         head[4] = kind as u8;
@@ -27,7 +34,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, kind: Kind, payload: 
     w.flush().await
 }
 
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<(Kind, Vec<u8>)>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]).await {
         Ok(_) => {}
@@ -57,14 +66,18 @@ pub async fn expect_event<R: AsyncRead + Unpin>(r: &mut R) -> Result<Event, Agen
             Event::Error { message, code } => Err(AgentError::Remote { code, message }),
             e => Ok(e),
         },
-        Some((k, _)) => Err(AgentError::Protocol(format!("expected an event, got {k:?}"))),
+        Some((k, _)) => Err(AgentError::Protocol(format!(
+            "expected an event, got {k:?}"
+        ))),
         None => Err(AgentError::Protocol("agent closed the connection".into())),
     }
 }
 
 /// Connects to an agent socket and checks that it answers.
 pub async fn ping(path: &std::path::Path) -> Result<u64, AgentError> {
-    let mut s = tokio::net::UnixStream::connect(path).await.map_err(AgentError::Connect)?;
+    let mut s = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(AgentError::Connect)?;
     send_request(&mut s, &Request::Ping).await?;
     match expect_event(&mut s).await? {
         Event::Pong { uptime_ms } => Ok(uptime_ms),

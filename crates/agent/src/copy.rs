@@ -60,8 +60,18 @@ impl Read for FrameReader<'_> {
                     self.pending = d;
                     self.pos = 0;
                 }
-                Some((k, _)) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {k:?} frame during upload"))),
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload ended before its last frame")),
+                Some((k, _)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unexpected {k:?} frame during upload"),
+                    ))
+                }
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upload ended before its last frame",
+                    ))
+                }
             }
         }
         let n = out.len().min(self.pending.len() - self.pos);
@@ -76,7 +86,9 @@ fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
         io::ErrorKind::NotFound => "not_found",
         io::ErrorKind::PermissionDenied => "permission_denied",
         io::ErrorKind::AlreadyExists => "already_exists",
-        _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => "no_space",
+        _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
+            "no_space"
+        }
         _ if e.raw_os_error() == Some(libc::EISDIR) => "is_a_directory",
         _ if e.raw_os_error() == Some(libc::ENOTDIR) => "not_a_directory",
         _ => "io_error",
@@ -88,28 +100,60 @@ pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(
     let meta = fs::symlink_metadata(path).map_err(|e| io_event("cannot read", path, &e))?;
     if !tar {
         if meta.is_dir() {
-            return Err(Event::error("is_a_directory", format!("{path} is a directory: copy it with mode=tar")));
+            return Err(Event::error(
+                "is_a_directory",
+                format!("{path} is a directory: copy it with mode=tar"),
+            ));
         }
         if !meta.is_file() {
-            return Err(Event::error("not_a_regular_file", format!("{path} is not a regular file")));
+            return Err(Event::error(
+                "not_a_regular_file",
+                format!("{path} is not a regular file"),
+            ));
         }
         let mut f = File::open(path).map_err(|e| io_event("cannot open", path, &e))?;
-        send(conn, &Event::File { mode: meta.mode() & 0o7777, size: meta.len() })?;
-        let mut w = FrameWriter { conn, buf: Vec::with_capacity(MAX_FRAME), total: 0 };
-        io::copy(&mut f, &mut w).and_then(|_| w.flush()).map_err(|e| io_event("cannot read", path, &e))?;
+        send(
+            conn,
+            &Event::File {
+                mode: meta.mode() & 0o7777,
+                size: meta.len(),
+            },
+        )?;
+        let mut w = FrameWriter {
+            conn,
+            buf: Vec::with_capacity(MAX_FRAME),
+            total: 0,
+        };
+        io::copy(&mut f, &mut w)
+            .and_then(|_| w.flush())
+            .map_err(|e| io_event("cannot read", path, &e))?;
     } else {
-        send(conn, &Event::File { mode: meta.mode() & 0o7777, size: 0 })?;
-        let mut w = FrameWriter { conn, buf: Vec::with_capacity(MAX_FRAME), total: 0 };
+        send(
+            conn,
+            &Event::File {
+                mode: meta.mode() & 0o7777,
+                size: 0,
+            },
+        )?;
+        let mut w = FrameWriter {
+            conn,
+            buf: Vec::with_capacity(MAX_FRAME),
+            total: 0,
+        };
         {
             let mut b = tar::Builder::new(&mut w);
             b.follow_symlinks(false);
             let r = if meta.is_dir() {
                 b.append_dir_all(".", path)
             } else {
-                let name = Path::new(path).file_name().map(PathBuf::from).unwrap_or_else(|| "file".into());
+                let name = Path::new(path)
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| "file".into());
                 b.append_path_with_name(path, name)
             };
-            r.and_then(|_| b.finish()).map_err(|e| io_event("cannot archive", path, &e))?;
+            r.and_then(|_| b.finish())
+                .map_err(|e| io_event("cannot archive", path, &e))?;
         }
         w.flush().map_err(|e| io_event("cannot send", path, &e))?;
     }
@@ -139,7 +183,13 @@ pub(crate) fn copy_in(
     mode: Option<u32>,
 ) -> Result<(), Event> {
     let target = Path::new(path);
-    let mut reader = FrameReader { conn, pending: Vec::new(), pos: 0, ended: false, total: 0 };
+    let mut reader = FrameReader {
+        conn,
+        pending: Vec::new(),
+        pos: 0,
+        ended: false,
+        total: 0,
+    };
     let result = if tar {
         copy_in_tar(&mut reader, target, uid, gid)
     } else {
@@ -153,7 +203,12 @@ pub(crate) fn copy_in(
     send(conn, &Event::Done { bytes: total })
 }
 
-fn copy_in_tar(r: &mut FrameReader<'_>, target: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+fn copy_in_tar(
+    r: &mut FrameReader<'_>,
+    target: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> io::Result<()> {
     fs::create_dir_all(target)?;
     let mut a = tar::Archive::new(r);
     a.set_preserve_permissions(true);
@@ -166,16 +221,33 @@ fn copy_in_tar(r: &mut FrameReader<'_>, target: &Path, uid: Option<u32>, gid: Op
     Ok(())
 }
 
-fn copy_in_file(r: &mut FrameReader<'_>, target: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>) -> io::Result<()> {
+fn copy_in_file(
+    r: &mut FrameReader<'_>,
+    target: &Path,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+) -> io::Result<()> {
     if target.is_dir() {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     let dir = target.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir)?;
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.bulkhead-upload-{}", std::process::id() ^ rand_u32()));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.bulkhead-upload-{}",
+        std::process::id() ^ rand_u32()
+    ));
     let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         io::copy(r, &mut f)?;
         f.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644) & 0o7777))?;
         std::os::unix::fs::fchown(&f, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))?;

@@ -39,7 +39,8 @@ fn find_in_path(cmd: &str, path: &str) -> Option<String> {
 }
 
 fn cstr(what: &str, s: &str) -> Result<CString, Event> {
-    CString::new(s).map_err(|_| Event::error("invalid_argument", format!("{what} contains a NUL byte")))
+    CString::new(s)
+        .map_err(|_| Event::error("invalid_argument", format!("{what} contains a NUL byte")))
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -70,10 +71,16 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
     ];
     for e in &req.env {
         let Some((k, _)) = e.split_once('=') else {
-            return Err(Event::error("invalid_argument", format!("env entry {e:?} is not KEY=VALUE")));
+            return Err(Event::error(
+                "invalid_argument",
+                format!("env entry {e:?} is not KEY=VALUE"),
+            ));
         };
         if k.is_empty() {
-            return Err(Event::error("invalid_argument", format!("env entry {e:?} has an empty key")));
+            return Err(Event::error(
+                "invalid_argument",
+                format!("env entry {e:?} has an empty key"),
+            ));
         }
         env.retain(|x| !x.starts_with(&format!("{k}=")));
         env.push(e.clone());
@@ -93,7 +100,10 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
     for a in &req.args {
         argv.push(cstr("argument", a)?);
     }
-    let envp = env.iter().map(|e| cstr("env", e)).collect::<Result<_, _>>()?;
+    let envp = env
+        .iter()
+        .map(|e| cstr("env", e))
+        .collect::<Result<_, _>>()?;
     let cwd = req.cwd.clone().unwrap_or_else(|| "/".into());
     Ok(Prepared {
         path: cstr("cmd", &path)?,
@@ -105,13 +115,24 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
 
 /// Forks and execs. Between fork and exec the child only makes async-signal-safe calls; all
 /// allocation happened in `prepare`.
-fn spawn(p: &Prepared, req: &ExecRequest, stdin: &OwnedFd, stdout: &OwnedFd, stderr: &OwnedFd) -> Result<i32, Event> {
+fn spawn(
+    p: &Prepared,
+    req: &ExecRequest,
+    stdin: &OwnedFd,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> Result<i32, Event> {
     let (err_r, err_w) = pipe().map_err(|e| Event::error("internal", format!("pipe: {e}")))?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let (fd0, fd1, fd2, errfd) = (stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd(), err_w.as_raw_fd());
+    let (fd0, fd1, fd2, errfd) = (
+        stdin.as_raw_fd(),
+        stdout.as_raw_fd(),
+        stderr.as_raw_fd(),
+        err_w.as_raw_fd(),
+    );
     let (uid, gid) = (req.uid, req.gid);
     let pid = reaper::spawn_watched(|| {
         // SAFETY: the child below only calls async-signal-safe functions before execve/_exit.
@@ -167,11 +188,18 @@ fn spawn(p: &Prepared, req: &ExecRequest, stdin: &OwnedFd, stdout: &OwnedFd, std
     let mut f = File::from(err_r);
     if f.read_exact(&mut buf).is_ok() {
         let step = i32::from_ne_bytes(buf[..4].try_into().unwrap());
-        let errno = std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf[4..].try_into().unwrap()));
+        let errno =
+            std::io::Error::from_raw_os_error(i32::from_ne_bytes(buf[4..].try_into().unwrap()));
         reaper::wait(pid, Some(Duration::from_secs(5)));
         let (code, what) = match step {
-            2..=4 => ("invalid_argument", format!("cannot switch to uid {uid} gid {gid}")),
-            5 => ("invalid_argument", format!("cannot change to directory {:?}", p.cwd)),
+            2..=4 => (
+                "invalid_argument",
+                format!("cannot switch to uid {uid} gid {gid}"),
+            ),
+            5 => (
+                "invalid_argument",
+                format!("cannot change to directory {:?}", p.cwd),
+            ),
             6 => ("exec_failed", format!("cannot execute {:?}", p.path)),
             _ => ("internal", "cannot set up the command's stdio".into()),
         };
@@ -214,7 +242,8 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
         let (r, w) = pipe().map_err(io_err)?;
         (r, Some(w))
     } else {
-        let f = File::open("/dev/null").map_err(|e| Event::error("internal", format!("/dev/null: {e}")))?;
+        let f = File::open("/dev/null")
+            .map_err(|e| Event::error("internal", format!("/dev/null: {e}")))?;
         (OwnedFd::from(f), None)
     };
     let pid = spawn(&prepared, req, &in_r, &out_w, &errp_w)?;
@@ -275,7 +304,14 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
     } else {
         (None, Some(libc::WTERMSIG(status)))
     };
-    let _ = send_event(writer, &Event::Exit { code, signal, timed_out });
+    let _ = send_event(
+        writer,
+        &Event::Exit {
+            code,
+            signal,
+            timed_out,
+        },
+    );
     let _ = writer.lock().unwrap().shutdown(std::net::Shutdown::Both);
     Ok(())
 }

@@ -6,12 +6,12 @@
 //! frames over virtio-serial with a stream id in front (see docs/adr/0003-agent-protocol.md).
 
 pub mod client;
-pub mod proto;
-#[cfg(target_os = "linux")]
-pub mod server;
 #[cfg(target_os = "linux")]
 mod copy;
 #[cfg(target_os = "linux")]
 mod exec;
+pub mod proto;
 #[cfg(target_os = "linux")]
 mod reaper;
+#[cfg(target_os = "linux")]
+pub mod server;

@@ -37,7 +37,12 @@ impl Kind {
             4 => Kind::Stderr,
             5 => Kind::Event,
             6 => Kind::Data,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown frame kind {b}"))),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown frame kind {b}"),
+                ))
+            }
         })
     }
 }
@@ -47,7 +52,10 @@ impl Kind {
 pub enum Request {
     Ping,
     Exec(ExecRequest),
-    CopyOut { path: String, tar: bool },
+    CopyOut {
+        path: String,
+        tar: bool,
+    },
     CopyIn {
         path: String,
         tar: bool,
@@ -75,16 +83,28 @@ pub struct ExecRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Pong { uptime_ms: u64 },
-    Started { pid: i32 },
+    Pong {
+        uptime_ms: u64,
+    },
+    Started {
+        pid: i32,
+    },
     Exit {
         code: Option<i32>,
         signal: Option<i32>,
         timed_out: bool,
     },
-    File { mode: u32, size: u64 },
-    Done { bytes: u64 },
-    Error { message: String, code: String },
+    File {
+        mode: u32,
+        size: u64,
+    },
+    Done {
+        bytes: u64,
+    },
+    Error {
+        message: String,
+        code: String,
+    },
 }
 
 impl Event {
@@ -130,7 +150,10 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(Kind, Vec<u8>)>> {
 pub(crate) fn decode_head(head: &[u8; 5]) -> io::Result<(usize, Kind)> {
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len == 0 || len - 1 > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad frame length {len}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame length {len}"),
+        ));
     }
     Ok((len - 1, Kind::from_u8(head[4])?))
 }
@@ -147,7 +170,10 @@ mod tests {
         let mut r = &buf[..];
         let (k, p) = read_frame(&mut r).unwrap().unwrap();
         assert_eq!(k, Kind::Request);
-        assert_eq!(serde_json::from_slice::<Request>(&p).unwrap(), Request::Ping);
+        assert_eq!(
+            serde_json::from_slice::<Request>(&p).unwrap(),
+            Request::Ping
+        );
         assert_eq!(read_frame(&mut r).unwrap().unwrap(), (Kind::Data, vec![]));
         assert!(read_frame(&mut r).unwrap().is_none());
     }

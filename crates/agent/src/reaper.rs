@@ -75,7 +75,9 @@ fn run(pid1: bool) {
             libc::SIGCHLD => reap_all(),
             // A sender the node's pid namespace can see (si_pid != 0) is a process of the node:
             // it may not end the node. The supervisor, outside, appears as pid 0.
-            _ if pid1 && sender != 0 => eprintln!("bulkhead-agent: ignored signal {sig} from pid {sender} inside the node"),
+            _ if pid1 && sender != 0 => {
+                eprintln!("bulkhead-agent: ignored signal {sig} from pid {sender} inside the node")
+            }
             _ if pid1 => terminate_node(sig),
             _ => std::process::exit(0),
         }
@@ -119,7 +121,9 @@ fn terminate_node(sig: i32) -> ! {
 
 /// Runs `fork_fn` (which forks and returns the child's pid) with the reaper lock held and
 /// registers the pid as watched.
-pub(crate) fn spawn_watched(fork_fn: impl FnOnce() -> std::io::Result<i32>) -> std::io::Result<i32> {
+pub(crate) fn spawn_watched(
+    fork_fn: impl FnOnce() -> std::io::Result<i32>,
+) -> std::io::Result<i32> {
     let r = reaper();
     let mut st = r.state.lock().unwrap();
     let pid = fork_fn()?;

@@ -30,7 +30,12 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
                     .stack_size(256 * 1024)
                     .spawn(move || handle(conn, started));
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ENOTSOCK)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EBADF) | Some(libc::EINVAL) | Some(libc::ENOTSOCK)
+                ) =>
+            {
                 eprintln!("bulkhead-agent: no usable listening socket at fd {listen_fd}: {e}");
                 std::process::exit(1);
             }
@@ -47,9 +52,22 @@ fn handle(mut conn: UnixStream, started: Instant) {
     let req = match proto::read_frame(&mut conn) {
         Ok(Some((Kind::Request, p))) => match serde_json::from_slice::<Request>(&p) {
             Ok(r) => r,
-            Err(e) => return reply_error(&mut conn, Event::error("invalid_request", format!("bad request: {e}"))),
+            Err(e) => {
+                return reply_error(
+                    &mut conn,
+                    Event::error("invalid_request", format!("bad request: {e}")),
+                )
+            }
         },
-        Ok(Some((k, _))) => return reply_error(&mut conn, Event::error("invalid_request", format!("expected a request frame, got {k:?}"))),
+        Ok(Some((k, _))) => {
+            return reply_error(
+                &mut conn,
+                Event::error(
+                    "invalid_request",
+                    format!("expected a request frame, got {k:?}"),
+                ),
+            )
+        }
         Ok(None) | Err(_) => return,
     };
     let result = match req {
@@ -63,7 +81,13 @@ fn handle(mut conn: UnixStream, started: Instant) {
             return;
         }
         Request::CopyOut { path, tar } => copy::copy_out(&mut conn, &path, tar),
-        Request::CopyIn { path, tar, uid, gid, mode } => copy::copy_in(&mut conn, &path, tar, uid, gid, mode),
+        Request::CopyIn {
+            path,
+            tar,
+            uid,
+            gid,
+            mode,
+        } => copy::copy_in(&mut conn, &path, tar, uid, gid, mode),
     };
     if let Err(e) = result {
         reply_error(&mut conn, e);

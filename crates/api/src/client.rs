@@ -119,14 +119,15 @@ impl Client {
         }
         let (sender, conn_task) = match &self.endpoint {
             Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(|e| ClientError::Connect {
-                        endpoint: p.display().to_string(),
-                        source: e,
-                    })?;
+                let s =
+                    tokio::net::UnixStream::connect(p)
+                        .await
+                        .map_err(|e| ClientError::Connect {
+                            endpoint: p.display().to_string(),
+                            source: e,
+                        })?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                (sender, tokio::spawn(async move { conn.await }))
+                (sender, tokio::spawn(conn))
             }
             Endpoint::Tcp { addr, token } => {
                 if let Some(t) = token {
@@ -139,7 +140,7 @@ impl Client {
                         source: e,
                     })?;
                 let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                (sender, tokio::spawn(async move { conn.await }))
+                (sender, tokio::spawn(conn))
             }
         };
         let mut sender = sender;
@@ -159,7 +160,9 @@ impl Client {
         body: ReqBody,
         content_type: Option<&str>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let resp = self.send(method, path_and_query, body, content_type).await?;
+        let resp = self
+            .send(method, path_and_query, body, content_type)
+            .await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -179,7 +182,10 @@ impl Client {
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
         let (b, ct) = match body {
-            Some(v) => (full_body(serde_json::to_vec(v).expect("json")), Some("application/json")),
+            Some(v) => (
+                full_body(serde_json::to_vec(v).expect("json")),
+                Some("application/json"),
+            ),
             None => (full_body(Bytes::new()), None),
         };
         let resp = self.send_ok(method, path_and_query, b, ct).await?;
@@ -205,7 +211,9 @@ impl Client {
             .ok_or_else(|| ClientError::Api {
                 status: StatusCode::NOT_FOUND,
                 body: ErrorBody {
-                    error: format!("node {hostname:?} not found: `bulkhead vm list` shows the nodes"),
+                    error: format!(
+                        "node {hostname:?} not found: `bulkhead vm list` shows the nodes"
+                    ),
                     code: "not_found".into(),
                 },
             })

@@ -30,7 +30,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            u => return Err(format!("duration {s:?} has unknown unit {u:?}: use ns, us, ms, s, m or h")),
+            u => {
+                return Err(format!(
+                    "duration {s:?} has unknown unit {u:?}: use ns, us, ms, s, m or h"
+                ))
+            }
         };
         total += value * scale;
         rest = &rest[unit_len..];

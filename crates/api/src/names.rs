@@ -6,8 +6,7 @@
 pub fn validate_label(kind: &str, s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
@@ -39,13 +38,17 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
 /// The agent resolves it inside the node's own root, so symlinks cannot leave the node either.
 pub fn validate_node_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
-        return Err(format!("path {path:?} must be absolute, e.g. /work/file.txt"));
+        return Err(format!(
+            "path {path:?} must be absolute, e.g. /work/file.txt"
+        ));
     }
     if path.len() > 4096 || path.contains('\0') {
         return Err("path is longer than 4096 bytes or contains NUL".into());
     }
     if path.split('/').any(|c| c == ".." || c == ".") {
-        return Err(format!("path {path:?} must not contain '.' or '..' components"));
+        return Err(format!(
+            "path {path:?} must not contain '.' or '..' components"
+        ));
     }
     Ok(())
 }

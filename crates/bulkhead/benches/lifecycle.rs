@@ -35,7 +35,10 @@ fn time_cmd(n: usize, mut f: impl FnMut()) -> Vec<f64> {
 
 fn row(name: &str, v: &mut [f64]) -> (f64, f64) {
     let (p50, p95) = (pct(v, 0.5), pct(v, 0.95));
-    println!("{name:<44} p50 {p50:>8.2} ms   p95 {p95:>8.2} ms   (n={})", v.len());
+    println!(
+        "{name:<44} p50 {p50:>8.2} ms   p95 {p95:>8.2} ms   (n={})",
+        v.len()
+    );
     (p50, p95)
 }
 
@@ -51,7 +54,12 @@ fn mem_available_kib() -> u64 {
 fn pss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Pss:").map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Pss:")
+                    .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -63,12 +71,25 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let (n_create, n_exec) = if quick { (10, 50) } else { (50, 500) };
-    let dir = tempfile::Builder::new().prefix("bulkhead-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-bench-")
+        .tempdir()
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let sock = dir.path().join("api.sock");
     let tenant = format!("bench{}", std::process::id());
-    let yaml = Command::new(BIN).args(["new", &tenant, "--socket", sock.to_str().unwrap(), "--ram-mb", "128"]).output().unwrap();
+    let yaml = Command::new(BIN)
+        .args([
+            "new",
+            &tenant,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--ram-mb",
+            "128",
+        ])
+        .output()
+        .unwrap();
     std::fs::write(dir.path().join("t.yaml"), &yaml.stdout).unwrap();
     let state = dir.path().join("state");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
@@ -87,12 +108,32 @@ fn main() {
         assert!(Instant::now() < deadline, "daemon did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let c = Client::new(Endpoint::Unix(sock.clone()));
     let rootfs = state.join("images/minimal/rootfs");
 
-    println!("bulkhead lifecycle benchmark: {} cores, kernel {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
-    println!("driver jail, network none, cgroup {}", if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() && !std::path::Path::new("/sys/fs/cgroup/memory").exists() { "v2" } else { "v1" });
+    println!(
+        "bulkhead lifecycle benchmark: {} cores, kernel {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "driver jail, network none, cgroup {}",
+        if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+            && !std::path::Path::new("/sys/fs/cgroup/memory").exists()
+        {
+            "v2"
+        } else {
+            "v1"
+        }
+    );
     println!();
 
     // Baselines, same command, same run.
@@ -105,7 +146,16 @@ fn main() {
             let st = Command::new("bwrap")
                 .args(["--unshare-all", "--die-with-parent", "--bind"])
                 .arg(&rootfs)
-                .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"])
+                .args([
+                    "/",
+                    "--proc",
+                    "/proc",
+                    "--dev",
+                    "/dev",
+                    "--tmpfs",
+                    "/tmp",
+                    "/bin/true",
+                ])
                 .status()
                 .unwrap();
             assert!(st.success());
@@ -118,18 +168,28 @@ fn main() {
     // Node create with wait=agent; the nodes are deleted afterwards, outside the timing.
     let mut names = Vec::new();
     let mut create = time_cmd(n_create, || {
-        let v: serde_json::Value = rt.block_on(c.json(Method::POST, &format!("/hostgroup/{tenant}/nodes?wait=agent"), None)).unwrap();
+        let v: serde_json::Value = rt
+            .block_on(c.json(
+                Method::POST,
+                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
+                None,
+            ))
+            .unwrap();
         names.push(v["hostname"].as_str().unwrap().to_string());
     });
     let node = names[0].clone();
     let exec_path = format!("/vm/{node}/exec?cmd=true&buffered=true");
     let mut exec = time_cmd(n_exec, || {
-        let r = rt.block_on(c.send_ok(Method::POST, &exec_path, full_body(""), None)).unwrap();
+        let r = rt
+            .block_on(c.send_ok(Method::POST, &exec_path, full_body(""), None))
+            .unwrap();
         rt.block_on(r.into_body().collect()).unwrap();
     });
     let stream_path = format!("/vm/{node}/exec?cmd=true");
     let mut exec_stream = time_cmd(n_exec, || {
-        let r = rt.block_on(c.send_ok(Method::POST, &stream_path, full_body(""), None)).unwrap();
+        let r = rt
+            .block_on(c.send_ok(Method::POST, &stream_path, full_body(""), None))
+            .unwrap();
         rt.block_on(r.into_body().collect()).unwrap();
     });
 
@@ -139,20 +199,38 @@ fn main() {
     let (e50, _) = row("exec true, buffered (API + agent)", &mut exec);
     let (s50, _) = row("exec true, streamed NDJSON", &mut exec_stream);
     println!();
-    println!("create p50 / bwrap p50         = {:.2}x   (target <= 1.5x)", c50 / b50);
-    println!("exec p50 / fork+exec p50       = {:.2}x   (exec target p50 <= 2 ms: {:.2} ms)", e50 / f50, e50);
+    println!(
+        "create p50 / bwrap p50         = {:.2}x   (target <= 1.5x)",
+        c50 / b50
+    );
+    println!(
+        "exec p50 / fork+exec p50       = {:.2}x   (exec target p50 <= 2 ms: {:.2} ms)",
+        e50 / f50,
+        e50
+    );
     println!("streamed exec p50 / fork+exec  = {:.2}x", s50 / f50);
 
     // Memory: delete all but a fresh set of idle nodes, then measure.
     for n in &names {
-        rt.block_on(c.json::<serde_json::Value>(Method::DELETE, &format!("/hostgroup/{tenant}/nodes/{n}"), None)).unwrap();
+        rt.block_on(c.json::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/hostgroup/{tenant}/nodes/{n}"),
+            None,
+        ))
+        .unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
     let idle = if quick { 10 } else { 20 };
     let before = mem_available_kib();
     let mut nodes = Vec::new();
     for _ in 0..idle {
-        let v: serde_json::Value = rt.block_on(c.json(Method::POST, &format!("/hostgroup/{tenant}/nodes?wait=agent"), None)).unwrap();
+        let v: serde_json::Value = rt
+            .block_on(c.json(
+                Method::POST,
+                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
+                None,
+            ))
+            .unwrap();
         nodes.push(v["hostname"].as_str().unwrap().to_string());
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -160,20 +238,51 @@ fn main() {
     let mut pss = 0;
     let mut cg = 0;
     for n in &nodes {
-        let st: serde_json::Value = serde_json::from_slice(&std::fs::read(state.join("tenants").join(&tenant).join("nodes").join(n).join("supervisor.json")).unwrap()).unwrap();
+        let st: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                state
+                    .join("tenants")
+                    .join(&tenant)
+                    .join("nodes")
+                    .join(n)
+                    .join("supervisor.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         pss += pss_kib(st["supervisor_pid"].as_i64().unwrap() as i32);
-        let cgdir = std::path::Path::new("/sys/fs/cgroup/memory/bulkhead").join(&tenant).join(n);
-        let usage = std::fs::read_to_string(cgdir.join("memory.usage_in_bytes")).or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{tenant}/{n}/memory.current"))).unwrap_or_default();
+        let cgdir = std::path::Path::new("/sys/fs/cgroup/memory/bulkhead")
+            .join(&tenant)
+            .join(n);
+        let usage = std::fs::read_to_string(cgdir.join("memory.usage_in_bytes"))
+            .or_else(|_| {
+                std::fs::read_to_string(format!(
+                    "/sys/fs/cgroup/bulkhead/{tenant}/{n}/memory.current"
+                ))
+            })
+            .unwrap_or_default();
         cg += usage.trim().parse::<u64>().unwrap_or(0) / 1024;
-        for p in std::fs::read_to_string(cgdir.join("cgroup.procs")).unwrap_or_default().lines() {
+        for p in std::fs::read_to_string(cgdir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
             pss += pss_kib(p.trim().parse().unwrap_or(0));
         }
     }
     println!();
     println!("host memory per idle node ({idle} nodes):");
-    println!("  PSS of supervisor + node processes   {:>8.2} MiB", pss as f64 / 1024.0 / idle as f64);
-    println!("  node memory cgroup usage             {:>8.2} MiB", cg as f64 / 1024.0 / idle as f64);
-    println!("  MemAvailable drop                    {:>8.2} MiB   (target <= 2 MiB; noisy)", before.saturating_sub(after) as f64 / 1024.0 / idle as f64);
+    println!(
+        "  PSS of supervisor + node processes   {:>8.2} MiB",
+        pss as f64 / 1024.0 / idle as f64
+    );
+    println!(
+        "  node memory cgroup usage             {:>8.2} MiB",
+        cg as f64 / 1024.0 / idle as f64
+    );
+    println!(
+        "  MemAvailable drop                    {:>8.2} MiB   (target <= 2 MiB; noisy)",
+        before.saturating_sub(after) as f64 / 1024.0 / idle as f64
+    );
 
     // SAFETY: stopping the daemon this benchmark started; it deletes its nodes on SIGTERM.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };

@@ -1,5 +1,5 @@
-//! `bulkhead`: one static binary that is the CLI, the daemon (`up`) and the per-node supervisor
-//! (`supervise`, started by the daemon). The in-node agent is `bulkhead-agent`, beside it.
+//! `bulkhead`: the CLI and the daemon (`up`). Beside it ship `bulkhead-supervisor` (one per
+//! node, started by the daemon) and `bulkhead-agent` (PID 1 of every node).
 
 mod cmd;
 
@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "bulkhead", version, about = "Run untrusted workloads from many tenants on shared Linux hosts")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Run untrusted workloads from many tenants on shared Linux hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -33,31 +37,26 @@ enum Cmd {
     /// Build or import root filesystem images
     #[command(subcommand)]
     Image(cmd::image::ImageCmd),
-    /// (internal) supervise one node; started by the daemon
-    #[command(hide = true)]
-    Supervise { spec: PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
-        // The supervisor must stay single-threaded: it clones the node's init without exec.
-        Cmd::Supervise { spec } => ExitCode::from(bulkhead_jail::supervisor::run(&spec) as u8),
-        cmd => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("bulkhead: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run(cmd)) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("bulkhead: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bulkhead: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulkhead: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -69,6 +68,5 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Validate { config } => cmd::up::validate(&config),
         Cmd::Vm(c) => cmd::vm::run(c).await,
         Cmd::Image(c) => cmd::image::run(c),
-        Cmd::Supervise { .. } => unreachable!("handled before the runtime starts"),
     }
 }

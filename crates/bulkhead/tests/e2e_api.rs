@@ -8,20 +8,44 @@ use common::*;
 use http_body_util::BodyExt;
 use hyper::Method;
 
-fn frames(rt: &tokio::runtime::Runtime, c: &bulkhead_api::Client, path: &str, body: &'static str) -> Vec<ExecFrame> {
-    let resp = rt.block_on(c.send_ok(Method::POST, path, full_body(body), None)).unwrap();
+fn frames(
+    rt: &tokio::runtime::Runtime,
+    c: &bulkhead_api::Client,
+    path: &str,
+    body: &'static str,
+) -> Vec<ExecFrame> {
+    let resp = rt
+        .block_on(c.send_ok(Method::POST, path, full_body(body), None))
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     let bytes = rt.block_on(resp.into_body().collect()).unwrap().to_bytes();
-    bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
 }
 
 fn stdout_of(f: &[ExecFrame]) -> String {
-    f.iter().filter_map(|x| if let ExecFrame::Stdout { data } = x { Some(data.as_str()) } else { None }).collect()
+    f.iter()
+        .filter_map(|x| {
+            if let ExecFrame::Stdout { data } = x {
+                Some(data.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn exit_of(f: &[ExecFrame]) -> (Option<i32>, Option<i32>, bool) {
     match f.last().unwrap() {
-        ExecFrame::Exit { exit_code, signal, timed_out, .. } => (*exit_code, *signal, *timed_out),
+        ExecFrame::Exit {
+            exit_code,
+            signal,
+            timed_out,
+            ..
+        } => (*exit_code, *signal, *timed_out),
         other => panic!("last frame is {other:?}"),
     }
 }
@@ -35,34 +59,78 @@ fn exec_semantics() {
     let n = d.add();
     let rt = rt();
     let c = d.client();
-    let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20out;%20echo%20err%20%3E%262;%20exit%207"), "");
+    let f = frames(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20out;%20echo%20err%20%3E%262;%20exit%207"),
+        "",
+    );
     assert!(matches!(f[0], ExecFrame::Started { pid, .. } if pid > 1));
     assert_eq!(stdout_of(&f), "out\n");
-    assert!(f.iter().any(|x| matches!(x, ExecFrame::Stderr { data } if data == "err\n")));
+    assert!(f
+        .iter()
+        .any(|x| matches!(x, ExecFrame::Stderr { data } if data == "err\n")));
     assert_eq!(exit_of(&f), (Some(7), None, false));
     // env, cwd, uid and gid
     let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20$FOO:$(pwd):$(id%20-u):$(id%20-g)&env=FOO%3Dbar&cwd=/tmp&uid=1000&gid=1001"), "");
     assert_eq!(stdout_of(&f), "bar:/tmp:1000:1001\n");
     // stdin through the request body
-    let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=wc&args=-c&stdin=true"), "twelve bytes");
+    let f = frames(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=wc&args=-c&stdin=true"),
+        "twelve bytes",
+    );
     assert_eq!(stdout_of(&f).trim(), "12");
     // a signal ends the command
-    let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=kill%20-TERM%20$$"), "");
+    let f = frames(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=sh&args=-c&args=kill%20-TERM%20$$"),
+        "",
+    );
     assert_eq!(exit_of(&f), (None, Some(15), false));
     // timeout kills the process group
     let t = std::time::Instant::now();
-    let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sleep&args=30&timeout=300ms"), "");
+    let f = frames(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=sleep&args=30&timeout=300ms"),
+        "",
+    );
     assert_eq!(exit_of(&f), (None, Some(9), true));
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     // large output arrives whole
     let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=head%20-c%2020000000%20/dev/zero%20|%20tr%20%27\\0%27%20x"), "");
     assert_eq!(stdout_of(&f).len(), 20_000_000);
     // buffered mode, and shell=true
-    let r = rt.block_on(c.send_ok(Method::POST, &format!("/vm/{n}/exec?cmd=echo%20$((6*7))&shell=true&buffered=true"), full_body(""), None)).unwrap();
-    let b: BufferedExec = serde_json::from_slice(&rt.block_on(r.into_body().collect()).unwrap().to_bytes()).unwrap();
-    assert_eq!(b, BufferedExec { stdout: "42\n".into(), stderr: String::new(), exit_code: 0, signal: None, timed_out: false });
+    let r = rt
+        .block_on(c.send_ok(
+            Method::POST,
+            &format!("/vm/{n}/exec?cmd=echo%20$((6*7))&shell=true&buffered=true"),
+            full_body(""),
+            None,
+        ))
+        .unwrap();
+    let b: BufferedExec =
+        serde_json::from_slice(&rt.block_on(r.into_body().collect()).unwrap().to_bytes()).unwrap();
+    assert_eq!(
+        b,
+        BufferedExec {
+            stdout: "42\n".into(),
+            stderr: String::new(),
+            exit_code: 0,
+            signal: None,
+            timed_out: false
+        }
+    );
     // stdout=false drops the stream
-    let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=echo&args=hidden&stdout=false"), "");
+    let f = frames(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=echo&args=hidden&stdout=false"),
+        "",
+    );
     assert_eq!(stdout_of(&f), "");
     // CLI: exit code, stdin, signal
     let o = d.vm(&["exec", &n, "--", "sh", "-c", "exit 42"]);
@@ -71,7 +139,14 @@ fn exec_semantics() {
     assert_eq!(o.status.code(), Some(137));
     // A client that goes away kills its command.
     {
-        let resp = rt.block_on(c.send_ok(Method::POST, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20started;%20sleep%20300"), full_body(""), None)).unwrap();
+        let resp = rt
+            .block_on(c.send_ok(
+                Method::POST,
+                &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20started;%20sleep%20300"),
+                full_body(""),
+                None,
+            ))
+            .unwrap();
         drop(resp);
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -92,49 +167,237 @@ fn bad_input_gets_clear_4xx() {
     let g = d.tenant.clone();
     let big = "x".repeat(70_000);
     let cases: Vec<(Method, String, String, u16, &str)> = vec![
-        (Method::POST, format!("/hostgroup/{g}/nodes"), "{not json".into(), 400, "invalid JSON"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"tagz":[]}"#.into(), 400, "unknown field"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), format!(r#"{{"tags":["{big}"]}}"#), 413, "limit"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"hostname":"Bad_Name"}"#.into(), 400, "hostname"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"tags":["has space"]}"#.into(), 400, "tag"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"cpus":3}"#.into(), 400, "cpus"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"ram_bytes":1073741824}"#.into(), 400, "ram_bytes"),
-        (Method::POST, format!("/hostgroup/{g}/nodes"), r#"{"hostname":""}"#.into(), 400, "hostname"),
-        (Method::POST, format!("/hostgroup/{g}/nodes?wait=forever"), "{}".into(), 400, "wait"),
-        (Method::POST, format!("/hostgroup/{g}/nodes?timeout=soon"), "{}".into(), 400, "timeout"),
-        (Method::POST, "/hostgroup/nosuchgroup/nodes".into(), "{}".into(), 404, "host group"),
-        (Method::POST, format!("/vm/{n}/exec"), String::new(), 400, "cmd is required"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&bogus=1"), String::new(), 400, "unknown query parameter"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=%ff"), String::new(), 400, "UTF-8"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&uid=-1"), String::new(), 400, "uid"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&cwd=relative"), String::new(), 400, "cwd"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&env=NOEQUALS"), String::new(), 400, "KEY=VALUE"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&cwd=/nonexistent"), String::new(), 400, "directory"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=no-such-command"), String::new(), 400, "not found"),
-        (Method::POST, format!("/vm/{n}/exec?cmd=true&timeout=5"), String::new(), 400, "unit"),
-        (Method::GET, format!("/vm/{n}/cp"), String::new(), 400, "path is required"),
-        (Method::GET, format!("/vm/{n}/cp?path=/etc&mode=zip"), String::new(), 400, "mode"),
-        (Method::GET, format!("/vm/{n}/cp?path=/nonexistent"), String::new(), 404, "nonexistent"),
-        (Method::POST, format!("/vm/{n}/cp?path=/tmp/x&permissions=999"), String::new(), 400, "octal"),
-        (Method::GET, "/vm/UPPER/logs".into(), String::new(), 404, "not found"),
-        (Method::GET, "/no/such/route".into(), String::new(), 404, "no route"),
-        (Method::PUT, "/nodes".into(), String::new(), 405, "not allowed"),
-        (Method::DELETE, format!("/hostgroup/{g}/nodes/{g}-999"), String::new(), 404, "not found"),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            "{not json".into(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"tagz":[]}"#.into(),
+            400,
+            "unknown field",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            format!(r#"{{"tags":["{big}"]}}"#),
+            413,
+            "limit",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"hostname":"Bad_Name"}"#.into(),
+            400,
+            "hostname",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"tags":["has space"]}"#.into(),
+            400,
+            "tag",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"cpus":3}"#.into(),
+            400,
+            "cpus",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"ram_bytes":1073741824}"#.into(),
+            400,
+            "ram_bytes",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes"),
+            r#"{"hostname":""}"#.into(),
+            400,
+            "hostname",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes?wait=forever"),
+            "{}".into(),
+            400,
+            "wait",
+        ),
+        (
+            Method::POST,
+            format!("/hostgroup/{g}/nodes?timeout=soon"),
+            "{}".into(),
+            400,
+            "timeout",
+        ),
+        (
+            Method::POST,
+            "/hostgroup/nosuchgroup/nodes".into(),
+            "{}".into(),
+            404,
+            "host group",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec"),
+            String::new(),
+            400,
+            "cmd is required",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&bogus=1"),
+            String::new(),
+            400,
+            "unknown query parameter",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=%ff"),
+            String::new(),
+            400,
+            "UTF-8",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&uid=-1"),
+            String::new(),
+            400,
+            "uid",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&cwd=relative"),
+            String::new(),
+            400,
+            "cwd",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&env=NOEQUALS"),
+            String::new(),
+            400,
+            "KEY=VALUE",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&cwd=/nonexistent"),
+            String::new(),
+            400,
+            "directory",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=no-such-command"),
+            String::new(),
+            400,
+            "not found",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/exec?cmd=true&timeout=5"),
+            String::new(),
+            400,
+            "unit",
+        ),
+        (
+            Method::GET,
+            format!("/vm/{n}/cp"),
+            String::new(),
+            400,
+            "path is required",
+        ),
+        (
+            Method::GET,
+            format!("/vm/{n}/cp?path=/etc&mode=zip"),
+            String::new(),
+            400,
+            "mode",
+        ),
+        (
+            Method::GET,
+            format!("/vm/{n}/cp?path=/nonexistent"),
+            String::new(),
+            404,
+            "nonexistent",
+        ),
+        (
+            Method::POST,
+            format!("/vm/{n}/cp?path=/tmp/x&permissions=999"),
+            String::new(),
+            400,
+            "octal",
+        ),
+        (
+            Method::GET,
+            "/vm/UPPER/logs".into(),
+            String::new(),
+            404,
+            "not found",
+        ),
+        (
+            Method::GET,
+            "/no/such/route".into(),
+            String::new(),
+            404,
+            "no route",
+        ),
+        (
+            Method::PUT,
+            "/nodes".into(),
+            String::new(),
+            405,
+            "not allowed",
+        ),
+        (
+            Method::DELETE,
+            format!("/hostgroup/{g}/nodes/{g}-999"),
+            String::new(),
+            404,
+            "not found",
+        ),
     ];
     for (m, path, body, status, needle) in cases {
-        let e = rt.block_on(c.send_ok(m.clone(), &path, full_body(body), Some("application/json"))).unwrap_err();
-        let bulkhead_api::ClientError::Api { status: got, body } = &e else { panic!("{m} {path}: {e}") };
+        let e = rt
+            .block_on(c.send_ok(m.clone(), &path, full_body(body), Some("application/json")))
+            .unwrap_err();
+        let bulkhead_api::ClientError::Api { status: got, body } = &e else {
+            panic!("{m} {path}: {e}")
+        };
         assert_eq!(got.as_u16(), status, "{m} {path}: {e}");
-        assert!(body.error.contains(needle), "{m} {path}: {:?} lacks {needle:?}", body.error);
+        assert!(
+            body.error.contains(needle),
+            "{m} {path}: {:?} lacks {needle:?}",
+            body.error
+        );
         assert!(!body.code.is_empty());
     }
     // None of that left a half-made node behind.
     let nodes: Vec<bulkhead_api::Node> = rt.block_on(c.nodes()).unwrap();
     assert_eq!(nodes.len(), 1);
     // A hostname may be chosen once.
-    let ok: serde_json::Value = rt.block_on(c.json(Method::POST, &format!("/hostgroup/{g}/nodes"), Some(&serde_json::json!({"hostname": "chosen"})))).unwrap();
+    let ok: serde_json::Value = rt
+        .block_on(c.json(
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(&serde_json::json!({"hostname": "chosen"})),
+        ))
+        .unwrap();
     assert_eq!(ok["hostname"], "chosen");
-    let e = rt.block_on(c.json::<serde_json::Value>(Method::POST, &format!("/hostgroup/{g}/nodes"), Some(&serde_json::json!({"hostname": "chosen"})))).unwrap_err();
+    let e = rt
+        .block_on(c.json::<serde_json::Value>(
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(&serde_json::json!({"hostname": "chosen"})),
+        ))
+        .unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(409));
     d.stop_and_assert_clean();
 }
@@ -147,7 +410,13 @@ fn wait_timeout_answers_408_and_cleans_up() {
     let d = Daemon::start("tmo", &[]);
     let rt = rt();
     let c = d.client();
-    let e = rt.block_on(c.json::<serde_json::Value>(Method::POST, &format!("/hostgroup/{}/nodes?wait=agent&timeout=1ns", d.tenant), None)).unwrap_err();
+    let e = rt
+        .block_on(c.json::<serde_json::Value>(
+            Method::POST,
+            &format!("/hostgroup/{}/nodes?wait=agent&timeout=1ns", d.tenant),
+            None,
+        ))
+        .unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(408), "{e}");
     assert!(rt.block_on(c.nodes()).unwrap().is_empty());
     d.stop_and_assert_clean();
@@ -166,7 +435,14 @@ fn hundred_concurrent_creates_execs_and_deletes() {
         let tasks: Vec<_> = (0..100)
             .map(|_| {
                 let (c, g) = (c.clone(), g.clone());
-                tokio::spawn(async move { c.json::<serde_json::Value>(Method::POST, &format!("/hostgroup/{g}/nodes?wait=agent&timeout=120s"), None).await })
+                tokio::spawn(async move {
+                    c.json::<serde_json::Value>(
+                        Method::POST,
+                        &format!("/hostgroup/{g}/nodes?wait=agent&timeout=120s"),
+                        None,
+                    )
+                    .await
+                })
             })
             .collect();
         let mut out = Vec::new();
@@ -179,10 +455,17 @@ fn hundred_concurrent_creates_execs_and_deletes() {
     for r in created {
         match r {
             Ok(v) => names.push(v["hostname"].as_str().unwrap().to_string()),
-            Err(e) => assert!(matches!(e.status().map(|s| s.as_u16()), Some(503) | Some(429)), "unclean failure: {e}"),
+            Err(e) => assert!(
+                matches!(e.status().map(|s| s.as_u16()), Some(503) | Some(429)),
+                "unclean failure: {e}"
+            ),
         }
     }
-    assert!(names.len() >= 90, "only {} of 100 creates succeeded", names.len());
+    assert!(
+        names.len() >= 90,
+        "only {} of 100 creates succeeded",
+        names.len()
+    );
     let listed: Vec<bulkhead_api::Node> = rt.block_on(c.nodes()).unwrap();
     assert_eq!(listed.len(), names.len());
     let outs: Vec<(String, Result<BufferedExec, String>)> = rt.block_on(async {
@@ -191,9 +474,23 @@ fn hundred_concurrent_creates_execs_and_deletes() {
             .map(|n| {
                 let (c, n) = (c.clone(), n.clone());
                 tokio::spawn(async move {
-                    let r = c.send_ok(Method::POST, &format!("/vm/{n}/exec?cmd=hostname&buffered=true"), full_body(""), None).await;
+                    let r = c
+                        .send_ok(
+                            Method::POST,
+                            &format!("/vm/{n}/exec?cmd=hostname&buffered=true"),
+                            full_body(""),
+                            None,
+                        )
+                        .await;
                     let r = match r {
-                        Ok(resp) => resp.into_body().collect().await.map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b.to_bytes()).map_err(|e| e.to_string())),
+                        Ok(resp) => resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|b| {
+                                serde_json::from_slice(&b.to_bytes()).map_err(|e| e.to_string())
+                            }),
                         Err(e) => Err(e.to_string()),
                     };
                     (n, r)
@@ -214,7 +511,14 @@ fn hundred_concurrent_creates_execs_and_deletes() {
             .iter()
             .map(|n| {
                 let (c, n, g) = (c.clone(), n.clone(), g.clone());
-                tokio::spawn(async move { c.json::<serde_json::Value>(Method::DELETE, &format!("/hostgroup/{g}/nodes/{n}"), None).await })
+                tokio::spawn(async move {
+                    c.json::<serde_json::Value>(
+                        Method::DELETE,
+                        &format!("/hostgroup/{g}/nodes/{n}"),
+                        None,
+                    )
+                    .await
+                })
             })
             .collect();
         let mut out = Vec::new();
@@ -223,7 +527,11 @@ fn hundred_concurrent_creates_execs_and_deletes() {
         }
         out
     });
-    assert!(deleted.iter().all(|r| r.is_ok()), "{:?}", deleted.iter().filter(|r| r.is_err()).collect::<Vec<_>>());
+    assert!(
+        deleted.iter().all(|r| r.is_ok()),
+        "{:?}",
+        deleted.iter().filter(|r| r.is_err()).collect::<Vec<_>>()
+    );
     assert!(rt.block_on(c.nodes()).unwrap().is_empty());
     d.stop_and_assert_clean();
 }
@@ -238,22 +546,38 @@ fn cut_off_upload_leaves_nothing() {
     let rt = rt();
     let c = d.client();
     d.sh(&n, "mkdir -p /work && echo old > /work/keep");
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
-    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(4);
+    let body =
+        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
     let path = format!("/vm/{n}/cp?path=/work/keep");
     let r = rt.block_on(async {
         let send = c.send_ok(Method::POST, &path, body, None);
         let feed = async {
-            tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![b'x'; 100_000])))).await.unwrap();
+            tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                vec![b'x'; 100_000],
+            ))))
+            .await
+            .unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            tx.send(Err(std::io::Error::other("client gave up"))).await.unwrap();
+            tx.send(Err(std::io::Error::other("client gave up")))
+                .await
+                .unwrap();
         };
         let (r, _) = tokio::join!(send, feed);
         r
     });
     assert!(r.is_err(), "a cut-off upload was accepted");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(d.sh(&n, "cat /work/keep").1, "old\n", "the old file was replaced by a partial upload");
-    assert_eq!(d.sh(&n, "ls -A /work").1, "keep\n", "a temporary upload file was left");
+    assert_eq!(
+        d.sh(&n, "cat /work/keep").1,
+        "old\n",
+        "the old file was replaced by a partial upload"
+    );
+    assert_eq!(
+        d.sh(&n, "ls -A /work").1,
+        "keep\n",
+        "a temporary upload file was left"
+    );
     d.stop_and_assert_clean();
 }

@@ -24,17 +24,31 @@ fn tenants_cannot_reach_each_others_nodes() {
         (Method::POST, format!("/vm/{node}/cp?path=/tmp/x")),
         (Method::GET, format!("/vm/{node}/logs")),
         (Method::GET, format!("/vm/{node}/health")),
-        (Method::DELETE, format!("/hostgroup/{}/nodes/{node}", b.tenant)),
+        (
+            Method::DELETE,
+            format!("/hostgroup/{}/nodes/{node}", b.tenant),
+        ),
         (Method::GET, format!("/hostgroup/{}/nodes", a.tenant)),
-        (Method::DELETE, format!("/hostgroup/{}/nodes/{node}", a.tenant)),
+        (
+            Method::DELETE,
+            format!("/hostgroup/{}/nodes/{node}", a.tenant),
+        ),
     ];
     for (m, path) in routes {
-        let other = rt.block_on(cb.send_ok(m.clone(), &path, bulkhead_api::client::full_body(""), None)).unwrap_err();
-        assert_eq!(other.status().map(|s| s.as_u16()), Some(404), "{m} {path}: {other}");
+        let other = rt
+            .block_on(cb.send_ok(m.clone(), &path, bulkhead_api::client::full_body(""), None))
+            .unwrap_err();
+        assert_eq!(
+            other.status().map(|s| s.as_u16()),
+            Some(404),
+            "{m} {path}: {other}"
+        );
         // Exactly as for a node that never existed.
         let p2 = path.replace(&node, &missing);
         if p2 != path {
-            let never = rt.block_on(cb.send_ok(m.clone(), &p2, bulkhead_api::client::full_body(""), None)).unwrap_err();
+            let never = rt
+                .block_on(cb.send_ok(m.clone(), &p2, bulkhead_api::client::full_body(""), None))
+                .unwrap_err();
             assert_eq!(never.status(), other.status());
             assert_eq!(never.code(), other.code(), "{m} {path}");
         }
@@ -66,10 +80,16 @@ fn node_cannot_escalate() {
         ("unshare a user namespace", "unshare -U true"),
         ("unshare a mount namespace", "unshare -m true"),
         ("raw socket (ping)", "ping -c1 -W1 127.0.0.1"),
-        ("module load", "insmod /nonexistent.ko || exit 1; echo; exit 0"),
+        (
+            "module load",
+            "insmod /nonexistent.ko || exit 1; echo; exit 0",
+        ),
         ("write to /proc/sys", "echo 1 > /proc/sys/kernel/sysrq"),
         ("read kernel memory", "head -c1 /proc/kcore | grep -q ."),
-        ("change the clock", "date -s 2001-01-01 >/dev/null 2>&1; [ $(date +%Y) = 2001 ]"),
+        (
+            "change the clock",
+            "date -s 2001-01-01 >/dev/null 2>&1; [ $(date +%Y) = 2001 ]",
+        ),
         ("create a device node", "mknod /tmp/sda b 8 0"),
         ("chroot escape via pivot_root", "pivot_root / /tmp"),
         ("sysrq", "echo b > /proc/sysrq-trigger"),
@@ -78,20 +98,43 @@ fn node_cannot_escalate() {
         let (code, out, err) = d.sh(&n, script);
         assert_ne!(code, 0, "{what} succeeded inside a node: {out}{err}");
     }
-    let status = d.sh(&n, "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status").1;
+    let status = d
+        .sh(
+            &n,
+            "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+        )
+        .1;
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     assert!(status.contains("Seccomp:\t2"), "{status}");
-    let bnd = status.lines().find(|l| l.starts_with("CapBnd")).unwrap().split_whitespace().nth(1).unwrap();
+    let bnd = status
+        .lines()
+        .find(|l| l.starts_with("CapBnd"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap();
     let bnd = u64::from_str_radix(bnd, 16).unwrap();
-    assert_eq!(bnd, bulkhead_jail::caps::kept_mask(), "bounding set is exactly the kept set");
+    assert_eq!(
+        bnd,
+        bulkhead_jail::caps::kept_mask(),
+        "bounding set is exactly the kept set"
+    );
     for cap in [21u32, 13, 16, 12, 19] {
         // SYS_ADMIN, NET_RAW, SYS_MODULE, NET_ADMIN, SYS_PTRACE
-        assert_eq!(bnd & (1 << cap), 0, "capability {cap} left in the bounding set");
+        assert_eq!(
+            bnd & (1 << cap),
+            0,
+            "capability {cap} left in the bounding set"
+        );
     }
     // The workload cannot take down or take over its agent.
     for sig in ["KILL", "TERM", "INT", "HUP", "STOP"] {
         d.sh(&n, &format!("kill -{sig} 1"));
-        assert_eq!(d.sh(&n, "echo agent-ok").1, "agent-ok\n", "SIG{sig} from inside stopped the agent");
+        assert_eq!(
+            d.sh(&n, "echo agent-ok").1,
+            "agent-ok\n",
+            "SIG{sig} from inside stopped the agent"
+        );
     }
     let (code, _, _) = d.sh(&n, "head -c1 /proc/1/mem");
     assert_ne!(code, 0, "the workload could open the agent's memory");
@@ -99,16 +142,25 @@ fn node_cannot_escalate() {
     assert_ne!(code, 0, "the workload could read the agent's environment");
     // The node sees only its own processes and its own hostname.
     let ps = d.sh(&n, "ls /proc | grep -c '^[0-9]'").1;
-    assert!(ps.trim().parse::<u32>().unwrap() < 10, "node sees {ps} processes");
+    assert!(
+        ps.trim().parse::<u32>().unwrap() < 10,
+        "node sees {ps} processes"
+    );
     assert_eq!(d.sh(&n, "hostname").1.trim(), n);
-    assert_eq!(d.sh(&n, "cat /proc/1/cmdline | tr '\\0' ' '").1.trim(), "bulkhead-agent");
+    assert_eq!(
+        d.sh(&n, "cat /proc/1/cmdline | tr '\\0' ' '").1.trim(),
+        "bulkhead-agent"
+    );
     // Only loopback.
     let links = d.sh(&n, "ls /sys/class/net").1;
     assert_eq!(links.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
     // The image is read-only below the node: writes land in the node's own layer.
     d.sh(&n, "echo changed > /etc/os-release");
     let other = d.add();
-    assert!(d.sh(&other, "cat /etc/os-release").1.contains("bulkhead minimal"));
+    assert!(d
+        .sh(&other, "cat /etc/os-release")
+        .1
+        .contains("bulkhead minimal"));
     d.stop_and_assert_clean();
 }
 
@@ -123,16 +175,37 @@ fn copies_stay_inside_the_node() {
     let c = d.client();
     let host_marker = d.dir.path().join("escaped");
     // A symlink inside the node that points at a host path resolves inside the node.
-    d.sh(&n, &format!("mkdir -p /work && ln -s {} /work/esc && ln -s / /work/root", d.dir.path().display()));
-    let up = |path: &str, body: &'static str| rt.block_on(c.send_ok(Method::POST, &format!("/vm/{n}/cp?path={path}"), bulkhead_api::client::full_body(body), None));
+    d.sh(
+        &n,
+        &format!(
+            "mkdir -p /work && ln -s {} /work/esc && ln -s / /work/root",
+            d.dir.path().display()
+        ),
+    );
+    let up = |path: &str, body: &'static str| {
+        rt.block_on(c.send_ok(
+            Method::POST,
+            &format!("/vm/{n}/cp?path={path}"),
+            bulkhead_api::client::full_body(body),
+            None,
+        ))
+    };
     // The host path does not exist inside the node, so the write fails cleanly (409) and
     // nothing appears on the host.
     let e = up("/work/esc/escaped", "x").unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(409), "{e}");
-    assert!(!host_marker.exists(), "a write through a node symlink reached the host");
+    assert!(
+        !host_marker.exists(),
+        "a write through a node symlink reached the host"
+    );
     up("/work/root/etc/written", "y").unwrap();
     assert_eq!(d.sh(&n, "cat /etc/written").1, "y");
-    for bad in ["/work/../etc/passwd", "relative/path", "/work/./x", "/a/%00b"] {
+    for bad in [
+        "/work/../etc/passwd",
+        "relative/path",
+        "/work/./x",
+        "/a/%00b",
+    ] {
         let e = up(bad, "z").unwrap_err();
         assert_eq!(e.status().map(|s| s.as_u16()), Some(400), "{bad}: {e}");
     }
@@ -150,15 +223,39 @@ fn copies_stay_inside_the_node() {
         b.append(&h, &b"evil"[..]).unwrap();
         b.finish().unwrap();
     }
-    let _ = rt.block_on(c.send_ok(Method::POST, &format!("/vm/{n}/cp?path=/work/t&mode=tar"), bulkhead_api::client::full_body(evil), None));
-    assert_ne!(d.sh(&n, "test -e /etc/evil").0, 0, "tar entry escaped its target");
+    let _ = rt.block_on(c.send_ok(
+        Method::POST,
+        &format!("/vm/{n}/cp?path=/work/t&mode=tar"),
+        bulkhead_api::client::full_body(evil),
+        None,
+    ));
+    assert_ne!(
+        d.sh(&n, "test -e /etc/evil").0,
+        0,
+        "tar entry escaped its target"
+    );
     // Reading through a symlink to a host path reads the node's own tree.
-    let e = rt.block_on(c.send_ok(Method::GET, &format!("/vm/{n}/cp?path=/work/esc/daemon.log"), bulkhead_api::client::full_body(""), None)).unwrap_err();
+    let e = rt
+        .block_on(c.send_ok(
+            Method::GET,
+            &format!("/vm/{n}/cp?path=/work/esc/daemon.log"),
+            bulkhead_api::client::full_body(""),
+            None,
+        ))
+        .unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(404));
     // Files land with the requested owner and mode; a directory target is refused in binary mode.
-    let r = rt.block_on(c.send_ok(Method::POST, &format!("/vm/{n}/cp?path=/work/owned&uid=1000&gid=1000&permissions=0600"), bulkhead_api::client::full_body("o"), None));
+    let r = rt.block_on(c.send_ok(
+        Method::POST,
+        &format!("/vm/{n}/cp?path=/work/owned&uid=1000&gid=1000&permissions=0600"),
+        bulkhead_api::client::full_body("o"),
+        None,
+    ));
     assert!(r.is_ok());
-    assert_eq!(d.sh(&n, "stat -c '%u:%g:%a' /work/owned").1.trim(), "1000:1000:600");
+    assert_eq!(
+        d.sh(&n, "stat -c '%u:%g:%a' /work/owned").1.trim(),
+        "1000:1000:600"
+    );
     let e = up("/work", "z").unwrap_err();
     assert_eq!(e.code(), Some("is_a_directory"));
     d.stop_and_assert_clean();
@@ -169,33 +266,87 @@ fn memory_and_pids_limits_hold() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-e2e-")
+        .tempdir()
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let tenant = unique_tenant("lim");
     let sock = dir.path().join("api.sock");
-    let yaml = cli_ok(&["new", &tenant, "--socket", sock.to_str().unwrap(), "--ram-mb", "64"]).replace("    network:", "    pids_max: 64\n    network:");
+    let yaml = cli_ok(&[
+        "new",
+        &tenant,
+        "--socket",
+        sock.to_str().unwrap(),
+        "--ram-mb",
+        "64",
+    ])
+    .replace("    network:", "    pids_max: 64\n    network:");
     let d = Daemon::start_with_yaml(tenant, dir, &yaml);
     let hog = d.add();
     let calm = d.add();
     d.sh(&calm, "echo calm > /tmp/state");
     // Hold far more than 64 MiB in one process.
-    let (code, _, _) = d.sh(&hog, "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived");
+    let (code, _, _) = d.sh(
+        &hog,
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
+    );
     assert_ne!(code, 0, "the memory hog was not stopped");
-    let oom = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/bulkhead/{}/{hog}/memory.oom_control", d.tenant))
-        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{hog}/memory.events", d.tenant)))
+    let oom = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/bulkhead/{}/{hog}/memory.oom_control",
+        d.tenant
+    ))
+    .or_else(|_| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/bulkhead/{}/{hog}/memory.events",
+            d.tenant
+        ))
+    })
+    .unwrap();
+    let kills: u64 = oom
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
-    let kills: u64 = oom.lines().find_map(|l| l.strip_prefix("oom_kill ")).unwrap().trim().parse().unwrap();
     assert!(kills >= 1, "no OOM kill recorded: {oom}");
-    assert_eq!(d.sh(&calm, "cat /tmp/state").1, "calm\n", "the other node was affected");
-    assert_eq!(d.sh(&hog, "echo agent-alive").1, "agent-alive\n", "the OOM killer took the agent");
+    assert_eq!(
+        d.sh(&calm, "cat /tmp/state").1,
+        "calm\n",
+        "the other node was affected"
+    );
+    assert_eq!(
+        d.sh(&hog, "echo agent-alive").1,
+        "agent-alive\n",
+        "the OOM killer took the agent"
+    );
     // A fork bomb stops at pids_max. busybox sh gives up at the first failed fork, so the
     // host side reads the node's cgroup: the cap was hit, and never exceeded.
-    let _ = d.sh(&hog, "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done");
-    let pids = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/pids/bulkhead/{}/{hog}/{f}", d.tenant)).or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{hog}/{f}", d.tenant))).unwrap();
+    let _ = d.sh(
+        &hog,
+        "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done",
+    );
+    let pids = |f: &str| {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/pids/bulkhead/{}/{hog}/{f}",
+            d.tenant
+        ))
+        .or_else(|_| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{hog}/{f}", d.tenant))
+        })
+        .unwrap()
+    };
     let current: u32 = pids("pids.current").trim().parse().unwrap();
     assert!(current <= 64, "{current} pids in a node capped at 64");
-    let hit: u64 = pids("pids.events").lines().find_map(|l| l.strip_prefix("max ")).unwrap().trim().parse().unwrap();
+    let hit: u64 = pids("pids.events")
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(hit >= 1, "the fork bomb never hit the cap");
     assert_eq!(d.sh(&calm, "echo ok").1, "ok\n");
     // Once the sleeps end, the capped node works again.
@@ -212,11 +363,25 @@ fn cpu_quota_throttles() {
     let d = Daemon::start("cpu", &["--vcpu", "1"]);
     let n = d.add();
     // Two busy loops on a one-CPU quota must be throttled.
-    d.sh(&n, "(timeout 1 sh -c 'while :; do :; done' &) ; timeout 1 sh -c 'while :; do :; done'; true");
-    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/bulkhead/{}/{n}/cpu.stat", d.tenant))
-        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{n}/cpu.stat", d.tenant)))
+    d.sh(
+        &n,
+        "(timeout 1 sh -c 'while :; do :; done' &) ; timeout 1 sh -c 'while :; do :; done'; true",
+    );
+    let stat = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/cpu/bulkhead/{}/{n}/cpu.stat",
+        d.tenant
+    ))
+    .or_else(|_| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{n}/cpu.stat", d.tenant))
+    })
+    .unwrap();
+    let throttled: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .unwrap()
+        .trim()
+        .parse()
         .unwrap();
-    let throttled: u64 = stat.lines().find_map(|l| l.strip_prefix("nr_throttled ")).unwrap().trim().parse().unwrap();
     assert!(throttled > 0, "no throttling recorded: {stat}");
     d.stop_and_assert_clean();
 }
@@ -234,12 +399,18 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     d.stop_and_assert_clean();
 
     // TCP inside the daemon's own network namespace; clients join it with nsenter.
-    let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-e2e-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
     let tenant = unique_tenant("tcp");
-    let yaml = cli_ok(&["new", &tenant, "--api-bind", "127.0.0.1:18080"]).replace("  api:\n", &format!("  api:\n    token_file: {}\n", token.display()));
+    let yaml = cli_ok(&["new", &tenant, "--api-bind", "127.0.0.1:18080"]).replace(
+        "  api:\n",
+        &format!("  api:\n    token_file: {}\n", token.display()),
+    );
     let cfg = dir.path().join("tenant.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
     let state = shared_state();
@@ -267,19 +438,43 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     let netns = format!("--net=/proc/{}/ns/net", guard.0.id());
     let list = |tok: &str| {
         std::process::Command::new("nsenter")
-            .args([netns.as_str(), "--", BIN, "vm", "list", "--url", "http://127.0.0.1:18080", "--token", tok])
+            .args([
+                netns.as_str(),
+                "--",
+                BIN,
+                "vm",
+                "list",
+                "--url",
+                "http://127.0.0.1:18080",
+                "--token",
+                tok,
+            ])
             .output()
             .unwrap()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default().contains("ready on") {
-        assert!(std::time::Instant::now() < deadline, "tcp daemon did not start");
+    while !std::fs::read_to_string(dir.path().join("daemon.log"))
+        .unwrap_or_default()
+        .contains("ready on")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tcp daemon did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let ok = list("0123456789abcdef0123456789abcdef");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let bad = list("wrong-token-wrong-token-wrong");
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     drop(guard);
 }

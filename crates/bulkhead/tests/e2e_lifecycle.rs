@@ -13,7 +13,11 @@ fn quick_start_flow() {
     let client = d.client();
     // Create through the raw API, as the README's curl does.
     let created: serde_json::Value = rt
-        .block_on(client.json(hyper::Method::POST, &format!("/hostgroup/{}/nodes?wait=agent", d.tenant), Some(&serde_json::json!({"tags": ["user=alice", "job=123"]}))))
+        .block_on(client.json(
+            hyper::Method::POST,
+            &format!("/hostgroup/{}/nodes?wait=agent", d.tenant),
+            Some(&serde_json::json!({"tags": ["user=alice", "job=123"]})),
+        ))
         .unwrap();
     let node = created["hostname"].as_str().unwrap().to_string();
     assert_eq!(node, format!("{}-1", d.tenant));
@@ -21,12 +25,23 @@ fn quick_start_flow() {
 
     let all: Vec<bulkhead_api::Node> = rt.block_on(client.get("/nodes")).unwrap();
     assert_eq!(all.len(), 2);
-    let by_tag: Vec<bulkhead_api::Node> = rt.block_on(client.get("/nodes?tag=user%3Dalice")).unwrap();
-    assert_eq!(by_tag.iter().map(|n| n.hostname.as_str()).collect::<Vec<_>>(), vec![node.as_str()]);
-    let by_prefix: Vec<bulkhead_api::Node> = rt.block_on(client.get(&format!("/hostgroup/{}/nodes?tag_prefix=job", d.tenant))).unwrap();
+    let by_tag: Vec<bulkhead_api::Node> =
+        rt.block_on(client.get("/nodes?tag=user%3Dalice")).unwrap();
+    assert_eq!(
+        by_tag
+            .iter()
+            .map(|n| n.hostname.as_str())
+            .collect::<Vec<_>>(),
+        vec![node.as_str()]
+    );
+    let by_prefix: Vec<bulkhead_api::Node> = rt
+        .block_on(client.get(&format!("/hostgroup/{}/nodes?tag_prefix=job", d.tenant)))
+        .unwrap();
     assert_eq!(by_prefix.len(), 1);
     assert_eq!(by_prefix[0].tags, vec!["user=alice", "job=123"]);
-    assert!(rt.block_on(client.get::<serde_json::Value>("/nodes?tag=a&tag_prefix=b")).is_err());
+    assert!(rt
+        .block_on(client.get::<serde_json::Value>("/nodes?tag=a&tag_prefix=b"))
+        .is_err());
     let groups: Vec<bulkhead_api::HostGroupInfo> = rt.block_on(client.get("/hostgroup")).unwrap();
     assert_eq!(groups[0].count, 2);
 
@@ -44,9 +59,16 @@ fn quick_start_flow() {
     assert_eq!(d.sh(&node, "cat /work/dir/a.txt").1, "alpha");
     let back = d.dir.path().join("back");
     d.vm_ok(&["cp", &format!("{node}:/work/dir"), back.to_str().unwrap()]);
-    assert_eq!(std::fs::read(back.join("sub/b.bin")).unwrap(), vec![7u8; 300_000]);
+    assert_eq!(
+        std::fs::read(back.join("sub/b.bin")).unwrap(),
+        vec![7u8; 300_000]
+    );
     let one = d.dir.path().join("one.txt");
-    d.vm_ok(&["cp", &format!("{node}:/work/dir/a.txt"), one.to_str().unwrap()]);
+    d.vm_ok(&[
+        "cp",
+        &format!("{node}:/work/dir/a.txt"),
+        one.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read_to_string(one).unwrap(), "alpha");
 
     let logs = d.vm_ok(&["logs", &node]);
@@ -57,13 +79,21 @@ fn quick_start_flow() {
     d.vm_ok(&["delete", &node, &other]);
     let o = d.vm(&["exec", &node, "--", "true"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("404"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_clean_nodes(&d);
     d.stop_and_assert_clean();
 }
 
 fn assert_clean_nodes(d: &Daemon) {
-    let left: Vec<_> = std::fs::read_dir(d.tenant_dir().join("nodes")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(d.tenant_dir().join("nodes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -77,7 +107,13 @@ fn daemon_crash_then_restart_readopts_nodes() {
     d.sh(&node, "echo before > /work/state");
     d.crash();
     // The node runs on without its daemon.
-    let sup = std::process::Command::new("pgrep").args(["-f", &format!("tenants/{}/nodes/{node}/spec.json", d.tenant)]).output().unwrap();
+    let sup = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("tenants/{}/nodes/{node}/spec.json", d.tenant),
+        ])
+        .output()
+        .unwrap();
     assert!(!sup.stdout.is_empty(), "supervisor died with the daemon");
     d.spawn();
     assert!(d.log().contains("re-adopted running node"), "{}", d.log());
@@ -94,7 +130,16 @@ fn restart_removes_nodes_whose_supervisor_died() {
     let mut d = Daemon::start("lost", &[]);
     let node = d.add();
     d.crash();
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(d.tenant_dir().join("nodes").join(&node).join("supervisor.json")).unwrap()).unwrap();
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            d.tenant_dir()
+                .join("nodes")
+                .join(&node)
+                .join("supervisor.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let sup = st["supervisor_pid"].as_i64().unwrap() as i32;
     // SAFETY: killing the supervisor this test's daemon started, by its recorded pid.
     unsafe { libc::kill(sup, libc::SIGKILL) };
@@ -117,8 +162,13 @@ fn graceful_shutdown_keeps_nodes_and_count_creates_them() {
     assert_eq!(nodes.len(), 2, "count: 2 creates two nodes at start");
     d.stop();
     d.spawn();
-    let again: Vec<bulkhead_api::Node> = serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
-    assert_eq!(again.len(), 2, "nodes survive a graceful stop and count does not add more");
+    let again: Vec<bulkhead_api::Node> =
+        serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
+    assert_eq!(
+        again.len(),
+        2,
+        "nodes survive a graceful stop and count does not add more"
+    );
     assert_eq!(d.sh(&nodes[0].hostname, "echo ok").1, "ok\n");
     // Now delete them for real and leave the machine clean.
     for n in &again {
@@ -133,7 +183,12 @@ fn second_daemon_on_a_live_socket_is_refused() {
         return;
     }
     let d = Daemon::start("sock", &[]);
-    let o = cli(&["up", d.config.to_str().unwrap(), "--state-dir", d.state.to_str().unwrap()]);
+    let o = cli(&[
+        "up",
+        d.config.to_str().unwrap(),
+        "--state-dir",
+        d.state.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("already served"), "{err}");
@@ -146,11 +201,29 @@ fn bad_configs_are_refused_with_the_key_named() {
     let good = cli_ok(&["new", "cfgt", "--socket", "/tmp/x.sock"]);
     let cases = [
         (good.replace("vcpu: 1", "vcpus: 1"), "vcpus"),
-        (good.replace("storage_size: 1G", "storage_size: lots"), "storage_size"),
-        (good.replace("mode: none", "mode: none\n      drop: [\"10.0.0.0/33\"]"), "network.drop[0]"),
-        (good.replace("hypervisor: jail", "hypervisor: xen"), "config.hypervisor"),
-        (good.replace("name: cfgt", "name: Bad_Name"), "host_groups[0].name"),
-        (good.replace("  host_groups:\n  - name: cfgt", "  host_groups:\n  - name: dup\n  - name: dup"), "defined twice"),
+        (
+            good.replace("storage_size: 1G", "storage_size: lots"),
+            "storage_size",
+        ),
+        (
+            good.replace("mode: none", "mode: none\n      drop: [\"10.0.0.0/33\"]"),
+            "network.drop[0]",
+        ),
+        (
+            good.replace("hypervisor: jail", "hypervisor: xen"),
+            "config.hypervisor",
+        ),
+        (
+            good.replace("name: cfgt", "name: Bad_Name"),
+            "host_groups[0].name",
+        ),
+        (
+            good.replace(
+                "  host_groups:\n  - name: cfgt",
+                "  host_groups:\n  - name: dup\n  - name: dup",
+            ),
+            "defined twice",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("c{i}.yaml"));
@@ -158,8 +231,16 @@ fn bad_configs_are_refused_with_the_key_named() {
         let o = cli(&["validate", p.to_str().unwrap()]);
         assert!(!o.status.success(), "case {i} passed validation:\n{text}");
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(want), "case {i}: {err:?} does not name {want:?}");
-        let o = cli(&["up", p.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()]);
+        assert!(
+            err.contains(want),
+            "case {i}: {err:?} does not name {want:?}"
+        );
+        let o = cli(&[
+            "up",
+            p.to_str().unwrap(),
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ]);
         assert!(!o.status.success(), "up started on bad config {i}");
     }
     let o = cli(&["new", "x", "--net", "sideways"]);
@@ -180,14 +261,28 @@ fn a_node_whose_init_died_reports_stopped_and_deletes_cleanly() {
     }
     let d = Daemon::start("died", &[]);
     let n = d.add();
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(d.tenant_dir().join("nodes").join(&n).join("supervisor.json")).unwrap()).unwrap();
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            d.tenant_dir()
+                .join("nodes")
+                .join(&n)
+                .join("supervisor.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     // SAFETY: killing the init of a node this test created (from outside its pid namespace).
     unsafe { libc::kill(st["init_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let o = d.vm(&["exec", &n, "--", "true"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has stopped"), "{}", String::from_utf8_lossy(&o.stderr));
-    let nodes: Vec<bulkhead_api::Node> = serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has stopped"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let nodes: Vec<bulkhead_api::Node> =
+        serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
     assert_eq!(nodes[0].status, bulkhead_api::NodeStatus::Stopped);
     d.vm_ok(&["delete", &n]);
     d.stop_and_assert_clean();

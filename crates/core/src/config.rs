@@ -19,7 +19,10 @@ pub enum ConfigError {
 }
 
 fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Key { path: path.into(), message: message.into() }
+    ConfigError::Key {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -157,7 +160,10 @@ pub struct HostGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiListen {
     Unix(PathBuf),
-    Tcp { addr: String, token_file: Option<PathBuf> },
+    Tcp {
+        addr: String,
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +187,12 @@ fn parse_cidrs(path: &str, v: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     v.iter()
         .enumerate()
         .map(|(i, c)| {
-            c.parse::<IpNet>()
-                .map_err(|_| key_err(format!("{path}[{i}]"), format!("{c:?} is not a CIDR, e.g. 192.168.1.0/24")))
+            c.parse::<IpNet>().map_err(|_| {
+                key_err(
+                    format!("{path}[{i}]"),
+                    format!("{c:?} is not a CIDR, e.g. 192.168.1.0/24"),
+                )
+            })
         })
         .collect()
 }
@@ -205,14 +215,23 @@ impl TenantConfig {
 
     pub fn from_raw(c: RawConfig) -> Result<Self, ConfigError> {
         if c.host_groups.is_empty() {
-            return Err(key_err("config.host_groups", "at least one host group is required"));
+            return Err(key_err(
+                "config.host_groups",
+                "at least one host group is required",
+            ));
         }
         let mut groups: Vec<HostGroup> = Vec::new();
         for (i, g) in c.host_groups.iter().enumerate() {
             let p = format!("config.host_groups[{i}]");
             let hg = validate_group(&p, g)?;
             if groups.iter().any(|x| x.name == hg.name) {
-                return Err(key_err(format!("{p}.name"), format!("host group {:?} is defined twice: names must be unique", hg.name)));
+                return Err(key_err(
+                    format!("{p}.name"),
+                    format!(
+                        "host group {:?} is defined twice: names must be unique",
+                        hg.name
+                    ),
+                ));
             }
             groups.push(hg);
         }
@@ -222,9 +241,17 @@ impl TenantConfig {
         match hypervisor.as_str() {
             "jail" => {}
             "qemu" | "firecracker" | "cloud-hypervisor" => {
-                return Err(key_err("config.hypervisor", format!("{hypervisor:?} is not available in this build yet; use \"jail\"")))
+                return Err(key_err(
+                    "config.hypervisor",
+                    format!("{hypervisor:?} is not available in this build yet; use \"jail\""),
+                ))
             }
-            h => return Err(key_err("config.hypervisor", format!("unknown hypervisor {h:?}: use \"jail\""))),
+            h => {
+                return Err(key_err(
+                    "config.hypervisor",
+                    format!("unknown hypervisor {h:?}: use \"jail\""),
+                ))
+            }
         }
         let image = c.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
         if image.is_empty() || image.contains('/') || image.contains(':') {
@@ -238,16 +265,26 @@ impl TenantConfig {
             None => ApiListen::Unix(PathBuf::from(format!("/run/bulkhead/{tenant}.sock"))),
             Some(a) if a.starts_with('/') => {
                 if api.port.is_some() {
-                    return Err(key_err("config.api.port", "port does not apply to a UNIX socket bind_address"));
+                    return Err(key_err(
+                        "config.api.port",
+                        "port does not apply to a UNIX socket bind_address",
+                    ));
                 }
                 ApiListen::Unix(PathBuf::from(a))
             }
             Some(a) => {
-                let addr = if a.contains(':') { a.to_string() } else { format!("{a}:{}", api.port.unwrap_or(8080)) };
+                let addr = if a.contains(':') {
+                    a.to_string()
+                } else {
+                    format!("{a}:{}", api.port.unwrap_or(8080))
+                };
                 addr.parse::<std::net::SocketAddr>().map_err(|_| {
                     key_err("config.api.bind_address", format!("{a:?} is neither an absolute socket path nor host:port (e.g. 127.0.0.1:8080)"))
                 })?;
-                ApiListen::Tcp { addr, token_file: api.token_file.clone() }
+                ApiListen::Tcp {
+                    addr,
+                    token_file: api.token_file.clone(),
+                }
             }
         };
         if let Some(sd) = &c.state_dir {
@@ -272,10 +309,14 @@ impl TenantConfig {
 }
 
 fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
-    names::validate_label("host group name", &g.name).map_err(|m| key_err(format!("{p}.name"), m))?;
+    names::validate_label("host group name", &g.name)
+        .map_err(|m| key_err(format!("{p}.name"), m))?;
     if let Some(s) = &g.storage {
         if s != "image" {
-            return Err(key_err(format!("{p}.storage"), format!("{s:?} is not supported: use \"image\"")));
+            return Err(key_err(
+                format!("{p}.storage"),
+                format!("{s:?} is not supported: use \"image\""),
+            ));
         }
     }
     let storage_bytes = match &g.storage_size {
@@ -285,13 +326,23 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
     if storage_bytes < (16 << 20) {
         return Err(key_err(format!("{p}.storage_size"), "must be at least 16M"));
     }
-    let rams = [g.ram_gb.map(|v| (v, 1u64 << 30, "ram_gb")), g.ram_mb.map(|v| (v, 1 << 20, "ram_mb")), g.ram_bytes.map(|v| (v, 1, "ram_bytes"))];
+    let rams = [
+        g.ram_gb.map(|v| (v, 1u64 << 30, "ram_gb")),
+        g.ram_mb.map(|v| (v, 1 << 20, "ram_mb")),
+        g.ram_bytes.map(|v| (v, 1, "ram_bytes")),
+    ];
     let set: Vec<_> = rams.iter().flatten().collect();
     if set.len() > 1 {
-        return Err(key_err(format!("{p}.{}", set[1].2), "give only one of ram_gb, ram_mb and ram_bytes"));
+        return Err(key_err(
+            format!("{p}.{}", set[1].2),
+            "give only one of ram_gb, ram_mb and ram_bytes",
+        ));
     }
     let ram_bytes = match set.first() {
-        Some((v, m, k)) => v.checked_mul(*m).filter(|b| *b >= 16 << 20).ok_or_else(|| key_err(format!("{p}.{k}"), "must be at least 16 MiB"))?,
+        Some((v, m, k)) => v
+            .checked_mul(*m)
+            .filter(|b| *b >= 16 << 20)
+            .ok_or_else(|| key_err(format!("{p}.{k}"), "must be at least 16 MiB"))?,
         None => DEFAULT_RAM,
     };
     let vcpu = g.vcpu.unwrap_or(1);
@@ -299,21 +350,37 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         return Err(key_err(format!("{p}.vcpu"), "must be between 1 and 256"));
     }
     if g.count > MAX_COUNT {
-        return Err(key_err(format!("{p}.count"), format!("must be at most {MAX_COUNT}")));
+        return Err(key_err(
+            format!("{p}.count"),
+            format!("must be at most {MAX_COUNT}"),
+        ));
     }
     let pids_max = g.pids_max.unwrap_or(DEFAULT_PIDS);
     if !(16..=1 << 22).contains(&pids_max) {
-        return Err(key_err(format!("{p}.pids_max"), "must be between 16 and 4194304"));
+        return Err(key_err(
+            format!("{p}.pids_max"),
+            "must be between 16 and 4194304",
+        ));
     }
     let rn = g.network.clone().unwrap_or_default();
     let mode = match rn.mode.as_deref().unwrap_or("none") {
         "none" => NetworkMode::None,
         "isolated" => NetworkMode::Isolated,
         "bridge" => NetworkMode::Bridge,
-        m => return Err(key_err(format!("{p}.network.mode"), format!("unknown mode {m:?}: use none, isolated or bridge"))),
+        m => {
+            return Err(key_err(
+                format!("{p}.network.mode"),
+                format!("unknown mode {m:?}: use none, isolated or bridge"),
+            ))
+        }
     };
     let range = match &rn.range {
-        Some(r) => Some(r.parse::<IpNet>().map_err(|_| key_err(format!("{p}.network.range"), format!("{r:?} is not a CIDR, e.g. 169.254.100.0/22")))?),
+        Some(r) => Some(r.parse::<IpNet>().map_err(|_| {
+            key_err(
+                format!("{p}.network.range"),
+                format!("{r:?} is not a CIDR, e.g. 169.254.100.0/22"),
+            )
+        })?),
         None => None,
     };
     let network = GroupNetwork {
@@ -332,15 +399,42 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         .dns_servers
         .iter()
         .enumerate()
-        .map(|(i, d)| d.parse().map_err(|_| key_err(format!("{p}.dns_servers[{i}]"), format!("{d:?} is not an IP address"))))
+        .map(|(i, d)| {
+            d.parse().map_err(|_| {
+                key_err(
+                    format!("{p}.dns_servers[{i}]"),
+                    format!("{d:?} is not an IP address"),
+                )
+            })
+        })
         .collect::<Result<_, _>>()?;
     let userdata = match (&g.userdata, &g.userdata_file) {
-        (Some(_), Some(_)) => return Err(key_err(format!("{p}.userdata_file"), "give userdata or userdata_file, not both")),
+        (Some(_), Some(_)) => {
+            return Err(key_err(
+                format!("{p}.userdata_file"),
+                "give userdata or userdata_file, not both",
+            ))
+        }
         (Some(u), None) => Some(u.clone()),
-        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| key_err(format!("{p}.userdata_file"), format!("cannot read {}: {e}", f.display())))?),
+        (None, Some(f)) => Some(std::fs::read_to_string(f).map_err(|e| {
+            key_err(
+                format!("{p}.userdata_file"),
+                format!("cannot read {}: {e}", f.display()),
+            )
+        })?),
         (None, None) => None,
     };
-    Ok(HostGroup { name: g.name.clone(), count: g.count, vcpu, ram_bytes, storage_bytes, pids_max, network, dns_servers, userdata })
+    Ok(HostGroup {
+        name: g.name.clone(),
+        count: g.count,
+        vcpu,
+        ram_bytes,
+        storage_bytes,
+        pids_max,
+        network,
+        dns_servers,
+        userdata,
+    })
 }
 
 #[cfg(test)]
@@ -384,7 +478,8 @@ config:
         assert!(e.contains("host_groups[0]") && e.contains("vcpus"), "{e}");
         let e = err_of(&SLICER.replace("25G", "25Q"));
         assert!(e.contains("host_groups[0].storage_size"), "{e}");
-        let e = err_of(&SLICER.replace("mode: none", "mode: none\n        drop: [\"300.1.1.0/24\"]"));
+        let e =
+            err_of(&SLICER.replace("mode: none", "mode: none\n        drop: [\"300.1.1.0/24\"]"));
         assert!(e.contains("network.drop[0]"), "{e}");
         let e = err_of(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      ram_mb: 5"));
         assert!(e.contains("ram_mb") && e.contains("only one"), "{e}");
@@ -406,7 +501,17 @@ config:
 
     #[test]
     fn tcp_bind() {
-        let c = TenantConfig::parse(&SLICER.replace("\"/run/bulkhead/a3cf.sock\"", "\"127.0.0.1\"\n    port: 9000")).unwrap();
-        assert_eq!(c.listen, ApiListen::Tcp { addr: "127.0.0.1:9000".into(), token_file: None });
+        let c = TenantConfig::parse(&SLICER.replace(
+            "\"/run/bulkhead/a3cf.sock\"",
+            "\"127.0.0.1\"\n    port: 9000",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.listen,
+            ApiListen::Tcp {
+                addr: "127.0.0.1:9000".into(),
+                token_file: None
+            }
+        );
     }
 }

@@ -6,19 +6,31 @@ pub fn parse(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if digits == 0 {
-        return Err(format!("size {s:?} must start with a number, e.g. 512M or 25G"));
+        return Err(format!(
+            "size {s:?} must start with a number, e.g. 512M or 25G"
+        ));
     }
-    let n: u64 = t[..digits].parse().map_err(|_| format!("size {s:?} is too large"))?;
-    let unit = t[digits..].trim().trim_end_matches(['B', 'b']).trim_end_matches('i');
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("size {s:?} is too large"))?;
+    let unit = t[digits..]
+        .trim()
+        .trim_end_matches(['B', 'b'])
+        .trim_end_matches('i');
     let mult: u64 = match unit.to_ascii_uppercase().as_str() {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
         "T" => 1 << 40,
-        u => return Err(format!("size {s:?} has unknown unit {u:?}: use K, M, G or T")),
+        u => {
+            return Err(format!(
+                "size {s:?} has unknown unit {u:?}: use K, M, G or T"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 #[cfg(test)]

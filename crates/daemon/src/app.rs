@@ -39,7 +39,8 @@ pub struct App {
     pub agent_bin: PathBuf,
     /// The node seccomp filters, compiled at start, as [`bulkhead_jail::seccomp::encode`]d BPF.
     pub seccomp: Vec<Vec<u64>>,
-    pub self_exe: PathBuf,
+    /// `bulkhead-supervisor`, started once per node.
+    pub supervisor_bin: PathBuf,
     pub uid_base: u32,
     pub cgroups: Cgroups,
     pub store: Mutex<Store>,
@@ -50,7 +51,10 @@ pub struct App {
 }
 
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil-from-days (H. Hinnant), valid for the Unix era.
     let z = days as i64 + 719_468;
@@ -62,7 +66,12 @@ pub fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Releases a place in the lifecycle queue when dropped.
@@ -124,14 +133,27 @@ impl App {
         let n = self.node(name)?;
         match n.status {
             NodeStatus::Running => Ok(n),
-            NodeStatus::Creating => Err(ApiError::conflict("node_not_ready", format!("node {name:?} is still being created: retry, or create with ?wait=agent"))),
-            NodeStatus::Deleting => Err(ApiError::conflict("node_deleting", format!("node {name:?} is being deleted"))),
-            s => Err(ApiError::conflict("node_not_running", format!("node {name:?} is {}", s.as_str()))),
+            NodeStatus::Creating => Err(ApiError::conflict(
+                "node_not_ready",
+                format!("node {name:?} is still being created: retry, or create with ?wait=agent"),
+            )),
+            NodeStatus::Deleting => Err(ApiError::conflict(
+                "node_deleting",
+                format!("node {name:?} is being deleted"),
+            )),
+            s => Err(ApiError::conflict(
+                "node_not_running",
+                format!("node {name:?} is {}", s.as_str()),
+            )),
         }
     }
 
     pub fn group(&self, name: &str) -> Result<&HostGroup, ApiError> {
-        self.cfg.group(name).ok_or_else(|| ApiError::not_found(format!("host group {name:?} not found: `GET /hostgroup` lists this tenant's groups")))
+        self.cfg.group(name).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "host group {name:?} not found: `GET /hostgroup` lists this tenant's groups"
+            ))
+        })
     }
 
     /// Takes a place in the bounded lifecycle queue, or answers 503.
@@ -140,12 +162,20 @@ impl App {
         let slot = QueueSlot(&self.queued);
         if n >= MAX_QUEUED_LIFECYCLE {
             self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later")));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later"),
+            ));
         }
         Ok(slot)
     }
 
-    fn validate_create(&self, g: &HostGroup, req: &CreateNodeRequest) -> Result<(u32, u64), ApiError> {
+    fn validate_create(
+        &self,
+        g: &HostGroup,
+        req: &CreateNodeRequest,
+    ) -> Result<(u32, u64), ApiError> {
         if let Some(h) = &req.hostname {
             names::validate_label("hostname", h).map_err(ApiError::bad_request)?;
         }
@@ -157,33 +187,56 @@ impl App {
         }
         let cpus = req.cpus.unwrap_or(g.vcpu);
         if cpus == 0 || cpus > g.vcpu {
-            return Err(ApiError::bad_request(format!("cpus {cpus} is outside 1..={} allowed by host group {:?}", g.vcpu, g.name)));
+            return Err(ApiError::bad_request(format!(
+                "cpus {cpus} is outside 1..={} allowed by host group {:?}",
+                g.vcpu, g.name
+            )));
         }
         let ram = req.ram_bytes.unwrap_or(g.ram_bytes);
         if ram < (16 << 20) || ram > g.ram_bytes {
-            return Err(ApiError::bad_request(format!("ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}", g.ram_bytes, g.name)));
+            return Err(ApiError::bad_request(format!(
+                "ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}",
+                g.ram_bytes, g.name
+            )));
         }
         if req.ip.is_some() || req.network.is_some() {
-            return Err(ApiError::bad_request(format!("host group {:?} has network mode none: ip and network are not accepted", g.name)));
+            return Err(ApiError::bad_request(format!(
+                "host group {:?} has network mode none: ip and network are not accepted",
+                g.name
+            )));
         }
         if !req.secrets.is_empty() {
-            return Err(ApiError::bad_request("secrets are not supported by this build yet: remove the secrets field"));
+            return Err(ApiError::bad_request(
+                "secrets are not supported by this build yet: remove the secrets field",
+            ));
         }
         if req.userdata.is_some() || g.userdata.is_some() {
-            return Err(ApiError::bad_request("userdata is not supported by this build yet: run it with exec after ?wait=agent"));
+            return Err(ApiError::bad_request(
+                "userdata is not supported by this build yet: run it with exec after ?wait=agent",
+            ));
         }
         Ok((cpus, ram))
     }
 
     /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
     /// agent. Any failure after the record exists removes the node again.
-    pub async fn create(&self, group: &str, req: CreateNodeRequest, wait_agent: bool, timeout: Duration) -> Result<CreatedNode, ApiError> {
+    pub async fn create(
+        &self,
+        group: &str,
+        req: CreateNodeRequest,
+        wait_agent: bool,
+        timeout: Duration,
+    ) -> Result<CreatedNode, ApiError> {
         let g = self.group(group)?.clone();
         let (cpus, ram) = self.validate_create(&g, &req)?;
         let _slot = self.enqueue()?;
         let name = match &req.hostname {
             Some(h) => h.clone(),
-            None => format!("{}-{}", g.name, self.store().next_index(&self.tenant, &g.name)?),
+            None => format!(
+                "{}-{}",
+                g.name,
+                self.store().next_index(&self.tenant, &g.name)?
+            ),
         };
         let row = NodeRow {
             tenant: self.tenant.clone(),
@@ -214,13 +267,21 @@ impl App {
         }
         .await;
         if let Err(e) = result {
-            self.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .create_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %name, error = %e, "create failed; removing the node");
             self.destroy(&name).await;
             let _ = self.store().delete(&self.tenant, &name);
             return Err(e);
         }
-        Ok(CreatedNode { hostname: name, hostgroup: g.name.clone(), ip: String::new(), created_at: row.created_at, arch: std::env::consts::ARCH.into() })
+        Ok(CreatedNode {
+            hostname: name,
+            hostgroup: g.name.clone(),
+            ip: String::new(),
+            created_at: row.created_at,
+            arch: std::env::consts::ARCH.into(),
+        })
     }
 
     async fn start_supervisor(&self, row: &NodeRow, g: &HostGroup) -> Result<(), ApiError> {
@@ -234,7 +295,11 @@ impl App {
             agent_bin: self.agent_bin.clone(),
             uid_base: self.uid_base,
             uid_count: bulkhead_core::UID_COUNT,
-            limits: Limits { memory_bytes: row.ram_bytes, millicpus: row.cpus as u64 * 1000, pids_max: g.pids_max },
+            limits: Limits {
+                memory_bytes: row.ram_bytes,
+                millicpus: row.cpus as u64 * 1000,
+                pids_max: g.pids_max,
+            },
             storage_bytes: g.storage_bytes,
             network: bulkhead_net::NetworkPlan::Loopback,
             seccomp: self.seccomp.clone(),
@@ -245,32 +310,49 @@ impl App {
         };
         std::fs::create_dir_all(&dir).map_err(io("creating node directory"))?;
         let spec_path = dir.join(files::SPEC);
-        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap_or_default()).map_err(io("writing node spec"))?;
-        let mut cmd = tokio::process::Command::new(&self.self_exe);
-        cmd.arg("supervise").arg(&spec_path).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
-        // Its own session: signals meant for the daemon's terminal or process group never
-        // reach the node's supervisor.
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(io("writing node spec"))?;
+        let mut cmd = tokio::process::Command::new(&self.supervisor_bin);
+        cmd.arg(&spec_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        // Its own process group: signals meant for the daemon's terminal or process group
+        // never reach the node's supervisor. Without a pre_exec hook std can spawn with
+        // posix_spawn (vfork), which skips copying the daemon's page tables.
+        cmd.process_group(0);
         let mut child = cmd.spawn().map_err(io("starting the node supervisor"))?;
-        let stdout = child.stdout.take().ok_or_else(|| ApiError::internal("supervisor has no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| ApiError::internal("supervisor has no stdout"))?;
         let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(60), tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
         // The supervisor lives on after this; tokio reaps it in the background when it exits.
         drop(child);
         match read {
             Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
             Ok(Ok(_)) => {
                 let msg = line.trim().trim_start_matches("error ").to_string();
-                Err(ApiError::internal(if msg.is_empty() { "node supervisor exited without a word".into() } else { format!("starting node: {msg}") }))
+                Err(ApiError::internal(if msg.is_empty() {
+                    "node supervisor exited without a word".into()
+                } else {
+                    format!("starting node: {msg}")
+                }))
             }
-            Ok(Err(e)) => Err(ApiError::internal(format!("reading supervisor status: {e}"))),
-            Err(_) => Err(ApiError::internal("node supervisor did not report within 60s")),
+            Ok(Err(e)) => Err(ApiError::internal(format!(
+                "reading supervisor status: {e}"
+            ))),
+            Err(_) => Err(ApiError::internal(
+                "node supervisor did not report within 60s",
+            )),
         }
     }
 
@@ -278,14 +360,20 @@ impl App {
         let sock = self.agent_socket(name);
         let mut last = String::new();
         while Instant::now() < deadline {
-            match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock)).await {
+            match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock))
+                .await
+            {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "ping timed out".into(),
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("node {name:?}'s agent was not ready in time ({last}); the node was removed")))
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("node {name:?}'s agent was not ready in time ({last}); the node was removed"),
+        ))
     }
 
     /// Stops a node's processes and removes everything it left on the host. Idempotent.
@@ -306,7 +394,9 @@ impl App {
             }
         }
         let (cg, tenant, name2) = (self.cgroups.clone(), self.tenant.clone(), name.to_string());
-        let r = tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &name2, &dir)).await;
+        let r =
+            tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &name2, &dir))
+                .await;
         if let Ok(Err(e)) = r {
             tracing::error!(node = %name, error = %e, "cleanup failed; reconciliation will retry");
         }
@@ -319,8 +409,20 @@ impl App {
         }
         let _slot = self.enqueue()?;
         match n.status {
-            NodeStatus::Creating => return Err(ApiError::conflict("node_not_ready", format!("node {name:?} is still being created: delete it once the create returns"))),
-            NodeStatus::Deleting => return Err(ApiError::conflict("node_deleting", format!("node {name:?} is already being deleted"))),
+            NodeStatus::Creating => {
+                return Err(ApiError::conflict(
+                    "node_not_ready",
+                    format!(
+                        "node {name:?} is still being created: delete it once the create returns"
+                    ),
+                ))
+            }
+            NodeStatus::Deleting => {
+                return Err(ApiError::conflict(
+                    "node_deleting",
+                    format!("node {name:?} is already being deleted"),
+                ))
+            }
             _ => {}
         }
         // Only one of concurrent deletes wins the transition.
@@ -330,7 +432,12 @@ impl App {
                 Some(r) if r.status != NodeStatus::Deleting => {
                     store.set_status(&self.tenant, name, NodeStatus::Deleting)?;
                 }
-                Some(_) => return Err(ApiError::conflict("node_deleting", format!("node {name:?} is already being deleted"))),
+                Some(_) => {
+                    return Err(ApiError::conflict(
+                        "node_deleting",
+                        format!("node {name:?} is already being deleted"),
+                    ))
+                }
                 None => return Err(ApiError::no_node(name)),
             }
         }
@@ -348,7 +455,9 @@ impl App {
         let (mut adopted, mut removed) = (0, 0);
         for r in &rows {
             let dir = self.node_dir(&r.name);
-            let alive = bulkhead_jail::read_supervisor_state(&dir).map(|s| bulkhead_jail::supervisor_alive(&s)).unwrap_or(false);
+            let alive = bulkhead_jail::read_supervisor_state(&dir)
+                .map(|s| bulkhead_jail::supervisor_alive(&s))
+                .unwrap_or(false);
             if alive && matches!(r.status, NodeStatus::Running | NodeStatus::Paused) {
                 adopted += 1;
                 tracing::info!(node = %r.name, "re-adopted running node");
@@ -359,7 +468,12 @@ impl App {
             let _ = self.store().delete(&self.tenant, &r.name);
             removed += 1;
         }
-        let known: Vec<String> = self.list().unwrap_or_default().into_iter().map(|r| r.name).collect();
+        let known: Vec<String> = self
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         let mut strays: Vec<String> = std::fs::read_dir(self.tenant_dir.join("nodes"))
             .into_iter()
             .flatten()
@@ -380,7 +494,9 @@ impl App {
     /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false).
     pub async fn delete_all(&self) {
         for r in self.list().unwrap_or_default() {
-            let _ = self.store().set_status(&self.tenant, &r.name, NodeStatus::Deleting);
+            let _ = self
+                .store()
+                .set_status(&self.tenant, &r.name, NodeStatus::Deleting);
             self.destroy(&r.name).await;
             let _ = self.store().delete(&self.tenant, &r.name);
         }
@@ -389,12 +505,15 @@ impl App {
 
     /// Whether the node's supervisor (and so the node) still runs.
     pub fn node_alive(&self, name: &str) -> bool {
-        bulkhead_jail::read_supervisor_state(&self.node_dir(name)).is_some_and(|s| bulkhead_jail::supervisor_alive(&s))
+        bulkhead_jail::read_supervisor_state(&self.node_dir(name))
+            .is_some_and(|s| bulkhead_jail::supervisor_alive(&s))
     }
 
     /// Records that a node's init exited on its own; delete still cleans it up.
     pub fn mark_stopped(&self, name: &str) {
-        let _ = self.store().set_status(&self.tenant, name, NodeStatus::Stopped);
+        let _ = self
+            .store()
+            .set_status(&self.tenant, name, NodeStatus::Stopped);
     }
 
     pub fn console_log(&self, name: &str) -> PathBuf {

@@ -13,7 +13,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -60,7 +64,10 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_string(),
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -68,7 +75,10 @@ impl IntoResponse for ApiError {
 impl From<bulkhead_store::StoreError> for ApiError {
     fn from(e: bulkhead_store::StoreError) -> Self {
         match e {
-            bulkhead_store::StoreError::Exists(n) => ApiError::conflict("already_exists", format!("node {n:?} already exists: choose another hostname")),
+            bulkhead_store::StoreError::Exists(n) => ApiError::conflict(
+                "already_exists",
+                format!("node {n:?} already exists: choose another hostname"),
+            ),
             e => ApiError::internal(e.to_string()),
         }
     }

@@ -48,7 +48,13 @@ struct StateLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_state(dir: &Path, tenant: &str) -> Result<StateLock, StartError> {
     let path = dir.join("daemon.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(io(format!("opening {}", path.display())))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
@@ -77,7 +83,11 @@ impl Drop for UidClaim {
 fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
     std::fs::create_dir_all(UID_REGISTRY).map_err(io(format!("creating {UID_REGISTRY}")))?;
     let p = Path::new(UID_REGISTRY).join(base.to_string());
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+    {
         Ok(_) => std::fs::write(&p, tenant).map_err(io("claiming uid range"))?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let owner = std::fs::read_to_string(&p).unwrap_or_default();
@@ -104,13 +114,16 @@ fn check_socket(p: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The agent binary ships beside `bulkhead`.
-fn agent_source(self_exe: &Path) -> Result<PathBuf, StartError> {
-    let p = self_exe.with_file_name("bulkhead-agent");
+/// `bulkhead-agent` and `bulkhead-supervisor` ship beside `bulkhead`.
+fn companion(self_exe: &Path, name: &str) -> Result<PathBuf, StartError> {
+    let p = self_exe.with_file_name(name);
     if p.is_file() {
         Ok(p)
     } else {
-        Err(StartError::Refused(format!("the node agent {} is missing: install bulkhead-agent beside bulkhead", p.display())))
+        Err(StartError::Refused(format!(
+            "{} is missing: install {name} beside bulkhead",
+            p.display()
+        )))
     }
 }
 
@@ -132,7 +145,8 @@ fn install_agent(tenant_dir: &Path, source: &Path) -> Result<PathBuf, StartError
     let _ = std::fs::remove_file(&tmp);
     if std::fs::hard_link(source, &tmp).is_err() {
         std::fs::copy(source, &tmp).map_err(io("writing agent binary"))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(io("chmod agent"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod agent"))?;
     }
     std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
     Ok(dst)
@@ -144,7 +158,10 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
         return Ok(());
     }
     if name == bulkhead_core::config::DEFAULT_IMAGE {
-        tracing::info!("building the minimal image from {}", bulkhead_jail::image::BUSYBOX);
+        tracing::info!(
+            "building the minimal image from {}",
+            bulkhead_jail::image::BUSYBOX
+        );
         bulkhead_jail::image::ensure_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
         return Ok(());
     }
@@ -157,10 +174,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
     if let Some(f) = file {
-        let t = std::fs::read_to_string(f).map_err(io(format!("reading token file {}", f.display())))?;
+        let t = std::fs::read_to_string(f)
+            .map_err(io(format!("reading token file {}", f.display())))?;
         let t = t.trim().to_string();
         if t.len() < 16 {
-            return Err(StartError::Refused(format!("token in {} is shorter than 16 characters", f.display())));
+            return Err(StartError::Refused(format!(
+                "token in {} is shorter than 16 characters",
+                f.display()
+            )));
         }
         return Ok(t);
     }
@@ -173,7 +194,8 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
     std::fs::write(&p, &t).map_err(io("writing api token"))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod api token"))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod api token"))?;
     Ok(t)
 }
 
@@ -181,8 +203,10 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
 pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartError> {
     // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
     // waits for startup to finish) instead of killing the daemon halfway.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io("installing the SIGTERM handler"))?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io("installing the SIGINT handler"))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("installing the SIGTERM handler"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(io("installing the SIGINT handler"))?;
     let tenant = cfg.tenant.clone();
     ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
     let tenant_dir = state_root.join("tenants").join(&tenant);
@@ -196,11 +220,21 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         check_socket(p)?;
     }
     ensure_image(&state_root, &cfg.image)?;
-    let lower = bulkhead_jail::image::shifted_copy(&state_root, &cfg.image, &tenant_dir, uid_base, bulkhead_core::UID_COUNT)?;
+    let lower = bulkhead_jail::image::shifted_copy(
+        &state_root,
+        &cfg.image,
+        &tenant_dir,
+        uid_base,
+        bulkhead_core::UID_COUNT,
+    )?;
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
-    let agent_bin = install_agent(&tenant_dir, &agent_source(&self_exe)?)?;
+    let agent_bin = install_agent(&tenant_dir, &companion(&self_exe, "bulkhead-agent")?)?;
+    let supervisor_bin = companion(&self_exe, "bulkhead-supervisor")?;
     // Compiled once here rather than by every node's supervisor.
-    let seccomp = bulkhead_jail::seccomp::compile()?.iter().map(|p| bulkhead_jail::seccomp::encode(p)).collect();
+    let seccomp = bulkhead_jail::seccomp::compile()?
+        .iter()
+        .map(bulkhead_jail::seccomp::encode)
+        .collect();
     let cgroups = bulkhead_jail::Cgroups::detect()?;
     let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
     let app = Arc::new(App {
@@ -210,7 +244,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         lower,
         agent_bin,
         seccomp,
-        self_exe,
+        supervisor_bin,
         uid_base,
         cgroups,
         store: std::sync::Mutex::new(store),
@@ -230,45 +264,56 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     let served = match &cfg.listen {
         ApiListen::Unix(p) => {
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("creating {}", parent.display())))?;
             }
-            let l = tokio::net::UnixListener::bind(p).map_err(io(format!("binding {}", p.display())))?;
+            let l = tokio::net::UnixListener::bind(p)
+                .map_err(io(format!("binding {}", p.display())))?;
             // File permissions are the authentication on a UNIX socket: owner only.
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).map_err(io("chmod socket"))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod socket"))?;
             tracing::info!(socket = %p.display(), "listening");
             create_initial(&app).await;
             eprintln!("bulkhead: tenant {tenant} ready on {}", p.display());
-            let r = axum::serve(l, router).with_graceful_shutdown(shutdown).await;
+            let r = axum::serve(l, router)
+                .with_graceful_shutdown(shutdown)
+                .await;
             let _ = std::fs::remove_file(p);
             r
         }
         ApiListen::Tcp { addr, token_file } => {
             let token = Arc::new(load_or_make_token(&tenant_dir, token_file.as_deref())?);
-            let router = router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let token = token.clone();
-                async move {
-                    let ok = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.strip_prefix("Bearer "))
-                        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-                    if ok {
-                        next.run(req).await
-                    } else {
-                        axum::response::IntoResponse::into_response(error::ApiError::new(
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            "unauthorized",
-                            "missing or wrong bearer token: send Authorization: Bearer <token>",
-                        ))
+            let router = router.layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let token = token.clone();
+                    async move {
+                        let ok = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                        if ok {
+                            next.run(req).await
+                        } else {
+                            axum::response::IntoResponse::into_response(error::ApiError::new(
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "unauthorized",
+                                "missing or wrong bearer token: send Authorization: Bearer <token>",
+                            ))
+                        }
                     }
-                }
-            }));
-            let l = tokio::net::TcpListener::bind(addr.as_str()).await.map_err(io(format!("binding {addr}")))?;
+                },
+            ));
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(io(format!("binding {addr}")))?;
             tracing::info!(%addr, "listening on TCP; clients need the bearer token");
             create_initial(&app).await;
             eprintln!("bulkhead: tenant {tenant} ready on http://{addr}");
-            axum::serve(l, router).with_graceful_shutdown(shutdown).await
+            axum::serve(l, router)
+                .with_graceful_shutdown(shutdown)
+                .await
         }
     };
     if let Err(e) = served {
@@ -288,9 +333,19 @@ async fn create_initial(app: &Arc<App>) {
     for g in &app.cfg.groups {
         let have = nodes.iter().filter(|n| n.hostgroup == g.name).count() as u32;
         for _ in have..g.count {
-            match app.create(&g.name, Default::default(), true, std::time::Duration::from_secs(60)).await {
+            match app
+                .create(
+                    &g.name,
+                    Default::default(),
+                    true,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+            {
                 Ok(n) => tracing::info!(node = %n.hostname, "created at start (count)"),
-                Err(e) => tracing::error!(group = %g.name, error = %e, "could not create node at start"),
+                Err(e) => {
+                    tracing::error!(group = %g.name, error = %e, "could not create node at start")
+                }
             }
         }
     }

@@ -11,7 +11,8 @@ pub struct Query {
 fn decode(what: &str, s: &str) -> Result<String, ApiError> {
     let plus = s.replace('+', " ");
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(&plus).collect();
-    String::from_utf8(bytes).map_err(|_| ApiError::bad_request(format!("query {what} is not valid UTF-8")))
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::bad_request(format!("query {what} is not valid UTF-8")))
 }
 
 impl Query {
@@ -22,7 +23,10 @@ impl Query {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
             let k = decode("key", k)?;
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_request(format!("unknown query parameter {k:?}: allowed are {}", allowed.join(", "))));
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {k:?}: allowed are {}",
+                    allowed.join(", ")
+                )));
             }
             let v = decode(&format!("parameter {k:?}"), v)?;
             pairs.push((k, v));
@@ -31,7 +35,11 @@ impl Query {
     }
 
     pub fn all(&self, key: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// The single value of a key; given twice is an error.
@@ -40,7 +48,9 @@ impl Query {
         match v.len() {
             0 => Ok(None),
             1 => Ok(v.into_iter().next()),
-            _ => Err(ApiError::bad_request(format!("query parameter {key:?} given more than once"))),
+            _ => Err(ApiError::bad_request(format!(
+                "query parameter {key:?} given more than once"
+            ))),
         }
     }
 
@@ -48,19 +58,30 @@ impl Query {
         match self.one(key)?.as_deref() {
             None | Some("false") | Some("0") => Ok(false),
             Some("") | Some("true") | Some("1") => Ok(true),
-            Some(v) => Err(ApiError::bad_request(format!("query parameter {key:?} must be true or false, not {v:?}"))),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "query parameter {key:?} must be true or false, not {v:?}"
+            ))),
         }
     }
 
     pub fn u32(&self, key: &str) -> Result<Option<u32>, ApiError> {
         self.one(key)?
-            .map(|v| v.parse::<u32>().map_err(|_| ApiError::bad_request(format!("query parameter {key:?} must be a non-negative integer, not {v:?}"))))
+            .map(|v| {
+                v.parse::<u32>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "query parameter {key:?} must be a non-negative integer, not {v:?}"
+                    ))
+                })
+            })
             .transpose()
     }
 
     pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ApiError> {
         self.one(key)?
-            .map(|v| bulkhead_api::duration::parse(&v).map_err(|m| ApiError::bad_request(format!("query parameter {key:?}: {m}"))))
+            .map(|v| {
+                bulkhead_api::duration::parse(&v)
+                    .map_err(|m| ApiError::bad_request(format!("query parameter {key:?}: {m}")))
+            })
             .transpose()
     }
 }
@@ -71,7 +92,11 @@ mod tests {
 
     #[test]
     fn parses_repeated_and_rejects_unknown() {
-        let q = Query::parse(Some("cmd=sh&args=-c&args=echo%20hi&stdin=true"), &["cmd", "args", "stdin"]).unwrap();
+        let q = Query::parse(
+            Some("cmd=sh&args=-c&args=echo%20hi&stdin=true"),
+            &["cmd", "args", "stdin"],
+        )
+        .unwrap();
         assert_eq!(q.all("args"), vec!["-c", "echo hi"]);
         assert!(q.bool("stdin").unwrap());
         assert!(Query::parse(Some("cmdx=1"), &["cmd"]).is_err());

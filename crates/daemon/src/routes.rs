@@ -24,18 +24,38 @@ pub const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// Every route: path, methods, handler. The router is built from this table and a test checks
 /// it against `docs/api/openapi.yaml`, so the spec cannot drift from the code.
-pub fn table() -> Vec<(&'static str, &'static [&'static str], MethodRouter<AppState>)> {
+pub fn table() -> Vec<(
+    &'static str,
+    &'static [&'static str],
+    MethodRouter<AppState>,
+)> {
     vec![
         ("/healthz", &["get"], get(healthz)),
         ("/info", &["get"], get(info)),
         ("/hostgroup", &["get"], get(hostgroups)),
-        ("/hostgroup/{group}/nodes", &["get", "post"], get(group_nodes).post(create_node)),
-        ("/hostgroup/{group}/nodes/{node}", &["delete"], delete(delete_node)),
+        (
+            "/hostgroup/{group}/nodes",
+            &["get", "post"],
+            get(group_nodes).post(create_node),
+        ),
+        (
+            "/hostgroup/{group}/nodes/{node}",
+            &["delete"],
+            delete(delete_node),
+        ),
         ("/nodes", &["get"], get(all_nodes)),
         ("/vm/{node}/exec", &["post"], post(vm::exec)),
-        ("/vm/{node}/cp", &["get", "post"], get(vm::copy_out).post(vm::copy_in)),
+        (
+            "/vm/{node}/cp",
+            &["get", "post"],
+            get(vm::copy_out).post(vm::copy_in),
+        ),
         ("/vm/{node}/logs", &["get"], get(vm::logs)),
-        ("/vm/{node}/health", &["get", "head"], get(vm::health).head(vm::health)),
+        (
+            "/vm/{node}/health",
+            &["get", "head"],
+            get(vm::health).head(vm::health),
+        ),
         ("/metrics", &["get"], get(metrics)),
     ]
 }
@@ -52,11 +72,18 @@ pub fn router(app: AppState) -> Router {
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route {method} {}: see docs/api/openapi.yaml", uri.path()))
+    ApiError::not_found(format!(
+        "no route {method} {}: see docs/api/openapi.yaml",
+        uri.path()
+    ))
 }
 
 async fn bad_method(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{method} is not allowed on {}", uri.path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -66,7 +93,9 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn info(State(app): State<AppState>) -> Json<Info> {
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: option_env!("BULKHEAD_GIT_COMMIT").unwrap_or("unknown").into(),
+        git_commit: option_env!("BULKHEAD_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .into(),
         tenant: app.tenant.clone(),
         hypervisor: app.cfg.hypervisor.clone(),
         cgroup: app.cgroups.describe().into(),
@@ -104,38 +133,70 @@ fn filter_nodes(app: &App, group: Option<&str>, q: Option<String>) -> Result<Vec
         .iter()
         .filter(|n| group.is_none_or(|g| n.hostgroup == g))
         .filter(|n| tag.as_ref().is_none_or(|t| n.tags.contains(t)))
-        .filter(|n| prefix.as_ref().is_none_or(|p| n.tags.iter().any(|t| t.starts_with(p.as_str()))))
+        .filter(|n| {
+            prefix
+                .as_ref()
+                .is_none_or(|p| n.tags.iter().any(|t| t.starts_with(p.as_str())))
+        })
         .map(App::to_api)
         .collect())
 }
 
-async fn all_nodes(State(app): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Vec<Node>>, ApiError> {
+async fn all_nodes(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<Node>>, ApiError> {
     Ok(Json(filter_nodes(&app, None, q)?))
 }
 
-async fn group_nodes(State(app): State<AppState>, Path(group): Path<String>, RawQuery(q): RawQuery) -> Result<Json<Vec<Node>>, ApiError> {
+async fn group_nodes(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<Node>>, ApiError> {
     app.group(&group)?;
     Ok(Json(filter_nodes(&app, Some(&group), q)?))
 }
 
 /// Parses a JSON body strictly: size-limited, unknown fields rejected, errors name the field.
-pub fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
     if body.len() > MAX_JSON_BODY {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body is {} bytes; the limit is {MAX_JSON_BODY}", body.len())));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "request body is {} bytes; the limit is {MAX_JSON_BODY}",
+                body.len()
+            ),
+        ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}").map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
     }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-async fn create_node(State(app): State<AppState>, Path(group): Path<String>, RawQuery(q): RawQuery, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn create_node(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let q = Query::parse(q.as_deref(), &["wait", "timeout"])?;
     let wait = match q.one("wait")?.as_deref() {
         None | Some("") => false,
         Some("agent") => true,
-        Some(w) => return Err(ApiError::bad_request(format!("wait={w:?} is not supported: use wait=agent"))),
+        Some(w) => {
+            return Err(ApiError::bad_request(format!(
+                "wait={w:?} is not supported: use wait=agent"
+            )))
+        }
     };
     let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
     let req: CreateNodeRequest = json_body(body)?;
@@ -143,11 +204,19 @@ async fn create_node(State(app): State<AppState>, Path(group): Path<String>, Raw
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-async fn delete_node(State(app): State<AppState>, Path((group, node)): Path<(String, String)>, RawQuery(q): RawQuery) -> Result<Json<DeleteResponse>, ApiError> {
+async fn delete_node(
+    State(app): State<AppState>,
+    Path((group, node)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<DeleteResponse>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     app.group(&group)?;
     app.delete(&group, &node).await?;
-    Ok(Json(DeleteResponse { message: format!("node {node} deleted"), disk_removed: true, error: String::new() }))
+    Ok(Json(DeleteResponse {
+        message: format!("node {node} deleted"),
+        disk_removed: true,
+        error: String::new(),
+    }))
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -156,22 +225,68 @@ async fn metrics(State(app): State<AppState>) -> Response {
     let nodes = app.list().unwrap_or_default();
     let mut out = String::new();
     let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"
+        ));
     };
-    line("bulkhead_nodes", "gauge", "Nodes of the tenant in any state.", nodes.len() as u64);
-    line("bulkhead_node_creates_total", "counter", "Node creates admitted.", c.creates.load(Ordering::Relaxed));
-    line("bulkhead_node_create_failures_total", "counter", "Node creates that failed and were rolled back.", c.create_failures.load(Ordering::Relaxed));
-    line("bulkhead_node_deletes_total", "counter", "Nodes deleted.", c.deletes.load(Ordering::Relaxed));
-    line("bulkhead_execs_total", "counter", "Exec requests started.", c.execs.load(Ordering::Relaxed));
-    line("bulkhead_not_found_total", "counter", "Requests for nodes that do not exist for this tenant.", c.not_found.load(Ordering::Relaxed));
-    line("bulkhead_rejected_busy_total", "counter", "Lifecycle requests refused because the queue was full.", c.rejected_busy.load(Ordering::Relaxed));
-    line("bulkhead_uptime_seconds", "gauge", "Seconds since the daemon started.", app.started.elapsed().as_secs());
+    line(
+        "bulkhead_nodes",
+        "gauge",
+        "Nodes of the tenant in any state.",
+        nodes.len() as u64,
+    );
+    line(
+        "bulkhead_node_creates_total",
+        "counter",
+        "Node creates admitted.",
+        c.creates.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_node_create_failures_total",
+        "counter",
+        "Node creates that failed and were rolled back.",
+        c.create_failures.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_node_deletes_total",
+        "counter",
+        "Nodes deleted.",
+        c.deletes.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_execs_total",
+        "counter",
+        "Exec requests started.",
+        c.execs.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_not_found_total",
+        "counter",
+        "Requests for nodes that do not exist for this tenant.",
+        c.not_found.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_rejected_busy_total",
+        "counter",
+        "Lifecycle requests refused because the queue was full.",
+        c.rejected_busy.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+        app.started.elapsed().as_secs(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 pub fn health_body(app: &App, node: &str, uptime_ms: u64) -> Health {
     let _ = app;
-    Health { hostname: node.into(), agent: "ok".into(), uptime_ms }
+    Health {
+        hostname: node.into(),
+        agent: "ok".into(),
+        uptime_ms,
+    }
 }
 
 pub fn empty_ok() -> Response {
@@ -183,7 +298,8 @@ mod tests {
     /// Fails when a route is added, removed or changed without the OpenAPI spec, or back.
     #[test]
     fn routes_match_openapi_spec() {
-        let spec: serde_json::Value = serde_yaml_like(include_str!("../../../docs/api/openapi.yaml"));
+        let spec: serde_json::Value =
+            serde_yaml_like(include_str!("../../../docs/api/openapi.yaml"));
         let mut in_spec: Vec<(String, String)> = Vec::new();
         for (path, ops) in spec["paths"].as_object().expect("paths") {
             for m in ops.as_object().expect("operations").keys() {
@@ -198,7 +314,10 @@ mod tests {
             .collect();
         in_spec.sort();
         in_code.sort();
-        assert_eq!(in_code, in_spec, "routes in code (left) differ from docs/api/openapi.yaml (right)");
+        assert_eq!(
+            in_code, in_spec,
+            "routes in code (left) differ from docs/api/openapi.yaml (right)"
+        );
     }
 
     fn serde_yaml_like(text: &str) -> serde_json::Value {

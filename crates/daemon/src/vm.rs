@@ -27,7 +27,12 @@ async fn connect(app: &App, node: &str) -> Result<UnixStream, ApiError> {
         Err(e) => {
             if !app.node_alive(node) {
                 app.mark_stopped(node);
-                return Err(ApiError::conflict("node_not_running", format!("node {node:?} has stopped (its init exited): delete it and create another")));
+                return Err(ApiError::conflict(
+                    "node_not_running",
+                    format!(
+                        "node {node:?} has stopped (its init exited): delete it and create another"
+                    ),
+                ));
             }
             Err(AgentError::Connect(e).into())
         }
@@ -54,7 +59,9 @@ impl Utf8Carry {
 }
 
 fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
-    let cmd = q.one("cmd")?.ok_or_else(|| ApiError::bad_request("query parameter cmd is required, e.g. ?cmd=uname&args=-a"))?;
+    let cmd = q.one("cmd")?.ok_or_else(|| {
+        ApiError::bad_request("query parameter cmd is required, e.g. ?cmd=uname&args=-a")
+    })?;
     if cmd.is_empty() {
         return Err(ApiError::bad_request("cmd is empty"));
     }
@@ -62,7 +69,9 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
     let env = q.all("env");
     for e in &env {
         if !e.contains('=') || e.starts_with('=') {
-            return Err(ApiError::bad_request(format!("env entry {e:?} must be KEY=VALUE")));
+            return Err(ApiError::bad_request(format!(
+                "env entry {e:?} must be KEY=VALUE"
+            )));
         }
     }
     let cwd = q.one("cwd")?;
@@ -72,7 +81,11 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
     let (cmd, args) = match q.one("shell")?.as_deref() {
         None | Some("false") | Some("0") => (cmd, args),
         Some(sh) => {
-            let shell = if matches!(sh, "" | "true" | "1") { "/bin/sh".to_string() } else { sh.to_string() };
+            let shell = if matches!(sh, "" | "true" | "1") {
+                "/bin/sh".to_string()
+            } else {
+                sh.to_string()
+            };
             let mut line = cmd;
             for a in args.drain(..) {
                 line.push(' ');
@@ -82,10 +95,14 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
         }
     };
     if q.bool("background")? {
-        return Err(ApiError::bad_request("background execs are not supported by this build yet"));
+        return Err(ApiError::bad_request(
+            "background execs are not supported by this build yet",
+        ));
     }
     if q.one("ring_bytes")?.is_some() {
-        return Err(ApiError::bad_request("ring_bytes applies to background execs, which this build does not support yet"));
+        return Err(ApiError::bad_request(
+            "ring_bytes applies to background execs, which this build does not support yet",
+        ));
     }
     let timeout_ms = q.duration("timeout")?.map(|d| d.as_millis().max(1) as u64);
     Ok(ExecRequest {
@@ -101,24 +118,56 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
 }
 
 fn want(q: &Query, key: &str) -> Result<bool, ApiError> {
-    Ok(q.one(key)?.as_deref().is_none_or(|v| v != "false" && v != "0"))
+    Ok(q.one(key)?
+        .as_deref()
+        .is_none_or(|v| v != "false" && v != "0"))
 }
 
-pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuery(q): RawQuery, body: Body) -> Result<Response, ApiError> {
+pub async fn exec(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
     let q = Query::parse(
         q.as_deref(),
-        &["cmd", "args", "env", "uid", "gid", "cwd", "shell", "stdin", "stdout", "stderr", "buffered", "background", "ring_bytes", "timeout"],
+        &[
+            "cmd",
+            "args",
+            "env",
+            "uid",
+            "gid",
+            "cwd",
+            "shell",
+            "stdin",
+            "stdout",
+            "stderr",
+            "buffered",
+            "background",
+            "ring_bytes",
+            "timeout",
+        ],
     )?;
     let req = exec_request(&q)?;
-    let (want_out, want_err, buffered) = (want(&q, "stdout")?, want(&q, "stderr")?, q.bool("buffered")?);
+    let (want_out, want_err, buffered) = (
+        want(&q, "stdout")?,
+        want(&q, "stderr")?,
+        q.bool("buffered")?,
+    );
     app.running_node(&node)?;
     let stdin = req.stdin;
     let stream = connect(&app, &node).await?;
     let (mut rd, mut wr) = stream.into_split();
-    agent::send_request(&mut wr, &Request::Exec(req)).await.map_err(AgentError::from)?;
+    agent::send_request(&mut wr, &Request::Exec(req))
+        .await
+        .map_err(AgentError::from)?;
     let pid = match agent::expect_event(&mut rd).await? {
         Event::Started { pid } => pid,
-        e => return Err(ApiError::internal(format!("agent answered exec with {e:?}"))),
+        e => {
+            return Err(ApiError::internal(format!(
+                "agent answered exec with {e:?}"
+            )))
+        }
     };
     app.counters.execs.fetch_add(1, Ordering::Relaxed);
     // The writer half stays alive as long as the exec: dropping it would close the stream and
@@ -128,7 +177,10 @@ pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuer
             let mut data = body.into_data_stream();
             while let Some(Ok(chunk)) = data.next().await {
                 for part in chunk.chunks(MAX_FRAME) {
-                    if agent::write_frame(&mut wr, Kind::Stdin, part).await.is_err() {
+                    if agent::write_frame(&mut wr, Kind::Stdin, part)
+                        .await
+                        .is_err()
+                    {
                         return wr;
                     }
                 }
@@ -139,24 +191,46 @@ pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuer
     });
 
     if buffered {
-        let mut out = BufferedExec { stdout: String::new(), stderr: String::new(), exit_code: -1, signal: None, timed_out: false };
+        let mut out = BufferedExec {
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: -1,
+            signal: None,
+            timed_out: false,
+        };
         let (mut co, mut ce) = (Utf8Carry::default(), Utf8Carry::default());
         loop {
             match agent::read_frame(&mut rd).await.map_err(AgentError::from)? {
-                Some((Kind::Stdout, d)) if want_out && out.stdout.len() < MAX_BUFFERED => out.stdout.push_str(&co.push(&d)),
-                Some((Kind::Stderr, d)) if want_err && out.stderr.len() < MAX_BUFFERED => out.stderr.push_str(&ce.push(&d)),
+                Some((Kind::Stdout, d)) if want_out && out.stdout.len() < MAX_BUFFERED => {
+                    out.stdout.push_str(&co.push(&d))
+                }
+                Some((Kind::Stderr, d)) if want_err && out.stderr.len() < MAX_BUFFERED => {
+                    out.stderr.push_str(&ce.push(&d))
+                }
                 Some((Kind::Event, p)) => match agent::parse_event(&p)? {
-                    Event::Exit { code, signal, timed_out } => {
+                    Event::Exit {
+                        code,
+                        signal,
+                        timed_out,
+                    } => {
                         out.exit_code = code.unwrap_or(128 + signal.unwrap_or(0));
                         out.signal = signal;
                         out.timed_out = timed_out;
                         break;
                     }
-                    Event::Error { code, message } => return Err(ApiError::from_agent(&code, message)),
+                    Event::Error { code, message } => {
+                        return Err(ApiError::from_agent(&code, message))
+                    }
                     _ => {}
                 },
                 Some(_) => {}
-                None => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "agent_lost", "the node's agent went away during the exec")),
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "agent_lost",
+                        "the node's agent went away during the exec",
+                    ))
+                }
             }
         }
         drop(stdin_task);
@@ -169,15 +243,31 @@ pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuer
         v.push(b'\n');
         Ok(Bytes::from(v))
     };
-    let _ = tx.send(line(&ExecFrame::Started { pid, started_at: now_rfc3339() })).await;
+    let _ = tx
+        .send(line(&ExecFrame::Started {
+            pid,
+            started_at: now_rfc3339(),
+        }))
+        .await;
     tokio::spawn(async move {
         let _keep_stdin_open = stdin_task;
         let (mut co, mut ce) = (Utf8Carry::default(), Utf8Carry::default());
         loop {
-            let frame = match agent::read_frame(&mut rd).await {
+            // Waiting on the agent alone would not notice a client that left while the command
+            // is silent: hyper drops the body (our receiver) when the client goes.
+            let next = tokio::select! {
+                f = agent::read_frame(&mut rd) => f,
+                _ = tx.closed() => return,
+            };
+            let frame = match next {
                 Ok(Some(f)) => f,
                 Ok(None) | Err(_) => {
-                    let _ = tx.send(line(&ExecFrame::Error { error: "the node's agent went away during the exec".into(), code: "agent_lost".into() })).await;
+                    let _ = tx
+                        .send(line(&ExecFrame::Error {
+                            error: "the node's agent went away during the exec".into(),
+                            code: "agent_lost".into(),
+                        }))
+                        .await;
                     return;
                 }
             };
@@ -185,11 +275,25 @@ pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuer
                 (Kind::Stdout, d) if want_out => ExecFrame::Stdout { data: co.push(&d) },
                 (Kind::Stderr, d) if want_err => ExecFrame::Stderr { data: ce.push(&d) },
                 (Kind::Event, p) => match agent::parse_event(&p) {
-                    Ok(Event::Exit { code, signal, timed_out }) => {
-                        let _ = tx.send(line(&ExecFrame::Exit { exit_code: code, signal, timed_out, ended_at: now_rfc3339() })).await;
+                    Ok(Event::Exit {
+                        code,
+                        signal,
+                        timed_out,
+                    }) => {
+                        let _ = tx
+                            .send(line(&ExecFrame::Exit {
+                                exit_code: code,
+                                signal,
+                                timed_out,
+                                ended_at: now_rfc3339(),
+                            }))
+                            .await;
                         return;
                     }
-                    Ok(Event::Error { code, message }) => ExecFrame::Error { error: message, code },
+                    Ok(Event::Error { code, message }) => ExecFrame::Error {
+                        error: message,
+                        code,
+                    },
                     _ => continue,
                 },
                 _ => continue,
@@ -202,30 +306,49 @@ pub async fn exec(State(app): State<AppState>, Path(node): Path<String>, RawQuer
         }
     });
     let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     Ok(resp)
 }
 
 fn cp_query(q: Option<String>, allowed: &[&str]) -> Result<(Query, String, bool), ApiError> {
     let q = Query::parse(q.as_deref(), allowed)?;
-    let path = q.one("path")?.ok_or_else(|| ApiError::bad_request("query parameter path is required, e.g. ?path=/work/file.txt"))?;
+    let path = q.one("path")?.ok_or_else(|| {
+        ApiError::bad_request("query parameter path is required, e.g. ?path=/work/file.txt")
+    })?;
     names::validate_node_path(&path).map_err(ApiError::bad_request)?;
     let tar = match q.one("mode")?.as_deref() {
         None | Some("binary") => false,
         Some("tar") => true,
-        Some(m) => return Err(ApiError::bad_request(format!("mode {m:?} is not supported: use binary (one file) or tar (a tree)"))),
+        Some(m) => {
+            return Err(ApiError::bad_request(format!(
+                "mode {m:?} is not supported: use binary (one file) or tar (a tree)"
+            )))
+        }
     };
     Ok((q, path, tar))
 }
 
-pub async fn copy_out(State(app): State<AppState>, Path(node): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn copy_out(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let (_, path, tar) = cp_query(q, &["path", "mode"])?;
     app.running_node(&node)?;
     let mut s = connect(&app, &node).await?;
-    agent::send_request(&mut s, &Request::CopyOut { path, tar }).await.map_err(AgentError::from)?;
+    agent::send_request(&mut s, &Request::CopyOut { path, tar })
+        .await
+        .map_err(AgentError::from)?;
     let mode = match agent::expect_event(&mut s).await? {
         Event::File { mode, .. } => mode,
-        e => return Err(ApiError::internal(format!("agent answered copy with {e:?}"))),
+        e => {
+            return Err(ApiError::internal(format!(
+                "agent answered copy with {e:?}"
+            )))
+        }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -240,32 +363,62 @@ pub async fn copy_out(State(app): State<AppState>, Path(node): Path<String>, Raw
                 // Anything else mid-stream is a failure: end the body with an error so the
                 // client sees a broken transfer rather than a short file.
                 _ => {
-                    let _ = tx.send(Err(std::io::Error::other("copy failed inside the node"))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other("copy failed inside the node")))
+                        .await;
                     return;
                 }
             }
         }
     });
     let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
-    let ct = if tar { "application/x-tar" } else { "application/octet-stream" };
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    let ct = if tar {
+        "application/x-tar"
+    } else {
+        "application/octet-stream"
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     if let Ok(v) = HeaderValue::from_str(&format!("{mode:04o}")) {
         resp.headers_mut().insert("x-slicer-file-mode", v);
     }
     Ok(resp)
 }
 
-pub async fn copy_in(State(app): State<AppState>, Path(node): Path<String>, RawQuery(q): RawQuery, body: Body) -> Result<Json<CopyInResult>, ApiError> {
+pub async fn copy_in(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Json<CopyInResult>, ApiError> {
     let (q, path, tar) = cp_query(q, &["path", "mode", "uid", "gid", "permissions"])?;
     let mode = q
         .one("permissions")?
-        .map(|p| u32::from_str_radix(&p, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| ApiError::bad_request(format!("permissions {p:?} must be octal, e.g. 0644"))))
+        .map(|p| {
+            u32::from_str_radix(&p, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("permissions {p:?} must be octal, e.g. 0644"))
+                })
+        })
         .transpose()?;
     let (uid, gid) = (q.u32("uid")?, q.u32("gid")?);
     app.running_node(&node)?;
     let s = connect(&app, &node).await?;
     let (mut rd, mut wr) = s.into_split();
-    agent::send_request(&mut wr, &Request::CopyIn { path: path.clone(), tar, uid, gid, mode }).await.map_err(AgentError::from)?;
+    agent::send_request(
+        &mut wr,
+        &Request::CopyIn {
+            path: path.clone(),
+            tar,
+            uid,
+            gid,
+            mode,
+        },
+    )
+    .await
+    .map_err(AgentError::from)?;
     let mut data = body.into_data_stream();
     let mut upload_err = None;
     while let Some(chunk) = data.next().await {
@@ -291,27 +444,46 @@ pub async fn copy_in(State(app): State<AppState>, Path(node): Path<String>, RawQ
     if let Some(e) = upload_err {
         // Close without the final empty frame: the agent discards the partial upload.
         drop(wr);
-        return Err(ApiError::bad_request(format!("upload was cut off: {e}; nothing was written")));
+        return Err(ApiError::bad_request(format!(
+            "upload was cut off: {e}; nothing was written"
+        )));
     }
     let _ = agent::write_frame(&mut wr, Kind::Data, &[]).await;
     match agent::expect_event(&mut rd).await? {
         Event::Done { bytes } => Ok(Json(CopyInResult { path, bytes })),
-        e => Err(ApiError::internal(format!("agent answered upload with {e:?}"))),
+        e => Err(ApiError::internal(format!(
+            "agent answered upload with {e:?}"
+        ))),
     }
 }
 
 /// The node's console: what its init and agent printed. The last MiB at most.
-pub async fn logs(State(app): State<AppState>, Path(node): Path<String>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     app.node(&node)?;
-    let data = tokio::fs::read(app.console_log(&node)).await.unwrap_or_default();
+    let data = tokio::fs::read(app.console_log(&node))
+        .await
+        .unwrap_or_default();
     let tail = data[data.len().saturating_sub(1 << 20)..].to_vec();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], tail).into_response())
 }
 
-pub async fn health(State(app): State<AppState>, Path(node): Path<String>) -> Result<Response, ApiError> {
+pub async fn health(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+) -> Result<Response, ApiError> {
     app.running_node(&node)?;
-    let uptime = agent::ping(&app.agent_socket(&node)).await.map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "agent_unreachable", e.to_string()))?;
+    let uptime = agent::ping(&app.agent_socket(&node)).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_unreachable",
+            e.to_string(),
+        )
+    })?;
     Ok(Json(crate::routes::health_body(&app, &node, uptime)).into_response())
 }
 

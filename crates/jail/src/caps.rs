@@ -5,18 +5,58 @@
 /// (capability number, name, why the node keeps it). Docker's default set without NET_RAW
 /// (no raw sockets, no ping spoofing) and MKNOD (no device nodes).
 pub const KEPT: &[(u32, &str, &str)] = &[
-    (0, "CHOWN", "package managers and cp -a set file owners inside the node"),
-    (1, "DAC_OVERRIDE", "root in the node reads and writes its own files regardless of mode"),
-    (3, "FOWNER", "chmod and utime on files owned by other uids of the node"),
-    (4, "FSETID", "keep setgid bits when root in the node edits files"),
-    (5, "KILL", "signal processes of other uids, all inside the node's pid namespace"),
+    (
+        0,
+        "CHOWN",
+        "package managers and cp -a set file owners inside the node",
+    ),
+    (
+        1,
+        "DAC_OVERRIDE",
+        "root in the node reads and writes its own files regardless of mode",
+    ),
+    (
+        3,
+        "FOWNER",
+        "chmod and utime on files owned by other uids of the node",
+    ),
+    (
+        4,
+        "FSETID",
+        "keep setgid bits when root in the node edits files",
+    ),
+    (
+        5,
+        "KILL",
+        "signal processes of other uids, all inside the node's pid namespace",
+    ),
     (6, "SETGID", "the agent runs commands as the requested gid"),
     (7, "SETUID", "the agent runs commands as the requested uid"),
-    (8, "SETPCAP", "drop capabilities further from within the node"),
-    (10, "NET_BIND_SERVICE", "servers in the node listen on ports below 1024 of its own netns"),
-    (18, "SYS_CHROOT", "build tools chroot inside the node's filesystem"),
-    (29, "AUDIT_WRITE", "login-style tools write audit records (answered by the host's policy)"),
-    (31, "SETFCAP", "package managers set file capabilities on files inside the node"),
+    (
+        8,
+        "SETPCAP",
+        "drop capabilities further from within the node",
+    ),
+    (
+        10,
+        "NET_BIND_SERVICE",
+        "servers in the node listen on ports below 1024 of its own netns",
+    ),
+    (
+        18,
+        "SYS_CHROOT",
+        "build tools chroot inside the node's filesystem",
+    ),
+    (
+        29,
+        "AUDIT_WRITE",
+        "login-style tools write audit records (answered by the host's policy)",
+    ),
+    (
+        31,
+        "SETFCAP",
+        "package managers set file capabilities on files inside the node",
+    ),
 ];
 
 pub fn kept_mask() -> u64 {
@@ -35,12 +75,23 @@ pub fn drop_all_but_kept() -> Result<(), String> {
         if keep & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
-                return Err(format!("dropping capability {cap}: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "dropping capability {cap}: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
         }
     }
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     #[repr(C)]
     struct Header {
         version: u32,
@@ -53,12 +104,23 @@ pub fn drop_all_but_kept() -> Result<(), String> {
         permitted: u32,
         inheritable: u32,
     }
-    let header = Header { version: 0x2008_0522, pid: 0 };
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let lo = keep as u32;
     let hi = (keep >> 32) as u32;
     let data = [
-        Data { effective: lo, permitted: lo, inheritable: 0 },
-        Data { effective: hi, permitted: hi, inheritable: 0 },
+        Data {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        Data {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
     ];
     // SAFETY: capset with a v3 header and two data structs, as the ABI requires.
     let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };

@@ -49,7 +49,10 @@ pub struct Cgroups {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    fs::write(path, value).map_err(|source| CgroupError::Io { path: path.to_path_buf(), source })
+    fs::write(path, value).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl Cgroups {
@@ -59,11 +62,20 @@ impl Cgroups {
         if let Ok(c) = fs::read_to_string(root.join("cgroup.controllers")) {
             let have: Vec<&str> = c.split_whitespace().collect();
             if ["memory", "cpu", "pids"].iter().all(|x| have.contains(x)) {
-                return Ok(Cgroups { version: Version::V2, root });
+                return Ok(Cgroups {
+                    version: Version::V2,
+                    root,
+                });
             }
         }
-        if V1_CONTROLLERS.iter().all(|c| root.join(c).join("tasks").exists()) {
-            return Ok(Cgroups { version: Version::V1, root });
+        if V1_CONTROLLERS
+            .iter()
+            .all(|c| root.join(c).join("tasks").exists())
+        {
+            return Ok(Cgroups {
+                version: Version::V1,
+                root,
+            });
         }
         Err(CgroupError::NotFound(root))
     }
@@ -89,7 +101,11 @@ impl Cgroups {
     pub fn node(&self, tenant: &str, node: &str) -> NodeCgroup {
         NodeCgroup {
             version: self.version,
-            dirs: self.bases().into_iter().map(|b| b.join(TOP).join(tenant).join(node)).collect(),
+            dirs: self
+                .bases()
+                .into_iter()
+                .map(|b| b.join(TOP).join(tenant).join(node))
+                .collect(),
         }
     }
 
@@ -125,7 +141,10 @@ impl Cgroups {
             write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
             dir = dir.join(part);
             if !dir.exists() {
-                fs::create_dir(&dir).map_err(|source| CgroupError::Io { path: dir.clone(), source })?;
+                fs::create_dir(&dir).map_err(|source| CgroupError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
             }
         }
         write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")
@@ -158,7 +177,10 @@ impl NodeCgroup {
         match self.version {
             Version::V2 => &self.dirs[0],
             Version::V1 => {
-                let i = V1_CONTROLLERS.iter().position(|c| *c == controller).expect("known controller");
+                let i = V1_CONTROLLERS
+                    .iter()
+                    .position(|c| *c == controller)
+                    .expect("known controller");
                 &self.dirs[i]
             }
         }
@@ -167,7 +189,10 @@ impl NodeCgroup {
     /// Creates the cgroup(s) and writes the limits.
     pub fn create(&self, limits: &Limits) -> Result<(), CgroupError> {
         for d in &self.dirs {
-            fs::create_dir_all(d).map_err(|source| CgroupError::Io { path: d.clone(), source })?;
+            fs::create_dir_all(d).map_err(|source| CgroupError::Io {
+                path: d.clone(),
+                source,
+            })?;
         }
         let quota = limits.millicpus * CPU_PERIOD_US / 1000;
         match self.version {
@@ -176,13 +201,19 @@ impl NodeCgroup {
                 write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
                 write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 let mem = self.dir_of("memory");
-                write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                write(
+                    &mem.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
                 // Swap would let a node exceed its memory limit on hosts that have it.
                 let memsw = mem.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
                     write(&memsw, &limits.memory_bytes.to_string())?;
                 }
-                write(&self.dir_of("pids").join("pids.max"), &limits.pids_max.to_string())?;
+                write(
+                    &self.dir_of("pids").join("pids.max"),
+                    &limits.pids_max.to_string(),
+                )?;
             }
             Version::V2 => {
                 let d = &self.dirs[0];
@@ -220,12 +251,18 @@ impl NodeCgroup {
     /// How many times the kernel's OOM killer fired in this node.
     pub fn oom_kills(&self) -> u64 {
         let (file, key) = match self.version {
-            Version::V1 => (self.dir_of("memory").join("memory.oom_control"), "oom_kill "),
+            Version::V1 => (
+                self.dir_of("memory").join("memory.oom_control"),
+                "oom_kill ",
+            ),
             Version::V2 => (self.dirs[0].join("memory.events"), "oom_kill "),
         };
         fs::read_to_string(file)
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok())))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
             .unwrap_or(0)
     }
 
@@ -235,7 +272,10 @@ impl NodeCgroup {
             Version::V1 => self.dir_of("memory").join("memory.usage_in_bytes"),
             Version::V2 => self.dirs[0].join("memory.current"),
         };
-        fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Kills every process in the cgroup(s), waits until they are gone, removes the cgroup(s).
@@ -268,7 +308,12 @@ impl NodeCgroup {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e) if attempt == 49 => return Err(CgroupError::Io { path: d.clone(), source: e }),
+                    Err(e) if attempt == 49 => {
+                        return Err(CgroupError::Io {
+                            path: d.clone(),
+                            source: e,
+                        })
+                    }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }

@@ -42,18 +42,35 @@ impl StoreLock {
         use std::os::fd::AsRawFd;
         let images = state.join("images");
         fs::create_dir_all(&images).map_err(ioe(format!("creating {}", images.display())))?;
-        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(images.join(".lock")).map_err(ioe("opening image store lock"))?;
-        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(images.join(".lock"))
+            .map_err(ioe("opening image store lock"))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
         // SAFETY: flock on an fd we own; blocks until the lock is ours.
         if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-            return Err(err(format!("locking the image store: {}", std::io::Error::last_os_error())));
+            return Err(err(format!(
+                "locking the image store: {}",
+                std::io::Error::last_os_error()
+            )));
         }
         Ok(StoreLock(f))
     }
 }
 
 pub fn validate_name(name: &str) -> Result<(), JailError> {
-    let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') && !name.starts_with('.');
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.');
     if ok {
         Ok(())
     } else {
@@ -82,7 +99,10 @@ pub fn list(state: &Path) -> Vec<ImageMeta> {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn new_id() -> String {
@@ -94,7 +114,12 @@ fn new_id() -> String {
 
 /// Builds the tree in a temporary directory with `fill`, then swaps it into place, so a failed
 /// build never leaves a half-made image under the name.
-fn install(state: &Path, name: &str, source: &str, fill: impl FnOnce(&Path) -> Result<(), JailError>) -> Result<ImageMeta, JailError> {
+fn install(
+    state: &Path,
+    name: &str,
+    source: &str,
+    fill: impl FnOnce(&Path) -> Result<(), JailError>,
+) -> Result<ImageMeta, JailError> {
     validate_name(name)?;
     let _lock = StoreLock::take(state, true)?;
     let images = state.join("images");
@@ -104,10 +129,20 @@ fn install(state: &Path, name: &str, source: &str, fill: impl FnOnce(&Path) -> R
     let rootfs = tmp.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(ioe("creating build directory"))?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod"))?;
-    let meta = ImageMeta { name: name.into(), id: new_id(), source: source.into(), created_at: now() };
+    let meta = ImageMeta {
+        name: name.into(),
+        id: new_id(),
+        source: source.into(),
+        created_at: now(),
+    };
     let res = fill(&rootfs).and_then(|_| {
-        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod rootfs"))?;
-        fs::write(tmp.join("image.json"), serde_json::to_vec_pretty(&meta).unwrap_or_default()).map_err(ioe("writing image.json"))?;
+        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))
+            .map_err(ioe("chmod rootfs"))?;
+        fs::write(
+            tmp.join("image.json"),
+            serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+        )
+        .map_err(ioe("writing image.json"))?;
         let dst = image_dir(state, name);
         if dst.exists() {
             let old = images.join(format!(".{name}.old-{}", new_id()));
@@ -140,47 +175,76 @@ pub fn ensure_minimal(state: &Path, busybox: &Path) -> Result<(), JailError> {
 
 /// Builds the `minimal` image from the host's statically linked busybox.
 pub fn build_minimal(state: &Path, busybox: &Path) -> Result<ImageMeta, JailError> {
-    let bytes = fs::read(busybox).map_err(|e| err(format!("cannot read {}: {e}; install it with `apt-get install busybox-static`", busybox.display())))?;
+    let bytes = fs::read(busybox).map_err(|e| {
+        err(format!(
+            "cannot read {}: {e}; install it with `apt-get install busybox-static`",
+            busybox.display()
+        ))
+    })?;
     if !is_static_elf(&bytes) {
-        return Err(err(format!("{} is dynamically linked; images may have no libc: install busybox-static", busybox.display())));
+        return Err(err(format!(
+            "{} is dynamically linked; images may have no libc: install busybox-static",
+            busybox.display()
+        )));
     }
     let list = std::process::Command::new(busybox)
         .arg("--list-full")
         .output()
         .map_err(|e| err(format!("running {} --list-full: {e}", busybox.display())))?;
     let applets = String::from_utf8_lossy(&list.stdout).into_owned();
-    install(state, "minimal", &format!("busybox {}", busybox.display()), |root| {
-        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev", "var/tmp", "home", "work"] {
-            fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
-        }
-        fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
-        fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755)).map_err(ioe("chmod busybox"))?;
-        for applet in applets.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("..")) {
-            let p = root.join(applet);
-            if p.exists() || applet == "bin/busybox" {
-                continue;
+    install(
+        state,
+        "minimal",
+        &format!("busybox {}", busybox.display()),
+        |root| {
+            for d in [
+                "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
+                "var/tmp", "home", "work",
+            ] {
+                fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
             }
-            let depth = applet.matches('/').count();
-            let target = format!("{}bin/busybox", "../".repeat(depth));
-            if let Some(parent) = p.parent() {
-                fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
+            fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
+            fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
+                .map_err(ioe("chmod busybox"))?;
+            for applet in applets
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.contains(".."))
+            {
+                let p = root.join(applet);
+                if p.exists() || applet == "bin/busybox" {
+                    continue;
+                }
+                let depth = applet.matches('/').count();
+                let target = format!("{}bin/busybox", "../".repeat(depth));
+                if let Some(parent) = p.parent() {
+                    fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
+                }
+                symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
             }
-            symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
-        }
-        for (f, content) in [
-            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
-            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-            ("etc/os-release", "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n"),
-            ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
-        ] {
-            fs::write(root.join(f), content).map_err(ioe(f))?;
-        }
-        for d in ["tmp", "var/tmp"] {
-            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777)).map_err(ioe(d))?;
-        }
-        fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700)).map_err(ioe("root"))?;
-        Ok(())
-    })
+            for (f, content) in [
+                (
+                    "etc/passwd",
+                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+                ),
+                ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+                (
+                    "etc/os-release",
+                    "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n",
+                ),
+                ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+            ] {
+                fs::write(root.join(f), content).map_err(ioe(f))?;
+            }
+            for d in ["tmp", "var/tmp"] {
+                fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777))
+                    .map_err(ioe(d))?;
+            }
+            fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))
+                .map_err(ioe("root"))?;
+            Ok(())
+        },
+    )
 }
 
 fn is_static_elf(b: &[u8]) -> bool {
@@ -193,7 +257,9 @@ fn is_static_elf(b: &[u8]) -> bool {
     (0..phnum).all(|i| {
         let off = phoff + i * phentsize;
         // PT_INTERP (3) names a dynamic loader.
-        b.get(off..off + 4).map(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3).unwrap_or(false)
+        b.get(off..off + 4)
+            .map(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
+            .unwrap_or(false)
     })
 }
 
@@ -208,18 +274,31 @@ pub fn import(state: &Path, name: &str, src: &Path) -> Result<ImageMeta, JailErr
             let mut magic = [0u8; 2];
             let n = f.read(&mut magic).map_err(ioe(src.display()))?;
             let f = fs::File::open(src).map_err(ioe(src.display()))?;
-            let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) };
+            let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+                Box::new(flate2::read::GzDecoder::new(f))
+            } else {
+                Box::new(f)
+            };
             let mut a = tar::Archive::new(reader);
             a.set_preserve_permissions(true);
             a.set_preserve_ownerships(true);
-            a.unpack(root).map_err(|e| err(format!("unpacking {}: {e} (give a directory, a .tar or a .tar.gz)", src.display())))
+            a.unpack(root).map_err(|e| {
+                err(format!(
+                    "unpacking {}: {e} (give a directory, a .tar or a .tar.gz)",
+                    src.display()
+                ))
+            })
         }
     })
 }
 
 /// Copies a tree, mapping owners with `map`. Device nodes and sockets are skipped: a node gets
 /// its devices from the jail, never from an image.
-fn copy_tree(src: &Path, dst: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> Result<(), JailError> {
+fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    map: &dyn Fn(u32, u32) -> (u32, u32),
+) -> Result<(), JailError> {
     let md = fs::symlink_metadata(src).map_err(ioe(src.display()))?;
     let (uid, gid) = map(md.uid(), md.gid());
     let ft = md.file_type();
@@ -239,16 +318,24 @@ fn copy_tree(src: &Path, dst: &Path, map: &dyn Fn(u32, u32) -> (u32, u32)) -> Re
     } else {
         return Ok(());
     }
-    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).map_err(ioe(format!("chown {}", dst.display())))?;
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))
+        .map_err(ioe(format!("chown {}", dst.display())))?;
     if !ft.is_symlink() {
-        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777)).map_err(ioe(format!("chmod {}", dst.display())))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(ioe(format!("chmod {}", dst.display())))?;
     }
     Ok(())
 }
 
 /// Returns the tenant's copy of an image, making it if needed: `<tenant_dir>/images/<id>`, with
 /// every owner shifted by `base` (ids at or above `count` become the range's nobody).
-pub fn shifted_copy(state: &Path, name: &str, tenant_dir: &Path, base: u32, count: u32) -> Result<PathBuf, JailError> {
+pub fn shifted_copy(
+    state: &Path,
+    name: &str,
+    tenant_dir: &Path,
+    base: u32,
+    count: u32,
+) -> Result<PathBuf, JailError> {
     let _lock = StoreLock::take(state, false)?;
     let m = meta(state, name).ok_or_else(|| {
         err(format!("image {name:?} not found: build it with `bulkhead image build minimal` or import one with `bulkhead image import --name {name} DIR|TARBALL`"))
@@ -262,10 +349,17 @@ pub fn shifted_copy(state: &Path, name: &str, tenant_dir: &Path, base: u32, coun
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(ioe("chmod"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", m.id, new_id()));
     let shift = move |uid: u32, gid: u32| {
-        let f = |x: u32| if x < count { base + x } else { base + 65534.min(count - 1) };
+        let f = |x: u32| {
+            if x < count {
+                base + x
+            } else {
+                base + 65534.min(count - 1)
+            }
+        };
         (f(uid), f(gid))
     };
-    let res = copy_tree(&image_dir(state, name).join("rootfs"), &tmp, &shift).and_then(|_| fs::rename(&tmp, &dst).map_err(ioe("installing tenant image")));
+    let res = copy_tree(&image_dir(state, name).join("rootfs"), &tmp, &shift)
+        .and_then(|_| fs::rename(&tmp, &dst).map_err(ioe("installing tenant image")));
     if res.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
@@ -302,7 +396,10 @@ mod tests {
         if me.uid() == 0 {
             assert_eq!(md.uid(), 200_000);
         }
-        assert_eq!(fs::read_link(out.join("etc/link")).unwrap(), Path::new("hello"));
+        assert_eq!(
+            fs::read_link(out.join("etc/link")).unwrap(),
+            Path::new("hello")
+        );
         assert!(shifted_copy(state.path(), "missing", &tenant, 1, 1).is_err());
     }
 
@@ -310,10 +407,19 @@ mod tests {
     fn failed_import_leaves_nothing() {
         let state = tempfile::tempdir().unwrap();
         let bogus = state.path().join("not-a-tar");
-        fs::write(&bogus, "definitely not tar data, but long enough to be read as a header....").unwrap();
+        fs::write(
+            &bogus,
+            "definitely not tar data, but long enough to be read as a header....",
+        )
+        .unwrap();
         assert!(import(state.path(), "bad", &bogus).is_err());
         assert!(list(state.path()).is_empty());
-        let leftovers: Vec<_> = fs::read_dir(state.path().join("images")).unwrap().collect();
+        let leftovers: Vec<_> = fs::read_dir(state.path().join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != ".lock")
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -114,7 +114,12 @@ pub fn read_supervisor_state(node_dir: &Path) -> Option<SupervisorState> {
 
 /// Removes what a node leaves on the host: its cgroups (killing anything still in them) and
 /// its directory. Safe to call on a half-created or already-removed node.
-pub fn cleanup(cgroups: &Cgroups, tenant: &str, node: &str, node_dir: &Path) -> Result<(), JailError> {
+pub fn cleanup(
+    cgroups: &Cgroups,
+    tenant: &str,
+    node: &str,
+    node_dir: &Path,
+) -> Result<(), JailError> {
     cgroups.node(tenant, node).remove()?;
     match std::fs::remove_dir_all(node_dir) {
         Ok(()) => Ok(()),

@@ -18,19 +18,29 @@ pub fn compile() -> Result<Vec<BpfProgram>, crate::JailError> {
         .map_err(|e| crate::JailError::Seccomp(e.to_string()))?;
     ["node", "clone3_enosys"]
         .iter()
-        .map(|k| map.remove(*k).ok_or_else(|| crate::JailError::Seccomp(format!("filter {k} missing"))))
+        .map(|k| {
+            map.remove(*k)
+                .ok_or_else(|| crate::JailError::Seccomp(format!("filter {k} missing")))
+        })
         .collect()
 }
 
 /// Packs a compiled filter into plain integers (code | jt << 16 | jf << 24 | k << 32), so the
 /// daemon can compile once and hand the result to every supervisor in the node's spec.
 pub fn encode(p: &BpfProgram) -> Vec<u64> {
-    p.iter().map(|i| i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32).collect()
+    p.iter()
+        .map(|i| i.code as u64 | (i.jt as u64) << 16 | (i.jf as u64) << 24 | (i.k as u64) << 32)
+        .collect()
 }
 
 pub fn decode(v: &[u64]) -> BpfProgram {
     v.iter()
-        .map(|x| seccompiler::sock_filter { code: *x as u16, jt: (*x >> 16) as u8, jf: (*x >> 24) as u8, k: (*x >> 32) as u32 })
+        .map(|x| seccompiler::sock_filter {
+            code: *x as u16,
+            jt: (*x >> 16) as u8,
+            jf: (*x >> 24) as u8,
+            k: (*x >> 32) as u32,
+        })
         .collect()
 }
 
@@ -63,7 +73,10 @@ mod tests {
         for p in compile().unwrap() {
             let back = decode(&encode(&p));
             assert_eq!(back.len(), p.len());
-            assert!(back.iter().zip(&p).all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)));
+            assert!(back
+                .iter()
+                .zip(&p)
+                .all(|(a, b)| (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)));
         }
     }
 
@@ -77,10 +90,32 @@ mod tests {
             .map(|r| r["syscall"].as_str().unwrap())
             .collect();
         for bad in [
-            "mount", "umount2", "pivot_root", "unshare", "setns", "init_module", "finit_module",
-            "delete_module", "kexec_load", "bpf", "perf_event_open", "ptrace", "keyctl", "add_key",
-            "request_key", "userfaultfd", "open_by_handle_at", "reboot", "swapon", "acct",
-            "io_uring_setup", "settimeofday", "clock_settime", "fsopen", "move_mount", "open_tree",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "kexec_load",
+            "bpf",
+            "perf_event_open",
+            "ptrace",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "userfaultfd",
+            "open_by_handle_at",
+            "reboot",
+            "swapon",
+            "acct",
+            "io_uring_setup",
+            "settimeofday",
+            "clock_settime",
+            "fsopen",
+            "move_mount",
+            "open_tree",
         ] {
             assert!(!allowed.contains(&bad), "{bad} must not be allowed");
         }

@@ -12,8 +12,15 @@ use crate::{files, JailSpec};
 
 type R = Result<(), String>;
 
-fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R {
-    mount(src, target, fstype, flags, data).map_err(|e| format!("mount {} ({fstype:?}): {e}", target.display()))
+fn m(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R {
+    mount(src, target, fstype, flags, data)
+        .map_err(|e| format!("mount {} ({fstype:?}): {e}", target.display()))
 }
 
 fn mkdir(p: &Path) -> R {
@@ -29,24 +36,59 @@ fn touch(p: &Path) -> R {
 
 /// Bind-mounts `src` on `dst` and makes the bind read-only.
 fn bind_ro(src: &Path, dst: &Path) -> R {
-    m(Some(src.to_str().unwrap_or("")), dst, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    m(
+        Some(src.to_str().unwrap_or("")),
+        dst,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
     m(None, dst, None, flags, None)
 }
 
-const MASKED_FILES: &[&str] = &["proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list", "proc/sched_debug", "proc/kallsyms"];
+const MASKED_FILES: &[&str] = &[
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/sched_debug",
+    "proc/kallsyms",
+];
 const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/scsi", "sys/firmware"];
-const READ_ONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+const READ_ONLY: &[&str] = &[
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 const HOST_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 pub(crate) fn mounts(spec: &JailSpec) -> R {
-    m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    m(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None,
+    )?;
     let scratch = spec.node_dir.join(files::SCRATCH);
     let rootfs = spec.node_dir.join(files::ROOTFS);
     // The writable layer is a tmpfs of the node's storage size, charged to the node's memory
     // cgroup, inside the node's mount namespace: nothing to unmount on the host.
     let data = format!("size={},mode=0755", spec.storage_bytes);
-    m(Some("tmpfs"), &scratch, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&data))?;
+    m(
+        Some("tmpfs"),
+        &scratch,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&data),
+    )?;
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     mkdir(&upper)?;
     mkdir(&work)?;
@@ -56,32 +98,75 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
         upper.display(),
         work.display()
     );
-    m(Some("overlay"), &rootfs, Some("overlay"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&ov))?;
+    m(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&ov),
+    )?;
 
     for d in ["proc", "sys", "dev", "tmp", ".bulkhead"] {
         mkdir(&rootfs.join(d))?;
     }
-    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).map_err(|e| format!("chmod /tmp: {e}"))?;
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))
+        .map_err(|e| format!("chmod /tmp: {e}"))?;
     let agent = rootfs.join(".bulkhead/agent");
     touch(&agent)?;
     bind_ro(&spec.agent_bin, &agent)?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    m(Some("proc"), &rootfs.join("proc"), Some("proc"), nosuid, None)?;
-    m(Some("sysfs"), &rootfs.join("sys"), Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None)?;
+    m(
+        Some("proc"),
+        &rootfs.join("proc"),
+        Some("proc"),
+        nosuid,
+        None,
+    )?;
+    m(
+        Some("sysfs"),
+        &rootfs.join("sys"),
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None,
+    )?;
 
     let dev = rootfs.join("dev");
-    m(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=65536k"))?;
+    m(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=65536k"),
+    )?;
     for d in HOST_DEVICES {
         let p = dev.join(d);
         touch(&p)?;
         m(Some(&format!("/dev/{d}")), &p, None, MsFlags::MS_BIND, None)?;
     }
     mkdir(&dev.join("pts"))?;
-    m(Some("devpts"), &dev.join("pts"), Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=0620"))?;
+    m(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
     mkdir(&dev.join("shm"))?;
-    m(Some("shm"), &dev.join("shm"), Some("tmpfs"), nosuid, Some("mode=1777,size=65536k"))?;
-    for (link, to) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    m(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777,size=65536k"),
+    )?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(to, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
     }
 
@@ -94,7 +179,13 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
     for d in MASKED_DIRS {
         let p = rootfs.join(d);
         if p.is_dir() {
-            m(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY | nosuid, Some("size=0"))?;
+            m(
+                Some("tmpfs"),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | nosuid,
+                Some("size=0"),
+            )?;
         }
     }
     for r in READ_ONLY {
@@ -132,19 +223,32 @@ pub(crate) fn exec_agent(listen_fd: i32, console_fd: i32) -> String {
     // SAFETY: dup2/close_range on fds we own; execve with NUL-terminated arrays built here.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(console_fd, 1) < 0 || libc::dup2(console_fd, 2) < 0 {
+        if null < 0
+            || libc::dup2(null, 0) < 0
+            || libc::dup2(console_fd, 1) < 0
+            || libc::dup2(console_fd, 2) < 0
+        {
             return format!("stdio: {}", std::io::Error::last_os_error());
         }
         // dup2(3, 3) would keep close-on-exec, so clear the flag explicitly either way.
-        if (listen_fd != 3 && libc::dup2(listen_fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+        if (listen_fd != 3 && libc::dup2(listen_fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0
+        {
             return format!("agent socket: {}", std::io::Error::last_os_error());
         }
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            4u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         let path = CString::new("/.bulkhead/agent").unwrap();
         let argv = [c"bulkhead-agent".as_ptr(), std::ptr::null()];
-        let envp = [c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(), std::ptr::null()];
+        let envp = [
+            c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".as_ptr(),
+            std::ptr::null(),
+        ];
         libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
     format!("exec agent: {}", std::io::Error::last_os_error())

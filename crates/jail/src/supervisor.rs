@@ -22,7 +22,12 @@ fn pipe() -> Result<(File, File), JailError> {
         return Err(io_err("pipe")(std::io::Error::last_os_error()));
     }
     // SAFETY: pipe2 returned two fresh fds that we now own.
-    Ok(unsafe { (File::from(OwnedFd::from_raw_fd(fds[0])), File::from(OwnedFd::from_raw_fd(fds[1]))) })
+    Ok(unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(fds[0])),
+            File::from(OwnedFd::from_raw_fd(fds[1])),
+        )
+    })
 }
 
 fn block_signals() -> libc::sigset_t {
@@ -41,7 +46,10 @@ fn block_signals() -> libc::sigset_t {
 /// Entry point of `bulkhead supervise SPEC`. Returns the process exit code.
 pub fn run(spec_path: &Path) -> i32 {
     let mut out = std::io::stdout();
-    let spec: JailSpec = match fs::read(spec_path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+    let spec: JailSpec = match fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(out, "error reading spec {}: {e}", spec_path.display());
@@ -95,7 +103,8 @@ fn wait_for(init: i32, sigs: &libc::sigset_t) {
                     return;
                 }
             }
-            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => {
+            // SIGHUP (a closing terminal of the daemon's session) must not end nodes.
+            libc::SIGTERM | libc::SIGINT => {
                 // SIGKILL of a pid namespace's init kills every process in the namespace.
                 // SAFETY: our own child.
                 unsafe { libc::kill(init, libc::SIGKILL) };
@@ -106,7 +115,14 @@ fn wait_for(init: i32, sigs: &libc::sigset_t) {
 }
 
 fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
-    let filters = if spec.seccomp.is_empty() { crate::seccomp::compile()? } else { spec.seccomp.iter().map(|p| crate::seccomp::decode(p)).collect() };
+    let filters = if spec.seccomp.is_empty() {
+        crate::seccomp::compile()?
+    } else {
+        spec.seccomp
+            .iter()
+            .map(|p| crate::seccomp::decode(p))
+            .collect()
+    };
     let cg = cgroups.node(&spec.tenant, &spec.node);
     cgroups.prepare_tenant(&spec.tenant)?;
     cg.create(&spec.limits)?;
@@ -117,8 +133,10 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
     }
     let sock = spec.node_dir.join(files::AGENT_SOCKET);
     let _ = fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod agent socket"))?;
+    let listener =
+        UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+        .map_err(io_err("chmod agent socket"))?;
     let console = OpenOptions::new()
         .create(true)
         .append(true)
@@ -146,7 +164,9 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         }
         let msg = match child_prepare(spec).and_then(|_| {
             let mut b = [0u8; 1];
-            placed_r.read_exact(&mut b).map_err(|_| "the supervisor stopped before placing the node in its cgroups".to_string())?;
+            placed_r.read_exact(&mut b).map_err(|_| {
+                "the supervisor stopped before placing the node in its cgroups".to_string()
+            })?;
             child_lock_down(&filters)
         }) {
             Ok(()) => setup::exec_agent(listen_fd, console_fd),
@@ -175,7 +195,9 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         go_w.write_all(b"g").map_err(io_err("starting the node"))?;
         drop(go_w);
         cg.add(pid)?;
-        placed_w.write_all(b"p").map_err(io_err("starting the node"))?;
+        placed_w
+            .write_all(b"p")
+            .map_err(io_err("starting the node"))?;
         drop(placed_w);
         Ok::<(), JailError>(())
     })();
@@ -203,8 +225,10 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         init_pid: pid,
     };
     let tmp = spec.node_dir.join(".supervisor.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&state).unwrap_or_default()).map_err(io_err("writing supervisor state"))?;
-    fs::rename(&tmp, spec.node_dir.join(files::SUPERVISOR)).map_err(io_err("writing supervisor state"))?;
+    fs::write(&tmp, serde_json::to_vec(&state).unwrap_or_default())
+        .map_err(io_err("writing supervisor state"))?;
+    fs::rename(&tmp, spec.node_dir.join(files::SUPERVISOR))
+        .map_err(io_err("writing supervisor state"))?;
     drop(listener);
     drop(console);
     Ok(pid)
@@ -216,8 +240,14 @@ fn child_prepare(spec: &JailSpec) -> Result<(), String> {
     // Become uid/gid 0 of the new user namespace (an unprivileged range on the host).
     // SAFETY: credential syscalls with integer arguments.
     unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0 || libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
-            return Err(format!("switching to the node's root: {}", std::io::Error::last_os_error()));
+        if libc::setgroups(0, std::ptr::null()) < 0
+            || libc::setresgid(0, 0, 0) < 0
+            || libc::setresuid(0, 0, 0) < 0
+        {
+            return Err(format!(
+                "switching to the node's root: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
     setup::mounts(spec)?;
@@ -227,6 +257,7 @@ fn child_prepare(spec: &JailSpec) -> Result<(), String> {
 /// Runs once the node is in its cgroups: a cgroup namespace rooted there, then capabilities,
 /// no_new_privs and seccomp.
 fn child_lock_down(filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("cgroup namespace: {e}"))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("cgroup namespace: {e}"))?;
     setup::lock_down(filters)
 }

@@ -71,7 +71,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
     })
 }
 
-const COLS: &str = "tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, created_at";
+const COLS: &str =
+    "tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, created_at";
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -88,7 +89,11 @@ impl Store {
     pub fn next_index(&mut self, tenant: &str, group: &str) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         let next: Option<i64> = tx
-            .query_row("SELECT next FROM counters WHERE tenant=?1 AND hostgroup=?2", params![tenant, group], |r| r.get(0))
+            .query_row(
+                "SELECT next FROM counters WHERE tenant=?1 AND hostgroup=?2",
+                params![tenant, group],
+                |r| r.get(0),
+            )
             .optional()?;
         let n = next.unwrap_or(1);
         tx.execute(
@@ -118,30 +123,53 @@ impl Store {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => Err(StoreError::Exists(n.name.clone())),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(n.name.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub fn set_status(&self, tenant: &str, name: &str, status: NodeStatus) -> Result<bool, StoreError> {
-        let n = self.conn.execute("UPDATE nodes SET status=?3 WHERE tenant=?1 AND name=?2", params![tenant, name, status.as_str()])?;
+    pub fn set_status(
+        &self,
+        tenant: &str,
+        name: &str,
+        status: NodeStatus,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE nodes SET status=?3 WHERE tenant=?1 AND name=?2",
+            params![tenant, name, status.as_str()],
+        )?;
         Ok(n == 1)
     }
 
     pub fn delete(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute("DELETE FROM nodes WHERE tenant=?1 AND name=?2", params![tenant, name])? == 1)
+        Ok(self.conn.execute(
+            "DELETE FROM nodes WHERE tenant=?1 AND name=?2",
+            params![tenant, name],
+        )? == 1)
     }
 
     pub fn get(&self, tenant: &str, name: &str) -> Result<Option<NodeRow>, StoreError> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {COLS} FROM nodes WHERE tenant=?1 AND name=?2"), params![tenant, name], row)
+            .query_row(
+                &format!("SELECT {COLS} FROM nodes WHERE tenant=?1 AND name=?2"),
+                params![tenant, name],
+                row,
+            )
             .optional()?)
     }
 
     pub fn list(&self, tenant: &str) -> Result<Vec<NodeRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!("SELECT {COLS} FROM nodes WHERE tenant=?1 ORDER BY hostgroup, created_at, name"))?;
-        let rows = st.query_map(params![tenant], row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {COLS} FROM nodes WHERE tenant=?1 ORDER BY hostgroup, created_at, name"
+        ))?;
+        let rows = st
+            .query_map(params![tenant], row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 }
@@ -170,13 +198,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = Store::open(&d.path().join("s.db")).unwrap();
         s.insert(&node("a", "g-1")).unwrap();
-        assert!(matches!(s.insert(&node("a", "g-1")), Err(StoreError::Exists(_))));
+        assert!(matches!(
+            s.insert(&node("a", "g-1")),
+            Err(StoreError::Exists(_))
+        ));
         s.insert(&node("b", "g-1")).unwrap();
         assert_eq!(s.list("a").unwrap().len(), 1);
         assert!(s.get("c", "g-1").unwrap().is_none());
         assert!(s.set_status("a", "g-1", NodeStatus::Running).unwrap());
-        assert_eq!(s.get("a", "g-1").unwrap().unwrap().status, NodeStatus::Running);
-        assert_eq!(s.get("a", "g-1").unwrap().unwrap().tags, vec!["a=b".to_string()]);
+        assert_eq!(
+            s.get("a", "g-1").unwrap().unwrap().status,
+            NodeStatus::Running
+        );
+        assert_eq!(
+            s.get("a", "g-1").unwrap().unwrap().tags,
+            vec!["a=b".to_string()]
+        );
         assert!(s.delete("a", "g-1").unwrap());
         assert!(!s.delete("a", "g-1").unwrap());
         assert_eq!(s.next_index("a", "g").unwrap(), 1);
@@ -184,6 +221,10 @@ mod tests {
         assert_eq!(s.next_index("b", "g").unwrap(), 1);
         drop(s);
         let mut s = Store::open(&d.path().join("s.db")).unwrap();
-        assert_eq!(s.next_index("a", "g").unwrap(), 3, "counters survive a restart");
+        assert_eq!(
+            s.next_index("a", "g").unwrap(),
+            3,
+            "counters survive a restart"
+        );
     }
 }

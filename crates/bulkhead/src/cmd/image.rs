@@ -33,12 +33,24 @@ pub fn run(c: ImageCmd) -> anyhow::Result<ExitCode> {
             if name != "minimal" {
                 bail!("unknown image recipe {name:?}: `minimal` is the one bulkhead builds; import others with `bulkhead image import`");
             }
-            let m = bulkhead_jail::image::build_minimal(&state_dir, Path::new(bulkhead_jail::image::BUSYBOX))?;
+            let m = bulkhead_jail::image::build_minimal(
+                &state_dir,
+                Path::new(bulkhead_jail::image::BUSYBOX),
+            )?;
             println!("built image {} ({})", m.name, m.id);
         }
-        ImageCmd::Import { source, name, state_dir } => {
+        ImageCmd::Import {
+            source,
+            name,
+            state_dir,
+        } => {
             let m = bulkhead_jail::image::import(&state_dir, &name, &source)?;
-            println!("imported image {} ({}) from {}", m.name, m.id, source.display());
+            println!(
+                "imported image {} ({}) from {}",
+                m.name,
+                m.id,
+                source.display()
+            );
         }
         ImageCmd::List { state_dir } => {
             println!("{:<20} {:<18} SOURCE", "NAME", "ID");

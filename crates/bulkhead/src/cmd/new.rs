@@ -71,7 +71,13 @@ pub fn run(a: NewArgs) -> anyhow::Result<ExitCode> {
             vcpu: Some(a.vcpu),
             ram_gb: a.ram_gb,
             ram_mb,
-            network: Some(RawNetwork { mode: Some(a.net), range: a.isolated_range, drop: a.drop, allow: a.allow, ..Default::default() }),
+            network: Some(RawNetwork {
+                mode: Some(a.net),
+                range: a.isolated_range,
+                drop: a.drop,
+                allow: a.allow,
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         image: Some(a.image),

@@ -6,23 +6,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn load(path: &Path) -> anyhow::Result<TenantConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     TenantConfig::parse(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let c = load(path)?;
-    println!("config ok: tenant {}, {} host group(s)", c.tenant, c.groups.len());
+    println!(
+        "config ok: tenant {}, {} host group(s)",
+        c.tenant,
+        c.groups.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BULKHEAD_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BULKHEAD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = load(path)?;
-    let state = state_dir.or(cfg.state_dir.clone()).unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
+    let state = state_dir
+        .or(cfg.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("bulkhead up must run as root: it creates namespaces, cgroups and uid mappings for nodes");

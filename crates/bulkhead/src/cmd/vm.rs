@@ -127,7 +127,11 @@ pub enum VmCmd {
 
 pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
     match c {
-        VmCmd::List { conn, tag, tag_prefix } => {
+        VmCmd::List {
+            conn,
+            tag,
+            tag_prefix,
+        } => {
             let mut path = "/nodes".to_string();
             if let Some(t) = tag {
                 path += &format!("?tag={}", enc(&t));
@@ -138,7 +142,10 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
             } else {
-                println!("{:<24} {:<12} {:<9} {:>5} {:>10}  {:<21} TAGS", "HOSTNAME", "GROUP", "STATUS", "CPUS", "RAM_MB", "CREATED");
+                println!(
+                    "{:<24} {:<12} {:<9} {:>5} {:>10}  {:<21} TAGS",
+                    "HOSTNAME", "GROUP", "STATUS", "CPUS", "RAM_MB", "CREATED"
+                );
                 for n in nodes {
                     println!(
                         "{:<24} {:<12} {:<9} {:>5} {:>10}  {:<21} {}",
@@ -153,10 +160,38 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        VmCmd::Add { conn, group, hostname, tag, cpus, ram_gb, persistent, wait, timeout } => {
-            let req = CreateNodeRequest { hostname, cpus, ram_bytes: ram_gb.map(|g| g << 30), persistent, tags: tag, ..Default::default() };
-            let q = if wait { format!("?wait=agent&timeout={}", enc(&timeout)) } else { String::new() };
-            let n: CreatedNode = conn.client()?.json(Method::POST, &format!("/hostgroup/{}/nodes{q}", enc(&group)), Some(&serde_json::to_value(&req)?)).await?;
+        VmCmd::Add {
+            conn,
+            group,
+            hostname,
+            tag,
+            cpus,
+            ram_gb,
+            persistent,
+            wait,
+            timeout,
+        } => {
+            let req = CreateNodeRequest {
+                hostname,
+                cpus,
+                ram_bytes: ram_gb.map(|g| g << 30),
+                persistent,
+                tags: tag,
+                ..Default::default()
+            };
+            let q = if wait {
+                format!("?wait=agent&timeout={}", enc(&timeout))
+            } else {
+                String::new()
+            };
+            let n: CreatedNode = conn
+                .client()?
+                .json(
+                    Method::POST,
+                    &format!("/hostgroup/{}/nodes{q}", enc(&group)),
+                    Some(&serde_json::to_value(&req)?),
+                )
+                .await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&n)?);
             } else {
@@ -170,21 +205,65 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             let client = conn.client()?;
             for name in nodes {
                 let n = client.find_node(&name).await?;
-                let _: serde_json::Value = client.json(Method::DELETE, &format!("/hostgroup/{}/nodes/{}", enc(&n.hostgroup), enc(&name)), None).await?;
+                let _: serde_json::Value = client
+                    .json(
+                        Method::DELETE,
+                        &format!("/hostgroup/{}/nodes/{}", enc(&n.hostgroup), enc(&name)),
+                        None,
+                    )
+                    .await?;
                 println!("deleted {name}");
             }
         }
-        VmCmd::Exec { conn, node, interactive, uid, gid, cwd, env, timeout, command } => {
-            return exec(&conn.client()?, &node, interactive, uid, gid, cwd, env, timeout, command).await;
+        VmCmd::Exec {
+            conn,
+            node,
+            interactive,
+            uid,
+            gid,
+            cwd,
+            env,
+            timeout,
+            command,
+        } => {
+            return exec(
+                &conn.client()?,
+                &node,
+                interactive,
+                uid,
+                gid,
+                cwd,
+                env,
+                timeout,
+                command,
+            )
+            .await;
         }
-        VmCmd::Cp { conn, src, dst, uid, gid } => cp(&conn.client()?, &src, &dst, uid, gid).await?,
+        VmCmd::Cp {
+            conn,
+            src,
+            dst,
+            uid,
+            gid,
+        } => cp(&conn.client()?, &src, &dst, uid, gid).await?,
         VmCmd::Logs { conn, node } => {
-            let resp = conn.client()?.send_ok(Method::GET, &format!("/vm/{}/logs", enc(&node)), full_body(Bytes::new()), None).await?;
+            let resp = conn
+                .client()?
+                .send_ok(
+                    Method::GET,
+                    &format!("/vm/{}/logs", enc(&node)),
+                    full_body(Bytes::new()),
+                    None,
+                )
+                .await?;
             let b = resp.into_body().collect().await?.to_bytes();
             std::io::stdout().write_all(&b)?;
         }
         VmCmd::Health { conn, node } => {
-            let h: serde_json::Value = conn.client()?.get(&format!("/vm/{}/health", enc(&node))).await?;
+            let h: serde_json::Value = conn
+                .client()?
+                .get(&format!("/vm/{}/health", enc(&node)))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&h)?);
         }
     }
@@ -192,8 +271,22 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32, cwd: Option<String>, env: Vec<String>, timeout: Option<String>, command: Vec<String>) -> anyhow::Result<ExitCode> {
-    let mut q = format!("/vm/{}/exec?cmd={}&uid={uid}&gid={gid}", enc(node), enc(&command[0]));
+async fn exec(
+    client: &Client,
+    node: &str,
+    interactive: bool,
+    uid: u32,
+    gid: u32,
+    cwd: Option<String>,
+    env: Vec<String>,
+    timeout: Option<String>,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut q = format!(
+        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}",
+        enc(node),
+        enc(&command[0])
+    );
     for a in &command[1..] {
         q += &format!("&args={}", enc(a));
     }
@@ -208,7 +301,8 @@ async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32
     }
     let body: ReqBody = if interactive {
         q += "&stdin=true";
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(8);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(8);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut stdin = std::io::stdin().lock();
@@ -216,7 +310,12 @@ async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32
                 match std::io::Read::read(&mut stdin, &mut buf) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
-                        if tx.blocking_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(&buf[..n])))).is_err() {
+                        if tx
+                            .blocking_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(
+                                &buf[..n],
+                            ))))
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -233,7 +332,9 @@ async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     while let Some(frame) = body.frame().await {
         let frame = frame.context("exec stream broke")?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         pending.extend_from_slice(data);
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
@@ -246,7 +347,12 @@ async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32
                     err.write_all(data.as_bytes())?;
                     err.flush()?;
                 }
-                ExecFrame::Exit { exit_code, signal, timed_out, .. } => {
+                ExecFrame::Exit {
+                    exit_code,
+                    signal,
+                    timed_out,
+                    ..
+                } => {
                     if timed_out {
                         eprintln!("bulkhead: command timed out and was killed");
                     }
@@ -264,11 +370,19 @@ async fn exec(client: &Client, node: &str, interactive: bool, uid: u32, gid: u32
 /// `NODE:/path` names a path in a node; anything else is local.
 fn remote(s: &str) -> Option<(&str, &str)> {
     let (node, path) = s.split_once(':')?;
-    (bulkhead_api::names::validate_label("node", node).is_ok() && path.starts_with('/')).then_some((node, path))
+    (bulkhead_api::names::validate_label("node", node).is_ok() && path.starts_with('/'))
+        .then_some((node, path))
 }
 
-async fn cp(client: &Client, src: &str, dst: &str, uid: Option<u32>, gid: Option<u32>) -> anyhow::Result<()> {
-    let owner = uid.map(|u| format!("&uid={u}")).unwrap_or_default() + &gid.map(|g| format!("&gid={g}")).unwrap_or_default();
+async fn cp(
+    client: &Client,
+    src: &str,
+    dst: &str,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> anyhow::Result<()> {
+    let owner = uid.map(|u| format!("&uid={u}")).unwrap_or_default()
+        + &gid.map(|g| format!("&gid={g}")).unwrap_or_default();
     match (remote(src), remote(dst)) {
         (None, Some((node, path))) => {
             let local = Path::new(src);
@@ -276,37 +390,76 @@ async fn cp(client: &Client, src: &str, dst: &str, uid: Option<u32>, gid: Option
             let (mode, body, perm) = if md.is_dir() {
                 let mut b = tar::Builder::new(Vec::new());
                 b.follow_symlinks(false);
-                b.append_dir_all(".", local).with_context(|| format!("archiving {src}"))?;
+                b.append_dir_all(".", local)
+                    .with_context(|| format!("archiving {src}"))?;
                 ("tar", b.into_inner()?, String::new())
             } else {
                 use std::os::unix::fs::PermissionsExt;
                 let perm = format!("&permissions={:o}", md.permissions().mode() & 0o7777);
-                ("binary", std::fs::read(local).with_context(|| format!("reading {src}"))?, perm)
+                (
+                    "binary",
+                    std::fs::read(local).with_context(|| format!("reading {src}"))?,
+                    perm,
+                )
             };
-            let q = format!("/vm/{}/cp?path={}&mode={mode}{perm}{owner}", enc(node), enc(path));
+            let q = format!(
+                "/vm/{}/cp?path={}&mode={mode}{perm}{owner}",
+                enc(node),
+                enc(path)
+            );
             let r: bulkhead_api::CopyInResult = {
-                let resp = client.send_ok(Method::POST, &q, full_body(body), Some("application/octet-stream")).await?;
+                let resp = client
+                    .send_ok(
+                        Method::POST,
+                        &q,
+                        full_body(body),
+                        Some("application/octet-stream"),
+                    )
+                    .await?;
                 serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?
             };
             eprintln!("copied {} bytes to {node}:{}", r.bytes, r.path);
         }
         (Some((node, path)), None) => {
-            let get = |mode: &'static str| format!("/vm/{}/cp?path={}&mode={mode}", enc(node), enc(path));
-            match client.send_ok(Method::GET, &get("binary"), full_body(Bytes::new()), None).await {
+            let get =
+                |mode: &'static str| format!("/vm/{}/cp?path={}&mode={mode}", enc(node), enc(path));
+            match client
+                .send_ok(Method::GET, &get("binary"), full_body(Bytes::new()), None)
+                .await
+            {
                 Ok(resp) => {
-                    let data = resp.into_body().collect().await.context("copy broke off")?.to_bytes();
+                    let data = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .context("copy broke off")?
+                        .to_bytes();
                     let mut target = PathBuf::from(dst);
                     if target.is_dir() {
-                        target.push(Path::new(path).file_name().context("remote path has no file name")?);
+                        target.push(
+                            Path::new(path)
+                                .file_name()
+                                .context("remote path has no file name")?,
+                        );
                     }
-                    std::fs::write(&target, &data).with_context(|| format!("writing {}", target.display()))?;
+                    std::fs::write(&target, &data)
+                        .with_context(|| format!("writing {}", target.display()))?;
                     eprintln!("copied {} bytes to {}", data.len(), target.display());
                 }
                 Err(e) if e.code() == Some("is_a_directory") => {
-                    let resp = client.send_ok(Method::GET, &get("tar"), full_body(Bytes::new()), None).await?;
-                    let data = resp.into_body().collect().await.context("copy broke off")?.to_bytes();
+                    let resp = client
+                        .send_ok(Method::GET, &get("tar"), full_body(Bytes::new()), None)
+                        .await?;
+                    let data = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .context("copy broke off")?
+                        .to_bytes();
                     std::fs::create_dir_all(dst).with_context(|| format!("creating {dst}"))?;
-                    tar::Archive::new(&data[..]).unpack(dst).with_context(|| format!("unpacking into {dst}"))?;
+                    tar::Archive::new(&data[..])
+                        .unpack(dst)
+                        .with_context(|| format!("unpacking into {dst}"))?;
                     eprintln!("copied {node}:{path} to {dst}");
                 }
                 Err(e) => return Err(e.into()),

@@ -36,7 +36,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A tenant name unique to this test process and call.
 pub fn unique_tenant(prefix: &str) -> String {
-    format!("{prefix}{}x{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub struct Daemon {
@@ -50,19 +54,30 @@ pub struct Daemon {
 
 /// Runs the CLI and returns its output.
 pub fn cli(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run bulkhead")
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bulkhead")
 }
 
 pub fn cli_ok(args: &[&str]) -> String {
     let o = cli(args);
-    assert!(o.status.success(), "bulkhead {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "bulkhead {args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Shared image store for the whole suite, so each test does not rebuild `minimal`.
 /// `scripts/test.sh` points BULKHEAD_E2E_STATE at a directory it removes afterwards.
 pub fn shared_state() -> PathBuf {
-    let p = std::env::var_os("BULKHEAD_E2E_STATE").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("bulkhead-e2e-state"));
+    let p = std::env::var_os("BULKHEAD_E2E_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("bulkhead-e2e-state"));
     std::fs::create_dir_all(&p).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -73,7 +88,10 @@ impl Daemon {
     /// Writes a config with `bulkhead new NAME --socket ... <extra>` and starts the daemon.
     pub fn start(prefix: &str, extra: &[&str]) -> Daemon {
         let tenant = unique_tenant(prefix);
-        let dir = tempfile::Builder::new().prefix("bulkhead-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("bulkhead-e2e-")
+            .tempdir()
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
         let socket = dir.path().join("api.sock");
@@ -87,7 +105,14 @@ impl Daemon {
         let config = dir.path().join("tenant.yaml");
         std::fs::write(&config, yaml).unwrap();
         let socket = dir.path().join("api.sock");
-        let mut d = Daemon { tenant, socket, config, state: shared_state(), child: None, dir };
+        let mut d = Daemon {
+            tenant,
+            socket,
+            config,
+            state: shared_state(),
+            child: None,
+            dir,
+        };
         d.spawn();
         d
     }
@@ -96,7 +121,11 @@ impl Daemon {
     /// cgroup tree, visible, unlike `ip netns exec`).
     pub fn spawn(&mut self) {
         let offset = self.log().len();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
         let child = Command::new("unshare")
             .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
             .arg(&self.config)
@@ -115,7 +144,12 @@ impl Daemon {
     fn wait_ready(&mut self, offset: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() && self.log().get(offset..).is_some_and(|l| l.contains("ready on")) {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+                && self
+                    .log()
+                    .get(offset..)
+                    .is_some_and(|l| l.contains("ready on"))
+            {
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -154,7 +188,12 @@ impl Daemon {
 
     pub fn vm_ok(&self, args: &[&str]) -> String {
         let o = self.vm(args);
-        assert!(o.status.success(), "vm {args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "vm {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -166,7 +205,11 @@ impl Daemon {
     /// Runs a shell snippet in a node; returns (exit code, stdout, stderr).
     pub fn sh(&self, node: &str, script: &str) -> (i32, String, String) {
         let o = self.vm(&["exec", node, "--", "sh", "-c", script]);
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     /// Kills the daemon with SIGKILL (nodes keep running under their supervisors).
@@ -219,7 +262,10 @@ impl Drop for Daemon {
         // with it off and stop it: the product's own reconciliation and shutdown remove them.
         let cfg = std::fs::read_to_string(&self.config).unwrap_or_default();
         if cfg.contains("graceful_shutdown: true") {
-            let _ = std::fs::write(&self.config, cfg.replace("graceful_shutdown: true", "graceful_shutdown: false"));
+            let _ = std::fs::write(
+                &self.config,
+                cfg.replace("graceful_shutdown: true", "graceful_shutdown: false"),
+            );
             self.spawn();
             self.stop();
         }
@@ -229,17 +275,44 @@ impl Drop for Daemon {
 
 /// No node directory, cgroup or process of the tenant remains on the host.
 pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
-    let nodes: Vec<_> = std::fs::read_dir(tenant_dir.join("nodes")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let nodes: Vec<_> = std::fs::read_dir(tenant_dir.join("nodes"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(nodes.is_empty(), "node directories left: {nodes:?}");
     for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
-        let p = Path::new("/sys/fs/cgroup").join(ctrl).join("bulkhead").join(tenant);
-        let left: Vec<_> = std::fs::read_dir(&p).map(|r| r.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "cgroups left under {}: {left:?}", p.display());
+        let p = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join("bulkhead")
+            .join(tenant);
+        let left: Vec<_> = std::fs::read_dir(&p)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "cgroups left under {}: {left:?}",
+            p.display()
+        );
     }
-    let procs = Command::new("pgrep").args(["-f", &format!("tenants/{tenant}/nodes")]).output().unwrap();
-    assert!(procs.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&procs.stdout));
+    let procs = Command::new("pgrep")
+        .args(["-f", &format!("tenants/{tenant}/nodes")])
+        .output()
+        .unwrap();
+    assert!(
+        procs.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&procs.stdout)
+    );
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
