@@ -70,7 +70,7 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let (n_create, n_exec) = if quick { (10, 50) } else { (50, 500) };
+    let (n_create, n_exec) = if quick { (10, 50) } else { (100, 500) };
     let dir = tempfile::Builder::new()
         .prefix("bulkhead-bench-")
         .tempdir()
@@ -140,9 +140,18 @@ fn main() {
     let mut fork = time_cmd(n_exec, || {
         Command::new("/bin/true").status().unwrap();
     });
+    // bwrap and node create alternate, one sample each per round, so that drift in the
+    // machine's speed (a shared VM) hits both alike and the ratio stays fair.
     let bwrap_ok = Command::new("bwrap").arg("--version").output().is_ok();
-    let mut bwrap = if bwrap_ok {
-        time_cmd(n_create, || {
+    if !bwrap_ok {
+        eprintln!("bwrap not installed (apt-get install bubblewrap): no bwrap baseline");
+    }
+    let mut bwrap = Vec::new();
+    let mut create = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..n_create {
+        if bwrap_ok {
+            let t = Instant::now();
             let st = Command::new("bwrap")
                 .args(["--unshare-all", "--die-with-parent", "--bind"])
                 .arg(&rootfs)
@@ -158,16 +167,11 @@ fn main() {
                 ])
                 .status()
                 .unwrap();
+            bwrap.push(ms(t.elapsed()));
             assert!(st.success());
-        })
-    } else {
-        eprintln!("bwrap not installed (apt-get install bubblewrap): no bwrap baseline");
-        vec![f64::NAN]
-    };
-
-    // Node create with wait=agent; the nodes are deleted afterwards, outside the timing.
-    let mut names = Vec::new();
-    let mut create = time_cmd(n_create, || {
+        }
+        // Node create with wait=agent; the nodes are deleted afterwards, outside the timing.
+        let t = Instant::now();
         let v: serde_json::Value = rt
             .block_on(c.json(
                 Method::POST,
@@ -175,8 +179,12 @@ fn main() {
                 None,
             ))
             .unwrap();
+        create.push(ms(t.elapsed()));
         names.push(v["hostname"].as_str().unwrap().to_string());
-    });
+    }
+    if bwrap.is_empty() {
+        bwrap.push(f64::NAN);
+    }
     let node = names[0].clone();
     let exec_path = format!("/vm/{node}/exec?cmd=true&buffered=true");
     let mut exec = time_cmd(n_exec, || {
