@@ -8,7 +8,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 state=$(mktemp -d /tmp/bulkhead-test-state.XXXXXX)
 chmod 0711 "$state"
-cleanup() { rm -rf "$state"; }
+# The uid range registry is host-wide; remove it only if nothing else holds a range.
+cleanup() { rm -rf "$state"; rmdir /run/bulkhead/uid-ranges /run/bulkhead 2>/dev/null || true; }
 trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"
 

@@ -259,15 +259,18 @@ fn main() {
         )
         .unwrap();
         pss += pss_kib(st["supervisor_pid"].as_i64().unwrap() as i32);
+        let id =
+            bulkhead_jail::spec_cgroup(&state.join("tenants").join(&tenant).join("nodes").join(n))
+                .unwrap();
         let cgdir = std::path::Path::new("/sys/fs/cgroup/memory/bulkhead")
             .join(&tenant)
-            .join(n);
+            .join(&id);
+        let v2dir = std::path::Path::new("/sys/fs/cgroup/bulkhead")
+            .join(&tenant)
+            .join(&id);
+        let cgdir = if cgdir.exists() { cgdir } else { v2dir };
         let usage = std::fs::read_to_string(cgdir.join("memory.usage_in_bytes"))
-            .or_else(|_| {
-                std::fs::read_to_string(format!(
-                    "/sys/fs/cgroup/bulkhead/{tenant}/{n}/memory.current"
-                ))
-            })
+            .or_else(|_| std::fs::read_to_string(cgdir.join("memory.current")))
             .unwrap_or_default();
         cg += usage.trim().parse::<u64>().unwrap_or(0) / 1024;
         for p in std::fs::read_to_string(cgdir.join("cgroup.procs"))

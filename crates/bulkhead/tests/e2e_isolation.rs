@@ -293,17 +293,7 @@ fn memory_and_pids_limits_hold() {
         "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived",
     );
     assert_ne!(code, 0, "the memory hog was not stopped");
-    let oom = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory/bulkhead/{}/{hog}/memory.oom_control",
-        d.tenant
-    ))
-    .or_else(|_| {
-        std::fs::read_to_string(format!(
-            "/sys/fs/cgroup/bulkhead/{}/{hog}/memory.events",
-            d.tenant
-        ))
-    })
-    .unwrap();
+    let oom = d.cgroup_file_v1_v2(&hog, "memory", "memory.oom_control", "memory.events");
     let kills: u64 = oom
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
@@ -328,16 +318,7 @@ fn memory_and_pids_limits_hold() {
         &hog,
         "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done",
     );
-    let pids = |f: &str| {
-        std::fs::read_to_string(format!(
-            "/sys/fs/cgroup/pids/bulkhead/{}/{hog}/{f}",
-            d.tenant
-        ))
-        .or_else(|_| {
-            std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{hog}/{f}", d.tenant))
-        })
-        .unwrap()
-    };
+    let pids = |f: &str| d.cgroup_file(&hog, "pids", f);
     let current: u32 = pids("pids.current").trim().parse().unwrap();
     assert!(current <= 64, "{current} pids in a node capped at 64");
     let hit: u64 = pids("pids.events")
@@ -367,14 +348,7 @@ fn cpu_quota_throttles() {
         &n,
         "(timeout 1 sh -c 'while :; do :; done' &) ; timeout 1 sh -c 'while :; do :; done'; true",
     );
-    let stat = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/cpu/bulkhead/{}/{n}/cpu.stat",
-        d.tenant
-    ))
-    .or_else(|_| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/bulkhead/{}/{n}/cpu.stat", d.tenant))
-    })
-    .unwrap();
+    let stat = d.cgroup_file(&n, "cpu", "cpu.stat");
     let throttled: u64 = stat
         .lines()
         .find_map(|l| l.strip_prefix("nr_throttled "))

@@ -107,14 +107,21 @@ fn daemon_crash_then_restart_readopts_nodes() {
     d.sh(&node, "echo before > /work/state");
     d.crash();
     // The node runs on without its daemon.
-    let sup = std::process::Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("tenants/{}/nodes/{node}/spec.json", d.tenant),
-        ])
-        .output()
-        .unwrap();
-    assert!(!sup.stdout.is_empty(), "supervisor died with the daemon");
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            d.tenant_dir()
+                .join("nodes")
+                .join(&node)
+                .join("supervisor.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = st["supervisor_pid"].as_i64().unwrap();
+    assert!(
+        std::path::Path::new(&format!("/proc/{sup}")).exists(),
+        "supervisor died with the daemon"
+    );
     d.spawn();
     assert!(d.log().contains("re-adopted running node"), "{}", d.log());
     let (code, out, _) = d.sh(&node, "cat /work/state");

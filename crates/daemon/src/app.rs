@@ -20,6 +20,48 @@ use crate::error::ApiError;
 pub const MAX_QUEUED_LIFECYCLE: usize = 256;
 /// Node setups that run at once; the rest wait in the bounded queue above.
 pub const PARALLEL_SETUPS: usize = 8;
+/// Standby supervisors kept ready per tenant (see `bulkhead_jail::supervisor::run_standby`).
+pub const STANDBY_POOL: usize = 2;
+
+/// A supervisor that waits, already inside a fresh cgroup, for the spec of its node.
+pub struct Standby {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    cgroup: String,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: valid buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    format!(
+        "c{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Ends a standby: EOF on its stdin makes it remove its cgroup and exit.
+async fn end_standby(sb: Standby) {
+    let Standby {
+        mut child, stdin, ..
+    } = sb;
+    drop(stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// Turns a supervisor's answer line into the create's result.
+fn supervisor_answer(line: String) -> Result<(), ApiError> {
+    if line.starts_with("ready ") {
+        return Ok(());
+    }
+    let msg = line.trim().trim_start_matches("error ").to_string();
+    Err(ApiError::internal(if msg.is_empty() {
+        "node supervisor exited without a word".into()
+    } else {
+        format!("starting node: {msg}")
+    }))
+}
 
 #[derive(Default)]
 pub struct Counters {
@@ -45,6 +87,10 @@ pub struct App {
     pub cgroups: Cgroups,
     pub store: Mutex<Store>,
     pub setups: Semaphore,
+    pub standbys: tokio::sync::Mutex<Vec<Standby>>,
+    pub refilling: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: no standby may join the pool any more.
+    pub closing: std::sync::atomic::AtomicBool,
     pub queued: AtomicUsize,
     pub counters: Counters,
     pub started: Instant,
@@ -221,7 +267,7 @@ impl App {
     /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
     /// agent. Any failure after the record exists removes the node again.
     pub async fn create(
-        &self,
+        self: &std::sync::Arc<Self>,
         group: &str,
         req: CreateNodeRequest,
         wait_agent: bool,
@@ -284,11 +330,21 @@ impl App {
         })
     }
 
-    async fn start_supervisor(&self, row: &NodeRow, g: &HostGroup) -> Result<(), ApiError> {
+    async fn start_supervisor(
+        self: &std::sync::Arc<Self>,
+        row: &NodeRow,
+        g: &HostGroup,
+    ) -> Result<(), ApiError> {
         let dir = self.node_dir(&row.name);
+        let standby = self.standbys.lock().await.pop();
+        self.refill();
         let spec = JailSpec {
             tenant: self.tenant.clone(),
             node: row.name.clone(),
+            cgroup: standby
+                .as_ref()
+                .map(|s| s.cgroup.clone())
+                .unwrap_or_else(random_id),
             hostname: row.name.clone(),
             node_dir: dir.clone(),
             lower: self.lower.clone(),
@@ -315,6 +371,16 @@ impl App {
             serde_json::to_vec_pretty(&spec).unwrap_or_default(),
         )
         .map_err(io("writing node spec"))?;
+        if let Some(sb) = standby {
+            match self.hand_over(sb, &spec_path).await {
+                Ok(line) => return supervisor_answer(line),
+                // A standby that died in the pool: start a supervisor afresh for the same
+                // cgroup id (a standby removes its slot when it fails).
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby supervisor failed; starting one afresh")
+                }
+            }
+        }
         let mut cmd = tokio::process::Command::new(&self.supervisor_bin);
         cmd.arg(&spec_path)
             .stdin(std::process::Stdio::null())
@@ -338,21 +404,93 @@ impl App {
         // The supervisor lives on after this; tokio reaps it in the background when it exits.
         drop(child);
         match read {
-            Ok(Ok(_)) if line.starts_with("ready ") => Ok(()),
-            Ok(Ok(_)) => {
-                let msg = line.trim().trim_start_matches("error ").to_string();
-                Err(ApiError::internal(if msg.is_empty() {
-                    "node supervisor exited without a word".into()
-                } else {
-                    format!("starting node: {msg}")
-                }))
-            }
+            Ok(Ok(_)) => supervisor_answer(line),
             Ok(Err(e)) => Err(ApiError::internal(format!(
                 "reading supervisor status: {e}"
             ))),
             Err(_) => Err(ApiError::internal(
                 "node supervisor did not report within 60s",
             )),
+        }
+    }
+
+    /// Gives a standby its node's spec and reads its answer line.
+    async fn hand_over(&self, mut sb: Standby, spec_path: &Path) -> Result<String, String> {
+        use tokio::io::AsyncWriteExt;
+        let mut msg = spec_path.as_os_str().as_encoded_bytes().to_vec();
+        msg.push(b'\n');
+        sb.stdin.write_all(&msg).await.map_err(|e| e.to_string())?;
+        sb.stdin.flush().await.map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        // Dropping `sb` afterwards closes its stdin and detaches the child; tokio reaps it.
+        match tokio::time::timeout(Duration::from_secs(60), sb.stdout.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => Ok(line),
+            Ok(Ok(_)) => Err("standby exited".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("standby did not answer within 60s".into()),
+        }
+    }
+
+    async fn spawn_standby(&self) -> Result<Standby, String> {
+        let cgroup = random_id();
+        let mut child = tokio::process::Command::new(&self.supervisor_bin)
+            .arg("--standby")
+            .arg(&self.tenant)
+            .arg(&cgroup)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting a standby supervisor: {e}"))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut line = String::new();
+        match tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await {
+            Ok(Ok(_)) if line.trim() == "standby" => Ok(Standby {
+                child,
+                stdin,
+                stdout,
+                cgroup,
+            }),
+            _ => Err(format!("standby supervisor did not start: {}", line.trim())),
+        }
+    }
+
+    /// Tops the standby pool up in the background.
+    pub fn refill(self: &std::sync::Arc<Self>) {
+        if self.closing.load(Ordering::SeqCst) || self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let app = self.clone();
+        tokio::spawn(async move {
+            while !app.closing.load(Ordering::SeqCst)
+                && app.standbys.lock().await.len() < STANDBY_POOL
+            {
+                match app.spawn_standby().await {
+                    Ok(sb) if app.closing.load(Ordering::SeqCst) => end_standby(sb).await,
+                    Ok(sb) => app.standbys.lock().await.push(sb),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "standby pool not refilled");
+                        break;
+                    }
+                }
+            }
+            app.refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Closes the pool: waits for a refill under way, then ends every standby (each removes
+    /// its cgroup) and waits for them.
+    pub async fn drain_standbys(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.refilling.load(Ordering::SeqCst) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let pool: Vec<Standby> = std::mem::take(&mut *self.standbys.lock().await);
+        for sb in pool {
+            end_standby(sb).await;
         }
     }
 
@@ -393,10 +531,9 @@ impl App {
                 }
             }
         }
-        let (cg, tenant, name2) = (self.cgroups.clone(), self.tenant.clone(), name.to_string());
+        let (cg, tenant) = (self.cgroups.clone(), self.tenant.clone());
         let r =
-            tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &name2, &dir))
-                .await;
+            tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &dir)).await;
         if let Ok(Err(e)) = r {
             tracing::error!(node = %name, error = %e, "cleanup failed; reconciliation will retry");
         }
@@ -474,25 +611,45 @@ impl App {
             .into_iter()
             .map(|r| r.name)
             .collect();
-        let mut strays: Vec<String> = std::fs::read_dir(self.tenant_dir.join("nodes"))
+        let strays: Vec<String> = std::fs::read_dir(self.tenant_dir.join("nodes"))
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        strays.extend(self.cgroups.tenant_nodes(&self.tenant));
-        strays.sort();
-        strays.dedup();
         for s in strays.into_iter().filter(|s| !known.contains(s)) {
             tracing::warn!(node = %s, "removing leftovers of a node that state does not know");
             self.destroy(&s).await;
             removed += 1;
+        }
+        // Cgroups that no known node's spec names: slots of standbys from a daemon that died,
+        // or nodes whose directory is already gone. Removing them kills what is inside.
+        let live: Vec<String> = known
+            .iter()
+            .filter_map(|n| bulkhead_jail::spec_cgroup(&self.node_dir(n)))
+            .collect();
+        let pooled: Vec<String> = self
+            .standbys
+            .lock()
+            .await
+            .iter()
+            .map(|s| s.cgroup.clone())
+            .collect();
+        for id in self.cgroups.tenant_cgroups(&self.tenant) {
+            if !live.contains(&id) && !pooled.contains(&id) {
+                tracing::warn!(cgroup = %id, "removing a cgroup that no node explains");
+                if let Err(e) = self.cgroups.node(&self.tenant, &id).remove() {
+                    tracing::error!(cgroup = %id, error = %e, "cannot remove stray cgroup");
+                }
+                removed += 1;
+            }
         }
         (adopted, removed)
     }
 
     /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false).
     pub async fn delete_all(&self) {
+        self.drain_standbys().await;
         for r in self.list().unwrap_or_default() {
             let _ = self
                 .store()

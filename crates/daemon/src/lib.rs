@@ -249,11 +249,15 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         cgroups,
         store: std::sync::Mutex::new(store),
         setups: tokio::sync::Semaphore::new(app::PARALLEL_SETUPS),
+        standbys: Default::default(),
+        refilling: Default::default(),
+        closing: Default::default(),
         queued: Default::default(),
         counters: Default::default(),
         started: Instant::now(),
     });
     let (adopted, removed) = app.reconcile().await;
+    app.refill();
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = app.cgroups.describe(), "state reconciled");
 
     let router = routes::router(app.clone());
@@ -320,6 +324,8 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         tracing::error!(error = %e, "server failed");
     }
     if cfg.graceful_shutdown {
+        app.drain_standbys().await;
+        app.cgroups.remove_tenant_if_empty(&app.tenant);
         tracing::info!("graceful_shutdown: true, leaving nodes running for the next start");
     } else {
         app.delete_all().await;

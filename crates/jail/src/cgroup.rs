@@ -98,19 +98,49 @@ impl Cgroups {
         }
     }
 
-    pub fn node(&self, tenant: &str, node: &str) -> NodeCgroup {
+    pub fn node(&self, tenant: &str, id: &str) -> NodeCgroup {
         NodeCgroup {
             version: self.version,
             dirs: self
                 .bases()
                 .into_iter()
-                .map(|b| b.join(TOP).join(tenant).join(node))
+                .map(|b| b.join(TOP).join(tenant).join(id))
                 .collect(),
         }
     }
 
-    /// Names of the node cgroups that exist for a tenant (for reconciliation).
-    pub fn tenant_nodes(&self, tenant: &str) -> Vec<String> {
+    /// The cgroup(s) the calling process is in now, as a place it can return to.
+    pub fn current(&self) -> NodeCgroup {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let find = |ctrl: Option<&str>| -> String {
+            own.lines()
+                .filter_map(|l| {
+                    let mut p = l.splitn(3, ':');
+                    let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+                    let hit = match ctrl {
+                        Some(c) => ctrls.split(',').any(|x| x == c),
+                        None => ctrls.is_empty(),
+                    };
+                    hit.then(|| path.trim_start_matches('/').to_string())
+                })
+                .next()
+                .unwrap_or_default()
+        };
+        let dirs = match self.version {
+            Version::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| self.root.join(c).join(find(Some(c))))
+                .collect(),
+            Version::V2 => vec![self.root.join(find(None))],
+        };
+        NodeCgroup {
+            version: self.version,
+            dirs,
+        }
+    }
+
+    /// Ids of the node cgroups that exist for a tenant (for reconciliation).
+    pub fn tenant_cgroups(&self, tenant: &str) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for b in self.bases() {
             if let Ok(rd) = fs::read_dir(b.join(TOP).join(tenant)) {
@@ -186,14 +216,20 @@ impl NodeCgroup {
         }
     }
 
-    /// Creates the cgroup(s) and writes the limits.
-    pub fn create(&self, limits: &Limits) -> Result<(), CgroupError> {
+    /// Creates the cgroup(s) without limits (a standby's slot).
+    pub fn create_dirs(&self) -> Result<(), CgroupError> {
         for d in &self.dirs {
             fs::create_dir_all(d).map_err(|source| CgroupError::Io {
                 path: d.clone(),
                 source,
             })?;
         }
+        Ok(())
+    }
+
+    /// Creates the cgroup(s) if needed and writes the limits.
+    pub fn create(&self, limits: &Limits) -> Result<(), CgroupError> {
+        self.create_dirs()?;
         let quota = limits.millicpus * CPU_PERIOD_US / 1000;
         match self.version {
             Version::V1 => {

@@ -28,6 +28,9 @@ pub use cgroup::{CgroupError, Cgroups, Limits};
 pub struct JailSpec {
     pub tenant: String,
     pub node: String,
+    /// Name of the node's cgroup under `bulkhead/<tenant>/`: an opaque id, because a standby
+    /// supervisor creates (and enters) it before it knows which node it will run.
+    pub cgroup: String,
     pub hostname: String,
     /// Holds `rootfs/` (mount point), `scratch/`, `agent.sock`, `console.log`, `supervisor.json`.
     pub node_dir: PathBuf,
@@ -112,15 +115,19 @@ pub fn read_supervisor_state(node_dir: &Path) -> Option<SupervisorState> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The cgroup id a node's spec names, if the node got as far as having a spec.
+pub fn spec_cgroup(node_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(node_dir.join(files::SPEC)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["cgroup"].as_str().map(str::to_string)
+}
+
 /// Removes what a node leaves on the host: its cgroups (killing anything still in them) and
 /// its directory. Safe to call on a half-created or already-removed node.
-pub fn cleanup(
-    cgroups: &Cgroups,
-    tenant: &str,
-    node: &str,
-    node_dir: &Path,
-) -> Result<(), JailError> {
-    cgroups.node(tenant, node).remove()?;
+pub fn cleanup(cgroups: &Cgroups, tenant: &str, node_dir: &Path) -> Result<(), JailError> {
+    if let Some(id) = spec_cgroup(node_dir) {
+        cgroups.node(tenant, &id).remove()?;
+    }
     match std::fs::remove_dir_all(node_dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

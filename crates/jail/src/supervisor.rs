@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
+use crate::cgroup::NodeCgroup;
 use crate::{files, io_err, setup, Cgroups, JailError, JailSpec, SupervisorState};
 
 fn pipe() -> Result<(File, File), JailError> {
@@ -43,19 +44,36 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Entry point of `bulkhead supervise SPEC`. Returns the process exit code.
-pub fn run(spec_path: &Path) -> i32 {
-    let mut out = std::io::stdout();
-    let spec: JailSpec = match fs::read(spec_path)
+fn read_spec(spec_path: &Path) -> Result<JailSpec, String> {
+    fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("reading spec {}: {e}", spec_path.display()))
+}
+
+/// `bulkhead-supervisor SPEC`: starts the node at once. Returns the process exit code.
+pub fn run(spec_path: &Path) -> i32 {
+    let mut out = std::io::stdout();
+    let (spec, cgroups) = match read_spec(spec_path)
+        .and_then(|s| Cgroups::detect().map(|c| (s, c)).map_err(|e| e.to_string()))
     {
-        Ok(s) => s,
+        Ok(x) => x,
         Err(e) => {
-            let _ = writeln!(out, "error reading spec {}: {e}", spec_path.display());
+            let _ = writeln!(out, "error {e}");
             return 2;
         }
     };
+    let sigs = block_signals();
+    supervise(&spec, &cgroups, &sigs, None)
+}
+
+/// `bulkhead-supervisor --standby TENANT CGROUP`: creates the cgroup, moves itself into it,
+/// says `standby`, and waits for a spec path on stdin. Moving a task into a cgroup v1 hierarchy
+/// waits out an RCU grace period (7-20 ms here when the lock is cold); a standby pays it before
+/// any request, so the node's init is then born inside its cgroup and nothing is moved on the
+/// create path. EOF on stdin (the daemon stopped or shrank its pool) removes the slot.
+pub fn run_standby(tenant: &str, id: &str) -> i32 {
+    let mut out = std::io::stdout();
     let cgroups = match Cgroups::detect() {
         Ok(c) => c,
         Err(e) => {
@@ -63,30 +81,90 @@ pub fn run(spec_path: &Path) -> i32 {
             return 1;
         }
     };
+    let origin = cgroups.current();
+    let cg = cgroups.node(tenant, id);
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    if let Err(e) = cgroups
+        .prepare_tenant(tenant)
+        .and_then(|_| cg.create_dirs())
+        .and_then(|_| cg.add(me))
+    {
+        let _ = origin.add(me);
+        let _ = cg.remove();
+        let _ = writeln!(out, "error {e}");
+        return 1;
+    }
+    let _ = writeln!(out, "standby");
+    let _ = out.flush();
+    let mut line = String::new();
+    let got = std::io::stdin().read_line(&mut line).unwrap_or(0);
+    let spec = match (got, read_spec(Path::new(line.trim()))) {
+        (0, _) => None,
+        (_, Ok(s)) if s.tenant == tenant && s.cgroup == id => Some(s),
+        (_, Ok(_)) => {
+            let _ = writeln!(
+                out,
+                "error spec does not name this standby's tenant and cgroup"
+            );
+            None
+        }
+        (_, Err(e)) => {
+            let _ = writeln!(out, "error {e}");
+            None
+        }
+    };
+    let Some(spec) = spec else {
+        let _ = origin.add(me);
+        let _ = cg.remove();
+        return if got == 0 { 0 } else { 1 };
+    };
     let sigs = block_signals();
-    let init = match start(&spec, &cgroups) {
+    supervise(&spec, &cgroups, &sigs, Some(&origin))
+}
+
+/// Starts the node, reports, waits for it, and cleans up. `origin` is set when the supervisor
+/// already sits in the node's cgroup (a standby): it steps back there once the node runs, so
+/// the node's limits, freezer and process count cover the node alone.
+fn supervise(
+    spec: &JailSpec,
+    cgroups: &Cgroups,
+    sigs: &libc::sigset_t,
+    origin: Option<&NodeCgroup>,
+) -> i32 {
+    let mut out = std::io::stdout();
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let init = match start(spec, cgroups, origin.is_some()) {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = crate::cleanup(&cgroups, &spec.tenant, &spec.node, &spec.node_dir);
+            if let Some(o) = origin {
+                let _ = o.add(me);
+            }
+            let _ = crate::cleanup(cgroups, &spec.tenant, &spec.node_dir);
             let _ = writeln!(out, "error {e}");
             return 1;
         }
     };
     let _ = writeln!(out, "ready {init}");
     let _ = out.flush();
-    // Detach from the daemon's pipe so the daemon can come and go.
-    if let Ok(null) = File::options().write(true).open("/dev/null") {
-        // SAFETY: replacing our own stdout/stderr with /dev/null.
+    if let Some(o) = origin {
+        let _ = o.add(me);
+    }
+    // Detach from the daemon's pipes so the daemon can come and go.
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        // SAFETY: replacing our own stdio with /dev/null.
         unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
             libc::dup2(null.as_raw_fd(), 1);
             libc::dup2(null.as_raw_fd(), 2);
         }
     }
-    wait_for(init, &sigs);
+    wait_for(init, sigs);
     // The node is gone. Remove the socket and cgroups; the directory belongs to the daemon,
     // which removes it when it deletes the node (or at reconciliation).
     let _ = fs::remove_file(spec.node_dir.join(files::AGENT_SOCKET));
-    let _ = cgroups.node(&spec.tenant, &spec.node).remove();
+    let _ = cgroups.node(&spec.tenant, &spec.cgroup).remove();
     0
 }
 
@@ -114,7 +192,7 @@ fn wait_for(init: i32, sigs: &libc::sigset_t) {
     }
 }
 
-fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
+fn start(spec: &JailSpec, cgroups: &Cgroups, inside: bool) -> Result<i32, JailError> {
     let filters = if spec.seccomp.is_empty() {
         crate::seccomp::compile()?
     } else {
@@ -123,7 +201,7 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
             .map(|p| crate::seccomp::decode(p))
             .collect()
     };
-    let cg = cgroups.node(&spec.tenant, &spec.node);
+    let cg = cgroups.node(&spec.tenant, &spec.cgroup);
     cgroups.prepare_tenant(&spec.tenant)?;
     cg.create(&spec.limits)?;
 
@@ -194,7 +272,10 @@ fn start(spec: &JailSpec, cgroups: &Cgroups) -> Result<i32, JailError> {
         fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io_err("writing gid_map"))?;
         go_w.write_all(b"g").map_err(io_err("starting the node"))?;
         drop(go_w);
-        cg.add(pid)?;
+        if !inside {
+            // Born outside: move it in (a standby's child is born inside already).
+            cg.add(pid)?;
+        }
         placed_w
             .write_all(b"p")
             .map_err(io_err("starting the node"))?;

@@ -1,13 +1,23 @@
-//! `bulkhead-supervisor SPEC`: supervises one node (see `bulkhead_jail::supervisor`). Started
-//! by the daemon for every node; a small binary of its own because its start-up time is part
-//! of every node's creation. It must stay single-threaded: it clones the node's init without
-//! exec.
+//! `bulkhead-supervisor`: supervises one node (see `bulkhead_jail::supervisor`). Started by the
+//! daemon, either for a node at once (`bulkhead-supervisor SPEC`) or ahead of time as a standby
+//! that already sits in a fresh cgroup (`bulkhead-supervisor --standby TENANT CGROUP`, then a
+//! spec path on stdin). A small binary of its own because its start-up is part of creating a
+//! node. It must stay single-threaded: it clones the node's init without exec.
 
-fn main() -> std::process::ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    let (Some(spec), None) = (args.next(), args.next()) else {
-        eprintln!("usage: bulkhead-supervisor SPEC (started by the bulkhead daemon)");
-        return std::process::ExitCode::from(2);
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let code = match args.as_slice() {
+        [flag, tenant, id] if flag == "--standby" => match (tenant.to_str(), id.to_str()) {
+            (Some(t), Some(i)) => bulkhead_jail::supervisor::run_standby(t, i),
+            _ => 2,
+        },
+        [spec] => bulkhead_jail::supervisor::run(std::path::Path::new(spec)),
+        _ => {
+            eprintln!("usage: bulkhead-supervisor SPEC | --standby TENANT CGROUP (started by the bulkhead daemon)");
+            2
+        }
     };
-    std::process::ExitCode::from(bulkhead_jail::supervisor::run(std::path::Path::new(&spec)) as u8)
+    ExitCode::from(code as u8)
 }

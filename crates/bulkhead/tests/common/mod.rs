@@ -238,6 +238,32 @@ impl Daemon {
         }
     }
 
+    /// Reads a file of a node's cgroup: `controller` names the v1 hierarchy; on v2 the file is
+    /// looked up in the unified tree.
+    pub fn cgroup_file(&self, node: &str, controller: &str, file: &str) -> String {
+        self.cgroup_file_v1_v2(node, controller, file, file)
+    }
+
+    /// Like [`Daemon::cgroup_file`], where v1 and v2 name the file differently.
+    pub fn cgroup_file_v1_v2(
+        &self,
+        node: &str,
+        controller: &str,
+        v1_file: &str,
+        v2_file: &str,
+    ) -> String {
+        let id = bulkhead_jail::spec_cgroup(&self.tenant_dir().join("nodes").join(node))
+            .expect("node spec names its cgroup");
+        let v1 = format!(
+            "/sys/fs/cgroup/{controller}/bulkhead/{}/{id}/{v1_file}",
+            self.tenant
+        );
+        let v2 = format!("/sys/fs/cgroup/bulkhead/{}/{id}/{v2_file}", self.tenant);
+        std::fs::read_to_string(&v1)
+            .or_else(|_| std::fs::read_to_string(&v2))
+            .unwrap_or_else(|e| panic!("{v1} / {v2}: {e}"))
+    }
+
     pub fn tenant_dir(&self) -> PathBuf {
         self.state.join("tenants").join(&self.tenant)
     }
@@ -258,16 +284,29 @@ impl Drop for Daemon {
         if self.child.is_some() {
             self.stop();
         }
-        // With graceful_shutdown: true the stop left nodes running. Start the daemon once more
-        // with it off and stop it: the product's own reconciliation and shutdown remove them.
+        // Nodes may be left: graceful_shutdown: true, a crashed daemon, or a test that failed
+        // halfway. Start the daemon once more with graceful_shutdown off and stop it: the
+        // product's own reconciliation and shutdown remove them.
         let cfg = std::fs::read_to_string(&self.config).unwrap_or_default();
-        if cfg.contains("graceful_shutdown: true") {
+        let nodes_left = std::fs::read_dir(self.tenant_dir().join("nodes"))
+            .is_ok_and(|mut r| r.next().is_some());
+        let cgroups_left = ["memory", ""].iter().any(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("bulkhead")
+                .join(&self.tenant)
+                .exists()
+        });
+        if cfg.contains("graceful_shutdown: true") || nodes_left || cgroups_left {
             let _ = std::fs::write(
                 &self.config,
                 cfg.replace("graceful_shutdown: true", "graceful_shutdown: false"),
             );
-            self.spawn();
-            self.stop();
+            // A panic here while a test is already failing would abort: catch it.
+            let respawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn()));
+            if respawn.is_ok() {
+                self.stop();
+            }
         }
         self.remove_state();
     }
@@ -299,13 +338,40 @@ pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
         );
     }
     let procs = Command::new("pgrep")
-        .args(["-f", &format!("tenants/{tenant}/nodes")])
+        .args(["-f", &format!("tenants/{tenant}/nodes|--standby {tenant} ")])
         .output()
         .unwrap();
     assert!(
         procs.stdout.is_empty(),
         "processes left: {}",
         String::from_utf8_lossy(&procs.stdout)
+    );
+    for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
+        let p = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join("bulkhead")
+            .join(tenant);
+        assert!(!p.exists(), "the tenant's cgroup {} is left", p.display());
+    }
+    // Any process still inside one of the tenant's cgroups (a node, or a supervisor in its slot).
+    let needle = format!("/bulkhead/{tenant}/");
+    let inside: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|c| c.contains(&needle))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        inside.is_empty(),
+        "processes left in the tenant's cgroups: {inside:?}"
     );
 }
 
