@@ -201,6 +201,18 @@ fn main() {
         rt.block_on(r.into_body().collect()).unwrap();
     });
 
+    let metrics = rt.block_on(async {
+        let r = c
+            .send_ok(Method::GET, "/metrics", full_body(""), None)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned()
+    });
+    let standby: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("bulkhead_standby_"))
+        .collect();
+    println!("{}", standby.join("   "));
     let (f50, _) = row("fork+exec /bin/true (baseline)", &mut fork);
     let (b50, _) = row("bwrap --unshare-all /bin/true (baseline)", &mut bwrap);
     let (c50, _) = row("node create, wait=agent", &mut create);

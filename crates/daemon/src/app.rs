@@ -21,7 +21,9 @@ pub const MAX_QUEUED_LIFECYCLE: usize = 256;
 /// Node setups that run at once; the rest wait in the bounded queue above.
 pub const PARALLEL_SETUPS: usize = 8;
 /// Standby supervisors kept ready per tenant (see `bulkhead_jail::supervisor::run_standby`).
-pub const STANDBY_POOL: usize = 2;
+pub const STANDBY_POOL: usize = 4;
+/// How long a refill waits after the create that triggered it.
+pub const REFILL_DELAY: Duration = Duration::from_millis(15);
 
 /// A supervisor that waits, already inside a fresh cgroup, for the spec of its node.
 pub struct Standby {
@@ -71,6 +73,8 @@ pub struct Counters {
     pub execs: AtomicU64,
     pub not_found: AtomicU64,
     pub rejected_busy: AtomicU64,
+    pub standby_hits: AtomicU64,
+    pub standby_misses: AtomicU64,
 }
 
 pub struct App {
@@ -337,6 +341,12 @@ impl App {
     ) -> Result<(), ApiError> {
         let dir = self.node_dir(&row.name);
         let standby = self.standbys.lock().await.pop();
+        let counter = if standby.is_some() {
+            &self.counters.standby_hits
+        } else {
+            &self.counters.standby_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         self.refill();
         let spec = JailSpec {
             tenant: self.tenant.clone(),
@@ -464,16 +474,30 @@ impl App {
         }
         let app = self.clone();
         tokio::spawn(async move {
-            while !app.closing.load(Ordering::SeqCst)
-                && app.standbys.lock().await.len() < STANDBY_POOL
-            {
-                match app.spawn_standby().await {
-                    Ok(sb) if app.closing.load(Ordering::SeqCst) => end_standby(sb).await,
-                    Ok(sb) => app.standbys.lock().await.push(sb),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "standby pool not refilled");
-                        break;
+            // Let the create that emptied the slot finish first: spawning standbys costs CPU
+            // that the create in flight needs more.
+            tokio::time::sleep(REFILL_DELAY).await;
+            loop {
+                let missing = STANDBY_POOL.saturating_sub(app.standbys.lock().await.len());
+                if missing == 0 || app.closing.load(Ordering::SeqCst) {
+                    break;
+                }
+                // Started together, their cgroup moves wait out one grace period, not several.
+                let spawned =
+                    futures_util::future::join_all((0..missing).map(|_| app.spawn_standby())).await;
+                let mut failed = false;
+                for r in spawned {
+                    match r {
+                        Ok(sb) if app.closing.load(Ordering::SeqCst) => end_standby(sb).await,
+                        Ok(sb) => app.standbys.lock().await.push(sb),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "standby pool not refilled");
+                            failed = true;
+                        }
                     }
+                }
+                if failed {
+                    break;
                 }
             }
             app.refilling.store(false, Ordering::SeqCst);

@@ -272,6 +272,18 @@ async fn metrics(State(app): State<AppState>) -> Response {
         c.rejected_busy.load(Ordering::Relaxed),
     );
     line(
+        "bulkhead_standby_hits_total",
+        "counter",
+        "Node creates served by a standby supervisor (no cgroup move on the create path).",
+        c.standby_hits.load(Ordering::Relaxed),
+    );
+    line(
+        "bulkhead_standby_misses_total",
+        "counter",
+        "Node creates that found the standby pool empty.",
+        c.standby_misses.load(Ordering::Relaxed),
+    );
+    line(
         "bulkhead_uptime_seconds",
         "gauge",
         "Seconds since the daemon started.",
