@@ -137,6 +137,14 @@ fn exec_semantics() {
     assert_eq!(o.status.code(), Some(42));
     let o = d.vm(&["exec", &n, "--", "sh", "-c", "kill -9 $$"]);
     assert_eq!(o.status.code(), Some(137));
+    assert_eq!(
+        d.vm(&["exec", &n, "--", "no-such-command"]).status.code(),
+        Some(127)
+    );
+    assert_eq!(
+        d.vm(&["exec", &n, "--", "/etc/passwd"]).status.code(),
+        Some(126)
+    );
     // A client that goes away kills its command.
     {
         let resp = rt

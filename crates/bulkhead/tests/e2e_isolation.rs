@@ -452,3 +452,33 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     );
     drop(guard);
 }
+
+#[test]
+fn storage_size_bounds_the_writable_layer() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("disk", &["--storage-size", "16M", "--ram-mb", "256"]);
+    let n = d.add();
+    let (code, _, err) = d.sh(&n, "dd if=/dev/zero of=/work/big bs=1M count=32");
+    assert_ne!(code, 0, "wrote 32 MiB into a 16 MiB layer");
+    assert!(err.contains("No space left"), "{err}");
+    d.sh(&n, "rm -f /work/big");
+    let rt = rt();
+    let e = rt
+        .block_on(d.client().send_ok(
+            hyper::Method::POST,
+            &format!("/vm/{n}/cp?path=/work/upload"),
+            bulkhead_api::client::full_body(vec![0u8; 24 << 20]),
+            None,
+        ))
+        .unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(507), "{e}");
+    assert_eq!(d.sh(&n, "ls -A /work").1, "", "a partial upload was left");
+    // The node still works once space is free.
+    assert_eq!(
+        d.sh(&n, "echo ok > /work/small && cat /work/small").1,
+        "ok\n"
+    );
+    d.stop_and_assert_clean();
+}

@@ -326,7 +326,19 @@ async fn exec(
     } else {
         full_body(Bytes::new())
     };
-    let resp = client.send_ok(Method::POST, &q, body, None).await?;
+    let resp = match client.send_ok(Method::POST, &q, body, None).await {
+        Ok(r) => r,
+        // The shell's conventions, so scripts can tell "not found" from the command failing.
+        Err(e) if matches!(e.code(), Some("command_not_found") | Some("exec_failed")) => {
+            eprintln!("bulkhead: {e}");
+            return Ok(ExitCode::from(if e.code() == Some("command_not_found") {
+                127
+            } else {
+                126
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut body = resp.into_body();
     let mut pending: Vec<u8> = Vec::new();
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
