@@ -2,6 +2,15 @@
 //! concurrent load on one daemon.
 
 mod common;
+
+/// Awaits spawned tasks in order.
+async fn join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
 use bulkhead_api::client::full_body;
 use bulkhead_api::{BufferedExec, ExecFrame};
 use common::*;
@@ -453,11 +462,7 @@ fn hundred_concurrent_creates_execs_and_deletes() {
                 })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        join(tasks).await
     });
     let mut names = Vec::new();
     for r in created {
@@ -505,11 +510,7 @@ fn hundred_concurrent_creates_execs_and_deletes() {
                 })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        join(tasks).await
     });
     for (n, r) in outs {
         assert_eq!(r.unwrap().stdout.trim(), n, "exec in {n}");
@@ -529,11 +530,7 @@ fn hundred_concurrent_creates_execs_and_deletes() {
                 })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        join(tasks).await
     });
     assert!(
         deleted.iter().all(|r| r.is_ok()),

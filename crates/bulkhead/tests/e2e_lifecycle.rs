@@ -107,16 +107,7 @@ fn daemon_crash_then_restart_readopts_nodes() {
     d.sh(&node, "echo before > /work/state");
     d.crash();
     // The node runs on without its daemon.
-    let st: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            d.tenant_dir()
-                .join("nodes")
-                .join(&node)
-                .join("supervisor.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let st = d.supervisor_state(&node);
     let sup = st["supervisor_pid"].as_i64().unwrap();
     assert!(
         std::path::Path::new(&format!("/proc/{sup}")).exists(),
@@ -137,16 +128,7 @@ fn restart_removes_nodes_whose_supervisor_died() {
     let mut d = Daemon::start("lost", &[]);
     let node = d.add();
     d.crash();
-    let st: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            d.tenant_dir()
-                .join("nodes")
-                .join(&node)
-                .join("supervisor.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let st = d.supervisor_state(&node);
     let sup = st["supervisor_pid"].as_i64().unwrap() as i32;
     // SAFETY: killing the supervisor this test's daemon started, by its recorded pid.
     unsafe { libc::kill(sup, libc::SIGKILL) };
@@ -268,16 +250,7 @@ fn a_node_whose_init_died_reports_stopped_and_deletes_cleanly() {
     }
     let d = Daemon::start("died", &[]);
     let n = d.add();
-    let st: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            d.tenant_dir()
-                .join("nodes")
-                .join(&n)
-                .join("supervisor.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let st = d.supervisor_state(&n);
     // SAFETY: killing the init of a node this test created (from outside its pid namespace).
     unsafe { libc::kill(st["init_pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -222,73 +222,75 @@ async fn delete_node(
 async fn metrics(State(app): State<AppState>) -> Response {
     let c = &app.counters;
     let t = &app.tenant;
-    let nodes = app.list().unwrap_or_default();
+    let nodes = app.list().unwrap_or_default().len() as u64;
+    let metrics: [(&str, &str, &str, u64); 10] = [
+        (
+            "bulkhead_nodes",
+            "gauge",
+            "Nodes of the tenant in any state.",
+            nodes,
+        ),
+        (
+            "bulkhead_node_creates_total",
+            "counter",
+            "Node creates admitted.",
+            c.creates.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_node_create_failures_total",
+            "counter",
+            "Node creates that failed and were rolled back.",
+            c.create_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_node_deletes_total",
+            "counter",
+            "Nodes deleted.",
+            c.deletes.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_execs_total",
+            "counter",
+            "Exec requests started.",
+            c.execs.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_not_found_total",
+            "counter",
+            "Requests for nodes that do not exist for this tenant.",
+            c.not_found.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_rejected_busy_total",
+            "counter",
+            "Lifecycle requests refused because the queue was full.",
+            c.rejected_busy.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_standby_hits_total",
+            "counter",
+            "Node creates served by a standby supervisor (no cgroup move on the create path).",
+            c.standby_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_standby_misses_total",
+            "counter",
+            "Node creates that found the standby pool empty.",
+            c.standby_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            app.started.elapsed().as_secs(),
+        ),
+    ];
     let mut out = String::new();
-    let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+    for (name, kind, help, v) in metrics {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"
         ));
-    };
-    line(
-        "bulkhead_nodes",
-        "gauge",
-        "Nodes of the tenant in any state.",
-        nodes.len() as u64,
-    );
-    line(
-        "bulkhead_node_creates_total",
-        "counter",
-        "Node creates admitted.",
-        c.creates.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_node_create_failures_total",
-        "counter",
-        "Node creates that failed and were rolled back.",
-        c.create_failures.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_node_deletes_total",
-        "counter",
-        "Nodes deleted.",
-        c.deletes.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_execs_total",
-        "counter",
-        "Exec requests started.",
-        c.execs.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_not_found_total",
-        "counter",
-        "Requests for nodes that do not exist for this tenant.",
-        c.not_found.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_rejected_busy_total",
-        "counter",
-        "Lifecycle requests refused because the queue was full.",
-        c.rejected_busy.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_standby_hits_total",
-        "counter",
-        "Node creates served by a standby supervisor (no cgroup move on the create path).",
-        c.standby_hits.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_standby_misses_total",
-        "counter",
-        "Node creates that found the standby pool empty.",
-        c.standby_misses.load(Ordering::Relaxed),
-    );
-    line(
-        "bulkhead_uptime_seconds",
-        "gauge",
-        "Seconds since the daemon started.",
-        app.started.elapsed().as_secs(),
-    );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

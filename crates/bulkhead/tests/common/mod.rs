@@ -264,6 +264,19 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{v1} / {v2}: {e}"))
     }
 
+    /// What the node's supervisor recorded (`supervisor_pid`, `init_pid`, ...).
+    pub fn supervisor_state(&self, node: &str) -> serde_json::Value {
+        let p = self
+            .tenant_dir()
+            .join("nodes")
+            .join(node)
+            .join("supervisor.json");
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+
     pub fn tenant_dir(&self) -> PathBuf {
         self.state.join("tenants").join(&self.tenant)
     }
