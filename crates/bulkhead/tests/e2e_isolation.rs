@@ -370,6 +370,20 @@ fn api_socket_is_owner_only_and_tcp_needs_the_token() {
     let md = std::fs::metadata(&d.socket).unwrap();
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
     assert_eq!(md.uid(), 0);
+    // What a node leaves on the host is private to root: its output, its spec, the state.
+    let n = d.add();
+    d.sh(&n, "echo secret-output");
+    let node_dir = d.tenant_dir().join("nodes").join(&n);
+    for (p, want) in [
+        (node_dir.clone(), 0o711),
+        (node_dir.join("console.log"), 0o600),
+        (node_dir.join("spec.json"), 0o600),
+        (node_dir.join("agent.sock"), 0o600),
+        (d.tenant_dir().join("state.db"), 0o600),
+    ] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want, "{} is {mode:o}", p.display());
+    }
     d.stop_and_assert_clean();
 
     // TCP inside the daemon's own network namespace; clients join it with nsenter.

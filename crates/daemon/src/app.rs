@@ -374,11 +374,13 @@ impl App {
             let what = what.to_string();
             move |e: std::io::Error| ApiError::internal(format!("{what}: {e}"))
         };
-        std::fs::create_dir_all(&dir).map_err(io("creating node directory"))?;
+        // 0711: the node's own (mapped, unprivileged) root must traverse it to reach its mount
+        // points; nobody else may list it. Its files are private to root.
+        ensure_dir(&dir, 0o711).map_err(io("creating node directory"))?;
         let spec_path = dir.join(files::SPEC);
-        std::fs::write(
+        write_private(
             &spec_path,
-            serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+            &serde_json::to_vec_pretty(&spec).unwrap_or_default(),
         )
         .map_err(io("writing node spec"))?;
         if let Some(sb) = standby {
@@ -700,6 +702,19 @@ impl App {
     pub fn console_log(&self, name: &str) -> PathBuf {
         self.node_dir(name).join(files::CONSOLE_LOG)
     }
+}
+
+/// Writes a file readable by root only.
+pub fn write_private(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)?;
+    f.write_all(data)
 }
 
 pub fn ensure_dir(p: &Path, mode: u32) -> std::io::Result<()> {

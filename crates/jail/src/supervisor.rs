@@ -9,7 +9,7 @@ use nix::sched::{clone, CloneFlags};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -216,6 +216,7 @@ fn start(spec: &JailSpec, cgroups: &Cgroups, inside: bool) -> Result<i32, JailEr
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
         .map_err(io_err("chmod agent socket"))?;
     let console = OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .append(true)
         .open(spec.node_dir.join(files::CONSOLE_LOG))
