@@ -14,6 +14,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod image;
+pub mod landlock;
 pub mod seccomp;
 mod setup;
 pub mod supervisor;

@@ -1,6 +1,7 @@
 //! Runs inside the node's init process after clone, before it execs the agent. Order matters:
 //! mounts while we still see the host paths, pivot_root, then hostname and network, then
-//! capabilities, no_new_privs and seccomp last so that the steps before them are still allowed.
+//! capabilities, no_new_privs, landlock and seccomp last so that the steps before them are
+//! still allowed.
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
@@ -215,6 +216,7 @@ pub(crate) fn lock_down(filters: &[seccompiler::BpfProgram]) -> R {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
+    crate::landlock::restrict_node()?;
     crate::seccomp::install(filters)
 }
 
