@@ -267,3 +267,85 @@ fn a_node_whose_init_died_reports_stopped_and_deletes_cleanly() {
     d.vm_ok(&["delete", &n]);
     d.stop_and_assert_clean();
 }
+
+#[test]
+fn a_node_being_created_answers_409() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("slow", &[]);
+    // Hold every standby supervisor of this test's daemon, so the next create hangs midway.
+    let standbys = || -> Vec<i32> {
+        let o = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("--standby {} ", d.tenant)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while standbys().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby pool never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let held = standbys();
+    for p in &held {
+        // SAFETY: pausing supervisors this test's daemon started, by pid.
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let sock = d.sock().to_string();
+    let g = d.tenant.clone();
+    let create = std::thread::spawn(move || {
+        cli(&["vm", "add", &g, "--socket", &sock, "--hostname", "slowpoke"])
+    });
+    let rt = rt();
+    let c = d.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let nodes: Vec<bulkhead_api::Node> = rt.block_on(c.nodes()).unwrap();
+        if nodes
+            .iter()
+            .any(|n| n.hostname == "slowpoke" && n.status == bulkhead_api::NodeStatus::Creating)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never showed as Creating"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let exec = rt
+        .block_on(c.send_ok(
+            hyper::Method::POST,
+            "/vm/slowpoke/exec?cmd=true",
+            bulkhead_api::client::full_body(""),
+            None,
+        ))
+        .unwrap_err();
+    assert_eq!(
+        (exec.status().map(|s| s.as_u16()), exec.code()),
+        (Some(409), Some("node_not_ready")),
+        "{exec}"
+    );
+    let del = d.vm(&["delete", "slowpoke"]);
+    assert!(!del.status.success());
+    assert!(
+        String::from_utf8_lossy(&del.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
+    for p in &held {
+        // SAFETY: resuming the supervisors paused above.
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    let o = create.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(d.sh("slowpoke", "echo up").1, "up\n");
+    d.stop_and_assert_clean();
+}
