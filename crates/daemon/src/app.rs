@@ -20,37 +20,6 @@ use crate::error::ApiError;
 pub const MAX_QUEUED_LIFECYCLE: usize = 256;
 /// Node setups that run at once; the rest wait in the bounded queue above.
 pub const PARALLEL_SETUPS: usize = 8;
-/// Standby supervisors kept ready per tenant (see `bulkhead_jail::supervisor::run_standby`).
-pub const STANDBY_POOL: usize = 4;
-/// How long a refill waits after the create that triggered it.
-pub const REFILL_DELAY: Duration = Duration::from_millis(15);
-
-/// A supervisor that waits, already inside a fresh cgroup, for the spec of its node.
-pub struct Standby {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
-    cgroup: String,
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 6];
-    // SAFETY: valid buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    format!(
-        "c{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
-/// Ends a standby: EOF on its stdin makes it remove its cgroup and exit.
-async fn end_standby(sb: Standby) {
-    let Standby {
-        mut child, stdin, ..
-    } = sb;
-    drop(stdin);
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-}
 
 /// Turns a supervisor's answer line into the create's result.
 fn supervisor_answer(line: String) -> Result<(), ApiError> {
@@ -91,7 +60,7 @@ pub struct App {
     pub cgroups: Cgroups,
     pub store: Mutex<Store>,
     pub setups: Semaphore,
-    pub standbys: tokio::sync::Mutex<Vec<Standby>>,
+    pub standbys: tokio::sync::Mutex<Vec<crate::pool::Standby>>,
     pub refilling: std::sync::atomic::AtomicBool,
     /// Set at shutdown: no standby may join the pool any more.
     pub closing: std::sync::atomic::AtomicBool,
@@ -354,7 +323,7 @@ impl App {
             cgroup: standby
                 .as_ref()
                 .map(|s| s.cgroup.clone())
-                .unwrap_or_else(random_id),
+                .unwrap_or_else(crate::pool::random_id),
             hostname: row.name.clone(),
             node_dir: dir.clone(),
             lower: self.lower.clone(),
@@ -423,100 +392,6 @@ impl App {
             Err(_) => Err(ApiError::internal(
                 "node supervisor did not report within 60s",
             )),
-        }
-    }
-
-    /// Gives a standby its node's spec and reads its answer line.
-    async fn hand_over(&self, mut sb: Standby, spec_path: &Path) -> Result<String, String> {
-        use tokio::io::AsyncWriteExt;
-        let mut msg = spec_path.as_os_str().as_encoded_bytes().to_vec();
-        msg.push(b'\n');
-        sb.stdin.write_all(&msg).await.map_err(|e| e.to_string())?;
-        sb.stdin.flush().await.map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        // Dropping `sb` afterwards closes its stdin and detaches the child; tokio reaps it.
-        match tokio::time::timeout(Duration::from_secs(60), sb.stdout.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => Ok(line),
-            Ok(Ok(_)) => Err("standby exited".into()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("standby did not answer within 60s".into()),
-        }
-    }
-
-    async fn spawn_standby(&self) -> Result<Standby, String> {
-        let cgroup = random_id();
-        let mut child = tokio::process::Command::new(&self.supervisor_bin)
-            .arg("--standby")
-            .arg(&self.tenant)
-            .arg(&cgroup)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("starting a standby supervisor: {e}"))?;
-        let stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut stdout = tokio::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut line = String::new();
-        match tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await {
-            Ok(Ok(_)) if line.trim() == "standby" => Ok(Standby {
-                child,
-                stdin,
-                stdout,
-                cgroup,
-            }),
-            _ => Err(format!("standby supervisor did not start: {}", line.trim())),
-        }
-    }
-
-    /// Tops the standby pool up in the background.
-    pub fn refill(self: &std::sync::Arc<Self>) {
-        if self.closing.load(Ordering::SeqCst) || self.refilling.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let app = self.clone();
-        tokio::spawn(async move {
-            // Let the create that emptied the slot finish first: spawning standbys costs CPU
-            // that the create in flight needs more.
-            tokio::time::sleep(REFILL_DELAY).await;
-            loop {
-                let missing = STANDBY_POOL.saturating_sub(app.standbys.lock().await.len());
-                if missing == 0 || app.closing.load(Ordering::SeqCst) {
-                    break;
-                }
-                // Started together, their cgroup moves wait out one grace period, not several.
-                let spawned =
-                    futures_util::future::join_all((0..missing).map(|_| app.spawn_standby())).await;
-                let mut failed = false;
-                for r in spawned {
-                    match r {
-                        Ok(sb) if app.closing.load(Ordering::SeqCst) => end_standby(sb).await,
-                        Ok(sb) => app.standbys.lock().await.push(sb),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "standby pool not refilled");
-                            failed = true;
-                        }
-                    }
-                }
-                if failed {
-                    break;
-                }
-            }
-            app.refilling.store(false, Ordering::SeqCst);
-        });
-    }
-
-    /// Closes the pool: waits for a refill under way, then ends every standby (each removes
-    /// its cgroup) and waits for them.
-    pub async fn drain_standbys(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_secs(30);
-        while self.refilling.load(Ordering::SeqCst) && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let pool: Vec<Standby> = std::mem::take(&mut *self.standbys.lock().await);
-        for sb in pool {
-            end_standby(sb).await;
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod error;
+pub mod pool;
 pub mod query;
 pub mod routes;
 pub mod vm;

@@ -1,13 +1,13 @@
 //! The HTTP surface: Slicer-compatible routes. Handlers parse and validate, then call [`App`];
 //! they make no decisions of their own.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{rejection::BytesRejection, Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Json, Router};
-use bulkhead_api::{CreateNodeRequest, DeleteResponse, Health, HostGroupInfo, Info, Node};
+use bulkhead_api::{CreateNodeRequest, DeleteResponse, HostGroupInfo, Info, Node};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -292,19 +292,6 @@ async fn metrics(State(app): State<AppState>) -> Response {
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-pub fn health_body(app: &App, node: &str, uptime_ms: u64) -> Health {
-    let _ = app;
-    Health {
-        hostname: node.into(),
-        agent: "ok".into(),
-        uptime_ms,
-    }
-}
-
-pub fn empty_ok() -> Response {
-    (StatusCode::OK, Body::empty()).into_response()
 }
 
 #[cfg(test)]

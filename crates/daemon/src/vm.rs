@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulkhead_agent::client::{self as agent, AgentError};
 use bulkhead_agent::proto::{Event, ExecRequest, Kind, Request, MAX_FRAME};
-use bulkhead_api::{names, BufferedExec, CopyInResult, ExecFrame};
+use bulkhead_api::{names, BufferedExec, CopyInResult, ExecFrame, Health};
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 use tokio::net::UnixStream;
@@ -484,7 +484,12 @@ pub async fn health(
             e.to_string(),
         )
     })?;
-    Ok(Json(crate::routes::health_body(&app, &node, uptime)).into_response())
+    Ok(Json(Health {
+        hostname: node,
+        agent: "ok".into(),
+        uptime_ms: uptime,
+    })
+    .into_response())
 }
 
 #[cfg(test)]
