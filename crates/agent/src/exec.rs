@@ -176,6 +176,14 @@ fn spawn(
                 if libc::chdir(p.cwd.as_ptr()) < 0 {
                     fail(5);
                 }
+                // Nothing of the agent's beyond stdio reaches the command, whatever flags
+                // its descriptors carry.
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
                 fail(6);
             }

@@ -75,12 +75,22 @@ fn run(pid1: bool) {
             libc::SIGCHLD => reap_all(),
             // A sender the node's pid namespace can see (si_pid != 0) is a process of the node:
             // it may not end the node. The supervisor, outside, appears as pid 0.
-            _ if pid1 && sender != 0 => {
-                eprintln!("bulkhead-agent: ignored signal {sig} from pid {sender} inside the node")
-            }
+            _ if pid1 && sender != 0 => note_ignored(sig, sender),
             _ if pid1 => terminate_node(sig),
             _ => std::process::exit(0),
         }
+    }
+}
+
+/// Logs ignored signals to the console, which lives on the host's disk: only the first few,
+/// so that a workload looping `kill 1` cannot fill the host's disk through the agent.
+fn note_ignored(sig: i32, sender: i32) {
+    static SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n < 10 {
+        eprintln!("bulkhead-agent: ignored signal {sig} from pid {sender} inside the node");
+    } else if n == 10 {
+        eprintln!("bulkhead-agent: ignoring further signals from inside the node silently");
     }
 }
 

@@ -17,6 +17,10 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
     // a pid namespace only receives signals it has handlers for, and the agent has none.
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The supervisor handed the socket over without close-on-exec; commands must not inherit
+    // it (they could accept the host's requests in the agent's place).
+    // SAFETY: fcntl on the fd we were given.
+    unsafe { libc::fcntl(listen_fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     reaper::block_signals();
     reaper::start(pid1);
     // SAFETY: the supervisor passes a listening socket at this fd and nothing else owns it.

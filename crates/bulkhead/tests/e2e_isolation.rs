@@ -148,6 +148,22 @@ fn node_cannot_escalate() {
             "SIG{sig} from inside stopped the agent"
         );
     }
+    // A command holds its stdio and nothing else of the agent's (not its host socket).
+    let fds = d.sh(&n, "ls /proc/$$/fd; true").1;
+    assert_eq!(
+        fds.split_whitespace().collect::<Vec<_>>(),
+        vec!["0", "1", "2"],
+        "a command inherited descriptors"
+    );
+    // Signals from inside cannot grow the node's console (on the host's disk) without bound.
+    d.sh(
+        &n,
+        "i=0; while [ $i -lt 500 ]; do kill -TERM 1; i=$((i+1)); done",
+    );
+    let console = std::fs::metadata(d.tenant_dir().join("nodes").join(&n).join("console.log"))
+        .unwrap()
+        .len();
+    assert!(console < 4096, "console grew to {console} bytes");
     let (code, _, _) = d.sh(&n, "head -c1 /proc/1/mem");
     assert_ne!(code, 0, "the workload could open the agent's memory");
     let (code, _, _) = d.sh(&n, "cat /proc/1/environ");
