@@ -80,6 +80,11 @@ impl Cgroups {
         Err(CgroupError::NotFound(root))
     }
 
+    /// A hierarchy at `root` of the given version (tests point this at a scratch directory).
+    pub fn at(root: PathBuf, version: Version) -> Self {
+        Cgroups { version, root }
+    }
+
     pub fn version(&self) -> Version {
         self.version
     }
@@ -367,5 +372,83 @@ impl NodeCgroup {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What bulkhead writes where, on both hierarchies, against a scratch directory. The kernel
+    //! enforcing those values is proven by the end-to-end tests (on v1 hosts: this machine).
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        memory_bytes: 256 << 20,
+        millicpus: 1500,
+        pids_max: 64,
+    };
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn v2_writes_limits_controllers_and_procs() {
+        let d = tempfile::tempdir().unwrap();
+        let cg = Cgroups::at(d.path().to_path_buf(), Version::V2);
+        cg.prepare_tenant("t").unwrap();
+        assert_eq!(
+            read(&d.path().join("cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
+        assert_eq!(
+            read(&d.path().join("bulkhead/t/cgroup.subtree_control")),
+            "+cpu +memory +pids"
+        );
+        let n = cg.node("t", "c1");
+        fs::create_dir_all(d.path().join("bulkhead/t/c1")).unwrap();
+        fs::write(d.path().join("bulkhead/t/c1/memory.swap.max"), "max").unwrap();
+        n.create(&LIMITS).unwrap();
+        let dir = d.path().join("bulkhead/t/c1");
+        assert_eq!(read(&dir.join("cpu.max")), "150000 100000");
+        assert_eq!(read(&dir.join("memory.max")), (256u64 << 20).to_string());
+        assert_eq!(read(&dir.join("memory.swap.max")), "0");
+        assert_eq!(read(&dir.join("pids.max")), "64");
+        n.add(4242).unwrap();
+        assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+        assert_eq!(cg.tenant_cgroups("t"), vec!["c1".to_string()]);
+    }
+
+    #[test]
+    fn v1_writes_every_controller() {
+        let d = tempfile::tempdir().unwrap();
+        let cg = Cgroups::at(d.path().to_path_buf(), Version::V1);
+        cg.prepare_tenant("t").unwrap();
+        let n = cg.node("t", "c1");
+        n.create(&LIMITS).unwrap();
+        let at = |c: &str, f: &str| read(&d.path().join(c).join("bulkhead/t/c1").join(f));
+        assert_eq!(at("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(at("cpu", "cpu.cfs_quota_us"), "150000");
+        assert_eq!(
+            at("memory", "memory.limit_in_bytes"),
+            (256u64 << 20).to_string()
+        );
+        assert_eq!(at("pids", "pids.max"), "64");
+        n.add(4242).unwrap();
+        for c in V1_CONTROLLERS {
+            assert_eq!(at(c, "cgroup.procs"), "4242", "{c}");
+        }
+    }
+
+    #[test]
+    fn current_cgroup_is_read_from_proc() {
+        let cg = Cgroups::at(PathBuf::from("/sys/fs/cgroup"), Version::V1);
+        // Whatever this process's cgroups are, each path lies under its controller's root.
+        for (d, c) in cg.current().dirs.iter().zip(V1_CONTROLLERS) {
+            assert!(
+                d.starts_with(format!("/sys/fs/cgroup/{c}")),
+                "{}",
+                d.display()
+            );
+        }
     }
 }
