@@ -404,6 +404,26 @@ mod tests {
     }
 
     #[test]
+    fn minimal_needs_a_static_busybox() {
+        let state = tempfile::tempdir().unwrap();
+        let e = build_minimal(state.path(), Path::new("/nonexistent/busybox"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("busybox-static"), "{e}");
+        // Any dynamically linked binary of the host stands in for a non-static busybox.
+        let dynamic = ["/bin/ls", "/usr/bin/ls"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .unwrap();
+        let e = build_minimal(state.path(), dynamic)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dynamically linked"), "{e}");
+        assert!(list(state.path()).is_empty());
+    }
+
+    #[test]
     fn failed_import_leaves_nothing() {
         let state = tempfile::tempdir().unwrap();
         let bogus = state.path().join("not-a-tar");
