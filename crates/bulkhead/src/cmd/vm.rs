@@ -37,6 +37,28 @@ impl Conn {
     }
 }
 
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    node: String,
+    /// Send this process's stdin to the command
+    #[arg(short, long)]
+    interactive: bool,
+    #[arg(long, default_value_t = 0)]
+    uid: u32,
+    #[arg(long, default_value_t = 0)]
+    gid: u32,
+    #[arg(long)]
+    cwd: Option<String>,
+    /// KEY=VALUE (repeatable)
+    #[arg(long, short)]
+    env: Vec<String>,
+    /// Kill the command after this long, e.g. 30s
+    #[arg(long)]
+    timeout: Option<String>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
 #[derive(clap::Subcommand)]
 pub enum VmCmd {
     /// List nodes
@@ -81,24 +103,8 @@ pub enum VmCmd {
     Exec {
         #[command(flatten)]
         conn: Conn,
-        node: String,
-        /// Send this process's stdin to the command
-        #[arg(short, long)]
-        interactive: bool,
-        #[arg(long, default_value_t = 0)]
-        uid: u32,
-        #[arg(long, default_value_t = 0)]
-        gid: u32,
-        #[arg(long)]
-        cwd: Option<String>,
-        /// KEY=VALUE (repeatable)
-        #[arg(long, short)]
-        env: Vec<String>,
-        /// Kill the command after this long, e.g. 30s
-        #[arg(long)]
-        timeout: Option<String>,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        #[command(flatten)]
+        args: ExecArgs,
     },
     /// Copy files: `cp ./dir NODE:/path` or `cp NODE:/path ./dir` (directories as tar)
     Cp {
@@ -215,29 +221,8 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 println!("deleted {name}");
             }
         }
-        VmCmd::Exec {
-            conn,
-            node,
-            interactive,
-            uid,
-            gid,
-            cwd,
-            env,
-            timeout,
-            command,
-        } => {
-            return exec(
-                &conn.client()?,
-                &node,
-                interactive,
-                uid,
-                gid,
-                cwd,
-                env,
-                timeout,
-                command,
-            )
-            .await;
+        VmCmd::Exec { conn, args } => {
+            return exec(&conn.client()?, args).await;
         }
         VmCmd::Cp {
             conn,
@@ -270,18 +255,18 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn exec(
-    client: &Client,
-    node: &str,
-    interactive: bool,
-    uid: u32,
-    gid: u32,
-    cwd: Option<String>,
-    env: Vec<String>,
-    timeout: Option<String>,
-    command: Vec<String>,
-) -> anyhow::Result<ExitCode> {
+async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let ExecArgs {
+        node,
+        interactive,
+        uid,
+        gid,
+        cwd,
+        env,
+        timeout,
+        command,
+    } = a;
+    let node = node.as_str();
     let mut q = format!(
         "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}",
         enc(node),
