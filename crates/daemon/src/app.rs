@@ -21,10 +21,13 @@ pub const MAX_QUEUED_LIFECYCLE: usize = 256;
 /// Node setups that run at once; the rest wait in the bounded queue above.
 pub const PARALLEL_SETUPS: usize = 8;
 
-/// Turns a supervisor's answer line into the create's result.
-fn supervisor_answer(line: String) -> Result<(), ApiError> {
-    if line.starts_with("ready ") {
-        return Ok(());
+/// Turns a supervisor's answer line into the node's init pid, or the create's error.
+fn supervisor_answer(line: &str) -> Result<i32, ApiError> {
+    if let Some(pid) = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+    {
+        return Ok(pid);
     }
     let msg = line.trim().trim_start_matches("error ").to_string();
     Err(ApiError::internal(if msg.is_empty() {
@@ -346,6 +349,15 @@ impl App {
         // 0711: the node's own (mapped, unprivileged) root must traverse it to reach its mount
         // points; nobody else may list it. Its files are private to root.
         ensure_dir(&dir, 0o711).map_err(io("creating node directory"))?;
+        // Everything on the host's filesystem is made here, outside the node's cgroup: page
+        // cache a node's cgroup faults in first (even a directory block) keeps that cgroup
+        // alive in the kernel after the node is gone, and such "dying" cgroups slow every
+        // later cgroup operation down.
+        for d in [files::ROOTFS, files::SCRATCH] {
+            ensure_dir(&dir.join(d), 0o755).map_err(io("creating node mount points"))?;
+        }
+        write_private(&dir.join(files::CONSOLE_LOG), b"")
+            .map_err(io("creating the console log"))?;
         let spec_path = dir.join(files::SPEC);
         write_private(
             &spec_path,
@@ -354,7 +366,9 @@ impl App {
         .map_err(io("writing node spec"))?;
         if let Some(sb) = standby {
             match self.hand_over(sb, &spec_path).await {
-                Ok(line) => return supervisor_answer(line),
+                Ok((line, pid)) => {
+                    return self.record_supervisor(&dir, pid, supervisor_answer(&line)?)
+                }
                 // A standby that died in the pool: start a supervisor afresh for the same
                 // cgroup id (a standby removes its slot when it fails).
                 Err(e) => {
@@ -383,9 +397,10 @@ impl App {
         )
         .await;
         // The supervisor lives on after this; tokio reaps it in the background when it exits.
+        let pid = child.id().unwrap_or(0);
         drop(child);
         match read {
-            Ok(Ok(_)) => supervisor_answer(line),
+            Ok(Ok(_)) => self.record_supervisor(&dir, pid, supervisor_answer(&line)?),
             Ok(Err(e)) => Err(ApiError::internal(format!(
                 "reading supervisor status: {e}"
             ))),
@@ -393,6 +408,18 @@ impl App {
                 "node supervisor did not report within 60s",
             )),
         }
+    }
+
+    /// Records who supervises a node, so that a restarted daemon finds it again.
+    fn record_supervisor(&self, dir: &Path, pid: u32, init_pid: i32) -> Result<(), ApiError> {
+        let pid = pid as i32;
+        let state = bulkhead_jail::SupervisorState {
+            supervisor_pid: pid,
+            supervisor_start: bulkhead_jail::process_start_time(pid).unwrap_or(0),
+            init_pid,
+        };
+        bulkhead_jail::write_supervisor_state(dir, &state)
+            .map_err(|e| ApiError::internal(format!("recording the supervisor: {e}")))
     }
 
     async fn wait_agent(&self, name: &str, deadline: Instant) -> Result<(), ApiError> {

@@ -258,6 +258,9 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         started: Instant::now(),
     });
     let (adopted, removed) = app.reconcile().await;
+    // Standby sockets left by a daemon that died: their standbys are gone (stdin closed).
+    let _ = std::fs::remove_dir_all(app.standby_dir());
+    ensure_dir(&app.standby_dir(), 0o700).map_err(io("creating the standby directory"))?;
     app.refill();
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = app.cgroups.describe(), "state reconciled");
 

@@ -44,12 +44,18 @@ pub(crate) async fn end_standby(sb: Standby) {
 }
 
 impl App {
-    /// Gives a standby its node's spec and reads its answer line.
+    /// Where standbys bind their agent sockets before they know their node.
+    pub fn standby_dir(&self) -> std::path::PathBuf {
+        self.tenant_dir.join("standby")
+    }
+
+    /// Gives a standby its node's spec; returns its answer line and its pid.
     pub(crate) async fn hand_over(
         &self,
         mut sb: Standby,
         spec_path: &Path,
-    ) -> Result<String, String> {
+    ) -> Result<(String, u32), String> {
+        let pid = sb.child.id().ok_or("standby already exited")?;
         use tokio::io::AsyncWriteExt;
         let mut msg = spec_path.as_os_str().as_encoded_bytes().to_vec();
         msg.push(b'\n');
@@ -58,7 +64,7 @@ impl App {
         let mut line = String::new();
         // Dropping `sb` afterwards closes its stdin and detaches the child; tokio reaps it.
         match tokio::time::timeout(Duration::from_secs(60), sb.stdout.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => Ok(line),
+            Ok(Ok(n)) if n > 0 => Ok((line, pid)),
             Ok(Ok(_)) => Err("standby exited".into()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("standby did not answer within 60s".into()),
@@ -71,6 +77,7 @@ impl App {
             .arg("--standby")
             .arg(&self.tenant)
             .arg(&cgroup)
+            .arg(self.standby_dir())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

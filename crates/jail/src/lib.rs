@@ -111,6 +111,14 @@ pub fn supervisor_alive(state: &SupervisorState) -> bool {
     process_start_time(state.supervisor_pid) == Some(state.supervisor_start)
 }
 
+/// Records a node's supervisor (written by the daemon, from outside the node's cgroup, so
+/// that the file's page cache is never charged to the node).
+pub fn write_supervisor_state(node_dir: &Path, state: &SupervisorState) -> std::io::Result<()> {
+    let tmp = node_dir.join(".supervisor.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(state).unwrap_or_default())?;
+    std::fs::rename(&tmp, node_dir.join(files::SUPERVISOR))
+}
+
 pub fn read_supervisor_state(node_dir: &Path) -> Option<SupervisorState> {
     let bytes = std::fs::read(node_dir.join(files::SUPERVISOR)).ok()?;
     serde_json::from_slice(&bytes).ok()

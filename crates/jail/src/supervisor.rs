@@ -14,7 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use crate::cgroup::NodeCgroup;
-use crate::{files, io_err, setup, Cgroups, JailError, JailSpec, SupervisorState};
+use crate::{files, io_err, setup, Cgroups, JailError, JailSpec};
 
 fn pipe() -> Result<(File, File), JailError> {
     let mut fds = [0; 2];
@@ -72,7 +72,7 @@ pub fn run(spec_path: &Path) -> i32 {
 /// waits out an RCU grace period (7-20 ms here when the lock is cold); a standby pays it before
 /// any request, so the node's init is then born inside its cgroup and nothing is moved on the
 /// create path. EOF on stdin (the daemon stopped or shrank its pool) removes the slot.
-pub fn run_standby(tenant: &str, id: &str) -> i32 {
+pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path) -> i32 {
     let mut out = std::io::stdout();
     let cgroups = match Cgroups::detect() {
         Ok(c) => c,
@@ -83,6 +83,20 @@ pub fn run_standby(tenant: &str, id: &str) -> i32 {
     };
     let origin = cgroups.current();
     let cg = cgroups.node(tenant, id);
+    // Everything that touches the host's filesystem happens before the move into the node's
+    // cgroup: page cache a node's cgroup faults in (even a directory block) keeps that cgroup
+    // alive in the kernel after the node is gone.
+    let sock = sock_dir.join(format!("{id}.sock"));
+    let _ = fs::remove_file(&sock);
+    let listener = match UnixListener::bind(&sock)
+        .and_then(|l| fs::set_permissions(&sock, fs::Permissions::from_mode(0o600)).map(|_| l))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(out, "error binding {}: {e}", sock.display());
+            return 1;
+        }
+    };
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     if let Err(e) = cgroups
@@ -92,6 +106,7 @@ pub fn run_standby(tenant: &str, id: &str) -> i32 {
     {
         let _ = origin.add(me);
         let _ = cg.remove();
+        let _ = fs::remove_file(&sock);
         let _ = writeln!(out, "error {e}");
         return 1;
     }
@@ -117,10 +132,11 @@ pub fn run_standby(tenant: &str, id: &str) -> i32 {
     let Some(spec) = spec else {
         let _ = origin.add(me);
         let _ = cg.remove();
+        let _ = fs::remove_file(&sock);
         return if got == 0 { 0 } else { 1 };
     };
     let sigs = block_signals();
-    supervise(&spec, &cgroups, &sigs, Some(&origin))
+    supervise(&spec, &cgroups, &sigs, Some((&origin, listener, sock)))
 }
 
 /// Starts the node, reports, waits for it, and cleans up. `origin` is set when the supervisor
@@ -130,12 +146,16 @@ fn supervise(
     spec: &JailSpec,
     cgroups: &Cgroups,
     sigs: &libc::sigset_t,
-    origin: Option<&NodeCgroup>,
+    standby: Option<(&NodeCgroup, UnixListener, std::path::PathBuf)>,
 ) -> i32 {
     let mut out = std::io::stdout();
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
-    let init = match start(spec, cgroups, origin.is_some()) {
+    let (origin, prebound) = match standby {
+        Some((o, l, p)) => (Some(o), Some((l, p))),
+        None => (None, None),
+    };
+    let init = match start(spec, cgroups, prebound) {
         Ok(pid) => pid,
         Err(e) => {
             if let Some(o) = origin {
@@ -192,7 +212,14 @@ fn wait_for(init: i32, sigs: &libc::sigset_t) {
     }
 }
 
-fn start(spec: &JailSpec, cgroups: &Cgroups, inside: bool) -> Result<i32, JailError> {
+/// Starts the node's init. `prebound` is a standby's agent socket, bound before it moved into
+/// the node's cgroup (the supervisor then sits inside it, and the init is born there).
+fn start(
+    spec: &JailSpec,
+    cgroups: &Cgroups,
+    prebound: Option<(UnixListener, std::path::PathBuf)>,
+) -> Result<i32, JailError> {
+    let inside = prebound.is_some();
     let filters = if spec.seccomp.is_empty() {
         crate::seccomp::compile()?
     } else {
@@ -205,16 +232,30 @@ fn start(spec: &JailSpec, cgroups: &Cgroups, inside: bool) -> Result<i32, JailEr
     cgroups.prepare_tenant(&spec.tenant)?;
     cg.create(&spec.limits)?;
 
+    // The daemon created the node directory, its mount points and console log from outside
+    // the node's cgroup; a standby only renames its socket into place (no new page cache).
     for d in [files::ROOTFS, files::SCRATCH] {
         let p = spec.node_dir.join(d);
         fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
     }
     let sock = spec.node_dir.join(files::AGENT_SOCKET);
-    let _ = fs::remove_file(&sock);
-    let listener =
-        UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-        .map_err(io_err("chmod agent socket"))?;
+    let listener = match prebound {
+        Some((l, path)) => {
+            fs::rename(&path, &sock).map_err(io_err(format!(
+                "moving the agent socket to {}",
+                sock.display()
+            )))?;
+            l
+        }
+        None => {
+            let _ = fs::remove_file(&sock);
+            let l =
+                UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod agent socket"))?;
+            l
+        }
+    };
     let console = OpenOptions::new()
         .mode(0o600)
         .create(true)
@@ -300,17 +341,6 @@ fn start(spec: &JailSpec, cgroups: &Cgroups, inside: bool) -> Result<i32, JailEr
         unsafe { libc::waitpid(pid, &mut status, 0) };
         return Err(JailError::Setup(msg));
     }
-    let state = SupervisorState {
-        // SAFETY: getpid has no preconditions.
-        supervisor_pid: unsafe { libc::getpid() },
-        supervisor_start: crate::process_start_time(unsafe { libc::getpid() }).unwrap_or(0),
-        init_pid: pid,
-    };
-    let tmp = spec.node_dir.join(".supervisor.json.tmp");
-    fs::write(&tmp, serde_json::to_vec(&state).unwrap_or_default())
-        .map_err(io_err("writing supervisor state"))?;
-    fs::rename(&tmp, spec.node_dir.join(files::SUPERVISOR))
-        .map_err(io_err("writing supervisor state"))?;
     drop(listener);
     drop(console);
     Ok(pid)
