@@ -114,6 +114,16 @@ fn main() {
         .unwrap();
     let c = Client::new(Endpoint::Unix(sock.clone()));
     let rootfs = state.join("images/minimal/rootfs");
+    let create_node = || -> String {
+        let v: serde_json::Value = rt
+            .block_on(c.json(
+                Method::POST,
+                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
+                None,
+            ))
+            .unwrap();
+        v["hostname"].as_str().unwrap().to_string()
+    };
 
     println!(
         "bulkhead lifecycle benchmark: {} cores, kernel {}",
@@ -172,15 +182,9 @@ fn main() {
         }
         // Node create with wait=agent; the nodes are deleted afterwards, outside the timing.
         let t = Instant::now();
-        let v: serde_json::Value = rt
-            .block_on(c.json(
-                Method::POST,
-                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
-                None,
-            ))
-            .unwrap();
+        let name = create_node();
         create.push(ms(t.elapsed()));
-        names.push(v["hostname"].as_str().unwrap().to_string());
+        names.push(name);
     }
     if bwrap.is_empty() {
         bwrap.push(f64::NAN);
@@ -244,14 +248,7 @@ fn main() {
     let before = mem_available_kib();
     let mut nodes = Vec::new();
     for _ in 0..idle {
-        let v: serde_json::Value = rt
-            .block_on(c.json(
-                Method::POST,
-                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
-                None,
-            ))
-            .unwrap();
-        nodes.push(v["hostname"].as_str().unwrap().to_string());
+        nodes.push(create_node());
     }
     std::thread::sleep(Duration::from_secs(1));
     let after = mem_available_kib();

@@ -425,12 +425,7 @@ async fn cp(
                 .await
             {
                 Ok(resp) => {
-                    let data = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .context("copy broke off")?
-                        .to_bytes();
+                    let data = body_bytes(resp).await?;
                     let mut target = PathBuf::from(dst);
                     if target.is_dir() {
                         target.push(
@@ -447,12 +442,7 @@ async fn cp(
                     let resp = client
                         .send_ok(Method::GET, &get("tar"), full_body(Bytes::new()), None)
                         .await?;
-                    let data = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .context("copy broke off")?
-                        .to_bytes();
+                    let data = body_bytes(resp).await?;
                     std::fs::create_dir_all(dst).with_context(|| format!("creating {dst}"))?;
                     tar::Archive::new(&data[..])
                         .unpack(dst)
@@ -466,4 +456,14 @@ async fn cp(
         (None, None) => bail!("one side must be NODE:/absolute/path"),
     }
     Ok(())
+}
+
+/// Reads a whole response body; a body that breaks off is an error, never a short file.
+async fn body_bytes(resp: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<Bytes> {
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .context("copy broke off")?
+        .to_bytes())
 }
