@@ -4,7 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -105,6 +105,9 @@ pub struct RawNetwork {
     pub drop: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// Token-bucket limit on what each node sends, in Mbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_mbps: Option<u32>,
     // Slicer's bridge-mode fields, accepted so such configs load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<String>,
@@ -139,9 +142,12 @@ impl NetworkMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupNetwork {
     pub mode: NetworkMode,
-    pub range: Option<IpNet>,
-    pub drop: Vec<IpNet>,
-    pub allow: Vec<IpNet>,
+    /// Set for isolated and bridge modes (IPv4).
+    pub range: Option<Ipv4Net>,
+    pub drop: Vec<Ipv4Net>,
+    /// Empty only in mode none; defaults to 0.0.0.0/0.
+    pub allow: Vec<Ipv4Net>,
+    pub egress_mbps: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +159,7 @@ pub struct HostGroup {
     pub storage_bytes: u64,
     pub pids_max: u64,
     pub network: GroupNetwork,
-    pub dns_servers: Vec<std::net::IpAddr>,
+    pub dns_servers: Vec<std::net::Ipv4Addr>,
     pub userdata: Option<String>,
 }
 
@@ -183,17 +189,29 @@ pub const DEFAULT_RAM: u64 = 512 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
 pub const MAX_COUNT: u32 = 256;
 
-fn parse_cidrs(path: &str, v: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+/// The default range of `bulkhead new --net=isolated` (Slicer's): 256 nodes of /30.
+pub const DEFAULT_ISOLATED_RANGE: &str = "169.254.100.0/22";
+/// Networked host groups per tenant (one hex digit in interface names).
+pub const MAX_NETWORKED_GROUPS: usize = 16;
+
+fn parse_cidr(path: &str, c: &str) -> Result<Ipv4Net, ConfigError> {
+    match c.parse::<IpNet>() {
+        Ok(IpNet::V4(n)) => Ok(n),
+        Ok(IpNet::V6(_)) => Err(key_err(
+            path,
+            format!("{c:?} is IPv6: nodes have IPv4 only, so give IPv4 CIDRs"),
+        )),
+        Err(_) => Err(key_err(
+            path,
+            format!("{c:?} is not a CIDR, e.g. 192.168.1.0/24"),
+        )),
+    }
+}
+
+fn parse_cidrs(path: &str, v: &[String]) -> Result<Vec<Ipv4Net>, ConfigError> {
     v.iter()
         .enumerate()
-        .map(|(i, c)| {
-            c.parse::<IpNet>().map_err(|_| {
-                key_err(
-                    format!("{path}[{i}]"),
-                    format!("{c:?} is not a CIDR, e.g. 192.168.1.0/24"),
-                )
-            })
-        })
+        .map(|(i, c)| parse_cidr(&format!("{path}[{i}]"), c))
         .collect()
 }
 
@@ -234,6 +252,31 @@ impl TenantConfig {
                 ));
             }
             groups.push(hg);
+        }
+        let networked: Vec<(usize, Ipv4Net)> = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.network.range.map(|r| (i, r)))
+            .collect();
+        if networked.len() > MAX_NETWORKED_GROUPS {
+            return Err(key_err(
+                "config.host_groups",
+                format!("at most {MAX_NETWORKED_GROUPS} host groups per tenant may have a network (isolated or bridge)"),
+            ));
+        }
+        for (n, (i, a)) in networked.iter().enumerate() {
+            if let Some((j, b)) = networked[..n]
+                .iter()
+                .find(|(_, b)| a.contains(&b.network()) || b.contains(&a.network()))
+            {
+                return Err(key_err(
+                    format!("config.host_groups[{i}].network.range"),
+                    format!(
+                        "{a} overlaps {b} of host group {:?}: give each group its own range",
+                        groups[*j].name
+                    ),
+                ));
+            }
         }
         let tenant = c.tenant.clone().unwrap_or_else(|| groups[0].name.clone());
         names::validate_label("tenant", &tenant).map_err(|m| key_err("config.tenant", m))?;
@@ -308,6 +351,99 @@ impl TenantConfig {
     }
 }
 
+fn validate_network(
+    p: &str,
+    mode: NetworkMode,
+    rn: &RawNetwork,
+    dns: &[std::net::Ipv4Addr],
+) -> Result<GroupNetwork, ConfigError> {
+    let np = format!("{p}.network");
+    let drop = parse_cidrs(&format!("{np}.drop"), &rn.drop)?;
+    let mut allow = parse_cidrs(&format!("{np}.allow"), &rn.allow)?;
+    if mode == NetworkMode::None {
+        for (k, set) in [
+            ("range", rn.range.is_some()),
+            ("drop", !rn.drop.is_empty()),
+            ("allow", !rn.allow.is_empty()),
+            ("egress_mbps", rn.egress_mbps.is_some()),
+        ] {
+            if set {
+                return Err(key_err(
+                    format!("{np}.{k}"),
+                    "applies to modes isolated and bridge only: remove it, or set mode: isolated",
+                ));
+            }
+        }
+        if !dns.is_empty() {
+            return Err(key_err(
+                format!("{p}.dns_servers"),
+                "a group with network mode none reaches no DNS server: remove dns_servers or set network.mode",
+            ));
+        }
+        return Ok(GroupNetwork {
+            mode,
+            range: None,
+            drop,
+            allow,
+            egress_mbps: None,
+        });
+    }
+    let range = match &rn.range {
+        Some(r) => parse_cidr(&format!("{np}.range"), r)?,
+        None => {
+            return Err(key_err(
+                format!("{np}.range"),
+                format!(
+                    "mode {} needs a range, e.g. range: {DEFAULT_ISOLATED_RANGE} (256 nodes)",
+                    mode.as_str()
+                ),
+            ))
+        }
+    };
+    if range.network() != range.addr() {
+        return Err(key_err(
+            format!("{np}.range"),
+            format!("{range} has host bits set: use {}", range.trunc()),
+        ));
+    }
+    if range.prefix_len() > 30 {
+        return Err(key_err(
+            format!("{np}.range"),
+            "holds no node: use a /30 or larger (a /22 holds 256 isolated nodes)",
+        ));
+    }
+    if allow.is_empty() {
+        allow.push(Ipv4Net::default());
+    }
+    for d in dns {
+        if let Some(c) = drop.iter().find(|c| c.contains(d)) {
+            return Err(key_err(
+                format!("{p}.dns_servers"),
+                format!("{d} is inside drop-listed {c}: nodes could never reach it"),
+            ));
+        }
+        if range.contains(d) {
+            return Err(key_err(
+                format!("{p}.dns_servers"),
+                format!("{d} is inside the group's own range {range}: give the address of a resolver outside it"),
+            ));
+        }
+    }
+    if let Some(0) = rn.egress_mbps {
+        return Err(key_err(
+            format!("{np}.egress_mbps"),
+            "must be at least 1 (Mbit/s); remove it for no limit",
+        ));
+    }
+    Ok(GroupNetwork {
+        mode,
+        range: Some(range),
+        drop,
+        allow,
+        egress_mbps: rn.egress_mbps,
+    })
+}
+
 fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
     names::validate_label("host group name", &g.name)
         .map_err(|m| key_err(format!("{p}.name"), m))?;
@@ -374,28 +510,7 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
             ))
         }
     };
-    let range = match &rn.range {
-        Some(r) => Some(r.parse::<IpNet>().map_err(|_| {
-            key_err(
-                format!("{p}.network.range"),
-                format!("{r:?} is not a CIDR, e.g. 169.254.100.0/22"),
-            )
-        })?),
-        None => None,
-    };
-    let network = GroupNetwork {
-        mode,
-        range,
-        drop: parse_cidrs(&format!("{p}.network.drop"), &rn.drop)?,
-        allow: parse_cidrs(&format!("{p}.network.allow"), &rn.allow)?,
-    };
-    if mode != NetworkMode::None {
-        return Err(key_err(
-            format!("{p}.network.mode"),
-            format!("{:?} networking is not available in this build yet; use mode: none (loopback only)", mode.as_str()),
-        ));
-    }
-    let dns_servers = g
+    let dns_servers: Vec<std::net::Ipv4Addr> = g
         .dns_servers
         .iter()
         .enumerate()
@@ -403,11 +518,12 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
             d.parse().map_err(|_| {
                 key_err(
                     format!("{p}.dns_servers[{i}]"),
-                    format!("{d:?} is not an IP address"),
+                    format!("{d:?} is not an IPv4 address"),
                 )
             })
         })
         .collect::<Result<_, _>>()?;
+    let network = validate_network(p, mode, &rn, &dns_servers)?;
     let userdata = match (&g.userdata, &g.userdata_file) {
         (Some(_), Some(_)) => {
             return Err(key_err(

@@ -70,6 +70,8 @@ pub struct App {
     pub queued: AtomicUsize,
     pub counters: Counters,
     pub started: Instant,
+    /// The tenant's networking; `None` when every host group has network mode none.
+    pub net: Option<std::sync::Arc<crate::network::TenantNetwork>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -197,7 +199,7 @@ impl App {
         &self,
         g: &HostGroup,
         req: &CreateNodeRequest,
-    ) -> Result<(u32, u64), ApiError> {
+    ) -> Result<(u32, u64, Option<crate::network::Override>), ApiError> {
         if let Some(h) = &req.hostname {
             names::validate_label("hostname", h).map_err(ApiError::bad_request)?;
         }
@@ -221,7 +223,8 @@ impl App {
                 g.ram_bytes, g.name
             )));
         }
-        if req.ip.is_some() || req.network.is_some() {
+        let net_group = self.net.as_ref().and_then(|n| n.group(&g.name));
+        if net_group.is_none() && (req.ip.is_some() || req.network.is_some()) {
             return Err(ApiError::bad_request(format!(
                 "host group {:?} has network mode none: ip and network are not accepted",
                 g.name
@@ -237,7 +240,13 @@ impl App {
                 "userdata is not supported by this build yet: run it with exec after ?wait=agent",
             ));
         }
-        Ok((cpus, ram))
+        let policy = match (self.net.as_ref(), net_group, &req.network) {
+            (Some(n), Some(ng), Some(r)) => n
+                .validate_override(ng, &r.allow, &r.drop)
+                .map_err(ApiError::bad_request)?,
+            _ => None,
+        };
+        Ok((cpus, ram, policy))
     }
 
     /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
@@ -250,7 +259,7 @@ impl App {
         timeout: Duration,
     ) -> Result<CreatedNode, ApiError> {
         let g = self.group(group)?.clone();
-        let (cpus, ram) = self.validate_create(&g, &req)?;
+        let (cpus, ram, policy) = self.validate_create(&g, &req)?;
         let _slot = self.enqueue()?;
         let name = match &req.hostname {
             Some(h) => h.clone(),
@@ -260,7 +269,7 @@ impl App {
                 self.store().next_index(&self.tenant, &g.name)?
             ),
         };
-        let row = NodeRow {
+        let mut row = NodeRow {
             tenant: self.tenant.clone(),
             name: name.clone(),
             hostgroup: g.name.clone(),
@@ -272,13 +281,37 @@ impl App {
             persistent: req.persistent,
             created_at: now_rfc3339(),
         };
-        self.store().insert(&row)?;
+        // The address is picked and recorded under one store lock, so concurrent creates
+        // never get the same slot.
+        let node_net = {
+            let store = self.store();
+            let node_net = match self
+                .net
+                .as_ref()
+                .and_then(|n| n.group(&g.name).map(|ng| (n, ng)))
+            {
+                Some((n, ng)) => {
+                    let used = store
+                        .list(&self.tenant)?
+                        .into_iter()
+                        .filter(|r| r.hostgroup == g.name)
+                        .filter_map(|r| r.ip.parse().ok())
+                        .collect();
+                    let (slot, addr) = n.allocate(ng, &used, req.ip.as_deref())?;
+                    row.ip = addr.to_string();
+                    Some(n.node_net(ng, slot, addr, policy))
+                }
+                None => None,
+            };
+            store.insert(&row)?;
+            node_net
+        };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let result = async {
             let _permit = self.setups.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
-            self.start_supervisor(&row, &g).await?;
+            self.start_supervisor(&row, &g, node_net.as_ref()).await?;
             let t_sup = t0.elapsed();
             self.store().set_status(&self.tenant, &name, NodeStatus::Running)?;
             if wait_agent {
@@ -300,7 +333,7 @@ impl App {
         Ok(CreatedNode {
             hostname: name,
             hostgroup: g.name.clone(),
-            ip: String::new(),
+            ip: row.ip.clone(),
             created_at: row.created_at,
             arch: std::env::consts::ARCH.into(),
         })
@@ -310,8 +343,21 @@ impl App {
         self: &std::sync::Arc<Self>,
         row: &NodeRow,
         g: &HostGroup,
+        node_net: Option<&crate::network::NodeNet>,
     ) -> Result<(), ApiError> {
         let dir = self.node_dir(&row.name);
+        let network = match (self.net.as_ref(), node_net) {
+            (Some(n), Some(nn)) => {
+                let ng = n
+                    .group(&g.name)
+                    .ok_or_else(|| ApiError::internal("host group lost its network"))?;
+                let plan = n
+                    .plan(ng, nn)
+                    .ok_or_else(|| ApiError::internal("node slot outside its range"))?;
+                bulkhead_net::NetworkPlan::Veth(plan)
+            }
+            _ => bulkhead_net::NetworkPlan::Loopback,
+        };
         let standby = self.standbys.lock().await.pop();
         let counter = if standby.is_some() {
             &self.counters.standby_hits
@@ -339,7 +385,7 @@ impl App {
                 pids_max: g.pids_max,
             },
             storage_bytes: g.storage_bytes,
-            network: bulkhead_net::NetworkPlan::Loopback,
+            network,
             seccomp: self.seccomp.clone(),
         };
         let io = |what: &str| {
@@ -358,6 +404,20 @@ impl App {
         }
         write_private(&dir.join(files::CONSOLE_LOG), b"")
             .map_err(io("creating the console log"))?;
+        // The node's own nft objects exist before anything of it runs; network.json is what
+        // delete and reconciliation find them by.
+        if let (Some(n), Some(nn)) = (self.net.as_ref(), node_net) {
+            write_private(
+                &dir.join(crate::network::NODE_NET_FILE),
+                &serde_json::to_vec(nn).unwrap_or_default(),
+            )
+            .map_err(io("recording the node's network"))?;
+            let (n, nn, name) = (n.clone(), nn.clone(), row.name.clone());
+            tokio::task::spawn_blocking(move || n.attach(&name, &nn))
+                .await
+                .map_err(|e| ApiError::internal(format!("node network rules: {e}")))?
+                .map_err(|e| ApiError::internal(format!("node network rules: {e}")))?;
+        }
         let spec_path = dir.join(files::SPEC);
         write_private(
             &spec_path,
@@ -459,9 +519,14 @@ impl App {
                 }
             }
         }
-        let (cg, tenant) = (self.cgroups.clone(), self.tenant.clone());
-        let r =
-            tokio::task::spawn_blocking(move || bulkhead_jail::cleanup(&cg, &tenant, &dir)).await;
+        let (cg, tenant, net) = (self.cgroups.clone(), self.tenant.clone(), self.net.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            if let (Some(n), Some(nn)) = (net, crate::network::read_node_net(&dir)) {
+                n.detach(&nn);
+            }
+            bulkhead_jail::cleanup(&cg, &tenant, &dir)
+        })
+        .await;
         if let Ok(Err(e)) = r {
             tracing::error!(node = %name, error = %e, "cleanup failed; reconciliation will retry");
         }
@@ -586,6 +651,17 @@ impl App {
             let _ = self.store().delete(&self.tenant, &r.name);
         }
         self.cgroups.remove_tenant_if_empty(&self.tenant);
+    }
+
+    /// The recorded networks of the nodes state knows (after reconciliation: the live ones).
+    pub fn live_node_nets(&self) -> Vec<(String, crate::network::NodeNet)> {
+        self.list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| {
+                crate::network::read_node_net(&self.node_dir(&r.name)).map(|n| (r.name, n))
+            })
+            .collect()
     }
 
     /// Whether the node's supervisor (and so the node) still runs.

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod error;
+pub mod network;
 pub mod pool;
 pub mod query;
 pub mod routes;
@@ -37,6 +38,8 @@ pub enum StartError {
     Cgroup(#[from] bulkhead_jail::CgroupError),
     #[error(transparent)]
     Store(#[from] bulkhead_store::StoreError),
+    #[error("network: {0}")]
+    Network(#[from] network::NetworkError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -220,6 +223,22 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     if let ApiListen::Unix(p) = &cfg.listen {
         check_socket(p)?;
     }
+    let net = network::TenantNetwork::from_config(&cfg, uid_base).map(Arc::new);
+    let net_claim = match &net {
+        Some(_) => {
+            let endpoint = match &cfg.listen {
+                ApiListen::Unix(p) => p.display().to_string(),
+                ApiListen::Tcp { addr, .. } => addr.clone(),
+            };
+            Some(network::claim_ranges(
+                Path::new(network::NET_REGISTRY),
+                &tenant,
+                &endpoint,
+                &cfg.groups,
+            )?)
+        }
+        None => None,
+    };
     ensure_image(&state_root, &cfg.image)?;
     let lower = bulkhead_jail::image::shifted_copy(
         &state_root,
@@ -256,8 +275,20 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         queued: Default::default(),
         counters: Default::default(),
         started: Instant::now(),
+        net: net.clone(),
     });
     let (adopted, removed) = app.reconcile().await;
+    if let Some(n) = &net {
+        let live = app.live_node_nets();
+        let n2 = n.clone();
+        let stale = tokio::task::spawn_blocking(move || n2.start(&live))
+            .await
+            .map_err(|e| StartError::Refused(format!("network setup panicked: {e}")))??;
+        for l in stale {
+            tracing::warn!(link = %l, "removed a link that no live node explains");
+        }
+        tracing::info!(groups = n.groups.len(), table = %bulkhead_net::names::Tag::table(&tenant), "network rules in place");
+    }
     // Standby sockets left by a daemon that died: their standbys are gone (stdin closed).
     let _ = std::fs::remove_dir_all(app.standby_dir());
     ensure_dir(&app.standby_dir(), 0o700).map_err(io("creating the standby directory"))?;
@@ -333,6 +364,14 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         tracing::info!("graceful_shutdown: true, leaving nodes running for the next start");
     } else {
         app.delete_all().await;
+    }
+    // With no node left, the tenant's network goes too: tables, bridges, range claim.
+    if let (Some(n), Some(claim)) = (&net, &net_claim) {
+        if app.list().map(|l| l.is_empty()).unwrap_or(false) {
+            let n = n.clone();
+            let _ = tokio::task::spawn_blocking(move || n.remove_all()).await;
+            claim.release_on_drop();
+        }
     }
     Ok(())
 }

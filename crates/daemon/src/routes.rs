@@ -291,6 +291,16 @@ async fn metrics(State(app): State<AppState>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"
         ));
     }
+    if let Some(net) = app.net.clone() {
+        let counts = tokio::task::spawn_blocking(move || net.counters())
+            .await
+            .unwrap_or_default();
+        let name = "bulkhead_network_denied_packets_total";
+        out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
+        for (rule, v) in counts {
+            out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

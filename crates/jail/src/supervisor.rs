@@ -318,6 +318,10 @@ fn start(
             // Born outside: move it in (a standby's child is born inside already).
             cg.add(pid)?;
         }
+        // The node's network, while its init does its mounts: done before `placed`, so the
+        // agent (and so any workload) only ever starts on a wired, filtered network.
+        bulkhead_net::host::apply_host(&spec.network, pid)
+            .map_err(|e| JailError::Setup(format!("node network: {e}")))?;
         placed_w
             .write_all(b"p")
             .map_err(io_err("starting the node"))?;

@@ -1,7 +1,7 @@
 //! `bulkhead new NAME`: prints a tenant config in Slicer's shape.
 
 use anyhow::{bail, Context};
-use bulkhead_core::config::{RawApi, RawConfig, RawFile, RawHostGroup, RawNetwork};
+use bulkhead_core::config::{self, RawApi, RawConfig, RawFile, RawHostGroup, RawNetwork};
 use bulkhead_core::TenantConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,9 +13,15 @@ pub struct NewArgs {
     /// Network mode: none (loopback only), isolated, bridge
     #[arg(long, default_value = "none")]
     net: String,
-    /// Address range for isolated mode, e.g. 169.254.100.0/22
-    #[arg(long)]
+    /// Address range for isolated and bridge modes [default: 169.254.100.0/22, 256 nodes]
+    #[arg(long, alias = "cidr")]
     isolated_range: Option<String>,
+    /// Limit on what each node sends, in Mbit/s (isolated and bridge modes)
+    #[arg(long)]
+    egress_mbps: Option<u32>,
+    /// DNS server written into each node's resolv.conf and reachable on port 53 (repeatable)
+    #[arg(long)]
+    dns: Vec<String>,
     /// CIDR nodes may never reach (repeatable)
     #[arg(long)]
     drop: Vec<String>,
@@ -72,12 +78,16 @@ pub fn run(a: NewArgs) -> anyhow::Result<ExitCode> {
             ram_gb: a.ram_gb,
             ram_mb,
             network: Some(RawNetwork {
+                range: a.isolated_range.or_else(|| {
+                    (a.net != "none").then(|| config::DEFAULT_ISOLATED_RANGE.to_string())
+                }),
                 mode: Some(a.net),
-                range: a.isolated_range,
                 drop: a.drop,
                 allow: a.allow,
+                egress_mbps: a.egress_mbps,
                 ..Default::default()
             }),
+            dns_servers: a.dns,
             ..Default::default()
         }],
         image: Some(a.image),

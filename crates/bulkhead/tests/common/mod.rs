@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod netlab;
+
 use bulkhead_api::{Client, Endpoint};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -49,6 +51,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub state: PathBuf,
+    /// The network namespace the daemon runs in (a [`NetLab`]'s host); `None` for one of its own.
+    pub netns: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -110,6 +114,36 @@ impl Daemon {
             socket,
             config,
             state: shared_state(),
+            netns: None,
+            child: None,
+            dir,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts a daemon for `yaml` (with TENANT and SOCKET placeholders filled in) inside the
+    /// network namespace at `netns`.
+    pub fn start_in(netns: &Path, prefix: &str, yaml: &str) -> Daemon {
+        let tenant = unique_tenant(prefix);
+        let dir = tempfile::Builder::new()
+            .prefix("bulkhead-e2e-")
+            .tempdir()
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let socket = dir.path().join("api.sock");
+        let yaml = yaml
+            .replace("TENANT", &tenant)
+            .replace("SOCKET", socket.to_str().unwrap());
+        let config = dir.path().join("tenant.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut d = Daemon {
+            tenant,
+            socket,
+            config,
+            state: shared_state(),
+            netns: Some(netns.to_path_buf()),
             child: None,
             dir,
         };
@@ -118,7 +152,7 @@ impl Daemon {
     }
 
     /// Starts `bulkhead up` in a new network namespace (unshare -n keeps /sys, and so the
-    /// cgroup tree, visible, unlike `ip netns exec`).
+    /// cgroup tree, visible, unlike `ip netns exec`), or in the lab's host namespace.
     pub fn spawn(&mut self) {
         let offset = self.log().len();
         let log = std::fs::OpenOptions::new()
@@ -126,8 +160,20 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .unwrap();
-        let child = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .args(["--", BIN, "up"]);
+                c
+            }
+            None => {
+                let mut c = Command::new("unshare");
+                c.args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"]);
+                c
+            }
+        };
+        let child = cmd
             .arg(&self.config)
             .arg("--state-dir")
             .arg(&self.state)
@@ -218,6 +264,19 @@ impl Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Whether the daemon process has exited, and its status.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The network namespace of a running node (its init's).
+    pub fn node_netns(&self, node: &str) -> PathBuf {
+        let pid = self.supervisor_state(node)["init_pid"].as_i64().unwrap();
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
     }
 
     /// Stops the daemon with SIGTERM and waits for it.

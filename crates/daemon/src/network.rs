@@ -1,0 +1,566 @@
+//! The tenant's networking, as the daemon runs it: the range claim, address allocation, the
+//! node's network plan, the tenant's nftables tables, bridges, and their reconciliation.
+//! The pure parts live in `bulkhead_net`; this module decides *when* they are applied.
+//!
+//! Invariants:
+//! - a node's nft objects (its policy chain, its bridge-port pin) exist before its supervisor
+//!   starts, so a node never sends a packet under a policy wider than its own;
+//! - each networked node's directory holds `network.json`, which is what reconciliation and
+//!   delete read to find the node's objects again;
+//! - the tenant's tables are rebuilt from config and those files at every start.
+
+use bulkhead_core::{HostGroup, NetworkMode, TenantConfig};
+use bulkhead_net::ipam::{Layout, Range};
+use bulkhead_net::names::Tag;
+use bulkhead_net::rules::{BridgePort, Cidr, GroupRules, NodePolicy, TenantRules};
+use bulkhead_net::{nft, NetError, VethPlan};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::error::ApiError;
+
+/// Host-wide registry of claimed address ranges, one file per tenant.
+pub const NET_REGISTRY: &str = "/run/bulkhead/net-ranges";
+/// The file in a node's directory that records its network.
+pub const NODE_NET_FILE: &str = "network.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One networked host group.
+#[derive(Debug, Clone)]
+pub struct NetGroup {
+    pub index: u8,
+    pub name: String,
+    pub range: Range,
+    pub drop: Vec<Cidr>,
+    pub allow: Vec<Cidr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub egress_mbps: Option<u32>,
+}
+
+/// What a networked node's directory records (`network.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeNet {
+    pub group: u8,
+    pub slot: u32,
+    pub address: Ipv4Addr,
+    pub host_if: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// The node's create-time override (narrows the group's policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Override>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub allow: Vec<Ipv4Net>,
+    pub drop: Vec<Ipv4Net>,
+}
+
+fn cidr(n: &Ipv4Net) -> Cidr {
+    Cidr(n.network(), n.prefix_len())
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetworkError {
+    let what = what.into();
+    move |source| NetworkError::Io { what, source }
+}
+
+/// The tenant's tag: its uid slot, unique on the host (claimed in the uid registry).
+pub fn tag_of(uid_base: u32) -> Tag {
+    Tag((uid_base / bulkhead_core::UID_COUNT - 16) as u16)
+}
+
+pub struct TenantNetwork {
+    pub tenant: String,
+    pub tag: Tag,
+    pub groups: Vec<NetGroup>,
+}
+
+impl TenantNetwork {
+    /// `None` when no host group has a network.
+    pub fn from_config(cfg: &TenantConfig, uid_base: u32) -> Option<Self> {
+        let groups: Vec<NetGroup> = cfg
+            .groups
+            .iter()
+            .filter(|g| g.network.mode != NetworkMode::None)
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let r = g.network.range?;
+                let layout = match g.network.mode {
+                    NetworkMode::Bridge => Layout::Bridge,
+                    _ => Layout::Isolated,
+                };
+                Some(NetGroup {
+                    index: i as u8,
+                    name: g.name.clone(),
+                    range: Range::new(r.network(), r.prefix_len(), layout).ok()?,
+                    drop: g.network.drop.iter().map(cidr).collect(),
+                    allow: g.network.allow.iter().map(cidr).collect(),
+                    dns: g.dns_servers.clone(),
+                    egress_mbps: g.network.egress_mbps,
+                })
+            })
+            .collect();
+        (!groups.is_empty()).then(|| TenantNetwork {
+            tenant: cfg.tenant.clone(),
+            tag: tag_of(uid_base),
+            groups,
+        })
+    }
+
+    pub fn group(&self, name: &str) -> Option<&NetGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    fn table(&self) -> String {
+        Tag::table(&self.tenant)
+    }
+
+    /// Picks the node's slot: the requested address, or the lowest free slot.
+    pub fn allocate(
+        &self,
+        g: &NetGroup,
+        used: &HashSet<Ipv4Addr>,
+        requested: Option<&str>,
+    ) -> Result<(u32, Ipv4Addr), ApiError> {
+        let used_slots: HashSet<u32> = used.iter().filter_map(|a| g.range.slot_of(*a)).collect();
+        let slot = match requested {
+            Some(ip) => {
+                let a: Ipv4Addr = ip
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("ip {ip:?} is not an IPv4 address")))?;
+                let slot = g.range.slot_of(a).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "ip {a} is not a node address of host group {:?}'s range {} (e.g. {})",
+                        g.name,
+                        g.range,
+                        g.range.addressing(0).map(|x| x.node.to_string()).unwrap_or_default()
+                    ))
+                })?;
+                if used_slots.contains(&slot) {
+                    return Err(ApiError::conflict("address_in_use", format!("ip {a} is already used by another node")));
+                }
+                slot
+            }
+            None => g.range.first_free(&used_slots).ok_or_else(|| {
+                ApiError::conflict("range_full", format!(
+                    "host group {:?}'s range {} is full ({} nodes): delete a node or widen the range",
+                    g.name,
+                    g.range,
+                    g.range.slots()
+                ))
+            })?,
+        };
+        let a = g
+            .range
+            .addressing(slot)
+            .map(|x| x.node)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        Ok((slot, a))
+    }
+
+    /// Checks a create request's `network` override: IPv4 CIDRs, and `allow` inside the
+    /// group's allow list (a node may narrow its group's policy, never widen it).
+    pub fn validate_override(
+        &self,
+        g: &NetGroup,
+        allow: &[String],
+        drop: &[String],
+    ) -> Result<Option<Override>, String> {
+        if allow.is_empty() && drop.is_empty() {
+            return Ok(None);
+        }
+        if allow.len() + drop.len() > 64 {
+            return Err("network.allow and network.drop take at most 64 CIDRs together".into());
+        }
+        let parse = |field: &str, v: &[String]| -> Result<Vec<Ipv4Net>, String> {
+            v.iter()
+                .map(|c| {
+                    c.parse::<Ipv4Net>().map(|n| n.trunc()).map_err(|_| {
+                        format!("network.{field}: {c:?} is not an IPv4 CIDR, e.g. 203.0.113.0/24")
+                    })
+                })
+                .collect()
+        };
+        let allow = parse("allow", allow)?;
+        let drop = parse("drop", drop)?;
+        for a in &allow {
+            let inside = g
+                .allow
+                .iter()
+                .any(|c| Ipv4Net::new(c.0, c.1).is_ok_and(|n| n.contains(a)));
+            if !inside {
+                let group: Vec<String> = g.allow.iter().map(|c| c.to_string()).collect();
+                return Err(format!(
+                    "network.allow {a} is wider than host group {:?} allows ({}): a node may only narrow its group's policy",
+                    g.name,
+                    group.join(", ")
+                ));
+            }
+        }
+        Ok(Some(Override { allow, drop }))
+    }
+
+    pub fn node_net(
+        &self,
+        g: &NetGroup,
+        slot: u32,
+        address: Ipv4Addr,
+        policy: Option<Override>,
+    ) -> NodeNet {
+        NodeNet {
+            group: g.index,
+            slot,
+            address,
+            host_if: self.tag.veth(g.index, slot),
+            bridge: (g.range.layout == Layout::Bridge).then(|| self.tag.bridge(g.index)),
+            policy,
+        }
+    }
+
+    pub fn plan(&self, g: &NetGroup, n: &NodeNet) -> Option<VethPlan> {
+        let a = g.range.addressing(n.slot)?;
+        Some(VethPlan {
+            host_if: n.host_if.clone(),
+            gateway: a.gateway,
+            address: a.node,
+            prefix_len: a.prefix_len,
+            bridge: n.bridge.clone(),
+            egress_mbps: g.egress_mbps,
+            dns_servers: g.dns.clone(),
+        })
+    }
+
+    fn policy_of(name: &str, n: &NodeNet) -> Option<NodePolicy> {
+        n.policy.as_ref().map(|p| NodePolicy {
+            node: name.to_string(),
+            address: n.address,
+            drop: p.drop.iter().map(cidr).collect(),
+            allow: p.allow.iter().map(cidr).collect(),
+        })
+    }
+
+    fn port_of(n: &NodeNet) -> Option<BridgePort> {
+        n.bridge.as_ref().map(|_| BridgePort {
+            port: n.host_if.clone(),
+            address: n.address,
+        })
+    }
+
+    /// The tenant's whole ruleset for the given live nodes.
+    pub fn rules(&self, nodes: &[(String, NodeNet)]) -> TenantRules {
+        TenantRules {
+            tenant: self.tenant.clone(),
+            tag: self.tag,
+            groups: self
+                .groups
+                .iter()
+                .map(|g| GroupRules {
+                    index: g.index,
+                    name: g.name.clone(),
+                    range: g.range,
+                    drop: g.drop.clone(),
+                    allow: g.allow.clone(),
+                    dns: g.dns.clone(),
+                })
+                .collect(),
+            policies: nodes
+                .iter()
+                .filter_map(|(name, n)| Self::policy_of(name, n))
+                .collect(),
+            ports: nodes.iter().filter_map(|(_, n)| Self::port_of(n)).collect(),
+        }
+    }
+
+    /// At start: forwarding on, bridges up, the tenant's tables rebuilt for `nodes` (the live
+    /// ones), and links that no live node explains removed.
+    pub fn start(&self, nodes: &[(String, NodeNet)]) -> Result<Vec<String>, NetworkError> {
+        bulkhead_net::host::enable_forwarding()?;
+        for g in self
+            .groups
+            .iter()
+            .filter(|g| g.range.layout == Layout::Bridge)
+        {
+            let a = g
+                .range
+                .addressing(0)
+                .ok_or_else(|| NetworkError::Refused(format!("range {} holds no node", g.range)))?;
+            bulkhead_net::host::ensure_bridge(&self.tag.bridge(g.index), a.gateway, a.prefix_len)?;
+        }
+        nft::apply(&self.rules(nodes))?;
+        let live: HashSet<(u8, u32)> = nodes.iter().map(|(_, n)| (n.group, n.slot)).collect();
+        let bridges: HashSet<u8> = self
+            .groups
+            .iter()
+            .filter(|g| g.range.layout == Layout::Bridge)
+            .map(|g| g.index)
+            .collect();
+        Ok(bulkhead_net::host::reconcile_links(
+            self.tag,
+            |g, s| live.contains(&(g, s)),
+            |g| bridges.contains(&g),
+        )?)
+    }
+
+    /// Installs a node's own nft objects (before its supervisor starts).
+    pub fn attach(&self, name: &str, n: &NodeNet) -> Result<(), NetworkError> {
+        let policy = Self::policy_of(name, n);
+        let port = Self::port_of(n);
+        if policy.is_none() && port.is_none() {
+            return Ok(());
+        }
+        Ok(nft::run(&nft::node_added(
+            &self.table(),
+            policy.as_ref(),
+            port.as_ref(),
+        ))?)
+    }
+
+    /// Removes a node's own nft objects, and its veth if something kept it alive.
+    pub fn detach(&self, n: &NodeNet) {
+        let port = Self::port_of(n);
+        let policy = n.policy.as_ref().map(|_| n.address);
+        for tx in nft::node_removed(&self.table(), policy, port.as_ref()) {
+            if let Err(e) = nft::run(&tx) {
+                tracing::debug!(error = %e, "node nft object already gone");
+            }
+        }
+        if let Ok(i) = bulkhead_net::netlink::index_of(&n.host_if) {
+            if let Ok(mut nl) = bulkhead_net::netlink::Netlink::open() {
+                let _ = nl.delete_link(i);
+            }
+        }
+    }
+
+    /// At stop with no node left: the tenant's tables and bridges go.
+    pub fn remove_all(&self) {
+        if let Err(e) = nft::remove(&self.tenant) {
+            tracing::error!(error = %e, "cannot remove the tenant's nft tables");
+        }
+        if let Err(e) = bulkhead_net::host::reconcile_links(self.tag, |_, _| false, |_| false) {
+            tracing::error!(error = %e, "cannot remove the tenant's links");
+        }
+    }
+
+    /// Packet counts of the tenant's deny counters.
+    pub fn counters(&self) -> Vec<(String, u64)> {
+        nft::counters(&self.tenant).unwrap_or_default()
+    }
+}
+
+pub fn read_node_net(node_dir: &Path) -> Option<NodeNet> {
+    let b = std::fs::read(node_dir.join(NODE_NET_FILE)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+// ---- the host-wide range registry ------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RangeClaim {
+    tenant: String,
+    pid: u32,
+    socket: String,
+    ranges: Vec<String>,
+}
+
+/// The tenant's claim on its ranges. It outlives a crash or a graceful stop that leaves nodes
+/// running (their addresses stay in use); only the same tenant can take it over. It is
+/// released when the daemon stops with no node left.
+pub struct NetClaim {
+    path: PathBuf,
+    release: std::sync::atomic::AtomicBool,
+}
+
+impl NetClaim {
+    /// Release the claim when dropped (the daemon stopped with no node left).
+    pub fn release_on_drop(&self) {
+        self.release
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for NetClaim {
+    fn drop(&mut self) {
+        if self.release.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Claims the tenant's ranges, refusing when another tenant holds an overlapping one.
+pub fn claim_ranges(
+    registry: &Path,
+    tenant: &str,
+    socket: &str,
+    groups: &[HostGroup],
+) -> Result<NetClaim, NetworkError> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(registry).map_err(io(format!("creating {}", registry.display())))?;
+    let lock =
+        std::fs::File::create(registry.join(".lock")).map_err(io("locking the range registry"))?;
+    // SAFETY: flock on an fd we own; released when `lock` is dropped at return.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    let mine: Vec<(String, Ipv4Net)> = groups
+        .iter()
+        .filter_map(|g| g.network.range.map(|r| (g.name.clone(), r)))
+        .collect();
+    for e in std::fs::read_dir(registry)
+        .map_err(io("reading the range registry"))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == tenant {
+            continue;
+        }
+        let Ok(b) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let Ok(other) = serde_json::from_slice::<RangeClaim>(&b) else {
+            continue;
+        };
+        for r in other
+            .ranges
+            .iter()
+            .filter_map(|r| r.parse::<Ipv4Net>().ok())
+        {
+            if let Some((g, m)) = mine
+                .iter()
+                .find(|(_, m)| m.contains(&r.network()) || r.contains(&m.network()))
+            {
+                return Err(NetworkError::Refused(format!(
+                    "range {m} of host group {g:?} overlaps {r}, held by tenant {:?} (daemon pid {}, socket {}): pick a range that does not overlap, or stop that tenant (if it is gone for good, remove {})",
+                    other.tenant,
+                    other.pid,
+                    other.socket,
+                    e.path().display()
+                )));
+            }
+        }
+    }
+    let claim = RangeClaim {
+        tenant: tenant.to_string(),
+        pid: std::process::id(),
+        socket: socket.to_string(),
+        ranges: mine.iter().map(|(_, r)| r.to_string()).collect(),
+    };
+    let path = registry.join(tenant);
+    let tmp = registry.join(format!(".{tenant}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(&claim).unwrap_or_default())
+        .map_err(io("writing the range claim"))?;
+    std::fs::rename(&tmp, &path).map_err(io("writing the range claim"))?;
+    Ok(NetClaim {
+        path,
+        release: Default::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> TenantConfig {
+        TenantConfig::parse(text).unwrap()
+    }
+
+    const TWO: &str = r#"
+config:
+  tenant: t1
+  host_groups:
+    - name: web
+      network: { mode: isolated, range: 10.10.0.0/22, allow: ["203.0.113.0/24"], egress_mbps: 5 }
+      dns_servers: ["192.0.2.53"]
+    - name: plain
+    - name: k3s
+      network: { mode: bridge, range: 10.20.0.0/24 }
+"#;
+
+    #[test]
+    fn groups_get_indexes_and_plans() {
+        let n = TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1")).unwrap();
+        assert_eq!(n.groups.len(), 2);
+        let web = n.group("web").unwrap();
+        let (slot, addr) = n.allocate(web, &HashSet::new(), None).unwrap();
+        assert_eq!((slot, addr), (0, "10.10.0.2".parse().unwrap()));
+        let used = [addr].into_iter().collect();
+        assert_eq!(
+            n.allocate(web, &used, None).unwrap().1,
+            "10.10.0.6".parse::<Ipv4Addr>().unwrap()
+        );
+        assert!(format!(
+            "{:?}",
+            n.allocate(web, &used, Some("10.10.0.2")).unwrap_err()
+        )
+        .contains("already used"));
+        assert!(format!(
+            "{:?}",
+            n.allocate(web, &used, Some("10.10.0.5")).unwrap_err()
+        )
+        .contains("not a node address"));
+        let nn = n.node_net(web, slot, addr, None);
+        let plan = n.plan(web, &nn).unwrap();
+        assert_eq!(plan.gateway, "10.10.0.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(plan.egress_mbps, Some(5));
+        assert_eq!(plan.bridge, None);
+        let k3s = n.group("k3s").unwrap();
+        assert_eq!(k3s.index, 1);
+        let kn = n.node_net(k3s, 0, "10.20.0.2".parse().unwrap(), None);
+        assert_eq!(kn.bridge.as_deref(), Some(n.tag.bridge(1).as_str()));
+    }
+
+    #[test]
+    fn overrides_only_narrow() {
+        let n = TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1")).unwrap();
+        let web = n.group("web").unwrap();
+        assert!(n
+            .validate_override(web, &["203.0.113.0/25".into()], &[])
+            .unwrap()
+            .is_some());
+        let e = n
+            .validate_override(web, &["0.0.0.0/0".into()], &[])
+            .unwrap_err();
+        assert!(e.contains("only narrow"), "{e}");
+        let e = n.validate_override(web, &[], &["::/0".into()]).unwrap_err();
+        assert!(e.contains("network.drop"), "{e}");
+        assert_eq!(n.validate_override(web, &[], &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn overlapping_claims_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = cfg("config:\n  tenant: ta\n  host_groups:\n    - name: g\n      network: { mode: isolated, range: 10.30.0.0/22 }\n");
+        let b = cfg("config:\n  tenant: tb\n  host_groups:\n    - name: g\n      network: { mode: isolated, range: 10.30.2.0/24 }\n");
+        let c = cfg("config:\n  tenant: tc\n  host_groups:\n    - name: g\n      network: { mode: isolated, range: 10.30.4.0/24 }\n");
+        let held = claim_ranges(dir.path(), "ta", "/run/ta.sock", &a.groups).unwrap();
+        let e = claim_ranges(dir.path(), "tb", "/run/tb.sock", &b.groups)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("tenant \"ta\"") && e.contains("/run/ta.sock"),
+            "{e}"
+        );
+        let _c = claim_ranges(dir.path(), "tc", "/run/tc.sock", &c.groups).unwrap();
+        // The same tenant takes its own claim over (a restart after a crash).
+        let _again = claim_ranges(dir.path(), "ta", "/run/ta.sock", &a.groups).unwrap();
+        held.release_on_drop();
+        drop(held);
+        assert!(claim_ranges(dir.path(), "tb", "/run/tb.sock", &b.groups).is_ok());
+    }
+}
