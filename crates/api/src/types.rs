@@ -186,3 +186,42 @@ pub struct Health {
     pub agent: String,
     pub uptime_ms: u64,
 }
+
+/// Body of `POST /vm/{node}/forwards`: open a host port to one port of the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRequest {
+    /// Port on the host; 0 picks a free one.
+    pub host_port: u16,
+    pub node_port: u16,
+    /// Host address to listen on; default 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Accept a PROXY protocol v2 header, from `trusted_proxies` only.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// CIDRs of upstreams (load balancers) whose PROXY v2 header is honoured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// An open port forward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forward {
+    pub node: String,
+    /// The address the host listens on, e.g. `127.0.0.1:18080`.
+    pub listen: String,
+    pub node_port: u16,
+    pub proxy_protocol: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// Connections accepted so far.
+    pub connections: u64,
+    /// Peer of the most recent connection (what authorization may use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_peer: Option<String>,
+    /// Original client of the most recent connection, from a trusted PROXY v2 header.
+    /// Information only: never used to authorize anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_client: Option<String>,
+}

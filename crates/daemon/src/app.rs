@@ -72,6 +72,7 @@ pub struct App {
     pub started: Instant,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<std::sync::Arc<crate::network::TenantNetwork>>,
+    pub forwards: crate::forward::Forwards,
 }
 
 pub fn now_rfc3339() -> String {
@@ -504,6 +505,7 @@ impl App {
 
     /// Stops a node's processes and removes everything it left on the host. Idempotent.
     pub async fn destroy(&self, name: &str) {
+        self.forwards.close_node(name);
         let dir = self.node_dir(name);
         if let Some(st) = bulkhead_jail::read_supervisor_state(&dir) {
             if bulkhead_jail::supervisor_alive(&st) {
@@ -651,6 +653,50 @@ impl App {
             let _ = self.store().delete(&self.tenant, &r.name);
         }
         self.cgroups.remove_tenant_if_empty(&self.tenant);
+    }
+
+    /// Opens a port forward to a running, networked node.
+    pub async fn open_forward(
+        &self,
+        name: &str,
+        req: &bulkhead_api::ForwardRequest,
+    ) -> Result<bulkhead_api::Forward, ApiError> {
+        let n = self.running_node(name)?;
+        let ip = n.ip.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "node {name:?} has no network (its host group has network mode none): forwards need mode isolated or bridge"
+            ))
+        })?;
+        let spec = crate::forward::Forwards::validate(name, ip, req)?;
+        let f = self.forwards.open(spec).await?;
+        if let Err(e) = self.forwards.save(&self.node_dir(name), name) {
+            tracing::error!(node = %name, error = %e, "cannot record forwards; they will not survive a restart");
+        }
+        tracing::info!(node = %name, listen = %f.listen, node_port = f.node_port, "forward opened");
+        Ok(f)
+    }
+
+    pub fn close_forward(&self, name: &str, host_port: u16) -> Result<(), ApiError> {
+        self.node(name)?;
+        if !self.forwards.close(name, host_port) {
+            return Err(ApiError::not_found(format!(
+                "node {name:?} has no forward on host port {host_port}: `GET /vm/{name}/forwards` lists them"
+            )));
+        }
+        let _ = self.forwards.save(&self.node_dir(name), name);
+        Ok(())
+    }
+
+    /// Reopens the recorded forwards of the nodes that were re-adopted.
+    pub async fn reopen_forwards(&self) {
+        for r in self.list().unwrap_or_default() {
+            for spec in crate::forward::load(&self.node_dir(&r.name)) {
+                let listen = spec.listen;
+                if let Err(e) = self.forwards.open(spec).await {
+                    tracing::error!(node = %r.name, %listen, error = %e, "cannot reopen forward");
+                }
+            }
+        }
     }
 
     /// The recorded networks of the nodes state knows (after reconciliation: the live ones).

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod error;
+pub mod forward;
 pub mod network;
 pub mod pool;
 pub mod query;
@@ -276,6 +277,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         counters: Default::default(),
         started: Instant::now(),
         net: net.clone(),
+        forwards: Default::default(),
     });
     let (adopted, removed) = app.reconcile().await;
     if let Some(n) = &net {
@@ -289,6 +291,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         }
         tracing::info!(groups = n.groups.len(), table = %bulkhead_net::names::Tag::table(&tenant), "network rules in place");
     }
+    app.reopen_forwards().await;
     // Standby sockets left by a daemon that died: their standbys are gone (stdin closed).
     let _ = std::fs::remove_dir_all(app.standby_dir());
     ensure_dir(&app.standby_dir(), 0o700).map_err(io("creating the standby directory"))?;

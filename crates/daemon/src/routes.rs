@@ -56,6 +56,16 @@ pub fn table() -> Vec<(
             &["get", "head"],
             get(vm::health).head(vm::health),
         ),
+        (
+            "/vm/{node}/forwards",
+            &["get", "post"],
+            get(list_forwards).post(open_forward),
+        ),
+        (
+            "/vm/{node}/forwards/{port}",
+            &["delete"],
+            delete(close_forward),
+        ),
         ("/metrics", &["get"], get(metrics)),
     ]
 }
@@ -217,6 +227,43 @@ async fn delete_node(
         disk_removed: true,
         error: String::new(),
     }))
+}
+
+async fn open_forward(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    app.node(&node)?;
+    let req: bulkhead_api::ForwardRequest = json_body(body)?;
+    let f = app.open_forward(&node, &req).await?;
+    Ok((StatusCode::CREATED, Json(f)).into_response())
+}
+
+async fn list_forwards(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<bulkhead_api::Forward>>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    app.node(&node)?;
+    Ok(Json(app.forwards.list(&node)))
+}
+
+async fn close_forward(
+    State(app): State<AppState>,
+    Path((node, port)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    app.node(&node)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("{port:?} is not a port number")))?;
+    app.close_forward(&node, port)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

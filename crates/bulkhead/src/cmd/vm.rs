@@ -86,6 +86,15 @@ pub enum VmCmd {
         ram_gb: Option<u64>,
         #[arg(long)]
         persistent: bool,
+        /// The node's address (isolated/bridge groups), default the first free one
+        #[arg(long)]
+        ip: Option<String>,
+        /// Narrow the group's egress allow list for this node (CIDR, repeatable)
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Extra CIDR this node may not reach (repeatable)
+        #[arg(long)]
+        drop: Vec<String>,
         /// Return only once the node's agent answers
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         wait: bool,
@@ -128,6 +137,36 @@ pub enum VmCmd {
         #[command(flatten)]
         conn: Conn,
         node: String,
+    },
+    /// Open a host port to a node port: `forward NODE HOST_PORT:NODE_PORT`
+    Forward {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+        /// HOST_PORT:NODE_PORT (HOST_PORT 0 picks a free port)
+        ports: String,
+        /// Host address to listen on
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Accept a PROXY protocol v2 header from --trusted-proxy peers
+        #[arg(long)]
+        proxy_protocol: bool,
+        /// CIDR of an upstream whose PROXY header is honoured (repeatable)
+        #[arg(long)]
+        trusted_proxy: Vec<String>,
+    },
+    /// List a node's port forwards
+    Forwards {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+    },
+    /// Close a node's port forward on HOST_PORT
+    Unforward {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+        host_port: u16,
     },
 }
 
@@ -174,15 +213,22 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             cpus,
             ram_gb,
             persistent,
+            ip,
+            allow,
+            drop,
             wait,
             timeout,
         } => {
+            let network = (!allow.is_empty() || !drop.is_empty())
+                .then_some(bulkhead_api::NodeNetworkRequest { allow, drop });
             let req = CreateNodeRequest {
                 hostname,
                 cpus,
                 ram_bytes: ram_gb.map(|g| g << 30),
                 persistent,
                 tags: tag,
+                ip,
+                network,
                 ..Default::default()
             };
             let q = if wait {
@@ -250,6 +296,78 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 .get(&format!("/vm/{}/health", enc(&node)))
                 .await?;
             println!("{}", serde_json::to_string_pretty(&h)?);
+        }
+        VmCmd::Forward {
+            conn,
+            node,
+            ports,
+            bind,
+            proxy_protocol,
+            trusted_proxy,
+        } => {
+            let (h, n) = ports
+                .split_once(':')
+                .and_then(|(h, n)| Some((h.parse::<u16>().ok()?, n.parse::<u16>().ok()?)))
+                .with_context(|| format!("{ports:?} is not HOST_PORT:NODE_PORT, e.g. 8080:80"))?;
+            let req = bulkhead_api::ForwardRequest {
+                host_port: h,
+                node_port: n,
+                bind: Some(bind),
+                proxy_protocol,
+                trusted_proxies: trusted_proxy,
+            };
+            let f: bulkhead_api::Forward = conn
+                .client()?
+                .json(
+                    Method::POST,
+                    &format!("/vm/{}/forwards", enc(&node)),
+                    Some(&serde_json::to_value(&req)?),
+                )
+                .await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!("{} -> {node}:{}", f.listen, f.node_port);
+            }
+        }
+        VmCmd::Forwards { conn, node } => {
+            let fs: Vec<bulkhead_api::Forward> = conn
+                .client()?
+                .get(&format!("/vm/{}/forwards", enc(&node)))
+                .await?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&fs)?);
+            } else {
+                println!(
+                    "{:<22} {:>9} {:>6} {:>11}  LAST_CLIENT",
+                    "LISTEN", "NODE_PORT", "PROXY", "CONNECTIONS"
+                );
+                for f in fs {
+                    println!(
+                        "{:<22} {:>9} {:>6} {:>11}  {}",
+                        f.listen,
+                        f.node_port,
+                        if f.proxy_protocol { "v2" } else { "-" },
+                        f.connections,
+                        f.last_client.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        VmCmd::Unforward {
+            conn,
+            node,
+            host_port,
+        } => {
+            conn.client()?
+                .send_ok(
+                    Method::DELETE,
+                    &format!("/vm/{}/forwards/{host_port}", enc(&node)),
+                    full_body(Bytes::new()),
+                    None,
+                )
+                .await?;
+            println!("closed {node} forward on host port {host_port}");
         }
     }
     Ok(ExitCode::SUCCESS)

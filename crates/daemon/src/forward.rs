@@ -1,0 +1,491 @@
+//! Port forwards: the only way into a node from outside. The daemon listens on a host port
+//! and relays each connection to one port of one node (from the host's side of the node's
+//! veth, so the node sees its gateway as the peer and the tenant's rules let the replies
+//! through as `established`).
+//!
+//! A forward may accept a PROXY protocol v2 header, but only from peers inside its
+//! `trusted_proxies`: from them the header is parsed and removed, and the original client
+//! address is recorded as information (logs, `last_client`). From anyone else the same
+//! bytes are relayed to the node as ordinary data. Nothing is ever authorized by the address
+//! inside a header; only the connection's real peer is checked, and only against the list.
+//!
+//! Forwards are recorded in the node's directory (`forwards.json`), reopened when a daemon
+//! re-adopts the node, and closed when the node is deleted.
+
+use bulkhead_api::{Forward, ForwardRequest};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::error::ApiError;
+
+pub const FORWARDS_FILE: &str = "forwards.json";
+/// Per node; each forward is a listening socket and a task.
+pub const MAX_PER_NODE: usize = 16;
+/// How long a trusted upstream has to send its PROXY header before the bytes count as data.
+const HEADER_WAIT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The PROXY protocol v2 signature.
+pub const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// What the first bytes of a connection are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Header {
+    /// Not a PROXY v2 header: relay everything as data.
+    NotProxy,
+    /// Could still be one: read more.
+    Incomplete,
+    /// A header of `len` bytes; `client` is the original source (None for LOCAL or
+    /// address families other than TCP over IPv4/IPv6).
+    Proxy {
+        len: usize,
+        client: Option<SocketAddr>,
+    },
+    /// The signature, then something that is not a valid v2 header.
+    Invalid(&'static str),
+}
+
+/// Parses a PROXY protocol v2 header at the start of `buf`.
+pub fn parse_v2(buf: &[u8]) -> Header {
+    let n = buf.len().min(SIGNATURE.len());
+    if buf[..n] != SIGNATURE[..n] {
+        return Header::NotProxy;
+    }
+    if buf.len() < 16 {
+        return Header::Incomplete;
+    }
+    let (ver_cmd, fam) = (buf[12], buf[13]);
+    if ver_cmd >> 4 != 2 {
+        return Header::Invalid("version is not 2");
+    }
+    let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
+    if len > 2048 {
+        return Header::Invalid("header longer than 2048 bytes");
+    }
+    if buf.len() < 16 + len {
+        return Header::Incomplete;
+    }
+    let body = &buf[16..16 + len];
+    let client = match (ver_cmd & 0x0f, fam) {
+        (0, _) => None, // LOCAL: the upstream's own connection (health checks)
+        (1, 0x11) if len >= 12 => Some(SocketAddr::new(
+            IpAddr::from([body[0], body[1], body[2], body[3]]),
+            u16::from_be_bytes([body[8], body[9]]),
+        )),
+        (1, 0x21) if len >= 36 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&body[..16]);
+            Some(SocketAddr::new(
+                IpAddr::from(a),
+                u16::from_be_bytes([body[32], body[33]]),
+            ))
+        }
+        (1, 0x11 | 0x21) => return Header::Invalid("address block too short"),
+        (1, _) => None,
+        _ => return Header::Invalid("unknown command"),
+    };
+    Header::Proxy {
+        len: 16 + len,
+        client,
+    }
+}
+
+/// A forward as recorded in the node's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardSpec {
+    pub node: String,
+    pub node_ip: Ipv4Addr,
+    pub listen: SocketAddr,
+    pub node_port: u16,
+    pub proxy_protocol: bool,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Default)]
+struct Stats {
+    connections: AtomicU64,
+    last_peer: Mutex<Option<String>>,
+    last_client: Mutex<Option<String>>,
+}
+
+struct Open {
+    spec: ForwardSpec,
+    stats: Arc<Stats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The tenant's open forwards, by node.
+#[derive(Default)]
+pub struct Forwards {
+    open: Mutex<HashMap<String, Vec<Open>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Forwards {
+    /// Validates a request for `node` (whose address is `node_ip`) into a spec.
+    pub fn validate(
+        node: &str,
+        node_ip: Ipv4Addr,
+        r: &ForwardRequest,
+    ) -> Result<ForwardSpec, ApiError> {
+        if r.node_port == 0 {
+            return Err(ApiError::bad_request(
+                "node_port must be between 1 and 65535",
+            ));
+        }
+        let bind: IpAddr = match &r.bind {
+            None => Ipv4Addr::LOCALHOST.into(),
+            Some(b) => b.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "bind {b:?} is not an IP address, e.g. 127.0.0.1 or 0.0.0.0"
+                ))
+            })?,
+        };
+        if !r.proxy_protocol && !r.trusted_proxies.is_empty() {
+            return Err(ApiError::bad_request(
+                "trusted_proxies only applies with proxy_protocol: true",
+            ));
+        }
+        if r.proxy_protocol && r.trusted_proxies.is_empty() {
+            return Err(ApiError::bad_request(
+                "proxy_protocol: true needs trusted_proxies (the CIDRs of your load balancers); a PROXY header from anyone else is relayed as data",
+            ));
+        }
+        if r.trusted_proxies.len() > 64 {
+            return Err(ApiError::bad_request("at most 64 trusted_proxies"));
+        }
+        let trusted = r
+            .trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "trusted_proxies: {c:?} is not a CIDR or address"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ForwardSpec {
+            node: node.to_string(),
+            node_ip,
+            listen: SocketAddr::new(bind, r.host_port),
+            node_port: r.node_port,
+            proxy_protocol: r.proxy_protocol,
+            trusted_proxies: trusted,
+        })
+    }
+
+    /// Opens the forward: binds its host port and starts relaying.
+    pub async fn open(&self, mut spec: ForwardSpec) -> Result<Forward, ApiError> {
+        if lock(&self.open).get(&spec.node).map_or(0, Vec::len) >= MAX_PER_NODE {
+            return Err(ApiError::conflict(
+                "too_many_forwards",
+                format!(
+                    "node {:?} has {MAX_PER_NODE} forwards already: remove one first",
+                    spec.node
+                ),
+            ));
+        }
+        let l = TcpListener::bind(spec.listen).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => ApiError::conflict(
+                "port_in_use",
+                format!("{} is already in use on the host: pick another host_port", spec.listen),
+            ),
+            std::io::ErrorKind::AddrNotAvailable => ApiError::bad_request(format!(
+                "{} is not an address of this host: use bind 127.0.0.1, 0.0.0.0 or one of the host's addresses",
+                spec.listen.ip()
+            )),
+            std::io::ErrorKind::PermissionDenied => ApiError::bad_request(format!(
+                "binding {} was refused: {e}", spec.listen
+            )),
+            _ => ApiError::internal(format!("binding {}: {e}", spec.listen)),
+        })?;
+        if let Ok(a) = l.local_addr() {
+            spec.listen = a;
+        }
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(serve(l, spec.clone(), stats.clone()));
+        let open = Open { spec, stats, task };
+        let info = describe(&open);
+        lock(&self.open)
+            .entry(open.spec.node.clone())
+            .or_default()
+            .push(open);
+        Ok(info)
+    }
+
+    pub fn list(&self, node: &str) -> Vec<Forward> {
+        lock(&self.open)
+            .get(node)
+            .map(|v| v.iter().map(describe).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn specs(&self, node: &str) -> Vec<ForwardSpec> {
+        lock(&self.open)
+            .get(node)
+            .map(|v| v.iter().map(|o| o.spec.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes the node's forward on `host_port`; false when there is none.
+    pub fn close(&self, node: &str, host_port: u16) -> bool {
+        let mut open = lock(&self.open);
+        let Some(v) = open.get_mut(node) else {
+            return false;
+        };
+        let before = v.len();
+        v.retain(|o| {
+            let hit = o.spec.listen.port() == host_port;
+            if hit {
+                o.task.abort();
+            }
+            !hit
+        });
+        before != v.len()
+    }
+
+    /// Closes every forward of the node (it is being deleted).
+    pub fn close_node(&self, node: &str) {
+        for o in lock(&self.open).remove(node).unwrap_or_default() {
+            o.task.abort();
+        }
+    }
+
+    /// Records the node's forwards in its directory.
+    pub fn save(&self, node_dir: &Path, node: &str) -> std::io::Result<()> {
+        let specs = self.specs(node);
+        crate::app::write_private(
+            &node_dir.join(FORWARDS_FILE),
+            &serde_json::to_vec(&specs).unwrap_or_default(),
+        )
+    }
+}
+
+/// The forwards recorded for a node, for re-adoption.
+pub fn load(node_dir: &Path) -> Vec<ForwardSpec> {
+    std::fs::read(node_dir.join(FORWARDS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn describe(o: &Open) -> Forward {
+    Forward {
+        node: o.spec.node.clone(),
+        listen: o.spec.listen.to_string(),
+        node_port: o.spec.node_port,
+        proxy_protocol: o.spec.proxy_protocol,
+        trusted_proxies: o
+            .spec
+            .trusted_proxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        connections: o.stats.connections.load(Ordering::Relaxed),
+        last_peer: lock(&o.stats.last_peer).clone(),
+        last_client: lock(&o.stats.last_client).clone(),
+    }
+}
+
+async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>) {
+    let spec = Arc::new(spec);
+    loop {
+        let (c, peer) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(listen = %spec.listen, error = %e, "forward accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        *lock(&stats.last_peer) = Some(peer.to_string());
+        let (spec, stats) = (spec.clone(), stats.clone());
+        tokio::spawn(async move {
+            if let Err(e) = relay(c, peer, &spec, &stats).await {
+                tracing::debug!(node = %spec.node, %peer, error = %e, "forwarded connection ended");
+            }
+        });
+    }
+}
+
+fn trusted(spec: &ForwardSpec, peer: IpAddr) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    spec.trusted_proxies.iter().any(|c| c.contains(&peer))
+}
+
+async fn relay(
+    mut c: TcpStream,
+    peer: SocketAddr,
+    spec: &ForwardSpec,
+    stats: &Stats,
+) -> std::io::Result<()> {
+    let mut pending = Vec::new();
+    if spec.proxy_protocol && trusted(spec, peer.ip()) {
+        let mut buf = [0u8; 512];
+        let read_header = async {
+            loop {
+                match parse_v2(&pending) {
+                    Header::Incomplete => {
+                        let n = c.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(None);
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                    }
+                    h => return Ok(Some(h)),
+                }
+            }
+        };
+        match tokio::time::timeout(HEADER_WAIT, read_header).await {
+            Ok(Ok(Some(Header::Proxy { len, client }))) => {
+                pending.drain(..len);
+                if let Some(client) = client {
+                    tracing::info!(node = %spec.node, %peer, %client, "forwarded connection (PROXY v2 client, information only)");
+                    *lock(&stats.last_client) = Some(client.to_string());
+                }
+            }
+            Ok(Ok(Some(Header::Invalid(why)))) => {
+                tracing::warn!(node = %spec.node, %peer, why, "malformed PROXY v2 header from a trusted upstream; connection closed");
+                return Ok(());
+            }
+            Ok(Ok(_)) | Err(_) => {} // no header: what was read is data
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+    let mut up = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((spec.node_ip, spec.node_port)),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting to the node"))??;
+    up.write_all(&pending).await?;
+    tokio::io::copy_bidirectional(&mut c, &mut up).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2_tcp4(client: [u8; 4], port: u16) -> Vec<u8> {
+        let mut h = SIGNATURE.to_vec();
+        h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+        h.extend_from_slice(&client);
+        h.extend_from_slice(&[10, 0, 0, 1]);
+        h.extend_from_slice(&port.to_be_bytes());
+        h.extend_from_slice(&80u16.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn parses_v2_tcp4_and_leaves_the_payload() {
+        let mut b = v2_tcp4([192, 0, 2, 99], 5555);
+        b.extend_from_slice(b"GET /");
+        assert_eq!(
+            parse_v2(&b),
+            Header::Proxy {
+                len: 28,
+                client: Some("192.0.2.99:5555".parse().unwrap())
+            }
+        );
+        for cut in [1, 12, 15, 20] {
+            assert_eq!(parse_v2(&b[..cut]), Header::Incomplete, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn other_bytes_are_data_and_bad_headers_are_named() {
+        assert_eq!(parse_v2(b"GET / HTTP/1.1\r\n"), Header::NotProxy);
+        assert_eq!(parse_v2(b"PROXY TCP4 1.2.3.4"), Header::NotProxy);
+        assert_eq!(parse_v2(b"\r\n\r\nX"), Header::NotProxy);
+        let mut b = v2_tcp4([1, 2, 3, 4], 1);
+        b[12] = 0x11;
+        assert!(matches!(parse_v2(&b), Header::Invalid(_)));
+        let mut local = SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(
+            parse_v2(&local),
+            Header::Proxy {
+                len: 16,
+                client: None
+            }
+        );
+        let mut short = SIGNATURE.to_vec();
+        short.extend_from_slice(&[0x21, 0x11, 0, 4, 1, 2, 3, 4]);
+        assert!(matches!(parse_v2(&short), Header::Invalid(_)));
+    }
+
+    #[test]
+    fn requests_are_validated() {
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let ok = ForwardRequest {
+            host_port: 8080,
+            node_port: 80,
+            ..Default::default()
+        };
+        let s = Forwards::validate("n", ip, &ok).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        for (bad, want) in [
+            (
+                ForwardRequest {
+                    node_port: 0,
+                    ..ok.clone()
+                },
+                "node_port",
+            ),
+            (
+                ForwardRequest {
+                    bind: Some("nope".into()),
+                    ..ok.clone()
+                },
+                "bind",
+            ),
+            (
+                ForwardRequest {
+                    proxy_protocol: true,
+                    ..ok.clone()
+                },
+                "trusted_proxies",
+            ),
+            (
+                ForwardRequest {
+                    trusted_proxies: vec!["10.0.0.0/8".into()],
+                    ..ok.clone()
+                },
+                "proxy_protocol",
+            ),
+            (
+                ForwardRequest {
+                    proxy_protocol: true,
+                    trusted_proxies: vec!["x".into()],
+                    ..ok.clone()
+                },
+                "not a CIDR",
+            ),
+        ] {
+            let e = format!("{:?}", Forwards::validate("n", ip, &bad).unwrap_err());
+            assert!(e.contains(want), "{e} should name {want}");
+        }
+    }
+}
