@@ -13,7 +13,7 @@ need_root
 
 # busybox-static: the default image. util-linux: unshare (tests run the daemon in a network
 # namespace of its own). iproute2: loopback up in that namespace. procps: pgrep in leftover checks. bubblewrap: the benchmark baseline.
-packages=(busybox-static util-linux procps iproute2 bubblewrap curl ca-certificates gcc libc6-dev)
+packages=(busybox-static util-linux procps iproute2 nftables bubblewrap curl ca-certificates gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -8,8 +8,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 state=$(mktemp -d /tmp/bulkhead-test-state.XXXXXX)
 chmod 0711 "$state"
-# The uid range registry is host-wide; remove it only if nothing else holds a range.
-cleanup() { rm -rf "$state"; rmdir /run/bulkhead/uid-ranges /run/bulkhead 2>/dev/null || true; }
+# The uid and address range registries are host-wide; remove them only if nothing else
+# holds a range.
+# The range registry's lock file goes only when no tenant holds a range any more.
+cleanup() {
+  rm -rf "$state"
+  if [ -z "$(ls -A /run/bulkhead/net-ranges 2>/dev/null | grep -vx '.lock')" ]; then
+    rm -f /run/bulkhead/net-ranges/.lock
+  fi
+  rmdir /run/bulkhead/uid-ranges /run/bulkhead/net-ranges /run/bulkhead 2>/dev/null || true
+}
 trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"
 
