@@ -79,18 +79,13 @@ fn main() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let sock = dir.path().join("api.sock");
     let tenant = format!("bench{}", std::process::id());
-    let yaml = Command::new(BIN)
-        .args([
-            "new",
-            &tenant,
-            "--socket",
-            sock.to_str().unwrap(),
-            "--ram-mb",
-            "128",
-        ])
-        .output()
-        .unwrap();
-    std::fs::write(dir.path().join("t.yaml"), &yaml.stdout).unwrap();
+    // Two host groups: the tenant's own (network none) and `net` (isolated networking: a
+    // veth, addresses, routes and nft rules per node).
+    let yaml = format!(
+        "config:\n  tenant: {tenant}\n  host_groups:\n    - name: {tenant}\n      ram_mb: 128\n    - name: net\n      ram_mb: 128\n      network: {{ mode: isolated, range: 10.250.0.0/22 }}\n  api:\n    bind_address: {}\n",
+        sock.display()
+    );
+    std::fs::write(dir.path().join("t.yaml"), yaml).unwrap();
     let state = dir.path().join("state");
     let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
     let mut daemon = Command::new("unshare")
@@ -114,16 +109,17 @@ fn main() {
         .unwrap();
     let c = Client::new(Endpoint::Unix(sock.clone()));
     let rootfs = state.join("images/minimal/rootfs");
-    let create_node = || -> String {
+    let create_in = |group: &str| -> String {
         let v: serde_json::Value = rt
             .block_on(c.json(
                 Method::POST,
-                &format!("/hostgroup/{tenant}/nodes?wait=agent"),
+                &format!("/hostgroup/{group}/nodes?wait=agent"),
                 None,
             ))
             .unwrap();
         v["hostname"].as_str().unwrap().to_string()
     };
+    let create_node = || create_in(&tenant);
 
     println!(
         "bulkhead lifecycle benchmark: {} cores, kernel {}",
@@ -135,7 +131,7 @@ fn main() {
             .trim()
     );
     println!(
-        "driver jail, network none, cgroup {}",
+        "driver jail, network none and isolated, cgroup {}",
         if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
             && !std::path::Path::new("/sys/fs/cgroup/memory").exists()
         {
@@ -158,7 +154,9 @@ fn main() {
     }
     let mut bwrap = Vec::new();
     let mut create = Vec::new();
+    let mut create_net = Vec::new();
     let mut names = Vec::new();
+    let mut net_names = Vec::new();
     for _ in 0..n_create {
         if bwrap_ok {
             let t = Instant::now();
@@ -185,6 +183,10 @@ fn main() {
         let name = create_node();
         create.push(ms(t.elapsed()));
         names.push(name);
+        let t = Instant::now();
+        let name = create_in("net");
+        create_net.push(ms(t.elapsed()));
+        net_names.push(name);
     }
     if bwrap.is_empty() {
         bwrap.push(f64::NAN);
@@ -220,12 +222,18 @@ fn main() {
     let (f50, _) = row("fork+exec /bin/true (baseline)", &mut fork);
     let (b50, _) = row("bwrap --unshare-all /bin/true (baseline)", &mut bwrap);
     let (c50, _) = row("node create, wait=agent", &mut create);
+    let (n50, _) = row("node create, isolated network", &mut create_net);
     let (e50, _) = row("exec true, buffered (API + agent)", &mut exec);
     let (s50, _) = row("exec true, streamed NDJSON", &mut exec_stream);
     println!();
     println!(
         "create p50 / bwrap p50         = {:.2}x   (target <= 1.5x)",
         c50 / b50
+    );
+    println!(
+        "isolated create p50            = {n50:.2} ms (target <= 10 ms), {:.2}x bwrap, +{:.2} ms over network none",
+        n50 / b50,
+        n50 - c50
     );
     println!(
         "exec p50 / fork+exec p50       = {:.2}x   (exec target p50 <= 2 ms: {:.2} ms)",
@@ -235,10 +243,14 @@ fn main() {
     println!("streamed exec p50 / fork+exec  = {:.2}x", s50 / f50);
 
     // Memory: delete all but a fresh set of idle nodes, then measure.
-    for n in &names {
+    for (g, n) in names
+        .iter()
+        .map(|n| (tenant.as_str(), n))
+        .chain(net_names.iter().map(|n| ("net", n)))
+    {
         rt.block_on(c.json::<serde_json::Value>(
             Method::DELETE,
-            &format!("/hostgroup/{tenant}/nodes/{n}"),
+            &format!("/hostgroup/{g}/nodes/{n}"),
             None,
         ))
         .unwrap();
