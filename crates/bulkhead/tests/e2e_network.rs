@@ -1,5 +1,5 @@
-//! Network isolation, end to end: daemons of three tenants share one lab "host" namespace
-//! (isolated, isolated with a narrow allow list and DNS, bridge), and every source x
+//! Network isolation, end to end: daemons of four tenants share one lab "host" namespace
+//! (isolated, isolated with a narrow allow list and DNS, two bridge tenants), and every source x
 //! destination pair is checked with real TCP connections and ICMP echoes. Nothing here runs
 //! in, or sends traffic out of, the machine's root network namespace.
 
@@ -64,19 +64,24 @@ fn add(d: &Daemon, body: &str) -> N {
     let name = v["hostname"].as_str().unwrap().to_string();
     let ip = v["ip"].as_str().unwrap().to_string();
     // A listener in the node, run by the node itself: answers with the node's name.
-    let (code, _, err) = d.sh(
-        &name,
-        &format!(
-            "setsid nc -ll -p {} -e echo {name} </dev/null >/dev/null 2>&1 &",
-            netlab::PORT
-        ),
-    );
-    assert_eq!(code, 0, "{err}");
+    serve_in_node(d, &name, netlab::PORT, &format!("echo {name}"));
+
     N {
         ns: d.node_netns(&name),
         name,
         ip,
     }
+}
+
+/// Starts `nc -ll -p PORT -e PROG` in the node, in a session of its own (an exec's process
+/// group is killed when the exec's client goes), and waits until it listens.
+fn serve_in_node(d: &Daemon, node: &str, port: u16, prog: &str) {
+    let script = format!(
+        "setsid nc -ll -p {port} -e {prog} </dev/null >/dev/null 2>&1 & \
+         for i in $(seq 100); do grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 && exit 0; sleep 0.05; done; exit 1"
+    );
+    let (code, out, err) = d.sh(node, &script);
+    assert_eq!(code, 0, "listener in {node} did not start: {out}{err}");
 }
 
 fn reach(from: &Path, to: &str) -> (bool, bool) {
@@ -137,9 +142,20 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
             "",
         ),
     );
+    let d = Daemon::start_in(
+        &host,
+        "nd",
+        &config(
+            "bridge",
+            "10.66.0.0/24",
+            ", drop: [\"203.0.113.128/25\"]",
+            "",
+        ),
+    );
     let (a1, a2) = (add(&a, "{}"), add(&a, "{}"));
     let (b1, b2) = (add(&b, "{}"), add(&b, "{}"));
     let (c1, c2) = (add(&c, "{}"), add(&c, "{}"));
+    let (d1, d2) = (add(&d, "{}"), add(&d, "{}"));
     assert_eq!(a1.ip, "10.61.0.2");
     assert_eq!(a2.ip, "10.61.0.6");
     assert_eq!(c1.ip, "10.63.0.2");
@@ -158,7 +174,8 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
     for (s, same, others, same_ok) in [
         (&a1, &a2, [&b1, &c1], false),
         (&b1, &b2, [&a1, &c1], false),
-        (&c1, &c2, [&a1, &b1], true),
+        (&c1, &c2, [&a1, &d1], true),
+        (&d1, &d2, [&b1, &c2], true),
     ] {
         cases.push((
             s,
@@ -296,9 +313,14 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
     );
 
     // Teardown: every link and table of every tenant goes with its daemon.
-    let tenants = [a.tenant.clone(), b.tenant.clone(), c.tenant.clone()];
-    for d in [a, b, c] {
-        d.stop_and_assert_clean();
+    let tenants = [
+        a.tenant.clone(),
+        b.tenant.clone(),
+        c.tenant.clone(),
+        d.tenant.clone(),
+    ];
+    for x in [a, b, c, d] {
+        x.stop_and_assert_clean();
     }
     let (_, links) = lab.host_sh("ip -br link");
     assert!(
@@ -364,10 +386,10 @@ fn forwards_proxy_protocol_rate_limit_overlap_and_crash_recovery() {
     let a1 = add(&a, "{}");
     let (code, _, err) = a.sh(
         &a1.name,
-        "printf '#!/bin/sh\\ncat >> /tmp/got\\n' > /bin/sink && chmod +x /bin/sink && \
-         (setsid nc -ll -p 8080 -e /bin/sink </dev/null >/dev/null 2>&1 &)",
+        "printf '#!/bin/sh\\ncat >> /tmp/got\\n' > /bin/sink && chmod +x /bin/sink",
     );
     assert_eq!(code, 0, "{err}");
+    serve_in_node(&a, &a1.name, 8080, "/bin/sink");
 
     // A plain forward, opened with the CLI, reachable from the internet namespace.
     let out = a.vm_ok(&["forward", &a1.name, "18080:8080", "--bind", "0.0.0.0"]);
