@@ -230,6 +230,9 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
         wrong.join("\n")
     );
 
+    // No ICMP redirects on a node's link, in either direction.
+    let (_, v) = netlab::sh_in(&a1.ns, "cat /proc/sys/net/ipv4/conf/eth0/accept_redirects");
+    assert_eq!(v.trim(), "0");
     // The workload itself (not just its namespace) sees the same, through the agent.
     let (code, out, _) = a.sh(&a1.name, &format!("nc -w 2 {INTERNET} 7000 </dev/null"));
     assert_eq!((code, out.trim()), (0, "internet"));

@@ -69,8 +69,16 @@ pub fn apply_host(plan: &NetworkPlan, pid: i32) -> Result<(), NetError> {
     res
 }
 
+/// Best-effort sysctl write in the calling thread's network namespace.
+fn sysctl(path: &str, value: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/{path}"), value);
+}
+
 fn wire(nl: &mut Netlink, v: &VethPlan, pid: i32) -> Result<(), NetError> {
     let idx = index_of(&v.host_if).map_err(ctx("finding the node's veth"))?;
+    // ICMP redirects could teach a node a direct path towards another node: the host sends
+    // none on a node's link, and nodes accept none (below).
+    sysctl(&format!("ipv4/conf/{}/send_redirects", v.host_if), "0");
     match &v.bridge {
         Some(b) => {
             let master = index_of(b).map_err(ctx("finding the host group's bridge"))?;
@@ -100,7 +108,10 @@ fn wire(nl: &mut Netlink, v: &VethPlan, pid: i32) -> Result<(), NetError> {
             .map_err(ctx("adding the node's default route"))?;
         // ICMP echo through datagram sockets (no CAP_NET_RAW needed, the kernel builds the
         // headers): lets a workload's `ping` work without raw sockets. Best effort.
-        let _ = std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
+        sysctl("ipv4/ping_group_range", "0 2147483647");
+        for conf in ["all", "default", NODE_IF] {
+            sysctl(&format!("ipv4/conf/{conf}/accept_redirects"), "0");
+        }
         if let Some(mbps) = v.egress_mbps {
             limit_egress(mbps)?;
         }
@@ -150,6 +161,7 @@ pub fn ensure_bridge(
         r => r.map_err(ctx("creating the host group's bridge"))?,
     }
     let idx = index_of(name).map_err(ctx("finding the bridge"))?;
+    sysctl(&format!("ipv4/conf/{name}/send_redirects"), "0");
     match nl.add_address(idx, gateway, prefix_len) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         r => r.map_err(ctx("adding the bridge's gateway address"))?,
