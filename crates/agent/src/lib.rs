@@ -2,14 +2,18 @@
 //! termination to the node's processes, and serves exec and copy requests.
 //!
 //! The protocol ([`proto`]) is a sequence of length-prefixed frames on one byte stream per
-//! operation. A jail hands the agent a listening UNIX socket; a microVM will carry the same
-//! frames over virtio-serial with a stream id in front (see docs/adr/0003-agent-protocol.md).
+//! operation. A jail hands the agent a listening UNIX socket; a microVM carries the same
+//! frames over virtio-serial with a stream id in front ([`mux`], [`guest`]).
 
 pub mod client;
 #[cfg(target_os = "linux")]
 mod copy;
 #[cfg(target_os = "linux")]
 mod exec;
+#[cfg(target_os = "linux")]
+pub mod guest;
+#[cfg(target_os = "linux")]
+pub mod mux;
 pub mod proto;
 #[cfg(target_os = "linux")]
 mod reaper;

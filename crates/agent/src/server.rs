@@ -52,7 +52,7 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
     }
 }
 
-fn handle(mut conn: UnixStream, started: Instant) {
+pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
     let req = match proto::read_frame(&mut conn) {
         Ok(Some((Kind::Request, p))) => match serde_json::from_slice::<Request>(&p) {
             Ok(r) => r,

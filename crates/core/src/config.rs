@@ -283,16 +283,31 @@ impl TenantConfig {
         let hypervisor = c.hypervisor.clone().unwrap_or_else(|| "jail".into());
         match hypervisor.as_str() {
             "jail" => {}
-            "qemu" | "firecracker" | "cloud-hypervisor" => {
+            "qemu" => {
+                if let Some((i, g)) = groups
+                    .iter()
+                    .enumerate()
+                    .find(|(_, g)| g.network.mode != NetworkMode::None)
+                {
+                    return Err(key_err(
+                        format!("config.host_groups[{i}].network.mode"),
+                        format!(
+                            "host group {:?}: networking for microVM nodes is not available yet; use mode: none with hypervisor: qemu, or hypervisor: jail",
+                            g.name
+                        ),
+                    ));
+                }
+            }
+            "firecracker" | "cloud-hypervisor" => {
                 return Err(key_err(
                     "config.hypervisor",
-                    format!("{hypervisor:?} is not available in this build yet; use \"jail\""),
+                    format!("{hypervisor:?} is not packaged for this host: use \"qemu\" (microVM) or \"jail\""),
                 ))
             }
             h => {
                 return Err(key_err(
                     "config.hypervisor",
-                    format!("unknown hypervisor {h:?}: use \"jail\""),
+                    format!("unknown hypervisor {h:?}: use \"jail\" or \"qemu\""),
                 ))
             }
         }

@@ -73,6 +73,8 @@ pub struct App {
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<std::sync::Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,
+    /// The microVM driver, when `hypervisor: qemu`.
+    pub vm: Option<std::sync::Arc<crate::vmdriver::VmRuntime>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -388,7 +390,9 @@ impl App {
             storage_bytes: g.storage_bytes,
             network,
             seccomp: self.seccomp.clone(),
+            vm: None,
         };
+        let mut spec = spec;
         let io = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| ApiError::internal(format!("{what}: {e}"))
@@ -405,6 +409,23 @@ impl App {
         }
         write_private(&dir.join(files::CONSOLE_LOG), b"")
             .map_err(io("creating the console log"))?;
+        if let Some(rt) = self.vm.clone() {
+            let n = crate::vmdriver::NodeVm {
+                node_dir: dir.clone(),
+                image: self.cfg.image.clone(),
+                hostname: row.name.clone(),
+                ram_bytes: row.ram_bytes,
+                vcpus: row.cpus,
+                disk_bytes: g.storage_bytes,
+                uid_base: self.uid_base,
+            };
+            let vm = tokio::task::spawn_blocking(move || rt.node(&n))
+                .await
+                .map_err(|e| ApiError::internal(format!("preparing the microVM: {e}")))?
+                .map_err(|e| ApiError::internal(format!("preparing the microVM: {e}")))?;
+            spec.limits.memory_bytes += bulkhead_vm::MEMORY_OVERHEAD;
+            spec.vm = Some(vm);
+        }
         // The node's own nft objects exist before anything of it runs; network.json is what
         // delete and reconciliation find them by.
         if let (Some(n), Some(nn)) = (self.net.as_ref(), node_net) {

@@ -9,6 +9,7 @@ pub mod pool;
 pub mod query;
 pub mod routes;
 pub mod vm;
+pub mod vmdriver;
 
 use bulkhead_core::{ApiListen, TenantConfig};
 use std::os::fd::AsRawFd;
@@ -256,6 +257,17 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         .iter()
         .map(bulkhead_jail::seccomp::encode)
         .collect();
+    let vm = if cfg.hypervisor == "qemu" {
+        let (sr, td, ab) = (state_root.clone(), tenant_dir.clone(), agent_bin.clone());
+        let rt = tokio::task::spawn_blocking(move || vmdriver::VmRuntime::prepare(&sr, &td, &ab))
+            .await
+            .map_err(|e| StartError::Refused(format!("microVM setup panicked: {e}")))?
+            .map_err(StartError::Refused)?;
+        tracing::info!(accel = rt.accel.as_str(), kernel = %rt.kernel.display(), "microVM driver ready");
+        Some(Arc::new(rt))
+    } else {
+        None
+    };
     let cgroups = bulkhead_jail::Cgroups::detect()?;
     let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
     let app = Arc::new(App {
@@ -278,6 +290,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         started: Instant::now(),
         net: net.clone(),
         forwards: Default::default(),
+        vm,
     });
     let (adopted, removed) = app.reconcile().await;
     if let Some(n) = &net {

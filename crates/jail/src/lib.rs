@@ -18,6 +18,7 @@ pub mod landlock;
 pub mod seccomp;
 mod setup;
 pub mod supervisor;
+mod vm_node;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,10 @@ pub struct JailSpec {
     /// The compiled seccomp filters ([`seccomp::encode`]); empty means compile the policy here.
     #[serde(default)]
     pub seccomp: Vec<Vec<u64>>,
+    /// Set for a microVM node (`hypervisor: qemu`): the supervisor boots QEMU instead of
+    /// cloning a jail, and carries the agent's streams over the guest's serial port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<bulkhead_vm::VmSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]

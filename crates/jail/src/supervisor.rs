@@ -219,6 +219,9 @@ fn start(
     cgroups: &Cgroups,
     prebound: Option<(UnixListener, std::path::PathBuf)>,
 ) -> Result<i32, JailError> {
+    if let Some(vm) = &spec.vm {
+        return crate::vm_node::start(spec, vm, cgroups, prebound);
+    }
     let inside = prebound.is_some();
     let filters = if spec.seccomp.is_empty() {
         crate::seccomp::compile()?

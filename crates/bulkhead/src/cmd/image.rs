@@ -6,9 +6,13 @@ use std::process::ExitCode;
 
 #[derive(clap::Subcommand)]
 pub enum ImageCmd {
-    /// Build an image from local packages (only `minimal`, from busybox-static, today)
+    /// Build an image from local packages: `minimal` (from busybox-static) or `kernel` (the
+    /// microVM guest kernel and modules, from Debian's linux-image package)
     Build {
         name: String,
+        /// For `kernel`: a linux-image .deb to use instead of `apt-get download`
+        #[arg(long)]
+        deb: Option<PathBuf>,
         #[arg(long, env = "BULKHEAD_STATE_DIR", default_value = bulkhead_daemon::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
@@ -29,9 +33,26 @@ pub enum ImageCmd {
 
 pub fn run(c: ImageCmd) -> anyhow::Result<ExitCode> {
     match c {
-        ImageCmd::Build { name, state_dir } => {
+        ImageCmd::Build {
+            name,
+            deb,
+            state_dir,
+        } => {
+            if name == "kernel" {
+                let k = bulkhead_vm::kernel::build(&state_dir, deb.as_deref())?;
+                println!(
+                    "built guest kernel {} from {} ({})",
+                    k.release,
+                    k.package,
+                    k.vmlinux.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if deb.is_some() {
+                bail!("--deb applies to `bulkhead image build kernel` only");
+            }
             if name != "minimal" {
-                bail!("unknown image recipe {name:?}: `minimal` is the one bulkhead builds; import others with `bulkhead image import`");
+                bail!("unknown image recipe {name:?}: bulkhead builds `minimal` and `kernel`; import others with `bulkhead image import`");
             }
             let m = bulkhead_jail::image::build_minimal(
                 &state_dir,

@@ -1,0 +1,122 @@
+//! The supervisor's microVM path: the same cgroups, agent socket and console as a jail node,
+//! but the node's process is a confined QEMU (`bulkhead_vm::confine`), and the supervisor
+//! itself serves the node's `agent.sock`, carrying each connection to the guest's agent over
+//! the virtio-serial port (`bulkhead_agent::mux`). The daemon cannot tell the difference.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::{files, io_err, Cgroups, JailError, JailSpec};
+use bulkhead_vm::{Accel, VmSpec};
+
+/// Where QEMU's end of the agent channel appears (inside the node's `vm/` directory).
+pub const SERIAL: &str = "agent.serial";
+
+pub(crate) fn start(
+    spec: &JailSpec,
+    vm: &VmSpec,
+    cgroups: &Cgroups,
+    prebound: Option<(UnixListener, PathBuf)>,
+) -> Result<i32, JailError> {
+    let inside = prebound.is_some();
+    let cg = cgroups.node(&spec.tenant, &spec.cgroup);
+    cgroups.prepare_tenant(&spec.tenant)?;
+    cg.create(&spec.limits)?;
+    let root = spec.node_dir.join(files::ROOTFS);
+    fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
+    let sock = spec.node_dir.join(files::AGENT_SOCKET);
+    let listener = match prebound {
+        Some((l, path)) => {
+            fs::rename(&path, &sock).map_err(io_err("moving the agent socket"))?;
+            l
+        }
+        None => {
+            let _ = fs::remove_file(&sock);
+            let l =
+                UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod agent socket"))?;
+            l
+        }
+    };
+    let console = OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(spec.node_dir.join(files::CONSOLE_LOG))
+        .map_err(io_err("opening console log"))?;
+    if vm.accel == Accel::Kvm {
+        // QEMU opens /dev/kvm through its group (the node's user namespace keeps the
+        // supplementary groups it was created with).
+        if let Ok(m) = fs::metadata("/dev/kvm") {
+            let g = m.gid();
+            // SAFETY: setgroups with a one-element array.
+            unsafe { libc::setgroups(1, &g) };
+        }
+    }
+    let pending =
+        bulkhead_vm::confine::spawn(vm, &root, &console, spec.uid_base, spec.uid_count, false)
+            .map_err(|e| JailError::Setup(e.to_string()))?;
+    let pid = pending.pid;
+    let placed = (|| {
+        if !inside {
+            cg.add(pid)?;
+        }
+        bulkhead_net::host::apply_host(&spec.network, pid)
+            .map_err(|e| JailError::Setup(format!("node network: {e}")))
+    })();
+    if let Err(e) = placed {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    pending.go().map_err(|e| JailError::Setup(e.to_string()))?;
+    let serial = vm.vm_dir.join(SERIAL);
+    let until = Instant::now() + Duration::from_secs(20);
+    let link = loop {
+        match UnixStream::connect(&serial) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > until => {
+                // SAFETY: our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return Err(JailError::Setup(format!(
+                    "QEMU did not open its agent channel {}: {e}",
+                    serial.display()
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    serve_agent(listener, link).map_err(io_err("starting the agent relay"))?;
+    Ok(pid)
+}
+
+/// Relays every connection on the node's agent socket to the guest as one mux stream.
+fn serve_agent(listener: UnixListener, link: UnixStream) -> std::io::Result<()> {
+    let mux = bulkhead_agent::mux::Mux::new(link.try_clone()?);
+    let m = mux.clone();
+    std::thread::Builder::new()
+        .name("mux-in".into())
+        .spawn(move || {
+            let _ = m.run(link, |_| {});
+        })?;
+    std::thread::Builder::new()
+        .name("mux-accept".into())
+        .spawn(move || {
+            let mut next: u32 = 1;
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => {
+                        let id = next;
+                        next = next.wrapping_add(1).max(1);
+                        let _ = mux.attach(id, c, true);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })?;
+    Ok(())
+}

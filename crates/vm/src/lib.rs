@@ -1,0 +1,74 @@
+//! The microVM driver (`hypervisor: qemu`): a node is a QEMU `-M microvm` guest whose PID 1 is
+//! bulkhead's agent. The API, the CLI and the agent protocol are the jail's: the node's
+//! supervisor serves the node's `agent.sock` and carries each connection over the guest's
+//! virtio-serial port ([`bulkhead_agent::mux`]).
+//!
+//! - [`kernel`]: guest kernel and modules from Debian's package; the per-tenant initramfs;
+//! - [`disk`]: a node's root disk, an ext4 image made from the image's tree;
+//! - [`qemu`]: the QEMU command line (pure, unit-tested);
+//! - [`confine`]: QEMU's own confinement: new user/pid/mount/ipc/uts/net namespaces, an
+//!   unprivileged uid of the tenant's range, a minimal root with only its own files, no
+//!   capabilities, QEMU's seccomp sandbox;
+//! - [`probe`]: whether KVM really boots a guest here (a `/dev/kvm` that opens is no proof).
+
+pub mod confine;
+pub mod cpio;
+pub mod disk;
+pub mod kernel;
+pub mod probe;
+pub mod qemu;
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// uid (and gid) QEMU runs as inside the node's user namespace: `uid_base + QEMU_UID` on the host.
+pub const QEMU_UID: u32 = 1000;
+/// Memory the node's cgroup allows beyond the guest's RAM: QEMU itself, its TCG translation
+/// cache (capped at 64 MiB) and device buffers.
+pub const MEMORY_OVERHEAD: u64 = 256 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// Everything the supervisor needs to boot one microVM node (host paths).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// The node's directory for QEMU's files: `disk.ext4`, `agent.serial`, `qmp.sock`.
+    pub vm_dir: PathBuf,
+    pub accel: Accel,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    pub hostname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guest kernel: {0}")]
+    Kernel(String),
+    #[error("node disk: {0}")]
+    Disk(String),
+    #[error("starting QEMU: {0}")]
+    Launch(String),
+}

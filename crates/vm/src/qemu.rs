@@ -1,0 +1,120 @@
+//! The QEMU command line of a node, as seen from inside QEMU's own mount namespace, where the
+//! node's files sit at fixed paths ([`crate::confine`]): `/boot/vmlinux`, `/boot/initramfs`,
+//! `/vm/disk.ext4`, `/vm/agent.serial`, `/vm/qmp.sock`.
+//!
+//! microvm with virtio-mmio devices only: no firmware tables to scan, no PCI, no legacy
+//! devices beyond the serial console. The kernel boots directly (PVH entry of `vmlinux`).
+
+use crate::{Accel, VmSpec};
+
+/// Kernel command line. `tsc_early_khz` and `no_timer_check` keep TCG guests from hanging in
+/// timer calibration (HOST-FACTS); `mitigations=off` because every process in a node belongs
+/// to the same tenant, and the boundary that matters is the hypervisor's.
+pub fn cmdline(spec: &VmSpec, probe: bool) -> String {
+    let mut c = String::from(
+        "console=ttyS0 reboot=t panic=-1 quiet pci=off tsc_early_khz=2000000 no_timer_check \
+         mitigations=off i8042.noaux i8042.nokbd i8042.nopnp cryptomgr.notests random.trust_cpu=on",
+    );
+    if probe {
+        c += " bulkhead.probe=1";
+    } else {
+        c += &format!(" bulkhead.hostname={}", spec.hostname);
+    }
+    c
+}
+
+pub fn args(spec: &VmSpec, probe: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-M".into(), "microvm,x-option-roms=off".into()];
+    match spec.accel {
+        Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
+        Accel::Tcg => a.extend(["-accel".into(), "tcg,tb-size=64".into()]),
+    }
+    a.extend(
+        [
+            "-m",
+            &format!("{}M", spec.mem_mib),
+            "-smp",
+            &spec.vcpus.to_string(),
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-kernel",
+            "/boot/vmlinux",
+            "-initrd",
+            "/boot/initramfs",
+            "-append",
+            &cmdline(spec, probe),
+            // QEMU's own seccomp filter: no new processes, no privilege changes, no obsolete
+            // syscalls, no scheduler or resource games.
+            "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        ]
+        .map(String::from),
+    );
+    if !probe {
+        a.extend(
+            [
+                "-device",
+                "virtio-serial-device",
+                "-chardev",
+                "socket,id=agent,path=/vm/agent.serial,server=on,wait=off",
+                "-device",
+                "virtserialport,chardev=agent,name=agent0",
+                "-drive",
+                "id=root,file=/vm/disk.ext4,format=raw,if=none,discard=unmap",
+                "-device",
+                "virtio-blk-device,drive=root",
+                "-qmp",
+                "unix:/vm/qmp.sock,server=on,wait=off",
+            ]
+            .map(String::from),
+        );
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(accel: Accel) -> VmSpec {
+        VmSpec {
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            vm_dir: "/v".into(),
+            accel,
+            mem_mib: 256,
+            vcpus: 2,
+            hostname: "web-1".into(),
+        }
+    }
+
+    #[test]
+    fn tcg_args_cap_the_cache_and_sandbox_qemu() {
+        let a = args(&spec(Accel::Tcg), false).join(" ");
+        assert!(a.contains("-accel tcg,tb-size=64"), "{a}");
+        assert!(a.contains("-m 256M -smp 2"));
+        assert!(a.contains(
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        assert!(a.contains("name=agent0"));
+        assert!(a.contains("bulkhead.hostname=web-1"));
+        assert!(!a.contains("bulkhead.probe"));
+        // Only the node's own files: nothing else of the host is named.
+        for p in a.split([' ', ',', '=']).filter(|w| w.starts_with('/')) {
+            assert!(p.starts_with("/vm/") || p.starts_with("/boot/"), "{p}");
+        }
+    }
+
+    #[test]
+    fn kvm_and_probe_args() {
+        let a = args(&spec(Accel::Kvm), true).join(" ");
+        assert!(a.contains("-accel kvm -cpu host"));
+        assert!(a.contains("bulkhead.probe=1"));
+        assert!(!a.contains("/vm/"), "a probe has no disk or agent: {a}");
+    }
+}
