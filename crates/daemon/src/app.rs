@@ -676,6 +676,53 @@ impl App {
         self.cgroups.remove_tenant_if_empty(&self.tenant);
     }
 
+    /// Pauses (`true`) or resumes a node: QMP `stop`/`cont` for a microVM, the cgroup freezer
+    /// for a jail. A paused node keeps its memory; exec and copy answer 409 until it resumes.
+    pub async fn set_paused(&self, name: &str, pause: bool) -> Result<NodeStatus, ApiError> {
+        let n = self.node(name)?;
+        let (from, to) = if pause {
+            (NodeStatus::Running, NodeStatus::Paused)
+        } else {
+            (NodeStatus::Paused, NodeStatus::Running)
+        };
+        if n.status != from {
+            return Err(ApiError::conflict(
+                "node_not_running",
+                format!(
+                    "node {name:?} is {}: only a {} node can be {}",
+                    n.status.as_str(),
+                    from.as_str(),
+                    if pause { "paused" } else { "resumed" }
+                ),
+            ));
+        }
+        let dir = self.node_dir(name);
+        let (cg, tenant) = (self.cgroups.clone(), self.tenant.clone());
+        let vm = self.vm.is_some();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if vm {
+                let cmd = if pause { "stop" } else { "cont" };
+                bulkhead_vm::qmp::execute(&dir.join("vm/qmp.sock"), cmd).map(|_| ())
+            } else {
+                let id = bulkhead_jail::spec_cgroup(&dir).ok_or("the node has no cgroup")?;
+                cg.node(&tenant, &id)
+                    .freeze(pause)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("pause: {e}")))?
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "cannot {} node {name:?}: {e}",
+                if pause { "pause" } else { "resume" }
+            ))
+        })?;
+        self.store().set_status(&self.tenant, name, to)?;
+        tracing::info!(node = %name, status = to.as_str(), "node {}", if pause { "paused" } else { "resumed" });
+        Ok(to)
+    }
+
     /// Opens a port forward to a running, networked node.
     pub async fn open_forward(
         &self,

@@ -56,6 +56,8 @@ pub fn table() -> Vec<(
             &["get", "head"],
             get(vm::health).head(vm::health),
         ),
+        ("/vm/{node}/pause", &["post"], post(pause_node)),
+        ("/vm/{node}/resume", &["post"], post(resume_node)),
         (
             "/vm/{node}/forwards",
             &["get", "post"],
@@ -227,6 +229,30 @@ async fn delete_node(
         disk_removed: true,
         error: String::new(),
     }))
+}
+
+async fn pause_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let st = app.set_paused(&node, true).await?;
+    Ok(Json(
+        serde_json::json!({"hostname": node, "status": st.as_str()}),
+    ))
+}
+
+async fn resume_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let st = app.set_paused(&node, false).await?;
+    Ok(Json(
+        serde_json::json!({"hostname": node, "status": st.as_str()}),
+    ))
 }
 
 async fn open_forward(

@@ -307,6 +307,35 @@ impl NodeCgroup {
             .unwrap_or(0)
     }
 
+    /// Freezes (or thaws) every process of the node and waits until the kernel says so.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (file, value, done_file, done): (PathBuf, &str, PathBuf, &str) = match self.version {
+            Version::V1 => {
+                let f = self.dir_of("freezer").join("freezer.state");
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (f.clone(), v, f, v)
+            }
+            Version::V2 => (
+                self.dirs[0].join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+                self.dirs[0].join("cgroup.events"),
+                if frozen { "frozen 1" } else { "frozen 0" },
+            ),
+        };
+        write(&file, value)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = fs::read_to_string(&done_file).unwrap_or_default();
+            if now.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(CgroupError::Busy(file));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Current memory use in bytes.
     pub fn memory_current(&self) -> u64 {
         let file = match self.version {

@@ -1,5 +1,6 @@
 //! The guest kernel, built locally from Debian's kernel package (no other download): the
-//! package is fetched with `apt-get download` (or given as a .deb), unpacked with `dpkg-deb`,
+//! package is given as a .deb, found in [`DEB_CACHE`] (where `scripts/setup.sh` puts it), or
+//! fetched there with `apt-get download`; it is unpacked with `dpkg-deb`,
 //! the uncompressed `vmlinux` cut out of its bzImage (the xz payload: microvm boots it directly
 //! through its PVH note, no firmware), and the modules a guest needs copied out with their
 //! dependencies. The initramfs is assembled per tenant from these modules and the tenant's
@@ -46,6 +47,25 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, VmError> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Where `scripts/setup.sh` leaves Debian's kernel package, and where a build downloads it.
+pub const DEB_CACHE: &str = "/var/cache/bulkhead";
+
+/// The newest kernel package in the cache.
+fn cached_deb(dir: &Path) -> Option<PathBuf> {
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("linux-image-") && n.ends_with(".deb"))
+        })
+        .collect();
+    debs.sort();
+    debs.pop()
 }
 
 /// The kernel a tenant's microVMs boot: the current build, if any.
@@ -183,24 +203,25 @@ pub fn build(state_root: &Path, deb: Option<&Path>) -> Result<KernelInfo, VmErro
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(err("creating a build directory"))?;
     let result = (|| {
-        let deb = match deb {
-            Some(d) => d.to_path_buf(),
+        let cache = Path::new(DEB_CACHE);
+        let deb = match deb.map(Path::to_path_buf).or_else(|| cached_deb(cache)) {
+            Some(d) => d,
             None => {
                 let pkg = resolve_package()?;
+                std::fs::create_dir_all(cache).map_err(err(format!("creating {DEB_CACHE}")))?;
                 run(
                     Command::new("apt-get")
                         .args(["download", &pkg])
-                        .current_dir(&work),
-                    &format!("apt-get download {pkg}"),
+                        .current_dir(cache),
+                    &format!(
+                        "apt-get download {pkg} (run scripts/setup.sh where the Debian mirror is reachable, or pass --deb)"
+                    ),
                 )?;
-                std::fs::read_dir(&work)
-                    .map_err(err("reading the build directory"))?
-                    .flatten()
-                    .map(|e| e.path())
-                    .find(|p| p.extension().is_some_and(|x| x == "deb"))
-                    .ok_or_else(|| {
-                        VmError::Kernel(format!("apt-get download {pkg} left no .deb"))
-                    })?
+                cached_deb(cache).ok_or_else(|| {
+                    VmError::Kernel(format!(
+                        "apt-get download {pkg} left no .deb in {DEB_CACHE}"
+                    ))
+                })?
             }
         };
         let package = deb

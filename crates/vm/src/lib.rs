@@ -17,6 +17,7 @@ pub mod disk;
 pub mod kernel;
 pub mod probe;
 pub mod qemu;
+pub mod qmp;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

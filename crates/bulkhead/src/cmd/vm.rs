@@ -138,6 +138,18 @@ pub enum VmCmd {
         conn: Conn,
         node: String,
     },
+    /// Pause a node (microVM: vCPUs stop; jail: cgroup freezer)
+    Pause {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+    },
+    /// Resume a paused node
+    Resume {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+    },
     /// Open a host port to a node port: `forward NODE HOST_PORT:NODE_PORT`
     Forward {
         #[command(flatten)]
@@ -329,6 +341,20 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{} -> {node}:{}", f.listen, f.node_port);
             }
+        }
+        VmCmd::Pause { conn, node } => {
+            let _: serde_json::Value = conn
+                .client()?
+                .json(Method::POST, &format!("/vm/{}/pause", enc(&node)), None)
+                .await?;
+            println!("paused {node}");
+        }
+        VmCmd::Resume { conn, node } => {
+            let _: serde_json::Value = conn
+                .client()?
+                .json(Method::POST, &format!("/vm/{}/resume", enc(&node)), None)
+                .await?;
+            println!("resumed {node}");
         }
         VmCmd::Forwards { conn, node } => {
             let fs: Vec<bulkhead_api::Forward> = conn

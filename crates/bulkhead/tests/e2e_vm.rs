@@ -1,0 +1,130 @@
+//! microVM nodes (`hypervisor: qemu`), end to end. On this machine kind KVM cannot boot
+//! guests, so these run under TCG (the daemon's probe decides and says so); they are few and
+//! slow by nature. The guest kernel is built from Debian's package on first use.
+
+mod common;
+
+use common::{privileged, Daemon};
+
+fn vm_config() -> String {
+    "config:\n  tenant: TENANT\n  host_groups:\n    - name: TENANT\n      ram_mb: 256\n      storage_size: 256M\n  hypervisor: qemu\n  graceful_shutdown: false\n  api:\n    bind_address: SOCKET\n".to_string()
+}
+
+#[test]
+fn microvm_node_lifecycle_exec_copy_limits_pause_and_readoption() {
+    if !privileged() {
+        return;
+    }
+    // A network namespace of the daemon's own (no lab needed: mode none).
+    let ns_holder = std::process::Command::new("unshare")
+        .args(["--net", "--", "sleep", "3600"])
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(ns_holder);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.0.id()));
+    let mut d = Daemon::start_in(&ns, "vm", &vm_config());
+    assert!(d.log().contains("microVM driver ready"), "{}", d.log());
+    let node = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "120s"])
+        .trim()
+        .to_string();
+
+    // A real guest: its own kernel (Debian's 6.1 package), not the host's.
+    let (code, out, err) = d.sh(&node, "uname -r; hostname; echo hi >&2; exit 7");
+    assert_eq!(code, 7, "{err}");
+    let mut lines = out.lines();
+    let guest_kernel = lines.next().unwrap_or_default().to_string();
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(
+        guest_kernel,
+        host_kernel.trim(),
+        "the node runs the host's kernel"
+    );
+    assert!(
+        guest_kernel.contains("amd64") || guest_kernel.contains("arm64"),
+        "{guest_kernel}"
+    );
+    assert_eq!(lines.next(), Some(node.as_str()));
+    assert_eq!(err.trim(), "hi");
+
+    // Copies both ways: a file and a tree.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    d.vm_ok(&["cp", src.to_str().unwrap(), &format!("{node}:/work/tree")]);
+    let (_, sum, _) = d.sh(
+        &node,
+        "cat /work/tree/a.txt; wc -c < /work/tree/sub/big.bin",
+    );
+    assert_eq!(
+        sum.split_whitespace().collect::<Vec<_>>(),
+        vec!["alpha", "300000"]
+    );
+    let back = tmp.path().join("back");
+    d.vm_ok(&["cp", &format!("{node}:/work/tree"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("sub/big.bin")).unwrap(), big);
+    d.vm_ok(&[
+        "cp",
+        src.join("a.txt").to_str().unwrap(),
+        &format!("{node}:/work/one.txt"),
+    ]);
+    let one = tmp.path().join("one.txt");
+    d.vm_ok(&[
+        "cp",
+        &format!("{node}:/work/one.txt"),
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&one).unwrap(), "alpha\n");
+
+    // Memory: the guest has the group's RAM, and a hog dies inside the guest, not the node.
+    let (_, mem, _) = d.sh(&node, "grep MemTotal /proc/meminfo");
+    let kib: u64 = mem.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(kib < 256 * 1024 && kib > 128 * 1024, "MemTotal {kib} kB");
+    let (code, _, _) = d.sh(&node, "head -c 600m /dev/zero | tail > /dev/null");
+    assert_ne!(code, 0, "a 600 MiB hog survived in a 256 MiB guest");
+    let (code, out, _) = d.sh(&node, "echo still here");
+    assert_eq!((code, out.trim()), (0, "still here"));
+
+    // Pause and resume (QMP stop/cont).
+    d.vm_ok(&["pause", &node]);
+    let o = d.vm(&["exec", &node, "--", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Paused"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    d.vm_ok(&["resume", &node]);
+    assert_eq!(d.sh(&node, "echo back").1.trim(), "back");
+
+    // kill -9 of the daemon: the VM keeps running and is re-adopted.
+    d.sh(&node, "echo kept > /work/kept");
+    d.crash();
+    d.spawn();
+    assert!(d.log().contains("re-adopted running node"), "{}", d.log());
+    assert_eq!(d.sh(&node, "cat /work/kept").1.trim(), "kept");
+
+    // Delete: QEMU, its cgroup and the node's files go.
+    d.vm_ok(&["delete", &node]);
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("bulkhead.hostname={node}")])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "QEMU left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    d.stop_and_assert_clean();
+}
