@@ -349,3 +349,42 @@ fn a_node_being_created_answers_409() {
     assert_eq!(d.sh("slowpoke", "echo up").1, "up\n");
     d.stop_and_assert_clean();
 }
+
+#[test]
+fn pause_freezes_a_jail_node_and_resume_thaws_it() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("pz", &[]);
+    let node = d.add();
+    // A counter that only advances while the node runs.
+    let (code, _, err) = d.sh(
+        &node,
+        "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done' </dev/null >/dev/null 2>&1 &",
+    );
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.vm_ok(&["pause", &node]);
+    let freezer = d.cgroup_file_v1_v2(&node, "freezer", "freezer.state", "cgroup.freeze");
+    assert!(
+        freezer.trim() == "FROZEN" || freezer.trim() == "1",
+        "{freezer}"
+    );
+    let o = d.vm(&["exec", &node, "--", "true"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Paused"));
+    // Pausing twice is a conflict, not a silent success.
+    assert!(!d.vm(&["pause", &node]).status.success());
+    d.vm_ok(&["resume", &node]);
+    let (_, a, _) = d.sh(&node, "cat /tmp/n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (_, b, _) = d.sh(&node, "cat /tmp/n");
+    let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+    assert!(
+        b > a,
+        "the counter did not advance after resume: {a} -> {b}"
+    );
+    let nodes = d.vm_ok(&["list", "--json"]);
+    assert!(nodes.contains("\"Running\""), "{nodes}");
+    d.stop_and_assert_clean();
+}
