@@ -165,6 +165,7 @@ fn setup() -> Result<std::fs::File, String> {
         // SAFETY: a valid buffer and its length.
         unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) };
     }
+    network()?;
     if !wait_for(
         Path::new("/sys/class/virtio-ports"),
         Duration::from_secs(10),
@@ -186,6 +187,52 @@ fn setup() -> Result<std::fs::File, String> {
         .write(true)
         .open(&port)
         .map_err(|e| format!("opening {}: {e}", port.display()))
+}
+
+/// Loopback, and `eth0` from `bulkhead.ip=ADDR/LEN bulkhead.gw=GW [bulkhead.dns=A,B]`.
+fn network() -> Result<(), String> {
+    use bulkhead_net::netlink::{index_of, Netlink};
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    if let Ok(lo) = index_of("lo") {
+        let _ = nl.set_up(lo, None);
+    }
+    let Some(ip) = cmdline("bulkhead.ip") else {
+        return Ok(());
+    };
+    let (addr, len) = ip
+        .split_once('/')
+        .and_then(|(a, l)| Some((a.parse().ok()?, l.parse().ok()?)))
+        .ok_or_else(|| format!("bad bulkhead.ip={ip}"))?;
+    let gw = cmdline("bulkhead.gw")
+        .and_then(|g| g.parse().ok())
+        .ok_or("bulkhead.ip without a valid bulkhead.gw")?;
+    let until = Instant::now() + Duration::from_secs(10);
+    let eth = loop {
+        if let Ok(i) = index_of("eth0") {
+            break i;
+        }
+        if Instant::now() > until {
+            return Err("eth0 did not appear".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for conf in ["all", "default", "eth0"] {
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{conf}/accept_redirects"),
+            "0",
+        );
+    }
+    nl.add_address(eth, addr, len)
+        .map_err(|e| format!("eth0 address: {e}"))?;
+    nl.set_up(eth, None).map_err(|e| format!("eth0 up: {e}"))?;
+    nl.add_default_route(eth, gw)
+        .map_err(|e| format!("default route: {e}"))?;
+    if let Some(d) = cmdline("bulkhead.dns") {
+        let text: String = d.split(',').map(|a| format!("nameserver {a}\n")).collect();
+        let _ = std::fs::remove_file("/etc/resolv.conf");
+        let _ = std::fs::write("/etc/resolv.conf", text);
+    }
+    Ok(())
 }
 
 /// Runs as the guest's PID 1. Never returns: on a fatal error it powers the guest off, which

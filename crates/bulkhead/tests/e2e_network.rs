@@ -52,6 +52,9 @@ struct N {
     name: String,
     ip: String,
     ns: PathBuf,
+    /// microVM nodes are probed from inside the guest, through the agent (QEMU's namespace
+    /// only bridges the guest's tap).
+    vm_socket: Option<String>,
 }
 
 fn add(d: &Daemon, body: &str) -> N {
@@ -68,9 +71,24 @@ fn add(d: &Daemon, body: &str) -> N {
 
     N {
         ns: d.node_netns(&name),
+        vm_socket: d
+            .config_text()
+            .contains("hypervisor: qemu")
+            .then(|| d.sock().to_string()),
         name,
         ip,
     }
+}
+
+/// Runs a shell snippet inside a node through the CLI; (exit code, stdout).
+fn node_sh(sock: &str, node: &str, script: &str) -> (i32, String) {
+    let o = common::cli(&[
+        "vm", "exec", "--socket", sock, node, "--", "sh", "-c", script,
+    ]);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
 }
 
 /// Starts `nc -ll -p PORT -e PROG` in the node, in a session of its own (an exec's process
@@ -84,10 +102,23 @@ fn serve_in_node(d: &Daemon, node: &str, port: u16, prog: &str) {
     assert_eq!(code, 0, "listener in {node} did not start: {out}{err}");
 }
 
-fn reach(from: &Path, to: &str) -> (bool, bool) {
+fn reach(from: &N, to: &str) -> (bool, bool) {
+    if let Some(sock) = &from.vm_socket {
+        let (c, out) = node_sh(
+            sock,
+            &from.name,
+            &format!("nc -w 2 {to} {} </dev/null", netlab::PORT),
+        );
+        let (p, _) = node_sh(
+            sock,
+            &from.name,
+            &format!("ping -c 1 -W 1 {to} >/dev/null 2>&1"),
+        );
+        return (c == 0 && !out.trim().is_empty(), p == 0);
+    }
     (
-        netlab::tcp_probe(from, to).is_some(),
-        netlab::ping(from, to),
+        netlab::tcp_probe(&from.ns, to).is_some(),
+        netlab::ping(&from.ns, to),
     )
 }
 
@@ -156,12 +187,29 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
     let (b1, b2) = (add(&b, "{}"), add(&b, "{}"));
     let (c1, c2) = (add(&c, "{}"), add(&c, "{}"));
     let (d1, d2) = (add(&d, "{}"), add(&d, "{}"));
+    // A microVM tenant: the same rules must hold for a guest behind QEMU's tap.
+    let e = Daemon::start_in(
+        &host,
+        "ne",
+        &config(
+            "isolated",
+            "10.67.0.0/24",
+            ", drop: [\"203.0.113.128/25\"]",
+            "",
+        )
+        .replace(
+            "  graceful_shutdown",
+            "  hypervisor: qemu\n  graceful_shutdown",
+        )
+        .replace("ram_mb: 128", "ram_mb: 192\n      storage_size: 128M"),
+    );
+    let (e1, e2) = (add(&e, "{}"), add(&e, "{}"));
     assert_eq!(a1.ip, "10.61.0.2");
     assert_eq!(a2.ip, "10.61.0.6");
     assert_eq!(c1.ip, "10.63.0.2");
     let gw = |n: &N| {
         let mut o: Vec<u8> = n.ip.split('.').map(|x| x.parse().unwrap()).collect();
-        o[3] = if n.ip.starts_with("10.63.") {
+        o[3] = if n.ip.starts_with("10.63.") || n.ip.starts_with("10.66.") {
             1
         } else {
             o[3] - 1
@@ -171,12 +219,14 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
 
     // (source, destination, expected tcp, expected icmp, why)
     let mut cases: Vec<(&N, String, bool, bool, &str)> = vec![];
-    for (s, same, others, same_ok) in [
-        (&a1, &a2, [&b1, &c1], false),
-        (&b1, &b2, [&a1, &c1], false),
-        (&c1, &c2, [&a1, &d1], true),
-        (&d1, &d2, [&b1, &c2], true),
-    ] {
+    let rows: [(&N, &N, Vec<&N>, bool); 5] = [
+        (&a1, &a2, vec![&b1, &c1, &e1], false),
+        (&b1, &b2, vec![&a1, &c1], false),
+        (&c1, &c2, vec![&a1, &d1, &e2], true),
+        (&d1, &d2, vec![&b1, &c2], true),
+        (&e1, &e2, vec![&a1, &c1], false),
+    ];
+    for (s, same, others, same_ok) in rows {
         cases.push((
             s,
             same.ip.clone(),
@@ -209,7 +259,7 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
             .iter()
             .map(|(s, dst, tcp, icmp, why)| {
                 sc.spawn(move || {
-                    let got = reach(&s.ns, dst);
+                    let got = reach(s, dst);
                     (got != (*tcp, *icmp)).then(|| {
                         format!(
                             "{} -> {dst} ({why}): want tcp={tcp} icmp={icmp}, got tcp={} icmp={}",
@@ -299,15 +349,18 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
         &a,
         &format!("{{\"network\":{{\"drop\":[\"{INTERNET}/32\"]}}}}"),
     );
-    assert_eq!(reach(&a3.ns, INTERNET), (false, false));
-    assert_eq!(reach(&a3.ns, INTERNET2), (true, true));
-    let (st, e) = post(
+    assert_eq!(reach(&a3, INTERNET), (false, false));
+    assert_eq!(reach(&a3, INTERNET2), (true, true));
+    let (st, wide) = post(
         &b,
         &format!("/hostgroup/{}/nodes", b.tenant),
         r#"{"network":{"allow":["0.0.0.0/0"]}}"#,
     );
     assert_eq!(st, 400);
-    assert!(e["error"].as_str().unwrap().contains("only narrow"), "{e}");
+    assert!(
+        wide["error"].as_str().unwrap().contains("only narrow"),
+        "{wide}"
+    );
     a.vm_ok(&["delete", &a3.name]);
     let (_, ruleset) = lab.host_sh(&format!("nft list table inet bulkhead_{}", a.tenant));
     assert!(
@@ -316,13 +369,33 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
     );
 
     // Teardown: every link and table of every tenant goes with its daemon.
+    // The guest's own view: its address, its route, nothing of the host.
+    let (_, addr) = node_sh(e.sock(), &e1.name, "ip -4 addr show eth0; ip route");
+    assert!(
+        addr.contains(&format!("{}/30", e1.ip)) && addr.contains("default via 10.67.0.1"),
+        "{addr}"
+    );
+    // A guest spoofing its neighbour's address gets nowhere either.
+    let before = counter(&lab, &e.tenant, "deny_spoof");
+    let (code, _) = node_sh(
+        e.sock(),
+        &e1.name,
+        &format!(
+            "ip addr add {}/32 dev eth0 && ping -c 2 -W 1 -I {} {INTERNET}",
+            e2.ip, e2.ip
+        ),
+    );
+    assert_ne!(code, 0, "a spoofing guest reached the internet");
+    assert!(counter(&lab, &e.tenant, "deny_spoof") > before);
+
     let tenants = [
         a.tenant.clone(),
         b.tenant.clone(),
         c.tenant.clone(),
         d.tenant.clone(),
+        e.tenant.clone(),
     ];
-    for x in [a, b, c, d] {
+    for x in [a, b, c, d, e] {
         x.stop_and_assert_clean();
     }
     let (_, links) = lab.host_sh("ip -br link");

@@ -283,21 +283,7 @@ impl TenantConfig {
         let hypervisor = c.hypervisor.clone().unwrap_or_else(|| "jail".into());
         match hypervisor.as_str() {
             "jail" => {}
-            "qemu" => {
-                if let Some((i, g)) = groups
-                    .iter()
-                    .enumerate()
-                    .find(|(_, g)| g.network.mode != NetworkMode::None)
-                {
-                    return Err(key_err(
-                        format!("config.host_groups[{i}].network.mode"),
-                        format!(
-                            "host group {:?}: networking for microVM nodes is not available yet; use mode: none with hypervisor: qemu, or hypervisor: jail",
-                            g.name
-                        ),
-                    ));
-                }
-            }
+            "qemu" => {}
             "firecracker" | "cloud-hypervisor" => {
                 return Err(key_err(
                     "config.hypervisor",

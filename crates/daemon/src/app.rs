@@ -410,7 +410,21 @@ impl App {
         write_private(&dir.join(files::CONSOLE_LOG), b"")
             .map_err(io("creating the console log"))?;
         if let Some(rt) = self.vm.clone() {
+            // The guest owns the node's address; QEMU's namespace only bridges its tap.
+            let net = match &mut spec.network {
+                bulkhead_net::NetworkPlan::Veth(v) => {
+                    v.guest_tap = Some(self.uid_base + bulkhead_vm::QEMU_UID);
+                    Some(bulkhead_vm::GuestNet {
+                        address: v.address,
+                        prefix_len: v.prefix_len,
+                        gateway: v.gateway,
+                        dns: v.dns_servers.clone(),
+                    })
+                }
+                bulkhead_net::NetworkPlan::Loopback => None,
+            };
             let n = crate::vmdriver::NodeVm {
+                net,
                 node_dir: dir.clone(),
                 image: self.cfg.image.clone(),
                 hostname: row.name.clone(),

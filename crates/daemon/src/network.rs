@@ -245,6 +245,7 @@ impl TenantNetwork {
             bridge: n.bridge.clone(),
             egress_mbps: g.egress_mbps,
             dns_servers: g.dns.clone(),
+            guest_tap: None,
         })
     }
 

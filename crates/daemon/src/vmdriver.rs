@@ -19,6 +19,7 @@ pub struct NodeVm {
     pub vcpus: u32,
     pub disk_bytes: u64,
     pub uid_base: u32,
+    pub net: Option<bulkhead_vm::GuestNet>,
 }
 
 pub struct VmRuntime {
@@ -109,6 +110,7 @@ impl VmRuntime {
             vcpus,
             disk_bytes,
             uid_base,
+            net,
         } = n;
         let owner = uid_base + bulkhead_vm::QEMU_UID;
         let vm_dir = node_dir.join("vm");
@@ -131,6 +133,7 @@ impl VmRuntime {
             mem_mib: ram_bytes >> 20,
             vcpus: *vcpus,
             hostname: hostname.clone(),
+            net: net.clone(),
         })
     }
 }

@@ -58,7 +58,7 @@ pub(crate) fn start(
         }
     }
     let pending =
-        bulkhead_vm::confine::spawn(vm, &root, &console, spec.uid_base, spec.uid_count, false)
+        bulkhead_vm::confine::spawn(vm, &root, &console, (spec.uid_base, spec.uid_count), false)
             .map_err(|e| JailError::Setup(e.to_string()))?;
     let pid = pending.pid;
     let placed = (|| {
@@ -73,7 +73,36 @@ pub(crate) fn start(
         unsafe { libc::kill(pid, libc::SIGKILL) };
         return Err(e);
     }
-    pending.go().map_err(|e| JailError::Setup(e.to_string()))?;
+    // A networked guest's NIC: /dev/net/tun opened inside the node's namespace (a tun fd
+    // belongs to the namespace it was opened in), handed to QEMU's child, which attaches it
+    // to the tap made for QEMU's uid. QEMU never opens /dev/net/tun (root-only on many hosts).
+    let tun = match &spec.network {
+        bulkhead_net::NetworkPlan::Veth(v) if v.guest_tap.is_some() => {
+            let t = bulkhead_net::host::in_netns_of(pid, || {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/net/tun")
+                    .map_err(|source| bulkhead_net::NetError::Host {
+                        what: "opening /dev/net/tun in the node",
+                        source,
+                    })
+            });
+            match t {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    // SAFETY: our own child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return Err(JailError::Setup(e.to_string()));
+                }
+            }
+        }
+        _ => None,
+    };
+    pending
+        .go(tun.as_ref())
+        .map_err(|e| JailError::Setup(e.to_string()))?;
+    drop(tun);
     let serial = vm.vm_dir.join(SERIAL);
     let until = Instant::now() + Duration::from_secs(20);
     let link = loop {

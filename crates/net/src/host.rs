@@ -98,6 +98,9 @@ fn wire(nl: &mut Netlink, v: &VethPlan, pid: i32) -> Result<(), NetError> {
         inner
             .set_up(lo, None)
             .map_err(ctx("setting lo up in the node"))?;
+        if let Some(owner) = v.guest_tap {
+            return wire_guest(&mut inner, owner, v.egress_mbps);
+        }
         let eth = index_of(NODE_IF).map_err(ctx("finding eth0 in the node"))?;
         inner
             .add_address(eth, v.address, v.prefix_len)
@@ -117,6 +120,57 @@ fn wire(nl: &mut Netlink, v: &VethPlan, pid: i32) -> Result<(), NetError> {
         }
         Ok(())
     })
+}
+
+/// The tap a microVM's QEMU attaches to (owned by QEMU's host uid, so QEMU needs no
+/// capability to open it), and the bridge that joins it to the node's `eth0`.
+pub const GUEST_TAP: &str = "tap0";
+const GUEST_BRIDGE: &str = "br0";
+
+fn create_tap(name: &str, owner: u32) -> std::io::Result<()> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; the ioctls get a valid ifreq or integer argument.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in name.bytes().enumerate() {
+            req.ifr_name[i] = b as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &req) < 0
+            || libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, owner as libc::c_ulong) < 0
+            || libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn wire_guest(nl: &mut Netlink, owner: u32, egress_mbps: Option<u32>) -> Result<(), NetError> {
+    create_tap(GUEST_TAP, owner).map_err(ctx("creating the microVM's tap"))?;
+    nl.add_bridge(GUEST_BRIDGE)
+        .map_err(ctx("creating the microVM's bridge"))?;
+    let br = index_of(GUEST_BRIDGE).map_err(ctx("finding the microVM's bridge"))?;
+    for dev in [NODE_IF, GUEST_TAP] {
+        let i = index_of(dev).map_err(ctx("finding the microVM's links"))?;
+        nl.set_up(i, Some(br))
+            .map_err(ctx("joining the microVM's links"))?;
+    }
+    nl.set_up(br, None)
+        .map_err(ctx("setting the microVM's bridge up"))?;
+    for conf in ["all", "default"] {
+        sysctl(&format!("ipv6/conf/{conf}/disable_ipv6"), "1");
+    }
+    if let Some(mbps) = egress_mbps {
+        limit_egress(mbps)?;
+    }
+    Ok(())
 }
 
 /// A token bucket on the node's eth0: everything the node sends passes it. The node has no

@@ -47,6 +47,11 @@ pub struct VethPlan {
     /// Written to the node's /etc/resolv.conf when not empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_servers: Vec<Ipv4Addr>,
+    /// A microVM node: the namespace is QEMU's. `eth0` and a tap owned by this host uid
+    /// (QEMU's) are joined by a bridge, and the addresses belong to the guest, not the
+    /// namespace, so the host side sees the guest exactly where it would see a jail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_tap: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

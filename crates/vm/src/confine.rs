@@ -14,6 +14,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 fn pipe() -> Result<(File, File), VmError> {
@@ -88,7 +89,7 @@ fn bind(src: &Path, dst: &str, rw: bool) -> Result<(), String> {
 }
 
 /// In the child: the minimal root, then credentials. Returns only on error.
-fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool) -> String {
+fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i32>) -> String {
     let r = (|| -> Result<(), String> {
         // SAFETY: credential syscalls with integer arguments.
         unsafe {
@@ -130,6 +131,11 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool) -> String {
         let mut devs = vec!["null", "zero", "random", "urandom"];
         if spec.accel == Accel::Kvm {
             devs.push("kvm");
+        }
+        if spec.net.is_some() {
+            std::fs::create_dir_all(format!("{r}/dev/net"))
+                .map_err(|e| format!("mkdir dev/net: {e}"))?;
+            devs.push("net/tun");
         }
         for d in devs {
             bind(&Path::new("/dev").join(d), &format!("{r}/dev/{d}"), true)?;
@@ -176,6 +182,19 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool) -> String {
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
                 return Err(os("no_new_privs"));
             }
+            // Attach the inherited tun fd to the tap the supervisor made for QEMU's uid: the
+            // tap's owner check lets an unprivileged process do this, and /dev/net/tun itself
+            // never has to be reachable from QEMU's root.
+            if let Some(fd) = tap_fd {
+                let mut req: libc::ifreq = std::mem::zeroed();
+                for (i, b) in crate::TAP.bytes().enumerate() {
+                    req.ifr_name[i] = b as libc::c_char;
+                }
+                req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+                if libc::ioctl(fd, 0x4004_54ca, &req) < 0 {
+                    return Err(os("attaching to the node's tap"));
+                }
+            }
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             libc::dup2(null, 0);
             libc::dup2(console, 1);
@@ -187,7 +206,7 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool) -> String {
         return e;
     }
     let args: Vec<CString> = std::iter::once(c(&spec.qemu.to_string_lossy()))
-        .chain(crate::qemu::args(spec, probe).iter().map(|a| c(a)))
+        .chain(crate::qemu::args(spec, probe, tap_fd).iter().map(|a| c(a)))
         .collect();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -197,18 +216,81 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool) -> String {
     os(&format!("exec {}", spec.qemu.display()))
 }
 
+/// Sends one byte, with `fd` attached (SCM_RIGHTS) when given.
+fn send_go(sock: &UnixStream, fd: Option<i32>) -> std::io::Result<()> {
+    let mut byte = [b'g'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    // SAFETY: msghdr is plain data; every pointer in it refers to a live local buffer, and the
+    // control message is written within `cbuf` through the CMSG macros.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            let cm = libc::CMSG_FIRSTHDR(&msg);
+            (*cm).cmsg_level = libc::SOL_SOCKET;
+            (*cm).cmsg_type = libc::SCM_RIGHTS;
+            (*cm).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<i32>(), fd);
+        }
+        if libc::sendmsg(sock.as_raw_fd(), &msg, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives the `go` byte and the fd attached to it, if any (in the child).
+fn recv_go(sock: &UnixStream) -> Option<Option<i32>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: as in send_go; the kernel writes at most `space` bytes of control data.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        if libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) != 1 {
+            return None;
+        }
+        let cm = libc::CMSG_FIRSTHDR(&msg);
+        if cm.is_null() || (*cm).cmsg_type != libc::SCM_RIGHTS {
+            return Some(None);
+        }
+        Some(Some(std::ptr::read_unaligned(
+            libc::CMSG_DATA(cm).cast::<i32>(),
+        )))
+    }
+}
+
 /// A QEMU child waiting for its `go`.
 pub struct Pending {
     pub pid: i32,
-    go: File,
+    go: UnixStream,
     err: File,
 }
 
 impl Pending {
     /// Lets the child set up and exec QEMU; returns once QEMU runs (or why it could not).
-    pub fn go(mut self) -> Result<i32, VmError> {
-        self.go
-            .write_all(b"g")
+    /// `tun`: for a networked node, `/dev/net/tun` opened inside the node's network
+    /// namespace (a tun fd belongs to the namespace it was opened in); the child attaches it
+    /// to the node's tap and QEMU inherits it.
+    pub fn go(mut self, tun: Option<&File>) -> Result<i32, VmError> {
+        send_go(&self.go, tun.map(|t| t.as_raw_fd()))
             .map_err(|e| VmError::Launch(format!("starting the child: {e}")))?;
         drop(self.go);
         let mut msg = String::new();
@@ -231,11 +313,12 @@ pub fn spawn(
     spec: &VmSpec,
     root: &Path,
     console: &File,
-    uid_base: u32,
-    uid_count: u32,
+    ids: (u32, u32),
     probe: bool,
 ) -> Result<Pending, VmError> {
-    let (mut go_r, go_w) = pipe()?;
+    let (uid_base, uid_count) = ids;
+    let (go_w, go_r) =
+        UnixStream::pair().map_err(|e| VmError::Launch(format!("socketpair: {e}")))?;
     let (err_r, mut err_w) = pipe()?;
     let console_fd = console.as_raw_fd();
     let mut stack = vec![0u8; 256 * 1024];
@@ -246,11 +329,10 @@ pub fn spawn(
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC;
     let child_fn = move || -> isize {
-        let mut b = [0u8; 1];
-        if go_r.read_exact(&mut b).is_err() {
+        let Some(tap_fd) = recv_go(&go_r) else {
             return 1;
-        }
-        let msg = child(spec, root, console_fd, probe);
+        };
+        let msg = child(spec, root, console_fd, probe, tap_fd);
         let _ = err_w.write_all(msg.as_bytes());
         1
     };

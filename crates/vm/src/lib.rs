@@ -24,6 +24,9 @@ use std::path::PathBuf;
 
 /// uid (and gid) QEMU runs as inside the node's user namespace: `uid_base + QEMU_UID` on the host.
 pub const QEMU_UID: u32 = 1000;
+/// The tap in QEMU's network namespace that the guest's NIC sits on.
+pub const TAP: &str = "tap0";
+
 /// Memory the node's cgroup allows beyond the guest's RAM: QEMU itself, its TCG translation
 /// cache (capped at 64 MiB) and device buffers.
 pub const MEMORY_OVERHEAD: u64 = 256 << 20;
@@ -56,6 +59,18 @@ pub struct VmSpec {
     pub mem_mib: u64,
     pub vcpus: u32,
     pub hostname: String,
+    /// The guest's network (isolated or bridge mode): a virtio-net device on the tap in
+    /// QEMU's namespace, configured by the guest's init from the kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<GuestNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNet {
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub dns: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -33,8 +33,9 @@ pub fn boot(
         mem_mib: 128,
         vcpus: 1,
         hostname: "probe".into(),
+        net: None,
     };
-    let args: Vec<String> = crate::qemu::args(&spec, true)
+    let args: Vec<String> = crate::qemu::args(&spec, true, None)
         .into_iter()
         .map(|a| {
             a.replace("/boot/vmlinux", &kernel.to_string_lossy())

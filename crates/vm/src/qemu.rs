@@ -19,11 +19,28 @@ pub fn cmdline(spec: &VmSpec, probe: bool) -> String {
         c += " bulkhead.probe=1";
     } else {
         c += &format!(" bulkhead.hostname={}", spec.hostname);
+        if let Some(n) = &spec.net {
+            c += &format!(
+                " bulkhead.ip={}/{} bulkhead.gw={}",
+                n.address, n.prefix_len, n.gateway
+            );
+            if !n.dns.is_empty() {
+                let d: Vec<String> = n.dns.iter().map(|a| a.to_string()).collect();
+                c += &format!(" bulkhead.dns={}", d.join(","));
+            }
+        }
     }
     c
 }
 
-pub fn args(spec: &VmSpec, probe: bool) -> Vec<String> {
+/// A MAC address for the guest, stable for its address (locally administered, QEMU's OUI).
+pub fn mac(n: &crate::GuestNet) -> String {
+    let o = n.address.octets();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
+}
+
+/// `tap_fd`: an open tun fd already attached to the node's tap, inherited by QEMU.
+pub fn args(spec: &VmSpec, probe: bool, tap_fd: Option<i32>) -> Vec<String> {
     let mut a: Vec<String> = vec!["-M".into(), "microvm,x-option-roms=off".into()];
     match spec.accel {
         Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
@@ -72,6 +89,14 @@ pub fn args(spec: &VmSpec, probe: bool) -> Vec<String> {
             ]
             .map(String::from),
         );
+        if let (Some(n), Some(fd)) = (&spec.net, tap_fd) {
+            a.extend([
+                "-netdev".into(),
+                format!("tap,id=net0,fd={fd}"),
+                "-device".into(),
+                format!("virtio-net-device,netdev=net0,mac={}", mac(n)),
+            ]);
+        }
     }
     a
 }
@@ -90,12 +115,31 @@ mod tests {
             mem_mib: 256,
             vcpus: 2,
             hostname: "web-1".into(),
+            net: None,
         }
     }
 
     #[test]
+    fn networked_guests_get_a_nic_and_their_address() {
+        let mut s = spec(Accel::Tcg);
+        s.net = Some(crate::GuestNet {
+            address: "10.1.2.6".parse().unwrap(),
+            prefix_len: 30,
+            gateway: "10.1.2.5".parse().unwrap(),
+            dns: vec!["192.0.2.53".parse().unwrap()],
+        });
+        let a = args(&s, false).join(" ");
+        assert!(
+            a.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no"),
+            "{a}"
+        );
+        assert!(a.contains("virtio-net-device,netdev=net0,mac=52:54:00:01:02:06"));
+        assert!(a.contains("bulkhead.ip=10.1.2.6/30 bulkhead.gw=10.1.2.5 bulkhead.dns=192.0.2.53"));
+    }
+
+    #[test]
     fn tcg_args_cap_the_cache_and_sandbox_qemu() {
-        let a = args(&spec(Accel::Tcg), false).join(" ");
+        let a = args(&spec(Accel::Tcg), false, None).join(" ");
         assert!(a.contains("-accel tcg,tb-size=64"), "{a}");
         assert!(a.contains("-m 256M -smp 2"));
         assert!(a.contains(
@@ -112,7 +156,7 @@ mod tests {
 
     #[test]
     fn kvm_and_probe_args() {
-        let a = args(&spec(Accel::Kvm), true).join(" ");
+        let a = args(&spec(Accel::Kvm), true, None).join(" ");
         assert!(a.contains("-accel kvm -cpu host"));
         assert!(a.contains("bulkhead.probe=1"));
         assert!(!a.contains("/vm/"), "a probe has no disk or agent: {a}");

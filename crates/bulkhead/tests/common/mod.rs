@@ -208,6 +208,10 @@ impl Daemon {
         panic!("daemon did not become ready:\n{}", self.log());
     }
 
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap_or_default()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }
