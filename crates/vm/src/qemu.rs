@@ -128,11 +128,10 @@ mod tests {
             gateway: "10.1.2.5".parse().unwrap(),
             dns: vec!["192.0.2.53".parse().unwrap()],
         });
-        let a = args(&s, false).join(" ");
-        assert!(
-            a.contains("-netdev tap,id=net0,ifname=tap0,script=no,downscript=no"),
-            "{a}"
-        );
+        let a = args(&s, false, Some(5)).join(" ");
+        assert!(a.contains("-netdev tap,id=net0,fd=5"), "{a}");
+        // Without the tun fd there is no NIC (the supervisor always passes one).
+        assert!(!args(&s, false, None).join(" ").contains("-netdev"));
         assert!(a.contains("virtio-net-device,netdev=net0,mac=52:54:00:01:02:06"));
         assert!(a.contains("bulkhead.ip=10.1.2.6/30 bulkhead.gw=10.1.2.5 bulkhead.dns=192.0.2.53"));
     }
