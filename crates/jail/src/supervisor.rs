@@ -241,30 +241,7 @@ fn start(
         let p = spec.node_dir.join(d);
         fs::create_dir_all(&p).map_err(io_err(format!("creating {}", p.display())))?;
     }
-    let sock = spec.node_dir.join(files::AGENT_SOCKET);
-    let listener = match prebound {
-        Some((l, path)) => {
-            fs::rename(&path, &sock).map_err(io_err(format!(
-                "moving the agent socket to {}",
-                sock.display()
-            )))?;
-            l
-        }
-        None => {
-            let _ = fs::remove_file(&sock);
-            let l =
-                UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-                .map_err(io_err("chmod agent socket"))?;
-            l
-        }
-    };
-    let console = OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(spec.node_dir.join(files::CONSOLE_LOG))
-        .map_err(io_err("opening console log"))?;
+    let (listener, console) = node_files(spec, prebound)?;
 
     // The OOM killer must pick the workload, never the agent: a node whose PID 1 dies is gone.
     // Lowering a score needs CAP_SYS_RESOURCE on the host, which not every host grants to
@@ -351,6 +328,39 @@ fn start(
     drop(listener);
     drop(console);
     Ok(pid)
+}
+
+/// The node's agent socket (a standby's pre-bound one, moved into place, or a new one) and
+/// its console log (opened for appending, root-only).
+pub(crate) fn node_files(
+    spec: &JailSpec,
+    prebound: Option<(UnixListener, std::path::PathBuf)>,
+) -> Result<(UnixListener, File), JailError> {
+    let sock = spec.node_dir.join(files::AGENT_SOCKET);
+    let listener = match prebound {
+        Some((l, path)) => {
+            fs::rename(&path, &sock).map_err(io_err(format!(
+                "moving the agent socket to {}",
+                sock.display()
+            )))?;
+            l
+        }
+        None => {
+            let _ = fs::remove_file(&sock);
+            let l =
+                UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
+            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod agent socket"))?;
+            l
+        }
+    };
+    let console = OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(spec.node_dir.join(files::CONSOLE_LOG))
+        .map_err(io_err("opening console log"))?;
+    Ok((listener, console))
 }
 
 /// Runs in the node's init once the supervisor wrote the id maps: credentials, mounts,

@@ -4,7 +4,7 @@
 //! the virtio-serial port (`bulkhead_agent::mux`). The daemon cannot tell the difference.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,27 +27,7 @@ pub(crate) fn start(
     cg.create(&spec.limits)?;
     let root = spec.node_dir.join(files::ROOTFS);
     fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
-    let sock = spec.node_dir.join(files::AGENT_SOCKET);
-    let listener = match prebound {
-        Some((l, path)) => {
-            fs::rename(&path, &sock).map_err(io_err("moving the agent socket"))?;
-            l
-        }
-        None => {
-            let _ = fs::remove_file(&sock);
-            let l =
-                UnixListener::bind(&sock).map_err(io_err(format!("binding {}", sock.display())))?;
-            fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-                .map_err(io_err("chmod agent socket"))?;
-            l
-        }
-    };
-    let console = OpenOptions::new()
-        .mode(0o600)
-        .create(true)
-        .append(true)
-        .open(spec.node_dir.join(files::CONSOLE_LOG))
-        .map_err(io_err("opening console log"))?;
+    let (listener, console) = crate::supervisor::node_files(spec, prebound)?;
     if vm.accel == Accel::Kvm {
         // QEMU opens /dev/kvm through its group (the node's user namespace keeps the
         // supplementary groups it was created with).

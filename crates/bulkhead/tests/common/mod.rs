@@ -88,16 +88,23 @@ pub fn shared_state() -> PathBuf {
     p
 }
 
+/// A private directory for one daemon's config, socket and log; its node's mapped root must
+/// traverse it (0711).
+fn test_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-e2e-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
 impl Daemon {
     /// Writes a config with `bulkhead new NAME --socket ... <extra>` and starts the daemon.
     pub fn start(prefix: &str, extra: &[&str]) -> Daemon {
         let tenant = unique_tenant(prefix);
-        let dir = tempfile::Builder::new()
-            .prefix("bulkhead-e2e-")
-            .tempdir()
-            .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let dir = test_dir();
         let socket = dir.path().join("api.sock");
         let mut args = vec!["new", &tenant, "--socket", socket.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -126,12 +133,7 @@ impl Daemon {
     /// network namespace at `netns`.
     pub fn start_in(netns: &Path, prefix: &str, yaml: &str) -> Daemon {
         let tenant = unique_tenant(prefix);
-        let dir = tempfile::Builder::new()
-            .prefix("bulkhead-e2e-")
-            .tempdir()
-            .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let dir = test_dir();
         let socket = dir.path().join("api.sock");
         let yaml = yaml
             .replace("TENANT", &tenant)
