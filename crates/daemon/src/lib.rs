@@ -225,7 +225,12 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     if let ApiListen::Unix(p) = &cfg.listen {
         check_socket(p)?;
     }
-    let net = network::TenantNetwork::from_config(&cfg, uid_base).map(Arc::new);
+    let known_groups = network::load_indexes(&tenant_dir);
+    let net = network::TenantNetwork::from_config(&cfg, uid_base, &known_groups)?.map(Arc::new);
+    if let Some(n) = &net {
+        network::save_indexes(&tenant_dir, &n.indexes(&known_groups))
+            .map_err(io("recording the network groups"))?;
+    }
     let net_claim = match &net {
         Some(_) => {
             let endpoint = match &cfg.listen {
@@ -384,8 +389,8 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     // With no node left, the tenant's network goes too: tables, bridges, range claim.
     if let (Some(n), Some(claim)) = (&net, &net_claim) {
         if app.list().map(|l| l.is_empty()).unwrap_or(false) {
-            let n = n.clone();
-            let _ = tokio::task::spawn_blocking(move || n.remove_all()).await;
+            let (n, td) = (n.clone(), tenant_dir.clone());
+            let _ = tokio::task::spawn_blocking(move || n.remove_all(&td)).await;
             claim.release_on_drop();
         }
     }

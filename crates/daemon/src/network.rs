@@ -16,7 +16,7 @@ use bulkhead_net::rules::{BridgePort, Cidr, GroupRules, NodePolicy, TenantRules}
 use bulkhead_net::{nft, NetError, VethPlan};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,26 @@ use crate::error::ApiError;
 
 /// Host-wide registry of claimed address ranges, one file per tenant.
 pub const NET_REGISTRY: &str = "/run/bulkhead/net-ranges";
+/// Networked host groups per tenant (one hex digit in interface names).
+pub const MAX_GROUPS: u8 = 16;
+/// The file in the tenant's directory that records each networked group's index.
+pub const GROUPS_FILE: &str = "network-groups.json";
+
+/// The group indexes recorded at the last start.
+pub fn load_indexes(tenant_dir: &Path) -> HashMap<String, u8> {
+    std::fs::read(tenant_dir.join(GROUPS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn save_indexes(tenant_dir: &Path, idx: &HashMap<String, u8>) -> std::io::Result<()> {
+    crate::app::write_private(
+        &tenant_dir.join(GROUPS_FILE),
+        &serde_json::to_vec(idx).unwrap_or_default(),
+    )
+}
+
 /// The file in a node's directory that records its network.
 pub const NODE_NET_FILE: &str = "network.json";
 
@@ -95,20 +115,50 @@ pub struct TenantNetwork {
 
 impl TenantNetwork {
     /// `None` when no host group has a network.
-    pub fn from_config(cfg: &TenantConfig, uid_base: u32) -> Option<Self> {
-        let groups: Vec<NetGroup> = cfg
+    /// `known`: the indexes groups had before (interface names of running nodes carry them),
+    /// so that reordering or adding groups in the config never renames a group. New groups
+    /// take the lowest free index.
+    pub fn from_config(
+        cfg: &TenantConfig,
+        uid_base: u32,
+        known: &HashMap<String, u8>,
+    ) -> Result<Option<Self>, NetworkError> {
+        let networked: Vec<&HostGroup> = cfg
             .groups
             .iter()
             .filter(|g| g.network.mode != NetworkMode::None)
-            .enumerate()
-            .filter_map(|(i, g)| {
+            .collect();
+        // Every recorded index stays taken, including those of groups that left the config:
+        // their nodes may still run under those interface names.
+        let mut taken: HashSet<u8> = known.values().copied().collect();
+        let mut index_of = HashMap::new();
+        for g in &networked {
+            let i = match known.get(&g.name) {
+                Some(i) => *i,
+                None => {
+                    let free = (0..MAX_GROUPS).find(|i| !taken.contains(i)).ok_or_else(|| {
+                        NetworkError::Refused(format!(
+                            "no free network group index for host group {:?}: {MAX_GROUPS} are recorded in {GROUPS_FILE} (groups removed from the config keep theirs while their nodes may run); stop the tenant with no node left to reset them",
+                            g.name
+                        ))
+                    })?;
+                    taken.insert(free);
+                    free
+                }
+            };
+            index_of.insert(g.name.clone(), i);
+        }
+        let groups: Vec<NetGroup> = networked
+            .into_iter()
+            .filter_map(|g| {
+                let i = index_of[&g.name];
                 let r = g.network.range?;
                 let layout = match g.network.mode {
                     NetworkMode::Bridge => Layout::Bridge,
                     _ => Layout::Isolated,
                 };
                 Some(NetGroup {
-                    index: i as u8,
+                    index: i,
                     name: g.name.clone(),
                     range: Range::new(r.network(), r.prefix_len(), layout).ok()?,
                     drop: g.network.drop.iter().map(cidr).collect(),
@@ -118,11 +168,19 @@ impl TenantNetwork {
                 })
             })
             .collect();
-        (!groups.is_empty()).then(|| TenantNetwork {
+        Ok((!groups.is_empty()).then(|| TenantNetwork {
             tenant: cfg.tenant.clone(),
             tag: tag_of(uid_base),
             groups,
-        })
+        }))
+    }
+
+    /// Group name → index, to be recorded for the next start (merged with `known`, whose
+    /// entries stay until the tenant stops with no node left).
+    pub fn indexes(&self, known: &HashMap<String, u8>) -> HashMap<String, u8> {
+        let mut m = known.clone();
+        m.extend(self.groups.iter().map(|g| (g.name.clone(), g.index)));
+        m
     }
 
     pub fn group(&self, name: &str) -> Option<&NetGroup> {
@@ -350,8 +408,9 @@ impl TenantNetwork {
         }
     }
 
-    /// At stop with no node left: the tenant's tables and bridges go.
-    pub fn remove_all(&self) {
+    /// At stop with no node left: the tenant's tables, bridges and group indexes go.
+    pub fn remove_all(&self, tenant_dir: &Path) {
+        let _ = std::fs::remove_file(tenant_dir.join(GROUPS_FILE));
         if let Err(e) = nft::remove(&self.tenant) {
             tracing::error!(error = %e, "cannot remove the tenant's nft tables");
         }
@@ -494,7 +553,10 @@ config:
 
     #[test]
     fn groups_get_indexes_and_plans() {
-        let n = TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1")).unwrap();
+        let n =
+            TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1"), &HashMap::new())
+                .unwrap()
+                .unwrap();
         assert_eq!(n.groups.len(), 2);
         let web = n.group("web").unwrap();
         let (slot, addr) = n.allocate(web, &HashSet::new(), None).unwrap();
@@ -526,8 +588,39 @@ config:
     }
 
     #[test]
+    fn group_indexes_survive_reordering_and_new_groups() {
+        let first =
+            TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1"), &HashMap::new())
+                .unwrap()
+                .unwrap();
+        let known = first.indexes(&HashMap::new());
+        assert_eq!((known["web"], known["k3s"]), (0, 1));
+        // k3s moves first and a new group appears before both: nobody is renamed.
+        let reordered = r#"
+config:
+  tenant: t1
+  host_groups:
+    - name: fresh
+      network: { mode: isolated, range: 10.30.0.0/24 }
+    - name: k3s
+      network: { mode: bridge, range: 10.20.0.0/24 }
+    - name: web
+      network: { mode: isolated, range: 10.10.0.0/22 }
+"#;
+        let second =
+            TenantNetwork::from_config(&cfg(reordered), bulkhead_core::uid_base("t1"), &known)
+                .unwrap()
+                .unwrap();
+        let idx = second.indexes(&known);
+        assert_eq!((idx["web"], idx["k3s"], idx["fresh"]), (0, 1, 2));
+    }
+
+    #[test]
     fn overrides_only_narrow() {
-        let n = TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1")).unwrap();
+        let n =
+            TenantNetwork::from_config(&cfg(TWO), bulkhead_core::uid_base("t1"), &HashMap::new())
+                .unwrap()
+                .unwrap();
         let web = n.group("web").unwrap();
         assert!(n
             .validate_override(web, &["203.0.113.0/25".into()], &[])
