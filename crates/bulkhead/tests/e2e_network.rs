@@ -299,6 +299,20 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
         netlab::tcp_probe(&host, &a1.ip).as_deref(),
         Some(a1.name.as_str())
     );
+    // ...but a host user other than root cannot.
+    let (ok, out) = netlab::sh_in(
+        &host,
+        &format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups busybox nc -w 2 {} {} </dev/null",
+            a1.ip,
+            netlab::PORT
+        ),
+    );
+    assert!(
+        !ok || out.trim().is_empty(),
+        "a non-root host process reached a node: {out}"
+    );
+    assert!(counter(&lab, &a.tenant, "deny_host_user") > 0);
     // Inbound: the internet cannot open connections to nodes, even with a route to them.
     netlab::sh_in(&lab.inet_ns(), "ip route add 10.61.0.0/16 via 198.51.100.1");
     assert_eq!(netlab::tcp_probe(&lab.inet_ns(), &a1.ip), None);

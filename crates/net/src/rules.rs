@@ -58,6 +58,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "deny_inbound",
         "new connections into a node from outside it",
     ),
+    (
+        "deny_host_user",
+        "new connections into a node from a host process that is not root",
+    ),
 ];
 
 /// An IPv4 CIDR as the rules need it.
@@ -281,6 +285,20 @@ impl TenantRules {
             );
         }
         let _ = writeln!(s, "    iifname {ifs} counter name \"deny_host\" drop");
+        let _ = writeln!(s, "  }}");
+
+        // output: the host's own processes. Only root (the daemon's forwards, the operator) may
+        // open connections to nodes; other host users may not.
+        let _ = writeln!(s, "  chain output {{");
+        let _ = writeln!(
+            s,
+            "    type filter hook output priority filter - 1; policy accept;"
+        );
+        let outs = format!("{{ \"{}*\", \"{}*\" }}", t.veth_prefix(), t.bridge_prefix());
+        let _ = writeln!(
+            s,
+            "    oifname {outs} ct state new meta skuid != 0 counter name \"deny_host_user\" drop"
+        );
         let _ = writeln!(s, "  }}");
 
         // postrouting: nodes leave through the host's address.
