@@ -111,6 +111,8 @@ pub struct TenantNetwork {
     pub tenant: String,
     pub tag: Tag,
     pub groups: Vec<NetGroup>,
+    /// Per group, the slot after the one handed out last (see `Range::next_free`).
+    cursor: std::sync::Mutex<HashMap<u8, u32>>,
 }
 
 impl TenantNetwork {
@@ -172,6 +174,7 @@ impl TenantNetwork {
             tenant: cfg.tenant.clone(),
             tag: tag_of(uid_base),
             groups,
+            cursor: Default::default(),
         }))
     }
 
@@ -217,7 +220,17 @@ impl TenantNetwork {
                 }
                 slot
             }
-            None => g.range.first_free(&used_slots).ok_or_else(|| {
+            None => {
+                let from = self
+                    .cursor
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&g.index)
+                    .copied()
+                    .unwrap_or(0);
+                g.range.next_free(&used_slots, from)
+            }
+            .ok_or_else(|| {
                 ApiError::conflict("range_full", format!(
                     "host group {:?}'s range {} is full ({} nodes): delete a node or widen the range",
                     g.name,
@@ -226,6 +239,10 @@ impl TenantNetwork {
                 ))
             })?,
         };
+        self.cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(g.index, slot + 1);
         let a = g
             .range
             .addressing(slot)
@@ -576,6 +593,12 @@ config:
             n.allocate(web, &used, Some("10.10.0.5")).unwrap_err()
         )
         .contains("not a node address"));
+        // A freed address is not handed out again at once: slot 0 is free, slot 2 comes next.
+        let used_later = ["10.10.0.6".parse().unwrap()].into_iter().collect();
+        assert_eq!(
+            n.allocate(web, &used_later, None).unwrap().1,
+            "10.10.0.10".parse::<Ipv4Addr>().unwrap()
+        );
         let nn = n.node_net(web, slot, addr, None);
         let plan = n.plan(web, &nn).unwrap();
         assert_eq!(plan.gateway, "10.10.0.1".parse::<Ipv4Addr>().unwrap());

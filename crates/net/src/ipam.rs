@@ -113,7 +113,18 @@ impl Range {
 
     /// The lowest slot not in `used`.
     pub fn first_free(&self, used: &std::collections::HashSet<u32>) -> Option<u32> {
-        (0..self.slots()).find(|s| !used.contains(s))
+        self.next_free(used, 0)
+    }
+
+    /// The first slot not in `used` at or after `from`, wrapping around. Allocating after the
+    /// last slot handed out (rather than the lowest) keeps a freed address unused for as long
+    /// as the range allows, so late packets of a deleted node's flows (conntrack entries
+    /// outlive it) find no new node there.
+    pub fn next_free(&self, used: &std::collections::HashSet<u32>, from: u32) -> Option<u32> {
+        let n = self.slots();
+        (0..n)
+            .map(|i| (from % n.max(1) + i) % n)
+            .find(|s| !used.contains(s))
     }
 }
 
@@ -183,5 +194,9 @@ mod tests {
         assert!(!g.contains("10.0.4.0".parse().unwrap()));
         let used = [0, 1, 3].into_iter().collect();
         assert_eq!(g.first_free(&used), Some(2));
+        assert_eq!(g.next_free(&used, 3), Some(4));
+        assert_eq!(g.next_free(&used, 255), Some(255));
+        let full: std::collections::HashSet<u32> = (1..256).collect();
+        assert_eq!(g.next_free(&full, 7), Some(0), "wraps around");
     }
 }
