@@ -96,6 +96,33 @@ fn microvm_node_lifecycle_exec_copy_limits_pause_and_readoption() {
     let (code, out, _) = d.sh(&node, "echo still here");
     assert_eq!((code, out.trim()), (0, "still here"));
 
+    // The guest may write its console endlessly; the host keeps about a MiB of it.
+    let t0 = std::time::Instant::now();
+    let (code, _, err) = d.sh(
+        &node,
+        "head -c 1400000 /dev/zero | tr '\\0' x > /dev/console",
+    );
+    assert_eq!(code, 0, "{err}");
+    let dir = d.tenant_dir().join("nodes").join(&node);
+    let mut total = 0;
+    for _ in 0..100 {
+        total = ["console.log", "console.log.1"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>();
+        if total >= 1_400_000 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let cur = std::fs::metadata(dir.join("console.log")).unwrap().len();
+    assert!(cur <= 1 << 20, "console.log grew to {cur} bytes");
+    assert!(
+        dir.join("console.log.1").exists(),
+        "no rotation after {total} bytes"
+    );
+    eprintln!("1.4 MB through the guest console took {:?}", t0.elapsed());
+
     // Pause and resume (QMP stop/cont).
     d.vm_ok(&["pause", &node]);
     let o = d.vm(&["exec", &node, "--", "true"]);

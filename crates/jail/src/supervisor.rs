@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::cgroup::NodeCgroup;
 use crate::{files, io_err, setup, Cgroups, JailError, JailSpec};
 
-fn pipe() -> Result<(File, File), JailError> {
+pub(crate) fn pipe() -> Result<(File, File), JailError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -4,7 +4,7 @@
 //! the virtio-serial port (`bulkhead_agent::mux`). The daemon cannot tell the difference.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +28,15 @@ pub(crate) fn start(
     let root = spec.node_dir.join(files::ROOTFS);
     fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
     let (listener, console) = crate::supervisor::node_files(spec, prebound)?;
+    // The guest's serial console is the guest's to write, endlessly if it likes: QEMU writes
+    // it into a pipe, and the supervisor keeps the last CONSOLE_CAP bytes or so on disk.
+    let (console_r, console_w) = crate::supervisor::pipe()?;
+    let log_path = spec.node_dir.join(files::CONSOLE_LOG);
+    std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || bounded_log(console_r, console, &log_path))
+        .map_err(io_err("starting the console writer"))?;
+    let console = console_w;
     if vm.accel == Accel::Kvm {
         // QEMU opens /dev/kvm through its group (the node's user namespace keeps the
         // supplementary groups it was created with).
@@ -101,6 +110,41 @@ pub(crate) fn start(
     };
     serve_agent(listener, link).map_err(io_err("starting the agent relay"))?;
     Ok(pid)
+}
+
+/// How much of a microVM's console is kept: the current file and one rotated predecessor.
+pub const CONSOLE_CAP: u64 = 1 << 20;
+
+/// Copies the guest's console into the node's log, rotating to `console.log.1` at the cap.
+fn bounded_log(mut from: std::fs::File, mut to: std::fs::File, path: &std::path::Path) {
+    use std::io::{Read, Write};
+    let mut size = to.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if size + n as u64 > CONSOLE_CAP {
+            let _ = fs::rename(path, path.with_extension("log.1"));
+            match OpenOptions::new()
+                .mode(0o600)
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => {
+                    to = f;
+                    size = 0;
+                }
+                Err(_) => return,
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        size += n as u64;
+    }
 }
 
 /// Relays every connection on the node's agent socket to the guest as one mux stream.
