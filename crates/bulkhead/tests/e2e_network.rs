@@ -491,6 +491,11 @@ fn forwards_proxy_protocol_rate_limit_overlap_and_crash_recovery() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("already in use"));
 
+    // Privileged host ports are not the tenant's to open (config.forward_ports).
+    let o = a.vm(&["forward", &a1.name, "80:8080"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("forward_ports"));
+
     // PROXY v2 from a trusted upstream: header removed, client recorded as information.
     a.vm_ok(&[
         "forward",

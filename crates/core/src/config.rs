@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub graceful_shutdown: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<RawApi>,
+    /// bulkhead: which host ports this tenant's port forwards may open, e.g. "20000-20999".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ports: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -181,6 +184,9 @@ pub struct TenantConfig {
     pub hypervisor: String,
     pub graceful_shutdown: bool,
     pub listen: ApiListen,
+    /// Host ports port forwards may open (inclusive); port 0 (any free port) is always
+    /// allowed and lands in the kernel's ephemeral range.
+    pub forward_ports: (u16, u16),
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -188,6 +194,8 @@ pub const DEFAULT_STORAGE: u64 = 1 << 30;
 pub const DEFAULT_RAM: u64 = 512 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
 pub const MAX_COUNT: u32 = 256;
+/// Unprivileged ports only, unless the operator says otherwise.
+pub const DEFAULT_FORWARD_PORTS: (u16, u16) = (1024, 65535);
 
 /// The default range of `bulkhead new --net=isolated` (Slicer's): 256 nodes of /30.
 pub const DEFAULT_ISOLATED_RANGE: &str = "169.254.100.0/22";
@@ -331,6 +339,19 @@ impl TenantConfig {
                 }
             }
         };
+        let forward_ports = match c.forward_ports.as_deref() {
+            None => DEFAULT_FORWARD_PORTS,
+            Some(r) => r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .filter(|(a, b): &(u16, u16)| *a >= 1 && a <= b)
+                .ok_or_else(|| {
+                    key_err(
+                        "config.forward_ports",
+                        format!("{r:?} is not a port range LOW-HIGH, e.g. 20000-20999"),
+                    )
+                })?,
+        };
         if let Some(sd) = &c.state_dir {
             if !sd.is_absolute() {
                 return Err(key_err("config.state_dir", "must be an absolute path"));
@@ -344,6 +365,7 @@ impl TenantConfig {
             hypervisor,
             graceful_shutdown: c.graceful_shutdown,
             listen,
+            forward_ports,
         })
     }
 
@@ -608,6 +630,28 @@ config:
         assert!(e.contains("bind_address"), "{e}");
         let e = err_of("config: [");
         assert!(e.contains("YAML") || e.contains("config"), "{e}");
+        let e = err_of(&SLICER.replace("  image:", "  forward_ports: 9000-80\n  image:"));
+        assert!(e.contains("config.forward_ports"), "{e}");
+        let e = err_of(&SLICER.replace("mode: none", "mode: isolated"));
+        assert!(e.contains("network.range"), "{e}");
+        let e = err_of(&SLICER.replace(
+            "mode: none",
+            "mode: isolated\n        range: 10.0.0.0/24\n      dns_servers: [\"10.0.0.9\"]\n      userdata: x",
+        ));
+        assert!(e.contains("dns_servers") && e.contains("own range"), "{e}");
+        let e = err_of(&SLICER.replace("mode: none", "mode: none\n        egress_mbps: 5"));
+        assert!(e.contains("network.egress_mbps"), "{e}");
+    }
+
+    #[test]
+    fn forward_ports_default_to_unprivileged() {
+        let c = TenantConfig::parse(SLICER).unwrap();
+        assert_eq!(c.forward_ports, (1024, 65535));
+        let c = TenantConfig::parse(
+            &SLICER.replace("  image:", "  forward_ports: 20000-20999\n  image:"),
+        )
+        .unwrap();
+        assert_eq!(c.forward_ports, (20000, 20999));
     }
 
     #[test]

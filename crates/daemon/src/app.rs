@@ -749,6 +749,13 @@ impl App {
                 "node {name:?} has no network (its host group has network mode none): forwards need mode isolated or bridge"
             ))
         })?;
+        let (lo, hi) = self.cfg.forward_ports;
+        if req.host_port != 0 && !(lo..=hi).contains(&req.host_port) {
+            return Err(ApiError::bad_request(format!(
+                "host_port {} is outside this tenant's forward ports {lo}-{hi} (config.forward_ports); use one inside, or 0 for any free port",
+                req.host_port
+            )));
+        }
         let spec = crate::forward::Forwards::validate(name, ip, req)?;
         let f = self.forwards.open(spec).await?;
         if let Err(e) = self.forwards.save(&self.node_dir(name), name) {
