@@ -365,6 +365,17 @@ fn reachability_matrix_spoofing_overrides_and_cleanup() {
     );
     assert_eq!(reach(&a3, INTERNET), (false, false));
     assert_eq!(reach(&a3, INTERNET2), (true, true));
+    let a4 = add(
+        &a,
+        &format!("{{\"network\":{{\"allow\":[\"{INTERNET2}/32\"]}}}}"),
+    );
+    assert_eq!(reach(&a4, INTERNET2), (true, true));
+    assert_eq!(
+        reach(&a4, INTERNET),
+        (false, false),
+        "allow override did not narrow"
+    );
+    a.vm_ok(&["delete", &a4.name]);
     let (st, wide) = post(
         &b,
         &format!("/hostgroup/{}/nodes", b.tenant),

@@ -30,12 +30,12 @@ pub(crate) fn start(
     let (listener, console) = crate::supervisor::node_files(spec, prebound)?;
     // The guest's serial console is the guest's to write, endlessly if it likes: QEMU writes
     // it into a pipe, and the supervisor keeps the last CONSOLE_CAP bytes or so on disk.
+    // The writer thread starts only after the clone below: the supervisor must be
+    // single-threaded when it clones (a lock held by another thread would stay held forever
+    // in the child). Until then the pipe buffers QEMU's first output.
     let (console_r, console_w) = crate::supervisor::pipe()?;
     let log_path = spec.node_dir.join(files::CONSOLE_LOG);
-    std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || bounded_log(console_r, console, &log_path))
-        .map_err(io_err("starting the console writer"))?;
+    let log_file = console;
     let console = console_w;
     if vm.accel == Accel::Kvm {
         // QEMU opens /dev/kvm through its group (the node's user namespace keeps the
@@ -92,6 +92,10 @@ pub(crate) fn start(
         .go(tun.as_ref())
         .map_err(|e| JailError::Setup(e.to_string()))?;
     drop(tun);
+    std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || bounded_log(console_r, log_file, &log_path))
+        .map_err(io_err("starting the console writer"))?;
     let serial = vm.vm_dir.join(SERIAL);
     let until = Instant::now() + Duration::from_secs(20);
     let link = loop {
