@@ -17,6 +17,9 @@ pub struct Info {
     pub tenant: String,
     pub hypervisor: String,
     pub cgroup: String,
+    /// microVM tenants: `kvm` or `tcg`, as the daemon's probe decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
 }
 
 /// One entry of `GET /hostgroup`.

@@ -111,6 +111,7 @@ async fn info(State(app): State<AppState>) -> Json<Info> {
         tenant: app.tenant.clone(),
         hypervisor: app.cfg.hypervisor.clone(),
         cgroup: app.cgroups.describe().into(),
+        accel: app.vm.as_ref().map(|v| v.accel.as_str().to_string()),
     })
 }
 
