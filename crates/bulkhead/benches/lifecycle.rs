@@ -9,10 +9,11 @@ use bulkhead_api::client::full_body;
 use bulkhead_api::{Client, Endpoint};
 use http_body_util::BodyExt;
 use hyper::Method;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+#[path = "common.rs"]
+mod common;
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -85,24 +86,8 @@ fn main() {
         "config:\n  tenant: {tenant}\n  host_groups:\n    - name: {tenant}\n      ram_mb: 128\n    - name: net\n      ram_mb: 128\n      network: {{ mode: isolated, range: 10.250.0.0/22 }}\n  api:\n    bind_address: {}\n",
         sock.display()
     );
-    std::fs::write(dir.path().join("t.yaml"), yaml).unwrap();
     let state = dir.path().join("state");
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut daemon = Command::new("unshare")
-        .args(["--net", "--", BIN, "up"])
-        .arg(dir.path().join("t.yaml"))
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut daemon = common::start_daemon(dir.path(), &yaml, &state, &sock);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,10 +6,11 @@
 
 use bulkhead_api::{Client, Endpoint};
 use hyper::Method;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+#[path = "common.rs"]
+mod common;
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -36,35 +37,11 @@ fn main() {
     let sock = dir.path().join("api.sock");
     let tenant = format!("vmbench{}", std::process::id());
     let state = dir.path().join("state");
-    std::fs::write(
-        dir.path().join("t.yaml"),
-        format!(
-            "config:\n  tenant: {tenant}\n  host_groups:\n    - name: {tenant}\n      ram_mb: 256\n      storage_size: 256M\n  hypervisor: qemu\n  api:\n    bind_address: {}\n",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut daemon = Command::new("unshare")
-        .args(["--net", "--", BIN, "up"])
-        .arg(dir.path().join("t.yaml"))
-        .arg("--state-dir")
-        .arg(&state)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        assert!(
-            daemon.try_wait().unwrap().is_none(),
-            "daemon exited: {}",
-            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let yaml = format!(
+        "config:\n  tenant: {tenant}\n  host_groups:\n    - name: {tenant}\n      ram_mb: 256\n      storage_size: 256M\n  hypervisor: qemu\n  api:\n    bind_address: {}\n",
+        sock.display()
+    );
+    let mut daemon = common::start_daemon(dir.path(), &yaml, &state, &sock);
     let dlog = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
     let accel = if dlog.contains("accel=\"kvm\"") || dlog.contains("microVMs use KVM") {
         bulkhead_vm::Accel::Kvm

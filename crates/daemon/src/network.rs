@@ -61,16 +61,18 @@ pub enum NetworkError {
     },
 }
 
-/// One networked host group.
+/// One networked host group: what its rules are made of, and what only its nodes need.
 #[derive(Debug, Clone)]
 pub struct NetGroup {
-    pub index: u8,
-    pub name: String,
-    pub range: Range,
-    pub drop: Vec<Cidr>,
-    pub allow: Vec<Cidr>,
-    pub dns: Vec<Ipv4Addr>,
+    pub rules: GroupRules,
     pub egress_mbps: Option<u32>,
+}
+
+impl std::ops::Deref for NetGroup {
+    type Target = GroupRules;
+    fn deref(&self) -> &GroupRules {
+        &self.rules
+    }
 }
 
 /// What a networked node's directory records (`network.json`).
@@ -160,12 +162,14 @@ impl TenantNetwork {
                     _ => Layout::Isolated,
                 };
                 Some(NetGroup {
-                    index: i,
-                    name: g.name.clone(),
-                    range: Range::new(r.network(), r.prefix_len(), layout).ok()?,
-                    drop: g.network.drop.iter().map(cidr).collect(),
-                    allow: g.network.allow.iter().map(cidr).collect(),
-                    dns: g.dns_servers.clone(),
+                    rules: GroupRules {
+                        index: i,
+                        name: g.name.clone(),
+                        range: Range::new(r.network(), r.prefix_len(), layout).ok()?,
+                        drop: g.network.drop.iter().map(cidr).collect(),
+                        allow: g.network.allow.iter().map(cidr).collect(),
+                        dns: g.dns_servers.clone(),
+                    },
                     egress_mbps: g.network.egress_mbps,
                 })
             })
@@ -345,18 +349,7 @@ impl TenantNetwork {
         TenantRules {
             tenant: self.tenant.clone(),
             tag: self.tag,
-            groups: self
-                .groups
-                .iter()
-                .map(|g| GroupRules {
-                    index: g.index,
-                    name: g.name.clone(),
-                    range: g.range,
-                    drop: g.drop.clone(),
-                    allow: g.allow.clone(),
-                    dns: g.dns.clone(),
-                })
-                .collect(),
+            groups: self.groups.iter().map(|g| g.rules.clone()).collect(),
             policies: nodes
                 .iter()
                 .filter_map(|(name, n)| Self::policy_of(name, n))
