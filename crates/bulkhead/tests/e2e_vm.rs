@@ -142,6 +142,29 @@ fn microvm_node_lifecycle_exec_copy_limits_pause_and_readoption() {
     assert!(d.log().contains("re-adopted running node"), "{}", d.log());
     assert_eq!(d.sh(&node, "cat /work/kept").1.trim(), "kept");
 
+    // graceful_shutdown: true leaves the microVM running across a stop and start (the
+    // daemon reads its config at start: restart it with the new one first).
+    let cfg = d.config_text();
+    std::fs::write(
+        &d.config,
+        cfg.replace("graceful_shutdown: false", "graceful_shutdown: true"),
+    )
+    .unwrap();
+    d.crash();
+    d.spawn();
+    d.stop();
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", &format!("bulkhead.hostname={node}")])
+        .output()
+        .unwrap();
+    assert!(
+        !alive.stdout.is_empty(),
+        "graceful_shutdown: true stopped the microVM"
+    );
+    d.spawn();
+    assert_eq!(d.sh(&node, "cat /work/kept").1.trim(), "kept");
+    std::fs::write(&d.config, cfg).unwrap();
+
     // Delete: QEMU, its cgroup and the node's files go.
     d.vm_ok(&["delete", &node]);
     let left = std::process::Command::new("pgrep")
