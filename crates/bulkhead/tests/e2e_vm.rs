@@ -178,3 +178,96 @@ fn microvm_node_lifecycle_exec_copy_limits_pause_and_readoption() {
     );
     d.stop_and_assert_clean();
 }
+
+/// This machine kind has cgroup v1 only; a microVM guest runs a kernel with a full cgroup v2
+/// hierarchy. So the jail driver's cgroup v2 path is proven there: bulkhead itself (the same
+/// static binaries) runs inside a guest on cgroup2, and its node's limits, OOM accounting,
+/// freezer and cleanup are checked in the guest's real v2 files.
+#[test]
+fn jail_driver_on_cgroup_v2_inside_a_microvm() {
+    if !privileged() {
+        return;
+    }
+    let holder = std::process::Command::new("unshare")
+        .args(["--net", "--", "sleep", "3600"])
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(holder);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.0.id()));
+    let d = Daemon::start_in(
+        &ns,
+        "v2",
+        &vm_config()
+            .replace("ram_mb: 256", "ram_mb: 1024")
+            .replace("storage_size: 256M", "storage_size: 1G"),
+    );
+    let node = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "120s"])
+        .trim()
+        .to_string();
+    // The same binaries as on the host (static), copied into the guest.
+    let bins = tempfile::tempdir().unwrap();
+    let dir = std::path::Path::new(common::BIN).parent().unwrap();
+    for b in ["bulkhead", "bulkhead-supervisor", "bulkhead-agent"] {
+        std::fs::copy(dir.join(b), bins.path().join(b)).unwrap();
+    }
+    d.vm_ok(&[
+        "cp",
+        bins.path().to_str().unwrap(),
+        &format!("{node}:/usr/local/bin"),
+    ]);
+    let script = r#"
+set -u
+export PATH=/usr/local/bin:$PATH
+mount -t cgroup2 none /sys/fs/cgroup || exit 10
+mkdir -p /run
+bulkhead new g2 --socket /run/g2.sock --ram-mb 64 > /tmp/g2.yaml || exit 11
+setsid bulkhead up /tmp/g2.yaml --state-dir /var/lib/bh > /tmp/up.log 2>&1 < /dev/null &
+for i in $(seq 300); do [ -S /run/g2.sock ] && grep -q "ready on" /tmp/up.log && break; sleep 0.2; done
+grep -q 'cgroup="v2"' /tmp/up.log || { cat /tmp/up.log; exit 12; }
+n=$(bulkhead vm add g2 --socket /run/g2.sock) || { cat /tmp/up.log; exit 13; }
+id=$(sed -n 's/.*"cgroup": "\(c[0-9a-f]*\)".*/\1/p' /var/lib/bh/tenants/g2/nodes/$n/spec.json)
+cg=/sys/fs/cgroup/bulkhead/g2/$id
+echo "limits $(cat $cg/memory.max) $(cat $cg/memory.swap.max) $(cat $cg/pids.max) $(cat $cg/cpu.max)"
+bulkhead vm exec --socket /run/g2.sock $n -- sh -c 'head -c 200m /dev/zero | tail > /dev/null'
+echo "hog $?"
+echo "oom $(sed -n 's/^oom_kill //p' $cg/memory.events)"
+bulkhead vm pause --socket /run/g2.sock $n >/dev/null && echo "frozen $(cat $cg/cgroup.freeze)"
+bulkhead vm resume --socket /run/g2.sock $n >/dev/null
+echo "after $(bulkhead vm exec --socket /run/g2.sock $n -- echo ok)"
+bulkhead vm delete --socket /run/g2.sock $n >/dev/null
+[ -e $cg ] && echo "left $cg"
+kill $(pidof bulkhead)
+for i in $(seq 100); do pidof bulkhead >/dev/null || break; sleep 0.1; done
+[ -e /sys/fs/cgroup/bulkhead ] && echo "left /sys/fs/cgroup/bulkhead"
+grep -E 'WARN|ERROR' /tmp/up.log | sed 's/^/log: /'
+exit 0
+"#;
+    let (code, out, err) = d.sh(&node, script);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(line("limits"), "67108864 0 1024 100000 100000", "{out}");
+    assert_eq!(line("hog"), "137", "{out}");
+    assert!(line("oom").parse::<u64>().unwrap_or(0) >= 1, "{out}");
+    assert_eq!(line("frozen"), "1", "{out}");
+    assert_eq!(line("after"), "ok", "{out}");
+    assert!(!out.contains("left "), "{out}");
+    assert!(
+        !out.contains("log: "),
+        "warnings in the guest daemon's log:\n{out}"
+    );
+    d.stop_and_assert_clean();
+}

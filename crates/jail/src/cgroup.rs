@@ -175,11 +175,16 @@ impl Cgroups {
         for part in [TOP, tenant] {
             write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
             dir = dir.join(part);
-            if !dir.exists() {
-                fs::create_dir(&dir).map_err(|source| CgroupError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
+            // Standbys prepare the same parents at once: one of them creates each directory.
+            match fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(CgroupError::Io {
+                        path: dir.clone(),
+                        source,
+                    })
+                }
             }
         }
         write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")

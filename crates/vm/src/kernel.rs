@@ -23,6 +23,8 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_net",
     "crc32c_generic",
     "ext4",
+    // Containers inside a guest (and bulkhead's own jail driver there) need overlayfs.
+    "overlay",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,11 +70,18 @@ fn cached_deb(dir: &Path) -> Option<PathBuf> {
     debs.pop()
 }
 
-/// The kernel a tenant's microVMs boot: the current build, if any.
+/// The kernel a tenant's microVMs boot: the current build, if any and if it carries every
+/// module this version of bulkhead loads in its guests (an older build is rebuilt).
 pub fn current(state_root: &Path) -> Option<KernelInfo> {
     let dir = std::fs::canonicalize(state_root.join("kernels/current")).ok()?;
     let b = std::fs::read(dir.join("kernel.json")).ok()?;
-    serde_json::from_slice(&b).ok()
+    let info: KernelInfo = serde_json::from_slice(&b).ok()?;
+    let order = std::fs::read_to_string(info.modules.join("order")).ok()?;
+    let have: HashSet<&str> = order.lines().collect();
+    GUEST_MODULES
+        .iter()
+        .all(|m| have.contains(m))
+        .then_some(info)
 }
 
 /// The image package `linux-image-amd64` (or the arch's) depends on, e.g. `linux-image-6.1.0-56-amd64`.

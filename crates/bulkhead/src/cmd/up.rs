@@ -28,6 +28,8 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = load(path)?;
     let state = state_dir
