@@ -357,10 +357,13 @@ fn pause_freezes_a_jail_node_and_resume_thaws_it() {
     }
     let d = Daemon::start("pz", &[]);
     let node = d.add();
-    // A counter that only advances while the node runs.
+    // A counter that only advances while the node runs. It is started in a session of its
+    // own (an exec's process group dies with the exec) and awaited within the same exec; each
+    // value is written whole (rename), so a read never sees a half-written file.
     let (code, _, err) = d.sh(
         &node,
-        "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done' </dev/null >/dev/null 2>&1 &",
+        "setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /tmp/n.t; mv /tmp/n.t /tmp/n; sleep 0.05; done' </dev/null >/dev/null 2>&1 & \
+         for i in $(seq 100); do [ -s /tmp/n ] && exit 0; sleep 0.05; done; exit 1",
     );
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(std::time::Duration::from_millis(300));
