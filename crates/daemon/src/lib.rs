@@ -5,6 +5,7 @@ pub mod app;
 pub mod error;
 pub mod forward;
 pub mod network;
+pub mod operations;
 pub mod pool;
 pub mod query;
 pub mod routes;

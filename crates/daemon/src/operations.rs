@@ -1,0 +1,108 @@
+//! Node operations beyond create and delete: pause/resume (QMP for microVMs, the cgroup
+//! freezer for jails) and port forwards. Same rules as `app.rs`: every lookup goes through
+//! the tenant-scoped [`App::node`].
+
+use bulkhead_api::NodeStatus;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+impl App {
+    /// Pauses (`true`) or resumes a node: QMP `stop`/`cont` for a microVM, the cgroup freezer
+    /// for a jail. A paused node keeps its memory; exec and copy answer 409 until it resumes.
+    pub async fn set_paused(&self, name: &str, pause: bool) -> Result<NodeStatus, ApiError> {
+        let n = self.node(name)?;
+        let (from, to) = if pause {
+            (NodeStatus::Running, NodeStatus::Paused)
+        } else {
+            (NodeStatus::Paused, NodeStatus::Running)
+        };
+        if n.status != from {
+            return Err(ApiError::conflict(
+                "node_not_running",
+                format!(
+                    "node {name:?} is {}: only a {} node can be {}",
+                    n.status.as_str(),
+                    from.as_str(),
+                    if pause { "paused" } else { "resumed" }
+                ),
+            ));
+        }
+        let dir = self.node_dir(name);
+        let (cg, tenant) = (self.cgroups.clone(), self.tenant.clone());
+        let vm = self.vm.is_some();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if vm {
+                let cmd = if pause { "stop" } else { "cont" };
+                bulkhead_vm::qmp::execute(&dir.join("vm/qmp.sock"), cmd).map(|_| ())
+            } else {
+                let id = bulkhead_jail::spec_cgroup(&dir).ok_or("the node has no cgroup")?;
+                cg.node(&tenant, &id)
+                    .freeze(pause)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("pause: {e}")))?
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "cannot {} node {name:?}: {e}",
+                if pause { "pause" } else { "resume" }
+            ))
+        })?;
+        self.store().set_status(&self.tenant, name, to)?;
+        tracing::info!(node = %name, status = to.as_str(), "node {}", if pause { "paused" } else { "resumed" });
+        Ok(to)
+    }
+
+    /// Opens a port forward to a running, networked node.
+    pub async fn open_forward(
+        &self,
+        name: &str,
+        req: &bulkhead_api::ForwardRequest,
+    ) -> Result<bulkhead_api::Forward, ApiError> {
+        let n = self.running_node(name)?;
+        let ip = n.ip.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "node {name:?} has no network (its host group has network mode none): forwards need mode isolated or bridge"
+            ))
+        })?;
+        let (lo, hi) = self.cfg.forward_ports;
+        if req.host_port != 0 && !(lo..=hi).contains(&req.host_port) {
+            return Err(ApiError::bad_request(format!(
+                "host_port {} is outside this tenant's forward ports {lo}-{hi} (config.forward_ports); use one inside, or 0 for any free port",
+                req.host_port
+            )));
+        }
+        let spec = crate::forward::Forwards::validate(name, ip, req)?;
+        let f = self.forwards.open(spec).await?;
+        if let Err(e) = self.forwards.save(&self.node_dir(name), name) {
+            tracing::error!(node = %name, error = %e, "cannot record forwards; they will not survive a restart");
+        }
+        tracing::info!(node = %name, listen = %f.listen, node_port = f.node_port, "forward opened");
+        Ok(f)
+    }
+
+    pub fn close_forward(&self, name: &str, host_port: u16) -> Result<(), ApiError> {
+        self.node(name)?;
+        if !self.forwards.close(name, host_port) {
+            return Err(ApiError::not_found(format!(
+                "node {name:?} has no forward on host port {host_port}: `GET /vm/{name}/forwards` lists them"
+            )));
+        }
+        let _ = self.forwards.save(&self.node_dir(name), name);
+        Ok(())
+    }
+
+    /// Reopens the recorded forwards of the nodes that were re-adopted.
+    pub async fn reopen_forwards(&self) {
+        for r in self.list().unwrap_or_default() {
+            for spec in crate::forward::load(&self.node_dir(&r.name)) {
+                let listen = spec.listen;
+                if let Err(e) = self.forwards.open(spec).await {
+                    tracing::error!(node = %r.name, %listen, error = %e, "cannot reopen forward");
+                }
+            }
+        }
+    }
+}
