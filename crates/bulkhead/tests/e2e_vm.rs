@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::netlab::Netns;
 use common::{privileged, Daemon};
 
 fn vm_config() -> String {
@@ -16,20 +17,8 @@ fn microvm_node_lifecycle_exec_copy_limits_pause_and_readoption() {
         return;
     }
     // A network namespace of the daemon's own (no lab needed: mode none).
-    let ns_holder = std::process::Command::new("unshare")
-        .args(["--net", "--", "sleep", "3600"])
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let holder = Kill(ns_holder);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.0.id()));
+    let netns = Netns::new();
+    let ns = netns.path();
     let mut d = Daemon::start_in(&ns, "vm", &vm_config());
     assert!(d.log().contains("microVM driver ready"), "{}", d.log());
     let node = d
@@ -188,20 +177,8 @@ fn jail_driver_on_cgroup_v2_inside_a_microvm() {
     if !privileged() {
         return;
     }
-    let holder = std::process::Command::new("unshare")
-        .args(["--net", "--", "sleep", "3600"])
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let holder = Kill(holder);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let ns = std::path::PathBuf::from(format!("/proc/{}/ns/net", holder.0.id()));
+    let netns = Netns::new();
+    let ns = netns.path();
     let d = Daemon::start_in(
         &ns,
         "v2",

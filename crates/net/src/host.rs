@@ -127,23 +127,35 @@ fn wire(nl: &mut Netlink, v: &VethPlan, pid: i32) -> Result<(), NetError> {
 pub const GUEST_TAP: &str = "tap0";
 const GUEST_BRIDGE: &str = "br0";
 
-fn create_tap(name: &str, owner: u32) -> std::io::Result<()> {
+/// Attaches an open `/dev/net/tun` fd to the tap `name` (creating it if the caller may).
+/// Allocation-free, so a freshly forked child may call it before exec.
+pub fn tun_set_iff(fd: i32, name: &str) -> io::Result<()> {
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    // SAFETY: ifreq is plain data; the ioctl gets a valid ifreq.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in name.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
+            req.ifr_name[i] = b as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        if libc::ioctl(fd, TUNSETIFF, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn create_tap(name: &str, owner: u32) -> std::io::Result<()> {
     const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
     const TUNSETOWNER: libc::c_ulong = 0x4004_54cc;
     let tun = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")?;
-    // SAFETY: ifreq is plain data; the ioctls get a valid ifreq or integer argument.
+    tun_set_iff(tun.as_raw_fd(), name)?;
+    // SAFETY: the ioctls get integer arguments on a tun fd we own.
     unsafe {
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in name.bytes().enumerate() {
-            req.ifr_name[i] = b as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &req) < 0
-            || libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, owner as libc::c_ulong) < 0
+        if libc::ioctl(tun.as_raw_fd(), TUNSETOWNER, owner as libc::c_ulong) < 0
             || libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) < 0
         {
             return Err(io::Error::last_os_error());
@@ -248,18 +260,4 @@ pub fn reconcile_links(
         }
     }
     Ok(removed)
-}
-
-/// Names of this tenant's links on the host (for tests and diagnostics).
-pub fn tenant_links(tag: Tag) -> Result<Vec<String>, NetError> {
-    let mut nl = Netlink::open().map_err(ctx("opening netlink"))?;
-    Ok(nl
-        .links()
-        .map_err(ctx("listing links"))?
-        .into_iter()
-        .filter(|l| {
-            l.name.starts_with(&tag.veth_prefix()) || l.name.starts_with(&tag.bridge_prefix())
-        })
-        .map(|l| l.name)
-        .collect())
 }

@@ -186,12 +186,7 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i
             // tap's owner check lets an unprivileged process do this, and /dev/net/tun itself
             // never has to be reachable from QEMU's root.
             if let Some(fd) = tap_fd {
-                let mut req: libc::ifreq = std::mem::zeroed();
-                for (i, b) in crate::TAP.bytes().enumerate() {
-                    req.ifr_name[i] = b as libc::c_char;
-                }
-                req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-                if libc::ioctl(fd, 0x4004_54ca, &req) < 0 {
+                if bulkhead_net::host::tun_set_iff(fd, bulkhead_net::host::GUEST_TAP).is_err() {
                     return Err(os("attaching to the node's tap"));
                 }
             }

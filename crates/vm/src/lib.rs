@@ -24,9 +24,6 @@ use std::path::PathBuf;
 
 /// uid (and gid) QEMU runs as inside the node's user namespace: `uid_base + QEMU_UID` on the host.
 pub const QEMU_UID: u32 = 1000;
-/// The tap in QEMU's network namespace that the guest's NIC sits on.
-pub const TAP: &str = "tap0";
-
 /// Memory the node's cgroup allows beyond the guest's RAM: QEMU itself, its TCG translation
 /// cache (capped at 64 MiB) and device buffers.
 pub const MEMORY_OVERHEAD: u64 = 256 << 20;

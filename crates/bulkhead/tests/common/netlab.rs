@@ -28,16 +28,45 @@ pub const DNS: &str = "192.0.2.53";
 pub const PORT: u16 = 7000;
 
 pub struct NetLab {
-    host: Child,
-    inet: Child,
+    host: Netns,
+    inet: Netns,
 }
 
-fn holder() -> Child {
-    Command::new("unshare")
-        .args(["--net", "--", "sleep", "3600"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("unshare")
+/// A network namespace held open by a `sleep` that this test started (and kills on drop).
+pub struct Netns(Child);
+
+impl Netns {
+    /// A fresh namespace with nothing in it, ready once this returns.
+    pub fn new() -> Netns {
+        let child = Command::new("unshare")
+            .args(["--net", "--", "sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let ns = Netns(child);
+        // The holder needs a moment to unshare.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(ns.path()).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+            assert!(Instant::now() < deadline, "namespace holder did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.0.id()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs a shell script in the network namespace at `ns` (host tools, as root).
@@ -229,25 +258,17 @@ fn sink(ns: &Path, addr: &str) {
 
 impl NetLab {
     pub fn new() -> NetLab {
-        let host = holder();
-        let inet = holder();
-        let lab = NetLab { host, inet };
-        // The holders need a moment to unshare.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_link(lab.host_ns()).ok() == std::fs::read_link("/proc/self/ns/net").ok()
-            || std::fs::read_link(lab.inet_ns()).ok()
-                == std::fs::read_link("/proc/self/ns/net").ok()
-        {
-            assert!(Instant::now() < deadline, "namespace holders did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let lab = NetLab {
+            host: Netns::new(),
+            inet: Netns::new(),
+        };
         sh_ok(
             &lab.host_ns(),
             &format!(
                 "ip link set lo up && ip link add up0 type veth peer name inet0 netns {} && \
                  ip addr add {HOST_UPLINK}/24 dev up0 && ip link set up0 up && \
                  ip route add default via 198.51.100.2",
-                lab.inet.id()
+                lab.inet.pid()
             ),
         );
         sh_ok(
@@ -282,24 +303,15 @@ impl NetLab {
     }
 
     pub fn host_ns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.host.id()))
+        self.host.path()
     }
 
     pub fn inet_ns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.inet.id()))
+        self.inet.path()
     }
 
     /// Runs a script in the host namespace.
     pub fn host_sh(&self, script: &str) -> (bool, String) {
         sh_in(&self.host_ns(), script)
-    }
-}
-
-impl Drop for NetLab {
-    fn drop(&mut self) {
-        for c in [&mut self.host, &mut self.inet] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
