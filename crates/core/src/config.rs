@@ -87,6 +87,9 @@ pub struct RawHostGroup {
     pub ram_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// Per-user kernel object limits inside each node (`crate::kernel_limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_limits: Option<crate::kernel_limits::RawKernelLimits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<RawNetwork>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -161,6 +164,7 @@ pub struct HostGroup {
     pub ram_bytes: u64,
     pub storage_bytes: u64,
     pub pids_max: u64,
+    pub kernel_limits: crate::kernel_limits::KernelLimits,
     pub network: GroupNetwork,
     pub dns_servers: Vec<std::net::Ipv4Addr>,
     pub userdata: Option<String>,
@@ -521,6 +525,8 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
             "must be between 16 and 4194304",
         ));
     }
+    let kernel_limits = crate::kernel_limits::KernelLimits::validate(p, g.kernel_limits.as_ref())
+        .map_err(|(k, m)| key_err(k, m))?;
     let rn = g.network.clone().unwrap_or_default();
     let mode = match rn.mode.as_deref().unwrap_or("none") {
         "none" => NetworkMode::None,
@@ -570,6 +576,7 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         ram_bytes,
         storage_bytes,
         pids_max,
+        kernel_limits,
         network,
         dns_servers,
         userdata,

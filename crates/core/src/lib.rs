@@ -2,6 +2,7 @@
 //! decisions made from them (resource requests against a group, uid ranges). No syscalls here.
 
 pub mod config;
+pub mod kernel_limits;
 pub mod size;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};

@@ -388,6 +388,7 @@ impl App {
                 pids_max: g.pids_max,
             },
             storage_bytes: g.storage_bytes,
+            user_sysctls: g.kernel_limits.user_sysctls(),
             network,
             seccomp: self.seccomp.clone(),
             vm: None,

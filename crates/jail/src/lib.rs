@@ -15,6 +15,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod image;
 pub mod landlock;
+mod owner;
 pub mod seccomp;
 mod setup;
 pub mod supervisor;
@@ -45,6 +46,10 @@ pub struct JailSpec {
     pub limits: Limits,
     /// Size of the writable layer (a tmpfs inside the node's mount namespace).
     pub storage_bytes: u64,
+    /// `/proc/sys/user/` entries the node's init writes inside its own user namespace before
+    /// it drops its capabilities (`bulkhead_core::kernel_limits`). Names are plain words.
+    #[serde(default)]
+    pub user_sysctls: Vec<(String, u64)>,
     pub network: bulkhead_net::NetworkPlan,
     /// The compiled seccomp filters ([`seccomp::encode`]); empty means compile the policy here.
     #[serde(default)]

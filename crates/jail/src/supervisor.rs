@@ -267,7 +267,7 @@ fn start(
             placed_r.read_exact(&mut b).map_err(|_| {
                 "the supervisor stopped before placing the node in its cgroups".to_string()
             })?;
-            child_lock_down(&filters)
+            child_lock_down(&filters, &spec.user_sysctls)
         }) {
             Ok(()) => setup::exec_agent(listen_fd, console_fd),
             Err(e) => e,
@@ -282,9 +282,14 @@ fn start(
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    // SAFETY: the supervisor is single-threaded; the child gets its own copy of memory (no
-    // CLONE_VM) and either execs the agent or exits.
-    let pid = unsafe { clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+    // The node's user namespace is owned by the tenant's host uid, not root: the kernel's
+    // per-user counts of everything the node does are then the tenant's (crate::owner).
+    let cloned = crate::owner::as_owner(spec.uid_base, || {
+        // SAFETY: the supervisor is single-threaded; the child gets its own copy of memory (no
+        // CLONE_VM) and either execs the agent or exits.
+        unsafe { clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+    });
+    let pid = cloned?
         .map_err(|e| JailError::Setup(format!("clone: {e}")))?
         .as_raw();
 
@@ -383,10 +388,15 @@ fn child_prepare(spec: &JailSpec) -> Result<(), String> {
     setup::pivot(spec)
 }
 
-/// Runs once the node is in its cgroups: a cgroup namespace rooted there, then capabilities,
-/// no_new_privs and seccomp.
-fn child_lock_down(filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
+/// Runs once the node is in its cgroups: a cgroup namespace rooted there, the node's per-user
+/// kernel limits, then capabilities, no_new_privs and seccomp.
+fn child_lock_down(
+    filters: &[seccompiler::BpfProgram],
+    user_sysctls: &[(String, u64)],
+) -> Result<(), String> {
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("cgroup namespace: {e}"))?;
+    // After the last namespace the node needs: the limits set every namespace count to 0.
+    crate::owner::write_user_sysctls(user_sysctls)?;
     setup::lock_down(filters)
 }
