@@ -10,7 +10,8 @@
 //! cannot take all of its tenant's share on its own through a single uid.
 //!
 //! Namespaces: nodes never create namespaces (the seccomp policy refuses the flags), and their
-//! `max_*_namespaces` are set to 0 as a second wall. The rendered list is plain data the jail
+//! `max_*_namespaces` are set to 0 as a second wall (1 for cgroup namespaces: the node's init
+//! enters its own after the limits are written). The rendered list is plain data the jail
 //! writes from inside the node's namespace before it drops its capabilities.
 
 use serde::{Deserialize, Serialize};
@@ -78,11 +79,11 @@ impl KernelLimits {
             ("max_inotify_instances".to_string(), self.inotify_instances),
             ("max_inotify_watches".to_string(), self.inotify_watches),
         ];
-        v.extend(
-            NAMESPACE_KINDS
-                .iter()
-                .map(|k| (format!("max_{k}_namespaces"), 0)),
-        );
+        // The init enters one cgroup namespace after these are written, so that count is 1.
+        v.extend(NAMESPACE_KINDS.iter().map(|k| {
+            let n = if *k == "cgroup" { 1 } else { 0 };
+            (format!("max_{k}_namespaces"), n)
+        }));
         v
     }
 }
@@ -116,12 +117,13 @@ mod tests {
     }
 
     #[test]
-    fn every_namespace_count_is_zero_and_names_are_plain() {
+    fn no_namespace_beyond_the_nodes_own_and_names_are_plain() {
         let s = KernelLimits::default().user_sysctls();
         assert_eq!(s[0], ("max_inotify_instances".into(), 128));
         for k in NAMESPACE_KINDS {
             let name = format!("max_{k}_namespaces");
-            assert!(s.contains(&(name, 0)), "{k}");
+            let want = if *k == "cgroup" { 1 } else { 0 };
+            assert!(s.contains(&(name, want)), "{k}");
         }
         assert!(s
             .iter()

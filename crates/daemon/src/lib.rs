@@ -4,6 +4,7 @@
 pub mod app;
 pub mod error;
 pub mod forward;
+mod host_limits;
 pub mod network;
 pub mod operations;
 pub mod pool;
@@ -221,6 +222,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
     let _lock = lock_state(&tenant_dir, &tenant)?;
+    host_limits::ensure_file_max();
     let uid_base = bulkhead_core::uid_base(&tenant);
     let _claim = claim_uid_range(&tenant, uid_base)?;
     if let ApiListen::Unix(p) = &cfg.listen {

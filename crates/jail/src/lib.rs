@@ -15,7 +15,6 @@ pub mod caps;
 pub mod cgroup;
 pub mod image;
 pub mod landlock;
-mod owner;
 pub mod seccomp;
 mod setup;
 pub mod supervisor;

@@ -267,7 +267,7 @@ fn start(
             placed_r.read_exact(&mut b).map_err(|_| {
                 "the supervisor stopped before placing the node in its cgroups".to_string()
             })?;
-            child_lock_down(&filters, &spec.user_sysctls)
+            child_lock_down(&filters)
         }) {
             Ok(()) => setup::exec_agent(listen_fd, console_fd),
             Err(e) => e,
@@ -283,13 +283,14 @@ fn start(
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
     // The node's user namespace is owned by the tenant's host uid, not root: the kernel's
-    // per-user counts of everything the node does are then the tenant's (crate::owner).
-    let cloned = crate::owner::as_owner(spec.uid_base, || {
+    // per-user counts of everything the node does are then the tenant's (bulkhead_sandbox).
+    let cloned = bulkhead_sandbox::as_owner(spec.uid_base, || {
         // SAFETY: the supervisor is single-threaded; the child gets its own copy of memory (no
         // CLONE_VM) and either execs the agent or exits.
         unsafe { clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
     });
-    let pid = cloned?
+    let pid = cloned
+        .map_err(|e| JailError::Setup(e.to_string()))?
         .map_err(|e| JailError::Setup(format!("clone: {e}")))?
         .as_raw();
 
@@ -384,19 +385,17 @@ fn child_prepare(spec: &JailSpec) -> Result<(), String> {
             ));
         }
     }
+    // The node's per-user kernel limits, through the host's /proc while it is still visible
+    // (the node's own /proc/sys is read-only).
+    bulkhead_sandbox::write_user_sysctls(&spec.user_sysctls)?;
     setup::mounts(spec)?;
     setup::pivot(spec)
 }
 
-/// Runs once the node is in its cgroups: a cgroup namespace rooted there, the node's per-user
-/// kernel limits, then capabilities, no_new_privs and seccomp.
-fn child_lock_down(
-    filters: &[seccompiler::BpfProgram],
-    user_sysctls: &[(String, u64)],
-) -> Result<(), String> {
+/// Runs once the node is in its cgroups: a cgroup namespace rooted there, then capabilities,
+/// no_new_privs and seccomp.
+fn child_lock_down(filters: &[seccompiler::BpfProgram]) -> Result<(), String> {
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("cgroup namespace: {e}"))?;
-    // After the last namespace the node needs: the limits set every namespace count to 0.
-    crate::owner::write_user_sysctls(user_sysctls)?;
     setup::lock_down(filters)
 }

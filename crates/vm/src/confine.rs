@@ -331,18 +331,24 @@ pub fn spawn(
         let _ = err_w.write_all(msg.as_bytes());
         1
     };
-    // SAFETY: the caller is single-threaded; the child has its own copy of memory and either
-    // execs QEMU or exits.
-    let pid = unsafe {
-        nix::sched::clone(
-            Box::new(child_fn),
-            &mut stack,
-            nix::sched::CloneFlags::from_bits_truncate(flags),
-            Some(libc::SIGCHLD),
-        )
-    }
-    .map_err(|e| VmError::Launch(format!("clone: {e}")))?
-    .as_raw();
+    // QEMU's user namespace is owned by the tenant's host uid, not root, so the kernel's
+    // per-user counts of what QEMU does are the tenant's (bulkhead_sandbox::as_owner).
+    let cloned = bulkhead_sandbox::as_owner(uid_base, || {
+        // SAFETY: the caller is single-threaded; the child has its own copy of memory and
+        // either execs QEMU or exits.
+        unsafe {
+            nix::sched::clone(
+                Box::new(child_fn),
+                &mut stack,
+                nix::sched::CloneFlags::from_bits_truncate(flags),
+                Some(libc::SIGCHLD),
+            )
+        }
+    });
+    let pid = cloned
+        .map_err(|e| VmError::Launch(e.to_string()))?
+        .map_err(|e| VmError::Launch(format!("clone: {e}")))?
+        .as_raw();
     let map = format!("0 {uid_base} {uid_count}\n");
     let maps = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
         .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map));

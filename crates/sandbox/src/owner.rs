@@ -11,17 +11,27 @@
 //! keeps the permitted capabilities for the way back.
 //!
 //! Credentials are per thread in the kernel and glibc's wrappers change every thread; the
-//! supervisor is single-threaded when it clones, so either is the same here.
+//! callers are single-threaded when they clone, so either is the same here.
 
-use crate::JailError;
+/// Switching the effective ids to the tenant's failed (the process is still root).
+#[derive(Debug)]
+pub struct OwnerError(pub String);
+
+impl std::fmt::Display for OwnerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OwnerError {}
 
 const UNCHANGED: libc::uid_t = libc::uid_t::MAX;
 
 /// Runs `f` (which clones the node's init) with the effective uid and gid set to `uid`, then
 /// returns to root. Failing to switch is an error (still root, nothing changed); failing to
 /// come back ends the process, which must not go on half-privileged.
-pub(crate) fn as_owner<T>(uid: u32, f: impl FnOnce() -> T) -> Result<T, JailError> {
-    let err = |what: &str| JailError::Setup(format!("{what}: {}", std::io::Error::last_os_error()));
+pub fn as_owner<T>(uid: u32, f: impl FnOnce() -> T) -> Result<T, OwnerError> {
+    let err = |what: &str| OwnerError(format!("{what}: {}", std::io::Error::last_os_error()));
     // SAFETY: credential syscalls with integer arguments; the process is single-threaded.
     unsafe {
         if libc::setresgid(UNCHANGED, uid, UNCHANGED) != 0 {
@@ -57,7 +67,7 @@ pub(crate) fn as_owner<T>(uid: u32, f: impl FnOnce() -> T) -> Result<T, JailErro
 /// Writes the node's `/proc/sys/user/` limits. Runs in the node's init, inside its new user
 /// namespace and while it still holds CAP_SYS_RESOURCE there (the kernel applies these files
 /// to the writer's own user namespace).
-pub(crate) fn write_user_sysctls(entries: &[(String, u64)]) -> Result<(), String> {
+pub fn write_user_sysctls(entries: &[(String, u64)]) -> Result<(), String> {
     for (name, value) in entries {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
             return Err(format!("invalid /proc/sys/user entry {name:?}"));
