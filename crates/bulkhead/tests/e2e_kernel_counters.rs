@@ -118,6 +118,15 @@ fn a_node_cannot_exhaust_per_user_kernel_counts_of_the_host_or_another_tenant() 
     assert_eq!(host, "mq opened=3 errno=0");
     assert_eq!(in_node(&b, &other, "mq 3"), "mq opened=3 errno=0");
 
+    // Pending signals (RLIMIT_SIGPENDING, counted per user up the namespace chain).
+    let took = hold_in_node(&a, &hog, "sigq 10000000", "sigq");
+    eprintln!("hostile node: {took}");
+    assert!(took.ends_with("errno=11"), "{took}");
+    let host = on_host(&["sigq", "16"]);
+    eprintln!("host root meanwhile: {host}");
+    assert_eq!(host, "sigq queued=16 errno=0");
+    assert_eq!(in_node(&b, &other, "sigq 16"), "sigq queued=16 errno=0");
+
     // Pipe buffers: counted per host uid (the tenant's) and charged to the node's memory.
     let took = hold_in_node(&a, &hog, "pipes 100000", "pipes");
     eprintln!("hostile node: {took}");

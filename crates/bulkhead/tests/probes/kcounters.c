@@ -26,7 +26,7 @@ static void hold(int argc, char **argv, int i) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: kcounters inotify N [hold] | watches N | mq N [hold] | aio | vsock | userns | keyctl | pipes N\n");
+        fprintf(stderr, "usage: kcounters inotify N [hold] | watches N | mq N [hold] | sigq N [hold] | aio | vsock | userns | keyctl | pipes N\n");
         return 2;
     }
     const char *verb = argv[1];
@@ -63,6 +63,21 @@ int main(int argc, char **argv) {
             mq_unlink(name); /* the open descriptor keeps the queue (and its charge) */
         }
         printf("mq opened=%ld errno=%d\n", got, err);
+        hold(argc, argv, 3);
+    } else if (strcmp(verb, "sigq") == 0) {
+        /* Queue real-time signals to ourselves with the signal blocked: each stays pending and
+         * counts against RLIMIT_SIGPENDING of the user, up the namespace chain. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGRTMIN);
+        sigprocmask(SIG_BLOCK, &set, NULL);
+        union sigval v = {0};
+        long got = 0;
+        int err = 0;
+        for (; got < n; got++) {
+            if (sigqueue(getpid(), SIGRTMIN, v) < 0) { err = errno; break; }
+        }
+        printf("sigq queued=%ld errno=%d\n", got, err);
         hold(argc, argv, 3);
     } else if (strcmp(verb, "aio") == 0) {
         unsigned long ctx = 0;
