@@ -353,7 +353,13 @@ async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // Closed at once: the peer sees the connection end, and the node is not reached.
-            if stats.refused.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            // Logged on the first refusal and every thousandth after.
+            if stats
+                .refused
+                .fetch_add(1, Ordering::Relaxed)
+                .checked_rem(1000)
+                == Some(0)
+            {
                 tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "node relays its maximum of connections (config.forward_max_connections); refusing more");
             }
             drop(c);
@@ -483,6 +489,78 @@ mod tests {
         let mut short = SIGNATURE.to_vec();
         short.extend_from_slice(&[0x21, 0x11, 0, 4, 1, 2, 3, 4]);
         assert!(matches!(parse_v2(&short), Header::Invalid(_)));
+    }
+
+    /// A node's forwards relay at most `max_connections` at once (more are closed at once, and
+    /// a freed slot is usable again); a trusted peer's partial PROXY header is data after the
+    /// timeout. Real sockets on loopback; a local echo server stands in for the node.
+    #[tokio::test]
+    async fn relays_are_capped_per_node_and_the_proxy_wait_is_bounded() {
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node_port = node.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = node.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let fw = Forwards::new(2, Duration::from_millis(300));
+        let req = |proxy: bool| ForwardRequest {
+            host_port: 0,
+            node_port,
+            proxy_protocol: proxy,
+            trusted_proxies: if proxy {
+                vec!["127.0.0.1/32".into()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        let ip = Ipv4Addr::LOCALHOST;
+        let plain = fw
+            .open(Forwards::validate("n", ip, &req(false)).unwrap())
+            .await
+            .unwrap();
+        let proxied = fw
+            .open(Forwards::validate("n", ip, &req(true)).unwrap())
+            .await
+            .unwrap();
+        async fn echoes(c: &mut TcpStream, msg: &[u8]) -> bool {
+            if c.write_all(msg).await.is_err() {
+                return false;
+            }
+            let mut got = vec![0u8; msg.len()];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(3), c.read_exact(&mut got)).await,
+                Ok(Ok(_))
+            ) && got == msg
+        }
+        let mut a = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(echoes(&mut a, b"one").await);
+        // The second slot goes to the other forward of the same node; the header wait ends
+        // after 300ms and the partial signature is relayed as data.
+        let mut b = TcpStream::connect(&proxied.listen).await.unwrap();
+        let t = std::time::Instant::now();
+        assert!(echoes(&mut b, b"\r\n\r\n").await);
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        // The node relays two already: a third is closed without reaching it.
+        let mut c = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(
+            !echoes(&mut c, b"three").await,
+            "a third connection was relayed"
+        );
+        // A freed slot is taken again.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut d = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(echoes(&mut d, b"four").await);
+        fw.close_node("n");
     }
 
     #[test]
