@@ -53,6 +53,12 @@ pub struct RawConfig {
     /// bulkhead: which host ports this tenant's port forwards may open, e.g. "20000-20999".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_ports: Option<String>,
+    /// bulkhead: concurrent relayed connections per node, over all its port forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_max_connections: Option<u32>,
+    /// bulkhead: how long a trusted upstream has to send its PROXY v2 header, e.g. "5s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_proxy_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -65,6 +71,13 @@ pub struct RawApi {
     /// File holding the bearer token that TCP clients must send (bulkhead key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// bulkhead: time to send a complete request head, from accept or the previous response
+    /// (slow headers get 408; idle keep-alive connections are closed), e.g. "10s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    /// bulkhead: concurrent connections on the API listener; beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -191,6 +204,8 @@ pub struct TenantConfig {
     /// Host ports port forwards may open (inclusive); port 0 (any free port) is always
     /// allowed and lands in the kernel's ephemeral range.
     pub forward_ports: (u16, u16),
+    /// Connection timeouts and caps (API listener, port forwards).
+    pub conns: crate::limits::ConnLimits,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -361,7 +376,9 @@ impl TenantConfig {
                 return Err(key_err("config.state_dir", "must be an absolute path"));
             }
         }
+        let conns = crate::limits::ConnLimits::from_raw(&c)?;
         Ok(TenantConfig {
+            conns,
             tenant,
             state_dir: c.state_dir.clone(),
             groups,

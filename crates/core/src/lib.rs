@@ -3,9 +3,11 @@
 
 pub mod config;
 pub mod kernel_limits;
+pub mod limits;
 pub mod size;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
+pub use limits::ConnLimits;
 
 /// Size of every tenant's host uid range: uids 0..65536 inside a node.
 pub const UID_COUNT: u32 = 65536;

@@ -73,6 +73,8 @@ pub struct App {
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<std::sync::Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,
+    /// What the API listener has done (open, rejected, timed-out connections).
+    pub conn_stats: std::sync::Arc<crate::serve::ConnStats>,
     /// The microVM driver, when `hypervisor: qemu`.
     pub vm: Option<std::sync::Arc<crate::vmdriver::VmRuntime>>,
 }

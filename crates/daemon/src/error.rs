@@ -54,6 +54,41 @@ impl ApiError {
         };
         ApiError::new(status, code, message)
     }
+    /// A connection that sent part of a request head and then too little for too long
+    /// (`config.api.header_timeout`). Written by the connection server, not by a handler.
+    pub fn header_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request head did not arrive in time (config.api.header_timeout); connection closed",
+        )
+    }
+
+    /// The API listener serves `config.api.max_connections` connections already.
+    pub fn too_many_connections() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the daemon serves as many connections as it allows (config.api.max_connections): close idle connections or retry later",
+        )
+    }
+
+    /// The whole response, for writing straight to a connection before or after hyper serves
+    /// it; `Connection: close`.
+    pub fn raw_response(&self) -> Vec<u8> {
+        let body = serde_json::to_string(&ErrorBody {
+            error: self.message.clone(),
+            code: self.code.to_string(),
+        })
+        .unwrap_or_default();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes()
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -9,6 +9,14 @@
 //! bytes are relayed to the node as ordinary data. Nothing is ever authorized by the address
 //! inside a header; only the connection's real peer is checked, and only against the list.
 //!
+//! Each node's forwards together relay at most `config.forward_max_connections` connections at
+//! once; a connection beyond that is accepted and closed at once (these are arbitrary TCP
+//! protocols: there is no error message to send). A trusted upstream has
+//! `config.forward_proxy_timeout` to send its header. The relay's buffers are fixed (8 KiB each
+//! way, the PROXY header at most 2 KiB), so memory per connection is bounded. Relayed
+//! connections have no idle timeout: long-lived quiet protocols (ssh, databases) are the point
+//! of a forward; the cap is what bounds them.
+//!
 //! Forwards are recorded in the node's directory (`forwards.json`), reopened when a daemon
 //! re-adopts the node, and closed when the node is deleted.
 
@@ -23,14 +31,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
 pub const FORWARDS_FILE: &str = "forwards.json";
 /// Per node; each forward is a listening socket and a task.
 pub const MAX_PER_NODE: usize = 16;
-/// How long a trusted upstream has to send its PROXY header before the bytes count as data.
-const HEADER_WAIT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PROXY protocol v2 signature.
@@ -112,6 +119,8 @@ pub struct ForwardSpec {
 #[derive(Default)]
 struct Stats {
     connections: AtomicU64,
+    /// Connections closed at once because the node relayed its maximum already.
+    refused: AtomicU64,
     last_peer: Mutex<Option<String>>,
     last_client: Mutex<Option<String>>,
 }
@@ -123,9 +132,12 @@ struct Open {
 }
 
 /// The tenant's open forwards, by node.
-#[derive(Default)]
 pub struct Forwards {
     open: Mutex<HashMap<String, Vec<Open>>>,
+    /// Per node: the relayed connections it may still take, over all of its forwards.
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    max_connections: usize,
+    proxy_timeout: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,6 +145,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Forwards {
+    /// `max_connections` relayed at once per node; `proxy_timeout` for a PROXY v2 header.
+    pub fn new(max_connections: usize, proxy_timeout: Duration) -> Self {
+        Forwards {
+            open: Default::default(),
+            slots: Default::default(),
+            max_connections,
+            proxy_timeout,
+        }
+    }
+
     /// Validates a request for `node` (whose address is `node_ip`) into a spec.
     pub fn validate(
         node: &str,
@@ -217,7 +239,17 @@ impl Forwards {
             spec.listen = a;
         }
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(serve(l, spec.clone(), stats.clone()));
+        let slots = lock(&self.slots)
+            .entry(spec.node.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_connections)))
+            .clone();
+        let task = tokio::spawn(serve(
+            l,
+            spec.clone(),
+            stats.clone(),
+            slots,
+            self.proxy_timeout,
+        ));
         let open = Open { spec, stats, task };
         let info = describe(&open);
         lock(&self.open)
@@ -263,6 +295,7 @@ impl Forwards {
         for o in lock(&self.open).remove(node).unwrap_or_default() {
             o.task.abort();
         }
+        lock(&self.slots).remove(node);
     }
 
     /// Records the node's forwards in its directory.
@@ -301,7 +334,13 @@ fn describe(o: &Open) -> Forward {
     }
 }
 
-async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>) {
+async fn serve(
+    l: TcpListener,
+    spec: ForwardSpec,
+    stats: Arc<Stats>,
+    slots: Arc<Semaphore>,
+    proxy_timeout: Duration,
+) {
     let spec = Arc::new(spec);
     loop {
         let (c, peer) = match l.accept().await {
@@ -312,13 +351,28 @@ async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: the peer sees the connection end, and the node is not reached.
+            // Logged on the first refusal and every thousandth after.
+            if stats
+                .refused
+                .fetch_add(1, Ordering::Relaxed)
+                .checked_rem(1000)
+                == Some(0)
+            {
+                tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "node relays its maximum of connections (config.forward_max_connections); refusing more");
+            }
+            drop(c);
+            continue;
+        };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         *lock(&stats.last_peer) = Some(peer.to_string());
         let (spec, stats) = (spec.clone(), stats.clone());
         tokio::spawn(async move {
-            if let Err(e) = relay(c, peer, &spec, &stats).await {
+            if let Err(e) = relay(c, peer, &spec, &stats, proxy_timeout).await {
                 tracing::debug!(node = %spec.node, %peer, error = %e, "forwarded connection ended");
             }
+            drop(slot);
         });
     }
 }
@@ -339,6 +393,7 @@ async fn relay(
     peer: SocketAddr,
     spec: &ForwardSpec,
     stats: &Stats,
+    proxy_timeout: Duration,
 ) -> std::io::Result<()> {
     let mut pending = Vec::new();
     if spec.proxy_protocol && trusted(spec, peer.ip()) {
@@ -357,7 +412,7 @@ async fn relay(
                 }
             }
         };
-        match tokio::time::timeout(HEADER_WAIT, read_header).await {
+        match tokio::time::timeout(proxy_timeout, read_header).await {
             Ok(Ok(Some(Header::Proxy { len, client }))) => {
                 pending.drain(..len);
                 if let Some(client) = client {
@@ -434,6 +489,78 @@ mod tests {
         let mut short = SIGNATURE.to_vec();
         short.extend_from_slice(&[0x21, 0x11, 0, 4, 1, 2, 3, 4]);
         assert!(matches!(parse_v2(&short), Header::Invalid(_)));
+    }
+
+    /// A node's forwards relay at most `max_connections` at once (more are closed at once, and
+    /// a freed slot is usable again); a trusted peer's partial PROXY header is data after the
+    /// timeout. Real sockets on loopback; a local echo server stands in for the node.
+    #[tokio::test]
+    async fn relays_are_capped_per_node_and_the_proxy_wait_is_bounded() {
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node_port = node.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = node.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let fw = Forwards::new(2, Duration::from_millis(300));
+        let req = |proxy: bool| ForwardRequest {
+            host_port: 0,
+            node_port,
+            proxy_protocol: proxy,
+            trusted_proxies: if proxy {
+                vec!["127.0.0.1/32".into()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        let ip = Ipv4Addr::LOCALHOST;
+        let plain = fw
+            .open(Forwards::validate("n", ip, &req(false)).unwrap())
+            .await
+            .unwrap();
+        let proxied = fw
+            .open(Forwards::validate("n", ip, &req(true)).unwrap())
+            .await
+            .unwrap();
+        async fn echoes(c: &mut TcpStream, msg: &[u8]) -> bool {
+            if c.write_all(msg).await.is_err() {
+                return false;
+            }
+            let mut got = vec![0u8; msg.len()];
+            matches!(
+                tokio::time::timeout(Duration::from_secs(3), c.read_exact(&mut got)).await,
+                Ok(Ok(_))
+            ) && got == msg
+        }
+        let mut a = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(echoes(&mut a, b"one").await);
+        // The second slot goes to the other forward of the same node; the header wait ends
+        // after 300ms and the partial signature is relayed as data.
+        let mut b = TcpStream::connect(&proxied.listen).await.unwrap();
+        let t = std::time::Instant::now();
+        assert!(echoes(&mut b, b"\r\n\r\n").await);
+        assert!(
+            t.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t.elapsed()
+        );
+        // The node relays two already: a third is closed without reaching it.
+        let mut c = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(
+            !echoes(&mut c, b"three").await,
+            "a third connection was relayed"
+        );
+        // A freed slot is taken again.
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut d = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(echoes(&mut d, b"four").await);
+        fw.close_node("n");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod operations;
 pub mod pool;
 pub mod query;
 pub mod routes;
+pub mod serve;
 pub mod vm;
 pub mod vmdriver;
 
@@ -297,7 +298,11 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         counters: Default::default(),
         started: Instant::now(),
         net: net.clone(),
-        forwards: Default::default(),
+        forwards: forward::Forwards::new(
+            cfg.conns.forward_max_connections,
+            cfg.conns.forward_proxy_timeout,
+        ),
+        conn_stats: Default::default(),
         vm,
     });
     let (adopted, removed) = app.reconcile().await;
@@ -320,11 +325,15 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = app.cgroups.describe(), "state reconciled");
 
     let router = routes::router(app.clone());
+    let limits = || serve::Limits {
+        header_timeout: cfg.conns.header_timeout,
+        max_connections: cfg.conns.max_connections,
+    };
     let shutdown = async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!("shutting down");
     };
-    let served = match &cfg.listen {
+    match &cfg.listen {
         ApiListen::Unix(p) => {
             if let Some(parent) = p.parent() {
                 std::fs::create_dir_all(parent)
@@ -338,11 +347,8 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
             tracing::info!(socket = %p.display(), "listening");
             create_initial(&app).await;
             eprintln!("bulkhead: tenant {tenant} ready on {}", p.display());
-            let r = axum::serve(l, router)
-                .with_graceful_shutdown(shutdown)
-                .await;
+            serve::serve(l, router, limits(), app.conn_stats.clone(), shutdown).await;
             let _ = std::fs::remove_file(p);
-            r
         }
         ApiListen::Tcp { addr, token_file } => {
             let token = Arc::new(load_or_make_token(&tenant_dir, token_file.as_deref())?);
@@ -374,13 +380,8 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
             tracing::info!(%addr, "listening on TCP; clients need the bearer token");
             create_initial(&app).await;
             eprintln!("bulkhead: tenant {tenant} ready on http://{addr}");
-            axum::serve(l, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            serve::serve(l, router, limits(), app.conn_stats.clone(), shutdown).await;
         }
-    };
-    if let Err(e) = served {
-        tracing::error!(error = %e, "server failed");
     }
     if cfg.graceful_shutdown {
         app.drain_standbys().await;

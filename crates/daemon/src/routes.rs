@@ -1,8 +1,7 @@
 //! The HTTP surface: Slicer-compatible routes. Handlers parse and validate, then call [`App`];
 //! they make no decisions of their own.
 
-use axum::body::Bytes;
-use axum::extract::{rejection::BytesRejection, Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -171,22 +170,40 @@ async fn group_nodes(
     Ok(Json(filter_nodes(&app, Some(&group), q)?))
 }
 
-/// Parses a JSON body strictly: size-limited, unknown fields rejected, errors name the field.
-pub fn json_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
+/// Parses a JSON body strictly: size-limited while it is read (never buffered past
+/// [`MAX_JSON_BODY`]), time-limited (`config.api.header_timeout`, so a body sent a byte at a
+/// time cannot hold a connection), unknown fields rejected, errors name the field.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    app: &App,
+    body: axum::body::Body,
 ) -> Result<T, ApiError> {
-    let body =
-        body.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-    if body.len() > MAX_JSON_BODY {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "request body is {} bytes; the limit is {MAX_JSON_BODY}",
-                body.len()
-            ),
-        ));
-    }
+    use http_body_util::BodyExt;
+    let limit = app.cfg.conns.header_timeout;
+    let read = http_body_util::Limited::new(body, MAX_JSON_BODY).collect();
+    let body = match tokio::time::timeout(limit, read).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {limit:?} (config.api.header_timeout)"
+                ),
+            ))
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body is larger than the limit of {MAX_JSON_BODY} bytes"),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot read the request body: {e}"
+            )))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
         return serde_json::from_slice(b"{}")
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
@@ -199,7 +216,7 @@ async fn create_node(
     State(app): State<AppState>,
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(q.as_deref(), &["wait", "timeout"])?;
     let wait = match q.one("wait")?.as_deref() {
@@ -212,7 +229,7 @@ async fn create_node(
         }
     };
     let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
-    let req: CreateNodeRequest = json_body(body)?;
+    let req: CreateNodeRequest = json_body(&app, body).await?;
     let created = app.create(&group, req, wait, timeout).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -260,11 +277,11 @@ async fn open_forward(
     State(app): State<AppState>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     app.node(&node)?;
-    let req: bulkhead_api::ForwardRequest = json_body(body)?;
+    let req: bulkhead_api::ForwardRequest = json_body(&app, body).await?;
     let f = app.open_forward(&node, &req).await?;
     Ok((StatusCode::CREATED, Json(f)).into_response())
 }
@@ -297,7 +314,8 @@ async fn metrics(State(app): State<AppState>) -> Response {
     let c = &app.counters;
     let t = &app.tenant;
     let nodes = app.list().unwrap_or_default().len() as u64;
-    let metrics: [(&str, &str, &str, u64); 10] = [
+    let cs = &app.conn_stats;
+    let metrics: [(&str, &str, &str, u64); 14] = [
         (
             "bulkhead_nodes",
             "gauge",
@@ -351,6 +369,30 @@ async fn metrics(State(app): State<AppState>) -> Response {
             "counter",
             "Node creates that found the standby pool empty.",
             c.standby_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_connections",
+            "gauge",
+            "Connections the API listener serves now.",
+            cs.open.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_connections_rejected_total",
+            "counter",
+            "Connections refused with 503 because config.api.max_connections were open.",
+            cs.rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_header_timeouts_total",
+            "counter",
+            "Connections closed with 408: a request head not completed within config.api.header_timeout.",
+            cs.header_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_idle_closed_total",
+            "counter",
+            "Connections closed because no request began within config.api.header_timeout.",
+            cs.idle_closed.load(Ordering::Relaxed),
         ),
         (
             "bulkhead_uptime_seconds",

@@ -93,7 +93,6 @@ pub fn run(a: NewArgs) -> anyhow::Result<ExitCode> {
         image: Some(a.image),
         hypervisor: Some(a.hypervisor),
         graceful_shutdown: a.graceful_shutdown,
-        forward_ports: None,
         api: Some(RawApi {
             bind_address: Some(match (a.socket, a.api_bind) {
                 (Some(s), _) => s.to_str().context("socket path is not UTF-8")?.to_string(),
@@ -102,6 +101,7 @@ pub fn run(a: NewArgs) -> anyhow::Result<ExitCode> {
             }),
             ..Default::default()
         }),
+        ..Default::default()
     };
     // Refuse to print a config that `up` would refuse.
     if let Err(e) = TenantConfig::from_raw(raw.clone()) {

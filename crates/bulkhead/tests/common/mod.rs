@@ -90,7 +90,7 @@ pub fn shared_state() -> PathBuf {
 
 /// A private directory for one daemon's config, socket and log; its node's mapped root must
 /// traverse it (0711).
-fn test_dir() -> tempfile::TempDir {
+pub fn test_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("bulkhead-e2e-")
         .tempdir()
