@@ -9,11 +9,11 @@ pub mod operations;
 pub mod pool;
 pub mod query;
 pub mod routes;
+pub mod tenant_lock;
 pub mod vm;
 pub mod vmdriver;
 
 use bulkhead_core::{ApiListen, TenantConfig};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,32 +50,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Holds the tenant's state directory for one daemon (an flock on `daemon.lock`).
-struct StateLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_state(dir: &Path, tenant: &str) -> Result<StateLock, StartError> {
-    let path = dir.join("daemon.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io(format!("opening {}", path.display())))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        return Err(StartError::Refused(format!(
-            "tenant {tenant:?} is already served by a running daemon (pid {}) using {}: stop it first",
-            holder.trim(),
-            dir.display()
-        )));
-    }
-    f.set_len(0).ok();
-    std::fs::write(&path, format!("{}\n", std::process::id())).ok();
-    Ok(StateLock(f))
-}
-
 /// A claimed uid range; the claim is released when the daemon stops or fails to start. After
 /// a crash it stays, which is harmless: only the same tenant can take it again.
 struct UidClaim(PathBuf);
@@ -108,6 +82,13 @@ fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
         Err(e) => return Err(io("claiming uid range")(e)),
     }
     Ok(UidClaim(p))
+}
+
+fn endpoint(l: &ApiListen) -> String {
+    match l {
+        ApiListen::Unix(p) => p.display().to_string(),
+        ApiListen::Tcp { addr, .. } => addr.clone(),
+    }
 }
 
 /// Refuses a socket that a live daemon answers on; removes a stale one.
@@ -206,8 +187,13 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
     Ok(t)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartError> {
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
+/// refused second daemon of the tenant which config the running one was started with.
+pub async fn run(
+    cfg: TenantConfig,
+    state_root: PathBuf,
+    config_path: &Path,
+) -> Result<(), StartError> {
     // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
     // waits for startup to finish) instead of killing the daemon halfway.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -215,12 +201,23 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io("installing the SIGINT handler"))?;
     let tenant = cfg.tenant.clone();
+    // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
+    // uid range, cgroups, nft, addresses), whatever the state directory.
+    let _tenant_lock = tenant_lock::lock_tenant(
+        Path::new(tenant_lock::TENANT_REGISTRY),
+        &tenant,
+        &tenant_lock::Holder {
+            pid: std::process::id(),
+            state_dir: state_root.clone(),
+            config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.into()),
+            api: endpoint(&cfg.listen),
+        },
+    )?;
     ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
     let tenant_dir = state_root.join("tenants").join(&tenant);
     ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
-    let _lock = lock_state(&tenant_dir, &tenant)?;
     let uid_base = bulkhead_core::uid_base(&tenant);
     let _claim = claim_uid_range(&tenant, uid_base)?;
     if let ApiListen::Unix(p) = &cfg.listen {
@@ -233,18 +230,12 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
             .map_err(io("recording the network groups"))?;
     }
     let net_claim = match &net {
-        Some(_) => {
-            let endpoint = match &cfg.listen {
-                ApiListen::Unix(p) => p.display().to_string(),
-                ApiListen::Tcp { addr, .. } => addr.clone(),
-            };
-            Some(network::claim_ranges(
-                Path::new(network::NET_REGISTRY),
-                &tenant,
-                &endpoint,
-                &cfg.groups,
-            )?)
-        }
+        Some(_) => Some(network::claim_ranges(
+            Path::new(network::NET_REGISTRY),
+            &tenant,
+            &endpoint(&cfg.listen),
+            &cfg.groups,
+        )?),
         None => None,
     };
     ensure_image(&state_root, &cfg.image)?;

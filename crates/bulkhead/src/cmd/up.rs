@@ -39,6 +39,6 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("bulkhead up must run as root: it creates namespaces, cgroups and uid mappings for nodes");
     }
-    bulkhead_daemon::run(cfg, state).await?;
+    bulkhead_daemon::run(cfg, state, path).await?;
     Ok(ExitCode::SUCCESS)
 }
