@@ -307,6 +307,23 @@ fn bad_configs_are_refused_with_the_key_named() {
             ),
             "defined twice",
         ),
+        // Issue #8: sizes the host cannot give are refused, naming the host's figure.
+        (
+            good.replace("ram_mb: 512", "ram_mb: 999999999999"),
+            "host_groups[0].ram_mb: ram_mb 999999999999 is more than this host's memory",
+        ),
+        (
+            good.replace("vcpu: 1", "vcpu: 256"),
+            "CPU(s) this host lets bulkhead use",
+        ),
+        (
+            good.replace("storage_size: 1G", "storage_size: 1000000T"),
+            "host_groups[0].storage_size",
+        ),
+        (
+            good.replace("ram_mb: 512", "ram_gb: 18446744073709551615"),
+            "beyond any host",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("c{i}.yaml"));

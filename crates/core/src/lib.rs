@@ -2,9 +2,11 @@
 //! decisions made from them (resource requests against a group, uid ranges). No syscalls here.
 
 pub mod config;
+pub mod host;
 pub mod size;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
+pub use host::HostFacts;
 
 /// Size of every tenant's host uid range: uids 0..65536 inside a node.
 pub const UID_COUNT: u32 = 65536;

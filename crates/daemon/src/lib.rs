@@ -50,6 +50,32 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// What this host can give a node: `MemTotal`, the CPUs this process may use (affinity and
+/// cgroup quota), and the size of the filesystem that holds `state_dir` (or of its nearest
+/// existing ancestor). A figure that cannot be read is not checked against.
+pub fn host_facts(state_dir: &Path) -> bulkhead_core::HostFacts {
+    let mem_total_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| bulkhead_core::host::parse_meminfo(&t))
+        .unwrap_or(u64::MAX);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(u32::MAX);
+    let state_fs_bytes = state_dir.ancestors().find_map(|d| {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+            .then(|| (st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+    });
+    bulkhead_core::HostFacts {
+        mem_total_bytes,
+        cpus,
+        state_fs_bytes,
+    }
+}
+
 /// A claimed uid range; the claim is released when the daemon stops or fails to start. After
 /// a crash it stays, which is harmless: only the same tenant can take it again.
 struct UidClaim(PathBuf);
@@ -200,6 +226,9 @@ pub async fn run(
         .map_err(io("installing the SIGTERM handler"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io("installing the SIGINT handler"))?;
+    // Nodes can never get more than the host has: refuse such a config before anything else.
+    cfg.check_host(&host_facts(&state_root))
+        .map_err(|e| StartError::Refused(e.to_string()))?;
     let tenant = cfg.tenant.clone();
     // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
     // uid range, cgroups, nft, addresses), whatever the state directory.

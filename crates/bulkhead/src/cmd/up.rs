@@ -13,6 +13,13 @@ fn load(path: &Path) -> anyhow::Result<TenantConfig> {
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let c = load(path)?;
+    // Checked against this host, as `up` would.
+    let state = c
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
+    c.check_host(&bulkhead_daemon::host_facts(&state))
+        .with_context(|| format!("config {} does not fit this host", path.display()))?;
     println!(
         "config ok: tenant {}, {} host group(s)",
         c.tenant,
