@@ -32,7 +32,8 @@ pub struct Holder {
 /// The tenant's claim; held for as long as this value lives. Dropped on a clean stop, it
 /// removes its file first (a crash leaves the file, unlocked and harmless).
 pub struct TenantLock {
-    file: File,
+    /// Holds the flock for as long as it is open.
+    _file: File,
     path: PathBuf,
 }
 
@@ -41,7 +42,6 @@ impl Drop for TenantLock {
         // Unlink while still holding the lock: a daemon that opened the old file meanwhile
         // finds, once it gets the lock, that the path no longer names its file, and retries.
         let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
     }
 }
 
@@ -88,7 +88,7 @@ pub fn lock_tenant(registry: &Path, tenant: &str, me: &Holder) -> Result<TenantL
         file.set_len(0)
             .and_then(|_| f.write_all(&serde_json::to_vec(me).unwrap_or_default()))
             .map_err(io(format!("writing {}", path.display())))?;
-        return Ok(TenantLock { file, path });
+        return Ok(TenantLock { _file: file, path });
     }
     Err(StartError::Refused(format!(
         "could not take {}: it keeps being replaced; is another daemon of tenant {tenant:?} starting and stopping?",
