@@ -16,7 +16,7 @@ cleanup() {
   if [ -z "$(ls -A /run/bulkhead/net-ranges 2>/dev/null | grep -vx '.lock')" ]; then
     rm -f /run/bulkhead/net-ranges/.lock
   fi
-  rmdir /run/bulkhead/uid-ranges /run/bulkhead/net-ranges /run/bulkhead 2>/dev/null || true
+  rmdir /run/bulkhead/uid-ranges /run/bulkhead/net-ranges /run/bulkhead/tenants /run/bulkhead 2>/dev/null || true
 }
 trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"

@@ -396,6 +396,38 @@ fn bad_input_gets_clear_4xx() {
         );
         assert!(!body.code.is_empty());
     }
+    // Sizes beyond the group (and so the host) or beyond their type: 400 with a code that
+    // says which, never a 500.
+    for (body, code, needle) in [
+        (
+            r#"{"ram_bytes":18446744073709551615}"#,
+            "out_of_range",
+            "ram_bytes",
+        ),
+        (r#"{"cpus":4294967295}"#, "out_of_range", "cpus"),
+        (r#"{"ram_bytes":1e30}"#, "invalid_request", "ram_bytes"),
+        (r#"{"ram_bytes":-1}"#, "invalid_request", "ram_bytes"),
+        (r#"{"cpus":4294967296}"#, "invalid_request", "cpus"),
+    ] {
+        let path = format!("/hostgroup/{g}/nodes");
+        let e = rt
+            .block_on(c.send_ok(
+                Method::POST,
+                &path,
+                full_body(body.to_string()),
+                Some("application/json"),
+            ))
+            .unwrap_err();
+        let bulkhead_api::ClientError::Api { status, body: b } = &e else {
+            panic!("{body}: {e}")
+        };
+        assert_eq!(
+            (status.as_u16(), b.code.as_str()),
+            (400, code),
+            "{body}: {e}"
+        );
+        assert!(b.error.contains(needle), "{body}: {:?}", b.error);
+    }
     // None of that left a half-made node behind.
     let nodes: Vec<bulkhead_api::Node> = rt.block_on(c.nodes()).unwrap();
     assert_eq!(nodes.len(), 1);

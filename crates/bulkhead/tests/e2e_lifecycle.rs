@@ -184,6 +184,100 @@ fn second_daemon_on_a_live_socket_is_refused() {
     d.stop_and_assert_clean();
 }
 
+/// Issue #8: a second daemon of a tenant, with another state dir (and another socket, so
+/// neither the socket probe nor anything under the state dir can be what stops it), must not
+/// start: it would reconcile the first daemon's node cgroups away and kill its node.
+#[test]
+fn second_daemon_of_a_tenant_is_refused_whatever_its_state_dir() {
+    if !privileged() {
+        return;
+    }
+    let mut a = Daemon::start("twin", &[]);
+    let node = a.add();
+    let uid_claim = std::path::Path::new("/run/bulkhead/uid-ranges")
+        .join(bulkhead_core::uid_base(&a.tenant).to_string());
+    assert!(uid_claim.exists(), "A's uid range claim");
+    let lock = std::path::Path::new("/run/bulkhead/tenants").join(format!("{}.lock", a.tenant));
+    let held = std::fs::read_to_string(&lock).unwrap_or_default();
+
+    let other = tempfile::Builder::new()
+        .prefix("bulkhead-e2e-twin-")
+        .tempdir()
+        .unwrap();
+    let state_b = other.path().join("state");
+    let config_b = other.path().join("tenant.yaml");
+    let sock_b = other.path().join("b.sock");
+    std::fs::write(
+        &config_b,
+        a.config_text().replace(a.sock(), sock_b.to_str().unwrap()),
+    )
+    .unwrap();
+    let err_b = other.path().join("b.log");
+    let mut b = std::process::Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
+        .arg(&config_b)
+        .arg("--state-dir")
+        .arg(&state_b)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_b).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = b.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&err_b).unwrap_or_default();
+    if status.is_none() {
+        // SAFETY: stopping the daemon this test started, by its pid.
+        unsafe { libc::kill(b.id() as i32, libc::SIGTERM) };
+        let _ = b.wait();
+    }
+    let status = status.unwrap_or_else(|| panic!("a second daemon of the tenant started:\n{err}"));
+    assert!(!status.success(), "{err}");
+    for want in [
+        "already served".to_string(),
+        format!("pid {}", a.pid()),
+        a.state.display().to_string(),
+        a.config.display().to_string(),
+        "stop that daemon".to_string(),
+    ] {
+        assert!(err.contains(&want), "{err:?} does not name {want:?}");
+    }
+    assert!(
+        !state_b.join("tenants").exists(),
+        "the refused daemon made tenant state"
+    );
+    // A and its node are untouched: the node runs and answers, the claims are A's still.
+    assert!(a.exited().is_none(), "daemon A died:\n{}", a.log());
+    let (code, out, _) = a.sh(&node, "echo alive");
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    assert!(
+        uid_claim.exists(),
+        "the refused daemon removed A's uid claim"
+    );
+    assert!(held.contains(&format!("\"pid\":{}", a.pid())), "{held}");
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), held);
+
+    // A crash leaves the lock file but not the lock: the next daemon starts and re-adopts.
+    a.crash();
+    a.spawn();
+    assert!(a.log().contains("re-adopted running node"), "{}", a.log());
+    let (code, out, _) = a.sh(&node, "echo again");
+    assert_eq!((code, out.as_str()), (0, "again\n"));
+    a.stop_and_assert_clean();
+    assert!(
+        !lock.exists(),
+        "a clean stop removes the tenant's lock file"
+    );
+}
+
 #[test]
 fn bad_configs_are_refused_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,6 +306,23 @@ fn bad_configs_are_refused_with_the_key_named() {
                 "  host_groups:\n  - name: dup\n  - name: dup",
             ),
             "defined twice",
+        ),
+        // Issue #8: sizes the host cannot give are refused, naming the host's figure.
+        (
+            good.replace("ram_mb: 512", "ram_mb: 999999999999"),
+            "host_groups[0].ram_mb: ram_mb 999999999999 is more than this host's memory",
+        ),
+        (
+            good.replace("vcpu: 1", "vcpu: 256"),
+            "CPU(s) this host lets bulkhead use",
+        ),
+        (
+            good.replace("storage_size: 1G", "storage_size: 1000000T"),
+            "host_groups[0].storage_size",
+        ),
+        (
+            good.replace("ram_mb: 512", "ram_gb: 18446744073709551615"),
+            "beyond any host",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {

@@ -18,7 +18,7 @@ pub enum ConfigError {
     Syntax(String),
 }
 
-fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         path: path.into(),
         message: message.into(),
@@ -175,6 +175,8 @@ pub struct HostGroup {
     pub count: u32,
     pub vcpu: u32,
     pub ram_bytes: u64,
+    /// The key RAM was given with (`ram_gb`, `ram_mb`, `ram_bytes`); `None`: the default.
+    pub ram_key: Option<&'static str>,
     pub storage_bytes: u64,
     pub pids_max: u64,
     pub kernel_limits: crate::kernel_limits::KernelLimits,
@@ -213,6 +215,11 @@ pub const DEFAULT_STORAGE: u64 = 1 << 30;
 pub const DEFAULT_RAM: u64 = 512 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
 pub const MAX_COUNT: u32 = 256;
+/// Sanity bounds that hold on any host, so that no later sum or unit conversion can overflow;
+/// [`TenantConfig::check_host`] holds a config to the actual host's figures.
+pub const MAX_RAM: u64 = 1 << 60;
+pub const MAX_STORAGE: u64 = 1 << 60;
+pub const MAX_EGRESS_MBPS: u32 = 1_000_000;
 /// Unprivileged ports only, unless the operator says otherwise.
 pub const DEFAULT_FORWARD_PORTS: (u16, u16) = (1024, 65535);
 
@@ -473,11 +480,13 @@ fn validate_network(
             ));
         }
     }
-    if let Some(0) = rn.egress_mbps {
-        return Err(key_err(
-            format!("{np}.egress_mbps"),
-            "must be at least 1 (Mbit/s); remove it for no limit",
-        ));
+    if let Some(e) = rn.egress_mbps {
+        if e == 0 || e > MAX_EGRESS_MBPS {
+            return Err(key_err(
+                format!("{np}.egress_mbps"),
+                format!("{e} is outside 1..={MAX_EGRESS_MBPS} (Mbit/s); remove it for no limit"),
+            ));
+        }
     }
     Ok(GroupNetwork {
         mode,
@@ -506,6 +515,12 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
     if storage_bytes < (16 << 20) {
         return Err(key_err(format!("{p}.storage_size"), "must be at least 16M"));
     }
+    if storage_bytes > MAX_STORAGE {
+        return Err(key_err(
+            format!("{p}.storage_size"),
+            format!("{storage_bytes} bytes is beyond any host (at most 1 EiB): give the size a node needs, e.g. 25G"),
+        ));
+    }
     let rams = [
         g.ram_gb.map(|v| (v, 1u64 << 30, "ram_gb")),
         g.ram_mb.map(|v| (v, 1 << 20, "ram_mb")),
@@ -519,12 +534,21 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         ));
     }
     let ram_bytes = match set.first() {
-        Some((v, m, k)) => v
-            .checked_mul(*m)
-            .filter(|b| *b >= 16 << 20)
-            .ok_or_else(|| key_err(format!("{p}.{k}"), "must be at least 16 MiB"))?,
+        Some((v, m, k)) => {
+            let b = v.checked_mul(*m).filter(|b| *b <= MAX_RAM).ok_or_else(|| {
+                key_err(
+                    format!("{p}.{k}"),
+                    format!("{k} {v} is beyond any host (at most 1 EiB): give the memory a node needs, e.g. ram_mb: 512"),
+                )
+            })?;
+            if b < 16 << 20 {
+                return Err(key_err(format!("{p}.{k}"), "must be at least 16 MiB"));
+            }
+            b
+        }
         None => DEFAULT_RAM,
     };
+    let ram_key = set.first().map(|(_, _, k)| *k);
     let vcpu = g.vcpu.unwrap_or(1);
     if vcpu == 0 || vcpu > 256 {
         return Err(key_err(format!("{p}.vcpu"), "must be between 1 and 256"));
@@ -591,6 +615,7 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         count: g.count,
         vcpu,
         ram_bytes,
+        ram_key,
         storage_bytes,
         pids_max,
         kernel_limits,
@@ -665,6 +690,37 @@ config:
         assert!(e.contains("dns_servers") && e.contains("own range"), "{e}");
         let e = err_of(&SLICER.replace("mode: none", "mode: none\n        egress_mbps: 5"));
         assert!(e.contains("network.egress_mbps"), "{e}");
+    }
+
+    #[test]
+    fn overflow_prone_sizes_are_refused_by_key() {
+        for (from, to, key) in [
+            ("ram_gb: 4", "ram_gb: 18446744073709551615", "ram_gb"),
+            ("ram_gb: 4", "ram_gb: 1073741825", "ram_gb"),
+            ("ram_gb: 4", "ram_mb: 9999999999999", "ram_mb"),
+            (
+                "storage_size: 25G",
+                "storage_size: 2000000T",
+                "storage_size",
+            ),
+        ] {
+            let e = err_of(&SLICER.replace(from, to));
+            assert!(
+                e.contains(&format!("host_groups[0].{key}")) && e.contains("beyond any host"),
+                "{to}: {e}"
+            );
+        }
+        // Beyond u64 altogether: the parser names the key.
+        let e = err_of(&SLICER.replace("ram_gb: 4", "ram_mb: 99999999999999999999999"));
+        assert!(e.contains("host_groups[0].ram_mb"), "{e}");
+        let e = err_of(&SLICER.replace("vcpu: 2", "vcpu: 4294967296"));
+        assert!(e.contains("host_groups[0].vcpu"), "{e}");
+        let net = "mode: isolated\n        range: 10.0.0.0/24\n        egress_mbps: ";
+        for bad in ["0", "4294967295"] {
+            let e = err_of(&SLICER.replace("mode: none", &format!("{net}{bad}")));
+            assert!(e.contains("network.egress_mbps"), "{bad}: {e}");
+        }
+        TenantConfig::parse(&SLICER.replace("mode: none", &format!("{net}1000000"))).unwrap();
     }
 
     #[test]

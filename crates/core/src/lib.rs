@@ -2,11 +2,13 @@
 //! decisions made from them (resource requests against a group, uid ranges). No syscalls here.
 
 pub mod config;
+pub mod host;
 pub mod kernel_limits;
 pub mod limits;
 pub mod size;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
+pub use host::HostFacts;
 pub use limits::ConnLimits;
 
 /// Size of every tenant's host uid range: uids 0..65536 inside a node.

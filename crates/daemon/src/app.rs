@@ -216,16 +216,16 @@ impl App {
         }
         let cpus = req.cpus.unwrap_or(g.vcpu);
         if cpus == 0 || cpus > g.vcpu {
-            return Err(ApiError::bad_request(format!(
-                "cpus {cpus} is outside 1..={} allowed by host group {:?}",
-                g.vcpu, g.name
+            return Err(ApiError::out_of_range(format!(
+                "cpus {cpus} is outside 1..={} allowed by host group {:?}: ask for at most {}, or omit cpus for the group's",
+                g.vcpu, g.name, g.vcpu
             )));
         }
         let ram = req.ram_bytes.unwrap_or(g.ram_bytes);
         if ram < (16 << 20) || ram > g.ram_bytes {
-            return Err(ApiError::bad_request(format!(
-                "ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}",
-                g.ram_bytes, g.name
+            return Err(ApiError::out_of_range(format!(
+                "ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}: ask for at most {}, or omit ram_bytes for the group's",
+                g.ram_bytes, g.name, g.ram_bytes
             )));
         }
         let net_group = self.net.as_ref().and_then(|n| n.group(&g.name));

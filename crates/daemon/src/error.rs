@@ -22,6 +22,10 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
+    /// A resource request outside what the host group (and so the host) allows.
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "out_of_range", message)
+    }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

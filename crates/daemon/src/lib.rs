@@ -11,11 +11,11 @@ pub mod pool;
 pub mod query;
 pub mod routes;
 pub mod serve;
+pub mod tenant_lock;
 pub mod vm;
 pub mod vmdriver;
 
 use bulkhead_core::{ApiListen, TenantConfig};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,30 +52,30 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
-/// Holds the tenant's state directory for one daemon (an flock on `daemon.lock`).
-struct StateLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_state(dir: &Path, tenant: &str) -> Result<StateLock, StartError> {
-    let path = dir.join("daemon.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io(format!("opening {}", path.display())))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        return Err(StartError::Refused(format!(
-            "tenant {tenant:?} is already served by a running daemon (pid {}) using {}: stop it first",
-            holder.trim(),
-            dir.display()
-        )));
+/// What this host can give a node: `MemTotal`, the CPUs this process may use (affinity and
+/// cgroup quota), and the size of the filesystem that holds `state_dir` (or of its nearest
+/// existing ancestor). A figure that cannot be read is not checked against.
+pub fn host_facts(state_dir: &Path) -> bulkhead_core::HostFacts {
+    let mem_total_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| bulkhead_core::host::parse_meminfo(&t))
+        .unwrap_or(u64::MAX);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(u32::MAX);
+    let state_fs_bytes = state_dir.ancestors().find_map(|d| {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+            .then(|| (st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+    });
+    bulkhead_core::HostFacts {
+        mem_total_bytes,
+        cpus,
+        state_fs_bytes,
     }
-    f.set_len(0).ok();
-    std::fs::write(&path, format!("{}\n", std::process::id())).ok();
-    Ok(StateLock(f))
 }
 
 /// A claimed uid range; the claim is released when the daemon stops or fails to start. After
@@ -110,6 +110,13 @@ fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
         Err(e) => return Err(io("claiming uid range")(e)),
     }
     Ok(UidClaim(p))
+}
+
+fn endpoint(l: &ApiListen) -> String {
+    match l {
+        ApiListen::Unix(p) => p.display().to_string(),
+        ApiListen::Tcp { addr, .. } => addr.clone(),
+    }
 }
 
 /// Refuses a socket that a live daemon answers on; removes a stale one.
@@ -208,21 +215,40 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
     Ok(t)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartError> {
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
+/// refused second daemon of the tenant which config the running one was started with.
+pub async fn run(
+    cfg: TenantConfig,
+    state_root: PathBuf,
+    config_path: &Path,
+) -> Result<(), StartError> {
     // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
     // waits for startup to finish) instead of killing the daemon halfway.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(io("installing the SIGTERM handler"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io("installing the SIGINT handler"))?;
+    // Nodes can never get more than the host has: refuse such a config before anything else.
+    cfg.check_host(&host_facts(&state_root))
+        .map_err(|e| StartError::Refused(e.to_string()))?;
     let tenant = cfg.tenant.clone();
+    // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
+    // uid range, cgroups, nft, addresses), whatever the state directory.
+    let _tenant_lock = tenant_lock::lock_tenant(
+        Path::new(tenant_lock::TENANT_REGISTRY),
+        &tenant,
+        &tenant_lock::Holder {
+            pid: std::process::id(),
+            state_dir: state_root.clone(),
+            config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.into()),
+            api: endpoint(&cfg.listen),
+        },
+    )?;
     ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
     let tenant_dir = state_root.join("tenants").join(&tenant);
     ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
-    let _lock = lock_state(&tenant_dir, &tenant)?;
     host_limits::ensure_file_max();
     let uid_base = bulkhead_core::uid_base(&tenant);
     let _claim = claim_uid_range(&tenant, uid_base)?;
@@ -236,18 +262,12 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
             .map_err(io("recording the network groups"))?;
     }
     let net_claim = match &net {
-        Some(_) => {
-            let endpoint = match &cfg.listen {
-                ApiListen::Unix(p) => p.display().to_string(),
-                ApiListen::Tcp { addr, .. } => addr.clone(),
-            };
-            Some(network::claim_ranges(
-                Path::new(network::NET_REGISTRY),
-                &tenant,
-                &endpoint,
-                &cfg.groups,
-            )?)
-        }
+        Some(_) => Some(network::claim_ranges(
+            Path::new(network::NET_REGISTRY),
+            &tenant,
+            &endpoint(&cfg.listen),
+            &cfg.groups,
+        )?),
         None => None,
     };
     ensure_image(&state_root, &cfg.image)?;

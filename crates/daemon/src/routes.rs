@@ -208,8 +208,19 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
         return serde_json::from_slice(b"{}")
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let v = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid JSON body: {path}: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(v)
 }
 
 async fn create_node(

@@ -13,6 +13,13 @@ fn load(path: &Path) -> anyhow::Result<TenantConfig> {
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let c = load(path)?;
+    // Checked against this host, as `up` would.
+    let state = c
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
+    c.check_host(&bulkhead_daemon::host_facts(&state))
+        .with_context(|| format!("config {} does not fit this host", path.display()))?;
     println!(
         "config ok: tenant {}, {} host group(s)",
         c.tenant,
@@ -39,6 +46,6 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("bulkhead up must run as root: it creates namespaces, cgroups and uid mappings for nodes");
     }
-    bulkhead_daemon::run(cfg, state).await?;
+    bulkhead_daemon::run(cfg, state, path).await?;
     Ok(ExitCode::SUCCESS)
 }
