@@ -87,6 +87,9 @@ pub struct RawHostGroup {
     pub ram_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
+    /// bulkhead: agent operations (exec, cp) that run at once per node; more wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<RawNetwork>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -161,6 +164,8 @@ pub struct HostGroup {
     pub ram_bytes: u64,
     pub storage_bytes: u64,
     pub pids_max: u64,
+    /// Exec and copy operations that run at once per node (see [`default_agent_concurrency`]).
+    pub agent_concurrency: u32,
     pub network: GroupNetwork,
     pub dns_servers: Vec<std::net::Ipv4Addr>,
     pub userdata: Option<String>,
@@ -193,6 +198,17 @@ pub const DEFAULT_IMAGE: &str = "minimal";
 pub const DEFAULT_STORAGE: u64 = 1 << 30;
 pub const DEFAULT_RAM: u64 = 512 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
+/// Pids (processes and threads) one exec costs a node at least: the agent's connection,
+/// output and stdin threads, and the command itself.
+pub const PIDS_PER_EXEC: u64 = 5;
+/// Most agent operations per node by default, whatever the pids limit.
+pub const DEFAULT_AGENT_CONCURRENCY: u32 = 64;
+
+/// Agent operations per node when the config does not say: 64, or fewer where the node's pids
+/// limit could not hold that many execs beside a workload of half the limit.
+pub fn default_agent_concurrency(pids_max: u64) -> u32 {
+    ((pids_max / 2 / PIDS_PER_EXEC) as u32).clamp(1, DEFAULT_AGENT_CONCURRENCY)
+}
 pub const MAX_COUNT: u32 = 256;
 /// Unprivileged ports only, unless the operator says otherwise.
 pub const DEFAULT_FORWARD_PORTS: (u16, u16) = (1024, 65535);
@@ -521,6 +537,15 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
             "must be between 16 and 4194304",
         ));
     }
+    let agent_concurrency = g
+        .agent_concurrency
+        .unwrap_or_else(|| default_agent_concurrency(pids_max));
+    if !(1..=4096).contains(&agent_concurrency) {
+        return Err(key_err(
+            format!("{p}.agent_concurrency"),
+            "must be between 1 and 4096",
+        ));
+    }
     let rn = g.network.clone().unwrap_or_default();
     let mode = match rn.mode.as_deref().unwrap_or("none") {
         "none" => NetworkMode::None,
@@ -570,6 +595,7 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         ram_bytes,
         storage_bytes,
         pids_max,
+        agent_concurrency,
         network,
         dns_servers,
         userdata,

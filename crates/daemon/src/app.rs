@@ -73,6 +73,8 @@ pub struct App {
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<std::sync::Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,
+    /// Per-node turns at the agent (exec, copy): `gate.rs`.
+    pub gates: crate::gate::Gates,
     /// The microVM driver, when `hypervisor: qemu`.
     pub vm: Option<std::sync::Arc<crate::vmdriver::VmRuntime>>,
 }
@@ -193,7 +195,8 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later"),
-            ));
+            )
+            .retry_after(1));
         }
         Ok(slot)
     }
@@ -541,6 +544,7 @@ impl App {
     /// Stops a node's processes and removes everything it left on the host. Idempotent.
     pub async fn destroy(&self, name: &str) {
         self.forwards.close_node(name);
+        self.gates.remove(name);
         let dir = self.node_dir(name);
         if let Some(st) = bulkhead_jail::read_supervisor_state(&dir) {
             if bulkhead_jail::supervisor_alive(&st) {

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod error;
 pub mod forward;
+pub mod gate;
 pub mod network;
 pub mod operations;
 pub mod pool;
@@ -296,6 +297,7 @@ pub async fn run(cfg: TenantConfig, state_root: PathBuf) -> Result<(), StartErro
         started: Instant::now(),
         net: net.clone(),
         forwards: Default::default(),
+        gates: Default::default(),
         vm,
     });
     let (adopted, removed) = app.reconcile().await;

@@ -411,8 +411,9 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         command,
     } = a;
     let node = node.as_str();
+    // base64 frames: binary output reaches stdout byte for byte.
     let mut q = format!(
-        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}",
+        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}&stdio=base64",
         enc(node),
         enc(&command[0])
     );
@@ -480,12 +481,12 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             match serde_json::from_slice::<ExecFrame>(&line).context("malformed exec frame")? {
-                ExecFrame::Stdout { data } => {
-                    out.write_all(data.as_bytes())?;
+                ExecFrame::Stdout { data, encoding } => {
+                    out.write_all(&output_bytes(data, encoding)?)?;
                     out.flush()?;
                 }
-                ExecFrame::Stderr { data } => {
-                    err.write_all(data.as_bytes())?;
+                ExecFrame::Stderr { data, encoding } => {
+                    err.write_all(&output_bytes(data, encoding)?)?;
                     err.flush()?;
                 }
                 ExecFrame::Exit {
@@ -506,6 +507,18 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         }
     }
     bail!("exec stream ended without an exit status")
+}
+
+/// One output frame's bytes: base64 frames decoded, text as it came.
+fn output_bytes(data: String, encoding: Option<String>) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    match encoding.as_deref() {
+        None | Some("text") => Ok(data.into_bytes()),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .context("exec frame is not valid base64"),
+        Some(e) => bail!("exec frame has an unknown encoding {e:?}"),
+    }
 }
 
 /// `NODE:/path` names a path in a node; anything else is local.

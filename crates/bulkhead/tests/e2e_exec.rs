@@ -1,0 +1,184 @@
+//! End to end: exec under load (many concurrent execs on one node, a node out of pids), binary
+//! exec output (`stdio=base64`), and what `vm cp` does with a node's symlinks on the client.
+
+mod common;
+
+use bulkhead_api::client::full_body;
+use bulkhead_api::BufferedExec;
+use common::*;
+use http_body_util::BodyExt;
+use hyper::Method;
+use std::collections::BTreeMap;
+
+/// What one buffered exec ended with: the exit code, or the HTTP status and error code.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Exit(i32),
+    /// Status, code, Retry-After, message.
+    Refused(u16, String, Option<String>, String),
+    Broken(String),
+}
+
+async fn buffered(c: &bulkhead_api::Client, path: &str) -> Outcome {
+    let resp = match c.send(Method::POST, path, full_body(""), None).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Broken(e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    let bytes = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Outcome::Broken(format!("body: {e}")),
+    };
+    if status == 200 {
+        return match serde_json::from_slice::<BufferedExec>(&bytes) {
+            Ok(b) => Outcome::Exit(b.exit_code),
+            Err(e) => Outcome::Broken(format!("{e}: {}", String::from_utf8_lossy(&bytes))),
+        };
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let code = v["code"].as_str().unwrap_or("?").to_string();
+    let msg = v["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        !msg.is_empty(),
+        "status {status} ({code}) came without a message"
+    );
+    Outcome::Refused(status, code, retry, msg)
+}
+
+fn tally(outs: &[Outcome]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for o in outs {
+        let k = match o {
+            Outcome::Exit(c) => format!("exit {c}"),
+            Outcome::Refused(s, c, _, _) => format!("{s} {c}"),
+            Outcome::Broken(e) => format!("broken: {e}"),
+        };
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Issue #8: 300 concurrent execs on one node used to end in 500 (`fork: EAGAIN`) and 502
+/// ("agent went away") although the agent was fine. Now each one succeeds or is refused with
+/// a clear, retryable status, and the node still works afterwards.
+#[test]
+fn three_hundred_concurrent_execs_on_one_node() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("eload", &[]);
+    let n = d.add();
+    let rt = rt();
+    let c = d.client();
+    let t = std::time::Instant::now();
+    let outs: Vec<Outcome> = rt.block_on(async {
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let (c, n) = (c.clone(), n.clone());
+                tokio::spawn(async move {
+                    buffered(&c, &format!("/vm/{n}/exec?cmd=sleep&args=3&buffered=true")).await
+                })
+            })
+            .collect();
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    });
+    let counts = tally(&outs);
+    eprintln!("300 execs in {:?}: {counts:?}", t.elapsed());
+    for o in &outs {
+        match o {
+            Outcome::Exit(0) => {}
+            Outcome::Refused(429 | 503, code, retry, _)
+                if matches!(code.as_str(), "node_busy" | "pids_limit") =>
+            {
+                assert!(retry.is_some(), "{code} without Retry-After")
+            }
+            other => panic!("unclear outcome {other:?}; all: {counts:?}"),
+        }
+    }
+    // The default limits take 300 one-second execs without refusing any.
+    assert_eq!(counts.get("exit 0"), Some(&300), "{counts:?}");
+    let (code, out, _) = d.sh(&n, "echo still-fine");
+    assert_eq!((code, out.as_str()), (0, "still-fine\n"));
+    d.stop_and_assert_clean();
+}
+
+/// A node whose own workload holds every pid its cgroup allows: an exec is refused with 429
+/// `pids_limit` naming the limit, never a 500 or a 502; once the workload ends, execs work.
+#[test]
+fn exec_in_a_node_out_of_pids_is_429_pids_limit() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start_edited("epids", &[], |y| {
+        y.replace("    vcpu: 1\n", "    vcpu: 1\n    pids_max: 64\n")
+    });
+    assert!(d.config_text().contains("pids_max: 64"));
+    let n = d.add();
+    let rt = rt();
+    let c = d.client();
+    // The workload takes every pid it can get: sleepers in sessions of their own (so they
+    // outlive the exec), until fork fails. The shell then fails too, which is expected.
+    d.sh(
+        &n,
+        "while :; do setsid sleep 300 </dev/null >/dev/null 2>&1 & done",
+    );
+    let current: u64 = d
+        .cgroup_file(&n, "pids", "pids.current")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(current >= 50, "the node holds only {current} pids");
+    // Twenty execs at once into what is left: some may fit, the others are refused cleanly.
+    let outs: Vec<Outcome> = rt.block_on(async {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (c, n) = (c.clone(), n.clone());
+                tokio::spawn(async move {
+                    buffered(&c, &format!("/vm/{n}/exec?cmd=sleep&args=1&buffered=true")).await
+                })
+            })
+            .collect();
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    });
+    let counts = tally(&outs);
+    eprintln!("20 execs into a full node: {counts:?}");
+    for o in &outs {
+        match o {
+            Outcome::Exit(0) => {}
+            Outcome::Refused(429, code, Some(_), msg) if code == "pids_limit" => assert!(
+                msg.contains("pids_max: 64"),
+                "the refusal does not name the limit: {msg}"
+            ),
+            Outcome::Refused(503, code, Some(_), _) if code == "node_busy" => {}
+            other => panic!("exec in a node out of pids answered {other:?}; all: {counts:?}"),
+        }
+    }
+    assert!(counts.contains_key("429 pids_limit"), "{counts:?}");
+    // The workload ends (killed from the host: the node has no pid left to run `kill`).
+    let procs = d.cgroup_file(&n, "pids", "cgroup.procs");
+    let init = d.supervisor_state(&n)["init_pid"].as_i64().unwrap_or(0) as i32;
+    for p in procs.split_whitespace() {
+        let pid: i32 = p.parse().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" && pid != init {
+            // SAFETY: signalling a sleeper this test started in its own node.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, out, _) = d.sh(&n, "echo recovered");
+    assert_eq!((code, out.as_str()), (0, "recovered\n"));
+    d.stop_and_assert_clean();
+}
