@@ -182,3 +182,124 @@ fn exec_in_a_node_out_of_pids_is_429_pids_limit() {
     assert_eq!((code, out.as_str()), (0, "recovered\n"));
     d.stop_and_assert_clean();
 }
+
+/// Bytes of every value, in an order that is not a repeating pattern.
+fn binary_blob(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if i < 256 {
+                i as u8
+            } else {
+                (x >> 7) as u8
+            }
+        })
+        .collect()
+}
+
+fn post_bytes(rt: &tokio::runtime::Runtime, c: &bulkhead_api::Client, path: &str) -> Vec<u8> {
+    let resp = rt
+        .block_on(c.send_ok(Method::POST, path, full_body(""), None))
+        .unwrap();
+    rt.block_on(resp.into_body().collect())
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+/// Issue #8: binary exec output used to be mangled into JSON-escaped text (and grew about
+/// sixfold). `stdio=base64` carries it exactly, streamed and buffered, as Slicer's SDKs
+/// expect; the CLI uses it, so `vm exec NODE -- cat FILE` is byte-exact.
+#[test]
+fn binary_exec_output_round_trips_with_stdio_base64() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("eb64", &[]);
+    let n = d.add();
+    let rt = rt();
+    let c = d.client();
+    let blob = binary_blob(3 << 20);
+    let local = d.dir.path().join("blob.bin");
+    std::fs::write(&local, &blob).unwrap();
+    d.vm_ok(&["cp", local.to_str().unwrap(), &format!("{n}:/blob.bin")]);
+
+    // Streamed: every output frame says base64 and the decoded bytes are the file.
+    let body = post_bytes(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=cat&args=/blob.bin&stdio=base64"),
+    );
+    let mut got = Vec::new();
+    let mut exit = None;
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        match v["type"].as_str().unwrap() {
+            "stdout" => {
+                assert_eq!(v["encoding"], "base64", "{v}");
+                got.extend(b64.decode(v["data"].as_str().unwrap()).unwrap());
+            }
+            "exit" => exit = v["exit_code"].as_i64(),
+            "started" => {}
+            other => panic!("unexpected frame {other}: {v}"),
+        }
+    }
+    assert_eq!(exit, Some(0));
+    assert!(got == blob, "streamed base64 output differs from the file");
+    let wire_b64 = body.len();
+
+    // Buffered: one body with `encoding` and base64 stdout/stderr.
+    let body = post_bytes(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=sh&args=-c&args=cat%20/blob.bin;%20printf%20%27%5C377e%27%20%3E%262&stdio=base64&buffered=true"),
+    );
+    let b: BufferedExec = serde_json::from_slice(&body).unwrap();
+    assert_eq!(b.encoding.as_deref(), Some("base64"));
+    assert!(b64.decode(&b.stdout).unwrap() == blob, "buffered output differs");
+    assert_eq!(b64.decode(&b.stderr).unwrap(), b"\xffe");
+    assert_eq!(b.exit_code, 0);
+
+    // Text stays the default and says nothing about encoding; binary is lossy there.
+    let body = post_bytes(&rt, &c, &format!("/vm/{n}/exec?cmd=cat&args=/blob.bin"));
+    let wire_text = body.len();
+    assert!(!String::from_utf8_lossy(&body).contains("\"encoding\""));
+    let body = post_bytes(
+        &rt,
+        &c,
+        &format!("/vm/{n}/exec?cmd=echo&args=hi&stdio=text&buffered=true"),
+    );
+    let b: BufferedExec = serde_json::from_slice(&body).unwrap();
+    assert_eq!((b.stdout.as_str(), b.encoding), ("hi\n", None));
+    eprintln!(
+        "3 MiB of binary output: {wire_b64} bytes on the wire as base64, {wire_text} as text"
+    );
+    assert!(wire_b64 < blob.len() * 14 / 10, "base64 frames cost {wire_b64}");
+
+    // A bad value is a 400 naming the allowed ones.
+    let e = rt
+        .block_on(c.send_ok(
+            Method::POST,
+            &format!("/vm/{n}/exec?cmd=true&stdio=binary"),
+            full_body(""),
+            None,
+        ))
+        .err()
+        .expect("stdio=binary was accepted");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
+    assert!(
+        e.to_string().contains("text") && e.to_string().contains("base64"),
+        "{e}"
+    );
+
+    // The CLI writes the node's bytes to stdout exactly.
+    let o = d.vm(&["exec", &n, "--", "cat", "/blob.bin"]);
+    assert!(o.status.success());
+    assert!(o.stdout == blob, "vm exec stdout differs from the file");
+    d.stop_and_assert_clean();
+}
