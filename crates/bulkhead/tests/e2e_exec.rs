@@ -261,7 +261,10 @@ fn binary_exec_output_round_trips_with_stdio_base64() {
     );
     let b: BufferedExec = serde_json::from_slice(&body).unwrap();
     assert_eq!(b.encoding.as_deref(), Some("base64"));
-    assert!(b64.decode(&b.stdout).unwrap() == blob, "buffered output differs");
+    assert!(
+        b64.decode(&b.stdout).unwrap() == blob,
+        "buffered output differs"
+    );
     assert_eq!(b64.decode(&b.stderr).unwrap(), b"\xffe");
     assert_eq!(b.exit_code, 0);
 
@@ -279,7 +282,10 @@ fn binary_exec_output_round_trips_with_stdio_base64() {
     eprintln!(
         "3 MiB of binary output: {wire_b64} bytes on the wire as base64, {wire_text} as text"
     );
-    assert!(wire_b64 < blob.len() * 14 / 10, "base64 frames cost {wire_b64}");
+    assert!(
+        wire_b64 < blob.len() * 14 / 10,
+        "base64 frames cost {wire_b64}"
+    );
 
     // A bad value is a 400 naming the allowed ones.
     let e = rt
@@ -301,5 +307,74 @@ fn binary_exec_output_round_trips_with_stdio_base64() {
     let o = d.vm(&["exec", &n, "--", "cat", "/blob.bin"]);
     assert!(o.status.success());
     assert!(o.stdout == blob, "vm exec stdout differs from the file");
+    d.stop_and_assert_clean();
+}
+
+/// Issue #8: `vm cp NODE:/dir DEST` recreates the node's symlinks on the client. They are
+/// never followed, links that point outside DEST are named on stderr, and `--no-symlinks`
+/// skips them.
+#[test]
+fn cp_download_with_symlinks() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("ecpl", &[]);
+    let n = d.add();
+    let (code, _, err) = d.sh(
+        &n,
+        "mkdir -p /data/sub && echo a > /data/a.txt && echo b > /data/sub/b.txt && \
+         ln -s a.txt /data/rel && ln -s /etc/passwd /data/abs && ln -s ../../../x /data/sub/up",
+    );
+    assert_eq!(code, 0, "{err}");
+    let passwd = std::fs::read("/etc/passwd").unwrap();
+
+    let dst = d.dir.path().join("kept");
+    let o = d.vm(&["cp", &format!("{n}:/data"), dst.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dst.join("rel")).unwrap(), "a\n");
+    assert_eq!(
+        std::fs::read_link(dst.join("abs")).unwrap(),
+        std::path::Path::new("/etc/passwd")
+    );
+    assert!(
+        stderr.contains("2 symlink(s)") && stderr.contains("--no-symlinks"),
+        "{stderr}"
+    );
+
+    let dst = d.dir.path().join("skipped");
+    let o = d.vm(&[
+        "cp",
+        "--no-symlinks",
+        &format!("{n}:/data"),
+        dst.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        std::fs::read_to_string(dst.join("sub/b.txt")).unwrap(),
+        "b\n"
+    );
+    for l in ["rel", "abs", "sub/up"] {
+        assert!(
+            std::fs::symlink_metadata(dst.join(l)).is_err(),
+            "{l} was recreated"
+        );
+    }
+    assert!(
+        stderr.contains("skipped symlink abs -> /etc/passwd"),
+        "{stderr}"
+    );
+    // Only downloads take it.
+    let o = d.vm(&[
+        "cp",
+        "--no-symlinks",
+        dst.to_str().unwrap(),
+        &format!("{n}:/data2"),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("applies to downloads"));
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd);
     d.stop_and_assert_clean();
 }

@@ -116,6 +116,11 @@ pub enum VmCmd {
         args: ExecArgs,
     },
     /// Copy files: `cp ./dir NODE:/path` or `cp NODE:/path ./dir` (directories as tar)
+    ///
+    /// Downloading a directory recreates the node's symlinks as they are, so a link to an
+    /// absolute path (`/etc/passwd`) points at this machine's file; nothing is ever written
+    /// through a symlink or outside DST, and a note on stderr counts links that point outside
+    /// DST. `--no-symlinks` skips symlinks instead.
     Cp {
         #[command(flatten)]
         conn: Conn,
@@ -125,6 +130,9 @@ pub enum VmCmd {
         uid: Option<u32>,
         #[arg(long)]
         gid: Option<u32>,
+        /// Downloads: skip the node's symlinks (each is named on stderr)
+        #[arg(long)]
+        no_symlinks: bool,
     },
     /// Print a node's console log
     Logs {
@@ -288,7 +296,8 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             dst,
             uid,
             gid,
-        } => cp(&conn.client()?, &src, &dst, uid, gid).await?,
+            no_symlinks,
+        } => cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
         VmCmd::Logs { conn, node } => {
             let resp = conn
                 .client()?
@@ -534,7 +543,11 @@ async fn cp(
     dst: &str,
     uid: Option<u32>,
     gid: Option<u32>,
+    no_symlinks: bool,
 ) -> anyhow::Result<()> {
+    if no_symlinks && remote(src).is_none() {
+        bail!("--no-symlinks applies to downloads (cp NODE:/path DEST); uploads never follow local symlinks");
+    }
     let owner = uid.map(|u| format!("&uid={u}")).unwrap_or_default()
         + &gid.map(|g| format!("&gid={g}")).unwrap_or_default();
     match (remote(src), remote(dst)) {
@@ -601,9 +614,9 @@ async fn cp(
                         .await?;
                     let data = body_bytes(resp).await?;
                     std::fs::create_dir_all(dst).with_context(|| format!("creating {dst}"))?;
-                    tar::Archive::new(&data[..])
-                        .unpack(dst)
+                    let u = super::untar::unpack(&data, Path::new(dst), no_symlinks)
                         .with_context(|| format!("unpacking into {dst}"))?;
+                    super::untar::report(&u, dst);
                     eprintln!("copied {node}:{path} to {dst}");
                 }
                 Err(e) => return Err(e.into()),
