@@ -295,8 +295,7 @@ fn binary_exec_output_round_trips_with_stdio_base64() {
             full_body(""),
             None,
         ))
-        .err()
-        .expect("stdio=binary was accepted");
+        .expect_err("stdio=binary was accepted");
     assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
     assert!(
         e.to_string().contains("text") && e.to_string().contains("base64"),

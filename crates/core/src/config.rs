@@ -681,6 +681,22 @@ config:
     }
 
     #[test]
+    fn agent_concurrency_defaults_from_pids_and_is_bounded() {
+        let c = TenantConfig::parse(SLICER).unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 64);
+        let c = TenantConfig::parse(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      pids_max: 64"))
+            .unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 6);
+        let c = TenantConfig::parse(
+            &SLICER.replace("ram_gb: 4", "ram_gb: 4\n      agent_concurrency: 200"),
+        )
+        .unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 200);
+        let e = err_of(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      agent_concurrency: 0"));
+        assert!(e.contains("host_groups[0].agent_concurrency"), "{e}");
+    }
+
+    #[test]
     fn duplicate_groups_rejected() {
         let dup = SLICER.replace("  image:", "    - name: a3cf\n  image:");
         assert!(err_of(&dup).contains("defined twice"));

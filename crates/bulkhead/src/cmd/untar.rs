@@ -133,7 +133,10 @@ pub fn report(u: &Unpacked, dst: &str) {
 mod tests {
     use super::*;
 
-    fn tar_of(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    /// Path, kind, link target, contents.
+    type Entry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn tar_of(entries: &[Entry]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, link, data) in entries {
             let mut h = tar::Header::new_gnu();
@@ -171,7 +174,7 @@ mod tests {
         std::fs::write(outside.join("victim"), "untouched").unwrap();
         let o = outside.to_str().unwrap();
         let victim = format!("{o}/victim");
-        let attacks: Vec<Vec<(&str, T, &str, &[u8])>> = vec![
+        let attacks: Vec<Vec<Entry>> = vec![
             vec![
                 ("sub", T::Symlink, o, b""),
                 ("sub/planted", T::Regular, "", b"evil"),
