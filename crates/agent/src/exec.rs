@@ -122,7 +122,8 @@ fn spawn(
     stdout: &OwnedFd,
     stderr: &OwnedFd,
 ) -> Result<i32, Event> {
-    let (err_r, err_w) = pipe().map_err(|e| Event::error("internal", format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        pipe().map_err(|e| crate::server::resource_error("cannot create a pipe", &e))?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
@@ -251,7 +252,7 @@ pub(crate) fn run(req: ExecRequest, mut conn: UnixStream) {
 
 fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result<(), Event> {
     let prepared = prepare(req)?;
-    let io_err = |e: std::io::Error| Event::error("internal", format!("pipe: {e}"));
+    let io_err = |e: std::io::Error| crate::server::resource_error("cannot create a pipe", &e);
     let (out_r, out_w) = pipe().map_err(io_err)?;
     let (errp_r, errp_w) = pipe().map_err(io_err)?;
     let (in_r, in_w) = if req.stdin {
@@ -259,7 +260,7 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
         (r, Some(w))
     } else {
         let f = File::open("/dev/null")
-            .map_err(|e| Event::error("internal", format!("/dev/null: {e}")))?;
+            .map_err(|e| crate::server::resource_error("cannot open /dev/null", &e))?;
         (OwnedFd::from(f), None)
     };
     let pid = spawn(&prepared, req, &in_r, &out_w, &errp_w)?;

@@ -76,21 +76,7 @@ fn three_hundred_concurrent_execs_on_one_node() {
     let rt = rt();
     let c = d.client();
     let t = std::time::Instant::now();
-    let outs: Vec<Outcome> = rt.block_on(async {
-        let tasks: Vec<_> = (0..300)
-            .map(|_| {
-                let (c, n) = (c.clone(), n.clone());
-                tokio::spawn(async move {
-                    buffered(&c, &format!("/vm/{n}/exec?cmd=sleep&args=3&buffered=true")).await
-                })
-            })
-            .collect();
-        futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect()
-    });
+    let outs = fire(&rt, &c, &n, 300, "sleep&args=3");
     let counts = tally(&outs);
     eprintln!("300 execs in {:?}: {counts:?}", t.elapsed());
     for o in &outs {
@@ -109,6 +95,63 @@ fn three_hundred_concurrent_execs_on_one_node() {
     let (code, out, _) = d.sh(&n, "echo still-fine");
     assert_eq!((code, out.as_str()), (0, "still-fine\n"));
     d.stop_and_assert_clean();
+}
+
+/// The same load with the daemon's gate opened wide (`agent_concurrency: 4096`): the node's
+/// pids limit and the agent's listen queue now bite, and still no exec ends in a 500 or 502.
+#[test]
+fn execs_past_the_gate_are_refused_cleanly() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start_edited("ewide", &[], |y| {
+        y.replace(
+            "    vcpu: 1\n",
+            "    vcpu: 1\n    agent_concurrency: 4096\n",
+        )
+    });
+    let n = d.add();
+    let rt = rt();
+    let c = d.client();
+    let outs = fire(&rt, &c, &n, 300, "sleep&args=3");
+    let counts = tally(&outs);
+    eprintln!("300 execs through a wide gate: {counts:?}");
+    for o in &outs {
+        match o {
+            Outcome::Exit(0) => {}
+            Outcome::Refused(429, code, Some(_), msg) if code == "pids_limit" => {
+                assert!(msg.contains("pids_max: 1024"), "{msg}")
+            }
+            Outcome::Refused(503, code, Some(_), _) if code == "agent_busy" => {}
+            other => panic!("unclear outcome {other:?}; all: {counts:?}"),
+        }
+    }
+    let (code, out, _) = d.sh(&n, "echo still-fine");
+    assert_eq!((code, out.as_str()), (0, "still-fine\n"));
+    d.stop_and_assert_clean();
+}
+
+/// Fires `count` concurrent buffered execs of `cmd` (query-encoded: `sleep&args=3`).
+fn fire(
+    rt: &tokio::runtime::Runtime,
+    c: &bulkhead_api::Client,
+    n: &str,
+    count: usize,
+    cmd: &str,
+) -> Vec<Outcome> {
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..count)
+            .map(|_| {
+                let (c, path) = (c.clone(), format!("/vm/{n}/exec?cmd={cmd}&buffered=true"));
+                tokio::spawn(async move { buffered(&c, &path).await })
+            })
+            .collect();
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    })
 }
 
 /// A node whose own workload holds every pid its cgroup allows: an exec is refused with 429
@@ -138,21 +181,7 @@ fn exec_in_a_node_out_of_pids_is_429_pids_limit() {
         .unwrap();
     assert!(current >= 50, "the node holds only {current} pids");
     // Twenty execs at once into what is left: some may fit, the others are refused cleanly.
-    let outs: Vec<Outcome> = rt.block_on(async {
-        let tasks: Vec<_> = (0..20)
-            .map(|_| {
-                let (c, n) = (c.clone(), n.clone());
-                tokio::spawn(async move {
-                    buffered(&c, &format!("/vm/{n}/exec?cmd=sleep&args=1&buffered=true")).await
-                })
-            })
-            .collect();
-        futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect()
-    });
+    let outs = fire(&rt, &c, &n, 20, "sleep&args=1");
     let counts = tally(&outs);
     eprintln!("20 execs into a full node: {counts:?}");
     for o in &outs {
