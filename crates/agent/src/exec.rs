@@ -122,7 +122,8 @@ fn spawn(
     stdout: &OwnedFd,
     stderr: &OwnedFd,
 ) -> Result<i32, Event> {
-    let (err_r, err_w) = pipe().map_err(|e| Event::error("internal", format!("pipe: {e}")))?;
+    let (err_r, err_w) =
+        pipe().map_err(|e| crate::server::resource_error("cannot create a pipe", &e))?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
@@ -190,7 +191,7 @@ fn spawn(
         }
         Ok(pid)
     })
-    .map_err(|e| Event::error("internal", format!("fork: {e}")))?;
+    .map_err(|e| crate::server::resource_error("cannot start the command (fork)", &e))?;
     drop(err_w);
     let mut buf = [0u8; 8];
     let mut f = File::from(err_r);
@@ -216,7 +217,11 @@ fn spawn(
     Ok(pid)
 }
 
-fn pump(mut from: File, kind: Kind, w: Writer, done: mpsc::Sender<()>) {
+fn pump(mut from: File, kind: Kind, w: Writer, go: mpsc::Receiver<bool>, done: mpsc::Sender<()>) {
+    // Nothing is sent before `started`, nor for a command that could not be served.
+    if go.recv() != Ok(true) {
+        return;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -231,10 +236,14 @@ fn pump(mut from: File, kind: Kind, w: Writer, done: mpsc::Sender<()>) {
     let _ = done.send(());
 }
 
-pub(crate) fn run(req: ExecRequest, conn: UnixStream) {
+pub(crate) fn run(req: ExecRequest, mut conn: UnixStream) {
     let writer: Writer = Arc::new(Mutex::new(match conn.try_clone() {
         Ok(c) => c,
-        Err(_) => return,
+        Err(e) => {
+            let e = crate::server::resource_error("cannot serve the exec", &e);
+            let _ = proto::write_json(&mut conn, Kind::Event, &e);
+            return;
+        }
     }));
     if let Err(e) = run_inner(&req, conn, &writer) {
         let _ = send_event(&writer, &e);
@@ -243,7 +252,7 @@ pub(crate) fn run(req: ExecRequest, conn: UnixStream) {
 
 fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result<(), Event> {
     let prepared = prepare(req)?;
-    let io_err = |e: std::io::Error| Event::error("internal", format!("pipe: {e}"));
+    let io_err = |e: std::io::Error| crate::server::resource_error("cannot create a pipe", &e);
     let (out_r, out_w) = pipe().map_err(io_err)?;
     let (errp_r, errp_w) = pipe().map_err(io_err)?;
     let (in_r, in_w) = if req.stdin {
@@ -251,22 +260,36 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
         (r, Some(w))
     } else {
         let f = File::open("/dev/null")
-            .map_err(|e| Event::error("internal", format!("/dev/null: {e}")))?;
+            .map_err(|e| crate::server::resource_error("cannot open /dev/null", &e))?;
         (OwnedFd::from(f), None)
     };
     let pid = spawn(&prepared, req, &in_r, &out_w, &errp_w)?;
     drop((in_r, out_w, errp_w));
-    let _ = send_event(writer, &Event::Started { pid });
+    // Every thread the exec needs is started before the client hears `started`: threads count
+    // against the node's pids limit, and a command we cannot serve is killed and reported.
+    let give_up = |e: std::io::Error| {
+        // SAFETY: signalling the process group the command leads (setsid).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        reaper::wait(pid, Some(Duration::from_secs(5)));
+        crate::server::resource_error("cannot serve the command's output", &e)
+    };
 
     let (done_tx, done_rx) = mpsc::channel();
+    let mut go = Vec::new();
     for (fd, kind) in [(out_r, Kind::Stdout), (errp_r, Kind::Stderr)] {
         let (w, d) = (writer.clone(), done_tx.clone());
-        std::thread::spawn(move || pump(File::from(fd), kind, w, d));
+        let (go_tx, go_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || pump(File::from(fd), kind, w, go_rx, d))
+            .map_err(give_up)?;
+        go.push(go_tx);
     }
     drop(done_tx);
 
     // Reads stdin frames; when the client goes away, the command's process group is killed.
-    std::thread::spawn(move || {
+    let stdin_reader = std::thread::Builder::new().stack_size(128 * 1024);
+    let started = stdin_reader.spawn(move || {
         let mut stdin = in_w.map(File::from);
         loop {
             match proto::read_frame(&mut conn) {
@@ -288,6 +311,11 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
             }
         }
     });
+    started.map_err(give_up)?;
+    let _ = send_event(writer, &Event::Started { pid });
+    for g in go {
+        let _ = g.send(true);
+    }
 
     let timeout = req.timeout_ms.map(Duration::from_millis);
     let mut timed_out = false;

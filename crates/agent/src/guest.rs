@@ -265,9 +265,7 @@ pub fn boot() -> ! {
             return;
         };
         if m2.attach(id, a, false).is_ok() {
-            let _ = std::thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn(move || server::handle(b, started));
+            server::spawn_handler(b, started);
         }
     });
     eprintln!("bulkhead-guest: agent port closed ({r:?}); powering off");

@@ -17,6 +17,11 @@ use std::io::{self, Read, Write};
 /// Largest payload of one frame. Bigger data is split into several frames.
 pub const MAX_FRAME: usize = 256 * 1024;
 
+/// Error code: the node hit its pids limit (fork or thread creation failed with EAGAIN).
+pub const PIDS_LIMIT: &str = "pids_limit";
+/// Error code: the agent ran out of another resource (file descriptors); retry later.
+pub const AGENT_BUSY: &str = "agent_busy";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {

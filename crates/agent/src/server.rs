@@ -29,11 +29,7 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
     eprintln!("bulkhead-agent: ready (pid {})", std::process::id());
     loop {
         match listener.accept() {
-            Ok((conn, _)) => {
-                let _ = std::thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || handle(conn, started));
-            }
+            Ok((conn, _)) => spawn_handler(conn, started),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -49,6 +45,42 @@ pub fn serve(listen_fd: i32, pid1: bool) -> ! {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
+    }
+}
+
+/// Serves one connection on a thread of its own. When no thread can be had (the node's pids
+/// limit counts threads too), the client is told so instead of seeing the connection drop,
+/// which it could not tell from an agent that died.
+pub(crate) fn spawn_handler(conn: UnixStream, started: Instant) {
+    let spare = conn.try_clone();
+    let r = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || handle(conn, started));
+    if let (Err(e), Ok(mut c)) = (r, spare) {
+        // A small frame fits the socket's buffer; never let one client stall the accept loop.
+        let _ = c.set_write_timeout(Some(std::time::Duration::from_millis(200)));
+        reply_error(
+            &mut c,
+            resource_error("cannot start a thread for the request", &e),
+        );
+    }
+}
+
+/// The error event for a resource the node ran out of: EAGAIN from fork or thread creation is
+/// the node's pids limit (processes and threads); anything else is internal.
+pub(crate) fn resource_error(what: &str, e: &std::io::Error) -> Event {
+    if e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == std::io::ErrorKind::WouldBlock {
+        Event::error(
+            proto::PIDS_LIMIT,
+            format!("{what}: the node is at its limit of processes and threads ({e})"),
+        )
+    } else if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+        Event::error(
+            proto::AGENT_BUSY,
+            format!("{what}: the agent is out of file descriptors ({e})"),
+        )
+    } else {
+        Event::error("internal", format!("{what}: {e}"))
     }
 }
 

@@ -143,11 +143,17 @@ pub enum ExecFrame {
         pid: i32,
         started_at: String,
     },
+    /// `encoding` is `base64` when the exec asked for `stdio=base64`; `data` is then the
+    /// chunk's bytes in standard base64. Absent for text.
     Stdout {
         data: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<String>,
     },
     Stderr {
         data: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encoding: Option<String>,
     },
     Exit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +175,9 @@ pub enum ExecFrame {
 pub struct BufferedExec {
     pub stdout: String,
     pub stderr: String,
+    /// `base64` when the exec asked for `stdio=base64` (stdout and stderr are then base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
     pub exit_code: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,

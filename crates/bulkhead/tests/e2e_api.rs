@@ -38,7 +38,7 @@ fn frames(
 fn stdout_of(f: &[ExecFrame]) -> String {
     f.iter()
         .filter_map(|x| {
-            if let ExecFrame::Stdout { data } = x {
+            if let ExecFrame::Stdout { data, .. } = x {
                 Some(data.as_str())
             } else {
                 None
@@ -78,7 +78,7 @@ fn exec_semantics() {
     assert_eq!(stdout_of(&f), "out\n");
     assert!(f
         .iter()
-        .any(|x| matches!(x, ExecFrame::Stderr { data } if data == "err\n")));
+        .any(|x| matches!(x, ExecFrame::Stderr { data, .. } if data == "err\n")));
     assert_eq!(exit_of(&f), (Some(7), None, false));
     // env, cwd, uid and gid
     let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20$FOO:$(pwd):$(id%20-u):$(id%20-g)&env=FOO%3Dbar&cwd=/tmp&uid=1000&gid=1001"), "");
@@ -128,6 +128,7 @@ fn exec_semantics() {
         BufferedExec {
             stdout: "42\n".into(),
             stderr: String::new(),
+            encoding: None,
             exit_code: 0,
             signal: None,
             timed_out: false

@@ -103,6 +103,9 @@ pub struct RawHostGroup {
     /// Per-user kernel object limits inside each node (`crate::kernel_limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_limits: Option<crate::kernel_limits::RawKernelLimits>,
+    /// bulkhead: agent operations (exec, cp) that run at once per node; more wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<RawNetwork>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -180,6 +183,8 @@ pub struct HostGroup {
     pub storage_bytes: u64,
     pub pids_max: u64,
     pub kernel_limits: crate::kernel_limits::KernelLimits,
+    /// Exec and copy operations that run at once per node (see [`default_agent_concurrency`]).
+    pub agent_concurrency: u32,
     pub network: GroupNetwork,
     pub dns_servers: Vec<std::net::Ipv4Addr>,
     pub userdata: Option<String>,
@@ -214,6 +219,17 @@ pub const DEFAULT_IMAGE: &str = "minimal";
 pub const DEFAULT_STORAGE: u64 = 1 << 30;
 pub const DEFAULT_RAM: u64 = 512 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
+/// Pids (processes and threads) one exec costs a node at least: the agent's connection,
+/// output and stdin threads, and the command itself.
+pub const PIDS_PER_EXEC: u64 = 5;
+/// Most agent operations per node by default, whatever the pids limit.
+pub const DEFAULT_AGENT_CONCURRENCY: u32 = 64;
+
+/// Agent operations per node when the config does not say: 64, or fewer where the node's pids
+/// limit could not hold that many execs beside a workload of half the limit.
+pub fn default_agent_concurrency(pids_max: u64) -> u32 {
+    ((pids_max / 2 / PIDS_PER_EXEC) as u32).clamp(1, DEFAULT_AGENT_CONCURRENCY)
+}
 pub const MAX_COUNT: u32 = 256;
 /// Sanity bounds that hold on any host, so that no later sum or unit conversion can overflow;
 /// [`TenantConfig::check_host`] holds a config to the actual host's figures.
@@ -568,6 +584,15 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
     }
     let kernel_limits = crate::kernel_limits::KernelLimits::validate(p, g.kernel_limits.as_ref())
         .map_err(|(k, m)| key_err(k, m))?;
+    let agent_concurrency = g
+        .agent_concurrency
+        .unwrap_or_else(|| default_agent_concurrency(pids_max));
+    if !(1..=4096).contains(&agent_concurrency) {
+        return Err(key_err(
+            format!("{p}.agent_concurrency"),
+            "must be between 1 and 4096",
+        ));
+    }
     let rn = g.network.clone().unwrap_or_default();
     let mode = match rn.mode.as_deref().unwrap_or("none") {
         "none" => NetworkMode::None,
@@ -619,6 +644,7 @@ fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, ConfigError> {
         storage_bytes,
         pids_max,
         kernel_limits,
+        agent_concurrency,
         network,
         dns_servers,
         userdata,
@@ -732,6 +758,22 @@ config:
         )
         .unwrap();
         assert_eq!(c.forward_ports, (20000, 20999));
+    }
+
+    #[test]
+    fn agent_concurrency_defaults_from_pids_and_is_bounded() {
+        let c = TenantConfig::parse(SLICER).unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 64);
+        let c = TenantConfig::parse(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      pids_max: 64"))
+            .unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 6);
+        let c = TenantConfig::parse(
+            &SLICER.replace("ram_gb: 4", "ram_gb: 4\n      agent_concurrency: 200"),
+        )
+        .unwrap();
+        assert_eq!(c.groups[0].agent_concurrency, 200);
+        let e = err_of(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      agent_concurrency: 0"));
+        assert!(e.contains("host_groups[0].agent_concurrency"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct App {
     pub forwards: crate::forward::Forwards,
     /// What the API listener has done (open, rejected, timed-out connections).
     pub conn_stats: std::sync::Arc<crate::serve::ConnStats>,
+    /// Per-node turns at the agent (exec, copy): `gate.rs`.
+    pub gates: crate::gate::Gates,
     /// The microVM driver, when `hypervisor: qemu`.
     pub vm: Option<std::sync::Arc<crate::vmdriver::VmRuntime>>,
 }
@@ -195,7 +197,8 @@ impl App {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later"),
-            ));
+            )
+            .retry_after(1));
         }
         Ok(slot)
     }
@@ -544,6 +547,7 @@ impl App {
     /// Stops a node's processes and removes everything it left on the host. Idempotent.
     pub async fn destroy(&self, name: &str) {
         self.forwards.close_node(name);
+        self.gates.remove(name);
         let dir = self.node_dir(name);
         if let Some(st) = bulkhead_jail::read_supervisor_state(&dir) {
             if bulkhead_jail::supervisor_alive(&st) {

@@ -9,6 +9,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (refusals that a later retry can get past).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -17,7 +19,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+    /// Adds a `Retry-After` header to the answer.
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -54,9 +62,16 @@ impl ApiError {
             "command_not_found" => (StatusCode::BAD_REQUEST, "command_not_found"),
             "invalid_argument" => (StatusCode::BAD_REQUEST, "invalid_request"),
             "exec_failed" => (StatusCode::BAD_REQUEST, "exec_failed"),
+            // The node's own pids limit: its workload (or too many execs) holds every pid.
+            "pids_limit" => (StatusCode::TOO_MANY_REQUESTS, "pids_limit"),
+            "agent_busy" => (StatusCode::SERVICE_UNAVAILABLE, "agent_busy"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "agent_error"),
         };
-        ApiError::new(status, code, message)
+        let e = ApiError::new(status, code, message);
+        match code {
+            "pids_limit" | "agent_busy" => e.retry_after(1),
+            _ => e,
+        }
     }
     /// A connection that sent part of a request head and then too little for too long
     /// (`config.api.header_timeout`). Written by the connection server, not by a handler.
@@ -107,7 +122,12 @@ impl IntoResponse for ApiError {
             error: self.message,
             code: self.code.to_string(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }
 

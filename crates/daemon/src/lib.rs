@@ -5,6 +5,7 @@ pub mod app;
 pub mod error;
 pub mod forward;
 mod host_limits;
+pub mod gate;
 pub mod network;
 pub mod operations;
 pub mod pool;
@@ -323,6 +324,7 @@ pub async fn run(
             cfg.conns.forward_proxy_timeout,
         ),
         conn_stats: Default::default(),
+        gates: Default::default(),
         vm,
     });
     let (adopted, removed) = app.reconcile().await;

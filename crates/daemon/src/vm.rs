@@ -5,15 +5,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use bulkhead_agent::client::{self as agent, AgentError};
 use bulkhead_agent::proto::{Event, ExecRequest, Kind, Request, MAX_FRAME};
 use bulkhead_api::{names, BufferedExec, CopyInResult, ExecFrame, Health};
 use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
-use tokio::net::UnixStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::app::{now_rfc3339, App};
+use crate::app::now_rfc3339;
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::routes::AppState;
@@ -21,20 +22,40 @@ use crate::routes::AppState;
 /// Output kept by `buffered=true` execs, per stream.
 const MAX_BUFFERED: usize = 16 << 20;
 
-async fn connect(app: &App, node: &str) -> Result<UnixStream, ApiError> {
-    match UnixStream::connect(app.agent_socket(node)).await {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            if !app.node_alive(node) {
-                app.mark_stopped(node);
-                return Err(ApiError::conflict(
-                    "node_not_running",
-                    format!(
-                        "node {node:?} has stopped (its init exited): delete it and create another"
-                    ),
-                ));
-            }
-            Err(AgentError::Connect(e).into())
+/// How an exec's stdout and stderr travel (`stdio=`): UTF-8 text (lossy for binary output),
+/// or base64 (exact), as Slicer's API offers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stdio {
+    Text,
+    Base64,
+}
+
+impl Stdio {
+    fn parse(q: &Query) -> Result<Self, ApiError> {
+        match q.one("stdio")?.as_deref() {
+            None | Some("text") => Ok(Stdio::Text),
+            Some("base64") => Ok(Stdio::Base64),
+            Some(v) => Err(ApiError::bad_request(format!(
+                "stdio {v:?} is not supported: use text (the default) or base64"
+            ))),
+        }
+    }
+    fn encoding(self) -> Option<String> {
+        (self == Stdio::Base64).then(|| "base64".to_string())
+    }
+}
+
+/// Encodes one output stream's chunks for the wire.
+struct Encoder(Stdio, Utf8Carry);
+
+impl Encoder {
+    fn new(s: Stdio) -> Self {
+        Encoder(s, Utf8Carry::default())
+    }
+    fn push(&mut self, data: &[u8]) -> String {
+        match self.0 {
+            Stdio::Text => self.1.push(data),
+            Stdio::Base64 => B64.encode(data),
         }
     }
 }
@@ -146,22 +167,25 @@ pub async fn exec(
             "background",
             "ring_bytes",
             "timeout",
+            "stdio",
         ],
     )?;
     let req = exec_request(&q)?;
+    let stdio = Stdio::parse(&q)?;
     let (want_out, want_err, buffered) = (
         want(&q, "stdout")?,
         want(&q, "stderr")?,
         q.bool("buffered")?,
     );
-    app.running_node(&node)?;
+    let row = app.running_node(&node)?;
     let stdin = req.stdin;
-    let stream = connect(&app, &node).await?;
+    let turn = app.agent_turn(&node, &row.hostgroup).await?;
+    let stream = app.connect_agent(&node).await?;
     let (mut rd, mut wr) = stream.into_split();
-    agent::send_request(&mut wr, &Request::Exec(req))
-        .await
-        .map_err(AgentError::from)?;
-    let pid = match agent::expect_event(&mut rd).await? {
+    let started = app
+        .open_op(&node, &row.hostgroup, &mut rd, &mut wr, &Request::Exec(req))
+        .await?;
+    let pid = match started {
         Event::Started { pid } => pid,
         e => {
             return Err(ApiError::internal(format!(
@@ -194,18 +218,20 @@ pub async fn exec(
         let mut out = BufferedExec {
             stdout: String::new(),
             stderr: String::new(),
+            encoding: stdio.encoding(),
             exit_code: -1,
             signal: None,
             timed_out: false,
         };
-        let (mut co, mut ce) = (Utf8Carry::default(), Utf8Carry::default());
+        // Raw bytes, encoded once at the end (base64 of the whole, not of each chunk).
+        let (mut bo, mut be) = (Vec::new(), Vec::new());
         loop {
             match agent::read_frame(&mut rd).await.map_err(AgentError::from)? {
-                Some((Kind::Stdout, d)) if want_out && out.stdout.len() < MAX_BUFFERED => {
-                    out.stdout.push_str(&co.push(&d))
+                Some((Kind::Stdout, d)) if want_out && bo.len() < MAX_BUFFERED => {
+                    bo.extend_from_slice(&d)
                 }
-                Some((Kind::Stderr, d)) if want_err && out.stderr.len() < MAX_BUFFERED => {
-                    out.stderr.push_str(&ce.push(&d))
+                Some((Kind::Stderr, d)) if want_err && be.len() < MAX_BUFFERED => {
+                    be.extend_from_slice(&d)
                 }
                 Some((Kind::Event, p)) => match agent::parse_event(&p)? {
                     Event::Exit {
@@ -233,7 +259,14 @@ pub async fn exec(
                 }
             }
         }
-        drop(stdin_task);
+        drop((stdin_task, turn));
+        (out.stdout, out.stderr) = match stdio {
+            Stdio::Text => (
+                String::from_utf8_lossy(&bo).into_owned(),
+                String::from_utf8_lossy(&be).into_owned(),
+            ),
+            Stdio::Base64 => (B64.encode(&bo), B64.encode(&be)),
+        };
         return Ok(Json(out).into_response());
     }
 
@@ -251,7 +284,8 @@ pub async fn exec(
         .await;
     tokio::spawn(async move {
         let _keep_stdin_open = stdin_task;
-        let (mut co, mut ce) = (Utf8Carry::default(), Utf8Carry::default());
+        let _turn = turn;
+        let (mut co, mut ce) = (Encoder::new(stdio), Encoder::new(stdio));
         loop {
             // Waiting on the agent alone would not notice a client that left while the command
             // is silent: hyper drops the body (our receiver) when the client goes.
@@ -272,8 +306,14 @@ pub async fn exec(
                 }
             };
             let out = match frame {
-                (Kind::Stdout, d) if want_out => ExecFrame::Stdout { data: co.push(&d) },
-                (Kind::Stderr, d) if want_err => ExecFrame::Stderr { data: ce.push(&d) },
+                (Kind::Stdout, d) if want_out => ExecFrame::Stdout {
+                    data: co.push(&d),
+                    encoding: stdio.encoding(),
+                },
+                (Kind::Stderr, d) if want_err => ExecFrame::Stderr {
+                    data: ce.push(&d),
+                    encoding: stdio.encoding(),
+                },
                 (Kind::Event, p) => match agent::parse_event(&p) {
                     Ok(Event::Exit {
                         code,
@@ -337,12 +377,20 @@ pub async fn copy_out(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let (_, path, tar) = cp_query(q, &["path", "mode"])?;
-    app.running_node(&node)?;
-    let mut s = connect(&app, &node).await?;
-    agent::send_request(&mut s, &Request::CopyOut { path, tar })
-        .await
-        .map_err(AgentError::from)?;
-    let mode = match agent::expect_event(&mut s).await? {
+    let row = app.running_node(&node)?;
+    let turn = app.agent_turn(&node, &row.hostgroup).await?;
+    let s = app.connect_agent(&node).await?;
+    let (mut rd, mut wr) = s.into_split();
+    let first = app
+        .open_op(
+            &node,
+            &row.hostgroup,
+            &mut rd,
+            &mut wr,
+            &Request::CopyOut { path, tar },
+        )
+        .await?;
+    let mode = match first {
         Event::File { mode, .. } => mode,
         e => {
             return Err(ApiError::internal(format!(
@@ -352,8 +400,9 @@ pub async fn copy_out(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
+        let _keep = (turn, wr);
         loop {
-            match agent::read_frame(&mut s).await {
+            match agent::read_frame(&mut rd).await {
                 Ok(Some((Kind::Data, d))) if d.is_empty() => return,
                 Ok(Some((Kind::Data, d))) => {
                     if tx.send(Ok(Bytes::from(d))).await.is_err() {
@@ -404,21 +453,24 @@ pub async fn copy_in(
         })
         .transpose()?;
     let (uid, gid) = (q.u32("uid")?, q.u32("gid")?);
-    app.running_node(&node)?;
-    let s = connect(&app, &node).await?;
+    let row = app.running_node(&node)?;
+    let _turn = app.agent_turn(&node, &row.hostgroup).await?;
+    let s = app.connect_agent(&node).await?;
     let (mut rd, mut wr) = s.into_split();
-    agent::send_request(
-        &mut wr,
-        &Request::CopyIn {
-            path: path.clone(),
-            tar,
-            uid,
-            gid,
-            mode,
-        },
-    )
-    .await
-    .map_err(AgentError::from)?;
+    let req = Request::CopyIn {
+        path: path.clone(),
+        tar,
+        uid,
+        gid,
+        mode,
+    };
+    if let Err(e) = agent::send_request(&mut wr, &req).await {
+        // The agent may have refused the connection at once (pids limit): say why.
+        return Err(match agent::expect_event(&mut rd).await {
+            Err(r @ AgentError::Remote { .. }) => app.explain(&node, &row.hostgroup, r.into()),
+            _ => AgentError::from(e).into(),
+        });
+    }
     let mut data = body.into_data_stream();
     let mut upload_err = None;
     while let Some(chunk) = data.next().await {
@@ -449,7 +501,10 @@ pub async fn copy_in(
         )));
     }
     let _ = agent::write_frame(&mut wr, Kind::Data, &[]).await;
-    match agent::expect_event(&mut rd).await? {
+    let done = agent::expect_event(&mut rd)
+        .await
+        .map_err(|e| app.explain(&node, &row.hostgroup, e.into()))?;
+    match done {
         Event::Done { bytes } => Ok(Json(CopyInResult { path, bytes })),
         e => Err(ApiError::internal(format!(
             "agent answered upload with {e:?}"

@@ -2,5 +2,6 @@
 
 pub mod image;
 pub mod new;
+pub mod untar;
 pub mod up;
 pub mod vm;

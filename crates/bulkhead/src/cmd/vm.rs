@@ -116,6 +116,11 @@ pub enum VmCmd {
         args: ExecArgs,
     },
     /// Copy files: `cp ./dir NODE:/path` or `cp NODE:/path ./dir` (directories as tar)
+    ///
+    /// Downloading a directory recreates the node's symlinks as they are, so a link to an
+    /// absolute path (`/etc/passwd`) points at this machine's file; nothing is ever written
+    /// through a symlink or outside DST, and a note on stderr counts links that point outside
+    /// DST. `--no-symlinks` skips symlinks instead.
     Cp {
         #[command(flatten)]
         conn: Conn,
@@ -125,6 +130,9 @@ pub enum VmCmd {
         uid: Option<u32>,
         #[arg(long)]
         gid: Option<u32>,
+        /// Downloads: skip the node's symlinks (each is named on stderr)
+        #[arg(long)]
+        no_symlinks: bool,
     },
     /// Print a node's console log
     Logs {
@@ -288,7 +296,8 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             dst,
             uid,
             gid,
-        } => cp(&conn.client()?, &src, &dst, uid, gid).await?,
+            no_symlinks,
+        } => cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
         VmCmd::Logs { conn, node } => {
             let resp = conn
                 .client()?
@@ -411,8 +420,9 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         command,
     } = a;
     let node = node.as_str();
+    // base64 frames: binary output reaches stdout byte for byte.
     let mut q = format!(
-        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}",
+        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}&stdio=base64",
         enc(node),
         enc(&command[0])
     );
@@ -480,12 +490,12 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             match serde_json::from_slice::<ExecFrame>(&line).context("malformed exec frame")? {
-                ExecFrame::Stdout { data } => {
-                    out.write_all(data.as_bytes())?;
+                ExecFrame::Stdout { data, encoding } => {
+                    out.write_all(&output_bytes(data, encoding)?)?;
                     out.flush()?;
                 }
-                ExecFrame::Stderr { data } => {
-                    err.write_all(data.as_bytes())?;
+                ExecFrame::Stderr { data, encoding } => {
+                    err.write_all(&output_bytes(data, encoding)?)?;
                     err.flush()?;
                 }
                 ExecFrame::Exit {
@@ -508,6 +518,18 @@ async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
     bail!("exec stream ended without an exit status")
 }
 
+/// One output frame's bytes: base64 frames decoded, text as it came.
+fn output_bytes(data: String, encoding: Option<String>) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    match encoding.as_deref() {
+        None | Some("text") => Ok(data.into_bytes()),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .context("exec frame is not valid base64"),
+        Some(e) => bail!("exec frame has an unknown encoding {e:?}"),
+    }
+}
+
 /// `NODE:/path` names a path in a node; anything else is local.
 fn remote(s: &str) -> Option<(&str, &str)> {
     let (node, path) = s.split_once(':')?;
@@ -521,7 +543,11 @@ async fn cp(
     dst: &str,
     uid: Option<u32>,
     gid: Option<u32>,
+    no_symlinks: bool,
 ) -> anyhow::Result<()> {
+    if no_symlinks && remote(src).is_none() {
+        bail!("--no-symlinks applies to downloads (cp NODE:/path DEST); uploads never follow local symlinks");
+    }
     let owner = uid.map(|u| format!("&uid={u}")).unwrap_or_default()
         + &gid.map(|g| format!("&gid={g}")).unwrap_or_default();
     match (remote(src), remote(dst)) {
@@ -588,9 +614,9 @@ async fn cp(
                         .await?;
                     let data = body_bytes(resp).await?;
                     std::fs::create_dir_all(dst).with_context(|| format!("creating {dst}"))?;
-                    tar::Archive::new(&data[..])
-                        .unpack(dst)
+                    let u = super::untar::unpack(&data, Path::new(dst), no_symlinks)
                         .with_context(|| format!("unpacking into {dst}"))?;
+                    super::untar::report(&u, dst);
                     eprintln!("copied {node}:{path} to {dst}");
                 }
                 Err(e) => return Err(e.into()),

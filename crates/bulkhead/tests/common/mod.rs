@@ -112,6 +112,17 @@ impl Daemon {
         Self::start_with_yaml(tenant, dir, &yaml)
     }
 
+    /// Like [`Daemon::start`], with the generated config passed through `edit` first.
+    pub fn start_edited(prefix: &str, extra: &[&str], edit: impl Fn(String) -> String) -> Daemon {
+        let tenant = unique_tenant(prefix);
+        let dir = test_dir();
+        let socket = dir.path().join("api.sock");
+        let mut args = vec!["new", &tenant, "--socket", socket.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let yaml = edit(cli_ok(&args));
+        Self::start_with_yaml(tenant, dir, &yaml)
+    }
+
     pub fn start_with_yaml(tenant: String, dir: tempfile::TempDir, yaml: &str) -> Daemon {
         let config = dir.path().join("tenant.yaml");
         std::fs::write(&config, yaml).unwrap();
