@@ -387,7 +387,7 @@ impl App {
                 millicpus: row.cpus as u64 * 1000,
                 pids_max: g.pids_max,
             },
-            storage_bytes: g.storage_bytes,
+            storage_bytes: bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes),
             network,
             seccomp: self.seccomp.clone(),
             vm: None,
