@@ -237,8 +237,10 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
 fn check_merge(from: &Dir, to: &Dir, rel: &Path, target: &Path) -> Result<(), Event> {
     let io = |e: io::Error| io_event("cannot read", &target.join(rel).display().to_string(), &e);
     for name in from.names().map_err(io)? {
-        let (Some(s), Some(t)) = (from.stat_at(&name).map_err(io)?, to.stat_at(&name).map_err(io)?)
-        else {
+        let (Some(s), Some(t)) = (
+            from.stat_at(&name).map_err(io)?,
+            to.stat_at(&name).map_err(io)?,
+        ) else {
             continue;
         };
         let at = target.join(rel).join(&name);
@@ -318,7 +320,10 @@ pub(crate) fn copy_in_tar(
             let parent = target.parent().unwrap_or(Path::new("/"));
             fs::create_dir_all(parent).map_err(|e| io("cannot create", e))?;
             let name = target.file_name().unwrap_or_default().to_os_string();
-            (Dir::open(parent).map_err(|e| io("cannot open", e))?, Some(name))
+            (
+                Dir::open(parent).map_err(|e| io("cannot open", e))?,
+                Some(name),
+            )
         }
         Err(e) => return Err(io("cannot read", e)),
     };
@@ -328,7 +333,17 @@ pub(crate) fn copy_in_tar(
         unpack_into(r, &stage)?;
         let chown = uid.is_some() || gid.is_some();
         if chown {
-            chown_tree(&stage.proc_path(), uid.unwrap_or(0), gid.unwrap_or(0))
+            let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
+            // The staging root through its fd (lchown of `/proc/self/fd/N` would only touch
+            // the magic link), what is in it through that path.
+            stage
+                .chown(u, g)
+                .and_then(|_| stage.names())
+                .and_then(|names| {
+                    names
+                        .iter()
+                        .try_for_each(|n| chown_tree(&stage.proc_path().join(n), u, g))
+                })
                 .map_err(|e| io("cannot change the owner in", e))?;
         }
         match &fresh {

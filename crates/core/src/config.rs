@@ -684,7 +684,10 @@ config:
         let c = TenantConfig::parse(SLICER).unwrap();
         let w = c.warnings();
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("storage_size") && w[0].contains("3840 MiB"), "{w:?}");
+        assert!(
+            w[0].contains("storage_size") && w[0].contains("3840 MiB"),
+            "{w:?}"
+        );
         let fits = SLICER.replace("storage_size: 25G", "storage_size: 1G");
         assert!(TenantConfig::parse(&fits).unwrap().warnings().is_empty());
     }
