@@ -124,6 +124,56 @@ impl Dir {
         cvt(r as libc::c_int).map(|_| ())
     }
 
+    /// Opens `path` (relative) as an `O_PATH` fd, resolved strictly beneath this directory:
+    /// no `..` above it, no absolute symlink, no magic link.
+    fn open_beneath(&self, path: &Path) -> io::Result<OwnedFd> {
+        let c = cstr(path.as_os_str())?;
+        /// `struct open_how` of openat2(2).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: valid fd, NUL-terminated path, `how` of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        cvt(fd as libc::c_int)?;
+        // SAFETY: a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    /// Opens (creating as needed) the directory `rel` beneath this one, one component at a
+    /// time and never through a symlink.
+    fn make_dirs(&self, rel: &Path) -> io::Result<Dir> {
+        let mut d = self.open_at(OsStr::new("."))?;
+        for c in rel.components() {
+            let Component::Normal(name) = c else { continue };
+            let n = cstr(name)?;
+            // SAFETY: valid fd and NUL-terminated name.
+            let r = unsafe { libc::mkdirat(d.0.as_raw_fd(), n.as_ptr(), 0o755) };
+            if let Err(e) = cvt(r) {
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+            d = d.open_at(name)?;
+        }
+        Ok(d)
+    }
+
     fn chmod(&self, mode: u32) -> io::Result<()> {
         // SAFETY: valid fd.
         cvt(unsafe { libc::fchmod(self.0.as_raw_fd(), mode) }).map(|_| ())
@@ -170,6 +220,55 @@ fn entry_error(path: &Path, e: io::Error) -> Event {
     invalid(format!("entry {}: {e}", path.display()))
 }
 
+/// A hard link entry, made by us rather than by tar (whose link source is a path through the
+/// staging directory's name, which a workload owning the parent could swap): the source is
+/// resolved strictly beneath the staging directory's fd, the link made in a directory opened
+/// without following symlinks.
+fn hard_link(stage: &Dir, path: &Path, src: &Path) -> Result<(), Event> {
+    let rel = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect()
+    };
+    let (path_rel, src_rel) = (rel(path), rel(src));
+    if src.components().any(|c| matches!(c, Component::ParentDir)) || src_rel.as_os_str().is_empty()
+    {
+        return Err(invalid(format!(
+            "hard link {} points at {} (links must name an earlier entry)",
+            path.display(),
+            src.display()
+        )));
+    }
+    let (Some(parent), Some(name)) = (path_rel.parent(), path_rel.file_name()) else {
+        return Err(invalid(format!("hard link {} has no name", path.display())));
+    };
+    let err = |e: io::Error| entry_error(path, e);
+    let from = stage.open_beneath(&src_rel).map_err(|e| {
+        invalid(format!(
+            "hard link {} to {}: {e}",
+            path.display(),
+            src.display()
+        ))
+    })?;
+    let dir = stage.make_dirs(parent).map_err(err)?;
+    let n = cstr(name).map_err(err)?;
+    // SAFETY: valid fd and NUL-terminated name; ENOENT is fine (overwrite).
+    unsafe { libc::unlinkat(dir.0.as_raw_fd(), n.as_ptr(), 0) };
+    let via = cstr(OsStr::new(&format!("/proc/self/fd/{}", from.as_raw_fd()))).map_err(err)?;
+    // SAFETY: NUL-terminated paths, valid dir fd.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            via.as_ptr(),
+            dir.0.as_raw_fd(),
+            n.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map_err(err)?;
+    Ok(())
+}
+
 /// Unpacks the whole archive into the staging directory or fails.
 fn unpack_into(r: &mut impl Read, stage: &Dir) -> Result<(), Event> {
     use tar::EntryType as T;
@@ -203,7 +302,17 @@ fn unpack_into(r: &mut impl Read, stage: &Dir) -> Result<(), Event> {
                 dirs.push(e);
                 continue;
             }
-            T::Regular | T::Continuous | T::GNUSparse | T::Symlink | T::Link | T::Fifo => {}
+            T::Link => {
+                let src = e
+                    .link_name()
+                    .ok()
+                    .flatten()
+                    .map(|s| s.into_owned())
+                    .unwrap_or_default();
+                hard_link(stage, &path, &src)?;
+                continue;
+            }
+            T::Regular | T::Continuous | T::GNUSparse | T::Symlink | T::Fifo => {}
             T::XGlobalHeader => continue,
             t => {
                 return Err(invalid(format!(

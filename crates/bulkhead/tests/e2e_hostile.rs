@@ -29,6 +29,18 @@ fn assert_alive(d: &Daemon, node: &str, pid: i64) {
     assert_eq!((code, out.as_str()), (0, "alive\n"), "exec after: {err}");
 }
 
+/// Whether this process (root, like the daemon it starts) may lower OOM scores.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    const CAP_SYS_RESOURCE: u32 = 24;
+    eff & (1 << CAP_SYS_RESOURCE) != 0
+}
+
 #[test]
 fn upload_bigger_than_memory_answers_507_and_node_survives() {
     if !privileged() {
@@ -97,6 +109,17 @@ fn workloads_that_fill_memory_do_not_kill_the_agent() {
     let d = Daemon::start("hog", &[]);
     let n = d.add();
     let pid = agent_pid(&d, &n);
+    // The agent is OOM-unkillable where the host lets root lower scores (CAP_SYS_RESOURCE;
+    // containers often lack it, and then the layer's cap below RAM is what protects it);
+    // commands are preferred victims and cannot follow it there.
+    let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    let expected = if has_cap_sys_resource() { "-1000" } else { "0" };
+    assert_eq!(adj.trim(), expected);
+    let (_, out, _) = d.sh(
+        &n,
+        "cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj || echo refused",
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["500", "refused"], "{out}");
     // Anonymous memory: the hog is killed (or fails), not PID 1.
     let (code, _, _) = d.sh(
         &n,
@@ -142,6 +165,13 @@ fn tar_with_bad_entry(bad: &str) -> Vec<u8> {
             h.set_cksum();
             b.append(&h, &b"evil"[..]).unwrap();
         }
+        "hardlink" => {
+            // A hard link to a file outside the archive (resolved beneath the staging
+            // directory, where no /etc/passwd exists).
+            h.set_size(0);
+            h.set_entry_type(tar::EntryType::Link);
+            b.append_link(&mut h, "dir/pw", "/etc/passwd").unwrap();
+        }
         "device" => {
             h.set_size(0);
             h.set_entry_type(tar::EntryType::Char);
@@ -176,7 +206,12 @@ fn refused_tar_leaves_the_destination_untouched() {
     let rt = rt();
     let c = d.client();
     d.sh(&n, "mkdir -p /dst/dir && echo old > /dst/dir/good0");
-    for (bad, status) in [("escape", 400), ("device", 400), ("truncated", 400)] {
+    for (bad, status) in [
+        ("escape", 400),
+        ("hardlink", 400),
+        ("device", 400),
+        ("truncated", 400),
+    ] {
         for dst in ["/dst", "/fresh"] {
             let path = format!("/vm/{n}/cp?path={dst}&mode=tar");
             let r = rt
@@ -217,6 +252,10 @@ fn refused_tar_leaves_the_destination_untouched() {
     h.set_size(4);
     h.set_mode(0o600);
     b.append_data(&mut h, "dir/new", &b"new\n"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    b.append_link(&mut h, "dir/same", "dir/new").unwrap();
     let good = b.into_inner().unwrap();
     for dst in ["/dst", "/fresh"] {
         let path = format!("/vm/{n}/cp?path={dst}&mode=tar&uid=1000&gid=1000");
@@ -225,7 +264,12 @@ fn refused_tar_leaves_the_destination_untouched() {
     }
     assert_eq!(
         d.sh(&n, "find /dst /fresh | sort").1,
-        "/dst\n/dst/dir\n/dst/dir/good0\n/dst/dir/new\n/fresh\n/fresh/dir\n/fresh/dir/new\n"
+        "/dst\n/dst/dir\n/dst/dir/good0\n/dst/dir/new\n/dst/dir/same\n/fresh\n/fresh/dir\n/fresh/dir/new\n/fresh/dir/same\n"
+    );
+    assert_eq!(
+        d.sh(&n, "stat -c %h /dst/dir/same /fresh/dir/same").1,
+        "2\n2\n",
+        "hard links were not linked"
     );
     assert_eq!(
         d.sh(
