@@ -38,7 +38,8 @@ impl Write for FrameWriter<'_> {
     }
 }
 
-/// Reads `Data` frames until the empty one that ends the upload.
+/// Reads `Data` frames until the empty one that ends the upload, into one buffer reused for
+/// every frame.
 struct FrameReader<'a> {
     conn: &'a mut UnixStream,
     pending: Vec<u8>,
@@ -53,14 +54,15 @@ impl Read for FrameReader<'_> {
             if self.ended {
                 return Ok(0);
             }
-            match proto::read_frame(self.conn)? {
-                Some((Kind::Data, d)) if d.is_empty() => self.ended = true,
-                Some((Kind::Data, d)) => {
-                    self.total += d.len() as u64;
-                    self.pending = d;
-                    self.pos = 0;
-                }
-                Some((k, _)) => {
+            self.pos = 0;
+            let kind = proto::read_frame_into(self.conn, &mut self.pending);
+            if !matches!(kind, Ok(Some(Kind::Data))) {
+                self.pending.clear();
+            }
+            match kind? {
+                Some(Kind::Data) if self.pending.is_empty() => self.ended = true,
+                Some(Kind::Data) => self.total += self.pending.len() as u64,
+                Some(k) => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("unexpected {k:?} frame during upload"),
@@ -81,14 +83,24 @@ impl Read for FrameReader<'_> {
     }
 }
 
-fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
+/// `no_space` when the writable layer (or a quota) is full, `no_memory` when the node's memory
+/// is: on a jail the writable layer is a tmpfs charged to the node's memory cgroup, and a write
+/// the cgroup cannot hold fails with ENOMEM (the agent is never the OOM killer's victim).
+pub(crate) fn space_code(e: &io::Error) -> Option<&'static str> {
+    match (e.raw_os_error(), e.kind()) {
+        (Some(libc::ENOSPC) | Some(libc::EDQUOT), _)
+        | (_, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => Some("no_space"),
+        (Some(libc::ENOMEM), _) | (_, io::ErrorKind::OutOfMemory) => Some("no_memory"),
+        _ => None,
+    }
+}
+
+pub(crate) fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
     let code = match e.kind() {
+        _ if space_code(e).is_some() => space_code(e).unwrap_or_default(),
         io::ErrorKind::NotFound => "not_found",
         io::ErrorKind::PermissionDenied => "permission_denied",
         io::ErrorKind::AlreadyExists => "already_exists",
-        _ if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) => {
-            "no_space"
-        }
         _ if e.raw_os_error() == Some(libc::EISDIR) => "is_a_directory",
         _ if e.raw_os_error() == Some(libc::ENOTDIR) => "not_a_directory",
         _ => "io_error",
@@ -164,16 +176,6 @@ fn send(conn: &mut UnixStream, e: &Event) -> Result<(), Event> {
     proto::write_json(conn, Kind::Event, e).map_err(|e| Event::error("io_error", e.to_string()))
 }
 
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
-    if fs::symlink_metadata(root)?.is_dir() {
-        for entry in fs::read_dir(root)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
 pub(crate) fn copy_in(
     conn: &mut UnixStream,
     path: &str,
@@ -185,40 +187,23 @@ pub(crate) fn copy_in(
     let target = Path::new(path);
     let mut reader = FrameReader {
         conn,
-        pending: Vec::new(),
+        pending: Vec::with_capacity(MAX_FRAME),
         pos: 0,
         ended: false,
         total: 0,
     };
     let result = if tar {
-        copy_in_tar(&mut reader, target, uid, gid)
+        crate::untar::copy_in_tar(&mut reader, target, uid, gid)
     } else {
         copy_in_file(&mut reader, target, uid, gid, mode)
+            .map_err(|e| io_event("cannot write", path, &e))
     };
     // Drain the rest of the upload so the client sees our answer rather than a broken pipe.
     let mut sink = [0u8; 8192];
     while !reader.ended && matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
     let total = reader.total;
-    result.map_err(|e| io_event("cannot write", path, &e))?;
+    result?;
     send(conn, &Event::Done { bytes: total })
-}
-
-fn copy_in_tar(
-    r: &mut FrameReader<'_>,
-    target: &Path,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> io::Result<()> {
-    fs::create_dir_all(target)?;
-    let mut a = tar::Archive::new(r);
-    a.set_preserve_permissions(true);
-    a.set_overwrite(true);
-    // unpack refuses entries with `..` and will not write through symlinks out of `target`.
-    a.unpack(target)?;
-    if uid.is_some() || gid.is_some() {
-        chown_tree(target, uid.unwrap_or(0), gid.unwrap_or(0))?;
-    }
-    Ok(())
 }
 
 fn copy_in_file(

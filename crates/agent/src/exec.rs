@@ -191,7 +191,14 @@ fn spawn(
         }
         Ok(pid)
     })
-    .map_err(|e| crate::server::resource_error("cannot start the command (fork)", &e))?;
+    .map_err(|e| match e.raw_os_error() {
+        // The node's memory (or its writable layer, which it holds) is full.
+        Some(libc::ENOMEM) => Event::error(
+            "no_memory",
+            format!("cannot start the command: the node's memory is full ({e}); files in its writable layer count against it"),
+        ),
+        _ => crate::server::resource_error("cannot start the command (fork)", &e),
+    })?;
     drop(err_w);
     let mut buf = [0u8; 8];
     let mut f = File::from(err_r);

@@ -19,3 +19,5 @@ pub mod proto;
 mod reaper;
 #[cfg(target_os = "linux")]
 pub mod server;
+#[cfg(target_os = "linux")]
+mod untar;

@@ -139,6 +139,14 @@ pub fn write_json(w: &mut impl Write, kind: Kind, v: &impl Serialize) -> io::Res
 
 /// Reads one frame; `Ok(None)` at a clean end of stream.
 pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(Kind, Vec<u8>)>> {
+    let mut payload = Vec::new();
+    Ok(read_frame_into(r, &mut payload)?.map(|k| (k, payload)))
+}
+
+/// Reads one frame into `payload`, reusing its allocation: a long upload then touches no new
+/// memory of the agent's once the first frame is in, which matters when the node's memory is
+/// full (a page fault the memory cgroup cannot satisfy is retried, not failed).
+pub fn read_frame_into(r: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<Kind>> {
     let mut head = [0u8; 5];
     match r.read_exact(&mut head[..1]) {
         Ok(()) => {}
@@ -147,9 +155,9 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Option<(Kind, Vec<u8>)>> {
     }
     r.read_exact(&mut head[1..])?;
     let (len, kind) = decode_head(&head)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
-    Ok(Some((kind, payload)))
+    payload.resize(len, 0);
+    r.read_exact(payload)?;
+    Ok(Some(kind))
 }
 
 pub(crate) fn decode_head(head: &[u8; 5]) -> io::Result<(usize, Kind)> {

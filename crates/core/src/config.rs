@@ -413,6 +413,31 @@ impl TenantConfig {
         })
     }
 
+    /// Settings that work but not as their numbers suggest, one sentence each (printed by
+    /// `validate`, logged by `up`).
+    pub fn warnings(&self) -> Vec<String> {
+        if self.hypervisor != "jail" {
+            return Vec::new();
+        }
+        let mib = |b: u64| b >> 20;
+        self.groups
+            .iter()
+            .filter_map(|g| {
+                let layer = crate::jail_layer_bytes(g.storage_bytes, g.ram_bytes);
+                (layer < g.storage_bytes).then(|| {
+                    format!(
+                        "host group {:?}: storage_size is {} MiB, but a jail node's writable layer is held in its memory (ram {} MiB), so it holds at most {} MiB (ram less {} MiB kept for the agent and commands); writes beyond answer 507. Raise ram or lower storage_size to make them agree",
+                        g.name,
+                        mib(g.storage_bytes),
+                        mib(g.ram_bytes),
+                        mib(layer),
+                        mib(crate::layer_reserve(g.ram_bytes)),
+                    )
+                })
+            })
+            .collect()
+    }
+
     pub fn group(&self, name: &str) -> Option<&HostGroup> {
         self.groups.iter().find(|g| g.name == name)
     }
@@ -774,6 +799,19 @@ config:
         assert_eq!(c.groups[0].agent_concurrency, 200);
         let e = err_of(&SLICER.replace("ram_gb: 4", "ram_gb: 4\n      agent_concurrency: 0"));
         assert!(e.contains("host_groups[0].agent_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn warns_when_the_writable_layer_exceeds_ram() {
+        let c = TenantConfig::parse(SLICER).unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("storage_size") && w[0].contains("3840 MiB"),
+            "{w:?}"
+        );
+        let fits = SLICER.replace("storage_size: 25G", "storage_size: 1G");
+        assert!(TenantConfig::parse(&fits).unwrap().warnings().is_empty());
     }
 
     #[test]

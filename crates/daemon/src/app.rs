@@ -392,7 +392,7 @@ impl App {
                 millicpus: row.cpus as u64 * 1000,
                 pids_max: g.pids_max,
             },
-            storage_bytes: g.storage_bytes,
+            storage_bytes: bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes),
             user_sysctls: g.kernel_limits.user_sysctls(),
             network,
             seccomp: self.seccomp.clone(),

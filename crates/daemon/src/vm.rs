@@ -501,15 +501,43 @@ pub async fn copy_in(
         )));
     }
     let _ = agent::write_frame(&mut wr, Kind::Data, &[]).await;
-    let done = agent::expect_event(&mut rd)
-        .await
-        .map_err(|e| app.explain(&node, &row.hostgroup, e.into()))?;
-    match done {
-        Event::Done { bytes } => Ok(Json(CopyInResult { path, bytes })),
-        e => Err(ApiError::internal(format!(
+    match agent::expect_event(&mut rd).await {
+        Ok(Event::Done { bytes }) => Ok(Json(CopyInResult { path, bytes })),
+        Ok(e) => Err(ApiError::internal(format!(
             "agent answered upload with {e:?}"
         ))),
+        Err(e) => {
+            let mut e = app.explain(&node, &row.hostgroup, ApiError::from(e));
+            if e.code == "no_space" {
+                e.message = format!("{}; {}", e.message, storage_limit(&app, &row));
+            }
+            Err(e)
+        }
     }
+}
+
+/// Names what bounds a node's writes, for a 507.
+fn storage_limit(app: &crate::App, row: &bulkhead_store::NodeRow) -> String {
+    let Ok(g) = app.group(&row.hostgroup) else {
+        return "the node is full".into();
+    };
+    let mib = |b: u64| b >> 20;
+    if app.vm.is_some() {
+        return format!(
+            "the node's disk is full: it holds storage_size {} MiB of host group {:?}",
+            mib(g.storage_bytes),
+            g.name
+        );
+    }
+    let layer = bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes);
+    format!(
+        "the node is full: its writable layer holds {} MiB (storage_size {} MiB of host group {:?}; the layer is kept in the node's memory, ram {} MiB, and holds at most ram less {} MiB kept for the agent and commands), and files written count against the node's ram",
+        mib(layer),
+        mib(g.storage_bytes),
+        g.name,
+        mib(row.ram_bytes),
+        mib(bulkhead_core::layer_reserve(row.ram_bytes)),
+    )
 }
 
 /// The node's console: what its init and agent printed. The last MiB at most.

@@ -1,14 +1,23 @@
 //! A landlock domain for the whole node (the agent and every command inherit it), where the
 //! kernel has landlock. It denies creating device nodes anywhere (on top of the missing
 //! CAP_MKNOD) and, from ABI 6, keeps the node's signals and abstract UNIX sockets inside the
-//! node (on top of its pid and network namespaces). One domain per node, not per command, so
+//! node (on top of its pid and network namespaces). Moving files between directories stays
+//! allowed everywhere in the node (ABI 2's REFER right, granted on `/`). One domain per node, not per command, so
 //! that a node's own processes keep signalling and connecting to each other.
 
 const CREATE_RULESET_VERSION: u32 = 1;
 const ACCESS_FS_MAKE_CHAR: u64 = 1 << 6;
 const ACCESS_FS_MAKE_BLOCK: u64 = 1 << 11;
+const ACCESS_FS_REFER: u64 = 1 << 13;
+const RULE_PATH_BENEATH: u32 = 1;
 const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
 const SCOPE_SIGNAL: u64 = 1 << 1;
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
 
 #[repr(C)]
 struct RulesetAttr {
@@ -40,6 +49,12 @@ pub fn restrict_node() -> Result<Option<u32>, String> {
         handled_access_net: 0,
         scoped: 0,
     };
+    // Landlock denies moving a file to another directory (REFER) under any ruleset unless a
+    // rule grants it: from ABI 2 the whole node gets it back (`mv`, a tar upload moved into
+    // place). On ABI 1 such renames fail with EXDEV.
+    if abi >= 2 {
+        attr.handled_access_fs |= ACCESS_FS_REFER;
+    }
     // The kernel takes the attribute's size to learn which fields the caller knows.
     let size = if abi >= 6 {
         attr.scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL;
@@ -61,6 +76,35 @@ pub fn restrict_node() -> Result<Option<u32>, String> {
             "landlock ruleset: {}",
             std::io::Error::last_os_error()
         ));
+    }
+    if abi >= 2 {
+        // SAFETY: a NUL-terminated path; the fd is closed below.
+        let root = unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        let rule = PathBeneathAttr {
+            allowed_access: ACCESS_FS_REFER,
+            parent_fd: root,
+        };
+        // SAFETY: fd is our ruleset, rule a valid path-beneath attribute.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                fd as i32,
+                RULE_PATH_BENEATH,
+                &rule as *const PathBeneathAttr,
+                0u32,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing our own fds.
+        unsafe {
+            libc::close(root);
+            if r < 0 {
+                libc::close(fd as i32);
+            }
+        }
+        if r < 0 {
+            return Err(format!("landlock rule for /: {err}"));
+        }
     }
     // SAFETY: fd is the ruleset we just created; we close it right after.
     let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd as i32, 0u32) };

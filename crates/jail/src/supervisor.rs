@@ -295,6 +295,13 @@ fn start(
         .as_raw();
 
     let map = format!("0 {} {}\n", spec.uid_base, spec.uid_count);
+    // The agent (PID 1) is never the OOM killer's victim: a node whose init dies is gone, and
+    // an upload's tmpfs pages belong to no process, so with only the agent in the node the
+    // memory cgroup would pick it. At -1000 a charge the cgroup cannot satisfy fails with
+    // ENOMEM instead (the upload answers 507). Written through the legacy `oom_adj` (-17 is
+    // -1000), which leaves the floor the node inherited from us (-998) in place: a command the
+    // agent raised to +500 can never make itself unkillable. Best effort like our own score.
+    let _ = fs::write(format!("/proc/{pid}/oom_adj"), "-17");
     let res = (|| {
         fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io_err("writing uid_map"))?;
         fs::write(format!("/proc/{pid}/gid_map"), &map).map_err(io_err("writing gid_map"))?;

@@ -25,6 +25,9 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         c.tenant,
         c.groups.len()
     );
+    for w in c.warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -39,6 +42,9 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = load(path)?;
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let state = state_dir
         .or(cfg.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
