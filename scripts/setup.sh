@@ -24,6 +24,7 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bulkhead setup: installing ${missing[*]}" >&2
   apt-get update -qq
+  updated=1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
@@ -68,7 +69,7 @@ fi
 if ! command -v cargo >/dev/null 2>&1 || ! new_enough "$(cargo_version)"; then
   echo "bulkhead setup: no Rust $rust_min or newer found; installing Debian's toolchain" \
     "(rustc-web, cargo-web: /usr/bin/rustc, /usr/bin/cargo; they replace Debian's older rustc/cargo packages)" >&2
-  apt-get update -qq
+  [ -n "${updated:-}" ] || apt-get update -qq
   cand=$(apt-cache policy cargo-web 2>/dev/null | awk '/Candidate:/ {print $2}')
   if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
     echo "bulkhead setup: the Debian mirror offers no cargo-web: check that /etc/apt/sources.list*" \
