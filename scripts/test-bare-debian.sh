@@ -8,6 +8,7 @@
 #
 # Cached between runs under /var/cache/bulkhead/bare-debian (a fresh machine fills it): the
 # debootstrap packages and the chroot's apt archives. Nothing Rust-related is cached.
+# shellcheck disable=SC2016 # the scripts given to in_chroot expand inside the chroot
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -17,6 +18,11 @@ start=$(date +%s)
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-bare-debian: run as root: it debootstraps, mounts and chroots" >&2
   exit 1
+fi
+# The mounts live in a private mount namespace of this script's own: the host never sees them
+# (none propagates to /dev/pts on a shared /), and they die with it even if it is killed.
+if [ -z "${BULKHEAD_BARE_DEBIAN_NS:-}" ]; then
+  exec unshare --mount --propagation private env BULKHEAD_BARE_DEBIAN_NS=1 "$repo/scripts/test-bare-debian.sh" "$@"
 fi
 
 # The mirror the host uses for bookworm (deb822 .sources or one-line .list), and its security
@@ -67,8 +73,10 @@ mounts=()
 cleanup() {
   local rc=$? m i pid
   # Anything still running inside the chroot was started by this script.
-  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$dir" ] && kill -9 "$pid" 2>/dev/null || true
+  for pid in /proc/[0-9]*; do
+    if [ "$(readlink "$pid/root" 2>/dev/null)" = "$dir" ]; then
+      kill -9 "${pid#/proc/}" 2>/dev/null || true
+    fi
   done
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
     m=${mounts[$i]}
