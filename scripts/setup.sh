@@ -24,6 +24,7 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bulkhead setup: installing ${missing[*]}" >&2
   apt-get update -qq
+  updated=1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
@@ -40,17 +41,49 @@ if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
   fi
 fi
 
+# Rust: the workspace's rust-version or newer. A cargo on PATH or in ~/.cargo/bin (rustup) is
+# used when it is new enough. With none, Debian 12's own toolchain is installed from the Debian
+# mirror: rustc-web and cargo-web (/usr/bin/rustc, /usr/bin/cargo; 1.85 in bookworm, newer in
+# bookworm-security). With libc6-dev (above) it links the static binaries .cargo/config.toml asks for.
+root=$(cd "$(dirname "$0")/.." && pwd)
+rust_min=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$root/Cargo.toml")
+rust_min=${rust_min:-1.85}
+new_enough() { [ "$(printf '%s\n%s\n' "$1" "$rust_min" | sort -V | head -1)" = "$rust_min" ]; }
+cargo_version() { cargo --version 2>/dev/null | awk '{print $2}'; }
+
 if ! command -v cargo >/dev/null 2>&1; then
   for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
     [ -x "$d/cargo" ] && export PATH="$d:$PATH"
   done
 fi
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "bulkhead setup: no Rust toolchain found; install Rust 1.85 or newer (rustup) and run again" >&2
+if command -v cargo >/dev/null 2>&1 && ! new_enough "$(cargo_version)"; then
+  found=$(command -v cargo)
+  # Debian's own older rustc/cargo packages are replaced below; anything else is the
+  # operator's to update, not ours to shadow.
+  if ! dpkg -S "$(readlink -f "$found")" >/dev/null 2>&1; then
+    echo "bulkhead setup: $found is cargo $(cargo_version); bulkhead needs Rust $rust_min or newer:" \
+      "update it (rustup update stable) or remove it, and setup will install Debian's toolchain" >&2
+    exit 1
+  fi
+fi
+if ! command -v cargo >/dev/null 2>&1 || ! new_enough "$(cargo_version)"; then
+  echo "bulkhead setup: no Rust $rust_min or newer found; installing Debian's toolchain" \
+    "(rustc-web, cargo-web: /usr/bin/rustc, /usr/bin/cargo; they replace Debian's older rustc/cargo packages)" >&2
+  [ -n "${updated:-}" ] || apt-get update -qq
+  cand=$(apt-cache policy cargo-web 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$cand" ] || [ "$cand" = "(none)" ]; then
+    echo "bulkhead setup: the Debian mirror offers no cargo-web: check that /etc/apt/sources.list*" \
+      "carry bookworm main (and bookworm-security), or install Rust $rust_min or newer with rustup" >&2
+    exit 1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rustc-web cargo-web >/dev/null
+  hash -r
+fi
+ver=$(cargo_version)
+if ! new_enough "$ver"; then
+  echo "bulkhead setup: cargo $ver ($(command -v cargo)) is too old; bulkhead needs Rust $rust_min or newer:" \
+    "enable bookworm-security (http://deb.debian.org/debian-security) in /etc/apt/sources.list* and run again," \
+    "or install a newer toolchain with rustup" >&2
   exit 1
 fi
-ver=$(cargo --version | awk '{print $2}')
-if [ "$(printf '%s\n1.85.0\n' "$ver" | sort -V | head -1)" != "1.85.0" ]; then
-  echo "bulkhead setup: cargo $ver is too old; bulkhead needs Rust 1.85 or newer" >&2
-  exit 1
-fi
+echo "bulkhead setup: using cargo $ver ($(command -v cargo))" >&2

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the privileged end-to-end suite, which drives the real
-# bulkhead binary against the real kernel. Needs root. Leaves the machine as it found it.
+# bulkhead binary against the real kernel, then (when run without arguments, as CI does) the
+# bare Debian 12 check: set-up and build in a fresh debootstrapped chroot
+# (scripts/test-bare-debian.sh). Needs root. Leaves the machine as it found it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -22,3 +24,8 @@ trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"
 
 cargo test --workspace --locked "$@"
+
+# Arguments select some tests; the bare Debian check runs with the whole suite only.
+if [ "$#" -eq 0 ]; then
+  scripts/test-bare-debian.sh
+fi
