@@ -155,25 +155,16 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
     if !privileged() {
         return;
     }
-    let tenant = unique_tenant("conn");
-    let dir = test_dir();
-    let sock = dir.path().join("api.sock");
-    let yaml = cli_ok(&[
-        "new",
-        &tenant,
-        "--socket",
-        sock.to_str().unwrap(),
-        "--ram-mb",
-        "64",
-    ])
-    .replace(
-        "  api:\n",
-        &format!(
-            "  api:\n    header_timeout: {}s\n    max_connections: {MAX_CONNECTIONS}\n",
-            HEADER_TIMEOUT.as_secs()
-        ),
-    );
-    let d = Daemon::start_with_yaml(tenant, dir, &yaml);
+    let d = Daemon::start_edited("conn", &["--ram-mb", "64"], |y| {
+        y.replace(
+            "  api:\n",
+            &format!(
+                "  api:\n    header_timeout: {}s\n    max_connections: {MAX_CONNECTIONS}\n",
+                HEADER_TIMEOUT.as_secs()
+            ),
+        )
+    });
+    let sock = d.socket.clone();
     let pid = d.pid();
     let rt = rt();
     let c = d.client();

@@ -294,24 +294,9 @@ fn memory_and_pids_limits_hold() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("bulkhead-e2e-")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let tenant = unique_tenant("lim");
-    let sock = dir.path().join("api.sock");
-    let yaml = cli_ok(&[
-        "new",
-        &tenant,
-        "--socket",
-        sock.to_str().unwrap(),
-        "--ram-mb",
-        "64",
-    ])
-    .replace("    network:", "    pids_max: 64\n    network:");
-    let d = Daemon::start_with_yaml(tenant, dir, &yaml);
+    let d = Daemon::start_edited("lim", &["--ram-mb", "64"], |y| {
+        y.replace("    network:", "    pids_max: 64\n    network:")
+    });
     let hog = d.add();
     let calm = d.add();
     d.sh(&calm, "echo calm > /tmp/state");
@@ -371,10 +356,13 @@ fn cpu_quota_throttles() {
     }
     let d = Daemon::start("cpu", &["--vcpu", "1"]);
     let n = d.add();
-    // Two busy loops on a one-CPU quota must be throttled.
+    // Busy loops on a one-CPU quota must be throttled. Three loops for two seconds, so that
+    // the other tests of this file running beside it on a two-core machine still leave the
+    // node more than one CPU's worth in some of its 100 ms periods.
     d.sh(
         &n,
-        "(timeout 1 sh -c 'while :; do :; done' &) ; timeout 1 sh -c 'while :; do :; done'; true",
+        "for i in 1 2; do (timeout 2 sh -c 'while :; do :; done' &); done; \
+         timeout 2 sh -c 'while :; do :; done'; true",
     );
     let stat = d.cgroup_file(&n, "cpu", "cpu.stat");
     let throttled: u64 = stat

@@ -178,19 +178,12 @@ fn kernel_limits_bound_each_node() {
     if !privileged() {
         return;
     }
-    let dir = tempfile::Builder::new()
-        .prefix("bulkhead-e2e-")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let tenant = unique_tenant("kcl");
-    let sock = dir.path().join("api.sock");
-    let yaml = cli_ok(&["new", &tenant, "--socket", sock.to_str().unwrap()]).replace(
-        "    network:",
-        "    kernel_limits:\n      inotify_instances: 8\n      inotify_watches: 100\n    network:",
-    );
-    let d = Daemon::start_with_yaml(tenant, dir, &yaml);
+    let d = Daemon::start_edited("kcl", &[], |y| {
+        y.replace(
+            "    network:",
+            "    kernel_limits:\n      inotify_instances: 8\n      inotify_watches: 100\n    network:",
+        )
+    });
     let node = d.add();
     install(&d, &node);
     assert_eq!(

@@ -4,8 +4,8 @@
 pub mod app;
 pub mod error;
 pub mod forward;
-mod host_limits;
 pub mod gate;
+mod host_limits;
 pub mod network;
 pub mod operations;
 pub mod pool;

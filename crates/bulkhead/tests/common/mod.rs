@@ -103,13 +103,7 @@ pub fn test_dir() -> tempfile::TempDir {
 impl Daemon {
     /// Writes a config with `bulkhead new NAME --socket ... <extra>` and starts the daemon.
     pub fn start(prefix: &str, extra: &[&str]) -> Daemon {
-        let tenant = unique_tenant(prefix);
-        let dir = test_dir();
-        let socket = dir.path().join("api.sock");
-        let mut args = vec!["new", &tenant, "--socket", socket.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let yaml = cli_ok(&args);
-        Self::start_with_yaml(tenant, dir, &yaml)
+        Self::start_edited(prefix, extra, |y| y)
     }
 
     /// Like [`Daemon::start`], with the generated config passed through `edit` first.
