@@ -23,12 +23,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
 pub const FORWARDS_FILE: &str = "forwards.json";
 /// Per node; each forward is a listening socket and a task.
 pub const MAX_PER_NODE: usize = 16;
+/// Connections one forward relays at a time (each holds two descriptors); further clients
+/// wait in the kernel's backlog of the forward's port until one ends.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections all of a tenant's forwards relay at a time, so that a flood through many
+/// forwards cannot exhaust the daemon's descriptors and stall its API.
+pub const MAX_TENANT_CONNECTIONS: usize = 2048;
 /// How long a trusted upstream has to send its PROXY header before the bytes count as data.
 const HEADER_WAIT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,9 +130,19 @@ struct Open {
 }
 
 /// The tenant's open forwards, by node.
-#[derive(Default)]
 pub struct Forwards {
     open: Mutex<HashMap<String, Vec<Open>>>,
+    /// The tenant-wide connection budget ([`MAX_TENANT_CONNECTIONS`]).
+    budget: Arc<Semaphore>,
+}
+
+impl Default for Forwards {
+    fn default() -> Self {
+        Forwards {
+            open: Mutex::default(),
+            budget: Arc::new(Semaphore::new(MAX_TENANT_CONNECTIONS)),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,7 +234,7 @@ impl Forwards {
             spec.listen = a;
         }
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(serve(l, spec.clone(), stats.clone()));
+        let task = tokio::spawn(serve(l, spec.clone(), stats.clone(), self.budget.clone()));
         let open = Open { spec, stats, task };
         let info = describe(&open);
         lock(&self.open)
@@ -301,9 +318,34 @@ fn describe(o: &Open) -> Forward {
     }
 }
 
-async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>) {
+/// Accepts and relays. A connection is accepted only with a permit of this forward and one
+/// of the tenant's budget in hand, so a flood waits in the kernel's backlog instead of in the
+/// daemon. The relays live in a set owned by this task: closing the forward (which aborts the
+/// task) ends every connection it relays, so none outlives its node.
+async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>, budget: Arc<Semaphore>) {
     let spec = Arc::new(spec);
+    let own = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut relays = tokio::task::JoinSet::new();
+    let mut full = false;
     loop {
+        while relays.try_join_next().is_some() {}
+        if own.available_permits() == 0 || budget.available_permits() == 0 {
+            if !full {
+                tracing::warn!(node = %spec.node, listen = %spec.listen, "forward at its connection limit; new clients wait");
+            }
+            full = true;
+        } else {
+            full = false;
+        }
+        let permits = tokio::select! {
+            p = async {
+                let a = own.clone().acquire_owned().await;
+                let b = budget.clone().acquire_owned().await;
+                (a, b)
+            } => p,
+            Some(_) = relays.join_next(), if !relays.is_empty() => continue,
+        };
+        let (Ok(a), Ok(b)) = permits else { return };
         let (c, peer) = match l.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -315,7 +357,8 @@ async fn serve(l: TcpListener, spec: ForwardSpec, stats: Arc<Stats>) {
         stats.connections.fetch_add(1, Ordering::Relaxed);
         *lock(&stats.last_peer) = Some(peer.to_string());
         let (spec, stats) = (spec.clone(), stats.clone());
-        tokio::spawn(async move {
+        relays.spawn(async move {
+            let _permits = (a, b);
             if let Err(e) = relay(c, peer, &spec, &stats).await {
                 tracing::debug!(node = %spec.node, %peer, error = %e, "forwarded connection ended");
             }
