@@ -92,11 +92,7 @@ fn dns_reaches_only_the_groups_servers_and_never_with_a_borrowed_source() {
             group("nodns", "10.71.1.0/24", ""),
         ]),
     );
-    let b = Daemon::start_in(
-        &host,
-        "db",
-        &config(&[group("TENANT", "10.72.0.0/24", "")]),
-    );
+    let b = Daemon::start_in(&host, "db", &config(&[group("TENANT", "10.72.0.0/24", "")]));
     let (a1, a2) = (add(&a, &a.tenant), add(&a, &a.tenant));
     let n1 = add(&a, "nodns");
     let b1 = add(&b, &b.tenant);
@@ -116,7 +112,10 @@ fn dns_reaches_only_the_groups_servers_and_never_with_a_borrowed_source() {
     }
     // Not another port of those servers, not another port-53 destination.
     assert_eq!(netlab::tcp_probe_port(&a1.ns, DNS, netlab::PORT), None);
-    assert_eq!(netlab::tcp_probe_port(&a1.ns, HOST_UPLINK, netlab::PORT), None);
+    assert_eq!(
+        netlab::tcp_probe_port(&a1.ns, HOST_UPLINK, netlab::PORT),
+        None
+    );
     assert_eq!(netlab::tcp_probe_port(&a1.ns, INTERNET2, 53), None);
     assert_eq!(
         netlab::udp_probe_from(&a1.ns, None, INTERNET2, 53, "a1-other"),
@@ -156,14 +155,19 @@ fn dns_reaches_only_the_groups_servers_and_never_with_a_borrowed_source() {
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    for (server, got) in [(DNS, &dns_udp), (HOST_UPLINK, &host_udp), ("other", &other_udp)] {
+    for (server, got) in [
+        (DNS, &dns_udp),
+        (HOST_UPLINK, &host_udp),
+        ("other", &other_udp),
+    ] {
         let got = got.lock().unwrap().clone();
         assert!(
             got.iter().all(|p| !p.starts_with("spoof-")),
             "{server} received spoofed datagrams: {got:?}"
         );
         assert!(
-            got.iter().all(|p| !p.starts_with(&n1.name) && !p.starts_with(&b1.name)),
+            got.iter()
+                .all(|p| !p.starts_with(&n1.name) && !p.starts_with(&b1.name)),
             "{server} received datagrams of nodes without a DNS allowance: {got:?}"
         );
     }
@@ -199,16 +203,8 @@ fn forwards_reach_only_their_node_floods_are_bounded_and_connections_end_with_th
     }
     let lab = NetLab::new();
     let host = lab.host_ns();
-    let mut a = Daemon::start_in(
-        &host,
-        "fa",
-        &config(&[group("TENANT", "10.73.0.0/24", "")]),
-    );
-    let b = Daemon::start_in(
-        &host,
-        "fb",
-        &config(&[group("TENANT", "10.74.0.0/24", "")]),
-    );
+    let mut a = Daemon::start_in(&host, "fa", &config(&[group("TENANT", "10.73.0.0/24", "")]));
+    let b = Daemon::start_in(&host, "fb", &config(&[group("TENANT", "10.74.0.0/24", "")]));
     let a1 = add(&a, &a.tenant);
     let b1 = add(&b, &b.tenant);
     serve_in_node(&a, &a1.name, "-ll", 8080, "-e cat");
@@ -331,7 +327,10 @@ fn forwards_reach_only_their_node_floods_are_bounded_and_connections_end_with_th
         let mut b = [0u8; 16];
         !matches!(s.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
     });
-    assert!(ended, "a connection through a deleted node's forward stayed open");
+    assert!(
+        ended,
+        "a connection through a deleted node's forward stayed open"
+    );
     assert_eq!(echo(18080, "gone\n"), None, "the forward outlived its node");
 
     // After a crash: a node that died while the daemon was down does not get its forward back.
@@ -347,7 +346,11 @@ fn forwards_reach_only_their_node_floods_are_bounded_and_connections_end_with_th
     unsafe { libc::kill(sup, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(200));
     a.spawn();
-    assert_eq!(echo(18081, "two\n"), None, "a dead node's forward was reopened");
+    assert_eq!(
+        echo(18081, "two\n"),
+        None,
+        "a dead node's forward was reopened"
+    );
     a.stop_and_assert_clean();
     b.stop_and_assert_clean();
 }

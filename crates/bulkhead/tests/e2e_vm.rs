@@ -295,12 +295,10 @@ fn microvm_hostile_tenant_campaign() {
     let b = Daemon::start_in(
         &host,
         "vb",
-        &vm_config()
-            .replace("  hypervisor: qemu\n", "")
-            .replace(
-                "storage_size: 256M\n",
-                "storage_size: 256M\n      network: { mode: isolated, range: 10.76.0.0/24 }\n",
-            ),
+        &vm_config().replace("  hypervisor: qemu\n", "").replace(
+            "storage_size: 256M\n",
+            "storage_size: 256M\n      network: { mode: isolated, range: 10.76.0.0/24 }\n",
+        ),
     );
     let v1 = a
         .vm_ok(&["add", &a.tenant, "--timeout", "120s"])
@@ -342,14 +340,16 @@ fn microvm_hostile_tenant_campaign() {
         (e.status().map(|s| s.as_u16()), e.code().map(str::to_string))
     };
     for (m, p) in routes {
-        let p = p
-            .replace("AGROUP", &a.tenant)
-            .replace("BGROUP", &b.tenant);
+        let p = p.replace("AGROUP", &a.tenant).replace("BGROUP", &b.tenant);
         let other = answer(&m, &p.replace("NODE", &v1));
         assert_eq!(other.0, Some(404), "{m} {p}: {other:?}");
         assert_eq!(other, answer(&m, &p.replace("NODE", &missing)), "{m} {p}");
     }
-    assert_eq!(status_of(&a, &v1), "Running", "another tenant changed the node");
+    assert_eq!(
+        status_of(&a, &v1),
+        "Running",
+        "another tenant changed the node"
+    );
 
     // 2. QEMU as the host sees it: the tenant's unprivileged uid, no capabilities,
     // no_new_privs, seccomp, namespaces of its own, the node's cgroup, and a root with
@@ -394,8 +394,7 @@ fn microvm_hostile_tenant_campaign() {
     };
     let top = names("/");
     let allowed = [
-        "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "usr",
-        "vm",
+        "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "usr", "vm",
     ];
     assert!(
         top.iter().all(|n| allowed.contains(&n.as_str())),
@@ -411,7 +410,8 @@ fn microvm_hostile_tenant_campaign() {
     );
     let vm = names("/vm");
     assert!(
-        vm.iter().all(|n| !n.contains("..") && !n.starts_with("spec")),
+        vm.iter()
+            .all(|n| !n.contains("..") && !n.starts_with("spec")),
         "{vm:?}"
     );
 
@@ -496,10 +496,8 @@ fn microvm_hostile_tenant_campaign() {
     let mut stalled = std::os::unix::net::UnixStream::connect(&a.socket).unwrap();
     std::io::Write::write_all(
         &mut stalled,
-        format!(
-            "POST /vm/{v1}/exec?cmd=yes HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
+        format!("POST /vm/{v1}/exec?cmd=yes HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -522,7 +520,11 @@ fn microvm_hostile_tenant_campaign() {
     for (i, code, out, err) in results {
         assert_eq!(
             (code, out.trim(), err.trim()),
-            (i % 7, format!("out{i}").as_str(), format!("err{i}").as_str()),
+            (
+                i % 7,
+                format!("out{i}").as_str(),
+                format!("err{i}").as_str()
+            ),
             "exec {i}"
         );
     }
@@ -620,7 +622,9 @@ fn microvm_hostile_tenant_campaign() {
     b.stop_and_assert_clean();
     let (_, links) = lab.host_sh("ip -br link; nft list tables");
     assert!(
-        !links.lines().any(|l| l.starts_with("bv") || l.contains("bulkhead")),
+        !links
+            .lines()
+            .any(|l| l.starts_with("bv") || l.contains("bulkhead")),
         "left in the host namespace: {links}"
     );
 }
@@ -636,14 +640,22 @@ fn impossible_microvm_configs_are_refused_with_the_key_named() {
     let cases = [
         ("ram_mb: 256", "ram_mb: 32", "host_groups[0].ram_mb", true),
         ("ram_mb: 256", "ram_gb: 100000", "host_groups[0]", false),
-        ("ram_mb: 256", "ram_mb: 256\n      vcpu: 256", "host_groups[0].vcpu", false),
+        (
+            "ram_mb: 256",
+            "ram_mb: 256\n      vcpu: 256",
+            "host_groups[0].vcpu",
+            false,
+        ),
     ];
     for (i, (from, to, want, at_validate)) in cases.into_iter().enumerate() {
         let tenant = common::unique_tenant("vbad");
         let cfg = vm_config()
             .replace(from, to)
             .replace("TENANT", &tenant)
-            .replace("SOCKET", dir.path().join(format!("{i}.sock")).to_str().unwrap());
+            .replace(
+                "SOCKET",
+                dir.path().join(format!("{i}.sock")).to_str().unwrap(),
+            );
         let p = dir.path().join(format!("{i}.yaml"));
         std::fs::write(&p, cfg).unwrap();
         let o = common::cli(&["validate", p.to_str().unwrap()]);
