@@ -594,6 +594,47 @@ fn microvm_hostile_tenant_campaign() {
     assert!(!a.tenant_dir().join("nodes").join(&v3).exists());
     assert_eq!(echo("again\n").as_deref(), Some("again\n"));
 
+    // QEMU killed while its node is being created: the create fails at once, quoting the
+    // node's console, instead of waiting out its timeout; nothing of the node is left.
+    let next = format!("{}-4", a.tenant);
+    let t0 = std::time::Instant::now();
+    let adder = {
+        let (sock, tenant) = (a.sock().to_string(), a.tenant.clone());
+        std::thread::spawn(move || {
+            common::cli(&["vm", "add", "--socket", &sock, &tenant, "--timeout", "120s"])
+        })
+    };
+    let mut killed = false;
+    for _ in 0..400 {
+        // Once QEMU has opened the agent channel (the supervisor then reports the node up),
+        // before the guest's agent answers.
+        let serial = a
+            .tenant_dir()
+            .join("nodes")
+            .join(&next)
+            .join("vm/agent.serial");
+        if let Some(q) = qemu_pid(&next).filter(|_| serial.exists()) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // SAFETY: killing the QEMU this test's daemon started, by its pid.
+            unsafe { libc::kill(q, libc::SIGKILL) };
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(killed, "no QEMU appeared for {next}");
+    let o = adder.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the create of a killed VM succeeded");
+    assert!(err.contains("node_failed") && err.contains(&next), "{err}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(30),
+        "a dead node's create took {:?} to fail",
+        t0.elapsed()
+    );
+    assert_eq!(status_of(&a, &next), "gone");
+    assert!(!a.tenant_dir().join("nodes").join(&next).exists());
+
     // Delete with a forwarded connection open: the connection ends (a guest leaves no FIN
     // behind when QEMU dies), the forward goes.
     let open = netlab::in_ns(&host, || {
@@ -615,7 +656,7 @@ fn microvm_hostile_tenant_campaign() {
     });
     assert!(ended, "a connection into a deleted microVM stayed open");
     assert_eq!(echo("gone\n"), None);
-    for n in [&v1, &v2, &v3] {
+    for n in [&v1, &v2, &v3, &next] {
         assert_eq!(qemu_pid(n), None, "QEMU of {n} left");
     }
     a.stop_and_assert_clean();
