@@ -218,6 +218,8 @@ pub struct TenantConfig {
 pub const DEFAULT_IMAGE: &str = "minimal";
 pub const DEFAULT_STORAGE: u64 = 1 << 30;
 pub const DEFAULT_RAM: u64 = 512 << 20;
+/// Least guest RAM with `hypervisor: qemu` (32 MiB hangs at boot; 128 MiB is proven).
+pub const MIN_VM_RAM: u64 = 128 << 20;
 pub const DEFAULT_PIDS: u64 = 1024;
 /// Pids (processes and threads) one exec costs a node at least: the agent's connection,
 /// output and stdin threads, and the command itself.
@@ -345,6 +347,26 @@ impl TenantConfig {
                     "config.hypervisor",
                     format!("unknown hypervisor {h:?}: use \"jail\" or \"qemu\""),
                 ))
+            }
+        }
+        if hypervisor == "qemu" {
+            for (i, (g, raw)) in groups.iter().zip(&c.host_groups).enumerate() {
+                if g.ram_bytes < MIN_VM_RAM {
+                    let key = if raw.ram_gb.is_some() {
+                        "ram_gb"
+                    } else if raw.ram_bytes.is_some() {
+                        "ram_bytes"
+                    } else {
+                        "ram_mb"
+                    };
+                    return Err(key_err(
+                        format!("config.host_groups[{i}].{key}"),
+                        format!(
+                            "a microVM (hypervisor: qemu) needs at least {} MiB: its guest kernel and agent do not boot in less",
+                            MIN_VM_RAM >> 20
+                        ),
+                    ));
+                }
             }
         }
         let image = c.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
@@ -724,6 +746,15 @@ config:
         assert!(e.contains("ram_mb") && e.contains("only one"), "{e}");
         let e = err_of(&SLICER.replace("name: a3cf", "name: A3CF"));
         assert!(e.contains("host_groups[0].name"), "{e}");
+        let e = err_of(
+            &SLICER
+                .replace("hypervisor: jail", "hypervisor: qemu")
+                .replace("ram_gb: 4", "ram_mb: 32"),
+        );
+        assert!(
+            e.contains("host_groups[0].ram_mb") && e.contains("128 MiB"),
+            "{e}"
+        );
         let e = err_of(&SLICER.replace("hypervisor: jail", "hypervisor: xen"));
         assert!(e.contains("config.hypervisor"), "{e}");
         let e = err_of(&SLICER.replace("\"/run/bulkhead/a3cf.sock\"", "\"nowhere\""));

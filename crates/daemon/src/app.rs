@@ -527,7 +527,23 @@ impl App {
     async fn wait_agent(&self, name: &str, deadline: Instant) -> Result<(), ApiError> {
         let sock = self.agent_socket(name);
         let mut last = String::new();
+        let mut checked = Instant::now();
         while Instant::now() < deadline {
+            // A node that died on the way (QEMU refused its arguments, the guest panicked)
+            // will never answer: say so now, with what its console said.
+            if checked.elapsed() > Duration::from_millis(200) {
+                checked = Instant::now();
+                if !self.node_alive(name) {
+                    let console = std::fs::read(self.console_log(name)).unwrap_or_default();
+                    let text = String::from_utf8_lossy(&console);
+                    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    return Err(ApiError::node_failed(format!(
+                        "node {name:?} stopped before its agent answered; the node was removed. Its console ends: {:?}",
+                        tail.join(" | ")
+                    )));
+                }
+            }
             match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock))
                 .await
             {

@@ -10,8 +10,11 @@
 //! inside a header; only the connection's real peer is checked, and only against the list.
 //!
 //! Each node's forwards together relay at most `config.forward_max_connections` connections at
-//! once; a connection beyond that is accepted and closed at once (these are arbitrary TCP
-//! protocols: there is no error message to send). A trusted upstream has
+//! once, and all of the tenant's forwards at most [`MAX_TENANT_CONNECTIONS`]; a connection
+//! beyond either is accepted and closed at once (these are arbitrary TCP protocols: there is no
+//! error message to send), so a flood costs the daemon no descriptors. Relays belong to their forward: closing
+//! it (the node's delete) ends every connection it relays, so none outlives its node (a dead
+//! microVM sends no FIN). A trusted upstream has
 //! `config.forward_proxy_timeout` to send its header. The relay's buffers are fixed (8 KiB each
 //! way, the PROXY header at most 2 KiB), so memory per connection is bounded. Relayed
 //! connections have no idle timeout: long-lived quiet protocols (ssh, databases) are the point
@@ -32,6 +35,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+
+/// Connections all of a tenant's forwards relay at a time, so that a flood through many
+/// forwards (or many nodes) cannot exhaust the daemon's descriptors and stall its API.
+pub const MAX_TENANT_CONNECTIONS: usize = 2048;
 
 use crate::error::ApiError;
 
@@ -119,7 +126,7 @@ pub struct ForwardSpec {
 #[derive(Default)]
 struct Stats {
     connections: AtomicU64,
-    /// Connections closed at once because the node relayed its maximum already.
+    /// Connections closed at once because the node or tenant relayed its maximum already.
     refused: AtomicU64,
     last_peer: Mutex<Option<String>>,
     last_client: Mutex<Option<String>>,
@@ -136,6 +143,8 @@ pub struct Forwards {
     open: Mutex<HashMap<String, Vec<Open>>>,
     /// Per node: the relayed connections it may still take, over all of its forwards.
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The tenant-wide connection budget ([`MAX_TENANT_CONNECTIONS`]).
+    budget: Arc<Semaphore>,
     max_connections: usize,
     proxy_timeout: Duration,
 }
@@ -150,6 +159,7 @@ impl Forwards {
         Forwards {
             open: Default::default(),
             slots: Default::default(),
+            budget: Arc::new(Semaphore::new(MAX_TENANT_CONNECTIONS)),
             max_connections,
             proxy_timeout,
         }
@@ -247,7 +257,7 @@ impl Forwards {
             l,
             spec.clone(),
             stats.clone(),
-            slots,
+            (slots, self.budget.clone()),
             self.proxy_timeout,
         ));
         let open = Open { spec, stats, task };
@@ -334,16 +344,27 @@ fn describe(o: &Open) -> Forward {
     }
 }
 
+/// Accepts and relays. Each connection takes a permit of its node and one of the tenant's
+/// budget; without both it is closed at once, so a flood costs the daemon no descriptors and
+/// a forward with no clients holds no permit its node's other forwards could use. The relays
+/// live in a set owned by this task: closing the forward (which aborts the task) ends every
+/// connection it relays.
 async fn serve(
     l: TcpListener,
     spec: ForwardSpec,
     stats: Arc<Stats>,
-    slots: Arc<Semaphore>,
+    (node, tenant): (Arc<Semaphore>, Arc<Semaphore>),
     proxy_timeout: Duration,
 ) {
     let spec = Arc::new(spec);
+    let mut relays = tokio::task::JoinSet::new();
     loop {
-        let (c, peer) = match l.accept().await {
+        while relays.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            a = l.accept() => a,
+            Some(_) = relays.join_next(), if !relays.is_empty() => continue,
+        };
+        let (c, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(listen = %spec.listen, error = %e, "forward accept failed");
@@ -351,7 +372,11 @@ async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let permits = node
+            .clone()
+            .try_acquire_owned()
+            .and_then(|a| tenant.clone().try_acquire_owned().map(|b| (a, b)));
+        let Ok(permits) = permits else {
             // Closed at once: the peer sees the connection end, and the node is not reached.
             // Logged on the first refusal and every thousandth after.
             if stats
@@ -360,7 +385,7 @@ async fn serve(
                 .checked_rem(1000)
                 == Some(0)
             {
-                tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "node relays its maximum of connections (config.forward_max_connections); refusing more");
+                tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "relaying the maximum of connections (config.forward_max_connections per node, {MAX_TENANT_CONNECTIONS} per tenant); refusing more");
             }
             drop(c);
             continue;
@@ -368,11 +393,11 @@ async fn serve(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         *lock(&stats.last_peer) = Some(peer.to_string());
         let (spec, stats) = (spec.clone(), stats.clone());
-        tokio::spawn(async move {
+        relays.spawn(async move {
+            let _permits = permits;
             if let Err(e) = relay(c, peer, &spec, &stats, proxy_timeout).await {
                 tracing::debug!(node = %spec.node, %peer, error = %e, "forwarded connection ended");
             }
-            drop(slot);
         });
     }
 }

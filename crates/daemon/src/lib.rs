@@ -288,6 +288,7 @@ pub async fn run(
         .map(bulkhead_jail::seccomp::encode)
         .collect();
     let vm = if cfg.hypervisor == "qemu" {
+        vmdriver::fits_host(&cfg.groups).map_err(StartError::Refused)?;
         let (sr, td, ab) = (state_root.clone(), tenant_dir.clone(), agent_bin.clone());
         let rt = tokio::task::spawn_blocking(move || vmdriver::VmRuntime::prepare(&sr, &td, &ab))
             .await

@@ -13,7 +13,8 @@
 //!    mode the bridge table pins each port to its node's address (IP and ARP).
 //! 3. Nothing to another node: any bulkhead veth or bridge (this tenant's or another's), except
 //!    nodes on the same bridge in bridge mode.
-//! 4. Nothing to the host: the `input` chain drops all but replies and DNS to `dns_servers`.
+//! 4. Nothing to the host: the `input` chain applies 1-2 per group, then drops all but replies
+//!    and DNS to that group's own `dns_servers`.
 //! 5. Never the metadata address 169.254.169.254, never a `drop` CIDR.
 //! 6. DNS (udp/tcp 53) to the group's `dns_servers` is accepted.
 //! 7. Per-node overrides (create request `network.allow/drop`) can only narrow: they run after
@@ -119,6 +120,29 @@ fn set<T: std::fmt::Display>(items: &[T]) -> String {
 }
 
 /// Name of a node's override chain (from its address, which anti-spoofing has pinned).
+/// The first rules of a group's chains (forward and input): IPv4 only, and the source must
+/// be the sending node's own address.
+fn guard(g: &GroupRules) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "    meta nfproto ipv6 counter name \"deny_ipv6\" drop");
+    if g.range.layout == Layout::Isolated {
+        let _ = writeln!(
+            s,
+            "    ip saddr & 0.0.0.3 != 0.0.0.2 counter name \"deny_spoof\" drop"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    ip saddr != {} counter name \"deny_spoof\" drop",
+        g.range
+    );
+    let _ = writeln!(
+        s,
+        "    fib saddr . iif oif missing counter name \"deny_spoof\" drop"
+    );
+    s
+}
+
 pub fn policy_chain(address: Ipv4Addr) -> String {
     format!("node_{}", address.to_string().replace('.', "_"))
 }
@@ -166,12 +190,12 @@ impl TenantRules {
             s,
             "    type filter hook forward priority filter - 1; policy accept;"
         );
+        let from = |g: &GroupRules| match g.range.layout {
+            Layout::Isolated => format!("\"{}*\"", t.group_prefix(g.index)),
+            Layout::Bridge => format!("\"{}\"", t.bridge(g.index)),
+        };
         for g in &self.groups {
-            let from = match g.range.layout {
-                Layout::Isolated => format!("\"{}*\"", t.group_prefix(g.index)),
-                Layout::Bridge => format!("\"{}\"", t.bridge(g.index)),
-            };
-            let _ = writeln!(s, "    iifname {from} jump group_{}", g.index);
+            let _ = writeln!(s, "    iifname {} jump group_{}", from(g), g.index);
         }
         for p in [t.veth_prefix(), t.bridge_prefix()] {
             let _ = writeln!(
@@ -189,22 +213,7 @@ impl TenantRules {
                 "    # host group {:?}, {:?} {}",
                 g.name, g.range.layout, g.range
             );
-            let _ = writeln!(s, "    meta nfproto ipv6 counter name \"deny_ipv6\" drop");
-            if g.range.layout == Layout::Isolated {
-                let _ = writeln!(
-                    s,
-                    "    ip saddr & 0.0.0.3 != 0.0.0.2 counter name \"deny_spoof\" drop"
-                );
-            }
-            let _ = writeln!(
-                s,
-                "    ip saddr != {} counter name \"deny_spoof\" drop",
-                g.range
-            );
-            let _ = writeln!(
-                s,
-                "    fib saddr . iif oif missing counter name \"deny_spoof\" drop"
-            );
+            s.push_str(&guard(g));
             let _ = writeln!(s, "    ct state established,related accept");
             if g.range.layout == Layout::Bridge {
                 let b = t.bridge(g.index);
@@ -270,22 +279,27 @@ impl TenantRules {
             s,
             "    type filter hook input priority filter - 1; policy accept;"
         );
-        let _ = writeln!(s, "    iifname {ifs} ct state established,related accept");
-        let dns: Vec<Ipv4Addr> = {
-            let mut d: Vec<Ipv4Addr> = self.groups.iter().flat_map(|g| g.dns.clone()).collect();
-            d.sort();
-            d.dedup();
-            d
-        };
-        if !dns.is_empty() {
-            let _ = writeln!(
-                s,
-                "    iifname {ifs} ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 accept",
-                set(&dns)
-            );
+        // Each group's own chain: the same source checks as on the forward path (a node
+        // must not reach even its DNS server with a borrowed address: the answer would go to
+        // the address it borrowed), then replies, then that group's DNS servers only.
+        for g in &self.groups {
+            let _ = writeln!(s, "    iifname {} jump input_{}", from(g), g.index);
         }
         let _ = writeln!(s, "    iifname {ifs} counter name \"deny_host\" drop");
         let _ = writeln!(s, "  }}");
+        for g in &self.groups {
+            let _ = writeln!(s, "  chain input_{} {{", g.index);
+            s.push_str(&guard(g));
+            let _ = writeln!(s, "    ct state established,related accept");
+            if !g.dns.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "    ip daddr {} meta l4proto {{ tcp, udp }} th dport 53 accept",
+                    set(&g.dns)
+                );
+            }
+            let _ = writeln!(s, "  }}");
+        }
 
         // output: the host's own processes. Only root (the daemon's forwards, the operator) may
         // open connections to nodes; other host users may not.

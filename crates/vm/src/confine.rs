@@ -132,11 +132,7 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i
         if spec.accel == Accel::Kvm {
             devs.push("kvm");
         }
-        if spec.net.is_some() {
-            std::fs::create_dir_all(format!("{r}/dev/net"))
-                .map_err(|e| format!("mkdir dev/net: {e}"))?;
-            devs.push("net/tun");
-        }
+        // No /dev/net/tun: the NIC comes as a tun fd already attached to the node's tap.
         for d in devs {
             bind(&Path::new("/dev").join(d), &format!("{r}/dev/{d}"), true)?;
         }

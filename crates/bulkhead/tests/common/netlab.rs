@@ -315,3 +315,119 @@ impl NetLab {
         sh_in(&self.host_ns(), script)
     }
 }
+
+/// What a UDP listener started by [`udp_listen`] received: one payload per datagram.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts a UDP listener on `addr:port` in `ns` that records each datagram's payload and
+/// answers it with `name` (to the datagram's source, whoever that claims to be).
+pub fn udp_listen(ns: &Path, addr: &str, port: u16, name: &str) -> Received {
+    let (ns, addr, name) = (ns.to_path_buf(), addr.to_string(), name.to_string());
+    let got: Received = Default::default();
+    let rec = got.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&ns).expect("open netns");
+        // SAFETY: as in in_ns.
+        assert_eq!(
+            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let s = std::net::UdpSocket::bind((addr.as_str(), port)).expect("bind udp listener");
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            rec.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = s.send_to(name.as_bytes(), from);
+        }
+    });
+    rx.recv().unwrap();
+    got
+}
+
+/// Sends one datagram `payload` from `ns` to `addr:port`, from `src` when given (spoofing,
+/// through IP_TRANSPARENT, which root may set); returns the answer, if one came back.
+pub fn udp_probe_from(
+    ns: &Path,
+    src: Option<&str>,
+    addr: &str,
+    port: u16,
+    payload: &str,
+) -> Option<String> {
+    let (src, addr, payload) = (
+        src.map(str::to_string),
+        addr.to_string(),
+        payload.to_string(),
+    );
+    in_ns(ns, move || {
+        use std::os::fd::FromRawFd;
+        let src: std::net::Ipv4Addr = src.as_deref().unwrap_or("0.0.0.0").parse().ok()?;
+        // SAFETY: a fresh datagram socket, bound with a plain sockaddr_in and given to
+        // UdpSocket (which owns it) at once.
+        let s = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            let s = std::net::UdpSocket::from_raw_fd(fd);
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                fd,
+                libc::SOL_IP,
+                libc::IP_TRANSPARENT,
+                (&one as *const libc::c_int).cast(),
+                4,
+            );
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
+                return None;
+            }
+            s
+        };
+        s.set_read_timeout(Some(Duration::from_millis(1000))).ok()?;
+        s.send_to(payload.as_bytes(), (addr.as_str(), port)).ok()?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+/// Connects from `ns` to `addr:port`; returns the first line the peer sent, or `None`.
+pub fn tcp_probe_port(ns: &Path, addr: &str, port: u16) -> Option<String> {
+    let addr = addr.to_string();
+    in_ns(ns, move || {
+        let dst: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&dst, Duration::from_millis(1500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(1500))).ok()?;
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        Some(out.trim().to_string()).filter(|o| !o.is_empty())
+    })
+}
+
+/// Starts a TCP listener on `addr:port` in `ns` that answers every connection with `name`.
+pub fn listen_port(ns: &Path, addr: &str, port: u16, name: &str) {
+    let (ns, addr, name) = (ns.to_path_buf(), addr.to_string(), name.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&ns).expect("open netns");
+        // SAFETY: as in in_ns.
+        assert_eq!(
+            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let l = TcpListener::bind((addr.as_str(), port)).expect("bind lab listener");
+        tx.send(()).unwrap();
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(format!("{name}\n").as_bytes());
+        }
+    });
+    rx.recv().unwrap();
+}
