@@ -44,35 +44,26 @@ fn find_qemu() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// Whether every group's microVM can run on this host at all: its guest RAM (plus QEMU's
-/// stated overhead) within the host's memory, its vCPUs within the host's CPUs. A guest that
-/// cannot fit would otherwise only time out at boot.
+/// Whether every group's microVM fits this host's memory with QEMU's stated overhead on top
+/// (the guest RAM alone and the vCPUs were checked against the host by `core::host` before).
+/// A guest that cannot fit would otherwise only time out at boot.
 pub fn fits_host(groups: &[bulkhead_core::config::HostGroup]) -> Result<(), String> {
-    let mem_total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kib| kib << 10);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let Some(total) = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib << 10)
+    }) else {
+        return Ok(());
+    };
     for (i, g) in groups.iter().enumerate() {
-        if let Some(total) = mem_total {
-            if g.ram_bytes + bulkhead_vm::MEMORY_OVERHEAD > total {
-                return Err(format!(
-                    "config.host_groups[{i}] ({}): a microVM with {} MiB of RAM (plus {} MiB for QEMU) does not fit this host's {} MiB of memory: lower its ram_gb/ram_mb",
-                    g.name,
-                    g.ram_bytes >> 20,
-                    bulkhead_vm::MEMORY_OVERHEAD >> 20,
-                    total >> 20
-                ));
-            }
-        }
-        if g.vcpu > cpus {
+        if g.ram_bytes + bulkhead_vm::MEMORY_OVERHEAD > total {
             return Err(format!(
-                "config.host_groups[{i}].vcpu: {} vCPUs, but this host runs the daemon on {cpus} CPUs: a microVM cannot have more vCPUs than that (use at most {cpus})",
-                g.vcpu
+                "config.host_groups[{i}] ({}): a microVM with {} MiB of RAM (plus {} MiB for QEMU) does not fit this host's {} MiB of memory: lower its ram_gb/ram_mb",
+                g.name,
+                g.ram_bytes >> 20,
+                bulkhead_vm::MEMORY_OVERHEAD >> 20,
+                total >> 20
             ));
         }
     }
