@@ -681,7 +681,12 @@ fn impossible_microvm_configs_are_refused_with_the_key_named() {
     let cases = [
         ("ram_mb: 256", "ram_mb: 32", "host_groups[0].ram_mb", true),
         // Checked against the host by `validate` and again by `up` (core::host).
-        ("ram_mb: 256", "ram_gb: 100000", "host_groups[0].ram_gb", true),
+        (
+            "ram_mb: 256",
+            "ram_gb: 100000",
+            "host_groups[0].ram_gb",
+            true,
+        ),
         (
             "ram_mb: 256",
             "ram_mb: 256\n      vcpu: 256",

@@ -53,7 +53,7 @@ pub struct RawConfig {
     /// bulkhead: which host ports this tenant's port forwards may open, e.g. "20000-20999".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_ports: Option<String>,
-    /// bulkhead: concurrent relayed connections per node, over all its port forwards.
+    /// bulkhead: concurrent relayed connections per port forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_max_connections: Option<u32>,
     /// bulkhead: how long a trusted upstream has to send its PROXY v2 header, e.g. "5s".

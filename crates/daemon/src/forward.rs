@@ -9,8 +9,8 @@
 //! bytes are relayed to the node as ordinary data. Nothing is ever authorized by the address
 //! inside a header; only the connection's real peer is checked, and only against the list.
 //!
-//! Each node's forwards together relay at most `config.forward_max_connections` connections at
-//! once, and all of the tenant's forwards at most [`MAX_TENANT_CONNECTIONS`]; a connection
+//! Each forward relays at most `config.forward_max_connections` connections at once (so a
+//! flood through one port leaves a node's other forwards alone), and all of the tenant's forwards at most [`MAX_TENANT_CONNECTIONS`]; a connection
 //! beyond either is accepted and closed at once (these are arbitrary TCP protocols: there is no
 //! error message to send), so a flood costs the daemon no descriptors. Relays belong to their forward: closing
 //! it (the node's delete) ends every connection it relays, so none outlives its node (a dead
@@ -126,7 +126,7 @@ pub struct ForwardSpec {
 #[derive(Default)]
 struct Stats {
     connections: AtomicU64,
-    /// Connections closed at once because the node or tenant relayed its maximum already.
+    /// Connections closed at once because the forward or tenant relayed its maximum already.
     refused: AtomicU64,
     last_peer: Mutex<Option<String>>,
     last_client: Mutex<Option<String>>,
@@ -141,8 +141,6 @@ struct Open {
 /// The tenant's open forwards, by node.
 pub struct Forwards {
     open: Mutex<HashMap<String, Vec<Open>>>,
-    /// Per node: the relayed connections it may still take, over all of its forwards.
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The tenant-wide connection budget ([`MAX_TENANT_CONNECTIONS`]).
     budget: Arc<Semaphore>,
     max_connections: usize,
@@ -158,7 +156,6 @@ impl Forwards {
     pub fn new(max_connections: usize, proxy_timeout: Duration) -> Self {
         Forwards {
             open: Default::default(),
-            slots: Default::default(),
             budget: Arc::new(Semaphore::new(MAX_TENANT_CONNECTIONS)),
             max_connections,
             proxy_timeout,
@@ -249,10 +246,7 @@ impl Forwards {
             spec.listen = a;
         }
         let stats = Arc::new(Stats::default());
-        let slots = lock(&self.slots)
-            .entry(spec.node.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.max_connections)))
-            .clone();
+        let slots = Arc::new(Semaphore::new(self.max_connections));
         let task = tokio::spawn(serve(
             l,
             spec.clone(),
@@ -305,7 +299,6 @@ impl Forwards {
         for o in lock(&self.open).remove(node).unwrap_or_default() {
             o.task.abort();
         }
-        lock(&self.slots).remove(node);
     }
 
     /// Records the node's forwards in its directory.
@@ -344,16 +337,16 @@ fn describe(o: &Open) -> Forward {
     }
 }
 
-/// Accepts and relays. Each connection takes a permit of its node and one of the tenant's
-/// budget; without both it is closed at once, so a flood costs the daemon no descriptors and
-/// a forward with no clients holds no permit its node's other forwards could use. The relays
+/// Accepts and relays. Each connection takes a permit of its forward and one of the tenant's
+/// budget; without both it is closed at once, so a flood costs the daemon no descriptors. The
+/// relays
 /// live in a set owned by this task: closing the forward (which aborts the task) ends every
 /// connection it relays.
 async fn serve(
     l: TcpListener,
     spec: ForwardSpec,
     stats: Arc<Stats>,
-    (node, tenant): (Arc<Semaphore>, Arc<Semaphore>),
+    (own, tenant): (Arc<Semaphore>, Arc<Semaphore>),
     proxy_timeout: Duration,
 ) {
     let spec = Arc::new(spec);
@@ -372,7 +365,7 @@ async fn serve(
                 continue;
             }
         };
-        let permits = node
+        let permits = own
             .clone()
             .try_acquire_owned()
             .and_then(|a| tenant.clone().try_acquire_owned().map(|b| (a, b)));
@@ -385,7 +378,7 @@ async fn serve(
                 .checked_rem(1000)
                 == Some(0)
             {
-                tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "relaying the maximum of connections (config.forward_max_connections per node, {MAX_TENANT_CONNECTIONS} per tenant); refusing more");
+                tracing::warn!(node = %spec.node, listen = %spec.listen, %peer, "relaying the maximum of connections (config.forward_max_connections per forward, {MAX_TENANT_CONNECTIONS} per tenant); refusing more");
             }
             drop(c);
             continue;
@@ -516,11 +509,11 @@ mod tests {
         assert!(matches!(parse_v2(&short), Header::Invalid(_)));
     }
 
-    /// A node's forwards relay at most `max_connections` at once (more are closed at once, and
-    /// a freed slot is usable again); a trusted peer's partial PROXY header is data after the
+    /// A forward relays at most `max_connections` at once (more are closed at once, a freed
+    /// slot is usable again, another forward of the node has its own); a trusted peer's partial PROXY header is data after the
     /// timeout. Real sockets on loopback; a local echo server stands in for the node.
     #[tokio::test]
-    async fn relays_are_capped_per_node_and_the_proxy_wait_is_bounded() {
+    async fn relays_are_capped_per_forward_and_the_proxy_wait_is_bounded() {
         let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let node_port = node.local_addr().unwrap().port();
         tokio::spawn(async move {
@@ -564,8 +557,16 @@ mod tests {
         }
         let mut a = TcpStream::connect(&plain.listen).await.unwrap();
         assert!(echoes(&mut a, b"one").await);
-        // The second slot goes to the other forward of the same node; the header wait ends
-        // after 300ms and the partial signature is relayed as data.
+        let mut a2 = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(echoes(&mut a2, b"two").await);
+        // The plain forward relays two already: a third is closed without reaching the node.
+        let mut c = TcpStream::connect(&plain.listen).await.unwrap();
+        assert!(
+            !echoes(&mut c, b"three").await,
+            "a third connection was relayed"
+        );
+        // The other forward of the same node has slots of its own; a trusted peer's header
+        // wait ends after 300ms and the partial signature is relayed as data.
         let mut b = TcpStream::connect(&proxied.listen).await.unwrap();
         let t = std::time::Instant::now();
         assert!(echoes(&mut b, b"\r\n\r\n").await);
@@ -573,12 +574,6 @@ mod tests {
             t.elapsed() >= Duration::from_millis(250),
             "{:?}",
             t.elapsed()
-        );
-        // The node relays two already: a third is closed without reaching it.
-        let mut c = TcpStream::connect(&plain.listen).await.unwrap();
-        assert!(
-            !echoes(&mut c, b"three").await,
-            "a third connection was relayed"
         );
         // A freed slot is taken again.
         drop(a);
