@@ -331,11 +331,23 @@ fn unpack_into(r: &mut impl Read, stage: &Dir) -> Result<(), Event> {
     Ok(())
 }
 
-fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid))?;
-    if fs::symlink_metadata(root)?.is_dir() {
-        for entry in fs::read_dir(root)? {
-            chown_tree(&entry?.path(), uid, gid)?;
+/// Gives everything below `dir` (not `dir` itself) to `uid`/`gid`, walking by directory fds:
+/// never through a symlink, never by a path a workload could swap.
+fn chown_below(dir: &Dir, uid: u32, gid: u32) -> io::Result<()> {
+    for name in dir.names()? {
+        let c = cstr(&name)?;
+        // SAFETY: valid fd and NUL-terminated name; AT_SYMLINK_NOFOLLOW changes a link itself.
+        cvt(unsafe {
+            libc::fchownat(
+                dir.0.as_raw_fd(),
+                c.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })?;
+        if dir.stat_at(&name)?.as_ref().is_some_and(is_dir) {
+            chown_below(&dir.open_at(&name)?, uid, gid)?;
         }
     }
     Ok(())
@@ -345,6 +357,18 @@ fn chown_tree(root: &Path, uid: u32, gid: u32) -> io::Result<()> {
 /// else, or the other way round (a symlink in the destination is never followed).
 fn check_merge(from: &Dir, to: &Dir, rel: &Path, target: &Path) -> Result<(), Event> {
     let io = |e: io::Error| io_event("cannot read", &target.join(rel).display().to_string(), &e);
+    // Entries move by rename, which cannot cross filesystems: a mount point inside the
+    // destination (a tmpfs on /tmp, say) is refused before anything moves.
+    if from.stat().map_err(io)?.st_dev != to.stat().map_err(io)?.st_dev {
+        return Err(Event::error(
+            "invalid_argument",
+            format!(
+                "{} is a mount point inside the destination; a tar upload cannot merge across filesystems: upload into {} itself: nothing was written",
+                target.join(rel).display(),
+                target.join(rel).display()
+            ),
+        ));
+    }
     for name in from.names().map_err(io)? {
         let (Some(s), Some(t)) = (
             from.stat_at(&name).map_err(io)?,
@@ -441,24 +465,21 @@ pub(crate) fn copy_in_tar(
     let res = (|| {
         unpack_into(r, &stage)?;
         let chown = uid.is_some() || gid.is_some();
+        // The staging root stays root's and 0700 until it is renamed into place: the uid the
+        // archive is given cannot reach into it while the agent works there.
         if chown {
-            let (u, g) = (uid.unwrap_or(0), gid.unwrap_or(0));
-            // The staging root through its fd (lchown of `/proc/self/fd/N` would only touch
-            // the magic link), what is in it through that path.
-            stage
-                .chown(u, g)
-                .and_then(|_| stage.names())
-                .and_then(|names| {
-                    names
-                        .iter()
-                        .try_for_each(|n| chown_tree(&stage.proc_path().join(n), u, g))
-                })
+            chown_below(&stage, uid.unwrap_or(0), gid.unwrap_or(0))
                 .map_err(|e| io("cannot change the owner in", e))?;
         }
         match &fresh {
             Some(name) => {
                 // tar never applies an archive's `.` entry; a new destination gets 0755.
                 stage.chmod(0o755).map_err(|e| io("cannot write", e))?;
+                if chown {
+                    stage
+                        .chown(uid.unwrap_or(0), gid.unwrap_or(0))
+                        .map_err(|e| io("cannot change the owner of", e))?;
+                }
                 base.rename_to(&stage_name, &base, name, libc::RENAME_NOREPLACE)
                     .map_err(|e| io("cannot create", e))
             }

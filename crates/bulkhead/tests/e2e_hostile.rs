@@ -117,9 +117,16 @@ fn workloads_that_fill_memory_do_not_kill_the_agent() {
     assert_eq!(adj.trim(), expected);
     let (_, out, _) = d.sh(
         &n,
-        "cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj || echo refused",
+        "cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj || echo refused; \
+         echo -998 > /proc/self/oom_score_adj || echo refused; \
+         echo -1 > /proc/self/oom_score_adj || echo refused",
     );
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["500", "refused"], "{out}");
+    // The floor is 0: not the supervisor's own -998 (which a node once inherited).
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["500", "refused", "refused", "refused"],
+        "{out}"
+    );
     // Anonymous memory: the hog is killed (or fails), not PID 1.
     let (code, _, _) = d.sh(
         &n,
@@ -278,6 +285,37 @@ fn refused_tar_leaves_the_destination_untouched() {
         )
         .1,
         "600 1000\n600 1000\n644 0\n"
+    );
+    // A mount point inside the destination (/dev/shm is a tmpfs of its own): entries cannot
+    // be renamed across it, so the upload is refused before anything moves.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "top-file", &b"top"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "shm/x", &b"shm"[..]).unwrap();
+    let across = b.into_inner().unwrap();
+    let e = rt
+        .block_on(c.send_ok(
+            Method::POST,
+            &format!("/vm/{n}/cp?path=/dev&mode=tar"),
+            full_body(across),
+            None,
+        ))
+        .map(|_| ())
+        .expect_err("a merge across a mount point was accepted");
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(400), "{e}");
+    assert!(e.to_string().contains("mount point"), "{e}");
+    assert_eq!(
+        d.sh(
+            &n,
+            "ls -A /dev/top-file /dev/shm/x 2>&1 | grep -c 'No such'"
+        )
+        .1,
+        "2\n"
     );
     d.stop_and_assert_clean();
 }

@@ -165,6 +165,22 @@ fn a_node_cannot_exhaust_per_user_kernel_counts_of_the_host_or_another_tenant() 
         "fs.file-max {file_max} is reachable"
     );
 
+    // The daemon's own descriptors: soft limit raised to the hard one, so the connection caps
+    // (not EMFILE) are what bound a flood.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", a.pid())).unwrap();
+    let nofile: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .skip(3)
+        .take(2)
+        .collect();
+    assert_eq!(
+        nofile[0], nofile[1],
+        "soft RLIMIT_NOFILE not raised: {nofile:?}"
+    );
+
     // The seccomp policy and the kept CAP_SYS_CHROOT agree: build tools may chroot.
     let (code, _, err) = a.sh(&hog, "mkdir -p /tmp/r && chroot / /bin/true");
     assert_eq!(code, 0, "chroot in a node: {err}");

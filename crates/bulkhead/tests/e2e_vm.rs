@@ -206,7 +206,7 @@ set -u
 export PATH=/usr/local/bin:$PATH
 mount -t cgroup2 none /sys/fs/cgroup || exit 10
 mkdir -p /run
-bulkhead new g2 --socket /run/g2.sock --ram-mb 64 --storage-size 128M > /tmp/g2.yaml || exit 11
+bulkhead new g2 --socket /run/g2.sock --ram-mb 64 --storage-size 32M > /tmp/g2.yaml || exit 11
 setsid bulkhead up /tmp/g2.yaml --state-dir /var/lib/bh > /tmp/up.log 2>&1 < /dev/null &
 for i in $(seq 300); do [ -S /run/g2.sock ] && grep -q "ready on" /tmp/up.log && break; sleep 0.2; done
 grep -q 'cgroup="v2"' /tmp/up.log || { cat /tmp/up.log; exit 12; }

@@ -13,7 +13,7 @@ use crate::config::{ConfigError, RawConfig};
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent connections on the API listener; beyond it a new connection gets a 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
-/// Concurrent relayed connections per node, over all of its port forwards.
+/// Concurrent relayed connections per port forward (a tenant's forwards together: 2048).
 pub const DEFAULT_FORWARD_MAX_CONNECTIONS: usize = 256;
 /// How long a trusted upstream has to send its PROXY v2 header.
 pub const DEFAULT_FORWARD_PROXY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -152,7 +152,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Forwards {
-    /// `max_connections` relayed at once per node; `proxy_timeout` for a PROXY v2 header.
+    /// `max_connections` relayed at once per forward; `proxy_timeout` for a PROXY v2 header.
     pub fn new(max_connections: usize, proxy_timeout: Duration) -> Self {
         Forwards {
             open: Default::default(),

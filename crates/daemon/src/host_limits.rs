@@ -61,6 +61,45 @@ pub fn ensure_file_max() {
     }
 }
 
+/// Descriptors the daemon may need at its limits: an API connection that execs or copies
+/// holds two (its socket and the agent's), a relayed forward connection two, plus a margin
+/// for the store, listeners, supervisors' pipes and logs.
+pub fn fds_needed(max_connections: usize, forward_budget: usize) -> u64 {
+    (2 * max_connections + 2 * forward_budget + 256) as u64
+}
+
+/// Raises the daemon's soft `RLIMIT_NOFILE` to its hard limit (the common soft default of 1024
+/// is below what the connection caps allow), and warns when even the hard limit is below
+/// `needed`: then a flood could exhaust descriptors before the caps bite.
+pub fn raise_nofile(needed: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return;
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: valid rlimit; raising the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    if r.rlim_cur < needed {
+        tracing::warn!(
+            limit = r.rlim_cur,
+            needed,
+            "the daemon may open {} files (RLIMIT_NOFILE), fewer than api.max_connections and the forward limits can take: raise LimitNOFILE (systemd) or ulimit -n, or lower api.max_connections",
+            r.rlim_cur
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -251,6 +251,10 @@ pub async fn run(
     ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
     host_limits::ensure_file_max();
+    host_limits::raise_nofile(host_limits::fds_needed(
+        cfg.conns.max_connections,
+        forward::MAX_TENANT_CONNECTIONS,
+    ));
     let uid_base = bulkhead_core::uid_base(&tenant);
     let _claim = claim_uid_range(&tenant, uid_base)?;
     if let ApiListen::Unix(p) = &cfg.listen {

@@ -262,6 +262,10 @@ fn start(
         if go_r.read_exact(&mut b).is_err() {
             return 1;
         }
+        if let Err(e) = bulkhead_sandbox::restore_in_child() {
+            let _ = err_w.write_all(e.as_bytes());
+            return 1;
+        }
         let msg = match child_prepare(spec).and_then(|_| {
             let mut b = [0u8; 1];
             placed_r.read_exact(&mut b).map_err(|_| {
@@ -298,9 +302,13 @@ fn start(
     // The agent (PID 1) is never the OOM killer's victim: a node whose init dies is gone, and
     // an upload's tmpfs pages belong to no process, so with only the agent in the node the
     // memory cgroup would pick it. At -1000 a charge the cgroup cannot satisfy fails with
-    // ENOMEM instead (the upload answers 507). Written through the legacy `oom_adj` (-17 is
-    // -1000), which leaves the floor the node inherited from us (-998) in place: a command the
-    // agent raised to +500 can never make itself unkillable. Best effort like our own score.
+    // ENOMEM instead (the upload answers 507). First the node's floor: it inherited ours
+    // (-998, set by a privileged write), under which any process of the node could lower its
+    // own score to -998 and be spared in a host-wide OOM at other tenants' expense. Writing 0
+    // through `oom_score_adj` with CAP_SYS_RESOURCE sets the floor to 0; then -1000 through
+    // the legacy `oom_adj` (-17), which leaves that floor alone: commands the agent raised to
+    // +500 can come down to 0, never below. Best effort like our own score.
+    let _ = fs::write(format!("/proc/{pid}/oom_score_adj"), "0");
     let _ = fs::write(format!("/proc/{pid}/oom_adj"), "-17");
     let res = (|| {
         fs::write(format!("/proc/{pid}/uid_map"), &map).map_err(io_err("writing uid_map"))?;

@@ -4,4 +4,4 @@
 
 mod owner;
 
-pub use owner::{as_owner, write_user_sysctls, OwnerError};
+pub use owner::{as_owner, restore_in_child, write_user_sysctls, OwnerError};

@@ -323,6 +323,10 @@ pub fn spawn(
         let Some(tap_fd) = recv_go(&go_r) else {
             return 1;
         };
+        if let Err(e) = bulkhead_sandbox::restore_in_child() {
+            let _ = err_w.write_all(e.as_bytes());
+            return 1;
+        }
         let msg = child(spec, root, console_fd, probe, tap_fd);
         let _ = err_w.write_all(msg.as_bytes());
         1
