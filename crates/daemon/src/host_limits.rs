@@ -69,8 +69,9 @@ pub fn fds_needed(max_connections: usize, forward_budget: usize) -> u64 {
 }
 
 /// Raises the daemon's soft `RLIMIT_NOFILE` to its hard limit (the common soft default of 1024
-/// is below what the connection caps allow), and warns when even the hard limit is below
-/// `needed`: then a flood could exhaust descriptors before the caps bite.
+/// is below what the connection caps allow), and the hard limit to `needed` where root may;
+/// warns when the limit stays below `needed`: then a flood could exhaust descriptors before
+/// the caps bite.
 pub fn raise_nofile(needed: u64) {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -79,6 +80,17 @@ pub fn raise_nofile(needed: u64) {
     // SAFETY: valid out pointer.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return;
+    }
+    if r.rlim_max < needed {
+        // Root with CAP_SYS_RESOURCE may raise the hard limit too (up to fs.nr_open).
+        let raised = libc::rlimit {
+            rlim_cur: needed,
+            rlim_max: needed,
+        };
+        // SAFETY: valid rlimit; refused without CAP_SYS_RESOURCE, which is handled below.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r = raised;
+        }
     }
     if r.rlim_cur < r.rlim_max {
         let raised = libc::rlimit {
