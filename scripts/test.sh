@@ -23,9 +23,14 @@ cleanup() {
 trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"
 
-cargo test --workspace --locked "$@"
+log="$state/cargo-test.log"
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p + 0, f + 0 }' "$log")
 
 # Arguments select some tests; the bare Debian check runs with the whole suite only.
 if [ "$#" -eq 0 ]; then
   scripts/test-bare-debian.sh
+  passed=$((passed + 1))
 fi
+# One closing line for the whole run (cargo's last line is a doc-test summary).
+echo "suite: $passed passed, $failed failed"
