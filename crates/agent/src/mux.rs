@@ -322,9 +322,9 @@ impl<W: Write + Send + 'static> Mux<W> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn streams_cross_one_link_both_ways() {
-        // host <-> guest over a socket pair standing in for the serial port.
+    /// A host mux and a guest mux over a socket pair standing in for the serial port; every
+    /// stream the host opens is served on the guest side by `service(id, its end)` in a thread.
+    fn linked(service: fn(u32, UnixStream)) -> (Arc<Mux<UnixStream>>, Arc<Mux<UnixStream>>) {
         let (h_link, g_link) = UnixStream::pair().unwrap();
         let host = Mux::new(h_link.try_clone().unwrap());
         let guest = Mux::new(g_link.try_clone().unwrap());
@@ -332,18 +332,24 @@ mod tests {
         std::thread::spawn(move || {
             let g3 = g2.clone();
             g2.run(g_link, move |id| {
-                // An echo service per stream, upper-casing what it reads.
-                let (a, mut b) = UnixStream::pair().unwrap();
+                let (a, b) = UnixStream::pair().unwrap();
                 g3.attach(id, a, false).unwrap();
-                std::thread::spawn(move || {
-                    let mut v = Vec::new();
-                    b.read_to_end(&mut v).unwrap();
-                    b.write_all(&v.to_ascii_uppercase()).unwrap();
-                });
+                std::thread::spawn(move || service(id, b));
             })
         });
         let h2 = host.clone();
         std::thread::spawn(move || h2.run(h_link, |_| {}));
+        (host, guest)
+    }
+
+    #[test]
+    fn streams_cross_one_link_both_ways() {
+        // An echo service per stream, upper-casing what it reads.
+        let (host, guest) = linked(|_, mut b| {
+            let mut v = Vec::new();
+            b.read_to_end(&mut v).unwrap();
+            b.write_all(&v.to_ascii_uppercase()).unwrap();
+        });
         let handles: Vec<_> = (1..=8u32)
             .map(|id| {
                 let host = host.clone();
@@ -374,30 +380,17 @@ mod tests {
 
     #[test]
     fn a_stalled_reader_stalls_only_its_own_stream() {
-        let (h_link, g_link) = UnixStream::pair().unwrap();
-        let host = Mux::new(h_link.try_clone().unwrap());
-        let guest = Mux::new(g_link.try_clone().unwrap());
-        let g2 = guest.clone();
-        std::thread::spawn(move || {
-            let g3 = g2.clone();
-            g2.run(g_link, move |id| {
-                let (a, mut b) = UnixStream::pair().unwrap();
-                g3.attach(id, a, false).unwrap();
-                std::thread::spawn(move || {
-                    if id == 1 {
-                        // Like `yes`: writes until the stream ends.
-                        let chunk = vec![b'y'; 64 * 1024];
-                        while b.write_all(&chunk).is_ok() {}
-                    } else {
-                        let mut v = Vec::new();
-                        b.read_to_end(&mut v).unwrap();
-                        b.write_all(&v).unwrap();
-                    }
-                });
-            })
+        let (host, _guest) = linked(|id, mut b| {
+            if id == 1 {
+                // Like `yes`: writes until the stream ends.
+                let chunk = vec![b'y'; 64 * 1024];
+                while b.write_all(&chunk).is_ok() {}
+            } else {
+                let mut v = Vec::new();
+                b.read_to_end(&mut v).unwrap();
+                b.write_all(&v).unwrap();
+            }
         });
-        let h2 = host.clone();
-        std::thread::spawn(move || h2.run(h_link, |_| {}));
         // Stream 1's client never reads.
         let (_never_read, theirs) = UnixStream::pair().unwrap();
         host.attach(1, theirs, true).unwrap();

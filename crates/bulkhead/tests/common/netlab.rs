@@ -109,22 +109,7 @@ pub fn in_ns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'stati
 
 /// Starts a TCP listener on `addr:PORT` in `ns` that answers every connection with `name`.
 pub fn listen(ns: &Path, addr: &str, name: &str) {
-    let (ns, addr, name) = (ns.to_path_buf(), addr.to_string(), name.to_string());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&ns).expect("open netns");
-        // SAFETY: as in in_ns.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        let l = TcpListener::bind((addr.as_str(), PORT)).expect("bind lab listener");
-        tx.send(()).unwrap();
-        for mut c in l.incoming().flatten() {
-            let _ = c.write_all(format!("{name}\n").as_bytes());
-        }
-    });
-    rx.recv().unwrap();
+    listen_port(ns, addr, PORT, name)
 }
 
 /// Connects from `ns` to `addr:PORT`; returns what the listener said, or `None`.
