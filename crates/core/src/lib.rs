@@ -1,15 +1,21 @@
 //! Tenants, host groups and their config: parsing, validation, defaults and the pure policy
-//! decisions made from them (resource requests against a group, uid ranges). No syscalls here.
+//! decisions made from them (resource requests against a group, uid ranges); the node's
+//! lifecycle state machine (`node`) and the domain's errors with their stable codes (`error`).
+//! No syscalls and no HTTP here.
 
 pub mod config;
+pub mod error;
 pub mod host;
 pub mod kernel_limits;
 pub mod limits;
+pub mod node;
 pub mod size;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
+pub use error::{Code, DomainError};
 pub use host::HostFacts;
 pub use limits::ConnLimits;
+pub use node::NodeState;
 
 /// Size of every tenant's host uid range: uids 0..65536 inside a node.
 pub const UID_COUNT: u32 = 65536;

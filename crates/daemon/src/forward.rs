@@ -40,7 +40,7 @@ use tokio::sync::Semaphore;
 /// forwards (or many nodes) cannot exhaust the daemon's descriptors and stall its API.
 pub const MAX_TENANT_CONNECTIONS: usize = 2048;
 
-use crate::error::ApiError;
+use bulkhead_core::{Code, DomainError};
 
 pub const FORWARDS_FILE: &str = "forwards.json";
 /// Per node; each forward is a listening socket and a task.
@@ -167,32 +167,32 @@ impl Forwards {
         node: &str,
         node_ip: Ipv4Addr,
         r: &ForwardRequest,
-    ) -> Result<ForwardSpec, ApiError> {
+    ) -> Result<ForwardSpec, DomainError> {
         if r.node_port == 0 {
-            return Err(ApiError::bad_request(
+            return Err(DomainError::invalid(
                 "node_port must be between 1 and 65535",
             ));
         }
         let bind: IpAddr = match &r.bind {
             None => Ipv4Addr::LOCALHOST.into(),
             Some(b) => b.parse().map_err(|_| {
-                ApiError::bad_request(format!(
+                DomainError::invalid(format!(
                     "bind {b:?} is not an IP address, e.g. 127.0.0.1 or 0.0.0.0"
                 ))
             })?,
         };
         if !r.proxy_protocol && !r.trusted_proxies.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(DomainError::invalid(
                 "trusted_proxies only applies with proxy_protocol: true",
             ));
         }
         if r.proxy_protocol && r.trusted_proxies.is_empty() {
-            return Err(ApiError::bad_request(
+            return Err(DomainError::invalid(
                 "proxy_protocol: true needs trusted_proxies (the CIDRs of your load balancers); a PROXY header from anyone else is relayed as data",
             ));
         }
         if r.trusted_proxies.len() > 64 {
-            return Err(ApiError::bad_request("at most 64 trusted_proxies"));
+            return Err(DomainError::invalid("at most 64 trusted_proxies"));
         }
         let trusted = r
             .trusted_proxies
@@ -201,7 +201,7 @@ impl Forwards {
                 c.parse::<IpNet>()
                     .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| {
-                        ApiError::bad_request(format!(
+                        DomainError::invalid(format!(
                             "trusted_proxies: {c:?} is not a CIDR or address"
                         ))
                     })
@@ -218,10 +218,10 @@ impl Forwards {
     }
 
     /// Opens the forward: binds its host port and starts relaying.
-    pub async fn open(&self, mut spec: ForwardSpec) -> Result<Forward, ApiError> {
+    pub async fn open(&self, mut spec: ForwardSpec) -> Result<Forward, DomainError> {
         if lock(&self.open).get(&spec.node).map_or(0, Vec::len) >= MAX_PER_NODE {
-            return Err(ApiError::conflict(
-                "too_many_forwards",
+            return Err(DomainError::new(
+                Code::TooManyForwards,
                 format!(
                     "node {:?} has {MAX_PER_NODE} forwards already: remove one first",
                     spec.node
@@ -229,18 +229,17 @@ impl Forwards {
             ));
         }
         let l = TcpListener::bind(spec.listen).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => ApiError::conflict(
-                "port_in_use",
+            std::io::ErrorKind::AddrInUse => DomainError::new(Code::PortInUse,
                 format!("{} is already in use on the host: pick another host_port", spec.listen),
             ),
-            std::io::ErrorKind::AddrNotAvailable => ApiError::bad_request(format!(
+            std::io::ErrorKind::AddrNotAvailable => DomainError::invalid(format!(
                 "{} is not an address of this host: use bind 127.0.0.1, 0.0.0.0 or one of the host's addresses",
                 spec.listen.ip()
             )),
-            std::io::ErrorKind::PermissionDenied => ApiError::bad_request(format!(
+            std::io::ErrorKind::PermissionDenied => DomainError::invalid(format!(
                 "binding {} was refused: {e}", spec.listen
             )),
-            _ => ApiError::internal(format!("binding {}: {e}", spec.listen)),
+            _ => DomainError::internal(format!("binding {}: {e}", spec.listen)),
         })?;
         if let Ok(a) = l.local_addr() {
             spec.listen = a;
@@ -263,7 +262,8 @@ impl Forwards {
         Ok(info)
     }
 
-    pub fn list(&self, node: &str) -> Vec<Forward> {
+    pub fn list(&self, node: &crate::tenant::NodeRef) -> Vec<Forward> {
+        let node = node.name();
         lock(&self.open)
             .get(node)
             .map(|v| v.iter().map(describe).collect())
@@ -304,7 +304,7 @@ impl Forwards {
     /// Records the node's forwards in its directory.
     pub fn save(&self, node_dir: &Path, node: &str) -> std::io::Result<()> {
         let specs = self.specs(node);
-        crate::app::write_private(
+        crate::fsutil::write_private(
             &node_dir.join(FORWARDS_FILE),
             &serde_json::to_vec(&specs).unwrap_or_default(),
         )

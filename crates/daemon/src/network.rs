@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use crate::error::ApiError;
+use bulkhead_core::{Code, DomainError};
 
 /// Host-wide registry of claimed address ranges, one file per tenant.
 pub const NET_REGISTRY: &str = "/run/bulkhead/net-ranges";
@@ -38,7 +38,7 @@ pub fn load_indexes(tenant_dir: &Path) -> HashMap<String, u8> {
 }
 
 pub fn save_indexes(tenant_dir: &Path, idx: &HashMap<String, u8>) -> std::io::Result<()> {
-    crate::app::write_private(
+    crate::fsutil::write_private(
         &tenant_dir.join(GROUPS_FILE),
         &serde_json::to_vec(idx).unwrap_or_default(),
     )
@@ -204,15 +204,15 @@ impl TenantNetwork {
         g: &NetGroup,
         used: &HashSet<Ipv4Addr>,
         requested: Option<&str>,
-    ) -> Result<(u32, Ipv4Addr), ApiError> {
+    ) -> Result<(u32, Ipv4Addr), DomainError> {
         let used_slots: HashSet<u32> = used.iter().filter_map(|a| g.range.slot_of(*a)).collect();
         let slot = match requested {
             Some(ip) => {
                 let a: Ipv4Addr = ip
                     .parse()
-                    .map_err(|_| ApiError::bad_request(format!("ip {ip:?} is not an IPv4 address")))?;
+                    .map_err(|_| DomainError::invalid(format!("ip {ip:?} is not an IPv4 address")))?;
                 let slot = g.range.slot_of(a).ok_or_else(|| {
-                    ApiError::bad_request(format!(
+                    DomainError::invalid(format!(
                         "ip {a} is not a node address of host group {:?}'s range {} (e.g. {})",
                         g.name,
                         g.range,
@@ -220,7 +220,7 @@ impl TenantNetwork {
                     ))
                 })?;
                 if used_slots.contains(&slot) {
-                    return Err(ApiError::conflict("address_in_use", format!("ip {a} is already used by another node")));
+                    return Err(DomainError::new(Code::AddressInUse, format!("ip {a} is already used by another node")));
                 }
                 slot
             }
@@ -235,7 +235,7 @@ impl TenantNetwork {
                 g.range.next_free(&used_slots, from)
             }
             .ok_or_else(|| {
-                ApiError::conflict("range_full", format!(
+                DomainError::new(Code::RangeFull, format!(
                     "host group {:?}'s range {} is full ({} nodes): delete a node or widen the range",
                     g.name,
                     g.range,

@@ -16,6 +16,9 @@
 //! - **Memory**: hyper's per-connection buffer is capped at [`MAX_BUF`] (request heads larger
 //!   than that are refused by hyper with 431), so memory is bounded by the cap times that.
 //!
+//! - **Peer**: every request carries the connection's [`Peer`] (kernel-reported credentials of
+//!   a UNIX peer, the address of a TCP one) in its extensions, for authentication.
+//!
 //! On shutdown the listener stops accepting, every connection is told to finish its request
 //! in progress and close, and serving returns once all have.
 
@@ -30,6 +33,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 
+use crate::auth::authn::Peer;
 use crate::error::ApiError;
 
 /// hyper's read and write buffer limit per connection (its minimum is 8 KiB).
@@ -67,7 +71,7 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()>,
 ) where
     L: axum::serve::Listener,
-    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L::Io: AsyncRead + AsyncWrite + PeerOf + Unpin + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let rejecters = Arc::new(Semaphore::new(REJECTERS));
@@ -85,7 +89,8 @@ pub async fn serve<L>(
                 let t = limits.header_timeout;
                 tokio::spawn(async move {
                     stats.open.fetch_add(1, Ordering::Relaxed);
-                    serve_connection(io, router, t, stop, &stats).await;
+                    let peer = io.peer();
+                    serve_connection(io, peer, router, t, stop, &stats).await;
                     stats.open.fetch_sub(1, Ordering::Relaxed);
                     drop(slot);
                 });
@@ -126,8 +131,42 @@ async fn reject<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
     .await;
 }
 
+/// The kernel's word on who is at the other end of a connection.
+pub trait PeerOf {
+    fn peer(&self) -> Peer;
+}
+
+impl PeerOf for tokio::net::UnixStream {
+    fn peer(&self) -> Peer {
+        // A peer whose credentials cannot be read (never on Linux) is nobody, not root.
+        match self.peer_cred() {
+            Ok(c) => Peer::Unix {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid().unwrap_or(0),
+            },
+            Err(_) => Peer::Unix {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                pid: 0,
+            },
+        }
+    }
+}
+
+impl PeerOf for tokio::net::TcpStream {
+    fn peer(&self) -> Peer {
+        Peer::Tcp {
+            addr: self
+                .peer_addr()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
+    peer: Peer,
     router: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -136,8 +175,10 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tower = TowerToHyperService::new(router);
-    let service =
-        hyper::service::service_fn(move |req| Box::pin(hyper::service::Service::call(&tower, req)));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(peer.clone());
+        Box::pin(hyper::service::Service::call(&tower, req))
+    });
     let mut conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -2,7 +2,7 @@
 //! database per tenant, in the tenant's state directory. Every write is one statement or one
 //! transaction, so a crash never leaves a half-written row.
 
-use bulkhead_api::NodeStatus;
+use bulkhead_core::{Code, DomainError, NodeState};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
@@ -14,12 +14,24 @@ pub enum StoreError {
     Exists(String),
 }
 
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(n) => DomainError::new(
+                Code::AlreadyExists,
+                format!("node {n:?} already exists: choose another hostname"),
+            ),
+            e => DomainError::internal(e.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRow {
     pub tenant: String,
     pub name: String,
     pub hostgroup: String,
-    pub status: NodeStatus,
+    pub status: NodeState,
     pub ip: String,
     pub cpus: u32,
     pub ram_bytes: u64,
@@ -61,7 +73,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
         tenant: r.get(0)?,
         name: r.get(1)?,
         hostgroup: r.get(2)?,
-        status: NodeStatus::parse(&status).unwrap_or(NodeStatus::Stopped),
+        status: NodeState::parse(&status).unwrap_or(NodeState::Stopped),
         ip: r.get(4)?,
         cpus: r.get(5)?,
         ram_bytes: r.get::<_, i64>(6)? as u64,
@@ -141,7 +153,7 @@ impl Store {
         &self,
         tenant: &str,
         name: &str,
-        status: NodeStatus,
+        status: NodeState,
     ) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "UPDATE nodes SET status=?3 WHERE tenant=?1 AND name=?2",
@@ -188,7 +200,7 @@ mod tests {
             tenant: t.into(),
             name: n.into(),
             hostgroup: "g".into(),
-            status: NodeStatus::Creating,
+            status: NodeState::Creating,
             ip: String::new(),
             cpus: 1,
             ram_bytes: 1 << 29,
@@ -210,10 +222,10 @@ mod tests {
         s.insert(&node("b", "g-1")).unwrap();
         assert_eq!(s.list("a").unwrap().len(), 1);
         assert!(s.get("c", "g-1").unwrap().is_none());
-        assert!(s.set_status("a", "g-1", NodeStatus::Running).unwrap());
+        assert!(s.set_status("a", "g-1", NodeState::Running).unwrap());
         assert_eq!(
             s.get("a", "g-1").unwrap().unwrap().status,
-            NodeStatus::Running
+            NodeState::Running
         );
         assert_eq!(
             s.get("a", "g-1").unwrap().unwrap().tags,

@@ -1,36 +1,25 @@
 //! Node operations beyond create and delete: pause/resume (QMP for microVMs, the cgroup
-//! freezer for jails) and port forwards. Same rules as `app.rs`: every lookup goes through
-//! the tenant-scoped [`App::node`].
+//! freezer for jails) and port forwards. Each takes a tenant-checked [`NodeRef`]; state
+//! changes go through `NodeState`'s transitions.
 
-use bulkhead_api::NodeStatus;
+use bulkhead_core::{DomainError, NodeState};
 
-use crate::app::App;
-use crate::error::ApiError;
+use super::{NodeRef, Tenant};
 
-impl App {
+impl Tenant {
     /// Pauses (`true`) or resumes a node: QMP `stop`/`cont` for a microVM, the cgroup freezer
     /// for a jail. A paused node keeps its memory; exec and copy answer 409 until it resumes.
-    pub async fn set_paused(&self, name: &str, pause: bool) -> Result<NodeStatus, ApiError> {
-        let n = self.node(name)?;
-        let (from, to) = if pause {
-            (NodeStatus::Running, NodeStatus::Paused)
+    pub async fn set_paused(&self, node: &NodeRef, pause: bool) -> Result<NodeState, DomainError> {
+        let name = node.name();
+        let st = node.row().status;
+        let to = if pause {
+            st.pause(name)?
         } else {
-            (NodeStatus::Paused, NodeStatus::Running)
+            st.resume(name)?
         };
-        if n.status != from {
-            return Err(ApiError::conflict(
-                "node_not_running",
-                format!(
-                    "node {name:?} is {}: only a {} node can be {}",
-                    n.status.as_str(),
-                    from.as_str(),
-                    if pause { "paused" } else { "resumed" }
-                ),
-            ));
-        }
         let dir = self.node_dir(name);
-        let (cg, tenant) = (self.cgroups.clone(), self.tenant.clone());
-        let vm = self.vm.is_some();
+        let (cg, tenant) = (self.host.cgroups.clone(), self.name.clone());
+        let vm = self.host.vm.is_some();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             if vm {
                 let cmd = if pause { "stop" } else { "cont" };
@@ -43,14 +32,14 @@ impl App {
             }
         })
         .await
-        .map_err(|e| ApiError::internal(format!("pause: {e}")))?
+        .map_err(|e| DomainError::internal(format!("pause: {e}")))?
         .map_err(|e| {
-            ApiError::internal(format!(
+            DomainError::internal(format!(
                 "cannot {} node {name:?}: {e}",
                 if pause { "pause" } else { "resume" }
             ))
         })?;
-        self.store().set_status(&self.tenant, name, to)?;
+        self.store().set_status(&self.name, name, to)?;
         tracing::info!(node = %name, status = to.as_str(), "node {}", if pause { "paused" } else { "resumed" });
         Ok(to)
     }
@@ -58,18 +47,19 @@ impl App {
     /// Opens a port forward to a running, networked node.
     pub async fn open_forward(
         &self,
-        name: &str,
+        node: &NodeRef,
         req: &bulkhead_api::ForwardRequest,
-    ) -> Result<bulkhead_api::Forward, ApiError> {
+    ) -> Result<bulkhead_api::Forward, DomainError> {
+        let name = node.name();
         let n = self.running_node(name)?;
-        let ip = n.ip.parse().map_err(|_| {
-            ApiError::bad_request(format!(
+        let ip = n.row().ip.parse().map_err(|_| {
+            DomainError::invalid(format!(
                 "node {name:?} has no network (its host group has network mode none): forwards need mode isolated or bridge"
             ))
         })?;
         let (lo, hi) = self.cfg.forward_ports;
         if req.host_port != 0 && !(lo..=hi).contains(&req.host_port) {
-            return Err(ApiError::bad_request(format!(
+            return Err(DomainError::invalid(format!(
                 "host_port {} is outside this tenant's forward ports {lo}-{hi} (config.forward_ports); use one inside, or 0 for any free port",
                 req.host_port
             )));
@@ -83,10 +73,10 @@ impl App {
         Ok(f)
     }
 
-    pub fn close_forward(&self, name: &str, host_port: u16) -> Result<(), ApiError> {
-        self.node(name)?;
+    pub fn close_forward(&self, node: &NodeRef, host_port: u16) -> Result<(), DomainError> {
+        let name = node.name();
         if !self.forwards.close(name, host_port) {
-            return Err(ApiError::not_found(format!(
+            return Err(DomainError::not_found(format!(
                 "node {name:?} has no forward on host port {host_port}: `GET /vm/{name}/forwards` lists them"
             )));
         }

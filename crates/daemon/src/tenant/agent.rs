@@ -6,7 +6,6 @@
 //! backlog is finite. Further requests wait in a bounded queue for a bounded time; beyond
 //! either bound they are refused with 503 `node_busy` and a `Retry-After`, naming the limit.
 
-use axum::http::StatusCode;
 use bulkhead_agent::client::{self as agent, AgentError};
 use bulkhead_agent::proto::{Event, Request};
 use std::collections::HashMap;
@@ -17,8 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::app::App;
-use crate::error::ApiError;
+use bulkhead_core::{Code, DomainError};
+
+use super::{NodeRef, Tenant};
 
 /// Requests that may wait for a node's agent beyond those it runs.
 pub const MAX_WAITING_PER_NODE: usize = 1024;
@@ -54,10 +54,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn busy(node: &str, limit: u32, why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "node_busy",
+fn busy(node: &str, limit: u32, why: &str) -> DomainError {
+    DomainError::new(
+        Code::NodeBusy,
         format!(
             "node {node:?} already runs its limit of {limit} exec/copy operations \
              (host group key agent_concurrency) and {why}: retry later"
@@ -66,9 +65,10 @@ fn busy(node: &str, limit: u32, why: &str) -> ApiError {
     .retry_after(1)
 }
 
-impl App {
+impl Tenant {
     /// Waits for a turn at `node`'s agent (bounded queue, bounded wait), or answers 503.
-    pub async fn agent_turn(&self, node: &str, group: &str) -> Result<Turn, ApiError> {
+    pub async fn agent_turn(&self, node: &NodeRef) -> Result<Turn, DomainError> {
+        let (node, group) = (node.name(), node.group());
         let gate = {
             let limit = self
                 .cfg
@@ -115,30 +115,30 @@ impl App {
     /// Connects to a node's agent. A full listen backlog (EAGAIN) is waited out for a while,
     /// then answered 503; only an agent that is really gone is a 502 (or 409 when the whole
     /// node has stopped).
-    pub async fn connect_agent(&self, node: &str) -> Result<UnixStream, ApiError> {
+    pub async fn connect_agent(&self, node_ref: &NodeRef) -> Result<UnixStream, DomainError> {
+        let node = node_ref.name();
         let deadline = Instant::now() + CONNECT_PATIENCE;
         let mut pause = Duration::from_millis(5);
         loop {
-            let e = match UnixStream::connect(self.agent_socket(node)).await {
+            let e = match UnixStream::connect(self.agent_socket(node_ref)).await {
                 Ok(s) => return Ok(s),
                 Err(e) => e,
             };
             if !self.node_alive(node) {
                 self.mark_stopped(node);
-                return Err(ApiError::conflict(
-                    "node_not_running",
+                return Err(DomainError::new(
+                    Code::NodeNotRunning,
                     format!(
                         "node {node:?} has stopped (its init exited): delete it and create another"
                     ),
                 ));
             }
             if e.raw_os_error() != Some(libc::EAGAIN) {
-                return Err(AgentError::Connect(e).into());
+                return Err(agent_error(AgentError::Connect(e)));
             }
             if Instant::now() >= deadline {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "agent_busy",
+                return Err(DomainError::new(
+                    Code::AgentBusy,
                     format!(
                         "node {node:?}'s agent accepts no more connections for now (its listen \
                          queue stayed full for {}s): retry later",
@@ -157,51 +157,53 @@ impl App {
     /// was written: its answer is still read, so a refusal is not mistaken for a lost agent.
     pub async fn open_op<R, W>(
         &self,
-        node: &str,
-        group: &str,
+        node_ref: &NodeRef,
         rd: &mut R,
         wr: &mut W,
         req: &Request,
-    ) -> Result<Event, ApiError>
+    ) -> Result<Event, DomainError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let node = node_ref.name();
         let sent = agent::send_request(wr, req).await;
         let answer = tokio::time::timeout(Duration::from_secs(30), agent::expect_event(rd)).await;
         match (sent, answer) {
-            (_, Ok(Err(e @ AgentError::Remote { .. }))) => Err(self.explain(node, group, e.into())),
+            (_, Ok(Err(e @ AgentError::Remote { .. }))) => {
+                Err(self.explain(node_ref, agent_error(e)))
+            }
             (Ok(()), Ok(r)) => r.map_err(|e| self.lost(node, e)),
             (Err(e), _) => Err(self.lost(node, e.into())),
-            (Ok(()), Err(_)) => Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "agent_timeout",
+            (Ok(()), Err(_)) => Err(DomainError::new(
+                Code::AgentTimeout,
                 format!("node {node:?}'s agent did not answer within 30s"),
             )),
         }
     }
 
     /// A connection to the agent broke: 409 when the node has stopped, else 502.
-    fn lost(&self, node: &str, e: AgentError) -> ApiError {
+    fn lost(&self, node: &str, e: AgentError) -> DomainError {
         if !self.node_alive(node) {
             self.mark_stopped(node);
-            return ApiError::conflict(
-                "node_not_running",
+            return DomainError::new(
+                Code::NodeNotRunning,
                 format!(
                     "node {node:?} has stopped (its init exited): delete it and create another"
                 ),
             );
         }
-        e.into()
+        agent_error(e)
     }
 
     /// Rewrites the agent's `pids_limit` refusal so that it names the node's limit.
-    pub fn explain(&self, node: &str, group: &str, e: ApiError) -> ApiError {
-        if e.code != "pids_limit" {
+    pub fn explain(&self, node: &NodeRef, e: DomainError) -> DomainError {
+        let (node, group) = (node.name(), node.group());
+        if e.code != Code::PidsLimit {
             return e;
         }
         let pids = self.cfg.group(group).map(|g| g.pids_max).unwrap_or(0);
-        ApiError {
+        DomainError {
             message: format!(
                 "node {node:?} is at its pids limit (pids_max: {pids} processes and threads, \
                  host group {group:?}), so it cannot start the request: {}; wait for its \
@@ -210,5 +212,14 @@ impl App {
             ),
             ..e
         }
+    }
+}
+
+/// An agent failure as a domain error: the agent's own refusals keep their codes
+/// ([`DomainError::from_agent`]); anything else means the agent could not be reached.
+pub fn agent_error(e: AgentError) -> DomainError {
+    match e {
+        AgentError::Remote { code, message } => DomainError::from_agent(&code, message),
+        e => DomainError::new(Code::AgentUnreachable, e.to_string()),
     }
 }

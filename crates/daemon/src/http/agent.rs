@@ -2,7 +2,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,10 +14,13 @@ use futures_util::StreamExt;
 use std::sync::atomic::Ordering;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::app::now_rfc3339;
+use bulkhead_core::{Code, DomainError};
+
+use super::body::AppState;
+use super::query::Query;
 use crate::error::ApiError;
-use crate::query::Query;
-use crate::routes::AppState;
+use crate::fsutil::now_rfc3339;
+use crate::tenant::{agent_error, NodeRef, Tenant};
 
 /// Output kept by `buffered=true` execs, per stream.
 const MAX_BUFFERED: usize = 16 << 20;
@@ -31,11 +34,11 @@ enum Stdio {
 }
 
 impl Stdio {
-    fn parse(q: &Query) -> Result<Self, ApiError> {
+    fn parse(q: &Query) -> Result<Self, DomainError> {
         match q.one("stdio")?.as_deref() {
             None | Some("text") => Ok(Stdio::Text),
             Some("base64") => Ok(Stdio::Base64),
-            Some(v) => Err(ApiError::bad_request(format!(
+            Some(v) => Err(DomainError::invalid(format!(
                 "stdio {v:?} is not supported: use text (the default) or base64"
             ))),
         }
@@ -79,25 +82,25 @@ impl Utf8Carry {
     }
 }
 
-fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
+fn exec_request(q: &Query) -> Result<ExecRequest, DomainError> {
     let cmd = q.one("cmd")?.ok_or_else(|| {
-        ApiError::bad_request("query parameter cmd is required, e.g. ?cmd=uname&args=-a")
+        DomainError::invalid("query parameter cmd is required, e.g. ?cmd=uname&args=-a")
     })?;
     if cmd.is_empty() {
-        return Err(ApiError::bad_request("cmd is empty"));
+        return Err(DomainError::invalid("cmd is empty"));
     }
     let mut args = q.all("args");
     let env = q.all("env");
     for e in &env {
         if !e.contains('=') || e.starts_with('=') {
-            return Err(ApiError::bad_request(format!(
+            return Err(DomainError::invalid(format!(
                 "env entry {e:?} must be KEY=VALUE"
             )));
         }
     }
     let cwd = q.one("cwd")?;
     if let Some(c) = &cwd {
-        names::validate_node_path(c).map_err(|m| ApiError::bad_request(format!("cwd: {m}")))?;
+        names::validate_node_path(c).map_err(|m| DomainError::invalid(format!("cwd: {m}")))?;
     }
     let (cmd, args) = match q.one("shell")?.as_deref() {
         None | Some("false") | Some("0") => (cmd, args),
@@ -116,12 +119,12 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
         }
     };
     if q.bool("background")? {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "background execs are not supported by this build yet",
         ));
     }
     if q.one("ring_bytes")?.is_some() {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "ring_bytes applies to background execs, which this build does not support yet",
         ));
     }
@@ -138,7 +141,7 @@ fn exec_request(q: &Query) -> Result<ExecRequest, ApiError> {
     })
 }
 
-fn want(q: &Query, key: &str) -> Result<bool, ApiError> {
+fn want(q: &Query, key: &str) -> Result<bool, DomainError> {
     Ok(q.one(key)?
         .as_deref()
         .is_none_or(|v| v != "false" && v != "0"))
@@ -150,6 +153,15 @@ pub async fn exec(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
+    Ok(exec_node(State(app), Path(node), RawQuery(q), body).await?)
+}
+
+async fn exec_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, DomainError> {
     let q = Query::parse(
         q.as_deref(),
         &[
@@ -177,23 +189,24 @@ pub async fn exec(
         want(&q, "stderr")?,
         q.bool("buffered")?,
     );
-    let row = app.running_node(&node)?;
+    let n = app.tenant.running_node(&node)?;
     let stdin = req.stdin;
-    let turn = app.agent_turn(&node, &row.hostgroup).await?;
-    let stream = app.connect_agent(&node).await?;
+    let turn = app.tenant.agent_turn(&n).await?;
+    let stream = app.tenant.connect_agent(&n).await?;
     let (mut rd, mut wr) = stream.into_split();
     let started = app
-        .open_op(&node, &row.hostgroup, &mut rd, &mut wr, &Request::Exec(req))
+        .tenant
+        .open_op(&n, &mut rd, &mut wr, &Request::Exec(req))
         .await?;
     let pid = match started {
         Event::Started { pid } => pid,
         e => {
-            return Err(ApiError::internal(format!(
+            return Err(DomainError::internal(format!(
                 "agent answered exec with {e:?}"
             )))
         }
     };
-    app.counters.execs.fetch_add(1, Ordering::Relaxed);
+    app.tenant.counters.execs.fetch_add(1, Ordering::Relaxed);
     // The writer half stays alive as long as the exec: dropping it would close the stream and
     // the agent would kill the command.
     let stdin_task = tokio::spawn(async move {
@@ -226,14 +239,17 @@ pub async fn exec(
         // Raw bytes, encoded once at the end (base64 of the whole, not of each chunk).
         let (mut bo, mut be) = (Vec::new(), Vec::new());
         loop {
-            match agent::read_frame(&mut rd).await.map_err(AgentError::from)? {
+            match agent::read_frame(&mut rd)
+                .await
+                .map_err(|e| agent_error(e.into()))?
+            {
                 Some((Kind::Stdout, d)) if want_out && bo.len() < MAX_BUFFERED => {
                     bo.extend_from_slice(&d)
                 }
                 Some((Kind::Stderr, d)) if want_err && be.len() < MAX_BUFFERED => {
                     be.extend_from_slice(&d)
                 }
-                Some((Kind::Event, p)) => match agent::parse_event(&p)? {
+                Some((Kind::Event, p)) => match agent::parse_event(&p).map_err(agent_error)? {
                     Event::Exit {
                         code,
                         signal,
@@ -245,15 +261,14 @@ pub async fn exec(
                         break;
                     }
                     Event::Error { code, message } => {
-                        return Err(ApiError::from_agent(&code, message))
+                        return Err(DomainError::from_agent(&code, message))
                     }
                     _ => {}
                 },
                 Some(_) => {}
                 None => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "agent_lost",
+                    return Err(DomainError::new(
+                        Code::AgentLost,
                         "the node's agent went away during the exec",
                     ))
                 }
@@ -353,17 +368,17 @@ pub async fn exec(
     Ok(resp)
 }
 
-fn cp_query(q: Option<String>, allowed: &[&str]) -> Result<(Query, String, bool), ApiError> {
+fn cp_query(q: Option<String>, allowed: &[&str]) -> Result<(Query, String, bool), DomainError> {
     let q = Query::parse(q.as_deref(), allowed)?;
     let path = q.one("path")?.ok_or_else(|| {
-        ApiError::bad_request("query parameter path is required, e.g. ?path=/work/file.txt")
+        DomainError::invalid("query parameter path is required, e.g. ?path=/work/file.txt")
     })?;
-    names::validate_node_path(&path).map_err(ApiError::bad_request)?;
+    names::validate_node_path(&path).map_err(DomainError::invalid)?;
     let tar = match q.one("mode")?.as_deref() {
         None | Some("binary") => false,
         Some("tar") => true,
         Some(m) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(DomainError::invalid(format!(
                 "mode {m:?} is not supported: use binary (one file) or tar (a tree)"
             )))
         }
@@ -376,24 +391,27 @@ pub async fn copy_out(
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    Ok(copy_out_node(State(app), Path(node), RawQuery(q)).await?)
+}
+
+async fn copy_out_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, DomainError> {
     let (_, path, tar) = cp_query(q, &["path", "mode"])?;
-    let row = app.running_node(&node)?;
-    let turn = app.agent_turn(&node, &row.hostgroup).await?;
-    let s = app.connect_agent(&node).await?;
+    let n = app.tenant.running_node(&node)?;
+    let turn = app.tenant.agent_turn(&n).await?;
+    let s = app.tenant.connect_agent(&n).await?;
     let (mut rd, mut wr) = s.into_split();
     let first = app
-        .open_op(
-            &node,
-            &row.hostgroup,
-            &mut rd,
-            &mut wr,
-            &Request::CopyOut { path, tar },
-        )
+        .tenant
+        .open_op(&n, &mut rd, &mut wr, &Request::CopyOut { path, tar })
         .await?;
     let mode = match first {
         Event::File { mode, .. } => mode,
         e => {
-            return Err(ApiError::internal(format!(
+            return Err(DomainError::internal(format!(
                 "agent answered copy with {e:?}"
             )))
         }
@@ -440,6 +458,15 @@ pub async fn copy_in(
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Result<Json<CopyInResult>, ApiError> {
+    Ok(copy_in_node(State(app), Path(node), RawQuery(q), body).await?)
+}
+
+async fn copy_in_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Json<CopyInResult>, DomainError> {
     let (q, path, tar) = cp_query(q, &["path", "mode", "uid", "gid", "permissions"])?;
     let mode = q
         .one("permissions")?
@@ -448,14 +475,14 @@ pub async fn copy_in(
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .ok_or_else(|| {
-                    ApiError::bad_request(format!("permissions {p:?} must be octal, e.g. 0644"))
+                    DomainError::invalid(format!("permissions {p:?} must be octal, e.g. 0644"))
                 })
         })
         .transpose()?;
     let (uid, gid) = (q.u32("uid")?, q.u32("gid")?);
-    let row = app.running_node(&node)?;
-    let _turn = app.agent_turn(&node, &row.hostgroup).await?;
-    let s = app.connect_agent(&node).await?;
+    let n = app.tenant.running_node(&node)?;
+    let _turn = app.tenant.agent_turn(&n).await?;
+    let s = app.tenant.connect_agent(&n).await?;
     let (mut rd, mut wr) = s.into_split();
     let req = Request::CopyIn {
         path: path.clone(),
@@ -467,8 +494,8 @@ pub async fn copy_in(
     if let Err(e) = agent::send_request(&mut wr, &req).await {
         // The agent may have refused the connection at once (pids limit): say why.
         return Err(match agent::expect_event(&mut rd).await {
-            Err(r @ AgentError::Remote { .. }) => app.explain(&node, &row.hostgroup, r.into()),
-            _ => AgentError::from(e).into(),
+            Err(r @ AgentError::Remote { .. }) => app.tenant.explain(&n, agent_error(r)),
+            _ => agent_error(AgentError::from(e)),
         });
     }
     let mut data = body.into_data_stream();
@@ -496,20 +523,20 @@ pub async fn copy_in(
     if let Some(e) = upload_err {
         // Close without the final empty frame: the agent discards the partial upload.
         drop(wr);
-        return Err(ApiError::bad_request(format!(
+        return Err(DomainError::invalid(format!(
             "upload was cut off: {e}; nothing was written"
         )));
     }
     let _ = agent::write_frame(&mut wr, Kind::Data, &[]).await;
     match agent::expect_event(&mut rd).await {
         Ok(Event::Done { bytes }) => Ok(Json(CopyInResult { path, bytes })),
-        Ok(e) => Err(ApiError::internal(format!(
+        Ok(e) => Err(DomainError::internal(format!(
             "agent answered upload with {e:?}"
         ))),
         Err(e) => {
-            let mut e = app.explain(&node, &row.hostgroup, ApiError::from(e));
-            if e.code == "no_space" {
-                e.message = format!("{}; {}", e.message, storage_limit(&app, &row));
+            let mut e = app.tenant.explain(&n, agent_error(e));
+            if e.code == Code::NoSpace {
+                e.message = format!("{}; {}", e.message, storage_limit(&app.tenant, &n));
             }
             Err(e)
         }
@@ -517,12 +544,13 @@ pub async fn copy_in(
 }
 
 /// Names what bounds a node's writes, for a 507.
-fn storage_limit(app: &crate::App, row: &bulkhead_store::NodeRow) -> String {
-    let Ok(g) = app.group(&row.hostgroup) else {
+fn storage_limit(tenant: &Tenant, n: &NodeRef) -> String {
+    let row = n.row();
+    let Ok(g) = tenant.group(&row.hostgroup) else {
         return "the node is full".into();
     };
     let mib = |b: u64| b >> 20;
-    if app.vm.is_some() {
+    if tenant.host.vm.is_some() {
         return format!(
             "the node's disk is full: it holds storage_size {} MiB of host group {:?}",
             mib(g.storage_bytes),
@@ -547,8 +575,8 @@ pub async fn logs(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    app.node(&node)?;
-    let data = tokio::fs::read(app.console_log(&node))
+    let n = app.tenant.node(&node)?;
+    let data = tokio::fs::read(app.tenant.console_log(&n))
         .await
         .unwrap_or_default();
     let tail = data[data.len().saturating_sub(1 << 20)..].to_vec();
@@ -559,14 +587,10 @@ pub async fn health(
     State(app): State<AppState>,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.running_node(&node)?;
-    let uptime = agent::ping(&app.agent_socket(&node)).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_unreachable",
-            e.to_string(),
-        )
-    })?;
+    let n = app.tenant.running_node(&node)?;
+    let uptime = agent::ping(&app.tenant.agent_socket(&n))
+        .await
+        .map_err(|e| DomainError::new(Code::AgentUnhealthy, e.to_string()))?;
     Ok(Json(Health {
         hostname: node,
         agent: "ok".into(),

@@ -1,29 +1,29 @@
 //! Strict query-string parsing: repeated keys are kept in order, unknown keys and invalid
 //! UTF-8 are errors that name the key.
 
-use crate::error::ApiError;
+use bulkhead_core::DomainError;
 
 #[derive(Debug, Default)]
 pub struct Query {
     pairs: Vec<(String, String)>,
 }
 
-fn decode(what: &str, s: &str) -> Result<String, ApiError> {
+fn decode(what: &str, s: &str) -> Result<String, DomainError> {
     let plus = s.replace('+', " ");
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(&plus).collect();
     String::from_utf8(bytes)
-        .map_err(|_| ApiError::bad_request(format!("query {what} is not valid UTF-8")))
+        .map_err(|_| DomainError::invalid(format!("query {what} is not valid UTF-8")))
 }
 
 impl Query {
     /// Parses `raw` and rejects any key not in `allowed`.
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, DomainError> {
         let mut pairs = Vec::new();
         for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
             let k = decode("key", k)?;
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_request(format!(
+                return Err(DomainError::invalid(format!(
                     "unknown query parameter {k:?}: allowed are {}",
                     allowed.join(", ")
                 )));
@@ -43,32 +43,32 @@ impl Query {
     }
 
     /// The single value of a key; given twice is an error.
-    pub fn one(&self, key: &str) -> Result<Option<String>, ApiError> {
+    pub fn one(&self, key: &str) -> Result<Option<String>, DomainError> {
         let v = self.all(key);
         match v.len() {
             0 => Ok(None),
             1 => Ok(v.into_iter().next()),
-            _ => Err(ApiError::bad_request(format!(
+            _ => Err(DomainError::invalid(format!(
                 "query parameter {key:?} given more than once"
             ))),
         }
     }
 
-    pub fn bool(&self, key: &str) -> Result<bool, ApiError> {
+    pub fn bool(&self, key: &str) -> Result<bool, DomainError> {
         match self.one(key)?.as_deref() {
             None | Some("false") | Some("0") => Ok(false),
             Some("") | Some("true") | Some("1") => Ok(true),
-            Some(v) => Err(ApiError::bad_request(format!(
+            Some(v) => Err(DomainError::invalid(format!(
                 "query parameter {key:?} must be true or false, not {v:?}"
             ))),
         }
     }
 
-    pub fn u32(&self, key: &str) -> Result<Option<u32>, ApiError> {
+    pub fn u32(&self, key: &str) -> Result<Option<u32>, DomainError> {
         self.one(key)?
             .map(|v| {
                 v.parse::<u32>().map_err(|_| {
-                    ApiError::bad_request(format!(
+                    DomainError::invalid(format!(
                         "query parameter {key:?} must be a non-negative integer, not {v:?}"
                     ))
                 })
@@ -76,11 +76,11 @@ impl Query {
             .transpose()
     }
 
-    pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, ApiError> {
+    pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, DomainError> {
         self.one(key)?
             .map(|v| {
                 bulkhead_api::duration::parse(&v)
-                    .map_err(|m| ApiError::bad_request(format!("query parameter {key:?}: {m}")))
+                    .map_err(|m| DomainError::invalid(format!("query parameter {key:?}: {m}")))
             })
             .transpose()
     }

@@ -1,0 +1,137 @@
+//! The daemon's own routes: health, info and metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bulkhead_api::Info;
+use std::sync::atomic::Ordering;
+
+use super::body::AppState;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn info(State(app): State<AppState>) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: option_env!("BULKHEAD_GIT_COMMIT")
+            .unwrap_or("unknown")
+            .into(),
+        tenant: app.tenant.name.clone(),
+        hypervisor: app.tenant.cfg.hypervisor.clone(),
+        cgroup: app.host.cgroups.describe().into(),
+        accel: app.host.vm.as_ref().map(|v| v.accel.as_str().to_string()),
+    })
+}
+
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let c = &app.tenant.counters;
+    let t = &app.tenant.name;
+    let nodes = app.tenant.list().unwrap_or_default().len() as u64;
+    let cs = &app.host.conn_stats;
+    let metrics: [(&str, &str, &str, u64); 14] = [
+        (
+            "bulkhead_nodes",
+            "gauge",
+            "Nodes of the tenant in any state.",
+            nodes,
+        ),
+        (
+            "bulkhead_node_creates_total",
+            "counter",
+            "Node creates admitted.",
+            c.creates.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_node_create_failures_total",
+            "counter",
+            "Node creates that failed and were rolled back.",
+            c.create_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_node_deletes_total",
+            "counter",
+            "Nodes deleted.",
+            c.deletes.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_execs_total",
+            "counter",
+            "Exec requests started.",
+            c.execs.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_not_found_total",
+            "counter",
+            "Requests for nodes that do not exist for this tenant.",
+            c.not_found.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_rejected_busy_total",
+            "counter",
+            "Lifecycle requests refused because the queue was full.",
+            c.rejected_busy.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_standby_hits_total",
+            "counter",
+            "Node creates served by a standby supervisor (no cgroup move on the create path).",
+            c.standby_hits.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_standby_misses_total",
+            "counter",
+            "Node creates that found the standby pool empty.",
+            c.standby_misses.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_connections",
+            "gauge",
+            "Connections the API listener serves now.",
+            cs.open.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_connections_rejected_total",
+            "counter",
+            "Connections refused with 503 because config.api.max_connections were open.",
+            cs.rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_header_timeouts_total",
+            "counter",
+            "Connections closed with 408: a request head not completed within config.api.header_timeout.",
+            cs.header_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_api_idle_closed_total",
+            "counter",
+            "Connections closed because no request began within config.api.header_timeout.",
+            cs.idle_closed.load(Ordering::Relaxed),
+        ),
+        (
+            "bulkhead_uptime_seconds",
+            "gauge",
+            "Seconds since the daemon started.",
+            app.host.started.elapsed().as_secs(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, v) in metrics {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"
+        ));
+    }
+    if let Some(net) = app.tenant.net.clone() {
+        let counts = tokio::task::spawn_blocking(move || net.counters())
+            .await
+            .unwrap_or_default();
+        let name = "bulkhead_network_denied_packets_total";
+        out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
+        for (rule, v) in counts {
+            out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

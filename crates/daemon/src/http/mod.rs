@@ -1,0 +1,173 @@
+//! The HTTP surface: Slicer-compatible routes plus bulkhead's own. The route table below is
+//! the one list of routes: each declares, per method, the [`Action`] it performs, and the
+//! router is built from it with the request pipeline's layers (`auth/layer.rs`) around every
+//! route. A test checks the table against `docs/api/openapi.yaml`, another that every route
+//! passes the authorization layer.
+//!
+//! Handlers (`nodes.rs`, `agent.rs`, `meta.rs`) parse and validate, then call the tenant
+//! context; they make no decisions of their own.
+
+pub mod agent;
+pub mod body;
+pub mod meta;
+pub mod nodes;
+pub mod query;
+
+use axum::http::Method;
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use bulkhead_core::{Code, DomainError};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::auth::layer::{authenticate, authorize, Pipeline};
+use crate::auth::Action;
+use crate::error::ApiError;
+pub use body::{json_body, AppState, MAX_JSON_BODY};
+
+/// One route: its path, the action of each of its methods, and its handlers.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static [(&'static str, Action)],
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(
+    path: &'static str,
+    methods: &'static [(&'static str, Action)],
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        path,
+        methods,
+        handler,
+    }
+}
+
+/// Every route: path, methods with their actions, handlers.
+pub fn table() -> Vec<Route> {
+    use Action::*;
+    vec![
+        route("/healthz", &[("get", ReadHealth)], get(meta::healthz)),
+        route("/info", &[("get", ReadInfo)], get(meta::info)),
+        route("/hostgroup", &[("get", ListGroups)], get(nodes::hostgroups)),
+        route(
+            "/hostgroup/{group}/nodes",
+            &[("get", ListNodes), ("post", CreateNode)],
+            get(nodes::group_nodes).post(nodes::create_node),
+        ),
+        route(
+            "/hostgroup/{group}/nodes/{node}",
+            &[("delete", DeleteNode)],
+            delete(nodes::delete_node),
+        ),
+        route("/nodes", &[("get", ListNodes)], get(nodes::all_nodes)),
+        route(
+            "/vm/{node}/exec",
+            &[("post", ExecInNode)],
+            post(agent::exec),
+        ),
+        route(
+            "/vm/{node}/cp",
+            &[("get", CopyFromNode), ("post", CopyToNode)],
+            get(agent::copy_out).post(agent::copy_in),
+        ),
+        route(
+            "/vm/{node}/logs",
+            &[("get", ReadNodeLogs)],
+            get(agent::logs),
+        ),
+        route(
+            "/vm/{node}/health",
+            &[("get", ReadNodeHealth), ("head", ReadNodeHealth)],
+            get(agent::health).head(agent::health),
+        ),
+        route(
+            "/vm/{node}/pause",
+            &[("post", PauseNode)],
+            post(nodes::pause_node),
+        ),
+        route(
+            "/vm/{node}/resume",
+            &[("post", ResumeNode)],
+            post(nodes::resume_node),
+        ),
+        route(
+            "/vm/{node}/forwards",
+            &[("get", ListForwards), ("post", OpenForward)],
+            get(nodes::list_forwards).post(nodes::open_forward),
+        ),
+        route(
+            "/vm/{node}/forwards/{port}",
+            &[("delete", CloseForward)],
+            delete(nodes::close_forward),
+        ),
+        route("/metrics", &[("get", ReadMetrics)], get(meta::metrics)),
+    ]
+}
+
+/// The action of every (path, method) of the table, for the authorization layer.
+pub fn actions() -> HashMap<(String, String), Action> {
+    table()
+        .iter()
+        .flat_map(|r| {
+            r.methods
+                .iter()
+                .map(|(m, a)| ((r.path.to_string(), m.to_string()), *a))
+        })
+        .collect()
+}
+
+/// The router of `app`'s API behind `chain`: authenticate every request, authorize every
+/// routed one, then the handler.
+pub fn router(app: AppState, chain: crate::auth::authn::Chain) -> Router {
+    let pipeline = Arc::new(Pipeline {
+        chain,
+        tenant: app.tenant.name.clone(),
+        actions: actions(),
+    });
+    with_pipeline(routes(), pipeline).with_state(app)
+}
+
+fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for route in table() {
+        r = r.route(route.path, route.handler);
+    }
+    r
+}
+
+/// Wraps routes in the pipeline's layers: authorization around routed requests only (it
+/// needs the matched route), authentication around everything (unknown routes included).
+fn with_pipeline<S: Clone + Send + Sync + 'static>(
+    r: Router<S>,
+    pipeline: Arc<Pipeline>,
+) -> Router<S> {
+    r.route_layer(axum::middleware::from_fn_with_state(
+        pipeline.clone(),
+        authorize,
+    ))
+    .fallback(no_route)
+    .method_not_allowed_fallback(bad_method)
+    .layer(axum::middleware::from_fn_with_state(pipeline, authenticate))
+    .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    DomainError::not_found(format!(
+        "no route {method} {}: see docs/api/openapi.yaml",
+        uri.path()
+    ))
+    .into()
+}
+
+async fn bad_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    DomainError::new(
+        Code::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! Node routes in Slicer's shape: host groups, listing, create and delete, pause and
+//! resume, port forwards. Handlers parse strictly, then call the tenant context.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bulkhead_api::{CreateNodeRequest, DeleteResponse, HostGroupInfo, Node};
+use bulkhead_core::DomainError;
+use std::time::Duration;
+
+use super::body::{json_body, AppState};
+use super::query::Query;
+use crate::error::ApiError;
+use crate::tenant::Tenant;
+
+pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
+    let nodes = app.tenant.list()?;
+    Ok(Json(
+        app.tenant
+            .cfg
+            .groups
+            .iter()
+            .map(|g| HostGroupInfo {
+                name: g.name.clone(),
+                count: nodes.iter().filter(|n| n.hostgroup == g.name).count() as u64,
+                ram_bytes: g.ram_bytes,
+                cpus: g.vcpu,
+                arch: std::env::consts::ARCH.into(),
+                storage_size_bytes: g.storage_bytes,
+                network_mode: g.network.mode.as_str().into(),
+            })
+            .collect(),
+    ))
+}
+
+fn filter_nodes(
+    tenant: &Tenant,
+    group: Option<&str>,
+    q: Option<String>,
+) -> Result<Vec<Node>, DomainError> {
+    let q = Query::parse(q.as_deref(), &["tag", "tag_prefix"])?;
+    let tag = q.one("tag")?;
+    let prefix = q.one("tag_prefix")?;
+    if tag.is_some() && prefix.is_some() {
+        return Err(DomainError::invalid("give tag or tag_prefix, not both"));
+    }
+    Ok(tenant
+        .list()?
+        .iter()
+        .filter(|n| group.is_none_or(|g| n.hostgroup == g))
+        .filter(|n| tag.as_ref().is_none_or(|t| n.tags.contains(t)))
+        .filter(|n| {
+            prefix
+                .as_ref()
+                .is_none_or(|p| n.tags.iter().any(|t| t.starts_with(p.as_str())))
+        })
+        .map(Tenant::to_api)
+        .collect())
+}
+
+pub async fn all_nodes(
+    State(app): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<Node>>, ApiError> {
+    Ok(Json(filter_nodes(&app.tenant, None, q)?))
+}
+
+pub async fn group_nodes(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<Node>>, ApiError> {
+    app.tenant.group(&group)?;
+    Ok(Json(filter_nodes(&app.tenant, Some(&group), q)?))
+}
+
+pub async fn create_node(
+    State(app): State<AppState>,
+    Path(group): Path<String>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(q.as_deref(), &["wait", "timeout"])?;
+    let wait = match q.one("wait")?.as_deref() {
+        None | Some("") => false,
+        Some("agent") => true,
+        Some(w) => {
+            return Err(DomainError::invalid(format!(
+                "wait={w:?} is not supported: use wait=agent"
+            ))
+            .into())
+        }
+    };
+    let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
+    let req: CreateNodeRequest = json_body(&app, body).await?;
+    let created = app.tenant.create(&group, req, wait, timeout).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn delete_node(
+    State(app): State<AppState>,
+    Path((group, node)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    app.tenant.group(&group)?;
+    let n = app.tenant.node_in(&group, &node)?;
+    app.tenant.delete(&n).await?;
+    Ok(Json(DeleteResponse {
+        message: format!("node {node} deleted"),
+        disk_removed: true,
+        error: String::new(),
+    }))
+}
+
+pub async fn pause_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let n = app.tenant.node(&node)?;
+    let st = app.tenant.set_paused(&n, true).await?;
+    Ok(Json(
+        serde_json::json!({"hostname": node, "status": st.as_str()}),
+    ))
+}
+
+pub async fn resume_node(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let n = app.tenant.node(&node)?;
+    let st = app.tenant.set_paused(&n, false).await?;
+    Ok(Json(
+        serde_json::json!({"hostname": node, "status": st.as_str()}),
+    ))
+}
+
+pub async fn open_forward(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let n = app.tenant.node(&node)?;
+    let req: bulkhead_api::ForwardRequest = json_body(&app, body).await?;
+    let f = app.tenant.open_forward(&n, &req).await?;
+    Ok((StatusCode::CREATED, Json(f)).into_response())
+}
+
+pub async fn list_forwards(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<bulkhead_api::Forward>>, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let n = app.tenant.node(&node)?;
+    Ok(Json(app.tenant.forwards.list(&n)))
+}
+
+pub async fn close_forward(
+    State(app): State<AppState>,
+    Path((node, port)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Result<StatusCode, ApiError> {
+    Query::parse(q.as_deref(), &[])?;
+    let n = app.tenant.node(&node)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| DomainError::invalid(format!("{port:?} is not a port number")))?;
+    app.tenant.close_forward(&n, port)?;
+    Ok(StatusCode::NO_CONTENT)
+}

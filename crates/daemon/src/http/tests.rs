@@ -1,0 +1,197 @@
+//! The route table against the OpenAPI spec and against the request pipeline.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use axum::routing::{MethodFilter, MethodRouter};
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use crate::auth::authn::{Authenticator, Chain, Peer};
+use crate::auth::layer::Pipeline;
+use crate::auth::{Binding, Principal, Role, Scope, Via};
+
+/// Fails when a route is added, removed or changed without the OpenAPI spec, or back.
+#[test]
+fn routes_match_openapi_spec() {
+    let spec: serde_json::Value =
+        serde_yaml::from_str(include_str!("../../../../docs/api/openapi.yaml")).expect("parses");
+    let mut in_spec: Vec<(String, String)> = Vec::new();
+    for (path, ops) in spec["paths"].as_object().expect("paths") {
+        for m in ops.as_object().expect("operations").keys() {
+            if ["get", "post", "put", "delete", "head", "patch"].contains(&m.as_str()) {
+                in_spec.push((path.clone(), m.clone()));
+            }
+        }
+    }
+    let mut in_code: Vec<(String, String)> = super::table()
+        .into_iter()
+        .flat_map(|r| {
+            r.methods
+                .iter()
+                .map(move |(m, _)| (r.path.to_string(), m.to_string()))
+        })
+        .collect();
+    in_spec.sort();
+    in_code.sort();
+    assert_eq!(
+        in_code, in_spec,
+        "routes in code (left) differ from docs/api/openapi.yaml (right)"
+    );
+}
+
+/// A principal the test chooses, whoever connects.
+struct Fake(Option<Role>);
+
+impl Authenticator for Fake {
+    fn authenticate(
+        &self,
+        _: &Peer,
+        _: &axum::http::HeaderMap,
+    ) -> Result<Option<Principal>, bulkhead_core::DomainError> {
+        Ok(Some(Principal {
+            id: "fake".into(),
+            via: Via::BearerToken,
+            bindings: self
+                .0
+                .map(|role| Binding {
+                    role,
+                    scope: Scope::Tenant("t".into()),
+                })
+                .into_iter()
+                .collect(),
+        }))
+    }
+}
+
+fn filter(m: &str) -> MethodFilter {
+    MethodFilter::try_from(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap()).unwrap()
+}
+
+/// The real table's paths and methods with stub handlers (the handlers are not under test;
+/// the layers around them are), behind the real pipeline with `actions`.
+fn stub_router(
+    role: Option<Role>,
+    actions: HashMap<(String, String), crate::auth::Action>,
+) -> Router {
+    let pipeline = Arc::new(Pipeline {
+        chain: Chain(vec![Box::new(Fake(role))]),
+        tenant: "t".into(),
+        actions,
+    });
+    let mut r = Router::new();
+    for route in super::table() {
+        let mut mr: MethodRouter = MethodRouter::new();
+        for (m, _) in route.methods {
+            mr = mr.on(filter(m), || async { "handled" });
+        }
+        r = r.route(route.path, mr);
+    }
+    super::with_pipeline(r, pipeline)
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{group}", "g")
+        .replace("{node}", "g-1")
+        .replace("{port}", "8080")
+}
+
+async fn call(r: &Router, method: &str, path: &str) -> StatusCode {
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap())
+        .uri(concrete(path))
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(Peer::Unix {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    });
+    r.clone().oneshot(req).await.unwrap().status()
+}
+
+/// Every route of the table declares an action for every method it serves.
+#[test]
+fn every_route_declares_an_action() {
+    let actions = super::actions();
+    for route in super::table() {
+        assert!(!route.methods.is_empty(), "{} has no methods", route.path);
+        for (m, _) in route.methods {
+            assert!(
+                actions.contains_key(&(route.path.to_string(), m.to_string())),
+                "{m} {} has no action",
+                route.path
+            );
+        }
+    }
+}
+
+/// Every route passes the authorization layer: a principal with no role gets 403 on each,
+/// and with the actions removed from the pipeline, even an admin gets 403 (deny by default).
+#[tokio::test]
+async fn every_route_passes_authorization() {
+    let nobody = stub_router(None, super::actions());
+    let admin = stub_router(Some(Role::TenantAdmin), super::actions());
+    let undeclared = stub_router(Some(Role::GlobalAdmin), HashMap::new());
+    for route in super::table() {
+        for (m, _) in route.methods {
+            assert_eq!(
+                call(&nobody, m, route.path).await,
+                StatusCode::FORBIDDEN,
+                "{m} {}",
+                route.path
+            );
+            assert_eq!(
+                call(&admin, m, route.path).await,
+                StatusCode::OK,
+                "{m} {}",
+                route.path
+            );
+            assert_eq!(
+                call(&undeclared, m, route.path).await,
+                StatusCode::FORBIDDEN,
+                "{m} {} without an action",
+                route.path
+            );
+        }
+    }
+}
+
+/// A viewer reads but does not act; unknown routes are still 404 (after authentication).
+#[tokio::test]
+async fn viewer_reads_only() {
+    let viewer = stub_router(Some(Role::Viewer), super::actions());
+    assert_eq!(call(&viewer, "get", "/nodes").await, StatusCode::OK);
+    assert_eq!(
+        call(&viewer, "get", "/vm/{node}/health").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&viewer, "post", "/vm/{node}/exec").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&viewer, "get", "/vm/{node}/cp").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&viewer, "delete", "/hostgroup/{group}/nodes/{node}").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&viewer, "get", "/nope").await, StatusCode::NOT_FOUND);
+}
+
+/// A request that came through no listener (no peer recorded) is refused.
+#[tokio::test]
+async fn no_peer_no_principal() {
+    let admin = stub_router(Some(Role::TenantAdmin), super::actions());
+    let req = Request::builder()
+        .uri("/healthz")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        admin.oneshot(req).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

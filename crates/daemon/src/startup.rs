@@ -1,0 +1,423 @@
+//! Daemon startup and shutdown: the host-wide tenant claim, the uid range, state, image,
+//! agent, drivers, reconciliation, the listener with its authenticator, and what happens to
+//! nodes at stop (`graceful_shutdown`).
+
+use bulkhead_core::{ApiListen, TenantConfig};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::authn::{BearerToken, Chain, SocketPeer};
+use crate::fsutil::ensure_dir;
+use crate::services::{App, HostServices};
+use crate::tenant::{Tenant, TenantParts};
+use crate::{forward, host_limits, network, serve, tenant_lock, vmdriver};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
+/// Host-wide registry of claimed uid ranges, shared by every daemon on the host.
+pub const UID_REGISTRY: &str = "/run/bulkhead/uid-ranges";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Jail(#[from] bulkhead_jail::JailError),
+    #[error(transparent)]
+    Cgroup(#[from] bulkhead_jail::CgroupError),
+    #[error(transparent)]
+    Store(#[from] bulkhead_store::StoreError),
+    #[error("network: {0}")]
+    Network(#[from] network::NetworkError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// What this host can give a node: `MemTotal`, the CPUs this process may use (affinity and
+/// cgroup quota), and the size of the filesystem that holds `state_dir` (or of its nearest
+/// existing ancestor). A figure that cannot be read is not checked against.
+pub fn host_facts(state_dir: &Path) -> bulkhead_core::HostFacts {
+    let mem_total_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| bulkhead_core::host::parse_meminfo(&t))
+        .unwrap_or(u64::MAX);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(u32::MAX);
+    let state_fs_bytes = state_dir.ancestors().find_map(|d| {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(d.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs fills the zeroed struct we own from a NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+            .then(|| (st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+    });
+    bulkhead_core::HostFacts {
+        mem_total_bytes,
+        cpus,
+        state_fs_bytes,
+    }
+}
+
+/// A claimed uid range; the claim is released when the daemon stops or fails to start. After
+/// a crash it stays, which is harmless: only the same tenant can take it again.
+struct UidClaim(PathBuf);
+
+impl Drop for UidClaim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Claims the tenant's uid range in the host-wide registry.
+fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
+    std::fs::create_dir_all(UID_REGISTRY).map_err(io(format!("creating {UID_REGISTRY}")))?;
+    let p = Path::new(UID_REGISTRY).join(base.to_string());
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&p)
+    {
+        Ok(_) => std::fs::write(&p, tenant).map_err(io("claiming uid range"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let owner = std::fs::read_to_string(&p).unwrap_or_default();
+            if owner.trim() != tenant {
+                return Err(StartError::Refused(format!(
+                    "tenant {tenant:?} maps to host uids {base}.. which tenant {:?} already holds: rename one of the tenants",
+                    owner.trim()
+                )));
+            }
+        }
+        Err(e) => return Err(io("claiming uid range")(e)),
+    }
+    Ok(UidClaim(p))
+}
+
+fn endpoint(l: &ApiListen) -> String {
+    match l {
+        ApiListen::Unix(p) => p.display().to_string(),
+        ApiListen::Tcp { addr, .. } => addr.clone(),
+    }
+}
+
+/// Refuses a socket that a live daemon answers on; removes a stale one.
+fn check_socket(p: &Path) -> Result<(), StartError> {
+    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+        return Err(StartError::Refused(format!("socket {} is already served by a live daemon: stop it or choose another api.bind_address", p.display())));
+    }
+    if p.exists() {
+        std::fs::remove_file(p).map_err(io(format!("removing stale socket {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// `bulkhead-agent` and `bulkhead-supervisor` ship beside `bulkhead`.
+fn companion(self_exe: &Path, name: &str) -> Result<PathBuf, StartError> {
+    let p = self_exe.with_file_name(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(StartError::Refused(format!(
+            "{} is missing: install {name} beside bulkhead",
+            p.display()
+        )))
+    }
+}
+
+/// Installs the agent binary into the tenant's state: a hard link when the state directory
+/// shares a filesystem with it, else a copy. Nodes bind-mount this file, so a rebuilt or
+/// upgraded bulkhead never changes the agent under a running node.
+fn install_agent(tenant_dir: &Path, source: &Path) -> Result<PathBuf, StartError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tenant_dir.join("bin");
+    ensure_dir(&dir, 0o711).map_err(io("creating bin directory"))?;
+    let dst = dir.join("bulkhead-agent");
+    let ours = std::fs::metadata(source).map_err(io(format!("reading {}", source.display())))?;
+    if let Ok(theirs) = std::fs::metadata(&dst) {
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Ok(dst);
+        }
+    }
+    let tmp = dir.join(".bulkhead-agent.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(source, &tmp).is_err() {
+        std::fs::copy(source, &tmp).map_err(io("writing agent binary"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod agent"))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(io("installing agent binary"))?;
+    Ok(dst)
+}
+
+/// Makes sure the configured image exists, building `minimal` from busybox-static if needed.
+pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
+    if bulkhead_jail::image::meta(state_root, name).is_some() {
+        return Ok(());
+    }
+    if name == bulkhead_core::config::DEFAULT_IMAGE {
+        tracing::info!(
+            "building the minimal image from {}",
+            bulkhead_jail::image::BUSYBOX
+        );
+        bulkhead_jail::image::ensure_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
+        return Ok(());
+    }
+    Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
+}
+
+fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .map_err(io(format!("reading token file {}", f.display())))?;
+        let t = t.trim().to_string();
+        if t.len() < 16 {
+            return Err(StartError::Refused(format!(
+                "token in {} is shorter than 16 characters",
+                f.display()
+            )));
+        }
+        return Ok(t);
+    }
+    let p = tenant_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&p) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 24];
+    // SAFETY: valid buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    std::fs::write(&p, &t).map_err(io("writing api token"))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod api token"))?;
+    Ok(t)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
+/// refused second daemon of the tenant which config the running one was started with.
+pub async fn run(
+    cfg: TenantConfig,
+    state_root: PathBuf,
+    config_path: &Path,
+) -> Result<(), StartError> {
+    // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
+    // waits for startup to finish) instead of killing the daemon halfway.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("installing the SIGTERM handler"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(io("installing the SIGINT handler"))?;
+    // Nodes can never get more than the host has: refuse such a config before anything else.
+    cfg.check_host(&host_facts(&state_root))
+        .map_err(|e| StartError::Refused(e.to_string()))?;
+    let tenant = cfg.tenant.clone();
+    // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
+    // uid range, cgroups, nft, addresses), whatever the state directory.
+    let _tenant_lock = tenant_lock::lock_tenant(
+        Path::new(tenant_lock::TENANT_REGISTRY),
+        &tenant,
+        &tenant_lock::Holder {
+            pid: std::process::id(),
+            state_dir: state_root.clone(),
+            config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.into()),
+            api: endpoint(&cfg.listen),
+        },
+    )?;
+    ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
+    let tenant_dir = state_root.join("tenants").join(&tenant);
+    ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
+    ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
+    ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
+    host_limits::ensure_file_max();
+    host_limits::raise_nofile(host_limits::fds_needed(
+        cfg.conns.max_connections,
+        forward::MAX_TENANT_CONNECTIONS,
+    ));
+    let uid_base = bulkhead_core::uid_base(&tenant);
+    let _claim = claim_uid_range(&tenant, uid_base)?;
+    if let ApiListen::Unix(p) = &cfg.listen {
+        check_socket(p)?;
+    }
+    let known_groups = network::load_indexes(&tenant_dir);
+    let net = network::TenantNetwork::from_config(&cfg, uid_base, &known_groups)?.map(Arc::new);
+    if let Some(n) = &net {
+        network::save_indexes(&tenant_dir, &n.indexes(&known_groups))
+            .map_err(io("recording the network groups"))?;
+    }
+    let net_claim = match &net {
+        Some(_) => Some(network::claim_ranges(
+            Path::new(network::NET_REGISTRY),
+            &tenant,
+            &endpoint(&cfg.listen),
+            &cfg.groups,
+        )?),
+        None => None,
+    };
+    ensure_image(&state_root, &cfg.image)?;
+    let lower = bulkhead_jail::image::shifted_copy(
+        &state_root,
+        &cfg.image,
+        &tenant_dir,
+        uid_base,
+        bulkhead_core::UID_COUNT,
+    )?;
+    let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
+    let agent_bin = install_agent(&tenant_dir, &companion(&self_exe, "bulkhead-agent")?)?;
+    let supervisor_bin = companion(&self_exe, "bulkhead-supervisor")?;
+    // Compiled once here rather than by every node's supervisor.
+    let seccomp = bulkhead_jail::seccomp::compile()?
+        .iter()
+        .map(bulkhead_jail::seccomp::encode)
+        .collect();
+    let vm = if cfg.hypervisor == "qemu" {
+        vmdriver::fits_host(&cfg.groups).map_err(StartError::Refused)?;
+        let (sr, td, ab) = (state_root.clone(), tenant_dir.clone(), agent_bin.clone());
+        let rt = tokio::task::spawn_blocking(move || vmdriver::VmRuntime::prepare(&sr, &td, &ab))
+            .await
+            .map_err(|e| StartError::Refused(format!("microVM setup panicked: {e}")))?
+            .map_err(StartError::Refused)?;
+        tracing::info!(accel = rt.accel.as_str(), kernel = %rt.kernel.display(), "microVM driver ready");
+        Some(Arc::new(rt))
+    } else {
+        None
+    };
+    let cgroups = bulkhead_jail::Cgroups::detect()?;
+    let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
+    let conn_stats: Arc<serve::ConnStats> = Default::default();
+    let host = Arc::new(HostServices {
+        cgroups,
+        seccomp,
+        supervisor_bin,
+        vm,
+        conn_stats: conn_stats.clone(),
+        started: Instant::now(),
+    });
+    let app = Arc::new(Tenant::new(
+        host.clone(),
+        TenantParts {
+            cfg: cfg.clone(),
+            dir: tenant_dir.clone(),
+            lower,
+            agent_bin,
+            uid_base,
+            store,
+            net: net.clone(),
+        },
+    ));
+    let (adopted, removed) = app.reconcile().await;
+    if let Some(n) = &net {
+        let live = app.live_node_nets();
+        let n2 = n.clone();
+        let stale = tokio::task::spawn_blocking(move || n2.start(&live))
+            .await
+            .map_err(|e| StartError::Refused(format!("network setup panicked: {e}")))??;
+        for l in stale {
+            tracing::warn!(link = %l, "removed a link that no live node explains");
+        }
+        tracing::info!(groups = n.groups.len(), table = %bulkhead_net::names::Tag::table(&tenant), "network rules in place");
+    }
+    app.reopen_forwards().await;
+    // Standby sockets left by a daemon that died: their standbys are gone (stdin closed).
+    let _ = std::fs::remove_dir_all(app.pool.dir());
+    ensure_dir(app.pool.dir(), 0o700).map_err(io("creating the standby directory"))?;
+    app.pool.refill();
+    tracing::info!(tenant = %tenant, adopted, removed, cgroup = host.cgroups.describe(), "state reconciled");
+
+    let state = Arc::new(App {
+        host: host.clone(),
+        tenant: app.clone(),
+    });
+    let limits = || serve::Limits {
+        header_timeout: cfg.conns.header_timeout,
+        max_connections: cfg.conns.max_connections,
+    };
+    let shutdown = async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutting down");
+    };
+    match &cfg.listen {
+        ApiListen::Unix(p) => {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("creating {}", parent.display())))?;
+            }
+            let l = tokio::net::UnixListener::bind(p)
+                .map_err(io(format!("binding {}", p.display())))?;
+            // File permissions are the authentication on a UNIX socket: owner only.
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                .map_err(io("chmod socket"))?;
+            tracing::info!(socket = %p.display(), "listening");
+            let chain = Chain(vec![Box::new(SocketPeer {
+                tenant: tenant.clone(),
+            })]);
+            let router = crate::http::router(state.clone(), chain);
+            create_initial(&app).await;
+            eprintln!("bulkhead: tenant {tenant} ready on {}", p.display());
+            serve::serve(l, router, limits(), conn_stats.clone(), shutdown).await;
+            let _ = std::fs::remove_file(p);
+        }
+        ApiListen::Tcp { addr, token_file } => {
+            let token = load_or_make_token(&tenant_dir, token_file.as_deref())?;
+            let chain = Chain(vec![Box::new(BearerToken {
+                tenant: tenant.clone(),
+                token: token.to_string(),
+            })]);
+            let router = crate::http::router(state.clone(), chain);
+            let l = tokio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(io(format!("binding {addr}")))?;
+            tracing::info!(%addr, "listening on TCP; clients need the bearer token");
+            create_initial(&app).await;
+            eprintln!("bulkhead: tenant {tenant} ready on http://{addr}");
+            serve::serve(l, router, limits(), conn_stats.clone(), shutdown).await;
+        }
+    }
+    if cfg.graceful_shutdown {
+        app.pool.drain().await;
+        host.cgroups.remove_tenant_if_empty(&app.name);
+        tracing::info!("graceful_shutdown: true, leaving nodes running for the next start");
+    } else {
+        app.delete_all().await;
+    }
+    // With no node left, the tenant's network goes too: tables, bridges, range claim.
+    if let (Some(n), Some(claim)) = (&net, &net_claim) {
+        if app.list().map(|l| l.is_empty()).unwrap_or(false) {
+            let (n, td) = (n.clone(), tenant_dir.clone());
+            let _ = tokio::task::spawn_blocking(move || n.remove_all(&td)).await;
+            claim.release_on_drop();
+        }
+    }
+    Ok(())
+}
+
+/// Creates the `count` nodes of each host group that are missing.
+async fn create_initial(app: &Tenant) {
+    let nodes = app.list().unwrap_or_default();
+    for g in &app.cfg.groups {
+        let have = nodes.iter().filter(|n| n.hostgroup == g.name).count() as u32;
+        for _ in have..g.count {
+            match app
+                .create(
+                    &g.name,
+                    Default::default(),
+                    true,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+            {
+                Ok(n) => tracing::info!(node = %n.hostname, "created at start (count)"),
+                Err(e) => {
+                    tracing::error!(group = %g.name, error = %e, "could not create node at start")
+                }
+            }
+        }
+    }
+}

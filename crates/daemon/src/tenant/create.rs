@@ -1,0 +1,390 @@
+//! Creating a node: validate the request against its host group, admit it, record it, pick
+//! its address, prepare its directory and driver, hand the spec to a supervisor, and
+//! optionally wait for its agent. Any failure after the record exists removes the node again.
+
+use bulkhead_api::{names, CreateNodeRequest, CreatedNode};
+use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
+use bulkhead_jail::{files, JailSpec, Limits};
+use bulkhead_store::NodeRow;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+use super::Tenant;
+use crate::fsutil::{ensure_dir, now_rfc3339, write_private};
+
+/// Turns a supervisor's answer line into the node's init pid, or the create's error.
+fn supervisor_answer(line: &str) -> Result<i32, DomainError> {
+    if let Some(pid) = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+    {
+        return Ok(pid);
+    }
+    let msg = line.trim().trim_start_matches("error ").to_string();
+    Err(DomainError::internal(if msg.is_empty() {
+        "node supervisor exited without a word".into()
+    } else {
+        format!("starting node: {msg}")
+    }))
+}
+
+impl Tenant {
+    fn validate_create(
+        &self,
+        g: &HostGroup,
+        req: &CreateNodeRequest,
+    ) -> Result<(u32, u64, Option<crate::network::Override>), DomainError> {
+        if let Some(h) = &req.hostname {
+            names::validate_label("hostname", h).map_err(DomainError::invalid)?;
+        }
+        for t in &req.tags {
+            names::validate_tag(t).map_err(DomainError::invalid)?;
+        }
+        if req.tags.len() > 64 {
+            return Err(DomainError::invalid("at most 64 tags per node"));
+        }
+        let cpus = req.cpus.unwrap_or(g.vcpu);
+        if cpus == 0 || cpus > g.vcpu {
+            return Err(DomainError::out_of_range(format!(
+                "cpus {cpus} is outside 1..={} allowed by host group {:?}: ask for at most {}, or omit cpus for the group's",
+                g.vcpu, g.name, g.vcpu
+            )));
+        }
+        let ram = req.ram_bytes.unwrap_or(g.ram_bytes);
+        if ram < (16 << 20) || ram > g.ram_bytes {
+            return Err(DomainError::out_of_range(format!(
+                "ram_bytes {ram} is outside 16 MiB..={} allowed by host group {:?}: ask for at most {}, or omit ram_bytes for the group's",
+                g.ram_bytes, g.name, g.ram_bytes
+            )));
+        }
+        let net_group = self.net.as_ref().and_then(|n| n.group(&g.name));
+        if net_group.is_none() && (req.ip.is_some() || req.network.is_some()) {
+            return Err(DomainError::invalid(format!(
+                "host group {:?} has network mode none: ip and network are not accepted",
+                g.name
+            )));
+        }
+        if !req.secrets.is_empty() {
+            return Err(DomainError::invalid(
+                "secrets are not supported by this build yet: remove the secrets field",
+            ));
+        }
+        if req.userdata.is_some() || g.userdata.is_some() {
+            return Err(DomainError::invalid(
+                "userdata is not supported by this build yet: run it with exec after ?wait=agent",
+            ));
+        }
+        let policy = match (self.net.as_ref(), net_group, &req.network) {
+            (Some(n), Some(ng), Some(r)) => n
+                .validate_override(ng, &r.allow, &r.drop)
+                .map_err(DomainError::invalid)?,
+            _ => None,
+        };
+        Ok((cpus, ram, policy))
+    }
+
+    /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
+    /// agent. Any failure after the record exists removes the node again.
+    pub async fn create(
+        &self,
+        group: &str,
+        req: CreateNodeRequest,
+        wait_agent: bool,
+        timeout: Duration,
+    ) -> Result<CreatedNode, DomainError> {
+        let g = self.group(group)?.clone();
+        let (cpus, ram, policy) = self.validate_create(&g, &req)?;
+        let _slot = self.enqueue()?;
+        let name = match &req.hostname {
+            Some(h) => h.clone(),
+            None => format!(
+                "{}-{}",
+                g.name,
+                self.store().next_index(&self.name, &g.name)?
+            ),
+        };
+        let mut row = NodeRow {
+            tenant: self.name.clone(),
+            name: name.clone(),
+            hostgroup: g.name.clone(),
+            status: NodeState::Creating,
+            ip: String::new(),
+            cpus,
+            ram_bytes: ram,
+            tags: req.tags.clone(),
+            persistent: req.persistent,
+            created_at: now_rfc3339(),
+        };
+        // The address is picked and recorded under one store lock, so concurrent creates
+        // never get the same slot.
+        let node_net = {
+            let store = self.store();
+            let node_net = match self
+                .net
+                .as_ref()
+                .and_then(|n| n.group(&g.name).map(|ng| (n, ng)))
+            {
+                Some((n, ng)) => {
+                    let used = store
+                        .list(&self.name)?
+                        .into_iter()
+                        .filter(|r| r.hostgroup == g.name)
+                        .filter_map(|r| r.ip.parse().ok())
+                        .collect();
+                    let (slot, addr) = n.allocate(ng, &used, req.ip.as_deref())?;
+                    row.ip = addr.to_string();
+                    Some(n.node_net(ng, slot, addr, policy))
+                }
+                None => None,
+            };
+            store.insert(&row)?;
+            node_net
+        };
+        self.counters.creates.fetch_add(1, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let deadline = t0 + timeout;
+        let result = async {
+            let _permit = self.setups.acquire().await.map_err(|_| DomainError::internal("shutting down"))?;
+            self.start_supervisor(&row, &g, node_net.as_ref()).await?;
+            let t_sup = t0.elapsed();
+            self.store()
+                .set_status(&self.name, &name, row.status.started(&name)?)?;
+            if wait_agent {
+                self.wait_agent(&name, deadline).await?;
+            }
+            tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
+            Ok::<(), DomainError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.counters
+                .create_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %name, error = %e, "create failed; removing the node");
+            self.destroy(&name).await;
+            let _ = self.store().delete(&self.name, &name);
+            return Err(e);
+        }
+        Ok(CreatedNode {
+            hostname: name,
+            hostgroup: g.name.clone(),
+            ip: row.ip.clone(),
+            created_at: row.created_at,
+            arch: std::env::consts::ARCH.into(),
+        })
+    }
+
+    async fn start_supervisor(
+        &self,
+        row: &NodeRow,
+        g: &HostGroup,
+        node_net: Option<&crate::network::NodeNet>,
+    ) -> Result<(), DomainError> {
+        let dir = self.node_dir(&row.name);
+        let network = match (self.net.as_ref(), node_net) {
+            (Some(n), Some(nn)) => {
+                let ng = n
+                    .group(&g.name)
+                    .ok_or_else(|| DomainError::internal("host group lost its network"))?;
+                let plan = n
+                    .plan(ng, nn)
+                    .ok_or_else(|| DomainError::internal("node slot outside its range"))?;
+                bulkhead_net::NetworkPlan::Veth(plan)
+            }
+            _ => bulkhead_net::NetworkPlan::Loopback,
+        };
+        let standby = self.pool.take().await;
+        let counter = if standby.is_some() {
+            &self.counters.standby_hits
+        } else {
+            &self.counters.standby_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let spec = JailSpec {
+            tenant: self.name.clone(),
+            node: row.name.clone(),
+            cgroup: standby
+                .as_ref()
+                .map(|s| s.cgroup.clone())
+                .unwrap_or_else(crate::pool::random_id),
+            hostname: row.name.clone(),
+            node_dir: dir.clone(),
+            lower: self.lower.clone(),
+            agent_bin: self.agent_bin.clone(),
+            uid_base: self.uid_base,
+            uid_count: bulkhead_core::UID_COUNT,
+            limits: Limits {
+                memory_bytes: row.ram_bytes,
+                millicpus: row.cpus as u64 * 1000,
+                pids_max: g.pids_max,
+            },
+            storage_bytes: bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes),
+            user_sysctls: g.kernel_limits.user_sysctls(),
+            network,
+            seccomp: self.host.seccomp.clone(),
+            vm: None,
+        };
+        let mut spec = spec;
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| DomainError::internal(format!("{what}: {e}"))
+        };
+        // 0711: the node's own (mapped, unprivileged) root must traverse it to reach its mount
+        // points; nobody else may list it. Its files are private to root.
+        ensure_dir(&dir, 0o711).map_err(io("creating node directory"))?;
+        // Everything on the host's filesystem is made here, outside the node's cgroup: page
+        // cache a node's cgroup faults in first (even a directory block) keeps that cgroup
+        // alive in the kernel after the node is gone, and such "dying" cgroups slow every
+        // later cgroup operation down.
+        for d in [files::ROOTFS, files::SCRATCH] {
+            ensure_dir(&dir.join(d), 0o755).map_err(io("creating node mount points"))?;
+        }
+        write_private(&dir.join(files::CONSOLE_LOG), b"")
+            .map_err(io("creating the console log"))?;
+        if let Some(rt) = self.host.vm.clone() {
+            // The guest owns the node's address; QEMU's namespace only bridges its tap.
+            let net = match &mut spec.network {
+                bulkhead_net::NetworkPlan::Veth(v) => {
+                    v.guest_tap = Some(self.uid_base + bulkhead_vm::QEMU_UID);
+                    Some(bulkhead_vm::GuestNet {
+                        address: v.address,
+                        prefix_len: v.prefix_len,
+                        gateway: v.gateway,
+                        dns: v.dns_servers.clone(),
+                    })
+                }
+                bulkhead_net::NetworkPlan::Loopback => None,
+            };
+            let n = crate::vmdriver::NodeVm {
+                net,
+                node_dir: dir.clone(),
+                image: self.cfg.image.clone(),
+                hostname: row.name.clone(),
+                ram_bytes: row.ram_bytes,
+                vcpus: row.cpus,
+                disk_bytes: g.storage_bytes,
+                uid_base: self.uid_base,
+            };
+            let vm = tokio::task::spawn_blocking(move || rt.node(&n))
+                .await
+                .map_err(|e| DomainError::internal(format!("preparing the microVM: {e}")))?
+                .map_err(|e| DomainError::internal(format!("preparing the microVM: {e}")))?;
+            spec.limits.memory_bytes += bulkhead_vm::MEMORY_OVERHEAD;
+            spec.vm = Some(vm);
+        }
+        // The node's own nft objects exist before anything of it runs; network.json is what
+        // delete and reconciliation find them by.
+        if let (Some(n), Some(nn)) = (self.net.as_ref(), node_net) {
+            write_private(
+                &dir.join(crate::network::NODE_NET_FILE),
+                &serde_json::to_vec(nn).unwrap_or_default(),
+            )
+            .map_err(io("recording the node's network"))?;
+            let (n, nn, name) = (n.clone(), nn.clone(), row.name.clone());
+            tokio::task::spawn_blocking(move || n.attach(&name, &nn))
+                .await
+                .map_err(|e| DomainError::internal(format!("node network rules: {e}")))?
+                .map_err(|e| DomainError::internal(format!("node network rules: {e}")))?;
+        }
+        let spec_path = dir.join(files::SPEC);
+        write_private(
+            &spec_path,
+            &serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+        )
+        .map_err(io("writing node spec"))?;
+        if let Some(sb) = standby {
+            match self.pool.hand_over(sb, &spec_path).await {
+                Ok((line, pid)) => {
+                    return self.record_supervisor(&dir, pid, supervisor_answer(&line)?)
+                }
+                // A standby that died in the pool: start a supervisor afresh for the same
+                // cgroup id (a standby removes its slot when it fails).
+                Err(e) => {
+                    tracing::warn!(error = %e, "standby supervisor failed; starting one afresh")
+                }
+            }
+        }
+        let mut cmd = tokio::process::Command::new(&self.host.supervisor_bin);
+        cmd.arg(&spec_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        // Its own process group: signals meant for the daemon's terminal or process group
+        // never reach the node's supervisor. Without a pre_exec hook std can spawn with
+        // posix_spawn (vfork), which skips copying the daemon's page tables.
+        cmd.process_group(0);
+        let mut child = cmd.spawn().map_err(io("starting the node supervisor"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| DomainError::internal("supervisor has no stdout"))?;
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        // The supervisor lives on after this; tokio reaps it in the background when it exits.
+        let pid = child.id().unwrap_or(0);
+        drop(child);
+        match read {
+            Ok(Ok(_)) => self.record_supervisor(&dir, pid, supervisor_answer(&line)?),
+            Ok(Err(e)) => Err(DomainError::internal(format!(
+                "reading supervisor status: {e}"
+            ))),
+            Err(_) => Err(DomainError::internal(
+                "node supervisor did not report within 60s",
+            )),
+        }
+    }
+
+    /// Records who supervises a node, so that a restarted daemon finds it again.
+    fn record_supervisor(&self, dir: &Path, pid: u32, init_pid: i32) -> Result<(), DomainError> {
+        let pid = pid as i32;
+        let state = bulkhead_jail::SupervisorState {
+            supervisor_pid: pid,
+            supervisor_start: bulkhead_jail::process_start_time(pid).unwrap_or(0),
+            init_pid,
+        };
+        bulkhead_jail::write_supervisor_state(dir, &state)
+            .map_err(|e| DomainError::internal(format!("recording the supervisor: {e}")))
+    }
+
+    async fn wait_agent(&self, name: &str, deadline: Instant) -> Result<(), DomainError> {
+        let sock = self.node_dir(name).join(files::AGENT_SOCKET);
+        let mut last = String::new();
+        let mut checked = Instant::now();
+        while Instant::now() < deadline {
+            // A node that died on the way (QEMU refused its arguments, the guest panicked)
+            // will never answer: say so now, with what its console said.
+            if checked.elapsed() > Duration::from_millis(200) {
+                checked = Instant::now();
+                if !self.node_alive(name) {
+                    let console = std::fs::read(self.node_dir(name).join(files::CONSOLE_LOG))
+                        .unwrap_or_default();
+                    let text = String::from_utf8_lossy(&console);
+                    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    return Err(DomainError::new(Code::NodeFailed, format!(
+                        "node {name:?} stopped before its agent answered; the node was removed. Its console ends: {:?}",
+                        tail.join(" | ")
+                    )));
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock))
+                .await
+            {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "ping timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(DomainError::new(
+            Code::Timeout,
+            format!("node {name:?}'s agent was not ready in time ({last}); the node was removed"),
+        ))
+    }
+}

@@ -1,0 +1,212 @@
+//! One tenant's context: its config, state, network, forwards and standby pool, and the node
+//! lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`). Host-wide services
+//! (cgroups, seccomp filters, the supervisor binary, the microVM runtime) come from
+//! [`HostServices`]; a daemon holds one of those and, today, one tenant.
+//!
+//! Every node lookup goes through [`Tenant::node`], which is scoped to this tenant and is the
+//! only maker of a [`NodeRef`]; every node operation takes one. The node's state changes only
+//! through `bulkhead_core::NodeState`'s transitions.
+
+mod agent;
+mod create;
+mod node_ref;
+mod ops;
+mod remove;
+
+pub use agent::{agent_error, Gates, Turn};
+pub use node_ref::NodeRef;
+
+use bulkhead_api::{names, Node};
+use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
+use bulkhead_jail::files;
+use bulkhead_store::{NodeRow, Store};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::services::HostServices;
+
+/// Creates and deletes beyond this many waiting at once answer 503.
+pub const MAX_QUEUED_LIFECYCLE: usize = 256;
+/// Node setups that run at once; the rest wait in the bounded queue above.
+pub const PARALLEL_SETUPS: usize = 8;
+
+#[derive(Default)]
+pub struct Counters {
+    pub creates: AtomicU64,
+    pub create_failures: AtomicU64,
+    pub deletes: AtomicU64,
+    pub execs: AtomicU64,
+    pub not_found: AtomicU64,
+    pub rejected_busy: AtomicU64,
+    pub standby_hits: AtomicU64,
+    pub standby_misses: AtomicU64,
+}
+
+/// One tenant's context.
+pub struct Tenant {
+    pub host: Arc<HostServices>,
+    pub cfg: TenantConfig,
+    /// The tenant's name.
+    pub name: String,
+    /// `<state>/tenants/<tenant>`.
+    pub dir: PathBuf,
+    /// The tenant's copy of the image (owned by its uid range).
+    pub lower: PathBuf,
+    /// The agent binary nodes bind-mount (installed in the tenant's state).
+    pub agent_bin: PathBuf,
+    pub uid_base: u32,
+    store: Mutex<Store>,
+    setups: tokio::sync::Semaphore,
+    queued: AtomicUsize,
+    pub counters: Counters,
+    /// The tenant's networking; `None` when every host group has network mode none.
+    pub net: Option<Arc<crate::network::TenantNetwork>>,
+    pub forwards: crate::forward::Forwards,
+    /// Per-node turns at the agent (exec, copy).
+    pub gates: Gates,
+    pub pool: crate::pool::Pool,
+}
+
+/// What a tenant context is made of; the rest starts empty.
+pub struct TenantParts {
+    pub cfg: TenantConfig,
+    pub dir: PathBuf,
+    pub lower: PathBuf,
+    pub agent_bin: PathBuf,
+    pub uid_base: u32,
+    pub store: Store,
+    pub net: Option<Arc<crate::network::TenantNetwork>>,
+}
+
+/// Releases a place in the lifecycle queue when dropped.
+pub struct QueueSlot<'a>(&'a AtomicUsize);
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Tenant {
+    pub fn new(host: Arc<HostServices>, p: TenantParts) -> Self {
+        let name = p.cfg.tenant.clone();
+        let pool = crate::pool::Pool::new(
+            host.supervisor_bin.clone(),
+            name.clone(),
+            p.dir.join("standby"),
+        );
+        let forwards = crate::forward::Forwards::new(
+            p.cfg.conns.forward_max_connections,
+            p.cfg.conns.forward_proxy_timeout,
+        );
+        Tenant {
+            host,
+            name,
+            dir: p.dir,
+            lower: p.lower,
+            agent_bin: p.agent_bin,
+            uid_base: p.uid_base,
+            store: Mutex::new(p.store),
+            setups: tokio::sync::Semaphore::new(PARALLEL_SETUPS),
+            queued: AtomicUsize::new(0),
+            counters: Counters::default(),
+            net: p.net,
+            forwards,
+            gates: Gates::default(),
+            pool,
+            cfg: p.cfg,
+        }
+    }
+
+    /// A node's directory on the host, by name. Private: outside this module a node is
+    /// reached through a [`NodeRef`].
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("nodes").join(name)
+    }
+
+    /// The host path of the node's agent socket.
+    pub fn agent_socket(&self, node: &NodeRef) -> PathBuf {
+        self.node_dir(node.name()).join(files::AGENT_SOCKET)
+    }
+
+    /// The node's console log (what its init and agent printed).
+    pub fn console_log(&self, node: &NodeRef) -> PathBuf {
+        self.node_dir(node.name()).join(files::CONSOLE_LOG)
+    }
+
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn to_api(row: &NodeRow) -> Node {
+        Node {
+            hostname: row.name.clone(),
+            hostgroup: row.hostgroup.clone(),
+            ip: row.ip.clone(),
+            ram_bytes: row.ram_bytes,
+            cpus: row.cpus,
+            created_at: row.created_at.clone(),
+            tags: row.tags.clone(),
+            arch: std::env::consts::ARCH.into(),
+            status: row.status.into(),
+            persistent: row.persistent,
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<NodeRow>, DomainError> {
+        Ok(self.store().list(&self.name)?)
+    }
+
+    /// The tenant-scoped lookup every node operation starts from.
+    pub fn node(&self, name: &str) -> Result<NodeRef, DomainError> {
+        if names::validate_label("node", name).is_err() {
+            return Err(DomainError::no_node(name));
+        }
+        match self.store().get(&self.name, name)? {
+            Some(r) => Ok(NodeRef::checked(&self.name, r)),
+            None => {
+                self.counters.not_found.fetch_add(1, Ordering::Relaxed);
+                Err(DomainError::no_node(name))
+            }
+        }
+    }
+
+    /// A node of group `group` (a node of another group answers like a missing one).
+    pub fn node_in(&self, group: &str, name: &str) -> Result<NodeRef, DomainError> {
+        let n = self.node(name)?;
+        if n.group() != group {
+            return Err(DomainError::no_node(name));
+        }
+        Ok(n)
+    }
+
+    /// A node that is ready to serve exec and copy requests.
+    pub fn running_node(&self, name: &str) -> Result<NodeRef, DomainError> {
+        let n = self.node(name)?;
+        n.row().status.require_agent(name)?;
+        Ok(n)
+    }
+
+    pub fn group(&self, name: &str) -> Result<&HostGroup, DomainError> {
+        self.cfg.group(name).ok_or_else(|| {
+            DomainError::not_found(format!(
+                "host group {name:?} not found: `GET /hostgroup` lists this tenant's groups"
+            ))
+        })
+    }
+
+    /// Takes a place in the bounded lifecycle queue, or answers 503.
+    pub fn enqueue(&self) -> Result<QueueSlot<'_>, DomainError> {
+        let n = self.queued.fetch_add(1, Ordering::SeqCst);
+        let slot = QueueSlot(&self.queued);
+        if n >= MAX_QUEUED_LIFECYCLE {
+            self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(DomainError::new(
+                Code::Busy,
+                format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later"),
+            )
+            .retry_after(1));
+        }
+        Ok(slot)
+    }
+}
