@@ -262,7 +262,7 @@ impl Forwards {
         Ok(info)
     }
 
-    pub fn list(&self, node: &crate::tenant::NodeRef) -> Vec<Forward> {
+    pub fn list(&self, node: &crate::tenant::node_ref::NodeRef) -> Vec<Forward> {
         let node = node.name();
         lock(&self.open)
             .get(node)

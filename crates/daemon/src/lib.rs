@@ -5,6 +5,7 @@
 //! handler (`http/`) → tenant context (`tenant/`) over host services (`services.rs`); errors
 //! are domain errors until `error.rs` gives them an HTTP status.
 
+pub mod app;
 pub mod auth;
 pub mod error;
 pub mod forward;
@@ -20,5 +21,5 @@ pub mod tenant;
 pub mod tenant_lock;
 pub mod vmdriver;
 
-pub use services::App;
+pub use app::App;
 pub use startup::{ensure_image, host_facts, run, StartError, DEFAULT_STATE_DIR, UID_REGISTRY};

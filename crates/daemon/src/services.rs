@@ -20,10 +20,3 @@ pub struct HostServices {
     pub conn_stats: Arc<crate::serve::ConnStats>,
     pub started: Instant,
 }
-
-/// What a request handler reaches: the host's services and the tenant it serves. A shared
-/// daemon will hold several tenants here and pick one per request from the route.
-pub struct App {
-    pub host: Arc<HostServices>,
-    pub tenant: Arc<crate::tenant::Tenant>,
-}

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::app::App;
 use crate::auth::authn::{BearerToken, Chain, SocketPeer};
 use crate::fsutil::ensure_dir;
-use crate::services::{App, HostServices};
+use crate::services::HostServices;
 use crate::tenant::{Tenant, TenantParts};
 use crate::{forward, host_limits, network, serve, tenant_lock, vmdriver};
 

@@ -2,7 +2,7 @@
 
 use bulkhead_core::{Code, DomainError};
 
-use crate::services::App;
+use crate::app::App;
 
 pub type AppState = std::sync::Arc<App>;
 

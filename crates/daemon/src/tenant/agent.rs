@@ -1,115 +1,28 @@
-//! Per-node admission for agent operations (exec, copy in and out) and the connection to the
-//! node's agent.
-//!
-//! Each node takes at most its host group's `agent_concurrency` operations at once: every exec
-//! costs the node a few pids (the agent's threads and the command), and an agent's listen
-//! backlog is finite. Further requests wait in a bounded queue for a bounded time; beyond
-//! either bound they are refused with 503 `node_busy` and a `Retry-After`, naming the limit.
+//! The tenant's way to a node's agent: a turn at the node's gate (`gate.rs`), the connection
+//! (a full listen backlog waited out, a gone node told apart from a gone agent), the first
+//! exchange of an operation, and errors that name the node's limits.
 
 use bulkhead_agent::client::{self as agent, AgentError};
 use bulkhead_agent::proto::{Event, Request};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use bulkhead_core::{Code, DomainError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use bulkhead_core::{Code, DomainError};
-
+use super::gate::{agent_error, Turn, CONNECT_PATIENCE};
 use super::{NodeRef, Tenant};
-
-/// Requests that may wait for a node's agent beyond those it runs.
-pub const MAX_WAITING_PER_NODE: usize = 1024;
-/// How long a request waits for its turn before it is refused.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// How long a connect retries while the agent's listen backlog is full.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
-
-struct Gate {
-    running: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    limit: u32,
-}
-
-/// The gates of this daemon's nodes, by node name.
-#[derive(Default)]
-pub struct Gates(Mutex<HashMap<String, Arc<Gate>>>);
-
-impl Gates {
-    /// Forgets a node's gate (its node is gone); operations still holding a turn keep theirs.
-    pub fn remove(&self, node: &str) {
-        self.0.lock().unwrap().remove(node);
-    }
-}
-
-/// A turn at a node's agent: held for as long as the operation runs, streaming included.
-pub struct Turn(#[allow(dead_code)] OwnedSemaphorePermit);
-
-struct Waiting<'a>(&'a AtomicUsize);
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-fn busy(node: &str, limit: u32, why: &str) -> DomainError {
-    DomainError::new(
-        Code::NodeBusy,
-        format!(
-            "node {node:?} already runs its limit of {limit} exec/copy operations \
-             (host group key agent_concurrency) and {why}: retry later"
-        ),
-    )
-    .retry_after(1)
-}
 
 impl Tenant {
     /// Waits for a turn at `node`'s agent (bounded queue, bounded wait), or answers 503.
     pub async fn agent_turn(&self, node: &NodeRef) -> Result<Turn, DomainError> {
-        let (node, group) = (node.name(), node.group());
-        let gate = {
-            let limit = self
-                .cfg
-                .group(group)
-                .map(|g| g.agent_concurrency)
-                .unwrap_or(bulkhead_core::config::DEFAULT_AGENT_CONCURRENCY);
-            let mut m = self.gates.0.lock().unwrap();
-            m.entry(node.to_string())
-                .or_insert_with(|| {
-                    Arc::new(Gate {
-                        running: Arc::new(Semaphore::new(limit as usize)),
-                        waiting: AtomicUsize::new(0),
-                        limit,
-                    })
-                })
-                .clone()
-        };
-        if let Ok(p) = gate.running.clone().try_acquire_owned() {
-            return Ok(Turn(p));
-        }
-        if gate.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING_PER_NODE {
-            gate.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
-            return Err(busy(
-                node,
-                gate.limit,
-                &format!("{MAX_WAITING_PER_NODE} more are waiting"),
-            ));
-        }
-        let _w = Waiting(&gate.waiting);
-        match tokio::time::timeout(MAX_WAIT, gate.running.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Turn(p)),
-            _ => {
-                self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
-                Err(busy(
-                    node,
-                    gate.limit,
-                    &format!("this request waited {}s for a turn", MAX_WAIT.as_secs()),
-                ))
-            }
-        }
+        let limit = self
+            .cfg
+            .group(node.group())
+            .map(|g| g.agent_concurrency)
+            .unwrap_or(bulkhead_core::config::DEFAULT_AGENT_CONCURRENCY);
+        self.gates
+            .turn(node.name(), limit, &self.counters.rejected_busy)
+            .await
     }
 
     /// Connects to a node's agent. A full listen backlog (EAGAIN) is waited out for a while,
@@ -212,14 +125,5 @@ impl Tenant {
             ),
             ..e
         }
-    }
-}
-
-/// An agent failure as a domain error: the agent's own refusals keep their codes
-/// ([`DomainError::from_agent`]); anything else means the agent could not be reached.
-pub fn agent_error(e: AgentError) -> DomainError {
-    match e {
-        AgentError::Remote { code, message } => DomainError::from_agent(&code, message),
-        e => DomainError::new(Code::AgentUnreachable, e.to_string()),
     }
 }

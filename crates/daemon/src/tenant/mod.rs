@@ -9,11 +9,12 @@
 
 mod agent;
 mod create;
-mod node_ref;
+mod gate;
+pub mod node_ref;
 mod ops;
 mod remove;
 
-pub use agent::{agent_error, Gates, Turn};
+pub use gate::{agent_error, Gates, Turn};
 pub use node_ref::NodeRef;
 
 use bulkhead_api::{names, Node};
