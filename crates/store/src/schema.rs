@@ -1,0 +1,163 @@
+//! The database's schema as an ordered list of numbered migrations. `PRAGMA user_version`
+//! holds the number of the last one applied; each runs in a transaction of its own together
+//! with the version bump, so a crash leaves the database at one version or the next, never in
+//! between.
+//!
+//! Invariants:
+//! - a fresh database and an upgraded one run the same steps, so they end with the same schema;
+//! - version 0 is either an empty file or a database written before versioning (bulkhead up to
+//!   0.1 with `nodes` and `counters`); step 1 is that schema with `IF NOT EXISTS`, so both
+//!   reach version 1 with every row in place;
+//! - a database from a newer bulkhead (a version above [`VERSION`]) is refused, never changed;
+//! - steps are never edited once released: a change is a new step at the end.
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+/// One step from version `version - 1` to `version`.
+struct Migration {
+    version: u32,
+    what: &'static str,
+    apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "nodes and per-group name counters (the schema before versioning)",
+        apply: v1_baseline,
+    },
+    Migration {
+        version: 2,
+        what: "node ids, and the node's cgroup, network and forwards records",
+        apply: v2_node_records,
+    },
+];
+
+/// The schema version this build writes.
+pub const VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("the state database has schema version {found}, newer than this bulkhead's {supported}: run the bulkhead release that wrote it (or a newer one); downgrades are not supported")]
+    TooNew { found: u32, supported: u32 },
+    #[error("upgrading the state database to schema version {version} ({what})")]
+    Step {
+        version: u32,
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("reading the state database's schema version")]
+    Version(#[source] rusqlite::Error),
+}
+
+pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Brings the database to [`VERSION`]; returns the version it found.
+pub fn migrate(conn: &mut Connection) -> Result<u32, SchemaError> {
+    let found = version(conn).map_err(SchemaError::Version)?;
+    if found > VERSION {
+        return Err(SchemaError::TooNew {
+            found,
+            supported: VERSION,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let step = |source| SchemaError::Step {
+            version: m.version,
+            what: m.what,
+            source,
+        };
+        // IMMEDIATE: the write lock first, then the version, so that two processes opening
+        // the same file cannot both apply a step.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(step)?;
+        let now: u32 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(step)?;
+        if now >= m.version {
+            continue;
+        }
+        (m.apply)(&tx).map_err(step)?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(step)?;
+        tx.commit().map_err(step)?;
+        tracing::info!(
+            version = m.version,
+            what = m.what,
+            "state database upgraded"
+        );
+    }
+    Ok(found)
+}
+
+/// The schema bulkhead wrote before versioning, exactly (plus `IF NOT EXISTS`, which it had).
+fn v1_baseline(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS nodes (
+    tenant     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    hostgroup  TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    ip         TEXT NOT NULL,
+    cpus       INTEGER NOT NULL,
+    ram_bytes  INTEGER NOT NULL,
+    tags       TEXT NOT NULL,
+    persistent INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS counters (
+    tenant    TEXT NOT NULL,
+    hostgroup TEXT NOT NULL,
+    next      INTEGER NOT NULL,
+    PRIMARY KEY (tenant, hostgroup)
+);",
+    )
+}
+
+/// Nodes get an id (a ULID, never reused) and the records that lived in files of the node's
+/// directory: its cgroup id (was read from `spec.json`), its network (`network.json`) and its
+/// port forwards (`forwards.json`). The files themselves are imported by the daemon at start,
+/// which knows where node directories are. SQLite cannot add a NOT NULL column without a
+/// default, so the table is rebuilt (its recommended way: new table, copy, drop, rename).
+fn v2_node_records(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE nodes_v2 (
+    id         TEXT NOT NULL UNIQUE,
+    tenant     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    hostgroup  TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    ip         TEXT NOT NULL,
+    cpus       INTEGER NOT NULL,
+    ram_bytes  INTEGER NOT NULL,
+    tags       TEXT NOT NULL,
+    persistent INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    cgroup     TEXT,
+    network    TEXT,
+    forwards   TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (tenant, name)
+);",
+    )?;
+    // Ids in creation order, so that old nodes' ids sort like new ones'.
+    let old: Vec<i64> = tx
+        .prepare("SELECT rowid FROM nodes ORDER BY created_at, name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut copy = tx.prepare(
+        "INSERT INTO nodes_v2(id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags,
+                              persistent, created_at)
+         SELECT ?1, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent,
+                created_at FROM nodes WHERE rowid = ?2",
+    )?;
+    for rowid in old {
+        copy.execute(rusqlite::params![crate::NodeId::new().to_string(), rowid])?;
+    }
+    drop(copy);
+    tx.execute_batch("DROP TABLE nodes; ALTER TABLE nodes_v2 RENAME TO nodes;")
+}

@@ -1,0 +1,278 @@
+//! [`Store`]: the handle the daemon holds. Writes are jobs for one dedicated thread that owns
+//! the SQLite connection; the caller awaits the job's answer, so no async worker ever blocks
+//! on SQLite or on another writer. Reads (`get`, `snapshot`) are served by the index.
+//!
+//! Invariants:
+//! - jobs run one at a time, in the order they were sent, so a job that reads the index and
+//!   then writes (`insert_with`, `transition`) is atomic with respect to every other write;
+//! - the writer changes the index only after its transaction committed;
+//! - a job that panics fails alone (its caller gets [`StoreError::Closed`]); the thread and
+//!   the other jobs carry on; the thread ends when the last handle is dropped.
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+
+use crate::index::{Index, Snapshot};
+use crate::{db, NewNode, NodeId, NodeRow, NodeState, StoreError};
+
+type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// What the writer thread owns.
+struct Writer {
+    conn: Connection,
+    tenant: String,
+    index: Arc<Index>,
+}
+
+struct Shared {
+    tenant: String,
+    index: Arc<Index>,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// One tenant's state. Cheap to clone; all clones share the writer and the index.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// The outcome of a conditional change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Changed; the row as it is now.
+    Done(Arc<NodeRow>),
+    /// The condition refused; the row as it is (unchanged).
+    Refused(Arc<NodeRow>),
+    /// No such node.
+    Missing,
+}
+
+impl Store {
+    /// Opens (creating or upgrading) the database at `path` and loads `tenant`'s nodes. Blocks
+    /// on SQLite: call it at start, or from `spawn_blocking`.
+    pub fn open(path: &Path, tenant: &str) -> Result<Store, StoreError> {
+        let conn = db::open(path)?;
+        let index = Arc::new(Index::load(db::list(&conn, tenant)?));
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let mut w = Writer {
+            conn,
+            tenant: tenant.to_string(),
+            index: index.clone(),
+        };
+        std::thread::Builder::new()
+            .name("bulkhead-store".into())
+            .spawn(move || {
+                for job in rx {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut w)));
+                    if r.is_err() {
+                        tracing::error!("a state database job panicked; its request failed");
+                    }
+                }
+            })
+            .map_err(StoreError::Thread)?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                tenant: tenant.to_string(),
+                index,
+                jobs,
+            }),
+        })
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.shared.tenant
+    }
+
+    // ---- reads: the index, never SQLite ------------------------------------------------
+
+    /// The node called `name`, as last committed.
+    pub fn get(&self, name: &str) -> Option<Arc<NodeRow>> {
+        self.shared.index.get(name)
+    }
+
+    /// All of the tenant's nodes at this moment, in list order.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.index.snapshot()
+    }
+
+    // ---- writes: jobs for the writer thread ----------------------------------------------
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.shared.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Takes the next index of a host group (`<group>-<n>` names), starting at 1. Indexes are
+    /// never reused, so a deleted node's name never points at a new node.
+    pub async fn next_index(&self, group: &str) -> Result<u64, StoreError> {
+        let group = group.to_string();
+        self.call(move |w| db::next_index(&mut w.conn, &w.tenant, &group))
+            .await?
+    }
+
+    /// Records a new node.
+    pub async fn insert(&self, node: NewNode) -> Result<Arc<NodeRow>, StoreError> {
+        Ok(self
+            .insert_with(node, |_, _| Ok::<(), StoreError>(()))
+            .await?
+            .0)
+    }
+
+    /// Records a new node after `pick` saw every other node and completed it (an address, say):
+    /// no other write comes between what `pick` saw and the insert. `pick` runs on the writer
+    /// thread, so it must be quick and must not block.
+    pub async fn insert_with<T, E, F>(&self, node: NewNode, pick: F) -> Result<(Arc<NodeRow>, T), E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Snapshot, &mut NewNode) -> Result<T, E> + Send + 'static,
+    {
+        self.call(move |w| {
+            let mut n = node;
+            let picked = pick(&w.index.snapshot(), &mut n)?;
+            let row = NodeRow {
+                id: NodeId::new(),
+                tenant: w.tenant.clone(),
+                name: n.name,
+                hostgroup: n.hostgroup,
+                status: n.status,
+                ip: n.ip,
+                cpus: n.cpus,
+                ram_bytes: n.ram_bytes,
+                tags: n.tags,
+                persistent: n.persistent,
+                created_at: n.created_at,
+                cgroup: None,
+                network: n.network,
+                forwards: "[]".into(),
+            };
+            db::insert(&w.conn, &row)?;
+            let row = Arc::new(row);
+            w.index.put(row.clone());
+            Ok((row, picked))
+        })
+        .await?
+    }
+
+    /// Changes a node if `change` agrees (returns true after editing the row it is given).
+    /// The name, group, creation time and id are the node's identity and stay as they were.
+    pub async fn modify(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut NodeRow) -> bool + Send + 'static,
+    ) -> Result<Change, StoreError> {
+        let name = name.to_string();
+        self.call(move |w| {
+            let Some(cur) = w.index.get(&name) else {
+                return Ok(Change::Missing);
+            };
+            let mut new = (*cur).clone();
+            if !change(&mut new) {
+                return Ok(Change::Refused(cur));
+            }
+            // Identity stays: the index's order and every reference rely on it.
+            new.id = cur.id;
+            new.tenant.clone_from(&cur.tenant);
+            new.name.clone_from(&cur.name);
+            new.hostgroup.clone_from(&cur.hostgroup);
+            new.created_at.clone_from(&cur.created_at);
+            if !db::update(&w.conn, &new)? {
+                w.index.remove(&name);
+                return Ok(Change::Missing);
+            }
+            let new = Arc::new(new);
+            w.index.put(new.clone());
+            Ok(Change::Done(new))
+        })
+        .await?
+    }
+
+    /// Moves a node to `to` if `allowed` accepts its current status (only one of concurrent
+    /// transitions from the same status wins).
+    pub async fn transition(
+        &self,
+        name: &str,
+        allowed: impl FnOnce(NodeState) -> bool + Send + 'static,
+        to: NodeState,
+    ) -> Result<Change, StoreError> {
+        self.modify(name, move |r| {
+            let ok = allowed(r.status);
+            r.status = to;
+            ok
+        })
+        .await
+    }
+
+    /// Sets a node's status; false when there is no such node.
+    pub async fn set_status(&self, name: &str, to: NodeState) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.transition(name, |_| true, to).await?,
+            Change::Done(_)
+        ))
+    }
+
+    /// Records the node's cgroup id.
+    pub async fn set_cgroup(&self, name: &str, cgroup: Option<String>) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.modify(name, move |r| {
+                r.cgroup = cgroup;
+                true
+            })
+            .await?,
+            Change::Done(_)
+        ))
+    }
+
+    /// Records the node's network (the daemon's JSON).
+    pub async fn set_network(
+        &self,
+        name: &str,
+        network: Option<String>,
+    ) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.modify(name, move |r| {
+                r.network = network;
+                true
+            })
+            .await?,
+            Change::Done(_)
+        ))
+    }
+
+    /// Records the node's port forwards (the daemon's JSON array).
+    pub async fn set_forwards(&self, name: &str, forwards: String) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.modify(name, move |r| {
+                r.forwards = forwards;
+                true
+            })
+            .await?,
+            Change::Done(_)
+        ))
+    }
+
+    /// Removes a node's record; false when there was none.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.call(move |w| {
+            let gone = db::delete(&w.conn, &w.tenant, &name)?;
+            w.index.remove(&name);
+            Ok(gone)
+        })
+        .await?
+    }
+
+    /// The tenant's rows as SQLite has them (tests compare the index with this).
+    #[cfg(test)]
+    pub(crate) async fn read_back(&self) -> Result<Vec<NodeRow>, StoreError> {
+        self.call(|w| db::list(&w.conn, &w.tenant)).await?
+    }
+}
