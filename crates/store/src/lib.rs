@@ -26,7 +26,7 @@ pub use cursor::{Cursor, CursorError};
 pub use id::{Id, IdError, Kind, NodeId};
 pub use index::{Page, Snapshot};
 pub use schema::{SchemaError, VERSION as SCHEMA_VERSION};
-pub use store::{Change, Store};
+pub use store::Store;
 
 /// Id kinds (markers for [`Id`]).
 pub mod kind {
@@ -45,8 +45,6 @@ pub enum StoreError {
     },
     #[error("node {0:?} already exists")]
     Exists(String),
-    #[error("node {0:?} is not in the state database")]
-    Missing(String),
     #[error("the state database's writer did not answer (stopped, or failed on this request: see the daemon's log)")]
     Closed,
     #[error("starting the state database's writer thread")]

@@ -37,17 +37,6 @@ pub struct Store {
     shared: Arc<Shared>,
 }
 
-/// The outcome of a conditional change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// Changed; the row as it is now.
-    Done(Arc<NodeRow>),
-    /// The condition refused; the row as it is (unchanged).
-    Refused(Arc<NodeRow>),
-    /// No such node.
-    Missing,
-}
-
 impl Store {
     /// Opens (creating or upgrading) the database at `path` and loads `tenant`'s nodes. Blocks
     /// on SQLite: call it at start, or from `spawn_blocking`.
@@ -162,73 +151,87 @@ impl Store {
         .await?
     }
 
-    /// Changes a node if `change` agrees (returns true after editing the row it is given).
-    /// The name, group, creation time and id are the node's identity and stay as they were.
-    pub async fn modify(
+    /// Changes a node with `change`, which sees the row as committed: no other write comes
+    /// between what it sees and what it writes. `Ok(None)` when there is no such node; an
+    /// error from `change` leaves the node as it was. The id, name, group and creation time are
+    /// the node's identity and stay as they were; a change that changes nothing writes nothing.
+    pub async fn update<E>(
         &self,
         name: &str,
-        change: impl FnOnce(&mut NodeRow) -> bool + Send + 'static,
-    ) -> Result<Change, StoreError> {
+        change: impl FnOnce(&mut NodeRow) -> Result<(), E> + Send + 'static,
+    ) -> Result<Option<Arc<NodeRow>>, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
         let name = name.to_string();
         self.call(move |w| {
             let Some(cur) = w.index.get(&name) else {
-                return Ok(Change::Missing);
+                return Ok(None);
             };
             let mut new = (*cur).clone();
-            if !change(&mut new) {
-                return Ok(Change::Refused(cur));
-            }
+            change(&mut new)?;
             // Identity stays: the index's order and every reference rely on it.
             new.id = cur.id;
             new.tenant.clone_from(&cur.tenant);
             new.name.clone_from(&cur.name);
             new.hostgroup.clone_from(&cur.hostgroup);
             new.created_at.clone_from(&cur.created_at);
+            if new == *cur {
+                return Ok(Some(cur));
+            }
             if !db::update(&w.conn, &new)? {
                 w.index.remove(&name);
-                return Ok(Change::Missing);
+                return Ok(None);
             }
             let new = Arc::new(new);
             w.index.put(new.clone());
-            Ok(Change::Done(new))
+            Ok(Some(new))
         })
         .await?
     }
 
-    /// Moves a node to `to` if `allowed` accepts its current status (only one of concurrent
-    /// transitions from the same status wins).
-    pub async fn transition(
+    /// Moves a node to the state `step` gives for its current one (a state machine's
+    /// transition): of concurrent transitions, each sees the state the one before it left.
+    pub async fn transition<E>(
         &self,
         name: &str,
-        allowed: impl FnOnce(NodeState) -> bool + Send + 'static,
-        to: NodeState,
-    ) -> Result<Change, StoreError> {
-        self.modify(name, move |r| {
-            let ok = allowed(r.status);
-            r.status = to;
-            ok
+        step: impl FnOnce(NodeState) -> Result<NodeState, E> + Send + 'static,
+    ) -> Result<Option<Arc<NodeRow>>, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
+        self.update(name, move |r| {
+            r.status = step(r.status)?;
+            Ok(())
         })
         .await
     }
 
-    /// Sets a node's status; false when there is no such node.
+    /// Sets a node's state unconditionally; false when there is no such node.
     pub async fn set_status(&self, name: &str, to: NodeState) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.transition(name, |_| true, to).await?,
-            Change::Done(_)
-        ))
+        Ok(self
+            .transition(name, move |_| Ok::<_, StoreError>(to))
+            .await?
+            .is_some())
+    }
+
+    async fn set(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut NodeRow) + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .update(name, move |r| {
+                f(r);
+                Ok::<_, StoreError>(())
+            })
+            .await?
+            .is_some())
     }
 
     /// Records the node's cgroup id.
     pub async fn set_cgroup(&self, name: &str, cgroup: Option<String>) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.modify(name, move |r| {
-                r.cgroup = cgroup;
-                true
-            })
-            .await?,
-            Change::Done(_)
-        ))
+        self.set(name, move |r| r.cgroup = cgroup).await
     }
 
     /// Records the node's network (the daemon's JSON).
@@ -237,26 +240,12 @@ impl Store {
         name: &str,
         network: Option<String>,
     ) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.modify(name, move |r| {
-                r.network = network;
-                true
-            })
-            .await?,
-            Change::Done(_)
-        ))
+        self.set(name, move |r| r.network = network).await
     }
 
     /// Records the node's port forwards (the daemon's JSON array).
     pub async fn set_forwards(&self, name: &str, forwards: String) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.modify(name, move |r| {
-                r.forwards = forwards;
-                true
-            })
-            .await?,
-            Change::Done(_)
-        ))
+        self.set(name, move |r| r.forwards = forwards).await
     }
 
     /// Removes a node's record; false when there was none.

@@ -495,35 +495,47 @@ async fn concurrent_writers_pick_and_insert_atomically() {
     assert_eq!(ids.len(), 64);
 
     // Only one of concurrent deletes wins the transition.
+    #[derive(Debug, PartialEq)]
+    enum Refused {
+        Already,
+        Store,
+    }
+    impl From<StoreError> for Refused {
+        fn from(_: StoreError) -> Self {
+            Refused::Store
+        }
+    }
     s.set_status("g-0", NodeState::Running).await.unwrap();
     let racers: Vec<_> = (0..16)
         .map(|_| {
             let s = s.clone();
             tokio::spawn(async move {
-                s.transition("g-0", |st| st != NodeState::Deleting, NodeState::Deleting)
-                    .await
-                    .unwrap()
+                s.transition("g-0", |st| match st {
+                    NodeState::Deleting => Err(Refused::Already),
+                    _ => Ok(NodeState::Deleting),
+                })
+                .await
             })
         })
         .collect();
     let mut won = 0;
     for r in racers {
         match r.await.unwrap() {
-            Change::Done(r) => {
+            Ok(Some(r)) => {
                 won += 1;
                 assert_eq!(r.status, NodeState::Deleting);
             }
-            Change::Refused(r) => assert_eq!(r.status, NodeState::Deleting),
-            Change::Missing => panic!("the node is there"),
+            Ok(None) => panic!("the node is there"),
+            Err(e) => assert_eq!(e, Refused::Already),
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(
-        s.transition("nope", |_| true, NodeState::Running)
-            .await
-            .unwrap(),
-        Change::Missing
-    );
+    assert_eq!(s.get("g-0").unwrap().status, NodeState::Deleting);
+    assert!(s
+        .transition("nope", |_| Ok::<_, StoreError>(NodeState::Running))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -559,19 +571,17 @@ async fn the_identity_of_a_node_cannot_be_modified() {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(&d.path().join("s.db"), "t").unwrap();
     let before = s.insert(new_node("g-1", "g", "t")).await.unwrap();
-    let Change::Done(after) = s
-        .modify("g-1", |r| {
+    let after = s
+        .update("g-1", |r| {
             r.name = "other".into();
             r.hostgroup = "x".into();
             r.id = NodeId::new();
             r.tags.clear();
-            true
+            Ok::<_, StoreError>(())
         })
         .await
         .unwrap()
-    else {
-        panic!("modify refused")
-    };
+        .expect("the node is there");
     assert_eq!(
         (after.id, &after.name, &after.hostgroup),
         (before.id, &before.name, &before.hostgroup)
@@ -581,4 +591,13 @@ async fn the_identity_of_a_node_cannot_be_modified() {
         "everything else changes, in SQLite too"
     );
     assert_eq!(s.read_back().await.unwrap()[0], *after);
+    // A refused change leaves the node as it was.
+    let r = s
+        .update("g-1", |r| {
+            r.ip = "x".into();
+            Err(StoreError::Closed)
+        })
+        .await;
+    assert!(r.is_err());
+    assert_eq!(s.get("g-1").unwrap().ip, "");
 }
