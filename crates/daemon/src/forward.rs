@@ -20,15 +20,14 @@
 //! connections have no idle timeout: long-lived quiet protocols (ssh, databases) are the point
 //! of a forward; the cap is what bounds them.
 //!
-//! Forwards are recorded in the node's directory (`forwards.json`), reopened when a daemon
-//! re-adopts the node, and closed when the node is deleted.
+//! Forwards are recorded with the node in the store, reopened when a daemon re-adopts the
+//! node, and closed when the node is deleted.
 
 use bulkhead_api::{Forward, ForwardRequest};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +41,8 @@ pub const MAX_TENANT_CONNECTIONS: usize = 2048;
 
 use bulkhead_core::{Code, DomainError};
 
+/// The file in a node's directory that recorded its forwards before the store did; read once
+/// at start to import nodes created by an older release (`upgrade.rs`).
 pub const FORWARDS_FILE: &str = "forwards.json";
 /// Per node; each forward is a listening socket and a task.
 pub const MAX_PER_NODE: usize = 16;
@@ -112,7 +113,7 @@ pub fn parse_v2(buf: &[u8]) -> Header {
     }
 }
 
-/// A forward as recorded in the node's directory.
+/// A forward as recorded with the node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForwardSpec {
     pub node: String,
@@ -301,22 +302,15 @@ impl Forwards {
         }
     }
 
-    /// Records the node's forwards in its directory.
-    pub fn save(&self, node_dir: &Path, node: &str) -> std::io::Result<()> {
-        let specs = self.specs(node);
-        crate::fsutil::write_private(
-            &node_dir.join(FORWARDS_FILE),
-            &serde_json::to_vec(&specs).unwrap_or_default(),
-        )
+    /// The node's open forwards as their record (a JSON array).
+    pub fn record(&self, node: &str) -> String {
+        serde_json::to_string(&self.specs(node)).unwrap_or_else(|_| "[]".into())
     }
 }
 
 /// The forwards recorded for a node, for re-adoption.
-pub fn load(node_dir: &Path) -> Vec<ForwardSpec> {
-    std::fs::read(node_dir.join(FORWARDS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+pub fn parse_record(record: &str) -> Vec<ForwardSpec> {
+    serde_json::from_str(record).unwrap_or_default()
 }
 
 fn describe(o: &Open) -> Forward {

@@ -19,6 +19,7 @@ pub mod services;
 mod startup;
 pub mod tenant;
 pub mod tenant_lock;
+mod upgrade;
 pub mod vmdriver;
 
 pub use app::App;

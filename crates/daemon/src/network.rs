@@ -5,9 +5,10 @@
 //! Invariants:
 //! - a node's nft objects (its policy chain, its bridge-port pin) exist before its supervisor
 //!   starts, so a node never sends a packet under a policy wider than its own;
-//! - each networked node's directory holds `network.json`, which is what reconciliation and
-//!   delete read to find the node's objects again;
-//! - the tenant's tables are rebuilt from config and those files at every start.
+//! - each networked node's record in the store holds its [`NodeNet`] (written with the node's
+//!   row, before any of its objects exist), which is what reconciliation and delete read to
+//!   find the node's objects again;
+//! - the tenant's tables are rebuilt from config and those records at every start.
 
 use bulkhead_core::{HostGroup, NetworkMode, TenantConfig};
 use bulkhead_net::ipam::{Layout, Range};
@@ -44,7 +45,8 @@ pub fn save_indexes(tenant_dir: &Path, idx: &HashMap<String, u8>) -> std::io::Re
     )
 }
 
-/// The file in a node's directory that records its network.
+/// The file in a node's directory that recorded its network before the store did; read once
+/// at start to import nodes created by an older release (`upgrade.rs`).
 pub const NODE_NET_FILE: &str = "network.json";
 
 #[derive(Debug, thiserror::Error)]
@@ -435,9 +437,9 @@ impl TenantNetwork {
     }
 }
 
-pub fn read_node_net(node_dir: &Path) -> Option<NodeNet> {
-    let b = std::fs::read(node_dir.join(NODE_NET_FILE)).ok()?;
-    serde_json::from_slice(&b).ok()
+/// The network recorded with a node, if it has one.
+pub fn node_net_of(row: &bulkhead_store::NodeRow) -> Option<NodeNet> {
+    serde_json::from_str(row.network.as_deref()?).ok()
 }
 
 // ---- the host-wide range registry ------------------------------------------------------------

@@ -291,7 +291,20 @@ pub async fn run(
         None
     };
     let cgroups = bulkhead_jail::Cgroups::detect()?;
-    let store = bulkhead_store::Store::open(&tenant_dir.join("state.db"))?;
+    let store = {
+        let (db, t) = (tenant_dir.join("state.db"), tenant.clone());
+        tokio::task::spawn_blocking(move || bulkhead_store::Store::open(&db, &t))
+            .await
+            .map_err(|e| StartError::Refused(format!("opening the state database: {e}")))??
+    };
+    // Before reconciliation, which would sweep the cgroup of a node whose id it did not know.
+    let imported = crate::upgrade::import_node_files(&store, &tenant_dir.join("nodes")).await;
+    if imported > 0 {
+        tracing::info!(
+            nodes = imported,
+            "imported node records from an older release's files"
+        );
+    }
     let conn_stats: Arc<serve::ConnStats> = Default::default();
     let host = Arc::new(HostServices {
         cgroups,
@@ -390,7 +403,7 @@ pub async fn run(
     }
     // With no node left, the tenant's network goes too: tables, bridges, range claim.
     if let (Some(n), Some(claim)) = (&net, &net_claim) {
-        if app.list().map(|l| l.is_empty()).unwrap_or(false) {
+        if app.list().is_empty() {
             let (n, td) = (n.clone(), tenant_dir.clone());
             let _ = tokio::task::spawn_blocking(move || n.remove_all(&td)).await;
             claim.release_on_drop();
@@ -401,9 +414,9 @@ pub async fn run(
 
 /// Creates the `count` nodes of each host group that are missing.
 async fn create_initial(app: &Tenant) {
-    let nodes = app.list().unwrap_or_default();
+    let nodes = app.list();
     for g in &app.cfg.groups {
-        let have = nodes.iter().filter(|n| n.hostgroup == g.name).count() as u32;
+        let have = nodes.group(&g.name).len() as u32;
         for _ in have..g.count {
             match app
                 .create(

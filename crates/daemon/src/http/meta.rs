@@ -29,7 +29,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Info> {
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let c = &app.tenant.counters;
     let t = &app.tenant.name;
-    let nodes = app.tenant.list().unwrap_or_default().len() as u64;
+    let nodes = app.tenant.list().len() as u64;
     let cs = &app.host.conn_stats;
     let metrics: [(&str, &str, &str, u64); 14] = [
         (

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod body;
+pub mod list;
 pub mod meta;
 pub mod nodes;
 pub mod query;

@@ -5,17 +5,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulkhead_api::{CreateNodeRequest, DeleteResponse, HostGroupInfo, Node};
+use bulkhead_api::{CreateNodeRequest, DeleteResponse, HostGroupInfo};
 use bulkhead_core::DomainError;
 use std::time::Duration;
 
 use super::body::{json_body, AppState};
 use super::query::Query;
 use crate::error::ApiError;
-use crate::tenant::Tenant;
 
 pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
-    let nodes = app.tenant.list()?;
+    let nodes = app.tenant.list();
     Ok(Json(
         app.tenant
             .cfg
@@ -23,7 +22,7 @@ pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGrou
             .iter()
             .map(|g| HostGroupInfo {
                 name: g.name.clone(),
-                count: nodes.iter().filter(|n| n.hostgroup == g.name).count() as u64,
+                count: nodes.group(&g.name).len() as u64,
                 ram_bytes: g.ram_bytes,
                 cpus: g.vcpu,
                 arch: std::env::consts::ARCH.into(),
@@ -34,45 +33,20 @@ pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGrou
     ))
 }
 
-fn filter_nodes(
-    tenant: &Tenant,
-    group: Option<&str>,
-    q: Option<String>,
-) -> Result<Vec<Node>, DomainError> {
-    let q = Query::parse(q.as_deref(), &["tag", "tag_prefix"])?;
-    let tag = q.one("tag")?;
-    let prefix = q.one("tag_prefix")?;
-    if tag.is_some() && prefix.is_some() {
-        return Err(DomainError::invalid("give tag or tag_prefix, not both"));
-    }
-    Ok(tenant
-        .list()?
-        .iter()
-        .filter(|n| group.is_none_or(|g| n.hostgroup == g))
-        .filter(|n| tag.as_ref().is_none_or(|t| n.tags.contains(t)))
-        .filter(|n| {
-            prefix
-                .as_ref()
-                .is_none_or(|p| n.tags.iter().any(|t| t.starts_with(p.as_str())))
-        })
-        .map(Tenant::to_api)
-        .collect())
-}
-
 pub async fn all_nodes(
     State(app): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Vec<Node>>, ApiError> {
-    Ok(Json(filter_nodes(&app.tenant, None, q)?))
+) -> Result<Response, ApiError> {
+    super::list::list(&app.tenant, None, q).await
 }
 
 pub async fn group_nodes(
     State(app): State<AppState>,
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Vec<Node>>, ApiError> {
+) -> Result<Response, ApiError> {
     app.tenant.group(&group)?;
-    Ok(Json(filter_nodes(&app.tenant, Some(&group), q)?))
+    super::list::list(&app.tenant, Some(group), q).await
 }
 
 pub async fn create_node(
@@ -173,6 +147,6 @@ pub async fn close_forward(
     let port: u16 = port
         .parse()
         .map_err(|_| DomainError::invalid(format!("{port:?} is not a port number")))?;
-    app.tenant.close_forward(&n, port)?;
+    app.tenant.close_forward(&n, port).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -38,7 +38,7 @@ impl Tenant {
                 Err(e) => e,
             };
             if !self.node_alive(node) {
-                self.mark_stopped(node);
+                self.mark_stopped(node).await;
                 return Err(DomainError::new(
                     Code::NodeNotRunning,
                     format!(
@@ -86,8 +86,9 @@ impl Tenant {
             (_, Ok(Err(e @ AgentError::Remote { .. }))) => {
                 Err(self.explain(node_ref, agent_error(e)))
             }
-            (Ok(()), Ok(r)) => r.map_err(|e| self.lost(node, e)),
-            (Err(e), _) => Err(self.lost(node, e.into())),
+            (Ok(()), Ok(Ok(ev))) => Ok(ev),
+            (Ok(()), Ok(Err(e))) => Err(self.lost(node, e).await),
+            (Err(e), _) => Err(self.lost(node, e.into()).await),
             (Ok(()), Err(_)) => Err(DomainError::new(
                 Code::AgentTimeout,
                 format!("node {node:?}'s agent did not answer within 30s"),
@@ -96,9 +97,9 @@ impl Tenant {
     }
 
     /// A connection to the agent broke: 409 when the node has stopped, else 502.
-    fn lost(&self, node: &str, e: AgentError) -> DomainError {
+    async fn lost(&self, node: &str, e: AgentError) -> DomainError {
         if !self.node_alive(node) {
-            self.mark_stopped(node);
+            self.mark_stopped(node).await;
             return DomainError::new(
                 Code::NodeNotRunning,
                 format!(

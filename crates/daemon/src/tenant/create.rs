@@ -5,7 +5,7 @@
 use bulkhead_api::{names, CreateNodeRequest, CreatedNode};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
 use bulkhead_jail::{files, JailSpec, Limits};
-use bulkhead_store::NodeRow;
+use bulkhead_store::{NewNode, NodeRow};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -99,14 +99,9 @@ impl Tenant {
         let _slot = self.enqueue()?;
         let name = match &req.hostname {
             Some(h) => h.clone(),
-            None => format!(
-                "{}-{}",
-                g.name,
-                self.store().next_index(&self.name, &g.name)?
-            ),
+            None => format!("{}-{}", g.name, self.store.next_index(&g.name).await?),
         };
-        let mut row = NodeRow {
-            tenant: self.name.clone(),
+        let new = NewNode {
             name: name.clone(),
             hostgroup: g.name.clone(),
             status: NodeState::Creating,
@@ -116,32 +111,32 @@ impl Tenant {
             tags: req.tags.clone(),
             persistent: req.persistent,
             created_at: now_rfc3339(),
+            network: None,
         };
-        // The address is picked and recorded under one store lock, so concurrent creates
-        // never get the same slot.
-        let node_net = {
-            let store = self.store();
-            let node_net = match self
-                .net
-                .as_ref()
-                .and_then(|n| n.group(&g.name).map(|ng| (n, ng)))
-            {
-                Some((n, ng)) => {
-                    let used = store
-                        .list(&self.name)?
-                        .into_iter()
-                        .filter(|r| r.hostgroup == g.name)
-                        .filter_map(|r| r.ip.parse().ok())
-                        .collect();
-                    let (slot, addr) = n.allocate(ng, &used, req.ip.as_deref())?;
-                    row.ip = addr.to_string();
-                    Some(n.node_net(ng, slot, addr, policy))
-                }
-                None => None,
-            };
-            store.insert(&row)?;
-            node_net
-        };
+        // The address is picked from the rows the store's writer sees and recorded with the
+        // node in the same job, so concurrent creates never get the same slot.
+        let (net, group, want_ip) = (self.net.clone(), g.name.clone(), req.ip.clone());
+        let (row, node_net) = self
+            .store
+            .insert_with(new, move |snap, n| {
+                let Some((t, ng)) = net.as_ref().and_then(|t| t.group(&group).map(|ng| (t, ng)))
+                else {
+                    return Ok(None);
+                };
+                let used = snap
+                    .group(&group)
+                    .iter()
+                    .filter_map(|r| r.ip.parse().ok())
+                    .collect();
+                let (slot, addr) = t.allocate(ng, &used, want_ip.as_deref())?;
+                let nn = t.node_net(ng, slot, addr, policy);
+                n.ip = addr.to_string();
+                n.network = Some(serde_json::to_string(&nn).map_err(|e| {
+                    DomainError::internal(format!("recording the node's network: {e}"))
+                })?);
+                Ok::<_, DomainError>(Some(nn))
+            })
+            .await?;
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         let deadline = t0 + timeout;
@@ -149,8 +144,10 @@ impl Tenant {
             let _permit = self.setups.acquire().await.map_err(|_| DomainError::internal("shutting down"))?;
             self.start_supervisor(&row, &g, node_net.as_ref()).await?;
             let t_sup = t0.elapsed();
-            self.store()
-                .set_status(&self.name, &name, row.status.started(&name)?)?;
+            let n = name.clone();
+            self.store
+                .transition(&name, move |s| s.started(&n))
+                .await?;
             if wait_agent {
                 self.wait_agent(&name, deadline).await?;
             }
@@ -164,14 +161,14 @@ impl Tenant {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(node = %name, error = %e, "create failed; removing the node");
             self.destroy(&name).await;
-            let _ = self.store().delete(&self.name, &name);
+            let _ = self.store.delete(&name).await;
             return Err(e);
         }
         Ok(CreatedNode {
             hostname: name,
             hostgroup: g.name.clone(),
             ip: row.ip.clone(),
-            created_at: row.created_at,
+            created_at: row.created_at.clone(),
             arch: std::env::consts::ARCH.into(),
         })
     }
@@ -202,13 +199,18 @@ impl Tenant {
             &self.counters.standby_misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let cgroup = standby
+            .as_ref()
+            .map(|s| s.cgroup.clone())
+            .unwrap_or_else(crate::pool::random_id);
+        // Recorded before anything runs in it, so delete and reconciliation always find it.
+        self.store
+            .set_cgroup(&row.name, Some(cgroup.clone()))
+            .await?;
         let spec = JailSpec {
             tenant: self.name.clone(),
             node: row.name.clone(),
-            cgroup: standby
-                .as_ref()
-                .map(|s| s.cgroup.clone())
-                .unwrap_or_else(crate::pool::random_id),
+            cgroup,
             hostname: row.name.clone(),
             node_dir: dir.clone(),
             lower: self.lower.clone(),
@@ -274,14 +276,9 @@ impl Tenant {
             spec.limits.memory_bytes += bulkhead_vm::MEMORY_OVERHEAD;
             spec.vm = Some(vm);
         }
-        // The node's own nft objects exist before anything of it runs; network.json is what
-        // delete and reconciliation find them by.
+        // The node's own nft objects exist before anything of it runs; the network recorded
+        // with the node's row is what delete and reconciliation find them by.
         if let (Some(n), Some(nn)) = (self.net.as_ref(), node_net) {
-            write_private(
-                &dir.join(crate::network::NODE_NET_FILE),
-                &serde_json::to_vec(nn).unwrap_or_default(),
-            )
-            .map_err(io("recording the node's network"))?;
             let (n, nn, name) = (n.clone(), nn.clone(), row.name.clone());
             tokio::task::spawn_blocking(move || n.attach(&name, &nn))
                 .await

@@ -20,10 +20,10 @@ pub use node_ref::NodeRef;
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
 use bulkhead_jail::files;
-use bulkhead_store::{NodeRow, Store};
+use bulkhead_store::{NodeRow, Snapshot, Store};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::services::HostServices;
 
@@ -57,7 +57,8 @@ pub struct Tenant {
     /// The agent binary nodes bind-mount (installed in the tenant's state).
     pub agent_bin: PathBuf,
     pub uid_base: u32,
-    store: Mutex<Store>,
+    /// The tenant's state: reads from memory, writes on the store's own thread.
+    store: Store,
     setups: tokio::sync::Semaphore,
     queued: AtomicUsize,
     pub counters: Counters,
@@ -107,7 +108,7 @@ impl Tenant {
             lower: p.lower,
             agent_bin: p.agent_bin,
             uid_base: p.uid_base,
-            store: Mutex::new(p.store),
+            store: p.store,
             setups: tokio::sync::Semaphore::new(PARALLEL_SETUPS),
             queued: AtomicUsize::new(0),
             counters: Counters::default(),
@@ -135,10 +136,6 @@ impl Tenant {
         self.node_dir(node.name()).join(files::CONSOLE_LOG)
     }
 
-    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn to_api(row: &NodeRow) -> Node {
         Node {
             hostname: row.name.clone(),
@@ -154,8 +151,9 @@ impl Tenant {
         }
     }
 
-    pub fn list(&self) -> Result<Vec<NodeRow>, DomainError> {
-        Ok(self.store().list(&self.name)?)
+    /// The tenant's nodes now, in list order (from memory: never waits for SQLite).
+    pub fn list(&self) -> Arc<Snapshot> {
+        self.store.snapshot()
     }
 
     /// The tenant-scoped lookup every node operation starts from.
@@ -163,7 +161,7 @@ impl Tenant {
         if names::validate_label("node", name).is_err() {
             return Err(DomainError::no_node(name));
         }
-        match self.store().get(&self.name, name)? {
+        match self.store.get(name) {
             Some(r) => Ok(NodeRef::checked(&self.name, r)),
             None => {
                 self.counters.not_found.fetch_add(1, Ordering::Relaxed);

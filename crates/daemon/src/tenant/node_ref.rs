@@ -4,17 +4,18 @@
 //! that skipped the check does not compile.
 
 use bulkhead_store::NodeRow;
+use std::sync::Arc;
 
 /// A node of one tenant, as its record read at lookup time.
 #[derive(Debug, Clone)]
 pub struct NodeRef {
     tenant: String,
-    row: NodeRow,
+    row: Arc<NodeRow>,
 }
 
 impl NodeRef {
     /// Only the tenant context makes these, after its tenant-scoped lookup.
-    pub(super) fn checked(tenant: &str, row: NodeRow) -> Self {
+    pub(super) fn checked(tenant: &str, row: Arc<NodeRow>) -> Self {
         debug_assert_eq!(row.tenant, tenant);
         NodeRef {
             tenant: tenant.to_string(),

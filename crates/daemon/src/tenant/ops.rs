@@ -19,13 +19,14 @@ impl Tenant {
         };
         let dir = self.node_dir(name);
         let (cg, tenant) = (self.host.cgroups.clone(), self.name.clone());
+        let cgroup = node.row().cgroup.clone();
         let vm = self.host.vm.is_some();
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             if vm {
                 let cmd = if pause { "stop" } else { "cont" };
                 bulkhead_vm::qmp::execute(&dir.join("vm/qmp.sock"), cmd).map(|_| ())
             } else {
-                let id = bulkhead_jail::spec_cgroup(&dir).ok_or("the node has no cgroup")?;
+                let id = cgroup.ok_or("the node has no cgroup")?;
                 cg.node(&tenant, &id)
                     .freeze(pause)
                     .map_err(|e| e.to_string())
@@ -39,7 +40,7 @@ impl Tenant {
                 if pause { "pause" } else { "resume" }
             ))
         })?;
-        self.store().set_status(&self.name, name, to)?;
+        self.store.set_status(name, to).await?;
         tracing::info!(node = %name, status = to.as_str(), "node {}", if pause { "paused" } else { "resumed" });
         Ok(to)
     }
@@ -66,28 +67,35 @@ impl Tenant {
         }
         let spec = crate::forward::Forwards::validate(name, ip, req)?;
         let f = self.forwards.open(spec).await?;
-        if let Err(e) = self.forwards.save(&self.node_dir(name), name) {
+        if let Err(e) = self
+            .store
+            .set_forwards(name, self.forwards.record(name))
+            .await
+        {
             tracing::error!(node = %name, error = %e, "cannot record forwards; they will not survive a restart");
         }
         tracing::info!(node = %name, listen = %f.listen, node_port = f.node_port, "forward opened");
         Ok(f)
     }
 
-    pub fn close_forward(&self, node: &NodeRef, host_port: u16) -> Result<(), DomainError> {
+    pub async fn close_forward(&self, node: &NodeRef, host_port: u16) -> Result<(), DomainError> {
         let name = node.name();
         if !self.forwards.close(name, host_port) {
             return Err(DomainError::not_found(format!(
                 "node {name:?} has no forward on host port {host_port}: `GET /vm/{name}/forwards` lists them"
             )));
         }
-        let _ = self.forwards.save(&self.node_dir(name), name);
+        let _ = self
+            .store
+            .set_forwards(name, self.forwards.record(name))
+            .await;
         Ok(())
     }
 
     /// Reopens the recorded forwards of the nodes that were re-adopted.
     pub async fn reopen_forwards(&self) {
-        for r in self.list().unwrap_or_default() {
-            for spec in crate::forward::load(&self.node_dir(&r.name)) {
+        for r in self.list().rows() {
+            for spec in crate::forward::parse_record(&r.forwards) {
                 let listen = spec.listen;
                 if let Err(e) = self.forwards.open(spec).await {
                     tracing::error!(node = %r.name, %listen, error = %e, "cannot reopen forward");

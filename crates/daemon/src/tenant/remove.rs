@@ -3,6 +3,7 @@
 //! and delete-all at shutdown.
 
 use bulkhead_core::{DomainError, NodeState};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -33,11 +34,16 @@ impl Tenant {
             self.name.clone(),
             self.net.clone(),
         );
+        // What state records of the node (nothing, for a directory state does not explain:
+        // reconciliation sweeps its cgroup, and the network's start its links and rules).
+        let row = self.store.get(name);
+        let node_net = row.as_deref().and_then(crate::network::node_net_of);
+        let cgroup = row.and_then(|r| r.cgroup.clone());
         let r = tokio::task::spawn_blocking(move || {
-            if let (Some(n), Some(nn)) = (net, crate::network::read_node_net(&dir)) {
+            if let (Some(n), Some(nn)) = (net, node_net) {
                 n.detach(&nn);
             }
-            bulkhead_jail::cleanup(&cg, &tenant, &dir)
+            cleanup(&cg, &tenant, cgroup.as_deref(), &dir)
         })
         .await;
         if let Ok(Err(e)) = r {
@@ -51,16 +57,13 @@ impl Tenant {
         let name = node.name();
         let _slot = self.enqueue()?;
         node.row().status.delete(name)?;
-        {
-            let store = self.store();
-            let current = store
-                .get(&self.name, name)?
-                .ok_or_else(|| DomainError::no_node(name))?;
-            let next = current.status.delete(name)?;
-            store.set_status(&self.name, name, next)?;
-        }
+        let n = name.to_string();
+        self.store
+            .transition(name, move |s| s.delete(&n))
+            .await?
+            .ok_or_else(|| DomainError::no_node(name))?;
         self.destroy(name).await;
-        self.store().delete(&self.name, name)?;
+        self.store.delete(name).await?;
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -69,9 +72,9 @@ impl Tenant {
     /// supervisor still runs, removes nodes whose supervisor is gone, and removes node
     /// directories and cgroups that state does not explain.
     pub async fn reconcile(&self) -> (usize, usize) {
-        let rows = self.list().unwrap_or_default();
+        let rows = self.list();
         let (mut adopted, mut removed) = (0, 0);
-        for r in &rows {
+        for r in rows.rows() {
             let dir = self.node_dir(&r.name);
             let alive = bulkhead_jail::read_supervisor_state(&dir)
                 .map(|s| bulkhead_jail::supervisor_alive(&s))
@@ -83,15 +86,11 @@ impl Tenant {
             }
             tracing::warn!(node = %r.name, status = r.status.as_str(), alive, "node lost or half-made; removing it");
             self.destroy(&r.name).await;
-            let _ = self.store().delete(&self.name, &r.name);
+            let _ = self.store.delete(&r.name).await;
             removed += 1;
         }
-        let known: Vec<String> = self
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
+        let now = self.list();
+        let known: Vec<String> = now.rows().iter().map(|r| r.name.clone()).collect();
         let strays: Vec<String> = std::fs::read_dir(self.dir.join("nodes"))
             .into_iter()
             .flatten()
@@ -103,12 +102,9 @@ impl Tenant {
             self.destroy(&s).await;
             removed += 1;
         }
-        // Cgroups that no known node's spec names: slots of standbys from a daemon that died,
-        // or nodes whose directory is already gone. Removing them kills what is inside.
-        let live: Vec<String> = known
-            .iter()
-            .filter_map(|n| bulkhead_jail::spec_cgroup(&self.node_dir(n)))
-            .collect();
+        // Cgroups that no known node's record names: slots of standbys from a daemon that
+        // died, or nodes whose directory is already gone. Removing them kills what is inside.
+        let live: Vec<String> = now.rows().iter().filter_map(|r| r.cgroup.clone()).collect();
         let pooled = self.pool.cgroups().await;
         for id in self.host.cgroups.tenant_cgroups(&self.name) {
             if !live.contains(&id) && !pooled.contains(&id) {
@@ -125,12 +121,10 @@ impl Tenant {
     /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false).
     pub async fn delete_all(&self) {
         self.pool.drain().await;
-        for r in self.list().unwrap_or_default() {
-            let _ = self
-                .store()
-                .set_status(&self.name, &r.name, NodeState::Deleting);
+        for r in self.list().rows() {
+            let _ = self.store.set_status(&r.name, NodeState::Deleting).await;
             self.destroy(&r.name).await;
-            let _ = self.store().delete(&self.name, &r.name);
+            let _ = self.store.delete(&r.name).await;
         }
         self.host.cgroups.remove_tenant_if_empty(&self.name);
     }
@@ -138,11 +132,9 @@ impl Tenant {
     /// The recorded networks of the nodes state knows (after reconciliation: the live ones).
     pub fn live_node_nets(&self) -> Vec<(String, crate::network::NodeNet)> {
         self.list()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|r| {
-                crate::network::read_node_net(&self.node_dir(&r.name)).map(|n| (r.name, n))
-            })
+            .rows()
+            .iter()
+            .filter_map(|r| crate::network::node_net_of(r).map(|n| (r.name.clone(), n)))
             .collect()
     }
 
@@ -154,13 +146,32 @@ impl Tenant {
 
     /// Records that a node's init exited on its own (Running or Paused → Stopped); delete
     /// still cleans it up.
-    pub(super) fn mark_stopped(&self, name: &str) {
-        let store = self.store();
-        if let Ok(Some(r)) = store.get(&self.name, name) {
-            let next = r.status.stopped();
-            if next != r.status {
-                let _ = store.set_status(&self.name, name, next);
-            }
-        }
+    pub(super) async fn mark_stopped(&self, name: &str) {
+        let _ = self
+            .store
+            .transition(name, |s| Ok::<_, bulkhead_store::StoreError>(s.stopped()))
+            .await;
+    }
+}
+
+/// Removes what a node leaves on the host: its cgroup (killing anything still in it) and its
+/// directory. Safe on a half-created or already-removed node. The cgroup id comes from state,
+/// not from the supervisor's spec.
+fn cleanup(
+    cgroups: &bulkhead_jail::Cgroups,
+    tenant: &str,
+    cgroup: Option<&str>,
+    dir: &Path,
+) -> Result<(), String> {
+    if let Some(id) = cgroup {
+        cgroups
+            .node(tenant, id)
+            .remove()
+            .map_err(|e| e.to_string())?;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", dir.display())),
     }
 }
