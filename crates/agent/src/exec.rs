@@ -1,16 +1,24 @@
 //! Runs one command for an exec request: fork, drop to the requested uid/gid in a new session,
 //! exec, and stream its output as frames. Closing the connection kills the process group.
+//!
+//! Threads per exec (each counts against the node's pids limit, so all are started before
+//! `started` is sent): one pump per output stream (two with pipes, one with a tty) and one
+//! that reads the client's frames: stdin, and from protocol version 2 `Resize` (the tty's size)
+//! and `Signal` (sent to the command's process group, which is its session: the command's
+//! own children get it too, as with a terminal's ^C). Frames are taken in order, so a
+//! command that does not read its stdin holds the frames behind an unwritten stdin frame.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use crate::proto::{self, Event, ExecRequest, Kind};
-use crate::reaper;
+use crate::proto::{self, Event, ExecRequest, Kind, UnknownKind, WinSize};
+use crate::{pty, reaper};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -121,6 +129,7 @@ fn spawn(
     stdin: &OwnedFd,
     stdout: &OwnedFd,
     stderr: &OwnedFd,
+    ctty: bool,
 ) -> Result<i32, Event> {
     let (err_r, err_w) =
         pipe().map_err(|e| crate::server::resource_error("cannot create a pipe", &e))?;
@@ -163,6 +172,10 @@ fn spawn(
                 }
                 if libc::dup2(fd0, 0) < 0 || libc::dup2(fd1, 1) < 0 || libc::dup2(fd2, 2) < 0 {
                     fail(1);
+                }
+                // A tty becomes the controlling terminal of the command's new session.
+                if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    fail(7);
                 }
                 let groups = [gid];
                 if libc::setgroups(1, groups.as_ptr()) < 0 {
@@ -217,6 +230,7 @@ fn spawn(
                 format!("cannot change to directory {:?}", p.cwd),
             ),
             6 => ("exec_failed", format!("cannot execute {:?}", p.path)),
+            7 => ("internal", "cannot give the command its terminal".into()),
             _ => ("internal", "cannot set up the command's stdio".into()),
         };
         return Err(Event::error(code, format!("{what}: {errno}")));
@@ -257,21 +271,90 @@ pub(crate) fn run(req: ExecRequest, mut conn: UnixStream) {
     }
 }
 
-fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result<(), Event> {
-    let prepared = prepare(req)?;
+/// The command's stdio as the agent holds it: the ends the command gets, and ours.
+struct Stdio {
+    /// The command's stdin, stdout and stderr.
+    child: [OwnedFd; 3],
+    /// What the pumps read, and the frame kind each sends.
+    outputs: Vec<(File, Kind)>,
+    /// Where stdin frames go (`None`: the command's stdin is /dev/null).
+    input: Option<File>,
+    /// The terminal's master end, for `Resize` and end of input.
+    tty: Option<File>,
+}
+
+fn stdio(req: &ExecRequest) -> Result<Stdio, Event> {
     let io_err = |e: std::io::Error| crate::server::resource_error("cannot create a pipe", &e);
+    if let Some(size) = req.tty {
+        return tty_stdio(req, size);
+    }
     let (out_r, out_w) = pipe().map_err(io_err)?;
-    let (errp_r, errp_w) = pipe().map_err(io_err)?;
+    let (err_r, err_w) = pipe().map_err(io_err)?;
     let (in_r, in_w) = if req.stdin {
         let (r, w) = pipe().map_err(io_err)?;
-        (r, Some(w))
+        (r, Some(File::from(w)))
     } else {
         let f = File::open("/dev/null")
             .map_err(|e| crate::server::resource_error("cannot open /dev/null", &e))?;
         (OwnedFd::from(f), None)
     };
-    let pid = spawn(&prepared, req, &in_r, &out_w, &errp_w)?;
-    drop((in_r, out_w, errp_w));
+    Ok(Stdio {
+        child: [in_r, out_w, err_w],
+        outputs: vec![
+            (File::from(out_r), Kind::Stdout),
+            (File::from(err_r), Kind::Stderr),
+        ],
+        input: in_w,
+        tty: None,
+    })
+}
+
+fn tty_stdio(req: &ExecRequest, size: WinSize) -> Result<Stdio, Event> {
+    let p = pty::open(size).map_err(|e| match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            crate::server::resource_error("cannot open a pseudo-terminal", &e)
+        }
+        _ => Event::error(
+            "internal",
+            format!("cannot open a pseudo-terminal (/dev/ptmx): {e}"),
+        ),
+    })?;
+    // The command owns its terminal, as after a login. Best effort: the terminal works for
+    // the command whoever owns the device node.
+    let _ = std::os::unix::fs::fchown(&p.terminal, Some(req.uid), Some(req.gid));
+    let dup = |f: &File| {
+        f.try_clone()
+            .map_err(|e| crate::server::resource_error("cannot serve the terminal", &e))
+    };
+    let t = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| crate::server::resource_error("cannot serve the terminal", &e))
+    };
+    Ok(Stdio {
+        child: [t(&p.terminal)?, t(&p.terminal)?, p.terminal],
+        outputs: vec![(dup(&p.master)?, Kind::Stdout)],
+        input: Some(dup(&p.master)?),
+        tty: Some(p.master),
+    })
+}
+
+fn run_inner(req: &ExecRequest, conn: UnixStream, writer: &Writer) -> Result<(), Event> {
+    let prepared = prepare(req)?;
+    let Stdio {
+        child,
+        outputs,
+        input,
+        tty,
+    } = stdio(req)?;
+    let pid = spawn(
+        &prepared,
+        req,
+        &child[0],
+        &child[1],
+        &child[2],
+        req.tty.is_some(),
+    )?;
+    drop(child);
     // Every thread the exec needs is started before the client hears `started`: threads count
     // against the node's pids limit, and a command we cannot serve is killed and reported.
     let give_up = |e: std::io::Error| {
@@ -283,43 +366,41 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
 
     let (done_tx, done_rx) = mpsc::channel();
     let mut go = Vec::new();
-    for (fd, kind) in [(out_r, Kind::Stdout), (errp_r, Kind::Stderr)] {
+    let pumps = outputs.len();
+    for (from, kind) in outputs {
         let (w, d) = (writer.clone(), done_tx.clone());
         let (go_tx, go_rx) = mpsc::channel();
         std::thread::Builder::new()
             .stack_size(128 * 1024)
-            .spawn(move || pump(File::from(fd), kind, w, go_rx, d))
+            .spawn(move || pump(from, kind, w, go_rx, d))
             .map_err(give_up)?;
         go.push(go_tx);
     }
     drop(done_tx);
 
-    // Reads stdin frames; when the client goes away, the command's process group is killed.
-    let stdin_reader = std::thread::Builder::new().stack_size(128 * 1024);
-    let started = stdin_reader.spawn(move || {
-        let mut stdin = in_w.map(File::from);
-        loop {
-            match proto::read_frame(&mut conn) {
-                Ok(Some((Kind::Stdin, data))) => {
-                    if data.is_empty() {
-                        stdin = None;
-                    } else if let Some(s) = stdin.as_mut() {
-                        if s.write_all(&data).is_err() {
-                            stdin = None;
-                        }
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    // SAFETY: signalling the process group we created with setsid.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                    return;
-                }
-            }
-        }
-    });
-    started.map_err(give_up)?;
-    let _ = send_event(writer, &Event::Started { pid });
+    // Reads the client's frames; when the client goes away, the command's process group is
+    // killed.
+    let exited = Arc::new(AtomicBool::new(false));
+    let (go_tx, go_rx) = mpsc::channel();
+    let control = Control {
+        pid,
+        stdin: input,
+        tty,
+        writer: writer.clone(),
+        exited: exited.clone(),
+    };
+    std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(move || control.run(conn, go_rx))
+        .map_err(give_up)?;
+    go.push(go_tx);
+    let _ = send_event(
+        writer,
+        &Event::Started {
+            pid,
+            version: proto::VERSION,
+        },
+    );
     for g in go {
         let _ = g.send(true);
     }
@@ -335,9 +416,10 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
             reaper::wait(pid, None).unwrap_or(libc::SIGKILL)
         }
     };
+    exited.store(true, Ordering::SeqCst);
     // Give the output pumps a moment to drain what the command wrote before it exited; a
     // background child that keeps the pipes open must not hold the exec open forever.
-    for _ in 0..2 {
+    for _ in 0..pumps {
         if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
             break;
         }
@@ -357,4 +439,92 @@ fn run_inner(req: &ExecRequest, mut conn: UnixStream, writer: &Writer) -> Result
     );
     let _ = writer.lock().unwrap().shutdown(std::net::Shutdown::Both);
     Ok(())
+}
+
+/// What the client sends during an exec, applied in order.
+struct Control {
+    pid: i32,
+    /// `None` once stdin is closed (or when the command's stdin is /dev/null).
+    stdin: Option<File>,
+    tty: Option<File>,
+    writer: Writer,
+    /// Set once the command is reaped: its pid (and so its group id) may be reused.
+    exited: Arc<AtomicBool>,
+}
+
+impl Control {
+    fn run(mut self, mut conn: UnixStream, go: mpsc::Receiver<bool>) {
+        // Nothing (not even an error event) is sent before `started`.
+        let _ = go.recv();
+        loop {
+            match proto::read_frame(&mut conn) {
+                Ok(Some((Kind::Stdin, data))) => self.stdin(&data),
+                Ok(Some((Kind::Resize, p))) => self.resize(&p),
+                Ok(Some((Kind::Signal, p))) => self.signal(&p),
+                Ok(Some(_)) => {}
+                Err(e) if UnknownKind::of(&e).is_some() => {
+                    let k = UnknownKind::of(&e).unwrap_or(UnknownKind(0));
+                    self.refuse(
+                        proto::UNSUPPORTED_FRAME,
+                        format!("{k}: frame ignored, the command goes on"),
+                    );
+                }
+                Ok(None) | Err(_) => {
+                    // SAFETY: signalling the process group we created with setsid.
+                    unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stdin(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            // A terminal has no end of its own: what ends input there is its EOF character.
+            if let (Some(t), Some(s)) = (&self.tty, self.stdin.as_mut()) {
+                if let Some(eof) = pty::eof_char(t) {
+                    let _ = s.write_all(&[eof]);
+                }
+            }
+            self.stdin = None;
+        } else if let Some(s) = self.stdin.as_mut() {
+            if s.write_all(data).is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+
+    fn resize(&self, p: &[u8]) {
+        let Some(size) = WinSize::decode(p) else {
+            return self.refuse("invalid_argument", "a resize frame carries 4 bytes".into());
+        };
+        // Without a terminal there is nothing to resize.
+        if let Some(t) = &self.tty {
+            if let Err(e) = pty::set_size(t, size) {
+                self.refuse("internal", format!("cannot resize the terminal: {e}"));
+            }
+        }
+    }
+
+    fn signal(&self, p: &[u8]) {
+        match proto::decode_signal(p) {
+            Some(sig) if (1..=libc::SIGRTMAX()).contains(&sig) => {
+                if !self.exited.load(Ordering::SeqCst) {
+                    // SAFETY: signalling the process group the command leads (setsid).
+                    unsafe { libc::kill(-self.pid, sig) };
+                }
+            }
+            other => self.refuse(
+                "invalid_argument",
+                format!(
+                    "signal {other:?} is not a signal number: send 1 to {}",
+                    libc::SIGRTMAX()
+                ),
+            ),
+        }
+    }
+
+    fn refuse(&self, code: &str, message: String) {
+        let _ = send_event(&self.writer, &Event::error(code, message));
+    }
 }

@@ -2,14 +2,21 @@
 //! counts kind and payload. The first frame on a stream is a [`Request`]; what follows depends
 //! on the operation:
 //!
-//! - `Ping`: agent answers `Event::Pong`.
-//! - `Exec`: client may send `Stdin` frames (an empty one closes stdin); agent sends
-//!   `Event::Started`, then `Stdout`/`Stderr` frames, then `Event::Exit`. Closing the stream
-//!   kills the command's process group.
+//! - `Ping`: agent answers `Event::Pong` with its protocol [`VERSION`] and capabilities.
+//! - `Exec`: client may send `Stdin` frames (an empty one closes stdin), and from version 2
+//!   `Resize` and `Signal` frames; agent sends `Event::Started`, then `Stdout`/`Stderr` frames,
+//!   then `Event::Exit`. Closing the stream kills the command's process group.
 //! - `CopyOut`: agent sends `Event::File` then `Data` frames, then an empty `Data` frame.
 //! - `CopyIn`: client sends `Data` frames then an empty one; agent answers `Event::Done`.
 //!
 //! Any operation may end with `Event::Error` instead.
+//!
+//! Versions (docs/adr/0014-agent-client-and-protocol-v2.md): an agent stays the one its node
+//! started with across a daemon upgrade, so a client learns what its agent speaks from the
+//! pong (an agent of version 1 sends no `version`) and never sends an older agent a frame or
+//! option it does not know: version 1 ignores unknown request fields (a `tty` would silently
+//! be dropped) and ends an exec on an unknown frame kind. From version 2 an unknown frame kind
+//! is skipped and answered with an `unsupported_frame` error event; the operation goes on.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
@@ -21,6 +28,33 @@ pub const MAX_FRAME: usize = 256 * 1024;
 pub const PIDS_LIMIT: &str = "pids_limit";
 /// Error code: the agent ran out of another resource (file descriptors); retry later.
 pub const AGENT_BUSY: &str = "agent_busy";
+/// Error code: a frame of a kind this agent does not know (sent by a newer client).
+pub const UNSUPPORTED_FRAME: &str = "unsupported_frame";
+
+/// The protocol version this agent speaks.
+pub const VERSION: u32 = 2;
+/// Capability: `exec` requests (every version).
+pub const CAP_EXEC: &str = "exec";
+/// Capability: `copy_in` and `copy_out` requests (every version).
+pub const CAP_COPY: &str = "copy";
+/// Capability: an exec's `tty` option (a pseudo-terminal).
+pub const CAP_TTY: &str = "tty";
+/// Capability: `Resize` frames during an exec.
+pub const CAP_RESIZE: &str = "resize";
+/// Capability: `Signal` frames during an exec.
+pub const CAP_SIGNAL: &str = "signal";
+
+/// What an agent of `version` can do; an agent of version 1 does not say, and this is it.
+pub fn caps_of_version(version: u32) -> &'static [&'static str] {
+    match version {
+        0 | 1 => &[CAP_EXEC, CAP_COPY],
+        _ => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL],
+    }
+}
+
+fn version_1() -> u32 {
+    1
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -31,25 +65,71 @@ pub enum Kind {
     Stderr = 4,
     Event = 5,
     Data = 6,
+    /// Version 2: a terminal's new size, [`WinSize::encode`] (client → agent, exec with a tty).
+    Resize = 7,
+    /// Version 2: a signal for the command's process group, `i32` big-endian (client → agent).
+    Signal = 8,
 }
 
 impl Kind {
-    fn from_u8(b: u8) -> io::Result<Self> {
-        Ok(match b {
+    fn from_u8(b: u8) -> Option<Self> {
+        Some(match b {
             1 => Kind::Request,
             2 => Kind::Stdin,
             3 => Kind::Stdout,
             4 => Kind::Stderr,
             5 => Kind::Event,
             6 => Kind::Data,
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("unknown frame kind {b}"),
-                ))
-            }
+            7 => Kind::Resize,
+            8 => Kind::Signal,
+            _ => return None,
         })
     }
+}
+
+/// A frame of a kind this side does not know. Its payload has been read, so the stream is
+/// still in step and the reader may go on; the `io::Error` of [`read_frame`] carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown frame kind {0} (this agent speaks protocol version {VERSION})")]
+pub struct UnknownKind(pub u8);
+
+impl UnknownKind {
+    /// The unknown kind behind an error of [`read_frame`], if that is what it is.
+    pub fn of(e: &io::Error) -> Option<UnknownKind> {
+        e.get_ref()?.downcast_ref::<UnknownKind>().copied()
+    }
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WinSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+impl WinSize {
+    /// The payload of a `Resize` frame: `u16 cols | u16 rows`, big-endian.
+    pub fn encode(self) -> [u8; 4] {
+        let (c, r) = (self.cols.to_be_bytes(), self.rows.to_be_bytes());
+        [c[0], c[1], r[0], r[1]]
+    }
+
+    pub fn decode(p: &[u8]) -> Option<Self> {
+        let p: &[u8; 4] = p.try_into().ok()?;
+        Some(WinSize {
+            cols: u16::from_be_bytes([p[0], p[1]]),
+            rows: u16::from_be_bytes([p[2], p[3]]),
+        })
+    }
+}
+
+/// The payload of a `Signal` frame.
+pub fn encode_signal(sig: i32) -> [u8; 4] {
+    sig.to_be_bytes()
+}
+
+pub fn decode_signal(p: &[u8]) -> Option<i32> {
+    Some(i32::from_be_bytes(p.try_into().ok()?))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +163,10 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// Kill the process group after this long.
     pub timeout_ms: Option<u64>,
+    /// Version 2: run the command on a pseudo-terminal of this size. Its output (stdout and
+    /// stderr together) comes as `Stdout` frames; `Stdin` frames are typed into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<WinSize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -90,9 +174,19 @@ pub struct ExecRequest {
 pub enum Event {
     Pong {
         uptime_ms: u64,
+        /// Absent from an agent of version 1.
+        #[serde(default = "version_1")]
+        version: u32,
+        /// Absent from an agent of version 1: see [`caps_of_version`].
+        #[serde(default)]
+        caps: Vec<String>,
     },
     Started {
         pid: i32,
+        /// The agent's protocol version (absent from version 1), so that a session learns
+        /// what it may send without a ping of its own.
+        #[serde(default = "version_1")]
+        version: u32,
     },
     Exit {
         code: Option<i32>,
@@ -157,10 +251,12 @@ pub fn read_frame_into(r: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<O
     let (len, kind) = decode_head(&head)?;
     payload.resize(len, 0);
     r.read_exact(payload)?;
-    Ok(Some(kind))
+    kind.map(Some)
 }
 
-pub(crate) fn decode_head(head: &[u8; 5]) -> io::Result<(usize, Kind)> {
+/// The payload's length and the frame's kind; an unknown kind is an error only once the
+/// payload has been read, so that a reader can skip the frame.
+pub(crate) fn decode_head(head: &[u8; 5]) -> io::Result<(usize, io::Result<Kind>)> {
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if len == 0 || len - 1 > MAX_FRAME {
         return Err(io::Error::new(
@@ -168,7 +264,9 @@ pub(crate) fn decode_head(head: &[u8; 5]) -> io::Result<(usize, Kind)> {
             format!("bad frame length {len}"),
         ));
     }
-    Ok((len - 1, Kind::from_u8(head[4])?))
+    let kind = Kind::from_u8(head[4])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, UnknownKind(head[4])));
+    Ok((len - 1, kind))
 }
 
 #[cfg(test)]
@@ -196,7 +294,43 @@ mod tests {
         let mut big = ((MAX_FRAME + 2) as u32).to_be_bytes().to_vec();
         big.push(6);
         assert!(read_frame(&mut &big[..]).is_err());
-        let unknown = [0, 0, 0, 1, 99];
-        assert!(read_frame(&mut &unknown[..]).is_err());
+        // An unknown kind is skipped whole: the next frame still reads.
+        let mut two = vec![0, 0, 0, 3, 99, b'h', b'i'];
+        write_frame(&mut two, Kind::Data, b"ok").unwrap();
+        let mut r = &two[..];
+        let e = read_frame(&mut r).unwrap_err();
+        assert_eq!(UnknownKind::of(&e), Some(UnknownKind(99)));
+        assert_eq!(
+            read_frame(&mut r).unwrap().unwrap(),
+            (Kind::Data, b"ok".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_version_1_pong_and_started_read_as_version_1() {
+        let pong: Event = serde_json::from_str(r#"{"event":"pong","uptime_ms":5}"#).unwrap();
+        assert_eq!(
+            pong,
+            Event::Pong {
+                uptime_ms: 5,
+                version: 1,
+                caps: vec![]
+            }
+        );
+        let started: Event = serde_json::from_str(r#"{"event":"started","pid":7}"#).unwrap();
+        assert_eq!(started, Event::Started { pid: 7, version: 1 });
+        assert_eq!(caps_of_version(1), &[CAP_EXEC, CAP_COPY]);
+        // A request without `tty` is what a version 1 agent reads.
+        let v = serde_json::to_value(Request::Exec(ExecRequest::default())).unwrap();
+        assert!(v.get("tty").is_none());
+    }
+
+    #[test]
+    fn control_payloads_round_trip() {
+        let w = WinSize { cols: 132, rows: 43 };
+        assert_eq!(WinSize::decode(&w.encode()), Some(w));
+        assert_eq!(WinSize::decode(&[1, 2, 3]), None);
+        assert_eq!(decode_signal(&encode_signal(15)), Some(15));
+        assert_eq!(decode_signal(&[]), None);
     }
 }

@@ -4,7 +4,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
-use crate::proto::{self, Event, Kind, Request};
+use crate::proto::{self, Event, Kind, Request, UnknownKind};
 use crate::{copy, exec, reaper};
 
 /// Serves on an inherited listening socket until the node ends. Never returns.
@@ -104,12 +104,29 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
                 ),
             )
         }
+        Err(e) if UnknownKind::of(&e).is_some() => {
+            let k = UnknownKind::of(&e).unwrap_or(UnknownKind(0));
+            return reply_error(
+                &mut conn,
+                Event::error(
+                    proto::UNSUPPORTED_FRAME,
+                    format!("{k}: the first frame must be a request"),
+                ),
+            );
+        }
         Ok(None) | Err(_) => return,
     };
     let result = match req {
         Request::Ping => {
-            let uptime_ms = started.elapsed().as_millis() as u64;
-            proto::write_json(&mut conn, Kind::Event, &Event::Pong { uptime_ms }).ok();
+            let pong = Event::Pong {
+                uptime_ms: started.elapsed().as_millis() as u64,
+                version: proto::VERSION,
+                caps: proto::caps_of_version(proto::VERSION)
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            };
+            proto::write_json(&mut conn, Kind::Event, &pong).ok();
             Ok(())
         }
         Request::Exec(r) => {

@@ -1,0 +1,385 @@
+//! The host side of the agent protocol: a typed, async client.
+//!
+//! [`AgentClient`] reaches an agent through its socket's path (one connection per operation,
+//! as the protocol has it) and remembers what the agent said about itself; [`AgentConn`] is
+//! one operation on a stream the caller connected (the daemon connects itself, to wait out
+//! a full listen backlog). Operations: [`AgentConn::ping`], [`AgentConn::exec`] (an
+//! [`ExecSession`]), [`AgentConn::copy_out`] (a [`CopyOut`] of chunks) and
+//! [`AgentConn::copy_in`] (a [`CopyIn`] sink).
+//!
+//! Versions: a node keeps the agent it started with across an upgrade of the host, so the
+//! client never sends an agent something it does not know. What the agent can do comes from
+//! its pong, or, inside an exec, from its `started` event; an agent of version 1 says neither
+//! and gets the base capabilities ([`crate::proto::caps_of_version`]). A feature the agent
+//! lacks is refused here with [`AgentError::Unsupported`], before anything is sent.
+//!
+//! Events of a kind this client does not know (from a newer agent) are skipped; a known
+//! event that does not parse is a protocol error.
+
+mod copy;
+mod exec;
+mod frames;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+
+pub use copy::{CopyIn, CopyInRequest, CopyOut};
+pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
+pub use raw::{expect_event, parse_event, read_frame, send_request, write_frame};
+
+use crate::proto::{self, Event, ExecRequest, Kind, Request};
+use frames::FrameReader;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot reach the node's agent: {0}")]
+    Connect(#[source] io::Error),
+    #[error("agent connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// The agent closed the connection before the operation ended (it died, or its node did).
+    #[error("the node's agent closed the connection")]
+    Closed,
+    #[error("agent sent a malformed frame: {0}")]
+    Protocol(String),
+    /// A well-formed answer that does not fit the operation.
+    #[error("agent answered {op} with {event}")]
+    Unexpected { op: &'static str, event: String },
+    /// The agent refused the operation; `code` is the agent's (e.g. `pids_limit`).
+    #[error("{message}")]
+    Remote { code: String, message: String },
+    /// The agent does not speak the feature (`None`: its version is not known yet).
+    #[error("{}", unsupported(feature, *version))]
+    Unsupported {
+        feature: &'static str,
+        version: Option<u32>,
+    },
+    #[error("the node's agent did not answer within {}s", .0.as_secs())]
+    Timeout(Duration),
+}
+
+fn unsupported(feature: &str, version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!(
+            "the node's agent speaks protocol version {v}, which has no {feature}: the node \
+             started with an older agent; recreate the node to use {feature}"
+        ),
+        None => format!(
+            "cannot tell whether the node's agent supports {feature}: ping it first \
+             (AgentClient does)"
+        ),
+    }
+}
+
+impl AgentError {
+    /// The connection broke or was closed: the agent (or its node) may be gone.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, AgentError::Io(_) | AgentError::Closed)
+    }
+}
+
+/// What an agent says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub version: u32,
+    pub caps: Vec<String>,
+    pub uptime_ms: u64,
+}
+
+impl AgentInfo {
+    pub fn has(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
+
+    fn require(&self, cap: &'static str) -> Result<(), AgentError> {
+        if self.has(cap) {
+            Ok(())
+        } else {
+            Err(AgentError::Unsupported {
+                feature: cap,
+                version: Some(self.version),
+            })
+        }
+    }
+}
+
+/// The capabilities an agent of `version` has, as owned strings.
+fn caps_of(version: u32) -> Vec<String> {
+    proto::caps_of_version(version)
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// Reads the next event; an `Error` event becomes [`AgentError::Remote`]. `Ok(None)` for an
+/// event of a kind this client does not know.
+pub(crate) async fn read_event<R: AsyncRead + Unpin>(
+    r: &mut FrameReader<R>,
+) -> Result<Option<Event>, AgentError> {
+    match r.next().await? {
+        Some((Kind::Event, p)) => event_of(&p),
+        Some((k, _)) => Err(AgentError::Protocol(format!(
+            "expected an event, got a {k:?} frame"
+        ))),
+        None => Err(AgentError::Closed),
+    }
+}
+
+/// The event in `payload`; `Ok(None)` when its name is one this client does not know.
+fn event_of(payload: &[u8]) -> Result<Option<Event>, AgentError> {
+    match serde_json::from_slice::<Event>(payload) {
+        Ok(Event::Error { message, code }) => Err(AgentError::Remote { code, message }),
+        Ok(e) => Ok(Some(e)),
+        Err(e) => {
+            const KNOWN: [&str; 6] = ["pong", "started", "exit", "file", "done", "error"];
+            let name = serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| v.get("event")?.as_str().map(str::to_string));
+            match name {
+                Some(n) if !KNOWN.contains(&n.as_str()) => Ok(None),
+                _ => Err(AgentError::Protocol(e.to_string())),
+            }
+        }
+    }
+}
+
+/// The first event that means something to this client.
+async fn next_known_event<R: AsyncRead + Unpin>(
+    r: &mut FrameReader<R>,
+) -> Result<Event, AgentError> {
+    loop {
+        if let Some(e) = read_event(r).await? {
+            return Ok(e);
+        }
+    }
+}
+
+/// One operation on one connection to an agent.
+pub struct AgentConn<R, W> {
+    rd: FrameReader<R>,
+    wr: W,
+    peer: Option<AgentInfo>,
+    answer_timeout: Option<Duration>,
+}
+
+/// An operation on a UNIX socket connection.
+pub type UnixConn = AgentConn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+
+impl<S: AsyncRead + AsyncWrite> AgentConn<ReadHalf<S>, WriteHalf<S>> {
+    /// Wraps a connected stream. Its halves live in the operation's parts (an exec's input
+    /// and output); the stream closes once both are dropped.
+    pub fn new(stream: S) -> Self {
+        let (r, w) = tokio::io::split(stream);
+        AgentConn::from_halves(r, w)
+    }
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
+    pub fn from_halves(r: R, w: W) -> Self {
+        AgentConn {
+            rd: FrameReader::new(r),
+            wr: w,
+            peer: None,
+            answer_timeout: None,
+        }
+    }
+
+    /// What the agent said of itself on another connection (a ping): features beyond the
+    /// base ones (a tty) need it.
+    pub fn with_peer(mut self, info: Option<AgentInfo>) -> Self {
+        self.peer = info;
+        self
+    }
+
+    /// Bounds the wait for the agent's first answer ([`AgentError::Timeout`]).
+    pub fn with_answer_timeout(mut self, t: Duration) -> Self {
+        self.answer_timeout = Some(t);
+        self
+    }
+
+    async fn send(&mut self, req: &Request) -> io::Result<()> {
+        let bytes = serde_json::to_vec(req).map_err(io::Error::other)?;
+        frames::write_frame(&mut self.wr, Kind::Request, &bytes).await
+    }
+
+    /// Sends the request and reads the first answer. An agent that refused the connection at
+    /// once (no thread left for it) may have closed it before the request was written: its
+    /// answer is still read, so a refusal is not mistaken for a lost agent.
+    async fn open(&mut self, req: &Request) -> Result<Event, AgentError> {
+        let sent = self.send(req).await;
+        let answer = match self.answer_timeout {
+            Some(t) => tokio::time::timeout(t, next_known_event(&mut self.rd))
+                .await
+                .map_err(|_| AgentError::Timeout(t)),
+            None => Ok(next_known_event(&mut self.rd).await),
+        };
+        match (sent, answer) {
+            (_, Ok(Err(e @ AgentError::Remote { .. }))) => Err(e),
+            (Ok(()), Ok(r)) => r,
+            (Ok(()), Err(t)) => Err(t),
+            (Err(e), _) => Err(AgentError::Io(e)),
+        }
+    }
+
+    /// Asks the agent who it is.
+    pub async fn ping(mut self) -> Result<AgentInfo, AgentError> {
+        match self.open(&Request::Ping).await? {
+            Event::Pong {
+                uptime_ms,
+                version,
+                caps,
+            } => Ok(AgentInfo {
+                version,
+                caps: if caps.is_empty() {
+                    caps_of(version)
+                } else {
+                    caps
+                },
+                uptime_ms,
+            }),
+            e => Err(AgentError::Unexpected {
+                op: "ping",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// Starts a command. A `tty` needs an agent known to have one (see [`Self::with_peer`]).
+    pub async fn exec(mut self, req: ExecRequest) -> Result<ExecSession<R, W>, AgentError> {
+        if req.tty.is_some() {
+            match &self.peer {
+                Some(p) => p.require(proto::CAP_TTY)?,
+                None => {
+                    return Err(AgentError::Unsupported {
+                        feature: proto::CAP_TTY,
+                        version: None,
+                    })
+                }
+            }
+        }
+        match self.open(&Request::Exec(req)).await? {
+            Event::Started { pid, version } => {
+                let caps = match self.peer {
+                    Some(p) => p.caps,
+                    None => caps_of(version),
+                };
+                Ok(ExecSession::new(pid, version, caps, self.rd, self.wr))
+            }
+            e => Err(AgentError::Unexpected {
+                op: "exec",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// Reads a file (`tar`: a tree as a tar archive) out of the node.
+    pub async fn copy_out(mut self, path: &str, tar: bool) -> Result<CopyOut<R, W>, AgentError> {
+        let req = Request::CopyOut {
+            path: path.to_string(),
+            tar,
+        };
+        match self.open(&req).await? {
+            Event::File { mode, size } => Ok(CopyOut::new(mode, size, self.rd, self.wr)),
+            e => Err(AgentError::Unexpected {
+                op: "copy",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// Starts an upload; the agent answers only at its end ([`CopyIn::finish`]).
+    pub async fn copy_in(mut self, req: CopyInRequest) -> Result<CopyIn<R, W>, AgentError> {
+        if let Err(e) = self.send(&req.into_request()).await {
+            // The agent may have refused the connection at once (pids limit): say why.
+            return Err(match read_event(&mut self.rd).await {
+                Err(r @ AgentError::Remote { .. }) => r,
+                _ => AgentError::Io(e),
+            });
+        }
+        Ok(CopyIn::new(self.rd, self.wr))
+    }
+}
+
+/// An agent reached through its socket's path: one connection per operation.
+pub struct AgentClient {
+    path: PathBuf,
+    info: Mutex<Option<AgentInfo>>,
+}
+
+impl AgentClient {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        AgentClient {
+            path: path.into(),
+            info: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn known(&self) -> Option<AgentInfo> {
+        self.info.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A connection for one operation, knowing what this client learnt of the agent.
+    pub async fn connect(&self) -> Result<UnixConn, AgentError> {
+        let s = UnixStream::connect(&self.path)
+            .await
+            .map_err(AgentError::Connect)?;
+        Ok(AgentConn::new(s).with_peer(self.known()))
+    }
+
+    /// Asks the agent who it is, and remembers it.
+    pub async fn ping(&self) -> Result<AgentInfo, AgentError> {
+        let info = self.connect().await?.ping().await?;
+        *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        Ok(info)
+    }
+
+    /// What the agent said of itself; asks it the first time.
+    pub async fn info(&self) -> Result<AgentInfo, AgentError> {
+        match self.known() {
+            Some(i) => Ok(i),
+            None => self.ping().await,
+        }
+    }
+
+    /// Starts a command; with a `tty`, asks the agent first whether it has them.
+    pub async fn exec(
+        &self,
+        req: ExecRequest,
+    ) -> Result<ExecSession<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
+        if req.tty.is_some() {
+            self.info().await?.require(proto::CAP_TTY)?;
+        }
+        self.connect().await?.exec(req).await
+    }
+
+    pub async fn copy_out(
+        &self,
+        path: &str,
+        tar: bool,
+    ) -> Result<CopyOut<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
+        self.connect().await?.copy_out(path, tar).await
+    }
+
+    pub async fn copy_in(
+        &self,
+        req: CopyInRequest,
+    ) -> Result<CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
+        self.connect().await?.copy_in(req).await
+    }
+}
+
+/// Connects to an agent socket and checks that it answers; its uptime.
+pub async fn ping(path: &Path) -> Result<u64, AgentError> {
+    Ok(AgentClient::new(path).ping().await?.uptime_ms)
+}
