@@ -138,6 +138,7 @@ fn exec_request(q: &Query) -> Result<ExecRequest, DomainError> {
         gid: q.u32("gid")?.unwrap_or(0),
         stdin: q.bool("stdin")?,
         timeout_ms,
+        tty: None,
     })
 }
 
@@ -199,7 +200,7 @@ async fn exec_node(
         .open_op(&n, &mut rd, &mut wr, &Request::Exec(req))
         .await?;
     let pid = match started {
-        Event::Started { pid } => pid,
+        Event::Started { pid, .. } => pid,
         e => {
             return Err(DomainError::internal(format!(
                 "agent answered exec with {e:?}"
