@@ -11,12 +11,12 @@ mod copy;
 #[cfg(target_os = "linux")]
 mod exec;
 #[cfg(target_os = "linux")]
-mod pty;
-#[cfg(target_os = "linux")]
 pub mod guest;
 #[cfg(target_os = "linux")]
 pub mod mux;
 pub mod proto;
+#[cfg(target_os = "linux")]
+mod pty;
 #[cfg(target_os = "linux")]
 mod reaper;
 #[cfg(target_os = "linux")]

@@ -327,7 +327,10 @@ mod tests {
 
     #[test]
     fn control_payloads_round_trip() {
-        let w = WinSize { cols: 132, rows: 43 };
+        let w = WinSize {
+            cols: 132,
+            rows: 43,
+        };
         assert_eq!(WinSize::decode(&w.encode()), Some(w));
         assert_eq!(WinSize::decode(&[1, 2, 3]), None);
         assert_eq!(decode_signal(&encode_signal(15)), Some(15));

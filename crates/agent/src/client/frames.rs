@@ -94,7 +94,9 @@ mod tests {
     async fn frames_arrive_whole_however_the_bytes_are_cut() {
         let (a, mut b) = tokio::io::duplex(7);
         let writer = tokio::spawn(async move {
-            write_frame(&mut b, Kind::Stdout, &vec![b'x'; 300_000]).await.unwrap();
+            write_frame(&mut b, Kind::Stdout, &vec![b'x'; 300_000])
+                .await
+                .unwrap();
             write_frame(&mut b, Kind::Data, &[]).await.unwrap();
             b.write_all(&[0, 0, 0, 3, 99, 1, 2]).await.unwrap();
             write_frame(&mut b, Kind::Stderr, b"e").await.unwrap();
@@ -110,7 +112,10 @@ mod tests {
             crate::proto::UnknownKind::of(&e),
             Some(crate::proto::UnknownKind(99))
         );
-        assert_eq!(r.next().await.unwrap().unwrap(), (Kind::Stderr, b"e".to_vec()));
+        assert_eq!(
+            r.next().await.unwrap().unwrap(),
+            (Kind::Stderr, b"e".to_vec())
+        );
         writer.await.unwrap();
         assert!(r.next().await.unwrap().is_none());
     }

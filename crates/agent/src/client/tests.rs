@@ -22,7 +22,8 @@ struct TestAgent {
 impl TestAgent {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock")).unwrap();
+        let listener =
+            std::os::unix::net::UnixListener::bind(dir.path().join("agent.sock")).unwrap();
         // SAFETY: the child only runs the agent's server, which starts its own threads.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
@@ -196,8 +197,15 @@ async fn a_signal_frame_ends_the_command() {
         return;
     }
     let agent = TestAgent::start();
-    let mut s = agent.client().exec(sh("echo up; exec sleep 60")).await.unwrap();
-    assert_eq!(s.next().await.unwrap(), Some(ExecEvent::Stdout(b"up\n".to_vec())));
+    let mut s = agent
+        .client()
+        .exec(sh("echo up; exec sleep 60"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.next().await.unwrap(),
+        Some(ExecEvent::Stdout(b"up\n".to_vec()))
+    );
     let t = Instant::now();
     s.signal(libc::SIGTERM).await.unwrap();
     let (_, _, st) = s.collect().await.unwrap();
@@ -276,7 +284,10 @@ async fn a_tty_has_its_size_and_follows_resizes() {
     let c = agent.client();
     let mut s = c
         .exec(ExecRequest {
-            tty: Some(WinSize { cols: 100, rows: 30 }),
+            tty: Some(WinSize {
+                cols: 100,
+                rows: 30,
+            }),
             ..sh("tty; stty size; echo to-stderr >&2; read x; stty size")
         })
         .await
@@ -285,7 +296,12 @@ async fn a_tty_has_its_size_and_follows_resizes() {
     read_until(&mut s, &mut all, "30 100").await;
     read_until(&mut s, &mut all, "to-stderr").await;
     assert!(all.contains("/dev/pts/"), "{all:?}");
-    s.resize(WinSize { cols: 120, rows: 50 }).await.unwrap();
+    s.resize(WinSize {
+        cols: 120,
+        rows: 50,
+    })
+    .await
+    .unwrap();
     s.write_stdin(b"\n").await.unwrap();
     let (rest, err, st) = s.collect().await.unwrap();
     all.push_str(&text(&rest));
@@ -340,7 +356,10 @@ async fn copies_go_in_and_come_back() {
     assert_eq!(down.read_to_end().await.unwrap(), data);
 
     // A tree as tar, out of one place and into another.
-    let tree = c.copy_out(dir.path().to_str().unwrap(), true).await.unwrap();
+    let tree = c
+        .copy_out(dir.path().to_str().unwrap(), true)
+        .await
+        .unwrap();
     let archive = tree.read_to_end().await.unwrap();
     let dest = dir.path().join("copy");
     let mut up = c
@@ -444,8 +463,10 @@ async fn unknown_frame_kinds_get_a_clear_error() {
 /// its pong and `started` carry no version. It records every frame it is sent.
 struct OldAgent {
     dir: tempfile::TempDir,
-    seen: Arc<Mutex<Vec<(Kind, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Frame>>>,
 }
+
+type Frame = (Kind, Vec<u8>);
 
 impl OldAgent {
     async fn start() -> Self {
@@ -484,7 +505,10 @@ async fn an_old_agent_is_sent_only_what_it_knows() {
     let old = OldAgent::start().await;
     let c = AgentClient::new(old.path());
     let info = c.ping().await.unwrap();
-    assert_eq!((info.version, info.caps.clone()), (1, vec!["exec".to_string(), "copy".into()]));
+    assert_eq!(
+        (info.version, info.caps.clone()),
+        (1, vec!["exec".to_string(), "copy".into()])
+    );
     assert_eq!(info.uptime_ms, 5);
 
     let tty = ExecRequest {
@@ -493,14 +517,23 @@ async fn an_old_agent_is_sent_only_what_it_knows() {
     };
     let e = c.exec(tty.clone()).await.err().unwrap();
     assert!(
-        matches!(e, AgentError::Unsupported { feature: "tty", version: Some(1) }),
+        matches!(
+            e,
+            AgentError::Unsupported {
+                feature: "tty",
+                version: Some(1)
+            }
+        ),
         "{e:?}"
     );
     assert!(e.to_string().contains("recreate the node"), "{e}");
     // On a stream of its own, without a ping, a tty is not risked either.
     let conn = AgentConn::new(UnixStream::connect(old.path()).await.unwrap());
     let e = conn.exec(tty).await.err().unwrap();
-    assert!(matches!(e, AgentError::Unsupported { version: None, .. }), "{e:?}");
+    assert!(
+        matches!(e, AgentError::Unsupported { version: None, .. }),
+        "{e:?}"
+    );
 
     // A plain exec runs; resize and signal are refused before anything is sent, whether the
     // client pinged (AgentClient) or learnt the version from `started` (a bare connection).
@@ -510,9 +543,21 @@ async fn an_old_agent_is_sent_only_what_it_knows() {
     assert_eq!((s.pid(), bare.agent_version()), (42, 1));
     for s in [&mut s, &mut bare] {
         let e = s.resize(WinSize { cols: 1, rows: 1 }).await.unwrap_err();
-        assert!(matches!(e, AgentError::Unsupported { feature: "resize", version: Some(1) }));
+        assert!(matches!(
+            e,
+            AgentError::Unsupported {
+                feature: "resize",
+                version: Some(1)
+            }
+        ));
         let e = s.signal(libc::SIGTERM).await.unwrap_err();
-        assert!(matches!(e, AgentError::Unsupported { feature: "signal", version: Some(1) }));
+        assert!(matches!(
+            e,
+            AgentError::Unsupported {
+                feature: "signal",
+                version: Some(1)
+            }
+        ));
         s.close_stdin().await.unwrap();
     }
     drop((s, bare));
