@@ -68,7 +68,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 /// Writes `payload` as frames of `kind`, split at [`MAX_FRAME`]; an empty payload is one empty
 /// frame (which ends stdin or a copy).
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     kind: Kind,
     payload: &[u8],

@@ -19,7 +19,6 @@
 mod copy;
 mod exec;
 mod frames;
-mod raw;
 #[cfg(test)]
 mod tests;
 
@@ -33,7 +32,6 @@ use tokio::net::UnixStream;
 
 pub use copy::{CopyIn, CopyInRequest, CopyOut};
 pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
-pub use raw::{expect_event, parse_event, read_frame, send_request, write_frame};
 
 use crate::proto::{self, Event, ExecRequest, Kind, Request};
 use frames::FrameReader;
@@ -377,9 +375,4 @@ impl AgentClient {
     ) -> Result<CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
         self.connect().await?.copy_in(req).await
     }
-}
-
-/// Connects to an agent socket and checks that it answers; its uptime.
-pub async fn ping(path: &Path) -> Result<u64, AgentError> {
-    Ok(AgentClient::new(path).ping().await?.uptime_ms)
 }

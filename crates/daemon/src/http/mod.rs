@@ -4,11 +4,13 @@
 //! route. A test checks the table against `docs/api/openapi.yaml`, another that every route
 //! passes the authorization layer.
 //!
-//! Handlers (`nodes.rs`, `agent.rs`, `meta.rs`) parse and validate, then call the tenant
+//! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `meta.rs`) parse and validate, then call the tenant
 //! context; they make no decisions of their own.
 
 pub mod agent;
 pub mod body;
+pub mod exec;
+mod exec_query;
 pub mod list;
 pub mod meta;
 pub mod nodes;
@@ -63,11 +65,7 @@ pub fn table() -> Vec<Route> {
             delete(nodes::delete_node),
         ),
         route("/nodes", &[("get", ListNodes)], get(nodes::all_nodes)),
-        route(
-            "/vm/{node}/exec",
-            &[("post", ExecInNode)],
-            post(agent::exec),
-        ),
+        route("/vm/{node}/exec", &[("post", ExecInNode)], post(exec::exec)),
         route(
             "/vm/{node}/cp",
             &[("get", CopyFromNode), ("post", CopyToNode)],

@@ -1,16 +1,29 @@
 //! The tenant's way to a node's agent: a turn at the node's gate (`gate.rs`), the connection
-//! (a full listen backlog waited out, a gone node told apart from a gone agent), the first
-//! exchange of an operation, and errors that name the node's limits.
+//! (a full listen backlog waited out, a gone node told apart from a gone agent), the
+//! operations through the typed agent client, and errors that name the node's limits.
 
-use bulkhead_agent::client::{self as agent, AgentError};
-use bulkhead_agent::proto::{Event, Request};
+use bulkhead_agent::client::{
+    AgentClient, AgentConn, AgentError, AgentInfo, CopyIn, CopyInRequest, CopyOut, ExecSession,
+    UnixConn,
+};
+use bulkhead_agent::proto::ExecRequest;
 use bulkhead_core::{Code, DomainError};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
 use super::gate::{agent_error, Turn, CONNECT_PATIENCE};
 use super::{NodeRef, Tenant};
+
+/// How long the agent may take to answer an operation's request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An exec in a node, over its agent's socket.
+pub type UnixExec = ExecSession<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+/// A download from a node.
+pub type UnixCopyOut = CopyOut<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+/// An upload into a node.
+pub type UnixCopyIn = CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
 
 impl Tenant {
     /// Waits for a turn at `node`'s agent (bounded queue, bounded wait), or answers 503.
@@ -28,7 +41,7 @@ impl Tenant {
     /// Connects to a node's agent. A full listen backlog (EAGAIN) is waited out for a while,
     /// then answered 503; only an agent that is really gone is a 502 (or 409 when the whole
     /// node has stopped).
-    pub async fn connect_agent(&self, node_ref: &NodeRef) -> Result<UnixStream, DomainError> {
+    async fn connect_agent(&self, node_ref: &NodeRef) -> Result<UnixStream, DomainError> {
         let node = node_ref.name();
         let deadline = Instant::now() + CONNECT_PATIENCE;
         let mut pause = Duration::from_millis(5);
@@ -65,34 +78,75 @@ impl Tenant {
         }
     }
 
-    /// Sends an operation's request and reads the agent's first event. An agent that refused
-    /// the connection at once (no thread left for it) may have closed it before the request
-    /// was written: its answer is still read, so a refusal is not mistaken for a lost agent.
-    pub async fn open_op<R, W>(
+    /// One operation's connection to the node's agent, through the typed client
+    /// (`bulkhead_agent::client`); the first answer is awaited for [`ANSWER_TIMEOUT`].
+    async fn agent_conn(&self, node: &NodeRef) -> Result<UnixConn, DomainError> {
+        let s = self.connect_agent(node).await?;
+        Ok(AgentConn::new(s).with_answer_timeout(ANSWER_TIMEOUT))
+    }
+
+    /// Starts a command in the node.
+    pub async fn exec(&self, node: &NodeRef, req: ExecRequest) -> Result<UnixExec, DomainError> {
+        let conn = self.agent_conn(node).await?;
+        match conn.exec(req).await {
+            Ok(s) => Ok(s),
+            Err(e) => Err(self.open_error(node, e).await),
+        }
+    }
+
+    /// Starts reading a file (or, with `tar`, a tree) out of the node.
+    pub async fn copy_out(
         &self,
-        node_ref: &NodeRef,
-        rd: &mut R,
-        wr: &mut W,
-        req: &Request,
-    ) -> Result<Event, DomainError>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
+        node: &NodeRef,
+        path: &str,
+        tar: bool,
+    ) -> Result<UnixCopyOut, DomainError> {
+        let conn = self.agent_conn(node).await?;
+        match conn.copy_out(path, tar).await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.open_error(node, e).await),
+        }
+    }
+
+    /// Starts an upload into the node. The agent answers only at its end, so a failure here
+    /// is its refusal of the connection (said as it is) or a broken connection.
+    pub async fn copy_in(
+        &self,
+        node: &NodeRef,
+        req: CopyInRequest,
+    ) -> Result<UnixCopyIn, DomainError> {
+        let conn = self.agent_conn(node).await?;
+        conn.copy_in(req)
+            .await
+            .map_err(|e| self.agent_failed(node, e))
+    }
+
+    /// Asks the node's agent who it is (one connection, no turn: health checks).
+    pub async fn ping_agent(&self, node: &NodeRef) -> Result<AgentInfo, AgentError> {
+        AgentClient::new(self.agent_socket(node)).ping().await
+    }
+
+    /// An agent failure in the middle of an operation: its refusals name the node's limits.
+    pub fn agent_failed(&self, node: &NodeRef, e: AgentError) -> DomainError {
+        self.explain(node, agent_error(e))
+    }
+
+    /// How opening an operation failed: the agent's refusal (naming the node's limits), no
+    /// answer in time (504), or a broken connection (409 when the node has stopped, else 502).
+    async fn open_error(&self, node_ref: &NodeRef, e: AgentError) -> DomainError {
         let node = node_ref.name();
-        let sent = agent::send_request(wr, req).await;
-        let answer = tokio::time::timeout(Duration::from_secs(30), agent::expect_event(rd)).await;
-        match (sent, answer) {
-            (_, Ok(Err(e @ AgentError::Remote { .. }))) => {
-                Err(self.explain(node_ref, agent_error(e)))
-            }
-            (Ok(()), Ok(Ok(ev))) => Ok(ev),
-            (Ok(()), Ok(Err(e))) => Err(self.lost(node, e).await),
-            (Err(e), _) => Err(self.lost(node, e.into()).await),
-            (Ok(()), Err(_)) => Err(DomainError::new(
+        match e {
+            AgentError::Timeout(t) => DomainError::new(
                 Code::AgentTimeout,
-                format!("node {node:?}'s agent did not answer within 30s"),
-            )),
+                format!(
+                    "node {node:?}'s agent did not answer within {}s",
+                    t.as_secs()
+                ),
+            ),
+            e @ (AgentError::Io(_) | AgentError::Closed | AgentError::Protocol(_)) => {
+                self.lost(node, e).await
+            }
+            e => self.agent_failed(node_ref, e),
         }
     }
 

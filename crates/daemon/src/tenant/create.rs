@@ -370,9 +370,8 @@ impl Tenant {
                     )));
                 }
             }
-            match tokio::time::timeout(Duration::from_secs(2), bulkhead_agent::client::ping(&sock))
-                .await
-            {
+            let client = bulkhead_agent::client::AgentClient::new(&sock);
+            match tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "ping timed out".into(),

@@ -109,10 +109,15 @@ fn busy(node: &str, limit: u32, why: &str) -> DomainError {
 }
 
 /// An agent failure as a domain error: the agent's own refusals keep their codes
-/// ([`DomainError::from_agent`]); anything else means the agent could not be reached.
+/// ([`DomainError::from_agent`]); an answer that does not fit is ours to explain (500); a
+/// feature the node's (older) agent lacks is refused; anything else means the agent could
+/// not be reached.
 pub fn agent_error(e: AgentError) -> DomainError {
     match e {
         AgentError::Remote { code, message } => DomainError::from_agent(&code, message),
+        e @ AgentError::Unexpected { .. } => DomainError::internal(e.to_string()),
+        e @ AgentError::Unsupported { .. } => DomainError::new(Code::Unsupported, e.to_string()),
+        e @ AgentError::Timeout(_) => DomainError::new(Code::AgentTimeout, e.to_string()),
         e => DomainError::new(Code::AgentUnreachable, e.to_string()),
     }
 }

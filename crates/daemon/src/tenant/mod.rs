@@ -14,6 +14,7 @@ pub mod node_ref;
 mod ops;
 mod remove;
 
+pub use agent::{UnixCopyIn, UnixCopyOut, UnixExec};
 pub use gate::{agent_error, Gates, Turn};
 pub use node_ref::NodeRef;
 

@@ -1,0 +1,327 @@
+//! `POST /vm/{node}/exec`: the query parsed into an [`ExecQuery`], a turn at the node's agent,
+//! an [`ExecSession`](bulkhead_agent::client::ExecSession) through the tenant, the request
+//! body fed to stdin from a task of its own, and one loop ([`relay`]) that passes the
+//! command's output on to either answer: one JSON document at the end (`buffered=true`,
+//! [`Buffered`]) or NDJSON frames as they come ([`Frames`]).
+//!
+//! The exec ends with the connection to the agent: the stdin task keeps its half until the
+//! body ends, the loop keeps the other until the exit, or until the HTTP client goes away,
+//! and the agent kills the command's process group once both are dropped.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bulkhead_agent::client::{AgentError, ExecEvent, ExecOutput, ExitStatus};
+use bulkhead_api::{BufferedExec, ExecFrame};
+use bulkhead_core::{Code, DomainError};
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::body::AppState;
+use super::exec_query::{ExecQuery, Stdio};
+use crate::error::ApiError;
+use crate::fsutil::now_rfc3339;
+use crate::tenant::agent_error;
+
+/// Output kept by `buffered=true` execs, per stream.
+const MAX_BUFFERED: usize = 16 << 20;
+
+const AGENT_LOST: &str = "the node's agent went away during the exec";
+
+pub async fn exec(
+    State(app): State<AppState>,
+    Path(node): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    Ok(exec_node(app, node, q, body).await?)
+}
+
+async fn exec_node(
+    app: AppState,
+    node: String,
+    q: Option<String>,
+    body: Body,
+) -> Result<Response, DomainError> {
+    let q = ExecQuery::parse(q.as_deref())?;
+    let n = app.tenant.running_node(&node)?;
+    let stdin = q.request.stdin;
+    let turn = app.tenant.agent_turn(&n).await?;
+    let session = app.tenant.exec(&n, q.request.clone()).await?;
+    app.tenant.counters.execs.fetch_add(1, Ordering::Relaxed);
+    let pid = session.pid();
+    let (mut input, mut output) = session.split();
+    // The input half lives as long as this task (its result): the exec ends with it.
+    let stdin_task = tokio::spawn(async move {
+        if stdin {
+            let mut data = body.into_data_stream();
+            while let Some(Ok(chunk)) = data.next().await {
+                if input.write_stdin(&chunk).await.is_err() {
+                    return input;
+                }
+            }
+            let _ = input.close_stdin().await;
+        }
+        input
+    });
+
+    if q.buffered {
+        let mut sink = Buffered::default();
+        relay(&mut output, &q, &mut sink).await;
+        drop((stdin_task, turn));
+        return Ok(Json(sink.answer(q.stdio)?).into_response());
+    }
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let _ = tx
+        .send(line(&ExecFrame::Started {
+            pid,
+            started_at: now_rfc3339(),
+        }))
+        .await;
+    tokio::spawn(async move {
+        let _keep_stdin_open = stdin_task;
+        let _turn = turn;
+        let mut sink = Frames::new(tx, q.stdio);
+        relay(&mut output, &q, &mut sink).await;
+    });
+    let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(resp)
+}
+
+/// Where an exec's output goes. `Break` from a method ends the exec.
+trait Sink {
+    async fn output(&mut self, stderr: bool, data: Vec<u8>) -> ControlFlow<()>;
+    /// An error the agent reported while the command ran.
+    async fn agent_error(&mut self, code: String, message: String) -> ControlFlow<()>;
+    async fn exit(&mut self, status: ExitStatus);
+    /// The connection to the agent broke or carried nonsense.
+    async fn lost(&mut self, e: AgentError);
+    /// Resolves when nobody will read the output any more.
+    async fn gone(&self);
+}
+
+/// The one loop from the agent's output to an answer.
+async fn relay<R: AsyncRead + Unpin>(out: &mut ExecOutput<R>, q: &ExecQuery, sink: &mut impl Sink) {
+    loop {
+        // Waiting on the agent alone would not notice a client that left while the command
+        // is silent.
+        let event = tokio::select! {
+            e = out.next() => e,
+            _ = sink.gone() => return,
+        };
+        let flow = match event {
+            Ok(Some(ExecEvent::Stdout(d))) if q.stdout => sink.output(false, d).await,
+            Ok(Some(ExecEvent::Stderr(d))) if q.stderr => sink.output(true, d).await,
+            Ok(Some(ExecEvent::Exit(s))) => return sink.exit(s).await,
+            Ok(Some(_)) => ControlFlow::Continue(()),
+            Ok(None) => return sink.lost(AgentError::Closed).await,
+            Err(AgentError::Remote { code, message }) => sink.agent_error(code, message).await,
+            Err(e) => return sink.lost(e).await,
+        };
+        if flow.is_break() {
+            return;
+        }
+    }
+}
+
+/// `buffered=true`: raw bytes, encoded once at the end (base64 of the whole, not of each
+/// chunk), or the error that ended the exec.
+#[derive(Default)]
+struct Buffered {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    end: Option<Result<ExitStatus, DomainError>>,
+}
+
+impl Sink for Buffered {
+    async fn output(&mut self, stderr: bool, data: Vec<u8>) -> ControlFlow<()> {
+        let buf = if stderr { &mut self.err } else { &mut self.out };
+        if buf.len() < MAX_BUFFERED {
+            buf.extend_from_slice(&data);
+        }
+        ControlFlow::Continue(())
+    }
+    async fn agent_error(&mut self, code: String, message: String) -> ControlFlow<()> {
+        self.end = Some(Err(DomainError::from_agent(&code, message)));
+        ControlFlow::Break(())
+    }
+    async fn exit(&mut self, status: ExitStatus) {
+        self.end = Some(Ok(status));
+    }
+    async fn lost(&mut self, e: AgentError) {
+        self.end = Some(Err(match e {
+            AgentError::Closed => DomainError::new(Code::AgentLost, AGENT_LOST),
+            e => agent_error(e),
+        }));
+    }
+    async fn gone(&self) {
+        std::future::pending().await
+    }
+}
+
+impl Buffered {
+    fn answer(self, stdio: Stdio) -> Result<BufferedExec, DomainError> {
+        let st = self
+            .end
+            .unwrap_or_else(|| Err(DomainError::new(Code::AgentLost, AGENT_LOST)))?;
+        let (stdout, stderr) = match stdio {
+            Stdio::Text => (
+                String::from_utf8_lossy(&self.out).into_owned(),
+                String::from_utf8_lossy(&self.err).into_owned(),
+            ),
+            Stdio::Base64 => (B64.encode(&self.out), B64.encode(&self.err)),
+        };
+        Ok(BufferedExec {
+            stdout,
+            stderr,
+            encoding: stdio.encoding(),
+            exit_code: st.code.unwrap_or(128 + st.signal.unwrap_or(0)),
+            signal: st.signal,
+            timed_out: st.timed_out,
+        })
+    }
+}
+
+/// The NDJSON answer: one frame per chunk, as it comes.
+struct Frames {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    stdio: Stdio,
+    out: Encoder,
+    err: Encoder,
+}
+
+impl Frames {
+    fn new(tx: mpsc::Sender<Result<Bytes, std::io::Error>>, stdio: Stdio) -> Self {
+        Frames {
+            tx,
+            stdio,
+            out: Encoder::new(stdio),
+            err: Encoder::new(stdio),
+        }
+    }
+
+    /// A client that went away drops the receiver: then the exec ends.
+    async fn send(&self, f: &ExecFrame) -> ControlFlow<()> {
+        match self.tx.send(line(f)).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+impl Sink for Frames {
+    async fn output(&mut self, stderr: bool, data: Vec<u8>) -> ControlFlow<()> {
+        let encoding = self.stdio.encoding();
+        let frame = if stderr {
+            ExecFrame::Stderr {
+                data: self.err.push(&data),
+                encoding,
+            }
+        } else {
+            ExecFrame::Stdout {
+                data: self.out.push(&data),
+                encoding,
+            }
+        };
+        self.send(&frame).await
+    }
+    async fn agent_error(&mut self, code: String, message: String) -> ControlFlow<()> {
+        self.send(&ExecFrame::Error {
+            error: message,
+            code,
+        })
+        .await
+    }
+    async fn exit(&mut self, st: ExitStatus) {
+        let _ = self
+            .send(&ExecFrame::Exit {
+                exit_code: st.code,
+                signal: st.signal,
+                timed_out: st.timed_out,
+                ended_at: now_rfc3339(),
+            })
+            .await;
+    }
+    async fn lost(&mut self, _: AgentError) {
+        let _ = self
+            .send(&ExecFrame::Error {
+                error: AGENT_LOST.into(),
+                code: Code::AgentLost.as_str().into(),
+            })
+            .await;
+    }
+    async fn gone(&self) {
+        self.tx.closed().await
+    }
+}
+
+fn line(f: &ExecFrame) -> Result<Bytes, std::io::Error> {
+    let mut v = serde_json::to_vec(f).unwrap_or_default();
+    v.push(b'\n');
+    Ok(Bytes::from(v))
+}
+
+/// Encodes one output stream's chunks for the wire.
+struct Encoder(Stdio, Utf8Carry);
+
+impl Encoder {
+    fn new(s: Stdio) -> Self {
+        Encoder(s, Utf8Carry::default())
+    }
+    fn push(&mut self, data: &[u8]) -> String {
+        match self.0 {
+            Stdio::Text => self.1.push(data),
+            Stdio::Base64 => B64.encode(data),
+        }
+    }
+}
+
+/// Turns byte chunks into UTF-8 text without splitting a character across frames.
+#[derive(Default)]
+struct Utf8Carry(Vec<u8>);
+
+impl Utf8Carry {
+    fn push(&mut self, data: &[u8]) -> String {
+        self.0.extend_from_slice(data);
+        let valid = match std::str::from_utf8(&self.0) {
+            Ok(_) => self.0.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.0.len(),
+        };
+        let rest = self.0.split_off(valid);
+        let text = String::from_utf8_lossy(&self.0).into_owned();
+        self.0 = rest;
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Carry;
+
+    #[test]
+    fn utf8_is_not_split_across_frames() {
+        let s = "héllo ✓".as_bytes();
+        let mut c = Utf8Carry::default();
+        let mut out = String::new();
+        for b in s {
+            out.push_str(&c.push(&[*b]));
+        }
+        assert_eq!(out, "héllo ✓");
+        assert_eq!(Utf8Carry::default().push(&[0xff, b'a']), "\u{fffd}a");
+    }
+}
