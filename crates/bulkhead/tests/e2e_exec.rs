@@ -1,5 +1,6 @@
 //! End to end: exec under load (many concurrent execs on one node, a node out of pids), binary
-//! exec output (`stdio=base64`), and what `vm cp` does with a node's symlinks on the client.
+//! exec output (`stdio=base64`), what `vm cp` does with a node's symlinks on the client, and
+//! the agent's protocol version 2 (tty, resize, signal) inside a real node.
 
 mod common;
 
@@ -405,5 +406,69 @@ fn cp_download_with_symlinks() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("applies to downloads"));
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd);
+    d.stop_and_assert_clean();
+}
+
+/// The agent inside a real node (user namespace, its own devpts, seccomp) speaks protocol
+/// version 2: an exec on a pseudo-terminal sees its size and its resizes, and a signal frame
+/// ends a command. Through the node's agent socket with the typed client, as the daemon's
+/// future routes (web shell, E2B processes, a containerd shim) will.
+#[test]
+fn the_agent_in_a_node_gives_ttys_and_takes_signals() {
+    use bulkhead_agent::client::{AgentClient, ExecEvent};
+    use bulkhead_agent::proto::{ExecRequest, WinSize};
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("etty", &[]);
+    let n = d.add();
+    let sock = d.tenant_dir().join("nodes").join(&n).join("agent.sock");
+    let sh = |script: &str| ExecRequest {
+        cmd: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into()],
+        uid: 1000,
+        gid: 1000,
+        ..Default::default()
+    };
+    rt().block_on(async {
+        let c = AgentClient::new(&sock);
+        let info = c.ping().await.unwrap();
+        assert!(info.version >= 2 && info.has("tty"), "{info:?}");
+        let mut s = c
+            .exec(ExecRequest {
+                tty: Some(WinSize { cols: 91, rows: 17 }),
+                ..sh("id -u; tty; stty size; read x; stty size")
+            })
+            .await
+            .unwrap();
+        let mut all = String::new();
+        while !all.contains("17 91") {
+            match s.next().await.unwrap() {
+                Some(ExecEvent::Stdout(d)) => all.push_str(&String::from_utf8_lossy(&d)),
+                other => panic!("{other:?} after {all:?}"),
+            }
+        }
+        s.resize(WinSize {
+            cols: 133,
+            rows: 41,
+        })
+        .await
+        .unwrap();
+        s.write_stdin(b"\n").await.unwrap();
+        let (rest, _, st) = s.collect().await.unwrap();
+        all.push_str(&String::from_utf8_lossy(&rest));
+        assert_eq!(st.code, Some(0), "{all:?}");
+        assert!(all.starts_with("1000\r\n/dev/pts/"), "{all:?}");
+        assert!(all.contains("41 133"), "{all:?}");
+
+        let mut s = c.exec(sh("echo up; exec sleep 60")).await.unwrap();
+        assert!(matches!(
+            s.next().await.unwrap(),
+            Some(ExecEvent::Stdout(_))
+        ));
+        s.signal(libc::SIGINT).await.unwrap();
+        let (_, _, st) = s.collect().await.unwrap();
+        assert_eq!(st.signal, Some(libc::SIGINT));
+    });
     d.stop_and_assert_clean();
 }
