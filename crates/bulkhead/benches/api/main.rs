@@ -473,8 +473,14 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The middle value; of an even count, the mean of the two middle ones.
 fn median(v: &mut [f64]) -> f64 {
-    pct(v, 0.5)
+    let n = v.len();
+    if n == 0 || n % 2 == 1 {
+        return pct(v, 0.5);
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[n / 2 - 1] + v[n / 2]) / 2.0
 }
 
 /// The 1-minute load average, to judge each figure by.
