@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod lab_nodes;
 pub mod netlab;
 
 use bulkhead_api::{Client, Endpoint};
@@ -54,6 +55,12 @@ pub struct Daemon {
     /// The network namespace the daemon runs in (a [`NetLab`]'s host); `None` for one of its own.
     pub netns: Option<PathBuf>,
     child: Option<Child>,
+}
+
+/// A tenant of microVM nodes (`hypervisor: qemu`, 256 MiB, 256M disk); `TENANT` and `SOCKET`
+/// are filled in by [`Daemon::start_in`] and its kin.
+pub fn vm_config() -> String {
+    "config:\n  tenant: TENANT\n  host_groups:\n    - name: TENANT\n      ram_mb: 256\n      storage_size: 256M\n  hypervisor: qemu\n  graceful_shutdown: false\n  api:\n    bind_address: SOCKET\n".to_string()
 }
 
 /// Runs the CLI and returns its output.

@@ -1,14 +1,20 @@
-//! `bulkhead vm ...`: the client side of the node API.
+//! `bulkhead vm ...`: the client side of the node API. `exec` and `cp` stream, and live in
+//! modules of their own; the other verbs are one request each.
+
+mod cp;
+mod exec;
 
 use anyhow::{bail, Context};
-use bulkhead_api::client::{enc, full_body, ReqBody};
-use bulkhead_api::{Client, CreateNodeRequest, CreatedNode, Endpoint, ExecFrame, Node};
+use bulkhead_api::client::{enc, full_body};
+use bulkhead_api::{Client, CreateNodeRequest, CreatedNode, Endpoint, Node};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Method;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+pub use exec::ExecArgs;
 
 #[derive(clap::Args, Clone)]
 pub struct Conn {
@@ -35,28 +41,6 @@ impl Conn {
         };
         Ok(Client::new(ep))
     }
-}
-
-#[derive(clap::Args)]
-pub struct ExecArgs {
-    node: String,
-    /// Send this process's stdin to the command
-    #[arg(short, long)]
-    interactive: bool,
-    #[arg(long, default_value_t = 0)]
-    uid: u32,
-    #[arg(long, default_value_t = 0)]
-    gid: u32,
-    #[arg(long)]
-    cwd: Option<String>,
-    /// KEY=VALUE (repeatable)
-    #[arg(long, short)]
-    env: Vec<String>,
-    /// Kill the command after this long, e.g. 30s
-    #[arg(long)]
-    timeout: Option<String>,
-    #[arg(last = true, required = true)]
-    command: Vec<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -288,7 +272,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             }
         }
         VmCmd::Exec { conn, args } => {
-            return exec(&conn.client()?, args).await;
+            return exec::exec(&conn.client()?, args).await;
         }
         VmCmd::Cp {
             conn,
@@ -297,7 +281,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             uid,
             gid,
             no_symlinks,
-        } => cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
+        } => cp::cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
         VmCmd::Logs { conn, node } => {
             let resp = conn
                 .client()?
@@ -406,234 +390,4 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
-    let ExecArgs {
-        node,
-        interactive,
-        uid,
-        gid,
-        cwd,
-        env,
-        timeout,
-        command,
-    } = a;
-    let node = node.as_str();
-    // base64 frames: binary output reaches stdout byte for byte.
-    let mut q = format!(
-        "/vm/{}/exec?cmd={}&uid={uid}&gid={gid}&stdio=base64",
-        enc(node),
-        enc(&command[0])
-    );
-    for a in &command[1..] {
-        q += &format!("&args={}", enc(a));
-    }
-    for e in &env {
-        q += &format!("&env={}", enc(e));
-    }
-    if let Some(c) = cwd {
-        q += &format!("&cwd={}", enc(&c));
-    }
-    if let Some(t) = timeout {
-        q += &format!("&timeout={}", enc(&t));
-    }
-    let body: ReqBody = if interactive {
-        q += "&stdin=true";
-        let (tx, rx) =
-            tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(8);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                match std::io::Read::read(&mut stdin, &mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if tx
-                            .blocking_send(Ok(hyper::body::Frame::data(Bytes::copy_from_slice(
-                                &buf[..n],
-                            ))))
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
-    } else {
-        full_body(Bytes::new())
-    };
-    let resp = match client.send_ok(Method::POST, &q, body, None).await {
-        Ok(r) => r,
-        // The shell's conventions, so scripts can tell "not found" from the command failing.
-        Err(e) if matches!(e.code(), Some("command_not_found") | Some("exec_failed")) => {
-            eprintln!("bulkhead: {e}");
-            return Ok(ExitCode::from(if e.code() == Some("command_not_found") {
-                127
-            } else {
-                126
-            }));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut body = resp.into_body();
-    let mut pending: Vec<u8> = Vec::new();
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    while let Some(frame) = body.frame().await {
-        let frame = frame.context("exec stream broke")?;
-        let Some(data) = frame.data_ref() else {
-            continue;
-        };
-        pending.extend_from_slice(data);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            match serde_json::from_slice::<ExecFrame>(&line).context("malformed exec frame")? {
-                ExecFrame::Stdout { data, encoding } => {
-                    out.write_all(&output_bytes(data, encoding)?)?;
-                    out.flush()?;
-                }
-                ExecFrame::Stderr { data, encoding } => {
-                    err.write_all(&output_bytes(data, encoding)?)?;
-                    err.flush()?;
-                }
-                ExecFrame::Exit {
-                    exit_code,
-                    signal,
-                    timed_out,
-                    ..
-                } => {
-                    if timed_out {
-                        eprintln!("bulkhead: command timed out and was killed");
-                    }
-                    let code = exit_code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
-                    return Ok(ExitCode::from(code.clamp(0, 255) as u8));
-                }
-                ExecFrame::Error { error, code } => bail!("exec failed: {error} ({code})"),
-                ExecFrame::Started { .. } => {}
-            }
-        }
-    }
-    bail!("exec stream ended without an exit status")
-}
-
-/// One output frame's bytes: base64 frames decoded, text as it came.
-fn output_bytes(data: String, encoding: Option<String>) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine;
-    match encoding.as_deref() {
-        None | Some("text") => Ok(data.into_bytes()),
-        Some("base64") => base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .context("exec frame is not valid base64"),
-        Some(e) => bail!("exec frame has an unknown encoding {e:?}"),
-    }
-}
-
-/// `NODE:/path` names a path in a node; anything else is local.
-fn remote(s: &str) -> Option<(&str, &str)> {
-    let (node, path) = s.split_once(':')?;
-    (bulkhead_api::names::validate_label("node", node).is_ok() && path.starts_with('/'))
-        .then_some((node, path))
-}
-
-async fn cp(
-    client: &Client,
-    src: &str,
-    dst: &str,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    no_symlinks: bool,
-) -> anyhow::Result<()> {
-    if no_symlinks && remote(src).is_none() {
-        bail!("--no-symlinks applies to downloads (cp NODE:/path DEST); uploads never follow local symlinks");
-    }
-    let owner = uid.map(|u| format!("&uid={u}")).unwrap_or_default()
-        + &gid.map(|g| format!("&gid={g}")).unwrap_or_default();
-    match (remote(src), remote(dst)) {
-        (None, Some((node, path))) => {
-            let local = Path::new(src);
-            let md = std::fs::metadata(local).with_context(|| format!("cannot read {src}"))?;
-            let (mode, body, perm) = if md.is_dir() {
-                let mut b = tar::Builder::new(Vec::new());
-                b.follow_symlinks(false);
-                b.append_dir_all(".", local)
-                    .with_context(|| format!("archiving {src}"))?;
-                ("tar", b.into_inner()?, String::new())
-            } else {
-                use std::os::unix::fs::PermissionsExt;
-                let perm = format!("&permissions={:o}", md.permissions().mode() & 0o7777);
-                (
-                    "binary",
-                    std::fs::read(local).with_context(|| format!("reading {src}"))?,
-                    perm,
-                )
-            };
-            let q = format!(
-                "/vm/{}/cp?path={}&mode={mode}{perm}{owner}",
-                enc(node),
-                enc(path)
-            );
-            let r: bulkhead_api::CopyInResult = {
-                let resp = client
-                    .send_ok(
-                        Method::POST,
-                        &q,
-                        full_body(body),
-                        Some("application/octet-stream"),
-                    )
-                    .await?;
-                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes())?
-            };
-            eprintln!("copied {} bytes to {node}:{}", r.bytes, r.path);
-        }
-        (Some((node, path)), None) => {
-            let get =
-                |mode: &'static str| format!("/vm/{}/cp?path={}&mode={mode}", enc(node), enc(path));
-            match client
-                .send_ok(Method::GET, &get("binary"), full_body(Bytes::new()), None)
-                .await
-            {
-                Ok(resp) => {
-                    let data = body_bytes(resp).await?;
-                    let mut target = PathBuf::from(dst);
-                    if target.is_dir() {
-                        target.push(
-                            Path::new(path)
-                                .file_name()
-                                .context("remote path has no file name")?,
-                        );
-                    }
-                    std::fs::write(&target, &data)
-                        .with_context(|| format!("writing {}", target.display()))?;
-                    eprintln!("copied {} bytes to {}", data.len(), target.display());
-                }
-                Err(e) if e.code() == Some("is_a_directory") => {
-                    let resp = client
-                        .send_ok(Method::GET, &get("tar"), full_body(Bytes::new()), None)
-                        .await?;
-                    let data = body_bytes(resp).await?;
-                    std::fs::create_dir_all(dst).with_context(|| format!("creating {dst}"))?;
-                    let u = super::untar::unpack(&data, Path::new(dst), no_symlinks)
-                        .with_context(|| format!("unpacking into {dst}"))?;
-                    super::untar::report(&u, dst);
-                    eprintln!("copied {node}:{path} to {dst}");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        (Some(_), Some(_)) => bail!("copy between two nodes is not supported: copy out, then in"),
-        (None, None) => bail!("one side must be NODE:/absolute/path"),
-    }
-    Ok(())
-}
-
-/// Reads a whole response body; a body that breaks off is an error, never a short file.
-async fn body_bytes(resp: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<Bytes> {
-    Ok(resp
-        .into_body()
-        .collect()
-        .await
-        .context("copy broke off")?
-        .to_bytes())
 }

@@ -1,0 +1,119 @@
+//! The config file as written: Slicer's YAML keys and bulkhead's own, each optional, unknown
+//! keys refused (`deny_unknown_fields`). Validation turns these into [`super::TenantConfig`].
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub config: RawConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub host_groups: Vec<RawHostGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(default)]
+    pub graceful_shutdown: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RawApi>,
+    /// bulkhead: which host ports this tenant's port forwards may open, e.g. "20000-20999".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ports: Option<String>,
+    /// bulkhead: concurrent relayed connections per port forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_max_connections: Option<u32>,
+    /// bulkhead: how long a trusted upstream has to send its PROXY v2 header, e.g. "5s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_proxy_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// File holding the bearer token that TCP clients must send (bulkhead key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// bulkhead: time to send a complete request head, from accept or the previous response
+    /// (slow headers get 408; idle keep-alive connections are closed), e.g. "10s".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<String>,
+    /// bulkhead: concurrent connections on the API listener; beyond it, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_size: Option<String>,
+    #[serde(default)]
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_gb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+    /// Per-user kernel object limits inside each node (`crate::kernel_limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_limits: Option<crate::kernel_limits::RawKernelLimits>,
+    /// bulkhead: agent operations (exec, cp) that run at once per node; more wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<RawNetwork>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Token-bucket limit on what each node sends, in Mbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_mbps: Option<u32>,
+    // Slicer's bridge-mode fields, accepted so such configs load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
