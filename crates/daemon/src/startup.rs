@@ -39,6 +39,15 @@ pub enum StartError {
     Network(#[from] network::NetworkError),
 }
 
+impl From<tenant_lock::LockError> for StartError {
+    fn from(e: tenant_lock::LockError) -> Self {
+        match e {
+            tenant_lock::LockError::Refused(m) => StartError::Refused(m),
+            tenant_lock::LockError::Io { what, source } => StartError::Io { what, source },
+        }
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }

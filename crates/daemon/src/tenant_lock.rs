@@ -14,8 +14,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::StartError;
-
 /// Host-wide directory of tenant claims. Root only (0700): anyone who can open a lock file can
 /// flock it, and so keep that tenant's daemon from starting.
 pub const TENANT_REGISTRY: &str = "/run/bulkhead/tenants";
@@ -45,12 +43,26 @@ impl Drop for TenantLock {
     }
 }
 
-fn io(what: String) -> impl FnOnce(std::io::Error) -> StartError {
-    move |source| StartError::Io { what, source }
+/// Why the tenant could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another live daemon holds the tenant (the message names it).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> LockError {
+    move |source| LockError::Io { what, source }
 }
 
 /// Takes the tenant's host-wide claim in `registry` or refuses, naming the daemon that holds it.
-pub fn lock_tenant(registry: &Path, tenant: &str, me: &Holder) -> Result<TenantLock, StartError> {
+pub fn lock_tenant(registry: &Path, tenant: &str, me: &Holder) -> Result<TenantLock, LockError> {
     std::fs::create_dir_all(registry).map_err(io(format!("creating {}", registry.display())))?;
     std::fs::set_permissions(
         registry,
@@ -75,7 +87,7 @@ pub fn lock_tenant(registry: &Path, tenant: &str, me: &Holder) -> Result<TenantL
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(io(format!("locking {}", path.display()))(err));
             }
-            return Err(StartError::Refused(refusal(tenant, &path)));
+            return Err(LockError::Refused(refusal(tenant, &path)));
         }
         let ours = file
             .metadata()
@@ -90,7 +102,7 @@ pub fn lock_tenant(registry: &Path, tenant: &str, me: &Holder) -> Result<TenantL
             .map_err(io(format!("writing {}", path.display())))?;
         return Ok(TenantLock { _file: file, path });
     }
-    Err(StartError::Refused(format!(
+    Err(LockError::Refused(format!(
         "could not take {}: it keeps being replaced; is another daemon of tenant {tenant:?} starting and stopping?",
         path.display()
     )))

@@ -3,27 +3,18 @@
 //! operations through the typed agent client, and errors that name the node's limits.
 
 use bulkhead_agent::client::{
-    AgentClient, AgentConn, AgentError, AgentInfo, CopyIn, CopyInRequest, CopyOut, ExecSession,
-    UnixConn,
+    AgentClient, AgentConn, AgentError, AgentInfo, CopyInRequest, UnixConn,
 };
 use bulkhead_agent::proto::ExecRequest;
 use bulkhead_core::{Code, DomainError};
 use std::time::{Duration, Instant};
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
-use super::gate::{agent_error, Turn, CONNECT_PATIENCE};
+use super::gate::{agent_error, Turn, UnixCopyIn, UnixCopyOut, UnixExec, CONNECT_PATIENCE};
 use super::{NodeRef, Tenant};
 
 /// How long the agent may take to answer an operation's request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// An exec in a node, over its agent's socket.
-pub type UnixExec = ExecSession<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
-/// A download from a node.
-pub type UnixCopyOut = CopyOut<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
-/// An upload into a node.
-pub type UnixCopyIn = CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
 
 impl Tenant {
     /// Waits for a turn at `node`'s agent (bounded queue, bounded wait), or answers 503.

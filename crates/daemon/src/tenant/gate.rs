@@ -6,11 +6,13 @@
 //! backlog is finite. Further requests wait in a bounded queue for a bounded time; beyond
 //! either bound they are refused with 503 `node_busy` and a `Retry-After`, naming the limit.
 
-use bulkhead_agent::client::AgentError;
+use bulkhead_agent::client::{AgentError, CopyIn, CopyOut, ExecSession};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use bulkhead_core::{Code, DomainError};
@@ -121,3 +123,10 @@ pub fn agent_error(e: AgentError) -> DomainError {
         e => DomainError::new(Code::AgentUnreachable, e.to_string()),
     }
 }
+
+/// An exec in a node, over its agent's socket.
+pub type UnixExec = ExecSession<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+/// A download from a node.
+pub type UnixCopyOut = CopyOut<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;
+/// An upload into a node.
+pub type UnixCopyIn = CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>;

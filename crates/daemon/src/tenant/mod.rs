@@ -14,8 +14,7 @@ pub mod node_ref;
 mod ops;
 mod remove;
 
-pub use agent::{UnixCopyIn, UnixCopyOut, UnixExec};
-pub use gate::{agent_error, Gates, Turn};
+pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
 
 use bulkhead_api::{names, Node};
