@@ -9,6 +9,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use crate::error_event::io_event;
 use crate::proto::{self, Event, Kind, MAX_FRAME};
 
 /// Buffers writes into `Data` frames.
@@ -81,31 +82,6 @@ impl Read for FrameReader<'_> {
         self.pos += n;
         Ok(n)
     }
-}
-
-/// `no_space` when the writable layer (or a quota) is full, `no_memory` when the node's memory
-/// is: on a jail the writable layer is a tmpfs charged to the node's memory cgroup, and a write
-/// the cgroup cannot hold fails with ENOMEM (the agent is never the OOM killer's victim).
-pub(crate) fn space_code(e: &io::Error) -> Option<&'static str> {
-    match (e.raw_os_error(), e.kind()) {
-        (Some(libc::ENOSPC) | Some(libc::EDQUOT), _)
-        | (_, io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => Some("no_space"),
-        (Some(libc::ENOMEM), _) | (_, io::ErrorKind::OutOfMemory) => Some("no_memory"),
-        _ => None,
-    }
-}
-
-pub(crate) fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
-    let code = match e.kind() {
-        _ if space_code(e).is_some() => space_code(e).unwrap_or_default(),
-        io::ErrorKind::NotFound => "not_found",
-        io::ErrorKind::PermissionDenied => "permission_denied",
-        io::ErrorKind::AlreadyExists => "already_exists",
-        _ if e.raw_os_error() == Some(libc::EISDIR) => "is_a_directory",
-        _ if e.raw_os_error() == Some(libc::ENOTDIR) => "not_a_directory",
-        _ => "io_error",
-    };
-    Event::error(code, format!("{what} {path}: {e}"))
 }
 
 pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(), Event> {

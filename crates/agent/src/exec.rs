@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use crate::error_event::resource_error;
 use crate::proto::{self, Event, ExecRequest, Kind, UnknownKind, WinSize};
 use crate::{pty, reaper};
 
@@ -131,8 +132,7 @@ fn spawn(
     stderr: &OwnedFd,
     ctty: bool,
 ) -> Result<i32, Event> {
-    let (err_r, err_w) =
-        pipe().map_err(|e| crate::server::resource_error("cannot create a pipe", &e))?;
+    let (err_r, err_w) = pipe().map_err(|e| resource_error("cannot create a pipe", &e))?;
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
@@ -210,7 +210,7 @@ fn spawn(
             "no_memory",
             format!("cannot start the command: the node's memory is full ({e}); files in its writable layer count against it"),
         ),
-        _ => crate::server::resource_error("cannot start the command (fork)", &e),
+        _ => resource_error("cannot start the command (fork)", &e),
     })?;
     drop(err_w);
     let mut buf = [0u8; 8];
@@ -261,7 +261,7 @@ pub(crate) fn run(req: ExecRequest, mut conn: UnixStream) {
     let writer: Writer = Arc::new(Mutex::new(match conn.try_clone() {
         Ok(c) => c,
         Err(e) => {
-            let e = crate::server::resource_error("cannot serve the exec", &e);
+            let e = resource_error("cannot serve the exec", &e);
             let _ = proto::write_json(&mut conn, Kind::Event, &e);
             return;
         }
@@ -284,7 +284,7 @@ struct Stdio {
 }
 
 fn stdio(req: &ExecRequest) -> Result<Stdio, Event> {
-    let io_err = |e: std::io::Error| crate::server::resource_error("cannot create a pipe", &e);
+    let io_err = |e: std::io::Error| resource_error("cannot create a pipe", &e);
     if let Some(size) = req.tty {
         return tty_stdio(req, size);
     }
@@ -294,8 +294,7 @@ fn stdio(req: &ExecRequest) -> Result<Stdio, Event> {
         let (r, w) = pipe().map_err(io_err)?;
         (r, Some(File::from(w)))
     } else {
-        let f = File::open("/dev/null")
-            .map_err(|e| crate::server::resource_error("cannot open /dev/null", &e))?;
+        let f = File::open("/dev/null").map_err(|e| resource_error("cannot open /dev/null", &e))?;
         (OwnedFd::from(f), None)
     };
     Ok(Stdio {
@@ -312,7 +311,7 @@ fn stdio(req: &ExecRequest) -> Result<Stdio, Event> {
 fn tty_stdio(req: &ExecRequest, size: WinSize) -> Result<Stdio, Event> {
     let p = pty::open(size).map_err(|e| match e.raw_os_error() {
         Some(libc::EAGAIN) | Some(libc::EMFILE) | Some(libc::ENFILE) => {
-            crate::server::resource_error("cannot open a pseudo-terminal", &e)
+            resource_error("cannot open a pseudo-terminal", &e)
         }
         _ => Event::error(
             "internal",
@@ -324,11 +323,11 @@ fn tty_stdio(req: &ExecRequest, size: WinSize) -> Result<Stdio, Event> {
     let _ = std::os::unix::fs::fchown(&p.terminal, Some(req.uid), Some(req.gid));
     let dup = |f: &File| {
         f.try_clone()
-            .map_err(|e| crate::server::resource_error("cannot serve the terminal", &e))
+            .map_err(|e| resource_error("cannot serve the terminal", &e))
     };
     let t = |fd: &OwnedFd| {
         fd.try_clone()
-            .map_err(|e| crate::server::resource_error("cannot serve the terminal", &e))
+            .map_err(|e| resource_error("cannot serve the terminal", &e))
     };
     Ok(Stdio {
         child: [t(&p.terminal)?, t(&p.terminal)?, p.terminal],
@@ -361,7 +360,7 @@ fn run_inner(req: &ExecRequest, conn: UnixStream, writer: &Writer) -> Result<(),
         // SAFETY: signalling the process group the command leads (setsid).
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         reaper::wait(pid, Some(Duration::from_secs(5)));
-        crate::server::resource_error("cannot serve the command's output", &e)
+        resource_error("cannot serve the command's output", &e)
     };
 
     let (done_tx, done_rx) = mpsc::channel();

@@ -9,6 +9,8 @@ pub mod client;
 #[cfg(target_os = "linux")]
 mod copy;
 #[cfg(target_os = "linux")]
+mod error_event;
+#[cfg(target_os = "linux")]
 mod exec;
 #[cfg(target_os = "linux")]
 pub mod guest;

@@ -4,6 +4,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Instant;
 
+use crate::error_event::resource_error;
 use crate::proto::{self, Event, Kind, Request, UnknownKind};
 use crate::{copy, exec, reaper};
 
@@ -63,24 +64,6 @@ pub(crate) fn spawn_handler(conn: UnixStream, started: Instant) {
             &mut c,
             resource_error("cannot start a thread for the request", &e),
         );
-    }
-}
-
-/// The error event for a resource the node ran out of: EAGAIN from fork or thread creation is
-/// the node's pids limit (processes and threads); anything else is internal.
-pub(crate) fn resource_error(what: &str, e: &std::io::Error) -> Event {
-    if e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == std::io::ErrorKind::WouldBlock {
-        Event::error(
-            proto::PIDS_LIMIT,
-            format!("{what}: the node is at its limit of processes and threads ({e})"),
-        )
-    } else if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
-        Event::error(
-            proto::AGENT_BUSY,
-            format!("{what}: the agent is out of file descriptors ({e})"),
-        )
-    } else {
-        Event::error("internal", format!("{what}: {e}"))
     }
 }
 

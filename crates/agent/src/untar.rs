@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::copy::{io_event, space_code};
+use crate::error_event::{io_event, space_code};
 use crate::proto::Event;
 
 struct Dir(OwnedFd);

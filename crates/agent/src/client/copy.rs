@@ -4,8 +4,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::error::AgentError;
+use super::events::{event_of, next_known_event};
 use super::frames::{write_frame, FrameReader};
-use super::{next_known_event, AgentError};
 use crate::proto::{Event, Kind, Request, MAX_FRAME};
 
 /// Where an upload goes and whose it becomes.
@@ -69,7 +70,7 @@ impl<R: AsyncRead + Unpin, W> CopyOut<R, W> {
                     Ok(None)
                 }
                 Some((Kind::Data, d)) => Ok(Some(d)),
-                Some((Kind::Event, p)) => Err(match super::event_of(&p) {
+                Some((Kind::Event, p)) => Err(match event_of(&p) {
                     Err(e) => e,
                     Ok(None) => continue,
                     Ok(Some(e)) => AgentError::Unexpected {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::error::AgentError;
+use super::events::event_of;
 use super::frames::{write_frame, FrameReader};
-use super::AgentError;
 use crate::proto::{self, Event, Kind, WinSize, MAX_FRAME};
 
 /// How a command ended.
@@ -203,7 +204,7 @@ impl<R: AsyncRead + Unpin> ExecOutput<R> {
             match kind {
                 Kind::Stdout => return Ok(Some(ExecEvent::Stdout(p))),
                 Kind::Stderr => return Ok(Some(ExecEvent::Stderr(p))),
-                Kind::Event => match super::event_of(&p)? {
+                Kind::Event => match event_of(&p)? {
                     Some(Event::Exit {
                         code,
                         signal,

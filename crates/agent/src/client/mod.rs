@@ -17,6 +17,8 @@
 //! event that does not parse is a protocol error.
 
 mod copy;
+mod error;
+mod events;
 mod exec;
 mod frames;
 #[cfg(test)]
@@ -31,57 +33,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
 pub use copy::{CopyIn, CopyInRequest, CopyOut};
+pub use error::AgentError;
 pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
 
 use crate::proto::{self, Event, ExecRequest, Kind, Request};
+use events::{next_known_event, read_event};
 use frames::FrameReader;
-
-#[derive(Debug, thiserror::Error)]
-pub enum AgentError {
-    #[error("cannot reach the node's agent: {0}")]
-    Connect(#[source] io::Error),
-    #[error("agent connection failed: {0}")]
-    Io(#[from] io::Error),
-    /// The agent closed the connection before the operation ended (it died, or its node did).
-    #[error("the node's agent closed the connection")]
-    Closed,
-    #[error("agent sent a malformed frame: {0}")]
-    Protocol(String),
-    /// A well-formed answer that does not fit the operation.
-    #[error("agent answered {op} with {event}")]
-    Unexpected { op: &'static str, event: String },
-    /// The agent refused the operation; `code` is the agent's (e.g. `pids_limit`).
-    #[error("{message}")]
-    Remote { code: String, message: String },
-    /// The agent does not speak the feature (`None`: its version is not known yet).
-    #[error("{}", unsupported(feature, *version))]
-    Unsupported {
-        feature: &'static str,
-        version: Option<u32>,
-    },
-    #[error("the node's agent did not answer within {}s", .0.as_secs())]
-    Timeout(Duration),
-}
-
-fn unsupported(feature: &str, version: Option<u32>) -> String {
-    match version {
-        Some(v) => format!(
-            "the node's agent speaks protocol version {v}, which has no {feature}: the node \
-             started with an older agent; recreate the node to use {feature}"
-        ),
-        None => format!(
-            "cannot tell whether the node's agent supports {feature}: ping it first \
-             (AgentClient does)"
-        ),
-    }
-}
-
-impl AgentError {
-    /// The connection broke or was closed: the agent (or its node) may be gone.
-    pub fn is_lost(&self) -> bool {
-        matches!(self, AgentError::Io(_) | AgentError::Closed)
-    }
-}
 
 /// What an agent says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,49 +71,6 @@ fn caps_of(version: u32) -> Vec<String> {
         .iter()
         .map(|c| c.to_string())
         .collect()
-}
-
-/// Reads the next event; an `Error` event becomes [`AgentError::Remote`]. `Ok(None)` for an
-/// event of a kind this client does not know.
-pub(crate) async fn read_event<R: AsyncRead + Unpin>(
-    r: &mut FrameReader<R>,
-) -> Result<Option<Event>, AgentError> {
-    match r.next().await? {
-        Some((Kind::Event, p)) => event_of(&p),
-        Some((k, _)) => Err(AgentError::Protocol(format!(
-            "expected an event, got a {k:?} frame"
-        ))),
-        None => Err(AgentError::Closed),
-    }
-}
-
-/// The event in `payload`; `Ok(None)` when its name is one this client does not know.
-fn event_of(payload: &[u8]) -> Result<Option<Event>, AgentError> {
-    match serde_json::from_slice::<Event>(payload) {
-        Ok(Event::Error { message, code }) => Err(AgentError::Remote { code, message }),
-        Ok(e) => Ok(Some(e)),
-        Err(e) => {
-            const KNOWN: [&str; 6] = ["pong", "started", "exit", "file", "done", "error"];
-            let name = serde_json::from_slice::<serde_json::Value>(payload)
-                .ok()
-                .and_then(|v| v.get("event")?.as_str().map(str::to_string));
-            match name {
-                Some(n) if !KNOWN.contains(&n.as_str()) => Ok(None),
-                _ => Err(AgentError::Protocol(e.to_string())),
-            }
-        }
-    }
-}
-
-/// The first event that means something to this client.
-async fn next_known_event<R: AsyncRead + Unpin>(
-    r: &mut FrameReader<R>,
-) -> Result<Event, AgentError> {
-    loop {
-        if let Some(e) = read_event(r).await? {
-            return Ok(e);
-        }
-    }
 }
 
 /// One operation on one connection to an agent.
