@@ -10,6 +10,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::node::{key, NodeRow};
+
 /// Prefix of the record inside the base64: a cursor format version, for later change.
 const FORMAT: &str = "n1";
 /// Longer text than any real cursor (three labels of at most 63 bytes and a timestamp).
@@ -30,7 +32,7 @@ pub enum CursorError {
 }
 
 impl Cursor {
-    pub fn of(row: &crate::NodeRow) -> Self {
+    pub fn of(row: &NodeRow) -> Self {
         Cursor {
             hostgroup: row.hostgroup.clone(),
             created_at: row.created_at.clone(),
@@ -73,12 +75,12 @@ impl Cursor {
     }
 
     /// Whether `row` sorts after this cursor (belongs on a later page).
-    pub fn before(&self, row: &crate::NodeRow) -> bool {
+    pub fn before(&self, row: &NodeRow) -> bool {
         (
             self.hostgroup.as_str(),
             self.created_at.as_str(),
             self.name.as_str(),
-        ) < crate::index::key(row)
+        ) < key(row)
     }
 }
 

@@ -4,7 +4,11 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 
-use crate::{NodeId, NodeRow, NodeState, StoreError};
+use bulkhead_core::NodeState;
+
+use crate::error::StoreError;
+use crate::id::NodeId;
+use crate::node::NodeRow;
 
 const COLS: &str = "id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, \
                     created_at, cgroup, network, forwards";

@@ -16,12 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::cursor::Cursor;
-use crate::NodeRow;
-
-/// The list order's key of a row.
-pub(crate) fn key(r: &NodeRow) -> (&str, &str, &str) {
-    (&r.hostgroup, &r.created_at, &r.name)
-}
+use crate::node::{key, NodeRow};
 
 #[derive(Default)]
 struct Inner {

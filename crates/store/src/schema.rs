@@ -156,7 +156,10 @@ fn v2_node_records(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                 created_at FROM nodes WHERE rowid = ?2",
     )?;
     for rowid in old {
-        copy.execute(rusqlite::params![crate::NodeId::new().to_string(), rowid])?;
+        copy.execute(rusqlite::params![
+            crate::id::NodeId::new().to_string(),
+            rowid
+        ])?;
     }
     drop(copy);
     tx.execute_batch("DROP TABLE nodes; ALTER TABLE nodes_v2 RENAME TO nodes;")

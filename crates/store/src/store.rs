@@ -13,8 +13,13 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
+use bulkhead_core::NodeState;
+
+use crate::db;
+use crate::error::StoreError;
+use crate::id::NodeId;
 use crate::index::{Index, Snapshot};
-use crate::{db, NewNode, NodeId, NodeRow, NodeState, StoreError};
+use crate::node::{NewNode, NodeRow};
 
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 

@@ -1,0 +1,50 @@
+//! The records of a node: [`NodeRow`] as stored, [`NewNode`] as a create gives it, and the
+//! list order's key (host group, creation time, name) that the index and cursors share.
+
+use bulkhead_core::NodeState;
+
+use crate::id::NodeId;
+
+/// A node as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeRow {
+    /// Assigned at insert, never reused (the name may be, with `hostname`).
+    pub id: NodeId,
+    pub tenant: String,
+    pub name: String,
+    pub hostgroup: String,
+    pub status: NodeState,
+    pub ip: String,
+    pub cpus: u32,
+    pub ram_bytes: u64,
+    pub tags: Vec<String>,
+    pub persistent: bool,
+    pub created_at: String,
+    /// The node's cgroup id, once chosen (the supervisor's `spec.json` names the same one).
+    pub cgroup: Option<String>,
+    /// The daemon's record of the node's network (JSON, the daemon's format); `None` for a
+    /// node without one.
+    pub network: Option<String>,
+    /// The node's port forwards (a JSON array, the daemon's format).
+    pub forwards: String,
+}
+
+/// What a create records; the store adds the id and the tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNode {
+    pub name: String,
+    pub hostgroup: String,
+    pub status: NodeState,
+    pub ip: String,
+    pub cpus: u32,
+    pub ram_bytes: u64,
+    pub tags: Vec<String>,
+    pub persistent: bool,
+    pub created_at: String,
+    pub network: Option<String>,
+}
+
+/// The list order's key of a row.
+pub(crate) fn key(r: &NodeRow) -> (&str, &str, &str) {
+    (&r.hostgroup, &r.created_at, &r.name)
+}
