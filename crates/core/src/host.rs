@@ -28,7 +28,7 @@ pub fn parse_meminfo(text: &str) -> Option<u64> {
     }
 }
 
-fn mib(b: u64) -> String {
+pub fn mib(b: u64) -> String {
     format!("{} MiB", b >> 20)
 }
 
@@ -66,29 +66,6 @@ impl TenantConfig {
                         g.vcpu, host.cpus, host.cpus
                     ),
                 ));
-            }
-            let storage = mib(g.storage_bytes);
-            if self.hypervisor == "jail" && g.storage_bytes > host.mem_total_bytes {
-                return Err(key_err(
-                    format!("{p}.storage_size"),
-                    format!(
-                        "storage_size {storage} is more than this host's memory ({}): a jail node's writable layer is a tmpfs charged to the node's memory, so it could never hold that; give at most storage_size: {}M",
-                        mib(host.mem_total_bytes),
-                        host.mem_total_bytes >> 20
-                    ),
-                ));
-            }
-            if let Some(fs) = host.state_fs_bytes {
-                if self.hypervisor == "qemu" && g.storage_bytes > fs {
-                    return Err(key_err(
-                        format!("{p}.storage_size"),
-                        format!(
-                            "storage_size {storage} is larger than the whole filesystem of the state directory ({}), where each microVM node's disk lives: give at most storage_size: {}M, or move state_dir to a larger filesystem",
-                            mib(fs),
-                            fs >> 20
-                        ),
-                    ));
-                }
             }
         }
         Ok(())
@@ -170,33 +147,5 @@ mod tests {
             e.contains("host_groups[0].vcpu") && e.contains("vcpu 5") && e.contains("4 CPU"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn storage_beyond_memory_for_jails_and_beyond_the_disk_for_microvms() {
-        let e = err(&cfg("      storage_size: 9G"));
-        assert!(
-            e.contains("host_groups[0].storage_size") && e.contains("tmpfs"),
-            "{e}"
-        );
-        let vm = |s: &str| {
-            TenantConfig::parse(&format!(
-                "config:\n  hypervisor: qemu\n  host_groups:\n    - name: t1\n      storage_size: {s}\n"
-            ))
-            .unwrap()
-        };
-        vm("50G").check_host(&HOST).unwrap();
-        let e = err(&vm("200G"));
-        assert!(
-            e.contains("storage_size 204800 MiB") && e.contains("102400 MiB"),
-            "{e}"
-        );
-        // Unknown filesystem size: only the memory and CPU checks apply.
-        vm("200G")
-            .check_host(&HostFacts {
-                state_fs_bytes: None,
-                ..HOST
-            })
-            .unwrap();
     }
 }

@@ -9,7 +9,8 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use crate::{files, JailSpec};
+use crate::start::Jail;
+use bulkhead_driver::files;
 
 type R = Result<(), String>;
 
@@ -70,7 +71,8 @@ const READ_ONLY: &[&str] = &[
 ];
 const HOST_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-pub(crate) fn mounts(spec: &JailSpec) -> R {
+pub(crate) fn mounts(jail: &Jail<'_>) -> R {
+    let (spec, params) = (jail.spec, jail.params);
     m(
         None,
         Path::new("/"),
@@ -82,7 +84,7 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
     let rootfs = spec.node_dir.join(files::ROOTFS);
     // The writable layer is a tmpfs of the node's storage size, charged to the node's memory
     // cgroup, inside the node's mount namespace: nothing to unmount on the host.
-    let data = format!("size={},mode=0755", spec.storage_bytes);
+    let data = format!("size={},mode=0755", params.storage_bytes);
     m(
         Some("tmpfs"),
         &scratch,
@@ -93,7 +95,7 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     mkdir(&upper)?;
     mkdir(&work)?;
-    let lower = spec.lower.to_str().ok_or("lower path is not UTF-8")?;
+    let lower = params.lower.to_str().ok_or("lower path is not UTF-8")?;
     let ov = format!(
         "lowerdir={lower},upperdir={},workdir={},userxattr",
         upper.display(),
@@ -114,7 +116,7 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
         .map_err(|e| format!("chmod /tmp: {e}"))?;
     let agent = rootfs.join(".bulkhead/agent");
     touch(&agent)?;
-    bind_ro(&spec.agent_bin, &agent)?;
+    bind_ro(&params.agent_bin, &agent)?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     m(
@@ -198,7 +200,8 @@ pub(crate) fn mounts(spec: &JailSpec) -> R {
     Ok(())
 }
 
-pub(crate) fn pivot(spec: &JailSpec) -> R {
+pub(crate) fn pivot(jail: &Jail<'_>) -> R {
+    let spec = jail.spec;
     let rootfs = spec.node_dir.join(files::ROOTFS);
     std::env::set_current_dir(&rootfs).map_err(|e| format!("chdir rootfs: {e}"))?;
     // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves only the
@@ -211,7 +214,7 @@ pub(crate) fn pivot(spec: &JailSpec) -> R {
 }
 
 pub(crate) fn lock_down(filters: &[seccompiler::BpfProgram]) -> R {
-    crate::caps::drop_all_but_kept()?;
+    bulkhead_sandbox::caps::limit_to(crate::caps::kept_mask())?;
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));

@@ -6,34 +6,17 @@
 //! installs its own seccomp sandbox. The guest sees only its disk image; QEMU sees nothing of
 //! the host beyond the list above.
 //!
-//! Like the jail's, the child waits for a `go` byte, so that the supervisor can write its id
-//! maps and place it in its cgroups first.
+//! The clone, id maps and pipes are the jail's own (`bulkhead_sandbox::ns`). Like the jail's
+//! init, the child waits for a `go` byte, so that the supervisor can write its id maps and
+//! place it in its cgroups first.
 
 use crate::{Accel, VmError, VmSpec, QEMU_UID};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-
-fn pipe() -> Result<(File, File), VmError> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(VmError::Launch(format!(
-            "pipe: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: pipe2 returned two fresh fds that we now own.
-    Ok(unsafe {
-        (
-            File::from(OwnedFd::from_raw_fd(fds[0])),
-            File::from(OwnedFd::from_raw_fd(fds[1])),
-        )
-    })
-}
 
 fn c(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
@@ -91,12 +74,8 @@ fn bind(src: &Path, dst: &str, rw: bool) -> Result<(), String> {
 /// In the child: the minimal root, then credentials. Returns only on error.
 fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i32>) -> String {
     let r = (|| -> Result<(), String> {
-        // SAFETY: credential syscalls with integer arguments.
-        unsafe {
-            if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
-                return Err(os("becoming root of the new user namespace"));
-            }
-        }
+        // Keeps the supplementary groups: /dev/kvm opens through the host's kvm group.
+        bulkhead_sandbox::ns::become_ns_root(false)?;
         mnt("none", "/", None, libc::MS_REC | libc::MS_PRIVATE, None)?;
         let r = root.to_string_lossy().to_string();
         mnt(
@@ -168,7 +147,11 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i
             libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
             None,
         )?;
-        // SAFETY: dropping to QEMU's uid clears every capability; no_new_privs keeps it so.
+        // Nothing QEMU execs can gain a capability back; dropping to QEMU's uid below clears
+        // every capability it holds, and no_new_privs keeps it so.
+        bulkhead_sandbox::caps::drop_bounding_except(0)?;
+        // SAFETY: credential and prctl syscalls with integer arguments; tun_set_iff, dup2 on
+        // fds we hold.
         unsafe {
             if libc::setresgid(QEMU_UID, QEMU_UID, QEMU_UID) < 0
                 || libc::setresuid(QEMU_UID, QEMU_UID, QEMU_UID) < 0
@@ -287,11 +270,7 @@ impl Pending {
         let mut msg = String::new();
         let _ = self.err.read_to_string(&mut msg);
         if !msg.is_empty() {
-            // SAFETY: our own child.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-            }
+            bulkhead_sandbox::ns::kill_and_reap(self.pid);
             return Err(VmError::Launch(msg));
         }
         Ok(self.pid)
@@ -299,8 +278,11 @@ impl Pending {
 }
 
 /// Clones QEMU's child into its namespaces and writes its id maps. The caller places it in
-/// its cgroups and then calls [`Pending::go`]. Must be called from a single-threaded process.
-pub fn spawn(
+/// its cgroups and then calls [`Pending::go`].
+///
+/// # Safety
+/// The calling process must be single-threaded: the child runs Rust code before its exec.
+pub unsafe fn spawn(
     spec: &VmSpec,
     root: &Path,
     console: &File,
@@ -310,15 +292,9 @@ pub fn spawn(
     let (uid_base, uid_count) = ids;
     let (go_w, go_r) =
         UnixStream::pair().map_err(|e| VmError::Launch(format!("socketpair: {e}")))?;
-    let (err_r, mut err_w) = pipe()?;
+    let (err_r, mut err_w) =
+        bulkhead_sandbox::ns::cloexec_pipe().map_err(|e| VmError::Launch(e.to_string()))?;
     let console_fd = console.as_raw_fd();
-    let mut stack = vec![0u8; 256 * 1024];
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWNET
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC;
     let child_fn = move || -> isize {
         let Some(tap_fd) = recv_go(&go_r) else {
             return 1;
@@ -333,29 +309,13 @@ pub fn spawn(
     };
     // QEMU's user namespace is owned by the tenant's host uid, not root, so the kernel's
     // per-user counts of what QEMU does are the tenant's (bulkhead_sandbox::as_owner).
-    let cloned = bulkhead_sandbox::as_owner(uid_base, || {
-        // SAFETY: the caller is single-threaded; the child has its own copy of memory and
-        // either execs QEMU or exits.
-        unsafe {
-            nix::sched::clone(
-                Box::new(child_fn),
-                &mut stack,
-                nix::sched::CloneFlags::from_bits_truncate(flags),
-                Some(libc::SIGCHLD),
-            )
-        }
-    });
-    let pid = cloned
-        .map_err(|e| VmError::Launch(e.to_string()))?
-        .map_err(|e| VmError::Launch(format!("clone: {e}")))?
-        .as_raw();
-    let map = format!("0 {uid_base} {uid_count}\n");
-    let maps = std::fs::write(format!("/proc/{pid}/uid_map"), &map)
-        .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &map));
-    if let Err(e) = maps {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        return Err(VmError::Launch(format!("writing id maps: {e}")));
+    // SAFETY: the caller is single-threaded (this function's safety contract); the child has its own
+    // copy of memory and either execs QEMU or exits.
+    let pid = unsafe { bulkhead_sandbox::ns::clone_confined(uid_base, 256 * 1024, child_fn) }
+        .map_err(|e| VmError::Launch(e.to_string()))?;
+    if let Err(e) = bulkhead_sandbox::ns::write_id_maps(pid, uid_base, uid_count) {
+        bulkhead_sandbox::ns::kill_and_reap(pid);
+        return Err(VmError::Launch(e.to_string()));
     }
     Ok(Pending {
         pid,

@@ -3,10 +3,14 @@
 //! supervisor serves the node's `agent.sock` and carries each connection over the guest's
 //! virtio-serial port ([`bulkhead_agent::mux`]).
 //!
+//! - [`driver`]: the daemon's side ([`bulkhead_driver::Driver`], registry [`ENTRY`]): guest
+//!   kernel, initramfs and accelerator at open; a node's disk and [`VmSpec`]; QMP pause;
+//! - [`node`]: the supervisor's side ([`bulkhead_driver::Launcher`]): the confined QEMU, its
+//!   console, and the agent relay over virtio-serial;
 //! - [`kernel`]: guest kernel and modules from Debian's package; the per-tenant initramfs;
 //! - [`disk`]: a node's root disk, an ext4 image made from the image's tree;
 //! - [`qemu`]: the QEMU command line (pure, unit-tested);
-//! - [`confine`]: QEMU's own confinement: new user/pid/mount/ipc/uts/net namespaces, an
+//! - [`confine`]: QEMU's own confinement (the namespaces from `bulkhead_sandbox::ns`), an
 //!   unprivileged uid of the tenant's range, a minimal root with only its own files, no
 //!   capabilities, QEMU's seccomp sandbox;
 //! - [`probe`]: whether KVM really boots a guest here (a `/dev/kvm` that opens is no proof).
@@ -14,13 +18,17 @@
 pub mod confine;
 pub mod cpio;
 pub mod disk;
+pub mod driver;
 pub mod kernel;
+pub mod node;
 pub mod probe;
 pub mod qemu;
 pub mod qmp;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+pub use driver::ENTRY;
 
 /// uid (and gid) QEMU runs as inside the node's user namespace: `uid_base + QEMU_UID` on the host.
 pub const QEMU_UID: u32 = 1000;
@@ -44,7 +52,8 @@ impl Accel {
     }
 }
 
-/// Everything the supervisor needs to boot one microVM node (host paths).
+/// Everything the supervisor needs to boot one microVM node (host paths): the qemu driver's
+/// part of the node's spec ([`bulkhead_driver::NodeSpec::params`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmSpec {
     pub qemu: PathBuf,

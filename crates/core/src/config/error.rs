@@ -9,7 +9,8 @@ pub enum ConfigError {
     Syntax(String),
 }
 
-pub(crate) fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+/// A [`ConfigError`] naming `path` (drivers' own checks use it too).
+pub fn key_err(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         path: path.into(),
         message: message.into(),

@@ -1,39 +1,57 @@
-//! The supervisor's microVM path: the same cgroups, agent socket and console as a jail node,
-//! but the node's process is a confined QEMU (`bulkhead_vm::confine`), and the supervisor
-//! itself serves the node's `agent.sock`, carrying each connection to the guest's agent over
-//! the virtio-serial port (`bulkhead_agent::mux`). The daemon cannot tell the difference.
+//! The microVM's supervisor side ([`QemuLauncher`]): the node's process is a confined QEMU
+//! ([`crate::confine`]), and the supervisor itself serves the node's `agent.sock`, carrying
+//! each connection to the guest's agent over the virtio-serial port
+//! ([`bulkhead_agent::mux`]). The daemon cannot tell the difference.
+//!
+//! Threads (the console writer, the relay) start only after QEMU's clone: the supervisor must
+//! be single-threaded when it clones.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::{files, io_err, Cgroups, JailError, JailSpec};
-use bulkhead_vm::{Accel, VmSpec};
+use crate::{Accel, VmError, VmSpec};
+use bulkhead_driver::{files, DriverError, Launcher, NodeStart};
 
 /// Where QEMU's end of the agent channel appears (inside the node's `vm/` directory).
 pub const SERIAL: &str = "agent.serial";
 
-pub(crate) fn start(
-    spec: &JailSpec,
-    vm: &VmSpec,
-    cgroups: &Cgroups,
-    prebound: Option<(UnixListener, PathBuf)>,
-) -> Result<i32, JailError> {
-    let inside = prebound.is_some();
-    let cg = cgroups.node(&spec.tenant, &spec.cgroup);
-    cgroups.prepare_tenant(&spec.tenant)?;
-    cg.create(&spec.limits)?;
+/// The microVM's [`Launcher`].
+pub struct QemuLauncher;
+
+impl Launcher for QemuLauncher {
+    fn start(&self, node: NodeStart<'_>) -> Result<i32, DriverError> {
+        let vm: VmSpec = node.spec.params()?;
+        start(node, &vm).map_err(|e| match e {
+            VmError::Io { what, source } => DriverError::Io { what, source },
+            e => DriverError::Failed(e.to_string()),
+        })
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> VmError {
+    VmError::Launch(e.to_string())
+}
+
+fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
+    let NodeStart {
+        spec,
+        cgroup: cg,
+        inside,
+        agent_listener: listener,
+        console,
+    } = node;
     let root = spec.node_dir.join(files::ROOTFS);
-    fs::create_dir_all(&root).map_err(io_err(format!("creating {}", root.display())))?;
-    let (listener, console) = crate::supervisor::node_files(spec, prebound)?;
+    fs::create_dir_all(&root).map_err(|source| VmError::Io {
+        what: format!("creating {}", root.display()),
+        source,
+    })?;
     // The guest's serial console is the guest's to write, endlessly if it likes: QEMU writes
     // it into a pipe, and the supervisor keeps the last CONSOLE_CAP bytes or so on disk.
-    // The writer thread starts only after the clone below: the supervisor must be
-    // single-threaded when it clones (a lock held by another thread would stay held forever
-    // in the child). Until then the pipe buffers QEMU's first output.
-    let (console_r, console_w) = crate::supervisor::pipe()?;
+    // The writer thread starts only after the clone below. Until then the pipe buffers QEMU's
+    // first output.
+    let (console_r, console_w) = bulkhead_sandbox::ns::cloexec_pipe().map_err(setup)?;
     let log_path = spec.node_dir.join(files::CONSOLE_LOG);
     let log_file = console;
     let console = console_w;
@@ -46,20 +64,20 @@ pub(crate) fn start(
             unsafe { libc::setgroups(1, &g) };
         }
     }
-    let pending =
-        bulkhead_vm::confine::spawn(vm, &root, &console, (spec.uid_base, spec.uid_count), false)
-            .map_err(|e| JailError::Setup(e.to_string()))?;
+    // SAFETY: the supervisor is single-threaded until the console thread below.
+    let pending = unsafe {
+        crate::confine::spawn(vm, &root, &console, (spec.uid_base, spec.uid_count), false)?
+    };
     let pid = pending.pid;
     let placed = (|| {
         if !inside {
-            cg.add(pid)?;
+            cg.add(pid).map_err(setup)?;
         }
         bulkhead_net::host::apply_host(&spec.network, pid)
-            .map_err(|e| JailError::Setup(format!("node network: {e}")))
+            .map_err(|e| setup(format!("node network: {e}")))
     })();
     if let Err(e) = placed {
-        // SAFETY: our own child.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        bulkhead_sandbox::ns::kill_and_reap(pid);
         return Err(e);
     }
     // A networked guest's NIC: /dev/net/tun opened inside the node's namespace (a tun fd
@@ -80,31 +98,31 @@ pub(crate) fn start(
             match t {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    // SAFETY: our own child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return Err(JailError::Setup(e.to_string()));
+                    bulkhead_sandbox::ns::kill_and_reap(pid);
+                    return Err(setup(e));
                 }
             }
         }
         _ => None,
     };
-    pending
-        .go(tun.as_ref())
-        .map_err(|e| JailError::Setup(e.to_string()))?;
+    pending.go(tun.as_ref())?;
     drop(tun);
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| VmError::Io { what, source }
+    };
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || bounded_log(console_r, log_file, &log_path))
-        .map_err(io_err("starting the console writer"))?;
+        .map_err(io("starting the console writer"))?;
     let serial = vm.vm_dir.join(SERIAL);
     let until = Instant::now() + Duration::from_secs(20);
     let link = loop {
         match UnixStream::connect(&serial) {
             Ok(s) => break s,
             Err(e) if Instant::now() > until => {
-                // SAFETY: our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                return Err(JailError::Setup(format!(
+                bulkhead_sandbox::ns::kill_and_reap(pid);
+                return Err(setup(format!(
                     "QEMU did not open its agent channel {}: {e}",
                     serial.display()
                 )));
@@ -112,7 +130,7 @@ pub(crate) fn start(
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     };
-    serve_agent(listener, link).map_err(io_err("starting the agent relay"))?;
+    serve_agent(listener, link).map_err(io("starting the agent relay"))?;
     Ok(pid)
 }
 

@@ -353,6 +353,30 @@ impl NodeCgroup {
             .unwrap_or(0)
     }
 
+    /// CPU time the node's processes used, in microseconds: `cpu.stat` on v2; on v1 only where
+    /// `cpuacct` is mounted together with `cpu` (its own hierarchy holds no node cgroups).
+    pub fn cpu_usage_usec(&self) -> Option<u64> {
+        match self.version {
+            Version::V2 => fs::read_to_string(self.dirs[0].join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse().ok()),
+            Version::V1 => fs::read_to_string(self.dir_of("cpu").join("cpuacct.usage"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|ns| ns / 1000),
+        }
+    }
+
+    /// Processes and threads in the node now (`pids.current`).
+    pub fn pids_current(&self) -> u64 {
+        fs::read_to_string(self.dir_of("pids").join("pids.current"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Kills every process in the cgroup(s), waits until they are gone, removes the cgroup(s).
     /// A cgroup that does not exist counts as removed.
     pub fn remove(&self) -> Result<(), CgroupError> {

@@ -1,0 +1,169 @@
+//! The daemon's side of a driver: one [`Driver`] per daemon, opened at start for the tenant's
+//! `hypervisor` ([`crate::Registry`]). Model: Cloud Hypervisor's `trait Hypervisor`, with the
+//! backends beside it. The daemon calls these operations and never asks which driver it has.
+//!
+//! Every method may block (files, QMP, a disk image): the daemon calls them off its async
+//! workers. The supervisor's side (starting the node's processes) is [`crate::Launcher`]: a
+//! separate process with other constraints (single-threaded until it clones), sharing nothing
+//! with this side but the spec.
+
+use bulkhead_core::HostGroup;
+use bulkhead_sandbox::NodeCgroup;
+use serde::Serialize;
+use std::path::Path;
+
+/// What a driver opens with, once per daemon.
+#[derive(Debug, Clone, Copy)]
+pub struct HostEnv<'a> {
+    /// The state directory shared by every tenant of the host (images, the guest kernel).
+    pub state_root: &'a Path,
+    pub tenant: &'a str,
+    /// `<state>/tenants/<tenant>`.
+    pub tenant_dir: &'a Path,
+    /// The tenant's installed copy of `bulkhead-agent`.
+    pub agent_bin: &'a Path,
+    /// The config's image (it exists in the state directory's image store).
+    pub image: &'a str,
+    pub uid_base: u32,
+    pub uid_count: u32,
+}
+
+/// One node, before its supervisor starts.
+#[derive(Debug)]
+pub struct NodePrep<'a> {
+    pub node: &'a str,
+    pub hostname: &'a str,
+    /// Exists, with its mount points and console log; made outside the node's cgroup.
+    pub node_dir: &'a Path,
+    pub group: &'a HostGroup,
+    pub ram_bytes: u64,
+    pub cpus: u32,
+    /// The node's network; a driver may adjust it (a microVM's guest owns the address and
+    /// QEMU's namespace only bridges a tap).
+    pub network: &'a mut bulkhead_net::NetworkPlan,
+}
+
+/// A node that exists: the operations after create.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'a> {
+    pub node: &'a str,
+    pub node_dir: &'a Path,
+    pub cgroup: &'a NodeCgroup,
+}
+
+/// What a node uses now, from its cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct NodeStats {
+    pub memory_bytes: u64,
+    /// `None` where the host's cgroups do not count CPU time per node (v1 without cpuacct
+    /// beside cpu).
+    pub cpu_usage_usec: Option<u64>,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
+impl NodeStats {
+    /// The figures every driver's node has: its cgroup's.
+    pub fn of_cgroup(cg: &NodeCgroup) -> Self {
+        NodeStats {
+            memory_bytes: cg.memory_current(),
+            cpu_usage_usec: cg.cpu_usage_usec(),
+            pids: cg.pids_current(),
+            oom_kills: cg.oom_kills(),
+        }
+    }
+}
+
+/// What `GET /info` says about the driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverInfo {
+    /// The accelerator of a hypervisor (`kvm`, `tcg`); `None` for drivers without one.
+    pub accel: Option<String>,
+}
+
+/// Why a driver operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("unknown hypervisor {name:?}: this build has {}", known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "))]
+    Unknown {
+        name: String,
+        known: Vec<&'static str>,
+    },
+    #[error("{what} is not supported by the {driver} driver yet")]
+    Unsupported {
+        driver: &'static str,
+        what: &'static str,
+    },
+    /// This host cannot run the driver (a missing program, a kernel that does not build).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] bulkhead_sandbox::CgroupError),
+    #[error(transparent)]
+    Namespaces(#[from] bulkhead_sandbox::NsError),
+    #[error(transparent)]
+    Spec(#[from] crate::SpecError),
+    /// Anything else a driver reports, in its own words.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl DriverError {
+    /// An `Io` error naming what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DriverError {
+        let what = what.into();
+        move |source| DriverError::Io { what, source }
+    }
+}
+
+/// A driver's daemon side.
+pub trait Driver: Send + Sync {
+    /// Its registry name (`jail`, `qemu`).
+    fn name(&self) -> &'static str;
+
+    /// Prepares one node on the host before its supervisor starts (a microVM's root disk, say)
+    /// and returns the driver's part of the spec ([`crate::NodeSpec::params`]).
+    fn prepare_node(&self, node: NodePrep<'_>) -> Result<serde_json::Value, DriverError>;
+
+    /// Memory the node's cgroup needs beyond the node's RAM (QEMU itself, for a microVM).
+    fn memory_overhead(&self) -> u64 {
+        0
+    }
+
+    /// Pauses (`true`) or resumes a running node; it keeps its memory meanwhile.
+    fn set_paused(&self, node: NodeRef<'_>, paused: bool) -> Result<(), DriverError>;
+
+    /// What the node uses now.
+    fn stats(&self, node: NodeRef<'_>) -> Result<NodeStats, DriverError> {
+        Ok(NodeStats::of_cgroup(node.cgroup))
+    }
+
+    /// One sentence for a 507: what bounds a node's storage, with the figures.
+    fn storage_limit(&self, group: &HostGroup, ram_bytes: u64) -> String;
+
+    fn info(&self) -> DriverInfo {
+        DriverInfo::default()
+    }
+
+    /// A snapshot of the node's storage (once storage lands).
+    fn snapshot(&self, _node: NodeRef<'_>, _snapshot: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            what: "snapshot",
+        })
+    }
+
+    /// Attaching a volume to a running node (once storage lands).
+    fn attach_volume(&self, _node: NodeRef<'_>, _volume: &str) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            what: "volume attach",
+        })
+    }
+}

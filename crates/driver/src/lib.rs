@@ -1,0 +1,27 @@
+//! The driver seam: how a node is isolated is a driver's business, and everything else talks
+//! to drivers through this crate.
+//!
+//! - [`Driver`] (`driver.rs`): the daemon's side of a driver, one per daemon: prepare a node,
+//!   the memory it needs beyond its RAM, pause/resume, stats, what bounds its storage, info;
+//!   snapshot and volume attach answer [`DriverError::Unsupported`] until storage lands;
+//! - [`Launcher`] (`launch.rs`): the supervisor's side: start the node's init;
+//! - [`Registry`] (`registry.rs`): drivers by config name (the list is the binaries');
+//! - [`NodeSpec`] (`spec.rs`): what the daemon hands a supervisor, driver-neutral, with the
+//!   driver's own parameters as opaque JSON;
+//! - [`supervisor`]: the supervisor process for every driver (spec, standby mode, cgroups,
+//!   sockets, console, the control loop);
+//! - [`control`]: the supervisor's control channel (`state`, `wait`, `kill`) and its client.
+//!
+//! The drivers (`bulkhead-jail`, `bulkhead-vm`) depend on this crate and never on each other.
+
+pub mod control;
+mod driver;
+mod launch;
+mod registry;
+pub mod spec;
+pub mod supervisor;
+
+pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats};
+pub use launch::{Launcher, NodeStart};
+pub use registry::{DriverEntry, Registry};
+pub use spec::{files, NodeSpec, SpecError, SupervisorState};

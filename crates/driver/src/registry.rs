@@ -1,0 +1,88 @@
+//! The registry type: the drivers a build has, each under its config name. The list itself is
+//! made in one place only, by the binaries (`crates/bulkhead/src/drivers.rs`), so the daemon,
+//! the supervisor and `validate` agree on it, and nothing else names a driver.
+
+use bulkhead_core::{ConfigError, HostFacts, TenantConfig};
+use std::sync::Arc;
+
+use crate::{Driver, DriverError, HostEnv, Launcher};
+
+/// One driver: its name in `hypervisor:`, its config checks, its daemon side (opened once per
+/// daemon) and its supervisor side.
+pub struct DriverEntry {
+    pub name: &'static str,
+    /// What the driver requires of a config on this host, beyond the checks every config
+    /// gets (`TenantConfig::check_host`). Errors name the key.
+    pub check: fn(&TenantConfig, &HostFacts) -> Result<(), ConfigError>,
+    /// Settings that work but not as their numbers suggest, one sentence each.
+    pub warnings: fn(&TenantConfig) -> Vec<String>,
+    /// Makes the driver ready on this host for one tenant (may take a while: a guest kernel).
+    pub open: fn(&HostEnv<'_>) -> Result<Arc<dyn Driver>, DriverError>,
+    pub launcher: &'static dyn Launcher,
+}
+
+impl std::fmt::Debug for DriverEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverEntry")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The drivers of this build.
+#[derive(Debug)]
+pub struct Registry {
+    entries: Vec<DriverEntry>,
+}
+
+impl Registry {
+    /// # Panics
+    /// When two entries share a name: a build error, not a runtime one.
+    pub fn new(entries: Vec<DriverEntry>) -> Self {
+        for (i, e) in entries.iter().enumerate() {
+            assert!(
+                !entries[..i].iter().any(|x| x.name == e.name),
+                "driver {:?} registered twice",
+                e.name
+            );
+        }
+        Registry { entries }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.name).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<&DriverEntry, DriverError> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| DriverError::Unknown {
+                name: name.into(),
+                known: self.names(),
+            })
+    }
+
+    /// Everything `validate` and `up` check of a config on this host: its `hypervisor` names
+    /// a driver of this build, its groups fit the host, and its driver's own checks pass.
+    pub fn check(
+        &self,
+        cfg: &TenantConfig,
+        host: &HostFacts,
+    ) -> Result<&DriverEntry, ConfigError> {
+        let entry = self.get(&cfg.hypervisor).map_err(|e| ConfigError::Key {
+            path: "config.hypervisor".into(),
+            message: e.to_string(),
+        })?;
+        cfg.check_host(host)?;
+        (entry.check)(cfg, host)?;
+        Ok(entry)
+    }
+
+    /// The config's warnings for its driver (none for a driver this build lacks).
+    pub fn warnings(&self, cfg: &TenantConfig) -> Vec<String> {
+        self.get(&cfg.hypervisor)
+            .map(|e| (e.warnings)(cfg))
+            .unwrap_or_default()
+    }
+}

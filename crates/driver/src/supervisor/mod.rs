@@ -1,0 +1,273 @@
+//! The per-node supervisor (`bulkhead-supervisor`), whatever the driver. It runs as root on
+//! the host: reads the node's spec, creates the node's cgroup with its limits, binds the
+//! agent socket, the control socket and opens the console log, hands those to the driver's
+//! [`Launcher`] (which starts the node's init), reports `ready <pid>` (or `error <message>`)
+//! on stdout, and then serves its control channel until the daemon deletes the node
+//! ([`serve`]). SIGTERM kills the node; when the init exits the supervisor records how,
+//! removes the node's cgroups and agent socket, and keeps answering `state` with the exit
+//! status until SIGTERM ends it.
+//!
+//! Invariant: the supervisor is single-threaded until the launcher's last clone (a jail's
+//! init runs Rust code without exec); signals are blocked before anything else, so every
+//! thread a launcher starts afterwards leaves them to the control loop's signalfd.
+
+mod serve;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use crate::spec::files;
+use crate::{DriverError, Launcher, NodeSpec, NodeStart, Registry};
+use bulkhead_sandbox::{Cgroups, NodeCgroup};
+
+/// Sockets a standby bound in its own directory before it moved into the node's cgroup, so
+/// that starting the node only renames them (no new directory blocks charged to the node).
+struct Prebound {
+    agent: (UnixListener, PathBuf),
+    control: (UnixListener, PathBuf),
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then sigprocmask for this (only) thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// A root-only listening socket at `path` (an older one there is replaced).
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// `bulkhead-supervisor SPEC`: starts the node at once. Returns the process exit code.
+pub fn run(spec_path: &Path, registry: &Registry) -> i32 {
+    let mut out = std::io::stdout();
+    let sigs = block_signals();
+    let (spec, cgroups) = match NodeSpec::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| Cgroups::detect().map(|c| (s, c)).map_err(|e| e.to_string()))
+    {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            return 2;
+        }
+    };
+    supervise(&spec, &cgroups, &sigs, None, registry)
+}
+
+/// `bulkhead-supervisor --standby TENANT CGROUP SOCKDIR`: creates the cgroup, moves itself
+/// into it, says `standby`, and waits for a spec path on stdin. Moving a task into a cgroup v1
+/// hierarchy waits out an RCU grace period (7-20 ms here when the lock is cold); a standby pays
+/// it before any request, so the node's init is then born inside its cgroup and nothing is
+/// moved on the create path. EOF on stdin (the daemon stopped or shrank its pool) removes the
+/// slot. A standby serves every driver: it learns which from the spec.
+pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, registry: &Registry) -> i32 {
+    let mut out = std::io::stdout();
+    let cgroups = match Cgroups::detect() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            return 1;
+        }
+    };
+    let origin = cgroups.current();
+    let cg = cgroups.node(tenant, id);
+    // Everything that touches the host's filesystem happens before the move into the node's
+    // cgroup: page cache a node's cgroup faults in (even a directory block) keeps that cgroup
+    // alive in the kernel after the node is gone.
+    let agent = sock_dir.join(format!("{id}.sock"));
+    let control = sock_dir.join(format!("{id}.ctl"));
+    let bound = bind_private(&agent).and_then(|a| bind_private(&control).map(|c| (a, c)));
+    let (agent_l, control_l) = match bound {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = fs::remove_file(&agent);
+            let _ = writeln!(out, "error binding in {}: {e}", sock_dir.display());
+            return 1;
+        }
+    };
+    let remove_socks = || {
+        let _ = fs::remove_file(&agent);
+        let _ = fs::remove_file(&control);
+    };
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    if let Err(e) = cgroups
+        .prepare_tenant(tenant)
+        .and_then(|_| cg.create_dirs())
+        .and_then(|_| cg.add(me))
+    {
+        let _ = origin.add(me);
+        let _ = cg.remove();
+        remove_socks();
+        let _ = writeln!(out, "error {e}");
+        return 1;
+    }
+    let _ = writeln!(out, "standby");
+    let _ = out.flush();
+    let mut line = String::new();
+    let got = std::io::stdin().read_line(&mut line).unwrap_or(0);
+    let spec = match (got, NodeSpec::read(Path::new(line.trim()))) {
+        (0, _) => None,
+        (_, Ok(s)) if s.tenant == tenant && s.cgroup == id => Some(s),
+        (_, Ok(_)) => {
+            let _ = writeln!(
+                out,
+                "error spec does not name this standby's tenant and cgroup"
+            );
+            None
+        }
+        (_, Err(e)) => {
+            let _ = writeln!(out, "error {e}");
+            None
+        }
+    };
+    let Some(spec) = spec else {
+        let _ = origin.add(me);
+        let _ = cg.remove();
+        remove_socks();
+        return if got == 0 { 0 } else { 1 };
+    };
+    let sigs = block_signals();
+    let prebound = Prebound {
+        agent: (agent_l, agent.clone()),
+        control: (control_l, control.clone()),
+    };
+    supervise(&spec, &cgroups, &sigs, Some((&origin, prebound)), registry)
+}
+
+/// Starts the node, reports, serves the control channel, and cleans up. `standby` is set when
+/// the supervisor already sits in the node's cgroup: it steps back to `origin` once the node
+/// runs, so the node's limits, freezer and process count cover the node alone.
+fn supervise(
+    spec: &NodeSpec,
+    cgroups: &Cgroups,
+    sigs: &libc::sigset_t,
+    standby: Option<(&NodeCgroup, Prebound)>,
+    registry: &Registry,
+) -> i32 {
+    let mut out = std::io::stdout();
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let (origin, prebound) = match standby {
+        Some((o, p)) => (Some(o), Some(p)),
+        None => (None, None),
+    };
+    let started = registry
+        .get(&spec.driver)
+        .map_err(|e| e.to_string())
+        .and_then(|entry| start(spec, cgroups, prebound, entry.launcher).map_err(|e| e.to_string()));
+    let (init, control) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(o) = origin {
+                let _ = o.add(me);
+            }
+            let _ = crate::spec::cleanup(cgroups, &spec.tenant, &spec.node_dir);
+            let _ = writeln!(out, "error {e}");
+            return 1;
+        }
+    };
+    let _ = writeln!(out, "ready {init}");
+    let _ = out.flush();
+    if let Some(o) = origin {
+        let _ = o.add(me);
+    }
+    // Detach from the daemon's pipes so the daemon can come and go.
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        // SAFETY: replacing our own stdio with /dev/null.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+    let node_cg = cgroups.node(&spec.tenant, &spec.cgroup);
+    let agent_sock = spec.node_dir.join(files::AGENT_SOCKET);
+    // The node is gone once its init is: remove its socket and cgroups at once; the
+    // directory belongs to the daemon, which removes it when it deletes the node (or at
+    // reconciliation).
+    let on_exit = || {
+        let _ = fs::remove_file(&agent_sock);
+        let _ = node_cg.remove();
+    };
+    serve::serve(init, control, sigs, on_exit);
+    let _ = fs::remove_file(spec.node_dir.join(files::CONTROL_SOCKET));
+    0
+}
+
+/// Creates the node's cgroup, sockets and console, then has the driver start the node's init.
+fn start(
+    spec: &NodeSpec,
+    cgroups: &Cgroups,
+    prebound: Option<Prebound>,
+    launcher: &dyn Launcher,
+) -> Result<(i32, UnixListener), DriverError> {
+    let inside = prebound.is_some();
+    let cg = cgroups.node(&spec.tenant, &spec.cgroup);
+    cgroups.prepare_tenant(&spec.tenant)?;
+    cg.create(&spec.limits)?;
+    let (agent, control) = match prebound {
+        Some(p) => (Some(p.agent), Some(p.control)),
+        None => (None, None),
+    };
+    let control = place_socket(spec, files::CONTROL_SOCKET, control)?;
+    let (agent_listener, console) = node_files(spec, agent)?;
+    let init = launcher.start(NodeStart {
+        spec,
+        cgroup: &cg,
+        inside,
+        agent_listener,
+        console,
+    })?;
+    Ok((init, control))
+}
+
+/// A socket of the node's directory: a standby's pre-bound one moved into place, or a new one.
+fn place_socket(
+    spec: &NodeSpec,
+    name: &str,
+    prebound: Option<(UnixListener, PathBuf)>,
+) -> Result<UnixListener, DriverError> {
+    let sock = spec.node_dir.join(name);
+    match prebound {
+        Some((l, path)) => {
+            fs::rename(&path, &sock).map_err(DriverError::io(format!(
+                "moving {} to {}",
+                path.display(),
+                sock.display()
+            )))?;
+            Ok(l)
+        }
+        None => bind_private(&sock).map_err(DriverError::io(format!("binding {}", sock.display()))),
+    }
+}
+
+/// The node's agent socket and its console log (opened for appending, root-only).
+fn node_files(
+    spec: &NodeSpec,
+    prebound: Option<(UnixListener, PathBuf)>,
+) -> Result<(UnixListener, File), DriverError> {
+    let listener = place_socket(spec, files::AGENT_SOCKET, prebound)?;
+    let console = OpenOptions::new()
+        .mode(0o600)
+        .create(true)
+        .append(true)
+        .open(spec.node_dir.join(files::CONSOLE_LOG))
+        .map_err(DriverError::io("opening console log"))?;
+    Ok((listener, console))
+}
