@@ -132,6 +132,11 @@ impl NodeState {
                 Code::NodeDeleting,
                 format!("node {node:?} is being deleted"),
             )),
+            // Its supervisor said so (the daemon watches every live node's init).
+            NodeState::Stopped => Err(DomainError::new(
+                Code::NodeNotRunning,
+                format!("node {node:?} has stopped (its init exited): delete it and create another"),
+            )),
             s => Err(DomainError::new(
                 Code::NodeNotRunning,
                 format!("node {node:?} is {}", s.as_str()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
-/// Standby supervisors kept ready per tenant (see `bulkhead_jail::supervisor::run_standby`).
+/// Standby supervisors kept ready per tenant (see `bulkhead_driver::supervisor::run_standby`).
 pub const STANDBY_POOL: usize = 4;
 /// How long a refill waits after the create that triggered it.
 pub const REFILL_DELAY: Duration = Duration::from_millis(15);

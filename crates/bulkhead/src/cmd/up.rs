@@ -18,14 +18,16 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
-    c.check_host(&bulkhead_daemon::host_facts(&state))
+    let drivers = bulkhead::drivers::registry();
+    drivers
+        .check(&c, &bulkhead_daemon::host_facts(&state))
         .with_context(|| format!("config {} does not fit this host", path.display()))?;
     println!(
         "config ok: tenant {}, {} host group(s)",
         c.tenant,
         c.groups.len()
     );
-    for w in c.warnings() {
+    for w in drivers.warnings(&c) {
         eprintln!("warning: {w}");
     }
     Ok(ExitCode::SUCCESS)
@@ -42,7 +44,8 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = load(path)?;
-    for w in cfg.warnings() {
+    let drivers = std::sync::Arc::new(bulkhead::drivers::registry());
+    for w in drivers.warnings(&cfg) {
         tracing::warn!("{w}");
     }
     let state = state_dir
@@ -52,6 +55,6 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("bulkhead up must run as root: it creates namespaces, cgroups and uid mappings for nodes");
     }
-    bulkhead_daemon::run(cfg, state, path).await?;
+    bulkhead_daemon::run(cfg, state, path, drivers).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -329,7 +329,7 @@ impl Daemon {
         v1_file: &str,
         v2_file: &str,
     ) -> String {
-        let id = bulkhead_jail::spec_cgroup(&self.tenant_dir().join("nodes").join(node))
+        let id = bulkhead_driver::spec::spec_cgroup(&self.tenant_dir().join("nodes").join(node))
             .expect("node spec names its cgroup");
         let v1 = format!(
             "/sys/fs/cgroup/{controller}/bulkhead/{}/{id}/{v1_file}",

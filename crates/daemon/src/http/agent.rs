@@ -164,23 +164,7 @@ fn storage_limit(tenant: &Tenant, n: &NodeRef) -> String {
     let Ok(g) = tenant.group(&row.hostgroup) else {
         return "the node is full".into();
     };
-    let mib = |b: u64| b >> 20;
-    if tenant.host.vm.is_some() {
-        return format!(
-            "the node's disk is full: it holds storage_size {} MiB of host group {:?}",
-            mib(g.storage_bytes),
-            g.name
-        );
-    }
-    let layer = bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes);
-    format!(
-        "the node is full: its writable layer holds {} MiB (storage_size {} MiB of host group {:?}; the layer is kept in the node's memory, ram {} MiB, and holds at most ram less {} MiB kept for the agent and commands), and files written count against the node's ram",
-        mib(layer),
-        mib(g.storage_bytes),
-        g.name,
-        mib(row.ram_bytes),
-        mib(bulkhead_core::layer_reserve(row.ram_bytes)),
-    )
+    tenant.driver.storage_limit(g, row.ram_bytes)
 }
 
 /// The node's console: what its init and agent printed. The last MiB at most.

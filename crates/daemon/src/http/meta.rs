@@ -22,7 +22,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Info> {
         tenant: app.tenant.name.clone(),
         hypervisor: app.tenant.cfg.hypervisor.clone(),
         cgroup: app.host.cgroups.describe().into(),
-        accel: app.host.vm.as_ref().map(|v| v.accel.as_str().to_string()),
+        accel: app.tenant.driver.info().accel,
     })
 }
 

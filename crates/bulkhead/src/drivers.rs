@@ -1,0 +1,74 @@
+//! The drivers of this build, by their name in `hypervisor:`. The only place that lists them:
+//! the daemon opens the tenant's driver from this registry, the supervisor starts a node with
+//! the driver its spec names, and `validate` checks a config against it. A new driver is one
+//! crate implementing `bulkhead_driver::{Driver, Launcher}` plus one line here
+//! (docs/drivers.md, "Adding a driver").
+
+use bulkhead_driver::Registry;
+
+/// Every driver this build has.
+pub fn registry() -> Registry {
+    Registry::new(vec![bulkhead_jail::ENTRY, bulkhead_vm::ENTRY])
+}
+
+#[cfg(test)]
+mod tests {
+    use bulkhead_core::{HostFacts, TenantConfig};
+
+    const HOST: HostFacts = HostFacts {
+        mem_total_bytes: 8 << 30,
+        cpus: 4,
+        state_fs_bytes: Some(100 << 30),
+    };
+
+    fn cfg(hypervisor: &str) -> TenantConfig {
+        TenantConfig::parse(&format!(
+            "config:\n  hypervisor: {hypervisor}\n  host_groups:\n    - name: t1\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn names_select_their_driver() {
+        let r = super::registry();
+        assert_eq!(r.names(), ["jail", "qemu"]);
+        for name in r.names() {
+            assert_eq!(r.get(name).unwrap().name, name);
+            assert_eq!(r.check(&cfg(name), &HOST).unwrap().name, name);
+        }
+    }
+
+    #[test]
+    fn an_unknown_hypervisor_is_refused_naming_the_key_and_the_known_ones() {
+        let e = super::registry()
+            .check(&cfg("xen"), &HOST)
+            .unwrap_err()
+            .to_string();
+        for want in ["config.hypervisor", "\"xen\"", "\"jail\"", "\"qemu\""] {
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+        assert!(super::registry().warnings(&cfg("xen")).is_empty());
+    }
+
+    /// The registry runs the common host checks and then the driver's own: a group that fits
+    /// a jail but not a microVM.
+    #[test]
+    fn each_driver_checks_its_own_limits() {
+        let r = super::registry();
+        let small = |h: &str| {
+            TenantConfig::parse(&format!(
+                "config:\n  hypervisor: {h}\n  host_groups:\n    - name: t1\n      ram_mb: 64\n      storage_size: 32M\n"
+            ))
+            .unwrap()
+        };
+        r.check(&small("jail"), &HOST).unwrap();
+        let e = r.check(&small("qemu"), &HOST).unwrap_err().to_string();
+        assert!(e.contains("host_groups[0].ram_mb") && e.contains("128 MiB"), "{e}");
+        let big = TenantConfig::parse(
+            "config:\n  hypervisor: jail\n  host_groups:\n    - name: t1\n      vcpu: 5\n",
+        )
+        .unwrap();
+        let e = r.check(&big, &HOST).unwrap_err().to_string();
+        assert!(e.contains("host_groups[0].vcpu"), "{e}");
+    }
+}

@@ -1,0 +1,3 @@
+//! What the `bulkhead` and `bulkhead-supervisor` binaries share: the driver registry.
+
+pub mod drivers;
