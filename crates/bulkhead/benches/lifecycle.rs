@@ -265,9 +265,10 @@ fn main() {
         )
         .unwrap();
         pss += pss_kib(st["supervisor_pid"].as_i64().unwrap() as i32);
-        let id =
-            bulkhead_driver::spec::spec_cgroup(&state.join("tenants").join(&tenant).join("nodes").join(n))
-                .unwrap();
+        let id = bulkhead_driver::spec::spec_cgroup(
+            &state.join("tenants").join(&tenant).join("nodes").join(n),
+        )
+        .unwrap();
         let cgdir = std::path::Path::new("/sys/fs/cgroup/memory/bulkhead")
             .join(&tenant)
             .join(&id);

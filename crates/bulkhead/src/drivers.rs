@@ -63,7 +63,10 @@ mod tests {
         };
         r.check(&small("jail"), &HOST).unwrap();
         let e = r.check(&small("qemu"), &HOST).unwrap_err().to_string();
-        assert!(e.contains("host_groups[0].ram_mb") && e.contains("128 MiB"), "{e}");
+        assert!(
+            e.contains("host_groups[0].ram_mb") && e.contains("128 MiB"),
+            "{e}"
+        );
         let big = TenantConfig::parse(
             "config:\n  hypervisor: jail\n  host_groups:\n    - name: t1\n      vcpu: 5\n",
         )

@@ -135,7 +135,9 @@ impl NodeState {
             // Its supervisor said so (the daemon watches every live node's init).
             NodeState::Stopped => Err(DomainError::new(
                 Code::NodeNotRunning,
-                format!("node {node:?} has stopped (its init exited): delete it and create another"),
+                format!(
+                    "node {node:?} has stopped (its init exited): delete it and create another"
+                ),
             )),
             s => Err(DomainError::new(
                 Code::NodeNotRunning,

@@ -65,11 +65,7 @@ impl Registry {
 
     /// Everything `validate` and `up` check of a config on this host: its `hypervisor` names
     /// a driver of this build, its groups fit the host, and its driver's own checks pass.
-    pub fn check(
-        &self,
-        cfg: &TenantConfig,
-        host: &HostFacts,
-    ) -> Result<&DriverEntry, ConfigError> {
+    pub fn check(&self, cfg: &TenantConfig, host: &HostFacts) -> Result<&DriverEntry, ConfigError> {
         let entry = self.get(&cfg.hypervisor).map_err(|e| ConfigError::Key {
             path: "config.hypervisor".into(),
             message: e.to_string(),

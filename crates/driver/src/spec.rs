@@ -255,7 +255,11 @@ mod tests {
     #[test]
     fn the_cgroup_is_found_in_any_spec() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(files::SPEC), spec("jail", json!({})).to_json()).unwrap();
+        std::fs::write(
+            dir.path().join(files::SPEC),
+            spec("jail", json!({})).to_json(),
+        )
+        .unwrap();
         assert_eq!(spec_cgroup(dir.path()).as_deref(), Some("c0011"));
     }
 }

@@ -118,8 +118,7 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
         drop(go_w);
         if !inside {
             // Born outside: move it in (a standby's child is born inside already).
-            cg.add(pid)
-                .map_err(|e| JailError::Setup(e.to_string()))?;
+            cg.add(pid).map_err(|e| JailError::Setup(e.to_string()))?;
         }
         // The node's network, while its init does its mounts: done before `placed`, so the
         // agent (and so any workload) only ever starts on a wired, filtered network.

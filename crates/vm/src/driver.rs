@@ -122,7 +122,8 @@ impl QemuDriver {
             }
         };
         let dir = env.tenant_dir.join("vm");
-        std::fs::create_dir_all(&dir).map_err(DriverError::io(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(DriverError::io(format!("creating {}", dir.display())))?;
         let initramfs = dir.join("initramfs.cpio");
         kernel::initramfs(&k, env.agent_bin, &initramfs).map_err(unavailable)?;
         let accel = match std::env::var(ACCEL_ENV).as_deref() {

@@ -11,12 +11,9 @@ fn main() -> ExitCode {
     let drivers = bulkhead::drivers::registry();
     let code = match args.as_slice() {
         [flag, tenant, id, dir] if flag == "--standby" => match (tenant.to_str(), id.to_str()) {
-            (Some(t), Some(i)) => bulkhead_driver::supervisor::run_standby(
-                t,
-                i,
-                std::path::Path::new(dir),
-                &drivers,
-            ),
+            (Some(t), Some(i)) => {
+                bulkhead_driver::supervisor::run_standby(t, i, std::path::Path::new(dir), &drivers)
+            }
             _ => 2,
         },
         [spec] => bulkhead_driver::supervisor::run(std::path::Path::new(spec), &drivers),

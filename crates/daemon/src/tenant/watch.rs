@@ -35,7 +35,11 @@ impl Tenant {
                 }
             }
         });
-        if let Some(old) = self.watch.tasks().insert(name.to_string(), task.abort_handle()) {
+        if let Some(old) = self
+            .watch
+            .tasks()
+            .insert(name.to_string(), task.abort_handle())
+        {
             old.abort();
         }
     }

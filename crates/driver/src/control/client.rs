@@ -82,11 +82,15 @@ pub fn request(
     s.set_read_timeout(timeout).map_err(io)?;
     (&s).write_all(&render_request(req)).map_err(io)?;
     let mut line = String::new();
-    match std::io::BufReader::new(std::io::Read::take(&s, MAX_LINE as u64 * 4))
-        .read_line(&mut line)
+    match std::io::BufReader::new(std::io::Read::take(&s, MAX_LINE as u64 * 4)).read_line(&mut line)
     {
         Ok(_) => decode(&line),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             Err(ControlError::Timeout(timeout.unwrap_or_default()))
         }
         Err(e) => Err(io(e)),

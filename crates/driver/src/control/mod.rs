@@ -186,10 +186,8 @@ mod tests {
         let back: Reply = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, Reply::State(exited));
         assert_eq!(exited.exit(), Some(ExitStatus::Signal(9)));
-        let err: Reply = serde_json::from_slice(&render(&Reply::Error {
-            error: "x".into(),
-        }))
-        .unwrap();
+        let err: Reply =
+            serde_json::from_slice(&render(&Reply::Error { error: "x".into() })).unwrap();
         assert_eq!(err, Reply::Error { error: "x".into() });
     }
 

@@ -170,7 +170,9 @@ fn supervise(
     let started = registry
         .get(&spec.driver)
         .map_err(|e| e.to_string())
-        .and_then(|entry| start(spec, cgroups, prebound, entry.launcher).map_err(|e| e.to_string()));
+        .and_then(|entry| {
+            start(spec, cgroups, prebound, entry.launcher).map_err(|e| e.to_string())
+        });
     let (init, control) = match started {
         Ok(x) => x,
         Err(e) => {

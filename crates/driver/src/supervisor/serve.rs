@@ -91,7 +91,13 @@ fn drain_signals(fd: &OwnedFd) -> (bool, bool) {
         let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reading into the local struct, bounded by its size.
-        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
         if n != size as isize {
             return (chld, term);
         }
@@ -148,7 +154,12 @@ fn serve_conn(c: &mut Conn, init: &Init) -> bool {
 
 /// Serves until the daemon ends the supervisor (SIGTERM) or nothing can be served any more.
 /// `on_exit` runs once, right after the init is reaped.
-pub(super) fn serve(init_pid: i32, control: UnixListener, sigs: &libc::sigset_t, mut on_exit: impl FnMut()) {
+pub(super) fn serve(
+    init_pid: i32,
+    control: UnixListener,
+    sigs: &libc::sigset_t,
+    mut on_exit: impl FnMut(),
+) {
     let Some(sigfd) = signalfd(sigs) else {
         // Cannot happen short of fd exhaustion; still never leave the node unsupervised.
         return legacy_wait(init_pid, sigs, on_exit);
@@ -234,11 +245,9 @@ fn legacy_wait(init: i32, sigs: &libc::sigset_t, mut on_exit: impl FnMut()) {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         match unsafe { libc::sigwaitinfo(sigs, &mut info) } {
-            libc::SIGCHLD => {
-                if reap(init).is_some() {
-                    on_exit();
-                    return;
-                }
+            libc::SIGCHLD if reap(init).is_some() => {
+                on_exit();
+                return;
             }
             // SAFETY: our own child.
             libc::SIGTERM | libc::SIGINT => unsafe {
