@@ -8,7 +8,10 @@ use bulkhead_driver::Registry;
 
 /// Every driver this build has.
 pub fn registry() -> Registry {
-    Registry::new(vec![bulkhead_jail::ENTRY, bulkhead_vm::ENTRY])
+    Registry::new(vec![
+        bulkhead_jail::driver::ENTRY,
+        bulkhead_vm::driver::ENTRY,
+    ])
 }
 
 #[cfg(test)]

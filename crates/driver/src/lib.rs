@@ -14,6 +14,7 @@
 //!
 //! The drivers (`bulkhead-jail`, `bulkhead-vm`) depend on this crate and never on each other.
 
+mod cleanup;
 pub mod control;
 mod driver;
 mod launch;
@@ -21,6 +22,7 @@ mod registry;
 pub mod spec;
 pub mod supervisor;
 
+pub use cleanup::cleanup;
 pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats};
 pub use launch::{Launcher, NodeStart};
 pub use registry::{DriverEntry, Registry};

@@ -10,7 +10,7 @@
 //! a spec written before drivers were peers (flat jail fields, a `vm` key for microVMs) still
 //! reads ([`NodeSpec::parse`]).
 
-use bulkhead_sandbox::{Cgroups, Limits};
+use bulkhead_sandbox::Limits;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -161,22 +161,6 @@ pub fn spec_cgroup(node_dir: &Path) -> Option<String> {
     let bytes = std::fs::read(node_dir.join(files::SPEC)).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     v["cgroup"].as_str().map(str::to_string)
-}
-
-/// Removes what a node leaves on the host: its cgroups (killing anything still in them) and
-/// its directory. Safe to call on a half-created or already-removed node.
-pub fn cleanup(cgroups: &Cgroups, tenant: &str, node_dir: &Path) -> Result<(), crate::DriverError> {
-    if let Some(id) = spec_cgroup(node_dir) {
-        cgroups.node(tenant, &id).remove()?;
-    }
-    match std::fs::remove_dir_all(node_dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(crate::DriverError::Io {
-            what: format!("removing {}", node_dir.display()),
-            source: e,
-        }),
-    }
 }
 
 #[cfg(test)]

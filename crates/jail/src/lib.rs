@@ -2,7 +2,7 @@
 //! cgroup namespaces, rooted in an overlay of a read-only image, with capabilities limited,
 //! no_new_privs, a seccomp allowlist, and cgroup limits.
 //!
-//! - [`driver`]: the daemon's side ([`bulkhead_driver::Driver`]): the tenant's shifted image
+//! - [`driver`]: the daemon's side ([`bulkhead_driver::Driver`], registry entry `driver::ENTRY`): the tenant's shifted image
 //!   copy and compiled seccomp filters at open, the node's [`JailParams`], the cgroup freezer
 //!   for pause, the config checks of a jail;
 //! - [`start`] (with `setup`): the supervisor's side ([`bulkhead_driver::Launcher`]): clones
@@ -27,8 +27,6 @@ pub mod start;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-pub use driver::ENTRY;
 
 /// The jail's part of a node's spec ([`bulkhead_driver::NodeSpec::params`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

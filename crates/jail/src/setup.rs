@@ -9,8 +9,14 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use crate::start::Jail;
-use bulkhead_driver::files;
+use crate::JailParams;
+use bulkhead_driver::{files, NodeSpec};
+
+/// One jail node as its init sets it up: the spec's common part and the jail's parameters.
+pub(crate) struct Jail<'a> {
+    pub spec: &'a NodeSpec,
+    pub params: &'a JailParams,
+}
 
 type R = Result<(), String>;
 

@@ -8,16 +8,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
-use bulkhead_driver::{DriverError, Launcher, NodeSpec, NodeStart};
+use bulkhead_driver::{DriverError, Launcher, NodeStart};
 
-use crate::{setup, JailError, JailParams};
+use crate::setup::{self, Jail};
+use crate::{JailError, JailParams};
 use bulkhead_driver::files;
-
-/// One jail node: the spec's common part and the jail's parameters.
-pub(crate) struct Jail<'a> {
-    pub spec: &'a NodeSpec,
-    pub params: &'a JailParams,
-}
 
 /// The jail's [`Launcher`].
 pub struct JailLauncher;

@@ -3,7 +3,7 @@
 //! supervisor serves the node's `agent.sock` and carries each connection over the guest's
 //! virtio-serial port ([`bulkhead_agent::mux`]).
 //!
-//! - [`driver`]: the daemon's side ([`bulkhead_driver::Driver`], registry [`ENTRY`]): guest
+//! - [`driver`]: the daemon's side ([`bulkhead_driver::Driver`], registry entry `driver::ENTRY`): guest
 //!   kernel, initramfs and accelerator at open; a node's disk and [`VmSpec`]; QMP pause;
 //! - [`node`]: the supervisor's side ([`bulkhead_driver::Launcher`]): the confined QEMU, its
 //!   console, and the agent relay over virtio-serial;
@@ -27,8 +27,6 @@ pub mod qmp;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-
-pub use driver::ENTRY;
 
 /// uid (and gid) QEMU runs as inside the node's user namespace: `uid_base + QEMU_UID` on the host.
 pub const QEMU_UID: u32 = 1000;
