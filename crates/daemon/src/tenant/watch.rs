@@ -1,61 +1,46 @@
 //! Node exits as they happen: the daemon keeps one `wait` open on each live node's control
 //! channel (`bulkhead_driver::control`); when the node's init exits, the supervisor answers
-//! with its status and the node becomes Stopped, so `GET /nodes` tells the truth before any
-//! exec has to find out. A watch ends with its node (delete) or with the daemon; a restarted
-//! daemon watches the nodes it re-adopts.
+//! with its status and the tenant marks the node Stopped (`remove.rs`), so `GET /nodes` tells
+//! the truth before any exec has to find out. A watch ends with its node (delete) or with the
+//! daemon; a restarted daemon watches the nodes it re-adopts.
 
 use bulkhead_driver::control::{client, Request, State};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use super::Tenant;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 /// The running watches, by node.
 #[derive(Default)]
-pub(super) struct Watch(Mutex<HashMap<String, tokio::task::AbortHandle>>);
+pub struct Watch(Mutex<HashMap<String, tokio::task::AbortHandle>>);
 
 impl Watch {
     fn tasks(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl Tenant {
-    /// Watches a node that runs (after its create, or when a restarted daemon adopts it).
-    pub(super) fn watch(self: &Arc<Self>, name: &str) {
-        let dir = self.node_dir(name);
-        let tenant = Arc::downgrade(self);
-        let node = name.to_string();
+    /// Waits for the init of the node in `node_dir` to exit, then calls `exited` with the
+    /// supervisor's answer. Errors (a supervisor that died, or one older than the control
+    /// channel) leave the node as it is: the next exec or copy finds out, as it always did.
+    pub fn start(
+        &self,
+        node: &str,
+        node_dir: PathBuf,
+        exited: impl FnOnce(State) + Send + 'static,
+    ) {
         let task = tokio::spawn(async move {
-            // Errors (a supervisor that died, or one older than the control channel) leave
-            // the node as it is: the next exec or copy finds out, as it always did.
-            if let Ok(state) = client::request_async(&dir, Request::Wait, None).await {
-                if let Some(t) = tenant.upgrade() {
-                    t.exited(&node, &state);
-                }
+            if let Ok(state) = client::request_async(&node_dir, Request::Wait, None).await {
+                exited(state);
             }
         });
-        if let Some(old) = self
-            .watch
-            .tasks()
-            .insert(name.to_string(), task.abort_handle())
-        {
+        if let Some(old) = self.tasks().insert(node.to_string(), task.abort_handle()) {
             old.abort();
         }
     }
 
-    /// Stops watching a node that is being removed.
-    pub(super) fn unwatch(&self, name: &str) {
-        if let Some(t) = self.watch.tasks().remove(name) {
+    /// Stops watching a node (it is being removed, or its watch has answered).
+    pub fn stop(&self, node: &str) {
+        if let Some(t) = self.tasks().remove(node) {
             t.abort();
         }
-    }
-
-    fn exited(&self, name: &str, state: &State) {
-        self.watch.tasks().remove(name);
-        if let Some(exit) = state.exit() {
-            tracing::info!(node = %name, %exit, init_pid = state.init_pid, "the node's init exited; the node is Stopped until deleted");
-        }
-        self.mark_stopped(name);
     }
 }
