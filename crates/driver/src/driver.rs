@@ -84,7 +84,7 @@ pub struct DriverInfo {
 /// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("unknown hypervisor {name:?}: this build has {}", known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "))]
+    #[error("unknown hypervisor {name:?}: this build has {}; use one of those", known.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "))]
     Unknown {
         name: String,
         known: Vec<&'static str>,
