@@ -20,7 +20,6 @@ mod startup;
 pub mod tenant;
 pub mod tenant_lock;
 mod upgrade;
-pub mod vmdriver;
 
 pub use app::App;
 pub use startup::{ensure_image, host_facts, run, StartError, DEFAULT_STATE_DIR, UID_REGISTRY};

@@ -13,7 +13,7 @@ use crate::auth::authn::{BearerToken, Chain, SocketPeer};
 use crate::fsutil::ensure_dir;
 use crate::services::HostServices;
 use crate::tenant::{Tenant, TenantParts};
-use crate::{forward, host_limits, network, serve, tenant_lock, vmdriver};
+use crate::{forward, host_limits, network, serve, tenant_lock};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
 /// Host-wide registry of claimed uid ranges, shared by every daemon on the host.
@@ -32,7 +32,13 @@ pub enum StartError {
     #[error(transparent)]
     Jail(#[from] bulkhead_jail::JailError),
     #[error(transparent)]
-    Cgroup(#[from] bulkhead_jail::CgroupError),
+    Cgroup(#[from] bulkhead_sandbox::CgroupError),
+    #[error("the {name} driver cannot start here: {source}")]
+    Driver {
+        name: String,
+        #[source]
+        source: bulkhead_driver::DriverError,
+    },
     #[error(transparent)]
     Store(#[from] bulkhead_store::StoreError),
     #[error("network: {0}")]
@@ -218,6 +224,7 @@ pub async fn run(
     cfg: TenantConfig,
     state_root: PathBuf,
     config_path: &Path,
+    drivers: Arc<bulkhead_driver::Registry>,
 ) -> Result<(), StartError> {
     // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
     // waits for startup to finish) instead of killing the daemon halfway.
@@ -225,8 +232,10 @@ pub async fn run(
         .map_err(io("installing the SIGTERM handler"))?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(io("installing the SIGINT handler"))?;
-    // Nodes can never get more than the host has: refuse such a config before anything else.
-    cfg.check_host(&host_facts(&state_root))
+    // Nodes can never get more than the host has, nor anything their driver cannot give:
+    // refuse such a config (or a driver this build lacks) before anything else.
+    let entry = drivers
+        .check(&cfg, &host_facts(&state_root))
         .map_err(|e| StartError::Refused(e.to_string()))?;
     let tenant = cfg.tenant.clone();
     // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
@@ -272,34 +281,37 @@ pub async fn run(
         None => None,
     };
     ensure_image(&state_root, &cfg.image)?;
-    let lower = bulkhead_jail::image::shifted_copy(
-        &state_root,
-        &cfg.image,
-        &tenant_dir,
-        uid_base,
-        bulkhead_core::UID_COUNT,
-    )?;
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
     let agent_bin = install_agent(&tenant_dir, &companion(&self_exe, "bulkhead-agent")?)?;
     let supervisor_bin = companion(&self_exe, "bulkhead-supervisor")?;
-    // Compiled once here rather than by every node's supervisor.
-    let seccomp = bulkhead_jail::seccomp::compile()?
-        .iter()
-        .map(bulkhead_jail::seccomp::encode)
-        .collect();
-    let vm = if cfg.hypervisor == "qemu" {
-        vmdriver::fits_host(&cfg.groups).map_err(StartError::Refused)?;
-        let (sr, td, ab) = (state_root.clone(), tenant_dir.clone(), agent_bin.clone());
-        let rt = tokio::task::spawn_blocking(move || vmdriver::VmRuntime::prepare(&sr, &td, &ab))
-            .await
-            .map_err(|e| StartError::Refused(format!("microVM setup panicked: {e}")))?
-            .map_err(StartError::Refused)?;
-        tracing::info!(accel = rt.accel.as_str(), kernel = %rt.kernel.display(), "microVM driver ready");
-        Some(Arc::new(rt))
-    } else {
-        None
-    };
-    let cgroups = bulkhead_jail::Cgroups::detect()?;
+    // The tenant's driver, ready on this host (a microVM's guest kernel may take a while).
+    let (open, name) = (entry.open, entry.name);
+    let (sr, td, ab, image, tn) = (
+        state_root.clone(),
+        tenant_dir.clone(),
+        agent_bin.clone(),
+        cfg.image.clone(),
+        tenant.clone(),
+    );
+    let driver = tokio::task::spawn_blocking(move || {
+        open(&bulkhead_driver::HostEnv {
+            state_root: &sr,
+            tenant: &tn,
+            tenant_dir: &td,
+            agent_bin: &ab,
+            image: &image,
+            uid_base,
+            uid_count: bulkhead_core::UID_COUNT,
+        })
+    })
+    .await
+    .map_err(|e| StartError::Refused(format!("opening the {name} driver panicked: {e}")))?
+    .map_err(|source| StartError::Driver {
+        name: name.to_string(),
+        source,
+    })?;
+    tracing::info!(driver = name, accel = ?driver.info().accel, "driver ready");
+    let cgroups = bulkhead_sandbox::Cgroups::detect()?;
     let store = {
         let (db, t) = (tenant_dir.join("state.db"), tenant.clone());
         tokio::task::spawn_blocking(move || bulkhead_store::Store::open(&db, &t))
@@ -317,9 +329,8 @@ pub async fn run(
     let conn_stats: Arc<serve::ConnStats> = Default::default();
     let host = Arc::new(HostServices {
         cgroups,
-        seccomp,
+        drivers,
         supervisor_bin,
-        vm,
         conn_stats: conn_stats.clone(),
         started: Instant::now(),
     });
@@ -328,9 +339,9 @@ pub async fn run(
         TenantParts {
             cfg: cfg.clone(),
             dir: tenant_dir.clone(),
-            lower,
             agent_bin,
             uid_base,
+            driver,
             store,
             net: net.clone(),
         },
@@ -422,7 +433,7 @@ pub async fn run(
 }
 
 /// Creates the `count` nodes of each host group that are missing.
-async fn create_initial(app: &Tenant) {
+async fn create_initial(app: &Arc<Tenant>) {
     let nodes = app.list();
     for g in &app.cfg.groups {
         let have = nodes.group(&g.name).len() as u32;

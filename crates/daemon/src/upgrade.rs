@@ -37,7 +37,7 @@ fn read(dir: &Path, row: &NodeRow) -> Found {
         cgroup: row
             .cgroup
             .is_none()
-            .then(|| bulkhead_jail::spec_cgroup(dir))
+            .then(|| bulkhead_driver::spec::spec_cgroup(dir))
             .flatten(),
     }
 }

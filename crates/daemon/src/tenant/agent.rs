@@ -41,7 +41,7 @@ impl Tenant {
                 Ok(s) => return Ok(s),
                 Err(e) => e,
             };
-            if !self.node_alive(node) {
+            if !self.node_alive(node).await {
                 self.mark_stopped(node).await;
                 return Err(DomainError::new(
                     Code::NodeNotRunning,
@@ -143,7 +143,7 @@ impl Tenant {
 
     /// A connection to the agent broke: 409 when the node has stopped, else 502.
     async fn lost(&self, node: &str, e: AgentError) -> DomainError {
-        if !self.node_alive(node) {
+        if !self.node_alive(node).await {
             self.mark_stopped(node).await;
             return DomainError::new(
                 Code::NodeNotRunning,

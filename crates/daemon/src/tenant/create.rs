@@ -4,7 +4,8 @@
 
 use bulkhead_api::{names, CreateNodeRequest, CreatedNode};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
-use bulkhead_jail::{files, JailSpec, Limits};
+use bulkhead_driver::{files, NodePrep, NodeSpec};
+use bulkhead_sandbox::Limits;
 use bulkhead_store::{NewNode, NodeRow};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -88,7 +89,7 @@ impl Tenant {
     /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
     /// agent. Any failure after the record exists removes the node again.
     pub async fn create(
-        &self,
+        self: &std::sync::Arc<Self>,
         group: &str,
         req: CreateNodeRequest,
         wait_agent: bool,
@@ -148,6 +149,7 @@ impl Tenant {
             self.store
                 .transition(&name, move |s| s.started(&n))
                 .await?;
+            self.watch(&name);
             if wait_agent {
                 self.wait_agent(&name, deadline).await?;
             }
@@ -207,28 +209,6 @@ impl Tenant {
         self.store
             .set_cgroup(&row.name, Some(cgroup.clone()))
             .await?;
-        let spec = JailSpec {
-            tenant: self.name.clone(),
-            node: row.name.clone(),
-            cgroup,
-            hostname: row.name.clone(),
-            node_dir: dir.clone(),
-            lower: self.lower.clone(),
-            agent_bin: self.agent_bin.clone(),
-            uid_base: self.uid_base,
-            uid_count: bulkhead_core::UID_COUNT,
-            limits: Limits {
-                memory_bytes: row.ram_bytes,
-                millicpus: row.cpus as u64 * 1000,
-                pids_max: g.pids_max,
-            },
-            storage_bytes: bulkhead_core::jail_layer_bytes(g.storage_bytes, row.ram_bytes),
-            user_sysctls: g.kernel_limits.user_sysctls(),
-            network,
-            seccomp: self.host.seccomp.clone(),
-            vm: None,
-        };
-        let mut spec = spec;
         let io = |what: &str| {
             let what = what.to_string();
             move |e: std::io::Error| DomainError::internal(format!("{what}: {e}"))
@@ -245,37 +225,49 @@ impl Tenant {
         }
         write_private(&dir.join(files::CONSOLE_LOG), b"")
             .map_err(io("creating the console log"))?;
-        if let Some(rt) = self.host.vm.clone() {
-            // The guest owns the node's address; QEMU's namespace only bridges its tap.
-            let net = match &mut spec.network {
-                bulkhead_net::NetworkPlan::Veth(v) => {
-                    v.guest_tap = Some(self.uid_base + bulkhead_vm::QEMU_UID);
-                    Some(bulkhead_vm::GuestNet {
-                        address: v.address,
-                        prefix_len: v.prefix_len,
-                        gateway: v.gateway,
-                        dns: v.dns_servers.clone(),
-                    })
-                }
-                bulkhead_net::NetworkPlan::Loopback => None,
-            };
-            let n = crate::vmdriver::NodeVm {
-                net,
-                node_dir: dir.clone(),
-                image: self.cfg.image.clone(),
-                hostname: row.name.clone(),
-                ram_bytes: row.ram_bytes,
-                vcpus: row.cpus,
-                disk_bytes: g.storage_bytes,
-                uid_base: self.uid_base,
-            };
-            let vm = tokio::task::spawn_blocking(move || rt.node(&n))
-                .await
-                .map_err(|e| DomainError::internal(format!("preparing the microVM: {e}")))?
-                .map_err(|e| DomainError::internal(format!("preparing the microVM: {e}")))?;
-            spec.limits.memory_bytes += bulkhead_vm::MEMORY_OVERHEAD;
-            spec.vm = Some(vm);
-        }
+        // The driver's part: whatever it makes on the host for the node (a microVM's disk),
+        // its parameters in the spec, and any change to the node's network plan.
+        let (driver, group, node_dir, name) = (
+            self.driver.clone(),
+            g.clone(),
+            dir.clone(),
+            row.name.clone(),
+        );
+        let (ram_bytes, cpus) = (row.ram_bytes, row.cpus);
+        let (params, network) = tokio::task::spawn_blocking(move || {
+            let mut network = network;
+            driver
+                .prepare_node(NodePrep {
+                    node: &name,
+                    hostname: &name,
+                    node_dir: &node_dir,
+                    group: &group,
+                    ram_bytes,
+                    cpus,
+                    network: &mut network,
+                })
+                .map(|p| (p, network))
+        })
+        .await
+        .map_err(|e| DomainError::internal(format!("preparing the node: {e}")))?
+        .map_err(|e| DomainError::internal(format!("preparing the node: {e}")))?;
+        let spec = NodeSpec {
+            tenant: self.name.clone(),
+            node: row.name.clone(),
+            cgroup,
+            hostname: row.name.clone(),
+            node_dir: dir.clone(),
+            uid_base: self.uid_base,
+            uid_count: bulkhead_core::UID_COUNT,
+            limits: Limits {
+                memory_bytes: row.ram_bytes + self.driver.memory_overhead(),
+                millicpus: row.cpus as u64 * 1000,
+                pids_max: g.pids_max,
+            },
+            network,
+            driver: self.driver.name().to_string(),
+            params,
+        };
         // The node's own nft objects exist before anything of it runs; the network recorded
         // with the node's row is what delete and reconciliation find them by.
         if let (Some(n), Some(nn)) = (self.net.as_ref(), node_net) {
@@ -286,11 +278,7 @@ impl Tenant {
                 .map_err(|e| DomainError::internal(format!("node network rules: {e}")))?;
         }
         let spec_path = dir.join(files::SPEC);
-        write_private(
-            &spec_path,
-            &serde_json::to_vec_pretty(&spec).unwrap_or_default(),
-        )
-        .map_err(io("writing node spec"))?;
+        write_private(&spec_path, &spec.to_json()).map_err(io("writing node spec"))?;
         if let Some(sb) = standby {
             match self.pool.hand_over(sb, &spec_path).await {
                 Ok((line, pid)) => {
@@ -340,12 +328,12 @@ impl Tenant {
     /// Records who supervises a node, so that a restarted daemon finds it again.
     fn record_supervisor(&self, dir: &Path, pid: u32, init_pid: i32) -> Result<(), DomainError> {
         let pid = pid as i32;
-        let state = bulkhead_jail::SupervisorState {
+        let state = bulkhead_driver::SupervisorState {
             supervisor_pid: pid,
-            supervisor_start: bulkhead_jail::process_start_time(pid).unwrap_or(0),
+            supervisor_start: bulkhead_driver::spec::process_start_time(pid).unwrap_or(0),
             init_pid,
         };
-        bulkhead_jail::write_supervisor_state(dir, &state)
+        bulkhead_driver::spec::write_supervisor_state(dir, &state)
             .map_err(|e| DomainError::internal(format!("recording the supervisor: {e}")))
     }
 
@@ -358,7 +346,7 @@ impl Tenant {
             // will never answer: say so now, with what its console said.
             if checked.elapsed() > Duration::from_millis(200) {
                 checked = Instant::now();
-                if !self.node_alive(name) {
+                if !self.node_alive(name).await {
                     let console = std::fs::read(self.node_dir(name).join(files::CONSOLE_LOG))
                         .unwrap_or_default();
                     let text = String::from_utf8_lossy(&console);

@@ -1,7 +1,12 @@
-//! One tenant's context: its config, state, network, forwards and standby pool, and the node
-//! lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`). Host-wide services
-//! (cgroups, seccomp filters, the supervisor binary, the microVM runtime) come from
-//! [`HostServices`]; a daemon holds one of those and, today, one tenant.
+//! One tenant's context: its config, state, network, forwards, standby pool and driver, and
+//! the node lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`; the watches
+//! of live nodes in `watch.rs`). Host-wide services (cgroups, the driver registry, the
+//! supervisor binary) come from [`HostServices`]; a daemon holds one of those and, today, one
+//! tenant.
+//!
+//! The tenant's driver (`bulkhead_driver::Driver`, opened from the registry for the config's
+//! `hypervisor`) does everything that differs between drivers; nothing here asks which one
+//! it is. Whether a node runs comes from its supervisor's control channel.
 //!
 //! Every node lookup goes through [`Tenant::node`], which is scoped to this tenant and is the
 //! only maker of a [`NodeRef`]; every node operation takes one. The node's state changes only
@@ -13,13 +18,14 @@ mod gate;
 pub mod node_ref;
 mod ops;
 mod remove;
+mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
 
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
-use bulkhead_jail::files;
+use bulkhead_driver::{files, Driver};
 use bulkhead_store::{NodeRow, Snapshot, Store};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,11 +58,11 @@ pub struct Tenant {
     pub name: String,
     /// `<state>/tenants/<tenant>`.
     pub dir: PathBuf,
-    /// The tenant's copy of the image (owned by its uid range).
-    pub lower: PathBuf,
-    /// The agent binary nodes bind-mount (installed in the tenant's state).
+    /// The agent binary nodes run (installed in the tenant's state).
     pub agent_bin: PathBuf,
     pub uid_base: u32,
+    /// The tenant's driver (`hypervisor:`), opened at start.
+    pub driver: Arc<dyn Driver>,
     /// The tenant's state: reads from memory, writes on the store's own thread.
     store: Store,
     setups: tokio::sync::Semaphore,
@@ -68,15 +74,17 @@ pub struct Tenant {
     /// Per-node turns at the agent (exec, copy).
     pub gates: Gates,
     pub pool: crate::pool::Pool,
+    /// One `wait` per live node on its supervisor's control channel.
+    watches: watch::Watch,
 }
 
 /// What a tenant context is made of; the rest starts empty.
 pub struct TenantParts {
     pub cfg: TenantConfig,
     pub dir: PathBuf,
-    pub lower: PathBuf,
     pub agent_bin: PathBuf,
     pub uid_base: u32,
+    pub driver: Arc<dyn Driver>,
     pub store: Store,
     pub net: Option<Arc<crate::network::TenantNetwork>>,
 }
@@ -105,9 +113,9 @@ impl Tenant {
             host,
             name,
             dir: p.dir,
-            lower: p.lower,
             agent_bin: p.agent_bin,
             uid_base: p.uid_base,
+            driver: p.driver,
             store: p.store,
             setups: tokio::sync::Semaphore::new(PARALLEL_SETUPS),
             queued: AtomicUsize::new(0),
@@ -116,6 +124,7 @@ impl Tenant {
             forwards,
             gates: Gates::default(),
             pool,
+            watches: watch::Watch::default(),
             cfg: p.cfg,
         }
     }

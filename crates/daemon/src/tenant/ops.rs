@@ -1,5 +1,5 @@
-//! Node operations beyond create and delete: pause/resume (QMP for microVMs, the cgroup
-//! freezer for jails) and port forwards. Each takes a tenant-checked [`NodeRef`]; state
+//! Node operations beyond create and delete: pause/resume and stats (the tenant's driver's),
+//! and port forwards. Each takes a tenant-checked [`NodeRef`]; state
 //! changes go through `NodeState`'s transitions.
 
 use bulkhead_core::{DomainError, NodeState};
@@ -7,8 +7,8 @@ use bulkhead_core::{DomainError, NodeState};
 use super::{NodeRef, Tenant};
 
 impl Tenant {
-    /// Pauses (`true`) or resumes a node: QMP `stop`/`cont` for a microVM, the cgroup freezer
-    /// for a jail. A paused node keeps its memory; exec and copy answer 409 until it resumes.
+    /// Pauses (`true`) or resumes a node through its driver. A paused node keeps its memory;
+    /// exec and copy answer 409 until it resumes.
     pub async fn set_paused(&self, node: &NodeRef, pause: bool) -> Result<NodeState, DomainError> {
         let name = node.name();
         let st = node.row().status;
@@ -17,32 +17,57 @@ impl Tenant {
         } else {
             st.resume(name)?
         };
-        let dir = self.node_dir(name);
-        let (cg, tenant) = (self.host.cgroups.clone(), self.name.clone());
-        let cgroup = node.row().cgroup.clone();
-        let vm = self.host.vm.is_some();
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            if vm {
-                let cmd = if pause { "stop" } else { "cont" };
-                bulkhead_vm::qmp::execute(&dir.join("vm/qmp.sock"), cmd).map(|_| ())
-            } else {
-                let id = cgroup.ok_or("the node has no cgroup")?;
-                cg.node(&tenant, &id)
-                    .freeze(pause)
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await
-        .map_err(|e| DomainError::internal(format!("pause: {e}")))?
-        .map_err(|e| {
-            DomainError::internal(format!(
-                "cannot {} node {name:?}: {e}",
-                if pause { "pause" } else { "resume" }
-            ))
-        })?;
+        self.with_driver(node, move |d, n| d.set_paused(n, pause))
+            .await
+            .map_err(|e| {
+                DomainError::internal(format!(
+                    "cannot {} node {name:?}: {e}",
+                    if pause { "pause" } else { "resume" }
+                ))
+            })?;
         self.store.set_status(name, to).await?;
         tracing::info!(node = %name, status = to.as_str(), "node {}", if pause { "paused" } else { "resumed" });
         Ok(to)
+    }
+
+    /// What a node uses now (memory, CPU time, processes, OOM kills), from its driver.
+    pub async fn stats(&self, node: &NodeRef) -> Result<bulkhead_driver::NodeStats, DomainError> {
+        self.with_driver(node, |d, n| d.stats(n))
+            .await
+            .map_err(|e| DomainError::internal(format!("stats of node {:?}: {e}", node.name())))
+    }
+
+    /// Runs a blocking driver operation on an existing node, off the async workers.
+    async fn with_driver<T: Send + 'static>(
+        &self,
+        node: &NodeRef,
+        op: impl FnOnce(
+                &dyn bulkhead_driver::Driver,
+                bulkhead_driver::NodeRef<'_>,
+            ) -> Result<T, bulkhead_driver::DriverError>
+            + Send
+            + 'static,
+    ) -> Result<T, String> {
+        let dir = self.node_dir(node.name());
+        let name = node.name().to_string();
+        let cgroup = node.row().cgroup.clone();
+        let (cgroups, tenant, driver) = (
+            self.host.cgroups.clone(),
+            self.name.clone(),
+            self.driver.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let id = cgroup.ok_or("the node has no cgroup")?;
+            let cgroup = cgroups.node(&tenant, &id);
+            let n = bulkhead_driver::NodeRef {
+                node: &name,
+                node_dir: &dir,
+                cgroup: &cgroup,
+            };
+            op(driver.as_ref(), n).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("driver task: {e}"))?
     }
 
     /// Opens a port forward to a running, networked node.

@@ -3,8 +3,10 @@
 //! and delete-all at shutdown.
 
 use bulkhead_core::{DomainError, NodeState};
-use std::path::Path;
+use bulkhead_driver::control::client::{liveness, Liveness};
+use bulkhead_driver::spec::{read_supervisor_state, supervisor_alive};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{NodeRef, Tenant};
@@ -14,16 +16,19 @@ impl Tenant {
     pub(super) async fn destroy(&self, name: &str) {
         self.forwards.close_node(name);
         self.gates.remove(name);
+        self.watches.stop(name);
         let dir = self.node_dir(name);
-        if let Some(st) = bulkhead_jail::read_supervisor_state(&dir) {
-            if bulkhead_jail::supervisor_alive(&st) {
+        // SIGTERM ends a supervisor whatever its node is doing: it kills a running init and
+        // waits for it, or, the init having exited already, just stops answering.
+        if let Some(st) = read_supervisor_state(&dir) {
+            if supervisor_alive(&st) {
                 // SAFETY: plain kill of the supervisor we recorded, verified by its start time.
                 unsafe { libc::kill(st.supervisor_pid, libc::SIGTERM) };
                 let until = Instant::now() + Duration::from_secs(5);
-                while bulkhead_jail::supervisor_alive(&st) && Instant::now() < until {
+                while supervisor_alive(&st) && Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                if bulkhead_jail::supervisor_alive(&st) {
+                if supervisor_alive(&st) {
                     // SAFETY: as above.
                     unsafe { libc::kill(st.supervisor_pid, libc::SIGKILL) };
                 }
@@ -43,7 +48,7 @@ impl Tenant {
             if let (Some(n), Some(nn)) = (net, node_net) {
                 n.detach(&nn);
             }
-            cleanup(&cg, &tenant, cgroup.as_deref(), &dir)
+            bulkhead_driver::cleanup(&cg, &tenant, cgroup.as_deref(), &dir)
         })
         .await;
         if let Ok(Err(e)) = r {
@@ -69,21 +74,32 @@ impl Tenant {
     }
 
     /// Brings state and host into agreement after a start or crash: adopts nodes whose
-    /// supervisor still runs, removes nodes whose supervisor is gone, and removes node
+    /// supervisor still runs (a node whose init exited meanwhile becomes Stopped, as it would
+    /// have with the daemon up), removes nodes whose supervisor is gone, and removes node
     /// directories and cgroups that state does not explain.
-    pub async fn reconcile(&self) -> (usize, usize) {
+    pub async fn reconcile(self: &Arc<Self>) -> (usize, usize) {
         let rows = self.list();
         let (mut adopted, mut removed) = (0, 0);
         for r in rows.rows() {
-            let dir = self.node_dir(&r.name);
-            let alive = bulkhead_jail::read_supervisor_state(&dir)
-                .map(|s| bulkhead_jail::supervisor_alive(&s))
-                .unwrap_or(false);
-            if alive && r.status.is_live() {
-                adopted += 1;
-                tracing::info!(node = %r.name, "re-adopted running node");
-                continue;
+            let live = liveness(&self.node_dir(&r.name)).await;
+            match live {
+                Liveness::Running(_) if r.status.is_live() => {
+                    adopted += 1;
+                    tracing::info!(node = %r.name, "re-adopted running node");
+                    self.watch(&r.name);
+                    continue;
+                }
+                Liveness::Exited(s) if r.status.is_live() || r.status == NodeState::Stopped => {
+                    adopted += 1;
+                    if let Some(exit) = s.exit() {
+                        tracing::info!(node = %r.name, %exit, "re-adopted a node whose init exited; it is Stopped until deleted");
+                    }
+                    self.mark_stopped(&r.name).await;
+                    continue;
+                }
+                _ => {}
             }
+            let alive = !matches!(live, Liveness::Gone);
             tracing::warn!(node = %r.name, status = r.status.as_str(), alive, "node lost or half-made; removing it");
             self.destroy(&r.name).await;
             let _ = self.store.delete(&r.name).await;
@@ -138,10 +154,25 @@ impl Tenant {
             .collect()
     }
 
-    /// Whether the node's supervisor (and so the node) still runs.
-    pub(super) fn node_alive(&self, name: &str) -> bool {
-        bulkhead_jail::read_supervisor_state(&self.node_dir(name))
-            .is_some_and(|s| bulkhead_jail::supervisor_alive(&s))
+    /// Whether the node's init still runs, as its supervisor says on its control channel.
+    pub(super) async fn node_alive(&self, name: &str) -> bool {
+        liveness(&self.node_dir(name)).await.is_running()
+    }
+
+    /// Watches a node that runs (after its create, or when a restarted daemon adopts it): its
+    /// init's exit makes it Stopped.
+    pub(super) fn watch(self: &Arc<Self>, name: &str) {
+        let tenant = Arc::downgrade(self);
+        let node = name.to_string();
+        self.watches
+            .start(name, self.node_dir(name), move |state| async move {
+                let Some(t) = tenant.upgrade() else { return };
+                t.watches.done(&node);
+                if let Some(exit) = state.exit() {
+                    tracing::info!(node = %node, %exit, init_pid = state.init_pid, "the node's init exited; the node is Stopped until deleted");
+                }
+                t.mark_stopped(&node).await;
+            });
     }
 
     /// Records that a node's init exited on its own (Running or Paused → Stopped); delete
@@ -151,27 +182,5 @@ impl Tenant {
             .store
             .transition(name, |s| Ok::<_, bulkhead_store::StoreError>(s.stopped()))
             .await;
-    }
-}
-
-/// Removes what a node leaves on the host: its cgroup (killing anything still in it) and its
-/// directory. Safe on a half-created or already-removed node. The cgroup id comes from state,
-/// not from the supervisor's spec.
-fn cleanup(
-    cgroups: &bulkhead_jail::Cgroups,
-    tenant: &str,
-    cgroup: Option<&str>,
-    dir: &Path,
-) -> Result<(), String> {
-    if let Some(id) = cgroup {
-        cgroups
-            .node(tenant, id)
-            .remove()
-            .map_err(|e| e.to_string())?;
-    }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", dir.display())),
     }
 }

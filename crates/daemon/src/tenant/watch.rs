@@ -18,18 +18,17 @@ impl Watch {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for the init of the node in `node_dir` to exit, then calls `exited` with the
+    /// Waits for the init of the node in `node_dir` to exit, then runs `exited` with the
     /// supervisor's answer. Errors (a supervisor that died, or one older than the control
     /// channel) leave the node as it is: the next exec or copy finds out, as it always did.
-    pub fn start(
-        &self,
-        node: &str,
-        node_dir: PathBuf,
-        exited: impl FnOnce(State) + Send + 'static,
-    ) {
+    pub fn start<F, Fut>(&self, node: &str, node_dir: PathBuf, exited: F)
+    where
+        F: FnOnce(State) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let task = tokio::spawn(async move {
             if let Ok(state) = client::request_async(&node_dir, Request::Wait, None).await {
-                exited(state);
+                exited(state).await;
             }
         });
         if let Some(old) = self.tasks().insert(node.to_string(), task.abort_handle()) {
@@ -37,10 +36,15 @@ impl Watch {
         }
     }
 
-    /// Stops watching a node (it is being removed, or its watch has answered).
+    /// Stops watching a node that is being removed.
     pub fn stop(&self, node: &str) {
         if let Some(t) = self.tasks().remove(node) {
             t.abort();
         }
+    }
+
+    /// Forgets a watch that has answered (called from its own task, which must not abort).
+    pub fn done(&self, node: &str) {
+        self.tasks().remove(node);
     }
 }

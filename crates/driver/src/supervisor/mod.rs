@@ -179,7 +179,7 @@ fn supervise(
             if let Some(o) = origin {
                 let _ = o.add(me);
             }
-            let _ = crate::cleanup(cgroups, &spec.tenant, &spec.node_dir);
+            let _ = crate::cleanup(cgroups, &spec.tenant, Some(&spec.cgroup), &spec.node_dir);
             let _ = writeln!(out, "error {e}");
             return 1;
         }
