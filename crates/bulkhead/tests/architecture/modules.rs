@@ -226,7 +226,7 @@ fn parse(text: &str, module: Vec<String>) -> FileInfo {
                     .find(|&j| toks[j] == ";")
                     .unwrap_or(toks.len());
                 let mut trees = Vec::new();
-                use_tree(&toks[i + 1..end], &mut Vec::new(), &mut trees);
+                use_tree(&toks[i + 1..end], &[], &mut trees);
                 let here = at(&inline);
                 for (path, name) in trees {
                     if public && inline.is_empty() {
@@ -290,12 +290,8 @@ fn is_path_start(toks: &[String], i: usize, children: &BTreeSet<String>) -> bool
 
 /// Expands one `use` tree (the tokens between `use` and `;`) into full paths, each with the
 /// name it binds (`None` for `self` of a group, `*` for a glob).
-fn use_tree(
-    toks: &[String],
-    prefix: &mut Vec<String>,
-    out: &mut Vec<(Vec<String>, Option<String>)>,
-) {
-    let mut path = prefix.clone();
+fn use_tree(toks: &[String], prefix: &[String], out: &mut Vec<(Vec<String>, Option<String>)>) {
+    let mut path = prefix.to_vec();
     let mut i = 0;
     while i < toks.len() {
         match toks[i].as_str() {
@@ -308,12 +304,12 @@ fn use_tree(
                     match toks[j].as_str() {
                         "{" => depth += 1,
                         "}" if depth == 0 => {
-                            use_tree(&toks[start..j], &mut path.clone(), out);
+                            use_tree(&toks[start..j], &path, out);
                             return;
                         }
                         "}" => depth -= 1,
                         "," if depth == 0 => {
-                            use_tree(&toks[start..j], &mut path.clone(), out);
+                            use_tree(&toks[start..j], &path, out);
                             start = j + 1;
                         }
                         _ => {}
