@@ -31,7 +31,6 @@ fn crates_dir() -> PathBuf {
 }
 
 #[test]
-#[ignore = "crates/daemon, jail and agent still have files over 600 lines and import cycles; their rework in issue #9 removes them: run with --ignored until it lands"]
 fn no_source_file_is_over_the_line_limit() {
     let root = crates_dir();
     let mut files = Vec::new();
@@ -58,7 +57,6 @@ fn no_source_file_is_over_the_line_limit() {
 }
 
 #[test]
-#[ignore = "crates/daemon, jail and agent still have files over 600 lines and import cycles; their rework in issue #9 removes them: run with --ignored until it lands"]
 fn no_module_imports_from_a_module_importing_it_back() {
     let root = crates_dir();
     let mut found = Vec::new();
