@@ -93,12 +93,7 @@ pub async fn pause_node(
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    Query::parse(q.as_deref(), &[])?;
-    let n = app.tenant.node(&node)?;
-    let st = app.tenant.set_paused(&n, true).await?;
-    Ok(Json(
-        serde_json::json!({"hostname": node, "status": st.as_str()}),
-    ))
+    set_paused(&app, &node, q, true).await
 }
 
 pub async fn resume_node(
@@ -106,9 +101,18 @@ pub async fn resume_node(
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    set_paused(&app, &node, q, false).await
+}
+
+async fn set_paused(
+    app: &AppState,
+    node: &str,
+    q: Option<String>,
+    pause: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
     Query::parse(q.as_deref(), &[])?;
-    let n = app.tenant.node(&node)?;
-    let st = app.tenant.set_paused(&n, false).await?;
+    let n = app.tenant.node(node)?;
+    let st = app.tenant.set_paused(&n, pause).await?;
     Ok(Json(
         serde_json::json!({"hostname": node, "status": st.as_str()}),
     ))
