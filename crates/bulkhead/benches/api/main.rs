@@ -11,7 +11,8 @@
 //!    alternating between them, medians and their ratio (target >= 0.5x).
 //! 2. With `--nodes` nodes (1,000 by default): `/healthz` p50/p99 and create p50 (create with
 //!    `wait=agent`, then delete, through the API) idle, then while 64 connections list
-//!    `GET /nodes` without pause; ratios loaded/idle (target <= 2x).
+//!    `GET /nodes` without pause; ratios loaded/idle (target <= 2x). For reference, the trivial
+//!    server's `/healthz` p99 idle and under the same load on it: what the machine itself adds.
 //! 3. `GET /nodes?limit=100` p99 at that many nodes (target <= 5 ms), or that the daemon does not
 //!    support `limit` yet.
 //!
@@ -26,7 +27,7 @@ use bulkhead_api::{Client, Endpoint};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use hyper::Method;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -133,7 +134,7 @@ fn main() {
         count - have,
         t.elapsed().as_secs_f64()
     );
-    under_load(&b, &oha, &sock, count, &cfg);
+    under_load(&b, &oha, &sock, dir.path(), count, &cfg);
     println!();
     paged(&b, &oha, &sock, count, &cfg);
     println!();
@@ -161,31 +162,7 @@ struct Settings {
 fn list_vs_trivial(b: &Bench, oha: &Oha, sock: &Path, dir: &Path, cfg: &Settings) {
     b.create_many(10);
     let body = b.get_bytes("/nodes");
-    let file = dir.join("nodes.json");
-    std::fs::write(&file, &body).unwrap();
-    let tsock = dir.join("trivial.sock");
-    let trivial = Kill(
-        Command::new(std::env::current_exe().unwrap())
-            .env(trivial::SOCK_ENV, &tsock)
-            .env(trivial::BODY_ENV, &file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&tsock).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the trivial server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let tc = Client::new(Endpoint::Unix(tsock.clone()));
-    let same = b.rt.block_on(get_bytes(&tc, "/nodes"));
-    assert_eq!(
-        same, body,
-        "the trivial server must answer the daemon's bytes"
-    );
+    let (trivial, tsock) = start_trivial(b, dir, "trivial10", &body);
     assert_eq!(
         b.get_bytes("/nodes"),
         body,
@@ -233,8 +210,39 @@ fn list_vs_trivial(b: &Bench, oha: &Oha, sock: &Path, dir: &Path, cfg: &Settings
     drop(trivial);
 }
 
+/// Starts the trivial server on `dir/NAME.sock`, answering `body` to `GET /nodes`, and checks
+/// that it does.
+fn start_trivial(b: &Bench, dir: &Path, name: &str, body: &[u8]) -> (Kill, PathBuf) {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, body).unwrap();
+    let tsock = dir.join(format!("{name}.sock"));
+    let trivial = Kill(
+        Command::new(std::env::current_exe().unwrap())
+            .env(trivial::SOCK_ENV, &tsock)
+            .env(trivial::BODY_ENV, &file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&tsock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the trivial server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let tc = Client::new(Endpoint::Unix(tsock.clone()));
+    assert_eq!(
+        b.rt.block_on(get_bytes(&tc, "/nodes")),
+        body,
+        "the trivial server must answer the daemon's bytes"
+    );
+    (trivial, tsock)
+}
+
 /// Part 2: `/healthz` and create idle, then while 64 connections list every node.
-fn under_load(b: &Bench, oha: &Oha, sock: &Path, count: usize, cfg: &Settings) {
+fn under_load(b: &Bench, oha: &Oha, sock: &Path, dir: &Path, count: usize, cfg: &Settings) {
     let full = oha.run(sock, "/nodes", 1, cfg.secs);
     full.check("GET /nodes");
     let bytes = b.get_bytes("/nodes").len();
@@ -260,6 +268,22 @@ fn under_load(b: &Bench, oha: &Oha, sock: &Path, count: usize, cfg: &Settings) {
             None => println!("   background oha printed no summary"),
         }
     }
+    // The same load on the trivial server (the same list's bytes): how much of /healthz's rise
+    // the machine itself makes (2 cores shared by oha and the server).
+    let (trivial, tsock) = start_trivial(b, dir, "trivial_full", &b.get_bytes("/nodes"));
+    let (mut ti, mut tl) = (Vec::new(), Vec::new());
+    for _ in 0..cfg.cycles {
+        let h = oha.run(&tsock, "/healthz", 1, cfg.secs);
+        h.check("trivial /healthz");
+        ti.push(h.p99);
+        let bg = Kill(oha.spawn(&tsock, "/nodes", 64, 3600));
+        std::thread::sleep(Duration::from_secs(1));
+        let h = oha.run(&tsock, "/healthz", 1, cfg.secs);
+        h.check("trivial /healthz");
+        tl.push(h.p99);
+        drop(bg);
+    }
+    drop(trivial);
     let (i, l) = (idle.summary(), loaded.summary());
     println!(
         "   summary ({} cycles; medians of the phases' figures, create over all pairs):",
@@ -282,6 +306,12 @@ fn under_load(b: &Bench, oha: &Oha, sock: &Path, count: usize, cfg: &Settings) {
         i.2,
         l.2,
         l.2 / i.2
+    );
+    let (ti, tl) = (median(&mut ti), median(&mut tl));
+    println!(
+        "   reference, the trivial server under the same load: /healthz p99 idle {ti:>8.2} ms   loaded {tl:>8.2} ms   ratio {:.2}x   load {}",
+        tl / ti,
+        load()
     );
 }
 
