@@ -129,7 +129,7 @@ pub trait Driver: Send + Sync {
 
     /// Prepares one node on the host before its supervisor starts (a microVM's root disk, say)
     /// and returns the driver's part of the spec ([`crate::NodeSpec::params`]).
-    fn prepare_node(&self, node: NodePrep<'_>) -> Result<serde_json::Value, DriverError>;
+    fn prepare_node(&self, node: NodePrep<'_>) -> Result<crate::spec::Params, DriverError>;
 
     /// Memory the node's cgroup needs beyond the node's RAM (QEMU itself, for a microVM).
     fn memory_overhead(&self) -> u64 {

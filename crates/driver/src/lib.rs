@@ -26,4 +26,4 @@ pub use cleanup::cleanup;
 pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats};
 pub use launch::{Launcher, NodeStart};
 pub use registry::{DriverEntry, Registry};
-pub use spec::{files, NodeSpec, SpecError, SupervisorState};
+pub use spec::{files, NodeSpec, Params, SpecError, SupervisorState};

@@ -48,7 +48,35 @@ pub struct NodeSpec {
     /// The registry name of the driver that starts this node (`jail`, `qemu`).
     pub driver: String,
     /// The driver's own parameters; only that driver decodes them.
-    pub params: serde_json::Value,
+    pub params: Params,
+}
+
+/// A driver's parameters as raw JSON text: the daemon encodes them once from the driver's
+/// type and the supervisor decodes them once into it, with no JSON tree in between (a jail's
+/// compiled seccomp filters are thousands of numbers, and this is the create path).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Params(Box<serde_json::value::RawValue>);
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Params {
+    /// Encodes a driver's parameters.
+    pub fn of<T: Serialize>(params: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(params).map(Params)
+    }
+    /// Decodes them as the driver's type.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
 }
 
 /// A spec that cannot be read or does not fit its driver.
@@ -87,6 +115,10 @@ impl NodeSpec {
     /// sat at the top level, and a microVM's parameters under `vm`. Those read as the `jail`
     /// driver with the whole object as parameters, or the `qemu` driver with `vm`'s.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        // Every spec this release writes names its driver: read it straight into its type.
+        if let Ok(spec) = serde_json::from_slice::<NodeSpec>(bytes) {
+            return Ok(spec);
+        }
         let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if let Some(obj) = v.as_object_mut() {
             if !obj.contains_key("driver") {
@@ -98,19 +130,22 @@ impl NodeSpec {
                 obj.insert("params".into(), params);
             }
         }
-        serde_json::from_value(v).map_err(|e| e.to_string())
+        // Through text, not `from_value`: the raw parameters need a text deserializer.
+        serde_json::from_str(&v.to_string()).map_err(|e| e.to_string())
     }
 
     /// The driver's parameters, decoded as that driver's type.
     pub fn params<T: serde::de::DeserializeOwned>(&self) -> Result<T, SpecError> {
-        serde_json::from_value(self.params.clone()).map_err(|source| SpecError::Params {
+        self.params.decode().map_err(|source| SpecError::Params {
             driver: self.driver.clone(),
             source,
         })
     }
 
+    /// The spec as the supervisor reads it (compact: it is read by a program, on the create
+    /// path).
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
@@ -184,7 +219,7 @@ mod tests {
             },
             network: bulkhead_net::NetworkPlan::Loopback,
             driver: driver.into(),
-            params,
+            params: Params::of(&params).unwrap(),
         }
     }
 
@@ -219,14 +254,18 @@ mod tests {
         o.insert("storage_bytes".into(), json!(1 << 30));
         let jail = NodeSpec::parse(old.to_string().as_bytes()).unwrap();
         assert_eq!(jail.driver, "jail");
-        assert_eq!(jail.params["lower"], "/lower");
-        assert_eq!(jail.params["storage_bytes"], 1 << 30);
+        let params: serde_json::Value = jail.params.decode().unwrap();
+        assert_eq!(params["lower"], "/lower");
+        assert_eq!(params["storage_bytes"], 1 << 30);
         assert_eq!(jail.cgroup, "c0011");
 
         old["vm"] = json!({"mem_mib": 256});
         let vm = NodeSpec::parse(old.to_string().as_bytes()).unwrap();
         assert_eq!(vm.driver, "qemu");
-        assert_eq!(vm.params, json!({"mem_mib": 256}));
+        assert_eq!(
+            vm.params.decode::<serde_json::Value>().unwrap(),
+            json!({"mem_mib": 256})
+        );
 
         old["vm"] = json!(null);
         assert_eq!(

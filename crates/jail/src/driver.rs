@@ -92,7 +92,7 @@ impl Driver for JailDriver {
         ENTRY.name
     }
 
-    fn prepare_node(&self, node: NodePrep<'_>) -> Result<serde_json::Value, DriverError> {
+    fn prepare_node(&self, node: NodePrep<'_>) -> Result<bulkhead_driver::Params, DriverError> {
         let params = JailParams {
             lower: self.lower.clone(),
             agent_bin: self.agent_bin.clone(),
@@ -103,7 +103,7 @@ impl Driver for JailDriver {
             user_sysctls: node.group.kernel_limits.user_sysctls(),
             seccomp: self.seccomp.clone(),
         };
-        serde_json::to_value(params).map_err(|e| DriverError::Failed(e.to_string()))
+        bulkhead_driver::Params::of(&params).map_err(|e| DriverError::Failed(e.to_string()))
     }
 
     /// The cgroup freezer: every process of the node stops where it is.
@@ -185,7 +185,7 @@ mod tests {
                 network: &mut net,
             })
             .unwrap();
-        let p: JailParams = serde_json::from_value(v).unwrap();
+        let p: JailParams = v.decode().unwrap();
         assert_eq!(p.storage_bytes, 448 << 20);
         assert_eq!(p.seccomp, vec![vec![1, 2]]);
         assert!(d.storage_limit(&c.groups[0], 512 << 20).contains("448 MiB"));

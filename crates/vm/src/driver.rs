@@ -187,7 +187,7 @@ impl Driver for QemuDriver {
         ENTRY.name
     }
 
-    fn prepare_node(&self, node: NodePrep<'_>) -> Result<serde_json::Value, DriverError> {
+    fn prepare_node(&self, node: NodePrep<'_>) -> Result<bulkhead_driver::Params, DriverError> {
         // The guest owns the node's address; QEMU's namespace only bridges its tap.
         let net = match node.network {
             bulkhead_net::NetworkPlan::Veth(v) => {
@@ -213,7 +213,7 @@ impl Driver for QemuDriver {
             hostname: node.hostname.to_string(),
             net,
         };
-        serde_json::to_value(spec).map_err(|e| DriverError::Failed(e.to_string()))
+        bulkhead_driver::Params::of(&spec).map_err(|e| DriverError::Failed(e.to_string()))
     }
 
     fn memory_overhead(&self) -> u64 {
