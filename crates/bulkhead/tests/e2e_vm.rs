@@ -207,7 +207,7 @@ setsid bulkhead up /tmp/g2.yaml --state-dir /var/lib/bh > /tmp/up.log 2>&1 < /de
 for i in $(seq 300); do [ -S /run/g2.sock ] && grep -q "ready on" /tmp/up.log && break; sleep 0.2; done
 grep -q 'cgroup="v2"' /tmp/up.log || { cat /tmp/up.log; exit 12; }
 n=$(bulkhead vm add g2 --socket /run/g2.sock) || { cat /tmp/up.log; exit 13; }
-id=$(sed -n 's/.*"cgroup": "\(c[0-9a-f]*\)".*/\1/p' /var/lib/bh/tenants/g2/nodes/$n/spec.json)
+id=$(sed -n 's/.*"cgroup": *"\(c[0-9a-f]*\)".*/\1/p' /var/lib/bh/tenants/g2/nodes/$n/spec.json)
 cg=/sys/fs/cgroup/bulkhead/g2/$id
 echo "limits $(cat $cg/memory.max) $(cat $cg/memory.swap.max) $(cat $cg/pids.max) $(cat $cg/cpu.max)"
 bulkhead vm exec --socket /run/g2.sock $n -- sh -c 'head -c 200m /dev/zero | tail > /dev/null'
