@@ -15,21 +15,25 @@ use super::authn::{Chain, Peer};
 use super::{authorize as decide, Action, Principal};
 use crate::error::ApiError;
 
+/// The actions of the route table: by route path, each method (lowercase) with its action.
+pub type Actions = HashMap<&'static str, Vec<(&'static str, Action)>>;
+
+/// The action a route declares for a method (`get`, `POST`, ...). No allocation: this runs
+/// on every request.
+pub fn action_of(actions: &Actions, path: &str, method: &str) -> Option<Action> {
+    actions
+        .get(path)?
+        .iter()
+        .find(|(m, _)| m.eq_ignore_ascii_case(method))
+        .map(|(_, a)| *a)
+}
+
 /// What the layers need: the listener's authenticators, the tenant the daemon serves, and
 /// the action of every (route path, method).
 pub struct Pipeline {
     pub chain: Chain,
     pub tenant: String,
-    pub actions: HashMap<(String, String), Action>,
-}
-
-impl Pipeline {
-    /// The action a route declares for a method (`get`, `post`, ...).
-    pub fn action(&self, path: &str, method: &str) -> Option<Action> {
-        self.actions
-            .get(&(path.to_string(), method.to_ascii_lowercase()))
-            .copied()
-    }
+    pub actions: Actions,
 }
 
 pub async fn authenticate(
@@ -55,13 +59,8 @@ pub async fn authenticate(
 }
 
 pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let action = path
-        .as_deref()
-        .and_then(|path| p.action(path, req.method().as_str()));
+    let path = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
+    let action = path.and_then(|path| action_of(&p.actions, path, req.method().as_str()));
     let decision = match (req.extensions().get::<Principal>(), action) {
         (Some(principal), Some(action)) => decide(principal, action, &p.tenant),
         (None, _) => Err(DomainError::new(Code::Unauthorized, "no principal")),

@@ -20,10 +20,9 @@ use axum::http::Method;
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::Router;
 use bulkhead_core::{Code, DomainError};
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::auth::layer::{authenticate, authorize, Pipeline};
+use crate::auth::layer::{authenticate, authorize, Actions, Pipeline};
 use crate::auth::Action;
 use crate::error::ApiError;
 pub use body::{json_body, AppState, MAX_JSON_BODY};
@@ -106,14 +105,10 @@ pub fn table() -> Vec<Route> {
 }
 
 /// The action of every (path, method) of the table, for the authorization layer.
-pub fn actions() -> HashMap<(String, String), Action> {
+pub fn actions() -> Actions {
     table()
         .iter()
-        .flat_map(|r| {
-            r.methods
-                .iter()
-                .map(|(m, a)| ((r.path.to_string(), m.to_string()), *a))
-        })
+        .map(|r| (r.path, r.methods.to_vec()))
         .collect()
 }
 

@@ -71,10 +71,7 @@ fn filter(m: &str) -> MethodFilter {
 
 /// The real table's paths and methods with stub handlers (the handlers are not under test;
 /// the layers around them are), behind the real pipeline with `actions`.
-fn stub_router(
-    role: Option<Role>,
-    actions: HashMap<(String, String), crate::auth::Action>,
-) -> Router {
+fn stub_router(role: Option<Role>, actions: crate::auth::layer::Actions) -> Router {
     let pipeline = Arc::new(Pipeline {
         chain: Chain(vec![Box::new(Fake(role))]),
         tenant: "t".into(),
@@ -119,7 +116,7 @@ fn every_route_declares_an_action() {
         assert!(!route.methods.is_empty(), "{} has no methods", route.path);
         for (m, _) in route.methods {
             assert!(
-                actions.contains_key(&(route.path.to_string(), m.to_string())),
+                crate::auth::layer::action_of(&actions, route.path, m).is_some(),
                 "{m} {} has no action",
                 route.path
             );
