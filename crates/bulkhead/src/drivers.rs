@@ -4,7 +4,7 @@
 //! crate implementing `bulkhead_driver::{Driver, Launcher}` plus one line here
 //! (docs/drivers.md, "Adding a driver").
 
-use bulkhead_driver::Registry;
+use bulkhead_driver::{Launchers, Registry};
 
 /// Every driver this build has.
 pub fn registry() -> Registry {
@@ -13,6 +13,19 @@ pub fn registry() -> Registry {
         bulkhead_vm::driver::ENTRY,
     ])
 }
+
+/// The same drivers' supervisor sides, for `bulkhead-supervisor` (which must not link the
+/// daemon sides; a test checks the two lists agree).
+pub const LAUNCHERS: Launchers = Launchers(&[
+    (
+        bulkhead_jail::driver::ENTRY.name,
+        bulkhead_jail::driver::ENTRY.launcher,
+    ),
+    (
+        bulkhead_vm::driver::ENTRY.name,
+        bulkhead_vm::driver::ENTRY.launcher,
+    ),
+]);
 
 #[cfg(test)]
 mod tests {
@@ -29,6 +42,13 @@ mod tests {
             "config:\n  hypervisor: {hypervisor}\n  host_groups:\n    - name: t1\n"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn the_supervisor_has_the_launcher_of_every_driver() {
+        assert_eq!(super::LAUNCHERS.names(), super::registry().names());
+        let e = super::LAUNCHERS.get("xen").err().unwrap().to_string();
+        assert!(e.contains("\"xen\"") && e.contains("\"jail\""), "{e}");
     }
 
     #[test]

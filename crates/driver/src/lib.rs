@@ -25,5 +25,5 @@ pub mod supervisor;
 pub use cleanup::cleanup;
 pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats};
 pub use launch::{Launcher, NodeStart};
-pub use registry::{DriverEntry, Registry};
+pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{files, NodeSpec, Params, SpecError, SupervisorState};

@@ -29,6 +29,28 @@ impl std::fmt::Debug for DriverEntry {
     }
 }
 
+/// The supervisor sides of this build's drivers, by name: all `bulkhead-supervisor` needs, so
+/// that the per-node process links none of the daemon sides (image stores, guest kernels,
+/// config checks) and an idle node costs the host less (docs/benchmarks.md).
+pub struct Launchers(pub &'static [(&'static str, &'static dyn Launcher)]);
+
+impl Launchers {
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|(n, _)| *n).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<&'static dyn Launcher, DriverError> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, l)| *l)
+            .ok_or_else(|| DriverError::Unknown {
+                name: name.into(),
+                known: self.names(),
+            })
+    }
+}
+
 /// The drivers of this build.
 #[derive(Debug)]
 pub struct Registry {

@@ -8,15 +8,15 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let drivers = bulkhead::drivers::registry();
+    let drivers = &bulkhead::drivers::LAUNCHERS;
     let code = match args.as_slice() {
         [flag, tenant, id, dir] if flag == "--standby" => match (tenant.to_str(), id.to_str()) {
             (Some(t), Some(i)) => {
-                bulkhead_driver::supervisor::run_standby(t, i, std::path::Path::new(dir), &drivers)
+                bulkhead_driver::supervisor::run_standby(t, i, std::path::Path::new(dir), drivers)
             }
             _ => 2,
         },
-        [spec] => bulkhead_driver::supervisor::run(std::path::Path::new(spec), &drivers),
+        [spec] => bulkhead_driver::supervisor::run(std::path::Path::new(spec), drivers),
         _ => {
             eprintln!("usage: bulkhead-supervisor SPEC | --standby TENANT CGROUP SOCKDIR (started by the bulkhead daemon)");
             2

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use crate::spec::files;
-use crate::{DriverError, Launcher, NodeSpec, NodeStart, Registry};
+use crate::{DriverError, Launcher, Launchers, NodeSpec, NodeStart};
 use bulkhead_sandbox::{Cgroups, NodeCgroup};
 
 /// Sockets a standby bound in its own directory before it moved into the node's cgroup, so
@@ -44,6 +44,29 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
+/// The spec path the daemon sends a standby: one line on stdin, read without `std::io::stdin`,
+/// whose buffer would stay on the heap of every idle node's supervisor. Empty at EOF.
+fn read_spec_line() -> String {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        // SAFETY: reading into a stack buffer of its length from our own stdin.
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            n if n > 0 => {
+                line.extend_from_slice(&buf[..n as usize]);
+                if line.ends_with(b"\n") || line.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            n if n < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 /// A root-only listening socket at `path` (an older one there is replaced).
 fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     let _ = fs::remove_file(path);
@@ -53,7 +76,7 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// `bulkhead-supervisor SPEC`: starts the node at once. Returns the process exit code.
-pub fn run(spec_path: &Path, registry: &Registry) -> i32 {
+pub fn run(spec_path: &Path, launchers: &Launchers) -> i32 {
     let mut out = std::io::stdout();
     let sigs = block_signals();
     let (spec, cgroups) = match NodeSpec::read(spec_path)
@@ -66,7 +89,7 @@ pub fn run(spec_path: &Path, registry: &Registry) -> i32 {
             return 2;
         }
     };
-    supervise(&spec, &cgroups, &sigs, None, registry)
+    supervise(spec, &cgroups, &sigs, None, launchers)
 }
 
 /// `bulkhead-supervisor --standby TENANT CGROUP SOCKDIR`: creates the cgroup, moves itself
@@ -75,7 +98,7 @@ pub fn run(spec_path: &Path, registry: &Registry) -> i32 {
 /// it before any request, so the node's init is then born inside its cgroup and nothing is
 /// moved on the create path. EOF on stdin (the daemon stopped or shrank its pool) removes the
 /// slot. A standby serves every driver: it learns which from the spec.
-pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, registry: &Registry) -> i32 {
+pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launchers) -> i32 {
     let mut out = std::io::stdout();
     let cgroups = match Cgroups::detect() {
         Ok(c) => c,
@@ -119,8 +142,8 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, registry: &Registry)
     }
     let _ = writeln!(out, "standby");
     let _ = out.flush();
-    let mut line = String::new();
-    let got = std::io::stdin().read_line(&mut line).unwrap_or(0);
+    let line = read_spec_line();
+    let got = line.len();
     let spec = match (got, NodeSpec::read(Path::new(line.trim()))) {
         (0, _) => None,
         (_, Ok(s)) if s.tenant == tenant && s.cgroup == id => Some(s),
@@ -147,18 +170,18 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, registry: &Registry)
         agent: (agent_l, agent.clone()),
         control: (control_l, control.clone()),
     };
-    supervise(&spec, &cgroups, &sigs, Some((&origin, prebound)), registry)
+    supervise(spec, &cgroups, &sigs, Some((&origin, prebound)), launchers)
 }
 
 /// Starts the node, reports, serves the control channel, and cleans up. `standby` is set when
 /// the supervisor already sits in the node's cgroup: it steps back to `origin` once the node
 /// runs, so the node's limits, freezer and process count cover the node alone.
 fn supervise(
-    spec: &NodeSpec,
+    spec: NodeSpec,
     cgroups: &Cgroups,
     sigs: &libc::sigset_t,
     standby: Option<(&NodeCgroup, Prebound)>,
-    registry: &Registry,
+    launchers: &Launchers,
 ) -> i32 {
     let mut out = std::io::stdout();
     // SAFETY: getpid has no preconditions.
@@ -167,12 +190,10 @@ fn supervise(
         Some((o, p)) => (Some(o), Some(p)),
         None => (None, None),
     };
-    let started = registry
+    let started = launchers
         .get(&spec.driver)
         .map_err(|e| e.to_string())
-        .and_then(|entry| {
-            start(spec, cgroups, prebound, entry.launcher).map_err(|e| e.to_string())
-        });
+        .and_then(|launcher| start(&spec, cgroups, prebound, launcher).map_err(|e| e.to_string()));
     let (init, control) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -200,6 +221,8 @@ fn supervise(
     }
     let node_cg = cgroups.node(&spec.tenant, &spec.cgroup);
     let agent_sock = spec.node_dir.join(files::AGENT_SOCKET);
+    let control_sock = spec.node_dir.join(files::CONTROL_SOCKET);
+    drop(spec);
     // The node is gone once its init is: remove its socket and cgroups at once; the
     // directory belongs to the daemon, which removes it when it deletes the node (or at
     // reconciliation).
@@ -207,8 +230,13 @@ fn supervise(
         let _ = fs::remove_file(&agent_sock);
         let _ = node_cg.remove();
     };
+    // The node runs: give back the heap that starting it used (the spec, dropped above, its
+    // driver parameters, the launcher's buffers), so an idle node costs the host only what
+    // serving it needs (docs/benchmarks.md, host memory per idle node).
+    // SAFETY: malloc_trim has no preconditions; the process is single-threaded here.
+    unsafe { libc::malloc_trim(0) };
     serve::serve(init, control, sigs, on_exit);
-    let _ = fs::remove_file(spec.node_dir.join(files::CONTROL_SOCKET));
+    let _ = fs::remove_file(&control_sock);
     0
 }
 
