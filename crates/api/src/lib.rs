@@ -6,6 +6,7 @@
 pub mod client;
 pub mod duration;
 pub mod names;
+pub mod signals;
 pub mod types;
 
 pub use client::{Client, ClientError, Endpoint};

@@ -135,7 +135,8 @@ pub struct DeleteResponse {
     pub error: String,
 }
 
-/// One NDJSON frame of a streamed exec.
+/// One NDJSON frame of a streamed exec, in the shape Slicer's SDKs decode
+/// (`SlicerExecWriteResult`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ExecFrame {
@@ -155,11 +156,14 @@ pub enum ExecFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encoding: Option<String>,
     },
+    /// How the command ended. `exit_code` is always present: the command's own code, or,
+    /// when a signal killed it, 128 + the signal's number (as a shell's `$?`), with `signal`
+    /// naming it (`"SIGKILL"`). A command that could not be found is 127, one that could not
+    /// be executed 126, as in a shell.
     Exit {
+        exit_code: i32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        exit_code: Option<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        signal: Option<i32>,
+        signal: Option<String>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         timed_out: bool,
         ended_at: String,
@@ -168,9 +172,25 @@ pub enum ExecFrame {
         error: String,
         code: String,
     },
+    /// Background-exec logs only: frames between the reader's cursor and the oldest frame
+    /// still in the ring were dropped (the ring is bounded).
+    Gap {
+        dropped_frames: u64,
+        dropped_bytes: u64,
+        message: String,
+    },
 }
 
-/// Body of `POST /vm/{node}/exec?buffered=true`.
+/// One frame of a background exec's log (`GET /vm/{node}/exec/{id}/logs`): an [`ExecFrame`]
+/// with its position in the exec's log (`id`, from 1; `from_id` resumes there).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogFrame {
+    pub id: u64,
+    #[serde(flatten)]
+    pub frame: ExecFrame,
+}
+
+/// Body of `POST /vm/{node}/exec?buffered=true` (Slicer's `ExecResult`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BufferedExec {
     pub stdout: String,
@@ -178,11 +198,98 @@ pub struct BufferedExec {
     /// `base64` when the exec asked for `stdio=base64` (stdout and stderr are then base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
+    /// As in [`ExecFrame::Exit`].
     pub exit_code: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
+    pub signal: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// The command's pid inside the node (absent when it never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+}
+
+/// Answer of `POST /vm/{node}/exec?background=true` (Slicer's `ExecBackgroundResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgExecStarted {
+    pub exec_id: String,
+    pub pid: i32,
+    pub started_at: String,
+    pub ring_bytes: u64,
+}
+
+/// One background exec (`GET /vm/{node}/exec[/{id}]`, Slicer's `ExecBackgroundInfo`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgExecInfo {
+    pub exec_id: String,
+    pub pid: i32,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub uid: u32,
+    pub started_at: String,
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// Output bytes the command wrote, and those the ring dropped since.
+    pub bytes_written: u64,
+    pub bytes_dropped: u64,
+    /// The id the next log frame will get.
+    pub next_id: u64,
+    pub ring_bytes: u64,
+}
+
+/// Body of `POST /vm/{node}/exec/{id}/kill` (every field optional; an empty body is SIGTERM
+/// with a 5 s grace before SIGKILL).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BgKillRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
+}
+
+/// Answer of `POST /vm/{node}/exec/{id}/kill`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgKillResponse {
+    pub exec_id: String,
+    pub pid: i32,
+    /// Whether the command still ran when the signal went out (false: nothing was sent).
+    pub running: bool,
+    /// The signal sent (`"SIGTERM"`), empty when the command had already ended.
+    pub signal_sent: String,
+}
+
+/// Answer of `GET /vm/{node}/exec/{id}/wait-exit`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgWaitExit {
+    pub exec_id: String,
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    pub timed_out: bool,
+}
+
+/// Answer of `DELETE /vm/{node}/exec/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BgDeleted {
+    pub exec_id: String,
+    pub reaped: bool,
 }
 
 /// Response of `POST /vm/{node}/cp`.

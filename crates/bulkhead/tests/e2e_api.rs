@@ -47,14 +47,14 @@ fn stdout_of(f: &[ExecFrame]) -> String {
         .collect()
 }
 
-fn exit_of(f: &[ExecFrame]) -> (Option<i32>, Option<i32>, bool) {
+fn exit_of(f: &[ExecFrame]) -> (i32, Option<&str>, bool) {
     match f.last().unwrap() {
         ExecFrame::Exit {
             exit_code,
             signal,
             timed_out,
             ..
-        } => (*exit_code, *signal, *timed_out),
+        } => (*exit_code, signal.as_deref(), *timed_out),
         other => panic!("last frame is {other:?}"),
     }
 }
@@ -79,7 +79,7 @@ fn exec_semantics() {
     assert!(f
         .iter()
         .any(|x| matches!(x, ExecFrame::Stderr { data, .. } if data == "err\n")));
-    assert_eq!(exit_of(&f), (Some(7), None, false));
+    assert_eq!(exit_of(&f), (7, None, false));
     // env, cwd, uid and gid
     let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=echo%20$FOO:$(pwd):$(id%20-u):$(id%20-g)&env=FOO%3Dbar&cwd=/tmp&uid=1000&gid=1001"), "");
     assert_eq!(stdout_of(&f), "bar:/tmp:1000:1001\n");
@@ -98,7 +98,8 @@ fn exec_semantics() {
         &format!("/vm/{n}/exec?cmd=sh&args=-c&args=kill%20-TERM%20$$"),
         "",
     );
-    assert_eq!(exit_of(&f), (None, Some(15), false));
+    // Slicer's shape: the signal by name, exit_code 128 + its number (as a shell's `$?`).
+    assert_eq!(exit_of(&f), (143, Some("SIGTERM"), false));
     // timeout kills the process group
     let t = std::time::Instant::now();
     let f = frames(
@@ -107,7 +108,7 @@ fn exec_semantics() {
         &format!("/vm/{n}/exec?cmd=sleep&args=30&timeout=300ms"),
         "",
     );
-    assert_eq!(exit_of(&f), (None, Some(9), true));
+    assert_eq!(exit_of(&f), (137, Some("SIGKILL"), true));
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     // large output arrives whole
     let f = frames(&rt, &c, &format!("/vm/{n}/exec?cmd=sh&args=-c&args=head%20-c%2020000000%20/dev/zero%20|%20tr%20%27\\0%27%20x"), "");
@@ -123,6 +124,7 @@ fn exec_semantics() {
         .unwrap();
     let b: BufferedExec =
         serde_json::from_slice(&rt.block_on(r.into_body().collect()).unwrap().to_bytes()).unwrap();
+    assert!(b.pid.is_some_and(|p| p > 1) && b.started_at.is_some() && b.ended_at.is_some());
     assert_eq!(
         b,
         BufferedExec {
@@ -131,7 +133,10 @@ fn exec_semantics() {
             encoding: None,
             exit_code: 0,
             signal: None,
-            timed_out: false
+            timed_out: false,
+            pid: b.pid,
+            started_at: b.started_at.clone(),
+            ended_at: b.ended_at.clone(),
         }
     );
     // stdout=false drops the stream

@@ -145,12 +145,21 @@ fn bad_input_gets_clear_4xx() {
             400,
             "directory",
         ),
+        // A command that is not found is no longer a 400 but an exit code 127 (Slicer's
+        // clients read it so; e2e_exec_bg.rs checks it).
         (
             Method::POST,
-            format!("/vm/{n}/exec?cmd=no-such-command"),
+            format!("/vm/{n}/exec?cmd=true&background=true&ring_bytes=99999999"),
             String::new(),
             400,
-            "not found",
+            "above the limit",
+        ),
+        (
+            Method::GET,
+            format!("/vm/{n}/exec/ex_0123"),
+            String::new(),
+            404,
+            "no background exec",
         ),
         (
             Method::POST,

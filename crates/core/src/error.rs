@@ -61,6 +61,12 @@ pub enum Code {
     /// The node's driver cannot do this (e.g. snapshots before storage lands).
     Unsupported,
     Internal,
+    /// A node or tenant holds as many background execs (or as much of their rings) as it may.
+    TooManyExecs,
+    /// A background exec still runs, so it cannot be deleted.
+    ExecRunning,
+    /// A background exec was deleted.
+    ExecGone,
 }
 
 impl Code {
@@ -105,6 +111,9 @@ impl Code {
         Code::NodeFailed,
         Code::Unsupported,
         Code::Internal,
+        Code::TooManyExecs,
+        Code::ExecRunning,
+        Code::ExecGone,
     ];
 
     /// The code's wire form.
@@ -148,6 +157,9 @@ impl Code {
             Code::NodeFailed => "node_failed",
             Code::Unsupported => "unsupported",
             Code::Internal => "internal",
+            Code::TooManyExecs => "too_many_background_execs",
+            Code::ExecRunning => "exec_running",
+            Code::ExecGone => "exec_gone",
         }
     }
 

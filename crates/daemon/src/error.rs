@@ -34,7 +34,9 @@ pub fn status(code: Code) -> StatusCode {
         | Code::TooManyForwards => StatusCode::CONFLICT,
         Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         // The node's own pids limit: its workload (or too many execs) holds every pid.
-        Code::PidsLimit => StatusCode::TOO_MANY_REQUESTS,
+        Code::PidsLimit | Code::TooManyExecs => StatusCode::TOO_MANY_REQUESTS,
+        Code::ExecRunning => StatusCode::CONFLICT,
+        Code::ExecGone => StatusCode::GONE,
         Code::Internal | Code::NodeFailed | Code::AgentError => StatusCode::INTERNAL_SERVER_ERROR,
         Code::AgentUnreachable | Code::AgentLost => StatusCode::BAD_GATEWAY,
         Code::Busy

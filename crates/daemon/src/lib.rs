@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bg;
 pub mod error;
 pub mod forward;
 pub mod fsutil;

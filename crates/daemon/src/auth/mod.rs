@@ -105,6 +105,8 @@ pub enum Action {
     ListForwards,
     OpenForward,
     CloseForward,
+    ReadBgExecs,
+    ControlBgExecs,
 }
 
 /// The least role that may do each action, and why. Deny by default: an action missing here
@@ -167,6 +169,16 @@ pub const POLICY: &[(Action, Role, &str)] = &[
         Role::Developer,
         "withdraws a published port",
     ),
+    (
+        Action::ReadBgExecs,
+        Role::Developer,
+        "background execs' commands, arguments and output are workload data",
+    ),
+    (
+        Action::ControlBgExecs,
+        Role::Developer,
+        "signals or forgets a workload's command",
+    ),
 ];
 
 impl Action {
@@ -226,7 +238,7 @@ mod tests {
         }
     }
 
-    const ALL: [Action; 17] = [
+    const ALL: [Action; 19] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -244,6 +256,8 @@ mod tests {
         Action::ListForwards,
         Action::OpenForward,
         Action::CloseForward,
+        Action::ReadBgExecs,
+        Action::ControlBgExecs,
     ];
 
     #[test]

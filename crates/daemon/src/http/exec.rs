@@ -7,6 +7,10 @@
 //! The exec ends with the connection to the agent: the stdin task keeps its half until the
 //! body ends, the loop keeps the other until the exit, or until the HTTP client goes away,
 //! and the agent kills the command's process group once both are dropped.
+//!
+//! Shapes are Slicer's (ADR 0016): the exit's `exit_code` is always there (128 + the signal
+//! when one killed the command, `signal` naming it), and a command that cannot start is an
+//! exit code (127 or 126, `exec_wire.rs`). `background=true` goes to `exec_bg.rs`.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -21,6 +25,7 @@ use base64::Engine;
 use bulkhead_agent::client::{AgentError, ExecEvent, ExecOutput, ExitStatus};
 use bulkhead_api::{BufferedExec, ExecFrame};
 use bulkhead_core::{Code, DomainError};
+use futures_util::stream;
 use futures_util::StreamExt;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
@@ -28,6 +33,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::body::AppState;
 use super::exec_query::{ExecQuery, Stdio};
+use super::exec_wire::{line, not_started, Encoders};
+use crate::bg::exit_fields;
 use crate::error::ApiError;
 use crate::fsutil::now_rfc3339;
 use crate::tenant::agent_error;
@@ -54,11 +61,21 @@ async fn exec_node(
 ) -> Result<Response, DomainError> {
     let q = ExecQuery::parse(q.as_deref())?;
     let n = app.tenant.running_node(&node)?;
+    if let Some(ring) = q.background {
+        return super::exec_bg::start(&app, &n, &q, ring).await;
+    }
     let stdin = q.request.stdin;
     let turn = app.tenant.agent_turn(&n).await?;
-    let session = app.tenant.exec(&n, q.request.clone()).await?;
+    let session = match app.tenant.exec(&n, q.request.clone()).await {
+        Ok(s) => s,
+        Err(e) => match not_started(&e) {
+            Some(code) => return Ok(not_started_answer(&q, code, &e.message)),
+            None => return Err(e),
+        },
+    };
     app.tenant.counters.execs.fetch_add(1, Ordering::Relaxed);
     let pid = session.pid();
+    let started_at = now_rfc3339();
     let (mut input, mut output) = session.split();
     // The input half lives as long as this task (its result): the exec ends with it.
     let stdin_task = tokio::spawn(async move {
@@ -78,28 +95,66 @@ async fn exec_node(
         let mut sink = Buffered::default();
         relay(&mut output, &q, &mut sink).await;
         drop((stdin_task, turn));
-        return Ok(Json(sink.answer(q.stdio)?).into_response());
+        let mut answer = sink.answer(q.stdio)?;
+        answer.pid = Some(pid);
+        answer.started_at = Some(started_at);
+        return Ok(Json(answer).into_response());
     }
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    let _ = tx
-        .send(line(&ExecFrame::Started {
-            pid,
-            started_at: now_rfc3339(),
-        }))
-        .await;
+    let _ = tx.send(line(&ExecFrame::Started { pid, started_at })).await;
     tokio::spawn(async move {
         let _keep_stdin_open = stdin_task;
         let _turn = turn;
         let mut sink = Frames::new(tx, q.stdio);
         relay(&mut output, &q, &mut sink).await;
     });
-    let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
+    Ok(ndjson(Body::from_stream(ReceiverStream::new(rx))))
+}
+
+fn ndjson(body: Body) -> Response {
+    let mut resp = body.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    Ok(resp)
+    resp
+}
+
+/// A command that could not start, answered as a shell would: its reason on stderr and an
+/// exit code, in the shape the request asked for.
+fn not_started_answer(q: &ExecQuery, exit_code: i32, why: &str) -> Response {
+    let msg = format!("bulkhead: {why}\n");
+    let ended_at = now_rfc3339();
+    if q.buffered {
+        let stderr = match q.stdio {
+            Stdio::Text => msg,
+            Stdio::Base64 => B64.encode(msg),
+        };
+        return Json(BufferedExec {
+            stdout: String::new(),
+            stderr,
+            encoding: q.stdio.encoding(),
+            exit_code,
+            signal: None,
+            timed_out: false,
+            pid: None,
+            started_at: None,
+            ended_at: Some(ended_at),
+        })
+        .into_response();
+    }
+    let mut frames = Vec::new();
+    if q.stderr {
+        frames.push(line(&Encoders::new(q.stdio).frame(true, msg.as_bytes())));
+    }
+    frames.push(line(&ExecFrame::Exit {
+        exit_code,
+        signal: None,
+        timed_out: false,
+        ended_at,
+    }));
+    ndjson(Body::from_stream(stream::iter(frames)))
 }
 
 /// Where an exec's output goes. `Break` from a method ends the exec.
@@ -185,13 +240,17 @@ impl Buffered {
             ),
             Stdio::Base64 => (B64.encode(&self.out), B64.encode(&self.err)),
         };
+        let (exit_code, signal) = exit_fields(st.code, st.signal);
         Ok(BufferedExec {
             stdout,
             stderr,
             encoding: stdio.encoding(),
-            exit_code: st.code.unwrap_or(128 + st.signal.unwrap_or(0)),
-            signal: st.signal,
+            exit_code,
+            signal,
             timed_out: st.timed_out,
+            pid: None,
+            started_at: None,
+            ended_at: Some(now_rfc3339()),
         })
     }
 }
@@ -199,18 +258,14 @@ impl Buffered {
 /// The NDJSON answer: one frame per chunk, as it comes.
 struct Frames {
     tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-    stdio: Stdio,
-    out: Encoder,
-    err: Encoder,
+    enc: Encoders,
 }
 
 impl Frames {
     fn new(tx: mpsc::Sender<Result<Bytes, std::io::Error>>, stdio: Stdio) -> Self {
         Frames {
             tx,
-            stdio,
-            out: Encoder::new(stdio),
-            err: Encoder::new(stdio),
+            enc: Encoders::new(stdio),
         }
     }
 
@@ -225,18 +280,7 @@ impl Frames {
 
 impl Sink for Frames {
     async fn output(&mut self, stderr: bool, data: Vec<u8>) -> ControlFlow<()> {
-        let encoding = self.stdio.encoding();
-        let frame = if stderr {
-            ExecFrame::Stderr {
-                data: self.err.push(&data),
-                encoding,
-            }
-        } else {
-            ExecFrame::Stdout {
-                data: self.out.push(&data),
-                encoding,
-            }
-        };
+        let frame = self.enc.frame(stderr, &data);
         self.send(&frame).await
     }
     async fn agent_error(&mut self, code: String, message: String) -> ControlFlow<()> {
@@ -247,10 +291,11 @@ impl Sink for Frames {
         .await
     }
     async fn exit(&mut self, st: ExitStatus) {
+        let (exit_code, signal) = exit_fields(st.code, st.signal);
         let _ = self
             .send(&ExecFrame::Exit {
-                exit_code: st.code,
-                signal: st.signal,
+                exit_code,
+                signal,
                 timed_out: st.timed_out,
                 ended_at: now_rfc3339(),
             })
@@ -266,62 +311,5 @@ impl Sink for Frames {
     }
     async fn gone(&self) {
         self.tx.closed().await
-    }
-}
-
-fn line(f: &ExecFrame) -> Result<Bytes, std::io::Error> {
-    let mut v = serde_json::to_vec(f).unwrap_or_default();
-    v.push(b'\n');
-    Ok(Bytes::from(v))
-}
-
-/// Encodes one output stream's chunks for the wire.
-struct Encoder(Stdio, Utf8Carry);
-
-impl Encoder {
-    fn new(s: Stdio) -> Self {
-        Encoder(s, Utf8Carry::default())
-    }
-    fn push(&mut self, data: &[u8]) -> String {
-        match self.0 {
-            Stdio::Text => self.1.push(data),
-            Stdio::Base64 => B64.encode(data),
-        }
-    }
-}
-
-/// Turns byte chunks into UTF-8 text without splitting a character across frames.
-#[derive(Default)]
-struct Utf8Carry(Vec<u8>);
-
-impl Utf8Carry {
-    fn push(&mut self, data: &[u8]) -> String {
-        self.0.extend_from_slice(data);
-        let valid = match std::str::from_utf8(&self.0) {
-            Ok(_) => self.0.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.0.len(),
-        };
-        let rest = self.0.split_off(valid);
-        let text = String::from_utf8_lossy(&self.0).into_owned();
-        self.0 = rest;
-        text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Utf8Carry;
-
-    #[test]
-    fn utf8_is_not_split_across_frames() {
-        let s = "héllo ✓".as_bytes();
-        let mut c = Utf8Carry::default();
-        let mut out = String::new();
-        for b in s {
-            out.push_str(&c.push(&[*b]));
-        }
-        assert_eq!(out, "héllo ✓");
-        assert_eq!(Utf8Carry::default().push(&[0xff, b'a']), "\u{fffd}a");
     }
 }

@@ -10,7 +10,9 @@
 pub mod agent;
 pub mod body;
 pub mod exec;
+pub mod exec_bg;
 mod exec_query;
+mod exec_wire;
 pub mod list;
 pub mod meta;
 pub mod nodes;
@@ -64,7 +66,33 @@ pub fn table() -> Vec<Route> {
             delete(nodes::delete_node),
         ),
         route("/nodes", &[("get", ListNodes)], get(nodes::all_nodes)),
-        route("/vm/{node}/exec", &[("post", ExecInNode)], post(exec::exec)),
+        // exec (issue #10, `exec`): foreground and background execs, Slicer's shapes.
+        route(
+            "/vm/{node}/exec",
+            &[("post", ExecInNode), ("get", ReadBgExecs)],
+            post(exec::exec).get(exec_bg::list),
+        ),
+        route(
+            "/vm/{node}/exec/{exec_id}",
+            &[("get", ReadBgExecs), ("delete", ControlBgExecs)],
+            get(exec_bg::info).delete(exec_bg::delete),
+        ),
+        route(
+            "/vm/{node}/exec/{exec_id}/logs",
+            &[("get", ReadBgExecs)],
+            get(exec_bg::logs),
+        ),
+        route(
+            "/vm/{node}/exec/{exec_id}/wait-exit",
+            &[("get", ReadBgExecs)],
+            get(exec_bg::wait_exit),
+        ),
+        route(
+            "/vm/{node}/exec/{exec_id}/kill",
+            &[("post", ControlBgExecs)],
+            post(exec_bg::kill),
+        ),
+        // end of exec's block
         route(
             "/vm/{node}/cp",
             &[("get", CopyFromNode), ("post", CopyToNode)],

@@ -73,6 +73,8 @@ pub struct Tenant {
     pub forwards: crate::forward::Forwards,
     /// Per-node turns at the agent (exec, copy).
     pub gates: Gates,
+    /// Background execs, by node (`bg/`, ADR 0016).
+    pub bg: crate::bg::BgExecs,
     pub pool: crate::pool::Pool,
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
@@ -123,6 +125,7 @@ impl Tenant {
             net: p.net,
             forwards,
             gates: Gates::default(),
+            bg: crate::bg::BgExecs::default(),
             pool,
             watches: watch::Watch::default(),
             cfg: p.cfg,

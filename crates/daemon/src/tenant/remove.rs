@@ -16,6 +16,7 @@ impl Tenant {
     pub(super) async fn destroy(&self, name: &str) {
         self.forwards.close_node(name);
         self.gates.remove(name);
+        self.bg.forget_node(name);
         self.watches.stop(name);
         let dir = self.node_dir(name);
         // SIGTERM ends a supervisor whatever its node is doing: it kills a running init and

@@ -124,18 +124,16 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
                 }
                 ExecFrame::Exit {
                     exit_code,
-                    signal,
                     timed_out,
                     ..
                 } => {
                     if timed_out {
                         eprintln!("bulkhead: command timed out and was killed");
                     }
-                    let code = exit_code.unwrap_or_else(|| 128 + signal.unwrap_or(0));
-                    return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+                    return Ok(ExitCode::from(exit_code.clamp(0, 255) as u8));
                 }
                 ExecFrame::Error { error, code } => bail!("exec failed: {error} ({code})"),
-                ExecFrame::Started { .. } => {}
+                ExecFrame::Started { .. } | ExecFrame::Gap { .. } => {}
             }
         }
     }
@@ -143,7 +141,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One output frame's bytes: base64 frames decoded, text as it came.
-fn output_bytes(data: String, encoding: Option<String>) -> anyhow::Result<Vec<u8>> {
+pub(super) fn output_bytes(data: String, encoding: Option<String>) -> anyhow::Result<Vec<u8>> {
     use base64::Engine;
     match encoding.as_deref() {
         None | Some("text") => Ok(data.into_bytes()),
