@@ -28,6 +28,12 @@ pub struct ExecArgs {
     /// Kill the command after this long, e.g. 30s
     #[arg(long)]
     timeout: Option<String>,
+    /// Run it in the background (the daemon keeps it and its output); prints its exec id
+    #[arg(long, conflicts_with = "interactive")]
+    bg: bool,
+    /// With --bg: the output ring's size in bytes (default 1 MiB)
+    #[arg(long, requires = "bg")]
+    ring_bytes: Option<u64>,
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -41,6 +47,8 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         cwd,
         env,
         timeout,
+        bg,
+        ring_bytes,
         command,
     } = a;
     let node = node.as_str();
@@ -61,6 +69,10 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = timeout {
         q += &format!("&timeout={}", enc(&t));
+    }
+    if bg {
+        super::bg::start(client, &q, ring_bytes).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let body: ReqBody = if interactive {
         q += "&stdin=true";

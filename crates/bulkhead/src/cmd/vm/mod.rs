@@ -1,6 +1,7 @@
 //! `bulkhead vm ...`: the client side of the node API. `exec` and `cp` stream, and live in
 //! modules of their own; the other verbs are one request each.
 
+mod bg;
 mod cp;
 mod exec;
 
@@ -98,6 +99,13 @@ pub enum VmCmd {
         conn: Conn,
         #[command(flatten)]
         args: ExecArgs,
+    },
+    /// Background execs: list, info, logs, kill, wait, rm (start one with `vm exec --bg`)
+    Bg {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: bg::BgCmd,
     },
     /// Copy files: `cp ./dir NODE:/path` or `cp NODE:/path ./dir` (directories as tar)
     ///
@@ -274,6 +282,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
         VmCmd::Exec { conn, args } => {
             return exec::exec(&conn.client()?, args).await;
         }
+        VmCmd::Bg { conn, cmd } => return bg::run(conn, cmd).await,
         VmCmd::Cp {
             conn,
             src,
