@@ -526,3 +526,65 @@ fn background_execs_end_with_the_daemon() {
     }
     d.stop_and_assert_clean();
 }
+
+/// The same session-holding background exec in a microVM node (the agent's frames travel over
+/// virtio-serial): output through the ring, a kill, the exit by name.
+#[test]
+fn background_exec_in_a_microvm() {
+    if !privileged() {
+        return;
+    }
+    let netns = common::netlab::Netns::new();
+    let d = Daemon::start_in(&netns.path(), "exbgvm", &vm_config());
+    let n = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "180s"])
+        .trim()
+        .to_string();
+    let rt = rt();
+    let c = d.client();
+    let s: BgExecStarted = ok_json(
+        &rt,
+        &c,
+        Method::POST,
+        &format!("/vm/{n}/exec?background=true&stdio=base64&cmd=sh&args=-c&args=echo%20vm;%20exec%20sleep%20300"),
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, b) = send(
+            &rt,
+            &c,
+            Method::GET,
+            &format!("/vm/{n}/exec/{}/logs", s.exec_id),
+            vec![],
+        );
+        if output(&ndjson(&b), "stdout") == b"vm\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no output from the microVM's background exec"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let k: BgKillResponse = ok_json(
+        &rt,
+        &c,
+        Method::POST,
+        &format!("/vm/{n}/exec/{}/kill", s.exec_id),
+        Some(json!({"signal": "TERM", "grace_ms": 10000})),
+    );
+    assert!(k.running && k.signal_sent == "SIGTERM");
+    let w: BgWaitExit = ok_json(
+        &rt,
+        &c,
+        Method::GET,
+        &format!("/vm/{n}/exec/{}/wait-exit?timeout=60", s.exec_id),
+        None,
+    );
+    assert_eq!(
+        (w.exit_code, w.signal.as_deref()),
+        (Some(143), Some("SIGTERM"))
+    );
+    d.stop_and_assert_clean();
+}
