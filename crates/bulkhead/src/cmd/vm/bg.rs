@@ -6,15 +6,13 @@
 use anyhow::{bail, Context};
 use bulkhead_api::client::{enc, full_body};
 use bulkhead_api::{
-    BgDeleted, BgExecInfo, BgExecStarted, BgKillResponse, BgWaitExit, Client, ExecFrame, LogFrame,
+    BgDeleted, BgExecInfo, BgKillResponse, BgWaitExit, Client, ExecFrame, LogFrame,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Method;
 use std::io::Write;
 use std::process::ExitCode;
-
-use super::Conn;
 
 #[derive(clap::Subcommand)]
 pub enum BgCmd {
@@ -55,30 +53,15 @@ pub enum BgCmd {
     Rm { node: String, exec_id: String },
 }
 
-/// `vm exec --bg`: starts the exec of query `q` (already naming the node and command) in the
-/// background and prints its id.
-pub async fn start(client: &Client, q: &str, ring_bytes: Option<u64>) -> anyhow::Result<()> {
-    let mut q = format!("{q}&background=true");
-    if let Some(r) = ring_bytes {
-        q += &format!("&ring_bytes={r}");
-    }
-    let s: BgExecStarted = client.json(Method::POST, &q, None).await?;
-    println!("{}", s.exec_id);
-    Ok(())
-}
-
 fn path(node: &str, id: &str, tail: &str) -> String {
     format!("/vm/{}/exec/{}{tail}", enc(node), enc(id))
 }
 
-pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
+pub async fn run(client: &Client, json: bool, c: BgCmd) -> anyhow::Result<ExitCode> {
     match c {
         BgCmd::List { node } => {
-            let v: Vec<BgExecInfo> = conn
-                .client()?
-                .get(&format!("/vm/{}/exec", enc(&node)))
-                .await?;
-            if conn.json {
+            let v: Vec<BgExecInfo> = client.get(&format!("/vm/{}/exec", enc(&node))).await?;
+            if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
@@ -100,7 +83,7 @@ pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
             }
         }
         BgCmd::Info { node, exec_id } => {
-            let i: BgExecInfo = conn.client()?.get(&path(&node, &exec_id, "")).await?;
+            let i: BgExecInfo = client.get(&path(&node, &exec_id, "")).await?;
             println!("{}", serde_json::to_string_pretty(&i)?);
         }
         BgCmd::Logs {
@@ -110,11 +93,7 @@ pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
             from_id,
         } => {
             let q = format!("?follow={follow}&from_id={from_id}");
-            return logs(
-                &conn.client()?,
-                &path(&node, &exec_id, &format!("/logs{q}")),
-            )
-            .await;
+            return logs(client, &path(&node, &exec_id, &format!("/logs{q}"))).await;
         }
         BgCmd::Kill {
             node,
@@ -123,8 +102,7 @@ pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
             grace_ms,
         } => {
             let body = serde_json::json!({"signal": signal, "grace_ms": grace_ms});
-            let k: BgKillResponse = conn
-                .client()?
+            let k: BgKillResponse = client
                 .json(Method::POST, &path(&node, &exec_id, "/kill"), Some(&body))
                 .await?;
             if k.running {
@@ -138,8 +116,7 @@ pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
             exec_id,
             timeout,
         } => {
-            let w: BgWaitExit = conn
-                .client()?
+            let w: BgWaitExit = client
                 .get(&path(
                     &node,
                     &exec_id,
@@ -150,15 +127,14 @@ pub async fn run(conn: Conn, c: BgCmd) -> anyhow::Result<ExitCode> {
                 eprintln!("bulkhead: {exec_id} still runs after {timeout}s");
                 return Ok(ExitCode::from(124));
             }
-            if conn.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&w)?);
             }
             let code = w.exit_code.unwrap_or(1);
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         BgCmd::Rm { node, exec_id } => {
-            let _: BgDeleted = conn
-                .client()?
+            let _: BgDeleted = client
                 .json(Method::DELETE, &path(&node, &exec_id, ""), None)
                 .await?;
             println!("removed {exec_id}");

@@ -71,7 +71,13 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<ExitCode> {
         q += &format!("&timeout={}", enc(&t));
     }
     if bg {
-        super::bg::start(client, &q, ring_bytes).await?;
+        // The daemon keeps the command: print its id (`vm bg ...` takes it from there).
+        q += "&background=true";
+        if let Some(r) = ring_bytes {
+            q += &format!("&ring_bytes={r}");
+        }
+        let s: bulkhead_api::BgExecStarted = client.json(Method::POST, &q, None).await?;
+        println!("{}", s.exec_id);
         return Ok(ExitCode::SUCCESS);
     }
     let body: ReqBody = if interactive {

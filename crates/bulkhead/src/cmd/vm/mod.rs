@@ -282,7 +282,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
         VmCmd::Exec { conn, args } => {
             return exec::exec(&conn.client()?, args).await;
         }
-        VmCmd::Bg { conn, cmd } => return bg::run(conn, cmd).await,
+        VmCmd::Bg { conn, cmd } => return bg::run(&conn.client()?, conn.json, cmd).await,
         VmCmd::Cp {
             conn,
             src,
