@@ -225,17 +225,14 @@ impl BgExecs {
     /// Drops every exec of a node that is going away: their sessions close, and the agent
     /// (if still there) kills the commands.
     pub fn forget_node(&self, node: &str) {
-        let gone = self.lock().nodes.remove(node);
+        let gone = {
+            let mut g = self.lock();
+            // An exec being started on it will not be registered (`Reservation::register`).
+            g.pending.retain(|p| p.1 != node);
+            g.nodes.remove(node)
+        };
         for e in gone.into_iter().flat_map(|n| n.execs.into_values()) {
             e.abort();
-        }
-    }
-
-    /// Every exec of every node (shutdown): as [`BgExecs::forget_node`].
-    pub fn forget_all(&self) {
-        let nodes: Vec<String> = self.lock().nodes.keys().cloned().collect();
-        for n in nodes {
-            self.forget_node(&n);
         }
     }
 }
@@ -265,6 +262,16 @@ impl Reservation<'_> {
         });
         let task = tokio::spawn(pump(e.clone(), output));
         *e.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        if !self
+            .execs
+            .lock()
+            .nodes
+            .get(&self.node)
+            .is_some_and(|n| n.execs.contains_key(&e.id))
+        {
+            // The node went away while the command started: end it with the node.
+            e.abort();
+        }
         e
     }
 
@@ -302,11 +309,14 @@ impl Reservation<'_> {
             task: Mutex::new(None),
         });
         let mut g = self.execs.lock();
-        g.nodes
-            .entry(self.node.clone())
-            .or_default()
-            .execs
-            .insert(e.id.clone(), e.clone());
+        // Registered only while the reservation stands: `forget_node` cancels it.
+        if g.pending.iter().any(|p| p.0 == self.seq) {
+            g.nodes
+                .entry(self.node.clone())
+                .or_default()
+                .execs
+                .insert(e.id.clone(), e.clone());
+        }
         e
     }
 }

@@ -66,10 +66,14 @@ async fn ids_are_random_and_scoped_to_their_node() {
     assert_eq!(b.get("a-1", &x.id).err().unwrap().code, Code::ExecGone);
     assert_eq!(b.get("a-2", &x.id).err().unwrap().code, Code::NotFound);
     assert_eq!(b.list("a-1").len(), 1);
-    // A node that goes takes its execs along.
+    // A node that goes takes its execs along, and one being started on it is not kept.
+    let r = b.reserve("a-1", 10).unwrap();
     b.forget_node("a-1");
     assert!(b.list("a-1").is_empty());
     assert_eq!(b.get("a-1", &y.id).err().unwrap().code, Code::NotFound);
+    let late = r.launch_failed(launch(10), 127, "x");
+    assert_eq!(b.get("a-1", &late.id).err().unwrap().code, Code::NotFound);
+    assert!(b.list("a-1").is_empty());
 }
 
 #[tokio::test]
