@@ -7,6 +7,9 @@ pub mod client;
 pub mod duration;
 pub mod names;
 pub mod signals;
+pub mod shell;
+pub mod stats;
+pub mod ws;
 pub mod types;
 
 pub use client::{Client, ClientError, Endpoint};

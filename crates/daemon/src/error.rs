@@ -38,7 +38,7 @@ pub fn status(code: Code) -> StatusCode {
         Code::ExecRunning => StatusCode::CONFLICT,
         Code::ExecGone => StatusCode::GONE,
         Code::Internal | Code::NodeFailed | Code::AgentError => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::AgentUnreachable | Code::AgentLost => StatusCode::BAD_GATEWAY,
+        Code::AgentUnreachable | Code::AgentLost | Code::PortClosed => StatusCode::BAD_GATEWAY,
         Code::Busy
         | Code::TooManyConnections
         | Code::AgentBusy

@@ -183,16 +183,19 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_BUF)
-        .serve_connection(TokioIo::new(io), service);
+        .serve_connection(TokioIo::new(io), service)
+        // WebSockets (`shell`, `forward`): an upgraded connection leaves this function and
+        // lives on in its handler's task, bounded by that handler's own limits.
+        .with_upgrades();
     let mut stopping = *stop.borrow();
     if stopping {
         std::pin::Pin::new(&mut conn).graceful_shutdown();
     }
-    // Polled without shutting the socket down at the end, so that a header timeout can still
-    // be answered on it.
+    // A header timeout ends the connection with an error, without shutting the socket down,
+    // so that it can still be answered on it.
     let result = loop {
         tokio::select! {
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            r = &mut conn => break r,
             _ = stop.changed(), if !stopping => {
                 stopping = true;
                 std::pin::Pin::new(&mut conn).graceful_shutdown();
@@ -203,7 +206,9 @@ async fn serve_connection<I>(
     if let Err(e) = &result {
         tracing::debug!(error = %e, "API connection ended");
     }
-    let parts = conn.into_parts();
+    let Some(parts) = conn.into_parts() else {
+        return; // upgraded: the socket belongs to the WebSocket's handler now
+    };
     let mut io = parts.io.into_inner();
     if timed_out && parts.read_buf.is_empty() {
         stats.idle_closed.fetch_add(1, Ordering::Relaxed);

@@ -213,7 +213,12 @@ pub struct NodeCgroup {
 }
 
 impl NodeCgroup {
-    fn dir_of(&self, controller: &str) -> &Path {
+    /// The cgroup version of this host.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub(crate) fn dir_of(&self, controller: &str) -> &Path {
         match self.version {
             Version::V2 => &self.dirs[0],
             Version::V1 => {

@@ -107,6 +107,9 @@ pub enum Action {
     CloseForward,
     ReadBgExecs,
     ControlBgExecs,
+    // shell, forward WebSockets and stats (issue #10, ws)
+    ConnectToNode,
+    ReadNodeStats,
 }
 
 /// The least role that may do each action, and why. Deny by default: an action missing here
@@ -179,6 +182,12 @@ pub const POLICY: &[(Action, Role, &str)] = &[
         Role::Developer,
         "signals or forgets a workload's command",
     ),
+    (
+        Action::ConnectToNode,
+        Role::Developer,
+        "a terminal or a TCP connection into a node",
+    ),
+    (Action::ReadNodeStats, Role::Viewer, "counts, never content"),
 ];
 
 impl Action {
@@ -238,7 +247,7 @@ mod tests {
         }
     }
 
-    const ALL: [Action; 19] = [
+    const ALL: [Action; 21] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -258,6 +267,8 @@ mod tests {
         Action::CloseForward,
         Action::ReadBgExecs,
         Action::ControlBgExecs,
+        Action::ConnectToNode,
+        Action::ReadNodeStats,
     ];
 
     #[test]

@@ -163,6 +163,12 @@ impl Forwards {
         }
     }
 
+    /// A connection of the tenant's budget ([`MAX_TENANT_CONNECTIONS`]), which the `forward`
+    /// WebSocket's tunnels (`http/ws_forward.rs`) share with the forwards; `None` when spent.
+    pub fn tenant_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.budget.clone().try_acquire_owned().ok()
+    }
+
     /// Validates a request for `node` (whose address is `node_ip`) into a spec.
     pub fn validate(
         node: &str,

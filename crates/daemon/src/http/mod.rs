@@ -4,7 +4,8 @@
 //! route. A test checks the table against `docs/api/openapi.yaml`, another that every route
 //! passes the authorization layer.
 //!
-//! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `meta.rs`) parse and validate, then call the tenant
+//! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `meta.rs`, `stats.rs`, the WebSockets
+//! `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
 //! context; they make no decisions of their own.
 
 pub mod agent;
@@ -17,6 +18,9 @@ pub mod list;
 pub mod meta;
 pub mod nodes;
 pub mod query;
+pub mod stats;
+pub mod ws_forward;
+pub mod ws_shell;
 
 use axum::http::Method;
 use axum::routing::{delete, get, post, MethodRouter};
@@ -128,6 +132,19 @@ pub fn table() -> Vec<Route> {
             &[("delete", CloseForward)],
             delete(nodes::close_forward),
         ),
+        // shell and forward WebSockets, node stats (issue #10, ws; ADR 0019)
+        route(
+            "/vm/{node}/shell",
+            &[("get", ConnectToNode)],
+            get(ws_shell::shell),
+        ),
+        route(
+            "/vm/{node}/forward",
+            &[("get", ConnectToNode)],
+            get(ws_forward::forward),
+        ),
+        route("/nodes/stats", &[("get", ReadNodeStats)], get(stats::all)),
+        route("/node/{node}/stats", &[("get", ReadNodeStats)], get(stats::one)),
         route("/metrics", &[("get", ReadMetrics)], get(meta::metrics)),
     ]
 }

@@ -18,6 +18,8 @@ mod gate;
 pub mod node_ref;
 mod ops;
 mod remove;
+mod shell;
+mod stats;
 mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
@@ -75,6 +77,8 @@ pub struct Tenant {
     pub gates: Gates,
     /// Background execs, by node (`bg/`, ADR 0016).
     pub bg: crate::bg::BgExecs,
+    /// Per-node CPU load averages for stats (`stats.rs`).
+    pub loads: stats::Loads,
     pub pool: crate::pool::Pool,
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
@@ -126,6 +130,7 @@ impl Tenant {
             forwards,
             gates: Gates::default(),
             bg: crate::bg::BgExecs::default(),
+            loads: Default::default(),
             pool,
             watches: watch::Watch::default(),
             cfg: p.cfg,
