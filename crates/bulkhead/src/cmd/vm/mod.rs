@@ -4,6 +4,9 @@
 mod bg;
 mod cp;
 mod exec;
+mod shell;
+mod stats;
+mod tunnel;
 
 use anyhow::{bail, Context};
 use bulkhead_api::client::{enc, full_body};
@@ -150,13 +153,19 @@ pub enum VmCmd {
         conn: Conn,
         node: String,
     },
-    /// Open a host port to a node port: `forward NODE HOST_PORT:NODE_PORT`
+    /// Open a host port to a node port: `forward NODE HOST_PORT:NODE_PORT` (the daemon
+    /// listens), or `forward NODE -L SPEC` (this command listens and carries each connection
+    /// over the `forward` WebSocket until interrupted)
     Forward {
         #[command(flatten)]
         conn: Conn,
         node: String,
         /// HOST_PORT:NODE_PORT (HOST_PORT 0 picks a free port)
-        ports: String,
+        #[arg(required_unless_present = "local", conflicts_with = "local")]
+        ports: Option<String>,
+        /// Listen here: PORT, HOST:PORT, LPORT:HOST:PORT or LHOST:LPORT:HOST:PORT (repeatable)
+        #[arg(short = 'L', long = "local")]
+        local: Vec<String>,
         /// Host address to listen on
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
@@ -166,6 +175,21 @@ pub enum VmCmd {
         /// CIDR of an upstream whose PROXY header is honoured (repeatable)
         #[arg(long)]
         trusted_proxy: Vec<String>,
+    },
+    /// An interactive shell in a node (a terminal over the `shell` WebSocket); exits with
+    /// the shell's exit status
+    Shell {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: shell::ShellArgs,
+    },
+    /// What nodes use now: CPU, memory, processes, network, disk
+    Stats {
+        #[command(flatten)]
+        conn: Conn,
+        /// One node (default: all)
+        node: Option<String>,
     },
     /// List a node's port forwards
     Forwards {
@@ -311,6 +335,16 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&h)?);
         }
+        VmCmd::Shell { conn, args } => return shell::shell(&conn.client()?, args).await,
+        VmCmd::Stats { conn, node } => {
+            stats::stats(&conn.client()?, node.as_deref(), conn.json).await?
+        }
+        VmCmd::Forward {
+            conn,
+            node,
+            local,
+            ..
+        } if !local.is_empty() => return tunnel::forward(&conn.client()?, &node, &local).await,
         VmCmd::Forward {
             conn,
             node,
@@ -318,7 +352,9 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             bind,
             proxy_protocol,
             trusted_proxy,
+            ..
         } => {
+            let ports = ports.unwrap_or_default();
             let (h, n) = ports
                 .split_once(':')
                 .and_then(|(h, n)| Some((h.parse::<u16>().ok()?, n.parse::<u16>().ok()?)))
