@@ -1,0 +1,276 @@
+//! End to end: the `shell` and `forward` WebSockets and node stats (issue #10, ADR 0019),
+//! through a real daemon in a network namespace of its own, with Slicer's framing and
+//! headers: a shell runs a command, sees its resize in `stty size` and hands back its exit
+//! status (over the API and through `bulkhead vm shell`); a forward reaches a port served
+//! inside the node, a closed port answers 502 `port_closed`, other targets are refused; stats
+//! figures move when a node burns CPU and fills memory; bad input gets a 4xx.
+
+mod common;
+
+use bulkhead_api::shell::Frame;
+use bulkhead_api::stats::NodeStat;
+use bulkhead_api::{Client, ClientError};
+use common::lab_nodes::{add, config, serve_in_node};
+use common::netlab::{sh_in, Netns};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What a shell session printed, its exit status (session close frame) and its close frame.
+async fn session(c: &Client, path: &str, frames: Vec<Frame>) -> (String, Option<i32>, String) {
+    let mut ws = c.websocket(path, &[]).await.expect("shell upgrade");
+    for f in frames {
+        ws.send(Message::Binary(f.encode().into())).await.unwrap();
+    }
+    let (mut out, mut status, mut close) = (Vec::new(), None, String::new());
+    let read = async {
+        while let Some(m) = ws.next().await {
+            match m.expect("shell message") {
+                Message::Binary(b) => match Frame::decode(&b).expect("frame") {
+                    Frame::Data(d) => out.extend_from_slice(&d),
+                    Frame::SessionClose(c) => status = c,
+                    f => panic!("unexpected frame {f:?}"),
+                },
+                Message::Close(Some(c)) => {
+                    close = format!("{} {}", u16::from(c.code), c.reason);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("shell session ended in time");
+    (String::from_utf8_lossy(&out).into_owned(), status, close)
+}
+
+fn refused(r: Result<bulkhead_api::ws::Socket, ClientError>) -> (u16, String, String) {
+    match r {
+        Ok(_) => panic!("upgrade was accepted"),
+        Err(ClientError::Api { status, body }) => (status.as_u16(), body.code, body.error),
+        Err(e) => panic!("not an API answer: {e}"),
+    }
+}
+
+async fn stat(c: &Client, node: &str) -> bulkhead_api::stats::Snapshot {
+    let v: Vec<NodeStat> = c.get(&format!("/node/{node}/stats")).await.unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].hostname, node);
+    assert!(v[0].error.is_empty(), "{}", v[0].error);
+    v[0].snapshot.clone().expect("snapshot")
+}
+
+#[test]
+fn shell_forward_and_stats_over_a_real_daemon() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    assert!(sh_in(&ns.path(), "ip link set lo up").0);
+    let d = Daemon::start_in(&ns.path(), "ws", &config("isolated", "10.219.0.0/24", "", ""));
+    let n = add(&d, "{}"); // serves its own name on netlab::PORT
+    let node = n.name.clone();
+    let c = d.client();
+    let rt = rt();
+
+    // --- shell ---
+    let path = format!("/vm/{node}/shell");
+    let (out, status, close) = rt.block_on(session(
+        &c,
+        &path,
+        vec![
+            Frame::WindowSize { cols: 101, rows: 37 },
+            Frame::Heartbeat,
+            Frame::Data(b"stty size; exit 3\n".to_vec()),
+        ],
+    ));
+    assert!(out.contains("37 101"), "stty size after resize: {out:?}");
+    assert_eq!(status, Some(3), "{out}");
+    assert_eq!(close, "1000 exit status 3");
+
+    // The SDKs' query: shell, cwd, uid, gid.
+    let (out, status, _) = rt.block_on(session(
+        &c,
+        &format!("{path}?shell=%2Fbin%2Fsh&cwd=%2Ftmp&uid=1000&gid=1000"),
+        vec![Frame::Data(b"echo \"at $(pwd) as $(id -u)\"; exit\n".to_vec())],
+    ));
+    assert!(out.contains("at /tmp as 1000"), "{out:?}");
+    assert_eq!(status, Some(0));
+
+    // A client that sends shutdown ends the session (and its shell).
+    let (_, status, close) = rt.block_on(session(
+        &c,
+        &path,
+        vec![Frame::Data(b"sleep 600\n".to_vec()), Frame::Shutdown],
+    ));
+    assert_eq!(status, None);
+    assert!(close.starts_with("1000 "), "{close}");
+
+    // The CLI: stdin typed into the shell, its exit status as the command's.
+    let mut cli = Command::new(BIN)
+        .args(["vm", "shell", "--socket", d.sock(), &node])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo from-cli; exit 7\n")
+        .unwrap();
+    let o = cli.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("from-cli"));
+
+    // Bad input: 4xx before any upgrade.
+    let (st, code, msg) = refused(rt.block_on(c.websocket(&format!("{path}?cmd=ls"), &[])));
+    assert_eq!((st, code.as_str()), (400, "invalid_request"), "{msg}");
+    assert!(msg.contains("unknown query parameter \"cmd\""), "{msg}");
+    let (st, _, _) = refused(rt.block_on(c.websocket("/vm/nope-1/shell", &[])));
+    assert_eq!(st, 404);
+    let plain = rt.block_on(c.send(
+        hyper::Method::GET,
+        &path,
+        bulkhead_api::client::full_body(""),
+        None,
+    ));
+    assert_eq!(plain.unwrap().status().as_u16(), 400, "a GET that is no upgrade");
+
+    // --- forward ---
+    let port = common::netlab::PORT.to_string();
+    for target in ["127.0.0.1", "localhost", n.ip.as_str()] {
+        let t = format!("{target}:{port}");
+        let got = rt.block_on(async {
+            let mut ws = c
+                .websocket(
+                    &format!("/vm/{node}/forward"),
+                    &[
+                        ("X-Inlets-Upstream", &t),
+                        ("X-Inlets-Mode", "local"),
+                        ("X-Inlets-Client-ID", "e2e"),
+                    ],
+                )
+                .await
+                .expect("forward upgrade");
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Binary(b) => got.extend_from_slice(&b),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        assert_eq!(got.trim(), node, "through {t}");
+    }
+    // Bytes go in too: a node-side echo.
+    serve_in_node(&d, &node, 7001, "/bin/cat");
+    let echoed = rt.block_on(async {
+        let mut ws = c
+            .websocket(&format!("/vm/{node}/forward"), &[("X-Inlets-Upstream", "127.0.0.1:7001")])
+            .await
+            .unwrap();
+        ws.send(Message::Binary(b"ping over ws\n".to_vec().into()))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n") {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) => got.extend_from_slice(&b),
+                other => panic!("echo: {other:?}"),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    assert_eq!(echoed, "ping over ws\n");
+
+    let fwd = |h: &[(&str, &str)]| refused(rt.block_on(c.websocket(&format!("/vm/{node}/forward"), h)));
+    let (st, code, msg) = fwd(&[("X-Inlets-Upstream", "127.0.0.1:7999")]);
+    assert_eq!((st, code.as_str()), (502, "port_closed"), "{msg}");
+    assert!(msg.contains("port 7999"), "{msg}");
+    let (st, _, msg) = fwd(&[("X-Inlets-Upstream", "10.219.0.250:80")]);
+    assert_eq!(st, 400);
+    assert!(msg.contains("only the node itself"), "{msg}");
+    let (st, _, msg) = fwd(&[]);
+    assert!(st == 400 && msg.contains("X-Inlets-Upstream"), "{msg}");
+    let (st, code, _) = fwd(&[("X-Inlets-Upstream", "unix:/run/docker.sock")]);
+    assert_eq!((st, code.as_str()), (400, "unsupported"));
+
+    // The CLI's `-L`: listens (in the daemon's namespace here) and tunnels each connection.
+    let mut fw = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args(["--", BIN, "vm", "forward", "--socket", d.sock(), &node, "-L"])
+        .arg(format!("0:127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(fw.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let local: u16 = line
+        .split(" -> ")
+        .next()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("forward said {line:?}"));
+    let got = common::netlab::tcp_probe_port(&ns.path(), "127.0.0.1", local);
+    let _ = fw.kill();
+    let _ = fw.wait();
+    assert_eq!(got.as_deref(), Some(node.as_str()), "through vm forward -L");
+
+    // --- stats ---
+    let before = rt.block_on(stat(&c, &node));
+    assert_eq!(before.total_memory, 128 << 20);
+    assert!(before.total_cpus >= 1);
+    assert!(before.pids > 0 && before.open_files > 0);
+    assert!(before.memory_used > 0 && before.memory_used < before.total_memory);
+    assert!(before.disk_space_total > 0, "{before:?}");
+    assert!(before.network_read_total > 0.0, "the forwards' bytes reached the node");
+    assert!(before.network_write_total > 0.0);
+    let (code, _, err) = d.sh(
+        &node,
+        "head -c 48m /dev/zero > /tmp/fill; end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done",
+    );
+    assert_eq!(code, 0, "{err}");
+    let after = rt.block_on(stat(&c, &node));
+    assert!(
+        after.cpu_usage_seconds >= before.cpu_usage_seconds + 1.0,
+        "cpu {} -> {}",
+        before.cpu_usage_seconds,
+        after.cpu_usage_seconds
+    );
+    assert!(after.load_avg1 > before.load_avg1, "{} -> {}", before.load_avg1, after.load_avg1);
+    assert!(
+        after.memory_used >= before.memory_used + (40 << 20),
+        "memory {} -> {}",
+        before.memory_used,
+        after.memory_used
+    );
+    assert!(after.disk_space_used >= before.disk_space_used + (40 << 20));
+    let all: Vec<NodeStat> = rt.block_on(c.get("/nodes/stats")).unwrap();
+    assert!(all.iter().any(|s| s.hostname == node && s.snapshot.is_some()));
+    // The wire names Slicer's SDKs decode.
+    let raw: serde_json::Value = rt.block_on(c.get(&format!("/node/{node}/stats"))).unwrap();
+    for k in ["totalCpus", "memoryUsedPercent", "loadAvg1", "diskIOInflight", "networkReadTotal"] {
+        assert!(raw[0]["snapshot"].get(k).is_some(), "{k} missing: {raw}");
+    }
+    assert!(raw[0]["created_at"].is_string());
+    let e = rt
+        .block_on(c.get::<serde_json::Value>("/node/nope-1/stats"))
+        .unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(404));
+    let e = rt
+        .block_on(c.get::<serde_json::Value>("/nodes/stats?x=1"))
+        .unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
+
+    d.stop_and_assert_clean();
+}
