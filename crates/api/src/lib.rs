@@ -9,8 +9,8 @@ pub mod names;
 pub mod signals;
 pub mod shell;
 pub mod stats;
-pub mod ws;
 pub mod types;
+pub mod ws;
 
 pub use client::{Client, ClientError, Endpoint};
 pub use types::*;

@@ -29,7 +29,10 @@ const HEADER: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Data(Vec<u8>),
-    WindowSize { cols: u32, rows: u32 },
+    WindowSize {
+        cols: u32,
+        rows: u32,
+    },
     Shutdown,
     Heartbeat,
     /// The exit status of the shell (its exit code, or 128 + the signal that killed it).

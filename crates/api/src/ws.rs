@@ -27,12 +27,13 @@ impl Client {
     ) -> Result<Socket, ClientError> {
         let (io, host, token): (Box<dyn Io>, String, Option<String>) = match self.endpoint() {
             Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(|e| ClientError::Connect {
-                        endpoint: p.display().to_string(),
-                        source: e,
-                    })?;
+                let s =
+                    tokio::net::UnixStream::connect(p)
+                        .await
+                        .map_err(|e| ClientError::Connect {
+                            endpoint: p.display().to_string(),
+                            source: e,
+                        })?;
                 (Box::new(s), "localhost".into(), None)
             }
             Endpoint::Tcp { addr, token } => {
@@ -59,7 +60,10 @@ impl Client {
         for (k, v) in headers {
             let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
                 .map_err(|e| usage(e.to_string()))?;
-            h.insert(name, HeaderValue::from_str(v).map_err(|e| usage(e.to_string()))?);
+            h.insert(
+                name,
+                HeaderValue::from_str(v).map_err(|e| usage(e.to_string()))?,
+            );
         }
         match tokio_tungstenite::client_async(req, io).await {
             Ok((ws, _)) => Ok(ws),

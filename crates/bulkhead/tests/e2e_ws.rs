@@ -71,7 +71,11 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     }
     let ns = Netns::new();
     assert!(sh_in(&ns.path(), "ip link set lo up").0);
-    let d = Daemon::start_in(&ns.path(), "ws", &config("isolated", "10.219.0.0/24", "", ""));
+    let d = Daemon::start_in(
+        &ns.path(),
+        "ws",
+        &config("isolated", "10.219.0.0/24", "", ""),
+    );
     let n = add(&d, "{}"); // serves its own name on netlab::PORT
     let node = n.name.clone();
     let c = d.client();
@@ -83,7 +87,10 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         &c,
         &path,
         vec![
-            Frame::WindowSize { cols: 101, rows: 37 },
+            Frame::WindowSize {
+                cols: 101,
+                rows: 37,
+            },
             Frame::Heartbeat,
             Frame::Data(b"stty size; exit 3\n".to_vec()),
         ],
@@ -96,7 +103,9 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     let (out, status, _) = rt.block_on(session(
         &c,
         &format!("{path}?shell=%2Fbin%2Fsh&cwd=%2Ftmp&uid=1000&gid=1000"),
-        vec![Frame::Data(b"echo \"at $(pwd) as $(id -u)\"; exit\n".to_vec())],
+        vec![Frame::Data(
+            b"echo \"at $(pwd) as $(id -u)\"; exit\n".to_vec(),
+        )],
     ));
     assert!(out.contains("at /tmp as 1000"), "{out:?}");
     assert_eq!(status, Some(0));
@@ -139,7 +148,11 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         bulkhead_api::client::full_body(""),
         None,
     ));
-    assert_eq!(plain.unwrap().status().as_u16(), 400, "a GET that is no upgrade");
+    assert_eq!(
+        plain.unwrap().status().as_u16(),
+        400,
+        "a GET that is no upgrade"
+    );
 
     // --- forward ---
     let port = common::netlab::PORT.to_string();
@@ -173,7 +186,10 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     serve_in_node(&d, &node, 7001, "/bin/cat");
     let echoed = rt.block_on(async {
         let mut ws = c
-            .websocket(&format!("/vm/{node}/forward"), &[("X-Inlets-Upstream", "127.0.0.1:7001")])
+            .websocket(
+                &format!("/vm/{node}/forward"),
+                &[("X-Inlets-Upstream", "127.0.0.1:7001")],
+            )
             .await
             .unwrap();
         ws.send(Message::Binary(b"ping over ws\n".to_vec().into()))
@@ -190,7 +206,8 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     });
     assert_eq!(echoed, "ping over ws\n");
 
-    let fwd = |h: &[(&str, &str)]| refused(rt.block_on(c.websocket(&format!("/vm/{node}/forward"), h)));
+    let fwd =
+        |h: &[(&str, &str)]| refused(rt.block_on(c.websocket(&format!("/vm/{node}/forward"), h)));
     let (st, code, msg) = fwd(&[("X-Inlets-Upstream", "127.0.0.1:7999")]);
     assert_eq!((st, code.as_str()), (502, "port_closed"), "{msg}");
     assert!(msg.contains("port 7999"), "{msg}");
@@ -205,7 +222,16 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     // The CLI's `-L`: listens (in the daemon's namespace here) and tunnels each connection.
     let mut fw = Command::new("nsenter")
         .arg(format!("--net={}", ns.path().display()))
-        .args(["--", BIN, "vm", "forward", "--socket", d.sock(), &node, "-L"])
+        .args([
+            "--",
+            BIN,
+            "vm",
+            "forward",
+            "--socket",
+            d.sock(),
+            &node,
+            "-L",
+        ])
         .arg(format!("0:127.0.0.1:{port}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -233,7 +259,10 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     assert!(before.pids > 0 && before.open_files > 0);
     assert!(before.memory_used > 0 && before.memory_used < before.total_memory);
     assert!(before.disk_space_total > 0, "{before:?}");
-    assert!(before.network_read_total > 0.0, "the forwards' bytes reached the node");
+    assert!(
+        before.network_read_total > 0.0,
+        "the forwards' bytes reached the node"
+    );
     assert!(before.network_write_total > 0.0);
     let (code, _, err) = d.sh(
         &node,
@@ -247,7 +276,12 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         before.cpu_usage_seconds,
         after.cpu_usage_seconds
     );
-    assert!(after.load_avg1 > before.load_avg1, "{} -> {}", before.load_avg1, after.load_avg1);
+    assert!(
+        after.load_avg1 > before.load_avg1,
+        "{} -> {}",
+        before.load_avg1,
+        after.load_avg1
+    );
     assert!(
         after.memory_used >= before.memory_used + (40 << 20),
         "memory {} -> {}",
@@ -256,10 +290,18 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     );
     assert!(after.disk_space_used >= before.disk_space_used + (40 << 20));
     let all: Vec<NodeStat> = rt.block_on(c.get("/nodes/stats")).unwrap();
-    assert!(all.iter().any(|s| s.hostname == node && s.snapshot.is_some()));
+    assert!(all
+        .iter()
+        .any(|s| s.hostname == node && s.snapshot.is_some()));
     // The wire names Slicer's SDKs decode.
     let raw: serde_json::Value = rt.block_on(c.get(&format!("/node/{node}/stats"))).unwrap();
-    for k in ["totalCpus", "memoryUsedPercent", "loadAvg1", "diskIOInflight", "networkReadTotal"] {
+    for k in [
+        "totalCpus",
+        "memoryUsedPercent",
+        "loadAvg1",
+        "diskIOInflight",
+        "networkReadTotal",
+    ] {
         assert!(raw[0]["snapshot"].get(k).is_some(), "{k} missing: {raw}");
     }
     assert!(raw[0]["created_at"].is_string());

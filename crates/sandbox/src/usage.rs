@@ -94,7 +94,11 @@ impl NodeCgroup {
         let procs = self.procs();
         let mut u = Usage::default();
         let (mem_dir, stat_key, limit_file) = match self.version() {
-            Version::V1 => (self.dir_of("memory"), "total_inactive_file", "memory.limit_in_bytes"),
+            Version::V1 => (
+                self.dir_of("memory"),
+                "total_inactive_file",
+                "memory.limit_in_bytes",
+            ),
             Version::V2 => (self.dir_of("memory"), "inactive_file", "memory.max"),
         };
         let inactive = keyed(&read(&mem_dir.join("memory.stat")), stat_key).unwrap_or(0);
@@ -199,7 +203,10 @@ mod tests {
         assert!(is_ns_init("Name:\tx\nNSpid:\t4242\t1\n"));
         assert!(!is_ns_init("NSpid:\t1\n"));
         assert!(!is_ns_init("NSpid:\t4242\t7\n"));
-        assert_eq!(keyed("cache 1\ninactive_file 300\n", "inactive_file"), Some(300));
+        assert_eq!(
+            keyed("cache 1\ninactive_file 300\n", "inactive_file"),
+            Some(300)
+        );
     }
 
     #[test]

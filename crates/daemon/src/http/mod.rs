@@ -144,7 +144,11 @@ pub fn table() -> Vec<Route> {
             get(ws_forward::forward),
         ),
         route("/nodes/stats", &[("get", ReadNodeStats)], get(stats::all)),
-        route("/node/{node}/stats", &[("get", ReadNodeStats)], get(stats::one)),
+        route(
+            "/node/{node}/stats",
+            &[("get", ReadNodeStats)],
+            get(stats::one),
+        ),
         route("/metrics", &[("get", ReadMetrics)], get(meta::metrics)),
     ]
 }

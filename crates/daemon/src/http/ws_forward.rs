@@ -88,7 +88,9 @@ pub fn target(upstream: Option<&str>) -> Result<(Option<Ipv4Addr>, u16), DomainE
         ));
     }
     let (host, port) = t.rsplit_once(':').ok_or_else(|| {
-        DomainError::invalid(format!("X-Inlets-Upstream {t:?} is not HOST:PORT, e.g. 127.0.0.1:8080"))
+        DomainError::invalid(format!(
+            "X-Inlets-Upstream {t:?} is not HOST:PORT, e.g. 127.0.0.1:8080"
+        ))
     })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     // Anything but the node would make the daemon a proxy into the tenant's network.
@@ -192,7 +194,10 @@ mod tests {
         assert_eq!(target_port(Some("127.0.0.1:8080")).unwrap(), 8080);
         assert_eq!(target_port(Some("localhost:22")).unwrap(), 22);
         assert_eq!(target_port(Some("[::1]:80")).unwrap(), 80);
-        assert!(target_port(None).unwrap_err().message.contains("X-Inlets-Upstream is required"));
+        assert!(target_port(None)
+            .unwrap_err()
+            .message
+            .contains("X-Inlets-Upstream is required"));
         let e = target_port(Some("unix:/var/run/docker.sock")).unwrap_err();
         assert_eq!(e.code, bulkhead_core::Code::Unsupported);
         assert!(target_port(Some("example.com:80"))

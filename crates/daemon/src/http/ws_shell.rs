@@ -188,6 +188,9 @@ mod tests {
             .message
             .contains("unknown query parameter \"cmd\""));
         assert!(shell_request(Some("uid=x")).is_err());
-        assert!(shell_request(Some("cwd=rel")).unwrap_err().message.starts_with("cwd: "));
+        assert!(shell_request(Some("cwd=rel"))
+            .unwrap_err()
+            .message
+            .starts_with("cwd: "));
     }
 }

@@ -10,7 +10,11 @@ use super::{NodeRef, Tenant};
 
 impl Tenant {
     /// Starts `req` (which has a `tty`) in the node.
-    pub async fn exec_tty(&self, node: &NodeRef, req: ExecRequest) -> Result<UnixExec, DomainError> {
+    pub async fn exec_tty(
+        &self,
+        node: &NodeRef,
+        req: ExecRequest,
+    ) -> Result<UnixExec, DomainError> {
         let info = match self.ping_agent(node).await {
             Ok(i) => i,
             Err(e) => return Err(self.open_error(node, e).await),

@@ -78,8 +78,12 @@ impl Tenant {
             .iter()
             .map(|r| NodeRef::checked(&self.name, r.clone()))
             .collect();
-        self.loads
-            .retain(&nodes.iter().map(|n| n.row().id.to_string()).collect::<Vec<_>>());
+        self.loads.retain(
+            &nodes
+                .iter()
+                .map(|n| n.row().id.to_string())
+                .collect::<Vec<_>>(),
+        );
         let mut out = Vec::with_capacity(nodes.len());
         for n in &nodes {
             out.push(self.node_stat(n).await);
@@ -118,13 +122,17 @@ impl Tenant {
             .await
             .map_err(|e| format!("stats task: {e}"))?;
         let (net_rx, net_tx) = crate::network::node_net_of(row)
-            .and_then(|n| host_if_bytes(&std::fs::read_to_string("/proc/net/dev").ok()?, &n.host_if))
+            .and_then(|n| {
+                host_if_bytes(&std::fs::read_to_string("/proc/net/dev").ok()?, &n.host_if)
+            })
             .unwrap_or((0, 0));
         let uptime = uptime_secs(&row.created_at);
         let load = self
             .loads
             .update(&row.id.to_string(), usage.cpu_usage_usec, uptime as f64);
-        let total = usage.memory_limit.map_or(row.ram_bytes, |l| l.min(row.ram_bytes.max(1)));
+        let total = usage
+            .memory_limit
+            .map_or(row.ram_bytes, |l| l.min(row.ram_bytes.max(1)));
         let used = usage.memory_used.min(total);
         let disk = usage.disk.unwrap_or_default();
         let disk_used = disk.total.saturating_sub(disk.free);

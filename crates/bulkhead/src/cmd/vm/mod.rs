@@ -340,10 +340,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             stats::stats(&conn.client()?, node.as_deref(), conn.json).await?
         }
         VmCmd::Forward {
-            conn,
-            node,
-            local,
-            ..
+            conn, node, local, ..
         } if !local.is_empty() => return tunnel::forward(&conn.client()?, &node, &local).await,
         VmCmd::Forward {
             conn,

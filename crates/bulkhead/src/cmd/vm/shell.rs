@@ -85,7 +85,7 @@ fn size() -> Option<(u32, u32)> {
     let mut w: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let r = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut w) };
-    (r == 0 && w.ws_col > 0).then(|| (w.ws_col as u32, w.ws_row as u32))
+    (r == 0 && w.ws_col > 0).then_some((w.ws_col as u32, w.ws_row as u32))
 }
 
 fn bin(f: Frame) -> Message {

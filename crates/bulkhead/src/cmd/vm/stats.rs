@@ -17,8 +17,16 @@ pub async fn stats(client: &Client, node: Option<&str>, json: bool) -> anyhow::R
     }
     println!(
         "{:<24} {:>6} {:>8} {:>10} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10}",
-        "HOSTNAME", "LOAD1", "CPU_S", "MEM_MB", "LIMIT_MB", "PIDS", "NET_RX_KB", "NET_TX_KB",
-        "DISK_R_KB", "DISK_W_KB"
+        "HOSTNAME",
+        "LOAD1",
+        "CPU_S",
+        "MEM_MB",
+        "LIMIT_MB",
+        "PIDS",
+        "NET_RX_KB",
+        "NET_TX_KB",
+        "DISK_R_KB",
+        "DISK_W_KB"
     );
     for s in stats {
         match &s.snapshot {

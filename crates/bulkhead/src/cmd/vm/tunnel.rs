@@ -96,7 +96,11 @@ async fn tunnel(client: &Client, path: &str, remote: &str, c: TcpStream) -> anyh
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if tx.send(Message::Binary(buf[..n].to_vec().into())).await.is_err() {
+                    if tx
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -107,11 +111,7 @@ async fn tunnel(client: &Client, path: &str, remote: &str, c: TcpStream) -> anyh
     let down = async {
         while let Some(Ok(m)) = rx.next().await {
             match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
@@ -135,7 +135,10 @@ mod tests {
             listen: l.into(),
             remote: r.into(),
         };
-        assert_eq!(parse_spec("8080").unwrap(), m("127.0.0.1:8080", "127.0.0.1:8080"));
+        assert_eq!(
+            parse_spec("8080").unwrap(),
+            m("127.0.0.1:8080", "127.0.0.1:8080")
+        );
         assert_eq!(
             parse_spec("127.0.0.1:9000").unwrap(),
             m("127.0.0.1:9000", "127.0.0.1:9000")
