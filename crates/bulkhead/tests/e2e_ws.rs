@@ -158,29 +158,11 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     let port = common::netlab::PORT.to_string();
     for target in ["127.0.0.1", "localhost", n.ip.as_str()] {
         let t = format!("{target}:{port}");
-        let got = rt.block_on(async {
-            let mut ws = c
-                .websocket(
-                    &format!("/vm/{node}/forward"),
-                    &[
-                        ("X-Inlets-Upstream", &t),
-                        ("X-Inlets-Mode", "local"),
-                        ("X-Inlets-Client-ID", "e2e"),
-                    ],
-                )
-                .await
-                .expect("forward upgrade");
-            let mut got = Vec::new();
-            while let Some(Ok(m)) = ws.next().await {
-                match m {
-                    Message::Binary(b) => got.extend_from_slice(&b),
-                    Message::Close(_) => break,
-                    _ => {}
-                }
-            }
-            String::from_utf8_lossy(&got).into_owned()
-        });
-        assert_eq!(got.trim(), node, "through {t}");
+        assert_eq!(
+            rt.block_on(forward_read(&c, &node, &t)),
+            node,
+            "through {t}"
+        );
     }
     // Bytes go in too: a node-side echo.
     serve_in_node(&d, &node, 7001, "/bin/cat");
@@ -314,5 +296,79 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         .unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(400));
 
+    d.stop_and_assert_clean();
+}
+
+/// Reads what a `forward` WebSocket to `target` in `node` carries until it closes.
+async fn forward_read(c: &Client, node: &str, target: &str) -> String {
+    let mut ws = c
+        .websocket(
+            &format!("/vm/{node}/forward"),
+            &[("X-Inlets-Upstream", target)],
+        )
+        .await
+        .expect("forward upgrade");
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        match m {
+            Message::Binary(b) => got.extend_from_slice(&b),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&got).trim().to_string()
+}
+
+#[test]
+fn shell_forward_and_stats_on_a_microvm() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    assert!(sh_in(&ns.path(), "ip link set lo up").0);
+    let d = Daemon::start_in(
+        &ns.path(),
+        "wv",
+        &config("isolated", "10.219.1.0/24", "", "")
+            .replace(
+                "  graceful_shutdown",
+                "  hypervisor: qemu\n  graceful_shutdown",
+            )
+            .replace("ram_mb: 128", "ram_mb: 192\n      storage_size: 128M"),
+    );
+    let n = add(&d, "{}");
+    let node = n.name.clone();
+    let c = d.client();
+    let rt = rt();
+
+    // The guest's agent runs the shell on a terminal, as a jail's does.
+    let (out, status, close) = rt.block_on(session(
+        &c,
+        &format!("/vm/{node}/shell"),
+        vec![
+            Frame::WindowSize { cols: 77, rows: 22 },
+            Frame::Data(b"stty size; exit 4\n".to_vec()),
+        ],
+    ));
+    assert!(out.contains("22 77"), "{out:?}");
+    assert_eq!((status, close.as_str()), (Some(4), "1000 exit status 4"));
+
+    // The guest owns the node's address; the tunnel reaches it through QEMU's tap.
+    let port = common::netlab::PORT;
+    assert_eq!(
+        rt.block_on(forward_read(&c, &node, &format!("127.0.0.1:{port}"))),
+        node
+    );
+    let (st, code, _) = refused(rt.block_on(c.websocket(
+        &format!("/vm/{node}/forward"),
+        &[("X-Inlets-Upstream", "127.0.0.1:7999")],
+    )));
+    assert_eq!((st, code.as_str()), (502, "port_closed"));
+
+    // Stats: the node's figures as the host sees them (QEMU in its cgroup).
+    let s = rt.block_on(stat(&c, &node));
+    assert_eq!(s.total_memory, 192 << 20);
+    assert!(s.cpu_usage_seconds > 0.0 && s.pids > 0, "{s:?}");
+    assert!(s.network_read_total > 0.0, "{s:?}");
     d.stop_and_assert_clean();
 }
