@@ -15,6 +15,7 @@
 mod agent;
 mod create;
 mod gate;
+mod loads;
 pub mod node_ref;
 mod ops;
 mod remove;
@@ -78,7 +79,7 @@ pub struct Tenant {
     /// Background execs, by node (`bg/`, ADR 0016).
     pub bg: crate::bg::BgExecs,
     /// Per-node CPU load averages for stats (`stats.rs`).
-    pub loads: stats::Loads,
+    pub loads: loads::Loads,
     pub pool: crate::pool::Pool,
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
