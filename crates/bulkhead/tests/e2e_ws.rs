@@ -287,6 +287,26 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         assert!(raw[0]["snapshot"].get(k).is_some(), "{k} missing: {raw}");
     }
     assert!(raw[0]["created_at"].is_string());
+    // A paused node still has figures; a stopped one has an error instead of a snapshot.
+    d.vm_ok(&["pause", &node]);
+    let paused = rt.block_on(stat(&c, &node));
+    assert!(paused.memory_used > 0);
+    d.vm_ok(&["resume", &node]);
+    let init = d.supervisor_state(&node)["init_pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the init of a node this test created (from outside its pid namespace).
+    unsafe { libc::kill(init, libc::SIGKILL) };
+    let mut stopped = None;
+    for _ in 0..100 {
+        let v: Vec<NodeStat> = rt.block_on(c.get(&format!("/node/{node}/stats"))).unwrap();
+        if v[0].snapshot.is_none() {
+            stopped = Some(v[0].error.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let why = stopped.expect("a stopped node's stats say why");
+    assert!(why.contains("is Stopped"), "{why}");
+    d.vm_ok(&["delete", &node]);
     let e = rt
         .block_on(c.get::<serde_json::Value>("/node/nope-1/stats"))
         .unwrap_err();

@@ -10,6 +10,7 @@
 use super::{NodeRef, Tenant};
 use crate::fsutil::now_rfc3339;
 use bulkhead_api::stats::{NodeStat, Snapshot};
+use bulkhead_core::NodeState;
 
 impl Tenant {
     /// The figures of every node of the tenant (a node whose figures cannot be read has its
@@ -52,6 +53,13 @@ impl Tenant {
 
     async fn snapshot(&self, node: &NodeRef) -> Result<Snapshot, String> {
         let row = node.row();
+        if !matches!(row.status, NodeState::Running | NodeState::Paused) {
+            return Err(format!(
+                "node {:?} is {}: it has no figures",
+                row.name,
+                row.status.as_str()
+            ));
+        }
         if row.cgroup.is_none() {
             return Err(format!("node {:?} has no cgroup yet", row.name));
         }
