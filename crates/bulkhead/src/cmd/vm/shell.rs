@@ -94,8 +94,24 @@ fn bin(f: Frame) -> Message {
 
 pub async fn shell(client: &Client, a: ShellArgs) -> anyhow::Result<ExitCode> {
     let ws = client.websocket(&shell_path(&a), &[]).await?;
-    let (mut tx, mut rx) = ws.split();
     let raw = Raw::enter();
+    let end = session(ws).await;
+    drop(raw);
+    let _ = std::io::stdout().flush();
+    // The stdin task may sit in a blocking read of the terminal that cannot be cancelled (a
+    // runtime shutting down would wait for a key press): leave at once, either way.
+    match end {
+        Ok(code) => std::process::exit(code.clamp(0, 255)),
+        Err(e) => {
+            eprintln!("bulkhead: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Relays until the shell's end; its exit status.
+async fn session(ws: bulkhead_api::ws::Socket) -> anyhow::Result<i32> {
+    let (mut tx, mut rx) = ws.split();
     if let Some((cols, rows)) = size() {
         tx.send(bin(Frame::WindowSize { cols, rows })).await?;
     }
@@ -146,24 +162,18 @@ pub async fn shell(client: &Client, a: ShellArgs) -> anyhow::Result<ExitCode> {
                 },
                 Some(Ok(Message::Close(c))) => {
                     if status.is_none() {
-                        drop(raw);
                         let why = c.map(|c| c.reason.to_string()).unwrap_or_default();
                         anyhow::bail!("the session ended without the shell's exit status: {why}");
                     }
                     break;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    drop(raw);
-                    anyhow::bail!("shell session: {e}");
-                }
+                Some(Err(e)) => anyhow::bail!("shell session: {e}"),
                 None => break,
             }
         }
     }
-    drop(raw);
-    let code = status.context("the session ended without the shell's exit status")?;
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    status.context("the session ended without the shell's exit status")
 }
 
 #[cfg(test)]
