@@ -246,15 +246,29 @@ fn shell_forward_and_stats_over_a_real_daemon() {
         "the forwards' bytes reached the node"
     );
     assert!(before.network_write_total > 0.0);
-    let (code, _, err) = d.sh(
+    // A fixed amount of work, then what the shell says it used (`times`: its own user and
+    // system time): the node's CPU time must account for it however busy the host is.
+    let (code, out, err) = d.sh(
         &node,
-        "head -c 48m /dev/zero > /tmp/fill; end=$(($(date +%s)+2)); while [ $(date +%s) -lt $end ]; do :; done",
+        "head -c 48m /dev/zero > /tmp/fill; i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; times",
     );
     assert_eq!(code, 0, "{err}");
+    let secs = |t: &str| -> f64 {
+        let (m, s) = t.trim_end_matches('s').split_once('m').unwrap();
+        m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
+    };
+    let used: f64 = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("times said {out:?}"))
+        .split_whitespace()
+        .map(secs)
+        .sum();
+    assert!(used > 0.2, "the loop used {used}s");
     let after = rt.block_on(stat(&c, &node));
     assert!(
-        after.cpu_usage_seconds >= before.cpu_usage_seconds + 1.0,
-        "cpu {} -> {}",
+        after.cpu_usage_seconds >= before.cpu_usage_seconds + 0.9 * used,
+        "cpu {} -> {} for {used}s of work",
         before.cpu_usage_seconds,
         after.cpu_usage_seconds
     );
