@@ -404,5 +404,11 @@ fn shell_forward_and_stats_on_a_microvm() {
     assert_eq!(s.total_memory, 192 << 20);
     assert!(s.cpu_usage_seconds > 0.0 && s.pids > 0, "{s:?}");
     assert!(s.network_read_total > 0.0, "{s:?}");
+    // The guest's disk, from its driver: storage_size, partly written.
+    assert_eq!(s.disk_space_total, 128 << 20);
+    assert!(
+        s.disk_space_used > 0 && s.disk_space_used < s.disk_space_total,
+        "{s:?}"
+    );
     d.stop_and_assert_clean();
 }

@@ -60,6 +60,9 @@ pub struct NodeStats {
     pub cpu_usage_usec: Option<u64>,
     pub pids: u64,
     pub oom_kills: u64,
+    /// The node's storage as its driver knows it (a microVM's disk); `None` where the node's
+    /// root file system says it better (the daemon then reads that).
+    pub disk: Option<bulkhead_sandbox::usage::DiskSpace>,
 }
 
 impl NodeStats {
@@ -70,6 +73,7 @@ impl NodeStats {
             cpu_usage_usec: cg.cpu_usage_usec(),
             pids: cg.pids_current(),
             oom_kills: cg.oom_kills(),
+            disk: None,
         }
     }
 }

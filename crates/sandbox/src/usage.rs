@@ -15,8 +15,8 @@ use std::path::Path;
 
 use crate::cgroup::{NodeCgroup, Version};
 
-/// The space of a file system.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The space of a file system (or of a node's disk).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskSpace {
     pub total: u64,
     pub free: u64,

@@ -228,6 +228,21 @@ impl Driver for QemuDriver {
             .map_err(DriverError::Failed)
     }
 
+    /// The cgroup's figures, and the node's disk as the host sees it: its size, and the
+    /// blocks the guest has written (deleted files stay counted until the guest discards).
+    fn stats(&self, node: NodeRef<'_>) -> Result<bulkhead_driver::NodeStats, DriverError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut s = bulkhead_driver::NodeStats::of_cgroup(node.cgroup);
+        if let Ok(m) = std::fs::metadata(node.node_dir.join("vm").join("disk.ext4")) {
+            let used = (m.blocks() * 512).min(m.len());
+            s.disk = Some(bulkhead_sandbox::usage::DiskSpace {
+                total: m.len(),
+                free: m.len() - used,
+            });
+        }
+        Ok(s)
+    }
+
     fn storage_limit(&self, g: &HostGroup, _ram_bytes: u64) -> String {
         format!(
             "the node's disk is full: it holds storage_size {} MiB of host group {:?}",

@@ -1,6 +1,6 @@
 //! A node's figures for `GET /nodes/stats` and `GET /node/{node}/stats`, as Slicer's
 //! `SlicerSnapshot`: memory, CPU time and processes from the tenant's driver
-//! (`Driver::stats`, its cgroup), the rest from its cgroup and processes
+//! (`Driver::stats`, its cgroup; a microVM's disk), the rest from its cgroup and processes
 //! (`bulkhead_sandbox::usage`), network bytes from the host side of its veth (which carries a
 //! microVM's tap traffic too), read in the daemon's network namespace (`/proc/net/dev`).
 //!
@@ -85,7 +85,7 @@ impl Tenant {
             .memory_limit
             .map_or(row.ram_bytes, |l| l.min(row.ram_bytes.max(1)));
         let used = usage.memory_used.min(total);
-        let disk = usage.disk.unwrap_or_default();
+        let disk = base.disk.or(usage.disk).unwrap_or_default();
         let disk_used = disk.total.saturating_sub(disk.free);
         Ok(Snapshot {
             hostname: row.name.clone(),
