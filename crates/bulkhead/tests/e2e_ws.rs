@@ -3,7 +3,8 @@
 //! headers: a shell runs a command, sees its resize in `stty size` and hands back its exit
 //! status (over the API and through `bulkhead vm shell`); a forward reaches a port served
 //! inside the node, a closed port answers 502 `port_closed`, other targets are refused; stats
-//! figures move when a node burns CPU and fills memory; bad input gets a 4xx.
+//! figures move when a node burns CPU and fills memory; bad input gets a 4xx. The same over
+//! a microVM, and over TCP with the bearer token (401 without).
 
 mod common;
 
@@ -411,4 +412,108 @@ fn shell_forward_and_stats_on_a_microvm() {
         "{s:?}"
     );
     d.stop_and_assert_clean();
+}
+
+#[test]
+fn websockets_over_tcp_need_the_token() {
+    if !privileged() {
+        return;
+    }
+    let dir = test_dir();
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(dir.path().join("token"), token).unwrap();
+    let tenant = unique_tenant("wt");
+    let addr = "127.0.0.1:18219";
+    let yaml = cli_ok(&["new", &tenant, "--api-bind", addr]).replace(
+        "  api:\n",
+        &format!(
+            "  api:\n    token_file: {}\n",
+            dir.path().join("token").display()
+        ),
+    );
+    let cfg = dir.path().join("tenant.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let state = shared_state();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    /// Stops the daemon this test started (by its pid) even when an assertion fails.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: SIGTERM to the daemon this test started, by its pid.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let netns = Netns::new();
+    assert!(sh_in(&netns.path(), "ip link set lo up").0);
+    let ns = netns.path();
+    let daemon = Stop(
+        Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["--", BIN, "up"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let group = tenant.clone();
+    common::netlab::in_ns(&ns, move || {
+        let tcp = |t: Option<&str>| {
+            Client::new(bulkhead_api::Endpoint::Tcp {
+                addr: addr.into(),
+                token: t.map(str::to_string),
+            })
+        };
+        let (c, anon) = (tcp(Some(token)), tcp(None));
+        let rt = rt();
+        rt.block_on(async {
+            for _ in 0..300 {
+                if c.get::<serde_json::Value>("/healthz").await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let n: bulkhead_api::CreatedNode = c
+                .json(
+                    hyper::Method::POST,
+                    &format!("/hostgroup/{group}/nodes?wait=agent"),
+                    Some(&serde_json::json!({})),
+                )
+                .await
+                .expect("create over TCP");
+            let path = format!("/vm/{}/shell", n.hostname);
+            let (out, status, _) = session(
+                &c,
+                &path,
+                vec![Frame::Data(b"echo over-tcp; exit 2\n".to_vec())],
+            )
+            .await;
+            assert!(out.contains("over-tcp"), "{out:?}");
+            assert_eq!(status, Some(2));
+            let (st, code, _) = refused(anon.websocket(&path, &[]).await);
+            assert_eq!((st, code.as_str()), (401, "unauthorized"));
+            let (st, _, _) = refused(
+                anon.websocket(
+                    &format!("/vm/{}/forward", n.hostname),
+                    &[("X-Inlets-Upstream", "127.0.0.1:80")],
+                )
+                .await,
+            );
+            assert_eq!(st, 401);
+            let _: serde_json::Value = c
+                .json(
+                    hyper::Method::DELETE,
+                    &format!("/hostgroup/{group}/nodes/{}", n.hostname),
+                    None,
+                )
+                .await
+                .unwrap();
+        });
+    });
+    drop(daemon);
+    assert_clean(&tenant, &state.join("tenants").join(&tenant));
+    let _ = std::fs::remove_dir_all(state.join("tenants").join(&tenant));
 }
