@@ -6,8 +6,8 @@
 pub mod client;
 pub mod duration;
 pub mod names;
-pub mod signals;
 pub mod shell;
+pub mod signals;
 pub mod stats;
 pub mod types;
 pub mod ws;
