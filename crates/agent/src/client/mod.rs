@@ -5,7 +5,8 @@
 //! one operation on a stream the caller connected (the daemon connects itself, to wait out
 //! a full listen backlog). Operations: [`AgentConn::ping`], [`AgentConn::exec`] (an
 //! [`ExecSession`]), [`AgentConn::copy_out`] (a [`CopyOut`] of chunks) and
-//! [`AgentConn::copy_in`] (a [`CopyIn`] sink).
+//! [`AgentConn::copy_in`] (a [`CopyIn`] sink); from protocol version 3 the file-system
+//! operations of `fs.rs` (stat, read_dir, mkdir, remove, watch).
 //!
 //! Versions: a node keeps the agent it started with across an upgrade of the host, so the
 //! client never sends an agent something it does not know. What the agent can do comes from
@@ -21,6 +22,7 @@ mod error;
 mod events;
 mod exec;
 mod frames;
+mod fs;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,7 @@ use tokio::net::UnixStream;
 pub use copy::{CopyIn, CopyInRequest, CopyOut};
 pub use error::AgentError;
 pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
+pub use fs::{FsChange, FsWatch, MkdirRequest};
 
 use crate::proto::{self, Event, ExecRequest, Kind, Request};
 use events::{next_known_event, read_event};
@@ -196,6 +199,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         let req = Request::CopyOut {
             path: path.to_string(),
             tar,
+            exclude: Vec::new(),
         };
         match self.open(&req).await? {
             Event::File { mode, size } => Ok(CopyOut::new(mode, size, self.rd, self.wr)),
