@@ -71,7 +71,7 @@ impl Tenant {
 
     /// One operation's connection to the node's agent, through the typed client
     /// (`bulkhead_agent::client`); the first answer is awaited for [`ANSWER_TIMEOUT`].
-    async fn agent_conn(&self, node: &NodeRef) -> Result<UnixConn, DomainError> {
+    pub(super) async fn agent_conn(&self, node: &NodeRef) -> Result<UnixConn, DomainError> {
         let s = self.connect_agent(node).await?;
         Ok(AgentConn::new(s).with_answer_timeout(ANSWER_TIMEOUT))
     }
@@ -124,7 +124,7 @@ impl Tenant {
 
     /// How opening an operation failed: the agent's refusal (naming the node's limits), no
     /// answer in time (504), or a broken connection (409 when the node has stopped, else 502).
-    async fn open_error(&self, node_ref: &NodeRef, e: AgentError) -> DomainError {
+    pub(super) async fn open_error(&self, node_ref: &NodeRef, e: AgentError) -> DomainError {
         let node = node_ref.name();
         match e {
             AgentError::Timeout(t) => DomainError::new(

@@ -1,5 +1,5 @@
 //! One tenant's context: its config, state, network, forwards, standby pool and driver, and
-//! the node lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`; the watches
+//! the node lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`, `fs.rs`; the watches
 //! of live nodes in `watch.rs`). Host-wide services (cgroups, the driver registry, the
 //! supervisor binary) come from [`HostServices`]; a daemon holds one of those and, today, one
 //! tenant.
@@ -14,12 +14,14 @@
 
 mod agent;
 mod create;
+mod fs;
 mod gate;
 pub mod node_ref;
 mod ops;
 mod remove;
 mod watch;
 
+pub use fs::UnixWatch;
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
 
