@@ -27,8 +27,12 @@ mod reaper;
 #[cfg(target_os = "linux")]
 pub mod server;
 #[cfg(target_os = "linux")]
+mod sha256;
+#[cfg(target_os = "linux")]
 mod tarfix;
 #[cfg(target_os = "linux")]
 mod untar;
+#[cfg(target_os = "linux")]
+mod upload;
 #[cfg(target_os = "linux")]
 mod watch;

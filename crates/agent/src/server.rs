@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error_event::resource_error;
 use crate::proto::{self, Event, Kind, Request, UnknownKind};
-use crate::{copy, exec, fs, reaper, watch};
+use crate::{copy, exec, fs, reaper, upload, watch};
 
 /// Serves on an inherited listening socket until the node ends. Never returns.
 ///
@@ -111,6 +111,11 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             };
             proto::write_json(&mut conn, Kind::Event, &pong).ok();
             Ok(())
+        }
+        // Slicer's chunked copy runs `slicer-agent upload ...`: answered here (upload.rs).
+        Request::Exec(r) if upload::is_upload(&r) => {
+            upload::run(r, conn);
+            return;
         }
         Request::Exec(r) => {
             exec::run(r, conn);
