@@ -255,6 +255,43 @@ fn fs_routes_answer_in_the_sdks_shapes() {
     );
     assert_eq!(rm("path=/work/a").status, StatusCode::NOT_FOUND);
 
+    // The CLI: bulkhead vm fs mkdir|ls|stat|rm|watch.
+    d.vm_ok(&["fs", "mkdir", &n, "/work/cli/x", "-p", "--mode", "0700"]);
+    d.sh(&n, "echo hi > /work/cli/f");
+    let ls = d.vm_ok(&["fs", "ls", &n, "/work/cli"]);
+    assert!(
+        ls.contains("directory") && ls.contains(" x\n") && ls.contains(" f\n"),
+        "{ls}"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&d.vm_ok(&["fs", "stat", &n, "/work/cli/x", "--json"])).unwrap();
+    assert_eq!(st["mode"], "0700");
+    let watch = {
+        let (sock, n) = (d.sock().to_string(), n.clone());
+        std::thread::spawn(move || {
+            cli(&[
+                "vm",
+                "fs",
+                "--socket",
+                &sock,
+                "watch",
+                &n,
+                "/work/cli",
+                "--count",
+                "1",
+                "--timeout",
+                "20s",
+            ])
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    d.sh(&n, "touch /work/cli/new");
+    let w = watch.join().unwrap();
+    let line = String::from_utf8_lossy(&w.stdout);
+    assert!(line.contains("\"path\":\"/work/cli/new\""), "{line}");
+    d.vm_ok(&["fs", "rm", &n, "/work/cli", "-r"]);
+    assert!(!d.vm(&["fs", "stat", &n, "/work/cli"]).status.success());
+
     // Unknown node: 404 like any other route.
     assert_eq!(
         get(&c, "/vm/nope-1/fs/stat?path=/").status,
