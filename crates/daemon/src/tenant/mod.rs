@@ -21,7 +21,6 @@ mod ops;
 mod remove;
 mod watch;
 
-pub use fs::UnixWatch;
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
 
