@@ -178,6 +178,61 @@ fn fs_routes_answer_in_the_sdks_shapes() {
     d.vm_ok(&["fs", "rm", &n, "/work/cli", "-r"]);
     assert!(!d.vm(&["fs", "stat", &n, "/work/cli"]).status.success());
 
+    // Whatever a caller aims at, a special or read-only place answers 4xx, never 500.
+    for (m, path, body) in [
+        (
+            Method::DELETE,
+            "fs/remove?path=/proc/1&recursive=true",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "fs/remove?path=/proc/sys&recursive=true",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "fs/remove?path=/sys/kernel&recursive=true",
+            None,
+        ),
+        (Method::DELETE, "fs/remove?path=/dev/null", None),
+        (
+            Method::POST,
+            "fs/mkdir",
+            Some(serde_json::json!({"path": "/proc/x/y", "recursive": true})),
+        ),
+        (
+            Method::POST,
+            "fs/mkdir",
+            Some(serde_json::json!({"path": "/sys/x"})),
+        ),
+        (
+            Method::POST,
+            "fs/mkdir",
+            Some(serde_json::json!({"path": "/dev/null/x", "recursive": true})),
+        ),
+        (Method::GET, "fs/readdir?path=/dev/null", None),
+        (Method::GET, "cp?path=/dev/null", None),
+        (Method::GET, "cp?path=/proc/self&mode=cp-v1-binary", None),
+    ] {
+        let b = body
+            .map(|v| serde_json::to_vec(&v).unwrap())
+            .unwrap_or_default();
+        let a = call(
+            &c,
+            m.clone(),
+            &format!("/vm/{n}/{path}"),
+            b,
+            Some("application/json"),
+        );
+        assert!(
+            a.status.is_client_error(),
+            "{m} {path}: {} {}",
+            a.status,
+            a.text()
+        );
+    }
+
     // Unknown node: 404 like any other route.
     assert_eq!(
         get(&c, "/vm/nope-1/fs/stat?path=/").status,
