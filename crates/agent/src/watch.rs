@@ -24,7 +24,6 @@ pub const MAX_WATCHES: usize = 4096;
 
 const MASK: u32 = libc::IN_CREATE
     | libc::IN_MODIFY
-    | libc::IN_CLOSE_WRITE
     | libc::IN_DELETE
     | libc::IN_DELETE_SELF
     | libc::IN_MOVED_FROM
@@ -72,6 +71,18 @@ impl Watcher {
         }
         Ok(())
     }
+}
+
+/// The agent's own temporary names (an upload's file before its rename, a tar's staging
+/// directory, a chunked copy's assembly): what a copy looks like from outside is the name it
+/// ends as, so these are not reported (nor watched inside).
+fn internal(path: &Path) -> bool {
+    path.components().any(|c| {
+        let c = c.as_os_str().to_string_lossy();
+        c.contains(".bulkhead-upload-")
+            || c.starts_with(".bulkhead-staging-")
+            || c.contains(".bulkhead-chunked-")
+    })
 }
 
 fn send(conn: &mut UnixStream, e: &Event) -> bool {
@@ -184,14 +195,19 @@ pub(crate) fn watch(conn: &mut UnixStream, paths: &[String], recursive: bool) ->
             } else {
                 dir.join(std::ffi::OsStr::from_bytes(name))
             };
+            if internal(&path) {
+                continue;
+            }
             let is_dir = ev.mask & libc::IN_ISDIR != 0;
-            let kind = if ev.mask & libc::IN_CREATE != 0 {
+            // As Go's fsnotify (and so Slicer's agent) reports them: a name moved in is
+            // created, a name moved away is renamed.
+            let kind = if ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
                 "create"
-            } else if ev.mask & (libc::IN_MODIFY | libc::IN_CLOSE_WRITE) != 0 {
+            } else if ev.mask & libc::IN_MODIFY != 0 {
                 "write"
             } else if ev.mask & (libc::IN_DELETE | libc::IN_DELETE_SELF) != 0 {
                 "remove"
-            } else if ev.mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+            } else if ev.mask & libc::IN_MOVED_FROM != 0 {
                 "rename"
             } else if ev.mask & libc::IN_ATTRIB != 0 {
                 "chmod"
@@ -254,6 +270,29 @@ mod tests {
         }
         assert_eq!(seen[0], ("create".into(), format!("{root}/sub/f")));
         assert_eq!(seen[1].0, "write");
+        // The agent's own temporary names are not reported; the name a file is renamed to is
+        // created, the one it left renamed.
+        fs::write(d.path().join("sub/.x.bulkhead-upload-1"), b"t").unwrap();
+        fs::rename(
+            d.path().join("sub/.x.bulkhead-upload-1"),
+            d.path().join("sub/x"),
+        )
+        .unwrap();
+        fs::rename(d.path().join("sub/x"), d.path().join("sub/y")).unwrap();
+        let mut moves = Vec::new();
+        while moves.len() < 3 {
+            if let Event::FsEvent { kind, path, .. } = next(&mut b) {
+                moves.push((kind, path));
+            }
+        }
+        assert_eq!(
+            moves,
+            [
+                ("create".to_string(), format!("{root}/sub/x")),
+                ("rename".to_string(), format!("{root}/sub/x")),
+                ("create".to_string(), format!("{root}/sub/y")),
+            ]
+        );
         // A new directory is watched too.
         fs::create_dir(d.path().join("new")).unwrap();
         std::thread::sleep(Duration::from_millis(50));
