@@ -34,9 +34,13 @@ pub const MAX_MANIFEST: u64 = 4 << 20;
 /// A manifest with more chunks than this is refused.
 pub const MAX_CHUNKS: usize = 65_536;
 
-/// Whether `req` is a chunked-copy step for the agent to answer.
+/// Whether `req` is a chunked-copy step for the agent to answer (run as uid 0, with no real
+/// program at [`SLICER_AGENT`]).
 pub(crate) fn is_upload(req: &ExecRequest) -> bool {
+    // As root only, as the SDKs run it: the steps write as root and give the result to
+    // `--uid`/`--gid`, which a caller asking for another uid could not do itself.
     req.cmd == SLICER_AGENT
+        && req.uid == 0
         && req.args.first().map(String::as_str) == Some("upload")
         && req.tty.is_none()
         && fs::symlink_metadata(SLICER_AGENT).is_err()
@@ -468,6 +472,20 @@ mod tests {
         fs::create_dir_all(other.parent().unwrap()).unwrap();
         assert!(step(&args(&["abort", "--manifest", other.to_str().unwrap()])).is_err());
         assert!(other.parent().unwrap().exists());
+    }
+
+    #[test]
+    fn only_roots_exec_of_the_program_is_answered() {
+        let req = |uid, cmd: &str, first: &str| ExecRequest {
+            cmd: cmd.into(),
+            args: vec![first.into(), "check".into()],
+            uid,
+            ..Default::default()
+        };
+        assert!(is_upload(&req(0, SLICER_AGENT, "upload")));
+        assert!(!is_upload(&req(1000, SLICER_AGENT, "upload")));
+        assert!(!is_upload(&req(0, "slicer-agent", "upload")));
+        assert!(!is_upload(&req(0, SLICER_AGENT, "download")));
     }
 
     #[test]
