@@ -84,13 +84,18 @@ impl Read for FrameReader<'_> {
     }
 }
 
-pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(), Event> {
+pub(crate) fn copy_out(
+    conn: &mut UnixStream,
+    path: &str,
+    tar: bool,
+    exclude: &[String],
+) -> Result<(), Event> {
     let meta = fs::symlink_metadata(path).map_err(|e| io_event("cannot read", path, &e))?;
     if !tar {
         if meta.is_dir() {
             return Err(Event::error(
                 "is_a_directory",
-                format!("{path} is a directory: copy it with mode=tar"),
+                format!("{path} is a directory: must specify a file not a directory, or copy it with mode=tar"),
             ));
         }
         if !meta.is_file() {
@@ -132,7 +137,7 @@ pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(
             let mut b = tar::Builder::new(&mut w);
             b.follow_symlinks(false);
             let r = if meta.is_dir() {
-                b.append_dir_all(".", path)
+                append_tree(&mut b, Path::new(path), &crate::glob::normalize(exclude))
             } else {
                 let name = Path::new(path)
                     .file_name()
@@ -146,6 +151,41 @@ pub(crate) fn copy_out(conn: &mut UnixStream, path: &str, tar: bool) -> Result<(
         w.flush().map_err(|e| io_event("cannot send", path, &e))?;
     }
     proto::write_frame(conn, Kind::Data, &[]).map_err(|e| io_event("cannot send", path, &e))
+}
+
+/// Appends everything below `root` (not `root` itself) with names relative to it, parents
+/// before their entries, names in byte order, symlinks as links; entries matched by
+/// `exclude` (normalised) are left out with all they contain. Slicer's SDKs refuse an archive
+/// with a `.` or `./`-prefixed entry, so there is none.
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    exclude: &[String],
+) -> io::Result<()> {
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        if !rel.is_empty() {
+            b.append_path_with_name(&dir, &rel)?;
+            if !fs::symlink_metadata(&dir)?.is_dir() {
+                continue;
+            }
+        }
+        let mut names: Vec<_> = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for name in names.into_iter().rev() {
+            let child = if rel.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", name.to_string_lossy())
+            };
+            if !crate::glob::excluded(&child, exclude) {
+                stack.push((dir.join(&name), child));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn send(conn: &mut UnixStream, e: &Event) -> Result<(), Event> {

@@ -45,6 +45,24 @@ pub(crate) fn io_event(what: &str, path: &str, e: &io::Error) -> Event {
         io::ErrorKind::AlreadyExists => "already_exists",
         _ if e.raw_os_error() == Some(libc::EISDIR) => "is_a_directory",
         _ if e.raw_os_error() == Some(libc::ENOTDIR) => "not_a_directory",
+        // What the caller asked cannot be done there (a read-only or special file system, a
+        // mount point, a name too long, a symlink loop): their request, not our failure.
+        _ if matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EROFS
+                    | libc::EBUSY
+                    | libc::ENAMETOOLONG
+                    | libc::ELOOP
+                    | libc::EINVAL
+                    | libc::EXDEV
+                    | libc::ENOTEMPTY
+                    | libc::EPERM
+            )
+        ) =>
+        {
+            "invalid_argument"
+        }
         _ => "io_error",
     };
     Event::error(code, format!("{what} {path}: {e}"))

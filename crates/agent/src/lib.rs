@@ -1,5 +1,5 @@
 //! The agent is bulkhead's program inside every node. It runs as PID 1, reaps orphans, forwards
-//! termination to the node's processes, and serves exec and copy requests.
+//! termination to the node's processes, and serves exec, copy and file-system requests.
 //!
 //! The protocol ([`proto`]) is a sequence of length-prefixed frames on one byte stream per
 //! operation. A jail hands the agent a listening UNIX socket; a microVM carries the same
@@ -13,6 +13,9 @@ mod error_event;
 #[cfg(target_os = "linux")]
 mod exec;
 #[cfg(target_os = "linux")]
+mod fs;
+pub mod glob;
+#[cfg(target_os = "linux")]
 pub mod guest;
 #[cfg(target_os = "linux")]
 pub mod mux;
@@ -24,4 +27,12 @@ mod reaper;
 #[cfg(target_os = "linux")]
 pub mod server;
 #[cfg(target_os = "linux")]
+mod sha256;
+#[cfg(target_os = "linux")]
+mod tarfix;
+#[cfg(target_os = "linux")]
 mod untar;
+#[cfg(target_os = "linux")]
+mod upload;
+#[cfg(target_os = "linux")]
+mod watch;

@@ -8,6 +8,11 @@
 //!   then `Event::Exit`. Closing the stream kills the command's process group.
 //! - `CopyOut`: agent sends `Event::File` then `Data` frames, then an empty `Data` frame.
 //! - `CopyIn`: client sends `Data` frames then an empty one; agent answers `Event::Done`.
+//! - Version 3 (`fs` capability, docs/adr/0017-agent-fs-operations.md): `Stat` answers
+//!   `Event::Stat`; `ReadDir` answers `Event::Entries` (in parts) then `Event::Done`; `Mkdir`
+//!   and `Remove` answer `Event::Done`; `Watch` answers `Event::Done` once its watches are
+//!   set, then `Event::FsEvent`s until the client closes the stream. A `CopyOut` may carry
+//!   `exclude` patterns; a tar download names its entries relative to the tree (no `./`).
 //!
 //! Any operation may end with `Event::Error` instead.
 //!
@@ -32,7 +37,7 @@ pub const AGENT_BUSY: &str = "agent_busy";
 pub const UNSUPPORTED_FRAME: &str = "unsupported_frame";
 
 /// The protocol version this agent speaks.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Capability: `exec` requests (every version).
 pub const CAP_EXEC: &str = "exec";
 /// Capability: `copy_in` and `copy_out` requests (every version).
@@ -44,11 +49,16 @@ pub const CAP_RESIZE: &str = "resize";
 /// Capability: `Signal` frames during an exec.
 pub const CAP_SIGNAL: &str = "signal";
 
+/// Capability (version 3): `stat`, `read_dir`, `mkdir`, `remove`, `watch` requests, and a
+/// copy-out's `exclude`.
+pub const CAP_FS: &str = "fs";
+
 /// What an agent of `version` can do; an agent of version 1 does not say, and this is it.
 pub fn caps_of_version(version: u32) -> &'static [&'static str] {
     match version {
         0 | 1 => &[CAP_EXEC, CAP_COPY],
-        _ => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL],
+        2 => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL],
+        _ => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL, CAP_FS],
     }
 }
 
@@ -140,6 +150,9 @@ pub enum Request {
     CopyOut {
         path: String,
         tar: bool,
+        /// Version 3: patterns of paths (relative to the tree) a tar download leaves out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
     },
     CopyIn {
         path: String,
@@ -148,6 +161,47 @@ pub enum Request {
         gid: Option<u32>,
         mode: Option<u32>,
     },
+    /// Version 3: a path's own status (a symlink is not followed).
+    Stat {
+        path: String,
+    },
+    /// Version 3: a directory's entries.
+    ReadDir {
+        path: String,
+    },
+    /// Version 3: makes a directory (`recursive`: with its parents, and no error if it exists).
+    Mkdir {
+        path: String,
+        recursive: bool,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// Version 3: removes a file, a symlink or an empty directory (`recursive`: a whole tree).
+    Remove {
+        path: String,
+        recursive: bool,
+    },
+    /// Version 3: reports changes under `paths` until the client closes the stream.
+    Watch {
+        paths: Vec<String>,
+        recursive: bool,
+    },
+}
+
+/// What `Stat` and `ReadDir` say about one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsInfo {
+    /// The last component of the path (the entry's name in a listing).
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: String,
+    pub size: u64,
+    /// Modification time: seconds and nanoseconds since the epoch.
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -203,6 +257,22 @@ pub enum Event {
     Error {
         message: String,
         code: String,
+    },
+    /// Version 3: the answer to `Stat`.
+    Stat {
+        info: FsInfo,
+    },
+    /// Version 3: a part of the answer to `ReadDir` (the last part is followed by `Done`).
+    Entries {
+        entries: Vec<FsInfo>,
+    },
+    /// Version 3: a change seen by a `Watch`: `kind` is `create`, `write`, `remove`, `rename`
+    /// or `chmod`, or `overflow` when the kernel dropped events.
+    FsEvent {
+        kind: String,
+        path: String,
+        is_dir: bool,
+        size: u64,
     },
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error_event::resource_error;
 use crate::proto::{self, Event, Kind, Request, UnknownKind};
-use crate::{copy, exec, reaper};
+use crate::{copy, exec, fs, reaper, upload, watch};
 
 /// Serves on an inherited listening socket until the node ends. Never returns.
 ///
@@ -112,11 +112,16 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             proto::write_json(&mut conn, Kind::Event, &pong).ok();
             Ok(())
         }
+        // Slicer's chunked copy runs `slicer-agent upload ...`: answered here (upload.rs).
+        Request::Exec(r) if upload::is_upload(&r) => {
+            upload::run(r, conn);
+            return;
+        }
         Request::Exec(r) => {
             exec::run(r, conn);
             return;
         }
-        Request::CopyOut { path, tar } => copy::copy_out(&mut conn, &path, tar),
+        Request::CopyOut { path, tar, exclude } => copy::copy_out(&mut conn, &path, tar, &exclude),
         Request::CopyIn {
             path,
             tar,
@@ -124,6 +129,17 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             gid,
             mode,
         } => copy::copy_in(&mut conn, &path, tar, uid, gid, mode),
+        Request::Stat { path } => fs::stat(&mut conn, &path),
+        Request::ReadDir { path } => fs::read_dir(&mut conn, &path),
+        Request::Mkdir {
+            path,
+            recursive,
+            mode,
+            uid,
+            gid,
+        } => fs::mkdir(&mut conn, &path, recursive, mode, uid, gid),
+        Request::Remove { path, recursive } => fs::remove(&mut conn, &path, recursive),
+        Request::Watch { paths, recursive } => watch::watch(&mut conn, &paths, recursive),
     };
     if let Err(e) = result {
         reply_error(&mut conn, e);

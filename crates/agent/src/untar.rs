@@ -270,10 +270,11 @@ fn hard_link(stage: &Dir, path: &Path, src: &Path) -> Result<(), Event> {
 }
 
 /// Unpacks the whole archive into the staging directory or fails.
-fn unpack_into(r: &mut impl Read, stage: &Dir) -> Result<(), Event> {
+fn unpack_into(r: impl Read, stage: &Dir) -> Result<(), Event> {
     use tar::EntryType as T;
     let dst = stage.proc_path();
-    let mut a = tar::Archive::new(r);
+    // Go's writer gives directories a size and no data: read them as Go means them.
+    let mut a = tar::Archive::new(crate::tarfix::HeaderOnly::new(r));
     a.set_preserve_permissions(true);
     a.set_overwrite(true);
     let mut dirs = Vec::new();

@@ -28,7 +28,9 @@ pub(super) fn event_of(payload: &[u8]) -> Result<Option<Event>, AgentError> {
         Ok(Event::Error { message, code }) => Err(AgentError::Remote { code, message }),
         Ok(e) => Ok(Some(e)),
         Err(e) => {
-            const KNOWN: [&str; 6] = ["pong", "started", "exit", "file", "done", "error"];
+            const KNOWN: [&str; 9] = [
+                "pong", "started", "exit", "file", "done", "error", "stat", "entries", "fs_event",
+            ];
             let name = serde_json::from_slice::<serde_json::Value>(payload)
                 .ok()
                 .and_then(|v| v.get("event")?.as_str().map(str::to_string));

@@ -5,7 +5,8 @@
 //! one operation on a stream the caller connected (the daemon connects itself, to wait out
 //! a full listen backlog). Operations: [`AgentConn::ping`], [`AgentConn::exec`] (an
 //! [`ExecSession`]), [`AgentConn::copy_out`] (a [`CopyOut`] of chunks) and
-//! [`AgentConn::copy_in`] (a [`CopyIn`] sink).
+//! [`AgentConn::copy_in`] (a [`CopyIn`] sink); from protocol version 3 the file-system
+//! operations of `fs.rs` (stat, read_dir, mkdir, remove, watch).
 //!
 //! Versions: a node keeps the agent it started with across an upgrade of the host, so the
 //! client never sends an agent something it does not know. What the agent can do comes from
@@ -21,6 +22,7 @@ mod error;
 mod events;
 mod exec;
 mod frames;
+mod fs;
 #[cfg(test)]
 mod tests;
 
@@ -35,8 +37,9 @@ use tokio::net::UnixStream;
 pub use copy::{CopyIn, CopyInRequest, CopyOut};
 pub use error::AgentError;
 pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
+pub use fs::{FsChange, FsWatch, MkdirRequest};
 
-use crate::proto::{self, Event, ExecRequest, Kind, Request};
+use crate::proto::{self, Event, ExecRequest, FsInfo, Kind, Request};
 use events::{next_known_event, read_event};
 use frames::FrameReader;
 
@@ -196,6 +199,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         let req = Request::CopyOut {
             path: path.to_string(),
             tar,
+            exclude: Vec::new(),
         };
         match self.open(&req).await? {
             Event::File { mode, size } => Ok(CopyOut::new(mode, size, self.rd, self.wr)),
@@ -216,6 +220,126 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
             });
         }
         Ok(CopyIn::new(self.rd, self.wr))
+    }
+}
+
+/// Protocol version 3's file-system operations (the `fs` capability, `client/fs.rs` has their
+/// types): an agent not known to have `fs` is refused before anything is sent.
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
+    fn require_fs(&self) -> Result<(), AgentError> {
+        match &self.peer {
+            Some(p) => p.require(proto::CAP_FS),
+            None => Err(AgentError::Unsupported {
+                feature: proto::CAP_FS,
+                version: None,
+            }),
+        }
+    }
+
+    async fn done(mut self, req: Request, op: &'static str) -> Result<(), AgentError> {
+        self.require_fs()?;
+        match self.open(&req).await? {
+            Event::Done { .. } => Ok(()),
+            e => Err(AgentError::Unexpected {
+                op,
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// A path's own status (a symlink is reported, not followed).
+    pub async fn stat(mut self, path: &str) -> Result<FsInfo, AgentError> {
+        self.require_fs()?;
+        let req = Request::Stat { path: path.into() };
+        match self.open(&req).await? {
+            Event::Stat { info } => Ok(info),
+            e => Err(AgentError::Unexpected {
+                op: "stat",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// A directory's entries, by name.
+    pub async fn read_dir(mut self, path: &str) -> Result<Vec<FsInfo>, AgentError> {
+        self.require_fs()?;
+        let mut all = Vec::new();
+        let mut e = self.open(&Request::ReadDir { path: path.into() }).await?;
+        loop {
+            match e {
+                Event::Entries { entries } => all.extend(entries),
+                Event::Done { .. } => return Ok(all),
+                e => {
+                    return Err(AgentError::Unexpected {
+                        op: "read_dir",
+                        event: format!("{e:?}"),
+                    })
+                }
+            }
+            e = next_known_event(&mut self.rd).await?;
+        }
+    }
+
+    pub async fn mkdir(self, r: MkdirRequest) -> Result<(), AgentError> {
+        let req = Request::Mkdir {
+            path: r.path,
+            recursive: r.recursive,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+        };
+        self.done(req, "mkdir").await
+    }
+
+    /// Removes a file, a symlink or an empty directory (`recursive`: a whole tree).
+    pub async fn remove(self, path: &str, recursive: bool) -> Result<(), AgentError> {
+        let req = Request::Remove {
+            path: path.into(),
+            recursive,
+        };
+        self.done(req, "remove").await
+    }
+
+    /// Starts watching `paths` (`recursive`: with every directory below them); the watches
+    /// are set when this returns.
+    pub async fn watch(
+        mut self,
+        paths: Vec<String>,
+        recursive: bool,
+    ) -> Result<FsWatch<R, W>, AgentError> {
+        self.require_fs()?;
+        match self.open(&Request::Watch { paths, recursive }).await? {
+            Event::Done { .. } => Ok(FsWatch::new(self.rd, self.wr)),
+            e => Err(AgentError::Unexpected {
+                op: "watch",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// A tar download that leaves out paths matched by `exclude` (Slicer's patterns); with
+    /// no patterns this is [`AgentConn::copy_out`], which every agent has.
+    pub async fn copy_out_excluding(
+        mut self,
+        path: &str,
+        exclude: Vec<String>,
+    ) -> Result<CopyOut<R, W>, AgentError> {
+        if exclude.is_empty() {
+            return self.copy_out(path, true).await;
+        }
+        self.require_fs()?;
+        let req = Request::CopyOut {
+            path: path.into(),
+            tar: true,
+            exclude,
+        };
+        match self.open(&req).await? {
+            Event::File { mode, size } => Ok(CopyOut::new(mode, size, self.rd, self.wr)),
+            e => Err(AgentError::Unexpected {
+                op: "copy",
+                event: format!("{e:?}"),
+            }),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod answer;
 pub mod exec_wire;
 pub mod lab_nodes;
 pub mod netlab;

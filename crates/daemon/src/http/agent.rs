@@ -1,171 +1,18 @@
-//! Routes that reach into a node through its agent, besides exec (`exec.rs`): copy in and
-//! out, logs, health. Each parses its query, takes a turn at the node's agent and runs the
+//! Routes that reach into a node through its agent, besides exec (`exec.rs`) and copies
+//! (`cp.rs`): logs, health. Each parses its query, takes a turn at the node's agent and runs the
 //! operation through the tenant's typed agent client.
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bulkhead_agent::client::CopyInRequest;
-use bulkhead_api::{names, CopyInResult, Health};
-use futures_util::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
+use bulkhead_api::Health;
 
 use bulkhead_core::{Code, DomainError};
 
 use super::body::AppState;
 use super::query::Query;
 use crate::error::ApiError;
-use crate::tenant::{NodeRef, Tenant};
-
-fn cp_query(q: Option<String>, allowed: &[&str]) -> Result<(Query, String, bool), DomainError> {
-    let q = Query::parse(q.as_deref(), allowed)?;
-    let path = q.one("path")?.ok_or_else(|| {
-        DomainError::invalid("query parameter path is required, e.g. ?path=/work/file.txt")
-    })?;
-    names::validate_node_path(&path).map_err(DomainError::invalid)?;
-    let tar = match q.one("mode")?.as_deref() {
-        None | Some("binary") => false,
-        Some("tar") => true,
-        Some(m) => {
-            return Err(DomainError::invalid(format!(
-                "mode {m:?} is not supported: use binary (one file) or tar (a tree)"
-            )))
-        }
-    };
-    Ok((q, path, tar))
-}
-
-pub async fn copy_out(
-    State(app): State<AppState>,
-    Path(node): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    Ok(copy_out_node(State(app), Path(node), RawQuery(q)).await?)
-}
-
-async fn copy_out_node(
-    State(app): State<AppState>,
-    Path(node): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, DomainError> {
-    let (_, path, tar) = cp_query(q, &["path", "mode"])?;
-    let n = app.tenant.running_node(&node)?;
-    let turn = app.tenant.agent_turn(&n).await?;
-    let mut download = app.tenant.copy_out(&n, &path, tar).await?;
-    let mode = download.mode;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(async move {
-        let _turn = turn;
-        loop {
-            match download.next_chunk().await {
-                Ok(None) => return,
-                Ok(Some(d)) => {
-                    if tx.send(Ok(Bytes::from(d))).await.is_err() {
-                        return;
-                    }
-                }
-                // Anything else mid-stream is a failure: end the body with an error so the
-                // client sees a broken transfer rather than a short file.
-                Err(_) => {
-                    let _ = tx
-                        .send(Err(std::io::Error::other("copy failed inside the node")))
-                        .await;
-                    return;
-                }
-            }
-        }
-    });
-    let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
-    let ct = if tar {
-        "application/x-tar"
-    } else {
-        "application/octet-stream"
-    };
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    if let Ok(v) = HeaderValue::from_str(&format!("{mode:04o}")) {
-        resp.headers_mut().insert("x-slicer-file-mode", v);
-    }
-    Ok(resp)
-}
-
-pub async fn copy_in(
-    State(app): State<AppState>,
-    Path(node): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Result<Json<CopyInResult>, ApiError> {
-    Ok(copy_in_node(State(app), Path(node), RawQuery(q), body).await?)
-}
-
-async fn copy_in_node(
-    State(app): State<AppState>,
-    Path(node): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Result<Json<CopyInResult>, DomainError> {
-    let (q, path, tar) = cp_query(q, &["path", "mode", "uid", "gid", "permissions"])?;
-    let mode = q
-        .one("permissions")?
-        .map(|p| {
-            u32::from_str_radix(&p, 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| {
-                    DomainError::invalid(format!("permissions {p:?} must be octal, e.g. 0644"))
-                })
-        })
-        .transpose()?;
-    let (uid, gid) = (q.u32("uid")?, q.u32("gid")?);
-    let n = app.tenant.running_node(&node)?;
-    let _turn = app.tenant.agent_turn(&n).await?;
-    let req = CopyInRequest {
-        path: path.clone(),
-        tar,
-        uid,
-        gid,
-        mode,
-    };
-    let mut upload = app.tenant.copy_in(&n, req).await?;
-    let mut data = body.into_data_stream();
-    while let Some(chunk) = data.next().await {
-        match chunk {
-            Ok(c) => {
-                if upload.write(&c).await.is_err() {
-                    break; // the agent stopped reading: its answer below says why
-                }
-            }
-            Err(e) => {
-                // Closed without the final empty frame: the agent discards the partial upload.
-                drop(upload);
-                return Err(DomainError::invalid(format!(
-                    "upload was cut off: {e}; nothing was written"
-                )));
-            }
-        }
-    }
-    match upload.finish().await {
-        Ok(bytes) => Ok(Json(CopyInResult { path, bytes })),
-        Err(e) => {
-            let mut e = app.tenant.agent_failed(&n, e);
-            if e.code == Code::NoSpace {
-                e.message = format!("{}; {}", e.message, storage_limit(&app.tenant, &n));
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Names what bounds a node's writes, for a 507.
-fn storage_limit(tenant: &Tenant, n: &NodeRef) -> String {
-    let row = n.row();
-    let Ok(g) = tenant.group(&row.hostgroup) else {
-        return "the node is full".into();
-    };
-    tenant.driver.storage_limit(g, row.ram_bytes)
-}
 
 /// The node's console: what its init and agent printed. The last MiB at most.
 pub async fn logs(

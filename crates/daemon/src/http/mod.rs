@@ -4,16 +4,19 @@
 //! route. A test checks the table against `docs/api/openapi.yaml`, another that every route
 //! passes the authorization layer.
 //!
-//! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `meta.rs`, `stats.rs`, the WebSockets
-//! `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
+//! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `cp.rs`, `fs.rs`, `fs_watch.rs`, `meta.rs`,
+//! `stats.rs`, the WebSockets `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
 //! context; they make no decisions of their own.
 
 pub mod agent;
 pub mod body;
+pub mod cp;
 pub mod exec;
 pub mod exec_bg;
 mod exec_query;
 mod exec_wire;
+pub mod fs;
+mod fs_watch;
 pub mod list;
 pub mod meta;
 pub mod nodes;
@@ -97,11 +100,38 @@ pub fn table() -> Vec<Route> {
             post(exec_bg::kill),
         ),
         // end of exec's block
+        // copy-fs (#10): copies in every SDK mode, and the node's file system (ADR 0017).
         route(
             "/vm/{node}/cp",
             &[("get", CopyFromNode), ("post", CopyToNode)],
-            get(agent::copy_out).post(agent::copy_in),
+            get(cp::copy_out).post(cp::copy_in),
         ),
+        route(
+            "/vm/{node}/fs/readdir",
+            &[("get", CopyFromNode)],
+            get(fs::readdir),
+        ),
+        route(
+            "/vm/{node}/fs/stat",
+            &[("get", CopyFromNode)],
+            get(fs::stat),
+        ),
+        route(
+            "/vm/{node}/fs/mkdir",
+            &[("post", CopyToNode)],
+            post(fs::mkdir),
+        ),
+        route(
+            "/vm/{node}/fs/remove",
+            &[("delete", CopyToNode)],
+            delete(fs::remove),
+        ),
+        route(
+            "/vm/{node}/fs/watch",
+            &[("get", CopyFromNode)],
+            get(fs_watch::watch),
+        ),
+        // end copy-fs
         route(
             "/vm/{node}/logs",
             &[("get", ReadNodeLogs)],

@@ -1,5 +1,5 @@
 //! One tenant's context: its config, state, network, forwards, standby pool and driver, and
-//! the node lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`; the watches
+//! the node lifecycle over them (`create.rs`, `remove.rs`, `ops.rs`, `agent.rs`, `fs.rs`; the watches
 //! of live nodes in `watch.rs`). Host-wide services (cgroups, the driver registry, the
 //! supervisor binary) come from [`HostServices`]; a daemon holds one of those and, today, one
 //! tenant.
@@ -14,6 +14,7 @@
 
 mod agent;
 mod create;
+mod fs;
 mod gate;
 mod loads;
 pub mod node_ref;

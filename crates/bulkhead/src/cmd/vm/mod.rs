@@ -4,6 +4,7 @@
 mod bg;
 mod cp;
 mod exec;
+mod fs;
 mod shell;
 mod stats;
 mod tunnel;
@@ -128,6 +129,13 @@ pub enum VmCmd {
         /// Downloads: skip the node's symlinks (each is named on stderr)
         #[arg(long)]
         no_symlinks: bool,
+    },
+    /// A node's file system: `fs ls|stat|mkdir|rm|watch NODE PATH`
+    Fs {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: fs::FsCmd,
     },
     /// Print a node's console log
     Logs {
@@ -315,6 +323,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             gid,
             no_symlinks,
         } => cp::cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
+        VmCmd::Fs { conn, cmd } => fs::run(&conn.client()?, cmd, conn.json).await?,
         VmCmd::Logs { conn, node } => {
             let resp = conn
                 .client()?
