@@ -99,7 +99,11 @@ impl TcpDaemon {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.log().contains("ready on") {
-            assert!(Instant::now() < deadline, "tcp daemon not ready:\n{}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "tcp daemon not ready:\n{}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -110,7 +114,10 @@ impl TcpDaemon {
     }
 
     fn netns(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.child.as_ref().unwrap().id()))
+        PathBuf::from(format!(
+            "/proc/{}/ns/net",
+            self.child.as_ref().unwrap().id()
+        ))
     }
 
     fn stop_and_assert_clean(mut self) {
@@ -176,7 +183,14 @@ struct CheckLine {
 
 /// Runs a check program in the target's network namespace, with a wall-clock bound; returns
 /// a line per failure ("sdk/label check: detail"), after printing every result.
-fn run_checks(sdk: &str, t: &Target, set: &str, prog: &[&str], cwd: &Path, last: &str) -> Vec<String> {
+fn run_checks(
+    sdk: &str,
+    t: &Target,
+    set: &str,
+    prog: &[&str],
+    cwd: &Path,
+    last: &str,
+) -> Vec<String> {
     let out_path = tempfile::NamedTempFile::new().unwrap();
     let err_path = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new("nsenter")
@@ -228,7 +242,11 @@ fn run_checks(sdk: &str, t: &Target, set: &str, prog: &[&str], cwd: &Path, last:
             failures.push(format!("{sdk}/{} {}: {}", t.label, c.name, c.detail));
         }
     }
-    eprintln!("{sdk}/{}/{set}: {pass} checks passed, {} failed", t.label, failures.len());
+    eprintln!(
+        "{sdk}/{}/{set}: {pass} checks passed, {} failed",
+        t.label,
+        failures.len()
+    );
     if timed_out || !seen_last {
         failures.push(format!(
             "{sdk}/{}: the program ended before its last check ({last}){}: {}",
@@ -242,7 +260,14 @@ fn run_checks(sdk: &str, t: &Target, set: &str, prog: &[&str], cwd: &Path, last:
 
 fn go_checks(t: &Target, set: &str) -> Vec<String> {
     let bin = tools().join("bin/sdkcheck");
-    run_checks("go", t, set, &[bin.to_str().unwrap()], tools(), "nodes.DeleteVM")
+    run_checks(
+        "go",
+        t,
+        set,
+        &[bin.to_str().unwrap()],
+        tools(),
+        "nodes.DeleteVM",
+    )
 }
 
 fn ts_checks(t: &Target, set: &str) -> Vec<String> {

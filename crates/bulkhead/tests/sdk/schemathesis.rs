@@ -103,16 +103,25 @@ fn schemathesis_finds_nothing_unlisted_in_slicers_spec() {
     let url = format!("http://{TCP}");
     // A real node, so that the {hostname} routes reach it.
     let add = Command::new("nsenter")
-        .args([&netns, "--", BIN, "vm", "add", &d.tenant, "--url", &url, "--token", TOKEN])
+        .args([
+            &netns, "--", BIN, "vm", "add", &d.tenant, "--url", &url, "--token", TOKEN,
+        ])
         .output()
         .unwrap();
-    assert!(add.status.success(), "{}", String::from_utf8_lossy(&add.stderr));
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
     let node = String::from_utf8_lossy(&add.stdout).trim().to_string();
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("schemathesis.toml");
     std::fs::write(
         &config,
-        format!("[parameters]\n\"path.hostname\" = \"{node}\"\n\"path.name\" = \"{}\"\n", d.tenant),
+        format!(
+            "[parameters]\n\"path.hostname\" = \"{node}\"\n\"path.name\" = \"{}\"\n",
+            d.tenant
+        ),
     )
     .unwrap();
     let report = work.path().join("events.ndjson");
@@ -162,7 +171,10 @@ fn schemathesis_finds_nothing_unlisted_in_slicers_spec() {
     let events = std::fs::read_to_string(&report).unwrap_or_default();
     d.stop_and_assert_clean();
     assert!(!timed_out, "schemathesis ran past its time bound");
-    assert!(events.contains("EngineFinished"), "schemathesis did not finish its run");
+    assert!(
+        events.contains("EngineFinished"),
+        "schemathesis did not finish its run"
+    );
     let ok = accepted();
     let all = findings(&events);
     let mut unlisted = Vec::new();
@@ -177,7 +189,10 @@ fn schemathesis_finds_nothing_unlisted_in_slicers_spec() {
             f.message
         );
         if !listed {
-            unlisted.push(format!("| `{}` | {} | {} | {} |", f.operation, f.code, f.status, f.message));
+            unlisted.push(format!(
+                "| `{}` | {} | {} | {} |",
+                f.operation, f.code, f.status, f.message
+            ));
         }
     }
     assert!(

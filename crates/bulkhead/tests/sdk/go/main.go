@@ -6,7 +6,8 @@
 // whatever failed before it; a check that needs a node nobody could create fails naming why.
 //
 // Environment: SDK_URL (socket path or http://host:port), SDK_TOKEN (bearer token, optional),
-// SDK_GROUP (host group), SDK_SET ("full": jail nodes, every call; "vm": create/exec/cp/delete).
+// SDK_GROUP (host group), SDK_SET ("full": jail nodes, every call; "vm": create/exec/cp/delete;
+// "bench": see bench.go).
 package main
 
 import (
@@ -113,6 +114,10 @@ func main() {
 	defer os.RemoveAll(dir)
 	e.tmp = dir
 
+	if os.Getenv("SDK_SET") == "bench" {
+		benchExec(e)
+		return
+	}
 	metaChecks(e)
 	createChecks(e)
 	execChecks(e)
