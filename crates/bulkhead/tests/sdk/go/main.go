@@ -142,10 +142,29 @@ func metaChecks(e *env) {
 		if err != nil {
 			return "", err
 		}
-		if info.Version == "" || info.Arch == "" || info.Platform == "" {
-			return "", fail("info lacks version/arch/platform: %+v", *info)
+		// Slicer's spec has version and git_commit; platform and arch are optional in the SDK.
+		if info.Version == "" || info.GitCommit == "" {
+			return "", fail("info lacks version/git_commit: %+v", *info)
 		}
-		return info.Version, nil
+		return fmt.Sprintf("%+v", *info), nil
+	})
+	check("client.NewSlicerClientFromEnv+NewClientFromEnv", func(ctx context.Context) (string, error) {
+		os.Setenv("SLICER_URL", e.url)
+		os.Setenv("SLICER_TOKEN", e.token)
+		a, err := slicer.NewSlicerClientFromEnv()
+		if err != nil {
+			return "", err
+		}
+		b, err := slicer.NewClientFromEnv("", "", nil)
+		if err != nil {
+			return "", err
+		}
+		for _, c := range []*slicer.SlicerClient{a, b} {
+			if _, err := c.GetHostGroups(ctx); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
 	})
 	check("hostgroups.GetHostGroups", func(ctx context.Context) (string, error) {
 		groups, err := e.c.GetHostGroups(ctx)

@@ -98,8 +98,9 @@ async function collect(gen) {
 async function meta() {
   await check('info.getInfo', async () => {
     const info = await client.getInfo();
-    if (!info.version || !info.arch || !info.platform) fail(`info lacks version/arch/platform: ${show(info)}`);
-    return info.version;
+    // Slicer's spec has version and git_commit; platform and arch are optional in the SDK.
+    if (!info.version || !info.git_commit) fail(`info lacks version/git_commit: ${show(info)}`);
+    return show(info);
   });
   await check('hostgroups.list+find', async () => {
     const groups = await client.hostGroups.list();
@@ -109,6 +110,13 @@ async function meta() {
     }
     if ((await client.hostGroups.find('no-such-group')) !== undefined) fail('found a group that does not exist');
     return show(g);
+  });
+  await check('client.fromEnv', async () => {
+    process.env.SLICER_URL = url;
+    if (token) process.env.SLICER_TOKEN = token;
+    const c = SlicerClient.fromEnv();
+    const groups = await c.hostGroups.list();
+    if (!groups.some((g) => g.name === group)) fail(`groups ${show(groups)}`);
   });
   await check('transport.resolveTransport', async () => {
     const t = resolveTransport(url);
