@@ -199,11 +199,24 @@ func lifecycleChecks(e *env) {
 		if err := e.needNode(); err != nil {
 			return "", err
 		}
-		if _, err := e.sh(ctx, "echo mark > /tmp/before-reboot"); err != nil {
+		// A reboot restarts the node's agent: its uptime starts again.
+		time.Sleep(1100 * time.Millisecond)
+		before, err := e.c.GetAgentHealth(ctx, e.node, true)
+		if err != nil {
 			return "", err
 		}
 		if err := e.c.Shutdown(ctx, e.node, nil); err != nil {
 			return "", err
+		}
+		for {
+			h, err := e.c.GetAgentHealth(ctx, e.node, true)
+			if err == nil && h.AgentUptime > 0 && h.AgentUptime < before.AgentUptime {
+				break
+			}
+			if ctx.Err() != nil {
+				return "", fail("the agent did not restart: uptime %v before, now %+v %v", before.AgentUptime, h, err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		if err := e.waitExec(ctx); err != nil {
 			return "", err

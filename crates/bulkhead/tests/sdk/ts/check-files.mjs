@@ -216,7 +216,17 @@ export async function nodeCalls() {
   });
   await check('vm.shutdown(reboot)', async () => {
     needNode();
+    // A reboot restarts the node's agent: its uptime starts again.
+    await new Promise((r) => setTimeout(r, 1100));
+    const before = await vm().health();
     await vm().shutdown({ action: 'reboot' });
+    let now;
+    for (let i = 0; i < 150; i++) {
+      now = await vm().health().catch(() => undefined);
+      if (now && now.agentUptime > 0 && now.agentUptime < before.agentUptime) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    if (!(now && now.agentUptime > 0 && now.agentUptime < before.agentUptime)) fail(`the agent did not restart: ${show(before)} then ${show(now)}`);
     await waitExec();
   });
   await check('vm.shutdown(shutdown)+relaunch', async () => {
