@@ -149,8 +149,14 @@ func metaChecks(e *env) {
 		return fmt.Sprintf("%+v", *info), nil
 	})
 	check("client.NewSlicerClientFromEnv+NewClientFromEnv", func(ctx context.Context) (string, error) {
+		// The SDK insists on a token even for a UNIX socket, where the socket's permissions
+		// are the authentication: a Slicer user sets some token there, and bulkhead ignores it.
+		token := e.token
+		if token == "" {
+			token = "ignored-on-the-socket"
+		}
 		os.Setenv("SLICER_URL", e.url)
-		os.Setenv("SLICER_TOKEN", e.token)
+		os.Setenv("SLICER_TOKEN", token)
 		a, err := slicer.NewSlicerClientFromEnv()
 		if err != nil {
 			return "", err
@@ -309,12 +315,20 @@ func createChecks(e *env) {
 		if !slices.ContainsFunc(nodes, func(n slicer.SlicerNode) bool { return n.Hostname == e.node && slices.Contains(n.Tags, "sdk") }) {
 			return "", fail("%s (tag sdk) not in %+v", e.node, nodes)
 		}
-		tagged, err := e.c.GetHostGroupNodes(ctx, e.group, slicer.ListOptions{Tag: "no-such-tag"})
+		return "", nil
+	})
+	// The SDK writes the filter into the path (`nodes%3Ftag=...`), which no route matches, on
+	// Slicer's server as on ours: an SDK defect (slicer-compat.md), kept so that a fix shows.
+	check("hostgroups.GetHostGroupNodes(tag)", func(ctx context.Context) (string, error) {
+		if err := e.needNode(); err != nil {
+			return "", err
+		}
+		tagged, err := e.c.GetHostGroupNodes(ctx, e.group, slicer.ListOptions{Tag: "sdk"})
 		if err != nil {
 			return "", err
 		}
-		if len(tagged) != 0 {
-			return "", fail("tag filter ignored: %+v", tagged)
+		if len(tagged) != 1 || tagged[0].Hostname != e.node {
+			return "", fail("tag filter gave %+v, want only %s", tagged, e.node)
 		}
 		return "", nil
 	})

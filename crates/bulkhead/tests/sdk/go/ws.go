@@ -91,6 +91,17 @@ func wsChecks(e *env) {
 			_, _ = e.c.ExecKill(context.Background(), e.node, bg.ExecID, slicer.KillOptions{Signal: "SIGKILL"})
 			_, _ = e.c.ExecDelete(context.Background(), e.node, bg.ExecID)
 		}()
+		// The server answers inside the node first, so that a failure below is the forward's.
+		var inside string
+		for i := 0; i < 20; i++ {
+			if inside, err = e.sh(ctx, "wget -qO- http://127.0.0.1:8080/"); err == nil {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if inside != "forwarded-ok\n" {
+			return "", fail("the web server in the node does not answer inside it: %q %v", inside, err)
+		}
 		fwd, err := forward.Start(ctx, forward.Options{
 			BaseURL: e.url, Token: e.token, VMName: e.node,
 			Specs: []string{"127.0.0.1:0:127.0.0.1:8080"},

@@ -184,6 +184,13 @@ export async function nodeCalls() {
       command: 'mkdir -p /tmp/www && echo forwarded-ok > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www',
       shell: '/bin/sh',
     });
+    // The server answers inside the node first, so that a failure below is the forward's.
+    let inside = '';
+    for (let i = 0; i < 20 && inside !== 'forwarded-ok\n'; i++) {
+      inside = await sh('wget -qO- http://127.0.0.1:8080/').catch((e) => e.message);
+      if (inside !== 'forwarded-ok\n') await new Promise((r) => setTimeout(r, 250));
+    }
+    if (inside !== 'forwarded-ok\n') fail(`the web server in the node does not answer inside it: ${show(inside)}`);
     const fwd = await vm().forward('127.0.0.1:0:127.0.0.1:8080');
     try {
       const port = fwd.listeners[0]?.port;
@@ -214,20 +221,27 @@ export async function nodeCalls() {
     if ((await status()) !== 'Running') fail('status after resume is not Running');
     await waitExec();
   });
+  // Reboot is Slicer's graceful stop on Firecracker: the node either stops (then relaunch
+  // brings it back) or restarts (its agent's uptime starts again); it must come back working.
   await check('vm.shutdown(reboot)', async () => {
     needNode();
-    // A reboot restarts the node's agent: its uptime starts again.
     await new Promise((r) => setTimeout(r, 1100));
     const before = await vm().health();
     await vm().shutdown({ action: 'reboot' });
-    let now;
-    for (let i = 0; i < 150; i++) {
-      now = await vm().health().catch(() => undefined);
-      if (now && now.agentUptime > 0 && now.agentUptime < before.agentUptime) break;
-      await new Promise((r) => setTimeout(r, 200));
+    let how = '';
+    for (let i = 0; i < 300 && !how; i++) {
+      if ((await status()) === 'Stopped') {
+        how = 'stopped';
+        await vm().relaunch();
+        break;
+      }
+      const now = await vm().health().catch(() => undefined);
+      if (now && now.agentUptime > 0 && now.agentUptime < before.agentUptime) how = 'restarted';
+      else await new Promise((r) => setTimeout(r, 200));
     }
-    if (!(now && now.agentUptime > 0 && now.agentUptime < before.agentUptime)) fail(`the agent did not restart: ${show(before)} then ${show(now)}`);
+    if (!how) fail(`after reboot the node neither stopped nor restarted (status ${await status()})`);
     await waitExec();
+    return how;
   });
   await check('vm.shutdown(shutdown)+relaunch', async () => {
     needNode();
