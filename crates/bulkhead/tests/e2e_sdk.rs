@@ -173,6 +173,14 @@ fn tcp_target(d: &TcpDaemon) -> Target {
     }
 }
 
+/// Checks that fail because of a defect in the SDK itself, the same against Slicer's server
+/// (docs/api/slicer-compat.md says why). They still run; one that passes fails the test, so
+/// that the list stays true.
+const SDK_DEFECTS: &[(&str, &str)] = &[(
+    "hostgroups.GetHostGroupNodes(tag)",
+    "the Go SDK puts ?tag= into the URL path (sent escaped, nodes%3Ftag=...), which no route matches",
+)];
+
 /// One check's result as the programs print it.
 #[derive(serde::Deserialize)]
 struct CheckLine {
@@ -236,10 +244,15 @@ fn run_checks(
             c.name,
             c.detail
         );
-        if c.ok {
-            pass += 1;
-        } else {
-            failures.push(format!("{sdk}/{} {}: {}", t.label, c.name, c.detail));
+        let defect = SDK_DEFECTS.iter().find(|(n, _)| *n == c.name);
+        match (c.ok, defect) {
+            (true, None) => pass += 1,
+            (false, None) => failures.push(format!("{sdk}/{} {}: {}", t.label, c.name, c.detail)),
+            (false, Some((_, why))) => eprintln!("  (an SDK defect: {why})"),
+            (true, Some(_)) => failures.push(format!(
+                "{sdk}/{} {}: passes now: take it off SDK_DEFECTS and slicer-compat.md",
+                t.label, c.name
+            )),
         }
     }
     eprintln!(
