@@ -70,12 +70,22 @@ struct TcpDaemon {
 }
 
 impl TcpDaemon {
-    fn start(prefix: &str) -> TcpDaemon {
+    fn start(prefix: &str, range: &str) -> TcpDaemon {
         let dir = common::test_dir();
         let token = dir.path().join("token");
         std::fs::write(&token, TOKEN).unwrap();
         let tenant = unique_tenant(prefix);
-        let yaml = common::cli_ok(&["new", &tenant, "--api-bind", TCP]).replace(
+        let yaml = common::cli_ok(&[
+            "new",
+            &tenant,
+            "--api-bind",
+            TCP,
+            "--net",
+            "isolated",
+            "--isolated-range",
+            range,
+        ])
+        .replace(
             "  api:\n",
             &format!("  api:\n    token_file: {}\n", token.display()),
         );
@@ -237,9 +247,14 @@ fn run_checks(
             continue;
         };
         seen_last |= c.name == last;
+        let known = SDK_DEFECTS.iter().any(|(n, _)| *n == c.name);
         eprintln!(
             "{} {sdk}/{}/{set} {}: {}",
-            if c.ok { "PASS" } else { "FAIL" },
+            match (c.ok, known) {
+                (true, _) => "PASS",
+                (false, false) => "FAIL",
+                (false, true) => "KNOWN",
+            },
             t.label,
             c.name,
             c.detail
@@ -303,10 +318,10 @@ fn go_sdk_every_call_over_the_socket_and_tcp() {
         return;
     }
     tools();
-    let d = Daemon::start("sdkgo", &[]);
+    let d = Daemon::start("sdkgo", &net("10.91.0.0/24"));
     let mut failures = go_checks(&unix_target(&d, netns_of(&d)), "full");
     d.stop_and_assert_clean();
-    let t = TcpDaemon::start("sdkgot");
+    let t = TcpDaemon::start("sdkgot", "10.91.1.0/24");
     failures.extend(go_checks(&tcp_target(&t), "full"));
     t.stop_and_assert_clean();
     assert_none(failures);
@@ -318,10 +333,10 @@ fn ts_sdk_every_call_over_the_socket_and_tcp() {
         return;
     }
     tools();
-    let d = Daemon::start("sdkts", &[]);
+    let d = Daemon::start("sdkts", &net("10.91.2.0/24"));
     let mut failures = ts_checks(&unix_target(&d, netns_of(&d)), "full");
     d.stop_and_assert_clean();
-    let t = TcpDaemon::start("sdktst");
+    let t = TcpDaemon::start("sdktst", "10.91.3.0/24");
     failures.extend(ts_checks(&tcp_target(&t), "full"));
     t.stop_and_assert_clean();
     assert_none(failures);
@@ -341,6 +356,12 @@ fn both_sdks_create_exec_copy_delete_on_a_microvm_node() {
     failures.extend(ts_checks(&t, "vm"));
     d.stop_and_assert_clean();
     assert_none(failures);
+}
+
+/// Nodes with a network of their own, as Slicer's always have (a forward needs one): each
+/// daemon its own range, since tests run side by side.
+fn net(range: &str) -> [&str; 4] {
+    ["--net", "isolated", "--isolated-range", range]
 }
 
 fn netns_of(d: &Daemon) -> PathBuf {

@@ -98,7 +98,7 @@ fn schemathesis_finds_nothing_unlisted_in_slicers_spec() {
         return;
     }
     let tools = tools();
-    let d = TcpDaemon::start("sdkst");
+    let d = TcpDaemon::start("sdkst", "10.91.4.0/24");
     let netns = format!("--net={}", d.netns().display());
     let url = format!("http://{TCP}");
     // A real node, so that the {hostname} routes reach it.

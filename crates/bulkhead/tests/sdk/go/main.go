@@ -201,6 +201,10 @@ func createChecks(e *env) {
 		if res.Hostname == "" || res.HostGroup != e.group || res.CreatedAt.IsZero() || res.Arch == "" {
 			return "", fail("create answered %+v: want hostname, hostgroup, created_at, arch", *res)
 		}
+		// The full set runs with a node network (as Slicer's nodes always have): an address.
+		if !e.vm && res.IPAddress() == nil {
+			return "", fail("create answered no ip: %+v", *res)
+		}
 		e.node = res.Hostname
 		return res.Hostname, nil
 	})
@@ -272,8 +276,8 @@ func createChecks(e *env) {
 		}
 		for _, n := range nodes {
 			if n.Hostname == e.node {
-				if n.HostGroup != e.group || n.Status != "Running" || n.CreatedAt.IsZero() || n.RamBytes <= 0 || n.CPUs <= 0 {
-					return "", fail("listed as %+v: want hostgroup %s, status Running, created_at, ram_bytes, cpus", n, e.group)
+				if n.HostGroup != e.group || n.IP == "" || n.Status != "Running" || n.CreatedAt.IsZero() || n.RamBytes <= 0 || n.CPUs <= 0 {
+					return "", fail("listed as %+v: want hostgroup %s, ip, status Running, created_at, ram_bytes, cpus", n, e.group)
 				}
 				return fmt.Sprintf("%+v", n), nil
 			}
@@ -340,7 +344,7 @@ func createChecks(e *env) {
 		if err != nil {
 			return "", err
 		}
-		if d.Hostname != e.node || d.HostGroup != e.group || d.Status == "" || !slices.Contains(d.Tags, "sdk") {
+		if d.Hostname != e.node || d.HostGroup != e.group || d.IP == "" || d.Status == "" || !slices.Contains(d.Tags, "sdk") {
 			return "", fail("describe answered %+v", *d)
 		}
 		if _, err := e.c.DescribeVM(ctx, "no-such-node"); !slicer.IsAPIStatus(err, 404) {

@@ -129,6 +129,8 @@ async function create() {
   const ok = await check('vms.create(tags,wait=agent)', async () => {
     const v = await client.vms.create(group, { tags: ['sdk', 'sdk-env=a'] }, { wait: 'agent', waitTimeoutSec: 180 });
     if (!v.hostname || v.hostGroup !== group || !v.createdAt || !v.arch) fail(`create answered ${show(v)}`);
+    // The full set runs with a node network (as Slicer's nodes always have): an address.
+    if (!vmSet && !v.ip) fail(`create answered no ip: ${show(v)}`);
     vm = v;
     return v.hostname;
   });
@@ -165,7 +167,7 @@ async function create() {
     needNode();
     const all = await client.vms.list();
     const me = all.find((n) => n.hostname === vm.hostname);
-    if (!me || me.hostGroup !== group || me.status !== 'Running' || !me.createdAt || !(me.ramBytes > 0)) {
+    if (!me || me.hostGroup !== group || !me.ip || me.status !== 'Running' || !me.createdAt || !(me.ramBytes > 0)) {
       fail(`listed as ${show(me)} in ${show(all)}`);
     }
     const got = await client.vms.get(vm.hostname);
