@@ -76,12 +76,27 @@ func wsChecks(e *env) {
 		}
 		return "", nil
 	})
-	check("forward.Start", func(ctx context.Context) (string, error) {
+	// Two servers in the node: one on every address, one on its loopback only (a forward of
+	// 127.0.0.1:PORT reaches the node's own loopback on Slicer: its agent dials inside).
+	for _, srv := range []struct{ name, bind, port string }{
+		{"forward.Start(server on 0.0.0.0)", "0.0.0.0", "8081"},
+		{"forward.Start(server on the node's loopback)", "127.0.0.1", "8080"},
+	} {
+		check(srv.name, func(ctx context.Context) (string, error) {
+			return forwardCheck(ctx, e, srv.bind, srv.port)
+		})
+	}
+}
+
+// forwardCheck serves a page in the node on bind:port and reads it through forward.Start's
+// local listener for 127.0.0.1:port in the node.
+func forwardCheck(ctx context.Context, e *env, bind, port string) (string, error) {
+	{
 		if err := e.needNode(); err != nil {
 			return "", err
 		}
 		bg, err := e.c.ExecBackground(ctx, e.node, slicer.ExecBackgroundRequest{
-			Command: "mkdir -p /tmp/www && echo forwarded-ok > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www",
+			Command: "mkdir -p /tmp/www && echo forwarded-ok > /tmp/www/index.html && exec httpd -f -p " + bind + ":" + port + " -h /tmp/www",
 			Shell:   "/bin/sh",
 		})
 		if err != nil {
@@ -94,7 +109,7 @@ func wsChecks(e *env) {
 		// The server answers inside the node first, so that a failure below is the forward's.
 		var inside string
 		for i := 0; i < 20; i++ {
-			if inside, err = e.sh(ctx, "wget -qO- http://127.0.0.1:8080/"); err == nil {
+			if inside, err = e.sh(ctx, "wget -qO- http://127.0.0.1:" + port + "/"); err == nil {
 				break
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -104,7 +119,7 @@ func wsChecks(e *env) {
 		}
 		fwd, err := forward.Start(ctx, forward.Options{
 			BaseURL: e.url, Token: e.token, VMName: e.node,
-			Specs: []string{"127.0.0.1:0:127.0.0.1:8080"},
+			Specs: []string{"127.0.0.1:0:127.0.0.1:" + port},
 		})
 		if err != nil {
 			return "", err
@@ -129,5 +144,5 @@ func wsChecks(e *env) {
 			time.Sleep(250 * time.Millisecond)
 		}
 		return "", fail("through the forward: %q %v", body, last)
-	})
+	}
 }

@@ -176,22 +176,28 @@ export async function nodeCalls() {
     const f = parseFrame(encodeFrame(FRAME_TYPE_DATA, new Uint8Array([104, 105])).buffer);
     if (f?.frameType !== FRAME_TYPE_DATA || Buffer.from(f.payload).toString() !== 'hi') fail('frame codec');
   });
-  await check('vm.forward', async () => {
+  // Two servers in the node: one on every address, one on its loopback only (a forward of
+  // 127.0.0.1:PORT reaches the node's own loopback on Slicer: its agent dials inside).
+  for (const [name, bind, port] of [
+    ['vm.forward(server on 0.0.0.0)', '0.0.0.0', 8081],
+    ['vm.forward(server on the node\'s loopback)', '127.0.0.1', 8080],
+  ]) {
+  await check(name, async () => {
     needNode();
-    const m = parseAddressMapping('127.0.0.1:0:127.0.0.1:8080');
-    if (m.listenPort !== 0 || m.remotePort !== 8080) fail(`parseAddressMapping ${show(m)}`);
+    const m = parseAddressMapping(`127.0.0.1:0:127.0.0.1:${port}`);
+    if (m.listenPort !== 0 || m.remotePort !== port) fail(`parseAddressMapping ${show(m)}`);
     const web = await vm().bg.exec({
-      command: 'mkdir -p /tmp/www && echo forwarded-ok > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www',
+      command: `mkdir -p /tmp/www && echo forwarded-ok > /tmp/www/index.html && exec httpd -f -p ${bind}:${port} -h /tmp/www`,
       shell: '/bin/sh',
     });
     // The server answers inside the node first, so that a failure below is the forward's.
     let inside = '';
     for (let i = 0; i < 20 && inside !== 'forwarded-ok\n'; i++) {
-      inside = await sh('wget -qO- http://127.0.0.1:8080/').catch((e) => e.message);
+      inside = await sh(`wget -qO- http://127.0.0.1:${port}/`).catch((e) => e.message);
       if (inside !== 'forwarded-ok\n') await new Promise((r) => setTimeout(r, 250));
     }
     if (inside !== 'forwarded-ok\n') fail(`the web server in the node does not answer inside it: ${show(inside)}`);
-    const fwd = await vm().forward('127.0.0.1:0:127.0.0.1:8080');
+    const fwd = await vm().forward(`127.0.0.1:0:127.0.0.1:${port}`);
     try {
       const port = fwd.listeners[0]?.port;
       if (!port) fail(`listeners ${show(fwd.listeners)}`);
@@ -213,6 +219,7 @@ export async function nodeCalls() {
       await vm().bg.remove(web.execId).catch(() => {});
     }
   });
+  }
   await check('vm.pause+resume', async () => {
     needNode();
     await vm().pause();
