@@ -137,7 +137,7 @@ fn head_reads_what_get_reads() {
         }
     }
     assert!(crate::auth::layer::action_of(&actions, "/healthz", "HEAD").is_some());
-    assert!(crate::auth::layer::action_of(&actions, "/vm/{node}/exec", "HEAD").is_none());
+    assert!(crate::auth::layer::action_of(&actions, "/vm/{node}/pause", "HEAD").is_none());
 }
 
 /// Every route passes the authorization layer: a principal with no role gets 403 on each,
