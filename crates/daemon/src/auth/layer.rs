@@ -19,13 +19,24 @@ use crate::error::ApiError;
 pub type Actions = HashMap<&'static str, Vec<(&'static str, Action)>>;
 
 /// The action a route declares for a method (`get`, `POST`, ...). No allocation: this runs
-/// on every request.
+/// on every request. A HEAD the route does not declare is its GET's (the router serves HEAD
+/// with the GET handler, body dropped: it reads exactly what GET reads), as Slicer's clients
+/// and spec expect (`HEAD /healthz`).
 pub fn action_of(actions: &Actions, path: &str, method: &str) -> Option<Action> {
-    actions
-        .get(path)?
-        .iter()
-        .find(|(m, _)| m.eq_ignore_ascii_case(method))
-        .map(|(_, a)| *a)
+    let methods = actions.get(path)?;
+    let find = |want: &str| {
+        methods
+            .iter()
+            .find(|(m, _)| m.eq_ignore_ascii_case(want))
+            .map(|(_, a)| *a)
+    };
+    find(method).or_else(|| {
+        if method.eq_ignore_ascii_case("head") {
+            find("get")
+        } else {
+            None
+        }
+    })
 }
 
 /// What the layers need: the listener's authenticators, the tenant the daemon serves, and

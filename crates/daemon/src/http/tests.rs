@@ -124,6 +124,22 @@ fn every_route_declares_an_action() {
     }
 }
 
+/// A HEAD a route does not declare needs its GET's action (the GET handler serves it); a
+/// route without GET has no HEAD.
+#[test]
+fn head_reads_what_get_reads() {
+    let actions = super::actions();
+    for route in super::table() {
+        let get = crate::auth::layer::action_of(&actions, route.path, "get");
+        let head = crate::auth::layer::action_of(&actions, route.path, "HEAD");
+        if !route.methods.iter().any(|(m, _)| *m == "head") {
+            assert_eq!(head, get, "HEAD {}", route.path);
+        }
+    }
+    assert!(crate::auth::layer::action_of(&actions, "/healthz", "HEAD").is_some());
+    assert!(crate::auth::layer::action_of(&actions, "/vm/{node}/pause", "HEAD").is_none());
+}
+
 /// Every route passes the authorization layer: a principal with no role gets 403 on each,
 /// and with the actions removed from the pipeline, even an admin gets 403 (deny by default).
 #[tokio::test]
