@@ -14,16 +14,20 @@
 
 mod agent;
 mod create;
+mod describe;
 mod gate;
+mod lifecycle;
 mod loads;
 pub mod node_ref;
 mod ops;
 mod remove;
 mod shell;
 mod stats;
+mod userdata;
 mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
+pub use lifecycle::{Wait, MEMORY_FILE};
 pub use node_ref::NodeRef;
 
 use bulkhead_api::{names, Node};
@@ -83,6 +87,8 @@ pub struct Tenant {
     pub pool: crate::pool::Pool,
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
+    /// Nodes a shutdown, relaunch, suspend or restore is under way for.
+    power: lifecycle::PowerOps,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -134,6 +140,7 @@ impl Tenant {
             loads: Default::default(),
             pool,
             watches: watch::Watch::default(),
+            power: lifecycle::PowerOps::default(),
             cfg: p.cfg,
         }
     }
