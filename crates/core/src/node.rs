@@ -141,7 +141,7 @@ impl NodeState {
         match self {
             NodeState::Stopped | NodeState::Suspended => Ok(NodeState::Creating),
             s => Err(DomainError::new(
-                Code::NodeBusy,
+                Code::NodeRunning,
                 format!(
                     "node {node:?} is {}: only a Stopped or Suspended node can be relaunched (shut it down first)",
                     s.as_str()
@@ -275,7 +275,7 @@ mod tests {
                 (Running | Paused, "shutdown") => Ok(Stopped),
                 (_, "shutdown") => Err(Code::NodeNotRunning),
                 (Stopped | Suspended, "relaunch") => Ok(Creating),
-                (_, "relaunch") => Err(Code::NodeBusy),
+                (_, "relaunch") => Err(Code::NodeRunning),
                 (Running | Paused, "suspend") => Ok(Suspended),
                 (_, "suspend") => Err(Code::NodeNotRunning),
                 (Suspended, "restore") => Ok(Creating),
