@@ -188,7 +188,7 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
         bulkhead_api::client::full_body(bytes::Bytes::new()),
         None,
     ))
-        .expect("/healthz during the flood");
+    .expect("/healthz during the flood");
     let healthz_ms = t.elapsed().as_millis();
     let t = Instant::now();
     let node = d.add();
@@ -297,7 +297,7 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
         bulkhead_api::client::full_body(bytes::Bytes::new()),
         None,
     ))
-        .expect("/healthz after the floods");
+    .expect("/healthz after the floods");
     d.stop_and_assert_clean();
 }
 

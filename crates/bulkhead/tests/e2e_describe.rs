@@ -15,7 +15,10 @@ fn call(d: &Daemon, method: Method, path: &str, body: Option<Value>) -> (u16, St
     let rt = rt();
     let c = d.client();
     let (b, ct) = match body {
-        Some(v) => (full_body(serde_json::to_vec(&v).unwrap()), Some("application/json")),
+        Some(v) => (
+            full_body(serde_json::to_vec(&v).unwrap()),
+            Some("application/json"),
+        ),
         None => (full_body(bytes::Bytes::new()), None),
     };
     rt.block_on(async {
@@ -66,7 +69,10 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     assert_eq!(h["userdata_ran"], true, "{h}");
     assert_eq!(h["userdata_exit_code"], 4, "{h}");
     assert!(!h["agent_version"].as_str().unwrap().is_empty(), "{h}");
-    let (au, su) = (h["agent_uptime"].as_u64().unwrap(), h["system_uptime"].as_u64().unwrap());
+    let (au, su) = (
+        h["agent_uptime"].as_u64().unwrap(),
+        h["system_uptime"].as_u64().unwrap(),
+    );
     assert!(au > 0 && su >= au / 2, "{h}");
     let (s, _, body) = call(&d, Method::HEAD, &format!("/vm/{node}/health"), None);
     assert_eq!((s, body.as_str()), (200, ""));
@@ -76,11 +82,17 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     let content = l["content"].as_str().unwrap();
     assert!(content.contains("userdata-was-here"), "{content}");
     assert!(content.contains("userdata exited with code 4"), "{content}");
-    assert_eq!(l["lines"].as_u64().unwrap() as usize, content.lines().count());
+    assert_eq!(
+        l["lines"].as_u64().unwrap() as usize,
+        content.lines().count()
+    );
     let l2 = json_of(&d, Method::GET, &format!("/vm/{node}/logs?lines=2"), None);
     assert_eq!(l2["lines"], 2);
     assert!(content.ends_with(l2["content"].as_str().unwrap()));
-    assert_eq!(call(&d, Method::GET, &format!("/vm/{node}/logs?lines=x"), None).0, 400);
+    assert_eq!(
+        call(&d, Method::GET, &format!("/vm/{node}/logs?lines=x"), None).0,
+        400
+    );
 
     // Describe: Slicer's SlicerVMDescription shape.
     let desc = json_of(&d, Method::GET, &format!("/vm/{node}"), None);
@@ -97,7 +109,10 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
 
     // Tags: get, add/remove, replace; lists filter on the new tags.
     let t = json_of(&d, Method::GET, &format!("/vm/{node}/tags"), None);
-    assert_eq!(t, json!({"hostname": node, "tags": ["user=alice", "job=1"]}));
+    assert_eq!(
+        t,
+        json!({"hostname": node, "tags": ["user=alice", "job=1"]})
+    );
     let t = json_of(
         &d,
         Method::PATCH,
@@ -105,18 +120,47 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
         Some(json!({"add": ["team=red", "user=alice"], "remove": ["job=1"]})),
     );
     assert_eq!(t["tags"], json!(["user=alice", "team=red"]));
-    let by_tag: Vec<Value> = serde_json::from_value(json_of(&d, Method::GET, "/nodes?tag=team%3Dred", None)).unwrap();
+    let by_tag: Vec<Value> =
+        serde_json::from_value(json_of(&d, Method::GET, "/nodes?tag=team%3Dred", None)).unwrap();
     assert_eq!(by_tag.len(), 1);
-    assert_eq!(json_of(&d, Method::GET, "/nodes?tag=job%3D1", None), json!([]));
-    let t = json_of(&d, Method::PATCH, &format!("/vm/{node}/tags"), Some(json!({"replace": ["x"]})));
+    assert_eq!(
+        json_of(&d, Method::GET, "/nodes?tag=job%3D1", None),
+        json!([])
+    );
+    let t = json_of(
+        &d,
+        Method::PATCH,
+        &format!("/vm/{node}/tags"),
+        Some(json!({"replace": ["x"]})),
+    );
     assert_eq!(t["tags"], json!(["x"]));
-    let by_prefix = json_of(&d, Method::GET, &format!("/hostgroup/{g}/nodes?tag_prefix=x"), None);
+    let by_prefix = json_of(
+        &d,
+        Method::GET,
+        &format!("/hostgroup/{g}/nodes?tag_prefix=x"),
+        None,
+    );
     assert_eq!(by_prefix.as_array().unwrap().len(), 1);
-    let (s, _, b) = call(&d, Method::PATCH, &format!("/vm/{node}/tags"), Some(json!({"replace": [], "add": ["y"]})));
+    let (s, _, b) = call(
+        &d,
+        Method::PATCH,
+        &format!("/vm/{node}/tags"),
+        Some(json!({"replace": [], "add": ["y"]})),
+    );
     assert_eq!(s, 400, "{b}");
-    let (s, _, b) = call(&d, Method::PATCH, &format!("/vm/{node}/tags"), Some(json!({"add": ["bad tag"]})));
+    let (s, _, b) = call(
+        &d,
+        Method::PATCH,
+        &format!("/vm/{node}/tags"),
+        Some(json!({"add": ["bad tag"]})),
+    );
     assert_eq!(s, 400, "{b}");
-    let (s, _, b) = call(&d, Method::PATCH, &format!("/vm/{node}/tags"), Some(json!({"privileged": true})));
+    let (s, _, b) = call(
+        &d,
+        Method::PATCH,
+        &format!("/vm/{node}/tags"),
+        Some(json!({"privileged": true})),
+    );
     assert_eq!(s, 400, "unknown keys are refused: {b}");
     // The CLI shows them too.
     assert_eq!(d.vm_ok(&["tags", &node]).trim(), "x");
@@ -124,12 +168,27 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     assert!(d.vm_ok(&["describe", &node]).contains("driver:    jail"));
 
     // Fields bulkhead cannot honour are refused when they ask for something.
-    for body in [json!({"gpu_count": 1}), json!({"persistent": true}), json!({"secrets": ["s"]}), json!({"pci_devices": ["0000:01:00.0"]})] {
-        let (s, _, b) = call(&d, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(body.clone()));
+    for body in [
+        json!({"gpu_count": 1}),
+        json!({"persistent": true}),
+        json!({"secrets": ["s"]}),
+        json!({"pci_devices": ["0000:01:00.0"]}),
+    ] {
+        let (s, _, b) = call(
+            &d,
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(body.clone()),
+        );
         assert_eq!(s, 400, "{body}: {b}");
         assert!(b.contains("\"unsupported\""), "{body}: {b}");
     }
-    let (s, _, b) = call(&d, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({"cap_add": ["ALL"]})));
+    let (s, _, b) = call(
+        &d,
+        Method::POST,
+        &format!("/hostgroup/{g}/nodes"),
+        Some(json!({"cap_add": ["ALL"]})),
+    );
     assert_eq!(s, 400, "unknown keys are still refused: {b}");
 
     // healthz, pause and resume answer text, as Slicer's spec has it.
@@ -137,12 +196,20 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     assert_eq!((s, b.trim()), (200, "OK"));
     assert!(ct.starts_with("text/plain"), "{ct}");
     let (s, ct, b) = call(&d, Method::POST, &format!("/vm/{node}/pause"), None);
-    assert!(s == 200 && ct.starts_with("text/plain") && b.contains("Paused"), "{s} {ct} {b}");
+    assert!(
+        s == 200 && ct.starts_with("text/plain") && b.contains("Paused"),
+        "{s} {ct} {b}"
+    );
     let (s, _, b) = call(&d, Method::POST, &format!("/vm/{node}/resume"), None);
     assert!(s == 200 && b.contains("Running"), "{s} {b}");
 
     // Delete: disk_removed is a string, as the SDKs decode it.
-    let del = json_of(&d, Method::DELETE, &format!("/hostgroup/{g}/nodes/{node}"), None);
+    let del = json_of(
+        &d,
+        Method::DELETE,
+        &format!("/hostgroup/{g}/nodes/{node}"),
+        None,
+    );
     assert_eq!(del["disk_removed"], "true", "{del}");
     d.stop_and_assert_clean();
 }
@@ -159,7 +226,9 @@ fn jail_shutdown_relaunch_and_suspend_refusal() {
         &d,
         Method::POST,
         &format!("/hostgroup/{g}/nodes?wait=agent"),
-        Some(json!({"tags": ["keep=me"], "userdata": "echo ran >> /tmp/ud; echo ud-ran-$(date +%s%N)"})),
+        Some(
+            json!({"tags": ["keep=me"], "userdata": "echo ran >> /tmp/ud; echo ud-ran-$(date +%s%N)"}),
+        ),
     );
     let node = created["hostname"].as_str().unwrap().to_string();
     let ip = created["ip"].as_str().unwrap().to_string();
@@ -170,7 +239,10 @@ fn jail_shutdown_relaunch_and_suspend_refusal() {
             assert_eq!(h["userdata_exit_code"], 0, "{h}");
             break;
         }
-        assert!(std::time::Instant::now() < until, "userdata never finished: {h}");
+        assert!(
+            std::time::Instant::now() < until,
+            "userdata never finished: {h}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(d.sh(&node, "cat /tmp/ud").1, "ran\n");
@@ -178,38 +250,82 @@ fn jail_shutdown_relaunch_and_suspend_refusal() {
     // Suspend: a jail says why not, and keeps running.
     let (s, _, b) = call(&d, Method::POST, &format!("/vm/{node}/suspend"), None);
     assert_eq!(s, 400, "{b}");
-    assert!(b.contains("\"unsupported\"") && b.contains("CRIU") && b.contains("pause"), "{b}");
+    assert!(
+        b.contains("\"unsupported\"") && b.contains("CRIU") && b.contains("pause"),
+        "{b}"
+    );
     assert_eq!(d.sh(&node, "echo alive").1, "alive\n");
     // Restore of a node that is not suspended: 409.
-    assert_eq!(call(&d, Method::POST, &format!("/vm/{node}/restore"), None).0, 409);
+    assert_eq!(
+        call(&d, Method::POST, &format!("/vm/{node}/restore"), None).0,
+        409
+    );
     // Relaunch of a running node: 409.
-    assert_eq!(call(&d, Method::POST, &format!("/vm/{node}/relaunch"), None).0, 409);
+    assert_eq!(
+        call(&d, Method::POST, &format!("/vm/{node}/relaunch"), None).0,
+        409
+    );
 
     // Shutdown, as the TypeScript SDK sends it (JSON body): the node is Stopped, keeps its
     // record, and exec says so.
-    let (s, ct, b) = call(&d, Method::POST, &format!("/vm/{node}/shutdown"), Some(json!({"action": "shutdown"})));
+    let (s, ct, b) = call(
+        &d,
+        Method::POST,
+        &format!("/vm/{node}/shutdown"),
+        Some(json!({"action": "shutdown"})),
+    );
     assert!(s == 200 && ct.starts_with("text/plain"), "{s} {ct} {b}");
     let nodes = json_of(&d, Method::GET, "/nodes", None);
     assert_eq!(nodes[0]["status"], "Stopped", "{nodes}");
     let o = d.vm(&["exec", &node, "--", "true"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("relaunch"), "{o:?}");
-    let (s, _, b) = call(&d, Method::POST, &format!("/vm/{node}/shutdown?action=halt"), None);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("relaunch"),
+        "{o:?}"
+    );
+    let (s, _, b) = call(
+        &d,
+        Method::POST,
+        &format!("/vm/{node}/shutdown?action=halt"),
+        None,
+    );
     assert_eq!(s, 400, "{b}");
 
     // Relaunch (Go SDK: no body, a SlicerCreateNodeResponse back): same name, address and
     // tags; the writable layer starts empty and the userdata does not run again.
-    let r = json_of(&d, Method::POST, &format!("/vm/{node}/relaunch?wait=agent"), None);
-    assert_eq!((r["hostname"].as_str(), r["ip"].as_str()), (Some(node.as_str()), Some(ip.as_str())));
-    assert_eq!(json_of(&d, Method::GET, &format!("/vm/{node}/tags"), None)["tags"], json!(["keep=me"]));
-    assert_eq!(d.sh(&node, "cat /tmp/ud 2>/dev/null || echo none").1, "none\n");
+    let r = json_of(
+        &d,
+        Method::POST,
+        &format!("/vm/{node}/relaunch?wait=agent"),
+        None,
+    );
+    assert_eq!(
+        (r["hostname"].as_str(), r["ip"].as_str()),
+        (Some(node.as_str()), Some(ip.as_str()))
+    );
+    assert_eq!(
+        json_of(&d, Method::GET, &format!("/vm/{node}/tags"), None)["tags"],
+        json!(["keep=me"])
+    );
+    assert_eq!(
+        d.sh(&node, "cat /tmp/ud 2>/dev/null || echo none").1,
+        "none\n"
+    );
     let h = json_of(&d, Method::GET, &format!("/vm/{node}/health"), None);
     assert_eq!(h["userdata_ran"], true, "{h}");
     // Through the CLI, and the Go SDK's default (action=reboot) also stops it.
     assert!(d.vm_ok(&["shutdown", &node]).contains("Stopped"));
     d.vm_ok(&["relaunch", &node]);
-    let (s, _, b) = call(&d, Method::POST, &format!("/vm/{node}/shutdown?action=reboot"), None);
+    let (s, _, b) = call(
+        &d,
+        Method::POST,
+        &format!("/vm/{node}/shutdown?action=reboot"),
+        None,
+    );
     assert_eq!(s, 200, "{b}");
-    assert_eq!(json_of(&d, Method::GET, &format!("/vm/{node}"), None)["state"], "Stopped");
+    assert_eq!(
+        json_of(&d, Method::GET, &format!("/vm/{node}"), None)["state"],
+        "Stopped"
+    );
     d.vm_ok(&["relaunch", &node]);
     assert_eq!(d.sh(&node, "echo back").1, "back\n");
     d.stop_and_assert_clean();

@@ -56,22 +56,36 @@ fn microvm_suspend_to_disk_and_restore_keeps_a_process_and_its_state() {
     );
     let list = d.vm_ok(&["list", "--json"]);
     assert!(list.contains("\"Stopped\""), "{list}");
-    assert!(d.vm_ok(&["describe", &node]).contains("state:     Suspended"));
+    assert!(d
+        .vm_ok(&["describe", &node])
+        .contains("state:     Suspended"));
     // Its QEMU (the node's init) has ended: its memory is on disk only.
     let init = d.supervisor_state(&node)["init_pid"].as_i64().unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
-    assert!(stat.is_empty() || stat.contains(") Z "), "QEMU still runs: {stat}");
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "QEMU still runs: {stat}"
+    );
 
     let out = d.vm_ok(&["restore", &node]);
     assert!(out.contains("Running"), "{out}");
     let init_after = d.supervisor_state(&node)["init_pid"].as_i64().unwrap();
-    assert_ne!(init_before, init_after, "a fresh QEMU runs the restored guest");
+    assert_ne!(
+        init_before, init_after,
+        "a fresh QEMU runs the restored guest"
+    );
     // The same process, still counting from where it was: its memory came back.
     let (code, _, err) = d.sh(&node, &format!("kill -0 {pid}"));
-    assert_eq!(code, 0, "the process started before the suspend is gone: {err}");
+    assert_eq!(
+        code, 0,
+        "the process started before the suspend is gone: {err}"
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after = count(&d);
     assert!(after > before, "{before} -> {after}");
-    assert!(!dir.join("suspended.mem").exists(), "the memory file is removed after restore");
+    assert!(
+        !dir.join("suspended.mem").exists(),
+        "the memory file is removed after restore"
+    );
     d.stop_and_assert_clean();
 }

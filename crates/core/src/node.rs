@@ -308,8 +308,15 @@ mod tests {
             }
         }
         // Slicer's clients know Running, Paused and Stopped: a suspended node is Stopped.
-        assert_eq!(bulkhead_api::NodeStatus::from(Suspended).as_str(), "Stopped");
-        assert_eq!(Suspended.stopped(), Suspended, "its own exit leaves it Suspended");
+        assert_eq!(
+            bulkhead_api::NodeStatus::from(Suspended).as_str(),
+            "Stopped"
+        );
+        assert_eq!(
+            Suspended.stopped(),
+            Suspended,
+            "its own exit leaves it Suspended"
+        );
         assert!(!Suspended.is_live() && !Suspended.can_reach_agent());
         assert_eq!(Running.stopped(), Stopped);
         assert_eq!(Paused.stopped(), Stopped);

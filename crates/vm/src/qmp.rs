@@ -178,7 +178,10 @@ pub fn save(sock: &Path, file: &Path) -> Result<(), String> {
     let mut s = Session::open(sock, Duration::from_secs(5))?;
     s.run("stop", None)?;
     s.give_fd(f.as_raw_fd())?;
-    s.run("migrate", Some(serde_json::json!({"uri": format!("fd:{FD_NAME}")})))?;
+    s.run(
+        "migrate",
+        Some(serde_json::json!({"uri": format!("fd:{FD_NAME}")})),
+    )?;
     s.await_migration()?;
     f.sync_all()
         .map_err(|e| format!("flushing {}: {e}", file.display()))
@@ -201,8 +204,7 @@ pub fn load(sock: &Path, file: &Path) -> Result<(), String> {
         if st["running"].as_bool() == Some(true) {
             return Ok(());
         }
-        if st["status"].as_str() == Some("paused") || st["status"].as_str() == Some("postmigrate")
-        {
+        if st["status"].as_str() == Some("paused") || st["status"].as_str() == Some("postmigrate") {
             s.run("cont", None)?;
         }
         if Instant::now() >= until {

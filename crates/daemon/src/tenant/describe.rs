@@ -2,8 +2,8 @@
 //! `SlicerVMDescription`: the node, its image and storage, its network policy as inherited
 //! and as in effect) and its tags (add, remove, replace; atomic on the store's thread).
 
-use bulkhead_api::{names, NetworkPolicy, NodeDescription, NodeNetworkDescription, NodeTags};
 use bulkhead_api::TagUpdate;
+use bulkhead_api::{names, NetworkPolicy, NodeDescription, NodeNetworkDescription, NodeTags};
 use bulkhead_core::DomainError;
 
 use super::{NodeRef, Tenant};
@@ -49,15 +49,18 @@ impl Tenant {
             node: Tenant::to_api(row),
             state: row.status.as_str().into(),
             driver: self.driver.name().into(),
-            storage: if self.driver.name() == "jail" {
-                "overlay".into()
-            } else {
-                "image".into()
-            },
+            // The only `storage:` a host group takes (the node's writable layer or disk is
+            // made from the tenant's image).
+            storage: "image".into(),
             image: self.cfg.image.clone(),
             network: NodeNetworkDescription {
                 mode: g.network.mode.as_str().into(),
-                policy_source: if over.is_some() { "override" } else { "host_group" }.into(),
+                policy_source: if over.is_some() {
+                    "override"
+                } else {
+                    "host_group"
+                }
+                .into(),
                 host_group: group_policy,
                 override_policy: over,
                 effective,
@@ -78,11 +81,7 @@ impl Tenant {
                 "give replace alone, or add and remove: replace cannot be combined with them",
             ));
         }
-        for t in update
-            .add
-            .iter()
-            .chain(update.replace.iter().flatten())
-        {
+        for t in update.add.iter().chain(update.replace.iter().flatten()) {
             names::validate_tag(t).map_err(DomainError::invalid)?;
         }
         let row = self

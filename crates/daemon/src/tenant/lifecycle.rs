@@ -44,7 +44,11 @@ pub struct PowerOp<'a>(&'a PowerOps, String);
 
 impl Drop for PowerOp<'_> {
     fn drop(&mut self) {
-        self.0 .0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }
 
@@ -282,7 +286,11 @@ impl Tenant {
                     tracing::warn!(cgroup = %id, error = %e, "cannot remove the node's old cgroup");
                 }
             }
-            for f in [files::AGENT_SOCKET, files::CONTROL_SOCKET, files::SUPERVISOR] {
+            for f in [
+                files::AGENT_SOCKET,
+                files::CONTROL_SOCKET,
+                files::SUPERVISOR,
+            ] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
         })
@@ -294,10 +302,9 @@ impl Tenant {
     fn driver_refusal(&self, name: &str, op: &str, e: DriverError) -> DomainError {
         match e {
             DriverError::Refused(why) => DomainError::new(Code::Unsupported, why),
-            e @ DriverError::Unsupported { .. } => DomainError::new(
-                Code::Unsupported,
-                format!("cannot {op} node {name:?}: {e}"),
-            ),
+            e @ DriverError::Unsupported { .. } => {
+                DomainError::new(Code::Unsupported, format!("cannot {op} node {name:?}: {e}"))
+            }
             e => DomainError::internal(format!("cannot {op} node {name:?}: {e}")),
         }
     }

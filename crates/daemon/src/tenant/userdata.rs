@@ -95,7 +95,10 @@ impl Tenant {
         };
         let mut s = self.exec(&node, req).await?;
         let io = |e: bulkhead_agent::client::AgentError| {
-            DomainError::new(Code::AgentError, format!("running node {name:?}'s userdata: {e}"))
+            DomainError::new(
+                Code::AgentError,
+                format!("running node {name:?}'s userdata: {e}"),
+            )
         };
         s.write_stdin(script.as_bytes()).await.map_err(io)?;
         s.close_stdin().await.map_err(io)?;
@@ -135,7 +138,10 @@ impl Tenant {
             let _ = f.write_all(b"\n");
         }
         if dropped > 0 {
-            let _ = writeln!(f, "--- userdata: {dropped} more bytes of output not kept ---");
+            let _ = writeln!(
+                f,
+                "--- userdata: {dropped} more bytes of output not kept ---"
+            );
         }
         let _ = writeln!(f, "--- userdata exited with code {code} ---");
     }

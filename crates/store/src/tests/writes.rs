@@ -193,7 +193,10 @@ async fn tags_and_userdata_survive_a_reopen() {
     n.userdata = Some("echo hi".into());
     a.insert(n).await.unwrap();
     assert_eq!(a.get("g-1").unwrap().userdata_exit, None);
-    assert!(a.set_tags("g-1", vec!["x".into(), "y=1".into()]).await.unwrap());
+    assert!(a
+        .set_tags("g-1", vec!["x".into(), "y=1".into()])
+        .await
+        .unwrap());
     assert!(a.set_userdata_exit("g-1", 3).await.unwrap());
     assert!(!a.set_tags("g-2", vec![]).await.unwrap(), "no such node");
     drop(a);

@@ -93,7 +93,10 @@ pub async fn run(c: LifecycleCmd) -> anyhow::Result<()> {
                 println!("created:   {}", n.created_at);
                 println!("tags:      {}", n.tags.join(","));
                 let net = &d.network;
-                println!("network:   {} (policy from {})", net.mode, net.policy_source);
+                println!(
+                    "network:   {} (policy from {})",
+                    net.mode, net.policy_source
+                );
                 println!("  allow:   {}", net.effective.allow.join(","));
                 println!("  drop:    {}", net.effective.drop.join(","));
             }
@@ -120,11 +123,7 @@ pub async fn run(c: LifecycleCmd) -> anyhow::Result<()> {
                         .then(|| replace.into_iter().filter(|t| !t.is_empty()).collect()),
                 };
                 client
-                    .json(
-                        Method::PATCH,
-                        &path,
-                        Some(&serde_json::to_value(&update)?),
-                    )
+                    .json(Method::PATCH, &path, Some(&serde_json::to_value(&update)?))
                     .await?
             };
             if conn.json {
@@ -136,13 +135,21 @@ pub async fn run(c: LifecycleCmd) -> anyhow::Result<()> {
             }
         }
         LifecycleCmd::Shutdown { conn, node } => {
-            post_text(&conn, &format!("/vm/{}/shutdown?action=shutdown", enc(&node))).await?
+            post_text(
+                &conn,
+                &format!("/vm/{}/shutdown?action=shutdown", enc(&node)),
+            )
+            .await?
         }
         LifecycleCmd::Relaunch { conn, node, wait } => {
             let q = if wait { "?wait=agent" } else { "" };
             let n: CreatedNode = conn
                 .client()?
-                .json(Method::POST, &format!("/vm/{}/relaunch{q}", enc(&node)), None)
+                .json(
+                    Method::POST,
+                    &format!("/vm/{}/relaunch{q}", enc(&node)),
+                    None,
+                )
                 .await?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&n)?);

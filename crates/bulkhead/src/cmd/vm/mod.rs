@@ -281,7 +281,11 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let q = if wait {
-                let what = if userdata.is_some() { "userdata" } else { "agent" };
+                let what = if userdata.is_some() {
+                    "userdata"
+                } else {
+                    "agent"
+                };
                 format!("?wait={what}&timeout={}", enc(&timeout))
             } else {
                 String::new()
