@@ -468,3 +468,68 @@ pub struct Forward {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_client: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Slicer's Go SDK marshals for a create (every field set to what it sends).
+    #[test]
+    fn a_create_from_slicers_sdks_parses_and_only_real_asks_are_flagged() {
+        let r: CreateNodeRequest = serde_json::from_str(
+            r#"{"ram_bytes":1,"cpus":1,"gpu_count":0,"persistent":false,"disk_image":"",
+                "import_user":"alice","ssh_keys":["k"],"userdata":"x","ip":"10.0.0.2",
+                "tags":["a"],"secrets":[],"network":{"allow":[],"drop":[]},"protected":false,
+                "pci_devices":[]}"#,
+        )
+        .unwrap();
+        assert!(r.slicer_only_set().is_empty(), "{:?}", r.slicer_only_set());
+        let r: CreateNodeRequest =
+            serde_json::from_str(r#"{"gpu_count":2,"disk_image":"u","protected":true}"#).unwrap();
+        assert_eq!(
+            r.slicer_only_set(),
+            vec!["gpu_count", "disk_image", "protected"]
+        );
+        assert!(serde_json::from_str::<CreateNodeRequest>(r#"{"privileged":true}"#).is_err());
+    }
+
+    #[test]
+    fn tag_updates_are_strict() {
+        let u: TagUpdate = serde_json::from_str(r#"{"replace":[]}"#).unwrap();
+        assert_eq!(u.replace, Some(vec![]));
+        assert!(serde_json::from_str::<TagUpdate>(r#"{"set":["a"]}"#).is_err());
+    }
+
+    #[test]
+    fn description_flattens_the_node_and_names_override() {
+        let d = NodeDescription {
+            node: Node {
+                hostname: "g-1".into(),
+                hostgroup: "g".into(),
+                ip: String::new(),
+                ram_bytes: 1,
+                cpus: 1,
+                created_at: "t".into(),
+                tags: vec![],
+                arch: "x86_64".into(),
+                status: NodeStatus::Stopped,
+                persistent: false,
+            },
+            state: "Suspended".into(),
+            driver: "qemu".into(),
+            storage: "image".into(),
+            image: "minimal".into(),
+            network: NodeNetworkDescription {
+                mode: "isolated".into(),
+                policy_source: "override".into(),
+                host_group: NetworkPolicy::default(),
+                override_policy: Some(NetworkPolicy::default()),
+                effective: NetworkPolicy::default(),
+            },
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["hostname"], "g-1");
+        assert_eq!(v["status"], "Stopped");
+        assert!(v["network"]["override"]["allow"].is_array(), "{v}");
+    }
+}
