@@ -13,57 +13,15 @@
 use bulkhead_core::{Code, DomainError, NodeState};
 use bulkhead_driver::control::{client, Request};
 use bulkhead_driver::{files, DriverError, Start};
-use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::power::{Wait, MEMORY_FILE};
 use super::{NodeRef, Tenant};
 
-/// How far a create, relaunch or restore waits before it answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    None,
-    /// Until the node's agent answers.
-    Agent,
-    /// Until the agent answers and the node's userdata (if any) has run.
-    Userdata,
-}
-
-/// The file a suspended node's memory is kept in, in its directory.
-pub const MEMORY_FILE: &str = "suspended.mem";
 /// How long a shutdown waits for the node's init to end after SIGTERM, before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
-
-/// The nodes a power operation is under way for.
-#[derive(Default)]
-pub struct PowerOps(Mutex<HashSet<String>>);
-
-/// A node's place in [`PowerOps`], given back when dropped.
-pub struct PowerOp<'a>(&'a PowerOps, String);
-
-impl Drop for PowerOp<'_> {
-    fn drop(&mut self) {
-        self.0
-             .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
-    }
-}
-
-impl PowerOps {
-    fn begin(&self, node: &str) -> Result<PowerOp<'_>, DomainError> {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(node.to_string()) {
-            return Err(DomainError::new(
-                Code::NodeBusy,
-                format!("node {node:?} is being shut down, relaunched, suspended or restored: retry once that is done"),
-            ));
-        }
-        Ok(PowerOp(self, node.to_string()))
-    }
-}
 
 impl Tenant {
     /// Stops a Running or Paused node: its processes are synced and asked to end (SIGTERM to

@@ -20,6 +20,7 @@ mod lifecycle;
 mod loads;
 pub mod node_ref;
 mod ops;
+mod power;
 mod remove;
 mod shell;
 mod stats;
@@ -27,8 +28,8 @@ mod userdata;
 mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
-pub use lifecycle::{Wait, MEMORY_FILE};
 pub use node_ref::NodeRef;
+pub use power::Wait;
 
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
@@ -88,7 +89,7 @@ pub struct Tenant {
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
     /// Nodes a shutdown, relaunch, suspend or restore is under way for.
-    power: lifecycle::PowerOps,
+    power: power::PowerOps,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -140,7 +141,7 @@ impl Tenant {
             loads: Default::default(),
             pool,
             watches: watch::Watch::default(),
-            power: lifecycle::PowerOps::default(),
+            power: power::PowerOps::default(),
             cfg: p.cfg,
         }
     }

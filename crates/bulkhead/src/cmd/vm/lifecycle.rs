@@ -7,7 +7,7 @@ use bulkhead_api::{CreatedNode, NodeDescription, NodeTags, TagUpdate};
 use http_body_util::BodyExt;
 use hyper::Method;
 
-use super::Conn;
+use super::conn::Conn;
 
 #[derive(clap::Subcommand)]
 pub enum LifecycleCmd {

@@ -2,6 +2,7 @@
 //! modules of their own; the other verbs are one request each.
 
 mod bg;
+mod conn;
 mod cp;
 mod exec;
 mod lifecycle;
@@ -11,41 +12,15 @@ mod tunnel;
 
 use anyhow::{bail, Context};
 use bulkhead_api::client::{enc, full_body};
-use bulkhead_api::{Client, CreateNodeRequest, CreatedNode, Endpoint, Node};
+use bulkhead_api::{CreateNodeRequest, CreatedNode, Node};
 use bytes::Bytes;
 use hyper::Method;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use conn::Conn;
 pub use exec::ExecArgs;
-
-#[derive(clap::Args, Clone)]
-pub struct Conn {
-    /// The tenant's API socket
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// API address: unix:///path or http://host:port
-    #[arg(long, env = "BULKHEAD_URL", global = true, hide_env_values = true)]
-    url: Option<String>,
-    /// Bearer token for TCP endpoints
-    #[arg(long, env = "BULKHEAD_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    /// Print JSON instead of tables
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
-        let ep = match (&self.socket, &self.url) {
-            (Some(s), _) => Endpoint::Unix(s.clone()),
-            (None, Some(u)) => Endpoint::parse(u, self.token.clone())?,
-            (None, None) => bail!("say where the daemon is: --socket PATH or BULKHEAD_URL=unix:///run/bulkhead/TENANT.sock"),
-        };
-        Ok(Client::new(ep))
-    }
-}
 
 #[derive(clap::Subcommand)]
 pub enum VmCmd {
