@@ -189,6 +189,7 @@ pub const POLICY: &[(Action, Role, &str)] = &[
         Action::ControlBgExecs,
         Role::Developer,
         "signals or forgets a workload's command",
+    ),
     // lifecycle (describe, tags, power)
     (
         Action::DescribeNode,
