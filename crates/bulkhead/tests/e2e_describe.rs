@@ -330,3 +330,58 @@ fn jail_shutdown_relaunch_and_suspend_refusal() {
     assert_eq!(d.sh(&node, "echo back").1, "back\n");
     d.stop_and_assert_clean();
 }
+
+/// A networked node keeps its address and its own policy across a shutdown and relaunch: its
+/// veth and nft objects are made afresh before it runs again.
+#[test]
+fn networked_jail_node_relaunches_with_its_address_and_policy() {
+    use common::lab_nodes::{add, config};
+    use common::netlab::{NetLab, INTERNET, INTERNET2};
+    if !privileged() {
+        return;
+    }
+    let lab = NetLab::new();
+    let d = Daemon::start_in(
+        &lab.host_ns(),
+        "rl",
+        &config("isolated", "10.66.0.0/24", "", ""),
+    );
+    let n = add(
+        &d,
+        &format!(r#"{{"network": {{"drop": ["{INTERNET2}/32"]}}}}"#),
+    );
+    let reach = |to: &str| d.sh(&n.name, &format!("nc -w 2 {to} 7000 </dev/null")).0 == 0;
+    let check = || {
+        assert!(reach(INTERNET), "the node cannot reach the internet");
+        assert!(!reach(INTERNET2), "the node's own drop list does not hold");
+        let fib = d.sh(&n.name, "cat /proc/net/fib_trie").1;
+        assert!(
+            fib.contains(&n.ip),
+            "{} lost its address {}: {fib}",
+            n.name,
+            n.ip
+        );
+    };
+    check();
+    d.vm_ok(&["shutdown", &n.name]);
+    assert!(!reach(INTERNET));
+    let r = json_of(
+        &d,
+        Method::POST,
+        &format!("/vm/{}/relaunch?wait=agent", n.name),
+        None,
+    );
+    assert_eq!(r["ip"].as_str(), Some(n.ip.as_str()));
+    check();
+    let desc = json_of(&d, Method::GET, &format!("/vm/{}", n.name), None);
+    assert_eq!(desc["network"]["policy_source"], "override", "{desc}");
+    assert_eq!(
+        desc["network"]["override"]["drop"],
+        json!([format!("{INTERNET2}/32")])
+    );
+    assert!(desc["network"]["effective"]["drop"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(format!("{INTERNET2}/32"))));
+    d.stop_and_assert_clean();
+}
