@@ -20,11 +20,14 @@ fn microvm_suspend_to_disk_and_restore_keeps_a_process_and_its_state() {
         .vm_ok(&["add", &d.tenant, "--timeout", "120s"])
         .trim()
         .to_string();
-    // A process whose state lives only in memory: a shell counting in a variable.
+    // A process whose state lives only in memory: a shell counting in a variable. The exec
+    // waits for its first count, so that it has left the exec's process group (which ends
+    // with the exec) before the exec does.
     let (code, pid, err) = d.sh(
         &node,
         "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/n.t; mv /tmp/n.t /tmp/n; sleep 0.1; done' \
-         </dev/null >/dev/null 2>&1 & echo $!",
+         </dev/null >/dev/null 2>&1 & \
+         for i in $(seq 300); do [ -e /tmp/n ] && break; sleep 0.1; done; echo $!",
     );
     assert_eq!(code, 0, "{err}");
     let pid = pid.trim().to_string();
