@@ -234,6 +234,14 @@ pub enum Event {
         /// Absent from an agent of version 1: see [`caps_of_version`].
         #[serde(default)]
         caps: Vec<String>,
+        /// The agent's build version (its crate's); absent from older agents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_version: Option<String>,
+        /// How long the node's system has been up: the guest kernel's uptime in a microVM,
+        /// the node's pid namespace's (this agent is its init) in a jail. Absent from older
+        /// agents.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_uptime_ms: Option<u64>,
     },
     Started {
         pid: i32,
@@ -384,7 +392,9 @@ mod tests {
             Event::Pong {
                 uptime_ms: 5,
                 version: 1,
-                caps: vec![]
+                caps: vec![],
+                agent_version: None,
+                system_uptime_ms: None,
             }
         );
         let started: Event = serde_json::from_str(r#"{"event":"started","pid":7}"#).unwrap();

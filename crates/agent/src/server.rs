@@ -101,8 +101,11 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
     };
     let result = match req {
         Request::Ping => {
+            let uptime_ms = started.elapsed().as_millis() as u64;
             let pong = Event::Pong {
-                uptime_ms: started.elapsed().as_millis() as u64,
+                uptime_ms,
+                agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+                system_uptime_ms: Some(system_uptime_ms().unwrap_or(uptime_ms)),
                 version: proto::VERSION,
                 caps: proto::caps_of_version(proto::VERSION)
                     .iter()
@@ -148,4 +151,18 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
 
 fn reply_error(conn: &mut UnixStream, e: Event) {
     let _ = proto::write_json(conn, Kind::Event, &e);
+}
+
+/// The node's system uptime. In the host's (a microVM guest's) initial pid namespace that is
+/// the kernel's (`/proc/uptime`); in a jail the kernel is the host's, so the node's system is
+/// its pid namespace, whose init this agent is: `None`, and the caller uses its own uptime.
+fn system_uptime_ms() -> Option<u64> {
+    // The initial pid namespace's inode number is fixed (PROC_PID_INIT_INO).
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    if ns.to_str() != Some("pid:[4026531836]") {
+        return None;
+    }
+    let up = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = up.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
 }

@@ -57,6 +57,48 @@ pub struct CreateNodeRequest {
     pub userdata: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NodeNetworkRequest>,
+    /// GPUs to pass through (Slicer): bulkhead's host groups have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<u32>,
+    /// An alternative disk image (Slicer): nodes boot their host group's `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_image: Option<String>,
+    /// A GitHub user whose SSH keys Slicer imports: bulkhead nodes run no SSH server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_user: Option<String>,
+    /// SSH keys (Slicer): bulkhead nodes run no SSH server (use exec, shell and cp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_keys: Option<Vec<String>>,
+    /// Slicer's delete protection: not a bulkhead feature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// PCI passthrough (Slicer): never, on a shared host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_devices: Option<Vec<String>>,
+}
+
+impl CreateNodeRequest {
+    /// Slicer's create fields bulkhead cannot honour that were given a value asking for
+    /// something. A zero, false or empty value asks for nothing and is accepted (Slicer's SDKs
+    /// may send them); anything else is refused, so a caller never believes it got what it
+    /// asked for. `ssh_keys` and `import_user` are not among them: nodes run no SSH server, so
+    /// they are accepted and ignored whatever their value.
+    pub fn slicer_only_set(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.gpu_count.unwrap_or(0) != 0 {
+            out.push("gpu_count");
+        }
+        if self.disk_image.as_deref().is_some_and(|s| !s.is_empty()) {
+            out.push("disk_image");
+        }
+        if self.protected.unwrap_or(false) {
+            out.push("protected");
+        }
+        if self.pci_devices.as_ref().is_some_and(|k| !k.is_empty()) {
+            out.push("pci_devices");
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,7 +172,8 @@ pub struct Node {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeleteResponse {
     pub message: String,
-    pub disk_removed: bool,
+    /// `"true"` or `"false"`: a string, as Slicer's SDKs decode it.
+    pub disk_removed: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
 }
@@ -299,11 +342,92 @@ pub struct CopyInResult {
     pub bytes: u64,
 }
 
+/// `GET /vm/{node}/health`: Slicer's fields (durations in nanoseconds, as Go's
+/// `time.Duration` encodes) and bulkhead's own (`agent`, `uptime_ms`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Health {
     pub hostname: String,
     pub agent: String,
     pub uptime_ms: u64,
+    /// The agent's uptime in nanoseconds.
+    #[serde(default)]
+    pub agent_uptime: u64,
+    /// The agent's build version; empty from an agent too old to say.
+    #[serde(default)]
+    pub agent_version: String,
+    /// The node's uptime in nanoseconds: the guest's for a microVM, the node's init's for a
+    /// jail (its processes share the host's kernel, whose uptime is not the node's).
+    #[serde(default)]
+    pub system_uptime: u64,
+    /// Whether the node's userdata has run to its end (true when it has none).
+    #[serde(default)]
+    pub userdata_ran: bool,
+    /// The userdata's exit code once it ended; absent while it runs or without userdata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userdata_exit_code: Option<i32>,
+    /// The node's address; absent for a node without a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// `GET /vm/{node}/logs`: the node's console, as Slicer's SDKs decode it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeLogs {
+    pub hostname: String,
+    /// Lines in `content`.
+    pub lines: u64,
+    pub content: String,
+}
+
+/// `GET|PATCH /vm/{node}/tags`: a node's tags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeTags {
+    pub hostname: String,
+    pub tags: Vec<String>,
+}
+
+/// Body of `PATCH /vm/{node}/tags`: add and remove, or replace (not both).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagUpdate {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<Vec<String>>,
+}
+
+/// `GET /vm/{node}`: a node with its configuration and effective network policy, in the
+/// shape of Slicer's `SlicerVMDescription`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeDescription {
+    #[serde(flatten)]
+    pub node: Node,
+    /// bulkhead's own state word (`Suspended` shows as `status: Stopped`).
+    pub state: String,
+    pub driver: String,
+    pub storage: String,
+    pub image: String,
+    pub network: NodeNetworkDescription,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeNetworkDescription {
+    /// `isolated`, `bridge` or `none`.
+    pub mode: String,
+    /// `host_group`, or `override` when the create gave a `network` policy.
+    pub policy_source: String,
+    pub host_group: NetworkPolicy,
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_policy: Option<NetworkPolicy>,
+    pub effective: NetworkPolicy,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NetworkPolicy {
+    pub allow: Vec<String>,
+    pub drop: Vec<String>,
 }
 
 /// Body of `POST /vm/{node}/forwards`: open a host port to one port of the node.
@@ -343,4 +467,69 @@ pub struct Forward {
     /// Information only: never used to authorize anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_client: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Slicer's Go SDK marshals for a create (every field set to what it sends).
+    #[test]
+    fn a_create_from_slicers_sdks_parses_and_only_real_asks_are_flagged() {
+        let r: CreateNodeRequest = serde_json::from_str(
+            r#"{"ram_bytes":1,"cpus":1,"gpu_count":0,"persistent":false,"disk_image":"",
+                "import_user":"alice","ssh_keys":["k"],"userdata":"x","ip":"10.0.0.2",
+                "tags":["a"],"secrets":[],"network":{"allow":[],"drop":[]},"protected":false,
+                "pci_devices":[]}"#,
+        )
+        .unwrap();
+        assert!(r.slicer_only_set().is_empty(), "{:?}", r.slicer_only_set());
+        let r: CreateNodeRequest =
+            serde_json::from_str(r#"{"gpu_count":2,"disk_image":"u","protected":true}"#).unwrap();
+        assert_eq!(
+            r.slicer_only_set(),
+            vec!["gpu_count", "disk_image", "protected"]
+        );
+        assert!(serde_json::from_str::<CreateNodeRequest>(r#"{"privileged":true}"#).is_err());
+    }
+
+    #[test]
+    fn tag_updates_are_strict() {
+        let u: TagUpdate = serde_json::from_str(r#"{"replace":[]}"#).unwrap();
+        assert_eq!(u.replace, Some(vec![]));
+        assert!(serde_json::from_str::<TagUpdate>(r#"{"set":["a"]}"#).is_err());
+    }
+
+    #[test]
+    fn description_flattens_the_node_and_names_override() {
+        let d = NodeDescription {
+            node: Node {
+                hostname: "g-1".into(),
+                hostgroup: "g".into(),
+                ip: String::new(),
+                ram_bytes: 1,
+                cpus: 1,
+                created_at: "t".into(),
+                tags: vec![],
+                arch: "x86_64".into(),
+                status: NodeStatus::Stopped,
+                persistent: false,
+            },
+            state: "Suspended".into(),
+            driver: "qemu".into(),
+            storage: "image".into(),
+            image: "minimal".into(),
+            network: NodeNetworkDescription {
+                mode: "isolated".into(),
+                policy_source: "override".into(),
+                host_group: NetworkPolicy::default(),
+                override_policy: Some(NetworkPolicy::default()),
+                effective: NetworkPolicy::default(),
+            },
+        };
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v["hostname"], "g-1");
+        assert_eq!(v["status"], "Stopped");
+        assert!(v["network"]["override"]["allow"].is_array(), "{v}");
+    }
 }

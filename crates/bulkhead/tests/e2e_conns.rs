@@ -182,8 +182,13 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
     };
     std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
-    rt.block_on(c.json::<serde_json::Value>(hyper::Method::GET, "/healthz", None))
-        .expect("/healthz during the flood");
+    rt.block_on(c.send_ok(
+        hyper::Method::GET,
+        "/healthz",
+        bulkhead_api::client::full_body(bytes::Bytes::new()),
+        None,
+    ))
+    .expect("/healthz during the flood");
     let healthz_ms = t.elapsed().as_millis();
     let t = Instant::now();
     let node = d.add();
@@ -286,8 +291,13 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
         r2.rss_peak,
         r3.rss_peak
     );
-    rt.block_on(c.json::<serde_json::Value>(hyper::Method::GET, "/healthz", None))
-        .expect("/healthz after the floods");
+    rt.block_on(c.send_ok(
+        hyper::Method::GET,
+        "/healthz",
+        bulkhead_api::client::full_body(bytes::Bytes::new()),
+        None,
+    ))
+    .expect("/healthz after the floods");
     d.stop_and_assert_clean();
 }
 

@@ -24,6 +24,13 @@ fn tenants_cannot_reach_each_others_nodes() {
         (Method::POST, format!("/vm/{node}/cp?path=/tmp/x")),
         (Method::GET, format!("/vm/{node}/logs")),
         (Method::GET, format!("/vm/{node}/health")),
+        (Method::GET, format!("/vm/{node}")),
+        (Method::GET, format!("/vm/{node}/tags")),
+        (Method::PATCH, format!("/vm/{node}/tags")),
+        (Method::POST, format!("/vm/{node}/shutdown")),
+        (Method::POST, format!("/vm/{node}/relaunch")),
+        (Method::POST, format!("/vm/{node}/suspend")),
+        (Method::POST, format!("/vm/{node}/restore")),
         (
             Method::DELETE,
             format!("/hostgroup/{}/nodes/{node}", b.tenant),

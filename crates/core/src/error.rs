@@ -57,6 +57,8 @@ pub enum Code {
     /// Nothing listens on the node's port a `forward` WebSocket asked for.
     PortClosed,
     NodeBusy,
+    /// The node runs, and the operation needs one that does not (relaunch).
+    NodeRunning,
     PidsLimit,
     InvalidArchive,
     NodeFailed,
@@ -109,6 +111,7 @@ impl Code {
         Code::TooManyForwards,
         Code::PortClosed,
         Code::NodeBusy,
+        Code::NodeRunning,
         Code::PidsLimit,
         Code::InvalidArchive,
         Code::NodeFailed,
@@ -156,6 +159,7 @@ impl Code {
             Code::TooManyForwards => "too_many_forwards",
             Code::PortClosed => "port_closed",
             Code::NodeBusy => "node_busy",
+            Code::NodeRunning => "node_running",
             Code::PidsLimit => "pids_limit",
             Code::InvalidArchive => "invalid_archive",
             Code::NodeFailed => "node_failed",

@@ -4,15 +4,21 @@
 //!
 //! ```text
 //!   Creating ──started──▶ Running ◀──resume── Paused
-//!      │                   │  └────pause──────▶ │
-//!      │                   │ init exited        │ init exited
-//!      │                   ▼                    ▼
-//!      │                 Stopped ◀──────────────┘
-//!      │                   │
-//!      └─(failed: removed) └──delete──▶ Deleting ──▶ (removed)
+//!    ▲  │                  │  └────pause──────▶ │
+//!    │  │                  │ init exited,       │ init exited,
+//!    │  │                  │ shutdown           │ shutdown
+//!    │  │                  ▼                    ▼
+//!    │  │                Stopped ◀──────────────┘
+//!    │  │                  │
+//!    │  └─(failed: removed)└──delete──▶ Deleting ──▶ (removed)
+//!    │
+//!    ├── relaunch ── Stopped, Suspended     (a start again, same name, address and tags)
+//!    └── restore ─── Suspended ◀── suspend ── Running, Paused   (memory to disk and back)
 //! ```
 //! Running and Paused nodes can be deleted too; a Creating node cannot (its create is still
 //! under way and removes the node itself if it fails), nor a Deleting one (one delete wins).
+//! A relaunch or restore that fails leaves the node Stopped (its record stays; ADR 0018).
+//! Suspended is bulkhead's word; on Slicer's wire it is `Stopped` (nothing of the node runs).
 
 use crate::error::{Code, DomainError};
 
@@ -25,15 +31,18 @@ pub enum NodeState {
     Paused,
     Stopped,
     Deleting,
+    /// The node's memory is on disk and nothing of it runs (microVMs; ADR 0018).
+    Suspended,
 }
 
 impl NodeState {
-    pub const ALL: [NodeState; 5] = [
+    pub const ALL: [NodeState; 6] = [
         NodeState::Creating,
         NodeState::Running,
         NodeState::Paused,
         NodeState::Stopped,
         NodeState::Deleting,
+        NodeState::Suspended,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +52,7 @@ impl NodeState {
             NodeState::Paused => "Paused",
             NodeState::Stopped => "Stopped",
             NodeState::Deleting => "Deleting",
+            NodeState::Suspended => "Suspended",
         }
     }
 
@@ -112,6 +122,62 @@ impl NodeState {
         }
     }
 
+    /// Running or Paused: a shutdown may stop it (it becomes Stopped when its init exits).
+    pub fn shutdown(self, node: &str) -> Result<NodeState, DomainError> {
+        match self {
+            NodeState::Running | NodeState::Paused => Ok(NodeState::Stopped),
+            s => Err(DomainError::new(
+                Code::NodeNotRunning,
+                format!(
+                    "node {node:?} is {}: only a Running or Paused node can be shut down",
+                    s.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Stopped or Suspended → Creating: the node starts again (a relaunch).
+    pub fn relaunch(self, node: &str) -> Result<NodeState, DomainError> {
+        match self {
+            NodeState::Stopped | NodeState::Suspended => Ok(NodeState::Creating),
+            s => Err(DomainError::new(
+                Code::NodeRunning,
+                format!(
+                    "node {node:?} is {}: only a Stopped or Suspended node can be relaunched (shut it down first)",
+                    s.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Running or Paused → Suspended, once its memory is on disk.
+    pub fn suspend(self, node: &str) -> Result<NodeState, DomainError> {
+        match self {
+            NodeState::Running | NodeState::Paused => Ok(NodeState::Suspended),
+            s => Err(DomainError::new(
+                Code::NodeNotRunning,
+                format!(
+                    "node {node:?} is {}: only a Running or Paused node can be suspended",
+                    s.as_str()
+                ),
+            )),
+        }
+    }
+
+    /// Suspended → Creating: the node's memory comes back from disk (a restore).
+    pub fn restore(self, node: &str) -> Result<NodeState, DomainError> {
+        match self {
+            NodeState::Suspended => Ok(NodeState::Creating),
+            s => Err(DomainError::new(
+                Code::NodeNotRunning,
+                format!(
+                    "node {node:?} is {}: only a Suspended node can be restored",
+                    s.as_str()
+                ),
+            )),
+        }
+    }
+
     /// Running or Paused → Stopped: the node's init exited on its own.
     pub fn stopped(self) -> NodeState {
         match self {
@@ -136,8 +202,12 @@ impl NodeState {
             NodeState::Stopped => Err(DomainError::new(
                 Code::NodeNotRunning,
                 format!(
-                    "node {node:?} has stopped (its init exited): delete it and create another"
+                    "node {node:?} has stopped (its init exited): `POST /vm/{node}/relaunch` starts it again, or delete it"
                 ),
+            )),
+            NodeState::Suspended => Err(DomainError::new(
+                Code::NodeNotRunning,
+                format!("node {node:?} is Suspended (its memory is on disk): `POST /vm/{node}/restore` brings it back"),
             )),
             s => Err(DomainError::new(
                 Code::NodeNotRunning,
@@ -166,6 +236,8 @@ impl From<NodeState> for bulkhead_api::NodeStatus {
             NodeState::Paused => bulkhead_api::NodeStatus::Paused,
             NodeState::Stopped => bulkhead_api::NodeStatus::Stopped,
             NodeState::Deleting => bulkhead_api::NodeStatus::Deleting,
+            // Slicer has no word for it: nothing of the node runs.
+            NodeState::Suspended => bulkhead_api::NodeStatus::Stopped,
         }
     }
 }
@@ -180,11 +252,15 @@ mod tests {
     #[test]
     fn transition_table() {
         type T = fn(NodeState, &str) -> Result<NodeState, super::DomainError>;
-        let events: [(&str, T); 4] = [
+        let events: [(&str, T); 8] = [
             ("started", NodeState::started),
             ("pause", NodeState::pause),
             ("resume", NodeState::resume),
             ("delete", NodeState::delete),
+            ("shutdown", NodeState::shutdown),
+            ("relaunch", NodeState::relaunch),
+            ("suspend", NodeState::suspend),
+            ("restore", NodeState::restore),
         ];
         let expect = |s: NodeState, e: &str| -> Result<NodeState, Code> {
             match (s, e) {
@@ -196,6 +272,14 @@ mod tests {
                 (Creating, "delete") => Err(Code::NodeNotReady),
                 (Deleting, "delete") => Err(Code::NodeDeleting),
                 (_, "delete") => Ok(Deleting),
+                (Running | Paused, "shutdown") => Ok(Stopped),
+                (_, "shutdown") => Err(Code::NodeNotRunning),
+                (Stopped | Suspended, "relaunch") => Ok(Creating),
+                (_, "relaunch") => Err(Code::NodeRunning),
+                (Running | Paused, "suspend") => Ok(Suspended),
+                (_, "suspend") => Err(Code::NodeNotRunning),
+                (Suspended, "restore") => Ok(Creating),
+                (_, "restore") => Err(Code::NodeNotRunning),
                 _ => unreachable!(),
             }
         };
@@ -215,12 +299,25 @@ mod tests {
             assert_eq!(s.can_delete(), s.delete("n").is_ok());
             assert_eq!(s.can_reach_agent(), s.require_agent("n").is_ok());
             assert_eq!(NodeState::parse(s.as_str()), Some(s));
-            assert_eq!(
-                bulkhead_api::NodeStatus::from(s).as_str(),
-                s.as_str(),
-                "stored and wire words agree"
-            );
+            if s != Suspended {
+                assert_eq!(
+                    bulkhead_api::NodeStatus::from(s).as_str(),
+                    s.as_str(),
+                    "stored and wire words agree"
+                );
+            }
         }
+        // Slicer's clients know Running, Paused and Stopped: a suspended node is Stopped.
+        assert_eq!(
+            bulkhead_api::NodeStatus::from(Suspended).as_str(),
+            "Stopped"
+        );
+        assert_eq!(
+            Suspended.stopped(),
+            Suspended,
+            "its own exit leaves it Suspended"
+        );
+        assert!(!Suspended.is_live() && !Suspended.can_reach_agent());
         assert_eq!(Running.stopped(), Stopped);
         assert_eq!(Paused.stopped(), Stopped);
         assert_eq!(Creating.stopped(), Creating);

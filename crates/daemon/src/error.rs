@@ -27,6 +27,7 @@ pub fn status(code: Code) -> StatusCode {
         Code::NodeNotReady
         | Code::NodeDeleting
         | Code::NodeNotRunning
+        | Code::NodeRunning
         | Code::AlreadyExists
         | Code::AddressInUse
         | Code::RangeFull

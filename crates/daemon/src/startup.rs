@@ -442,7 +442,7 @@ async fn create_initial(app: &Arc<Tenant>) {
                 .create(
                     &g.name,
                     Default::default(),
-                    true,
+                    crate::tenant::Wait::Agent,
                     std::time::Duration::from_secs(60),
                 )
                 .await

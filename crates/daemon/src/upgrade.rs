@@ -114,6 +114,7 @@ mod tests {
             persistent: false,
             created_at: "2026-01-01T00:00:00Z".into(),
             network: None,
+            userdata: None,
         }
     }
 

@@ -41,6 +41,21 @@ pub struct NodePrep<'a> {
     /// The node's network; a driver may adjust it (a microVM's guest owns the address and
     /// QEMU's namespace only bridges a tap).
     pub network: &'a mut bulkhead_net::NetworkPlan,
+    /// A first start, or the same node starting again (ADR 0018).
+    pub start: Start,
+}
+
+/// How a node starts (ADR 0018).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// Its first start: everything the node needs is made afresh.
+    #[default]
+    Fresh,
+    /// It stopped and starts again: a driver keeps what the node kept (a microVM's disk).
+    Relaunch,
+    /// It was suspended: as a relaunch, and the driver waits for [`Driver::restore`] to bring
+    /// its memory back instead of booting.
+    Restore,
 }
 
 /// A node that exists: the operations after create.
@@ -113,6 +128,9 @@ pub enum DriverError {
     Namespaces(#[from] bulkhead_sandbox::NsError),
     #[error(transparent)]
     Spec(#[from] crate::SpecError),
+    /// The driver cannot do this by its nature; the message says why and what to do instead.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else a driver reports, in its own words.
     #[error("{0}")]
     Failed(String),
@@ -153,6 +171,24 @@ pub trait Driver: Send + Sync {
 
     fn info(&self) -> DriverInfo {
         DriverInfo::default()
+    }
+
+    /// Writes the running node's memory and device state to `file` and leaves the node
+    /// stopped but alive (the caller ends it once the file is complete). ADR 0018.
+    fn suspend(&self, _node: NodeRef<'_>, _file: &Path) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            what: "suspend to disk",
+        })
+    }
+
+    /// Loads the memory [`Driver::suspend`] wrote into a node started with [`Start::Restore`]
+    /// and lets it run on.
+    fn restore(&self, _node: NodeRef<'_>, _file: &Path) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported {
+            driver: self.name(),
+            what: "restore from disk",
+        })
     }
 
     /// A snapshot of the node's storage (once storage lands).

@@ -23,7 +23,7 @@ pub mod spec;
 pub mod supervisor;
 
 pub use cleanup::cleanup;
-pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats};
+pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start};
 pub use launch::{Launcher, NodeStart};
 pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{files, NodeSpec, Params, SpecError, SupervisorState};

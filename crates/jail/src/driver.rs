@@ -106,6 +106,18 @@ impl Driver for JailDriver {
         bulkhead_driver::Params::of(&params).map_err(|e| DriverError::Failed(e.to_string()))
     }
 
+    /// A jail's processes run on the host's kernel: writing them to disk and back would need
+    /// checkpoint/restore (CRIU), which bulkhead does not use (ADR 0018).
+    fn suspend(&self, node: NodeRef<'_>, _file: &std::path::Path) -> Result<(), DriverError> {
+        Err(DriverError::Refused(format!(
+            "node {:?} runs in a jail (hypervisor: jail), whose processes live in the host's kernel: \
+             saving them to disk would need checkpoint/restore (CRIU), which bulkhead does not use. \
+             Use pause (POST /vm/{}/pause) to freeze them in memory, or a microVM host group \
+             (hypervisor: qemu) for suspend to disk",
+            node.node, node.node
+        )))
+    }
+
     /// The cgroup freezer: every process of the node stops where it is.
     fn set_paused(&self, node: NodeRef<'_>, paused: bool) -> Result<(), DriverError> {
         Ok(node.cgroup.freeze(paused)?)
@@ -183,6 +195,7 @@ mod tests {
                 ram_bytes: 512 << 20,
                 cpus: 1,
                 network: &mut net,
+                start: bulkhead_driver::Start::Fresh,
             })
             .unwrap();
         let p: JailParams = v.decode().unwrap();

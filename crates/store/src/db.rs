@@ -11,7 +11,7 @@ use crate::id::NodeId;
 use crate::node::NodeRow;
 
 const COLS: &str = "id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, \
-                    created_at, cgroup, network, forwards";
+                    created_at, cgroup, network, forwards, userdata, userdata_exit";
 
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
@@ -51,6 +51,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
         cgroup: r.get(11)?,
         network: r.get(12)?,
         forwards: r.get(13)?,
+        userdata: r.get(14)?,
+        userdata_exit: r.get(15)?,
     })
 }
 
@@ -68,7 +70,7 @@ pub(crate) fn list(conn: &Connection, tenant: &str) -> Result<Vec<NodeRow>, Stor
 pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
     let r = conn.execute(
         &format!(
-            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ),
         params![
             n.id.to_string(),
@@ -85,6 +87,8 @@ pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
             n.cgroup,
             n.network,
             n.forwards,
+            n.userdata,
+            n.userdata_exit,
         ],
     );
     match r {
@@ -104,7 +108,8 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
     Ok(conn
         .prepare_cached(
             "UPDATE nodes SET status=?3, ip=?4, cpus=?5, ram_bytes=?6, tags=?7, persistent=?8,
-                              cgroup=?9, network=?10, forwards=?11
+                              cgroup=?9, network=?10, forwards=?11, userdata=?12,
+                              userdata_exit=?13
              WHERE tenant=?1 AND name=?2",
         )?
         .execute(params![
@@ -118,7 +123,9 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
             n.persistent,
             n.cgroup,
             n.network,
-            n.forwards
+            n.forwards,
+            n.userdata,
+            n.userdata_exit
         ])?
         == 1)
 }

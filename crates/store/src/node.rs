@@ -27,6 +27,10 @@ pub struct NodeRow {
     pub network: Option<String>,
     /// The node's port forwards (a JSON array, the daemon's format).
     pub forwards: String,
+    /// The script run once inside the node at its first start, if any.
+    pub userdata: Option<String>,
+    /// The userdata's exit code once it ended (128 + signal when a signal ended it).
+    pub userdata_exit: Option<i32>,
 }
 
 /// What a create records; the store adds the id and the tenant.
@@ -42,6 +46,7 @@ pub struct NewNode {
     pub persistent: bool,
     pub created_at: String,
     pub network: Option<String>,
+    pub userdata: Option<String>,
 }
 
 /// The list order's key of a row.

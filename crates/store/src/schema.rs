@@ -31,6 +31,11 @@ const MIGRATIONS: &[Migration] = &[
         what: "node ids, and the node's cgroup, network and forwards records",
         apply: v2_node_records,
     },
+    Migration {
+        version: 3,
+        what: "the node's userdata and its exit code once it ran",
+        apply: v3_userdata,
+    },
 ];
 
 /// The schema version this build writes.
@@ -163,4 +168,13 @@ fn v2_node_records(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     }
     drop(copy);
     tx.execute_batch("DROP TABLE nodes; ALTER TABLE nodes_v2 RENAME TO nodes;")
+}
+
+/// A node's userdata (the script run once at its first start) and its exit code once it ended
+/// (`NULL` while it has not; ADR 0018). Both nullable, so old rows need no value.
+fn v3_userdata(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE nodes ADD COLUMN userdata TEXT;
+ALTER TABLE nodes ADD COLUMN userdata_exit INTEGER;",
+    )
 }

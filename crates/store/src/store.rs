@@ -147,6 +147,8 @@ impl Store {
                 cgroup: None,
                 network: n.network,
                 forwards: "[]".into(),
+                userdata: n.userdata,
+                userdata_exit: None,
             };
             db::insert(&w.conn, &row)?;
             let row = Arc::new(row);
@@ -251,6 +253,16 @@ impl Store {
     /// Records the node's port forwards (the daemon's JSON array).
     pub async fn set_forwards(&self, name: &str, forwards: String) -> Result<bool, StoreError> {
         self.set(name, move |r| r.forwards = forwards).await
+    }
+
+    /// Replaces a node's tags.
+    pub async fn set_tags(&self, name: &str, tags: Vec<String>) -> Result<bool, StoreError> {
+        self.set(name, move |r| r.tags = tags).await
+    }
+
+    /// Records how the node's userdata ended.
+    pub async fn set_userdata_exit(&self, name: &str, code: i32) -> Result<bool, StoreError> {
+        self.set(name, move |r| r.userdata_exit = Some(code)).await
     }
 
     /// Removes a node's record; false when there was none.

@@ -6,7 +6,9 @@
 use bulkhead_core::config::key_err;
 use bulkhead_core::host::mib;
 use bulkhead_core::{ConfigError, HostFacts, HostGroup, TenantConfig};
-use bulkhead_driver::{Driver, DriverEntry, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef};
+use bulkhead_driver::{
+    Driver, DriverEntry, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, Start,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,7 +203,14 @@ impl Driver for QemuDriver {
             }
             bulkhead_net::NetworkPlan::Loopback => None,
         };
-        let vm_dir = self.make_disk(node.node_dir, node.group.storage_bytes)?;
+        // A node that starts again keeps its disk (its files, and for a restore the disk the
+        // suspended memory refers to).
+        let disk = node.node_dir.join("vm/disk.ext4");
+        let vm_dir = if node.start != Start::Fresh && disk.exists() {
+            node.node_dir.join("vm")
+        } else {
+            self.make_disk(node.node_dir, node.group.storage_bytes)?
+        };
         let spec = VmSpec {
             qemu: self.qemu.clone(),
             kernel: self.kernel.clone(),
@@ -212,6 +221,7 @@ impl Driver for QemuDriver {
             vcpus: node.cpus,
             hostname: node.hostname.to_string(),
             net,
+            incoming: node.start == Start::Restore,
         };
         bulkhead_driver::Params::of(&spec).map_err(|e| DriverError::Failed(e.to_string()))
     }
@@ -241,6 +251,17 @@ impl Driver for QemuDriver {
             });
         }
         Ok(s)
+    }
+
+    /// QMP: stop the vCPUs, then migrate the guest's state into `file` (handed to QEMU as an
+    /// fd, so its sandbox needs no path and no new process). QEMU is left stopped.
+    fn suspend(&self, node: NodeRef<'_>, file: &Path) -> Result<(), DriverError> {
+        crate::qmp::save(&node.node_dir.join(QMP_SOCKET), file).map_err(DriverError::Failed)
+    }
+
+    /// QMP: feed the memory file to a QEMU started with `-incoming defer`; it runs on.
+    fn restore(&self, node: NodeRef<'_>, file: &Path) -> Result<(), DriverError> {
+        crate::qmp::load(&node.node_dir.join(QMP_SOCKET), file).map_err(DriverError::Failed)
     }
 
     fn storage_limit(&self, g: &HostGroup, _ram_bytes: u64) -> String {

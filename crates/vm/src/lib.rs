@@ -67,6 +67,10 @@ pub struct VmSpec {
     /// QEMU's namespace, configured by the guest's init from the kernel command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<GuestNet>,
+    /// Start waiting for a suspended guest's state (`-incoming defer`) instead of booting:
+    /// the daemon feeds it the memory file over QMP (ADR 0018).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incoming: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

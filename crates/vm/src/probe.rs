@@ -34,6 +34,7 @@ pub fn boot(
         vcpus: 1,
         hostname: "probe".into(),
         net: None,
+        incoming: false,
     };
     let args: Vec<String> = crate::qemu::args(&spec, true, None)
         .into_iter()

@@ -89,6 +89,10 @@ pub fn args(spec: &VmSpec, probe: bool, tap_fd: Option<i32>) -> Vec<String> {
             ]
             .map(String::from),
         );
+        if spec.incoming {
+            // The guest's state comes over QMP (`migrate-incoming`), from the memory file.
+            a.extend(["-incoming".into(), "defer".into()]);
+        }
         if let (Some(n), Some(fd)) = (&spec.net, tap_fd) {
             a.extend([
                 "-netdev".into(),
@@ -116,6 +120,7 @@ mod tests {
             vcpus: 2,
             hostname: "web-1".into(),
             net: None,
+            incoming: false,
         }
     }
 

@@ -49,6 +49,10 @@ pub struct AgentInfo {
     pub version: u32,
     pub caps: Vec<String>,
     pub uptime_ms: u64,
+    /// The agent's build version; `None` from agents that do not say.
+    pub agent_version: Option<String>,
+    /// The node's system uptime (see `proto::Event::Pong`); `None` from agents that do not say.
+    pub system_uptime_ms: Option<u64>,
 }
 
 impl AgentInfo {
@@ -150,7 +154,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
                 uptime_ms,
                 version,
                 caps,
+                agent_version,
+                system_uptime_ms,
             } => Ok(AgentInfo {
+                agent_version,
+                system_uptime_ms,
                 version,
                 caps: if caps.is_empty() {
                     caps_of(version)

@@ -97,6 +97,8 @@ async fn fs_operations_round_trip() {
         version: 2,
         caps: caps_of(2),
         uptime_ms: 0,
+        agent_version: None,
+        system_uptime_ms: None,
     };
     let r = AgentConn::new(s).with_peer(Some(old)).read_dir("/").await;
     assert!(matches!(

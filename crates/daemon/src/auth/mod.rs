@@ -110,6 +110,14 @@ pub enum Action {
     // shell, forward WebSockets and stats (issue #10, ws)
     ConnectToNode,
     ReadNodeStats,
+    // lifecycle (describe, tags, power)
+    DescribeNode,
+    ReadNodeTags,
+    UpdateNodeTags,
+    ShutdownNode,
+    RelaunchNode,
+    SuspendNode,
+    RestoreNode,
 }
 
 /// The least role that may do each action, and why. Deny by default: an action missing here
@@ -182,6 +190,34 @@ pub const POLICY: &[(Action, Role, &str)] = &[
         Role::Developer,
         "signals or forgets a workload's command",
     ),
+    // lifecycle (describe, tags, power)
+    (
+        Action::DescribeNode,
+        Role::Viewer,
+        "a node's settings and network policy, nothing of its content",
+    ),
+    (Action::ReadNodeTags, Role::Viewer, "the node's labels"),
+    (
+        Action::UpdateNodeTags,
+        Role::Developer,
+        "changes what lists and filters find",
+    ),
+    (Action::ShutdownNode, Role::Developer, "stops a workload"),
+    (
+        Action::RelaunchNode,
+        Role::Developer,
+        "starts a workload, spending the tenant's resources",
+    ),
+    (
+        Action::SuspendNode,
+        Role::Developer,
+        "stops a workload, writing its memory to the host's disk",
+    ),
+    (
+        Action::RestoreNode,
+        Role::Developer,
+        "starts a workload from its saved memory",
+    ),
     (
         Action::ConnectToNode,
         Role::Developer,
@@ -247,7 +283,7 @@ mod tests {
         }
     }
 
-    const ALL: [Action; 21] = [
+    const ALL: [Action; 28] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -269,6 +305,13 @@ mod tests {
         Action::ControlBgExecs,
         Action::ConnectToNode,
         Action::ReadNodeStats,
+        Action::DescribeNode,
+        Action::ReadNodeTags,
+        Action::UpdateNodeTags,
+        Action::ShutdownNode,
+        Action::RelaunchNode,
+        Action::SuspendNode,
+        Action::RestoreNode,
     ];
 
     #[test]

@@ -186,6 +186,8 @@ mod tests {
             cgroup: Some("c1".into()),
             network: Some("{}".into()),
             forwards: "[]".into(),
+            userdata: None,
+            userdata_exit: None,
         });
         let want = axum::Json(vec![Tenant::to_api(&row)]).into_response();
         let want_type = want.headers()[header::CONTENT_TYPE].clone();

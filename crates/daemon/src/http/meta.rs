@@ -9,8 +9,13 @@ use std::sync::atomic::Ordering;
 
 use super::body::AppState;
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Liveness: `OK` as text, as Slicer's spec has it.
+pub async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "OK\n",
+    )
+        .into_response()
 }
 
 pub async fn info(State(app): State<AppState>) -> Json<Info> {

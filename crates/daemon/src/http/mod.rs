@@ -17,6 +17,7 @@ mod exec_query;
 mod exec_wire;
 pub mod fs;
 mod fs_watch;
+pub mod lifecycle;
 pub mod list;
 pub mod meta;
 pub mod nodes;
@@ -59,7 +60,11 @@ fn route(
 pub fn table() -> Vec<Route> {
     use Action::*;
     vec![
-        route("/healthz", &[("get", ReadHealth)], get(meta::healthz)),
+        route(
+            "/healthz",
+            &[("get", ReadHealth), ("head", ReadHealth)],
+            get(meta::healthz).head(meta::healthz),
+        ),
         route("/info", &[("get", ReadInfo)], get(meta::info)),
         route("/hostgroup", &[("get", ListGroups)], get(nodes::hostgroups)),
         route(
@@ -180,6 +185,38 @@ pub fn table() -> Vec<Route> {
             get(stats::one),
         ),
         route("/metrics", &[("get", ReadMetrics)], get(meta::metrics)),
+        // ---- lifecycle: describe, tags, power (ADR 0018) ----
+        route(
+            "/vm/{node}",
+            &[("get", DescribeNode)],
+            get(lifecycle::describe),
+        ),
+        route(
+            "/vm/{node}/tags",
+            &[("get", ReadNodeTags), ("patch", UpdateNodeTags)],
+            get(lifecycle::get_tags).patch(lifecycle::patch_tags),
+        ),
+        route(
+            "/vm/{node}/shutdown",
+            &[("post", ShutdownNode)],
+            post(lifecycle::shutdown),
+        ),
+        route(
+            "/vm/{node}/relaunch",
+            &[("post", RelaunchNode)],
+            post(lifecycle::relaunch),
+        ),
+        route(
+            "/vm/{node}/suspend",
+            &[("post", SuspendNode)],
+            post(lifecycle::suspend),
+        ),
+        route(
+            "/vm/{node}/restore",
+            &[("post", RestoreNode)],
+            post(lifecycle::restore),
+        ),
+        // ---- end lifecycle ----
     ]
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::body::{json_body, AppState};
 use super::query::Query;
 use crate::error::ApiError;
+use crate::tenant::Wait;
 
 pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
     let nodes = app.tenant.list();
@@ -57,11 +58,12 @@ pub async fn create_node(
 ) -> Result<Response, ApiError> {
     let q = Query::parse(q.as_deref(), &["wait", "timeout"])?;
     let wait = match q.one("wait")?.as_deref() {
-        None | Some("") => false,
-        Some("agent") => true,
+        None | Some("") => Wait::None,
+        Some("agent") => Wait::Agent,
+        Some("userdata") => Wait::Userdata,
         Some(w) => {
             return Err(DomainError::invalid(format!(
-                "wait={w:?} is not supported: use wait=agent"
+                "wait={w:?} is not supported: use wait=agent or wait=userdata"
             ))
             .into())
         }
@@ -83,7 +85,9 @@ pub async fn delete_node(
     app.tenant.delete(&n).await?;
     Ok(Json(DeleteResponse {
         message: format!("node {node} deleted"),
-        disk_removed: true,
+        // A string, as Slicer's SDKs decode it: the node's disk (a microVM's) or writable
+        // layer (a jail's) is always removed with it.
+        disk_removed: "true".into(),
         error: String::new(),
     }))
 }
@@ -92,7 +96,7 @@ pub async fn pause_node(
     State(app): State<AppState>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     set_paused(&app, &node, q, true).await
 }
 
@@ -100,22 +104,33 @@ pub async fn resume_node(
     State(app): State<AppState>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     set_paused(&app, &node, q, false).await
 }
 
+/// Answers text, as Slicer's spec has it: the node's name and its state now.
 async fn set_paused(
     app: &AppState,
     node: &str,
     q: Option<String>,
     pause: bool,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     let n = app.tenant.node(node)?;
     let st = app.tenant.set_paused(&n, pause).await?;
-    Ok(Json(
-        serde_json::json!({"hostname": node, "status": st.as_str()}),
-    ))
+    Ok(text(format!("{node} {}\n", st.as_str())))
+}
+
+/// A `text/plain` answer (Slicer's lifecycle routes answer text).
+pub fn text(body: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 pub async fn open_forward(

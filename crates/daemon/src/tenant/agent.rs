@@ -46,7 +46,7 @@ impl Tenant {
                 return Err(DomainError::new(
                     Code::NodeNotRunning,
                     format!(
-                        "node {node:?} has stopped (its init exited): delete it and create another"
+                        "node {node:?} has stopped (its init exited): `POST /vm/{node}/relaunch` starts it again, or delete it"
                     ),
                 ));
             }
@@ -148,7 +148,7 @@ impl Tenant {
             return DomainError::new(
                 Code::NodeNotRunning,
                 format!(
-                    "node {node:?} has stopped (its init exited): delete it and create another"
+                    "node {node:?} has stopped (its init exited): `POST /vm/{node}/relaunch` starts it again, or delete it"
                 ),
             );
         }

@@ -4,7 +4,7 @@
 
 use bulkhead_api::{names, CreateNodeRequest, CreatedNode};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
-use bulkhead_driver::{files, NodePrep, NodeSpec};
+use bulkhead_driver::{files, NodePrep, NodeSpec, Start};
 use bulkhead_sandbox::Limits;
 use bulkhead_store::{NewNode, NodeRow};
 use std::path::Path;
@@ -12,7 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
-use super::Tenant;
+use super::{Tenant, Wait};
+
+/// Largest userdata script accepted (Slicer's cloud-init-sized scripts fit easily).
+pub const MAX_USERDATA: usize = 256 * 1024;
 use crate::fsutil::{ensure_dir, now_rfc3339, write_private};
 
 /// Turns a supervisor's answer line into the node's init pid, or the create's error.
@@ -68,14 +71,37 @@ impl Tenant {
             )));
         }
         if !req.secrets.is_empty() {
-            return Err(DomainError::invalid(
-                "secrets are not supported by this build yet: remove the secrets field",
+            return Err(DomainError::new(
+                Code::Unsupported,
+                "secrets are not supported yet (they come with storage): omit secrets, or send []",
             ));
         }
-        if req.userdata.is_some() || g.userdata.is_some() {
-            return Err(DomainError::invalid(
-                "userdata is not supported by this build yet: run it with exec after ?wait=agent",
+        if req.persistent {
+            return Err(DomainError::new(
+                Code::Unsupported,
+                "persistent nodes are not supported yet (they come with storage): omit persistent, \
+                 or send false; a Stopped node keeps its record and `POST /vm/{node}/relaunch` starts it again",
             ));
+        }
+        let asked = req.slicer_only_set();
+        if !asked.is_empty() {
+            return Err(DomainError::new(
+                Code::Unsupported,
+                format!(
+                    "{} cannot be honoured here (no GPUs or PCI devices are passed to nodes, nodes boot \
+                     their host group's image, and nodes have no delete protection): omit {}, or send it empty",
+                    asked.join(", "),
+                    if asked.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+        }
+        if let Some(u) = &req.userdata {
+            if u.len() > MAX_USERDATA {
+                return Err(DomainError::invalid(format!(
+                    "userdata is {} bytes: at most {MAX_USERDATA} are accepted; copy larger files in with cp",
+                    u.len()
+                )));
+            }
         }
         let policy = match (self.net.as_ref(), net_group, &req.network) {
             (Some(n), Some(ng), Some(r)) => n
@@ -92,7 +118,7 @@ impl Tenant {
         self: &std::sync::Arc<Self>,
         group: &str,
         req: CreateNodeRequest,
-        wait_agent: bool,
+        wait: Wait,
         timeout: Duration,
     ) -> Result<CreatedNode, DomainError> {
         let g = self.group(group)?.clone();
@@ -113,6 +139,12 @@ impl Tenant {
             persistent: req.persistent,
             created_at: now_rfc3339(),
             network: None,
+            // The request's, else the host group's; an empty script is none.
+            userdata: req
+                .userdata
+                .clone()
+                .or_else(|| g.userdata.clone())
+                .filter(|u| !u.is_empty()),
         };
         // The address is picked from the rows the store's writer sees and recorded with the
         // node in the same job, so concurrent creates never get the same slot.
@@ -143,16 +175,14 @@ impl Tenant {
         let deadline = t0 + timeout;
         let result = async {
             let _permit = self.setups.acquire().await.map_err(|_| DomainError::internal("shutting down"))?;
-            self.start_supervisor(&row, &g, node_net.as_ref()).await?;
+            self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh).await?;
             let t_sup = t0.elapsed();
             let n = name.clone();
             self.store
                 .transition(&name, move |s| s.started(&n))
                 .await?;
             self.watch(&name);
-            if wait_agent {
-                self.wait_agent(&name, deadline).await?;
-            }
+            self.after_start(&name, wait, deadline).await?;
             tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), DomainError>(())
         }
@@ -175,11 +205,12 @@ impl Tenant {
         })
     }
 
-    async fn start_supervisor(
+    pub(super) async fn start_supervisor(
         &self,
         row: &NodeRow,
         g: &HostGroup,
         node_net: Option<&crate::network::NodeNet>,
+        start: Start,
     ) -> Result<(), DomainError> {
         let dir = self.node_dir(&row.name);
         let network = match (self.net.as_ref(), node_net) {
@@ -245,6 +276,7 @@ impl Tenant {
                     ram_bytes,
                     cpus,
                     network: &mut network,
+                    start,
                 })
                 .map(|p| (p, network))
         })
@@ -337,7 +369,11 @@ impl Tenant {
             .map_err(|e| DomainError::internal(format!("recording the supervisor: {e}")))
     }
 
-    async fn wait_agent(&self, name: &str, deadline: Instant) -> Result<(), DomainError> {
+    pub(super) async fn wait_agent(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(), DomainError> {
         let sock = self.node_dir(name).join(files::AGENT_SOCKET);
         let mut last = String::new();
         let mut checked = Instant::now();

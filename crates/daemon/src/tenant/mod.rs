@@ -14,18 +14,23 @@
 
 mod agent;
 mod create;
+mod describe;
 mod fs;
 mod gate;
+mod lifecycle;
 mod loads;
 pub mod node_ref;
 mod ops;
+mod power;
 mod remove;
 mod shell;
 mod stats;
+mod userdata;
 mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
+pub use power::Wait;
 
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
@@ -84,6 +89,8 @@ pub struct Tenant {
     pub pool: crate::pool::Pool,
     /// One `wait` per live node on its supervisor's control channel.
     watches: watch::Watch,
+    /// Nodes a shutdown, relaunch, suspend or restore is under way for.
+    power: power::PowerOps,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -135,6 +142,7 @@ impl Tenant {
             loads: Default::default(),
             pool,
             watches: watch::Watch::default(),
+            power: power::PowerOps::default(),
             cfg: p.cfg,
         }
     }

@@ -19,22 +19,7 @@ impl Tenant {
         self.bg.forget_node(name);
         self.watches.stop(name);
         let dir = self.node_dir(name);
-        // SIGTERM ends a supervisor whatever its node is doing: it kills a running init and
-        // waits for it, or, the init having exited already, just stops answering.
-        if let Some(st) = read_supervisor_state(&dir) {
-            if supervisor_alive(&st) {
-                // SAFETY: plain kill of the supervisor we recorded, verified by its start time.
-                unsafe { libc::kill(st.supervisor_pid, libc::SIGTERM) };
-                let until = Instant::now() + Duration::from_secs(5);
-                while supervisor_alive(&st) && Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                if supervisor_alive(&st) {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(st.supervisor_pid, libc::SIGKILL) };
-                }
-            }
-        }
+        self.end_supervisor(&dir).await;
         let (cg, tenant, net) = (
             self.host.cgroups.clone(),
             self.name.clone(),
@@ -54,6 +39,27 @@ impl Tenant {
         .await;
         if let Ok(Err(e)) = r {
             tracing::error!(node = %name, error = %e, "cleanup failed; reconciliation will retry");
+        }
+    }
+
+    /// Ends the supervisor recorded in `dir`. SIGTERM ends a supervisor whatever its node is
+    /// doing: it kills a running init and waits for it, or, the init having exited already,
+    /// just stops answering.
+    pub(super) async fn end_supervisor(&self, dir: &std::path::Path) {
+        let Some(st) = read_supervisor_state(dir) else {
+            return;
+        };
+        if supervisor_alive(&st) {
+            // SAFETY: plain kill of the supervisor we recorded, verified by its start time.
+            unsafe { libc::kill(st.supervisor_pid, libc::SIGTERM) };
+            let until = Instant::now() + Duration::from_secs(5);
+            while supervisor_alive(&st) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if supervisor_alive(&st) {
+                // SAFETY: as above.
+                unsafe { libc::kill(st.supervisor_pid, libc::SIGKILL) };
+            }
         }
     }
 
@@ -90,7 +96,16 @@ impl Tenant {
                     self.watch(&r.name);
                     continue;
                 }
-                Liveness::Exited(s) if r.status.is_live() || r.status == NodeState::Stopped => {
+                // A suspended node runs nothing: its directory (memory file, disk) is all of
+                // it, whatever became of its supervisor.
+                Liveness::Gone if r.status == NodeState::Suspended => {
+                    adopted += 1;
+                    continue;
+                }
+                Liveness::Exited(s)
+                    if r.status.is_live()
+                        || matches!(r.status, NodeState::Stopped | NodeState::Suspended) =>
+                {
                     adopted += 1;
                     if let Some(exit) = s.exit() {
                         tracing::info!(node = %r.name, %exit, "re-adopted a node whose init exited; it is Stopped until deleted");

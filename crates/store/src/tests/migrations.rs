@@ -166,6 +166,7 @@ async fn a_database_from_before_versioning_upgrades_in_place() {
             ),
             (None, None, "[]")
         );
+        assert_eq!((got.userdata.as_deref(), got.userdata_exit), (None, None));
     }
     // Old nodes got ids in creation order.
     let mut by_time: Vec<_> = snap.rows().to_vec();

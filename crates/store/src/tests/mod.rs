@@ -21,5 +21,6 @@ fn new_node(name: &str, group: &str, created_at: &str) -> NewNode {
         persistent: false,
         created_at: created_at.into(),
         network: None,
+        userdata: None,
     }
 }

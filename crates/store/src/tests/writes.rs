@@ -183,3 +183,28 @@ async fn the_identity_of_a_node_cannot_be_modified() {
     assert!(r.is_err());
     assert_eq!(s.get("g-1").unwrap().ip, "");
 }
+
+#[tokio::test]
+async fn tags_and_userdata_survive_a_reopen() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("s.db");
+    let a = Store::open(&path, "a").unwrap();
+    let mut n = new_node("g-1", "g", "t");
+    n.userdata = Some("echo hi".into());
+    a.insert(n).await.unwrap();
+    assert_eq!(a.get("g-1").unwrap().userdata_exit, None);
+    assert!(a
+        .set_tags("g-1", vec!["x".into(), "y=1".into()])
+        .await
+        .unwrap());
+    assert!(a.set_userdata_exit("g-1", 3).await.unwrap());
+    assert!(!a.set_tags("g-2", vec![]).await.unwrap(), "no such node");
+    drop(a);
+    let a = Store::open(&path, "a").unwrap();
+    let r = a.get("g-1").unwrap();
+    assert_eq!(r.tags, vec!["x".to_string(), "y=1".to_string()]);
+    assert_eq!(
+        (r.userdata.as_deref(), r.userdata_exit),
+        (Some("echo hi"), Some(3))
+    );
+}

@@ -2,51 +2,26 @@
 //! modules of their own; the other verbs are one request each.
 
 mod bg;
+mod conn;
 mod cp;
 mod exec;
 mod fs;
+mod lifecycle;
 mod shell;
 mod stats;
 mod tunnel;
 
 use anyhow::{bail, Context};
 use bulkhead_api::client::{enc, full_body};
-use bulkhead_api::{Client, CreateNodeRequest, CreatedNode, Endpoint, Node};
+use bulkhead_api::{CreateNodeRequest, CreatedNode, Node};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::Method;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use conn::Conn;
 pub use exec::ExecArgs;
-
-#[derive(clap::Args, Clone)]
-pub struct Conn {
-    /// The tenant's API socket
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// API address: unix:///path or http://host:port
-    #[arg(long, env = "BULKHEAD_URL", global = true, hide_env_values = true)]
-    url: Option<String>,
-    /// Bearer token for TCP endpoints
-    #[arg(long, env = "BULKHEAD_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    /// Print JSON instead of tables
-    #[arg(long, global = true)]
-    json: bool,
-}
-
-impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
-        let ep = match (&self.socket, &self.url) {
-            (Some(s), _) => Endpoint::Unix(s.clone()),
-            (None, Some(u)) => Endpoint::parse(u, self.token.clone())?,
-            (None, None) => bail!("say where the daemon is: --socket PATH or BULKHEAD_URL=unix:///run/bulkhead/TENANT.sock"),
-        };
-        Ok(Client::new(ep))
-    }
-}
 
 #[derive(clap::Subcommand)]
 pub enum VmCmd {
@@ -84,7 +59,10 @@ pub enum VmCmd {
         /// Extra CIDR this node may not reach (repeatable)
         #[arg(long)]
         drop: Vec<String>,
-        /// Return only once the node's agent answers
+        /// A script the node runs once as root at its first start
+        #[arg(long)]
+        userdata_file: Option<PathBuf>,
+        /// Return only once the node's agent answers (and its userdata has run)
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         wait: bool,
         /// How long to wait, e.g. 30s
@@ -212,6 +190,8 @@ pub enum VmCmd {
         node: String,
         host_port: u16,
     },
+    #[command(flatten)]
+    Lifecycle(lifecycle::LifecycleCmd),
 }
 
 pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
@@ -260,9 +240,16 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             ip,
             allow,
             drop,
+            userdata_file,
             wait,
             timeout,
         } => {
+            let userdata = userdata_file
+                .map(|p| {
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading userdata {}", p.display()))
+                })
+                .transpose()?;
             let network = (!allow.is_empty() || !drop.is_empty())
                 .then_some(bulkhead_api::NodeNetworkRequest { allow, drop });
             let req = CreateNodeRequest {
@@ -273,10 +260,16 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 tags: tag,
                 ip,
                 network,
+                userdata: userdata.clone(),
                 ..Default::default()
             };
             let q = if wait {
-                format!("?wait=agent&timeout={}", enc(&timeout))
+                let what = if userdata.is_some() {
+                    "userdata"
+                } else {
+                    "agent"
+                };
+                format!("?wait={what}&timeout={}", enc(&timeout))
             } else {
                 String::new()
             };
@@ -325,24 +318,30 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
         } => cp::cp(&conn.client()?, &src, &dst, uid, gid, no_symlinks).await?,
         VmCmd::Fs { conn, cmd } => fs::run(&conn.client()?, cmd, conn.json).await?,
         VmCmd::Logs { conn, node } => {
-            let resp = conn
+            let l: bulkhead_api::NodeLogs = conn
                 .client()?
-                .send_ok(
-                    Method::GET,
-                    &format!("/vm/{}/logs", enc(&node)),
-                    full_body(Bytes::new()),
-                    None,
-                )
+                .get(&format!("/vm/{}/logs", enc(&node)))
                 .await?;
-            let b = resp.into_body().collect().await?.to_bytes();
-            std::io::stdout().write_all(&b)?;
+            std::io::stdout().write_all(l.content.as_bytes())?;
         }
         VmCmd::Health { conn, node } => {
-            let h: serde_json::Value = conn
+            let h: bulkhead_api::Health = conn
                 .client()?
                 .get(&format!("/vm/{}/health", enc(&node)))
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&h)?);
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                let secs = |ns: u64| ns as f64 / 1e9;
+                println!("hostname:       {}", h.hostname);
+                println!("agent:          {} (version {})", h.agent, h.agent_version);
+                println!("agent_uptime:   {:.1}s", secs(h.agent_uptime));
+                println!("system_uptime:  {:.1}s", secs(h.system_uptime));
+                match h.userdata_exit_code {
+                    Some(c) => println!("userdata_ran:   {} (exit code {c})", h.userdata_ran),
+                    None => println!("userdata_ran:   {}", h.userdata_ran),
+                }
+            }
         }
         VmCmd::Shell { conn, args } => return shell::shell(&conn.client()?, args).await,
         VmCmd::Stats { conn, node } => {
@@ -387,16 +386,24 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             }
         }
         VmCmd::Pause { conn, node } => {
-            let _: serde_json::Value = conn
-                .client()?
-                .json(Method::POST, &format!("/vm/{}/pause", enc(&node)), None)
+            conn.client()?
+                .send_ok(
+                    Method::POST,
+                    &format!("/vm/{}/pause", enc(&node)),
+                    full_body(Bytes::new()),
+                    None,
+                )
                 .await?;
             println!("paused {node}");
         }
         VmCmd::Resume { conn, node } => {
-            let _: serde_json::Value = conn
-                .client()?
-                .json(Method::POST, &format!("/vm/{}/resume", enc(&node)), None)
+            conn.client()?
+                .send_ok(
+                    Method::POST,
+                    &format!("/vm/{}/resume", enc(&node)),
+                    full_body(Bytes::new()),
+                    None,
+                )
                 .await?;
             println!("resumed {node}");
         }
@@ -439,6 +446,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 .await?;
             println!("closed {node} forward on host port {host_port}");
         }
+        VmCmd::Lifecycle(c) => lifecycle::run(c).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,50 @@
+//! What the tenant's power operations share with the rest of the tenant context (ADR 0018):
+//! how far a start waits ([`Wait`]), where a suspended node's memory is kept, and the set of
+//! nodes a power operation is under way for (one at a time per node).
+
+use bulkhead_core::{Code, DomainError};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// How far a create, relaunch or restore waits before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    None,
+    /// Until the node's agent answers.
+    Agent,
+    /// Until the agent answers and the node's userdata (if any) has run.
+    Userdata,
+}
+
+/// The file a suspended node's memory is kept in, in its directory.
+pub const MEMORY_FILE: &str = "suspended.mem";
+
+/// The nodes a power operation is under way for.
+#[derive(Default)]
+pub struct PowerOps(Mutex<HashSet<String>>);
+
+/// A node's place in [`PowerOps`], given back when dropped.
+pub struct PowerOp<'a>(&'a PowerOps, String);
+
+impl Drop for PowerOp<'_> {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+impl PowerOps {
+    pub(super) fn begin(&self, node: &str) -> Result<PowerOp<'_>, DomainError> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(node.to_string()) {
+            return Err(DomainError::new(
+                Code::NodeBusy,
+                format!("node {node:?} is being shut down, relaunched, suspended or restored: retry once that is done"),
+            ));
+        }
+        Ok(PowerOp(self, node.to_string()))
+    }
+}
