@@ -59,6 +59,8 @@ pub enum Code {
     NodeBusy,
     /// The node runs, and the operation needs one that does not (relaunch).
     NodeRunning,
+    /// Another power operation (shutdown, relaunch, suspend, restore) on the node is under way.
+    PowerOpInProgress,
     PidsLimit,
     InvalidArchive,
     NodeFailed,
@@ -112,6 +114,7 @@ impl Code {
         Code::PortClosed,
         Code::NodeBusy,
         Code::NodeRunning,
+        Code::PowerOpInProgress,
         Code::PidsLimit,
         Code::InvalidArchive,
         Code::NodeFailed,
@@ -160,6 +163,7 @@ impl Code {
             Code::PortClosed => "port_closed",
             Code::NodeBusy => "node_busy",
             Code::NodeRunning => "node_running",
+            Code::PowerOpInProgress => "power_operation_in_progress",
             Code::PidsLimit => "pids_limit",
             Code::InvalidArchive => "invalid_archive",
             Code::NodeFailed => "node_failed",

@@ -28,6 +28,7 @@ pub fn status(code: Code) -> StatusCode {
         | Code::NodeDeleting
         | Code::NodeNotRunning
         | Code::NodeRunning
+        | Code::PowerOpInProgress
         | Code::AlreadyExists
         | Code::AddressInUse
         | Code::RangeFull

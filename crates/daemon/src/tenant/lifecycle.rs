@@ -5,7 +5,7 @@
 //! that file and the guest runs on). Which of them a driver can do is the driver's answer.
 //!
 //! Invariants:
-//! - one power operation per node at a time (a second answers 409 `node_busy`);
+//! - one power operation per node at a time (a second answers 409 `power_operation_in_progress`);
 //! - a node is Suspended before its QEMU ends, so its init's exit leaves it Suspended;
 //! - a relaunch or restore that fails leaves the node as it was before (Stopped, Suspended)
 //!   with nothing of it running.

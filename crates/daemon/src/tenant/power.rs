@@ -41,10 +41,32 @@ impl PowerOps {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(node.to_string()) {
             return Err(DomainError::new(
-                Code::NodeBusy,
+                Code::PowerOpInProgress,
                 format!("node {node:?} is being shut down, relaunched, suspended or restored: retry once that is done"),
             ));
         }
         Ok(PowerOp(self, node.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second power operation on the same node is a conflict (409), never an overload (5xx);
+    /// another node, or the same node once the first is done, goes ahead.
+    #[test]
+    fn one_power_operation_per_node_and_a_second_is_a_conflict() {
+        let ops = PowerOps::default();
+        let first = ops.begin("g-1").unwrap();
+        let e = ops.begin("g-1").err().unwrap();
+        assert_eq!(e.code, Code::PowerOpInProgress);
+        assert_eq!(
+            crate::error::status(e.code),
+            axum::http::StatusCode::CONFLICT
+        );
+        let _other = ops.begin("g-2").unwrap();
+        drop(first);
+        ops.begin("g-1").unwrap();
     }
 }
