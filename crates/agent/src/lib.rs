@@ -1,5 +1,6 @@
 //! The agent is bulkhead's program inside every node. It runs as PID 1, reaps orphans, forwards
-//! termination to the node's processes, and serves exec, copy and file-system requests.
+//! termination to the node's processes, and serves exec, copy, file-system and TCP connect
+//! requests.
 //!
 //! The protocol ([`proto`]) is a sequence of length-prefixed frames on one byte stream per
 //! operation. A jail hands the agent a listening UNIX socket; a microVM carries the same
@@ -30,6 +31,8 @@ pub mod server;
 mod sha256;
 #[cfg(target_os = "linux")]
 mod tarfix;
+#[cfg(target_os = "linux")]
+mod tcp;
 #[cfg(target_os = "linux")]
 mod untar;
 #[cfg(target_os = "linux")]

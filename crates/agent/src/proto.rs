@@ -13,6 +13,11 @@
 //!   and `Remove` answer `Event::Done`; `Watch` answers `Event::Done` once its watches are
 //!   set, then `Event::FsEvent`s until the client closes the stream. A `CopyOut` may carry
 //!   `exclude` patterns; a tar download names its entries relative to the tree (no `./`).
+//! - `tcp` capability (docs/adr/0019-websockets-for-shell-and-forward.md): `Connect` makes a
+//!   TCP connection from inside the node (so `127.0.0.1` is the node's own loopback); the
+//!   agent answers `Event::Connected` (or an error: `port_closed` when nothing accepts), then
+//!   `Data` frames carry the bytes both ways, and an empty `Data` frame half-closes its
+//!   sender's direction, as in a copy. Closing the stream closes the TCP connection.
 //!
 //! Any operation may end with `Event::Error` instead.
 //!
@@ -52,6 +57,11 @@ pub const CAP_SIGNAL: &str = "signal";
 /// Capability (version 3): `stat`, `read_dir`, `mkdir`, `remove`, `watch` requests, and a
 /// copy-out's `exclude`.
 pub const CAP_FS: &str = "fs";
+/// Capability: `connect` requests (a TCP connection made from inside the node).
+pub const CAP_TCP: &str = "tcp";
+/// Error code: nothing accepts connections on the target of a `connect` (refused, or no
+/// answer within the agent's timeout).
+pub const PORT_CLOSED: &str = "port_closed";
 
 /// What an agent of `version` can do; an agent of version 1 does not say, and this is it.
 pub fn caps_of_version(version: u32) -> &'static [&'static str] {
@@ -60,6 +70,16 @@ pub fn caps_of_version(version: u32) -> &'static [&'static str] {
         2 => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL],
         _ => &[CAP_EXEC, CAP_COPY, CAP_TTY, CAP_RESIZE, CAP_SIGNAL, CAP_FS],
     }
+}
+
+/// What this agent can do, as its pong says: its version's capabilities and the ones added
+/// within the version (`tcp`), which a client learns only from the pong.
+pub fn own_caps() -> Vec<String> {
+    caps_of_version(VERSION)
+        .iter()
+        .chain(&[CAP_TCP])
+        .map(|c| c.to_string())
+        .collect()
 }
 
 fn version_1() -> u32 {
@@ -187,6 +207,13 @@ pub enum Request {
         paths: Vec<String>,
         recursive: bool,
     },
+    /// Capability `tcp`: a TCP connection to `host:port` made from inside the node. `host`
+    /// is an IP address or `localhost`; it resolves in the node, whose own network (its
+    /// loopback included) is all the agent reaches.
+    Connect {
+        host: String,
+        port: u16,
+    },
 }
 
 /// What `Stat` and `ReadDir` say about one path.
@@ -282,6 +309,8 @@ pub enum Event {
         is_dir: bool,
         size: u64,
     },
+    /// Capability `tcp`: the answer to `Connect` once the connection is made.
+    Connected,
 }
 
 impl Event {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error_event::resource_error;
 use crate::proto::{self, Event, Kind, Request, UnknownKind};
-use crate::{copy, exec, fs, reaper, upload, watch};
+use crate::{copy, exec, fs, reaper, tcp, upload, watch};
 
 /// Serves on an inherited listening socket until the node ends. Never returns.
 ///
@@ -107,10 +107,7 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
                 agent_version: Some(env!("CARGO_PKG_VERSION").to_string()),
                 system_uptime_ms: Some(system_uptime_ms().unwrap_or(uptime_ms)),
                 version: proto::VERSION,
-                caps: proto::caps_of_version(proto::VERSION)
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect(),
+                caps: proto::own_caps(),
             };
             proto::write_json(&mut conn, Kind::Event, &pong).ok();
             Ok(())
@@ -143,6 +140,10 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
         } => fs::mkdir(&mut conn, &path, recursive, mode, uid, gid),
         Request::Remove { path, recursive } => fs::remove(&mut conn, &path, recursive),
         Request::Watch { paths, recursive } => watch::watch(&mut conn, &paths, recursive),
+        Request::Connect { host, port } => {
+            tcp::connect(conn, &host, port);
+            return;
+        }
     };
     if let Err(e) = result {
         reply_error(&mut conn, e);

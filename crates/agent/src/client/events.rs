@@ -28,8 +28,17 @@ pub(super) fn event_of(payload: &[u8]) -> Result<Option<Event>, AgentError> {
         Ok(Event::Error { message, code }) => Err(AgentError::Remote { code, message }),
         Ok(e) => Ok(Some(e)),
         Err(e) => {
-            const KNOWN: [&str; 9] = [
-                "pong", "started", "exit", "file", "done", "error", "stat", "entries", "fs_event",
+            const KNOWN: [&str; 10] = [
+                "pong",
+                "started",
+                "exit",
+                "file",
+                "done",
+                "error",
+                "stat",
+                "entries",
+                "fs_event",
+                "connected",
             ];
             let name = serde_json::from_slice::<serde_json::Value>(payload)
                 .ok()

@@ -6,7 +6,8 @@
 //! a full listen backlog). Operations: [`AgentConn::ping`], [`AgentConn::exec`] (an
 //! [`ExecSession`]), [`AgentConn::copy_out`] (a [`CopyOut`] of chunks) and
 //! [`AgentConn::copy_in`] (a [`CopyIn`] sink); from protocol version 3 the file-system
-//! operations of `fs.rs` (stat, read_dir, mkdir, remove, watch).
+//! operations of `fs.rs` (stat, read_dir, mkdir, remove, watch); with the `tcp` capability
+//! [`AgentConn::connect_tcp`] (a [`TcpTunnel`] made from inside the node).
 //!
 //! Versions: a node keeps the agent it started with across an upgrade of the host, so the
 //! client never sends an agent something it does not know. What the agent can do comes from
@@ -23,6 +24,7 @@ mod events;
 mod exec;
 mod frames;
 mod fs;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +40,7 @@ pub use copy::{CopyIn, CopyInRequest, CopyOut};
 pub use error::AgentError;
 pub use exec::{ExecEvent, ExecInput, ExecOutput, ExecSession, ExitStatus};
 pub use fs::{FsChange, FsWatch, MkdirRequest};
+pub use tcp::{TcpRead, TcpTunnel, TcpWrite};
 
 use crate::proto::{self, Event, ExecRequest, FsInfo, Kind, Request};
 use events::{next_known_event, read_event};
@@ -325,6 +328,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         }
     }
 
+    /// A TCP connection to `host:port` made by the agent from inside the node (`127.0.0.1` is
+    /// the node's own loopback). Needs an agent known to have `tcp` ([`Self::with_peer`]);
+    /// nothing accepting there is [`AgentError::Remote`] with code `port_closed`.
+    pub async fn connect_tcp(
+        mut self,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpTunnel<R, W>, AgentError> {
+        match &self.peer {
+            Some(p) => p.require(proto::CAP_TCP)?,
+            None => {
+                return Err(AgentError::Unsupported {
+                    feature: proto::CAP_TCP,
+                    version: None,
+                })
+            }
+        }
+        let req = Request::Connect {
+            host: host.into(),
+            port,
+        };
+        tcp::connected(self.open(&req).await?)?;
+        Ok(TcpTunnel::new(self.rd, self.wr))
+    }
+
     /// A tar download that leaves out paths matched by `exclude` (Slicer's patterns); with
     /// no patterns this is [`AgentConn::copy_out`], which every agent has.
     pub async fn copy_out_excluding(
@@ -420,5 +448,15 @@ impl AgentClient {
         req: CopyInRequest,
     ) -> Result<CopyIn<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
         self.connect().await?.copy_in(req).await
+    }
+
+    /// A TCP connection made from inside the node; asks the agent first whether it has `tcp`.
+    pub async fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpTunnel<ReadHalf<UnixStream>, WriteHalf<UnixStream>>, AgentError> {
+        self.info().await?.require(proto::CAP_TCP)?;
+        self.connect().await?.connect_tcp(host, port).await
     }
 }

@@ -15,6 +15,8 @@ use crate::proto::{WinSize, CAP_RESIZE, CAP_SIGNAL, CAP_TTY};
 
 #[path = "tests_fs.rs"]
 mod fs_ops;
+#[path = "tests_tcp.rs"]
+mod tcp_ops;
 
 /// The agent's server in a forked child, on a UNIX socket in a temporary directory.
 struct TestAgent {
