@@ -2,7 +2,8 @@
 //! through a real daemon in a network namespace of its own, with Slicer's framing and
 //! headers: a shell runs a command, sees its resize in `stty size` and hands back its exit
 //! status (over the API and through `bulkhead vm shell`); a forward reaches a port served
-//! inside the node, a closed port answers 502 `port_closed`, other targets are refused; stats
+//! inside the node (one listening on the node's loopback only too: the agent connects from
+//! inside the node), a closed port answers 502 `port_closed`, other targets are refused; stats
 //! figures move when a node burns CPU and fills memory; bad input gets a 4xx. The same over
 //! a microVM, and over TCP with the bearer token (401 without).
 
@@ -194,6 +195,15 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     let (st, code, msg) = fwd(&[("X-Inlets-Upstream", "127.0.0.1:7999")]);
     assert_eq!((st, code.as_str()), (502, "port_closed"), "{msg}");
     assert!(msg.contains("port 7999"), "{msg}");
+    // A service on the node's loopback only: reached from inside the node (the agent), and
+    // not on the node's address, where nothing listens.
+    serve_loopback(&d, &node, 7002);
+    let page = rt.block_on(forward_http(&c, &node, "127.0.0.1:7002"));
+    assert!(page.contains("loopback-only"), "{page:?}");
+    let page = rt.block_on(forward_http(&c, &node, "localhost:7002"));
+    assert!(page.contains("loopback-only"), "{page:?}");
+    let (st, code, msg) = fwd(&[("X-Inlets-Upstream", &format!("{}:7002", n.ip))]);
+    assert_eq!((st, code.as_str()), (502, "port_closed"), "{msg}");
     let (st, _, msg) = fwd(&[("X-Inlets-Upstream", "10.219.0.250:80")]);
     assert_eq!(st, 400);
     assert!(msg.contains("only the node itself"), "{msg}");
@@ -236,6 +246,9 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     assert_eq!(got.as_deref(), Some(node.as_str()), "through vm forward -L");
 
     // --- stats ---
+    // Traffic on the node's interface (the forwards above stayed inside the node).
+    let probe = common::netlab::tcp_probe_port(&ns.path(), &n.ip, common::netlab::PORT);
+    assert_eq!(probe.as_deref(), Some(node.as_str()));
     let before = rt.block_on(stat(&c, &node));
     assert_eq!(before.total_memory, 128 << 20);
     assert!(before.total_cpus >= 1);
@@ -244,7 +257,7 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     assert!(before.disk_space_total > 0, "{before:?}");
     assert!(
         before.network_read_total > 0.0,
-        "the forwards' bytes reached the node"
+        "the probe's bytes reached the node"
     );
     assert!(before.network_write_total > 0.0);
     // A fixed amount of work, then what the shell says it used (`times`: its own user and
@@ -334,6 +347,40 @@ fn shell_forward_and_stats_over_a_real_daemon() {
     d.stop_and_assert_clean();
 }
 
+/// Starts busybox `httpd` on the node's loopback only, serving a page saying so.
+fn serve_loopback(d: &common::Daemon, node: &str, port: u16) {
+    let script = format!(
+        "mkdir -p /tmp/www && echo loopback-only > /tmp/www/index.html && \
+         setsid httpd -p 127.0.0.1:{port} -h /tmp/www </dev/null >/dev/null 2>&1; \
+         for i in $(seq 100); do grep -q '0100007F:{port:04X} 00000000:0000 0A' /proc/net/tcp && exit 0; sleep 0.05; done; exit 1"
+    );
+    let (code, out, err) = d.sh(node, &script);
+    assert_eq!(code, 0, "loopback listener in {node} did not start: {out}{err}");
+}
+
+/// An HTTP/1.0 GET of `/` through a `forward` WebSocket to `target`: the whole answer.
+async fn forward_http(c: &Client, node: &str, target: &str) -> String {
+    let mut ws = c
+        .websocket(
+            &format!("/vm/{node}/forward"),
+            &[("X-Inlets-Upstream", target)],
+        )
+        .await
+        .expect("forward upgrade");
+    ws.send(Message::Binary(b"GET / HTTP/1.0\r\n\r\n".to_vec().into()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+        match m {
+            Message::Binary(b) => got.extend_from_slice(&b),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// Reads what a `forward` WebSocket to `target` in `node` carries until it closes.
 async fn forward_read(c: &Client, node: &str, target: &str) -> String {
     let mut ws = c
@@ -399,8 +446,15 @@ fn shell_forward_and_stats_on_a_microvm() {
         &[("X-Inlets-Upstream", "127.0.0.1:7999")],
     )));
     assert_eq!((st, code.as_str()), (502, "port_closed"));
+    // The guest's agent connects inside the guest: its loopback-only service is reached.
+    serve_loopback(&d, &node, 7002);
+    let page = rt.block_on(forward_http(&c, &node, "127.0.0.1:7002"));
+    assert!(page.contains("loopback-only"), "{page:?}");
 
-    // Stats: the node's figures as the host sees them (QEMU in its cgroup).
+    // Stats: the node's figures as the host sees them (QEMU in its cgroup), after traffic
+    // through its tap (the forwards above stayed inside the guest).
+    let probe = common::netlab::tcp_probe_port(&ns.path(), &n.ip, port);
+    assert_eq!(probe.as_deref(), Some(node.as_str()));
     let s = rt.block_on(stat(&c, &node));
     assert_eq!(s.total_memory, 192 << 20);
     assert!(s.cpu_usage_seconds > 0.0 && s.pids > 0, "{s:?}");

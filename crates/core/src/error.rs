@@ -193,6 +193,8 @@ impl Code {
             // The node's own pids limit: its workload (or too many execs) holds every pid.
             "pids_limit" => Code::PidsLimit,
             "agent_busy" => Code::AgentBusy,
+            // Nothing accepts on a port the agent connected to from inside the node.
+            "port_closed" => Code::PortClosed,
             _ => Code::AgentError,
         }
     }

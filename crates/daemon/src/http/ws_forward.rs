@@ -3,38 +3,60 @@
 //! `forward.ts`): one WebSocket per connection, the target in the `X-Inlets-Upstream` header
 //! (`host:port`; `X-Inlets-Client-ID` and `X-Inlets-Mode` are informational).
 //!
-//! The target is always the node itself: the connection is made from the host to the node's
-//! own address on its network, as port forwards do (`forward/`), so a loopback target
-//! (`127.0.0.1`, `localhost`, `::1`, `0.0.0.0`) means the node's address, and any other
-//! host is refused. A service inside the node must therefore listen on its address (or on
-//! all addresses), not on its loopback only. `unix:` targets are refused (`unsupported`).
+//! The target is always the node itself: a loopback target (`127.0.0.1`, `localhost`, `::1`,
+//! `0.0.0.0`) or the node's own address; any other host is refused (the daemon is no proxy
+//! into the tenant's network). `unix:` targets are refused (`unsupported`).
 //!
-//! The TCP connection is made before the upgrade, so a closed port is an ordinary answer:
-//! 502 `port_closed`. Each tunnel takes one connection of the tenant's forward budget
-//! (`forward::MAX_TENANT_CONNECTIONS`, shared with port forwards): beyond it, 503.
+//! Through the agent (capability `tcp`, docs/adr/0019-websockets-for-shell-and-forward.md):
+//! the node's agent makes the connection from inside the node, so a loopback target is the
+//! node's own loopback and a service listening on `127.0.0.1` only is reached, as with
+//! Slicer. The agent reaches only what the node's processes reach. A node whose agent
+//! predates `tcp` gets the older path: the host connects to the node's address (a loopback
+//! target meaning that address), which reaches only services listening on it.
+//!
+//! Every check happens before the upgrade, so a refusal is an ordinary `{"error","code"}`
+//! answer; the connection itself too, so a closed port is 502 `port_closed`. Each tunnel
+//! takes one connection of the tenant's forward budget (`forward::MAX_TENANT_CONNECTIONS`,
+//! shared with port forwards: beyond it, 503) and, through the agent, a turn at the node's
+//! agent like an exec (its threads count against the node's pids).
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use bulkhead_agent::client::{TcpRead, TcpWrite};
+use bulkhead_agent::proto::CAP_TCP;
 use bulkhead_core::{Code, DomainError};
 use futures_util::{SinkExt, StreamExt};
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::AppState;
 use super::query::Query;
 use super::ws_shell::{upgrade, Upgrade, MAX_MESSAGE};
 use crate::error::ApiError;
+use crate::tenant::Turn;
 
 /// The header naming the target inside the node.
 pub const UPSTREAM: &str = "x-inlets-upstream";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the node per WebSocket message.
 const CHUNK: usize = 32 << 10;
+
+/// Where `X-Inlets-Upstream` points: the node's loopback, or its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// `127.0.0.1`, `localhost`, `0.0.0.0` or an empty host.
+    Loopback,
+    /// `::1`.
+    Loopback6,
+    /// An IPv4 address, which must be the node's.
+    Addr(Ipv4Addr),
+}
 
 pub async fn forward(
     State(app): State<AppState>,
@@ -45,15 +67,13 @@ pub async fn forward(
 ) -> Result<Response, ApiError> {
     Query::parse(q.as_deref(), &[])?;
     let upstream = headers.get(UPSTREAM).map(|v| v.to_str().unwrap_or("\u{0}"));
-    let (named, port) = target(upstream)?;
+    let (host, port) = target(upstream)?;
     let n = app.tenant.running_node(&node)?;
-    let ip: Ipv4Addr = n.row().ip.parse().map_err(|_| {
-        DomainError::invalid(format!(
-            "node {node:?} has no network (its host group has network mode none): forward needs mode isolated or bridge"
-        ))
-    })?;
-    if named.is_some_and(|a| a != ip) {
-        return Err(outside(upstream.unwrap_or_default()).into());
+    let ip: Option<Ipv4Addr> = n.row().ip.parse().ok();
+    if let Host::Addr(a) = host {
+        if Some(a) != ip {
+            return Err(outside(upstream.unwrap_or_default()).into());
+        }
     }
     let ws = upgrade(ws, "forward")?;
     let permit = app.tenant.forwards.tenant_permit().ok_or_else(|| {
@@ -66,16 +86,35 @@ pub async fn forward(
         )
         .retry_after(1)
     })?;
-    let tcp = connect(&node, ip, port).await?;
+    let info = app.tenant.agent_info(&n).await?;
+    let (down, up, turn) = if info.has(CAP_TCP) {
+        let turn = app.tenant.agent_turn(&n).await?;
+        let h = match host {
+            Host::Loopback => "127.0.0.1".to_string(),
+            Host::Loopback6 => "::1".to_string(),
+            Host::Addr(a) => a.to_string(),
+        };
+        let (rd, wr) = app.tenant.connect_tcp(&n, info, &h, port).await?.split();
+        (Down::Agent(rd), Up::Agent(wr), Some(turn))
+    } else {
+        let ip = ip.ok_or_else(|| {
+            DomainError::invalid(format!(
+                "node {node:?} has no network (its host group has network mode none) and its \
+                 agent predates forwarding from inside the node: recreate the node"
+            ))
+        })?;
+        let (rd, wr) = connect(&node, ip, port).await?.into_split();
+        (Down::Host(rd), Up::Host(wr), None)
+    };
     Ok(ws
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| relay(socket, tcp, permit))
+        .on_upgrade(move |socket| relay(socket, down, up, (permit, turn)))
         .into_response())
 }
 
-/// An `X-Inlets-Upstream` target, which must be the node itself: its port, and the IPv4
-/// address it names when that is not a loopback one (the caller checks it is the node's).
-pub fn target(upstream: Option<&str>) -> Result<(Option<Ipv4Addr>, u16), DomainError> {
+/// An `X-Inlets-Upstream` target, which must be the node itself, and its port (the caller
+/// checks that an address is the node's).
+pub fn target(upstream: Option<&str>) -> Result<(Host, u16), DomainError> {
     let t = upstream.ok_or_else(|| {
         DomainError::invalid(
             "header X-Inlets-Upstream is required: the node's port as 127.0.0.1:PORT",
@@ -94,12 +133,13 @@ pub fn target(upstream: Option<&str>) -> Result<(Option<Ipv4Addr>, u16), DomainE
     })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     // Anything but the node would make the daemon a proxy into the tenant's network.
-    let named = match host {
-        "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "" => None,
-        h => Some(h.parse::<Ipv4Addr>().map_err(|_| outside(t))?),
+    let host = match host {
+        "127.0.0.1" | "localhost" | "0.0.0.0" | "" => Host::Loopback,
+        "::1" => Host::Loopback6,
+        h => Host::Addr(h.parse::<Ipv4Addr>().map_err(|_| outside(t))?),
     };
     match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((named, p)),
+        Ok(p) if p > 0 => Ok((host, p)),
         _ => Err(DomainError::invalid(format!(
             "X-Inlets-Upstream {t:?}: the port must be between 1 and 65535"
         ))),
@@ -112,14 +152,15 @@ fn outside(t: &str) -> DomainError {
     ))
 }
 
+/// The older path (an agent without `tcp`): the host connects to the node's address.
 async fn connect(node: &str, ip: Ipv4Addr, port: u16) -> Result<TcpStream, DomainError> {
     let closed = |why: String| {
         DomainError::new(
             Code::PortClosed,
             format!(
                 "nothing accepts connections on port {port} of node {node:?} ({why}): the \
-                 service must listen on the node's address {ip} or on 0.0.0.0, not on its \
-                 loopback only"
+                 node's agent predates forwarding from inside the node, so the service must \
+                 listen on the node's address {ip} or on 0.0.0.0 (or recreate the node)"
             ),
         )
     };
@@ -133,10 +174,56 @@ async fn connect(node: &str, ip: Ipv4Addr, port: u16) -> Result<TcpStream, Domai
     }
 }
 
-/// Bytes both ways until either side ends; the permit is held as long.
-async fn relay(socket: WebSocket, tcp: TcpStream, permit: OwnedSemaphorePermit) {
-    let _permit = permit;
-    let (mut rd, mut wr) = tcp.into_split();
+/// The node's side of the connection, read.
+enum Down {
+    Host(OwnedReadHalf),
+    Agent(TcpRead<ReadHalf<UnixStream>>),
+}
+
+impl Down {
+    /// The next bytes; `None` at the end (or a broken connection).
+    async fn next(&mut self, buf: &mut [u8]) -> Option<Vec<u8>> {
+        match self {
+            Down::Host(rd) => match rd.read(buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => Some(buf[..n].to_vec()),
+            },
+            Down::Agent(rd) => rd.next().await.ok().flatten(),
+        }
+    }
+}
+
+/// The node's side of the connection, written.
+enum Up {
+    Host(OwnedWriteHalf),
+    Agent(TcpWrite<WriteHalf<UnixStream>>),
+}
+
+impl Up {
+    async fn write(&mut self, data: &[u8]) -> bool {
+        match self {
+            Up::Host(wr) => wr.write_all(data).await.is_ok(),
+            Up::Agent(wr) => wr.write(data).await.is_ok(),
+        }
+    }
+
+    /// Half-closes: the service reads the end of its input.
+    async fn close(&mut self) {
+        match self {
+            Up::Host(wr) => drop(wr.shutdown().await),
+            Up::Agent(wr) => drop(wr.close().await),
+        }
+    }
+}
+
+/// Bytes both ways until either side ends; the permit (and the turn) are held as long.
+async fn relay(
+    socket: WebSocket,
+    mut down: Down,
+    mut up: Up,
+    held: (OwnedSemaphorePermit, Option<Turn>),
+) {
+    let _held = held;
     let (mut tx, mut rx) = socket.split();
     let inbound = async {
         while let Some(Ok(msg)) = rx.next().await {
@@ -146,26 +233,17 @@ async fn relay(socket: WebSocket, tcp: TcpStream, permit: OwnedSemaphorePermit) 
                 Message::Close(_) => break,
                 _ => continue,
             };
-            if wr.write_all(&data).await.is_err() {
+            if !up.write(&data).await {
                 break;
             }
         }
-        let _ = wr.shutdown().await;
+        up.close().await;
     };
     let outbound = async {
         let mut buf = vec![0u8; CHUNK];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx
-                        .send(Message::Binary(buf[..n].to_vec().into()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+        while let Some(d) = down.next(&mut buf).await {
+            if tx.send(Message::Binary(d.into())).await.is_err() {
+                return;
             }
         }
     };
@@ -183,7 +261,7 @@ async fn relay(socket: WebSocket, tcp: TcpStream, permit: OwnedSemaphorePermit) 
 
 #[cfg(test)]
 mod tests {
-    use super::target;
+    use super::{target, Host};
 
     fn target_port(t: Option<&str>) -> Result<u16, bulkhead_core::DomainError> {
         target(t).map(|(_, p)| p)
@@ -209,7 +287,9 @@ mod tests {
         assert!(target_port(Some("8080")).is_err());
         assert_eq!(
             target(Some("10.0.0.2:80")).unwrap(),
-            (Some("10.0.0.2".parse().unwrap()), 80)
+            (Host::Addr("10.0.0.2".parse().unwrap()), 80)
         );
+        assert_eq!(target(Some("[::1]:80")).unwrap().0, Host::Loopback6);
+        assert_eq!(target(Some("0.0.0.0:80")).unwrap().0, Host::Loopback);
     }
 }

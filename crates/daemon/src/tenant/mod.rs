@@ -25,6 +25,7 @@ mod power;
 mod remove;
 mod shell;
 mod stats;
+mod tunnel;
 mod userdata;
 mod watch;
 
