@@ -355,7 +355,10 @@ fn serve_loopback(d: &common::Daemon, node: &str, port: u16) {
          for i in $(seq 100); do grep -q '0100007F:{port:04X} 00000000:0000 0A' /proc/net/tcp && exit 0; sleep 0.05; done; exit 1"
     );
     let (code, out, err) = d.sh(node, &script);
-    assert_eq!(code, 0, "loopback listener in {node} did not start: {out}{err}");
+    assert_eq!(
+        code, 0,
+        "loopback listener in {node} did not start: {out}{err}"
+    );
 }
 
 /// An HTTP/1.0 GET of `/` through a `forward` WebSocket to `target`: the whole answer.
