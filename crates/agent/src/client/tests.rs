@@ -540,6 +540,19 @@ async fn an_old_agent_is_sent_only_what_it_knows() {
         "{e:?}"
     );
 
+    // A TCP connection (capability `tcp`) is not asked of it: the daemon keeps its own path.
+    let e = c.connect_tcp("127.0.0.1", 80).await.err().unwrap();
+    assert!(
+        matches!(
+            e,
+            AgentError::Unsupported {
+                feature: "tcp",
+                version: Some(1)
+            }
+        ),
+        "{e:?}"
+    );
+
     // A plain exec runs; resize and signal are refused before anything is sent, whether the
     // client pinged (AgentClient) or learnt the version from `started` (a bare connection).
     let mut s = c.exec(sh("true")).await.unwrap();
@@ -570,7 +583,7 @@ async fn an_old_agent_is_sent_only_what_it_knows() {
     let seen = old.seen.lock().unwrap().clone();
     let mut kinds: Vec<u8> = seen.iter().map(|(k, _)| *k as u8).collect();
     kinds.sort();
-    // ping, exec + close, exec + close: no tty request, no resize or signal frame.
+    // ping, exec + close, exec + close: no tty or connect request, no resize or signal frame.
     let (req, stdin) = (Kind::Request as u8, Kind::Stdin as u8);
     assert_eq!(kinds, [req, req, req, stdin, stdin]);
     for (k, p) in &seen {
