@@ -69,11 +69,14 @@ pub async fn forward(
     let upstream = headers.get(UPSTREAM).map(|v| v.to_str().unwrap_or("\u{0}"));
     let (host, port) = target(upstream)?;
     let n = app.tenant.running_node(&node)?;
-    let ip: Option<Ipv4Addr> = n.row().ip.parse().ok();
-    if let Host::Addr(a) = host {
-        if Some(a) != ip {
-            return Err(outside(upstream.unwrap_or_default()).into());
-        }
+    // A node without a network has its loopback down (a jail's stays so in mode none).
+    let ip: Ipv4Addr = n.row().ip.parse().map_err(|_| {
+        DomainError::invalid(format!(
+            "node {node:?} has no network (its host group has network mode none): forward needs mode isolated or bridge"
+        ))
+    })?;
+    if matches!(host, Host::Addr(a) if a != ip) {
+        return Err(outside(upstream.unwrap_or_default()).into());
     }
     let ws = upgrade(ws, "forward")?;
     let permit = app.tenant.forwards.tenant_permit().ok_or_else(|| {
@@ -97,12 +100,6 @@ pub async fn forward(
         let (rd, wr) = app.tenant.connect_tcp(&n, info, &h, port).await?.split();
         (Down::Agent(rd), Up::Agent(wr), Some(turn))
     } else {
-        let ip = ip.ok_or_else(|| {
-            DomainError::invalid(format!(
-                "node {node:?} has no network (its host group has network mode none) and its \
-                 agent predates forwarding from inside the node: recreate the node"
-            ))
-        })?;
         let (rd, wr) = connect(&node, ip, port).await?.into_split();
         (Down::Host(rd), Up::Host(wr), None)
     };
