@@ -40,7 +40,8 @@ export BULKHEAD_SDK_TOOLS="$PWD/target/sdk-tools"
 scripts/sdk-tools.sh "$BULKHEAD_SDK_TOOLS"
 
 log="$state/cargo-test.log"
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+# --no-fail-fast: every test binary runs even after one fails, so the closing line counts them all.
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p + 0, f + 0 }' "$log")
 
 # Arguments select some tests; the bare Debian check runs with the whole suite only.
