@@ -229,17 +229,41 @@ fn copy_in_file(
     gid: Option<u32>,
     mode: Option<u32>,
 ) -> io::Result<()> {
+    if !target.is_dir() {
+        fs::create_dir_all(target.parent().unwrap_or(Path::new("/")))?;
+    }
+    write_file_atomically(
+        r,
+        target,
+        mode.unwrap_or(0o644) & 0o7777,
+        uid,
+        gid,
+        "upload",
+    )
+}
+
+/// Writes `r` to `target` through a temporary name in its directory (`.NAME.bulkhead-TAG-N`,
+/// created new, never through a symlink, 0600 until done), sets its mode and owner, then
+/// renames it into place: a reader never sees half a file, and a failure leaves nothing.
+/// The watcher (`watch.rs`) leaves these temporary names out of its events.
+pub(crate) fn write_file_atomically(
+    r: &mut impl Read,
+    target: &Path,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    tag: &str,
+) -> io::Result<()> {
     if target.is_dir() {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     let dir = target.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(dir)?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(
-        ".{name}.bulkhead-upload-{}",
+        ".{name}.bulkhead-{tag}-{}",
         std::process::id() ^ rand_u32()
     ));
     let res = (|| {
@@ -250,7 +274,8 @@ fn copy_in_file(
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         io::copy(r, &mut f)?;
-        f.set_permissions(fs::Permissions::from_mode(mode.unwrap_or(0o644) & 0o7777))?;
+        f.flush()?;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         std::os::unix::fs::fchown(&f, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))?;
         fs::rename(&tmp, target)
     })();

@@ -17,8 +17,8 @@
 //! removed. The staging area is the node's own disk, bounded by its storage limit.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -344,48 +344,13 @@ fn finalise(manifest: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<(
             .filter(|p| *p <= 0o7777)
             .ok_or_else(|| fail(format!("invalid permissions {:?}", m.permissions)))?
     };
-    write_file(&mut stream, &target, mode, uid, gid)
-}
-
-/// Writes through a temporary name in the target's directory, then renames into place.
-fn write_file(
-    r: &mut impl Read,
-    target: &Path,
-    mode: u32,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> io::Result<()> {
-    if target.is_dir() {
-        return Err(io::Error::from_raw_os_error(libc::EISDIR));
-    }
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.bulkhead-chunked-{}", std::process::id()));
-    let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        io::copy(r, &mut f)?;
-        f.flush()?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        std::os::unix::fs::fchown(&f, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))?;
-        fs::rename(&tmp, target)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
+    crate::copy::write_file_atomically(&mut stream, &target, mode, uid, gid, "chunked")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn sha(d: &[u8]) -> String {
         let mut s = Sha256::new();
