@@ -184,6 +184,29 @@ impl QemuDriver {
     }
 }
 
+/// Before a node's QEMU starts again (relaunch, restore): everything its previous QEMU left
+/// in `vm/` but the disk goes. The directory is QEMU's, so a compromised one could have left
+/// a symlink where the new QEMU's sockets will be, for the root supervisor (which connects
+/// to `agent.serial` as soon as QEMU starts) or the daemon (`qmp.sock`) to follow.
+fn clear_sockets(vm_dir: &Path) -> Result<(), DriverError> {
+    let entries = std::fs::read_dir(vm_dir)
+        .map_err(DriverError::io(format!("reading {}", vm_dir.display())))?;
+    for e in entries.flatten() {
+        if e.file_name() == "disk.ext4" {
+            continue;
+        }
+        let p = e.path();
+        let real_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        let r = if real_dir {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(DriverError::io(format!("removing {}", p.display())))?;
+    }
+    Ok(())
+}
+
 impl Driver for QemuDriver {
     fn name(&self) -> &'static str {
         ENTRY.name
@@ -207,7 +230,9 @@ impl Driver for QemuDriver {
         // suspended memory refers to).
         let disk = node.node_dir.join("vm/disk.ext4");
         let vm_dir = if node.start != Start::Fresh && disk.exists() {
-            node.node_dir.join("vm")
+            let vm_dir = node.node_dir.join("vm");
+            clear_sockets(&vm_dir)?;
+            vm_dir
         } else {
             self.make_disk(node.node_dir, node.group.storage_bytes)?
         };
@@ -233,9 +258,13 @@ impl Driver for QemuDriver {
     /// QMP `stop`/`cont`: the guest's vCPUs stop; QEMU itself keeps serving.
     fn set_paused(&self, node: NodeRef<'_>, paused: bool) -> Result<(), DriverError> {
         let cmd = if paused { "stop" } else { "cont" };
-        crate::qmp::execute(&node.node_dir.join(QMP_SOCKET), cmd)
-            .map(|_| ())
-            .map_err(DriverError::Failed)
+        crate::qmp::execute(
+            &node.node_dir.join(QMP_SOCKET),
+            self.uid_base + QEMU_UID,
+            cmd,
+        )
+        .map(|_| ())
+        .map_err(DriverError::Failed)
     }
 
     /// The cgroup's figures, and the node's disk as the host sees it: its size, and the
@@ -256,12 +285,22 @@ impl Driver for QemuDriver {
     /// QMP: stop the vCPUs, then migrate the guest's state into `file` (handed to QEMU as an
     /// fd, so its sandbox needs no path and no new process). QEMU is left stopped.
     fn suspend(&self, node: NodeRef<'_>, file: &Path) -> Result<(), DriverError> {
-        crate::qmp::save(&node.node_dir.join(QMP_SOCKET), file).map_err(DriverError::Failed)
+        crate::qmp::save(
+            &node.node_dir.join(QMP_SOCKET),
+            self.uid_base + QEMU_UID,
+            file,
+        )
+        .map_err(DriverError::Failed)
     }
 
     /// QMP: feed the memory file to a QEMU started with `-incoming defer`; it runs on.
     fn restore(&self, node: NodeRef<'_>, file: &Path) -> Result<(), DriverError> {
-        crate::qmp::load(&node.node_dir.join(QMP_SOCKET), file).map_err(DriverError::Failed)
+        crate::qmp::load(
+            &node.node_dir.join(QMP_SOCKET),
+            self.uid_base + QEMU_UID,
+            file,
+        )
+        .map_err(DriverError::Failed)
     }
 
     fn storage_limit(&self, g: &HostGroup, _ram_bytes: u64) -> String {

@@ -39,6 +39,31 @@ fn answer(r: &mut impl BufRead) -> Result<serde_json::Value, String> {
     }
 }
 
+/// The uid of the process at the other end of `s` (as it was when it connected or listened).
+fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred is a valid ucred of `len` bytes for getsockopt to fill; the fd is ours.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 /// One negotiated QMP connection.
 struct Session {
     w: UnixStream,
@@ -46,7 +71,11 @@ struct Session {
 }
 
 impl Session {
-    fn open(sock: &Path, patience: Duration) -> Result<Session, String> {
+    /// Connects to the node's QMP socket and checks who answers: `sock` sits in a directory
+    /// QEMU owns, so a compromised QEMU could leave a symlink there to another node's socket;
+    /// the peer must run as `owner` (the tenant's QEMU uid, `SO_PEERCRED`) or the session is
+    /// refused before any command is sent.
+    fn open(sock: &Path, owner: u32, patience: Duration) -> Result<Session, String> {
         // QEMU makes the socket as it starts: a node that just started may not have it yet.
         let until = Instant::now() + patience;
         let s = loop {
@@ -58,6 +87,16 @@ impl Session {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
+        match peer_uid(&s) {
+            Ok(uid) if uid == owner => {}
+            Ok(uid) => {
+                return Err(format!(
+                    "{} is served by uid {uid}, not this node's QEMU (uid {owner}): refused",
+                    sock.display()
+                ))
+            }
+            Err(e) => return Err(format!("reading the peer of {}: {e}", sock.display())),
+        }
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
         let w = s.try_clone().map_err(|e| e.to_string())?;
         let mut r = BufReader::new(s);
@@ -160,13 +199,13 @@ fn send_with_fd(sock: &UnixStream, data: &[u8], fd: i32) -> std::io::Result<()> 
 }
 
 /// Runs `command` (e.g. `stop`, `cont`, `query-status`) and returns its `return` value.
-pub fn execute(sock: &Path, command: &str) -> Result<serde_json::Value, String> {
-    Session::open(sock, Duration::ZERO)?.run(command, None)
+pub fn execute(sock: &Path, owner: u32, command: &str) -> Result<serde_json::Value, String> {
+    Session::open(sock, owner, Duration::ZERO)?.run(command, None)
 }
 
 /// Stops the guest and writes its whole state to `file` (created 0600, root's); QEMU stays
 /// stopped afterwards, ready to be ended.
-pub fn save(sock: &Path, file: &Path) -> Result<(), String> {
+pub fn save(sock: &Path, owner: u32, file: &Path) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -175,22 +214,38 @@ pub fn save(sock: &Path, file: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(file)
         .map_err(|e| format!("creating {}: {e}", file.display()))?;
-    let mut s = Session::open(sock, Duration::from_secs(5))?;
+    let mut s = Session::open(sock, owner, Duration::from_secs(5))?;
+    let was_running = s
+        .run("query-status", None)
+        .map(|v| v["running"].as_bool().unwrap_or(true))
+        .unwrap_or(true);
     s.run("stop", None)?;
-    s.give_fd(f.as_raw_fd())?;
-    s.run(
-        "migrate",
-        Some(serde_json::json!({"uri": format!("fd:{FD_NAME}")})),
-    )?;
-    s.await_migration()?;
-    f.sync_all()
-        .map_err(|e| format!("flushing {}: {e}", file.display()))
+    let mut migrate = || -> Result<(), String> {
+        s.give_fd(f.as_raw_fd())?;
+        s.run(
+            "migrate",
+            Some(serde_json::json!({"uri": format!("fd:{FD_NAME}")})),
+        )?;
+        s.await_migration()?;
+        f.sync_all()
+            .map_err(|e| format!("flushing {}: {e}", file.display()))
+    };
+    let r = migrate();
+    if r.is_err() {
+        // The guest goes on as it was (running or paused), and no partial memory file stays.
+        let _ = s.run("migrate_cancel", None);
+        if was_running {
+            let _ = s.run("cont", None);
+        }
+        let _ = std::fs::remove_file(file);
+    }
+    r
 }
 
 /// Loads `file` into a QEMU started with `-incoming defer` and waits until the guest runs.
-pub fn load(sock: &Path, file: &Path) -> Result<(), String> {
+pub fn load(sock: &Path, owner: u32, file: &Path) -> Result<(), String> {
     let f = std::fs::File::open(file).map_err(|e| format!("opening {}: {e}", file.display()))?;
-    let mut s = Session::open(sock, Duration::from_secs(30))?;
+    let mut s = Session::open(sock, owner, Duration::from_secs(30))?;
     s.give_fd(f.as_raw_fd())?;
     s.run(
         "migrate-incoming",
@@ -211,5 +266,37 @@ pub fn load(sock: &Path, file: &Path) -> Result<(), String> {
             return Err(format!("the restored guest does not run: {st}"));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A socket served by anyone but the node's QEMU uid is refused before a command is sent
+    /// (a compromised QEMU's symlink to another node's socket); the right uid gets a session.
+    #[test]
+    fn a_socket_served_by_another_uid_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let serve = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut c, _) = l.accept().unwrap();
+                let _ = c.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = c.write_all(b"{\"return\": {}}\n");
+                }
+            }
+        });
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        let e = Session::open(&sock, me + 1, Duration::ZERO).err().unwrap();
+        assert!(e.contains("refused") && e.contains(&format!("uid {me}")), "{e}");
+        Session::open(&sock, me, Duration::ZERO).unwrap();
+        serve.join().unwrap();
     }
 }

@@ -278,8 +278,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         let mut e = self.open(&Request::ReadDir { path: path.into() }).await?;
         loop {
             match e {
-                Event::Entries { entries } => all.extend(entries),
+                // An honest agent stops at MAX_ENTRIES; a guest's agent is not trusted to.
+                Event::Entries { entries }
+                    if all.len() + entries.len() <= crate::fs::MAX_ENTRIES =>
+                {
+                    all.extend(entries)
+                }
                 Event::Done { .. } => return Ok(all),
+                Event::Entries { .. } => {
+                    return Err(AgentError::Unexpected {
+                        op: "read_dir",
+                        event: format!("more than {} entries", crate::fs::MAX_ENTRIES),
+                    })
+                }
                 e => {
                     return Err(AgentError::Unexpected {
                         op: "read_dir",

@@ -435,12 +435,23 @@ impl BgExec {
         self.changed.send_replace(next);
     }
 
+    /// Ends the exec with its node: the pump stops, the session closes (the agent kills the
+    /// command), and, if it had not ended yet, it ends now as "agent lost", so that waiters,
+    /// followers and a kill's grace task wake and let go of it.
     fn abort(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
         if let Ok(mut i) = self.input.try_lock() {
             i.take();
+        }
+        if self.end().is_none() {
+            self.finish(End {
+                exit_code: -1,
+                signal: None,
+                timed_out: false,
+                ended_at: now_rfc3339(),
+            });
         }
     }
 

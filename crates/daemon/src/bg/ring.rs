@@ -1,6 +1,7 @@
 //! A background exec's log: a bounded ring of frames, each with an id (from 1, in order, never
-//! reused). Only output counts against the bound: when the bytes held pass it, the oldest
-//! frames go (a single chunk larger than the ring keeps its tail). A reader asks from an id;
+//! reused). Output and error text count against the bound, and the number of frames is
+//! bounded too (`cap / 64`, at least 1024): past either, the oldest frames go (a single chunk
+//! larger than the ring keeps its tail). A reader asks from an id;
 //! frames it can no longer get are reported as one gap (how many frames, and how many bytes
 //! the ring has dropped since the exec began).
 //!
@@ -15,6 +16,16 @@ pub enum Entry {
     Output { stderr: bool, data: Vec<u8> },
     Exit(End),
     Error { code: String, message: String },
+}
+
+/// What an entry counts against the ring's bound: output's bytes and an error's text (the
+/// agent's, so bounded only by its frame size otherwise).
+fn held_by(e: &Entry) -> u64 {
+    match e {
+        Entry::Output { data, .. } => data.len() as u64,
+        Entry::Error { code, message } => (code.len() + message.len()) as u64,
+        _ => 0,
+    }
 }
 
 /// How a background exec ended.
@@ -75,6 +86,12 @@ impl Ring {
         self.dropped
     }
 
+    /// The most frames the ring keeps, whatever their size: tiny output chunks (or a hostile
+    /// agent's empty frames) cost memory beyond their bytes.
+    fn max_frames(&self) -> usize {
+        (self.cap / 64).max(1024) as usize
+    }
+
     /// Appends an entry; returns its id.
     pub fn push(&mut self, mut e: Entry) -> u64 {
         if let Entry::Output { data, .. } = &mut e {
@@ -85,18 +102,19 @@ impl Ring {
                 data.drain(..cut);
                 self.dropped += cut as u64;
             }
-            self.held += data.len() as u64;
         }
+        self.held += held_by(&e);
         let id = self.next_id;
         self.next_id += 1;
         self.frames.push_back((id, e));
-        while self.held > self.cap {
+        while self.held > self.cap || self.frames.len() > self.max_frames() {
             match self.frames.pop_front() {
-                Some((_, Entry::Output { data, .. })) => {
-                    self.held -= data.len() as u64;
-                    self.dropped += data.len() as u64;
+                Some((_, e)) => {
+                    self.held -= held_by(&e);
+                    if let Entry::Output { data, .. } = e {
+                        self.dropped += data.len() as u64;
+                    }
                 }
-                Some(_) => {}
                 None => break,
             }
         }
@@ -196,5 +214,22 @@ mod tests {
         };
         r.push(Entry::Exit(end.clone()));
         assert_eq!(r.read(2).1, vec![(2, Entry::Exit(end))]);
+    }
+
+    /// Empty or one-byte frames cannot grow the ring past its frame bound, and an agent's
+    /// error text counts like output.
+    #[test]
+    fn tiny_frames_and_errors_are_bounded_too() {
+        let mut r = Ring::new(8);
+        for _ in 0..5000 {
+            r.push(out(""));
+        }
+        assert_eq!(r.frames.len(), 1024);
+        assert_eq!(r.read(0).0.map(|g| g.frames), Some(5000 - 1024));
+        r.push(Entry::Error {
+            code: "x".into(),
+            message: "y".repeat(100),
+        });
+        assert!(r.held <= r.cap, "{} held", r.held);
     }
 }

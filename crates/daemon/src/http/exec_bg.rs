@@ -30,6 +30,8 @@ use crate::bg::{BgExec, Launch};
 use crate::error::ApiError;
 use crate::tenant::NodeRef;
 
+/// The longest grace a kill may ask for: a kill's waiting task holds the exec until then.
+const MAX_GRACE: Duration = Duration::from_secs(600);
 /// SIGTERM's grace before SIGKILL when the kill does not say (Slicer's default).
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// `wait-exit` without a timeout waits this long (Slicer's default)...
@@ -135,10 +137,17 @@ pub async fn kill(
             ))
         })?,
     };
-    let grace = req
-        .grace_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_GRACE);
+    let grace = match req.grace_ms {
+        None => DEFAULT_GRACE,
+        Some(ms) if ms <= MAX_GRACE.as_millis() as u64 => Duration::from_millis(ms),
+        Some(ms) => {
+            return Err(DomainError::invalid(format!(
+                "grace_ms {ms} is more than the most a kill waits ({} ms): send a smaller one",
+                MAX_GRACE.as_millis()
+            ))
+            .into())
+        }
+    };
     let (running, signal_sent) = e.kill(sig, grace).await?;
     Ok(Json(BgKillResponse {
         exec_id: e.id.clone(),

@@ -227,6 +227,9 @@ pub async fn watch(
             };
             let change = tokio::select! {
                 c = next => c,
+                // The client left: end the watch (and give its agent turn back) now, even
+                // when every event since is filtered out and nothing is ever written.
+                _ = tx.closed() => return,
                 _ = tokio::time::sleep(HEARTBEAT) => {
                     if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
                         return;

@@ -83,7 +83,12 @@ impl Tenant {
             .ok_or_else(|| DomainError::no_node(name))?;
         let r = self.start_again(name, Start::Relaunch, wait, timeout).await;
         if let Err(e) = r {
-            self.undo_start(name, before).await;
+            // A relaunch drops a suspended node's memory by design, and a guest that booted
+            // from the disk made that memory stale anyway: a failed one leaves it Stopped.
+            if before == NodeState::Suspended {
+                let _ = std::fs::remove_file(self.node_dir(name).join(MEMORY_FILE));
+            }
+            self.undo_start(name, NodeState::Stopped).await;
             return Err(e);
         }
         let _ = std::fs::remove_file(self.node_dir(name).join(MEMORY_FILE));
@@ -123,7 +128,20 @@ impl Tenant {
             .ok_or_else(|| DomainError::no_node(name))?;
         let r = self.start_again(name, Start::Restore, wait, timeout).await;
         if let Err(e) = r {
-            self.undo_start(name, NodeState::Suspended).await;
+            // Once the restored guest ran (the wait for its agent failed), it has written to
+            // its disk: the memory file no longer matches it, and loading it again would
+            // corrupt the guest's file system. Such a node goes back to Stopped (relaunch
+            // boots it from the disk); one whose guest never ran stays Suspended.
+            let ran = self
+                .fresh_state(name)
+                .is_ok_and(|s| s == NodeState::Running);
+            let back = if ran {
+                let _ = std::fs::remove_file(&file);
+                NodeState::Stopped
+            } else {
+                NodeState::Suspended
+            };
+            self.undo_start(name, back).await;
             return Err(e);
         }
         let _ = std::fs::remove_file(&file);

@@ -8,10 +8,15 @@ use super::{NodeRef, Tenant};
 
 impl Tenant {
     /// Pauses (`true`) or resumes a node through its driver. A paused node keeps its memory;
-    /// exec and copy answer 409 until it resumes.
+    /// exec and copy answer 409 until it resumes. A power operation under way on the node
+    /// answers 409 `power_operation_in_progress`.
     pub async fn set_paused(&self, node: &NodeRef, pause: bool) -> Result<NodeState, DomainError> {
         let name = node.name();
-        let st = node.row().status;
+        // One power operation per node at a time: a pause or resume never interleaves with a
+        // suspend, restore, shutdown or relaunch (a `cont` landing mid-migration, or a status
+        // written over Suspended). The state is read again once the node is ours.
+        let _op = self.power.begin(name)?;
+        let st = self.node(name)?.row().status;
         let to = if pause {
             st.pause(name)?
         } else {
