@@ -295,7 +295,10 @@ mod tests {
         // SAFETY: getuid has no preconditions.
         let me = unsafe { libc::getuid() };
         let e = Session::open(&sock, me + 1, Duration::ZERO).err().unwrap();
-        assert!(e.contains("refused") && e.contains(&format!("uid {me}")), "{e}");
+        assert!(
+            e.contains("refused") && e.contains(&format!("uid {me}")),
+            "{e}"
+        );
         Session::open(&sock, me, Duration::ZERO).unwrap();
         serve.join().unwrap();
     }
