@@ -31,6 +31,12 @@ pub(crate) fn connect(mut conn: UnixStream, host: &str, port: u16) {
             return;
         }
     };
+    // `Connected` goes out before the pump starts: the pump writes `Data` frames on the same
+    // stream, and a service that speaks first must not get one ahead of the answer.
+    if proto::write_json(&mut conn, Kind::Event, &Event::Connected).is_err() {
+        let _ = tcp.shutdown(Shutdown::Both);
+        return;
+    }
     let spawned = (|| {
         let (from, to) = (tcp.try_clone()?, conn.try_clone()?);
         std::thread::Builder::new()
@@ -40,16 +46,13 @@ pub(crate) fn connect(mut conn: UnixStream, host: &str, port: u16) {
     let pump = match spawned {
         Ok(p) => p,
         Err(e) => {
+            // Too late for an error answer: say why on the stream's end, and close.
             let ev = resource_error("cannot relay the connection", &e);
             let _ = proto::write_json(&mut conn, Kind::Event, &ev);
+            let _ = tcp.shutdown(Shutdown::Both);
             return;
         }
     };
-    if proto::write_json(&mut conn, Kind::Event, &Event::Connected).is_err() {
-        let _ = tcp.shutdown(Shutdown::Both);
-        let _ = pump.join();
-        return;
-    }
     inbound(&mut conn, &tcp);
     let _ = pump.join();
 }
@@ -217,6 +220,27 @@ mod tests {
         }
         let mut c = request("example.com", 80);
         assert!(matches!(event(&mut c), Event::Error { code, .. } if code == "invalid_argument"));
+    }
+
+    /// A service that speaks first (a banner, or a reply before the client writes) never
+    /// gets a `Data` frame ahead of `Connected`. The race this guards was seen under TCG
+    /// (`e2e_ws`'s microVM forward read Data first); on a fast host the old order rarely loses
+    /// it, so this check is a guard that fails only under unlucky scheduling.
+    #[test]
+    fn connected_comes_before_the_first_data_of_a_service_that_speaks_first() {
+        for _ in 0..50 {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                s.write_all(b"banner").unwrap();
+            });
+            let mut c = request("127.0.0.1", port);
+            assert_eq!(event(&mut c), Event::Connected);
+            let (k, p) = proto::read_frame(&mut c).unwrap().unwrap();
+            assert_eq!((k, p.as_slice()), (Kind::Data, &b"banner"[..]));
+            server.join().unwrap();
+        }
     }
 
     /// The client leaving closes the TCP connection: the server sees its end.
