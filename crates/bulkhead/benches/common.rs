@@ -6,6 +6,19 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
 
+/// A fresh directory for one run's config, socket and state (0711: node owners must be able
+/// to reach their node directories below it); removed when dropped.
+#[allow(dead_code)] // not every benchmark that shares this file uses it
+pub fn bench_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-bench-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    dir
+}
+
 /// Writes `yaml` to `dir/t.yaml`, starts `bulkhead up` under `unshare --net` with its state in
 /// `state` and its log in `dir/daemon.log`, and waits until `sock` answers.
 pub fn start_daemon(dir: &Path, yaml: &str, state: &Path, sock: &Path) -> Child {

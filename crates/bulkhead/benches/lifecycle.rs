@@ -72,12 +72,7 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let (n_create, n_exec) = if quick { (10, 50) } else { (100, 500) };
-    let dir = tempfile::Builder::new()
-        .prefix("bulkhead-bench-")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = common::bench_dir();
     let sock = dir.path().join("api.sock");
     let tenant = format!("bench{}", std::process::id());
     // Two host groups: the tenant's own (network none) and `net` (isolated networking: a

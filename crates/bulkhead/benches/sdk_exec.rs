@@ -38,12 +38,7 @@ fn main() {
         .expect("run scripts/sdk-tools.sh");
     assert!(st.success(), "scripts/sdk-tools.sh failed");
 
-    let dir = tempfile::Builder::new()
-        .prefix("bulkhead-bench-")
-        .tempdir()
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = common::bench_dir();
     let sock = dir.path().join("api.sock");
     let tenant = format!("sdkb{}", std::process::id());
     let yaml = format!(
