@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod iam;
 pub mod kernel_limits;
 mod layer;
 pub mod limits;

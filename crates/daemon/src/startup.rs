@@ -389,8 +389,11 @@ pub async fn run(
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
                 .map_err(io("chmod socket"))?;
             tracing::info!(socket = %p.display(), "listening");
+            let roles = crate::auth::Roles::default();
             let chain = Chain(vec![Box::new(SocketPeer {
-                tenant: tenant.clone(),
+                bindings: vec![roles
+                    .binding(bulkhead_core::iam::TENANT_ADMIN, Some(&tenant))
+                    .map_err(StartError::Refused)?],
             })]);
             let router = crate::http::router(state.clone(), chain);
             create_initial(&app).await;
@@ -400,9 +403,12 @@ pub async fn run(
         }
         ApiListen::Tcp { addr, token_file } => {
             let token = load_or_make_token(&tenant_dir, token_file.as_deref())?;
+            let roles = crate::auth::Roles::default();
             let chain = Chain(vec![Box::new(BearerToken {
-                tenant: tenant.clone(),
                 token: token.to_string(),
+                bindings: vec![roles
+                    .binding(bulkhead_core::iam::GLOBAL_ADMIN, None)
+                    .map_err(StartError::Refused)?],
             })]);
             let router = crate::http::router(state.clone(), chain);
             let l = tokio::net::TcpListener::bind(addr.as_str())

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use bulkhead_core::{Code, DomainError};
 use std::net::SocketAddr;
 
-use super::{Binding, Principal, Role, Scope, Via};
+use super::{Binding, Principal, Via};
 
 /// The other end of an API connection, as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +28,12 @@ pub trait Authenticator: Send + Sync {
     ) -> Result<Option<Principal>, DomainError>;
 }
 
-/// A peer of the tenant's UNIX socket. The socket is root-only (0600), so whoever connected
-/// passed the file permission check: that is the proof. Bound as the tenant's admin.
+/// A peer of a UNIX socket. The socket is root-only (0600), so whoever connected passed the
+/// file permission check: that is the proof. Bound as the socket says: the admin socket
+/// (and a one-tenant daemon's socket) as `global-admin`, a tenant socket as `tenant-admin` of
+/// its tenant.
 pub struct SocketPeer {
-    pub tenant: String,
+    pub bindings: Vec<Binding>,
 }
 
 impl Authenticator for SocketPeer {
@@ -42,19 +44,16 @@ impl Authenticator for SocketPeer {
         Ok(Some(Principal {
             id: format!("uid:{uid}"),
             via: Via::Socket { uid, gid, pid },
-            bindings: vec![Binding {
-                role: Role::TenantAdmin,
-                scope: Scope::Tenant(self.tenant.clone()),
-            }],
+            bindings: self.bindings.clone(),
         }))
     }
 }
 
-/// The TCP listener's bearer token (`api.token_file`, or one the daemon made). Bound as the
-/// tenant's admin.
+/// The TCP listener's configured bearer token (`api.token_file`, or one the daemon made):
+/// today's single-token setup, bound as `global-admin`.
 pub struct BearerToken {
-    pub tenant: String,
     pub token: String,
+    pub bindings: Vec<Binding>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -67,26 +66,30 @@ impl Authenticator for BearerToken {
         _: &Peer,
         headers: &HeaderMap,
     ) -> Result<Option<Principal>, DomainError> {
-        let ok = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), self.token.as_bytes()));
-        if !ok {
-            return Err(unauthorized());
+        let Some(t) = bearer(headers) else {
+            return Ok(None);
+        };
+        if !constant_time_eq(t.as_bytes(), self.token.as_bytes()) {
+            return Ok(None);
         }
         Ok(Some(Principal {
             id: "token".into(),
             via: Via::BearerToken,
-            bindings: vec![Binding {
-                role: Role::TenantAdmin,
-                scope: Scope::Tenant(self.tenant.clone()),
-            }],
+            bindings: self.bindings.clone(),
         }))
     }
 }
 
-fn unauthorized() -> DomainError {
+/// The `Authorization: Bearer` credential of a request, if it carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+pub fn unauthorized() -> DomainError {
     DomainError::new(
         Code::Unauthorized,
         "missing or wrong bearer token: send Authorization: Bearer <token>",
@@ -113,9 +116,10 @@ mod tests {
 
     #[test]
     fn bearer_token_checks_the_header() {
+        let roles = super::super::Roles::default();
         let chain = Chain(vec![Box::new(BearerToken {
-            tenant: "t".into(),
             token: "0123456789abcdef".into(),
+            bindings: vec![roles.parse_binding("tenant-admin@t").unwrap()],
         })]);
         let peer = Peer::Tcp {
             addr: "127.0.0.1:1".parse().unwrap(),
@@ -129,13 +133,13 @@ mod tests {
         assert!(chain.authenticate(&peer, &h).is_err());
         h.insert("authorization", "Bearer 0123456789abcdef".parse().unwrap());
         let p = chain.authenticate(&peer, &h).unwrap();
-        assert_eq!(p.role_in("t"), Some(Role::TenantAdmin));
-        assert_eq!(p.role_in("u"), None);
+        assert!(p.has_role_in("t"));
+        assert!(!p.has_role_in("u"));
     }
 
     #[test]
     fn socket_peer_applies_to_unix_peers_only() {
-        let a = SocketPeer { tenant: "t".into() };
+        let a = SocketPeer { bindings: vec![] };
         let unix = Peer::Unix {
             uid: 0,
             gid: 0,

@@ -73,7 +73,9 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
     let path = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
     let action = path.and_then(|path| action_of(&p.actions, path, req.method().as_str()));
     let decision = match (req.extensions().get::<Principal>(), action) {
-        (Some(principal), Some(action)) => decide(principal, action, &p.tenant),
+        (Some(principal), Some(action)) => {
+            decide(principal, action, &p.tenant).map_err(|d| d.into_error(principal, &p.tenant))
+        }
         (None, _) => Err(DomainError::new(Code::Unauthorized, "no principal")),
         (Some(_), None) => Err(DomainError::new(
             Code::Forbidden,

@@ -175,7 +175,7 @@ pub fn table() -> Vec<Route> {
         ),
         route(
             "/vm/{node}/forward",
-            &[("get", ConnectToNode)],
+            &[("get", TunnelToNode)],
             get(ws_forward::forward),
         ),
         route("/nodes/stats", &[("get", ReadNodeStats)], get(stats::all)),

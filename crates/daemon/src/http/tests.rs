@@ -10,7 +10,7 @@ use tower::ServiceExt;
 
 use crate::auth::authn::{Authenticator, Chain, Peer};
 use crate::auth::layer::Pipeline;
-use crate::auth::{Binding, Principal, Role, Scope, Via};
+use crate::auth::{Principal, Roles, Via};
 
 /// Fails when a route is added, removed or changed without the OpenAPI spec, or back.
 #[test]
@@ -42,7 +42,7 @@ fn routes_match_openapi_spec() {
 }
 
 /// A principal the test chooses, whoever connects.
-struct Fake(Option<Role>);
+struct Fake(Option<&'static str>);
 
 impl Authenticator for Fake {
     fn authenticate(
@@ -55,10 +55,7 @@ impl Authenticator for Fake {
             via: Via::BearerToken,
             bindings: self
                 .0
-                .map(|role| Binding {
-                    role,
-                    scope: Scope::Tenant("t".into()),
-                })
+                .map(|role| Roles::default().binding(role, Some("t")).unwrap())
                 .into_iter()
                 .collect(),
         }))
@@ -71,7 +68,7 @@ fn filter(m: &str) -> MethodFilter {
 
 /// The real table's paths and methods with stub handlers (the handlers are not under test;
 /// the layers around them are), behind the real pipeline with `actions`.
-fn stub_router(role: Option<Role>, actions: crate::auth::layer::Actions) -> Router {
+fn stub_router(role: Option<&'static str>, actions: crate::auth::layer::Actions) -> Router {
     let pipeline = Arc::new(Pipeline {
         chain: Chain(vec![Box::new(Fake(role))]),
         tenant: "t".into(),
@@ -145,8 +142,8 @@ fn head_reads_what_get_reads() {
 #[tokio::test]
 async fn every_route_passes_authorization() {
     let nobody = stub_router(None, super::actions());
-    let admin = stub_router(Some(Role::TenantAdmin), super::actions());
-    let undeclared = stub_router(Some(Role::GlobalAdmin), HashMap::new());
+    let admin = stub_router(Some("tenant-admin"), super::actions());
+    let undeclared = stub_router(Some("tenant-admin"), HashMap::new());
     for route in super::table() {
         for (m, _) in route.methods {
             assert_eq!(
@@ -174,7 +171,7 @@ async fn every_route_passes_authorization() {
 /// A viewer reads but does not act; unknown routes are still 404 (after authentication).
 #[tokio::test]
 async fn viewer_reads_only() {
-    let viewer = stub_router(Some(Role::Viewer), super::actions());
+    let viewer = stub_router(Some("viewer"), super::actions());
     assert_eq!(call(&viewer, "get", "/nodes").await, StatusCode::OK);
     assert_eq!(
         call(&viewer, "get", "/vm/{node}/health").await,
@@ -198,7 +195,7 @@ async fn viewer_reads_only() {
 /// A request that came through no listener (no peer recorded) is refused.
 #[tokio::test]
 async fn no_peer_no_principal() {
-    let admin = stub_router(Some(Role::TenantAdmin), super::actions());
+    let admin = stub_router(Some("tenant-admin"), super::actions());
     let req = Request::builder()
         .uri("/healthz")
         .body(Body::empty())
