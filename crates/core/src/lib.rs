@@ -13,7 +13,9 @@ pub mod limits;
 pub mod node;
 pub mod size;
 
-pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
+pub use config::{
+    ApiListen, ConfigError, DaemonConfig, GroupNetwork, HostGroup, NetworkMode, TenantConfig,
+};
 pub use error::{Code, DomainError};
 pub use host::HostFacts;
 pub use layer::{jail_layer_bytes, layer_reserve};

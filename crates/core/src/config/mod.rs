@@ -4,6 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
+mod daemon;
 mod error;
 mod group;
 mod raw;
@@ -15,6 +16,9 @@ use std::path::PathBuf;
 
 use bulkhead_api::names;
 
+pub use daemon::{
+    Api, DaemonConfig, RawTcp, RawTenant, RawTls, TcpApi, TlsFiles, DEFAULT_ADMIN_SOCKET,
+};
 pub use error::key_err;
 pub use error::ConfigError;
 pub use group::{

@@ -36,6 +36,14 @@ pub struct RawConfig {
     /// bulkhead: how long a trusted upstream has to send its PROXY v2 header, e.g. "5s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_proxy_timeout: Option<String>,
+    // ---- shared daemon and roles (#11, `daemon.rs`, `crate::iam`) ----
+    /// bulkhead: a shared daemon's tenants, each with the keys a one-tenant config has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<super::daemon::RawTenant>>,
+    /// bulkhead: custom roles, resources × actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<crate::iam::RawRole>,
+    // ---- end shared daemon and roles ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,6 +63,12 @@ pub struct RawApi {
     /// bulkhead: concurrent connections on the API listener; beyond it, 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
+    /// bulkhead (shared daemon): `<dir>/<tenant>.sock`, each tenant-admin of its tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_sockets: Option<PathBuf>,
+    /// bulkhead: a TCP listener `{bind, tls: {cert, key}}` (bearer tokens or OIDC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<super::daemon::RawTcp>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -142,3 +142,104 @@ fn tcp_bind() {
         }
     );
 }
+
+const SHARED: &str = r#"
+config:
+  image: minimal
+  hypervisor: jail
+  tenants:
+    - name: a3cf
+      host_groups:
+        - name: a3cf
+          network: { mode: isolated, range: 10.10.0.0/24 }
+    - name: e7d1
+      hypervisor: qemu
+      host_groups:
+        - name: e7d1
+          network: { mode: isolated, range: 10.20.0.0/24 }
+  api:
+    bind_address: /run/bulkhead/admin.sock
+    tenant_sockets: /run/bulkhead/tenants
+    tcp: { bind: "127.0.0.1:8443" }
+  roles:
+    - name: ci-runner
+      rules: [ { resources: [nodes], actions: [list, get, create, delete, exec, copy] } ]
+"#;
+
+fn shared_err(text: &str) -> String {
+    DaemonConfig::parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn loads_a_shared_daemon() {
+    let c = DaemonConfig::parse(SHARED).unwrap();
+    assert!(c.shared);
+    assert_eq!(c.tenants.len(), 2);
+    assert_eq!(c.tenants[0].hypervisor, "jail");
+    assert_eq!(c.tenants[1].hypervisor, "qemu");
+    assert_eq!(
+        c.tenants[1].listen,
+        ApiListen::Unix("/run/bulkhead/tenants/e7d1.sock".into())
+    );
+    assert_eq!(c.api.socket, Some("/run/bulkhead/admin.sock".into()));
+    assert_eq!(c.api.tcp.as_ref().unwrap().addr.port(), 8443);
+    assert!(c.roles.get("ci-runner").is_some());
+    // The one-tenant shape is still one tenant.
+    let one = DaemonConfig::parse(SLICER).unwrap();
+    assert!(!one.shared);
+    assert_eq!(one.tenants[0].tenant, "a3cf");
+    assert_eq!(one.api.socket, Some("/run/bulkhead/a3cf.sock".into()));
+}
+
+#[test]
+fn shared_daemon_refuses_what_tenants_would_share() {
+    let e = shared_err(&SHARED.replace(
+        "name: e7d1\n      hypervisor",
+        "name: a3cf\n      hypervisor",
+    ));
+    assert!(
+        e.contains("config.tenants[1].name") && e.contains("twice"),
+        "{e}"
+    );
+    let e = shared_err(&SHARED.replace("        - name: e7d1", "        - name: a3cf"));
+    assert!(
+        e.contains("config.tenants[1].host_groups[0].name")
+            && e.contains("\"a3cf\"")
+            && e.contains("\"e7d1\""),
+        "{e}"
+    );
+    let e = shared_err(&SHARED.replace("        - name: e7d1", "        - name: a3cf-x"));
+    assert!(e.contains("followed by a dash"), "{e}");
+    let e = shared_err(&SHARED.replace("10.20.0.0/24", "10.10.0.0/16"));
+    assert!(
+        e.contains("config.tenants[1].host_groups[0].network.range")
+            && e.contains("tenant \"a3cf\""),
+        "{e}"
+    );
+    let e = shared_err(&SHARED.replace("  tenants:", "  host_groups: [{name: x}]\n  tenants:"));
+    assert!(e.contains("config.host_groups"), "{e}");
+    let e = shared_err(&SHARED.replace("10.20.0.0/24 }", "10.20.0.0/24 }\n          vcpus: 2"));
+    assert!(e.contains("config.tenants[1].host_groups[0]"), "{e}");
+    let e = shared_err(&SHARED.replace("127.0.0.1:8443", "0.0.0.0:8443"));
+    assert!(
+        e.contains("config.api.tcp.tls") && e.contains("loopback"),
+        "{e}"
+    );
+    assert!(DaemonConfig::parse(&SHARED.replace(
+        "127.0.0.1:8443\" }",
+        "0.0.0.0:8443\", tls: { cert: /etc/b/cert.pem, key: /etc/b/key.pem } }"
+    ))
+    .is_ok());
+    let e = shared_err(&SHARED.replace("/run/bulkhead/admin.sock", "127.0.0.1:9000"));
+    assert!(
+        e.contains("config.api.bind_address") && e.contains("api.tcp"),
+        "{e}"
+    );
+    let e = shared_err(&SHARED.replace("actions: [list,", "actions: [fly,"));
+    assert!(e.contains("config.roles[0].rules[0].actions"), "{e}");
+    let e = shared_err(&SLICER.replace(
+        "bind_address: \"/run/bulkhead/a3cf.sock\"",
+        "bind_address: \"10.1.1.1:80\"",
+    ));
+    assert!(e.contains("loopback"), "{e}");
+}

@@ -1,0 +1,425 @@
+//! The daemon's config: one tenant (Slicer's shape, `config.host_groups`) or several
+//! (`config.tenants[]`, a shared daemon), the API's listeners, and the roles.
+//!
+//! A shared daemon's tenants each take the keys a one-tenant config has (host groups, image,
+//! hypervisor, graceful_shutdown, forward keys); daemon-wide values at `config:` are their
+//! defaults. Invariants checked here, before anything starts:
+//! - tenant names are unique, and so are the host uid slots they map to;
+//! - no host group name of one tenant equals another tenant's, or begins with another
+//!   tenant's group name and a dash: node names (`<group>-<n>`, or a client's `hostname`,
+//!   which in a shared daemon must begin with its group's name and a dash) can then never
+//!   collide across tenants;
+//! - address ranges never overlap across tenants;
+//! - plain TCP (no `api.tcp.tls`) only on a loopback address.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::raw::{RawConfig, RawFile, RawHostGroup};
+use super::{key_err, ApiListen, ConfigError, TenantConfig};
+use crate::iam::Roles;
+use crate::limits::ConnLimits;
+
+/// The admin socket of a shared daemon when `api.bind_address` is not given.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/bulkhead/admin.sock";
+
+/// `config.tenants[]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: String,
+    #[serde(default)]
+    pub host_groups: Vec<RawHostGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_shutdown: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ports: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_proxy_timeout: Option<String>,
+}
+
+/// `config.api.tcp` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub bind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// The single bearer token of earlier releases (bound global-admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A TCP listener: its address, TLS files, and the configured single bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpApi {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The API's listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Api {
+    /// The admin socket (global-admin); a one-tenant daemon's only socket.
+    pub socket: Option<PathBuf>,
+    /// `<dir>/<tenant>.sock`, each tenant-admin of its tenant.
+    pub tenant_sockets: Option<PathBuf>,
+    pub tcp: Option<TcpApi>,
+}
+
+impl Api {
+    /// Where the API answers, for messages (`bulkhead up` refused twice, the tenant claim).
+    pub fn endpoint(&self) -> String {
+        match (&self.socket, &self.tcp) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(t)) => t.addr.to_string(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
+/// A validated daemon config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub tenants: Vec<TenantConfig>,
+    /// `config.tenants` was used: a shared daemon (client-chosen hostnames must begin with
+    /// their group's name and a dash).
+    pub shared: bool,
+    pub state_dir: Option<PathBuf>,
+    pub api: Api,
+    /// The API listener's limits (`config.api.header_timeout`, `max_connections`).
+    pub conns: ConnLimits,
+    pub roles: Roles,
+}
+
+/// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
+fn in_tenant(i: usize, e: ConfigError) -> ConfigError {
+    match e {
+        ConfigError::Key { path, message } => {
+            let path = if path == "config.tenant" {
+                format!("config.tenants[{i}].name")
+            } else if let Some(rest) = path.strip_prefix("config.") {
+                format!("config.tenants[{i}].{rest}")
+            } else {
+                path
+            };
+            ConfigError::Key { path, message }
+        }
+        other => other,
+    }
+}
+
+fn parse_tcp(path: &str, t: &RawTcp) -> Result<TcpApi, ConfigError> {
+    let addr: SocketAddr = t.bind.parse().map_err(|_| {
+        key_err(
+            format!("{path}.bind"),
+            format!("{:?} is not host:port, e.g. 127.0.0.1:8443", t.bind),
+        )
+    })?;
+    let tls = match &t.tls {
+        None if !addr.ip().is_loopback() => {
+            return Err(key_err(
+                format!("{path}.tls"),
+                format!("plain TCP is allowed only on a loopback address, and {addr} is not: add tls: {{cert: FILE, key: FILE}}, or bind 127.0.0.1"),
+            ))
+        }
+        None => None,
+        Some(tls) => {
+            for (k, p) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !p.is_absolute() {
+                    return Err(key_err(
+                        format!("{path}.tls.{k}"),
+                        "must be an absolute path to a PEM file",
+                    ));
+                }
+            }
+            Some(TlsFiles {
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            })
+        }
+    };
+    if let Some(f) = &t.token_file {
+        if !f.is_absolute() {
+            return Err(key_err(
+                format!("{path}.token_file"),
+                "must be an absolute path",
+            ));
+        }
+    }
+    Ok(TcpApi {
+        addr,
+        tls,
+        token_file: t.token_file.clone(),
+    })
+}
+
+impl DaemonConfig {
+    /// Parses and validates a config file's text (either shape).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                ConfigError::Syntax(inner)
+            } else {
+                key_err(path, inner)
+            }
+        })?;
+        Self::from_raw(raw.config)
+    }
+
+    pub fn from_raw(c: RawConfig) -> Result<Self, ConfigError> {
+        let roles = Roles::from_config(&c.roles)?;
+        let conns = ConnLimits::from_raw(&c)?;
+        let raw_api = c.api.clone().unwrap_or_default();
+        let Some(raw_tenants) = c.tenants.clone() else {
+            // One tenant: Slicer's shape, exactly as before.
+            let t = TenantConfig::from_raw(c.clone())?;
+            let mut api = match &t.listen {
+                ApiListen::Unix(p) => Api {
+                    socket: Some(p.clone()),
+                    tenant_sockets: None,
+                    tcp: None,
+                },
+                ApiListen::Tcp { addr, token_file } => Api {
+                    socket: None,
+                    tenant_sockets: None,
+                    tcp: Some(parse_tcp(
+                        "config.api.bind_address",
+                        &RawTcp {
+                            bind: addr.clone(),
+                            tls: None,
+                            token_file: token_file.clone(),
+                        },
+                    )?),
+                },
+            };
+            if let Some(tcp) = &raw_api.tcp {
+                if api.tcp.is_some() {
+                    return Err(key_err(
+                        "config.api.tcp",
+                        "bind_address is already a TCP address: give the TCP listener once, in api.tcp",
+                    ));
+                }
+                api.tcp = Some(parse_tcp("config.api.tcp", tcp)?);
+            }
+            if raw_api.tenant_sockets.is_some() {
+                return Err(key_err(
+                    "config.api.tenant_sockets",
+                    "applies to a shared daemon (config.tenants); a one-tenant daemon's socket is api.bind_address",
+                ));
+            }
+            return Ok(DaemonConfig {
+                state_dir: t.state_dir.clone(),
+                tenants: vec![t],
+                shared: false,
+                api,
+                conns,
+                roles,
+            });
+        };
+        // A shared daemon.
+        if !c.host_groups.is_empty() {
+            return Err(key_err(
+                "config.host_groups",
+                "with config.tenants, host groups go under each tenant (config.tenants[].host_groups)",
+            ));
+        }
+        if c.tenant.is_some() {
+            return Err(key_err(
+                "config.tenant",
+                "with config.tenants, each tenant is named in config.tenants[].name",
+            ));
+        }
+        if raw_tenants.is_empty() {
+            return Err(key_err(
+                "config.tenants",
+                "list at least one tenant, e.g. - {name: a3cf, host_groups: [...]}",
+            ));
+        }
+        let socket = match raw_api.bind_address.as_deref() {
+            None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            Some(a) if a.starts_with('/') => PathBuf::from(a),
+            Some(a) => {
+                return Err(key_err(
+                    "config.api.bind_address",
+                    format!("{a:?}: a shared daemon's bind_address is its admin socket (an absolute path); put TCP in api.tcp {{bind, tls}}"),
+                ))
+            }
+        };
+        if raw_api.port.is_some() || raw_api.token_file.is_some() {
+            return Err(key_err(
+                "config.api",
+                "port and token_file belong to api.tcp in a shared daemon",
+            ));
+        }
+        let tenant_sockets = match &raw_api.tenant_sockets {
+            Some(d) if !d.is_absolute() => {
+                return Err(key_err(
+                    "config.api.tenant_sockets",
+                    "must be an absolute directory, e.g. /run/bulkhead/tenants",
+                ))
+            }
+            d => d.clone(),
+        };
+        let tcp = raw_api
+            .tcp
+            .as_ref()
+            .map(|t| parse_tcp("config.api.tcp", t))
+            .transpose()?;
+        let mut tenants: Vec<TenantConfig> = Vec::new();
+        for (i, rt) in raw_tenants.iter().enumerate() {
+            let one = RawConfig {
+                tenant: Some(rt.name.clone()),
+                state_dir: c.state_dir.clone(),
+                host_groups: rt.host_groups.clone(),
+                image: rt.image.clone().or_else(|| c.image.clone()),
+                hypervisor: rt.hypervisor.clone().or_else(|| c.hypervisor.clone()),
+                graceful_shutdown: rt.graceful_shutdown.unwrap_or(c.graceful_shutdown),
+                api: Some(super::raw::RawApi {
+                    bind_address: Some(
+                        match &tenant_sockets {
+                            Some(d) => d.join(format!("{}.sock", rt.name)),
+                            None => socket.clone(),
+                        }
+                        .display()
+                        .to_string(),
+                    ),
+                    header_timeout: raw_api.header_timeout.clone(),
+                    max_connections: raw_api.max_connections,
+                    ..Default::default()
+                }),
+                forward_ports: rt.forward_ports.clone().or_else(|| c.forward_ports.clone()),
+                forward_max_connections: rt.forward_max_connections.or(c.forward_max_connections),
+                forward_proxy_timeout: rt
+                    .forward_proxy_timeout
+                    .clone()
+                    .or_else(|| c.forward_proxy_timeout.clone()),
+                ..Default::default()
+            };
+            if rt.name.is_empty() {
+                return Err(key_err(
+                    format!("config.tenants[{i}].name"),
+                    "every tenant needs a name",
+                ));
+            }
+            let t = TenantConfig::from_raw(one).map_err(|e| in_tenant(i, e))?;
+            check_against_others(i, &t, &tenants)?;
+            tenants.push(t);
+        }
+        Ok(DaemonConfig {
+            tenants,
+            shared: true,
+            state_dir: c.state_dir.clone(),
+            api: Api {
+                socket: Some(socket),
+                tenant_sockets,
+                tcp,
+            },
+            conns,
+            roles,
+        })
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.tenant == name)
+    }
+}
+
+/// Whether node names of group `a` and group `b` could ever be equal: the same name, or one
+/// is the other followed by a dash and more.
+fn names_may_collide(a: &str, b: &str) -> bool {
+    let prefix = |short: &str, long: &str| {
+        long.strip_prefix(short)
+            .is_some_and(|rest| rest.starts_with('-'))
+    };
+    a == b || prefix(a, b) || prefix(b, a)
+}
+
+/// Tenant `i` against the tenants before it: names, uid slots, host groups, ranges.
+fn check_against_others(
+    i: usize,
+    t: &TenantConfig,
+    others: &[TenantConfig],
+) -> Result<(), ConfigError> {
+    let p = format!("config.tenants[{i}]");
+    for o in others {
+        if o.tenant == t.tenant {
+            return Err(key_err(
+                format!("{p}.name"),
+                format!(
+                    "tenant {:?} is listed twice: names must be unique",
+                    t.tenant
+                ),
+            ));
+        }
+        if crate::uid_base(&o.tenant) == crate::uid_base(&t.tenant) {
+            return Err(key_err(
+                format!("{p}.name"),
+                format!(
+                    "tenants {:?} and {:?} map to the same host uid range: rename one of them",
+                    o.tenant, t.tenant
+                ),
+            ));
+        }
+        for (j, g) in t.groups.iter().enumerate() {
+            if let Some(og) = o
+                .groups
+                .iter()
+                .find(|og| names_may_collide(&og.name, &g.name))
+            {
+                return Err(key_err(
+                    format!("{p}.host_groups[{j}].name"),
+                    format!(
+                        "host group {:?} of tenant {:?} and host group {:?} of tenant {:?} could name the same node: host group names are unique across a daemon's tenants, and none may be another's name followed by a dash",
+                        g.name, t.tenant, og.name, o.tenant
+                    ),
+                ));
+            }
+            let ranges = |x: &crate::HostGroup| -> Option<Ipv4Net> { x.network.range };
+            if let Some(r) = ranges(g) {
+                if let Some(og) = o.groups.iter().find(|og| {
+                    ranges(og)
+                        .is_some_and(|or| or.contains(&r.network()) || r.contains(&or.network()))
+                }) {
+                    return Err(key_err(
+                        format!("{p}.host_groups[{j}].network.range"),
+                        format!(
+                            "{r} of tenant {:?} overlaps {} of tenant {:?} (host group {:?}): give each tenant its own range",
+                            t.tenant,
+                            og.network.range.expect("checked"),
+                            o.tenant,
+                            og.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
