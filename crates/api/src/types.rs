@@ -15,6 +15,9 @@ pub struct Info {
     pub version: String,
     pub git_commit: String,
     pub tenant: String,
+    /// Every tenant the caller may see (a shared daemon may serve several).
+    #[serde(default)]
+    pub tenants: Vec<String>,
     pub hypervisor: String,
     pub cgroup: String,
     /// microVM tenants: `kvm` or `tcg`, as the daemon's probe decided.

@@ -1,13 +1,90 @@
-//! What a request handler reaches: the host's services and the tenant it serves.
+//! What a request reaches: the daemon (host services and every tenant it serves) and, once
+//! the authorization layer has resolved a request's object, that object's tenant.
 
+use axum::http::Extensions;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::auth::Roles;
 use crate::services::HostServices;
 use crate::tenant::Tenant;
 
-/// What a request handler reaches: the host's services and the tenant it serves. A shared
-/// daemon will hold several tenants here and pick one per request from the route.
+/// One tenant as a handler reaches it: the host's services and the tenant.
 pub struct App {
     pub host: Arc<HostServices>,
     pub tenant: Arc<Tenant>,
+}
+
+/// The daemon: every tenant it serves over one set of host services. A one-tenant daemon is
+/// the smallest case.
+pub struct Daemon {
+    pub host: Arc<HostServices>,
+    /// In config order (lists and pages follow it).
+    pub tenants: Vec<Arc<App>>,
+    /// `config.tenants` was used: client-chosen hostnames must begin with their group's name.
+    pub shared: bool,
+    pub roles: Arc<Roles>,
+    /// Requests refused with 401 (no tenant to count them against).
+    pub unauthenticated: AtomicU64,
+    /// The daemon's own state (API tokens, identity keys): a one-tenant daemon's tenant
+    /// directory, a shared daemon's `<state>/shared`.
+    pub dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn tenant(&self, name: &str) -> Option<&Arc<App>> {
+        self.tenants.iter().find(|a| a.tenant.name == name)
+    }
+
+    /// The tenant a node of this name belongs to. Node names never collide across tenants
+    /// (config: group names are prefix-free across tenants).
+    pub fn tenant_of_node(&self, node: &str) -> Option<&Arc<App>> {
+        self.tenants.iter().find(|a| a.tenant.has_node(node))
+    }
+
+    /// The tenant a host group belongs to (group names are unique across tenants).
+    pub fn tenant_of_group(&self, group: &str) -> Option<&Arc<App>> {
+        self.tenants
+            .iter()
+            .find(|a| a.tenant.cfg.group(group).is_some())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tenants.iter().map(|a| a.tenant.name.clone()).collect()
+    }
+}
+
+impl crate::auth::layer::Tenants for Daemon {
+    fn count(&self) -> usize {
+        self.tenants.len()
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.tenants[i].tenant.name
+    }
+    fn of_node(&self, node: &str) -> Option<usize> {
+        self.tenants.iter().position(|a| a.tenant.has_node(node))
+    }
+    fn of_group(&self, group: &str) -> Option<usize> {
+        self.tenants
+            .iter()
+            .position(|a| a.tenant.cfg.group(group).is_some())
+    }
+    fn scope(&self, i: usize, ext: &mut Extensions) {
+        ext.insert(crate::http::body::Scoped(self.tenants[i].clone()));
+    }
+    fn visible(&self, tenants: Vec<usize>, ext: &mut Extensions) {
+        ext.insert(crate::http::body::Visible(
+            tenants.into_iter().map(|i| self.tenants[i].clone()).collect(),
+        ));
+    }
+    fn denied(&self, i: usize) {
+        self.tenants[i]
+            .tenant
+            .counters
+            .denied
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    fn unauthenticated(&self) {
+        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+    }
 }

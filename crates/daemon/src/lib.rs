@@ -13,6 +13,7 @@ pub mod forward;
 pub mod fsutil;
 mod host_limits;
 pub mod http;
+mod listen;
 pub mod network;
 pub mod pool;
 pub mod serve;
@@ -20,7 +21,8 @@ pub mod services;
 mod startup;
 pub mod tenant;
 pub mod tenant_lock;
+pub mod tls;
 mod upgrade;
 
-pub use app::App;
+pub use app::{App, Daemon};
 pub use startup::{ensure_image, host_facts, run, StartError, DEFAULT_STATE_DIR, UID_REGISTRY};

@@ -2,18 +2,17 @@
 //! agent, drivers, reconciliation, the listener with its authenticator, and what happens to
 //! nodes at stop (`graceful_shutdown`).
 
-use bulkhead_core::{ApiListen, TenantConfig};
+use bulkhead_core::{DaemonConfig, TenantConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::App;
-use crate::auth::authn::{BearerToken, Chain, SocketPeer};
+use crate::app::{App, Daemon};
 use crate::fsutil::ensure_dir;
 use crate::services::HostServices;
 use crate::tenant::{Tenant, TenantParts};
-use crate::{forward, host_limits, network, serve, tenant_lock};
+use crate::{forward, host_limits, listen, network, tenant_lock};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
 /// Host-wide registry of claimed uid ranges, shared by every daemon on the host.
@@ -54,7 +53,7 @@ impl From<tenant_lock::LockError> for StartError {
     }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
 }
@@ -119,15 +118,8 @@ fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
     Ok(UidClaim(p))
 }
 
-fn endpoint(l: &ApiListen) -> String {
-    match l {
-        ApiListen::Unix(p) => p.display().to_string(),
-        ApiListen::Tcp { addr, .. } => addr.clone(),
-    }
-}
-
 /// Refuses a socket that a live daemon answers on; removes a stale one.
-fn check_socket(p: &Path) -> Result<(), StartError> {
+pub(crate) fn check_socket(p: &Path) -> Result<(), StartError> {
     if std::os::unix::net::UnixStream::connect(p).is_ok() {
         return Err(StartError::Refused(format!("socket {} is already served by a live daemon: stop it or choose another api.bind_address", p.display())));
     }
@@ -191,7 +183,7 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
     Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
 }
 
-fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+pub(crate) fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
     if let Some(f) = file {
         let t = std::fs::read_to_string(f)
             .map_err(io(format!("reading token file {}", f.display())))?;
@@ -218,55 +210,71 @@ fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, 
     Ok(t)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
-/// refused second daemon of the tenant which config the running one was started with.
-pub async fn run(
-    cfg: TenantConfig,
-    state_root: PathBuf,
-    config_path: &Path,
-    drivers: Arc<bulkhead_driver::Registry>,
-) -> Result<(), StartError> {
-    // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
-    // waits for startup to finish) instead of killing the daemon halfway.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io("installing the SIGTERM handler"))?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(io("installing the SIGINT handler"))?;
-    // Nodes can never get more than the host has, nor anything their driver cannot give:
-    // refuse such a config (or a driver this build lacks) before anything else.
-    let entry = drivers
-        .check(&cfg, &host_facts(&state_root))
-        .map_err(|e| StartError::Refused(e.to_string()))?;
+/// A tenant the daemon opened: its context and what it holds on the host until stop.
+struct Opened {
+    app: Arc<App>,
+    net: Option<Arc<network::TenantNetwork>>,
+    net_claim: Option<network::NetClaim>,
+    _uid: UidClaim,
+    _lock: tenant_lock::TenantLock,
+}
+
+/// Where a daemon keeps what is its own rather than a tenant's (API tokens, the workload
+/// identity keys): a one-tenant daemon in its tenant's directory, a shared daemon in
+/// `<state>/shared`, claimed with an flock so that two shared daemons never share it.
+struct DaemonDir {
+    path: PathBuf,
+    _lock: Option<tenant_lock::TenantLock>,
+}
+
+fn daemon_dir(
+    cfg: &DaemonConfig,
+    state_root: &Path,
+    holder: &tenant_lock::Holder,
+) -> Result<DaemonDir, StartError> {
+    if !cfg.shared {
+        let t = &cfg.tenants[0].tenant;
+        return Ok(DaemonDir {
+            path: state_root.join("tenants").join(t),
+            _lock: None,
+        });
+    }
+    let path = state_root.join("shared");
+    let lock = tenant_lock::lock_tenant(&path, "daemon", holder).map_err(|e| match e {
+        tenant_lock::LockError::Refused(m) => StartError::Refused(format!(
+            "{} is in use by another shared daemon: give this one its own state_dir ({m})",
+            path.display()
+        )),
+        tenant_lock::LockError::Io { what, source } => StartError::Io { what, source },
+    })?;
+    ensure_dir(&path, 0o700).map_err(io(format!("creating {}", path.display())))?;
+    Ok(DaemonDir {
+        path,
+        _lock: Some(lock),
+    })
+}
+
+/// Opens one tenant: claims it host-wide, its uid range and address ranges, state, image,
+/// agent, driver, store; reconciles its nodes and network; refills its standby pool.
+async fn open_tenant(
+    cfg: &TenantConfig,
+    entry: &bulkhead_driver::DriverEntry,
+    host: &Arc<HostServices>,
+    state_root: &Path,
+    holder: &tenant_lock::Holder,
+) -> Result<Opened, StartError> {
     let tenant = cfg.tenant.clone();
     // The tenant is host-wide: claim it before anything of it is looked at or touched (state,
     // uid range, cgroups, nft, addresses), whatever the state directory.
-    let _tenant_lock = tenant_lock::lock_tenant(
-        Path::new(tenant_lock::TENANT_REGISTRY),
-        &tenant,
-        &tenant_lock::Holder {
-            pid: std::process::id(),
-            state_dir: state_root.clone(),
-            config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.into()),
-            api: endpoint(&cfg.listen),
-        },
-    )?;
-    ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
+    let lock = tenant_lock::lock_tenant(Path::new(tenant_lock::TENANT_REGISTRY), &tenant, holder)?;
     let tenant_dir = state_root.join("tenants").join(&tenant);
-    ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
-    ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
     ensure_dir(&state_root.join("tenants"), 0o711).map_err(io("creating tenant state"))?;
-    host_limits::ensure_file_max();
-    host_limits::raise_nofile(host_limits::fds_needed(
-        cfg.conns.max_connections,
-        forward::MAX_TENANT_CONNECTIONS,
-    ));
+    ensure_dir(&tenant_dir, 0o711).map_err(io("creating tenant state"))?;
+    ensure_dir(&tenant_dir.join("nodes"), 0o711).map_err(io("creating tenant state"))?;
     let uid_base = bulkhead_core::uid_base(&tenant);
-    let _claim = claim_uid_range(&tenant, uid_base)?;
-    if let ApiListen::Unix(p) = &cfg.listen {
-        check_socket(p)?;
-    }
+    let uid = claim_uid_range(&tenant, uid_base)?;
     let known_groups = network::load_indexes(&tenant_dir);
-    let net = network::TenantNetwork::from_config(&cfg, uid_base, &known_groups)?.map(Arc::new);
+    let net = network::TenantNetwork::from_config(cfg, uid_base, &known_groups)?.map(Arc::new);
     if let Some(n) = &net {
         network::save_indexes(&tenant_dir, &n.indexes(&known_groups))
             .map_err(io("recording the network groups"))?;
@@ -275,19 +283,18 @@ pub async fn run(
         Some(_) => Some(network::claim_ranges(
             Path::new(network::NET_REGISTRY),
             &tenant,
-            &endpoint(&cfg.listen),
+            &holder.api,
             &cfg.groups,
         )?),
         None => None,
     };
-    ensure_image(&state_root, &cfg.image)?;
+    ensure_image(state_root, &cfg.image)?;
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
     let agent_bin = install_agent(&tenant_dir, &companion(&self_exe, "bulkhead-agent")?)?;
-    let supervisor_bin = companion(&self_exe, "bulkhead-supervisor")?;
     // The tenant's driver, ready on this host (a microVM's guest kernel may take a while).
     let (open, name) = (entry.open, entry.name);
     let (sr, td, ab, image, tn) = (
-        state_root.clone(),
+        state_root.to_path_buf(),
         tenant_dir.clone(),
         agent_bin.clone(),
         cfg.image.clone(),
@@ -310,8 +317,7 @@ pub async fn run(
         name: name.to_string(),
         source,
     })?;
-    tracing::info!(driver = name, accel = ?driver.info().accel, "driver ready");
-    let cgroups = bulkhead_sandbox::Cgroups::detect()?;
+    tracing::info!(tenant = %tenant, driver = name, accel = ?driver.info().accel, "driver ready");
     let store = {
         let (db, t) = (tenant_dir.join("state.db"), tenant.clone());
         tokio::task::spawn_blocking(move || bulkhead_store::Store::open(&db, &t))
@@ -322,19 +328,12 @@ pub async fn run(
     let imported = crate::upgrade::import_node_files(&store, &tenant_dir.join("nodes")).await;
     if imported > 0 {
         tracing::info!(
+            tenant = %tenant,
             nodes = imported,
             "imported node records from an older release's files"
         );
     }
-    let conn_stats: Arc<serve::ConnStats> = Default::default();
-    let host = Arc::new(HostServices {
-        cgroups,
-        drivers,
-        supervisor_bin,
-        conn_stats: conn_stats.clone(),
-        started: Instant::now(),
-    });
-    let app = Arc::new(Tenant::new(
+    let t = Arc::new(Tenant::new(
         host.clone(),
         TenantParts {
             cfg: cfg.clone(),
@@ -346,9 +345,9 @@ pub async fn run(
             net: net.clone(),
         },
     ));
-    let (adopted, removed) = app.reconcile().await;
+    let (adopted, removed) = t.reconcile().await;
     if let Some(n) = &net {
-        let live = app.live_node_nets();
+        let live = t.live_node_nets();
         let n2 = n.clone();
         let stale = tokio::task::spawn_blocking(move || n2.start(&live))
             .await
@@ -356,84 +355,142 @@ pub async fn run(
         for l in stale {
             tracing::warn!(link = %l, "removed a link that no live node explains");
         }
-        tracing::info!(groups = n.groups.len(), table = %bulkhead_net::names::Tag::table(&tenant), "network rules in place");
+        tracing::info!(tenant = %tenant, groups = n.groups.len(), table = %bulkhead_net::names::Tag::table(&tenant), "network rules in place");
     }
-    app.reopen_forwards().await;
+    t.reopen_forwards().await;
     // Standby sockets left by a daemon that died: their standbys are gone (stdin closed).
-    let _ = std::fs::remove_dir_all(app.pool.dir());
-    ensure_dir(app.pool.dir(), 0o700).map_err(io("creating the standby directory"))?;
-    app.pool.refill();
+    let _ = std::fs::remove_dir_all(t.pool.dir());
+    ensure_dir(t.pool.dir(), 0o700).map_err(io("creating the standby directory"))?;
+    t.pool.refill();
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = host.cgroups.describe(), "state reconciled");
+    Ok(Opened {
+        app: Arc::new(App {
+            host: host.clone(),
+            tenant: t,
+        }),
+        net,
+        net_claim,
+        _uid: uid,
+        _lock: lock,
+    })
+}
 
-    let state = Arc::new(App {
-        host: host.clone(),
-        tenant: app.clone(),
-    });
-    let limits = || serve::Limits {
-        header_timeout: cfg.conns.header_timeout,
-        max_connections: cfg.conns.max_connections,
-    };
-    let shutdown = async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::info!("shutting down");
-    };
-    match &cfg.listen {
-        ApiListen::Unix(p) => {
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io(format!("creating {}", parent.display())))?;
-            }
-            let l = tokio::net::UnixListener::bind(p)
-                .map_err(io(format!("binding {}", p.display())))?;
-            // File permissions are the authentication on a UNIX socket: owner only.
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
-                .map_err(io("chmod socket"))?;
-            tracing::info!(socket = %p.display(), "listening");
-            let roles = crate::auth::Roles::default();
-            let chain = Chain(vec![Box::new(SocketPeer {
-                bindings: vec![roles
-                    .binding(bulkhead_core::iam::TENANT_ADMIN, Some(&tenant))
-                    .map_err(StartError::Refused)?],
-            })]);
-            let router = crate::http::router(state.clone(), chain);
-            create_initial(&app).await;
-            eprintln!("bulkhead: tenant {tenant} ready on {}", p.display());
-            serve::serve(l, router, limits(), conn_stats.clone(), shutdown).await;
-            let _ = std::fs::remove_file(p);
-        }
-        ApiListen::Tcp { addr, token_file } => {
-            let token = load_or_make_token(&tenant_dir, token_file.as_deref())?;
-            let roles = crate::auth::Roles::default();
-            let chain = Chain(vec![Box::new(BearerToken {
-                token: token.to_string(),
-                bindings: vec![roles
-                    .binding(bulkhead_core::iam::GLOBAL_ADMIN, None)
-                    .map_err(StartError::Refused)?],
-            })]);
-            let router = crate::http::router(state.clone(), chain);
-            let l = tokio::net::TcpListener::bind(addr.as_str())
-                .await
-                .map_err(io(format!("binding {addr}")))?;
-            tracing::info!(%addr, "listening on TCP; clients need the bearer token");
-            create_initial(&app).await;
-            eprintln!("bulkhead: tenant {tenant} ready on http://{addr}");
-            serve::serve(l, router, limits(), conn_stats.clone(), shutdown).await;
-        }
-    }
-    if cfg.graceful_shutdown {
-        app.pool.drain().await;
-        host.cgroups.remove_tenant_if_empty(&app.name);
-        tracing::info!("graceful_shutdown: true, leaving nodes running for the next start");
+/// What happens to a tenant's nodes at stop (`graceful_shutdown`), then its network.
+async fn close_tenant(o: Opened) {
+    let t = &o.app.tenant;
+    if t.cfg.graceful_shutdown {
+        t.pool.drain().await;
+        o.app.host.cgroups.remove_tenant_if_empty(&t.name);
+        tracing::info!(tenant = %t.name, "graceful_shutdown: true, leaving nodes running for the next start");
     } else {
-        app.delete_all().await;
+        t.delete_all().await;
     }
     // With no node left, the tenant's network goes too: tables, bridges, range claim.
-    if let (Some(n), Some(claim)) = (&net, &net_claim) {
-        if app.list().is_empty() {
-            let (n, td) = (n.clone(), tenant_dir.clone());
+    if let (Some(n), Some(claim)) = (&o.net, &o.net_claim) {
+        if t.list().is_empty() {
+            let (n, td) = (n.clone(), t.dir.clone());
             let _ = tokio::task::spawn_blocking(move || n.remove_all(&td)).await;
             claim.release_on_drop();
         }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
+/// refused second daemon of a tenant which config the running one was started with.
+pub async fn run(
+    cfg: DaemonConfig,
+    state_root: PathBuf,
+    config_path: &Path,
+    drivers: Arc<bulkhead_driver::Registry>,
+) -> Result<(), StartError> {
+    // Take SIGTERM/SIGINT before anything else, so a stop during startup is handled (and
+    // waits for startup to finish) instead of killing the daemon halfway.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io("installing the SIGTERM handler"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(io("installing the SIGINT handler"))?;
+    // Nodes can never get more than the host has, nor anything their driver cannot give:
+    // refuse such a config (or a driver this build lacks) before anything else.
+    let facts = host_facts(&state_root);
+    let mut entries = Vec::new();
+    for t in &cfg.tenants {
+        let e = drivers.check(t, &facts).map_err(|e| {
+            StartError::Refused(if cfg.shared {
+                format!("tenant {:?}: {e}", t.tenant)
+            } else {
+                e.to_string()
+            })
+        })?;
+        entries.push(e.clone());
+    }
+    let holder = tenant_lock::Holder {
+        pid: std::process::id(),
+        state_dir: state_root.clone(),
+        config: std::path::absolute(config_path).unwrap_or_else(|_| config_path.into()),
+        api: cfg.api.endpoint(),
+    };
+    ensure_dir(&state_root, 0o711).map_err(io(format!("creating {}", state_root.display())))?;
+    let dir = daemon_dir(&cfg, &state_root, &holder)?;
+    host_limits::ensure_file_max();
+    host_limits::raise_nofile(host_limits::fds_needed(
+        cfg.conns.max_connections,
+        forward::MAX_TENANT_CONNECTIONS * cfg.tenants.len(),
+    ));
+    for p in listen::sockets(&cfg) {
+        check_socket(&p)?;
+    }
+    let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
+    let host = Arc::new(HostServices {
+        cgroups: bulkhead_sandbox::Cgroups::detect()?,
+        drivers,
+        supervisor_bin: companion(&self_exe, "bulkhead-supervisor")?,
+        conn_stats: Default::default(),
+        started: Instant::now(),
+    });
+    let mut opened = Vec::new();
+    for (t, e) in cfg.tenants.iter().zip(&entries) {
+        match open_tenant(t, e, &host, &state_root, &holder).await {
+            Ok(o) => opened.push(o),
+            Err(e) => {
+                // The tenants opened so far keep their nodes, as a stop would leave them.
+                for o in opened {
+                    o.app.tenant.pool.drain().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    let daemon = Arc::new(Daemon {
+        host: host.clone(),
+        tenants: opened.iter().map(|o| o.app.clone()).collect(),
+        shared: cfg.shared,
+        roles: Arc::new(cfg.roles.clone()),
+        unauthenticated: Default::default(),
+        dir: dir.path.clone(),
+    });
+    let listeners = listen::bind(&cfg, &daemon).await?;
+    for o in &opened {
+        create_initial(&o.app.tenant).await;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = listen::serve_all(listeners, &cfg, &daemon, stop_rx);
+    eprintln!(
+        "bulkhead: {} ready on {}",
+        match daemon.names().as_slice() {
+            [one] => format!("tenant {one}"),
+            many => format!("tenants {}", many.join(", ")),
+        },
+        listen::describe(&cfg)
+    );
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in serving {
+        let _ = s.await;
+    }
+    drop(daemon);
+    for o in opened {
+        close_tenant(o).await;
     }
     Ok(())
 }

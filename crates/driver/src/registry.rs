@@ -9,6 +9,7 @@ use crate::{Driver, DriverError, HostEnv, Launcher};
 
 /// One driver: its name in `hypervisor:`, its config checks, its daemon side (opened once per
 /// daemon) and its supervisor side.
+#[derive(Clone, Copy)]
 pub struct DriverEntry {
     pub name: &'static str,
     /// What the driver requires of a config on this host, beyond the checks every config

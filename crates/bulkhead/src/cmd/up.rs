@@ -1,14 +1,14 @@
 //! `bulkhead up CONFIG` and `bulkhead validate CONFIG`.
 
 use anyhow::Context;
-use bulkhead_core::TenantConfig;
+use bulkhead_core::DaemonConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-fn load(path: &Path) -> anyhow::Result<TenantConfig> {
+fn load(path: &Path) -> anyhow::Result<DaemonConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    TenantConfig::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+    DaemonConfig::parse(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
@@ -19,16 +19,23 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(bulkhead_daemon::DEFAULT_STATE_DIR));
     let drivers = bulkhead::drivers::registry();
-    drivers
-        .check(&c, &bulkhead_daemon::host_facts(&state))
-        .with_context(|| format!("config {} does not fit this host", path.display()))?;
-    println!(
-        "config ok: tenant {}, {} host group(s)",
-        c.tenant,
-        c.groups.len()
-    );
-    for w in drivers.warnings(&c) {
-        eprintln!("warning: {w}");
+    let facts = bulkhead_daemon::host_facts(&state);
+    for t in &c.tenants {
+        drivers.check(t, &facts).with_context(|| {
+            format!(
+                "config {} (tenant {}) does not fit this host",
+                path.display(),
+                t.tenant
+            )
+        })?;
+        println!(
+            "config ok: tenant {}, {} host group(s)",
+            t.tenant,
+            t.groups.len()
+        );
+        for w in drivers.warnings(t) {
+            eprintln!("warning: {w}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -45,8 +52,10 @@ pub async fn run(path: &Path, state_dir: Option<PathBuf>) -> anyhow::Result<Exit
         .init();
     let cfg = load(path)?;
     let drivers = std::sync::Arc::new(bulkhead::drivers::registry());
-    for w in drivers.warnings(&cfg) {
-        tracing::warn!("{w}");
+    for t in &cfg.tenants {
+        for w in drivers.warnings(t) {
+            tracing::warn!(tenant = %t.tenant, "{w}");
+        }
     }
     let state = state_dir
         .or(cfg.state_dir.clone())

@@ -328,7 +328,8 @@ impl DaemonConfig {
                     "every tenant needs a name",
                 ));
             }
-            let t = TenantConfig::from_raw(one).map_err(|e| in_tenant(i, e))?;
+            let mut t = TenantConfig::from_raw(one).map_err(|e| in_tenant(i, e))?;
+            t.shared_daemon = true;
             check_against_others(i, &t, &tenants)?;
             tenants.push(t);
         }

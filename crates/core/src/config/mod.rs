@@ -51,6 +51,9 @@ pub struct TenantConfig {
     pub forward_ports: (u16, u16),
     /// Connection timeouts and caps (API listener, port forwards).
     pub conns: crate::limits::ConnLimits,
+    /// The tenant is one of a shared daemon's (`config.tenants`): a client-chosen hostname
+    /// must begin with its host group's name and a dash.
+    pub shared_daemon: bool,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -196,6 +199,7 @@ impl TenantConfig {
             graceful_shutdown: c.graceful_shutdown,
             listen,
             forward_ports,
+            shared_daemon: false,
         })
     }
 

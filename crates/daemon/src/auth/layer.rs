@@ -4,7 +4,8 @@
 //! checked against the tenant). A routed request whose route declares no action for its
 //! method is refused: deny by default.
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::Extensions;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bulkhead_core::{Code, DomainError};
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::authn::{Chain, Peer};
-use super::{authorize as decide, Action, Principal};
+use super::{authorize as decide, Action, Denial, Need, Principal};
 use crate::error::ApiError;
 
 /// The actions of the route table: by route path, each method (lowercase) with its action.
@@ -39,12 +40,40 @@ pub fn action_of(actions: &Actions, path: &str, method: &str) -> Option<Action> 
     })
 }
 
-/// What the layers need: the listener's authenticators, the tenant the daemon serves, and
-/// the action of every (route path, method).
+/// The tenants a pipeline authorizes against: which one holds a node or a host group, and
+/// what to put in a request once it may go on (the daemon's [`crate::app::Daemon`]; tests
+/// use a stand-in).
+pub trait Tenants: Send + Sync + 'static {
+    fn count(&self) -> usize;
+    fn name(&self, i: usize) -> &str;
+    fn of_node(&self, node: &str) -> Option<usize>;
+    fn of_group(&self, group: &str) -> Option<usize>;
+    /// The request may act in tenant `i`: give its handler the tenant.
+    fn scope(&self, i: usize, ext: &mut Extensions);
+    /// The request is over the daemon: give its handler the tenants it may see.
+    fn visible(&self, tenants: Vec<usize>, ext: &mut Extensions);
+    /// A request refused by authorization in tenant `i` (metrics).
+    fn denied(&self, i: usize);
+    /// A request refused by authentication (metrics).
+    fn unauthenticated(&self);
+}
+
+/// What the layers need: the listener's authenticators, the tenants, and the action of
+/// every (route path, method).
 pub struct Pipeline {
     pub chain: Chain,
-    pub tenant: String,
+    pub tenants: Arc<dyn Tenants>,
     pub actions: Actions,
+}
+
+/// Whether a request is for one of the paths anyone may read without credentials (the
+/// workload identity issuer's discovery document and keys). Checked before routing, so by
+/// the raw path; the route table still declares their action ([`Need::Public`]).
+fn public_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/.well-known/openid-configuration" | "/.well-known/jwks.json"
+    )
 }
 
 pub async fn authenticate(
@@ -65,29 +94,121 @@ pub async fn authenticate(
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(e) => ApiError(e).into_response(),
+        Err(_) if public_path(req.uri().path()) => next.run(req).await,
+        Err(e) => {
+            p.tenants.unauthenticated();
+            ApiError(e).into_response()
+        }
     }
 }
 
-pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
-    let path = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
-    let action = path.and_then(|path| action_of(&p.actions, path, req.method().as_str()));
-    let decision = match (req.extensions().get::<Principal>(), action) {
-        (Some(principal), Some(action)) => {
-            decide(principal, action, &p.tenant).map_err(|d| d.into_error(principal, &p.tenant))
-        }
-        (None, _) => Err(DomainError::new(Code::Unauthorized, "no principal")),
-        (Some(_), None) => Err(DomainError::new(
-            Code::Forbidden,
-            format!(
-                "{} {} declares no action, so nobody may call it",
-                req.method(),
-                path.unwrap_or_default()
-            ),
+fn forbidden(message: String) -> DomainError {
+    DomainError::new(Code::Forbidden, message)
+}
+
+/// Authorizes `action` for `principal` on the request's object: its node, else its host
+/// group, else the daemon as a whole. A node or group of a tenant where the principal has no
+/// role answers exactly like a missing one.
+fn decide_for(
+    p: &Pipeline,
+    principal: &Principal,
+    action: Action,
+    node: Option<&str>,
+    group: Option<&str>,
+    ext: &mut Extensions,
+) -> Result<(), DomainError> {
+    let t = &p.tenants;
+    let object = match (node, group) {
+        (Some(n), _) => Some((t.of_node(n), DomainError::no_node(n))),
+        (None, Some(g)) => Some((
+            t.of_group(g),
+            DomainError::not_found(format!(
+                "host group {g:?} not found: `GET /hostgroup` lists the groups you may see"
+            )),
         )),
+        (None, None) => None,
+    };
+    if let Some((tenant, missing)) = object {
+        let Some(i) = tenant else {
+            return Err(missing);
+        };
+        return match decide(principal, action, t.name(i)) {
+            Ok(()) => {
+                t.scope(i, ext);
+                Ok(())
+            }
+            Err(d) => {
+                t.denied(i);
+                Err(match d {
+                    Denial::NoRole => missing,
+                    Denial::Forbidden(e) => e,
+                })
+            }
+        };
+    }
+    let mut visible = Vec::new();
+    let mut refusal = None;
+    for i in 0..t.count() {
+        match decide(principal, action, t.name(i)) {
+            Ok(()) => visible.push(i),
+            Err(Denial::Forbidden(e)) => {
+                t.denied(i);
+                refusal.get_or_insert(e);
+            }
+            Err(Denial::NoRole) => {}
+        }
+    }
+    if visible.is_empty() {
+        return Err(refusal.unwrap_or_else(|| {
+            forbidden(format!(
+                "{} has no role in any tenant of this daemon: ask a tenant-admin for one",
+                principal.id
+            ))
+        }));
+    }
+    t.visible(visible, ext);
+    Ok(())
+}
+
+pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let path = parts.extensions.get::<MatchedPath>().map(|m| m.as_str());
+    let action = path.and_then(|path| action_of(&p.actions, path, parts.method.as_str()));
+    let decision = match action {
+        None => Err(forbidden(format!(
+            "{} {} declares no action, so nobody may call it",
+            parts.method,
+            path.unwrap_or_default()
+        ))),
+        Some(a) if a.need() == Some(Need::Public) => Ok(()),
+        // Taken out while the request's parts are read and written, then put back.
+        Some(action) => match parts.extensions.remove::<Principal>() {
+            None => Err(DomainError::new(Code::Unauthorized, "no principal")),
+            Some(principal) => {
+                let params = RawPathParams::from_request_parts(&mut parts, &())
+                    .await
+                    .ok();
+                let param = |k: &str| {
+                    params
+                        .as_ref()
+                        .and_then(|ps| ps.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_owned()))
+                };
+                let (node, group) = (param("node"), param("group"));
+                let d = decide_for(
+                    &p,
+                    &principal,
+                    action,
+                    node.as_deref(),
+                    group.as_deref(),
+                    &mut parts.extensions,
+                );
+                parts.extensions.insert(principal);
+                d
+            }
+        },
     };
     match decision {
-        Ok(()) => next.run(req).await,
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(e) => {
             tracing::info!(code = %e.code, reason = %e.message, "request refused");
             ApiError(e).into_response()

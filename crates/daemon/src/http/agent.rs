@@ -2,21 +2,21 @@
 //! (`cp.rs`): logs, health. Each parses its query, takes a turn at the node's agent and runs the
 //! operation through the tenant's typed agent client.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulkhead_api::{Health, NodeLogs};
 
 use bulkhead_core::{Code, DomainError};
 
-use super::body::AppState;
+use super::body::Scoped;
 use super::query::Query;
 use crate::error::ApiError;
 
 /// The node's console: what its init and agent printed (the last MiB at most), as JSON with
 /// Slicer's fields. `lines=N` keeps the last N lines; 0 or none, all of it.
 pub async fn logs(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<NodeLogs>, ApiError> {
@@ -58,7 +58,7 @@ fn last_lines(text: &str, n: u64) -> String {
 
 /// The node's agent's health with Slicer's fields (`HEAD` answers the status alone).
 pub async fn health(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
 ) -> Result<Response, ApiError> {
     let n = app.tenant.running_node(&node)?;

@@ -16,7 +16,7 @@
 //! upload).
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -28,7 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use bulkhead_core::{Code, DomainError};
 
-use super::body::AppState;
+use super::body::{Scoped, TenantApp};
 use super::query::Query;
 use crate::error::ApiError;
 use crate::tenant::{NodeRef, Tenant, UnixCopyOut};
@@ -194,7 +194,7 @@ fn base_name(path: &str) -> &str {
 }
 
 pub async fn copy_out(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -202,7 +202,7 @@ pub async fn copy_out(
 }
 
 async fn copy_out_node(
-    app: AppState,
+    app: TenantApp,
     node: String,
     q: Option<String>,
 ) -> Result<Response, DomainError> {
@@ -297,7 +297,7 @@ fn stream(mut download: UnixCopyOut, turn: crate::tenant::Turn, tar: bool) -> Re
 }
 
 pub async fn copy_in(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: Body,
@@ -346,7 +346,7 @@ async fn v1_target(tenant: &Tenant, n: &NodeRef, cp: &Cp) -> Result<String, Doma
 }
 
 async fn copy_in_node(
-    app: AppState,
+    app: TenantApp,
     node: String,
     q: Option<String>,
     body: Body,

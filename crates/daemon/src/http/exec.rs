@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -31,7 +31,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::body::AppState;
+use super::body::{Scoped, TenantApp};
 use super::exec_query::{ExecQuery, Stdio};
 use super::exec_wire::{line, not_started, Encoders};
 use crate::bg::exit_fields;
@@ -45,7 +45,7 @@ const MAX_BUFFERED: usize = 16 << 20;
 const AGENT_LOST: &str = "the node's agent went away during the exec";
 
 pub async fn exec(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: Body,
@@ -54,7 +54,7 @@ pub async fn exec(
 }
 
 async fn exec_node(
-    app: AppState,
+    app: TenantApp,
     node: String,
     q: Option<String>,
     body: Body,

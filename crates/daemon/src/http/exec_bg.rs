@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -21,7 +21,7 @@ use bulkhead_core::DomainError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::body::{json_body, AppState};
+use super::body::{json_body, Scoped, TenantApp};
 use super::exec_query::{ExecQuery, Stdio};
 use super::exec_wire::{line, not_started, Encoders};
 use super::query::Query;
@@ -42,7 +42,7 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 /// Starts a background exec: a place in the limits, a session through the node's gate (held
 /// only while the command starts), then the daemon's.
 pub async fn start(
-    app: &AppState,
+    app: &TenantApp,
     n: &NodeRef,
     q: &ExecQuery,
     ring_bytes: u64,
@@ -80,7 +80,7 @@ pub async fn start(
 
 /// `GET /vm/{node}/exec`: the node's background execs, oldest first.
 pub async fn list(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
 ) -> Result<Json<Vec<BgExecInfo>>, ApiError> {
     let n = app.tenant.node(&node)?;
@@ -94,14 +94,14 @@ pub async fn list(
     ))
 }
 
-fn exec_of(app: &AppState, node: &str, id: &str) -> Result<std::sync::Arc<BgExec>, DomainError> {
+fn exec_of(app: &TenantApp, node: &str, id: &str) -> Result<std::sync::Arc<BgExec>, DomainError> {
     let n = app.tenant.node(node)?;
     app.tenant.bg.get(n.name(), id)
 }
 
 /// `GET /vm/{node}/exec/{id}`.
 pub async fn info(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
 ) -> Result<Json<BgExecInfo>, ApiError> {
     Ok(Json(exec_of(&app, &node, &id)?.info()))
@@ -109,7 +109,7 @@ pub async fn info(
 
 /// `DELETE /vm/{node}/exec/{id}`: an exited exec and its ring.
 pub async fn delete(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
 ) -> Result<Json<BgDeleted>, ApiError> {
     let n = app.tenant.node(&node)?;
@@ -123,7 +123,7 @@ pub async fn delete(
 /// `POST /vm/{node}/exec/{id}/kill`, body `{"signal": "TERM", "grace_ms": 5000}` (both
 /// optional, the body too).
 pub async fn kill(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<BgKillResponse>, ApiError> {
@@ -160,7 +160,7 @@ pub async fn kill(
 /// `GET /vm/{node}/exec/{id}/wait-exit?timeout=30`: waits for the command to end, at most
 /// the timeout (seconds, or a Go duration such as `1m30s`).
 pub async fn wait_exit(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<BgWaitExit>, ApiError> {
@@ -189,7 +189,7 @@ pub async fn wait_exit(
 /// (a `gap` first when some were dropped); with `follow`, then new frames as they come until
 /// the exit frame.
 pub async fn logs(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {

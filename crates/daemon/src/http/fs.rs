@@ -4,7 +4,7 @@
 //! SDKs' `stat`/`exists` read as "no such file"; a node whose agent is older than protocol
 //! version 3 gets 400 `unsupported`. The watch stream is `fs_watch.rs`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bulkhead_agent::client::MkdirRequest;
@@ -13,7 +13,7 @@ use bulkhead_api::names;
 use bulkhead_core::DomainError;
 use serde::{Deserialize, Serialize};
 
-use super::body::{json_body, AppState};
+use super::body::{json_body, Scoped};
 use super::query::Query;
 use crate::error::ApiError;
 
@@ -86,7 +86,7 @@ fn checked(p: &str) -> Result<String, DomainError> {
 }
 
 pub async fn readdir(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<FsEntry>>, ApiError> {
@@ -99,7 +99,7 @@ pub async fn readdir(
 }
 
 pub async fn stat(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<FsEntry>, ApiError> {
@@ -131,7 +131,7 @@ pub fn octal_mode(key: &str, m: &str) -> Result<u32, DomainError> {
 }
 
 pub async fn mkdir(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -158,7 +158,7 @@ pub async fn mkdir(
 }
 
 pub async fn remove(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bulkhead_agent::client::FsChange;
@@ -20,7 +20,7 @@ use bulkhead_agent::glob;
 use bulkhead_core::DomainError;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::body::AppState;
+use super::body::Scoped;
 use super::fs::rfc3339;
 use super::query::Query;
 use crate::error::ApiError;
@@ -192,7 +192,7 @@ fn sse(id: u64, c: &FsChange) -> String {
 }
 
 pub async fn watch(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,

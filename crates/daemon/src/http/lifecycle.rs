@@ -4,7 +4,7 @@
 //! answer text, as Slicer's spec has it, except relaunch, which answers the node as a create
 //! does. Handlers parse strictly, then call the tenant.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::response::Response;
 use axum::Json;
 use bulkhead_api::{CreatedNode, NodeDescription, NodeTags, TagUpdate};
@@ -12,7 +12,7 @@ use bulkhead_core::DomainError;
 use serde::Deserialize;
 use std::time::Duration;
 
-use super::body::{json_body, AppState};
+use super::body::{json_body, Scoped};
 use super::nodes::text;
 use super::query::Query;
 use crate::error::ApiError;
@@ -22,7 +22,7 @@ use crate::tenant::Wait;
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 pub async fn describe(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<NodeDescription>, ApiError> {
@@ -32,7 +32,7 @@ pub async fn describe(
 }
 
 pub async fn get_tags(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<NodeTags>, ApiError> {
@@ -46,7 +46,7 @@ pub async fn get_tags(
 
 /// `{"add": [...], "remove": [...]}` or `{"replace": [...]}` (Slicer's `SlicerVMTagUpdate`).
 pub async fn patch_tags(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -68,7 +68,7 @@ struct ShutdownBody {
 /// `action=shutdown|reboot` (query or body; Slicer's default is reboot). Both stop the node,
 /// as on Slicer's Firecracker hosts, where a guest reboot ends the VM: relaunch starts it.
 pub async fn shutdown(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -116,7 +116,7 @@ fn wait_query(q: &Query, userdata: bool) -> Result<(Wait, Duration), DomainError
 
 /// Starts a Stopped (or Suspended) node again; answers the node as a create does.
 pub async fn relaunch(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<CreatedNode>, ApiError> {
@@ -129,7 +129,7 @@ pub async fn relaunch(
 /// Writes a microVM node's memory to disk and stops it; a jail node answers 400
 /// `unsupported` saying why.
 pub async fn suspend(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -142,7 +142,7 @@ pub async fn suspend(
 /// Brings a Suspended node back (`wait=agent` and `timeout` as Slicer's
 /// `RestoreVMWithOptions` sends them).
 pub async fn restore(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {

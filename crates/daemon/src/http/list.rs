@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::query::Query;
 use crate::error::ApiError;
+use crate::app::App;
 use crate::tenant::Tenant;
 
 /// Largest page.
@@ -138,6 +139,71 @@ pub async fn list(
             };
             render_off_worker(snap, pick, many).await?
         }
+    };
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(c) = next {
+        if let Ok(v) = c.encode().parse() {
+            resp.headers_mut().insert(NEXT_CURSOR, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// The union of several tenants' lists (a shared daemon, a caller with roles in several
+/// tenants). One order across them: tenants in config order, each in its own list order.
+/// A page's cursor is the last node it returned, whose host group names its tenant (host
+/// groups are unique across a daemon's tenants), so the next page resumes in that tenant.
+pub async fn list_many(tenants: &[Arc<App>], q: Option<String>) -> Result<Response, ApiError> {
+    let q = parse(q.as_deref())?;
+    let start = match &q.cursor {
+        None => 0,
+        Some(c) => tenants
+            .iter()
+            .position(|a| a.tenant.cfg.group(&c.hostgroup).is_some())
+            .ok_or_else(|| {
+                DomainError::invalid(
+                    "cursor names no node you may list: pass the X-Next-Cursor header of the previous page unchanged, or leave cursor out",
+                )
+            })?,
+    };
+    let snaps: Vec<Arc<Snapshot>> = tenants.iter().map(|a| a.tenant.list()).collect();
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let many = limit.min(snaps.iter().map(|s| s.len()).sum()) > INLINE_ROWS;
+    let pick = move || {
+        let keep = |r: &NodeRow| {
+            q.tag.as_ref().is_none_or(|t| r.tags.contains(t))
+                && q.prefix
+                    .as_ref()
+                    .is_none_or(|p| r.tags.iter().any(|t| t.starts_with(p.as_str())))
+        };
+        let mut rows: Vec<&Arc<NodeRow>> = Vec::new();
+        let mut next = None;
+        for (i, s) in snaps.iter().enumerate().skip(start) {
+            let after = if i == start { q.cursor.as_ref() } else { None };
+            let page = s.page(None, after, limit - rows.len(), keep);
+            rows.extend(page.rows);
+            if page.next.is_some() {
+                next = page.next;
+                break;
+            }
+            if rows.len() == limit {
+                let more = snaps[i + 1..]
+                    .iter()
+                    .any(|s| !s.page(None, None, 1, keep).rows.is_empty());
+                if more {
+                    next = rows.last().map(|r| Cursor::of(r));
+                }
+                break;
+            }
+        }
+        (render(&rows), next)
+    };
+    let (body, next) = if many {
+        tokio::task::spawn_blocking(pick)
+            .await
+            .map_err(|e| DomainError::internal(format!("listing nodes: {e}")))?
+    } else {
+        pick()
     };
     let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(c) = next {

@@ -7,7 +7,7 @@ use axum::Json;
 use bulkhead_api::Info;
 use std::sync::atomic::Ordering;
 
-use super::body::AppState;
+use super::body::{AppState, Visible};
 
 /// Liveness: `OK` as text, as Slicer's spec has it.
 pub async fn healthz() -> Response {
@@ -18,79 +18,111 @@ pub async fn healthz() -> Response {
         .into_response()
 }
 
-pub async fn info(State(app): State<AppState>) -> Json<Info> {
+/// The daemon's version and build; `tenant` and `hypervisor` are those of the first tenant the
+/// caller may see (a one-tenant daemon's only one), `tenants` all of them.
+pub async fn info(Visible(tenants): Visible) -> Json<Info> {
+    let first = &tenants[0];
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
         git_commit: option_env!("BULKHEAD_GIT_COMMIT")
             .unwrap_or("unknown")
             .into(),
-        tenant: app.tenant.name.clone(),
-        hypervisor: app.tenant.cfg.hypervisor.clone(),
-        cgroup: app.host.cgroups.describe().into(),
-        accel: app.tenant.driver.info().accel,
+        tenant: first.tenant.name.clone(),
+        tenants: tenants.iter().map(|a| a.tenant.name.clone()).collect(),
+        hypervisor: first.tenant.cfg.hypervisor.clone(),
+        cgroup: first.host.cgroups.describe().into(),
+        accel: first.tenant.driver.info().accel,
     })
 }
 
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    let c = &app.tenant.counters;
-    let t = &app.tenant.name;
-    let nodes = app.tenant.list().len() as u64;
-    let cs = &app.host.conn_stats;
-    let metrics: [(&str, &str, &str, u64); 14] = [
-        (
-            "bulkhead_nodes",
-            "gauge",
-            "Nodes of the tenant in any state.",
-            nodes,
-        ),
-        (
-            "bulkhead_node_creates_total",
-            "counter",
-            "Node creates admitted.",
-            c.creates.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_node_create_failures_total",
-            "counter",
-            "Node creates that failed and were rolled back.",
-            c.create_failures.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_node_deletes_total",
-            "counter",
-            "Nodes deleted.",
-            c.deletes.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_execs_total",
-            "counter",
-            "Exec requests started.",
-            c.execs.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_not_found_total",
-            "counter",
-            "Requests for nodes that do not exist for this tenant.",
-            c.not_found.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_rejected_busy_total",
-            "counter",
-            "Lifecycle requests refused because the queue was full.",
-            c.rejected_busy.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_standby_hits_total",
-            "counter",
-            "Node creates served by a standby supervisor (no cgroup move on the create path).",
-            c.standby_hits.load(Ordering::Relaxed),
-        ),
-        (
-            "bulkhead_standby_misses_total",
-            "counter",
-            "Node creates that found the standby pool empty.",
-            c.standby_misses.load(Ordering::Relaxed),
-        ),
+/// Prometheus text: each tenant's counters the caller may see (labelled `tenant`), then the
+/// daemon's own (labelled `listener="api"`).
+pub async fn metrics(State(daemon): State<AppState>, Visible(tenants): Visible) -> Response {
+    let mut out = String::new();
+    let per_tenant: Vec<(String, [(&str, &str, &str, u64); 11])> = tenants
+        .iter()
+        .map(|app| {
+            let c = &app.tenant.counters;
+            let nodes = app.tenant.list().len() as u64;
+            (app.tenant.name.clone(), [
+                (
+                    "bulkhead_nodes",
+                    "gauge",
+                    "Nodes of the tenant in any state.",
+                    nodes,
+                ),
+                        (
+                    "bulkhead_node_creates_total",
+                    "counter",
+                    "Node creates admitted.",
+                    c.creates.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_node_create_failures_total",
+                    "counter",
+                    "Node creates that failed and were rolled back.",
+                    c.create_failures.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_node_deletes_total",
+                    "counter",
+                    "Nodes deleted.",
+                    c.deletes.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_execs_total",
+                    "counter",
+                    "Exec requests started.",
+                    c.execs.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_not_found_total",
+                    "counter",
+                    "Requests for nodes that do not exist for this tenant.",
+                    c.not_found.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_rejected_busy_total",
+                    "counter",
+                    "Lifecycle requests refused because the queue was full.",
+                    c.rejected_busy.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_standby_hits_total",
+                    "counter",
+                    "Node creates served by a standby supervisor (no cgroup move on the create path).",
+                    c.standby_hits.load(Ordering::Relaxed),
+                ),
+                        (
+                    "bulkhead_standby_misses_total",
+                    "counter",
+                    "Node creates that found the standby pool empty.",
+                    c.standby_misses.load(Ordering::Relaxed),
+                ),
+                (
+                    "bulkhead_denied_requests_total",
+                    "counter",
+                    "Requests refused by authorization in the tenant (403, and the 404 of a node the caller has no role for).",
+                    c.denied.load(Ordering::Relaxed),
+                ),
+                (
+                    "bulkhead_tenant_up",
+                    "gauge",
+                    "1 for each tenant the daemon serves.",
+                    1,
+                ),
+            ])
+        })
+        .collect();
+    for k in 0..per_tenant.first().map_or(0, |(_, m)| m.len()) {
+        let (name, kind, help, _) = per_tenant[0].1[k];
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (t, m) in &per_tenant {
+            out.push_str(&format!("{name}{{tenant=\"{t}\"}} {}\n", m[k].3));
+        }
+    }
+    let cs = &daemon.host.conn_stats;
+    let daemon_metrics: [(&str, &str, &str, u64); 6] = [
         (
             "bulkhead_api_connections",
             "gauge",
@@ -119,23 +151,31 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             "bulkhead_uptime_seconds",
             "gauge",
             "Seconds since the daemon started.",
-            app.host.started.elapsed().as_secs(),
+            daemon.host.started.elapsed().as_secs(),
+        ),
+        (
+            "bulkhead_unauthenticated_requests_total",
+            "counter",
+            "Requests refused with 401: credentials missing, malformed, expired, revoked or not verifiable.",
+            daemon.unauthenticated.load(Ordering::Relaxed),
         ),
     ];
-    let mut out = String::new();
-    for (name, kind, help, v) in metrics {
+    for (name, kind, help, v) in daemon_metrics {
         out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{tenant=\"{t}\"}} {v}\n"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{listener=\"api\"}} {v}\n"
         ));
     }
-    if let Some(net) = app.tenant.net.clone() {
-        let counts = tokio::task::spawn_blocking(move || net.counters())
-            .await
-            .unwrap_or_default();
-        let name = "bulkhead_network_denied_packets_total";
-        out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
-        for (rule, v) in counts {
-            out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
+    for app in &tenants {
+        let t = &app.tenant.name;
+        if let Some(net) = app.tenant.net.clone() {
+            let counts = tokio::task::spawn_blocking(move || net.counters())
+                .await
+                .unwrap_or_default();
+            let name = "bulkhead_network_denied_packets_total";
+            out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
+            for (rule, v) in counts {
+                out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
+            }
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -228,15 +228,15 @@ pub fn actions() -> Actions {
         .collect()
 }
 
-/// The router of `app`'s API behind `chain`: authenticate every request, authorize every
+/// The router of the daemon's API behind `chain`: authenticate every request, authorize every
 /// routed one, then the handler.
-pub fn router(app: AppState, chain: crate::auth::authn::Chain) -> Router {
+pub fn router(daemon: AppState, chain: crate::auth::authn::Chain) -> Router {
     let pipeline = Arc::new(Pipeline {
         chain,
-        tenant: app.tenant.name.clone(),
+        tenants: daemon.clone(),
         actions: actions(),
     });
-    with_pipeline(routes(), pipeline).with_state(app)
+    with_pipeline(routes(), pipeline).with_state(daemon)
 }
 
 fn routes() -> Router<AppState> {

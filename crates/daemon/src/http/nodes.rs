@@ -1,7 +1,7 @@
 //! Node routes in Slicer's shape: host groups, listing, create and delete, pause and
 //! resume, port forwards. Handlers parse strictly, then call the tenant context.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,40 +9,42 @@ use bulkhead_api::{CreateNodeRequest, DeleteResponse, HostGroupInfo};
 use bulkhead_core::DomainError;
 use std::time::Duration;
 
-use super::body::{json_body, AppState};
+use super::body::{json_body, Scoped, TenantApp, Visible};
 use super::query::Query;
 use crate::error::ApiError;
 use crate::tenant::Wait;
 
-pub async fn hostgroups(State(app): State<AppState>) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
-    let nodes = app.tenant.list();
-    Ok(Json(
-        app.tenant
-            .cfg
-            .groups
-            .iter()
-            .map(|g| HostGroupInfo {
-                name: g.name.clone(),
-                count: nodes.group(&g.name).len() as u64,
-                ram_bytes: g.ram_bytes,
-                cpus: g.vcpu,
-                arch: std::env::consts::ARCH.into(),
-                storage_size_bytes: g.storage_bytes,
-                network_mode: g.network.mode.as_str().into(),
-            })
-            .collect(),
-    ))
+/// The host groups of every tenant the caller may list, in config order.
+pub async fn hostgroups(Visible(tenants): Visible) -> Result<Json<Vec<HostGroupInfo>>, ApiError> {
+    let mut out = Vec::new();
+    for app in &tenants {
+        let nodes = app.tenant.list();
+        out.extend(app.tenant.cfg.groups.iter().map(|g| HostGroupInfo {
+            name: g.name.clone(),
+            count: nodes.group(&g.name).len() as u64,
+            ram_bytes: g.ram_bytes,
+            cpus: g.vcpu,
+            arch: std::env::consts::ARCH.into(),
+            storage_size_bytes: g.storage_bytes,
+            network_mode: g.network.mode.as_str().into(),
+        }));
+    }
+    Ok(Json(out))
 }
 
+/// The nodes of every tenant the caller may list (the union), in config order.
 pub async fn all_nodes(
-    State(app): State<AppState>,
+    Visible(tenants): Visible,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    super::list::list(&app.tenant, None, q).await
+    match tenants.as_slice() {
+        [one] => super::list::list(&one.tenant, None, q).await,
+        many => super::list::list_many(many, q).await,
+    }
 }
 
 pub async fn group_nodes(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -51,7 +53,7 @@ pub async fn group_nodes(
 }
 
 pub async fn create_node(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -75,7 +77,7 @@ pub async fn create_node(
 }
 
 pub async fn delete_node(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((group, node)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<DeleteResponse>, ApiError> {
@@ -93,7 +95,7 @@ pub async fn delete_node(
 }
 
 pub async fn pause_node(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -101,7 +103,7 @@ pub async fn pause_node(
 }
 
 pub async fn resume_node(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -110,7 +112,7 @@ pub async fn resume_node(
 
 /// Answers text, as Slicer's spec has it: the node's name and its state now.
 async fn set_paused(
-    app: &AppState,
+    app: &TenantApp,
     node: &str,
     q: Option<String>,
     pause: bool,
@@ -134,7 +136,7 @@ pub fn text(body: String) -> Response {
 }
 
 pub async fn open_forward(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -147,7 +149,7 @@ pub async fn open_forward(
 }
 
 pub async fn list_forwards(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<bulkhead_api::Forward>>, ApiError> {
@@ -157,7 +159,7 @@ pub async fn list_forwards(
 }
 
 pub async fn close_forward(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path((node, port)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Result<StatusCode, ApiError> {

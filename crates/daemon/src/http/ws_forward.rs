@@ -21,7 +21,7 @@
 //! agent like an exec (its threads count against the node's pids).
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bulkhead_agent::client::{TcpRead, TcpWrite};
@@ -35,7 +35,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::body::AppState;
+use super::body::Scoped;
 use super::query::Query;
 use super::ws_shell::{upgrade, Upgrade, MAX_MESSAGE};
 use crate::error::ApiError;
@@ -59,7 +59,7 @@ pub enum Host {
 }
 
 pub async fn forward(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,

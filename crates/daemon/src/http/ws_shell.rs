@@ -11,7 +11,7 @@
 //! ends the session: the agent kills the shell's process group when its connection drops.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::response::{IntoResponse, Response};
 use bulkhead_agent::client::ExecEvent;
 use bulkhead_agent::proto::{ExecRequest, WinSize};
@@ -20,7 +20,7 @@ use bulkhead_api::shell::Frame;
 use bulkhead_core::DomainError;
 use futures_util::{SinkExt, StreamExt};
 
-use super::body::AppState;
+use super::body::Scoped;
 use super::query::Query;
 use crate::error::ApiError;
 use crate::tenant::{Turn, UnixExec};
@@ -35,7 +35,7 @@ pub type Upgrade =
     Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 pub async fn shell(
-    State(app): State<AppState>,
+    Scoped(app): Scoped,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     ws: Upgrade,

@@ -42,6 +42,14 @@ impl Tenant {
     ) -> Result<(u32, u64, Option<crate::network::Override>), DomainError> {
         if let Some(h) = &req.hostname {
             names::validate_label("hostname", h).map_err(DomainError::invalid)?;
+            // A shared daemon's node names are unique across its tenants only because each
+            // begins with its group's name (and group names are prefix-free across tenants).
+            let prefix = format!("{}-", g.name);
+            if self.cfg.shared_daemon && !(h.starts_with(&prefix) && h.len() > prefix.len()) {
+                return Err(DomainError::invalid(format!(
+                    "hostname {h:?} must begin with its host group's name and a dash on a shared daemon, e.g. \"{prefix}job-1\""
+                )));
+            }
         }
         for t in &req.tags {
             names::validate_tag(t).map_err(DomainError::invalid)?;

@@ -55,6 +55,9 @@ pub struct Counters {
     pub deletes: AtomicU64,
     pub execs: AtomicU64,
     pub not_found: AtomicU64,
+    /// Requests refused by authorization (403, and the 404 of a node the caller has no role
+    /// for).
+    pub denied: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub standby_hits: AtomicU64,
     pub standby_misses: AtomicU64,
@@ -182,6 +185,12 @@ impl Tenant {
     /// The tenant's nodes now, in list order (from memory: never waits for SQLite).
     pub fn list(&self) -> Arc<Snapshot> {
         self.store.snapshot()
+    }
+
+    /// Whether this tenant has a node of this name (no counting: the authorization layer asks
+    /// every tenant).
+    pub fn has_node(&self, name: &str) -> bool {
+        self.store.get(name).is_some()
     }
 
     /// The tenant-scoped lookup every node operation starts from.

@@ -1,0 +1,201 @@
+//! The API's listeners and who each one's peers are:
+//!
+//! | listener | authenticators | bound as |
+//! | --- | --- | --- |
+//! | `api.bind_address` (admin socket; a one-tenant daemon's only socket), 0600 | socket peer | `global-admin` |
+//! | `api.tenant_sockets/<tenant>.sock`, 0600 | socket peer | `tenant-admin@<tenant>` |
+//! | `api.tcp` (TLS, or plain on loopback only) | bearer: the configured single token, API tokens, OIDC, workload tokens | per credential |
+//!
+//! Every listener serves the same router over the same daemon: what a peer sees follows from
+//! its principal's bindings alone (a tenant socket's peer has a role in its tenant only, so it
+//! never sees another tenant).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bulkhead_core::iam::{GLOBAL_ADMIN, TENANT_ADMIN};
+use bulkhead_core::DaemonConfig;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::Daemon;
+use crate::auth::authn::{Authenticator, BearerToken, Chain, SocketPeer};
+use crate::auth::Binding;
+use crate::startup::{io, load_or_make_token, StartError};
+use crate::{serve, tls};
+
+/// A bound listener with its authenticators.
+pub enum Bound {
+    Unix {
+        path: PathBuf,
+        listener: tokio::net::UnixListener,
+        chain: Chain,
+    },
+    Tcp {
+        listener: tokio::net::TcpListener,
+        chain: Chain,
+    },
+    Tls {
+        listener: tls::TlsListener,
+        chain: Chain,
+    },
+}
+
+/// Every UNIX socket the config names: the admin socket, then the tenant sockets.
+pub fn sockets(cfg: &DaemonConfig) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = cfg.api.socket.iter().cloned().collect();
+    if let Some(dir) = &cfg.api.tenant_sockets {
+        v.extend(
+            cfg.tenants
+                .iter()
+                .map(|t| dir.join(format!("{}.sock", t.tenant))),
+        );
+    }
+    v
+}
+
+/// Where the API answers, for the ready line.
+pub fn describe(cfg: &DaemonConfig) -> String {
+    let mut v: Vec<String> = cfg
+        .api
+        .socket
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    if let Some(d) = &cfg.api.tenant_sockets {
+        v.push(format!("{}/<tenant>.sock", d.display()));
+    }
+    if let Some(t) = &cfg.api.tcp {
+        let scheme = if t.tls.is_some() { "https" } else { "http" };
+        v.push(format!("{scheme}://{}", t.addr));
+    }
+    v.join(", ")
+}
+
+fn binding(d: &Daemon, role: &str, tenant: Option<&str>) -> Result<Binding, StartError> {
+    d.roles.binding(role, tenant).map_err(StartError::Refused)
+}
+
+fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, StartError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    }
+    let l = tokio::net::UnixListener::bind(path)
+        .map_err(io(format!("binding {}", path.display())))?;
+    // File permissions are the authentication on a UNIX socket: owner only.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(format!("chmod {}", path.display())))?;
+    Ok(l)
+}
+
+/// The TCP listener's authenticators, in order: the configured single token (global-admin),
+/// then the others as their parts are configured.
+fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
+    let tcp = cfg.api.tcp.as_ref().expect("called for a TCP listener");
+    let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
+    // Today's single-token setup: a one-tenant daemon always has it (made on first start when
+    // no file is given), a shared daemon only when api.tcp.token_file names one.
+    if tcp.token_file.is_some() || !cfg.shared {
+        let token = load_or_make_token(&d.dir, tcp.token_file.as_deref())?;
+        chain.push(Box::new(BearerToken {
+            token,
+            bindings: vec![binding(d, GLOBAL_ADMIN, None)?],
+        }));
+    }
+    Ok(Chain(chain))
+}
+
+/// Binds every listener the config names.
+pub async fn bind(cfg: &DaemonConfig, d: &Arc<Daemon>) -> Result<Vec<Bound>, StartError> {
+    let mut out = Vec::new();
+    if let Some(p) = &cfg.api.socket {
+        out.push(Bound::Unix {
+            path: p.clone(),
+            listener: bind_unix(p)?,
+            chain: Chain(vec![Box::new(SocketPeer {
+                bindings: vec![binding(d, GLOBAL_ADMIN, None)?],
+            })]),
+        });
+        tracing::info!(socket = %p.display(), "listening (global-admin)");
+    }
+    if let Some(dir) = &cfg.api.tenant_sockets {
+        for t in &cfg.tenants {
+            let p = dir.join(format!("{}.sock", t.tenant));
+            out.push(Bound::Unix {
+                listener: bind_unix(&p)?,
+                chain: Chain(vec![Box::new(SocketPeer {
+                    bindings: vec![binding(d, TENANT_ADMIN, Some(&t.tenant))?],
+                })]),
+                path: p.clone(),
+            });
+            tracing::info!(socket = %p.display(), tenant = %t.tenant, "listening (tenant-admin)");
+        }
+    }
+    if let Some(t) = &cfg.api.tcp {
+        let chain = tcp_chain(cfg, d)?;
+        let listener = tokio::net::TcpListener::bind(t.addr)
+            .await
+            .map_err(io(format!("binding {}", t.addr)))?;
+        match &t.tls {
+            Some(files) => {
+                let acceptor = tls::acceptor(&files.cert, &files.key)
+                    .map_err(|e| StartError::Refused(format!("config.api.tcp.tls: {e}")))?;
+                let listener = tls::TlsListener::new(listener, acceptor)
+                    .map_err(io(format!("listening on {}", t.addr)))?;
+                tracing::info!(addr = %t.addr, "listening on TCP with TLS");
+                out.push(Bound::Tls { listener, chain });
+            }
+            None => {
+                tracing::warn!(addr = %t.addr, "listening on plain TCP (loopback only): bearer credentials cross it unencrypted; configure api.tcp.tls for anything but local use");
+                out.push(Bound::Tcp { listener, chain });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Serves every listener until `stop` turns true; each task ends once its connections have.
+pub fn serve_all(
+    listeners: Vec<Bound>,
+    cfg: &DaemonConfig,
+    d: &Arc<Daemon>,
+    stop: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let limits = || serve::Limits {
+        header_timeout: cfg.conns.header_timeout,
+        max_connections: cfg.conns.max_connections,
+    };
+    let stats = d.host.conn_stats.clone();
+    listeners
+        .into_iter()
+        .map(|b| {
+            let mut stop = stop.clone();
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let (limits, stats) = (limits(), stats.clone());
+            match b {
+                Bound::Unix {
+                    path,
+                    listener,
+                    chain,
+                } => {
+                    let router = crate::http::router(d.clone(), chain);
+                    tokio::spawn(async move {
+                        serve::serve(listener, router, limits, stats, shutdown).await;
+                        let _ = std::fs::remove_file(path);
+                    })
+                }
+                Bound::Tcp { listener, chain } => {
+                    let router = crate::http::router(d.clone(), chain);
+                    tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
+                }
+                Bound::Tls { listener, chain } => {
+                    let router = crate::http::router(d.clone(), chain);
+                    tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
+                }
+            }
+        })
+        .collect()
+}
