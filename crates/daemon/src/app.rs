@@ -74,7 +74,10 @@ impl crate::auth::layer::Tenants for Daemon {
     }
     fn visible(&self, tenants: Vec<usize>, ext: &mut Extensions) {
         ext.insert(crate::http::body::Visible(
-            tenants.into_iter().map(|i| self.tenants[i].clone()).collect(),
+            tenants
+                .into_iter()
+                .map(|i| self.tenants[i].clone())
+                .collect(),
         ));
     }
     fn denied(&self, i: usize) {

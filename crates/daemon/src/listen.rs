@@ -81,8 +81,8 @@ fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, StartError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
     }
-    let l = tokio::net::UnixListener::bind(path)
-        .map_err(io(format!("binding {}", path.display())))?;
+    let l =
+        tokio::net::UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))?;
     // File permissions are the authentication on a UNIX socket: owner only.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io(format!("chmod {}", path.display())))?;
@@ -106,8 +106,22 @@ fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
     Ok(Chain(chain))
 }
 
+/// The TCP listener's TLS acceptor, when `api.tcp.tls` is configured (files read now).
+pub fn tls_acceptor(cfg: &DaemonConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    let Some(files) = cfg.api.tcp.as_ref().and_then(|t| t.tls.as_ref()) else {
+        return Ok(None);
+    };
+    tls::acceptor(&files.cert, &files.key)
+        .map(Some)
+        .map_err(|e| StartError::Refused(format!("config.api.tcp.tls: {e}")))
+}
+
 /// Binds every listener the config names.
-pub async fn bind(cfg: &DaemonConfig, d: &Arc<Daemon>) -> Result<Vec<Bound>, StartError> {
+pub async fn bind(
+    cfg: &DaemonConfig,
+    d: &Arc<Daemon>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Vec<Bound>, StartError> {
     let mut out = Vec::new();
     if let Some(p) = &cfg.api.socket {
         out.push(Bound::Unix {
@@ -137,10 +151,8 @@ pub async fn bind(cfg: &DaemonConfig, d: &Arc<Daemon>) -> Result<Vec<Bound>, Sta
         let listener = tokio::net::TcpListener::bind(t.addr)
             .await
             .map_err(io(format!("binding {}", t.addr)))?;
-        match &t.tls {
-            Some(files) => {
-                let acceptor = tls::acceptor(&files.cert, &files.key)
-                    .map_err(|e| StartError::Refused(format!("config.api.tcp.tls: {e}")))?;
+        match tls {
+            Some(acceptor) => {
                 let listener = tls::TlsListener::new(listener, acceptor)
                     .map_err(io(format!("listening on {}", t.addr)))?;
                 tracing::info!(addr = %t.addr, "listening on TCP with TLS");

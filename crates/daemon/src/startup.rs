@@ -183,7 +183,10 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
     Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
 }
 
-pub(crate) fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+pub(crate) fn load_or_make_token(
+    tenant_dir: &Path,
+    file: Option<&Path>,
+) -> Result<String, StartError> {
     if let Some(f) = file {
         let t = std::fs::read_to_string(f)
             .map_err(io(format!("reading token file {}", f.display())))?;
@@ -395,6 +398,19 @@ async fn close_tenant(o: Opened) {
     }
 }
 
+/// A start that failed after some tenants were opened: their nodes stay (as a stop with
+/// `graceful_shutdown: true` would leave them, for the next start to re-adopt), their
+/// standbys go.
+async fn abandon(opened: Vec<Opened>) {
+    for o in opened {
+        o.app.tenant.pool.drain().await;
+        o.app
+            .host
+            .cgroups
+            .remove_tenant_if_empty(&o.app.tenant.name);
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
 /// refused second daemon of a tenant which config the running one was started with.
 pub async fn run(
@@ -447,15 +463,14 @@ pub async fn run(
         conn_stats: Default::default(),
         started: Instant::now(),
     });
+    // The TLS files are read before any tenant is touched: a bad one stops the start early.
+    let tls = listen::tls_acceptor(&cfg)?;
     let mut opened = Vec::new();
     for (t, e) in cfg.tenants.iter().zip(&entries) {
         match open_tenant(t, e, &host, &state_root, &holder).await {
             Ok(o) => opened.push(o),
             Err(e) => {
-                // The tenants opened so far keep their nodes, as a stop would leave them.
-                for o in opened {
-                    o.app.tenant.pool.drain().await;
-                }
+                abandon(opened).await;
                 return Err(e);
             }
         }
@@ -468,7 +483,14 @@ pub async fn run(
         unauthenticated: Default::default(),
         dir: dir.path.clone(),
     });
-    let listeners = listen::bind(&cfg, &daemon).await?;
+    let listeners = match listen::bind(&cfg, &daemon, tls).await {
+        Ok(l) => l,
+        Err(e) => {
+            drop(daemon);
+            abandon(opened).await;
+            return Err(e);
+        }
+    };
     for o in &opened {
         create_initial(&o.app.tenant).await;
     }

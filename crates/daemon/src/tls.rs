@@ -31,7 +31,9 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file} holds no PEM certificate: give the server's certificate chain (leaf first) in PEM")]
+    #[error(
+        "{file} holds no PEM certificate: give the server's certificate chain (leaf first) in PEM"
+    )]
     NoCert { file: String },
     #[error("{file} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
     NoKey { file: String },

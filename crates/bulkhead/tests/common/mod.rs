@@ -11,6 +11,7 @@ pub mod answer;
 pub mod exec_wire;
 pub mod lab_nodes;
 pub mod netlab;
+pub mod shared;
 
 use bulkhead_api::{Client, Endpoint};
 use std::path::{Path, PathBuf};

@@ -57,10 +57,7 @@ fn last_lines(text: &str, n: u64) -> String {
 }
 
 /// The node's agent's health with Slicer's fields (`HEAD` answers the status alone).
-pub async fn health(
-    Scoped(app): Scoped,
-    Path(node): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn health(Scoped(app): Scoped, Path(node): Path<String>) -> Result<Response, ApiError> {
     let n = app.tenant.running_node(&node)?;
     let info = app
         .tenant

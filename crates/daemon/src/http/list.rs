@@ -18,8 +18,8 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use super::query::Query;
-use crate::error::ApiError;
 use crate::app::App;
+use crate::error::ApiError;
 use crate::tenant::Tenant;
 
 /// Largest page.

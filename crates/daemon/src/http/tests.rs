@@ -179,7 +179,12 @@ async fn every_route_passes_authorization() {
                 (false, true) => StatusCode::NOT_FOUND,
                 (false, false) => StatusCode::FORBIDDEN,
             };
-            assert_eq!(call(&nobody, m, route.path).await, want, "{m} {}", route.path);
+            assert_eq!(
+                call(&nobody, m, route.path).await,
+                want,
+                "{m} {}",
+                route.path
+            );
             assert_eq!(
                 call(&admin, m, route.path).await,
                 StatusCode::OK,
