@@ -437,7 +437,7 @@ pub async fn run(
                 e.to_string()
             })
         })?;
-        entries.push(e.clone());
+        entries.push(*e);
     }
     let holder = tenant_lock::Holder {
         pid: std::process::id(),

@@ -35,11 +35,14 @@ pub async fn info(Visible(tenants): Visible) -> Json<Info> {
     })
 }
 
+/// One metric: name, type, help, value.
+type Metric = (&'static str, &'static str, &'static str, u64);
+
 /// Prometheus text: each tenant's counters the caller may see (labelled `tenant`), then the
 /// daemon's own (labelled `listener="api"`).
 pub async fn metrics(State(daemon): State<AppState>, Visible(tenants): Visible) -> Response {
     let mut out = String::new();
-    let per_tenant: Vec<(String, [(&str, &str, &str, u64); 11])> = tenants
+    let per_tenant: Vec<(String, [Metric; 11])> = tenants
         .iter()
         .map(|app| {
             let c = &app.tenant.counters;
@@ -122,7 +125,7 @@ pub async fn metrics(State(daemon): State<AppState>, Visible(tenants): Visible) 
         }
     }
     let cs = &daemon.host.conn_stats;
-    let daemon_metrics: [(&str, &str, &str, u64); 6] = [
+    let daemon_metrics: [Metric; 6] = [
         (
             "bulkhead_api_connections",
             "gauge",
