@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(r.names(), ["jail", "qemu"]);
         for name in r.names() {
             assert_eq!(r.get(name).unwrap().name, name);
-            assert_eq!(r.check(&cfg(name), &HOST).unwrap().name, name);
+            assert_eq!(r.check(&cfg(name), &HOST).unwrap()[0].name, name);
         }
     }
 
@@ -96,5 +96,30 @@ mod tests {
         .unwrap();
         let e = r.check(&big, &HOST).unwrap_err().to_string();
         assert!(e.contains("host_groups[0].vcpu"), "{e}");
+    }
+
+    /// A host group may name its own driver: each driver checks its own groups, and an error
+    /// names the group's place in the whole config.
+    #[test]
+    fn a_host_group_may_override_the_tenants_driver() {
+        let r = super::registry();
+        let mixed = |ram: u32| {
+            TenantConfig::parse(&format!(
+                "config:\n  hypervisor: jail\n  host_groups:\n    - name: j\n      ram_mb: 64\n    - name: v\n      hypervisor: qemu\n      ram_mb: {ram}\n      storage_size: 256M\n"
+            ))
+            .unwrap()
+        };
+        let ok = mixed(256);
+        assert_eq!(ok.drivers(), ["jail", "qemu"]);
+        let names: Vec<_> = r.check(&ok, &HOST).unwrap().iter().map(|e| e.name).collect();
+        assert_eq!(names, ["jail", "qemu"]);
+        let e = r.check(&mixed(64), &HOST).unwrap_err().to_string();
+        assert!(e.contains("host_groups[1].ram_mb"), "{e}");
+        let xen = TenantConfig::parse(
+            "config:\n  host_groups:\n    - name: a\n    - name: b\n      hypervisor: xen\n",
+        )
+        .unwrap();
+        let e = r.check(&xen, &HOST).unwrap_err().to_string();
+        assert!(e.contains("config.host_groups[1].hypervisor") && e.contains("xen"), "{e}");
     }
 }

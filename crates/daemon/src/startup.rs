@@ -261,7 +261,7 @@ fn daemon_dir(
 /// agent, driver, store; reconciles its nodes and network; refills its standby pool.
 async fn open_tenant(
     cfg: &TenantConfig,
-    entry: &bulkhead_driver::DriverEntry,
+    entries: &[bulkhead_driver::DriverEntry],
     host: &Arc<HostServices>,
     state_root: &Path,
     holder: &tenant_lock::Holder,
@@ -294,33 +294,38 @@ async fn open_tenant(
     ensure_image(state_root, &cfg.image)?;
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
     let agent_bin = install_agent(&tenant_dir, &companion(&self_exe, "bulkhead-agent")?)?;
-    // The tenant's driver, ready on this host (a microVM's guest kernel may take a while).
-    let (open, name) = (entry.open, entry.name);
-    let (sr, td, ab, image, tn) = (
-        state_root.to_path_buf(),
-        tenant_dir.clone(),
-        agent_bin.clone(),
-        cfg.image.clone(),
-        tenant.clone(),
-    );
-    let driver = tokio::task::spawn_blocking(move || {
-        open(&bulkhead_driver::HostEnv {
-            state_root: &sr,
-            tenant: &tn,
-            tenant_dir: &td,
-            agent_bin: &ab,
-            image: &image,
-            uid_base,
-            uid_count: bulkhead_core::UID_COUNT,
+    // The tenant's drivers, ready on this host (a microVM's guest kernel may take a while).
+    let mut opened_drivers = Vec::new();
+    for entry in entries {
+        let (open, name) = (entry.open, entry.name);
+        let (sr, td, ab, image, tn) = (
+            state_root.to_path_buf(),
+            tenant_dir.clone(),
+            agent_bin.clone(),
+            cfg.image.clone(),
+            tenant.clone(),
+        );
+        let driver = tokio::task::spawn_blocking(move || {
+            open(&bulkhead_driver::HostEnv {
+                state_root: &sr,
+                tenant: &tn,
+                tenant_dir: &td,
+                agent_bin: &ab,
+                image: &image,
+                uid_base,
+                uid_count: bulkhead_core::UID_COUNT,
+            })
         })
-    })
-    .await
-    .map_err(|e| StartError::Refused(format!("opening the {name} driver panicked: {e}")))?
-    .map_err(|source| StartError::Driver {
-        name: name.to_string(),
-        source,
-    })?;
-    tracing::info!(tenant = %tenant, driver = name, accel = ?driver.info().accel, "driver ready");
+        .await
+        .map_err(|e| StartError::Refused(format!("opening the {name} driver panicked: {e}")))?
+        .map_err(|source| StartError::Driver {
+            name: name.to_string(),
+            source,
+        })?;
+        tracing::info!(tenant = %tenant, driver = name, accel = ?driver.info().accel, "driver ready");
+        opened_drivers.push(driver);
+    }
+    let driver = opened_drivers.remove(0);
     let store = {
         let (db, t) = (tenant_dir.join("state.db"), tenant.clone());
         tokio::task::spawn_blocking(move || bulkhead_store::Store::open(&db, &t))
@@ -344,6 +349,7 @@ async fn open_tenant(
             agent_bin,
             uid_base,
             driver,
+            other_drivers: opened_drivers,
             store,
             net: net.clone(),
         },
@@ -437,7 +443,7 @@ pub async fn run(
                 e.to_string()
             })
         })?;
-        entries.push(*e);
+        entries.push(e.into_iter().copied().collect::<Vec<_>>());
     }
     let holder = tenant_lock::Holder {
         pid: std::process::id(),

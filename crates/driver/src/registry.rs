@@ -86,22 +86,59 @@ impl Registry {
             })
     }
 
-    /// Everything `validate` and `up` check of a config on this host: its `hypervisor` names
-    /// a driver of this build, its groups fit the host, and its driver's own checks pass.
-    pub fn check(&self, cfg: &TenantConfig, host: &HostFacts) -> Result<&DriverEntry, ConfigError> {
-        let entry = self.get(&cfg.hypervisor).map_err(|e| ConfigError::Key {
-            path: "config.hypervisor".into(),
-            message: e.to_string(),
-        })?;
+    /// Everything `validate` and `up` check of a config on this host: its `hypervisor` (and
+    /// each host group's own) names a driver of this build, its groups fit the host, and each
+    /// driver's own checks pass on the groups it runs. The tenant's driver comes first.
+    pub fn check(
+        &self,
+        cfg: &TenantConfig,
+        host: &HostFacts,
+    ) -> Result<Vec<&DriverEntry>, ConfigError> {
         cfg.check_host(host)?;
-        (entry.check)(cfg, host)?;
-        Ok(entry)
+        let mut out = Vec::new();
+        for name in cfg.drivers() {
+            let (sub, idx) = cfg.for_driver(name);
+            let entry = self.get(name).map_err(|e| ConfigError::Key {
+                path: match idx.first() {
+                    Some(i) if name != cfg.hypervisor => format!("config.host_groups[{i}].hypervisor"),
+                    _ => "config.hypervisor".into(),
+                },
+                message: e.to_string(),
+            })?;
+            (entry.check)(&sub, host).map_err(|e| reindex(e, &idx))?;
+            out.push(entry);
+        }
+        Ok(out)
     }
 
-    /// The config's warnings for its driver (none for a driver this build lacks).
+    /// The config's warnings for its drivers (none for a driver this build lacks).
     pub fn warnings(&self, cfg: &TenantConfig) -> Vec<String> {
-        self.get(&cfg.hypervisor)
-            .map(|e| (e.warnings)(cfg))
-            .unwrap_or_default()
+        cfg.drivers()
+            .into_iter()
+            .filter_map(|name| {
+                let e = self.get(name).ok()?;
+                Some((e.warnings)(&cfg.for_driver(name).0))
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// A driver's error about `config.host_groups[j]` of its part of the config, named by the
+/// group's index `idx[j]` in the whole config.
+fn reindex(e: ConfigError, idx: &[usize]) -> ConfigError {
+    match e {
+        ConfigError::Key { path, message } => {
+            let path = path
+                .strip_prefix("config.host_groups[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(j, tail)| {
+                    let i = idx.get(j.parse::<usize>().ok()?)?;
+                    Some(format!("config.host_groups[{i}]{tail}"))
+                })
+                .unwrap_or(path);
+            ConfigError::Key { path, message }
+        }
+        other => other,
     }
 }

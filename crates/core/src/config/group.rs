@@ -41,6 +41,8 @@ pub struct GroupNetwork {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostGroup {
     pub name: String,
+    /// The group's driver: its own `hypervisor`, else the tenant's.
+    pub hypervisor: String,
     pub count: u32,
     pub vcpu: u32,
     pub ram_bytes: u64,
@@ -318,8 +320,16 @@ pub(super) fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, Con
         })?),
         (None, None) => None,
     };
+    if g.hypervisor.as_deref() == Some("") {
+        return Err(key_err(
+            format!("{p}.hypervisor"),
+            "is empty: name a driver, e.g. \"jail\" or \"qemu\", or leave it out for the tenant's",
+        ));
+    }
     Ok(HostGroup {
         name: g.name.clone(),
+        // Filled with the tenant's when the group names none (`TenantConfig::from_raw`).
+        hypervisor: g.hypervisor.clone().unwrap_or_default(),
         count: g.count,
         vcpu,
         ram_bytes,

@@ -136,6 +136,11 @@ impl TenantConfig {
                 "is empty: name a driver, e.g. \"jail\" or \"qemu\"",
             ));
         }
+        for g in &mut groups {
+            if g.hypervisor.is_empty() {
+                g.hypervisor = hypervisor.clone();
+            }
+        }
         let image = c.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
         if image.is_empty() || image.contains('/') || image.contains(':') {
             return Err(key_err(
@@ -201,6 +206,29 @@ impl TenantConfig {
             forward_ports,
             shared_daemon: false,
         })
+    }
+
+    /// The drivers the tenant's groups use, each once, the tenant's own first.
+    pub fn drivers(&self) -> Vec<&str> {
+        let mut v = vec![self.hypervisor.as_str()];
+        for g in &self.groups {
+            if !v.contains(&g.hypervisor.as_str()) {
+                v.push(&g.hypervisor);
+            }
+        }
+        v
+    }
+
+    /// The config as driver `driver` sees it: only its groups, with their indexes in this
+    /// config (for error keys), and `hypervisor` set to it.
+    pub fn for_driver(&self, driver: &str) -> (TenantConfig, Vec<usize>) {
+        let idx: Vec<usize> = (0..self.groups.len())
+            .filter(|i| self.groups[*i].hypervisor == driver)
+            .collect();
+        let mut sub = self.clone();
+        sub.groups = idx.iter().map(|i| self.groups[*i].clone()).collect();
+        sub.hypervisor = driver.to_string();
+        (sub, idx)
     }
 
     pub fn group(&self, name: &str) -> Option<&HostGroup> {

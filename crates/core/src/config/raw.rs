@@ -75,6 +75,9 @@ pub struct RawApi {
 #[serde(deny_unknown_fields)]
 pub struct RawHostGroup {
     pub name: String,
+    /// bulkhead: this group's driver, instead of the tenant's `hypervisor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -416,7 +416,7 @@ fn storage_limit(tenant: &Tenant, n: &NodeRef) -> String {
     let Ok(g) = tenant.group(&row.hostgroup) else {
         return "the node is full".into();
     };
-    tenant.driver.storage_limit(g, row.ram_bytes)
+    tenant.driver_for(&g.name).storage_limit(g, row.ram_bytes)
 }
 
 #[cfg(test)]

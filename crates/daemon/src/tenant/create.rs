@@ -267,7 +267,7 @@ impl Tenant {
         // The driver's part: whatever it makes on the host for the node (a microVM's disk),
         // its parameters in the spec, and any change to the node's network plan.
         let (driver, group, node_dir, name) = (
-            self.driver.clone(),
+            self.driver_for(&g.name).clone(),
             g.clone(),
             dir.clone(),
             row.name.clone(),
@@ -300,12 +300,12 @@ impl Tenant {
             uid_base: self.uid_base,
             uid_count: bulkhead_core::UID_COUNT,
             limits: Limits {
-                memory_bytes: row.ram_bytes + self.driver.memory_overhead(),
+                memory_bytes: row.ram_bytes + self.driver_for(&g.name).memory_overhead(),
                 millicpus: row.cpus as u64 * 1000,
                 pids_max: g.pids_max,
             },
             network,
-            driver: self.driver.name().to_string(),
+            driver: self.driver_for(&g.name).name().to_string(),
             params,
         };
         // The node's own nft objects exist before anything of it runs; the network recorded

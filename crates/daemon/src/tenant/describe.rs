@@ -48,7 +48,7 @@ impl Tenant {
         Ok(NodeDescription {
             node: Tenant::to_api(row),
             state: row.status.as_str().into(),
-            driver: self.driver.name().into(),
+            driver: self.driver_for(&row.hostgroup).name().into(),
             // The only `storage:` a host group takes (the node's writable layer or disk is
             // made from the tenant's image).
             storage: "image".into(),

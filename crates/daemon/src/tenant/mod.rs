@@ -76,6 +76,8 @@ pub struct Tenant {
     pub uid_base: u32,
     /// The tenant's driver (`hypervisor:`), opened at start.
     pub driver: Arc<dyn Driver>,
+    /// Every driver the tenant's groups use, by name (the tenant's own among them).
+    drivers: Vec<Arc<dyn Driver>>,
     /// The tenant's state: reads from memory, writes on the store's own thread.
     store: Store,
     setups: tokio::sync::Semaphore,
@@ -104,6 +106,8 @@ pub struct TenantParts {
     pub agent_bin: PathBuf,
     pub uid_base: u32,
     pub driver: Arc<dyn Driver>,
+    /// The drivers host groups name besides the tenant's (`host_groups[].hypervisor`).
+    pub other_drivers: Vec<Arc<dyn Driver>>,
     pub store: Store,
     pub net: Option<Arc<crate::network::TenantNetwork>>,
 }
@@ -134,6 +138,9 @@ impl Tenant {
             dir: p.dir,
             agent_bin: p.agent_bin,
             uid_base: p.uid_base,
+            drivers: std::iter::once(p.driver.clone())
+                .chain(p.other_drivers)
+                .collect(),
             driver: p.driver,
             store: p.store,
             setups: tokio::sync::Semaphore::new(PARALLEL_SETUPS),
@@ -149,6 +156,14 @@ impl Tenant {
             power: power::PowerOps::default(),
             cfg: p.cfg,
         }
+    }
+
+    /// The driver of host group `group` (its own `hypervisor`, else the tenant's).
+    pub fn driver_for(&self, group: &str) -> &Arc<dyn Driver> {
+        self.cfg
+            .group(group)
+            .and_then(|g| self.drivers.iter().find(|d| d.name() == g.hypervisor))
+            .unwrap_or(&self.driver)
     }
 
     /// A node's directory on the host, by name. Private: outside this module a node is

@@ -59,7 +59,7 @@ impl Tenant {
         let (cgroups, tenant, driver) = (
             self.host.cgroups.clone(),
             self.name.clone(),
-            self.driver.clone(),
+            self.driver_for(node.group()).clone(),
         );
         tokio::task::spawn_blocking(move || {
             let id = cgroup.ok_or("the node has no cgroup")?;
