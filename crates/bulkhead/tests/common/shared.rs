@@ -13,9 +13,11 @@ use bulkhead_api::{Client, Endpoint};
 use super::{assert_clean, cli, test_dir, unique_tenant, BIN, UP_IN_NETNS};
 
 pub struct Shared {
-    /// The two tenants; each has one host group of the same name.
+    /// The first two tenants; each tenant has one host group of its own name.
     pub a: String,
     pub b: String,
+    /// Every tenant, `a` and `b` first.
+    pub tenants: Vec<String>,
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
     pub admin: PathBuf,
@@ -27,14 +29,24 @@ impl Shared {
     /// Starts a shared daemon. `top` is YAML added under `config:` (two-space indented keys,
     /// e.g. roles), `api` YAML added under `config.api:` (four-space indented, e.g. tcp).
     pub fn start(top: &str, api: &str) -> Shared {
-        let (a, b) = (unique_tenant("sa"), unique_tenant("sb"));
+        Self::start_with(2, top, api)
+    }
+
+    /// Like [`Shared::start`], with `n` (at least 2) tenants.
+    pub fn start_with(n: usize, top: &str, api: &str) -> Shared {
+        let tenants: Vec<String> = (0..n).map(|i| unique_tenant(&format!("s{i}t"))).collect();
+        let (a, b) = (tenants[0].clone(), tenants[1].clone());
         let dir = test_dir();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).unwrap();
         let admin = dir.path().join("admin.sock");
+        let list: String = tenants
+            .iter()
+            .map(|t| format!("    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 128\n"))
+            .collect();
         let yaml = format!(
-            "config:\n  graceful_shutdown: false\n  tenants:\n    - name: {a}\n      host_groups:\n        - name: {a}\n          ram_mb: 128\n    - name: {b}\n      host_groups:\n        - name: {b}\n          ram_mb: 128\n{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n{api}",
+            "config:\n  graceful_shutdown: false\n  tenants:\n{list}{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n{api}",
             admin.display(),
             dir.path().join("tenants").display()
         );
@@ -43,6 +55,7 @@ impl Shared {
         let mut s = Shared {
             a,
             b,
+            tenants,
             dir,
             state,
             admin,
@@ -96,6 +109,11 @@ impl Shared {
         Client::new(Endpoint::Unix(self.tenant_sock(t)))
     }
 
+    /// The daemon's network namespace (for TCP clients: `netlab::in_ns`).
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.child.as_ref().unwrap().id()))
+    }
+
     /// `nsenter --net=...` into the daemon's network namespace (for TCP clients).
     pub fn netns_arg(&self) -> String {
         format!("--net=/proc/{}/ns/net", self.child.as_ref().unwrap().id())
@@ -140,7 +158,7 @@ impl Shared {
     /// Stops the daemon (it deletes every node) and checks both tenants left nothing.
     pub fn stop_and_assert_clean(mut self) {
         self.stop();
-        for t in [&self.a, &self.b] {
+        for t in &self.tenants {
             assert_clean(t, &self.state.join("tenants").join(t));
         }
     }
