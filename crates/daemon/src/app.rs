@@ -1,8 +1,7 @@
 //! What a request reaches: the daemon (host services and every tenant it serves) and, once
 //! the authorization layer has resolved a request's object, that object's tenant.
 
-use axum::http::Extensions;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::auth::Roles;
@@ -51,43 +50,5 @@ impl Daemon {
 
     pub fn names(&self) -> Vec<String> {
         self.tenants.iter().map(|a| a.tenant.name.clone()).collect()
-    }
-}
-
-impl crate::auth::layer::Tenants for Daemon {
-    fn count(&self) -> usize {
-        self.tenants.len()
-    }
-    fn name(&self, i: usize) -> &str {
-        &self.tenants[i].tenant.name
-    }
-    fn of_node(&self, node: &str) -> Option<usize> {
-        self.tenants.iter().position(|a| a.tenant.has_node(node))
-    }
-    fn of_group(&self, group: &str) -> Option<usize> {
-        self.tenants
-            .iter()
-            .position(|a| a.tenant.cfg.group(group).is_some())
-    }
-    fn scope(&self, i: usize, ext: &mut Extensions) {
-        ext.insert(crate::http::body::Scoped(self.tenants[i].clone()));
-    }
-    fn visible(&self, tenants: Vec<usize>, ext: &mut Extensions) {
-        ext.insert(crate::http::body::Visible(
-            tenants
-                .into_iter()
-                .map(|i| self.tenants[i].clone())
-                .collect(),
-        ));
-    }
-    fn denied(&self, i: usize) {
-        self.tenants[i]
-            .tenant
-            .counters
-            .denied
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    fn unauthenticated(&self) {
-        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
     }
 }

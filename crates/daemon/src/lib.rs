@@ -18,6 +18,7 @@ pub mod network;
 pub mod pool;
 pub mod serve;
 pub mod services;
+mod start_error;
 mod startup;
 pub mod tenant;
 pub mod tenant_lock;

@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 use crate::app::Daemon;
 use crate::auth::authn::{Authenticator, BearerToken, Chain, SocketPeer};
 use crate::auth::Binding;
-use crate::startup::{io, load_or_make_token, StartError};
+use crate::start_error::{io, StartError};
 use crate::{serve, tls};
+use std::path::Path;
 
 /// A bound listener with its authenticators.
 pub enum Bound {
@@ -210,4 +211,42 @@ pub fn serve_all(
             }
         })
         .collect()
+}
+
+/// Refuses a socket that a live daemon answers on; removes a stale one.
+pub fn check_socket(p: &Path) -> Result<(), StartError> {
+    if std::os::unix::net::UnixStream::connect(p).is_ok() {
+        return Err(StartError::Refused(format!("socket {} is already served by a live daemon: stop it or choose another api.bind_address", p.display())));
+    }
+    if p.exists() {
+        std::fs::remove_file(p).map_err(io(format!("removing stale socket {}", p.display())))?;
+    }
+    Ok(())
+}
+
+fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f)
+            .map_err(io(format!("reading token file {}", f.display())))?;
+        let t = t.trim().to_string();
+        if t.len() < 16 {
+            return Err(StartError::Refused(format!(
+                "token in {} is shorter than 16 characters",
+                f.display()
+            )));
+        }
+        return Ok(t);
+    }
+    let p = tenant_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&p) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 24];
+    // SAFETY: valid buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    std::fs::write(&p, &t).map_err(io("writing api token"))?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod api token"))?;
+    Ok(t)
 }

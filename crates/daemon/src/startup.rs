@@ -11,52 +11,14 @@ use std::time::Instant;
 use crate::app::{App, Daemon};
 use crate::fsutil::ensure_dir;
 use crate::services::HostServices;
+use crate::start_error::io;
+pub use crate::start_error::StartError;
 use crate::tenant::{Tenant, TenantParts};
 use crate::{forward, host_limits, listen, network, tenant_lock};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/bulkhead";
 /// Host-wide registry of claimed uid ranges, shared by every daemon on the host.
 pub const UID_REGISTRY: &str = "/run/bulkhead/uid-ranges";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("{0}")]
-    Refused(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Jail(#[from] bulkhead_jail::JailError),
-    #[error(transparent)]
-    Cgroup(#[from] bulkhead_sandbox::CgroupError),
-    #[error("the {name} driver cannot start here: {source}")]
-    Driver {
-        name: String,
-        #[source]
-        source: bulkhead_driver::DriverError,
-    },
-    #[error(transparent)]
-    Store(#[from] bulkhead_store::StoreError),
-    #[error("network: {0}")]
-    Network(#[from] network::NetworkError),
-}
-
-impl From<tenant_lock::LockError> for StartError {
-    fn from(e: tenant_lock::LockError) -> Self {
-        match e {
-            tenant_lock::LockError::Refused(m) => StartError::Refused(m),
-            tenant_lock::LockError::Io { what, source } => StartError::Io { what, source },
-        }
-    }
-}
-
-pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
-    let what = what.into();
-    move |source| StartError::Io { what, source }
-}
 
 /// What this host can give a node: `MemTotal`, the CPUs this process may use (affinity and
 /// cgroup quota), and the size of the filesystem that holds `state_dir` (or of its nearest
@@ -118,17 +80,6 @@ fn claim_uid_range(tenant: &str, base: u32) -> Result<UidClaim, StartError> {
     Ok(UidClaim(p))
 }
 
-/// Refuses a socket that a live daemon answers on; removes a stale one.
-pub(crate) fn check_socket(p: &Path) -> Result<(), StartError> {
-    if std::os::unix::net::UnixStream::connect(p).is_ok() {
-        return Err(StartError::Refused(format!("socket {} is already served by a live daemon: stop it or choose another api.bind_address", p.display())));
-    }
-    if p.exists() {
-        std::fs::remove_file(p).map_err(io(format!("removing stale socket {}", p.display())))?;
-    }
-    Ok(())
-}
-
 /// `bulkhead-agent` and `bulkhead-supervisor` ship beside `bulkhead`.
 fn companion(self_exe: &Path, name: &str) -> Result<PathBuf, StartError> {
     let p = self_exe.with_file_name(name);
@@ -181,36 +132,6 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
         return Ok(());
     }
     Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
-}
-
-pub(crate) fn load_or_make_token(
-    tenant_dir: &Path,
-    file: Option<&Path>,
-) -> Result<String, StartError> {
-    if let Some(f) = file {
-        let t = std::fs::read_to_string(f)
-            .map_err(io(format!("reading token file {}", f.display())))?;
-        let t = t.trim().to_string();
-        if t.len() < 16 {
-            return Err(StartError::Refused(format!(
-                "token in {} is shorter than 16 characters",
-                f.display()
-            )));
-        }
-        return Ok(t);
-    }
-    let p = tenant_dir.join("api-token");
-    if let Ok(t) = std::fs::read_to_string(&p) {
-        return Ok(t.trim().to_string());
-    }
-    let mut b = [0u8; 24];
-    // SAFETY: valid buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    std::fs::write(&p, &t).map_err(io("writing api token"))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("chmod api token"))?;
-    Ok(t)
 }
 
 /// A tenant the daemon opened: its context and what it holds on the host until stop.
@@ -459,7 +380,7 @@ pub async fn run(
         forward::MAX_TENANT_CONNECTIONS * cfg.tenants.len(),
     ));
     for p in listen::sockets(&cfg) {
-        check_socket(&p)?;
+        listen::check_socket(&p)?;
     }
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
     let host = Arc::new(HostServices {

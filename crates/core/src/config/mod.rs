@@ -4,10 +4,9 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
-mod daemon;
 mod error;
 mod group;
-mod raw;
+pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
 
@@ -16,9 +15,6 @@ use std::path::PathBuf;
 
 use bulkhead_api::names;
 
-pub use daemon::{
-    Api, DaemonConfig, RawTcp, RawTenant, RawTls, TcpApi, TlsFiles, DEFAULT_ADMIN_SOCKET,
-};
 pub use error::key_err;
 pub use error::ConfigError;
 pub use group::{
@@ -26,7 +22,7 @@ pub use group::{
     DEFAULT_ISOLATED_RANGE, DEFAULT_PIDS, DEFAULT_RAM, DEFAULT_STORAGE, MAX_COUNT, MAX_EGRESS_MBPS,
     MAX_RAM, MAX_STORAGE, PIDS_PER_EXEC,
 };
-pub use raw::{RawApi, RawConfig, RawFile, RawHostGroup, RawNetwork};
+pub use raw::{RawApi, RawConfig, RawFile, RawHostGroup, RawNetwork, RawTcp, RawTenant, RawTls};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiListen {

@@ -39,7 +39,7 @@ pub struct RawConfig {
     // ---- shared daemon and roles (#11, `daemon.rs`, `crate::iam`) ----
     /// bulkhead: a shared daemon's tenants, each with the keys a one-tenant config has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenants: Option<Vec<super::daemon::RawTenant>>,
+    pub tenants: Option<Vec<RawTenant>>,
     /// bulkhead: custom roles, resources × actions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<crate::iam::RawRole>,
@@ -68,7 +68,7 @@ pub struct RawApi {
     pub tenant_sockets: Option<PathBuf>,
     /// bulkhead: a TCP listener `{bind, tls: {cert, key}}` (bearer tokens or OIDC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<super::daemon::RawTcp>,
+    pub tcp: Option<RawTcp>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -133,4 +133,44 @@ pub struct RawNetwork {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+}
+
+/// `config.tenants[]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: String,
+    #[serde(default)]
+    pub host_groups: Vec<RawHostGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_shutdown: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ports: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_proxy_timeout: Option<String>,
+}
+
+/// `config.api.tcp` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    pub bind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// The single bearer token of earlier releases (bound global-admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }

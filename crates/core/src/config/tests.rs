@@ -1,6 +1,7 @@
 //! The config's parsing and validation, driven through [`TenantConfig::parse`].
 
 use super::*;
+use crate::DaemonConfig;
 
 const SLICER: &str = r#"
 config:

@@ -1,58 +1,16 @@
-//! What every handler shares: the state it reaches ([`AppState`], the daemon), the tenant
-//! the authorization layer resolved for it ([`Scoped`] for a route with a node or host
-//! group, [`Visible`] for a route over the daemon), and strict JSON bodies.
+//! What every handler shares: the state it reaches ([`AppState`], the daemon) and strict
+//! JSON bodies. The tenant a handler acts in comes from `scope.rs`.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use bulkhead_core::{Code, DomainError};
 use std::sync::Arc;
 
+pub use super::scope::{Scoped, Visible};
 use crate::app::{App, Daemon};
-use crate::error::ApiError;
 
 pub type AppState = Arc<Daemon>;
 
 /// One tenant, as helpers of handlers pass it around.
 pub type TenantApp = Arc<App>;
-
-/// The tenant of the request's node or host group, which the caller may act in (put in the
-/// request by the authorization layer; a handler never picks a tenant itself).
-#[derive(Clone)]
-pub struct Scoped(pub Arc<App>);
-
-/// For a route over the whole daemon (`GET /nodes`, `/hostgroup`, `/metrics`, ...): the
-/// tenants whose part the caller may see, in config order.
-#[derive(Clone)]
-pub struct Visible(pub Vec<Arc<App>>);
-
-fn missing(what: &str) -> ApiError {
-    // A route table entry whose handler and object disagree: a bug of ours, not the caller's.
-    ApiError(DomainError::internal(format!(
-        "this route has no {what}: the route table and its handler disagree"
-    )))
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Scoped {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Scoped>()
-            .cloned()
-            .ok_or_else(|| missing("tenant"))
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Visible {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Visible>()
-            .cloned()
-            .ok_or_else(|| missing("tenant list"))
-    }
-}
 
 /// JSON request bodies larger than this are refused with 413.
 pub const MAX_JSON_BODY: usize = 64 * 1024;

@@ -22,6 +22,7 @@ pub mod list;
 pub mod meta;
 pub mod nodes;
 pub mod query;
+pub mod scope;
 pub mod stats;
 pub mod ws_forward;
 pub mod ws_shell;

@@ -16,55 +16,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
-use super::raw::{RawConfig, RawFile, RawHostGroup};
-use super::{key_err, ApiListen, ConfigError, TenantConfig};
+use crate::config::raw::{RawApi, RawConfig, RawFile, RawTcp};
+use crate::config::{key_err, ApiListen, ConfigError, TenantConfig};
 use crate::iam::Roles;
 use crate::limits::ConnLimits;
 
 /// The admin socket of a shared daemon when `api.bind_address` is not given.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/bulkhead/admin.sock";
-
-/// `config.tenants[]` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTenant {
-    pub name: String,
-    #[serde(default)]
-    pub host_groups: Vec<RawHostGroup>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hypervisor: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub graceful_shutdown: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_ports: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_max_connections: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_proxy_timeout: Option<String>,
-}
-
-/// `config.api.tcp` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTcp {
-    pub bind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<RawTls>,
-    /// The single bearer token of earlier releases (bound global-admin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// A TCP listener: its address, TLS files, and the configured single bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +260,7 @@ impl DaemonConfig {
                 image: rt.image.clone().or_else(|| c.image.clone()),
                 hypervisor: rt.hypervisor.clone().or_else(|| c.hypervisor.clone()),
                 graceful_shutdown: rt.graceful_shutdown.unwrap_or(c.graceful_shutdown),
-                api: Some(super::raw::RawApi {
+                api: Some(RawApi {
                     bind_address: Some(
                         match &tenant_sockets {
                             Some(d) => d.join(format!("{}.sock", rt.name)),
@@ -379,7 +338,7 @@ fn check_against_others(
                 ),
             ));
         }
-        if crate::uid_base(&o.tenant) == crate::uid_base(&t.tenant) {
+        if crate::uid::uid_base(&o.tenant) == crate::uid::uid_base(&t.tenant) {
             return Err(key_err(
                 format!("{p}.name"),
                 format!(
@@ -402,7 +361,7 @@ fn check_against_others(
                     ),
                 ));
             }
-            let ranges = |x: &crate::HostGroup| -> Option<Ipv4Net> { x.network.range };
+            let ranges = |x: &crate::config::HostGroup| -> Option<Ipv4Net> { x.network.range };
             if let Some(r) = ranges(g) {
                 if let Some(og) = o.groups.iter().find(|og| {
                     ranges(og)
