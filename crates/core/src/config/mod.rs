@@ -4,6 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
+pub mod auth;
 mod daemon;
 mod error;
 mod group;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use bulkhead_api::names;
 
+pub use auth::{JwksSource, OidcConfig};
 pub use daemon::{
     Api, DaemonConfig, RawTcp, RawTenant, RawTls, TcpApi, TlsFiles, DEFAULT_ADMIN_SOCKET,
 };
