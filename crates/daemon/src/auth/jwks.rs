@@ -274,12 +274,11 @@ impl Jwks {
             }
             JwksSource::Url(u) => {
                 let name = format!("jwks_url {u}");
-                let fetcher = super::jwks_fetch::Fetcher::new(u, FETCH_TIMEOUT).map_err(|m| {
-                    JwksError::Fetch {
+                let fetcher = super::jwks_fetch::Fetcher::new(u, FETCH_TIMEOUT, MAX_DOCUMENT)
+                    .map_err(|m| JwksError::Fetch {
                         source_name: name.clone(),
                         message: m,
-                    }
-                })?;
+                    })?;
                 let first = fetch_set(&fetcher, &name).await;
                 let ok = first.is_ok();
                 let j = Jwks::fixed(KeySet::default(), &name);

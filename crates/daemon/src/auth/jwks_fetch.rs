@@ -1,7 +1,7 @@
 //! One GET of a `jwks_url`: https with the system's root certificates (rustls, ring), or plain
 //! http to a loopback host only; no redirects, no cookies, no proxy; the whole exchange
-//! (resolve, connect, TLS, request, body) bounded by a timeout and the body by
-//! [`super::jwks::MAX_DOCUMENT`]. Runs only in the refresher task, never on a request.
+//! (resolve, connect, TLS, request, body) bounded by a timeout and the body by a size the
+//! caller gives. Runs only in the key set's refresher task (`jwks.rs`), never on a request.
 
 use http_body_util::{BodyExt, Limited};
 use hyper::Uri;
@@ -15,11 +15,12 @@ pub struct Fetcher {
     port: u16,
     tls: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
+    max_body: usize,
 }
 
 impl Fetcher {
     /// Checks the URL (https, or http to loopback) and loads the system roots for https.
-    pub fn new(url: &str, timeout: Duration) -> Result<Fetcher, String> {
+    pub fn new(url: &str, timeout: Duration, max_body: usize) -> Result<Fetcher, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
@@ -55,6 +56,7 @@ impl Fetcher {
             port,
             tls,
             timeout,
+            max_body,
         })
     }
 
@@ -97,7 +99,7 @@ impl Fetcher {
         if resp.status() != hyper::StatusCode::OK {
             return Err(format!("answered {} (expected 200)", resp.status()));
         }
-        let body = Limited::new(resp.into_body(), super::jwks::MAX_DOCUMENT)
+        let body = Limited::new(resp.into_body(), self.max_body)
             .collect()
             .await
             .map_err(|e| format!("reading the body: {e}"))?;
