@@ -425,3 +425,128 @@ fn oidc_keys_from_a_url_rotate_without_restart() {
     assert_clean(&tenant, &state.join("tenants").join(&tenant));
     let _ = std::fs::remove_dir_all(state.join("tenants").join(&tenant));
 }
+
+/// The real IdP's files (`scripts/idp-tools.sh`, npm): `target/idp-tools`, or
+/// BULKHEAD_IDP_TOOLS. `None` (the test skips) when npm cannot install it outside CI.
+fn idp_tools() -> Option<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = std::env::var_os("BULKHEAD_IDP_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/idp-tools"));
+    let out = Command::new(root.join("scripts/idp-tools.sh"))
+        .arg(&dir)
+        .output()
+        .expect("run scripts/idp-tools.sh");
+    if out.status.success() {
+        return Some(dir);
+    }
+    let why = format!(
+        "scripts/idp-tools.sh failed (it needs node and npm): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIP: {why}");
+    None
+}
+
+/// A client_credentials grant at the IdP's token endpoint (plain HTTP/1.1 on loopback).
+fn idp_token(port: u16, resource: &str) -> String {
+    let body = format!("grant_type=client_credentials&scope=nodes&resource={resource}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /token HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nauthorization: Basic {}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        base64::engine::general_purpose::STANDARD.encode("ci:ci-secret"),
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    v["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token: {answer}"))
+        .to_string()
+}
+
+#[test]
+fn a_real_idp_issues_tokens_bulkhead_honours() {
+    if !privileged() {
+        return;
+    }
+    let Some(tools) = idp_tools() else { return };
+    let dir = test_dir();
+    let tenant = unique_tenant("op");
+    let (addr, port) = ("127.0.0.1:18244", 18245u16);
+    let netns = Netns::new();
+    assert!(sh_in(&netns.path(), "ip link set lo up").0);
+    let ns = netns.path();
+    // panva's oidc-provider, in the daemon's namespace, binding viewer@<tenant> to its client.
+    struct Idp(std::process::Child);
+    impl Drop for Idp {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut idp = Idp(Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(["--", "node"])
+        .arg(tools.join("idp.mjs"))
+        .arg(port.to_string())
+        .arg(format!("viewer@{tenant}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("idp.log")).unwrap())
+        .spawn()
+        .expect("start node"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(idp.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.contains("idp ready"),
+        "{line}{}",
+        std::fs::read_to_string(dir.path().join("idp.log")).unwrap_or_default()
+    );
+    let auth = format!(
+        "  auth:\n    oidc:\n      issuer: http://127.0.0.1:{port}\n      audience: bulkhead\n      jwks_url: http://127.0.0.1:{port}/jwks\n"
+    );
+    let daemon = start(&ns, dir.path(), &tenant, addr, &auth);
+    let (d, t) = (dir.path().to_path_buf(), tenant.clone());
+    common::netlab::in_ns(&ns, move || {
+        wait_up(addr, &d);
+        for resource in ["urn:bulkhead:es", "urn:bulkhead:rs"] {
+            let token = idp_token(port, resource);
+            let c = tcp(addr, &token);
+            let listed = get(&c, "/nodes");
+            assert_eq!(status(&listed), 200, "{resource}: {}", listed.text());
+            // A viewer: authenticated, and refused what its role lacks.
+            let made = call(
+                &c,
+                Method::POST,
+                &format!("/hostgroup/{t}/nodes"),
+                b"{}".to_vec(),
+                Some("application/json"),
+            );
+            assert_eq!(status(&made), 403, "{resource}: {}", made.text());
+            assert!(made.text().contains("oidc:ci"), "{}", made.text());
+            // The same token, tampered with, is refused.
+            // (A character well inside the signature: the last one's low bits are padding.)
+            let mut bad = token.clone().into_bytes();
+            let i = bad.len() - 10;
+            bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+            let bad = String::from_utf8(bad).unwrap();
+            let refused = get(&tcp(addr, &bad), "/nodes");
+            assert!(refused.text().contains("signature"), "{}", refused.text());
+            assert_eq!(status(&get(&tcp(addr, &bad), "/nodes")), 401, "{resource}");
+        }
+    });
+    drop(daemon);
+    drop(idp);
+    let state = shared_state();
+    assert_clean(&tenant, &state.join("tenants").join(&tenant));
+    let _ = std::fs::remove_dir_all(state.join("tenants").join(&tenant));
+}
