@@ -225,7 +225,8 @@ fn usable(raw: &serde_json::Value) -> Result<Key, String> {
 /// The current key set of one source, and the wake-up for an early refresh.
 pub struct Jwks {
     current: RwLock<Arc<KeySet>>,
-    wake: Notify,
+    /// Shared with the refresher, which holds the set itself only weakly.
+    wake: Arc<Notify>,
     /// `jwks_file` or `jwks_url` and its value, for messages.
     pub source_name: String,
 }
@@ -235,7 +236,7 @@ impl Jwks {
     pub fn fixed(set: KeySet, source_name: &str) -> Arc<Jwks> {
         Arc::new(Jwks {
             current: RwLock::new(Arc::new(set)),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             source_name: source_name.into(),
         })
     }
@@ -248,7 +249,7 @@ impl Jwks {
             .clone()
     }
 
-    fn set(&self, s: KeySet) {
+    pub(crate) fn set(&self, s: KeySet) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 
@@ -291,7 +292,7 @@ impl Jwks {
                         tracing::error!(error = %e, "oidc: no keys yet; OIDC tokens are refused until a fetch succeeds (retrying)")
                     }
                 }
-                tokio::spawn(refresh_url(Arc::downgrade(&j), fetcher, ok));
+                tokio::spawn(refresh_url(Arc::downgrade(&j), j.wake.clone(), fetcher, ok));
                 Ok(j)
             }
         }
@@ -355,23 +356,25 @@ async fn fetch_set(f: &super::jwks_fetch::Fetcher, name: &str) -> Result<KeySet,
     KeySet::parse(&doc, name)
 }
 
-async fn refresh_url(j: Weak<Jwks>, f: super::jwks_fetch::Fetcher, mut ok: bool) {
+async fn refresh_url(
+    j: Weak<Jwks>,
+    wake: Arc<Notify>,
+    f: super::jwks_fetch::Fetcher,
+    mut ok: bool,
+) {
     let mut last = Instant::now();
     let mut backoff = Duration::from_secs(2);
     loop {
         let wait = if ok { REFRESH } else { backoff };
-        {
-            let Some(jj) = j.upgrade() else { return };
-            let woken = tokio::select! {
-                _ = tokio::time::sleep(wait) => false,
-                _ = jj.wake.notified() => true,
-            };
-            drop(jj);
-            if woken {
-                // However many unknown kids arrived, at most one fetch per MIN_REFETCH.
-                tokio::time::sleep(MIN_REFETCH.saturating_sub(last.elapsed())).await;
-            }
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = wake.notified() => true,
+        };
+        if woken {
+            // However many unknown kids arrived, at most one fetch per MIN_REFETCH.
+            tokio::time::sleep(MIN_REFETCH.saturating_sub(last.elapsed())).await;
         }
+        // The authenticator is gone: so is the need for its keys.
         let Some(jj) = j.upgrade() else { return };
         last = Instant::now();
         match fetch_set(&f, &jj.source_name).await {

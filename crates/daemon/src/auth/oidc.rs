@@ -14,6 +14,10 @@
 //! - The principal gets exactly the bindings of the roles claim that parse; unknown roles are
 //!   skipped with a log line; none at all is a 401 naming the claim.
 //! - Messages never contain the token.
+//! - A verified token is remembered (by its SHA-256, at most [`CACHE_MAX`]) with its
+//!   principal, its `exp` and the key set it verified against, so a client's repeated
+//!   requests cost a hash, not a signature check. A hit still checks `exp` against the
+//!   clock, and a new key set (rotation, a removed key) invalidates every entry.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -31,6 +35,15 @@ use super::{Principal, Roles, Via};
 const MAX_TOKEN: usize = 16 * 1024;
 /// Entries of the roles claim looked at.
 const MAX_BINDINGS: usize = 64;
+/// Verified tokens remembered; when full, the cache starts over.
+pub const CACHE_MAX: usize = 1024;
+
+/// A verified token: who it is, until when, and under which key set.
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    keys: Arc<super::jwks::KeySet>,
+}
 
 pub struct Oidc {
     issuer: String,
@@ -39,6 +52,7 @@ pub struct Oidc {
     leeway: u64,
     roles: Arc<Roles>,
     keys: Arc<Jwks>,
+    cache: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +106,7 @@ impl Oidc {
             leeway: cfg.leeway.as_secs(),
             roles,
             keys,
+            cache: Default::default(),
         }
     }
 
@@ -102,6 +117,14 @@ impl Oidc {
         }
         if token.len() > MAX_TOKEN {
             return Err(refuse(format!("longer than {MAX_TOKEN} bytes")));
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let keys = self.keys.get();
+        if let Some(p) = self.cached(&digest, &keys, now)? {
+            return Ok(Some(p));
         }
         let mut parts = token.split('.');
         let (h, p) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -137,7 +160,6 @@ impl Oidc {
         }
         let kid = header.kid.as_deref();
         let shown_kid: String = kid.unwrap_or("").chars().take(64).collect();
-        let keys = self.keys.get();
         let key = match keys.find(kid, kind) {
             Ok(k) => k,
             Err(Lookup::UnknownKid) => {
@@ -203,14 +225,52 @@ impl Oidc {
             }
         };
         let bindings = self.bindings(&claims, &subject)?;
-        Ok(Some(Principal {
+        let principal = Principal {
             id: format!("oidc:{subject}"),
             via: Via::Oidc {
                 issuer: self.issuer.clone(),
                 subject,
             },
             bindings,
-        }))
+        };
+        if let Some(exp) = claims.get("exp").and_then(|v| v.as_u64()) {
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= CACHE_MAX {
+                c.clear();
+            }
+            c.insert(
+                digest,
+                Verified {
+                    principal: principal.clone(),
+                    exp,
+                    keys,
+                },
+            );
+        }
+        Ok(Some(principal))
+    }
+
+    /// A token verified before under the current key set: its principal, or the expiry
+    /// refusal once its time is up. `None`: not remembered (or under older keys).
+    fn cached(
+        &self,
+        digest: &[u8; 32],
+        keys: &Arc<super::jwks::KeySet>,
+        now: u64,
+    ) -> Result<Option<Principal>, DomainError> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(v) = c.get(digest) else {
+            return Ok(None);
+        };
+        if !Arc::ptr_eq(&v.keys, keys) {
+            c.remove(digest);
+            return Ok(None);
+        }
+        if v.exp.saturating_add(self.leeway) < now {
+            c.remove(digest);
+            return Err(refuse("it has expired (exp): get a new one from the IdP"));
+        }
+        Ok(Some(v.principal.clone()))
     }
 
     /// The roles claim: a top-level claim of exactly that name, else a dotted path.

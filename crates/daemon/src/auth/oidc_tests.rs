@@ -404,3 +404,26 @@ async fn a_jwks_url_is_fetched_and_an_unreachable_one_does_not_stop_the_start() 
     let j = Jwks::start(&src).await.unwrap();
     assert!(j.get().is_empty());
 }
+
+#[test]
+fn remembered_tokens_still_expire_and_follow_the_key_set() {
+    let idp = idp();
+    let t = now();
+    let token = idp.es256("ec1", &claims(json!({"exp": t + 100})));
+    assert_eq!(idp.ok(&token).id, "oidc:alice");
+    assert_eq!(
+        idp.oidc.verify(&token, t).unwrap().unwrap().id,
+        "oidc:alice"
+    );
+    // Past exp and the leeway, the remembered token is refused like any expired one.
+    let e = idp.oidc.verify(&token, t + 100 + 61).unwrap_err();
+    assert!(e.message.contains("expired"), "{}", e.message);
+    // The IdP drops ec1: a token verified under the old set is checked again, and refused.
+    let token = idp.es256("ec1", &claims(json!({})));
+    idp.ok(&token);
+    let doc = json!({"keys": [rsa_jwk("rsa1")]}).to_string();
+    idp.oidc
+        .keys
+        .set(KeySet::parse(doc.as_bytes(), "test").unwrap());
+    assert!(idp.refused(&token).contains("no key with kid \"ec1\""));
+}
