@@ -72,6 +72,9 @@ pub struct DaemonConfig {
     /// The API listener's limits (`config.api.header_timeout`, `max_connections`).
     pub conns: ConnLimits,
     pub roles: Roles,
+    /// `config.auth.oidc` (#11, OIDC part; `auth.rs`): JWTs from an OpenID Connect provider
+    /// on the TCP listener.
+    pub oidc: Option<crate::config::OidcConfig>,
 }
 
 /// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
@@ -154,6 +157,7 @@ impl DaemonConfig {
 
     pub fn from_raw(c: RawConfig) -> Result<Self, ConfigError> {
         let roles = Roles::from_config(&c.roles)?;
+        let oidc = crate::config::auth::oidc_from_raw(c.auth.as_ref())?; // OIDC (#11)
         let conns = ConnLimits::from_raw(&c)?;
         let raw_api = c.api.clone().unwrap_or_default();
         let Some(raw_tenants) = c.tenants.clone() else {
@@ -200,6 +204,7 @@ impl DaemonConfig {
                 api,
                 conns,
                 roles,
+                oidc,
             });
         };
         // A shared daemon.
@@ -303,6 +308,7 @@ impl DaemonConfig {
             },
             conns,
             roles,
+            oidc,
         })
     }
 

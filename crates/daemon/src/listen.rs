@@ -92,7 +92,7 @@ fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, StartError> {
 
 /// The TCP listener's authenticators, in order: the configured single token (global-admin),
 /// then the others as their parts are configured.
-fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
+async fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
     let tcp = cfg.api.tcp.as_ref().expect("called for a TCP listener");
     let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
     // Today's single-token setup: a one-tenant daemon always has it (made on first start when
@@ -104,6 +104,15 @@ fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
             bindings: vec![binding(d, GLOBAL_ADMIN, None)?],
         }));
     }
+    // --- OIDC (#11): after the bearer and API tokens, before workload tokens ---
+    if let Some(o) = &cfg.oidc {
+        let a = crate::auth::oidc::Oidc::start(o, d.roles.clone())
+            .await
+            .map_err(|e| StartError::Refused(e.to_string()))?;
+        chain.push(Box::new(a));
+        tracing::info!(issuer = %o.issuer, audience = %o.audience, "OIDC tokens accepted on TCP");
+    }
+    // --- end OIDC ---
     Ok(Chain(chain))
 }
 
@@ -148,7 +157,7 @@ pub async fn bind(
         }
     }
     if let Some(t) = &cfg.api.tcp {
-        let chain = tcp_chain(cfg, d)?;
+        let chain = tcp_chain(cfg, d).await?;
         let listener = tokio::net::TcpListener::bind(t.addr)
             .await
             .map_err(io(format!("binding {}", t.addr)))?;
@@ -164,6 +173,10 @@ pub async fn bind(
                 out.push(Bound::Tcp { listener, chain });
             }
         }
+    }
+    if cfg.oidc.is_some() && cfg.api.tcp.is_none() {
+        // OIDC (#11): UNIX sockets authenticate by their peer.
+        tracing::warn!("config.auth.oidc applies to the TCP listener only, and there is none");
     }
     Ok(out)
 }

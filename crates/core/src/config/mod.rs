@@ -4,6 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
+pub mod auth;
 mod error;
 mod group;
 pub(crate) mod raw;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use bulkhead_api::names;
 
+pub use auth::{JwksSource, OidcConfig};
 pub use error::key_err;
 pub use error::ConfigError;
 pub use group::{

@@ -44,6 +44,10 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<crate::iam::RawRole>,
     // ---- end shared daemon and roles ----
+    // --- auth (#11, OIDC part): `config.auth`, validated in `auth.rs` ---
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::auth::RawAuth>,
+    // --- end auth ---
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -15,6 +15,11 @@
 //! authenticators; role bindings will come from the config.
 
 pub mod authn;
+// --- OIDC (#11): JWTs from the configured issuer, keys kept fresh off the request path ---
+pub mod jwks;
+mod jwks_fetch;
+pub mod oidc;
+// --- end OIDC ---
 pub mod layer;
 
 use bulkhead_core::iam::{Resource, Verb};
