@@ -104,6 +104,11 @@ fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> {
             bindings: vec![binding(d, GLOBAL_ADMIN, None)?],
         }));
     }
+    // tokens (#11): `bh_…` API tokens, after the single token.
+    chain.push(Box::new(crate::auth::tokens::ApiTokens {
+        store: d.tokens.store.clone(),
+        roles: d.tokens.roles.clone(),
+    }));
     Ok(Chain(chain))
 }
 

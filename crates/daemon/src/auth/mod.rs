@@ -16,6 +16,8 @@
 
 pub mod authn;
 pub mod layer;
+pub mod token_admin;
+pub mod tokens;
 
 use bulkhead_core::iam::{Resource, Verb};
 use bulkhead_core::{Code, DomainError};
