@@ -23,9 +23,9 @@ mod index;
 mod node;
 mod schema;
 mod store;
-pub mod tokens;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 pub use bulkhead_core::NodeState;
 pub use cursor::{Cursor, CursorError};

@@ -216,15 +216,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         .try_into()
         .map_err(|_| bad(4, "a token hash is not 32 bytes".into()))?;
     Ok(TokenRow {
-            id: TokenId::parse(&id).map_err(|e| bad(0, e.into()))?,
-            name: r.get(1)?,
-            tenant: r.get(2)?,
-            role: r.get(3)?,
-            hash,
-            created_at: r.get::<_, i64>(5)? as u64,
-            expires_at: r.get::<_, i64>(6)? as u64,
-            revoked_at: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
-            created_by: r.get(8)?,
+        id: TokenId::parse(&id).map_err(|e| bad(0, e.into()))?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        role: r.get(3)?,
+        hash,
+        created_at: r.get::<_, i64>(5)? as u64,
+        expires_at: r.get::<_, i64>(6)? as u64,
+        revoked_at: r.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+        created_by: r.get(8)?,
     })
 }
 
@@ -341,11 +341,7 @@ impl TokenStore {
 
     /// Revokes a token at `now`; `None` when there is no such token. Revoking a revoked token
     /// changes nothing (it keeps its first revocation time).
-    pub fn revoke(
-        &self,
-        id: &TokenId,
-        now: u64,
-    ) -> Result<Option<Arc<TokenRow>>, TokenStoreError> {
+    pub fn revoke(&self, id: &TokenId, now: u64) -> Result<Option<Arc<TokenRow>>, TokenStoreError> {
         let Some(old) = self.get(id) else {
             return Ok(None);
         };

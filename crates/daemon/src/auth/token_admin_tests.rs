@@ -49,7 +49,8 @@ const T: &[&str] = &["a", "b"];
 #[test]
 fn who_may_grant_what() {
     let (_d, s) = service();
-    let code = |p: &Principal, r: CreateTokenRequest| s.plan(p, T, &r).map(|_| ()).map_err(|e| e.code);
+    let code =
+        |p: &Principal, r: CreateTokenRequest| s.plan(p, T, &r).map(|_| ()).map_err(|e| e.code);
     let global = who(&s, &["global-admin"]);
     let ta = who(&s, &["tenant-admin@a"]);
     let minter = who(&s, &["minter@a"]);
@@ -63,10 +64,18 @@ fn who_may_grant_what() {
     assert_eq!(code(&ta, req(Some("b"), "viewer")), Err(Code::Forbidden));
     assert_eq!(code(&ta, req(None, "global-admin")), Err(Code::Forbidden));
     // No escalation: a custom role with tokens:create mints only what it holds all of.
-    assert_eq!(code(&minter, req(Some("a"), "tenant-admin")), Err(Code::Forbidden));
-    assert_eq!(code(&minter, req(Some("a"), "developer")), Err(Code::Forbidden));
+    assert_eq!(
+        code(&minter, req(Some("a"), "tenant-admin")),
+        Err(Code::Forbidden)
+    );
+    assert_eq!(
+        code(&minter, req(Some("a"), "developer")),
+        Err(Code::Forbidden)
+    );
     assert_eq!(code(&minter, req(Some("a"), "minter")), Ok(()));
-    let e = s.plan(&minter, T, &req(Some("a"), "developer")).unwrap_err();
+    let e = s
+        .plan(&minter, T, &req(Some("a"), "developer"))
+        .unwrap_err();
     assert!(e.message.contains("nodes:exec"), "{}", e.message);
     // Without tokens:create at all.
     assert_eq!(code(&dev, req(Some("a"), "viewer")), Err(Code::Forbidden));
@@ -112,7 +121,10 @@ fn who_may_grant_what() {
             },
         )
         .unwrap();
-    assert_eq!((n.ttl_secs, n.created_by.as_str()), (2, "test:tenant-admin@a"));
+    assert_eq!(
+        (n.ttl_secs, n.created_by.as_str()),
+        (2, "test:tenant-admin@a")
+    );
 }
 
 #[test]
@@ -130,7 +142,10 @@ fn list_and_revoke_see_only_the_callers_tenants() {
     let ta = who(&s, &["tenant-admin@a"]);
     let viewer = who(&s, &["viewer@b"]);
     let ids = |p: &Principal| s.list(p).into_iter().map(|t| t.id).collect::<Vec<_>>();
-    assert_eq!(ids(&global), vec![in_a.id.clone(), in_b.id.clone(), all.id.clone()]);
+    assert_eq!(
+        ids(&global),
+        vec![in_a.id.clone(), in_b.id.clone(), all.id.clone()]
+    );
     assert_eq!(ids(&ta), vec![in_a.id.clone()]);
     assert!(ids(&viewer).is_empty());
     let code = |p: &Principal, id: &str| s.check_revoke(p, id).map(|_| ()).map_err(|e| e.code);

@@ -41,7 +41,11 @@ pub fn principal_of(roles: &Roles, row: &TokenRow) -> Result<Principal, DomainEr
 }
 
 impl Authenticator for ApiTokens {
-    fn authenticate(&self, _: &Peer, headers: &HeaderMap) -> Result<Option<Principal>, DomainError> {
+    fn authenticate(
+        &self,
+        _: &Peer,
+        headers: &HeaderMap,
+    ) -> Result<Option<Principal>, DomainError> {
         let Some(t) = bearer(headers) else {
             return Ok(None);
         };
@@ -110,7 +114,9 @@ mod tests {
         let p = chain.authenticate(&peer, &headers(legacy)).unwrap();
         assert!(p.is_global_admin());
         // A valid API token: its principal and only its binding.
-        let p = chain.authenticate(&peer, &headers(secret.expose())).unwrap();
+        let p = chain
+            .authenticate(&peer, &headers(secret.expose()))
+            .unwrap();
         assert_eq!(p.id, format!("token:{}", row.id));
         assert_eq!(
             p.via,
@@ -123,7 +129,9 @@ mod tests {
         let e = chain.authenticate(&peer, &headers("bh_nope")).unwrap_err();
         assert_eq!(e.code, Code::Unauthorized);
         assert!(e.message.contains("unknown API token"), "{}", e.message);
-        let e = chain.authenticate(&peer, &headers("not-a-token")).unwrap_err();
+        let e = chain
+            .authenticate(&peer, &headers("not-a-token"))
+            .unwrap_err();
         assert_eq!(e.code, Code::Unauthorized);
         store.revoke(&row.id, now_secs()).unwrap();
         let e = chain

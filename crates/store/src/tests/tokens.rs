@@ -20,7 +20,11 @@ fn create_check_revoke_and_expire() {
     let (row, secret) = s.create(new("ci", 60)).unwrap();
     let secret = secret.expose().to_string();
     assert!(secret.starts_with("bh_"), "{secret}");
-    assert_eq!(secret.len(), 3 + 43, "32 bytes, URL-safe base64 without padding");
+    assert_eq!(
+        secret.len(),
+        3 + 43,
+        "32 bytes, URL-safe base64 without padding"
+    );
     assert!(secret[3..]
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
@@ -49,7 +53,10 @@ fn create_check_revoke_and_expire() {
     assert_eq!(s.get(&row.id).unwrap().state(now), TokenState::Revoked);
     // Debug never shows the secret nor the hash.
     let dbg = format!("{:?} {:?}", s.get(&row.id).unwrap(), other);
-    assert!(!dbg.contains(&secret[3..]) && !dbg.contains("hash"), "{dbg}");
+    assert!(
+        !dbg.contains(&secret[3..]) && !dbg.contains("hash"),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -67,7 +74,10 @@ fn reopen_keeps_rows_and_stores_only_the_hash() {
     let row = s.check(&secret, now_secs()).unwrap();
     assert_eq!((row.id, row.name.as_str()), (id, "ci"));
     assert_eq!(row.tenant.as_deref(), Some("a3cf"));
-    assert_eq!(s.get(&revoked).unwrap().state(now_secs()), TokenState::Revoked);
+    assert_eq!(
+        s.get(&revoked).unwrap().state(now_secs()),
+        TokenState::Revoked
+    );
     // The file holds no secret: neither the whole nor its random part.
     drop(s);
     let mut bytes = std::fs::read(&p).unwrap();
@@ -107,15 +117,15 @@ fn migrations_number_the_file_and_refuse_a_newer_one() {
     let p = dir.path().join("auth.db");
     drop(TokenStore::open(&p).unwrap());
     let conn = rusqlite::Connection::open(&p).unwrap();
-    assert_eq!(
-        crate::schema::version(&conn).unwrap(),
-        AUTH_SCHEMA_VERSION
-    );
+    assert_eq!(crate::schema::version(&conn).unwrap(), AUTH_SCHEMA_VERSION);
     conn.pragma_update(None, "user_version", AUTH_SCHEMA_VERSION + 1)
         .unwrap();
     drop(conn);
     let e = TokenStore::open(&p).err().unwrap().to_string();
-    assert!(e.contains("auth database") && e.contains(&p.display().to_string()), "{e}");
+    assert!(
+        e.contains("auth database") && e.contains(&p.display().to_string()),
+        "{e}"
+    );
     // Opening twice (a restart) applies nothing again.
     let q = dir.path().join("again.db");
     drop(TokenStore::open(&q).unwrap());
