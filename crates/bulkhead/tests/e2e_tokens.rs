@@ -281,7 +281,7 @@ fn tokens_grant_their_role_expire_and_revoke_at_once() {
             "role",
         ),
         (
-            format!(r#"{{"name":"x","tenant":"nosuch","role":"viewer"}}"#),
+            r#"{"name":"x","tenant":"nosuch","role":"viewer"}"#.to_string(),
             "tenant",
         ),
         (

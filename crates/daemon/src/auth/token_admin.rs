@@ -88,10 +88,12 @@ impl TokenService {
                     "tenant: a {GLOBAL_ADMIN} token applies to every tenant: omit tenant"
                 )))
             }
-            (None, false) => return Err(DomainError::invalid(format!(
+            (None, false) => {
+                return Err(DomainError::invalid(format!(
                 "tenant: a {} token acts in one tenant: give tenant (one of the daemon's tenants)",
                 role.name
-            ))),
+            )))
+            }
             (None, true) => {
                 if !p.is_global_admin() {
                     return Err(forbidden(format!(
