@@ -80,43 +80,9 @@ impl TcpDaemon {
         format!("/proc/{}/ns/net", self.child.as_ref().unwrap().id())
     }
 
-    /// One request with `token` (or none), from a thread inside the daemon's namespace:
-    /// (status, body).
+    /// One request with `token` (or none), from inside the daemon's namespace.
     fn http(&self, token: Option<&str>, method: Method, path: &str, body: &str) -> (u16, String) {
-        let ns = std::fs::File::open(self.netns()).unwrap();
-        let (token, path, body) = (
-            token.map(str::to_string),
-            path.to_string(),
-            body.to_string(),
-        );
-        std::thread::spawn(move || {
-            // SAFETY: moves this thread (only) into the daemon's network namespace.
-            assert_eq!(
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                use http_body_util::BodyExt;
-                let c = Client::new(Endpoint::Tcp {
-                    addr: ADDR.into(),
-                    token,
-                });
-                let ct = (!body.is_empty()).then_some("application/json");
-                let r = c
-                    .send(method, &path, bulkhead_api::client::full_body(body), ct)
-                    .await
-                    .unwrap();
-                let status = r.status().as_u16();
-                let b = r.into_body().collect().await.unwrap().to_bytes();
-                (status, String::from_utf8_lossy(&b).into_owned())
-            })
-        })
-        .join()
-        .unwrap()
+        http(&self.netns(), ADDR, token, method, path, body)
     }
 
     /// `bulkhead ARGS --url http://ADDR --token TOKEN` inside the daemon's namespace.
@@ -184,6 +150,59 @@ impl Drop for TcpDaemon {
         self.stop();
         let _ = std::fs::remove_dir_all(shared_state().join("tenants").join(&self.tenant));
     }
+}
+
+/// One request to `addr` with `token` (or none), from a thread inside the network namespace
+/// `netns`: (status, body).
+fn http(
+    netns: &str,
+    addr: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let ns = std::fs::File::open(netns).unwrap();
+    let (addr, token, path, body) = (
+        addr.to_string(),
+        token.map(str::to_string),
+        path.to_string(),
+        body.to_string(),
+    );
+    std::thread::spawn(move || {
+        // SAFETY: moves this thread (only) into the daemon's network namespace.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        send(Endpoint::Tcp { addr, token }, method, &path, &body)
+    })
+    .join()
+    .unwrap()
+}
+
+/// One request on `ep`: (status, body).
+fn send(ep: Endpoint, method: Method, path: &str, body: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use http_body_util::BodyExt;
+        let ct = (!body.is_empty()).then_some("application/json");
+        let r = Client::new(ep)
+            .send(
+                method,
+                path,
+                bulkhead_api::client::full_body(body.to_string()),
+                ct,
+            )
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&b).into_owned())
+    })
 }
 
 fn code(body: &str) -> String {
@@ -393,4 +412,132 @@ fn tokens_grant_their_role_expire_and_revoke_at_once() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("forbidden"));
 
     d.stop_and_assert_clean();
+}
+
+/// A shared daemon of two tenants, TCP without a single token (API tokens only): tokens made
+/// on the admin socket (global-admin) and on tenant a's socket (tenant-admin@a) act in their
+/// tenant alone; a tenant-admin neither sees, revokes nor mints tokens of another tenant.
+#[test]
+fn tokens_of_a_shared_daemon_stay_in_their_tenant() {
+    if !privileged() {
+        return;
+    }
+    const SHARED_ADDR: &str = "127.0.0.1:18182";
+    let s = common::shared::Shared::start("", &format!("    tcp: {{ bind: \"{SHARED_ADDR}\" }}\n"));
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let ns = s.netns_path().display().to_string();
+    let mk = |ep: Endpoint, body: String| {
+        let (st, resp) = send(ep, Method::POST, "/tokens", &body);
+        (st, resp)
+    };
+    let admin = || Endpoint::Unix(s.admin.clone());
+    let sock_a = || Endpoint::Unix(s.tenant_sock(&a));
+    let secret = |resp: &str| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(resp).unwrap();
+        (
+            v["token"].as_str().unwrap().into(),
+            v["id"].as_str().unwrap().into(),
+        )
+    };
+    // global-admin (admin socket): a tenant-less global-admin token, and a developer of b.
+    let (st, r) = mk(admin(), r#"{"name":"root","role":"global-admin"}"#.into());
+    assert_eq!(st, 201, "{r}");
+    let (root, _) = secret(&r);
+    let (st, r) = mk(
+        admin(),
+        format!(r#"{{"name":"dev-b","tenant":"{b}","role":"developer"}}"#),
+    );
+    assert_eq!(st, 201, "{r}");
+    let (dev_b, dev_b_id) = secret(&r);
+    // tenant-admin@a (its socket): a tenant-admin token of a; not b, not global-admin.
+    let (st, r) = mk(
+        sock_a(),
+        format!(r#"{{"name":"adm-a","tenant":"{a}","role":"tenant-admin"}}"#),
+    );
+    assert_eq!(st, 201, "{r}");
+    let (adm_a, _) = secret(&r);
+    let (st, r) = mk(
+        sock_a(),
+        format!(r#"{{"name":"x","tenant":"{b}","role":"viewer"}}"#),
+    );
+    assert_eq!((st, code(&r).as_str()), (403, "forbidden"), "{r}");
+    let (st, r) = mk(sock_a(), r#"{"name":"x","role":"global-admin"}"#.into());
+    assert_eq!(st, 403, "{r}");
+
+    // Over TCP: each token sees its own tenant's groups only; the global one sees both.
+    let groups = |t: &str| {
+        let (st, body) = http(&ns, SHARED_ADDR, Some(t), Method::GET, "/hostgroup", "");
+        assert_eq!(st, 200, "{body}");
+        body
+    };
+    let g = groups(&dev_b);
+    assert!(g.contains(&b) && !g.contains(&a), "{g}");
+    let g = groups(&adm_a);
+    assert!(g.contains(&a) && !g.contains(&b), "{g}");
+    let g = groups(&root);
+    assert!(g.contains(&a) && g.contains(&b), "{g}");
+    // No single token on this daemon: anything but an API token is 401.
+    assert_eq!(
+        http(
+            &ns,
+            SHARED_ADDR,
+            Some("0123456789abcdef0123"),
+            Method::GET,
+            "/hostgroup",
+            ""
+        )
+        .0,
+        401
+    );
+
+    // tenant-admin@a lists a's tokens only, and b's token does not exist for it.
+    let (st, list) = http(&ns, SHARED_ADDR, Some(&adm_a), Method::GET, "/tokens", "");
+    assert_eq!(st, 200, "{list}");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert!(v.iter().all(|t| t["tenant"] == a.as_str()), "{list}");
+    assert!(!v.is_empty());
+    let (st, _) = http(
+        &ns,
+        SHARED_ADDR,
+        Some(&adm_a),
+        Method::DELETE,
+        &format!("/tokens/{dev_b_id}"),
+        "",
+    );
+    assert_eq!(st, 404);
+    assert!(groups(&dev_b).contains(&b), "still valid");
+    // b's developer may not list tokens at all; the global token lists all three and revokes.
+    assert_eq!(
+        http(&ns, SHARED_ADDR, Some(&dev_b), Method::GET, "/tokens", "").0,
+        403
+    );
+    let (_, list) = http(&ns, SHARED_ADDR, Some(&root), Method::GET, "/tokens", "");
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&list)
+            .unwrap()
+            .len(),
+        3
+    );
+    let (st, _) = http(
+        &ns,
+        SHARED_ADDR,
+        Some(&root),
+        Method::DELETE,
+        &format!("/tokens/{dev_b_id}"),
+        "",
+    );
+    assert_eq!(st, 204);
+    assert_eq!(
+        http(
+            &ns,
+            SHARED_ADDR,
+            Some(&dev_b),
+            Method::GET,
+            "/hostgroup",
+            ""
+        )
+        .0,
+        401
+    );
+    s.stop_and_assert_clean();
 }

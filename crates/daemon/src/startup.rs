@@ -466,7 +466,10 @@ async fn open_tokens(
         .await
         .map_err(|e| StartError::Refused(format!("opening the auth database: {e}")))?
         .map_err(|e| StartError::Refused(e.to_string()))?;
-    Ok(Arc::new(crate::auth::token_admin::TokenService { store, roles }))
+    Ok(Arc::new(crate::auth::token_admin::TokenService {
+        store,
+        roles,
+    }))
 }
 
 /// Creates the `count` nodes of each host group that are missing.
