@@ -4,6 +4,11 @@ use std::time::Duration;
 
 /// Parses a Go duration string. A bare number is rejected: a unit is required, as in Go.
 pub fn parse(s: &str) -> Result<Duration, String> {
+    parse_up_to(s, Duration::from_secs(7 * 86400), "a week")
+}
+
+/// Like [`parse`], with another upper bound (`max`, called `max_name` in the error).
+pub fn parse_up_to(s: &str, max: Duration, max_name: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration: use a number with a unit, e.g. 30s or 5m".into());
     }
@@ -39,8 +44,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    if !total.is_finite() || total > 7.0 * 86400.0 {
-        return Err(format!("duration {s:?} is longer than a week"));
+    if !total.is_finite() || total > max.as_secs_f64() {
+        return Err(format!("duration {s:?} is longer than {max_name}"));
     }
     Ok(Duration::from_secs_f64(total))
 }
@@ -62,5 +67,10 @@ mod tests {
         for bad in ["", "5", "5x", "m", "1h-2m", "9999h"] {
             assert!(parse(bad).is_err(), "{bad} should fail");
         }
+        let year = Duration::from_secs(365 * 86400);
+        assert_eq!(parse_up_to("8760h", year, "a year").unwrap(), year);
+        assert!(parse_up_to("8761h", year, "a year")
+            .unwrap_err()
+            .contains("longer than a year"));
     }
 }

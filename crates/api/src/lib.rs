@@ -9,6 +9,7 @@ pub mod names;
 pub mod shell;
 pub mod signals;
 pub mod stats;
+pub mod tokens;
 pub mod types;
 pub mod ws;
 

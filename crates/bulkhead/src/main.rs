@@ -37,6 +37,9 @@ enum Cmd {
     /// Build or import root filesystem images
     #[command(subcommand)]
     Image(cmd::image::ImageCmd),
+    /// API tokens: create (prints the secret once), list, revoke
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
 }
 
 fn main() -> ExitCode {
@@ -68,5 +71,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Validate { config } => cmd::up::validate(&config),
         Cmd::Vm(c) => cmd::vm::run(c).await,
         Cmd::Image(c) => cmd::image::run(c),
+        Cmd::Token(c) => cmd::token::run(c).await,
     }
 }

@@ -108,6 +108,16 @@ impl Role {
         self.global_admin
     }
 
+    /// Whether everything this role allows, `other` allows too (the no-escalation rule of API
+    /// tokens: a caller may grant only a role it holds all of). `global-admin` is a subset of
+    /// `global-admin` only; every role is a subset of `global-admin`.
+    pub fn is_subset_of(&self, other: &Role) -> bool {
+        if other.global_admin {
+            return true;
+        }
+        !self.global_admin && self.rules.is_subset(&other.rules)
+    }
+
     /// `resource:verb` pairs, for docs and `bulkhead token list`.
     pub fn rules(&self) -> impl Iterator<Item = (Resource, Verb)> + '_ {
         self.rules.iter().copied()
@@ -395,6 +405,32 @@ mod tests {
             .get("all")
             .unwrap()
             .allows(Resource::Nodes, Verb::Update));
+    }
+
+    #[test]
+    fn subsets_follow_the_rules() {
+        let r = Roles::from_config(&[RawRole {
+            name: "minter".into(),
+            rules: vec![RawRule {
+                resources: vec!["tokens".into(), "nodes".into()],
+                actions: vec!["create".into(), "list".into()],
+            }],
+        }])
+        .unwrap();
+        let g = |n: &str| r.get(n).unwrap();
+        assert!(g(VIEWER).is_subset_of(&g(DEVELOPER)));
+        assert!(!g(DEVELOPER).is_subset_of(&g(VIEWER)));
+        assert!(g(DEVELOPER).is_subset_of(&g(TENANT_ADMIN)));
+        assert!(!g(TENANT_ADMIN).is_subset_of(&g(DEVELOPER)));
+        assert!(g(TENANT_ADMIN).is_subset_of(&g(GLOBAL_ADMIN)));
+        assert!(!g(GLOBAL_ADMIN).is_subset_of(&g(TENANT_ADMIN)));
+        assert!(g(GLOBAL_ADMIN).is_subset_of(&g(GLOBAL_ADMIN)));
+        // A custom role that may create tokens cannot mint a tenant-admin or developer token,
+        // only one of a role it holds all of (itself, or less).
+        assert!(!g(TENANT_ADMIN).is_subset_of(&g("minter")));
+        assert!(!g(DEVELOPER).is_subset_of(&g("minter")));
+        assert!(!g(VIEWER).is_subset_of(&g("minter")), "viewer reads logs");
+        assert!(g("minter").is_subset_of(&g("minter")));
     }
 
     #[test]

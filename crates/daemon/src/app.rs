@@ -28,6 +28,8 @@ pub struct Daemon {
     /// The daemon's own state (API tokens, identity keys): a one-tenant daemon's tenant
     /// directory, a shared daemon's `<state>/shared`.
     pub dir: std::path::PathBuf,
+    /// API tokens (`/tokens`, ADR 0022): `<dir>/auth.db` and the roles they may name.
+    pub tokens: Arc<crate::auth::token_admin::TokenService>,
 }
 
 impl Daemon {

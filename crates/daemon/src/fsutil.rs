@@ -26,6 +26,11 @@ pub fn now_rfc3339() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// `secs` since the Unix epoch as RFC 3339 in UTC (`2026-01-31T12:00:00Z`).
+pub fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil-from-days (H. Hinnant), valid for the Unix era.
     let z = days as i64 + 719_468;

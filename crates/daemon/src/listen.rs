@@ -104,6 +104,11 @@ async fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> 
             bindings: vec![binding(d, GLOBAL_ADMIN, None)?],
         }));
     }
+    // tokens (#11): `bh_…` API tokens, after the single token.
+    chain.push(Box::new(crate::auth::tokens::ApiTokens {
+        store: d.tokens.store.clone(),
+        roles: d.tokens.roles.clone(),
+    }));
     // --- OIDC (#11): after the bearer and API tokens, before workload tokens ---
     if let Some(o) = &cfg.oidc {
         let a = crate::auth::oidc::Oidc::start(o, d.roles.clone())

@@ -402,13 +402,25 @@ pub async fn run(
             }
         }
     }
+    let roles = Arc::new(cfg.roles.clone());
+    // tokens (#11, ADR 0022): API tokens in the daemon's directory (after the tenants: a
+    // one-tenant daemon's directory is its tenant's, claimed by open_tenant).
+    let tokens = match open_tokens(&dir.path, roles.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            abandon(opened).await;
+            return Err(e);
+        }
+    };
+    // end tokens
     let daemon = Arc::new(Daemon {
         host: host.clone(),
         tenants: opened.iter().map(|o| o.app.clone()).collect(),
         shared: cfg.shared,
-        roles: Arc::new(cfg.roles.clone()),
+        roles,
         unauthenticated: Default::default(),
         dir: dir.path.clone(),
+        tokens, // tokens (#11)
     });
     let listeners = match listen::bind(&cfg, &daemon, tls).await {
         Ok(l) => l,
@@ -442,6 +454,22 @@ pub async fn run(
         close_tenant(o).await;
     }
     Ok(())
+}
+
+/// tokens (#11, ADR 0022): the daemon's API tokens, `<daemon dir>/auth.db`.
+async fn open_tokens(
+    dir: &Path,
+    roles: Arc<crate::auth::Roles>,
+) -> Result<Arc<crate::auth::token_admin::TokenService>, StartError> {
+    let db = dir.join("auth.db");
+    let store = tokio::task::spawn_blocking(move || bulkhead_store::TokenStore::open(&db))
+        .await
+        .map_err(|e| StartError::Refused(format!("opening the auth database: {e}")))?
+        .map_err(|e| StartError::Refused(e.to_string()))?;
+    Ok(Arc::new(crate::auth::token_admin::TokenService {
+        store,
+        roles,
+    }))
 }
 
 /// Creates the `count` nodes of each host group that are missing.

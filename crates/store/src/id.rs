@@ -26,6 +26,15 @@ impl Kind for Node {
 
 pub type NodeId = Id<Node>;
 
+/// Marker for API tokens' ids (`tokens.rs`).
+#[derive(Debug)]
+pub enum Token {}
+impl Kind for Token {
+    const NAME: &'static str = "token";
+}
+
+pub type TokenId = Id<Token>;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error("{kind} id {given:?} is not an id: give the 26 characters bulkhead printed (Crockford base32)")]

@@ -7,7 +7,9 @@
 //!   connection; reads are answered from `index.rs`, the in-memory index of the tenant's nodes
 //!   that the writer updates after each commit, so reads never wait for SQLite or a writer;
 //! - `cursor.rs`: opaque cursors for paged lists; `id.rs`: typed ULIDs for objects;
-//! - `node.rs`: [`NodeRow`] and [`NewNode`], the records; `error.rs`: [`StoreError`].
+//! - `node.rs`: [`NodeRow`] and [`NewNode`], the records; `error.rs`: [`StoreError`];
+//! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
+//!   answered from memory by the secret's hash (ADR 0022).
 //!
 //! Invariants: every write is one transaction, so a crash never leaves a half-written row;
 //! the index holds exactly the committed rows of the tenant; nothing here holds a lock across
@@ -23,17 +25,19 @@ mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+pub mod tokens;
 
 pub use bulkhead_core::NodeState;
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
-pub use id::{Id, IdError, Kind, NodeId};
+pub use id::{Id, IdError, Kind, NodeId, TokenId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};
 pub use schema::{SchemaError, VERSION as SCHEMA_VERSION};
 pub use store::Store;
+pub use tokens::{TokenRow, TokenStore, TokenStoreError};
 
 /// Id kinds (markers for [`Id`]).
 pub mod kind {
-    pub use crate::id::Node;
+    pub use crate::id::{Node, Token};
 }

@@ -14,10 +14,10 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// One step from version `version - 1` to `version`.
-struct Migration {
-    version: u32,
-    what: &'static str,
-    apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
+pub(crate) struct Migration {
+    pub(crate) version: u32,
+    pub(crate) what: &'static str,
+    pub(crate) apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -43,7 +43,7 @@ pub const VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("the state database has schema version {found}, newer than this bulkhead's {supported}: run the bulkhead release that wrote it (or a newer one); downgrades are not supported")]
+    #[error("the database has schema version {found}, newer than this bulkhead's {supported}: run the bulkhead release that wrote it (or a newer one); downgrades are not supported")]
     TooNew { found: u32, supported: u32 },
     #[error("upgrading the state database to schema version {version} ({what})")]
     Step {
@@ -62,14 +62,21 @@ pub fn version(conn: &Connection) -> rusqlite::Result<u32> {
 
 /// Brings the database to [`VERSION`]; returns the version it found.
 pub fn migrate(conn: &mut Connection) -> Result<u32, SchemaError> {
+    run(conn, MIGRATIONS)
+}
+
+/// Brings a database to the last of `migrations` (numbered 1, 2, ...); returns the version it
+/// found. Shared by every SQLite file of bulkhead (`state.db`, `auth.db`).
+pub(crate) fn run(conn: &mut Connection, migrations: &[Migration]) -> Result<u32, SchemaError> {
+    let latest = migrations.last().map_or(0, |m| m.version);
     let found = version(conn).map_err(SchemaError::Version)?;
-    if found > VERSION {
+    if found > latest {
         return Err(SchemaError::TooNew {
             found,
-            supported: VERSION,
+            supported: latest,
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+    for m in migrations.iter().filter(|m| m.version > found) {
         let step = |source| SchemaError::Step {
             version: m.version,
             what: m.what,

@@ -2,6 +2,7 @@
 
 pub mod image;
 pub mod new;
+pub mod token;
 pub mod untar;
 pub mod up;
 pub mod vm;

@@ -21,6 +21,8 @@ mod jwks_fetch;
 pub mod oidc;
 // --- end OIDC ---
 pub mod layer;
+pub mod token_admin;
+pub mod tokens;
 
 use bulkhead_core::iam::{Resource, Verb};
 use bulkhead_core::{Code, DomainError};

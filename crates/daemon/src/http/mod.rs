@@ -5,7 +5,7 @@
 //! passes the authorization layer.
 //!
 //! Handlers (`nodes.rs`, `exec.rs`, `agent.rs`, `cp.rs`, `fs.rs`, `fs_watch.rs`, `meta.rs`,
-//! `stats.rs`, the WebSockets `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
+//! `stats.rs`, `tokens.rs`, the WebSockets `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
 //! context; they make no decisions of their own.
 
 pub mod agent;
@@ -24,6 +24,7 @@ pub mod nodes;
 pub mod query;
 pub mod scope;
 pub mod stats;
+pub mod tokens;
 pub mod ws_forward;
 pub mod ws_shell;
 
@@ -218,6 +219,19 @@ pub fn table() -> Vec<Route> {
             post(lifecycle::restore),
         ),
         // ---- end lifecycle ----
+        // ---- API tokens (#11, tokens; ADR 0022): the token's tenant is checked again in
+        // the handler (auth/token_admin.rs) ----
+        route(
+            "/tokens",
+            &[("get", ListTokens), ("post", CreateToken)],
+            get(tokens::list).post(tokens::create),
+        ),
+        route(
+            "/tokens/{id}",
+            &[("delete", RevokeToken)],
+            delete(tokens::revoke),
+        ),
+        // ---- end API tokens ----
     ]
 }
 

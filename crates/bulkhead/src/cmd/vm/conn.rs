@@ -17,11 +17,11 @@ pub struct Conn {
     token: Option<String>,
     /// Print JSON instead of tables
     #[arg(long, global = true)]
-    pub(super) json: bool,
+    pub(crate) json: bool,
 }
 
 impl Conn {
-    pub(super) fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let ep = match (&self.socket, &self.url) {
             (Some(s), _) => Endpoint::Unix(s.clone()),
             (None, Some(u)) => Endpoint::parse(u, self.token.clone())?,
