@@ -1,42 +1,23 @@
-//! A small HTTP/1.1 client for the bulkhead API over a UNIX socket or TCP. The CLI and the
-//! end-to-end tests both use it, so the tests exercise exactly what users run.
+//! A small HTTP/1.1 client for the bulkhead API over a UNIX socket, TCP or TLS over TCP
+//! ([`Endpoint`]). The CLI and the end-to-end tests both use it, so the tests exercise exactly
+//! what users run. [`Client::connect`] is the one way to the daemon, for requests and
+//! WebSockets alike; it sends no token over plain HTTP unless the peer is loopback.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use crate::endpoint::Endpoint;
+use crate::tls::TlsError;
 use crate::types::ErrorBody;
 
-/// Where the daemon listens.
-#[derive(Debug, Clone)]
-pub enum Endpoint {
-    Unix(PathBuf),
-    Tcp { addr: String, token: Option<String> },
-}
-
-impl Endpoint {
-    /// Parses `unix:///path`, a bare absolute path, or `http://host:port`.
-    pub fn parse(s: &str, token: Option<String>) -> Result<Self, ClientError> {
-        if let Some(p) = s.strip_prefix("unix://") {
-            return Ok(Endpoint::Unix(PathBuf::from(p)));
-        }
-        if s.starts_with('/') {
-            return Ok(Endpoint::Unix(PathBuf::from(s)));
-        }
-        if let Some(a) = s.strip_prefix("http://") {
-            return Ok(Endpoint::Tcp {
-                addr: a.trim_end_matches('/').to_string(),
-                token,
-            });
-        }
-        Err(ClientError::Usage(format!(
-            "cannot use endpoint {s:?}: give a socket path, unix:///path or http://host:port"
-        )))
-    }
-}
+/// The connection to the daemon: a UNIX stream, a TCP stream or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -47,6 +28,17 @@ pub enum ClientError {
         endpoint: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("refusing to send the bearer token over plain HTTP to {url}: it is not a loopback address (the daemon allows plain TCP on loopback only); use {https}")]
+    PlainToken { url: String, https: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{url} did not answer HTTP ({source}): if the daemon's TCP listener has api.tcp.tls, use {https}")]
+    NotHttp {
+        url: String,
+        https: String,
+        #[source]
+        source: hyper::Error,
     },
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
@@ -88,6 +80,8 @@ pub fn full_body(b: impl Into<Bytes>) -> ReqBody {
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// The TLS configuration of an https endpoint, made on first use (it reads the roots).
+    tls: Arc<Mutex<Option<Arc<rustls::ClientConfig>>>>,
 }
 
 /// Percent-encodes one query value.
@@ -97,11 +91,90 @@ pub fn enc(s: &str) -> String {
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Self {
-        Client { endpoint }
+        Client {
+            endpoint,
+            tls: Arc::default(),
+        }
     }
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Opens a connection to the daemon: TLS done, and for plain HTTP with a token, the peer
+    /// checked to be loopback.
+    pub async fn connect(&self) -> Result<Box<dyn Io>, ClientError> {
+        let tcp = |addr: &str| {
+            let (url, addr) = (self.endpoint.url(), addr.to_string());
+            async move {
+                tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        endpoint: url,
+                        source,
+                    })
+            }
+        };
+        match &self.endpoint {
+            Endpoint::Unix(p) => {
+                let s =
+                    tokio::net::UnixStream::connect(p)
+                        .await
+                        .map_err(|e| ClientError::Connect {
+                            endpoint: p.display().to_string(),
+                            source: e,
+                        })?;
+                Ok(Box::new(s))
+            }
+            Endpoint::Tcp { addr, token } => {
+                self.endpoint.check_plain_token()?;
+                let s = tcp(addr).await?;
+                let loopback = s.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+                if token.is_some() && !loopback {
+                    return Err(self.endpoint.plain_token_refused());
+                }
+                Ok(Box::new(s))
+            }
+            Endpoint::Https {
+                addr,
+                server_name,
+                ca,
+                ..
+            } => {
+                let config = self.tls_config(ca.as_deref())?;
+                let s = tcp(addr).await?;
+                let url = self.endpoint.url();
+                let s = crate::tls::handshake(s, config, server_name, &url, addr).await?;
+                Ok(Box::new(s))
+            }
+        }
+    }
+
+    fn tls_config(
+        &self,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+        let mut slot = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = crate::tls::client_config(ca)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A failure below HTTP on a plain http:// endpoint, explained (often a TLS port).
+    pub(crate) fn not_http(&self, e: hyper::Error) -> ClientError {
+        match &self.endpoint {
+            Endpoint::Tcp { addr, .. } if e.is_incomplete_message() || e.is_parse() => {
+                ClientError::NotHttp {
+                    url: self.endpoint.url(),
+                    https: format!("https://{addr}"),
+                    source: e,
+                }
+            }
+            _ => ClientError::Http(e),
+        }
     }
 
     /// Sends one request on a fresh connection and returns the raw response (any status).
@@ -113,43 +186,33 @@ impl Client {
         content_type: Option<&str>,
     ) -> Result<Response<Incoming>, ClientError> {
         let mut req = Request::builder().method(method).uri(path_and_query);
-        req = req.header("host", "localhost");
+        req = req.header("host", self.host());
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let (sender, conn_task) = match &self.endpoint {
-            Endpoint::Unix(p) => {
-                let s =
-                    tokio::net::UnixStream::connect(p)
-                        .await
-                        .map_err(|e| ClientError::Connect {
-                            endpoint: p.display().to_string(),
-                            source: e,
-                        })?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                (sender, tokio::spawn(conn))
-            }
-            Endpoint::Tcp { addr, token } => {
-                if let Some(t) = token {
-                    req = req.header("authorization", format!("Bearer {t}"));
-                }
-                let s = tokio::net::TcpStream::connect(addr.as_str())
-                    .await
-                    .map_err(|e| ClientError::Connect {
-                        endpoint: addr.clone(),
-                        source: e,
-                    })?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                (sender, tokio::spawn(conn))
-            }
-        };
-        let mut sender = sender;
+        if let Some(t) = self.endpoint.token() {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let io = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        let conn_task = tokio::spawn(conn);
         let req = req
             .body(body)
             .map_err(|e| ClientError::Usage(format!("bad request: {e}")))?;
-        let resp = sender.send_request(req).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.not_http(e))?;
         drop(conn_task); // the connection task runs until the body is read
         Ok(resp)
+    }
+
+    /// The Host header: the address for TCP, `localhost` on a UNIX socket.
+    pub(crate) fn host(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(_) | Endpoint::Tcp { .. } => "localhost".into(),
+            Endpoint::Https { addr, .. } => addr.clone(),
+        }
     }
 
     /// Sends a request and turns a non-2xx answer into [`ClientError::Api`].

@@ -5,10 +5,12 @@
 
 pub mod client;
 pub mod duration;
+pub mod endpoint;
 pub mod names;
 pub mod shell;
 pub mod signals;
 pub mod stats;
+pub mod tls;
 pub mod tokens;
 pub mod types;
 pub mod ws;

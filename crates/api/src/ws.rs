@@ -1,8 +1,8 @@
 //! WebSockets to the daemon (`/vm/{node}/shell`, `/vm/{node}/forward`) over the same endpoints
-//! as [`Client`](crate::Client): a UNIX socket, or TCP with the bearer token. A refused
+//! as [`Client`](crate::Client) ([`Client::connect`]): a UNIX socket, or TCP or TLS with the
+//! bearer token. A refused
 //! upgrade comes back as the daemon's `{"error","code"}` answer ([`ClientError::Api`]).
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -11,9 +11,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::client::{Client, ClientError, Endpoint};
 use crate::types::ErrorBody;
 
-/// The connection under a WebSocket: a UNIX or TCP stream.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub use crate::client::Io;
 
 /// A WebSocket to the daemon.
 pub type Socket = WebSocketStream<Box<dyn Io>>;
@@ -25,27 +23,12 @@ impl Client {
         path_and_query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Socket, ClientError> {
-        let (io, host, token): (Box<dyn Io>, String, Option<String>) = match self.endpoint() {
-            Endpoint::Unix(p) => {
-                let s =
-                    tokio::net::UnixStream::connect(p)
-                        .await
-                        .map_err(|e| ClientError::Connect {
-                            endpoint: p.display().to_string(),
-                            source: e,
-                        })?;
-                (Box::new(s), "localhost".into(), None)
-            }
-            Endpoint::Tcp { addr, token } => {
-                let s = tokio::net::TcpStream::connect(addr.as_str())
-                    .await
-                    .map_err(|e| ClientError::Connect {
-                        endpoint: addr.clone(),
-                        source: e,
-                    })?;
-                (Box::new(s), addr.clone(), token.clone())
-            }
+        let io = self.connect().await?;
+        let host = match self.endpoint() {
+            Endpoint::Unix(_) => "localhost".to_string(),
+            Endpoint::Tcp { addr, .. } | Endpoint::Https { addr, .. } => addr.clone(),
         };
+        let token = self.endpoint().token();
         let usage = |e: String| ClientError::Usage(format!("bad websocket request: {e}"));
         let mut req = format!("ws://{host}{path_and_query}")
             .into_client_request()
@@ -81,7 +64,13 @@ impl Client {
                     body,
                 })
             }
-            Err(e) => Err(ClientError::Decode(format!("websocket handshake: {e}"))),
+            Err(e) => match self.endpoint() {
+                Endpoint::Tcp { addr, .. } => Err(ClientError::Decode(format!(
+                    "websocket handshake with {}: {e} (if the daemon's TCP listener has api.tcp.tls, use https://{addr})",
+                    self.endpoint().url()
+                ))),
+                _ => Err(ClientError::Decode(format!("websocket handshake: {e}"))),
+            },
         }
     }
 }

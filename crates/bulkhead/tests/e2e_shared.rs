@@ -2,7 +2,8 @@
 //! tenant socket never shows the other tenant (its nodes and groups answer exactly like
 //! missing ones); client-chosen hostnames carry their group's name; configs whose tenants
 //! would share a group, a node name or an address range are refused naming both; the TCP
-//! listener speaks TLS, or plain HTTP on loopback only.
+//! listener speaks TLS, or plain HTTP on loopback only; the CLI reaches it over https with
+//! `--cacert`.
 
 mod common;
 
@@ -341,4 +342,95 @@ fn a_missing_certificate_stops_the_start_naming_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     assert_clean(&t, &state.join("tenants").join(&t));
+}
+
+#[test]
+fn the_cli_reaches_a_tls_daemon_with_cacert() {
+    if !privileged() {
+        return;
+    }
+    let keys = test_dir();
+    let (c, k) = cert(keys.path());
+    let tok = "0123456789abcdef0123456789abcdef";
+    let token = keys.path().join("token");
+    std::fs::write(&token, tok).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = Shared::start(
+        "",
+        &format!(
+            "    tcp: {{ bind: \"127.0.0.1:18445\", token_file: {}, tls: {{ cert: {}, key: {} }} }}\n",
+            token.display(),
+            c.display(),
+            k.display()
+        ),
+    );
+    let node = s.add(&s.tenant_sock(&s.a), &s.a);
+    let url = "https://127.0.0.1:18445";
+    let cacert = c.to_str().unwrap();
+    // `bulkhead vm VERB --url URL --token T ARGS...` in the daemon's network namespace.
+    let vm = |url: &str, args: &[&str], env_ca: Option<&str>, stdin: &str| {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.args([s.netns_arg().as_str(), "--", BIN, "vm", args[0]])
+            .args(["--url", url, "--token", tok])
+            .args(&args[1..])
+            .env_remove("BULKHEAD_CACERT")
+            .env_remove("BULKHEAD_URL")
+            .env_remove("BULKHEAD_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(ca) = env_ca {
+            cmd.env("BULKHEAD_CACERT", ca);
+        }
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = vm(url, &["list", "--cacert", cacert], None, "");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(&node), "{out}");
+
+    // Without --cacert the system's roots do not know the self-signed certificate.
+    let (code, _, err) = vm(url, &["list"], None, "");
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains(url) && err.contains("--cacert") && err.contains("not trust"),
+        "{err}"
+    );
+    // Plain http:// to the TLS port hints at https.
+    let (code, _, err) = vm("http://127.0.0.1:18445", &["list"], None, "");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("use https://127.0.0.1:18445"), "{err}");
+
+    // A streamed exec over TLS.
+    let (code, out, err) = vm(
+        url,
+        &["exec", "--cacert", cacert, &node, "--", "echo", "over-tls"],
+        None,
+        "",
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), "over-tls");
+    // The shell WebSocket over TLS, the CA file from BULKHEAD_CACERT.
+    let (code, out, err) = vm(
+        url,
+        &["shell", &node],
+        Some(cacert),
+        "echo from-tls-shell; exit 7\n",
+    );
+    assert_eq!(code, Some(7), "{out}{err}");
+    assert!(out.contains("from-tls-shell"), "{out}{err}");
+    s.stop_and_assert_clean();
 }
