@@ -12,64 +12,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use crate::endpoint::Endpoint;
-use crate::tls::TlsError;
+pub use crate::error::ClientError;
 use crate::types::ErrorBody;
 
 /// The connection to the daemon: a UNIX stream, a TCP stream or TLS over TCP.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("cannot connect to the bulkhead daemon at {endpoint}: {source} (is `bulkhead up` running, and is this the right --socket or --url?)")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("refusing to send the bearer token over plain HTTP to {url}: it is not a loopback address (the daemon allows plain TCP on loopback only); use {https}")]
-    PlainToken { url: String, https: String },
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("{url} did not answer HTTP ({source}): if the daemon's TCP listener has api.tcp.tls, use {https}")]
-    NotHttp {
-        url: String,
-        https: String,
-        #[source]
-        source: hyper::Error,
-    },
-    #[error("http: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("the daemon answered {status}: {body}")]
-    Api { status: StatusCode, body: ErrorBody },
-    #[error("unexpected response: {0}")]
-    Decode(String),
-}
-
-impl ClientError {
-    /// The API error code, when the daemon answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Api { body, .. } => Some(&body.code),
-            _ => None,
-        }
-    }
-
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.error, self.code)
-    }
-}
 
 pub type ReqBody = BoxBody<Bytes, std::io::Error>;
 

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::client::ClientError;
+use crate::error::ClientError;
 
 /// Where the daemon listens.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod duration;
 pub mod endpoint;
+pub mod error;
 pub mod names;
 pub mod shell;
 pub mod signals;
