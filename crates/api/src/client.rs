@@ -118,7 +118,7 @@ impl Client {
                 ClientError::NotHttp {
                     url: self.endpoint.url(),
                     https: format!("https://{addr}"),
-                    source: e,
+                    reason: e.to_string(),
                 }
             }
             _ => ClientError::Http(e),

@@ -20,12 +20,11 @@ pub enum ClientError {
     PlainToken { url: String, https: String },
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("{url} did not answer HTTP ({source}): if the daemon's TCP listener has api.tcp.tls, use {https}")]
+    #[error("{url} did not answer HTTP ({reason}): if the daemon's TCP listener has api.tcp.tls, use {https}")]
     NotHttp {
         url: String,
         https: String,
-        #[source]
-        source: hyper::Error,
+        reason: String,
     },
     #[error("http: {0}")]
     Http(#[from] hyper::Error),

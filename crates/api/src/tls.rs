@@ -155,7 +155,11 @@ fn explain(e: io::Error, url: &str, addr: &str) -> TlsError {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return TlsError::Handshake { url, source: e };
     };
-    let reason = tls.to_string();
+    let reason = if format!("{tls:?}").contains("CaUsedAsEndEntity") {
+        "a self-signed certificate, or a CA's, presented as the server's own".to_string()
+    } else {
+        tls.to_string()
+    };
     match tls {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {

@@ -19,7 +19,13 @@ pub struct Conn {
     token: Option<String>,
     /// PEM file with the daemon's certificate or its CA, for https:// URLs: then only the
     /// certificates in it are trusted (without it: the system's CA certificates)
-    #[arg(long, env = "BULKHEAD_CACERT", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "BULKHEAD_CACERT",
+        global = true,
+        value_name = "FILE",
+        hide_env_values = true
+    )]
     cacert: Option<PathBuf>,
     /// Print JSON instead of tables
     #[arg(long, global = true)]
