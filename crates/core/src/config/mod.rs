@@ -7,6 +7,7 @@
 pub mod auth;
 mod error;
 mod group;
+pub mod identity;
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,9 @@ pub struct TenantConfig {
     /// The tenant is one of a shared daemon's (`config.tenants`): a client-chosen hostname
     /// must begin with its host group's name and a dash.
     pub shared_daemon: bool,
+    /// `config.workload_identity` (ADR 0020); `None`: off. The lead moves it to the
+    /// daemon-wide config.
+    pub workload_identity: Option<identity::WorkloadIdentityConfig>,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -192,7 +196,10 @@ impl TenantConfig {
             }
         }
         let conns = crate::limits::ConnLimits::from_raw(&c)?;
+        let workload_identity =
+            identity::WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), &listen)?;
         Ok(TenantConfig {
+            workload_identity,
             conns,
             tenant,
             state_dir: c.state_dir.clone(),
