@@ -14,6 +14,7 @@ pub mod fsutil;
 mod host_limits;
 pub mod http;
 mod listen;
+pub mod identity;
 pub mod network;
 pub mod pool;
 pub mod serve;
