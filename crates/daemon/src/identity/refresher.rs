@@ -3,7 +3,7 @@
 //! Each node that should hold a token (the [`Target`] says which: running, agent up) gets one
 //! as soon as it is seen, then again every `ttl / 2`, so a node always holds a token with at
 //! least half its lifetime left. A failed push is retried after a short backoff (1s, doubling,
-//! at most [`MAX_BACKOFF`]) and logged. At most [`CONCURRENCY`] pushes run at once per
+//! at most [`MAX_BACKOFF`]) and logged (a warning from the fourth failure in a row on). At most [`CONCURRENCY`] pushes run at once per
 //! tenant, each bounded by [`PUSH_TIMEOUT`], so a slow node never holds the others up nor its
 //! agent's turn for long. A node that leaves the target's list is forgotten: its token went
 //! with its tmpfs, and it gets a new one as soon as it runs again. The task ends when the
@@ -22,6 +22,8 @@ use super::Identity;
 pub const CONCURRENCY: usize = 4;
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Failed pushes in a row before each further one is logged as a warning.
+const QUIET_FAILURES: u32 = 4;
 const TICK: Duration = Duration::from_secs(1);
 
 pub type PushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -102,7 +104,12 @@ impl Refresher {
                     .min(MAX_BACKOFF)
                     .min(self.interval());
                 d.at = Instant::now() + backoff;
-                tracing::warn!(node = %node, error = %e, failures = d.failures, retry_in_s = backoff.as_secs(), "pushing the workload identity token failed");
+                // A booting node's agent may not answer for a few seconds: quiet until then.
+                if d.failures >= QUIET_FAILURES {
+                    tracing::warn!(node = %node, error = %e, failures = d.failures, retry_in_s = backoff.as_secs(), "pushing the workload identity token failed");
+                } else {
+                    tracing::debug!(node = %node, error = %e, failures = d.failures, "pushing the workload identity token failed; retrying");
+                }
             }
         }
         r
