@@ -64,12 +64,14 @@ struct TcpDaemon {
 }
 
 impl TcpDaemon {
-    fn start(prefix: &str, identity: &str) -> TcpDaemon {
+    fn start(prefix: &str, identity: &str, extra: &[&str]) -> TcpDaemon {
         let dir = common::test_dir();
         let token = dir.path().join("token");
         std::fs::write(&token, ADMIN_TOKEN).unwrap();
         let tenant = unique_tenant(prefix);
-        let yaml = common::cli_ok(&["new", &tenant, "--api-bind", ADDR])
+        let mut args = vec!["new", tenant.as_str(), "--api-bind", ADDR];
+        args.extend_from_slice(extra);
+        let yaml = common::cli_ok(&args)
             .replace(
                 "  api:\n",
                 &format!("  api:\n    token_file: {}\n", token.display()),
@@ -94,7 +96,7 @@ impl TcpDaemon {
             dir,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(600);
         while !d.log().contains("ready on") {
             if let Some(Ok(Some(st))) = d.child.as_mut().map(|c| c.try_wait()) {
                 panic!("daemon exited early ({st}):\n{}", d.log());
@@ -207,6 +209,7 @@ fn a_jail_node_holds_a_verifiable_refreshed_token_that_the_api_refuses() {
     let d = TcpDaemon::start(
         "wid",
         "  workload_identity:\n    audiences: [vault, storage.internal]\n    ttl: 10s\n",
+        &[],
     );
     let node = d.cli(&["vm", "add", &d.tenant]).trim().to_string();
     // wait=agent: the token is there when the create answers.
@@ -277,6 +280,7 @@ fn api_role_grants_a_node_its_role_in_its_own_tenant_only() {
     let d = TcpDaemon::start(
         "wir",
         "  workload_identity:\n    audiences: [bulkhead]\n    api_role: viewer\n",
+        &[],
     );
     let node = d.cli(&["vm", "add", &d.tenant]).trim().to_string();
     let token = d.token_of(&node);
@@ -303,6 +307,37 @@ fn api_role_grants_a_node_its_role_in_its_own_tenant_only() {
     let o = d.run_in(BIN, &["vm", "list"], &forged);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("workload token refused"));
+    d.cli(&["vm", "delete", &node]);
+    d.stop_and_assert_clean();
+}
+
+/// A microVM node (TCG here: slow) gets its token on a tmpfs of the guest's, never on the
+/// guest's disk, and it verifies like a jail node's.
+#[test]
+fn a_microvm_node_holds_its_token_on_a_tmpfs() {
+    if !privileged() {
+        return;
+    }
+    let py = python();
+    let d = TcpDaemon::start(
+        "wiv",
+        "  workload_identity:\n    audiences: [vault]\n",
+        &["--hypervisor", "qemu", "--ram-mb", "256", "--storage-size", "256M"],
+    );
+    let node = d
+        .cli(&["vm", "add", &d.tenant, "--timeout", "180s"])
+        .trim()
+        .to_string();
+    let token = d.token_of(&node);
+    let mounts = d.cli(&["vm", "exec", &node, "--", "cat", "/proc/mounts"]);
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.starts_with("tmpfs /run/bulkhead/identity tmpfs ")),
+        "{mounts}"
+    );
+    let v = d.verify(&py, &token, "vault");
+    assert_eq!(v["claims"]["sub"], format!("tenant:{}:node:{node}", d.tenant));
     d.cli(&["vm", "delete", &node]);
     d.stop_and_assert_clean();
 }
