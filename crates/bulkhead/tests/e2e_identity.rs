@@ -149,13 +149,9 @@ impl TcpDaemon {
     }
 
     /// PyJWT's verdict on `token` for audience `aud`.
-    fn verify(&self, py: &PathBuf, token: &str, aud: &str) -> Value {
+    fn verify(&self, py: &std::path::Path, token: &str, aud: &str) -> Value {
         let base = format!("http://{ADDR}");
-        let o = self.run_in(
-            py.to_str().unwrap(),
-            &["-c", VERIFY, &base, aud, token],
-            "",
-        );
+        let o = self.run_in(py.to_str().unwrap(), &["-c", VERIFY, &base, aud, token], "");
         assert!(
             o.status.success(),
             "PyJWT refused the token: {}",
@@ -195,7 +191,11 @@ fn next_token(d: &TcpDaemon, node: &str, old: &str, within: Duration) -> String 
         if t != old && !t.is_empty() {
             return t;
         }
-        assert!(Instant::now() < deadline, "no fresh token in {within:?}:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "no fresh token in {within:?}:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -220,9 +220,15 @@ fn a_jail_node_holds_a_verifiable_refreshed_token_that_the_api_refuses() {
         .lines()
         .find(|l| l.split(' ').nth(1) == Some("/run/bulkhead/identity"))
         .unwrap_or_else(|| panic!("no mount at /run/bulkhead/identity:\n{mounts}"));
-    assert!(line.starts_with("tmpfs /run/bulkhead/identity tmpfs "), "{line}");
+    assert!(
+        line.starts_with("tmpfs /run/bulkhead/identity tmpfs "),
+        "{line}"
+    );
     for opt in ["nosuid", "nodev", "noexec"] {
-        assert!(line.split(' ').nth(3).unwrap().split(',').any(|o| o == opt), "{opt}: {line}");
+        assert!(
+            line.split(' ').nth(3).unwrap().split(',').any(|o| o == opt),
+            "{opt}: {line}"
+        );
     }
     let mode = d.cli(&["vm", "exec", &node, "--", "stat", "-c", "%a", TOKEN_FILE]);
     assert_eq!(mode.trim(), "444");
@@ -235,7 +241,10 @@ fn a_jail_node_holds_a_verifiable_refreshed_token_that_the_api_refuses() {
     assert_eq!(c["tenant"], d.tenant.as_str());
     assert_eq!(c["node"], node.as_str());
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 10);
-    assert_eq!(v["discovery"]["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+    assert_eq!(
+        v["discovery"]["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
     d.verify(&py, &first, "storage.internal");
     let first_kid = v["kid"].as_str().unwrap().to_string();
     assert_eq!(v["kids"], serde_json::json!([first_kid]));
@@ -297,7 +306,10 @@ fn api_role_grants_a_node_its_role_in_its_own_tenant_only() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("403") || err.contains("forbidden"), "{err}");
     let o = d.run_in(BIN, &["identity", "rotate"], &token);
-    assert!(!o.status.success(), "a node may not rotate the issuer's key");
+    assert!(
+        !o.status.success(),
+        "a node may not rotate the issuer's key"
+    );
     // A token with a forged signature is refused (401).
     // (A character well inside the signature: the last one carries padding bits.)
     let mut forged = token.clone().into_bytes();
@@ -322,7 +334,14 @@ fn a_microvm_node_holds_its_token_on_a_tmpfs() {
     let d = TcpDaemon::start(
         "wiv",
         "  workload_identity:\n    audiences: [vault]\n",
-        &["--hypervisor", "qemu", "--ram-mb", "256", "--storage-size", "256M"],
+        &[
+            "--hypervisor",
+            "qemu",
+            "--ram-mb",
+            "256",
+            "--storage-size",
+            "256M",
+        ],
     );
     let node = d
         .cli(&["vm", "add", &d.tenant, "--timeout", "180s"])
@@ -337,7 +356,10 @@ fn a_microvm_node_holds_its_token_on_a_tmpfs() {
         "{mounts}"
     );
     let v = d.verify(&py, &token, "vault");
-    assert_eq!(v["claims"]["sub"], format!("tenant:{}:node:{node}", d.tenant));
+    assert_eq!(
+        v["claims"]["sub"],
+        format!("tenant:{}:node:{node}", d.tenant)
+    );
     d.cli(&["vm", "delete", &node]);
     d.stop_and_assert_clean();
 }

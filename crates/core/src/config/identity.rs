@@ -88,11 +88,14 @@ impl WorkloadIdentityConfig {
         let ttl = match raw.ttl.as_deref() {
             None => DEFAULT_TTL,
             Some(v) => {
-                let d = bulkhead_api::duration::parse(v).map_err(|m| key_err(format!("{KEY}.ttl"), m))?;
+                let d = bulkhead_api::duration::parse(v)
+                    .map_err(|m| key_err(format!("{KEY}.ttl"), m))?;
                 if !(MIN_TTL..=MAX_TTL).contains(&d) {
                     return Err(key_err(
                         format!("{KEY}.ttl"),
-                        format!("{v:?} is out of range: give a duration between 10s and 24h, e.g. 10m"),
+                        format!(
+                            "{v:?} is out of range: give a duration between 10s and 24h, e.g. 10m"
+                        ),
                     ));
                 }
                 d
@@ -118,7 +121,10 @@ impl WorkloadIdentityConfig {
             None => None,
             Some(r) => {
                 if r.is_empty() {
-                    return Err(key_err(format!("{KEY}.api_role"), "is empty: name a role, e.g. viewer, or leave the key out"));
+                    return Err(key_err(
+                        format!("{KEY}.api_role"),
+                        "is empty: name a role, e.g. viewer, or leave the key out",
+                    ));
                 }
                 if r == crate::iam::GLOBAL_ADMIN {
                     return Err(key_err(
@@ -162,7 +168,9 @@ mod tests {
 
     #[test]
     fn defaults_and_bounds() {
-        let c = parse("audiences: [vault, storage.internal]").unwrap().unwrap();
+        let c = parse("audiences: [vault, storage.internal]")
+            .unwrap()
+            .unwrap();
         assert_eq!(c.ttl, DEFAULT_TTL);
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!(c.audiences, ["vault", "storage.internal"]);
@@ -191,16 +199,24 @@ mod tests {
             ("{audiences: [a], issuer: 'https://x/'}", "issuer"),
             ("{audiences: [a], issuer: 'idp.example.com'}", "issuer"),
             ("{audiences: [a], api_role: viewer}", "api_role"),
-            ("{audiences: [bulkhead], api_role: global-admin}", "api_role"),
+            (
+                "{audiences: [bulkhead], api_role: global-admin}",
+                "api_role",
+            ),
         ] {
             let e = parse(y).unwrap_err();
-            assert!(e.contains(&format!("config.workload_identity.{key}")), "{y}: {e}");
+            assert!(
+                e.contains(&format!("config.workload_identity.{key}")),
+                "{y}: {e}"
+            );
         }
         let e = parse("{audiences: [vault], api_role: viewer}").unwrap_err();
         assert!(e.contains("needs \"bulkhead\""), "{e}");
-        let c = parse("{audiences: [vault, bulkhead], api_role: viewer, issuer: 'https://id.example.com/bh'}")
-            .unwrap()
-            .unwrap();
+        let c = parse(
+            "{audiences: [vault, bulkhead], api_role: viewer, issuer: 'https://id.example.com/bh'}",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(c.api_role.as_deref(), Some("viewer"));
         assert_eq!(c.issuer, "https://id.example.com/bh");
         assert!(parse("{audiences: [a], colour: blue}").is_err());

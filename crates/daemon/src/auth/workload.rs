@@ -57,10 +57,7 @@ impl Authenticator for WorkloadToken {
             ));
         };
         let c = self.identity.verify_for_api(token).map_err(refused)?;
-        let binding = self
-            .roles
-            .binding(role, Some(&c.tenant))
-            .map_err(refused)?;
+        let binding = self.roles.binding(role, Some(&c.tenant)).map_err(refused)?;
         Ok(Some(Principal {
             id: format!("workload:{}/{}", c.tenant, c.node),
             via: Via::Workload {

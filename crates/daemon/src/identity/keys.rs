@@ -77,7 +77,10 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 pub fn thumbprint(public: &[u8]) -> String {
     let (x, y) = xy(public);
     let canon = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canon.as_bytes()))
+    URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        canon.as_bytes(),
+    ))
 }
 
 /// The base64url x and y of an uncompressed P-256 point.
@@ -88,9 +91,12 @@ pub fn xy(public: &[u8]) -> (String, String) {
 }
 
 fn parse(pkcs8: &[u8]) -> Option<Vec<u8>> {
-    let kp =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
-            .ok()?;
+    let kp = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8,
+        &SystemRandom::new(),
+    )
+    .ok()?;
     Some(kp.public_key().as_ref().to_vec())
 }
 
@@ -228,7 +234,9 @@ impl KeyRing {
     /// The key that signs new tokens.
     pub fn current(&self) -> &Key {
         // `open` and `rotate` always leave a current key last.
-        self.keys.last().expect("a key ring always has a current key")
+        self.keys
+            .last()
+            .expect("a key ring always has a current key")
     }
 
     /// The keys verifiers may still meet: the current one and retired ones whose tokens may
@@ -256,9 +264,15 @@ mod tests {
         let first = ring.current().kid.clone();
         assert_eq!(first.len(), 43, "a base64url SHA-256");
         let f = tmp.path().join(format!("identity/{first}.pk8"));
-        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let d = tmp.path().join("identity");
-        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         drop(ring);
         // The same key after a restart.
         let mut ring = KeyRing::open(tmp.path(), 600, 1100).unwrap();
@@ -286,11 +300,15 @@ mod tests {
         drop(ring);
         let other = KeyRing::open(&tmp.path().join("other"), 600, 1000).unwrap();
         std::fs::copy(
-            tmp.path().join(format!("other/identity/{}.pk8", other.current().kid)),
+            tmp.path()
+                .join(format!("other/identity/{}.pk8", other.current().kid)),
             tmp.path().join(format!("identity/{kid}.pk8")),
         )
         .unwrap();
-        let e = KeyRing::open(tmp.path(), 600, 1000).err().unwrap().to_string();
+        let e = KeyRing::open(tmp.path(), 600, 1000)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("thumbprint"), "{e}");
     }
 }

@@ -38,7 +38,9 @@ pub const VERIFY_LEEWAY: u64 = 30;
 pub enum TokenError {
     #[error("signing the token failed: {0}")]
     Sign(#[source] jsonwebtoken::errors::Error),
-    #[error("the token names no key of this issuer (kid {0:?}): it is unknown or retired long ago")]
+    #[error(
+        "the token names no key of this issuer (kid {0:?}): it is unknown or retired long ago"
+    )]
     UnknownKey(Option<String>),
     #[error("the token is not valid: {0}")]
     Invalid(#[source] jsonwebtoken::errors::Error),
