@@ -2,7 +2,7 @@
 //!
 //! Absent block: the feature is off (no keys, no pushes, no cost at node create). Present:
 //! `audiences` (required, non-empty), `ttl` (Go duration, [`MIN_TTL`]..=[`MAX_TTL`], default
-//! [`DEFAULT_TTL`]), `issuer` (default from the listener, [`default_issuer`]) and `api_role`
+//! [`DEFAULT_TTL`]), `issuer` (default from the listener, [`default_issuer_tcp`], [`default_issuer_unix`]) and `api_role`
 //! (a role the API grants a node's token in the node's own tenant; only with `bulkhead` among
 //! the audiences). Errors name the key.
 
@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::error::{key_err, ConfigError};
-use super::ApiListen;
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// Below a minute only for tests and demos: every node gets a push every `ttl / 2`.
@@ -47,14 +46,16 @@ pub struct WorkloadIdentityConfig {
     pub api_role: Option<String>,
 }
 
-/// The issuer when the config names none: `http://ADDR` of a TCP listener, else
-/// `unix://SOCKET` (unique on the host, but no verifier can fetch keys from it: set `issuer`
-/// to the URL verifiers reach the daemon through).
-pub fn default_issuer(listen: &ApiListen) -> String {
-    match listen {
-        ApiListen::Tcp { addr, .. } => format!("http://{addr}"),
-        ApiListen::Unix(p) => format!("unix://{}", p.display()),
-    }
+/// The issuer when the config names none, for a TCP listener: `http://ADDR`.
+pub fn default_issuer_tcp(addr: &str) -> String {
+    format!("http://{addr}")
+}
+
+/// The issuer when the config names none, for a UNIX socket: `unix://SOCKET` (unique on the
+/// host, but no verifier can fetch keys from it: set `issuer` to the URL verifiers reach the
+/// daemon through).
+pub fn default_issuer_unix(socket: &std::path::Path) -> String {
+    format!("unix://{}", socket.display())
 }
 
 const KEY: &str = "config.workload_identity";
@@ -62,7 +63,7 @@ const KEY: &str = "config.workload_identity";
 impl WorkloadIdentityConfig {
     pub fn from_raw(
         raw: Option<&RawWorkloadIdentity>,
-        listen: &ApiListen,
+        default_issuer: impl FnOnce() -> String,
     ) -> Result<Option<Self>, ConfigError> {
         let Some(raw) = raw else { return Ok(None) };
         if raw.audiences.is_empty() {
@@ -102,7 +103,7 @@ impl WorkloadIdentityConfig {
             }
         };
         let issuer = match raw.issuer.as_deref() {
-            None => default_issuer(listen),
+            None => default_issuer(),
             Some(i) => {
                 let ok = (i.starts_with("https://") || i.starts_with("http://"))
                     && !i.ends_with('/')
@@ -156,14 +157,8 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<Option<WorkloadIdentityConfig>, String> {
         let raw: RawWorkloadIdentity = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
-        WorkloadIdentityConfig::from_raw(
-            Some(&raw),
-            &ApiListen::Tcp {
-                addr: "127.0.0.1:8080".into(),
-                token_file: None,
-            },
-        )
-        .map_err(|e| e.to_string())
+        WorkloadIdentityConfig::from_raw(Some(&raw), || default_issuer_tcp("127.0.0.1:8080"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -180,7 +175,7 @@ mod tests {
                 audiences: vec!["vault".into()],
                 ..Default::default()
             }),
-            &ApiListen::Unix("/run/bulkhead/t.sock".into()),
+            || default_issuer_unix(std::path::Path::new("/run/bulkhead/t.sock")),
         )
         .unwrap()
         .unwrap();

@@ -196,8 +196,14 @@ impl TenantConfig {
             }
         }
         let conns = crate::limits::ConnLimits::from_raw(&c)?;
+        // workload identity (#11): its issuer defaults to the listener's address.
         let workload_identity =
-            identity::WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), &listen)?;
+            identity::WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), || {
+                match &listen {
+                    ApiListen::Tcp { addr, .. } => identity::default_issuer_tcp(addr),
+                    ApiListen::Unix(p) => identity::default_issuer_unix(p),
+                }
+            })?;
         Ok(TenantConfig {
             workload_identity,
             conns,

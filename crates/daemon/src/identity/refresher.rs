@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use super::Identity;
+use super::issuer::Identity;
 
 pub const CONCURRENCY: usize = 4;
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -43,6 +43,13 @@ struct Due {
     at: Instant,
     failures: u32,
     running: bool,
+}
+
+/// A tenant's token delivery, as the tenant holds it: its refresher and the target it
+/// pushes to (`tenant/identity.rs` makes it).
+pub struct Delivery {
+    pub refresher: Arc<Refresher>,
+    pub target: Arc<dyn Target>,
 }
 
 /// One tenant's refresher.

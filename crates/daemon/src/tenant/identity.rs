@@ -13,13 +13,7 @@ use std::sync::{Arc, Weak};
 
 use super::Tenant;
 use crate::identity::refresher::PushFuture;
-use crate::identity::{Identity, Refresher, Target, TOKEN_PATH};
-
-/// A tenant's token delivery: its refresher and the target it pushes to.
-pub struct Delivery {
-    pub refresher: Arc<Refresher>,
-    target: Arc<dyn Target>,
-}
+use crate::identity::{Delivery, Identity, Refresher, Target, TOKEN_PATH};
 
 /// The tenant's running nodes, seen without keeping the tenant alive.
 struct Nodes(Weak<Tenant>);

@@ -99,7 +99,7 @@ pub struct Tenant {
     /// Nodes a shutdown, relaunch, suspend or restore is under way for.
     power: power::PowerOps,
     /// Workload identity delivery (`identity.rs`); unset when the feature is off.
-    identity: std::sync::OnceLock<identity::Delivery>,
+    identity: std::sync::OnceLock<crate::identity::Delivery>,
 }
 
 /// What a tenant context is made of; the rest starts empty.
