@@ -46,7 +46,8 @@ pub struct WorkloadIdentityConfig {
     pub api_role: Option<String>,
 }
 
-/// The issuer when the config names none, for a TCP listener: `http://ADDR`.
+/// The issuer when the config names none, for a plain TCP listener: `http://ADDR` (with TLS,
+/// `https://ADDR`).
 pub fn default_issuer_tcp(addr: &str) -> String {
     format!("http://{addr}")
 }

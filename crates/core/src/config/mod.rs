@@ -53,9 +53,6 @@ pub struct TenantConfig {
     /// The tenant is one of a shared daemon's (`config.tenants`): a client-chosen hostname
     /// must begin with its host group's name and a dash.
     pub shared_daemon: bool,
-    /// `config.workload_identity` (ADR 0020); `None`: off. The lead moves it to the
-    /// daemon-wide config.
-    pub workload_identity: Option<identity::WorkloadIdentityConfig>,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -196,16 +193,7 @@ impl TenantConfig {
             }
         }
         let conns = crate::limits::ConnLimits::from_raw(&c)?;
-        // workload identity (#11): its issuer defaults to the listener's address.
-        let workload_identity =
-            identity::WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), || {
-                match &listen {
-                    ApiListen::Tcp { addr, .. } => identity::default_issuer_tcp(addr),
-                    ApiListen::Unix(p) => identity::default_issuer_unix(p),
-                }
-            })?;
         Ok(TenantConfig {
-            workload_identity,
             conns,
             tenant,
             state_dir: c.state_dir.clone(),

@@ -169,7 +169,7 @@ async fn every_route_passes_authorization() {
     let admin = stub_router(Some("tenant-admin"), super::actions());
     let undeclared = stub_router(Some("tenant-admin"), HashMap::new());
     for route in super::table() {
-        for (m, _) in route.methods {
+        for (m, a) in route.methods {
             let public = crate::auth::layer::action_of(&super::actions(), route.path, m)
                 .and_then(|a| a.need())
                 == Some(crate::auth::Need::Public);
