@@ -217,4 +217,22 @@ mod tests {
         assert_eq!(c.issuer, "https://id.example.com/bh");
         assert!(parse("{audiences: [a], colour: blue}").is_err());
     }
+
+    #[test]
+    fn the_daemon_holds_it_with_an_issuer_from_its_listener() {
+        use crate::config::DaemonConfig;
+        let shared = "config:\n  tenants:\n    - name: a\n      host_groups: [{name: a}]\n  api:\n    tcp: {bind: '127.0.0.1:8443'}\n  workload_identity: {audiences: [vault]}\n";
+        let c = DaemonConfig::parse(shared).unwrap();
+        assert_eq!(c.workload_identity.unwrap().issuer, "http://127.0.0.1:8443");
+        let one = "config:\n  host_groups: [{name: a}]\n  workload_identity: {audiences: [vault], ttl: 1m}\n";
+        let w = DaemonConfig::parse(one).unwrap().workload_identity.unwrap();
+        assert_eq!(w.issuer, "unix:///run/bulkhead/a.sock");
+        assert_eq!(w.ttl, Duration::from_secs(60));
+        let off = "config:\n  host_groups: [{name: a}]\n";
+        assert_eq!(DaemonConfig::parse(off).unwrap().workload_identity, None);
+        let e = DaemonConfig::parse("config:\n  host_groups: [{name: a}]\n  workload_identity: {audiences: [vault], api_role: viewer}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config.workload_identity.api_role"), "{e}");
+    }
 }
