@@ -363,3 +363,75 @@ fn a_microvm_node_holds_its_token_on_a_tmpfs() {
     d.cli(&["vm", "delete", &node]);
     d.stop_and_assert_clean();
 }
+
+/// A shared daemon is one issuer for all its tenants (keys in `<state>/shared/identity`):
+/// each tenant's nodes get tokens naming their own tenant, and with `api_role` a node's token
+/// acts in its own tenant only (another tenant's node is 404, as if missing).
+#[test]
+fn a_shared_daemon_signs_every_tenants_nodes_and_a_token_acts_in_its_own_tenant_only() {
+    if !privileged() {
+        return;
+    }
+    let py = python();
+    let s = common::shared::Shared::start(
+        "  workload_identity:\n    audiences: [bulkhead, vault]\n    api_role: developer\n",
+        &format!("    tcp: {{bind: '{ADDR}'}}\n"),
+    );
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let na = s.add(&s.tenant_sock(&a), &a);
+    let nb = s.add(&s.tenant_sock(&b), &b);
+    let token = |sock: &std::path::Path, node: &str| {
+        let o = s.vm(sock, &["exec", node, "--", "cat", TOKEN_FILE]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (ta, tb) = (
+        token(&s.tenant_sock(&a), &na),
+        token(&s.tenant_sock(&b), &nb),
+    );
+    let in_ns = |program: &str, args: &[&str], bearer: &str| {
+        Command::new("nsenter")
+            .arg(s.netns_arg())
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .env("BULKHEAD_URL", format!("http://{ADDR}"))
+            .env("BULKHEAD_TOKEN", bearer)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter")
+    };
+    let verify = |t: &str| -> Value {
+        let o = in_ns(
+            py.to_str().unwrap(),
+            &["-c", VERIFY, &format!("http://{ADDR}"), "vault", t],
+            "",
+        );
+        assert!(
+            o.status.success(),
+            "PyJWT: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (va, vb) = (verify(&ta), verify(&tb));
+    assert_eq!(va["claims"]["tenant"], a.as_str());
+    assert_eq!(vb["claims"]["sub"], format!("tenant:{b}:node:{nb}"));
+    assert_eq!(va["kid"], vb["kid"], "one issuer for the daemon");
+    assert!(s.state.join("shared/identity/keys.json").exists());
+    assert!(!s.state.join("tenants").join(&a).join("identity").exists());
+
+    // a's node, as developer@a: lists only a's nodes, execs in its own tenant, and b's node
+    // does not exist for it.
+    let o = in_ns(BIN, &["vm", "list", "--json"], &ta);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(list.contains(&na) && !list.contains(&nb), "{list}");
+    let o = in_ns(BIN, &["vm", "exec", &na, "--", "true"], &ta);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = in_ns(BIN, &["vm", "exec", &nb, "--", "true"], &ta);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("404") || err.contains("not found"), "{err}");
+    s.stop_and_assert_clean();
+}
