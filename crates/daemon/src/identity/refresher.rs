@@ -2,8 +2,10 @@
 //!
 //! Each node that should hold a token (the [`Target`] says which: running, agent up) gets one
 //! as soon as it is seen, then again every `ttl / 2`, so a node always holds a token with at
-//! least half its lifetime left. A failed push is retried after a short backoff (1s, doubling,
-//! at most [`MAX_BACKOFF`]) and logged (a warning from the fourth failure in a row on). At most [`CONCURRENCY`] pushes run at once per
+//! least half its lifetime left. A failed push is retried soon and logged: every second while
+//! a node has never had its token (its agent may still be starting; a warning from the tenth
+//! failure in a row), else after a backoff (1s, doubling, at most [`MAX_BACKOFF`], never later
+//! than `ttl / 2`). At most [`CONCURRENCY`] pushes run at once per
 //! tenant, each bounded by [`PUSH_TIMEOUT`], so a slow node never holds the others up nor its
 //! agent's turn for long. A node that leaves the target's list is forgotten: its token went
 //! with its tmpfs, and it gets a new one as soon as it runs again. The task ends when the
@@ -22,8 +24,11 @@ use super::issuer::Identity;
 pub const CONCURRENCY: usize = 4;
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Failed pushes in a row before each further one is logged as a warning.
-const QUIET_FAILURES: u32 = 4;
+/// Failed pushes in a row before each further one is logged as a warning (a booting guest's
+/// agent takes a while).
+const QUIET_FAILURES: u32 = 10;
+/// Until its first token, a node is retried every second this many times, then with backoff.
+const FIRST_TRIES: u32 = 60;
 const TICK: Duration = Duration::from_secs(1);
 
 pub type PushFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -42,6 +47,8 @@ pub trait Target: Send + Sync + 'static {
 struct Due {
     at: Instant,
     failures: u32,
+    /// A push has succeeded since the node was (re)seen.
+    served: bool,
     running: bool,
 }
 
@@ -97,18 +104,27 @@ impl Refresher {
         let d = due.entry(node.to_string()).or_insert(Due {
             at: Instant::now(),
             failures: 0,
+            served: false,
             running: false,
         });
         d.running = false;
         match &r {
             Ok(()) => {
                 d.failures = 0;
+                d.served = true;
                 d.at = Instant::now() + self.interval();
             }
             Err(e) => {
                 d.failures += 1;
+                // A node that never got its token is usually one whose agent is still
+                // starting (a booting guest): keep trying every second for a while.
+                let cap = if d.served || d.failures > FIRST_TRIES {
+                    MAX_BACKOFF
+                } else {
+                    Duration::from_secs(1)
+                };
                 let backoff = (Duration::from_secs(1) * 2u32.saturating_pow(d.failures - 1))
-                    .min(MAX_BACKOFF)
+                    .min(cap)
                     .min(self.interval());
                 d.at = Instant::now() + backoff;
                 // A booting node's agent may not answer for a few seconds: quiet until then.
@@ -142,6 +158,7 @@ impl Refresher {
                 let d = due.entry(n.clone()).or_insert(Due {
                     at: now,
                     failures: 0,
+                    served: false,
                     running: false,
                 });
                 if !d.running && d.at <= now {
