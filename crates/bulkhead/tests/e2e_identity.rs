@@ -319,6 +319,13 @@ fn api_role_grants_a_node_its_role_in_its_own_tenant_only() {
     let o = d.run_in(BIN, &["vm", "list"], &forged);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("workload token refused"));
+    // A relaunched node has a fresh tmpfs: it gets a new token before relaunch answers
+    // (ttl is 10m here, so no refresh could have brought it).
+    d.cli(&["vm", "shutdown", &node]);
+    d.cli(&["vm", "relaunch", &node]);
+    let again = d.token_of(&node);
+    assert_eq!(again.split('.').count(), 3, "{again:?}");
+    assert_ne!(again, token);
     d.cli(&["vm", "delete", &node]);
     d.stop_and_assert_clean();
 }
