@@ -442,3 +442,33 @@ fn a_shared_daemon_signs_every_tenants_nodes_and_a_token_acts_in_its_own_tenant_
     assert!(err.contains("404") || err.contains("not found"), "{err}");
     s.stop_and_assert_clean();
 }
+
+/// Off by default: no issuer documents (404), no key directory, and the node's identity
+/// tmpfs stays empty.
+#[test]
+fn without_the_config_block_nothing_is_issued() {
+    if !privileged() {
+        return;
+    }
+    let d = common::Daemon::start("wio", &[]);
+    let node = d.add();
+    let (code, out, err) = d.sh(&node, "ls -A /run/bulkhead/identity; echo end");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "end\n", "an empty tmpfs");
+    let c = d.client();
+    for p in [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+    ] {
+        let a = common::answer::get(&c, p);
+        assert_eq!(a.status.as_u16(), 404, "{p}: {}", a.text());
+        assert!(
+            a.text().contains("workload identity is off"),
+            "{}",
+            a.text()
+        );
+    }
+    assert!(!d.tenant_dir().join("identity").exists());
+    d.vm_ok(&["delete", &node]);
+    d.stop_and_assert_clean();
+}
