@@ -2,9 +2,10 @@
 //!
 //! Absent block: the feature is off (no keys, no pushes, no cost at node create). Present:
 //! `audiences` (required, non-empty), `ttl` (Go duration, [`MIN_TTL`]..=[`MAX_TTL`], default
-//! [`DEFAULT_TTL`]), `issuer` (default from the listener, [`default_issuer_tcp`], [`default_issuer_unix`]) and `api_role`
-//! (a role the API grants a node's token in the node's own tenant; only with `bulkhead` among
-//! the audiences). Errors name the key.
+//! [`DEFAULT_TTL`]), `issuer` (default from the listener: [`default_issuer_tcp`],
+//! [`default_issuer_unix`]) and `api_role` (a role the API grants a node's token in the node's
+//! own tenant; only with `bulkhead` among the audiences). Errors name the key. The block is
+//! daemon-wide (`DaemonConfig::workload_identity`): one issuer for all of a daemon's tenants.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
