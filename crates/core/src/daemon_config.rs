@@ -77,7 +77,7 @@ pub struct DaemonConfig {
     pub oidc: Option<crate::config::OidcConfig>,
     /// `config.workload_identity` (ADR 0020): the daemon's issuer of nodes' tokens; `None`:
     /// off.
-    pub workload_identity: Option<super::identity::WorkloadIdentityConfig>,
+    pub workload_identity: Option<crate::config::identity::WorkloadIdentityConfig>,
 }
 
 /// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
@@ -328,8 +328,8 @@ impl DaemonConfig {
 fn workload_identity(
     c: &RawConfig,
     api: &Api,
-) -> Result<Option<super::identity::WorkloadIdentityConfig>, ConfigError> {
-    use super::identity::{default_issuer_tcp, default_issuer_unix, WorkloadIdentityConfig};
+) -> Result<Option<crate::config::identity::WorkloadIdentityConfig>, ConfigError> {
+    use crate::config::identity::{default_issuer_tcp, default_issuer_unix, WorkloadIdentityConfig};
     WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), || {
         match (&api.tcp, &api.socket) {
             (Some(t), _) if t.tls.is_some() => format!("https://{}", t.addr),

@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_daemon_holds_it_with_an_issuer_from_its_listener() {
-        use crate::config::DaemonConfig;
+        use crate::DaemonConfig;
         let shared = "config:\n  tenants:\n    - name: a\n      host_groups: [{name: a}]\n  api:\n    tcp: {bind: '127.0.0.1:8443'}\n  workload_identity: {audiences: [vault]}\n";
         let c = DaemonConfig::parse(shared).unwrap();
         assert_eq!(c.workload_identity.unwrap().issuer, "http://127.0.0.1:8443");
