@@ -329,7 +329,9 @@ fn workload_identity(
     c: &RawConfig,
     api: &Api,
 ) -> Result<Option<crate::config::identity::WorkloadIdentityConfig>, ConfigError> {
-    use crate::config::identity::{default_issuer_tcp, default_issuer_unix, WorkloadIdentityConfig};
+    use crate::config::identity::{
+        default_issuer_tcp, default_issuer_unix, WorkloadIdentityConfig,
+    };
     WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), || {
         match (&api.tcp, &api.socket) {
             (Some(t), _) if t.tls.is_some() => format!("https://{}", t.addr),
