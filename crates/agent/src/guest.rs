@@ -154,6 +154,16 @@ fn setup() -> Result<std::fs::File, String> {
         libc::MS_NOSUID | libc::MS_NODEV,
         "mode=1777",
     );
+    // The workload identity token's own tmpfs (ADR 0020): never on the node's disk.
+    std::fs::create_dir_all("/run/bulkhead/identity")
+        .map_err(|e| format!("creating /run/bulkhead/identity: {e}"))?;
+    mount(
+        "tmpfs",
+        "/run/bulkhead/identity",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "size=64k,mode=0755",
+    )?;
     let _ = mount(
         "devpts",
         "/dev/pts",

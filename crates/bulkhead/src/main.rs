@@ -40,6 +40,9 @@ enum Cmd {
     /// API tokens: create (prints the secret once), list, revoke
     #[command(subcommand)]
     Token(cmd::token::TokenCmd),
+    /// The daemon's workload identity issuer (rotate its signing key)
+    #[command(subcommand)]
+    Identity(cmd::identity::IdentityCmd),
 }
 
 fn main() -> ExitCode {
@@ -72,5 +75,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Vm(c) => cmd::vm::run(c).await,
         Cmd::Image(c) => cmd::image::run(c),
         Cmd::Token(c) => cmd::token::run(c).await,
+        Cmd::Identity(c) => cmd::identity::run(c).await,
     }
 }

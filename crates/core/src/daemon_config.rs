@@ -75,6 +75,9 @@ pub struct DaemonConfig {
     /// `config.auth.oidc` (#11, OIDC part; `auth.rs`): JWTs from an OpenID Connect provider
     /// on the TCP listener.
     pub oidc: Option<crate::config::OidcConfig>,
+    /// `config.workload_identity` (ADR 0020): the daemon's issuer of nodes' tokens; `None`:
+    /// off.
+    pub workload_identity: Option<crate::config::identity::WorkloadIdentityConfig>,
 }
 
 /// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
@@ -198,6 +201,7 @@ impl DaemonConfig {
                 ));
             }
             return Ok(DaemonConfig {
+                workload_identity: workload_identity(&c, &api)?,
                 state_dir: t.state_dir.clone(),
                 tenants: vec![t],
                 shared: false,
@@ -297,15 +301,17 @@ impl DaemonConfig {
             check_against_others(i, &t, &tenants)?;
             tenants.push(t);
         }
+        let api = Api {
+            socket: Some(socket),
+            tenant_sockets,
+            tcp,
+        };
         Ok(DaemonConfig {
+            workload_identity: workload_identity(&c, &api)?,
             tenants,
             shared: true,
             state_dir: c.state_dir.clone(),
-            api: Api {
-                socket: Some(socket),
-                tenant_sockets,
-                tcp,
-            },
+            api,
             conns,
             roles,
             oidc,
@@ -315,6 +321,25 @@ impl DaemonConfig {
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.tenant == name)
     }
+}
+
+/// `config.workload_identity` (#11); the issuer defaults to the TCP listener's URL, else
+/// the admin socket's.
+fn workload_identity(
+    c: &RawConfig,
+    api: &Api,
+) -> Result<Option<crate::config::identity::WorkloadIdentityConfig>, ConfigError> {
+    use crate::config::identity::{
+        default_issuer_tcp, default_issuer_unix, WorkloadIdentityConfig,
+    };
+    WorkloadIdentityConfig::from_raw(c.workload_identity.as_ref(), || {
+        match (&api.tcp, &api.socket) {
+            (Some(t), _) if t.tls.is_some() => format!("https://{}", t.addr),
+            (Some(t), _) => default_issuer_tcp(&t.addr.to_string()),
+            (None, Some(p)) => default_issuer_unix(p),
+            (None, None) => default_issuer_unix(std::path::Path::new(DEFAULT_ADMIN_SOCKET)),
+        }
+    })
 }
 
 /// Whether node names of group `a` and group `b` could ever be equal: the same name, or one

@@ -13,6 +13,7 @@ pub mod forward;
 pub mod fsutil;
 mod host_limits;
 pub mod http;
+pub mod identity;
 mod listen;
 pub mod network;
 pub mod pool;

@@ -118,6 +118,12 @@ async fn tcp_chain(cfg: &DaemonConfig, d: &Daemon) -> Result<Chain, StartError> 
         tracing::info!(issuer = %o.issuer, audience = %o.audience, "OIDC tokens accepted on TCP");
     }
     // --- end OIDC ---
+    // workload identity (#11): nodes' tokens, refused unless api_role binds a role.
+    if let Some(id) = &d.host.identity {
+        let w = crate::auth::workload::WorkloadToken::new(id.clone(), (*d.roles).clone())
+            .map_err(StartError::Refused)?;
+        chain.push(Box::new(w));
+    }
     Ok(Chain(chain))
 }
 

@@ -1,6 +1,7 @@
 //! Host-wide services: what every tenant a daemon serves shares — the cgroup hierarchy, the
-//! driver registry (each tenant opens its own driver from it), the supervisor binary, and the
-//! API listener's counters. Nothing tenant-specific lives here (see `tenant/`).
+//! driver registry (each tenant opens its own driver from it), the supervisor binary, the
+//! API listener's counters and the workload identity issuer. Nothing tenant-specific lives
+//! here (see `tenant/`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,4 +19,6 @@ pub struct HostServices {
     /// What the API listener has done (open, rejected, timed-out connections).
     pub conn_stats: Arc<crate::serve::ConnStats>,
     pub started: Instant,
+    /// The workload identity issuer (`identity/`, ADR 0020); `None` when it is off.
+    pub identity: Option<Arc<crate::identity::Identity>>,
 }

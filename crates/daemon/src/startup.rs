@@ -383,7 +383,16 @@ pub async fn run(
         listen::check_socket(&p)?;
     }
     let self_exe = std::env::current_exe().map_err(io("locating our own executable"))?;
+    // workload identity (#11, ADR 0020): one issuer for the daemon, keys in its own directory.
+    let identity = match &cfg.workload_identity {
+        Some(w) => Some(Arc::new(
+            crate::identity::Identity::open(w.clone(), &dir.path)
+                .map_err(|e| StartError::Refused(e.to_string()))?,
+        )),
+        None => None,
+    };
     let host = Arc::new(HostServices {
+        identity: identity.clone(),
         cgroups: bulkhead_sandbox::Cgroups::detect()?,
         drivers,
         supervisor_bin: companion(&self_exe, "bulkhead-supervisor")?,
@@ -431,6 +440,9 @@ pub async fn run(
         }
     };
     for o in &opened {
+        if let Some(id) = &identity {
+            o.app.tenant.start_identity(id.clone()); // workload identity (#11)
+        }
         create_initial(&o.app.tenant).await;
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -215,8 +215,28 @@ pub(crate) fn pivot(jail: &Jail<'_>) -> R {
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    identity_tmpfs()?;
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     bulkhead_net::apply_inside(&spec.network).map_err(|e| e.to_string())
+}
+
+/// Where the daemon writes the node's workload identity token (ADR 0020).
+pub const IDENTITY_DIR: &str = "/run/bulkhead/identity";
+
+/// A small tmpfs of its own for the workload identity token, so that the token is never on
+/// a disk, whatever later becomes of the writable layer. Mounted after pivot_root, so that
+/// the image's symlinks (a `/run` pointing elsewhere) resolve inside the node, never on the
+/// host; while the init still holds its capabilities.
+fn identity_tmpfs() -> R {
+    let dir = Path::new(IDENTITY_DIR);
+    mkdir(dir).map_err(|e| format!("{e}: the image must allow a directory {IDENTITY_DIR}"))?;
+    m(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
 }
 
 pub(crate) fn lock_down(filters: &[seccompiler::BpfProgram]) -> R {

@@ -1,5 +1,6 @@
 //! One module per CLI verb; each parses its arguments and hands off to a library crate.
 
+pub mod identity;
 pub mod image;
 pub mod new;
 pub mod token;

@@ -7,6 +7,7 @@
 pub mod auth;
 mod error;
 mod group;
+pub mod identity;
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;

@@ -48,6 +48,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<super::auth::RawAuth>,
     // --- end auth ---
+    // ---- workload identity (#11, ADR 0020) ----
+    /// bulkhead: per-node identity tokens (`config/identity.rs`); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<super::identity::RawWorkloadIdentity>,
+    // ---- end workload identity ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub mod oidc;
 pub mod layer;
 pub mod token_admin;
 pub mod tokens;
+pub mod workload;
 
 use bulkhead_core::iam::{Resource, Verb};
 use bulkhead_core::{Code, DomainError};

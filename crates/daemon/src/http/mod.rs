@@ -17,6 +17,7 @@ mod exec_query;
 mod exec_wire;
 pub mod fs;
 mod fs_watch;
+mod identity;
 pub mod lifecycle;
 pub mod list;
 pub mod meta;
@@ -232,6 +233,23 @@ pub fn table() -> Vec<Route> {
             delete(tokens::revoke),
         ),
         // ---- end API tokens ----
+        // ---- workload identity (#11, ADR 0020) ----
+        route(
+            "/.well-known/openid-configuration",
+            &[("get", ReadPublicKeys)],
+            get(identity::discovery),
+        ),
+        route(
+            "/.well-known/jwks.json",
+            &[("get", ReadPublicKeys)],
+            get(identity::jwks),
+        ),
+        route(
+            "/identity/rotate",
+            &[("post", RotateIdentity)],
+            post(identity::rotate),
+        ),
+        // ---- end workload identity ----
     ]
 }
 

@@ -169,7 +169,7 @@ async fn every_route_passes_authorization() {
     let admin = stub_router(Some("tenant-admin"), super::actions());
     let undeclared = stub_router(Some("tenant-admin"), HashMap::new());
     for route in super::table() {
-        for (m, _) in route.methods {
+        for (m, a) in route.methods {
             let public = crate::auth::layer::action_of(&super::actions(), route.path, m)
                 .and_then(|a| a.need())
                 == Some(crate::auth::Need::Public);
@@ -185,9 +185,15 @@ async fn every_route_passes_authorization() {
                 "{m} {}",
                 route.path
             );
+            // A tenant-admin is not global-admin (`POST /identity/rotate`, #11).
+            let global = a.need() == Some(crate::auth::Need::GlobalAdmin);
             assert_eq!(
                 call(&admin, m, route.path).await,
-                StatusCode::OK,
+                if global {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::OK
+                },
                 "{m} {}",
                 route.path
             );
@@ -237,4 +243,48 @@ async fn no_peer_no_principal() {
         admin.oneshot(req).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Without credentials, exactly the routes whose action is public (the workload identity
+/// issuer's keys) are served; every other route, and an unknown one, is 401 (#11).
+#[tokio::test]
+async fn only_public_routes_pass_without_credentials() {
+    struct Nothing;
+    impl Authenticator for Nothing {
+        fn authenticate(
+            &self,
+            _: &Peer,
+            _: &axum::http::HeaderMap,
+        ) -> Result<Option<Principal>, bulkhead_core::DomainError> {
+            Ok(None)
+        }
+    }
+    let pipeline = Arc::new(Pipeline {
+        chain: Chain(vec![Box::new(Nothing)]),
+        tenants: Arc::new(OneTenant),
+        actions: super::actions(),
+    });
+    let mut r = Router::new();
+    for route in super::table() {
+        let mut mr: MethodRouter = MethodRouter::new();
+        for (m, _) in route.methods {
+            mr = mr.on(filter(m), || async { "handled" });
+        }
+        r = r.route(route.path, mr);
+    }
+    let r = super::with_pipeline(r, pipeline);
+    let mut public = 0;
+    for route in super::table() {
+        for (m, a) in route.methods {
+            let want = if a.need() == Some(crate::auth::Need::Public) {
+                public += 1;
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            assert_eq!(call(&r, m, route.path).await, want, "{m} {}", route.path);
+        }
+    }
+    assert_eq!(public, 2, "the discovery document and the JWKS");
+    assert_eq!(call(&r, "get", "/nope").await, StatusCode::UNAUTHORIZED);
 }

@@ -404,7 +404,10 @@ impl Tenant {
             }
             let client = bulkhead_agent::client::AgentClient::new(&sock);
             match tokio::time::timeout(Duration::from_secs(2), client.ping()).await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    self.identity_ready(name).await; // workload identity (#11)
+                    return Ok(());
+                }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "ping timed out".into(),
             }

@@ -17,6 +17,7 @@ mod create;
 mod describe;
 mod fs;
 mod gate;
+mod identity;
 mod lifecycle;
 mod loads;
 pub mod node_ref;
@@ -97,6 +98,8 @@ pub struct Tenant {
     watches: watch::Watch,
     /// Nodes a shutdown, relaunch, suspend or restore is under way for.
     power: power::PowerOps,
+    /// Workload identity delivery (`identity.rs`); unset when the feature is off.
+    identity: std::sync::OnceLock<crate::identity::Delivery>,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -154,6 +157,7 @@ impl Tenant {
             pool,
             watches: watch::Watch::default(),
             power: power::PowerOps::default(),
+            identity: Default::default(),
             cfg: p.cfg,
         }
     }

@@ -34,7 +34,7 @@ impl Tenant {
             .get(name)
             .is_some_and(|r| r.userdata.is_some() && r.userdata_exit.is_none());
         match wait {
-            Wait::None => {}
+            Wait::None => self.identity_soon(name), // workload identity (#11)
             Wait::Agent => self.wait_agent(name, deadline).await?,
             Wait::Userdata => {
                 self.wait_agent(name, deadline).await?;
