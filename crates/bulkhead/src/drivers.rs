@@ -111,7 +111,12 @@ mod tests {
         };
         let ok = mixed(256);
         assert_eq!(ok.drivers(), ["jail", "qemu"]);
-        let names: Vec<_> = r.check(&ok, &HOST).unwrap().iter().map(|e| e.name).collect();
+        let names: Vec<_> = r
+            .check(&ok, &HOST)
+            .unwrap()
+            .iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["jail", "qemu"]);
         let e = r.check(&mixed(64), &HOST).unwrap_err().to_string();
         assert!(e.contains("host_groups[1].ram_mb"), "{e}");
@@ -120,6 +125,9 @@ mod tests {
         )
         .unwrap();
         let e = r.check(&xen, &HOST).unwrap_err().to_string();
-        assert!(e.contains("config.host_groups[1].hypervisor") && e.contains("xen"), "{e}");
+        assert!(
+            e.contains("config.host_groups[1].hypervisor") && e.contains("xen"),
+            "{e}"
+        );
     }
 }

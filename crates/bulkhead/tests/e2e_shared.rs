@@ -434,3 +434,84 @@ fn the_cli_reaches_a_tls_daemon_with_cacert() {
     assert!(out.contains("from-tls-shell"), "{out}{err}");
     s.stop_and_assert_clean();
 }
+
+/// A node left by a one-tenant daemon under a name another tenant's group could give (a free
+/// hostname) stops a shared daemon over the same stores from starting, naming both tenants:
+/// otherwise that name would point at two tenants.
+#[test]
+fn a_stored_name_another_tenant_could_give_stops_the_start() {
+    if !privileged() {
+        return;
+    }
+    let dir = test_dir();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let (a, b) = (unique_tenant("ca"), unique_tenant("cb"));
+    let sock = dir.path().join("a.sock");
+    let one = |graceful: bool| {
+        format!("config:\n  tenant: {a}\n  host_groups:\n    - name: {a}\n      ram_mb: 128\n  graceful_shutdown: {graceful}\n  api:\n    bind_address: {}\n", sock.display())
+    };
+    let up = |yaml: &str, name: &str| {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, yaml).unwrap();
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        std::process::Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let wait_ready = |name: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(dir.path().join(format!("{name}.log")))
+            .unwrap_or_default()
+            .contains("ready on")
+        {
+            assert!(std::time::Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let stop = |mut c: std::process::Child| {
+        // SAFETY: signalling the daemon this test started, by its pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        c.wait().unwrap();
+    };
+    // A one-tenant daemon of a: a node named like b's group would name its nodes.
+    let c = up(&one(true), "one.yaml");
+    wait_ready("one.yaml");
+    let o = cli(&[
+        "vm",
+        "add",
+        "--socket",
+        sock.to_str().unwrap(),
+        &a,
+        "--hostname",
+        &format!("{b}-1"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stop(c);
+    // The shared daemon over the same state refuses to start, naming both tenants.
+    let shared = format!("config:\n  graceful_shutdown: true\n  tenants:\n    - name: {a}\n      host_groups: [ {{ name: {a}, ram_mb: 128 }} ]\n    - name: {b}\n      host_groups: [ {{ name: {b}, ram_mb: 128 }} ]\n  api:\n    bind_address: {}\n", dir.path().join("admin.sock").display());
+    let mut c = up(&shared, "shared.yaml");
+    let st = c.wait().unwrap();
+    assert!(!st.success());
+    let log = std::fs::read_to_string(dir.path().join("shared.yaml.log")).unwrap();
+    assert!(
+        log.contains(&format!("{b}-1"))
+            && log.contains(&format!("\"{a}\""))
+            && log.contains(&format!("\"{b}\"")),
+        "{log}"
+    );
+    // The node is still there for its own daemon, which deletes it at a stop.
+    let c = up(&one(false), "one.yaml");
+    wait_ready("one.yaml");
+    stop(c);
+    assert_clean(&a, &state.join("tenants").join(&a));
+    assert_clean(&b, &state.join("tenants").join(&b));
+}

@@ -54,3 +54,37 @@ impl Daemon {
         self.tenants.iter().map(|a| a.tenant.name.clone()).collect()
     }
 }
+
+impl Daemon {
+    /// A shared daemon's stores must keep node names apart across tenants: a node whose name
+    /// another tenant's host group could also give (left from a one-tenant daemon's free
+    /// hostnames, or a group moved between tenants) would make a name point at two tenants.
+    /// Refuses such a start, naming both tenants and the node.
+    pub fn check_node_names(&self) -> Result<(), String> {
+        if !self.shared {
+            return Ok(());
+        }
+        for a in &self.tenants {
+            for row in a.tenant.list().rows() {
+                for b in &self.tenants {
+                    if Arc::ptr_eq(a, b) {
+                        continue;
+                    }
+                    let clash = b.tenant.has_node(&row.name)
+                        || b.tenant.cfg.groups.iter().any(|g| {
+                            row.name
+                                .strip_prefix(g.name.as_str())
+                                .is_some_and(|rest| rest.starts_with('-') || rest.is_empty())
+                        });
+                    if clash {
+                        return Err(format!(
+                            "node {:?} of tenant {:?} has a name tenant {:?} could also give (a shared daemon's node names begin with their own tenant's group name): delete it with that tenant's own daemon first, or rename the groups",
+                            row.name, a.tenant.name, b.tenant.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -431,6 +431,11 @@ pub async fn run(
         dir: dir.path.clone(),
         tokens, // tokens (#11)
     });
+    if let Err(m) = daemon.check_node_names() {
+        drop(daemon);
+        abandon(opened).await;
+        return Err(StartError::Refused(m));
+    }
     let listeners = match listen::bind(&cfg, &daemon, tls).await {
         Ok(l) => l,
         Err(e) => {

@@ -100,7 +100,9 @@ impl Registry {
             let (sub, idx) = cfg.for_driver(name);
             let entry = self.get(name).map_err(|e| ConfigError::Key {
                 path: match idx.first() {
-                    Some(i) if name != cfg.hypervisor => format!("config.host_groups[{i}].hypervisor"),
+                    Some(i) if name != cfg.hypervisor => {
+                        format!("config.host_groups[{i}].hypervisor")
+                    }
                     _ => "config.hypervisor".into(),
                 },
                 message: e.to_string(),

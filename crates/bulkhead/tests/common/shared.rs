@@ -111,7 +111,10 @@ impl Shared {
 
     /// The daemon's network namespace (for TCP clients: `netlab::in_ns`).
     pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/ns/net", self.child.as_ref().unwrap().id()))
+        PathBuf::from(format!(
+            "/proc/{}/ns/net",
+            self.child.as_ref().unwrap().id()
+        ))
     }
 
     /// `nsenter --net=...` into the daemon's network namespace (for TCP clients).

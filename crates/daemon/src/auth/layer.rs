@@ -148,17 +148,22 @@ fn decide_for(
     }
     let mut visible = Vec::new();
     let mut refusal = None;
+    let mut refused_in = Vec::new();
     for i in 0..t.count() {
         match decide(principal, action, t.name(i)) {
             Ok(()) => visible.push(i),
             Err(Denial::Forbidden(e)) => {
-                t.denied(i);
+                refused_in.push(i);
                 refusal.get_or_insert(e);
             }
             Err(Denial::NoRole) => {}
         }
     }
     if visible.is_empty() {
+        // Counted only when the request is refused (a union that shows some tenants is not).
+        for i in refused_in {
+            t.denied(i);
+        }
         return Err(refusal.unwrap_or_else(|| {
             forbidden(format!(
                 "{} has no role in any tenant of this daemon: ask a tenant-admin for one",
@@ -174,6 +179,10 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
     let (mut parts, body) = req.into_parts();
     let path = parts.extensions.get::<MatchedPath>().map(|m| m.as_str());
     let action = path.and_then(|path| action_of(&p.actions, path, parts.method.as_str()));
+    // Which object the route's template names.
+    let (names_node, names_group) = path
+        .map(|t| (t.contains("{node}"), t.contains("{group}")))
+        .unwrap_or_default();
     let decision = match action {
         None => Err(forbidden(format!(
             "{} {} declares no action, so nobody may call it",
@@ -185,6 +194,9 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
         Some(action) => match parts.extensions.remove::<Principal>() {
             None => Err(DomainError::new(Code::Unauthorized, "no principal")),
             Some(principal) => {
+                // The route's template says which object it names; a route that names one
+                // and whose parameter does not decode is refused, never treated as a route
+                // over the whole daemon (fail closed).
                 let params = RawPathParams::from_request_parts(&mut parts, &())
                     .await
                     .ok();
@@ -194,14 +206,21 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
                         .and_then(|ps| ps.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_owned()))
                 };
                 let (node, group) = (param("node"), param("group"));
-                let d = decide_for(
-                    &p,
-                    &principal,
-                    action,
-                    node.as_deref(),
-                    group.as_deref(),
-                    &mut parts.extensions,
-                );
+                let unreadable = (names_node && node.is_none()) || (names_group && group.is_none());
+                let d = if unreadable {
+                    Err(DomainError::invalid(
+                        "the path's node or host group name is not valid UTF-8: names are DNS labels (a-z, 0-9, -)",
+                    ))
+                } else {
+                    decide_for(
+                        &p,
+                        &principal,
+                        action,
+                        node.as_deref(),
+                        group.as_deref(),
+                        &mut parts.extensions,
+                    )
+                };
                 parts.extensions.insert(principal);
                 d
             }

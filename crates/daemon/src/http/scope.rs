@@ -61,7 +61,16 @@ impl Tenants for Daemon {
         &self.tenants[i].tenant.name
     }
     fn of_node(&self, node: &str) -> Option<usize> {
-        self.tenants.iter().position(|a| a.tenant.has_node(node))
+        let mut holders =
+            (0..self.tenants.len()).filter(|i| self.tenants[*i].tenant.has_node(node));
+        let first = holders.next()?;
+        if holders.next().is_some() {
+            // Start refuses stores where this could happen (`Daemon::check_node_names`); if it
+            // ever does, the name belongs to nobody rather than to the first tenant.
+            tracing::error!(node, "a node name is held by two tenants: refusing it");
+            return None;
+        }
+        Some(first)
     }
     fn of_group(&self, group: &str) -> Option<usize> {
         self.tenants

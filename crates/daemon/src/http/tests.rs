@@ -288,3 +288,35 @@ async fn only_public_routes_pass_without_credentials() {
     assert_eq!(public, 2, "the discovery document and the JWKS");
     assert_eq!(call(&r, "get", "/nope").await, StatusCode::UNAUTHORIZED);
 }
+
+/// A node or group name that does not decode (invalid UTF-8) is refused by the layer (400),
+/// never authorized as a route over the whole daemon.
+#[tokio::test]
+async fn undecodable_object_names_fail_closed() {
+    let admin = stub_router(Some("tenant-admin"), super::actions());
+    for route in super::table() {
+        if !(route.path.contains("{node}") || route.path.contains("{group}")) {
+            continue;
+        }
+        for (m, _) in route.methods {
+            let path = route
+                .path
+                .replace("{node}", "%FF")
+                .replace("{group}", "%FF")
+                .replace("{exec_id}", "x")
+                .replace("{port}", "8080");
+            let mut req = Request::builder()
+                .method(Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap())
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            req.extensions_mut().insert(Peer::Unix {
+                uid: 0,
+                gid: 0,
+                pid: 1,
+            });
+            let st = admin.clone().oneshot(req).await.unwrap().status();
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{m} {}", route.path);
+        }
+    }
+}
