@@ -22,6 +22,10 @@ use crate::config::{key_err, ApiListen, ConfigError, TenantConfig};
 use crate::iam::Roles;
 use crate::limits::ConnLimits;
 
+/// A shared daemon's tenant without `forward_ports` of its own: only host port 0 (a free
+/// port the kernel picks).
+pub const NO_FORWARD_PORTS: (u16, u16) = (0, 0);
+
 /// The admin socket of a shared daemon when `api.bind_address` is not given.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/bulkhead/admin.sock";
 
@@ -224,6 +228,12 @@ impl DaemonConfig {
                 "with config.tenants, each tenant is named in config.tenants[].name",
             ));
         }
+        if c.forward_ports.is_some() {
+            return Err(key_err(
+                "config.forward_ports",
+                "host ports are one space for the whole host: give each tenant its own range in config.tenants[].forward_ports (ranges may not overlap)",
+            ));
+        }
         if raw_tenants.is_empty() {
             return Err(key_err(
                 "config.tenants",
@@ -282,7 +292,7 @@ impl DaemonConfig {
                     max_connections: raw_api.max_connections,
                     ..Default::default()
                 }),
-                forward_ports: rt.forward_ports.clone().or_else(|| c.forward_ports.clone()),
+                forward_ports: rt.forward_ports.clone(),
                 forward_max_connections: rt.forward_max_connections.or(c.forward_max_connections),
                 forward_proxy_timeout: rt
                     .forward_proxy_timeout
@@ -298,6 +308,11 @@ impl DaemonConfig {
             }
             let mut t = TenantConfig::from_raw(one).map_err(|e| in_tenant(i, e))?;
             t.shared_daemon = true;
+            if rt.forward_ports.is_none() {
+                // No fixed host ports unless the tenant is given its own range: host ports are
+                // one host-wide space, so tenants' ranges never overlap.
+                t.forward_ports = NO_FORWARD_PORTS;
+            }
             check_against_others(i, &t, &tenants)?;
             tenants.push(t);
         }
@@ -375,6 +390,21 @@ fn check_against_others(
                 format!(
                     "tenants {:?} and {:?} map to the same host uid range: rename one of them",
                     o.tenant, t.tenant
+                ),
+            ));
+        }
+        let (lo, hi) = t.forward_ports;
+        let (olo, ohi) = o.forward_ports;
+        if t.forward_ports != NO_FORWARD_PORTS
+            && o.forward_ports != NO_FORWARD_PORTS
+            && lo <= ohi
+            && olo <= hi
+        {
+            return Err(key_err(
+                format!("{p}.forward_ports"),
+                format!(
+                    "{lo}-{hi} of tenant {:?} overlaps {olo}-{ohi} of tenant {:?}: host ports are one space for the host, give each tenant its own range",
+                    t.tenant, o.tenant
                 ),
             ));
         }

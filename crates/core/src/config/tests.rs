@@ -238,6 +238,29 @@ fn shared_daemon_refuses_what_tenants_would_share() {
     );
     let e = shared_err(&SHARED.replace("actions: [list,", "actions: [fly,"));
     assert!(e.contains("config.roles[0].rules[0].actions"), "{e}");
+    let e = shared_err(&SHARED.replace(
+        "  image: minimal\n",
+        "  image: minimal\n  forward_ports: 20000-20999\n",
+    ));
+    assert!(e.contains("config.forward_ports"), "{e}");
+    let own = |t: &str, r: &str| format!("\n    - name: {t}\n      forward_ports: {r}\n");
+    let e = shared_err(
+        &SHARED
+            .replace("\n    - name: a3cf\n", &own("a3cf", "20000-20999"))
+            .replace("\n    - name: e7d1\n", &own("e7d1", "20500-21000")),
+    );
+    assert!(
+        e.contains("config.tenants[1].forward_ports") && e.contains("overlaps"),
+        "{e}"
+    );
+    let c =
+        DaemonConfig::parse(&SHARED.replace("\n    - name: a3cf\n", &own("a3cf", "20000-20999")))
+            .unwrap();
+    assert_eq!(c.tenants[0].forward_ports, (20000, 20999));
+    assert_eq!(
+        c.tenants[1].forward_ports,
+        crate::daemon_config::NO_FORWARD_PORTS
+    );
     let e = shared_err(&SLICER.replace(
         "bind_address: \"/run/bulkhead/a3cf.sock\"",
         "bind_address: \"10.1.1.1:80\"",

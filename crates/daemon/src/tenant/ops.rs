@@ -89,6 +89,12 @@ impl Tenant {
             ))
         })?;
         let (lo, hi) = self.cfg.forward_ports;
+        if req.host_port != 0 && (lo, hi) == bulkhead_core::daemon_config::NO_FORWARD_PORTS {
+            return Err(DomainError::invalid(format!(
+                "host_port {} is not allowed: this tenant has no fixed forward ports (config.tenants[].forward_ports in a shared daemon); use 0 for any free port",
+                req.host_port
+            )));
+        }
         if req.host_port != 0 && !(lo..=hi).contains(&req.host_port) {
             return Err(DomainError::invalid(format!(
                 "host_port {} is outside this tenant's forward ports {lo}-{hi} (config.forward_ports); use one inside, or 0 for any free port",
