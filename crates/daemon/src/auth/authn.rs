@@ -42,6 +42,7 @@ impl Authenticator for SocketPeer {
             return Ok(None);
         };
         Ok(Some(Principal {
+            expires_at: None,
             id: format!("uid:{uid}"),
             via: Via::Socket { uid, gid, pid },
             bindings: self.bindings.clone(),
@@ -73,6 +74,7 @@ impl Authenticator for BearerToken {
             return Ok(None);
         }
         Ok(Some(Principal {
+            expires_at: None,
             id: "token".into(),
             via: Via::BearerToken,
             bindings: self.bindings.clone(),

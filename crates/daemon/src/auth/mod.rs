@@ -65,6 +65,9 @@ pub struct Principal {
     pub id: String,
     pub via: Via,
     pub bindings: Vec<Binding>,
+    /// When the credential stops being valid (UNIX seconds), for credentials that expire
+    /// (API tokens, OIDC and workload JWTs): what it makes (a token) never outlives it.
+    pub expires_at: Option<u64>,
 }
 
 impl Principal {
@@ -395,6 +398,7 @@ mod tests {
     fn principal(bindings: &[&str]) -> Principal {
         let roles = Roles::default();
         Principal {
+            expires_at: None,
             id: "test".into(),
             via: Via::BearerToken,
             bindings: bindings

@@ -210,7 +210,15 @@ impl Oidc {
                 _ => "it cannot be verified (malformed signature or claims)".into(),
             }));
         }
-        // Verified: the claims peeked at above are the signed ones.
+        // Verified: the claims peeked at above are the signed ones. Times are whole seconds
+        // (RFC 7519 NumericDate); one that is not cannot be checked, so it is refused.
+        for c in ["exp", "nbf", "iat"] {
+            if claims.get(c).is_some_and(|v| v.as_u64().is_none()) {
+                return Err(refuse(format!(
+                    "its {c} claim is not a whole number of seconds since 1970"
+                )));
+            }
+        }
         if let Some(iat) = claims.get("iat").and_then(|v| v.as_u64()) {
             if iat > now.saturating_add(self.leeway) {
                 return Err(refuse("it was issued in the future (iat)"));
@@ -226,6 +234,7 @@ impl Oidc {
         };
         let bindings = self.bindings(&claims, &subject)?;
         let principal = Principal {
+            expires_at: claims.get("exp").and_then(|v| v.as_u64()),
             id: format!("oidc:{subject}"),
             via: Via::Oidc {
                 issuer: self.issuer.clone(),

@@ -201,6 +201,16 @@ fn each_bad_token_is_a_401_with_its_own_message() {
             "not valid yet",
         ),
         (
+            "nbf not a number",
+            idp.es256("ec1", &claims(json!({"nbf": "tomorrow"}))),
+            "nbf claim is not a whole number",
+        ),
+        (
+            "iat a fraction",
+            idp.es256("ec1", &claims(json!({"iat": 1.5}))),
+            "iat claim is not a whole number",
+        ),
+        (
             "issued in the future",
             idp.es256("ec1", &claims(json!({"iat": t + 600}))),
             "issued in the future",

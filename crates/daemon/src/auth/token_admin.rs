@@ -132,11 +132,24 @@ impl TokenService {
                 Some(t.clone())
             }
         };
+        // A token never outlives the credential that made it (an API token's expiry, an OIDC
+        // or workload JWT's exp): revoking or expiring that one leaves nothing longer behind.
+        let mut ttl_secs = ttl.as_secs().max(1);
+        if let Some(until) = p.expires_at {
+            let left = until.saturating_sub(now_secs());
+            if left == 0 {
+                return Err(DomainError::new(
+                    bulkhead_core::Code::Unauthorized,
+                    "the credential this request came with has expired: get a new one",
+                ));
+            }
+            ttl_secs = ttl_secs.min(left);
+        }
         Ok(NewToken {
             name: req.name.clone(),
             tenant,
             role: role.name.clone(),
-            ttl_secs: ttl.as_secs().max(1),
+            ttl_secs,
             created_by: p.id.clone(),
         })
     }
@@ -202,6 +215,20 @@ impl TokenService {
         match self.store.revoke(&id, now_secs()) {
             Ok(Some(_)) => {
                 tracing::info!(token = %id, by = %p.id, "API token revoked");
+                // Tokens it made go with it, and theirs (each row is revoked once, so this
+                // ends).
+                let mut parents = vec![id];
+                while let Some(parent) = parents.pop() {
+                    let by = format!("token:{parent}");
+                    for child in self.store.list() {
+                        if child.created_by == by && child.revoked_at.is_none() {
+                            if let Ok(Some(_)) = self.store.revoke(&child.id, now_secs()) {
+                                tracing::info!(token = %child.id, parent = %parent, "API token revoked with the token that made it");
+                                parents.push(child.id.clone());
+                            }
+                        }
+                    }
+                }
                 Ok(())
             }
             Ok(None) => Err(DomainError::not_found(format!("no API token {id}"))),

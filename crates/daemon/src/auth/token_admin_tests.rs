@@ -26,6 +26,7 @@ fn service() -> (tempfile::TempDir, TokenService) {
 
 fn who(s: &TokenService, bindings: &[&str]) -> Principal {
     Principal {
+        expires_at: None,
         id: format!("test:{}", bindings.join("+")),
         via: Via::BearerToken,
         bindings: bindings
@@ -158,4 +159,57 @@ fn list_and_revoke_see_only_the_callers_tenants() {
     s.revoke(&ta, id).unwrap();
     assert_eq!(s.list(&ta)[0].state, "revoked");
     assert!(s.store.check(&in_a.token, now_secs()).is_err());
+}
+
+/// A token never outlives the credential that made it, and revoking a token revokes the
+/// tokens it made (and theirs).
+#[test]
+fn tokens_end_with_the_credential_that_made_them() {
+    let (_d, s) = service();
+    let mut ta = who(&s, &["tenant-admin@a"]);
+    ta.expires_at = Some(now_secs() + 60);
+    let planned = s.plan(&ta, T, &req(Some("a"), "developer")).unwrap();
+    assert!(planned.ttl_secs <= 60, "{}", planned.ttl_secs);
+    ta.expires_at = Some(now_secs().saturating_sub(1));
+    assert_eq!(
+        s.plan(&ta, T, &req(Some("a"), "developer"))
+            .unwrap_err()
+            .code,
+        Code::Unauthorized
+    );
+    // parent → child → grandchild; revoking the parent revokes all three.
+    let global = who(&s, &["global-admin"]);
+    let parent = s
+        .create(s.plan(&global, T, &req(Some("a"), "tenant-admin")).unwrap())
+        .unwrap();
+    let as_token = |id: &str| Principal {
+        expires_at: None,
+        id: format!("token:{id}"),
+        via: Via::ApiToken { id: id.into() },
+        bindings: vec![s.roles.parse_binding("tenant-admin@a").unwrap()],
+    };
+    let child = s
+        .create(
+            s.plan(&as_token(&parent.id), T, &req(Some("a"), "tenant-admin"))
+                .unwrap(),
+        )
+        .unwrap();
+    let grandchild = s
+        .create(
+            s.plan(&as_token(&child.id), T, &req(Some("a"), "developer"))
+                .unwrap(),
+        )
+        .unwrap();
+    let other = s
+        .create(s.plan(&global, T, &req(Some("a"), "viewer")).unwrap())
+        .unwrap();
+    s.revoke(&global, parent.id.parse().unwrap()).unwrap();
+    for t in [&parent, &child, &grandchild] {
+        assert!(
+            s.store.check(&t.token, now_secs()).is_err(),
+            "{} still works",
+            t.id
+        );
+    }
+    assert!(s.store.check(&other.token, now_secs()).is_ok());
 }

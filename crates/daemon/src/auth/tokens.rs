@@ -34,6 +34,7 @@ pub fn principal_of(roles: &Roles, row: &TokenRow) -> Result<Principal, DomainEr
             ))
         })?;
     Ok(Principal {
+        expires_at: Some(row.expires_at),
         id: format!("token:{id}"),
         via: Via::ApiToken { id },
         bindings: vec![binding],

@@ -59,6 +59,7 @@ impl Authenticator for WorkloadToken {
         let c = self.identity.verify_for_api(token).map_err(refused)?;
         let binding = self.roles.binding(role, Some(&c.tenant)).map_err(refused)?;
         Ok(Some(Principal {
+            expires_at: Some(c.exp),
             id: format!("workload:{}/{}", c.tenant, c.node),
             via: Via::Workload {
                 tenant: c.tenant,

@@ -51,6 +51,7 @@ impl Authenticator for Fake {
         _: &axum::http::HeaderMap,
     ) -> Result<Option<Principal>, bulkhead_core::DomainError> {
         Ok(Some(Principal {
+            expires_at: None,
             id: "fake".into(),
             via: Via::BearerToken,
             bindings: self
