@@ -265,6 +265,18 @@ impl DaemonConfig {
             }
             d => d.clone(),
         };
+        if let Some(d) = &tenant_sockets {
+            if socket.parent() == Some(d.as_path()) {
+                return Err(key_err(
+                    "config.api.tenant_sockets",
+                    format!(
+                        "{} holds the admin socket {}: give the tenant sockets a directory of their own",
+                        d.display(),
+                        socket.display()
+                    ),
+                ));
+            }
+        }
         let tcp = raw_api
             .tcp
             .as_ref()

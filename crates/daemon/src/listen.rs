@@ -79,15 +79,31 @@ fn binding(d: &Daemon, role: &str, tenant: Option<&str>) -> Result<Binding, Star
 }
 
 fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, StartError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+    // Bound inside a private (0700) directory, made 0600 there, then renamed into place: the
+    // socket is never reachable with the process umask's mode, not even for a moment.
+    let private = parent.join(format!(".bulkhead-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(io(format!("creating {}", private.display())))?;
     }
-    let l =
-        tokio::net::UnixListener::bind(path).map_err(io(format!("binding {}", path.display())))?;
-    // File permissions are the authentication on a UNIX socket: owner only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("chmod {}", path.display())))?;
-    Ok(l)
+    let inner = private.join("s");
+    let bound = tokio::net::UnixListener::bind(&inner)
+        .map_err(io(format!("binding {}", path.display())))
+        .and_then(|l| {
+            // File permissions are the authentication on a UNIX socket: owner only.
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
+                .map_err(io(format!("chmod {}", path.display())))?;
+            std::fs::rename(&inner, path).map_err(io(format!("placing {}", path.display())))?;
+            Ok(l)
+        });
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 /// The TCP listener's authenticators, in order: the configured single token (global-admin),
@@ -248,29 +264,42 @@ pub fn check_socket(p: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
-fn load_or_make_token(tenant_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
-    if let Some(f) = file {
+fn load_or_make_token(daemon_dir: &Path, file: Option<&Path>) -> Result<String, StartError> {
+    let read = |f: &Path| -> Result<String, StartError> {
         let t = std::fs::read_to_string(f)
             .map_err(io(format!("reading token file {}", f.display())))?;
         let t = t.trim().to_string();
         if t.len() < 16 {
             return Err(StartError::Refused(format!(
-                "token in {} is shorter than 16 characters",
+                "the token in {} is shorter than 16 characters: it is global-admin's, write a long random one (e.g. openssl rand -hex 24)",
                 f.display()
             )));
         }
-        return Ok(t);
+        Ok(t)
+    };
+    if let Some(f) = file {
+        return read(f);
     }
-    let p = tenant_dir.join("api-token");
-    if let Ok(t) = std::fs::read_to_string(&p) {
-        return Ok(t.trim().to_string());
+    let p = daemon_dir.join("api-token");
+    if p.exists() {
+        return read(&p);
     }
     let mut b = [0u8; 24];
-    // SAFETY: valid buffer.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    getrandom::fill(&mut b)
+        .map_err(|e| StartError::Refused(format!("no randomness for the api token: {e}")))?;
     let t: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    std::fs::write(&p, &t).map_err(io("writing api token"))?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("chmod api token"))?;
+    // Created 0600 (never readable by others, not even for a moment), and only if absent.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .map_err(io(format!("creating {}", p.display())))?;
+    f.write_all(t.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io("writing api token"))?;
     Ok(t)
 }

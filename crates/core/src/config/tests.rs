@@ -261,6 +261,14 @@ fn shared_daemon_refuses_what_tenants_would_share() {
         c.tenants[1].forward_ports,
         crate::daemon_config::NO_FORWARD_PORTS
     );
+    let e = shared_err(&SHARED.replace(
+        "/run/bulkhead/admin.sock",
+        "/run/bulkhead/tenants/admin.sock",
+    ));
+    assert!(
+        e.contains("config.api.tenant_sockets") && e.contains("admin socket"),
+        "{e}"
+    );
     let e = shared_err(&SLICER.replace(
         "bind_address: \"/run/bulkhead/a3cf.sock\"",
         "bind_address: \"10.1.1.1:80\"",

@@ -87,7 +87,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+        })
         .map(str::trim)
 }
 
@@ -132,6 +136,13 @@ mod tests {
             Code::Unauthorized
         );
         h.insert("authorization", "Bearer 0123456789abcdeX".parse().unwrap());
+        assert!(chain.authenticate(&peer, &h).is_err());
+        h.insert("authorization", "bearer 0123456789abcdef".parse().unwrap());
+        assert!(
+            chain.authenticate(&peer, &h).is_ok(),
+            "the scheme is case-insensitive"
+        );
+        h.insert("authorization", "Basic 0123456789abcdef".parse().unwrap());
         assert!(chain.authenticate(&peer, &h).is_err());
         h.insert("authorization", "Bearer 0123456789abcdef".parse().unwrap());
         let p = chain.authenticate(&peer, &h).unwrap();

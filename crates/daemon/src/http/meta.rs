@@ -1,6 +1,9 @@
 //! The daemon's own routes: health, info and metrics.
 
 use axum::extract::State;
+use axum::Extension;
+
+use crate::auth::Principal;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -38,9 +41,13 @@ pub async fn info(Visible(tenants): Visible) -> Json<Info> {
 /// One metric: name, type, help, value.
 type Metric = (&'static str, &'static str, &'static str, u64);
 
-/// Prometheus text: each tenant's counters the caller may see (labelled `tenant`), then the
-/// daemon's own (labelled `listener="api"`).
-pub async fn metrics(State(daemon): State<AppState>, Visible(tenants): Visible) -> Response {
+/// Prometheus text: each tenant's counters the caller may see (labelled `tenant`), then, for a
+/// global-admin, the daemon's own (labelled `listener="api"`).
+pub async fn metrics(
+    State(daemon): State<AppState>,
+    Visible(tenants): Visible,
+    Extension(principal): Extension<Principal>,
+) -> Response {
     let mut out = String::new();
     let per_tenant: Vec<(String, [Metric; 11])> = tenants
         .iter()
@@ -163,7 +170,11 @@ pub async fn metrics(State(daemon): State<AppState>, Visible(tenants): Visible) 
             daemon.unauthenticated.load(Ordering::Relaxed),
         ),
     ];
-    for (name, kind, help, v) in daemon_metrics {
+    // The daemon's own counters say something of every tenant's traffic: global-admin only.
+    for (name, kind, help, v) in daemon_metrics
+        .into_iter()
+        .filter(|_| principal.is_global_admin())
+    {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{listener=\"api\"}} {v}\n"
         ));
