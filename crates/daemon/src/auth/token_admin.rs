@@ -224,7 +224,7 @@ impl TokenService {
                         if child.created_by == by && child.revoked_at.is_none() {
                             if let Ok(Some(_)) = self.store.revoke(&child.id, now_secs()) {
                                 tracing::info!(token = %child.id, parent = %parent, "API token revoked with the token that made it");
-                                parents.push(child.id.clone());
+                                parents.push(child.id);
                             }
                         }
                     }
