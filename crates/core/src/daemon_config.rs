@@ -149,17 +149,7 @@ fn parse_tcp(path: &str, t: &RawTcp) -> Result<TcpApi, ConfigError> {
 impl DaemonConfig {
     /// Parses and validates a config file's text (either shape).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            if path == "." || path.is_empty() {
-                ConfigError::Syntax(inner)
-            } else {
-                key_err(path, inner)
-            }
-        })?;
-        Self::from_raw(raw.config)
+        Self::from_raw(RawFile::parse(text)?)
     }
 
     pub fn from_raw(c: RawConfig) -> Result<Self, ConfigError> {

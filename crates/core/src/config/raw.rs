@@ -10,6 +10,23 @@ pub struct RawFile {
     pub config: RawConfig,
 }
 
+impl RawFile {
+    /// A config file's text as written: YAML errors name the key they are at.
+    pub fn parse(text: &str) -> Result<RawConfig, super::error::ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                super::error::ConfigError::Syntax(inner)
+            } else {
+                super::error::key_err(path, inner)
+            }
+        })?;
+        Ok(raw.config)
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
