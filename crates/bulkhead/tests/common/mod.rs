@@ -302,19 +302,8 @@ impl Daemon {
 
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling the daemon this test started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("daemon did not stop on SIGTERM:\n{}", self.log());
+        if let Some(c) = self.child.take() {
+            stop_daemon(c, Duration::from_secs(30), || self.log());
         }
     }
 
@@ -403,6 +392,23 @@ impl Drop for Daemon {
         }
         self.remove_state();
     }
+}
+
+/// Stops a daemon this test started with SIGTERM and waits up to `patience`; kills it and
+/// fails the test (showing `log()`) if it does not stop.
+pub fn stop_daemon(mut c: Child, patience: Duration, log: impl Fn() -> String) {
+    // SAFETY: signalling the daemon this test started, by its pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    panic!("daemon did not stop on SIGTERM:\n{}", log());
 }
 
 /// No node directory, cgroup or process of the tenant remains on the host.

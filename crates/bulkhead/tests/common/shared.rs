@@ -142,19 +142,8 @@ impl Shared {
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling the daemon this test started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("shared daemon did not stop on SIGTERM:\n{}", self.log());
+        if let Some(c) = self.child.take() {
+            super::stop_daemon(c, Duration::from_secs(60), || self.log());
         }
     }
 
