@@ -66,14 +66,14 @@ pub struct Pipeline {
     pub actions: Actions,
 }
 
-/// Whether a request is for one of the paths anyone may read without credentials (the
-/// workload identity issuer's discovery document and keys). Checked before routing, so by
-/// the raw path; the route table still declares their action ([`Need::Public`]).
-fn public_path(path: &str) -> bool {
-    matches!(
-        path,
-        "/.well-known/openid-configuration" | "/.well-known/jwks.json"
-    )
+/// Whether a request is for a route anyone may read without credentials: every method of it
+/// declares an action that needs nothing ([`Need::Public`]: the workload identity issuer's
+/// discovery document and keys). Checked before routing, so by the raw path against the route
+/// table: only a literal path can match, never a template with parameters (fail closed).
+fn public_path(actions: &Actions, path: &str) -> bool {
+    actions.get(path).is_some_and(|methods| {
+        !methods.is_empty() && methods.iter().all(|(_, a)| a.need() == Some(Need::Public))
+    })
 }
 
 pub async fn authenticate(
@@ -94,7 +94,7 @@ pub async fn authenticate(
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Err(_) if public_path(req.uri().path()) => next.run(req).await,
+        Err(_) if public_path(&p.actions, req.uri().path()) => next.run(req).await,
         Err(e) => {
             p.tenants.unauthenticated();
             ApiError(e).into_response()
