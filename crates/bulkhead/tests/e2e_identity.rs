@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{privileged, shared_state, unique_tenant, BIN, UP_IN_NETNS};
+use common::{privileged, BIN};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "identity-e2e-token-0123456789abcdef";
@@ -57,10 +57,18 @@ claims = jwt.decode(token, key, algorithms=["ES256"], audience=aud, issuer=disc[
 print(json.dumps({"claims": claims, "kid": kid, "kids": sorted(keys), "discovery": disc}))
 "#;
 
+/// A one-tenant daemon (common::Daemon) with a TCP listener beside its socket, whose
+/// configured single token is global-admin, and `identity` (YAML) under `config:`.
 struct TcpDaemon {
-    tenant: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    d: common::Daemon,
+    _token: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TcpDaemon {
+    type Target = common::Daemon;
+    fn deref(&self) -> &common::Daemon {
+        &self.d
+    }
 }
 
 impl TcpDaemon {
@@ -68,51 +76,19 @@ impl TcpDaemon {
         let dir = common::test_dir();
         let token = dir.path().join("token");
         std::fs::write(&token, ADMIN_TOKEN).unwrap();
-        let tenant = unique_tenant(prefix);
-        let mut args = vec!["new", tenant.as_str(), "--api-bind", ADDR];
-        args.extend_from_slice(extra);
-        let yaml = common::cli_ok(&args)
-            .replace(
-                "  api:\n",
-                &format!("  api:\n    token_file: {}\n", token.display()),
-            )
-            .replace("config:\n", &format!("config:\n{identity}"));
-        let cfg = dir.path().join("tenant.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(shared_state())
-            .env("RUST_LOG", "info,bulkhead_daemon::identity=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bulkhead up");
-        let mut d = TcpDaemon {
-            tenant,
-            dir,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(600);
-        while !d.log().contains("ready on") {
-            if let Some(Ok(Some(st))) = d.child.as_mut().map(|c| c.try_wait()) {
-                panic!("daemon exited early ({st}):\n{}", d.log());
-            }
-            assert!(Instant::now() < deadline, "daemon not ready:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        let tcp = format!(
+            "  api:\n    tcp: {{ bind: \"{ADDR}\", token_file: {} }}\n",
+            token.display()
+        );
+        let d = common::Daemon::start_edited(prefix, extra, |y| {
+            y.replace("  api:\n", &tcp)
+                .replace("config:\n", &format!("config:\n{identity}"))
+        });
+        TcpDaemon { d, _token: dir }
     }
 
     fn netns(&self) -> String {
-        format!("--net=/proc/{}/ns/net", self.child.as_ref().unwrap().id())
+        format!("--net=/proc/{}/ns/net", self.d.pid())
     }
 
     /// Runs `program args` inside the daemon's network namespace.
@@ -160,26 +136,8 @@ impl TcpDaemon {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
-    fn stop_and_assert_clean(mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling the daemon this test started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-        common::assert_clean(
-            &self.tenant,
-            &shared_state().join("tenants").join(&self.tenant),
-        );
-    }
-}
-
-impl Drop for TcpDaemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: as in stop_and_assert_clean.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
+    fn stop_and_assert_clean(self) {
+        self.d.stop_and_assert_clean();
     }
 }
 

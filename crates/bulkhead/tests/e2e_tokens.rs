@@ -8,19 +8,27 @@
 mod common;
 
 use bulkhead_api::{Client, Endpoint};
-use common::{privileged, shared_state, unique_tenant, BIN, UP_IN_NETNS};
+use common::{privileged, BIN};
 use hyper::Method;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const LEGACY: &str = "tokens-e2e-legacy-0123456789abcdef";
 const ADDR: &str = "127.0.0.1:18181";
 
+/// A one-tenant daemon (common::Daemon) with a TCP listener beside its socket, whose configured
+/// single token is the legacy global-admin one.
 struct TcpDaemon {
-    tenant: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    d: common::Daemon,
+    _token: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TcpDaemon {
+    type Target = common::Daemon;
+    fn deref(&self) -> &common::Daemon {
+        &self.d
+    }
 }
 
 impl TcpDaemon {
@@ -28,56 +36,18 @@ impl TcpDaemon {
         let dir = common::test_dir();
         let token = dir.path().join("token");
         std::fs::write(&token, LEGACY).unwrap();
-        let tenant = unique_tenant("tok");
-        let yaml = common::cli_ok(&[
-            "new",
-            &tenant,
-            "--api-bind",
-            ADDR,
-            "--ram-mb",
-            "64",
-            "--count",
-            "1",
-        ])
-        .replace(
-            "  api:\n",
-            &format!("  api:\n    token_file: {}\n", token.display()),
+        let tcp = format!(
+            "  api:\n    tcp: {{ bind: \"{ADDR}\", token_file: {} }}\n",
+            token.display()
         );
-        let cfg = dir.path().join("tenant.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new("unshare")
-            .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])
-            .arg(&cfg)
-            .arg("--state-dir")
-            .arg(shared_state())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start bulkhead up");
-        let mut d = TcpDaemon {
-            tenant,
-            dir,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !d.log().contains("ready on") {
-            assert!(Instant::now() < deadline, "daemon not ready:\n{}", d.log());
-            if let Ok(Some(st)) = d.child.as_mut().unwrap().try_wait() {
-                panic!("daemon exited ({st}):\n{}", d.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        let d = common::Daemon::start_edited("tok", &["--ram-mb", "64", "--count", "1"], |y| {
+            y.replace("  api:\n", &tcp)
+        });
+        TcpDaemon { d, _token: dir }
     }
 
     fn netns(&self) -> String {
-        format!("/proc/{}/ns/net", self.child.as_ref().unwrap().id())
+        format!("/proc/{}/ns/net", self.d.pid())
     }
 
     /// One request with `token` (or none), from inside the daemon's namespace.
@@ -128,27 +98,8 @@ impl TcpDaemon {
         )
     }
 
-    fn stop_and_assert_clean(mut self) {
-        self.stop();
-        common::assert_clean(
-            &self.tenant,
-            &shared_state().join("tenants").join(&self.tenant),
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling the daemon this test started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for TcpDaemon {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(shared_state().join("tenants").join(&self.tenant));
+    fn stop_and_assert_clean(self) {
+        self.d.stop_and_assert_clean();
     }
 }
 

@@ -205,7 +205,9 @@ impl Daemon {
 
     /// Waits until this start (the log after `offset`) says ready.
     fn wait_ready(&mut self, offset: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // A ceiling only (an exit fails at once): a microVM tenant's first start builds its
+        // guest kernel.
+        let deadline = Instant::now() + Duration::from_secs(600);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
                 && self
