@@ -33,29 +33,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn tenant(&self, name: &str) -> Option<&Arc<App>> {
-        self.tenants.iter().find(|a| a.tenant.name == name)
-    }
-
-    /// The tenant a node of this name belongs to. Node names never collide across tenants
-    /// (config: group names are prefix-free across tenants).
-    pub fn tenant_of_node(&self, node: &str) -> Option<&Arc<App>> {
-        self.tenants.iter().find(|a| a.tenant.has_node(node))
-    }
-
-    /// The tenant a host group belongs to (group names are unique across tenants).
-    pub fn tenant_of_group(&self, group: &str) -> Option<&Arc<App>> {
-        self.tenants
-            .iter()
-            .find(|a| a.tenant.cfg.group(group).is_some())
-    }
-
+    /// The tenants' names, in config order.
     pub fn names(&self) -> Vec<String> {
         self.tenants.iter().map(|a| a.tenant.name.clone()).collect()
     }
-}
 
-impl Daemon {
     /// A shared daemon's stores must keep node names apart across tenants: a node whose name
     /// another tenant's host group could also give (left from a one-tenant daemon's free
     /// hostnames, or a group moved between tenants) would make a name point at two tenants.
