@@ -73,6 +73,14 @@ pub enum Code {
     ExecRunning,
     /// A background exec was deleted.
     ExecGone,
+    /// The tenant's admission policy (or its policy webhook) refused the request (#12).
+    PolicyDenied,
+    /// The request would take the tenant past one of its quotas (#12).
+    QuotaExceeded,
+    /// The tenant's token bucket for this kind of request is empty (#12).
+    RateLimited,
+    /// A create named an existing node with a different spec (#12's conflict rule).
+    Conflict,
 }
 
 impl Code {
@@ -123,6 +131,10 @@ impl Code {
         Code::TooManyExecs,
         Code::ExecRunning,
         Code::ExecGone,
+        Code::PolicyDenied,
+        Code::QuotaExceeded,
+        Code::RateLimited,
+        Code::Conflict,
     ];
 
     /// The code's wire form.
@@ -172,6 +184,10 @@ impl Code {
             Code::TooManyExecs => "too_many_background_execs",
             Code::ExecRunning => "exec_running",
             Code::ExecGone => "exec_gone",
+            Code::PolicyDenied => "policy_denied",
+            Code::QuotaExceeded => "quota_exceeded",
+            Code::RateLimited => "rate_limited",
+            Code::Conflict => "conflict",
         }
     }
 

@@ -39,6 +39,9 @@ pub fn status(code: Code) -> StatusCode {
         Code::PidsLimit | Code::TooManyExecs => StatusCode::TOO_MANY_REQUESTS,
         Code::ExecRunning => StatusCode::CONFLICT,
         Code::ExecGone => StatusCode::GONE,
+        Code::PolicyDenied | Code::QuotaExceeded => StatusCode::FORBIDDEN,
+        Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        Code::Conflict => StatusCode::CONFLICT,
         Code::Internal | Code::NodeFailed | Code::AgentError => StatusCode::INTERNAL_SERVER_ERROR,
         Code::AgentUnreachable | Code::AgentLost | Code::PortClosed => StatusCode::BAD_GATEWAY,
         Code::Busy
