@@ -224,6 +224,13 @@ impl DaemonConfig {
                 "host ports are one space for the whole host: give each tenant its own range in config.tenants[].forward_ports (ranges may not overlap)",
             ));
         }
+        if c.quotas.is_some() {
+            // quotas (#12): per tenant, never one pool for the daemon.
+            return Err(key_err(
+                "config.quotas",
+                "quotas are per tenant in a shared daemon: give each tenant its own in config.tenants[].quotas",
+            ));
+        }
         if raw_tenants.is_empty() {
             return Err(key_err(
                 "config.tenants",
@@ -300,6 +307,7 @@ impl DaemonConfig {
                     .forward_proxy_timeout
                     .clone()
                     .or_else(|| c.forward_proxy_timeout.clone()),
+                quotas: rt.quotas.clone(), // quotas (#12)
                 ..Default::default()
             };
             if rt.name.is_empty() {

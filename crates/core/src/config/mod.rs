@@ -8,6 +8,7 @@ pub mod auth;
 mod error;
 mod group;
 pub mod identity;
+pub mod quotas; // quotas (#12, ADR 0025)
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,8 @@ pub struct TenantConfig {
     /// The tenant is one of a shared daemon's (`config.tenants`): a client-chosen hostname
     /// must begin with its host group's name and a dash.
     pub shared_daemon: bool,
+    /// `quotas` (#12, ADR 0025): what the tenant's nodes may add up to; unlimited when unset.
+    pub quotas: quotas::Quotas,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -183,7 +186,9 @@ impl TenantConfig {
             }
         }
         let conns = crate::limits::ConnLimits::from_raw(&c)?;
+        let quotas = quotas::Quotas::from_raw("config.quotas", c.quotas.as_ref())?; // quotas (#12)
         Ok(TenantConfig {
+            quotas,
             conns,
             tenant,
             state_dir: c.state_dir.clone(),

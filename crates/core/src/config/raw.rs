@@ -70,6 +70,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_identity: Option<super::identity::RawWorkloadIdentity>,
     // ---- end workload identity ----
+    // ---- quotas (#12, ADR 0025): validated in `quotas.rs` ----
+    /// bulkhead: what this tenant's nodes may add up to (nodes, vcpu, ram, storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<super::quotas::RawQuotas>,
+    // ---- end quotas ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,6 +185,10 @@ pub struct RawTenant {
     pub forward_max_connections: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_proxy_timeout: Option<String>,
+    // ---- quotas (#12, ADR 0025) ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<super::quotas::RawQuotas>,
+    // ---- end quotas ----
 }
 
 /// `config.api.tcp` as written.
