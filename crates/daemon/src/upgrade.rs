@@ -115,6 +115,8 @@ mod tests {
             created_at: "2026-01-01T00:00:00Z".into(),
             network: None,
             userdata: None,
+            storage_bytes: None,
+            spec: None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::id::NodeId;
 use crate::node::NodeRow;
 
 const COLS: &str = "id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, \
-                    created_at, cgroup, network, forwards, userdata, userdata_exit";
+                    created_at, cgroup, network, forwards, userdata, userdata_exit, storage_bytes, spec";
 
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
@@ -53,6 +53,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
         forwards: r.get(13)?,
         userdata: r.get(14)?,
         userdata_exit: r.get(15)?,
+        storage_bytes: r.get::<_, Option<i64>>(16)?.map(|b| b as u64),
+        spec: r.get(17)?,
     })
 }
 
@@ -70,7 +72,7 @@ pub(crate) fn list(conn: &Connection, tenant: &str) -> Result<Vec<NodeRow>, Stor
 pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
     let r = conn.execute(
         &format!(
-            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
         ),
         params![
             n.id.to_string(),
@@ -89,6 +91,8 @@ pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
             n.forwards,
             n.userdata,
             n.userdata_exit,
+            n.storage_bytes.map(|b| b as i64),
+            n.spec,
         ],
     );
     match r {
@@ -109,7 +113,7 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
         .prepare_cached(
             "UPDATE nodes SET status=?3, ip=?4, cpus=?5, ram_bytes=?6, tags=?7, persistent=?8,
                               cgroup=?9, network=?10, forwards=?11, userdata=?12,
-                              userdata_exit=?13
+                              userdata_exit=?13, storage_bytes=?14, spec=?15
              WHERE tenant=?1 AND name=?2",
         )?
         .execute(params![
@@ -125,7 +129,9 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
             n.network,
             n.forwards,
             n.userdata,
-            n.userdata_exit
+            n.userdata_exit,
+            n.storage_bytes.map(|b| b as i64),
+            n.spec
         ])?
         == 1)
 }

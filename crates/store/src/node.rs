@@ -31,6 +31,13 @@ pub struct NodeRow {
     pub userdata: Option<String>,
     /// The userdata's exit code once it ended (128 + signal when a signal ended it).
     pub userdata_exit: Option<i32>,
+    /// The node's storage size in bytes (its host group's `storage_size` when it was made;
+    /// quotas count it). `None` for nodes made before schema version 4.
+    pub storage_bytes: Option<u64>,
+    /// The create request that made the node, normalized (defaults applied), as the daemon's
+    /// JSON: what the conflict rule compares a repeated create with. `None` for nodes made
+    /// before schema version 4.
+    pub spec: Option<String>,
 }
 
 /// What a create records; the store adds the id and the tenant.
@@ -47,6 +54,8 @@ pub struct NewNode {
     pub created_at: String,
     pub network: Option<String>,
     pub userdata: Option<String>,
+    pub storage_bytes: Option<u64>,
+    pub spec: Option<String>,
 }
 
 /// The list order's key of a row.

@@ -20,7 +20,7 @@ pub(crate) struct Migration {
     pub(crate) apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
 }
 
-const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         what: "nodes and per-group name counters (the schema before versioning)",
@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         what: "the node's userdata and its exit code once it ran",
         apply: v3_userdata,
+    },
+    Migration {
+        version: 4,
+        what: "the node's storage size and normalized create request (quotas, the conflict rule)",
+        apply: v4_spec,
     },
 ];
 
@@ -183,5 +188,15 @@ fn v3_userdata(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE nodes ADD COLUMN userdata TEXT;
 ALTER TABLE nodes ADD COLUMN userdata_exit INTEGER;",
+    )
+}
+
+/// A node's storage size (quotas count it, ADR 0025) and the normalized create request that
+/// made it (the conflict rule compares a repeated create with it). Both nullable: nodes made
+/// before this step have neither, and the daemon says so rather than guess.
+fn v4_spec(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE nodes ADD COLUMN storage_bytes INTEGER;
+ALTER TABLE nodes ADD COLUMN spec TEXT;",
     )
 }

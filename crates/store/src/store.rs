@@ -149,6 +149,8 @@ impl Store {
                 forwards: "[]".into(),
                 userdata: n.userdata,
                 userdata_exit: None,
+                storage_bytes: n.storage_bytes,
+                spec: n.spec,
             };
             db::insert(&w.conn, &row)?;
             let row = Arc::new(row);

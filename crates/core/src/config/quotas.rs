@@ -313,7 +313,9 @@ mod tests {
         );
         // Exactly at every limit that binds: allowed.
         assert!(qs.check(&used, &Usage::node(2, 4 << 30, 6 << 30)).is_ok());
-        let e = qs.check(&used, &Usage::node(4, 1 << 30, 1 << 30)).unwrap_err();
+        let e = qs
+            .check(&used, &Usage::node(4, 1 << 30, 1 << 30))
+            .unwrap_err();
         assert_eq!(
             e,
             Exceeded {
@@ -327,17 +329,24 @@ mod tests {
             e.message("config.quotas"),
             "quota exceeded: vcpu: 14 in use + 4 asked > 16 allowed (config.quotas.vcpu): delete nodes the tenant no longer needs, or ask the operator for a larger quota"
         );
-        let e = qs.check(&used, &Usage::node(1, 5 << 30, 1 << 30)).unwrap_err();
+        let e = qs
+            .check(&used, &Usage::node(1, 5 << 30, 1 << 30))
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Ram);
         assert!(
-            e.message("q").contains("ram: 4G in use + 5G asked > 8G allowed (q.ram)"),
+            e.message("q")
+                .contains("ram: 4G in use + 5G asked > 8G allowed (q.ram)"),
             "{}",
             e.message("q")
         );
-        let e = qs.check(&used, &Usage::node(1, 1 << 20, 7 << 30)).unwrap_err();
+        let e = qs
+            .check(&used, &Usage::node(1, 1 << 20, 7 << 30))
+            .unwrap_err();
         assert_eq!(e.kind, Kind::Storage);
         used.add(&Usage::node(1, 1 << 20, 1 << 20));
-        let e = qs.check(&used, &Usage::node(1, 1 << 20, 1 << 20)).unwrap_err();
+        let e = qs
+            .check(&used, &Usage::node(1, 1 << 20, 1 << 20))
+            .unwrap_err();
         assert_eq!((e.kind, e.used, e.asked, e.limit), (Kind::Nodes, 3, 1, 3));
         // Sums saturate rather than wrap past a limit.
         let mut huge = Usage::node(1, u64::MAX, 0);
@@ -360,7 +369,10 @@ mod tests {
         use crate::{DaemonConfig, TenantConfig};
         let one = "config:\n  host_groups: [{name: g}]\n  quotas: {nodes: 2, ram: 4G}\n";
         let c = TenantConfig::parse(one).unwrap();
-        assert_eq!((c.quotas.nodes, c.quotas.ram_bytes), (Some(2), Some(4 << 30)));
+        assert_eq!(
+            (c.quotas.nodes, c.quotas.ram_bytes),
+            (Some(2), Some(4 << 30))
+        );
         assert_eq!(c.quotas.vcpu, None);
         let plain = TenantConfig::parse("config:\n  host_groups: [{name: g}]\n").unwrap();
         assert_eq!(plain.quotas, Quotas::default(), "no quotas: unlimited");
@@ -375,6 +387,9 @@ mod tests {
         let e = DaemonConfig::parse(&format!("{shared}  quotas: {{nodes: 3}}\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("config.quotas:") && e.contains("per tenant"), "{e}");
+        assert!(
+            e.contains("config.quotas:") && e.contains("per tenant"),
+            "{e}"
+        );
     }
 }

@@ -254,6 +254,8 @@ mod tests {
             forwards: "[]".into(),
             userdata: None,
             userdata_exit: None,
+            storage_bytes: None,
+            spec: None,
         });
         let want = axum::Json(vec![Tenant::to_api(&row)]).into_response();
         let want_type = want.headers()[header::CONTENT_TYPE].clone();

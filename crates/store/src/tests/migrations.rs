@@ -167,6 +167,7 @@ async fn a_database_from_before_versioning_upgrades_in_place() {
             (None, None, "[]")
         );
         assert_eq!((got.userdata.as_deref(), got.userdata_exit), (None, None));
+        assert_eq!((got.storage_bytes, got.spec.as_deref()), (None, None));
     }
     // Old nodes got ids in creation order.
     let mut by_time: Vec<_> = snap.rows().to_vec();
@@ -225,4 +226,47 @@ fn a_database_from_a_newer_bulkhead_is_refused_untouched() {
     assert_eq!(schema_of(&path), before);
     let conn = Connection::open(&path).unwrap();
     assert_eq!(schema::version(&conn).unwrap(), newer);
+}
+
+/// Version 3 to 4: old rows keep every column and have no storage size or spec (NULL, which
+/// the daemon reads as "made before this release"); new rows keep theirs across a reopen.
+#[tokio::test]
+async fn version_3_gains_the_storage_size_and_spec_of_new_nodes_only() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("state.db");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::run(&mut conn, &schema::MIGRATIONS[..3]).unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 3);
+        conn.execute(
+            "INSERT INTO nodes(id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags,
+                               persistent, created_at, forwards, userdata)
+             VALUES(?1, 'a', 'web-1', 'web', 'Stopped', '', 2, 1073741824, '[\"x\"]', 0,
+                    '2026-01-01T00:00:00Z', '[]', 'echo hi')",
+            params![NodeId::new().to_string()],
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, "a").unwrap();
+    let old = s.get("web-1").unwrap();
+    assert_eq!(
+        (old.cpus, old.ram_bytes, old.tags.clone()),
+        (2, 1 << 30, vec!["x".to_string()])
+    );
+    assert_eq!(old.userdata.as_deref(), Some("echo hi"));
+    assert_eq!((old.storage_bytes, old.spec.as_deref()), (None, None));
+    let mut n = super::new_node("web-2", "web", "2026-01-02T00:00:00Z");
+    n.storage_bytes = Some(25 << 30);
+    n.spec = Some(r#"{"cpus":1}"#.into());
+    s.insert(n).await.unwrap();
+    // Changing another column keeps them.
+    assert!(s.set_tags("web-2", vec!["y".into()]).await.unwrap());
+    drop(s);
+    let s = Store::open(&path, "a").unwrap();
+    let new = s.get("web-2").unwrap();
+    assert_eq!(new.storage_bytes, Some(25 << 30));
+    assert_eq!(new.spec.as_deref(), Some(r#"{"cpus":1}"#));
+    assert_eq!(new.tags, vec!["y".to_string()]);
+    assert_eq!(s.read_back().await.unwrap().len(), 2);
+    assert_eq!(s.get("web-1").unwrap().spec, None);
 }

@@ -22,5 +22,7 @@ fn new_node(name: &str, group: &str, created_at: &str) -> NewNode {
         created_at: created_at.into(),
         network: None,
         userdata: None,
+        storage_bytes: None,
+        spec: None,
     }
 }
