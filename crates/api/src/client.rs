@@ -213,6 +213,11 @@ impl Client {
         self.get("/nodes").await
     }
 
+    /// `GET /quota` (#12): each visible tenant's use against its quotas.
+    pub async fn quota(&self) -> Result<crate::quota::QuotaReport, ClientError> {
+        self.get("/quota").await
+    }
+
     /// Finds a node by hostname, so commands that only know the hostname can build routes.
     pub async fn find_node(&self, hostname: &str) -> Result<crate::Node, ClientError> {
         self.nodes()

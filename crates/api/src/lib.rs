@@ -8,6 +8,7 @@ pub mod duration;
 pub mod endpoint;
 pub mod error;
 pub mod names;
+pub mod quota; // quotas (#12)
 pub mod shell;
 pub mod signals;
 pub mod stats;

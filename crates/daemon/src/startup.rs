@@ -504,7 +504,7 @@ async fn create_initial(app: &Arc<Tenant>) {
                 )
                 .await
             {
-                Ok(n) => tracing::info!(node = %n.hostname, "created at start (count)"),
+                Ok(n) => tracing::info!(node = %n.node.hostname, "created at start (count)"),
                 Err(e) => {
                     tracing::error!(group = %g.name, error = %e, "could not create node at start")
                 }

@@ -135,6 +135,10 @@ pub enum Action {
     RotateIdentity,
     /// The issuer's discovery document and public keys: anyone, no credentials.
     ReadPublicKeys,
+    // ---- quotas (#12) ----
+    /// A tenant's use against its quotas (`GET /quota`).
+    ReadQuota,
+    // ---- end quotas ----
 }
 
 /// What an action needs of the principal.
@@ -307,6 +311,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             Public,
             "public keys and the issuer's metadata, for verifiers",
         ),
+        // ---- quotas (#12) ----
+        (
+            Action::ReadQuota,
+            Rule(Nodes, Get),
+            "counts and limits, never content",
+        ),
+        // ---- end quotas ----
     ]
 };
 
@@ -408,7 +419,7 @@ mod tests {
         }
     }
 
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 35] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -443,6 +454,7 @@ mod tests {
         Action::RevokeToken,
         Action::RotateIdentity,
         Action::ReadPublicKeys,
+        Action::ReadQuota, // quotas (#12)
     ];
 
     #[test]
@@ -469,6 +481,7 @@ mod tests {
         let viewer = principal(&["viewer@a"]);
         assert!(authorize(&viewer, Action::ListNodes, "a").is_ok());
         assert!(authorize(&viewer, Action::ReadNodeLogs, "a").is_ok());
+        assert!(authorize(&viewer, Action::ReadQuota, "a").is_ok()); // quotas (#12)
         for a in [Action::ExecInNode, Action::CopyFromNode, Action::CreateNode] {
             let Err(Denial::Forbidden(e)) = authorize(&viewer, a, "a") else {
                 panic!("{a:?} allowed to a viewer")

@@ -23,6 +23,7 @@ pub mod list;
 pub mod meta;
 pub mod nodes;
 pub mod query;
+mod quota; // quotas (#12)
 pub mod scope;
 pub mod stats;
 pub mod tokens;
@@ -250,6 +251,9 @@ pub fn table() -> Vec<Route> {
             post(identity::rotate),
         ),
         // ---- end workload identity ----
+        // ---- quotas (#12, ADR 0025): use against limits, per visible tenant ----
+        route("/quota", &[("get", ReadQuota)], get(quota::quota)),
+        // ---- end quotas ----
     ]
 }
 

@@ -73,7 +73,13 @@ pub async fn create_node(
     let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
     let req: CreateNodeRequest = json_body(&app, body).await?;
     let created = app.tenant.create(&group, req, wait, timeout).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    // #12, the conflict rule: an earlier create with the same hostname and spec made it.
+    let status = if created.existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(created.node)).into_response())
 }
 
 pub async fn delete_node(

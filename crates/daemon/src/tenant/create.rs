@@ -2,7 +2,7 @@
 //! its address, prepare its directory and driver, hand the spec to a supervisor, and
 //! optionally wait for its agent. Any failure after the record exists removes the node again.
 
-use bulkhead_api::{names, CreateNodeRequest, CreatedNode};
+use bulkhead_api::{names, CreateNodeRequest};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
 use bulkhead_driver::{files, NodePrep, NodeSpec, Start};
 use bulkhead_sandbox::Limits;
@@ -128,7 +128,7 @@ impl Tenant {
         req: CreateNodeRequest,
         wait: Wait,
         timeout: Duration,
-    ) -> Result<CreatedNode, DomainError> {
+    ) -> Result<super::Created, DomainError> {
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
         let _slot = self.enqueue()?;
@@ -136,6 +136,14 @@ impl Tenant {
             Some(h) => h.clone(),
             None => format!("{}-{}", g.name, self.store.next_index(&g.name).await?),
         };
+        // The request's, else the host group's; an empty script is none.
+        let userdata = req
+            .userdata
+            .clone()
+            .or_else(|| g.userdata.clone())
+            .filter(|u| !u.is_empty());
+        // #12 (ADR 0025): the normalized request, recorded with the node for the conflict rule.
+        let spec = super::conflict::CreateSpec::of(&g, &req, cpus, ram, userdata.as_deref());
         let new = NewNode {
             name: name.clone(),
             hostgroup: g.name.clone(),
@@ -147,19 +155,19 @@ impl Tenant {
             persistent: req.persistent,
             created_at: now_rfc3339(),
             network: None,
-            // The request's, else the host group's; an empty script is none.
-            userdata: req
-                .userdata
-                .clone()
-                .or_else(|| g.userdata.clone())
-                .filter(|u| !u.is_empty()),
+            userdata,
+            storage_bytes: Some(g.storage_bytes),
+            spec: Some(spec.to_json()),
         };
         // The address is picked from the rows the store's writer sees and recorded with the
         // node in the same job, so concurrent creates never get the same slot.
         let (net, group, want_ip) = (self.net.clone(), g.name.clone(), req.ip.clone());
-        let (row, node_net) = self
+        let (me, named) = (self.clone(), req.hostname.is_some()); // #12
+        let admitted = self
             .store
             .insert_with(new, move |snap, n| {
+                // #12: the conflict rule and quotas, atomic with the insert (ADR 0025).
+                me.admit(snap, &n.name, named, &spec)?;
                 let Some((t, ng)) = net.as_ref().and_then(|t| t.group(&group).map(|ng| (t, ng)))
                 else {
                     return Ok(None);
@@ -175,9 +183,14 @@ impl Tenant {
                 n.network = Some(serde_json::to_string(&nn).map_err(|e| {
                     DomainError::internal(format!("recording the node's network: {e}"))
                 })?);
-                Ok::<_, DomainError>(Some(nn))
+                Ok::<_, super::conflict::Admit>(Some(nn))
             })
-            .await?;
+            .await;
+        let (row, node_net) = match admitted {
+            Ok(x) => x,
+            // #12: the same spec made by an earlier create (200), or refused.
+            Err(a) => return a.into_answer(),
+        };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         let deadline = t0 + timeout;
@@ -204,13 +217,7 @@ impl Tenant {
             let _ = self.store.delete(&name).await;
             return Err(e);
         }
-        Ok(CreatedNode {
-            hostname: name,
-            hostgroup: g.name.clone(),
-            ip: row.ip.clone(),
-            created_at: row.created_at.clone(),
-            arch: std::env::consts::ARCH.into(),
-        })
+        Ok(super::Created::of(&row, false))
     }
 
     pub(super) async fn start_supervisor(

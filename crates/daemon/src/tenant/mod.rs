@@ -13,6 +13,7 @@
 //! through `bulkhead_core::NodeState`'s transitions.
 
 mod agent;
+mod conflict; // the conflict rule (#12, ADR 0025)
 mod create;
 mod describe;
 mod fs;
@@ -23,6 +24,7 @@ mod loads;
 pub mod node_ref;
 mod ops;
 mod power;
+mod quota; // quotas (#12, ADR 0025)
 mod remove;
 mod shell;
 mod stats;
@@ -30,9 +32,10 @@ mod tunnel;
 mod userdata;
 mod watch;
 
+pub use conflict::Created;
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
-pub use power::Wait;
+pub use power::Wait; // #12
 
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
