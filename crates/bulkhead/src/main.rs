@@ -43,6 +43,8 @@ enum Cmd {
     /// The daemon's workload identity issuer (rotate its signing key)
     #[command(subcommand)]
     Identity(cmd::identity::IdentityCmd),
+    /// Each tenant's use against its quotas (nodes, vcpu, ram, storage)
+    Quota(cmd::quota::QuotaArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +78,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Image(c) => cmd::image::run(c),
         Cmd::Token(c) => cmd::token::run(c).await,
         Cmd::Identity(c) => cmd::identity::run(c).await,
+        Cmd::Quota(a) => cmd::quota::run(a).await, // quotas (#12)
     }
 }

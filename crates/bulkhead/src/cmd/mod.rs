@@ -3,6 +3,7 @@
 pub mod identity;
 pub mod image;
 pub mod new;
+pub mod quota; // quotas (#12)
 pub mod token;
 pub mod untar;
 pub mod up;
