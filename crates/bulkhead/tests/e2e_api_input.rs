@@ -284,11 +284,21 @@ fn bad_input_gets_clear_4xx() {
         ))
         .unwrap();
     assert_eq!(ok["hostname"], "chosen");
+    // #12, the conflict rule: the same spec again is the same node (200, e2e_quota.rs); a
+    // different one is a conflict.
+    let again: serde_json::Value = rt
+        .block_on(c.json(
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(&serde_json::json!({"hostname": "chosen"})),
+        ))
+        .unwrap();
+    assert_eq!(again, ok);
     let e = rt
         .block_on(c.json::<serde_json::Value>(
             Method::POST,
             &format!("/hostgroup/{g}/nodes"),
-            Some(&serde_json::json!({"hostname": "chosen"})),
+            Some(&serde_json::json!({"hostname": "chosen", "tags": ["x"]})),
         ))
         .unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(409));

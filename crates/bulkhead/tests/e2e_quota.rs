@@ -337,3 +337,73 @@ fn quotas_are_per_tenant_on_a_shared_daemon() {
     assert_eq!(mine["tenants"][0]["tenant"], a);
     s.stop_and_assert_clean();
 }
+
+/// A retry that arrives while the first create is still under way answers the node as it is
+/// (200, `Creating`), and the first create then completes it: what a caller sees is
+/// documented in the operator guide.
+#[test]
+fn a_retry_while_the_node_is_being_created_returns_it() {
+    if !privileged() {
+        return;
+    }
+    let d = daemon("qr", "{nodes: 1}");
+    // Hold every standby supervisor of this test's daemon, so the first create hangs midway
+    // (as e2e_lifecycle's a_node_being_created_answers_409 does).
+    let standbys = || -> Vec<i32> {
+        let o = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("--standby {} ", d.tenant)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while standbys().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby pool never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let held = standbys();
+    for p in &held {
+        // SAFETY: pausing supervisors this test's daemon started, by pid.
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let (c, t) = (d.client(), d.tenant.clone());
+    let h = format!("{t}-slow");
+    let body = json!({"hostname": h, "tags": ["a"]});
+    let first = {
+        let (c, t, body) = (c.clone(), t.clone(), body.clone());
+        std::thread::spawn(move || create(&c, &t, body))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let nodes = get(&c, "/nodes");
+        if nodes.as_array().unwrap().iter().any(|n| n["hostname"] == h) {
+            assert_eq!(nodes[0]["status"], "Creating", "{nodes}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The retry: the same node at once, while it is still Creating; the quota (1 node) does
+    // not refuse it.
+    let (s, again) = create(&c, &t, body.clone());
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["hostname"], h);
+    assert_eq!(get(&c, "/nodes")[0]["status"], "Creating");
+    for p in &held {
+        // SAFETY: resuming the supervisors paused above.
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    let (s, made) = first.join().unwrap();
+    assert_eq!((s, &made), (201, &again));
+    assert_eq!(get(&c, "/nodes").as_array().unwrap().len(), 1);
+    d.stop_and_assert_clean();
+}
