@@ -14,12 +14,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::{key_err, ConfigError};
-use super::group::{MAX_RAM, MAX_STORAGE};
 
 /// Nodes a quota may allow at most (far beyond any host).
 pub const MAX_QUOTA_NODES: u64 = 1 << 20;
 /// vCPUs a quota may allow at most.
 pub const MAX_QUOTA_VCPU: u64 = 1 << 20;
+/// The largest ram or storage quota (1 EiB, as a host group's `ram` and `storage_size`).
+pub const MAX_QUOTA_BYTES: u64 = 1 << 60;
 /// The smallest ram or storage quota: what the smallest node needs.
 pub const MIN_QUOTA_BYTES: u64 = 16 << 20;
 
@@ -125,7 +126,7 @@ impl Kind {
 /// A size in the config's units where it is exact (`32G`, `512M`), else bytes.
 pub fn human_bytes(v: u64) -> String {
     for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-        if v != 0 && v % (1u64 << shift) == 0 {
+        if v != 0 && v.is_multiple_of(1u64 << shift) {
             return format!("{}{unit}", v >> shift);
         }
     }
@@ -197,8 +198,8 @@ impl Quotas {
         Ok(Quotas {
             nodes: count("nodes", r.nodes, MAX_QUOTA_NODES)?,
             vcpu: count("vcpu", r.vcpu, MAX_QUOTA_VCPU)?,
-            ram_bytes: size("ram", r.ram.as_ref(), MAX_RAM)?,
-            storage_bytes: size("storage", r.storage.as_ref(), MAX_STORAGE)?,
+            ram_bytes: size("ram", r.ram.as_ref(), MAX_QUOTA_BYTES)?,
+            storage_bytes: size("storage", r.storage.as_ref(), MAX_QUOTA_BYTES)?,
         })
     }
 
