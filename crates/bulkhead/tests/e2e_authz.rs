@@ -31,6 +31,7 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("get", "/metrics" | "/nodes/stats" | "/node/{node}/stats" | "/vm/{node}")
         | ("get", "/vm/{node}/tags" | "/vm/{node}/forwards")
         | ("get" | "head", "/vm/{node}/health") => "nodes:get",
+        ("get", "/quota") => "nodes:get", // quotas (#12)
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {
