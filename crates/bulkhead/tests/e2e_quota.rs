@@ -407,3 +407,31 @@ fn a_retry_while_the_node_is_being_created_returns_it() {
     assert_eq!(get(&c, "/nodes").as_array().unwrap().len(), 1);
     d.stop_and_assert_clean();
 }
+
+/// Nodes that exist already count: at a full quota a stopped node still counts (a create is
+/// refused), and bringing it back (relaunch) or resuming a paused one is never refused.
+#[test]
+fn a_full_quota_never_refuses_bringing_back_the_tenants_own_nodes() {
+    if !privileged() {
+        return;
+    }
+    let d = daemon("qb", "{nodes: 1, vcpu: 2}");
+    let (c, t) = (d.client(), d.tenant.clone());
+    let (s, v) = create(&c, &t, json!({}));
+    assert_eq!(s, 201, "{v}");
+    let n = v["hostname"].as_str().unwrap().to_string();
+    let post = |path: String| rt().block_on(call(&c, Method::POST, &path, None)).0;
+    assert_eq!(post(format!("/vm/{n}/shutdown")), 200);
+    assert_eq!(get(&c, "/nodes")[0]["status"], "Stopped");
+    refused(
+        create(&c, &t, json!({})),
+        "nodes: 1 in use + 1 asked > 1 allowed",
+    );
+    assert_eq!(post(format!("/vm/{n}/relaunch?wait=agent")), 200);
+    assert_eq!(post(format!("/vm/{n}/pause")), 200);
+    assert_eq!(post(format!("/vm/{n}/resume")), 200);
+    assert_eq!(get(&c, "/nodes")[0]["status"], "Running");
+    assert_eq!(d.sh(&n, "echo back").1, "back\n");
+    assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(1, Some(1)));
+    d.stop_and_assert_clean();
+}
