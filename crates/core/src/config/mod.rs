@@ -186,7 +186,15 @@ impl TenantConfig {
             }
         }
         let conns = crate::limits::ConnLimits::from_raw(&c)?;
-        let quotas = quotas::Quotas::from_raw("config.quotas", c.quotas.as_ref())?; // quotas (#12)
+        // quotas (#12): validated, and the groups' own `count` must fit them.
+        let quotas = quotas::Quotas::from_raw("config.quotas", c.quotas.as_ref())?;
+        let mut at_start = quotas::Usage::default();
+        for g in &groups {
+            for _ in 0..g.count {
+                at_start.add(&quotas::Usage::node(g.vcpu, g.ram_bytes, g.storage_bytes));
+            }
+        }
+        quotas.check_start("config.quotas", &at_start)?;
         Ok(TenantConfig {
             quotas,
             conns,

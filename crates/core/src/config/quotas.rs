@@ -218,6 +218,22 @@ impl Quotas {
         Kind::ALL.iter().any(|k| self.limit(*k).is_some())
     }
 
+    /// Whether the nodes the host groups' `count` makes at start (`at_start`, their sum) fit:
+    /// a config whose own `count`s exceed its quotas is refused naming the quota (`path` is
+    /// where the quotas are written), rather than failing creates at every start.
+    pub fn check_start(&self, path: &str, at_start: &Usage) -> Result<(), ConfigError> {
+        self.check(&Usage::default(), at_start).map_err(|e| {
+            key_err(
+                format!("{path}.{}", e.kind.key()),
+                format!(
+                    "the host groups' count make {} at start, beyond this quota of {}: raise the quota or lower count",
+                    e.kind.show(e.asked),
+                    e.kind.show(e.limit)
+                ),
+            )
+        })
+    }
+
     /// Whether `asked` fits beside `used`: the first quota it would exceed, in the order
     /// nodes, vcpu, ram, storage. Reaching a limit exactly is allowed.
     pub fn check(&self, used: &Usage, asked: &Usage) -> Result<(), Exceeded> {
@@ -385,6 +401,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("config.tenants[0].quotas.vcpu:"), "{e}");
+        let counted =
+            "config:\n  host_groups: [{name: g, count: 2, vcpu: 2}]\n  quotas: {vcpu: 3}\n";
+        let e = TenantConfig::parse(counted).unwrap_err().to_string();
+        assert!(
+            e.contains("config.quotas.vcpu:") && e.contains("make 4 at start"),
+            "{e}"
+        );
+        assert!(TenantConfig::parse(&counted.replace("vcpu: 3", "vcpu: 4")).is_ok());
         let e = DaemonConfig::parse(&format!("{shared}  quotas: {{nodes: 3}}\n"))
             .unwrap_err()
             .to_string();
