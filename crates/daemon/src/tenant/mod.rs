@@ -32,10 +32,10 @@ mod tunnel;
 mod userdata;
 mod watch;
 
-pub use conflict::Created;
+pub use conflict::Created; // #12
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
-pub use power::Wait; // #12
+pub use power::Wait;
 
 use bulkhead_api::{names, Node};
 use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
