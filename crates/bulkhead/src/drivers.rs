@@ -130,4 +130,24 @@ mod tests {
             "{e}"
         );
     }
+
+    /// `policy.drivers` (#12) names drivers of this build, like `hypervisor`.
+    #[test]
+    fn policy_drivers_are_names_the_registry_knows() {
+        let r = super::registry();
+        let with = |d: &str| {
+            TenantConfig::parse(&format!(
+                "config:\n  host_groups:\n    - name: t1\n  policy:\n    drivers: [jail, {d}]\n"
+            ))
+            .unwrap()
+        };
+        r.check(&with("qemu"), &HOST).unwrap();
+        let e = r.check(&with("kvm"), &HOST).unwrap_err().to_string();
+        assert!(
+            e.contains("config.policy.drivers[1]")
+                && e.contains("\"kvm\"")
+                && e.contains("\"qemu\""),
+            "{e}"
+        );
+    }
 }

@@ -308,6 +308,8 @@ impl DaemonConfig {
                     .clone()
                     .or_else(|| c.forward_proxy_timeout.clone()),
                 quotas: rt.quotas.clone(), // quotas (#12)
+                // admission policy (#12): the tenant's own, else the daemon-wide one
+                policy: rt.policy.clone().or_else(|| c.policy.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {

@@ -5,6 +5,7 @@
 //! handler (`http/`) → tenant context (`tenant/`) over host services (`services.rs`); errors
 //! are domain errors until `error.rs` gives them an HTTP status.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bg;

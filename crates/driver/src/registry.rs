@@ -95,6 +95,13 @@ impl Registry {
         host: &HostFacts,
     ) -> Result<Vec<&DriverEntry>, ConfigError> {
         cfg.check_host(host)?;
+        // admission policy (#12): `policy.drivers` names drivers of this build
+        for (i, d) in cfg.policy.drivers.iter().flatten().enumerate() {
+            self.get(d).map_err(|e| ConfigError::Key {
+                path: format!("config.policy.drivers[{i}]"),
+                message: e.to_string(),
+            })?;
+        }
         let mut out = Vec::new();
         for name in cfg.drivers() {
             let (sub, idx) = cfg.for_driver(name);

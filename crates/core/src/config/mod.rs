@@ -9,6 +9,7 @@ mod error;
 mod group;
 pub mod identity;
 pub mod quotas; // quotas (#12, ADR 0025)
+pub mod policy;
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,8 @@ pub struct TenantConfig {
     pub shared_daemon: bool,
     /// `quotas` (#12, ADR 0025): what the tenant's nodes may add up to; unlimited when unset.
     pub quotas: quotas::Quotas,
+    /// Admission policy (#12, `policy.rs`): the default restricts nothing.
+    pub policy: policy::Policy,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -195,8 +198,10 @@ impl TenantConfig {
             }
         }
         quotas.check_start("config.quotas", &at_start)?;
+        let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
         Ok(TenantConfig {
             quotas,
+            policy,
             conns,
             tenant,
             state_dir: c.state_dir.clone(),

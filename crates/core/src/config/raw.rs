@@ -75,6 +75,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quotas: Option<super::quotas::RawQuotas>,
     // ---- end quotas ----
+    // ---- admission policy (#12, policy; `policy.rs`, ADR 0024) ----
+    /// bulkhead: what this tenant's nodes, execs and forwards may be, and its webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::policy::RawPolicy>,
+    // ---- end admission policy ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -189,6 +194,10 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quotas: Option<super::quotas::RawQuotas>,
     // ---- end quotas ----
+    // ---- admission policy (#12, policy): the tenant's own, else `config.policy` ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::policy::RawPolicy>,
+    // ---- end admission policy ----
 }
 
 /// `config.api.tcp` as written.

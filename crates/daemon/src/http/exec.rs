@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Extension, Path, RawQuery};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,6 +34,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::body::{Scoped, TenantApp};
 use super::exec_query::{ExecQuery, Stdio};
 use super::exec_wire::{line, not_started, Encoders};
+use crate::admission::ExecMode;
+use crate::auth::Principal;
 use crate::bg::exit_fields;
 use crate::error::ApiError;
 use crate::fsutil::now_rfc3339;
@@ -46,21 +48,31 @@ const AGENT_LOST: &str = "the node's agent went away during the exec";
 
 pub async fn exec(
     Scoped(app): Scoped,
+    Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
-    Ok(exec_node(app, node, q, body).await?)
+    Ok(exec_node(app, &who, node, q, body).await?)
 }
 
 async fn exec_node(
     app: TenantApp,
+    who: &Principal,
     node: String,
     q: Option<String>,
     body: Body,
 ) -> Result<Response, DomainError> {
-    let q = ExecQuery::parse(q.as_deref())?;
+    let mut q = ExecQuery::parse(q.as_deref())?;
     let n = app.tenant.running_node(&node)?;
+    // admission policy (#12): foreground and background execs
+    let mode = match q.background {
+        Some(_) => ExecMode::Background,
+        None => ExecMode::Foreground,
+    };
+    q.request = (app.tenant.admission)
+        .exec(&who.id, &node, mode, q.request)
+        .await?;
     if let Some(ring) = q.background {
         return super::exec_bg::start(&app, &n, &q, ring).await;
     }

@@ -1,7 +1,7 @@
 //! Node routes in Slicer's shape: host groups, listing, create and delete, pause and
 //! resume, port forwards. Handlers parse strictly, then call the tenant context.
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Extension, Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::body::{json_body, Scoped, TenantApp, Visible};
 use super::query::Query;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::tenant::Wait;
 
@@ -54,6 +55,7 @@ pub async fn group_nodes(
 
 pub async fn create_node(
     Scoped(app): Scoped,
+    Extension(who): Extension<Principal>,
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -72,6 +74,7 @@ pub async fn create_node(
     };
     let timeout = q.duration("timeout")?.unwrap_or(Duration::from_secs(300));
     let req: CreateNodeRequest = json_body(&app, body).await?;
+    let req = app.tenant.admission.create(&who.id, &group, req).await?; // policy (#12)
     let created = app.tenant.create(&group, req, wait, timeout).await?;
     // #12, the conflict rule: an earlier create with the same hostname and spec made it.
     let status = if created.existed {
@@ -143,6 +146,7 @@ pub fn text(body: String) -> Response {
 
 pub async fn open_forward(
     Scoped(app): Scoped,
+    Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -150,6 +154,7 @@ pub async fn open_forward(
     Query::parse(q.as_deref(), &[])?;
     let n = app.tenant.node(&node)?;
     let req: bulkhead_api::ForwardRequest = json_body(&app, body).await?;
+    let req = app.tenant.admission.forward(&who.id, &node, req).await?; // policy (#12)
     let f = app.tenant.open_forward(&n, &req).await?;
     Ok((StatusCode::CREATED, Json(f)).into_response())
 }

@@ -21,7 +21,7 @@
 //! agent like an exec (its threads count against the node's pids).
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Extension, Path, RawQuery};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bulkhead_agent::client::{TcpRead, TcpWrite};
@@ -38,6 +38,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::body::Scoped;
 use super::query::Query;
 use super::ws_shell::{upgrade, Upgrade, MAX_MESSAGE};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::tenant::Turn;
 
@@ -60,6 +61,7 @@ pub enum Host {
 
 pub async fn forward(
     Scoped(app): Scoped,
+    Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -78,6 +80,11 @@ pub async fn forward(
     if matches!(host, Host::Addr(a) if a != ip) {
         return Err(outside(upstream.unwrap_or_default()).into());
     }
+    let upstream = upstream.unwrap_or_default();
+    // admission policy (#12)
+    (app.tenant.admission)
+        .tunnel(&who.id, &node, upstream)
+        .await?;
     let ws = upgrade(ws, "forward")?;
     let permit = app.tenant.forwards.tenant_permit().ok_or_else(|| {
         DomainError::new(

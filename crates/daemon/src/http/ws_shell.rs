@@ -11,7 +11,7 @@
 //! ends the session: the agent kills the shell's process group when its connection drops.
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Extension, Path, RawQuery};
 use axum::response::{IntoResponse, Response};
 use bulkhead_agent::client::ExecEvent;
 use bulkhead_agent::proto::{ExecRequest, WinSize};
@@ -22,6 +22,7 @@ use futures_util::{SinkExt, StreamExt};
 
 use super::body::Scoped;
 use super::query::Query;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::tenant::{Turn, UnixExec};
 
@@ -36,12 +37,16 @@ pub type Upgrade =
 
 pub async fn shell(
     Scoped(app): Scoped,
+    Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
     let req = shell_request(q.as_deref())?;
     let n = app.tenant.running_node(&node)?;
+    let req = (app.tenant.admission) // admission policy (#12)
+        .exec(&who.id, &node, crate::admission::ExecMode::Shell, req)
+        .await?;
     let ws = upgrade(ws, "shell")?;
     let turn = app.tenant.agent_turn(&n).await?;
     let session = app.tenant.exec_tty(&n, req).await?;

@@ -103,6 +103,8 @@ pub struct Tenant {
     power: power::PowerOps,
     /// Workload identity delivery (`identity.rs`); unset when the feature is off.
     identity: std::sync::OnceLock<crate::identity::Delivery>,
+    /// Admission policy and its webhook (#12, policy; `crate::admission`).
+    pub admission: crate::admission::Admission,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -161,6 +163,7 @@ impl Tenant {
             watches: watch::Watch::default(),
             power: power::PowerOps::default(),
             identity: Default::default(),
+            admission: crate::admission::Admission::new(&p.cfg), // admission policy (#12)
             cfg: p.cfg,
         }
     }

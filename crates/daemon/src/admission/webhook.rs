@@ -1,0 +1,252 @@
+//! The policy webhook's client (ADR 0024): one `POST` of a JSON question to
+//! `http://` (loopback only), `https://` (the system's roots) or `unix://PATH`, and its
+//! answer read as `{"allow": bool, "reason"?: string, "request"?: object}`.
+//!
+//! Invariants: the whole exchange (connect, TLS, request, answer) is bounded by the
+//! configured timeout and the answer's body by [`MAX_ANSWER`]; no redirects are followed;
+//! every failure is a [`WebhookError`] whose message says which failure it was, so the
+//! caller can deny (or, with `on_error: allow`, pass) saying why. Nothing here decides.
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bulkhead_core::config::policy::{Webhook, WebhookTarget};
+
+/// The largest answer read from the webhook.
+pub const MAX_ANSWER: usize = 64 << 10;
+
+/// Why the webhook gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("policy webhook timed out after {}", human(*.0))]
+    Timeout(Duration),
+    #[error("policy webhook is unreachable: {0}")]
+    Unreachable(String),
+    #[error("policy webhook answered HTTP {0} (expected 2xx)")]
+    Status(u16),
+    #[error("policy webhook's answer is larger than {} KiB", MAX_ANSWER >> 10)]
+    TooLarge,
+    #[error("policy webhook's answer is not the expected JSON {{\"allow\": bool, \"reason\"?, \"request\"?}}: {0}")]
+    BadAnswer(String),
+}
+
+/// A duration as a config would write it (`2s`, `150ms`).
+pub fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// What the webhook answered.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Answer {
+    pub allow: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The narrowed request, in the shape it was sent.
+    #[serde(default)]
+    pub request: Option<serde_json::Value>,
+}
+
+/// A tenant's webhook: its config and, for https, a TLS client made at first use.
+pub struct Client {
+    pub hook: Webhook,
+    tls: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
+}
+
+impl Client {
+    pub fn new(hook: Webhook) -> Client {
+        Client {
+            hook,
+            tls: OnceLock::new(),
+        }
+    }
+
+    /// Asks the webhook `question` (a JSON document).
+    pub async fn ask(&self, question: &serde_json::Value) -> Result<Answer, WebhookError> {
+        let body = serde_json::to_vec(question)
+            .map_err(|e| WebhookError::BadAnswer(format!("cannot encode the question: {e}")))?;
+        let t = self.hook.timeout;
+        let raw = match tokio::time::timeout(t, self.exchange(body)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(WebhookError::Timeout(t)),
+        };
+        serde_json::from_slice(&raw).map_err(|e| WebhookError::BadAnswer(e.to_string()))
+    }
+
+    async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, WebhookError> {
+        let unreachable = WebhookError::Unreachable;
+        let (path, host) = match &self.hook.target {
+            WebhookTarget::Unix(_) => ("/".to_string(), "localhost".to_string()),
+            WebhookTarget::Http {
+                authority, path, ..
+            } => (path.clone(), authority.clone()),
+        };
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "application/json")
+            .header(hyper::header::USER_AGENT, "bulkhead")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| unreachable(format!("request: {e}")))?;
+        let resp = match &self.hook.target {
+            WebhookTarget::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|e| unreachable(format!("connecting to {}: {e}", p.display())))?;
+                send(TokioIo::new(s), req).await?
+            }
+            WebhookTarget::Http {
+                https, host, port, ..
+            } => {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| unreachable(format!("connecting to {host}:{port}: {e}")))?;
+                if *https {
+                    let tls = self
+                        .tls
+                        .get_or_init(tls_connector)
+                        .clone()
+                        .map_err(unreachable)?;
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| unreachable(format!("{host:?} is not a TLS name: {e}")))?;
+                    let s = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| unreachable(format!("TLS with {host}: {e}")))?;
+                    send(TokioIo::new(s), req).await?
+                } else {
+                    send(TokioIo::new(tcp), req).await?
+                }
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(WebhookError::Status(resp.status().as_u16()));
+        }
+        match Limited::new(resp.into_body(), MAX_ANSWER).collect().await {
+            Ok(b) => Ok(b.to_bytes().to_vec()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(WebhookError::TooLarge)
+            }
+            Err(e) => Err(unreachable(format!("reading the answer: {e}"))),
+        }
+    }
+}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    use hyper_rustls::ConfigBuilderExt;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("tls setup: {e}"))?
+    .with_native_roots()
+    .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+async fn send<T>(
+    io: T,
+    req: hyper::Request<Full<bytes::Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, WebhookError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| WebhookError::Unreachable(format!("http: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| WebhookError::Unreachable(format!("http: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulkhead_core::config::policy::OnError;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot server on a UNIX socket answering `status` and `body` after `delay`.
+    async fn server(status: &str, body: &str, delay: Duration) -> (tempfile::TempDir, Client) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook.sock");
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            tokio::time::sleep(delay).await;
+            let _ = s.write_all(answer.as_bytes()).await;
+        });
+        let c = Client::new(Webhook {
+            url: format!("unix://{}", path.display()),
+            target: WebhookTarget::Unix(path),
+            timeout: Duration::from_millis(300),
+            on_error: OnError::Deny,
+        });
+        (dir, c)
+    }
+
+    fn q() -> serde_json::Value {
+        serde_json::json!({"action": "exec"})
+    }
+
+    #[tokio::test]
+    async fn answers_and_failures_are_told_apart() {
+        let ok = r#"{"allow": false, "reason": "not today"}"#;
+        let (_d, c) = server("200 OK", ok, Duration::ZERO).await;
+        let a = c.ask(&q()).await.unwrap();
+        assert_eq!((a.allow, a.reason.as_deref()), (false, Some("not today")));
+
+        let (_d, c) = server("500 Oops", "", Duration::ZERO).await;
+        let e = c.ask(&q()).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policy webhook answered HTTP 500 (expected 2xx)"
+        );
+
+        for bad in ["hello", "{}", r#"{"allow": "yes"}"#] {
+            let (_d, c) = server("200 OK", bad, Duration::ZERO).await;
+            let e = c.ask(&q()).await.unwrap_err();
+            assert!(matches!(e, WebhookError::BadAnswer(_)), "{e}");
+        }
+
+        let (_d, c) = server("200 OK", ok, Duration::from_secs(2)).await;
+        let e = c.ask(&q()).await.unwrap_err();
+        assert_eq!(e.to_string(), "policy webhook timed out after 300ms");
+
+        let big = " ".repeat(MAX_ANSWER + 1);
+        let (_d, c) = server("200 OK", &big, Duration::ZERO).await;
+        let e = c.ask(&q()).await.unwrap_err();
+        assert!(matches!(e, WebhookError::TooLarge), "{e}");
+
+        let c = Client::new(Webhook {
+            target: WebhookTarget::Unix("/nonexistent/hook.sock".into()),
+            ..c.hook.clone()
+        });
+        let e = c.ask(&q()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("policy webhook is unreachable: connecting to /nonexistent/hook.sock"),
+            "{e}"
+        );
+        assert_eq!(human(Duration::from_secs(2)), "2s");
+    }
+}
