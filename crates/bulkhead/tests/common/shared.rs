@@ -66,6 +66,36 @@ impl Shared {
         s
     }
 
+    /// A shared daemon whose `config.tenants` list is `list` as written (YAML at four
+    /// spaces, naming `tenants`, the first two of which become `a` and `b`); `top` as in
+    /// [`Shared::start`]. (#12, policy: tenants with keys of their own.)
+    pub fn start_listed(tenants: Vec<String>, list: &str, top: &str) -> Shared {
+        let dir = test_dir();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let admin = dir.path().join("admin.sock");
+        let yaml = format!(
+            "config:\n  graceful_shutdown: false\n  tenants:\n{list}{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n",
+            admin.display(),
+            dir.path().join("tenants").display()
+        );
+        let config = dir.path().join("shared.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut s = Shared {
+            a: tenants[0].clone(),
+            b: tenants[1].clone(),
+            tenants,
+            dir,
+            state,
+            admin,
+            config,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new("unshare")
