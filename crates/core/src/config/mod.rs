@@ -10,6 +10,7 @@ mod group;
 pub mod identity;
 pub mod quotas; // quotas (#12, ADR 0025)
 pub mod policy;
+mod policy_raw;
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;

@@ -9,72 +9,19 @@
 //! driver registry's to say (`bulkhead_driver::Registry::check`); network modes are
 //! [`NetworkMode`]'s; sizes parse like the rest of the config (`crate::size`).
 
-use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{key_err, ConfigError};
 use super::group::NetworkMode;
+pub use super::policy_raw::{RawForwards, RawMaxNode, RawPolicy, RawWebhook};
 
 /// The webhook's timeout when the config gives none.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bounds of `webhook.timeout`.
 pub const MIN_WEBHOOK_TIMEOUT: Duration = Duration::from_millis(1);
 pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `config.policy` as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPolicy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drivers: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_modes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_node: Option<RawMaxNode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec_as_root: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwards: Option<RawForwards>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub images: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<RawWebhook>,
-}
-
-/// `config.policy.max_node` as written: `{vcpu: 2, ram: 4G, storage: 10G}`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMaxNode {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vcpu: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ram: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<String>,
-}
-
-/// `config.policy.forwards` as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawForwards {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bind_addresses: Option<Vec<String>>,
-}
-
-/// `config.policy.webhook` as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_error: Option<String>,
-}
 
 /// A validated policy; [`Policy::default`] restricts nothing and has no webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]

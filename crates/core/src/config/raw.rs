@@ -78,7 +78,7 @@ pub struct RawConfig {
     // ---- admission policy (#12, policy; `policy.rs`, ADR 0024) ----
     /// bulkhead: what this tenant's nodes, execs and forwards may be, and its webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<super::policy::RawPolicy>,
+    pub policy: Option<super::policy_raw::RawPolicy>,
     // ---- end admission policy ----
 }
 
@@ -196,7 +196,7 @@ pub struct RawTenant {
     // ---- end quotas ----
     // ---- admission policy (#12, policy): the tenant's own, else `config.policy` ----
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<super::policy::RawPolicy>,
+    pub policy: Option<super::policy_raw::RawPolicy>,
     // ---- end admission policy ----
 }
 
