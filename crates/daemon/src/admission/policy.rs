@@ -38,9 +38,9 @@ fn list<T: std::fmt::Display>(v: &[T]) -> String {
 fn bytes(b: u64) -> String {
     const G: u64 = 1 << 30;
     const M: u64 = 1 << 20;
-    if b % G == 0 {
+    if b.is_multiple_of(G) {
         format!("{}G", b / G)
-    } else if b % M == 0 {
+    } else if b.is_multiple_of(M) {
         format!("{}M", b / M)
     } else {
         format!("{b} bytes")
