@@ -6,7 +6,8 @@
 //! - `d`, `i`, `f`: drivers, images, `forwards.allowed: false` (port forward and tunnel);
 //! - `w`: a webhook on a UNIX socket served by this test: allow (and what it is asked),
 //!   deny with its reason, narrow (fewer vCPUs; root exec made uid 1000), a widening
-//!   answer, a timeout, garbage, HTTP 500: each denial says which;
+//!   answer, a timeout, garbage, HTTP 500: each denial says which; background execs, shells,
+//!   port forwards and tunnels are asked too, each with its kind;
 //! - `u`, `a`: an unreachable webhook denies, and passes with `on_error: allow`;
 //! - `p`: docs/examples/policy-webhook.py, run with python3 over http:// inside the daemon's
 //!   network namespace: a root exec refused with its reason, a non-root one allowed.
@@ -274,7 +275,9 @@ fn policy_rules_and_the_webhook_over_a_real_daemon() {
           network: {{ mode: isolated, range: 10.231.2.0/24 }}
     - name: {w}
       policy: {{ webhook: {{ url: \"unix://{}\", timeout: 500ms }} }}
-      host_groups: [{{ name: {w}, vcpu: 2, ram_mb: 128 }}]
+      host_groups:
+        - {{ name: {w}, vcpu: 2, ram_mb: 128 }}
+        - {{ name: {w}net, ram_mb: 128, network: {{ mode: isolated, range: 10.231.3.0/24 }} }}
     - name: {u}
       policy: {{ webhook: {{ url: \"unix://{}\" }} }}
       host_groups: [{{ name: {u} }}]
@@ -471,6 +474,68 @@ fn policy_rules_and_the_webhook_over_a_real_daemon() {
         "rewritten request is not one this route takes",
     );
     // Failures deny, saying which.
+    // Every exec kind and forward kind is asked, with what it is.
+    set(&state, Hook::Deny("not this one"));
+    denied(
+        &exec(&cw, &wnode, "cmd=sleep&args=1&uid=1000&background=true"),
+        "background exec",
+        "not this one",
+    );
+    assert_eq!(last_question(&state)["target"]["mode"], "background");
+    let (st, code, msg) =
+        ws_refusal(rt.block_on(cw.websocket(&format!("/vm/{wnode}/shell?uid=1000"), &[])));
+    assert_eq!((st, code.as_str()), (403, "policy_denied"), "{msg}");
+    assert!(msg.contains("not this one"), "{msg}");
+    let q = last_question(&state);
+    assert_eq!(
+        (q["target"]["mode"].as_str(), q["request"]["uid"].as_u64()),
+        (Some("shell"), Some(1000)),
+        "{q}"
+    );
+    set(&state, Hook::Allow);
+    let netnode = created(
+        &create(&cw, &format!("{w}net"), json!({})),
+        "networked node",
+    );
+    set(&state, Hook::Deny("no ports today"));
+    let fwp = format!("/vm/{netnode}/forwards");
+    denied(
+        &post_json(&cw, &fwp, json!({"host_port": 0, "node_port": 80})),
+        "forward asked",
+        "no ports today",
+    );
+    let q = last_question(&state);
+    assert_eq!(
+        (
+            q["action"].as_str(),
+            q["target"]["kind"].as_str(),
+            q["request"]["bind"].as_str()
+        ),
+        (Some("forward"), Some("port"), Some("127.0.0.1")),
+        "{q}"
+    );
+    let (st, code, msg) = ws_refusal(rt.block_on(cw.websocket(
+        &format!("/vm/{netnode}/forward"),
+        &[("X-Inlets-Upstream", "127.0.0.1:80")],
+    )));
+    assert_eq!((st, code.as_str()), (403, "policy_denied"), "{msg}");
+    let q = last_question(&state);
+    assert_eq!(
+        (
+            q["target"]["kind"].as_str(),
+            q["request"]["upstream"].as_str()
+        ),
+        (Some("tunnel"), Some("127.0.0.1:80")),
+        "{q}"
+    );
+    set(&state, Hook::Allow);
+    let a = post_json(&cw, &fwp, json!({"host_port": 0, "node_port": 80}));
+    assert_eq!(
+        a.status.as_u16(),
+        201,
+        "forward the webhook allows: {}",
+        a.text()
+    );
     set(&state, Hook::Slow);
     let t0 = Instant::now();
     denied(
