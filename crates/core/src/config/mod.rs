@@ -8,9 +8,9 @@ pub mod auth;
 mod error;
 mod group;
 pub mod identity;
-pub mod quotas; // quotas (#12, ADR 0025)
 pub mod policy;
 mod policy_raw;
+pub mod quotas; // quotas (#12, ADR 0025)
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
