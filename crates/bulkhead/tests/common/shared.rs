@@ -34,6 +34,17 @@ impl Shared {
 
     /// Like [`Shared::start`], with `n` (at least 2) tenants.
     pub fn start_with(n: usize, top: &str, api: &str) -> Shared {
+        Self::start_edited(n, top, api, |_, y| y)
+    }
+
+    /// Like [`Shared::start_with`], the config passed through `edit(tenants, yaml)` first
+    /// (e.g. to give one tenant's host group other limits).
+    pub fn start_edited(
+        n: usize,
+        top: &str,
+        api: &str,
+        edit: impl Fn(&[String], String) -> String,
+    ) -> Shared {
         let tenants: Vec<String> = (0..n).map(|i| unique_tenant(&format!("s{i}t"))).collect();
         let (a, b) = (tenants[0].clone(), tenants[1].clone());
         let dir = test_dir();
@@ -51,7 +62,7 @@ impl Shared {
             dir.path().join("tenants").display()
         );
         let config = dir.path().join("shared.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        std::fs::write(&config, edit(&tenants, yaml)).unwrap();
         let mut s = Shared {
             a,
             b,
