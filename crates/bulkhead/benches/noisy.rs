@@ -189,26 +189,20 @@ impl Bench {
         self.rt.block_on(r.into_body().collect()).unwrap();
     }
 
-    /// Starts `script` (sh -c) as a background exec of the aggressor's `node`; false when the
-    /// node is at its pids limit or holds its 16 background execs.
-    fn background(&self, node: &str, script: &str) -> bool {
+    /// Starts `script` (sh -c) as a background exec of the aggressor's `node`.
+    fn background(&self, node: &str, script: &str) {
         let path = format!(
             "/vm/{node}/exec?cmd=sh&args=-c&args={}&background=true",
             enc(script)
         );
-        match self.rt.block_on(
-            self.aggressor
-                .send_ok(Method::POST, &path, full_body(""), None),
-        ) {
-            Ok(r) => {
-                self.rt.block_on(r.into_body().collect()).unwrap();
-                true
-            }
-            // A fork bomb can fill the node before the agent has its threads for the exec's
-            // answer: the bomb runs, the answer is 429 pids_limit.
-            Err(e) if matches!(e.code(), Some("pids_limit" | "too_many_background_execs")) => false,
-            Err(e) => panic!("aggressor background exec on {node}: {e}"),
-        }
+        let r = self
+            .rt
+            .block_on(
+                self.aggressor
+                    .send_ok(Method::POST, &path, full_body(""), None),
+            )
+            .unwrap_or_else(|e| panic!("aggressor background exec on {node}: {e}"));
+        self.rt.block_on(r.into_body().collect()).unwrap();
     }
 
     /// The victim's samples: `n_exec` execs, `n_create` creates (each deleted, untimed),
@@ -332,7 +326,9 @@ fn hog() -> String {
 }
 /// The classic fork bomb, started again every 0.1 s by `watch` (busybox sh gives up at its
 /// first failed fork, so a lone bomb dies out within seconds; watch survives failed forks).
-const FORKBOMB: &str = "exec watch -n 0.1 -t 'f(){ f | f & }; f' >/dev/null 2>&1";
+/// It waits a second first: a bomb that fills the node before the agent has the threads to
+/// answer the exec is ended with it (429 pids_limit).
+const FORKBOMB: &str = "sleep 1; exec watch -n 0.1 -t 'f(){ f | f & }; f' >/dev/null 2>&1";
 const DISK: &str =
     "while :; do dd if=/dev/zero of=/fill bs=1M count=128 2>/dev/null; rm -f /fill; done";
 
