@@ -1,4 +1,4 @@
-//! `cargo bench -p bulkhead --bench noisy [-- --quick]` (as root): issue #12's P5 figures, noisy
+//! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N]` (as root): issue #12's P5 figures, noisy
 //! neighbours on one shared daemon.
 //!
 //! One `bulkhead up` (its own network namespace and state directory) serves two tenants, a
@@ -6,7 +6,8 @@
 //! exec of `true` (buffered, on one node kept for the whole run) and node create (`wait=agent`,
 //! the node deleted afterwards, untimed) are sampled idle, then while the aggressor:
 //!
-//! - `cpu`: runs one busy loop per node, a node (vcpu 1) per host CPU: all its nodes busy;
+//! - `cpu`: runs one busy loop per node, a node (vcpu 1) per host CPU (or `--nodes N`): all
+//!   its nodes busy;
 //! - `memory`: allocates past its node's RAM in a loop (a shell holding `head -c | tr` output;
 //!   OOM-killed inside the node, started again), a node per host CPU;
 //! - `forkbomb`: a classic `f(){ f|f& }; f` in a node per host CPU, started again every 0.1 s
@@ -74,7 +75,8 @@ struct Bench {
     a: String,
     /// The victim's node that every exec sample runs on.
     v_node: String,
-    ncpu: usize,
+    /// Aggressor nodes per scenario: one per host CPU, or `--nodes N`.
+    nodes: usize,
     state: std::path::PathBuf,
 }
 
@@ -338,7 +340,8 @@ fn main() {
         eprintln!("the noisy-neighbour benchmark needs root (it starts a daemon)");
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
     let (n_exec, n_create) = if quick { (15, 10) } else { (50, 30) };
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -381,7 +384,12 @@ fn main() {
         v: v.clone(),
         a: a.clone(),
         v_node: String::new(),
-        ncpu,
+        nodes: args
+            .iter()
+            .position(|a| a == "--nodes")
+            .and_then(|i| args.get(i + 1))
+            .map(|n| n.parse().expect("--nodes takes a number"))
+            .unwrap_or(ncpu),
         state: state.clone(),
     };
     b.v_node = b.create(&b.victim, &v);
@@ -403,7 +411,7 @@ fn main() {
     );
     println!(
         "aggressor: {} nodes of vcpu 1, {AGGRESSOR_RAM_MB} MiB, pids_max {AGGRESSOR_PIDS} (API flood: one node, {FLOOD_RPS} req/s)",
-        b.ncpu
+        b.nodes
     );
     println!();
 
@@ -421,7 +429,7 @@ fn main() {
         ("disk writer", DISK),
     ];
     for (name, script) in loads {
-        let nodes = b.start_nodes(b.ncpu, Some(script));
+        let nodes = b.start_nodes(b.nodes, Some(script));
         std::thread::sleep(Duration::from_secs(2)); // the load reaches its steady state
                                                     // The fork bomb's nodes: their highest pids.current while the victim is sampled.
         let mut peak = vec![None::<u32>; nodes.len()];
