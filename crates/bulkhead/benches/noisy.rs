@@ -106,18 +106,40 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// A file of the tenant's cgroup (`bulkhead/<tenant>` below the controller on v1, below the
-/// root on v2).
-fn tenant_cg(tenant: &str, v1_controller: &str, v1: &str, v2: &str) -> Option<String> {
+/// The cgroup directory named `name` below bulkhead's (`<controller>/bulkhead` on v1,
+/// `bulkhead` on v2), at most four levels down, with `tenant` among its path's components
+/// (searched, so that a change of nesting, e.g. a tenant-level cgroup, does not break it).
+fn find_cg(controller: &str, tenant: &str, name: &str) -> Option<std::path::PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
-    std::fs::read_to_string(
-        root.join(v1_controller)
-            .join("bulkhead")
-            .join(tenant)
-            .join(v1),
-    )
-    .or_else(|_| std::fs::read_to_string(root.join("bulkhead").join(tenant).join(v2)))
-    .ok()
+    let mut level = vec![
+        root.join(controller).join("bulkhead"),
+        root.join("bulkhead"),
+    ];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for d in level {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                if e.file_name() == name && p.components().any(|c| c.as_os_str() == tenant) {
+                    return Some(p);
+                }
+                next.push(p);
+            }
+        }
+        level = next;
+    }
+    None
+}
+
+/// A file of the tenant's cgroup, v1 or v2 name.
+fn tenant_cg(tenant: &str, controller: &str, v1: &str, v2: &str) -> Option<String> {
+    let d = find_cg(controller, tenant, tenant)?;
+    std::fs::read_to_string(d.join(v1))
+        .or_else(|_| std::fs::read_to_string(d.join(v2)))
+        .ok()
 }
 
 /// The host's busy CPU time (everything but idle and iowait), in clock ticks.
@@ -134,21 +156,12 @@ fn host_busy_ticks() -> Option<u64> {
     Some(cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?)
 }
 
-/// A file of one node's cgroup (`bulkhead/<tenant>/<id>`), v1 or v2.
+/// A file of one node's cgroup.
 fn node_cg(state: &Path, tenant: &str, node: &str, controller: &str, file: &str) -> Option<String> {
     let id = bulkhead_driver::spec::spec_cgroup(
         &state.join("tenants").join(tenant).join("nodes").join(node),
     )?;
-    let root = Path::new("/sys/fs/cgroup");
-    std::fs::read_to_string(
-        root.join(controller)
-            .join("bulkhead")
-            .join(tenant)
-            .join(&id)
-            .join(file),
-    )
-    .or_else(|_| std::fs::read_to_string(root.join("bulkhead").join(tenant).join(&id).join(file)))
-    .ok()
+    std::fs::read_to_string(find_cg(controller, tenant, &id)?.join(file)).ok()
 }
 
 fn tenant_num(tenant: &str, controller: &str, v1: &str, v2: &str) -> Option<u64> {

@@ -24,17 +24,37 @@ fn start() -> Shared {
     })
 }
 
-/// A file of `node`'s cgroup (tenant `t`), v1 or v2.
+/// A file of `node`'s cgroup (tenant `t`), v1 or v2 name. The node's cgroup directory is
+/// searched below bulkhead's (at most four levels, `t` in its path), not spelled out.
 fn cgroup(s: &Shared, t: &str, node: &str, controller: &str, v1: &str, v2: &str) -> String {
     let id = bulkhead_driver::spec::spec_cgroup(
         &s.state.join("tenants").join(t).join("nodes").join(node),
     )
     .expect("node spec names its cgroup");
-    let p1 = format!("/sys/fs/cgroup/{controller}/bulkhead/{t}/{id}/{v1}");
-    let p2 = format!("/sys/fs/cgroup/bulkhead/{t}/{id}/{v2}");
-    std::fs::read_to_string(&p1)
-        .or_else(|_| std::fs::read_to_string(&p2))
-        .unwrap_or_else(|e| panic!("{p1} / {p2}: {e}"))
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut level = vec![
+        root.join(controller).join("bulkhead"),
+        root.join("bulkhead"),
+    ];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for d in level {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                if e.file_name() == id.as_str() && p.components().any(|c| c.as_os_str() == t) {
+                    return std::fs::read_to_string(p.join(v1))
+                        .or_else(|_| std::fs::read_to_string(p.join(v2)))
+                        .unwrap_or_else(|e| panic!("{}: {v1} / {v2}: {e}", p.display()));
+                }
+                next.push(p);
+            }
+        }
+        level = next;
+    }
+    panic!("no cgroup {id} of tenant {t} below /sys/fs/cgroup/{controller}/bulkhead or /sys/fs/cgroup/bulkhead")
 }
 
 /// The number after `key ` in a flat-keyed cgroup file.
