@@ -34,17 +34,13 @@ impl Shared {
 
     /// Like [`Shared::start`], with `n` (at least 2) tenants.
     pub fn start_with(n: usize, top: &str, api: &str) -> Shared {
-        Self::start_edited(n, top, api, |_, y| y)
+        Self::start_with_groups(&vec![""; n], top, api)
     }
 
-    /// Like [`Shared::start_with`], the config passed through `edit(tenants, yaml)` first
-    /// (e.g. to give one tenant's host group other limits).
-    pub fn start_edited(
-        n: usize,
-        top: &str,
-        api: &str,
-        edit: impl Fn(&[String], String) -> String,
-    ) -> Shared {
+    /// Like [`Shared::start_with`], one tenant per entry of `group_keys`: YAML added to that
+    /// tenant's host group (ten-space indented keys, e.g. `dedicated_cores: 1`).
+    pub fn start_with_groups(group_keys: &[&str], top: &str, api: &str) -> Shared {
+        let n = group_keys.len();
         let tenants: Vec<String> = (0..n).map(|i| unique_tenant(&format!("s{i}t"))).collect();
         let (a, b) = (tenants[0].clone(), tenants[1].clone());
         let dir = test_dir();
@@ -54,7 +50,8 @@ impl Shared {
         let admin = dir.path().join("admin.sock");
         let list: String = tenants
             .iter()
-            .map(|t| format!("    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 128\n"))
+            .zip(group_keys)
+            .map(|(t, k)| format!("    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 128\n{k}"))
             .collect();
         let yaml = format!(
             "config:\n  graceful_shutdown: false\n  tenants:\n{list}{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n{api}",
@@ -62,7 +59,7 @@ impl Shared {
             dir.path().join("tenants").display()
         );
         let config = dir.path().join("shared.yaml");
-        std::fs::write(&config, edit(&tenants, yaml)).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let mut s = Shared {
             a,
             b,
