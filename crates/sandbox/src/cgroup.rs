@@ -1,8 +1,10 @@
 //! Cgroup limits for nodes on cgroup v1 and v2 hosts behind one type.
 //!
 //! Layout: `bulkhead/<tenant>/<node>` under each v1 controller we use (`cpu`, `memory`, `pids`,
-//! `freezer`), or under the v2 root with those controllers enabled down the path. A process
-//! must be written into each v1 tree separately; v2 needs one write.
+//! `freezer`, and `cpuset` and `blkio` where the host offers them), or under the v2 root with
+//! those controllers enabled down the path. A process must be written into each v1 tree
+//! separately; v2 needs one write. The tenant level carries the tenant's equal CPU (and IO)
+//! weight and `bulkhead/_daemon` the daemon and its supervisors (`fair.rs`, ADR 0027).
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -10,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TOP: &str = "bulkhead";
+/// The v1 hierarchies every host must have; `OPTIONAL_V1` are used where mounted (`blkio` only
+/// where it offers a weight: without one it would only cost a cgroup move).
 const V1_CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "freezer"];
+const OPTIONAL_V1: [&str; 2] = ["cpuset", "blkio"];
 const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,11 +49,14 @@ pub enum Version {
 /// The host's cgroup hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroups {
-    version: Version,
-    root: PathBuf,
+    pub(crate) version: Version,
+    pub(crate) root: PathBuf,
+    /// v1: the hierarchies in use (the four required first); v2: the controllers enabled
+    /// down the path (`cpu memory pids`, plus `cpuset` and `io` where the root offers them).
+    pub(crate) ctrls: Vec<&'static str>,
 }
 
-fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
     fs::write(path, value).map_err(|source| CgroupError::Io {
         path: path.to_path_buf(),
         source,
@@ -62,27 +70,57 @@ impl Cgroups {
         if let Ok(c) = fs::read_to_string(root.join("cgroup.controllers")) {
             let have: Vec<&str> = c.split_whitespace().collect();
             if ["memory", "cpu", "pids"].iter().all(|x| have.contains(x)) {
-                return Ok(Cgroups {
-                    version: Version::V2,
-                    root,
-                });
+                let extra: Vec<&'static str> = ["cpuset", "io"]
+                    .into_iter()
+                    .filter(|x| have.contains(x))
+                    .collect();
+                return Ok(Cgroups::at(root, Version::V2).with(extra));
             }
         }
         if V1_CONTROLLERS
             .iter()
             .all(|c| root.join(c).join("tasks").exists())
         {
-            return Ok(Cgroups {
-                version: Version::V1,
-                root,
-            });
+            let extra: Vec<&'static str> = OPTIONAL_V1
+                .into_iter()
+                .filter(|c| {
+                    let b = root.join(c);
+                    b.join("tasks").exists()
+                        && (*c != "blkio" || crate::fair::v1_blkio_weight_file(&b).is_some())
+                })
+                .collect();
+            return Ok(Cgroups::at(root, Version::V1).with(extra));
         }
         Err(CgroupError::NotFound(root))
     }
 
     /// A hierarchy at `root` of the given version (tests point this at a scratch directory).
+    /// Only the required controllers; see [`Cgroups::with`].
     pub fn at(root: PathBuf, version: Version) -> Self {
-        Cgroups { version, root }
+        let ctrls = match version {
+            Version::V1 => V1_CONTROLLERS.to_vec(),
+            Version::V2 => vec!["cpu", "memory", "pids"],
+        };
+        Cgroups {
+            version,
+            root,
+            ctrls,
+        }
+    }
+
+    /// Uses the optional controllers `extra` too (`cpuset`, `blkio` on v1; `cpuset`, `io` on v2).
+    pub fn with(mut self, extra: impl IntoIterator<Item = &'static str>) -> Self {
+        for c in extra {
+            if !self.ctrls.contains(&c) {
+                self.ctrls.push(c);
+            }
+        }
+        self
+    }
+
+    /// Whether a controller is in use (`cpuset`, `blkio`/`io`, ...).
+    pub fn uses(&self, controller: &str) -> bool {
+        self.ctrls.contains(&controller)
     }
 
     pub fn version(&self) -> Version {
@@ -96,22 +134,28 @@ impl Cgroups {
         }
     }
 
-    fn bases(&self) -> Vec<PathBuf> {
+    /// The root of each hierarchy in use, with its controller (v2: one, named "").
+    pub(crate) fn bases(&self) -> Vec<(&'static str, PathBuf)> {
         match self.version {
-            Version::V1 => V1_CONTROLLERS.iter().map(|c| self.root.join(c)).collect(),
-            Version::V2 => vec![self.root.clone()],
+            Version::V1 => self.ctrls.iter().map(|c| (*c, self.root.join(c))).collect(),
+            Version::V2 => vec![("", self.root.clone())],
         }
     }
 
-    pub fn node(&self, tenant: &str, id: &str) -> NodeCgroup {
+    /// The cgroup `bulkhead/<sub>/<id>` (a node's) in every hierarchy in use.
+    pub(crate) fn group_at(&self, rel: &Path) -> NodeCgroup {
         NodeCgroup {
             version: self.version,
             dirs: self
                 .bases()
                 .into_iter()
-                .map(|b| b.join(TOP).join(tenant).join(id))
+                .map(|(c, b)| (c, b.join(TOP).join(rel)))
                 .collect(),
         }
+    }
+
+    pub fn node(&self, tenant: &str, id: &str) -> NodeCgroup {
+        self.group_at(&Path::new(tenant).join(id))
     }
 
     /// The cgroup(s) the calling process is in now, as a place it can return to.
@@ -132,11 +176,12 @@ impl Cgroups {
                 .unwrap_or_default()
         };
         let dirs = match self.version {
-            Version::V1 => V1_CONTROLLERS
+            Version::V1 => self
+                .ctrls
                 .iter()
-                .map(|c| self.root.join(c).join(find(Some(c))))
+                .map(|c| (*c, self.root.join(c).join(find(Some(c)))))
                 .collect(),
-            Version::V2 => vec![self.root.join(find(None))],
+            Version::V2 => vec![("", self.root.join(find(None)))],
         };
         NodeCgroup {
             version: self.version,
@@ -147,7 +192,7 @@ impl Cgroups {
     /// Ids of the node cgroups that exist for a tenant (for reconciliation).
     pub fn tenant_cgroups(&self, tenant: &str) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for b in self.bases() {
+        for (_, b) in self.bases() {
             if let Ok(rd) = fs::read_dir(b.join(TOP).join(tenant)) {
                 for e in rd.flatten() {
                     if e.path().is_dir() {
@@ -164,16 +209,23 @@ impl Cgroups {
 
     /// Removes the tenant's (and bulkhead's) parent cgroups when they are empty.
     pub fn remove_tenant_if_empty(&self, tenant: &str) {
-        for b in self.bases() {
+        for (_, b) in self.bases() {
             let _ = fs::remove_dir(b.join(TOP).join(tenant));
             let _ = fs::remove_dir(b.join(TOP));
         }
     }
 
-    fn enable_v2_controllers(&self, tenant: &str) -> Result<(), CgroupError> {
+    /// `+cpu +memory +pids` and the optional controllers in use.
+    fn subtree(&self) -> String {
+        let on: Vec<String> = self.ctrls.iter().map(|c| format!("+{c}")).collect();
+        on.join(" ")
+    }
+
+    pub(crate) fn enable_v2_controllers(&self, tenant: &str) -> Result<(), CgroupError> {
         let mut dir = self.root.clone();
+        let subtree = self.subtree();
         for part in [TOP, tenant] {
-            write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+            write(&dir.join("cgroup.subtree_control"), &subtree)?;
             dir = dir.join(part);
             // Standbys prepare the same parents at once: one of them creates each directory.
             match fs::create_dir(&dir) {
@@ -187,29 +239,36 @@ impl Cgroups {
                 }
             }
         }
-        write(&dir.join("cgroup.subtree_control"), "+cpu +memory +pids")
+        write(&dir.join("cgroup.subtree_control"), &subtree)
     }
 
-    /// Prepares the parents of a tenant's node cgroups.
+    /// Prepares the parents of a tenant's node cgroups, with the tenant's weights.
     pub fn prepare_tenant(&self, tenant: &str) -> Result<(), CgroupError> {
         match self.version {
-            Version::V2 => self.enable_v2_controllers(tenant),
+            Version::V2 => self.enable_v2_controllers(tenant)?,
             Version::V1 => {
-                for b in self.bases() {
+                for (c, b) in self.bases() {
                     let d = b.join(TOP).join(tenant);
-                    fs::create_dir_all(&d).map_err(|source| CgroupError::Io { path: d, source })?;
+                    fs::create_dir_all(&d).map_err(|source| CgroupError::Io {
+                        path: d.clone(),
+                        source,
+                    })?;
+                    if c == "cpuset" {
+                        crate::fair::v1_cpuset_inherit(&b.join(TOP))?;
+                        crate::fair::v1_cpuset_inherit(&d)?;
+                    }
                 }
-                Ok(())
             }
         }
+        self.set_weights(&Path::new(TOP).join(tenant), crate::fair::TENANT_WEIGHT)
     }
 }
 
-/// One node's cgroup(s).
+/// One node's cgroup(s): one directory per v1 hierarchy (with its controller), or one on v2.
 #[derive(Debug, Clone)]
 pub struct NodeCgroup {
-    version: Version,
-    dirs: Vec<PathBuf>,
+    pub(crate) version: Version,
+    pub(crate) dirs: Vec<(&'static str, PathBuf)>,
 }
 
 impl NodeCgroup {
@@ -218,26 +277,31 @@ impl NodeCgroup {
         self.version
     }
 
+    /// The directory of `controller`'s hierarchy (v2: the one directory). A v1 controller not
+    /// in use answers a path that does not exist, so reads find nothing and writes fail.
     pub(crate) fn dir_of(&self, controller: &str) -> &Path {
         match self.version {
-            Version::V2 => &self.dirs[0],
-            Version::V1 => {
-                let i = V1_CONTROLLERS
-                    .iter()
-                    .position(|c| *c == controller)
-                    .expect("known controller");
-                &self.dirs[i]
-            }
+            Version::V2 => &self.dirs[0].1,
+            Version::V1 => self
+                .dirs
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, d)| d.as_path())
+                .unwrap_or(Path::new("/nonexistent-cgroup-controller")),
         }
     }
 
-    /// Creates the cgroup(s) without limits (a standby's slot).
+    /// Creates the cgroup(s) without limits (a standby's slot). A v1 cpuset gets its parent's
+    /// CPUs and memory nodes, without which no task may join it.
     pub fn create_dirs(&self) -> Result<(), CgroupError> {
-        for d in &self.dirs {
+        for (c, d) in &self.dirs {
             fs::create_dir_all(d).map_err(|source| CgroupError::Io {
                 path: d.clone(),
                 source,
             })?;
+            if self.version == Version::V1 && *c == "cpuset" {
+                crate::fair::v1_cpuset_inherit(d)?;
+            }
         }
         Ok(())
     }
@@ -267,7 +331,7 @@ impl NodeCgroup {
                 )?;
             }
             Version::V2 => {
-                let d = &self.dirs[0];
+                let d = &self.dirs[0].1;
                 write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
                 write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
                 if d.join("memory.swap.max").exists() {
@@ -281,7 +345,7 @@ impl NodeCgroup {
 
     /// Moves a process into the node's cgroup(s).
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        for d in &self.dirs {
+        for (_, d) in &self.dirs {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
@@ -289,7 +353,7 @@ impl NodeCgroup {
 
     pub fn procs(&self) -> Vec<i32> {
         let mut all = Vec::new();
-        for d in &self.dirs {
+        for (_, d) in &self.dirs {
             if let Ok(s) = fs::read_to_string(d.join("cgroup.procs")) {
                 all.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
@@ -306,7 +370,7 @@ impl NodeCgroup {
                 self.dir_of("memory").join("memory.oom_control"),
                 "oom_kill ",
             ),
-            Version::V2 => (self.dirs[0].join("memory.events"), "oom_kill "),
+            Version::V2 => (self.dirs[0].1.join("memory.events"), "oom_kill "),
         };
         fs::read_to_string(file)
             .ok()
@@ -326,9 +390,9 @@ impl NodeCgroup {
                 (f.clone(), v, f, v)
             }
             Version::V2 => (
-                self.dirs[0].join("cgroup.freeze"),
+                self.dirs[0].1.join("cgroup.freeze"),
                 if frozen { "1" } else { "0" },
-                self.dirs[0].join("cgroup.events"),
+                self.dirs[0].1.join("cgroup.events"),
                 if frozen { "frozen 1" } else { "frozen 0" },
             ),
         };
@@ -350,7 +414,7 @@ impl NodeCgroup {
     pub fn memory_current(&self) -> u64 {
         let file = match self.version {
             Version::V1 => self.dir_of("memory").join("memory.usage_in_bytes"),
-            Version::V2 => self.dirs[0].join("memory.current"),
+            Version::V2 => self.dirs[0].1.join("memory.current"),
         };
         fs::read_to_string(file)
             .ok()
@@ -362,7 +426,7 @@ impl NodeCgroup {
     /// `cpuacct` is mounted together with `cpu` (its own hierarchy holds no node cgroups).
     pub fn cpu_usage_usec(&self) -> Option<u64> {
         match self.version {
-            Version::V2 => fs::read_to_string(self.dirs[0].join("cpu.stat"))
+            Version::V2 => fs::read_to_string(self.dirs[0].1.join("cpu.stat"))
                 .ok()?
                 .lines()
                 .find_map(|l| l.strip_prefix("usage_usec "))
@@ -392,10 +456,10 @@ impl NodeCgroup {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(CgroupError::Busy(self.dirs[0].clone()));
+                return Err(CgroupError::Busy(self.dirs[0].1.clone()));
             }
-            if self.version == Version::V2 && self.dirs[0].join("cgroup.kill").exists() {
-                let _ = fs::write(self.dirs[0].join("cgroup.kill"), "1");
+            if self.version == Version::V2 && self.dirs[0].1.join("cgroup.kill").exists() {
+                let _ = fs::write(self.dirs[0].1.join("cgroup.kill"), "1");
             } else {
                 // A frozen v1 cgroup would hold SIGKILL back: thaw it first.
                 let _ = fs::write(self.dir_of("freezer").join("freezer.state"), "THAWED");
@@ -415,10 +479,10 @@ impl NodeCgroup {
                 let _ = fs::write(self.dir_of("memory").join("memory.force_empty"), "0");
             }
             Version::V2 => {
-                let _ = fs::write(self.dirs[0].join("memory.reclaim"), "1G");
+                let _ = fs::write(self.dirs[0].1.join("memory.reclaim"), "1G");
             }
         }
-        for d in &self.dirs {
+        for (_, d) in &self.dirs {
             // rmdir can race with the exit of the last task for a moment: retry briefly.
             for attempt in 0..50 {
                 match fs::remove_dir(d) {
@@ -506,7 +570,7 @@ mod tests {
     fn current_cgroup_is_read_from_proc() {
         let cg = Cgroups::at(PathBuf::from("/sys/fs/cgroup"), Version::V1);
         // Whatever this process's cgroups are, each path lies under its controller's root.
-        for (d, c) in cg.current().dirs.iter().zip(V1_CONTROLLERS) {
+        for (c, d) in cg.current().dirs.iter() {
             assert!(
                 d.starts_with(format!("/sys/fs/cgroup/{c}")),
                 "{}",

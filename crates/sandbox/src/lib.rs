@@ -2,11 +2,12 @@
 //! namespaces with its uid/gid maps and start pipes ([`ns`]), who owns the new user namespace
 //! and the per-user kernel limits inside it ([`owner`], ADR 0009), capability dropping
 //! ([`caps`]), and the node's cgroups on v1 and v2 hosts ([`cgroup`]) with what a node uses
-//! ([`usage`]). The jail's init and
+//! ([`usage`]) and the tenants' weights, the daemon's cgroup and CPU pinning ([`fair`]). The jail's init and
 //! QEMU's confinement are both built from these; neither driver depends on the other.
 
 pub mod caps;
 pub mod cgroup;
+pub mod fair;
 pub mod ns;
 mod owner;
 pub mod usage;
