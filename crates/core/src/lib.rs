@@ -4,6 +4,7 @@
 //! No syscalls and no HTTP here.
 
 pub mod config;
+pub mod cores;
 pub mod daemon_config;
 pub mod error;
 pub mod host;

@@ -56,6 +56,9 @@ pub struct HostGroup {
     pub network: GroupNetwork,
     pub dns_servers: Vec<std::net::Ipv4Addr>,
     pub userdata: Option<String>,
+    /// Host cores this group's nodes get to themselves (`dedicated.rs`, ADR 0027); `None`:
+    /// they share the CPUs no group reserved.
+    pub dedicated_cores: Option<u32>,
 }
 
 pub const DEFAULT_STORAGE: u64 = 1 << 30;
@@ -341,5 +344,6 @@ pub(super) fn validate_group(p: &str, g: &RawHostGroup) -> Result<HostGroup, Con
         network,
         dns_servers,
         userdata,
+        dedicated_cores: super::dedicated::validate(p, g, vcpu)?, // dedicated cores (#12)
     })
 }

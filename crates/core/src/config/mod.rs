@@ -5,6 +5,7 @@
 //! nothing starts on a bad config.
 
 pub mod auth;
+mod dedicated;
 mod error;
 mod group;
 pub mod identity;

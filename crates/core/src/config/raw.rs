@@ -144,6 +144,11 @@ pub struct RawHostGroup {
     pub userdata: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userdata_file: Option<PathBuf>,
+    // ---- dedicated cores (#12 noisy neighbours, `config/dedicated.rs`, ADR 0027) ----
+    /// bulkhead: pin this group's nodes to this many host cores no other node uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedicated_cores: Option<u32>,
+    // ---- end dedicated cores ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
