@@ -9,6 +9,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bg;
+pub mod cores;
 pub mod error;
 pub mod forward;
 pub mod fsutil;

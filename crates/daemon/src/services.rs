@@ -21,4 +21,6 @@ pub struct HostServices {
     pub started: Instant,
     /// The workload identity issuer (`identity/`, ADR 0020); `None` when it is off.
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Dedicated cores and the daemon's protected cgroup (`cores.rs`, #12 noisy neighbours).
+    pub cores: crate::cores::Cores,
 }

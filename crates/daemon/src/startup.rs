@@ -329,12 +329,16 @@ async fn close_tenant(o: Opened) {
 /// `graceful_shutdown: true` would leave them, for the next start to re-adopt), their
 /// standbys go.
 async fn abandon(opened: Vec<Opened>) {
+    let host = opened.first().map(|o| o.app.host.clone());
     for o in opened {
         o.app.tenant.pool.drain().await;
         o.app
             .host
             .cgroups
             .remove_tenant_if_empty(&o.app.tenant.name);
+    }
+    if let Some(h) = host {
+        h.cores.release(|_, _| true); // noisy neighbours (#12): leave _daemon, keep claims
     }
 }
 
@@ -391,9 +395,16 @@ pub async fn run(
         )),
         None => None,
     };
+    let cgroups = bulkhead_sandbox::Cgroups::detect()?;
+    // noisy neighbours (#12, ADR 0027): refuse what the core pool cannot give, then move into
+    // bulkhead/_daemon before any supervisor starts (they are born there).
+    let cores = crate::cores::Cores::new(&cfg, &cgroups)?;
+    cores.enter()?;
+    // end noisy neighbours
     let host = Arc::new(HostServices {
         identity: identity.clone(),
-        cgroups: bulkhead_sandbox::Cgroups::detect()?,
+        cores, // noisy neighbours (#12)
+        cgroups,
         drivers,
         supervisor_bin: companion(&self_exe, "bulkhead-supervisor")?,
         conn_stats: Default::default(),
@@ -410,6 +421,11 @@ pub async fn run(
                 return Err(e);
             }
         }
+    }
+    // noisy neighbours (#12): claim the dedicated cores once every tenant is held.
+    if let Err(e) = host.cores.claim(&cfg) {
+        abandon(opened).await;
+        return Err(e);
     }
     let roles = Arc::new(cfg.roles.clone());
     // tokens (#11, ADR 0022): API tokens in the daemon's directory (after the tenants: a
@@ -467,9 +483,14 @@ pub async fn run(
         let _ = s.await;
     }
     drop(daemon);
+    let mut left: Vec<(String, String)> = Vec::new(); // noisy neighbours (#12)
     for o in opened {
+        let t = o.app.tenant.clone();
         close_tenant(o).await;
+        left.extend(t.list().rows().iter().map(|r| (t.name.clone(), r.hostgroup.clone())));
     }
+    // noisy neighbours (#12): cores of groups with no node left go back; leave _daemon.
+    host.cores.release(|t, g| left.iter().any(|(lt, lg)| lt == t && lg == g));
     Ok(())
 }
 

@@ -49,6 +49,10 @@ pub struct NodeSpec {
     pub driver: String,
     /// The driver's own parameters; only that driver decodes them.
     pub params: Params,
+    /// The CPUs the node's cgroup is pinned to (`cpuset.cpus`: its group's dedicated cores,
+    /// else the host's unreserved ones; ADR 0027); absent: the parent's, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
 }
 
 /// A driver's parameters as raw JSON text: the daemon encodes them once from the driver's
@@ -220,6 +224,7 @@ mod tests {
             network: bulkhead_net::NetworkPlan::Loopback,
             driver: driver.into(),
             params: Params::of(&params).unwrap(),
+            cpuset: Some("1,3".into()),
         }
     }
 

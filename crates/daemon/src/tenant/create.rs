@@ -314,6 +314,7 @@ impl Tenant {
             network,
             driver: self.driver_for(&g.name).name().to_string(),
             params,
+            cpuset: self.host.cores.node_cpus(&self.name, &g.name), // noisy neighbours (#12)
         };
         // The node's own nft objects exist before anything of it runs; the network recorded
         // with the node's row is what delete and reconciliation find them by.

@@ -251,6 +251,10 @@ fn start(
     let cg = cgroups.node(&spec.tenant, &spec.cgroup);
     cgroups.prepare_tenant(&spec.tenant)?;
     cg.create(&spec.limits)?;
+    // Dedicated cores or the host's unreserved CPUs (ADR 0027): before the init exists.
+    if let Some(cpus) = &spec.cpuset {
+        cg.set_cpus(cpus)?;
+    }
     let (agent, control) = match prebound {
         Some(p) => (Some(p.agent), Some(p.control)),
         None => (None, None),
