@@ -50,8 +50,8 @@ struct RegistryLock(#[allow(dead_code)] std::fs::File);
 impl RegistryLock {
     fn take(dir: &Path) -> Result<Self, StartError> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let f = std::fs::File::create(dir.join(".lock"))
-            .map_err(io(format!("opening {}/.lock", dir.display())))?;
+        // The directory itself is locked: no lock file is left behind.
+        let f = std::fs::File::open(dir).map_err(io(format!("opening {}", dir.display())))?;
         // SAFETY: flock on a descriptor we own; released when the file closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("locking the core registry")(std::io::Error::last_os_error()));

@@ -419,7 +419,7 @@ pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(nodes.is_empty(), "node directories left: {nodes:?}");
-    for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
+    for ctrl in ["memory", "cpu", "pids", "freezer", "cpuset", "blkio", ""] {
         let p = Path::new("/sys/fs/cgroup")
             .join(ctrl)
             .join("bulkhead")
@@ -447,13 +447,24 @@ pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
         "processes left: {}",
         String::from_utf8_lossy(&procs.stdout)
     );
-    for ctrl in ["memory", "cpu", "pids", "freezer", ""] {
+    for ctrl in ["memory", "cpu", "pids", "freezer", "cpuset", "blkio", ""] {
         let p = Path::new("/sys/fs/cgroup")
             .join(ctrl)
             .join("bulkhead")
             .join(tenant);
         assert!(!p.exists(), "the tenant's cgroup {} is left", p.display());
     }
+    // No core of the host stays reserved for the tenant (#12, dedicated_cores).
+    let held: Vec<String> = std::fs::read_dir("/run/bulkhead/cores")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|w| w.starts_with(&format!("{tenant}/")))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(held.is_empty(), "cores still reserved for {tenant}: {held:?}");
     // Any process still inside one of the tenant's cgroups (a node, or a supervisor in its slot).
     let needle = format!("/bulkhead/{tenant}/");
     let inside: Vec<String> = std::fs::read_dir("/proc")

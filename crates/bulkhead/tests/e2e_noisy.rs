@@ -1,0 +1,258 @@
+//! Noisy neighbours (#12, ADR 0027) on the real kernel: every tenant's cgroup level with the
+//! same CPU weight, the daemon and the supervisors in the protected `bulkhead/_daemon`,
+//! `dedicated_cores` pinning a group's nodes to cores no other node gets, the refusal when the
+//! host has too few, and nothing left (cgroups, reservations) after a stop.
+//!
+//! Reservations are host-wide: the tests here run one at a time (`SERIAL`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use common::shared::Shared;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn v1() -> bool {
+    Path::new("/sys/fs/cgroup/cpu/tasks").exists()
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    let p = p.as_ref();
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// The CPUs the host's cpuset offers, as a list of numbers.
+fn host_cpus() -> Vec<u32> {
+    let f = if v1() {
+        "/sys/fs/cgroup/cpuset/cpuset.cpus"
+    } else {
+        "/sys/fs/cgroup/cpuset.cpus.effective"
+    };
+    bulkhead_core::cores::CpuList::parse(&read(f))
+        .unwrap()
+        .0
+        .into_iter()
+        .collect()
+}
+
+/// `Cpus_allowed_list` of a process.
+fn cpus_allowed(pid: i64) -> String {
+    read(format!("/proc/{pid}/status"))
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The cgroup path of a process in one v1 hierarchy (v2: the unified one).
+fn cgroup_of(pid: i64, controller: &str) -> String {
+    read(format!("/proc/{pid}/cgroup"))
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+            let hit = if v1() {
+                ctrls.split(',').any(|c| c == controller)
+            } else {
+                ctrls.is_empty()
+            };
+            hit.then(|| path.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// A file of a cgroup under `bulkhead/` (`rel`), in `controller`'s v1 hierarchy or on v2.
+fn cg_file(controller: &str, rel: &str, v1_file: &str, v2_file: &str) -> String {
+    if v1() {
+        read(format!("/sys/fs/cgroup/{controller}/bulkhead/{rel}/{v1_file}"))
+    } else {
+        read(format!("/sys/fs/cgroup/bulkhead/{rel}/{v2_file}"))
+    }
+}
+
+fn node_dir(s: &Shared, t: &str, node: &str) -> PathBuf {
+    s.state.join("tenants").join(t).join("nodes").join(node)
+}
+
+/// (supervisor pid, init pid, cgroup id) of a node.
+fn node_pids(s: &Shared, t: &str, node: &str) -> (i64, i64, String) {
+    let d = node_dir(s, t, node);
+    let v: serde_json::Value = serde_json::from_str(&read(d.join("supervisor.json"))).unwrap();
+    let id = bulkhead_driver::spec::spec_cgroup(&d).expect("the spec names the node's cgroup");
+    (
+        v["supervisor_pid"].as_i64().unwrap(),
+        v["init_pid"].as_i64().unwrap(),
+        id,
+    )
+}
+
+/// What `Cpus_allowed_list` a command run by exec inside the node sees.
+fn cpus_inside(s: &Shared, t: &str, node: &str) -> String {
+    let o = s.vm(
+        &s.tenant_sock(t),
+        &["exec", node, "--", "grep", "Cpus_allowed_list", "/proc/self/status"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .split(':')
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn daemon_pid(s: &Shared) -> i64 {
+    // `unshare` and `sh -c ... exec` both exec: the child is the daemon.
+    let p = s.netns_path();
+    p.parent()
+        .and_then(|p| p.parent())
+        .and_then(|p| p.file_name())
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn tenants_get_equal_weights_and_the_daemon_a_protected_cgroup() {
+    if !common::privileged() {
+        return;
+    }
+    let _g = serial();
+    let s = Shared::start("", "");
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let na = s.add(&s.tenant_sock(&a), &a);
+    let nb = s.add(&s.tenant_sock(&b), &b);
+    // Equal CPU weights at the tenant level, the daemon's four times that.
+    let weight = |rel: &str| cg_file("cpu", rel, "cpu.shares", "cpu.weight");
+    assert_eq!(weight(&a), weight(&b));
+    let (tenant_w, daemon_w) = if v1() { ("1024", "4096") } else { ("100", "400") };
+    assert_eq!(weight(&a), tenant_w);
+    assert_eq!(weight("_daemon"), daemon_w);
+    // The daemon and each node's supervisor sit in bulkhead/_daemon; the node's init in its
+    // tenant's cgroup.
+    let d = daemon_pid(&s);
+    assert_eq!(cgroup_of(d, "cpu"), "/bulkhead/_daemon", "the daemon");
+    for (t, n) in [(&a, &na), (&b, &nb)] {
+        let (sup, init, id) = node_pids(&s, t, n);
+        assert_eq!(cgroup_of(sup, "cpu"), "/bulkhead/_daemon", "{n}'s supervisor");
+        assert_eq!(cgroup_of(init, "cpu"), format!("/bulkhead/{t}/{id}"), "{n}'s init");
+        if v1() && Path::new("/sys/fs/cgroup/cpuset/tasks").exists() {
+            assert_eq!(cgroup_of(init, "cpuset"), format!("/bulkhead/{t}/{id}"));
+        }
+    }
+    s.stop_and_assert_clean();
+}
+
+#[test]
+fn dedicated_cores_pin_a_group_and_no_other_node_runs_there() {
+    if !common::privileged() {
+        return;
+    }
+    let cpus = host_cpus();
+    if cpus.len() < 2 {
+        eprintln!("SKIP: dedicated cores need a host with 2 CPUs or more");
+        return;
+    }
+    let _g = serial();
+    let s = Shared::start_with_groups(&["          dedicated_cores: 1\n", ""], "", "");
+    let (a, b) = (s.a.clone(), s.b.clone());
+    // The highest CPU is a's; everything else is shared.
+    let mine = cpus.last().unwrap().to_string();
+    let rest = bulkhead_core::cores::CpuList(cpus[..cpus.len() - 1].iter().copied().collect())
+        .to_string();
+    assert_eq!(
+        read(format!("/run/bulkhead/cores/{mine}")),
+        format!("{a}/{a}"),
+        "the reservation is recorded host-wide"
+    );
+    let na = s.add(&s.tenant_sock(&a), &a);
+    let na2 = s.add(&s.tenant_sock(&a), &a);
+    let nb = s.add(&s.tenant_sock(&b), &b);
+    for n in [&na, &na2] {
+        let (_, init, id) = node_pids(&s, &a, n);
+        assert_eq!(cpus_allowed(init), mine, "{n}'s init");
+        assert_eq!(cg_file("cpuset", &format!("{a}/{id}"), "cpuset.cpus", "cpuset.cpus"), mine);
+        assert_eq!(cpus_inside(&s, &a, n), mine, "a command in {n}");
+    }
+    let (sup, init, id) = node_pids(&s, &b, &nb);
+    assert_eq!(cpus_allowed(init), rest, "the other tenant's node");
+    assert_eq!(cg_file("cpuset", &format!("{b}/{id}"), "cpuset.cpus", "cpuset.cpus"), rest);
+    assert_eq!(cpus_inside(&s, &b, &nb), rest, "a command in the other tenant's node");
+    // Nor do the daemon and the supervisors run on the reserved core.
+    assert_eq!(cpus_allowed(daemon_pid(&s)), rest, "the daemon");
+    assert_eq!(cpus_allowed(sup), rest, "a supervisor");
+    let (a_sup, _, _) = node_pids(&s, &a, &na);
+    assert_eq!(cpus_allowed(a_sup), rest, "the pinned node's supervisor");
+    // The core goes back at stop (assert_clean checks /run/bulkhead/cores for both tenants).
+    s.stop_and_assert_clean();
+    assert!(!Path::new(&format!("/run/bulkhead/cores/{mine}")).exists());
+}
+
+/// Runs `bulkhead up` for `yaml` (expected to fail) and returns its exit success and output.
+fn up_fails(yaml: &str) -> String {
+    let dir = common::test_dir();
+    let cfg = dir.path().join("t.yaml");
+    std::fs::write(&cfg, yaml.replace("SOCKET", dir.path().join("a.sock").to_str().unwrap()))
+        .unwrap();
+    let state = dir.path().join("state");
+    let o = Command::new("unshare")
+        .args(["--net", "--", "sh", "-c", common::UP_IN_NETNS, common::BIN, "up"])
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(&state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "bulkhead up should have refused:\n{out}");
+    out
+}
+
+#[test]
+fn too_many_dedicated_cores_are_refused_at_start() {
+    if !common::privileged() {
+        return;
+    }
+    let _g = serial();
+    let n = host_cpus().len();
+    let t = common::unique_tenant("nz");
+    let cfg = |cores: usize| {
+        format!("config:\n  tenant: {t}\n  host_groups:\n    - name: g\n      dedicated_cores: {cores}\n  graceful_shutdown: false\n  api:\n    bind_address: SOCKET\n")
+    };
+    // All the host's CPUs: one must stay for the daemon and the shared nodes.
+    let out = up_fails(&cfg(n));
+    assert!(
+        out.contains(&format!("offers {n} CPUs"))
+            && out.contains("one CPU always stays outside every reservation")
+            && out.contains(&format!("{t}/g {n}")),
+        "{out}"
+    );
+    // Zero is a config error naming the key.
+    let out = up_fails(&cfg(0));
+    assert!(out.contains("host_groups[0].dedicated_cores"), "{out}");
+    // Two tenants of one daemon whose reservations together exceed the pool.
+    if n == 2 {
+        let (t1, t2) = (common::unique_tenant("nz"), common::unique_tenant("nz"));
+        let yaml = format!("config:\n  graceful_shutdown: false\n  tenants:\n    - name: {t1}\n      host_groups:\n        - name: {t1}\n          dedicated_cores: 1\n    - name: {t2}\n      host_groups:\n        - name: {t2}\n          dedicated_cores: 1\n  api:\n    bind_address: SOCKET\n");
+        let out = up_fails(&yaml);
+        assert!(out.contains(&format!("{t1}/{t1} 1, {t2}/{t2} 1")) || out.contains(&format!("{t2}/{t2} 1, {t1}/{t1} 1")), "{out}");
+        for x in [&t1, &t2] {
+            common::assert_clean(x, Path::new("/nonexistent"));
+        }
+    }
+    common::assert_clean(&t, Path::new("/nonexistent"));
+}
