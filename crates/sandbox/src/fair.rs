@@ -97,6 +97,24 @@ impl Cgroups {
     /// [`Cgroups::leave_daemon_group`]. Processes it starts afterwards (supervisors, `nft`)
     /// are born there; a standby steps back there once its node runs.
     pub fn enter_daemon_group(&self, shared_cpus: Option<&str>) -> Result<NodeCgroup, CgroupError> {
+        let origin = self.current();
+        // Another daemon that stops at this moment may remove the (empty) group between our
+        // mkdir and our move: make it again.
+        let mut tries = 0;
+        loop {
+            match self.try_enter_daemon_group(shared_cpus) {
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(origin),
+            }
+        }
+    }
+
+    fn try_enter_daemon_group(&self, shared_cpus: Option<&str>) -> Result<(), CgroupError> {
         let g = self.daemon_group();
         if self.version == Version::V2 {
             // Controllers enabled at the root and on `bulkhead`, as for a tenant.
@@ -119,10 +137,8 @@ impl Cgroups {
         if let Some(c) = shared_cpus {
             g.set_cpus(c)?;
         }
-        let origin = self.current();
         // SAFETY: getpid has no preconditions.
-        g.add(unsafe { libc::getpid() })?;
-        Ok(origin)
+        g.add(unsafe { libc::getpid() })
     }
 
     /// Moves the calling process back to `origin` and removes `bulkhead/_daemon` (and
