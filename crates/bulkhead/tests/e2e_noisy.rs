@@ -256,3 +256,139 @@ fn too_many_dedicated_cores_are_refused_at_start() {
     }
     common::assert_clean(&t, Path::new("/nonexistent"));
 }
+
+/// Every process in a node's cgroup (a microVM: its QEMU and the threads' owner).
+fn procs_of(t: &str, id: &str) -> Vec<i64> {
+    let f = if v1() {
+        format!("/sys/fs/cgroup/cpuset/bulkhead/{t}/{id}/cgroup.procs")
+    } else {
+        format!("/sys/fs/cgroup/bulkhead/{t}/{id}/cgroup.procs")
+    };
+    read(f).lines().filter_map(|l| l.parse().ok()).collect()
+}
+
+/// A microVM's QEMU lives in its node's cgroup: pinning holds for it as for a jail.
+#[test]
+fn a_microvm_with_dedicated_cores_runs_its_qemu_there() {
+    if !common::privileged() {
+        return;
+    }
+    let cpus = host_cpus();
+    if cpus.len() < 2 {
+        eprintln!("SKIP: dedicated cores need a host with 2 CPUs or more");
+        return;
+    }
+    let _g = serial();
+    let netns = common::netlab::Netns::new();
+    let d = common::Daemon::start_in(
+        &netns.path(),
+        "nq",
+        &common::vm_config().replace("ram_mb: 256", "ram_mb: 256\n      dedicated_cores: 1"),
+    );
+    let node = d.vm_ok(&["add", &d.tenant, "--timeout", "120s"]).trim().to_string();
+    let mine = cpus.last().unwrap().to_string();
+    let id = bulkhead_driver::spec::spec_cgroup(&d.tenant_dir().join("nodes").join(&node))
+        .unwrap();
+    let procs = procs_of(&d.tenant, &id);
+    assert!(!procs.is_empty());
+    let mut saw_qemu = false;
+    for p in procs {
+        let comm = read(format!("/proc/{p}/comm"));
+        saw_qemu |= comm.starts_with("qemu");
+        assert_eq!(cpus_allowed(p), mine, "{comm} ({p}) in the microVM's cgroup");
+        // Each of QEMU's threads (vCPUs included) too.
+        for t in std::fs::read_dir(format!("/proc/{p}/task")).unwrap().flatten() {
+            let st = read(t.path().join("status"));
+            let l = st.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap();
+            assert_eq!(l.trim(), mine, "a thread of {comm}");
+        }
+    }
+    assert!(saw_qemu, "no QEMU in the node's cgroup");
+    d.stop_and_assert_clean();
+}
+
+/// The v2 code for real: a daemon inside a microVM whose guest mounts only cgroup v2 (the
+/// host here is v1), with two tenants, one group with a dedicated core.
+#[test]
+fn cgroup_v2_weights_daemon_group_and_dedicated_cores_inside_a_microvm() {
+    if !common::privileged() {
+        return;
+    }
+    let _g = serial();
+    let netns = common::netlab::Netns::new();
+    let d = common::Daemon::start_in(
+        &netns.path(),
+        "nv",
+        &common::vm_config()
+            .replace("ram_mb: 256", "ram_mb: 1024\n      vcpu: 2")
+            .replace("storage_size: 256M", "storage_size: 1G"),
+    );
+    let node = d.vm_ok(&["add", &d.tenant, "--timeout", "180s"]).trim().to_string();
+    let bins = tempfile::tempdir().unwrap();
+    let dir = Path::new(common::BIN).parent().unwrap();
+    for b in ["bulkhead", "bulkhead-supervisor", "bulkhead-agent"] {
+        std::fs::copy(dir.join(b), bins.path().join(b)).unwrap();
+    }
+    d.vm_ok(&["cp", bins.path().to_str().unwrap(), &format!("{node}:/usr/local/bin")]);
+    let script = r#"
+set -u
+export PATH=/usr/local/bin:$PATH
+mount -t cgroup2 none /sys/fs/cgroup || exit 10
+mkdir -p /run
+cat > /tmp/n.yaml <<Y
+config:
+  graceful_shutdown: false
+  tenants:
+    - name: ta
+      host_groups:
+        - name: ga
+          ram_mb: 64
+          storage_size: 32M
+          dedicated_cores: 1
+    - name: tb
+      host_groups:
+        - name: gb
+          ram_mb: 64
+          storage_size: 32M
+  api:
+    bind_address: /run/admin.sock
+Y
+setsid bulkhead up /tmp/n.yaml --state-dir /var/lib/bh > /tmp/up.log 2>&1 < /dev/null &
+for i in $(seq 300); do [ -S /run/admin.sock ] && grep -q "ready on" /tmp/up.log && break; sleep 0.2; done
+grep -q "ready on" /tmp/up.log || { cat /tmp/up.log; exit 12; }
+B=/sys/fs/cgroup/bulkhead
+echo "cpus $(cat /sys/fs/cgroup/cpuset.cpus.effective)"
+echo "weights $(cat $B/ta/cpu.weight) $(cat $B/tb/cpu.weight) $(cat $B/_daemon/cpu.weight)"
+echo "daemon $(sed -n 's/^0:://p' /proc/$(pidof bulkhead)/cgroup)"
+echo "daemoncpus $(awk '/Cpus_allowed_list/{print $2}' /proc/$(pidof bulkhead)/status)"
+na=$(bulkhead vm add ga --socket /run/admin.sock) || { cat /tmp/up.log; exit 13; }
+nb=$(bulkhead vm add gb --socket /run/admin.sock) || { cat /tmp/up.log; exit 14; }
+echo "pinned $(bulkhead vm exec --socket /run/admin.sock $na -- awk '/Cpus_allowed_list/{print $2}' /proc/self/status)"
+echo "shared $(bulkhead vm exec --socket /run/admin.sock $nb -- awk '/Cpus_allowed_list/{print $2}' /proc/self/status)"
+echo "claim $(cat /run/bulkhead/cores/1)"
+kill $(pidof bulkhead)
+for i in $(seq 100); do pidof bulkhead >/dev/null || break; sleep 0.1; done
+[ -e $B ] && echo "left $B $(ls $B)"
+[ -e /run/bulkhead/cores/1 ] && echo "left claim"
+grep -E 'WARN|ERROR' /tmp/up.log | sed 's/^/log: /'
+exit 0
+"#;
+    let (code, out, err) = d.sh(&node, script);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(line("cpus"), "0-1", "{out}");
+    assert_eq!(line("weights"), "100 100 400", "{out}");
+    assert_eq!(line("daemon"), "/bulkhead/_daemon", "{out}");
+    assert_eq!(line("daemoncpus"), "0", "{out}");
+    assert_eq!(line("pinned"), "1", "{out}");
+    assert_eq!(line("shared"), "0", "{out}");
+    assert_eq!(line("claim"), "ta/ga", "{out}");
+    assert!(!out.contains("left "), "{out}");
+    assert!(!out.contains("log: "), "warnings in the guest daemon's log:\n{out}");
+    d.stop_and_assert_clean();
+}
