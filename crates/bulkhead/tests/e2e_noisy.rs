@@ -74,7 +74,9 @@ fn cgroup_of(pid: i64, controller: &str) -> String {
 /// A file of a cgroup under `bulkhead/` (`rel`), in `controller`'s v1 hierarchy or on v2.
 fn cg_file(controller: &str, rel: &str, v1_file: &str, v2_file: &str) -> String {
     if v1() {
-        read(format!("/sys/fs/cgroup/{controller}/bulkhead/{rel}/{v1_file}"))
+        read(format!(
+            "/sys/fs/cgroup/{controller}/bulkhead/{rel}/{v1_file}"
+        ))
     } else {
         read(format!("/sys/fs/cgroup/bulkhead/{rel}/{v2_file}"))
     }
@@ -100,7 +102,14 @@ fn node_pids(s: &Shared, t: &str, node: &str) -> (i64, i64, String) {
 fn cpus_inside(s: &Shared, t: &str, node: &str) -> String {
     let o = s.vm(
         &s.tenant_sock(t),
-        &["exec", node, "--", "grep", "Cpus_allowed_list", "/proc/self/status"],
+        &[
+            "exec",
+            node,
+            "--",
+            "grep",
+            "Cpus_allowed_list",
+            "/proc/self/status",
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout)
@@ -135,7 +144,11 @@ fn tenants_get_equal_weights_and_the_daemon_a_protected_cgroup() {
     // Equal CPU weights at the tenant level, the daemon's four times that.
     let weight = |rel: &str| cg_file("cpu", rel, "cpu.shares", "cpu.weight");
     assert_eq!(weight(&a), weight(&b));
-    let (tenant_w, daemon_w) = if v1() { ("1024", "4096") } else { ("100", "400") };
+    let (tenant_w, daemon_w) = if v1() {
+        ("1024", "4096")
+    } else {
+        ("100", "400")
+    };
     assert_eq!(weight(&a), tenant_w);
     assert_eq!(weight("_daemon"), daemon_w);
     // The daemon and each node's supervisor sit in bulkhead/_daemon; the node's init in its
@@ -144,8 +157,16 @@ fn tenants_get_equal_weights_and_the_daemon_a_protected_cgroup() {
     assert_eq!(cgroup_of(d, "cpu"), "/bulkhead/_daemon", "the daemon");
     for (t, n) in [(&a, &na), (&b, &nb)] {
         let (sup, init, id) = node_pids(&s, t, n);
-        assert_eq!(cgroup_of(sup, "cpu"), "/bulkhead/_daemon", "{n}'s supervisor");
-        assert_eq!(cgroup_of(init, "cpu"), format!("/bulkhead/{t}/{id}"), "{n}'s init");
+        assert_eq!(
+            cgroup_of(sup, "cpu"),
+            "/bulkhead/_daemon",
+            "{n}'s supervisor"
+        );
+        assert_eq!(
+            cgroup_of(init, "cpu"),
+            format!("/bulkhead/{t}/{id}"),
+            "{n}'s init"
+        );
         if v1() && Path::new("/sys/fs/cgroup/cpuset/tasks").exists() {
             assert_eq!(cgroup_of(init, "cpuset"), format!("/bulkhead/{t}/{id}"));
         }
@@ -168,8 +189,8 @@ fn dedicated_cores_pin_a_group_and_no_other_node_runs_there() {
     let (a, b) = (s.a.clone(), s.b.clone());
     // The highest CPU is a's; everything else is shared.
     let mine = cpus.last().unwrap().to_string();
-    let rest = bulkhead_core::cores::CpuList(cpus[..cpus.len() - 1].iter().copied().collect())
-        .to_string();
+    let rest =
+        bulkhead_core::cores::CpuList(cpus[..cpus.len() - 1].iter().copied().collect()).to_string();
     assert_eq!(
         read(format!("/run/bulkhead/cores/{mine}")),
         format!("{a}/{a}"),
@@ -181,13 +202,23 @@ fn dedicated_cores_pin_a_group_and_no_other_node_runs_there() {
     for n in [&na, &na2] {
         let (_, init, id) = node_pids(&s, &a, n);
         assert_eq!(cpus_allowed(init), mine, "{n}'s init");
-        assert_eq!(cg_file("cpuset", &format!("{a}/{id}"), "cpuset.cpus", "cpuset.cpus"), mine);
+        assert_eq!(
+            cg_file("cpuset", &format!("{a}/{id}"), "cpuset.cpus", "cpuset.cpus"),
+            mine
+        );
         assert_eq!(cpus_inside(&s, &a, n), mine, "a command in {n}");
     }
     let (sup, init, id) = node_pids(&s, &b, &nb);
     assert_eq!(cpus_allowed(init), rest, "the other tenant's node");
-    assert_eq!(cg_file("cpuset", &format!("{b}/{id}"), "cpuset.cpus", "cpuset.cpus"), rest);
-    assert_eq!(cpus_inside(&s, &b, &nb), rest, "a command in the other tenant's node");
+    assert_eq!(
+        cg_file("cpuset", &format!("{b}/{id}"), "cpuset.cpus", "cpuset.cpus"),
+        rest
+    );
+    assert_eq!(
+        cpus_inside(&s, &b, &nb),
+        rest,
+        "a command in the other tenant's node"
+    );
     // Nor do the daemon and the supervisors run on the reserved core.
     assert_eq!(cpus_allowed(daemon_pid(&s)), rest, "the daemon");
     assert_eq!(cpus_allowed(sup), rest, "a supervisor");
@@ -202,11 +233,22 @@ fn dedicated_cores_pin_a_group_and_no_other_node_runs_there() {
 fn up_fails(yaml: &str) -> String {
     let dir = common::test_dir();
     let cfg = dir.path().join("t.yaml");
-    std::fs::write(&cfg, yaml.replace("SOCKET", dir.path().join("a.sock").to_str().unwrap()))
-        .unwrap();
+    std::fs::write(
+        &cfg,
+        yaml.replace("SOCKET", dir.path().join("a.sock").to_str().unwrap()),
+    )
+    .unwrap();
     let state = dir.path().join("state");
     let o = Command::new("unshare")
-        .args(["--net", "--", "sh", "-c", common::UP_IN_NETNS, common::BIN, "up"])
+        .args([
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            common::UP_IN_NETNS,
+            common::BIN,
+            "up",
+        ])
         .arg(&cfg)
         .arg("--state-dir")
         .arg(&state)
@@ -218,7 +260,10 @@ fn up_fails(yaml: &str) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(!o.status.success(), "bulkhead up should have refused:\n{out}");
+    assert!(
+        !o.status.success(),
+        "bulkhead up should have refused:\n{out}"
+    );
     out
 }
 
@@ -249,7 +294,11 @@ fn too_many_dedicated_cores_are_refused_at_start() {
         let (t1, t2) = (common::unique_tenant("nz"), common::unique_tenant("nz"));
         let yaml = format!("config:\n  graceful_shutdown: false\n  tenants:\n    - name: {t1}\n      host_groups:\n        - name: {t1}\n          dedicated_cores: 1\n    - name: {t2}\n      host_groups:\n        - name: {t2}\n          dedicated_cores: 1\n  api:\n    bind_address: SOCKET\n");
         let out = up_fails(&yaml);
-        assert!(out.contains(&format!("{t1}/{t1} 1, {t2}/{t2} 1")) || out.contains(&format!("{t2}/{t2} 1, {t1}/{t1} 1")), "{out}");
+        assert!(
+            out.contains(&format!("{t1}/{t1} 1, {t2}/{t2} 1"))
+                || out.contains(&format!("{t2}/{t2} 1, {t1}/{t1} 1")),
+            "{out}"
+        );
         for x in [&t1, &t2] {
             common::assert_clean(x, Path::new("/nonexistent"));
         }
@@ -285,21 +334,33 @@ fn a_microvm_with_dedicated_cores_runs_its_qemu_there() {
         "nq",
         &common::vm_config().replace("ram_mb: 256", "ram_mb: 256\n      dedicated_cores: 1"),
     );
-    let node = d.vm_ok(&["add", &d.tenant, "--timeout", "120s"]).trim().to_string();
+    let node = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "120s"])
+        .trim()
+        .to_string();
     let mine = cpus.last().unwrap().to_string();
-    let id = bulkhead_driver::spec::spec_cgroup(&d.tenant_dir().join("nodes").join(&node))
-        .unwrap();
+    let id = bulkhead_driver::spec::spec_cgroup(&d.tenant_dir().join("nodes").join(&node)).unwrap();
     let procs = procs_of(&d.tenant, &id);
     assert!(!procs.is_empty());
     let mut saw_qemu = false;
     for p in procs {
         let comm = read(format!("/proc/{p}/comm"));
         saw_qemu |= comm.starts_with("qemu");
-        assert_eq!(cpus_allowed(p), mine, "{comm} ({p}) in the microVM's cgroup");
+        assert_eq!(
+            cpus_allowed(p),
+            mine,
+            "{comm} ({p}) in the microVM's cgroup"
+        );
         // Each of QEMU's threads (vCPUs included) too.
-        for t in std::fs::read_dir(format!("/proc/{p}/task")).unwrap().flatten() {
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .unwrap()
+            .flatten()
+        {
             let st = read(t.path().join("status"));
-            let l = st.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap();
+            let l = st
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap();
             assert_eq!(l.trim(), mine, "a thread of {comm}");
         }
     }
@@ -323,13 +384,20 @@ fn cgroup_v2_weights_daemon_group_and_dedicated_cores_inside_a_microvm() {
             .replace("ram_mb: 256", "ram_mb: 1024\n      vcpu: 2")
             .replace("storage_size: 256M", "storage_size: 1G"),
     );
-    let node = d.vm_ok(&["add", &d.tenant, "--timeout", "180s"]).trim().to_string();
+    let node = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "180s"])
+        .trim()
+        .to_string();
     let bins = tempfile::tempdir().unwrap();
     let dir = Path::new(common::BIN).parent().unwrap();
     for b in ["bulkhead", "bulkhead-supervisor", "bulkhead-agent"] {
         std::fs::copy(dir.join(b), bins.path().join(b)).unwrap();
     }
-    d.vm_ok(&["cp", bins.path().to_str().unwrap(), &format!("{node}:/usr/local/bin")]);
+    d.vm_ok(&[
+        "cp",
+        bins.path().to_str().unwrap(),
+        &format!("{node}:/usr/local/bin"),
+    ]);
     let script = r#"
 set -u
 export PATH=/usr/local/bin:$PATH
@@ -389,6 +457,9 @@ exit 0
     assert_eq!(line("shared"), "0", "{out}");
     assert_eq!(line("claim"), "ta/ga", "{out}");
     assert!(!out.contains("left "), "{out}");
-    assert!(!out.contains("log: "), "warnings in the guest daemon's log:\n{out}");
+    assert!(
+        !out.contains("log: "),
+        "warnings in the guest daemon's log:\n{out}"
+    );
     d.stop_and_assert_clean();
 }

@@ -192,16 +192,24 @@ mod tests {
         let r = allocate(&host, &BTreeMap::new(), &[("t/a".into(), 1)]).unwrap();
         assert_eq!(r["t/a"].to_string(), "1");
         assert!(allocate(&host, &BTreeMap::new(), &[("t/a".into(), 2)]).is_err());
-        assert!(allocate(&host, &BTreeMap::new(), &[("t/a".into(), 1), ("u/b".into(), 1)]).is_err());
+        assert!(allocate(
+            &host,
+            &BTreeMap::new(),
+            &[("t/a".into(), 1), ("u/b".into(), 1)]
+        )
+        .is_err());
     }
 
     #[test]
     fn other_owners_are_respected_and_own_cores_kept() {
         let host = l("0-3");
-        let held: BTreeMap<u32, Owner> =
-            [(3, "x/g".to_string()), (1, "t/a".to_string()), (2, "t/old".to_string())]
-                .into_iter()
-                .collect();
+        let held: BTreeMap<u32, Owner> = [
+            (3, "x/g".to_string()),
+            (1, "t/a".to_string()),
+            (2, "t/old".to_string()),
+        ]
+        .into_iter()
+        .collect();
         // t/a keeps core 1, takes 2 (t/old is not asked for by this daemon's… it is another
         // owner, so 2 is taken): only 0 would be left, which must stay shared.
         let e = allocate(&host, &held, &[("t/a".into(), 2)]).unwrap_err();

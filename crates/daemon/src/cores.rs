@@ -54,7 +54,9 @@ impl RegistryLock {
         let f = std::fs::File::open(dir).map_err(io(format!("opening {}", dir.display())))?;
         // SAFETY: flock on a descriptor we own; released when the file closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io("locking the core registry")(std::io::Error::last_os_error()));
+            return Err(io("locking the core registry")(
+                std::io::Error::last_os_error(),
+            ));
         }
         Ok(RegistryLock(f))
     }
@@ -121,10 +123,17 @@ impl Cores {
 
     /// The registry without this daemon's tenants' entries of groups that no longer ask (this
     /// daemon holds those tenants, so nothing else can be using them).
-    fn held_by_others(&self, held: &BTreeMap<u32, Owner>, cfg: &DaemonConfig) -> BTreeMap<u32, Owner> {
+    fn held_by_others(
+        &self,
+        held: &BTreeMap<u32, Owner>,
+        cfg: &DaemonConfig,
+    ) -> BTreeMap<u32, Owner> {
         held.iter()
             .filter(|(_, o)| {
-                let ours = cfg.tenants.iter().any(|t| o.starts_with(&format!("{}/", t.tenant)));
+                let ours = cfg
+                    .tenants
+                    .iter()
+                    .any(|t| o.starts_with(&format!("{}/", t.tenant)));
                 !ours || self.requests.iter().any(|(r, _)| r == *o)
             })
             .map(|(c, o)| (*c, o.clone()))
@@ -139,7 +148,9 @@ impl Cores {
 
     /// Moves the daemon into `bulkhead/_daemon`, before any supervisor starts.
     pub fn enter(&self) -> Result<(), StartError> {
-        let shared = self.shared(&read_registry(&self.registry)).map(|s| s.to_string());
+        let shared = self
+            .shared(&read_registry(&self.registry))
+            .map(|s| s.to_string());
         let origin = self.cgroups.enter_daemon_group(shared.as_deref())?;
         *self.origin.lock().unwrap_or_else(|e| e.into_inner()) = Some(origin);
         Ok(())
@@ -157,7 +168,10 @@ impl Cores {
         let got = allocate(host, &held, &self.requests).map_err(|e| StartError::Refused(e.0))?;
         // Stale entries of our tenants, and cores a group holds beyond its count, go.
         for (cpu, o) in &before {
-            let ours = cfg.tenants.iter().any(|t| o.starts_with(&format!("{}/", t.tenant)));
+            let ours = cfg
+                .tenants
+                .iter()
+                .any(|t| o.starts_with(&format!("{}/", t.tenant)));
             if ours && !got.get(o).is_some_and(|l| l.0.contains(cpu)) {
                 let _ = std::fs::remove_file(self.registry.join(cpu.to_string()));
             }
@@ -297,8 +311,14 @@ mod tests {
         assert_eq!(other.cpus().as_deref(), Some("0"));
         // A second daemon asking for one more core is refused, naming who holds what.
         let cfg2 = config(&[("v", "x", Some(1))]);
-        let e = Cores::at(&cfg2, &cg, reg.clone()).err().unwrap().to_string();
-        assert!(e.contains("offers 4 CPUs (0-3)") && e.contains("t/a holds 2-3"), "{e}");
+        let e = Cores::at(&cfg2, &cg, reg.clone())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("offers 4 CPUs (0-3)") && e.contains("t/a holds 2-3"),
+            "{e}"
+        );
         // Release: t/a still has a node, u/c none; the shared node gets core 1 back.
         cores.release(|t, g| (t, g) == ("t", "a"));
         assert!(!reg.join("1").exists());
@@ -324,7 +344,12 @@ mod tests {
         let reg = d.path().join("registry");
         let c = Cores::at(&config(&[("t", "a", None)]), &cg, reg.clone()).unwrap();
         assert_eq!(c.node_cpus("t", "a"), None);
-        let e = Cores::at(&config(&[("t", "a", Some(1))]), &cg, reg).err().unwrap();
-        assert!(e.to_string().contains("needs the cpuset cgroup controller"), "{e}");
+        let e = Cores::at(&config(&[("t", "a", Some(1))]), &cg, reg)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("needs the cpuset cgroup controller"),
+            "{e}"
+        );
     }
 }

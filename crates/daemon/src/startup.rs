@@ -487,10 +487,16 @@ pub async fn run(
     for o in opened {
         let t = o.app.tenant.clone();
         close_tenant(o).await;
-        left.extend(t.list().rows().iter().map(|r| (t.name.clone(), r.hostgroup.clone())));
+        left.extend(
+            t.list()
+                .rows()
+                .iter()
+                .map(|r| (t.name.clone(), r.hostgroup.clone())),
+        );
     }
     // noisy neighbours (#12): cores of groups with no node left go back; leave _daemon.
-    host.cores.release(|t, g| left.iter().any(|(lt, lg)| lt == t && lg == g));
+    host.cores
+        .release(|t, g| left.iter().any(|(lt, lg)| lt == t && lg == g));
     Ok(())
 }
 

@@ -118,9 +118,16 @@ impl Cgroups {
         let g = self.daemon_group();
         if self.version == Version::V2 {
             // Controllers enabled at the root and on `bulkhead`, as for a tenant.
-            let subtree = self.ctrls.iter().map(|c| format!("+{c}")).collect::<Vec<_>>();
+            let subtree = self
+                .ctrls
+                .iter()
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>();
             let top = self.root.join("bulkhead");
-            write(&self.root.join("cgroup.subtree_control"), &subtree.join(" "))?;
+            write(
+                &self.root.join("cgroup.subtree_control"),
+                &subtree.join(" "),
+            )?;
             mkdir(&top)?;
             write(&top.join("cgroup.subtree_control"), &subtree.join(" "))?;
         }
@@ -262,9 +269,9 @@ mod tests {
         if blkio_weight {
             fs::write(d.join("blkio/blkio.bfq.weight"), "100").unwrap();
         }
-        let extra = ["cpuset", "blkio"].into_iter().filter(|c| {
-            *c != "blkio" || v1_blkio_weight_file(&d.join("blkio")).is_some()
-        });
+        let extra = ["cpuset", "blkio"]
+            .into_iter()
+            .filter(|c| *c != "blkio" || v1_blkio_weight_file(&d.join("blkio")).is_some());
         Cgroups::at(d.to_path_buf(), Version::V1).with(extra)
     }
 
@@ -290,7 +297,10 @@ mod tests {
         }
         assert_eq!(cg.host_cpus().as_deref(), Some("0-3"));
         let all = cg.all_cpusets();
-        assert!(all.contains(&d.path().join("cpuset/bulkhead/t/c1")), "{all:?}");
+        assert!(
+            all.contains(&d.path().join("cpuset/bulkhead/t/c1")),
+            "{all:?}"
+        );
     }
 
     #[test]

@@ -464,7 +464,10 @@ pub fn assert_clean(tenant: &str, tenant_dir: &Path) {
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(held.is_empty(), "cores still reserved for {tenant}: {held:?}");
+    assert!(
+        held.is_empty(),
+        "cores still reserved for {tenant}: {held:?}"
+    );
     // Any process still inside one of the tenant's cgroups (a node, or a supervisor in its slot).
     let needle = format!("/bulkhead/{tenant}/");
     let inside: Vec<String> = std::fs::read_dir("/proc")

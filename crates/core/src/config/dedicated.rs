@@ -53,7 +53,10 @@ mod tests {
         assert_eq!(validate("p", &group(None), 1).unwrap(), None);
         assert_eq!(validate("p", &group(Some(3)), 2).unwrap(), Some(3));
         let e = validate("p", &group(Some(0)), 1).unwrap_err().to_string();
-        assert!(e.contains("p.dedicated_cores") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.contains("p.dedicated_cores") && e.contains("at least 1"),
+            "{e}"
+        );
         let e = validate("p", &group(Some(1)), 2).unwrap_err().to_string();
         assert!(e.contains("fewer than the group's vcpu 2"), "{e}");
         assert!(validate("p", &group(Some(5000)), 1).is_err());
