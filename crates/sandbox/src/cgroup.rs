@@ -11,6 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cgfs::{v1_blkio_weight_file, v1_cpuset_inherit, write};
+pub use crate::cgfs::{CgroupError, Version};
+
 const TOP: &str = "bulkhead";
 /// The v1 hierarchies every host must have; `OPTIONAL_V1` are used where mounted (`blkio` only
 /// where it offers a weight: without one it would only cost a cgroup move).
@@ -26,26 +29,6 @@ pub struct Limits {
     pub pids_max: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    #[error("no usable cgroup hierarchy under {0}: need cgroup v2 with the memory, cpu and pids controllers, or v1 with cpu, memory, pids and freezer mounted")]
-    NotFound(PathBuf),
-    #[error("cgroup {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cgroup {0} still has processes after they were killed")]
-    Busy(PathBuf),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    V1,
-    V2,
-}
-
 /// The host's cgroup hierarchy.
 #[derive(Debug, Clone)]
 pub struct Cgroups {
@@ -54,13 +37,6 @@ pub struct Cgroups {
     /// v1: the hierarchies in use (the four required first); v2: the controllers enabled
     /// down the path (`cpu memory pids`, plus `cpuset` and `io` where the root offers them).
     pub(crate) ctrls: Vec<&'static str>,
-}
-
-pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    fs::write(path, value).map_err(|source| CgroupError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 impl Cgroups {
@@ -86,7 +62,7 @@ impl Cgroups {
                 .filter(|c| {
                     let b = root.join(c);
                     b.join("tasks").exists()
-                        && (*c != "blkio" || crate::fair::v1_blkio_weight_file(&b).is_some())
+                        && (*c != "blkio" || v1_blkio_weight_file(&b).is_some())
                 })
                 .collect();
             return Ok(Cgroups::at(root, Version::V1).with(extra));
@@ -242,8 +218,9 @@ impl Cgroups {
         write(&dir.join("cgroup.subtree_control"), &subtree)
     }
 
-    /// Prepares the parents of a tenant's node cgroups, with the tenant's weights.
-    pub fn prepare_tenant(&self, tenant: &str) -> Result<(), CgroupError> {
+    /// Creates the parents of a tenant's node cgroups (`fair.rs`'s `prepare_tenant` adds
+    /// the tenant's weights).
+    pub(crate) fn prepare_tenant_dirs(&self, tenant: &str) -> Result<(), CgroupError> {
         match self.version {
             Version::V2 => self.enable_v2_controllers(tenant)?,
             Version::V1 => {
@@ -254,13 +231,13 @@ impl Cgroups {
                         source,
                     })?;
                     if c == "cpuset" {
-                        crate::fair::v1_cpuset_inherit(&b.join(TOP))?;
-                        crate::fair::v1_cpuset_inherit(&d)?;
+                        v1_cpuset_inherit(&b.join(TOP))?;
+                        v1_cpuset_inherit(&d)?;
                     }
                 }
             }
         }
-        self.set_weights(&Path::new(TOP).join(tenant), crate::fair::TENANT_WEIGHT)
+        Ok(())
     }
 }
 
@@ -300,7 +277,7 @@ impl NodeCgroup {
                 source,
             })?;
             if self.version == Version::V1 && *c == "cpuset" {
-                crate::fair::v1_cpuset_inherit(d)?;
+                v1_cpuset_inherit(d)?;
             }
         }
         Ok(())

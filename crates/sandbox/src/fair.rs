@@ -9,14 +9,16 @@
 //! - CPU sets: a node's cgroup can be pinned to a CPU list (`dedicated_cores`); the daemon's
 //!   cgroup gets the CPUs no group reserved.
 //!
-//! Invariant (v1): a cpuset accepts tasks only once its `cpuset.cpus` and `cpuset.mems` are set,
-//! and each level's CPUs must lie within its parent's: every level bulkhead creates copies its
-//! parent's before anything else is written there.
+//! Invariant: a tenant's level carries its weights before any node of it exists
+//! ([`Cgroups::prepare_tenant`] is the only way the supervisor and standbys make it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::cgroup::{write, CgroupError, Cgroups, NodeCgroup, Version};
+use crate::cgfs::{
+    read_trim, v1_blkio_weight_file, v1_cpuset_inherit, write, CgroupError, Version,
+};
+use crate::cgroup::{Cgroups, NodeCgroup};
 
 /// A tenant level's weight, on v2's scale (default 100); v1 `cpu.shares` is 10.24× this.
 pub const TENANT_WEIGHT: u64 = 100;
@@ -26,36 +28,13 @@ pub const DAEMON_WEIGHT: u64 = 400;
 /// The daemon's cgroup under `bulkhead/`.
 pub const DAEMON_CGROUP: &str = "_daemon";
 
-/// The v1 blkio weight file this kernel offers (CFQ's or BFQ's), if any.
-pub(crate) fn v1_blkio_weight_file(base: &Path) -> Option<&'static str> {
-    ["blkio.weight", "blkio.bfq.weight"]
-        .into_iter()
-        .find(|f| base.join(f).exists())
-}
-
-fn read_trim(p: &Path) -> String {
-    fs::read_to_string(p)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// A v1 cpuset directory takes its parent's CPUs and memory nodes where it has none yet.
-pub(crate) fn v1_cpuset_inherit(dir: &Path) -> Result<(), CgroupError> {
-    let Some(parent) = dir.parent() else {
-        return Ok(());
-    };
-    for f in ["cpuset.cpus", "cpuset.mems"] {
-        if read_trim(&dir.join(f)).is_empty() {
-            let v = read_trim(&parent.join(f));
-            if !v.is_empty() {
-                write(&dir.join(f), &v)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Cgroups {
+    /// Prepares the parents of a tenant's node cgroups, with the tenant's weights.
+    pub fn prepare_tenant(&self, tenant: &str) -> Result<(), CgroupError> {
+        self.prepare_tenant_dirs(tenant)?;
+        self.set_weights(&Path::new("bulkhead").join(tenant), TENANT_WEIGHT)
+    }
+
     /// Writes the CPU (and IO, where there is a weight) weight of the cgroup at `rel` (from the
     /// hierarchy's root, e.g. `bulkhead/<tenant>`).
     pub(crate) fn set_weights(&self, rel: &Path, weight: u64) -> Result<(), CgroupError> {

@@ -6,6 +6,7 @@
 //! QEMU's confinement are both built from these; neither driver depends on the other.
 
 pub mod caps;
+mod cgfs;
 pub mod cgroup;
 pub mod fair;
 pub mod ns;
