@@ -82,6 +82,17 @@ fn cg_file(controller: &str, rel: &str, v1_file: &str, v2_file: &str) -> String 
     }
 }
 
+/// Waits (up to 10 s) until a supervisor is back in `bulkhead/_daemon` in every hierarchy
+/// that matters here: a standby steps out of its node's cgroup just after answering `ready`.
+fn settled(sup: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let cpuset = v1() && Path::new("/sys/fs/cgroup/cpuset/tasks").exists();
+    let home = |c: &str| cgroup_of(sup, c) == "/bulkhead/_daemon";
+    while !(home("cpu") && (!cpuset || home("cpuset"))) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn node_dir(s: &Shared, t: &str, node: &str) -> PathBuf {
     s.state.join("tenants").join(t).join("nodes").join(node)
 }
@@ -157,6 +168,7 @@ fn tenants_get_equal_weights_and_the_daemon_a_protected_cgroup() {
     assert_eq!(cgroup_of(d, "cpu"), "/bulkhead/_daemon", "the daemon");
     for (t, n) in [(&a, &na), (&b, &nb)] {
         let (sup, init, id) = node_pids(&s, t, n);
+        settled(sup);
         assert_eq!(
             cgroup_of(sup, "cpu"),
             "/bulkhead/_daemon",
@@ -221,8 +233,10 @@ fn dedicated_cores_pin_a_group_and_no_other_node_runs_there() {
     );
     // Nor do the daemon and the supervisors run on the reserved core.
     assert_eq!(cpus_allowed(daemon_pid(&s)), rest, "the daemon");
+    settled(sup);
     assert_eq!(cpus_allowed(sup), rest, "a supervisor");
     let (a_sup, _, _) = node_pids(&s, &a, &na);
+    settled(a_sup);
     assert_eq!(cpus_allowed(a_sup), rest, "the pinned node's supervisor");
     // The core goes back at stop (assert_clean checks /run/bulkhead/cores for both tenants).
     s.stop_and_assert_clean();
