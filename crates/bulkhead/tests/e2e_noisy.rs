@@ -477,3 +477,46 @@ exit 0
     );
     d.stop_and_assert_clean();
 }
+
+/// A daemon that crashes keeps its group's cores (its pinned node runs on); started again it
+/// takes the same ones and re-adopts the node; a stop then gives everything back.
+#[test]
+fn a_crashed_daemon_gets_its_cores_back_and_a_stop_removes_everything() {
+    if !common::privileged() {
+        return;
+    }
+    let cpus = host_cpus();
+    if cpus.len() < 2 {
+        eprintln!("SKIP: dedicated cores need a host with 2 CPUs or more");
+        return;
+    }
+    let _g = serial();
+    let mine = cpus.last().unwrap().to_string();
+    let mut d = common::Daemon::start_edited("nc", &[], |y| {
+        y.replace("    ram_mb:", "    dedicated_cores: 1\n    ram_mb:")
+    });
+    assert!(
+        read(d.config.clone()).contains("dedicated_cores: 1"),
+        "{}",
+        read(d.config.clone())
+    );
+    let n = d.add();
+    let init = d.supervisor_state(&n)["init_pid"].as_i64().unwrap();
+    assert_eq!(cpus_allowed(init), mine);
+    let claim = format!("/run/bulkhead/cores/{mine}");
+    let owner = read(&claim);
+    assert!(owner.starts_with(&format!("{}/", d.tenant)), "{owner}");
+    d.crash();
+    assert_eq!(read(&claim), owner, "the claim outlives a crash");
+    assert_eq!(cpus_allowed(init), mine, "the node runs on where it was");
+    d.spawn();
+    assert_eq!(read(&claim), owner);
+    assert_eq!(
+        d.supervisor_state(&n)["init_pid"].as_i64().unwrap(),
+        init,
+        "re-adopted"
+    );
+    assert_eq!(cpus_allowed(init), mine);
+    d.stop_and_assert_clean();
+    assert!(!Path::new(&claim).exists());
+}
