@@ -49,9 +49,17 @@ struct RegistryLock(#[allow(dead_code)] std::fs::File);
 
 impl RegistryLock {
     fn take(dir: &Path) -> Result<Self, StartError> {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        // The directory itself is locked: no lock file is left behind.
-        let f = std::fs::File::open(dir).map_err(io(format!("opening {}", dir.display())))?;
+        // The directory itself is locked: no lock file is left behind. A daemon that released
+        // the last core may remove it between our mkdir and open: make it again.
+        let mut tries = 0;
+        let f = loop {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+            match std::fs::File::open(dir) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+                Err(e) => return Err(io(format!("opening {}", dir.display()))(e)),
+            }
+        };
         // SAFETY: flock on a descriptor we own; released when the file closes.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("locking the core registry")(
@@ -189,6 +197,8 @@ impl Cores {
         }
         *self.dedicated.write().unwrap_or_else(|e| e.into_inner()) = got;
         self.rebalance(&read_registry(&self.registry), &fresh);
+        // No reservation on the host: leave no empty registry behind.
+        let _ = std::fs::remove_dir(&self.registry);
         Ok(())
     }
 
@@ -247,6 +257,8 @@ impl Cores {
                     }
                 }
                 self.rebalance(&read_registry(&self.registry), &CpuList::default());
+                // Gone once no core is reserved (fails while any claim is left).
+                let _ = std::fs::remove_dir(&self.registry);
             }
         }
         if let Some(o) = self.origin.lock().unwrap_or_else(|e| e.into_inner()).take() {
