@@ -10,6 +10,8 @@ pub mod app;
 pub mod auth;
 pub mod bg;
 pub mod error;
+// fair host-work queues (#12, rate)
+pub mod fair;
 pub mod forward;
 pub mod fsutil;
 mod host_limits;
@@ -18,6 +20,8 @@ pub mod identity;
 mod listen;
 pub mod network;
 pub mod pool;
+// per-tenant token buckets and in-flight bounds (#12, rate)
+pub mod rate;
 pub mod serve;
 pub mod services;
 mod start_error;

@@ -21,4 +21,6 @@ pub struct HostServices {
     pub started: Instant,
     /// The workload identity issuer (`identity/`, ADR 0020); `None` when it is off.
     pub identity: Option<Arc<crate::identity::Identity>>,
+    /// Host-work slots shared round-robin by the tenants (#12, rate; `fair.rs`).
+    pub fair: Arc<crate::fair::Fair>,
 }

@@ -195,8 +195,10 @@ impl Tenant {
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let result = async {
-            let _permit = self.setups.acquire().await.map_err(|_| DomainError::internal("shutting down"))?;
+            // A host-work slot for the setup only, not for the wait on the node (#12, rate).
+            let permit = self.host_work().await?;
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh).await?;
+            drop(permit);
             let t_sup = t0.elapsed();
             let n = name.clone();
             self.store

@@ -207,11 +207,9 @@ impl Tenant {
         let g = self.group(&row.hostgroup)?.clone();
         self.clear_processes(name).await;
         let node_net = crate::network::node_net_of(&row);
-        let _permit = self
-            .setups
-            .acquire()
-            .await
-            .map_err(|_| DomainError::internal("shutting down"))?;
+        // A host-work slot for the start (and the memory's restore), not for the wait on the
+        // node (#12, rate: `crate::fair`).
+        let permit = self.host_work().await?;
         self.start_supervisor(&row, &g, node_net.as_ref(), start)
             .await?;
         if start == Start::Restore {
@@ -221,6 +219,7 @@ impl Tenant {
                 .await
                 .map_err(|e| self.driver_refusal(name, "restore", e))?;
         }
+        drop(permit);
         let n = name.to_string();
         self.store.transition(name, move |s| s.started(&n)).await?;
         self.watch(name);
