@@ -235,6 +235,15 @@ pub fn serve_all(
                     chain,
                 } => {
                     let router = crate::http::router(d.clone(), chain);
+                    // #12, rate: a tenant socket's connections are its tenant's.
+                    let limits = serve::Limits {
+                        max_connections: crate::rate::socket_connections(
+                            cfg,
+                            &path,
+                            limits.max_connections,
+                        ),
+                        ..limits
+                    };
                     tokio::spawn(async move {
                         serve::serve(listener, router, limits, stats, shutdown).await;
                         let _ = std::fs::remove_file(path);

@@ -72,6 +72,23 @@ pub fn long_lived(path: &str, method: &str) -> bool {
         .any(|(p, m)| *p == path && m.eq_ignore_ascii_case(method))
 }
 
+/// The connection bound of a listener on UNIX socket `path`: a tenant socket
+/// (`api.tenant_sockets/<tenant>.sock`) takes the smaller of `config.api.max_connections` and
+/// its tenant's `rate_limits.max_connections`; any other listener keeps `global`.
+pub fn socket_connections(
+    cfg: &bulkhead_core::DaemonConfig,
+    path: &std::path::Path,
+    global: usize,
+) -> usize {
+    let Some(dir) = &cfg.api.tenant_sockets else {
+        return global;
+    };
+    cfg.tenants
+        .iter()
+        .find(|t| dir.join(format!("{}.sock", t.tenant)) == path)
+        .map_or(global, |t| global.min(t.rate_limits.max_connections))
+}
+
 /// One tenant's limits and what they refused.
 pub struct TenantLimits {
     tenant: String,
