@@ -334,7 +334,11 @@ mod tests {
         assert!(matches!(e, FairError::TenantFull { max: 2, .. }), "{e}");
         let d: DomainError = e.into();
         assert_eq!((d.code, d.retry_after), (Code::Busy, Some(1)));
-        assert!(d.message.contains("\"a\"") && d.message.contains("max_queued"), "{}", d.message);
+        assert!(
+            d.message.contains("\"a\"") && d.message.contains("max_queued"),
+            "{}",
+            d.message
+        );
         let _b1 = b.admit().unwrap();
         assert_eq!(b.admit().err(), Some(FairError::DaemonFull { max: 3 }));
         drop(a1);

@@ -59,7 +59,13 @@ mod tests {
     #[test]
     fn a_full_bucket_gives_its_burst_then_refills_at_the_rate() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(Rate { per_s: 5, burst: 10 }, t0);
+        let mut b = Bucket::new(
+            Rate {
+                per_s: 5,
+                burst: 10,
+            },
+            t0,
+        );
         for i in 0..10 {
             assert!(b.take(t0).is_ok(), "token {i} of the burst");
         }
@@ -98,6 +104,9 @@ mod tests {
         for k in 0..100 {
             assert!(b.take(t0 + ms(k)).is_err());
         }
-        assert!(b.take(t0 + ms(500)).is_ok(), "refusals did not push the refill back");
+        assert!(
+            b.take(t0 + ms(500)).is_ok(),
+            "refusals did not push the refill back"
+        );
     }
 }

@@ -72,21 +72,29 @@ pub fn long_lived(path: &str, method: &str) -> bool {
         .any(|(p, m)| *p == path && m.eq_ignore_ascii_case(method))
 }
 
-/// The connection bound of a listener on UNIX socket `path`: a tenant socket
+/// The bounds of a listener on UNIX socket `path`: a tenant socket
 /// (`api.tenant_sockets/<tenant>.sock`) takes the smaller of `config.api.max_connections` and
-/// its tenant's `rate_limits.max_connections`; any other listener keeps `global`.
-pub fn socket_connections(
+/// its tenant's `rate_limits.max_connections`; any other listener keeps `global`'s.
+pub fn socket_limits(
     cfg: &bulkhead_core::DaemonConfig,
     path: &std::path::Path,
-    global: usize,
-) -> usize {
+    global: crate::serve::Limits,
+) -> crate::serve::Limits {
     let Some(dir) = &cfg.api.tenant_sockets else {
         return global;
     };
-    cfg.tenants
+    match cfg
+        .tenants
         .iter()
         .find(|t| dir.join(format!("{}.sock", t.tenant)) == path)
-        .map_or(global, |t| global.min(t.rate_limits.max_connections))
+    {
+        Some(t) if t.rate_limits.max_connections < global.max_connections => crate::serve::Limits {
+            max_connections: t.rate_limits.max_connections,
+            cap_key: "config.rate_limits.max_connections",
+            ..global
+        },
+        _ => global,
+    }
 }
 
 /// One tenant's limits and what they refused.
@@ -208,7 +216,8 @@ mod tests {
             l.spend(Kind::Exec, t0).unwrap();
         }
         assert_eq!(l.rate_limited.load(Ordering::Relaxed), 1);
-        l.spend(Kind::Lifecycle, t0 + Duration::from_millis(200)).unwrap();
+        l.spend(Kind::Lifecycle, t0 + Duration::from_millis(200))
+            .unwrap();
     }
 
     #[test]
