@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{key_err, ConfigError};
 
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// As many as `max_queued`: a burst of creates (which wait for their node) meets the queue's
+/// bound, not this one.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Today's bound on a tenant's waiting lifecycle operations.
 pub const DEFAULT_MAX_QUEUED: usize = 256;
@@ -157,7 +159,7 @@ mod tests {
         assert_eq!(r, RateLimits::default());
         assert_eq!(r.lifecycle, None);
         assert_eq!(r.exec, None);
-        assert_eq!(r.max_in_flight, 64);
+        assert_eq!(r.max_in_flight, 256);
         assert_eq!(r.max_connections, 256);
         assert_eq!(r.max_queued, 256);
     }
