@@ -293,6 +293,53 @@ fn a_tenant_at_its_in_flight_bound_is_busy_and_the_other_is_not() {
     s.stop_and_assert_clean();
 }
 
+#[test]
+fn a_burst_of_one_tenant_does_not_hold_up_the_other_tenants_create() {
+    if !privileged() {
+        return;
+    }
+    let s = Shared::start("", "");
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let (ta, tb) = (s.tenant_client(&a), s.tenant_client(&b));
+    const BURST: usize = 48;
+    let t0 = Instant::now();
+    let burst: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (ta, a) = (ta.clone(), a.clone());
+            std::thread::spawn(move || {
+                let r = create(&ta, &a, "", "{}");
+                (r.status, t0.elapsed())
+            })
+        })
+        .collect();
+    // b asks once a's burst is queued.
+    std::thread::sleep(Duration::from_millis(100));
+    let r = create(&tb, &b, "", "{}");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let b_done = t0.elapsed();
+    let mut a_done: Vec<Duration> = burst
+        .into_iter()
+        .map(|t| {
+            let (st, at) = t.join().unwrap();
+            assert_eq!(st, StatusCode::CREATED);
+            at
+        })
+        .collect();
+    a_done.sort();
+    // Round-robin: b waits for at most one of a's setups per slot, not for a's whole burst
+    // (FIFO over all tenants would finish b after nearly all of a's creates).
+    let before_b = a_done.iter().filter(|t| **t < b_done).count();
+    eprintln!(
+        "b's create done at {b_done:?}, after {before_b} of a's {BURST}; a's last at {:?}",
+        a_done[BURST - 1]
+    );
+    assert!(
+        before_b < BURST / 2,
+        "{before_b} of a's {BURST} creates finished before b's one ({b_done:?}; a's: {a_done:?})"
+    );
+    s.stop_and_assert_clean();
+}
+
 /// One request on a fresh connection to `sock`; the raw answer.
 fn raw(sock: &std::path::Path, req: &[u8]) -> String {
     let mut c = UnixStream::connect(sock).unwrap();
