@@ -196,6 +196,26 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_daemons_tenants_take_their_own_block_else_the_daemons() {
+        let d = crate::DaemonConfig::parse(
+            "config:\n  rate_limits: { exec_per_s: 10 }\n  tenants:\n    - name: a\n      host_groups: [ { name: a } ]\n      rate_limits: { lifecycle_per_s: 2, max_queued: 3 }\n    - name: b\n      host_groups: [ { name: b } ]\n",
+        )
+        .unwrap();
+        let (a, b) = (&d.tenants[0].rate_limits, &d.tenants[1].rate_limits);
+        // a's block replaces the daemon's whole: no exec limit for a.
+        assert_eq!(a.lifecycle, Some(Rate { per_s: 2, burst: 4 }));
+        assert_eq!((a.exec, a.max_queued), (None, 3));
+        assert_eq!(b.exec, Some(Rate { per_s: 10, burst: 20 }));
+        assert_eq!((b.lifecycle, b.max_queued), (None, DEFAULT_MAX_QUEUED));
+        let e = crate::DaemonConfig::parse(
+            "config:\n  tenants:\n    - name: a\n      host_groups: [ { name: a } ]\n      rate_limits: { exec_burst: 3 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("config.tenants[0].rate_limits.exec_burst"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         for (yaml, key) in [
             ("lifecycle_per_s: 0", "config.rate_limits.lifecycle_per_s"),
