@@ -340,6 +340,43 @@ fn a_burst_of_one_tenant_does_not_hold_up_the_other_tenants_create() {
     s.stop_and_assert_clean();
 }
 
+#[test]
+fn a_tenants_slow_userdata_holds_no_host_work_slot() {
+    if !privileged() {
+        return;
+    }
+    let s = Shared::start("", "");
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let (ta, tb) = (s.tenant_client(&a), s.tenant_client(&b));
+    // More creates waiting for their userdata than the daemon has host-work slots (8).
+    let slow = slow_creates(&ta, &a, 12, 6);
+    let until = Instant::now() + Duration::from_secs(30);
+    while get(&s.admin_client(), "/nodes")
+        .json()
+        .as_array()
+        .unwrap()
+        .len()
+        < 12
+    {
+        assert!(Instant::now() < until, "the slow creates never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = create(&tb, &b, "?wait=agent", "{}");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "b's create waited {:?} behind a's userdata",
+        t.elapsed()
+    );
+    for t in slow {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    s.stop_and_assert_clean();
+}
+
 /// One request on a fresh connection to `sock`; the raw answer.
 fn raw(sock: &std::path::Path, req: &[u8]) -> String {
     let mut c = UnixStream::connect(sock).unwrap();

@@ -205,14 +205,23 @@ mod tests {
         // a's block replaces the daemon's whole: no exec limit for a.
         assert_eq!(a.lifecycle, Some(Rate { per_s: 2, burst: 4 }));
         assert_eq!((a.exec, a.max_queued), (None, 3));
-        assert_eq!(b.exec, Some(Rate { per_s: 10, burst: 20 }));
+        assert_eq!(
+            b.exec,
+            Some(Rate {
+                per_s: 10,
+                burst: 20
+            })
+        );
         assert_eq!((b.lifecycle, b.max_queued), (None, DEFAULT_MAX_QUEUED));
         let e = crate::DaemonConfig::parse(
             "config:\n  tenants:\n    - name: a\n      host_groups: [ { name: a } ]\n      rate_limits: { exec_burst: 3 }\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("config.tenants[0].rate_limits.exec_burst"), "{e}");
+        assert!(
+            e.contains("config.tenants[0].rate_limits.exec_burst"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -207,8 +207,8 @@ impl Tenant {
         let g = self.group(&row.hostgroup)?.clone();
         self.clear_processes(name).await;
         let node_net = crate::network::node_net_of(&row);
-        // A host-work slot for the start (and the memory's restore), not for the wait on the
-        // node (#12, rate: `crate::fair`).
+        // A host-work slot for the start, the memory's restore and the boot, not for the
+        // node's userdata (#12, rate: `crate::fair`).
         let permit = self.host_work().await?;
         self.start_supervisor(&row, &g, node_net.as_ref(), start)
             .await?;
@@ -219,7 +219,6 @@ impl Tenant {
                 .await
                 .map_err(|e| self.driver_refusal(name, "restore", e))?;
         }
-        drop(permit);
         let n = name.to_string();
         self.store.transition(name, move |s| s.started(&n)).await?;
         self.watch(name);
@@ -228,6 +227,10 @@ impl Tenant {
         } else {
             wait
         };
+        if wait != Wait::None {
+            self.wait_agent(name, deadline).await?;
+        }
+        drop(permit);
         self.after_start(name, wait, deadline).await
     }
 
