@@ -11,8 +11,7 @@ pub mod identity;
 pub mod policy;
 mod policy_raw;
 pub mod quotas; // quotas (#12, ADR 0025)
-// rate limits, fair queues, connection limits (#12, rate)
-pub mod rate_limits;
+pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
