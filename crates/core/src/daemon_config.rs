@@ -310,6 +310,8 @@ impl DaemonConfig {
                 quotas: rt.quotas.clone(), // quotas (#12)
                 // admission policy (#12): the tenant's own, else the daemon-wide one
                 policy: rt.policy.clone().or_else(|| c.policy.clone()),
+                // rate limits (#12, rate): the tenant's own block, else the daemon's
+                rate_limits: rt.rate_limits.clone().or_else(|| c.rate_limits.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {

@@ -79,10 +79,11 @@ impl ApiError {
     }
 
     /// The API listener serves `config.api.max_connections` connections already.
-    pub fn too_many_connections() -> Self {
+    /// `key`: the config key of the cap that was reached.
+    pub fn too_many_connections(key: &str) -> Self {
         ApiError(DomainError::new(
             Code::TooManyConnections,
-            "the daemon serves as many connections as it allows (config.api.max_connections): close idle connections or retry later",
+            format!("the daemon serves as many connections as it allows ({key}): close idle connections or retry later"),
         ))
     }
 

@@ -11,6 +11,8 @@ pub mod auth;
 pub mod bg;
 pub mod cores;
 pub mod error;
+// fair host-work queues (#12, rate)
+pub mod fair;
 pub mod forward;
 pub mod fsutil;
 mod host_limits;
@@ -19,6 +21,8 @@ pub mod identity;
 mod listen;
 pub mod network;
 pub mod pool;
+// per-tenant token buckets and in-flight bounds (#12, rate)
+pub mod rate;
 pub mod serve;
 pub mod services;
 mod start_error;

@@ -218,6 +218,7 @@ pub fn serve_all(
     let limits = || serve::Limits {
         header_timeout: cfg.conns.header_timeout,
         max_connections: cfg.conns.max_connections,
+        cap_key: "config.api.max_connections",
     };
     let stats = d.host.conn_stats.clone();
     listeners
@@ -235,6 +236,8 @@ pub fn serve_all(
                     chain,
                 } => {
                     let router = crate::http::router(d.clone(), chain);
+                    // #12, rate: a tenant socket's connections are its tenant's.
+                    let limits = crate::rate::socket_limits(cfg, &path, limits);
                     tokio::spawn(async move {
                         serve::serve(listener, router, limits, stats, shutdown).await;
                         let _ = std::fs::remove_file(path);

@@ -60,6 +60,9 @@ pub struct ConnStats {
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// The config key that sets `max_connections`, named in the 503 (#12: a tenant socket's
+    /// is `config.rate_limits.max_connections`).
+    pub cap_key: &'static str,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains connections.
@@ -98,8 +101,9 @@ pub async fn serve<L>(
             Err(_) => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
                 if let Ok(r) = rejecters.clone().try_acquire_owned() {
+                    let key = limits.cap_key;
                     tokio::spawn(async move {
-                        reject(io).await;
+                        reject(io, key).await;
                         drop(r);
                     });
                 }
@@ -113,8 +117,8 @@ pub async fn serve<L>(
 
 /// Answers 503 and closes, reading (and discarding) what the client sent meanwhile, briefly,
 /// so that the close does not turn into a reset that loses the answer.
-async fn reject<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
-    let answer = ApiError::too_many_connections().raw_response();
+async fn reject<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, key: &str) {
+    let answer = ApiError::too_many_connections(key).raw_response();
     let _ = tokio::time::timeout(REJECT_LINGER, async {
         io.write_all(&answer).await?;
         io.shutdown().await?;

@@ -23,4 +23,6 @@ pub struct HostServices {
     pub identity: Option<Arc<crate::identity::Identity>>,
     /// Dedicated cores and the daemon's protected cgroup (`cores.rs`, #12 noisy neighbours).
     pub cores: crate::cores::Cores,
+    /// Host-work slots shared round-robin by the tenants (#12, rate; `fair.rs`).
+    pub fair: Arc<crate::fair::Fair>,
 }

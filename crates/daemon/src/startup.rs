@@ -409,6 +409,8 @@ pub async fn run(
         supervisor_bin: companion(&self_exe, "bulkhead-supervisor")?,
         conn_stats: Default::default(),
         started: Instant::now(),
+        // fair host-work queues (#12, rate)
+        fair: crate::fair::Fair::new(crate::fair::HOST_WORK_SLOTS, crate::fair::MAX_QUEUED_TOTAL),
     });
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;

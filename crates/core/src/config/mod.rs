@@ -12,6 +12,7 @@ pub mod identity;
 pub mod policy;
 mod policy_raw;
 pub mod quotas; // quotas (#12, ADR 0025)
+pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,8 @@ pub struct TenantConfig {
     pub quotas: quotas::Quotas,
     /// Admission policy (#12, `policy.rs`): the default restricts nothing.
     pub policy: policy::Policy,
+    /// Token buckets and in-flight, connection and queue bounds (#12, rate).
+    pub rate_limits: rate_limits::RateLimits,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -201,6 +204,7 @@ impl TenantConfig {
         }
         quotas.check_start("config.quotas", &at_start)?;
         let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
+        let rate_limits = rate_limits::RateLimits::from_raw(c.rate_limits.as_ref())?;
         Ok(TenantConfig {
             quotas,
             policy,
@@ -214,6 +218,7 @@ impl TenantConfig {
             listen,
             forward_ports,
             shared_daemon: false,
+            rate_limits,
         })
     }
 

@@ -80,6 +80,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::policy_raw::RawPolicy>,
     // ---- end admission policy ----
+    // ---- rate limits, fair queues, connection limits (#12, rate; `rate_limits.rs`) ----
+    /// bulkhead: per-tenant token buckets and in-flight, connection and queue bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<super::rate_limits::RawRateLimits>,
+    // ---- end rate limits ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -203,6 +208,10 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<super::policy_raw::RawPolicy>,
     // ---- end admission policy ----
+    // ---- rate limits (#12, rate): the whole block, else `config.rate_limits` ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<super::rate_limits::RawRateLimits>,
+    // ---- end rate limits ----
 }
 
 /// `config.api.tcp` as written.

@@ -49,7 +49,7 @@ pub async fn metrics(
     Extension(principal): Extension<Principal>,
 ) -> Response {
     let mut out = String::new();
-    let per_tenant: Vec<(String, [Metric; 11])> = tenants
+    let per_tenant: Vec<(String, [Metric; 13])> = tenants
         .iter()
         .map(|app| {
             let c = &app.tenant.counters;
@@ -115,6 +115,20 @@ pub async fn metrics(
                     "Requests refused by authorization in the tenant (403, and the 404 of a node the caller has no role for).",
                     c.denied.load(Ordering::Relaxed),
                 ),
+                // ---- rate limits, fair queues (#12, rate) ----
+                (
+                    "bulkhead_rate_limited_total",
+                    "counter",
+                    "Requests refused with 429 rate_limited: the tenant's lifecycle or exec token bucket was empty.",
+                    app.tenant.limits.rate_limited.load(Ordering::Relaxed),
+                ),
+                (
+                    "bulkhead_busy_total",
+                    "counter",
+                    "Requests refused with 503 busy: the tenant's requests in flight or queued lifecycle operations at their bound.",
+                    app.tenant.limits.busy.load(Ordering::Relaxed),
+                ),
+                // ---- end rate limits ----
                 (
                     "bulkhead_tenant_up",
                     "gauge",

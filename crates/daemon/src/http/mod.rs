@@ -8,6 +8,8 @@
 //! `stats.rs`, `tokens.rs`, the WebSockets `ws_shell.rs` and `ws_forward.rs`) parse and validate, then call the tenant
 //! context; they make no decisions of their own.
 
+// rate limits and in-flight bounds (#12, rate): the step after authorization
+mod admit;
 pub mod agent;
 pub mod body;
 pub mod cp;
@@ -290,7 +292,13 @@ fn with_pipeline<S: Clone + Send + Sync + 'static>(
     r: Router<S>,
     pipeline: Arc<Pipeline>,
 ) -> Router<S> {
+    // Route layers run last-added first: authorize, then admit (#12, rate: the tenant's
+    // in-flight bound and token buckets).
     r.route_layer(axum::middleware::from_fn_with_state(
+        pipeline.clone(),
+        admit::admit,
+    ))
+    .route_layer(axum::middleware::from_fn_with_state(
         pipeline.clone(),
         authorize,
     ))

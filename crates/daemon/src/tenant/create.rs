@@ -195,7 +195,9 @@ impl Tenant {
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let result = async {
-            let _permit = self.setups.acquire().await.map_err(|_| DomainError::internal("shutting down"))?;
+            // A host-work slot for the setup and the node's boot (a microVM's is host work),
+            // not for its userdata (#12, rate: `crate::fair`).
+            let permit = self.host_work().await?;
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh).await?;
             let t_sup = t0.elapsed();
             let n = name.clone();
@@ -203,6 +205,10 @@ impl Tenant {
                 .transition(&name, move |s| s.started(&n))
                 .await?;
             self.watch(&name);
+            if wait != Wait::None {
+                self.wait_agent(&name, deadline).await?;
+            }
+            drop(permit);
             self.after_start(&name, wait, deadline).await?;
             tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), DomainError>(())

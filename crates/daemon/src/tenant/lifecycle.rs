@@ -207,11 +207,9 @@ impl Tenant {
         let g = self.group(&row.hostgroup)?.clone();
         self.clear_processes(name).await;
         let node_net = crate::network::node_net_of(&row);
-        let _permit = self
-            .setups
-            .acquire()
-            .await
-            .map_err(|_| DomainError::internal("shutting down"))?;
+        // A host-work slot for the start, the memory's restore and the boot, not for the
+        // node's userdata (#12, rate: `crate::fair`).
+        let permit = self.host_work().await?;
         self.start_supervisor(&row, &g, node_net.as_ref(), start)
             .await?;
         if start == Start::Restore {
@@ -229,6 +227,10 @@ impl Tenant {
         } else {
             wait
         };
+        if wait != Wait::None {
+            self.wait_agent(name, deadline).await?;
+        }
+        drop(permit);
         self.after_start(name, wait, deadline).await
     }
 

@@ -38,19 +38,17 @@ pub use node_ref::NodeRef;
 pub use power::Wait;
 
 use bulkhead_api::{names, Node};
-use bulkhead_core::{Code, DomainError, HostGroup, TenantConfig};
+use bulkhead_core::{DomainError, HostGroup, TenantConfig};
 use bulkhead_driver::{files, Driver};
 use bulkhead_store::{NodeRow, Snapshot, Store};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::services::HostServices;
 
-/// Creates and deletes beyond this many waiting at once answer 503.
-pub const MAX_QUEUED_LIFECYCLE: usize = 256;
-/// Node setups that run at once; the rest wait in the bounded queue above.
-pub const PARALLEL_SETUPS: usize = 8;
+// The bound on queued lifecycle operations is `config.rate_limits.max_queued` now, and node
+// setups share the daemon's host-work slots round-robin across tenants (#12, `crate::fair`).
 
 #[derive(Default)]
 pub struct Counters {
@@ -84,8 +82,12 @@ pub struct Tenant {
     drivers: Vec<Arc<dyn Driver>>,
     /// The tenant's state: reads from memory, writes on the store's own thread.
     store: Store,
-    setups: tokio::sync::Semaphore,
-    queued: AtomicUsize,
+    // ---- rate limits, fair queues (#12, rate) ----
+    /// The tenant's place at the daemon's host-work scheduler (`crate::fair`).
+    lane: crate::fair::Lane,
+    /// Token buckets and requests in flight (`crate::rate`; applied by `http/admit.rs`).
+    pub limits: crate::rate::TenantLimits,
+    // ---- end rate limits ----
     pub counters: Counters,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<Arc<crate::network::TenantNetwork>>,
@@ -120,14 +122,6 @@ pub struct TenantParts {
     pub net: Option<Arc<crate::network::TenantNetwork>>,
 }
 
-/// Releases a place in the lifecycle queue when dropped.
-pub struct QueueSlot<'a>(&'a AtomicUsize);
-impl Drop for QueueSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Tenant {
     pub fn new(host: Arc<HostServices>, p: TenantParts) -> Self {
         let name = p.cfg.tenant.clone();
@@ -140,6 +134,9 @@ impl Tenant {
             p.cfg.conns.forward_max_connections,
             p.cfg.conns.forward_proxy_timeout,
         );
+        // #12, rate: the tenant's lane at the host-work scheduler and its request limits
+        let lane = host.fair.lane(&name, p.cfg.rate_limits.max_queued);
+        let limits = crate::rate::TenantLimits::new(&name, &p.cfg.rate_limits);
         Tenant {
             host,
             name,
@@ -151,8 +148,8 @@ impl Tenant {
                 .collect(),
             driver: p.driver,
             store: p.store,
-            setups: tokio::sync::Semaphore::new(PARALLEL_SETUPS),
-            queued: AtomicUsize::new(0),
+            lane,
+            limits,
             counters: Counters::default(),
             net: p.net,
             forwards,
@@ -256,18 +253,18 @@ impl Tenant {
         })
     }
 
-    /// Takes a place in the bounded lifecycle queue, or answers 503.
-    pub fn enqueue(&self) -> Result<QueueSlot<'_>, DomainError> {
-        let n = self.queued.fetch_add(1, Ordering::SeqCst);
-        let slot = QueueSlot(&self.queued);
-        if n >= MAX_QUEUED_LIFECYCLE {
+    /// Takes a place in the tenant's bounded lifecycle queue, or answers 503 (#12, rate:
+    /// `crate::fair`).
+    pub fn enqueue(&self) -> Result<crate::fair::Ticket, DomainError> {
+        self.lane.admit().map_err(|e| {
             self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
-            return Err(DomainError::new(
-                Code::Busy,
-                format!("{MAX_QUEUED_LIFECYCLE} node operations are already queued: retry later"),
-            )
-            .retry_after(1));
-        }
-        Ok(slot)
+            self.limits.busy.fetch_add(1, Ordering::Relaxed);
+            e.into()
+        })
+    }
+
+    /// One of the daemon's host-work slots, served round-robin across tenants (#12, rate).
+    pub async fn host_work(&self) -> Result<crate::fair::Permit, DomainError> {
+        self.lane.host_work().await.map_err(DomainError::from)
     }
 }
