@@ -2,10 +2,14 @@
 //! ADR 0027). The decision is `bulkhead_core::cores::allocate`; this module applies it:
 //!
 //! - a host-wide registry, `/run/bulkhead/cores/<cpu>` holding `tenant/group`, claimed under an
-//!   flock so that daemons starting together never take the same core; it survives a crash
-//!   (the same group takes its cores again, its pinned nodes stay put) and goes with a reboot;
-//! - every node's cpuset on the host (any daemon's) that a change of the reservations concerns
-//!   is moved: a shared node never keeps a core a group just reserved, and gets the freed ones;
+//!   flock on the directory (held only once the locked directory is still the one at the path:
+//!   the last release removes it) so that daemons starting together never take the same core;
+//!   it survives a crash (the same group takes its cores again, its pinned nodes stay put) and
+//!   goes with a reboot; a start that fails keeps only the claims of groups with nodes left;
+//! - at a claim, this daemon's nodes are pinned to exactly their group's cores (a group given
+//!   fewer cores leaves none behind); every other cpuset on the host (any daemon's) that a
+//!   change of the reservations concerns is moved: a shared node never keeps a core a group
+//!   just reserved, and gets the freed ones;
 //! - the daemon enters `bulkhead/_daemon` (higher weight, the unreserved CPUs) before it starts
 //!   any supervisor, and leaves it at stop.
 //!
@@ -25,6 +29,14 @@ use crate::start_error::{io, StartError};
 
 /// Host-wide registry of reserved cores, shared by every daemon on the host.
 pub const CORES_REGISTRY: &str = "/run/bulkhead/cores";
+
+/// One node of this daemon's tenants, as [`Cores::claim`] pins it.
+pub struct OwnNode {
+    pub tenant: String,
+    pub group: String,
+    /// The node's cgroup id (`bulkhead/<tenant>/<cgroup>`).
+    pub cgroup: String,
+}
 
 /// This daemon's reservations and its place in the cgroup tree.
 pub struct Cores {
@@ -49,24 +61,48 @@ struct RegistryLock(#[allow(dead_code)] std::fs::File);
 
 impl RegistryLock {
     fn take(dir: &Path) -> Result<Self, StartError> {
-        // The directory itself is locked: no lock file is left behind. A daemon that released
-        // the last core may remove it between our mkdir and open: make it again.
+        // The directory itself is locked: no lock file is left behind. A holder may remove it
+        // (empty) before it unlocks, so the lock we get can be on a directory that is gone, or
+        // no longer the one at `dir` (another daemon made a new one and locks that): we hold
+        // the registry only once the locked directory is still the one at `dir`.
         let mut tries = 0;
-        let f = loop {
-            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-            match std::fs::File::open(dir) {
-                Ok(f) => break f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
-                Err(e) => return Err(io(format!("opening {}", dir.display()))(e)),
+        loop {
+            let f = loop {
+                std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+                match std::fs::File::open(dir) {
+                    Ok(f) => break f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => {
+                        tries += 1
+                    }
+                    Err(e) => return Err(io(format!("opening {}", dir.display()))(e)),
+                }
+            };
+            // SAFETY: flock on a descriptor we own; released when the file closes.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(io("locking the core registry")(
+                    std::io::Error::last_os_error(),
+                ));
             }
-        };
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io("locking the core registry")(
-                std::io::Error::last_os_error(),
-            ));
+            if same_inode(&f, dir) {
+                return Ok(RegistryLock(f));
+            }
+            tries += 1;
+            if tries >= 100 {
+                return Err(StartError::Refused(format!(
+                    "the core registry {} keeps being removed and made again while we lock it: retry the start",
+                    dir.display()
+                )));
+            }
         }
-        Ok(RegistryLock(f))
+    }
+}
+
+/// Whether the open `f` is the directory at `path` now (not one removed since it was opened).
+fn same_inode(f: &std::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -165,16 +201,44 @@ impl Cores {
     }
 
     /// Claims this daemon's cores host-wide (once it holds its tenants), releases what its
-    /// tenants' groups no longer ask for, and moves every shared cpuset on the host off them.
-    pub fn claim(&self, cfg: &DaemonConfig) -> Result<(), StartError> {
+    /// tenants' groups no longer ask for, pins this daemon's nodes (`own`, its tenants' nodes
+    /// now) to exactly their group's cores or the shared ones, and moves every other shared
+    /// cpuset on the host off the reserved cores. A claim that fails leaves the registry as it
+    /// was.
+    pub fn claim(&self, cfg: &DaemonConfig, own: &[OwnNode]) -> Result<(), StartError> {
         let Some(host) = &self.host else {
             return Ok(());
         };
         let _lock = RegistryLock::take(&self.registry)?;
         let before = read_registry(&self.registry);
         let held = self.held_by_others(&before, cfg);
-        let got = allocate(host, &held, &self.requests).map_err(|e| StartError::Refused(e.0))?;
-        // Stale entries of our tenants, and cores a group holds beyond its count, go.
+        let got = match allocate(host, &held, &self.requests) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&self.registry);
+                return Err(StartError::Refused(e.0));
+            }
+        };
+        // First the new claims; on a failure the ones written so far go again.
+        let mut fresh = CpuList::default();
+        for (o, list) in &got {
+            for cpu in &list.0 {
+                if before.get(cpu) != Some(o) {
+                    let f = self.registry.join(cpu.to_string());
+                    if let Err(e) = std::fs::write(&f, format!("{o}\n")) {
+                        let _ = std::fs::remove_file(&f);
+                        for c in &fresh.0 {
+                            let _ = std::fs::remove_file(self.registry.join(c.to_string()));
+                        }
+                        let _ = std::fs::remove_dir(&self.registry);
+                        return Err(io("claiming a dedicated core")(e));
+                    }
+                    fresh.0.insert(*cpu);
+                }
+            }
+            tracing::info!(group = %o, cores = %list, "dedicated cores reserved");
+        }
+        // Then stale entries of our tenants, and cores a group holds beyond its count, go.
         for (cpu, o) in &before {
             let ours = cfg
                 .tenants
@@ -184,44 +248,57 @@ impl Cores {
                 let _ = std::fs::remove_file(self.registry.join(cpu.to_string()));
             }
         }
-        let mut fresh = CpuList::default();
-        for (o, list) in &got {
-            for cpu in &list.0 {
-                if before.get(cpu) != Some(o) {
-                    fresh.0.insert(*cpu);
-                    std::fs::write(self.registry.join(cpu.to_string()), format!("{o}\n"))
-                        .map_err(io("claiming a dedicated core"))?;
-                }
-            }
-            tracing::info!(group = %o, cores = %list, "dedicated cores reserved");
-        }
         *self.dedicated.write().unwrap_or_else(|e| e.into_inner()) = got;
-        self.rebalance(&read_registry(&self.registry), &fresh);
+        self.rebalance(&read_registry(&self.registry), &fresh, own);
         // No reservation on the host: leave no empty registry behind.
         let _ = std::fs::remove_dir(&self.registry);
         Ok(())
     }
 
-    /// Moves every shared cpuset on the host (any daemon's nodes and `_daemon`) to the CPUs
-    /// no group reserved: those holding a core just reserved (`fresh`: no node can have been
-    /// given it) and those outside every reservation (so they get freed cores back). Nodes of
-    /// groups with dedicated cores are left where they are.
-    fn rebalance(&self, held: &BTreeMap<u32, Owner>, fresh: &CpuList) {
+    /// Moves cpusets after a change of the reservations. This daemon's nodes (`own`) get
+    /// exactly their group's cores, or the CPUs no group reserved. Every other cpuset on the
+    /// host (other daemons' nodes, `_daemon`) moves to the unreserved CPUs when it holds a core
+    /// just reserved (`fresh`: its owner no longer claims it) or lies outside every
+    /// reservation (so it gets freed cores back); other daemons' pinned nodes sit on cores
+    /// their own claims keep, and stay.
+    fn rebalance(&self, held: &BTreeMap<u32, Owner>, fresh: &CpuList, own: &[OwnNode]) {
         let Some(shared) = self.shared(held) else {
             return;
         };
         let reserved = CpuList(held.keys().copied().collect());
+        let dedicated = self.dedicated.read().unwrap_or_else(|e| e.into_inner());
         for dir in self.cgroups.all_cpusets() {
             let Ok(cur) = CpuList::parse(&fair::read_cpus(&dir)) else {
                 continue;
             };
-            let move_it = cur.is_empty()
-                || cur.intersects(fresh)
-                || (!cur.intersects(&reserved) && cur != shared);
-            if move_it {
-                if let Err(e) = fair::write_cpus(&dir, &shared.to_string()) {
-                    tracing::warn!(cgroup = %dir.display(), error = %e, "cannot move a cpuset to the shared cores");
+            let name = |p: Option<&Path>| {
+                p.and_then(|p| p.file_name())
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let (tenant, id) = (name(dir.parent()), name(Some(&dir)));
+            let mine = own.iter().find(|n| n.tenant == tenant && n.cgroup == id);
+            let want = match mine {
+                Some(n) => match dedicated.get(&owner(&n.tenant, &n.group)) {
+                    Some(l) => l,
+                    None => &shared,
+                },
+                None => {
+                    let move_it = cur.is_empty()
+                        || cur.intersects(fresh)
+                        || (!cur.intersects(&reserved) && cur != shared);
+                    if !move_it {
+                        continue;
+                    }
+                    &shared
                 }
+            };
+            if cur == *want {
+                continue;
+            }
+            if let Err(e) = fair::write_cpus(&dir, &want.to_string()) {
+                tracing::warn!(cgroup = %dir.display(), error = %e, "cannot move a cpuset");
             }
         }
     }
@@ -256,7 +333,7 @@ impl Cores {
                         }
                     }
                 }
-                self.rebalance(&read_registry(&self.registry), &CpuList::default());
+                self.rebalance(&read_registry(&self.registry), &CpuList::default(), &[]);
                 // Gone once no core is reserved (fails while any claim is left).
                 let _ = std::fs::remove_dir(&self.registry);
             }
@@ -314,7 +391,7 @@ mod tests {
         assert_eq!(other.cpus().as_deref(), Some("0-3"));
         let cfg = config(&[("t", "a", Some(2)), ("t", "b", None), ("u", "c", Some(1))]);
         let cores = Cores::at(&cfg, &cg, reg.clone()).unwrap();
-        cores.claim(&cfg).unwrap();
+        cores.claim(&cfg, &[]).unwrap();
         assert_eq!(cores.node_cpus("t", "a").as_deref(), Some("2-3"));
         assert_eq!(cores.node_cpus("u", "c").as_deref(), Some("1"));
         assert_eq!(cores.node_cpus("t", "b").as_deref(), Some("0"));
@@ -338,12 +415,12 @@ mod tests {
         assert_eq!(other.cpus().as_deref(), Some("0-1"));
         // The same config again keeps t/a's cores.
         let again = Cores::at(&cfg, &cg, reg.clone()).unwrap();
-        again.claim(&cfg).unwrap();
+        again.claim(&cfg, &[]).unwrap();
         assert_eq!(again.node_cpus("t", "a").as_deref(), Some("2-3"));
         // A config without t/a's dedicated cores frees them.
         let fewer = config(&[("t", "a", None), ("u", "c", Some(1))]);
         let c3 = Cores::at(&fewer, &cg, reg.clone()).unwrap();
-        c3.claim(&fewer).unwrap();
+        c3.claim(&fewer, &[]).unwrap();
         assert!(!reg.join("2").exists() && !reg.join("3").exists());
         // u/c took core 1 again above; t/a shares what is left.
         assert_eq!(c3.node_cpus("t", "a").as_deref(), Some("0,2-3"));
@@ -363,5 +440,77 @@ mod tests {
             e.to_string().contains("needs the cpuset cgroup controller"),
             "{e}"
         );
+    }
+
+    fn own(t: &str, g: &str, id: &str) -> OwnNode {
+        OwnNode {
+            tenant: t.into(),
+            group: g.into(),
+            cgroup: id.into(),
+        }
+    }
+
+    #[test]
+    fn a_group_given_fewer_cores_has_its_nodes_pinned_to_what_it_keeps() {
+        let d = tempfile::tempdir().unwrap();
+        let cg = tree(d.path());
+        let reg = d.path().join("registry");
+        cg.prepare_tenant("t").unwrap();
+        let n1 = cg.node("t", "n1");
+        n1.create_dirs().unwrap();
+        let nodes = [own("t", "a", "n1")];
+        let cfg = config(&[("t", "a", Some(2)), ("u", "c", None)]);
+        let c1 = Cores::at(&cfg, &cg, reg.clone()).unwrap();
+        c1.claim(&cfg, &nodes).unwrap();
+        assert_eq!(n1.cpus().as_deref(), Some("2-3"));
+        // Restarted with t/a down to one core and u/c asking for one, the node still running:
+        // it keeps only t/a's core, and u/c's core is nobody else's.
+        let cfg = config(&[("t", "a", Some(1)), ("u", "c", Some(1))]);
+        let c2 = Cores::at(&cfg, &cg, reg.clone()).unwrap();
+        c2.claim(&cfg, &nodes).unwrap();
+        let (a, c) = (c2.node_cpus("t", "a").unwrap(), c2.node_cpus("u", "c").unwrap());
+        assert_ne!(a, c);
+        assert_eq!(n1.cpus(), Some(a.clone()), "t/a's node on t/a's core only");
+        // Without dedicated cores the node goes to the shared CPUs.
+        let cfg = config(&[("t", "a", None), ("u", "c", Some(1))]);
+        let c3 = Cores::at(&cfg, &cg, reg.clone()).unwrap();
+        c3.claim(&cfg, &nodes).unwrap();
+        assert_eq!(n1.cpus(), c3.node_cpus("t", "a"));
+        assert_eq!(n1.cpus().as_deref(), Some("0-2"), "u/c kept core {c}");
+    }
+
+    #[test]
+    fn a_failed_claim_leaves_no_claim() {
+        let d = tempfile::tempdir().unwrap();
+        let cg = tree(d.path());
+        let reg = d.path().join("registry");
+        let cfg = config(&[("t", "a", Some(1)), ("u", "c", Some(1))]);
+        let cores = Cores::at(&cfg, &cg, reg.clone()).unwrap();
+        // t/a's core 3 is written, u/c's core 2 cannot be (a directory is in the way).
+        fs::create_dir_all(reg.join("2")).unwrap();
+        assert!(cores.claim(&cfg, &[]).is_err());
+        assert!(!reg.join("3").exists(), "t/a's claim stays after a failed start");
+        fs::remove_dir(reg.join("2")).unwrap();
+        cores.claim(&cfg, &[]).unwrap();
+        assert_eq!(fs::read_to_string(reg.join("2")).unwrap(), "u/c\n");
+    }
+
+    #[test]
+    fn the_lock_is_on_the_registry_that_exists_now() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = d.path().join("registry");
+        let first = RegistryLock::take(&reg).unwrap();
+        let r2 = reg.clone();
+        let waiter = std::thread::spawn(move || {
+            let _l = RegistryLock::take(&r2).unwrap();
+            // The registry it holds is the one at the path: writes land there.
+            fs::write(r2.join("1"), "v/x\n")
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The holder removes the (empty) registry before it unlocks, as a release does.
+        fs::remove_dir(&reg).unwrap();
+        drop(first);
+        waiter.join().unwrap().unwrap();
+        assert_eq!(fs::read_to_string(reg.join("1")).unwrap(), "v/x\n");
     }
 }

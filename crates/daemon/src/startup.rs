@@ -330,6 +330,7 @@ async fn close_tenant(o: Opened) {
 /// standbys go.
 async fn abandon(opened: Vec<Opened>) {
     let host = opened.first().map(|o| o.app.host.clone());
+    let left = own_nodes(&opened); // noisy neighbours (#12)
     for o in opened {
         o.app.tenant.pool.drain().await;
         o.app
@@ -338,8 +339,30 @@ async fn abandon(opened: Vec<Opened>) {
             .remove_tenant_if_empty(&o.app.tenant.name);
     }
     if let Some(h) = host {
-        h.cores.release(|_, _| true); // noisy neighbours (#12): leave _daemon, keep claims
+        // noisy neighbours (#12): claims of groups with a node left stay (as at a stop), the
+        // others go; leave _daemon.
+        h.cores.release(|t, g| left.iter().any(|n| n.tenant == t && n.group == g));
     }
+}
+
+/// noisy neighbours (#12): the nodes the opened tenants hold now (their cpusets follow their
+/// group's cores; a group with one keeps its claim at stop).
+fn own_nodes(opened: &[Opened]) -> Vec<crate::cores::OwnNode> {
+    opened
+        .iter()
+        .flat_map(|o| {
+            let t = &o.app.tenant;
+            t.list()
+                .rows()
+                .iter()
+                .map(|r| crate::cores::OwnNode {
+                    tenant: t.name.clone(),
+                    group: r.hostgroup.clone(),
+                    cgroup: r.cgroup.clone().unwrap_or_default(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Runs the daemon until SIGTERM or SIGINT. `config_path` is only reported: it tells a
@@ -425,7 +448,7 @@ pub async fn run(
         }
     }
     // noisy neighbours (#12): claim the dedicated cores once every tenant is held.
-    if let Err(e) = host.cores.claim(&cfg) {
+    if let Err(e) = host.cores.claim(&cfg, &own_nodes(&opened)) {
         abandon(opened).await;
         return Err(e);
     }
