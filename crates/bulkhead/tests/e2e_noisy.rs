@@ -520,3 +520,25 @@ fn a_crashed_daemon_gets_its_cores_back_and_a_stop_removes_everything() {
     d.stop_and_assert_clean();
     assert!(!Path::new(&claim).exists());
 }
+
+/// A start that fails after its cores were claimed (here: its API socket cannot be made)
+/// leaves no claim behind: the cores are free for the next daemon.
+#[test]
+fn a_start_that_fails_after_the_claim_leaves_no_claim() {
+    if !common::privileged() {
+        return;
+    }
+    if host_cpus().len() < 2 {
+        eprintln!("SKIP: dedicated cores need a host with 2 CPUs or more");
+        return;
+    }
+    let _g = serial();
+    let t = common::unique_tenant("nf");
+    let dir = common::test_dir();
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let sock = blocker.join("a.sock");
+    let out = up_fails(&format!("config:\n  tenant: {t}\n  host_groups:\n    - name: g\n      dedicated_cores: 1\n  graceful_shutdown: false\n  api:\n    bind_address: {}\n", sock.display()));
+    assert!(out.contains("not-a-dir"), "{out}");
+    common::assert_clean(&t, Path::new("/nonexistent"));
+}
