@@ -71,9 +71,7 @@ impl RegistryLock {
                 std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
                 match std::fs::File::open(dir) {
                     Ok(f) => break f,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => {
-                        tries += 1
-                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 100 => tries += 1,
                     Err(e) => return Err(io(format!("opening {}", dir.display()))(e)),
                 }
             };
@@ -468,7 +466,10 @@ mod tests {
         let cfg = config(&[("t", "a", Some(1)), ("u", "c", Some(1))]);
         let c2 = Cores::at(&cfg, &cg, reg.clone()).unwrap();
         c2.claim(&cfg, &nodes).unwrap();
-        let (a, c) = (c2.node_cpus("t", "a").unwrap(), c2.node_cpus("u", "c").unwrap());
+        let (a, c) = (
+            c2.node_cpus("t", "a").unwrap(),
+            c2.node_cpus("u", "c").unwrap(),
+        );
         assert_ne!(a, c);
         assert_eq!(n1.cpus(), Some(a.clone()), "t/a's node on t/a's core only");
         // Without dedicated cores the node goes to the shared CPUs.
@@ -489,7 +490,10 @@ mod tests {
         // t/a's core 3 is written, u/c's core 2 cannot be (a directory is in the way).
         fs::create_dir_all(reg.join("2")).unwrap();
         assert!(cores.claim(&cfg, &[]).is_err());
-        assert!(!reg.join("3").exists(), "t/a's claim stays after a failed start");
+        assert!(
+            !reg.join("3").exists(),
+            "t/a's claim stays after a failed start"
+        );
         fs::remove_dir(reg.join("2")).unwrap();
         cores.claim(&cfg, &[]).unwrap();
         assert_eq!(fs::read_to_string(reg.join("2")).unwrap(), "u/c\n");

@@ -341,7 +341,8 @@ async fn abandon(opened: Vec<Opened>) {
     if let Some(h) = host {
         // noisy neighbours (#12): claims of groups with a node left stay (as at a stop), the
         // others go; leave _daemon.
-        h.cores.release(|t, g| left.iter().any(|n| n.tenant == t && n.group == g));
+        h.cores
+            .release(|t, g| left.iter().any(|n| n.tenant == t && n.group == g));
     }
 }
 
