@@ -249,7 +249,10 @@ fn idle_and_slowloris_floods_are_closed_on_time_and_memory_stays_bounded() {
     assert!(
         answer.starts_with("HTTP/1.1 503")
             && answer.contains("too_many_connections")
-            && answer.contains("config.api.max_connections"),
+            && answer.contains("config.api.max_connections")
+            && answer
+                .to_ascii_lowercase()
+                .contains("\r\nretry-after: 1\r\n"),
         "{answer}"
     );
     assert!(

@@ -3,8 +3,10 @@
 //! bucket answers 429 `rate_limited` with Retry-After and passes again after waiting; so do
 //! execs beyond the exec bucket; a tenant whose lifecycle queue is full gets 503 `busy` while
 //! the other tenant's creates pass; a tenant at its in-flight bound gets 503 while the other
-//! is unaffected and its own long-lived requests do not count; a tenant socket refuses
-//! connections beyond its tenant's cap while the other tenant's socket serves.
+//! is unaffected and its own long-lived requests do not count; a tenant at its bound of open
+//! long-lived requests (sessions) gets 503 on the shared admin socket while the other's exec
+//! passes there; a tenant socket refuses connections beyond its tenant's cap (with
+//! Retry-After) while the other tenant's socket serves.
 
 mod common;
 
@@ -377,6 +379,66 @@ fn a_tenants_slow_userdata_holds_no_host_work_slot() {
     s.stop_and_assert_clean();
 }
 
+#[test]
+fn a_tenant_at_its_session_bound_is_busy_and_the_others_exec_passes_on_the_admin_socket() {
+    if !privileged() {
+        return;
+    }
+    let s = Shared::start("  rate_limits: { max_sessions: 2 }\n", "");
+    let (a, b) = (s.a.clone(), s.b.clone());
+    let na = s.add(&s.tenant_sock(&a), &a);
+    let nb = s.add(&s.tenant_sock(&b), &b);
+    // Everything over the one admin socket: the shared listener a tenant must not fill.
+    let admin = s.admin_client();
+    let long: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, n) = (admin.clone(), na.clone());
+            std::thread::spawn(move || exec(&c, &n, "sleep&args=4"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let third = exec(&admin, &na, "true");
+    assert_refused(
+        &third,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        &[
+            &format!("tenant {a:?}"),
+            "2 long-lived requests",
+            "max_sessions",
+        ],
+    );
+    // Tenant b's exec passes on the same socket; a's short requests are not sessions.
+    let eb = exec(&admin, &nb, "true");
+    assert_eq!(eb.status, StatusCode::OK, "{}", eb.text());
+    assert_eq!(
+        get(&admin, &format!("/hostgroup/{a}/nodes")).status,
+        StatusCode::OK
+    );
+    for t in long {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    // The sessions ended with their streamed answers: a may exec again.
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = exec(&admin, &na, "true");
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "a's sessions were not released: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = get(&admin, "/metrics").text();
+    assert!(metric(&m, "bulkhead_busy_total", &a) >= 1, "{m}");
+    assert_eq!(metric(&m, "bulkhead_busy_total", &b), 0, "{m}");
+    s.stop_and_assert_clean();
+}
+
 /// One request on a fresh connection to `sock`; the raw answer.
 fn raw(sock: &std::path::Path, req: &[u8]) -> String {
     let mut c = UnixStream::connect(sock).unwrap();
@@ -413,7 +475,10 @@ fn a_tenant_socket_refuses_connections_beyond_its_tenants_cap() {
     assert!(
         answer.starts_with("HTTP/1.1 503")
             && answer.contains("too_many_connections")
-            && answer.contains("config.rate_limits.max_connections"),
+            && answer.contains("config.rate_limits.max_connections")
+            && answer
+                .to_ascii_lowercase()
+                .contains("\r\nretry-after: 1\r\n"),
         "{answer}"
     );
     // The other tenant's socket, and the admin socket, serve.

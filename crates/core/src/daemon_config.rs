@@ -320,8 +320,16 @@ impl DaemonConfig {
                     "every tenant needs a name",
                 ));
             }
+            let raw_rates = one.rate_limits.clone();
             let mut t = TenantConfig::from_raw(one).map_err(|e| in_tenant(i, e))?;
             t.shared_daemon = true;
+            if raw_tenants.len() > 1 {
+                // rate limits (#12, rate): a tenant's sessions leave room on shared listeners
+                let max_conns = t.conns.max_connections;
+                (t.rate_limits)
+                    .fit_shared_listener(raw_rates.as_ref(), max_conns)
+                    .map_err(|e| in_tenant(i, e))?;
+            }
             if rt.forward_ports.is_none() {
                 // No fixed host ports unless the tenant is given its own range: host ports are
                 // one host-wide space, so tenants' ranges never overlap.

@@ -78,13 +78,13 @@ impl ApiError {
         ))
     }
 
-    /// The API listener serves `config.api.max_connections` connections already.
+    /// The API listener serves `config.api.max_connections` connections already; `Retry-After: 1`.
     /// `key`: the config key of the cap that was reached.
     pub fn too_many_connections(key: &str) -> Self {
         ApiError(DomainError::new(
             Code::TooManyConnections,
             format!("the daemon serves as many connections as it allows ({key}): close idle connections or retry later"),
-        ))
+        ).retry_after(1))
     }
 
     fn body(&self) -> ErrorBody {
@@ -99,8 +99,12 @@ impl ApiError {
     pub fn raw_response(&self) -> Vec<u8> {
         let body = serde_json::to_string(&self.body()).unwrap_or_default();
         let st = self.status();
+        let retry = match self.0.retry_after {
+            Some(s) => format!("retry-after: {s}\r\n"),
+            None => String::new(),
+        };
         format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{retry}connection: close\r\n\r\n{body}",
             st.as_u16(),
             st.canonical_reason().unwrap_or(""),
             body.len()
@@ -175,5 +179,12 @@ mod tests {
         let e = ApiError(DomainError::new(Code::Busy, "x").retry_after(1)).into_response();
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.headers()[axum::http::header::RETRY_AFTER], "1");
+        let raw = String::from_utf8(ApiError::too_many_connections("k").raw_response()).unwrap();
+        assert!(
+            raw.starts_with("HTTP/1.1 503 ") && raw.contains("\r\nretry-after: 1\r\n"),
+            "{raw}"
+        );
+        let raw = String::from_utf8(ApiError::header_timeout().raw_response()).unwrap();
+        assert!(!raw.contains("retry-after"), "{raw}");
     }
 }

@@ -4,7 +4,10 @@
 //! One [`Fair`] per daemon holds a fixed number of host-work slots; each tenant has a
 //! [`Lane`]. A lifecycle operation first takes a [`Ticket`] ([`Lane::admit`]: a place in its
 //! tenant's bounded queue, held for the whole operation), then, for its host work, a
-//! [`Permit`] ([`Lane::host_work`]). A free slot goes at once; otherwise the operation waits in
+//! [`Permit`] ([`Lane::host_work`], waiting at most until the request's deadline, then 503
+//! `busy`). A permit covers a node's setup and at most [`BOOT_SLOT_BUDGET`] of its boot
+//! ([`Permit::hold_while`]): a node whose agent never answers waits on without a slot, so
+//! [`HOST_WORK_SLOTS`] slow boots cannot block every tenant until their timeouts. A free slot goes at once; otherwise the operation waits in
 //! its lane, and every slot that frees goes to the next lane with a waiter after the one
 //! served last (round-robin), to that lane's oldest waiter. So one tenant's burst waits
 //! behind its own requests, never in front of another tenant's: a tenant with one waiter is
@@ -19,15 +22,21 @@
 //! - no lock is held across an await, and a permit is never dropped while the lock is held.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bulkhead_core::{Code, DomainError};
 use tokio::sync::oneshot;
 
 /// Host-work slots of a daemon (what each tenant had for itself before #12).
 pub const HOST_WORK_SLOTS: usize = 8;
-/// Lifecycle operations admitted over all of a daemon's tenants.
-pub const MAX_QUEUED_TOTAL: usize = 1024;
+/// Lifecycle operations admitted over all of a daemon's tenants (a tenant's
+/// `rate_limits.max_queued` is at most this, checked at config load).
+pub use bulkhead_core::config::rate_limits::MAX_QUEUED_TOTAL;
+/// How long a permit may cover a node's setup and boot: a microVM under TCG boots in several
+/// seconds, a jail in well under one; longer than this, the boot waits on without a slot.
+pub const BOOT_SLOT_BUDGET: Duration = Duration::from_secs(60);
 /// What a busy answer tells the client to wait.
 pub const RETRY_AFTER_S: u32 = 1;
 
@@ -37,6 +46,8 @@ pub enum FairError {
     TenantFull { tenant: String, max: usize },
     #[error("the daemon has {max} node operations queued already over all tenants: retry after {RETRY_AFTER_S}s")]
     DaemonFull { max: usize },
+    #[error("no host-work slot freed for tenant {tenant:?} before the request's timeout (the daemon's {HOST_WORK_SLOTS} slots are busy): retry after {RETRY_AFTER_S}s")]
+    TimedOut { tenant: String },
     #[error("the daemon is shutting down")]
     Closed,
 }
@@ -119,6 +130,7 @@ impl Fair {
             let tx = st.lanes[i].waiting.pop_front().expect("lane has a waiter");
             match tx.send(Permit {
                 fair: Some(self.clone()),
+                granted: Instant::now(),
             }) {
                 Ok(()) => {
                     st.cursor = (i + 1) % n;
@@ -165,14 +177,16 @@ impl Lane {
         })
     }
 
-    /// A host-work slot: at once if one is free, else when the round-robin reaches this lane.
-    pub async fn host_work(&self) -> Result<Permit, FairError> {
+    /// A host-work slot: at once if one is free, else when the round-robin reaches this lane,
+    /// but not after `deadline` (then [`FairError::TimedOut`]; the waiter's place is skipped).
+    pub async fn host_work(&self, deadline: Instant) -> Result<Permit, FairError> {
         let rx = {
             let mut st = self.fair.lock();
             if st.free > 0 {
                 st.free -= 1;
                 return Ok(Permit {
                     fair: Some(self.fair.clone()),
+                    granted: Instant::now(),
                 });
             }
             let lane = &mut st.lanes[self.idx];
@@ -189,7 +203,14 @@ impl Lane {
             lane.waiting.push_back(tx);
             rx
         };
-        rx.await.map_err(|_| FairError::Closed)
+        let until = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(until, rx).await {
+            Ok(r) => r.map_err(|_| FairError::Closed),
+            // The receiver is gone: a permit sent meanwhile drops with it and is handed on.
+            Err(_) => Err(FairError::TimedOut {
+                tenant: self.fair.lock().lanes[self.idx].name.clone(),
+            }),
+        }
     }
 
     /// Operations of this lane admitted now (tests, metrics).
@@ -220,6 +241,31 @@ impl Drop for Ticket {
 /// A host-work slot; handed on (round-robin) on drop.
 pub struct Permit {
     fair: Option<Arc<Fair>>,
+    granted: Instant,
+}
+
+impl Permit {
+    /// Runs `fut` (a node's boot) holding this slot until `budget` after it was granted at
+    /// most, then lets `fut` go on without it. Callers pass [`BOOT_SLOT_BUDGET`].
+    pub async fn hold_while<F: Future>(self, budget: Duration, fut: F) -> F::Output {
+        let until = tokio::time::Instant::from_std(self.granted + budget);
+        tokio::pin!(fut);
+        let done = tokio::select! {
+            r = &mut fut => Some(r),
+            _ = tokio::time::sleep_until(until) => None,
+        };
+        drop(self);
+        match done {
+            Some(r) => r,
+            None => {
+                tracing::debug!(
+                    budget_s = budget.as_secs(),
+                    "a boot outlasted its host-work slot's budget; waiting on without the slot"
+                );
+                fut.await
+            }
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -234,6 +280,10 @@ impl Drop for Permit {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
 
     async fn settle() {
         for _ in 0..50 {
@@ -252,7 +302,7 @@ mod tests {
             .map(|_| {
                 let (lane, order) = (lane.clone(), order.clone());
                 tokio::spawn(async move {
-                    let p = lane.host_work().await.unwrap();
+                    let p = lane.host_work(far()).await.unwrap();
                     order.lock().unwrap().push(tag);
                     tokio::task::yield_now().await;
                     drop(p);
@@ -266,7 +316,7 @@ mod tests {
         let fair = Fair::new(1, 1000);
         let a = Arc::new(fair.lane("a", 200));
         let b = Arc::new(fair.lane("b", 200));
-        let held = a.host_work().await.unwrap();
+        let held = a.host_work(far()).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = waiters(&a, 100, "a", &order);
         settle().await;
@@ -291,7 +341,7 @@ mod tests {
             .iter()
             .map(|t| Arc::new(fair.lane(t, 10)))
             .collect();
-        let held = lanes[0].host_work().await.unwrap();
+        let held = lanes[0].host_work(far()).await.unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (lane, tag) in lanes.iter().zip(["a", "b", "c"]) {
@@ -312,12 +362,12 @@ mod tests {
     async fn free_slots_go_at_once_up_to_the_count() {
         let fair = Fair::new(2, 10);
         let a = fair.lane("a", 10);
-        let p1 = a.host_work().await.unwrap();
-        let _p2 = a.host_work().await.unwrap();
-        let third = tokio::time::timeout(Duration::from_millis(50), a.host_work()).await;
+        let p1 = a.host_work(far()).await.unwrap();
+        let _p2 = a.host_work(far()).await.unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(50), a.host_work(far())).await;
         assert!(third.is_err(), "a third slot waits");
         drop(p1);
-        let _p3 = tokio::time::timeout(Duration::from_secs(1), a.host_work())
+        let _p3 = tokio::time::timeout(Duration::from_secs(1), a.host_work(far()))
             .await
             .expect("a freed slot is handed on")
             .unwrap();
@@ -350,18 +400,18 @@ mod tests {
     async fn waiters_are_bounded_and_a_waiter_that_gave_up_is_skipped() {
         let fair = Fair::new(1, 100);
         let a = Arc::new(fair.lane("a", 2));
-        let held = a.host_work().await.unwrap();
+        let held = a.host_work(far()).await.unwrap();
         let w1 = {
             let a = a.clone();
-            tokio::spawn(async move { a.host_work().await.map(drop) })
+            tokio::spawn(async move { a.host_work(far()).await.map(drop) })
         };
         let w2 = {
             let a = a.clone();
-            tokio::spawn(async move { a.host_work().await.map(drop) })
+            tokio::spawn(async move { a.host_work(far()).await.map(drop) })
         };
         settle().await;
         assert_eq!(a.waiting(), 2);
-        let third = tokio::time::timeout(Duration::from_millis(20), a.host_work()).await;
+        let third = tokio::time::timeout(Duration::from_millis(20), a.host_work(far())).await;
         assert!(
             matches!(third, Ok(Err(FairError::TenantFull { .. }))),
             "a full lane refuses"
@@ -371,7 +421,7 @@ mod tests {
         // The aborted waiter's place is reclaimed when the lane is full.
         let w3 = {
             let a = a.clone();
-            tokio::spawn(async move { a.host_work().await.map(drop) })
+            tokio::spawn(async move { a.host_work(far()).await.map(drop) })
         };
         settle().await;
         assert_eq!(a.waiting(), 2);
@@ -379,5 +429,55 @@ mod tests {
         w2.await.unwrap().unwrap();
         w3.await.unwrap().unwrap();
         assert_eq!(fair.lock().free, 1, "the slot came back, nothing lost");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_wait_for_a_slot_ends_at_the_deadline_with_busy() {
+        let fair = Fair::new(1, 100);
+        let a = fair.lane("a", 10);
+        let held = a.host_work(far()).await.unwrap();
+        let t0 = Instant::now();
+        let e = a
+            .host_work(Instant::now() + Duration::from_millis(50))
+            .await
+            .err()
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert_eq!(e, FairError::TimedOut { tenant: "a".into() });
+        let d: DomainError = e.into();
+        assert_eq!((d.code, d.retry_after), (Code::Busy, Some(1)));
+        // The waiter that gave up is skipped: the slot comes back.
+        drop(held);
+        assert_eq!(fair.lock().free, 1);
+        let _p = a.host_work(Instant::now()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_boot_gives_its_slot_back_after_the_budget_and_goes_on() {
+        let fair = Fair::new(1, 100);
+        let a = Arc::new(fair.lane("a", 10));
+        let b = fair.lane("b", 10);
+        let p = a.host_work(far()).await.unwrap();
+        let (tx, rx) = oneshot::channel::<u32>();
+        // A boot that answers only when told (an agent that never answers, until it does).
+        let boot = tokio::spawn(async move {
+            p.hold_while(Duration::from_millis(100), async { rx.await.unwrap() })
+                .await
+        });
+        // b waits for the one slot, and gets it once a's budget is spent, a's boot still on.
+        let t0 = Instant::now();
+        let pb = tokio::time::timeout(Duration::from_secs(5), b.host_work(far()))
+            .await
+            .expect("the slot came back after the budget")
+            .unwrap();
+        assert!(t0.elapsed() >= Duration::from_millis(50), "not before it");
+        assert!(!boot.is_finished(), "a's boot goes on without the slot");
+        tx.send(7).unwrap();
+        assert_eq!(boot.await.unwrap(), 7);
+        drop(pb);
+        // A quick boot keeps its slot to the end and hands it back once.
+        let p = a.host_work(far()).await.unwrap();
+        assert_eq!(p.hold_while(BOOT_SLOT_BUDGET, async { 1 }).await, 1);
+        assert_eq!(fair.lock().free, 1, "nothing lost, nothing doubled");
     }
 }

@@ -10,7 +10,12 @@
 //! - `max_connections` (default [`DEFAULT_MAX_CONNECTIONS`]): connections open at once on the
 //!   tenant's own UNIX socket (`api.tenant_sockets`); beyond it, 503.
 //! - `max_queued` (default [`DEFAULT_MAX_QUEUED`]): lifecycle operations of the tenant admitted
-//!   at once (running or waiting for a host-work slot); beyond it, 503 `busy`.
+//!   at once (running or waiting for a host-work slot); beyond it, 503 `busy`. At most
+//!   [`MAX_QUEUED_TOTAL`], the daemon's bound over all tenants (a larger one could never fill).
+//! - `max_sessions` (default [`DEFAULT_MAX_SESSIONS`]): the tenant's long-lived requests open at
+//!   once (execs, waits, followed logs, shells, forwards, watches); beyond it, 503 `busy`. In a
+//!   shared daemon with several tenants it must stay below `api.max_connections`, so that one
+//!   tenant's sessions never fill the shared listeners ([`RateLimits::fit_shared_listener`]).
 //!
 //! Every value is a positive integer within its bound; errors name the key.
 
@@ -24,6 +29,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Today's bound on a tenant's waiting lifecycle operations.
 pub const DEFAULT_MAX_QUEUED: usize = 256;
+/// A tenant's long-lived requests open at once (in a shared daemon, at most half of
+/// `api.max_connections` unless set).
+pub const DEFAULT_MAX_SESSIONS: usize = 64;
+/// Lifecycle operations admitted over all of a daemon's tenants (`daemon::fair`).
+pub const MAX_QUEUED_TOTAL: usize = 1024;
 /// The largest rate or burst accepted (a million a second is "no limit" in practice).
 pub const MAX_RATE: u32 = 1_000_000;
 /// The largest in-flight, connection or queue bound accepted.
@@ -47,6 +57,8 @@ pub struct RawRateLimits {
     pub max_connections: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queued: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
 }
 
 /// One token bucket: `per_s` tokens a second, at most `burst` saved up.
@@ -66,6 +78,8 @@ pub struct RateLimits {
     pub max_in_flight: usize,
     pub max_connections: usize,
     pub max_queued: usize,
+    /// Long-lived requests (`daemon::rate::LONG_LIVED`) open at once.
+    pub max_sessions: usize,
 }
 
 impl Default for RateLimits {
@@ -76,6 +90,7 @@ impl Default for RateLimits {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_queued: DEFAULT_MAX_QUEUED,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -135,9 +150,47 @@ impl RateLimits {
                 r.max_connections,
                 DEFAULT_MAX_CONNECTIONS,
             )?,
-            max_queued: count("max_queued", r.max_queued, DEFAULT_MAX_QUEUED)?,
+            max_queued: max_queued(r.max_queued)?,
+            max_sessions: count("max_sessions", r.max_sessions, DEFAULT_MAX_SESSIONS)?,
         })
     }
+
+    /// In a shared daemon with more than one tenant: a tenant's sessions must leave room on the
+    /// shared listeners (admin socket, TCP; `api.max_connections` each) for the others. A value
+    /// set (`raw`) at or above `max_connections` is refused naming both keys; the default is
+    /// lowered to half of `max_connections` where that is smaller.
+    pub fn fit_shared_listener(
+        &mut self,
+        raw: Option<&RawRateLimits>,
+        max_connections: usize,
+    ) -> Result<(), ConfigError> {
+        if raw.and_then(|r| r.max_sessions).is_none() {
+            self.max_sessions = self.max_sessions.min((max_connections / 2).max(1));
+            return Ok(());
+        }
+        if self.max_sessions >= max_connections {
+            return Err(key_err(
+                format!("{KEY}.max_sessions"),
+                format!(
+                    "{} is not below config.api.max_connections ({max_connections}): one tenant's sessions could hold every connection of the shared listeners; give at most {}",
+                    self.max_sessions,
+                    max_connections.saturating_sub(1)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn max_queued(v: Option<u32>) -> Result<usize, ConfigError> {
+    let n = count("max_queued", v, DEFAULT_MAX_QUEUED)?;
+    if n > MAX_QUEUED_TOTAL {
+        return Err(key_err(
+            format!("{KEY}.max_queued"),
+            format!("{n} is above the daemon's {MAX_QUEUED_TOTAL} node operations queued over all tenants: give 1..={MAX_QUEUED_TOTAL}"),
+        ));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -162,6 +215,52 @@ mod tests {
         assert_eq!(r.max_in_flight, 256);
         assert_eq!(r.max_connections, 256);
         assert_eq!(r.max_queued, 256);
+        assert_eq!(r.max_sessions, 64);
+        assert_eq!(
+            parse("  rate_limits: { max_queued: 1024 }\n")
+                .unwrap()
+                .max_queued,
+            1024
+        );
+        let e = parse("  rate_limits: { max_queued: 2000 }\n").unwrap_err();
+        assert!(e.contains("above the daemon's 1024"), "{e}");
+    }
+
+    #[test]
+    fn a_tenants_sessions_stay_below_the_shared_listeners_connections() {
+        let two = |api: &str, a: &str| {
+            crate::DaemonConfig::parse(&format!(
+                "config:\n{api}  tenants:\n    - name: a\n      host_groups: [ {{ name: a }} ]\n{a}    - name: b\n      host_groups: [ {{ name: b }} ]\n"
+            ))
+        };
+        // Defaults: 64 under the default 512; half of a small api.max_connections.
+        let d = two("", "").unwrap();
+        assert_eq!(d.tenants[0].rate_limits.max_sessions, 64);
+        let d = two("  api: { max_connections: 20 }\n", "").unwrap();
+        assert_eq!(d.tenants[1].rate_limits.max_sessions, 10);
+        let d = two(
+            "  api: { max_connections: 20 }\n",
+            "      rate_limits: { max_sessions: 19 }\n",
+        )
+        .unwrap();
+        assert_eq!(d.tenants[0].rate_limits.max_sessions, 19);
+        let e = two(
+            "  api: { max_connections: 20 }\n",
+            "      rate_limits: { max_sessions: 20 }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("config.tenants[0].rate_limits.max_sessions")
+                && e.contains("config.api.max_connections (20)"),
+            "{e}"
+        );
+        // One tenant can only hold its own connections: no check.
+        let one = TenantConfig::parse(&format!(
+            "{BASE}  api: {{ max_connections: 20 }}\n  rate_limits: {{ max_sessions: 500 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(one.rate_limits.max_sessions, 500);
     }
 
     #[test]
@@ -243,6 +342,8 @@ mod tests {
                 "config.rate_limits.max_connections",
             ),
             ("max_queued: 0", "config.rate_limits.max_queued"),
+            ("max_queued: 1025", "config.rate_limits.max_queued"),
+            ("max_sessions: 0", "config.rate_limits.max_sessions"),
             ("lifecycle_rate: 3", "rate_limits"),
         ] {
             let e = parse(&format!("  rate_limits: {{ {yaml} }}\n")).unwrap_err();

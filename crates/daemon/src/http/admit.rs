@@ -2,7 +2,9 @@
 //! authorization, for a request whose tenant is known ([`Scoped`], or [`Visible`] with one
 //! tenant), its tenant's requests in flight (503 `busy` beyond
 //! `config.rate_limits.max_in_flight`; long-lived requests are not counted, see
-//! [`crate::rate::LONG_LIVED`]) and the token bucket of its action (429 `rate_limited` with
+//! [`crate::rate::LONG_LIVED`], but are its sessions: 503 `busy` beyond
+//! `config.rate_limits.max_sessions`, held until the response body ends or, for a WebSocket,
+//! until the upgraded connection closes, see [`crate::rate::session`]) and the token bucket of its action (429 `rate_limited` with
 //! Retry-After). Handlers are untouched: a refused request never reaches them.
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,6 +16,7 @@ use std::time::Instant;
 use super::scope::{Scoped, Visible};
 use crate::auth::layer::{action_of, Pipeline};
 use crate::error::ApiError;
+use crate::rate::session::{guard_body, SessionGuard};
 use crate::rate::{bucket_of, long_lived};
 
 pub async fn admit(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
@@ -28,11 +31,17 @@ pub async fn admit(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> 
     let method = req.method().as_str();
     let action = action_of(&p.actions, path, method);
     let limits = &app.tenant.limits;
-    let in_flight = if long_lived(path, method) {
-        None
+    let (in_flight, session) = if long_lived(path, method) {
+        match limits.open_session() {
+            Ok(s) => (None, Some(s)),
+            Err(e) => {
+                tracing::info!(tenant = %app.tenant.name, reason = %e.message, "session refused");
+                return ApiError(e).into_response();
+            }
+        }
     } else {
         match limits.enter() {
-            Ok(g) => Some(g),
+            Ok(g) => (Some(g), None),
             Err(e) => return ApiError(e).into_response(),
         }
     };
@@ -42,9 +51,18 @@ pub async fn admit(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> 
             return ApiError(e).into_response();
         }
     }
+    let mut req = req;
+    if let Some(s) = &session {
+        req.extensions_mut().insert(SessionGuard(s.clone()));
+    }
     let r = next.run(req).await;
     drop(in_flight);
-    r
+    match session {
+        // A streamed body (an exec's output, a followed log, a watch) holds the session until
+        // it ends; an upgrade's handler took its own clone into the connection.
+        Some(s) => r.map(|b| guard_body(b, s)),
+        None => r,
+    }
 }
 
 #[cfg(test)]

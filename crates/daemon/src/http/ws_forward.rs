@@ -64,6 +64,7 @@ pub async fn forward(
     Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
+    held: Option<Extension<crate::rate::session::SessionGuard>>, // #12, rate
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
@@ -112,7 +113,10 @@ pub async fn forward(
     };
     Ok(ws
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| relay(socket, down, up, (permit, turn)))
+        .on_upgrade(move |socket| async move {
+            relay(socket, down, up, (permit, turn)).await;
+            drop(held); // the tenant's session (#12, rate) ends with the connection
+        })
         .into_response())
 }
 

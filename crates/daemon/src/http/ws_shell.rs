@@ -40,6 +40,7 @@ pub async fn shell(
     Extension(who): Extension<Principal>,
     Path(node): Path<String>,
     RawQuery(q): RawQuery,
+    held: Option<Extension<crate::rate::session::SessionGuard>>, // #12, rate
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
     let req = shell_request(q.as_deref())?;
@@ -56,7 +57,10 @@ pub async fn shell(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(ws
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| run(socket, session, turn))
+        .on_upgrade(move |socket| async move {
+            run(socket, session, turn).await;
+            drop(held); // the tenant's session (#12, rate) ends with the connection
+        })
         .into_response())
 }
 

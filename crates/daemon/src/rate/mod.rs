@@ -11,9 +11,10 @@
 //! request was abandoned).
 
 pub mod bucket;
+pub mod session;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bulkhead_core::config::rate_limits::{Rate, RateLimits};
@@ -21,6 +22,7 @@ use bulkhead_core::{Code, DomainError};
 
 use crate::auth::Action;
 use bucket::{retry_after_secs, Bucket};
+use session::Session;
 
 /// What a busy (in-flight) answer tells the client to wait.
 pub const BUSY_RETRY_AFTER_S: u32 = 1;
@@ -56,7 +58,9 @@ pub fn bucket_of(action: Action) -> Option<Kind> {
 
 /// Requests that may last as long as a workload does (a command's run, a terminal, a tunnel,
 /// a watch, a followed log): not counted in flight, so that a tenant's open sessions never
-/// block its short requests. Route path (as in the route table) and method.
+/// block its short requests, but counted as sessions (`config.rate_limits.max_sessions`) until
+/// their response ends, so that a tenant's sessions never fill a shared listener's
+/// connections. Route path (as in the route table) and method.
 pub const LONG_LIVED: &[(&str, &str)] = &[
     ("/vm/{node}/exec", "POST"),
     ("/vm/{node}/exec/{exec_id}/wait-exit", "GET"),
@@ -104,6 +108,8 @@ pub struct TenantLimits {
     exec: Option<(Rate, Mutex<Bucket>)>,
     max_in_flight: usize,
     in_flight: AtomicUsize,
+    max_sessions: usize,
+    sessions: Arc<AtomicUsize>,
     /// Requests answered 429 `rate_limited`.
     pub rate_limited: AtomicU64,
     /// Requests answered 503 `busy` (in flight, or the lifecycle queue full).
@@ -129,6 +135,8 @@ impl TenantLimits {
             exec: bucket(cfg.exec),
             max_in_flight: cfg.max_in_flight,
             in_flight: AtomicUsize::new(0),
+            max_sessions: cfg.max_sessions,
+            sessions: Arc::new(AtomicUsize::new(0)),
             rate_limited: AtomicU64::new(0),
             busy: AtomicU64::new(0),
         }
@@ -178,6 +186,26 @@ impl TenantLimits {
             .retry_after(BUSY_RETRY_AFTER_S));
         }
         Ok(guard)
+    }
+
+    /// A place among the tenant's open long-lived requests, or 503 `busy`.
+    pub fn open_session(&self) -> Result<Session, DomainError> {
+        Session::open(&self.sessions, self.max_sessions).ok_or_else(|| {
+            self.busy.fetch_add(1, Ordering::Relaxed);
+            DomainError::new(
+                Code::Busy,
+                format!(
+                    "tenant {:?} has {} long-lived requests open already (execs, waits, followed logs, shells, forwards, watches; config.rate_limits.max_sessions): end one or retry after {BUSY_RETRY_AFTER_S}s",
+                    self.tenant, self.max_sessions
+                ),
+            )
+            .retry_after(BUSY_RETRY_AFTER_S)
+        })
+    }
+
+    /// Long-lived requests open now.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
     }
 
     /// Requests in flight now.
@@ -232,6 +260,19 @@ mod tests {
         drop(a);
         let _c = l.enter().unwrap();
         assert_eq!(l.busy.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn sessions_are_bounded_and_released() {
+        let l = limits("{ max_sessions: 1 }");
+        let s = l.open_session().unwrap();
+        let e = l.open_session().err().unwrap();
+        assert_eq!((e.code, e.retry_after), (Code::Busy, Some(1)));
+        assert!(e.message.contains("max_sessions"), "{}", e.message);
+        assert_eq!(l.sessions(), 1, "a refusal holds no place");
+        assert_eq!(l.in_flight(), 0, "sessions are not in flight");
+        drop(s);
+        let _t = l.open_session().unwrap();
     }
 
     #[test]

@@ -197,7 +197,8 @@ impl Tenant {
         let result = async {
             // A host-work slot for the setup and the node's boot (a microVM's is host work),
             // not for its userdata (#12, rate: `crate::fair`).
-            let permit = self.host_work().await?;
+            // Its boot keeps the slot for `fair::BOOT_SLOT_BUDGET` at most.
+            let permit = self.host_work(deadline).await?;
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh).await?;
             let t_sup = t0.elapsed();
             let n = name.clone();
@@ -205,10 +206,13 @@ impl Tenant {
                 .transition(&name, move |s| s.started(&n))
                 .await?;
             self.watch(&name);
-            if wait != Wait::None {
-                self.wait_agent(&name, deadline).await?;
-            }
-            drop(permit);
+            let boot = async {
+                if wait != Wait::None {
+                    self.wait_agent(&name, deadline).await?;
+                }
+                Ok::<(), DomainError>(())
+            };
+            (permit.hold_while(crate::fair::BOOT_SLOT_BUDGET, boot)).await?;
             self.after_start(&name, wait, deadline).await?;
             tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), DomainError>(())

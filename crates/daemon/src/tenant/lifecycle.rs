@@ -208,8 +208,9 @@ impl Tenant {
         self.clear_processes(name).await;
         let node_net = crate::network::node_net_of(&row);
         // A host-work slot for the start, the memory's restore and the boot, not for the
-        // node's userdata (#12, rate: `crate::fair`).
-        let permit = self.host_work().await?;
+        // node's userdata (#12, rate: `crate::fair`); the boot keeps it for
+        // `fair::BOOT_SLOT_BUDGET` at most.
+        let permit = self.host_work(deadline).await?;
         self.start_supervisor(&row, &g, node_net.as_ref(), start)
             .await?;
         if start == Start::Restore {
@@ -227,10 +228,13 @@ impl Tenant {
         } else {
             wait
         };
-        if wait != Wait::None {
-            self.wait_agent(name, deadline).await?;
-        }
-        drop(permit);
+        let boot = async {
+            if wait != Wait::None {
+                self.wait_agent(name, deadline).await?;
+            }
+            Ok::<(), DomainError>(())
+        };
+        (permit.hold_while(crate::fair::BOOT_SLOT_BUDGET, boot)).await?;
         self.after_start(name, wait, deadline).await
     }
 

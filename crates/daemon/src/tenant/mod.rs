@@ -263,8 +263,18 @@ impl Tenant {
         })
     }
 
-    /// One of the daemon's host-work slots, served round-robin across tenants (#12, rate).
-    pub async fn host_work(&self) -> Result<crate::fair::Permit, DomainError> {
-        self.lane.host_work().await.map_err(DomainError::from)
+    /// One of the daemon's host-work slots, served round-robin across tenants, waited for
+    /// until the request's `deadline` at most (#12, rate).
+    pub async fn host_work(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<crate::fair::Permit, DomainError> {
+        self.lane.host_work(deadline).await.map_err(|e| {
+            if matches!(e, crate::fair::FairError::TimedOut { .. }) {
+                self.counters.rejected_busy.fetch_add(1, Ordering::Relaxed);
+                self.limits.busy.fetch_add(1, Ordering::Relaxed);
+            }
+            DomainError::from(e)
+        })
     }
 }
