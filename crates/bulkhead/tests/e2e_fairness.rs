@@ -390,12 +390,15 @@ fn a_tenant_at_its_session_bound_is_busy_and_the_others_exec_passes_on_the_admin
     let nb = s.add(&s.tenant_sock(&b), &b);
     // Everything over the one admin socket: the shared listener a tenant must not fill.
     let admin = s.admin_client();
-    let long: Vec<_> = (0..2)
-        .map(|_| {
-            let (c, n) = (admin.clone(), na.clone());
-            std::thread::spawn(move || exec(&c, &n, "sleep&args=4"))
-        })
-        .collect();
+    let rt = rt();
+    // A shell counts while its WebSocket is open (past the upgrade), an exec while it runs.
+    let shell = rt
+        .block_on(admin.websocket(&format!("/vm/{na}/shell"), &[]))
+        .expect("a's shell");
+    let long = {
+        let (c, n) = (admin.clone(), na.clone());
+        std::thread::spawn(move || exec(&c, &n, "sleep&args=4"))
+    };
     std::thread::sleep(Duration::from_millis(1000));
     let third = exec(&admin, &na, "true");
     assert_refused(
@@ -415,11 +418,15 @@ fn a_tenant_at_its_session_bound_is_busy_and_the_others_exec_passes_on_the_admin
         get(&admin, &format!("/hostgroup/{a}/nodes")).status,
         StatusCode::OK
     );
-    for t in long {
-        let r = t.join().unwrap();
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    }
-    // The sessions ended with their streamed answers: a may exec again.
+    let r = long.join().unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // The sessions end with their streamed answer and their closed WebSocket: with a new
+    // shell open (one session), a may exec again (a second).
+    drop(shell);
+    std::thread::sleep(Duration::from_millis(300));
+    let _shell = rt
+        .block_on(admin.websocket(&format!("/vm/{na}/shell"), &[]))
+        .expect("a's shell again");
     let until = Instant::now() + Duration::from_secs(3);
     loop {
         let r = exec(&admin, &na, "true");
