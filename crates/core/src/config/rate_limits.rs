@@ -30,8 +30,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Today's bound on a tenant's waiting lifecycle operations.
 pub const DEFAULT_MAX_QUEUED: usize = 256;
 /// A tenant's long-lived requests open at once (in a shared daemon, at most half of
-/// `api.max_connections` unless set).
-pub const DEFAULT_MAX_SESSIONS: usize = 64;
+/// `api.max_connections` unless set). A quarter of the default `api.max_connections`, and room
+/// for a hundred execs at once (`e2e_api`).
+pub const DEFAULT_MAX_SESSIONS: usize = 128;
 /// Lifecycle operations admitted over all of a daemon's tenants (`daemon::fair`).
 pub const MAX_QUEUED_TOTAL: usize = 1024;
 /// The largest rate or burst accepted (a million a second is "no limit" in practice).
@@ -215,7 +216,7 @@ mod tests {
         assert_eq!(r.max_in_flight, 256);
         assert_eq!(r.max_connections, 256);
         assert_eq!(r.max_queued, 256);
-        assert_eq!(r.max_sessions, 64);
+        assert_eq!(r.max_sessions, 128);
         assert_eq!(
             parse("  rate_limits: { max_queued: 1024 }\n")
                 .unwrap()
@@ -233,9 +234,9 @@ mod tests {
                 "config:\n{api}  tenants:\n    - name: a\n      host_groups: [ {{ name: a }} ]\n{a}    - name: b\n      host_groups: [ {{ name: b }} ]\n"
             ))
         };
-        // Defaults: 64 under the default 512; half of a small api.max_connections.
+        // Defaults: 128 under the default 512; half of a small api.max_connections.
         let d = two("", "").unwrap();
-        assert_eq!(d.tenants[0].rate_limits.max_sessions, 64);
+        assert_eq!(d.tenants[0].rate_limits.max_sessions, 128);
         let d = two("  api: { max_connections: 20 }\n", "").unwrap();
         assert_eq!(d.tenants[1].rate_limits.max_sessions, 10);
         let d = two(

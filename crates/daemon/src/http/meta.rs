@@ -125,7 +125,7 @@ pub async fn metrics(
                 (
                     "bulkhead_busy_total",
                     "counter",
-                    "Requests refused with 503 busy: the tenant's requests in flight or queued lifecycle operations at their bound.",
+                    "Requests refused with 503 busy: the tenant's requests in flight, open sessions or queued lifecycle operations at their bound, or no host-work slot before the timeout.",
                     app.tenant.limits.busy.load(Ordering::Relaxed),
                 ),
                 // ---- end rate limits ----
