@@ -192,14 +192,18 @@ fn send(conn: &mut UnixStream, e: &Event) -> Result<(), Event> {
     proto::write_json(conn, Kind::Event, e).map_err(|e| Event::error("io_error", e.to_string()))
 }
 
+/// The setuid and setgid bits, cleared under `no_setid`.
+pub(crate) const SETID: u32 = 0o6000;
+
 pub(crate) fn copy_in(
     conn: &mut UnixStream,
     path: &str,
     tar: bool,
-    uid: Option<u32>,
-    gid: Option<u32>,
+    (uid, gid): (Option<u32>, Option<u32>),
     mode: Option<u32>,
+    no_setid: bool,
 ) -> Result<(), Event> {
+    let mode = mode.map(|m| if no_setid { m & !SETID } else { m });
     let target = Path::new(path);
     let mut reader = FrameReader {
         conn,
@@ -209,7 +213,7 @@ pub(crate) fn copy_in(
         total: 0,
     };
     let result = if tar {
-        crate::untar::copy_in_tar(&mut reader, target, uid, gid)
+        crate::untar::copy_in_tar(&mut reader, target, uid, gid, no_setid)
     } else {
         copy_in_file(&mut reader, target, uid, gid, mode)
             .map_err(|e| io_event("cannot write", path, &e))

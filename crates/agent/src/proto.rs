@@ -59,6 +59,9 @@ pub const CAP_SIGNAL: &str = "signal";
 pub const CAP_FS: &str = "fs";
 /// Capability: `connect` requests (a TCP connection made from inside the node).
 pub const CAP_TCP: &str = "tcp";
+/// Capability: a copy-in's `no_setid` option (added within version 3; older agents ignore
+/// the field, so a client must check for this before relying on it).
+pub const CAP_NO_SETID: &str = "no_setid";
 /// Error code: nothing accepts connections on the target of a `connect` (refused, or no
 /// answer within the agent's timeout).
 pub const PORT_CLOSED: &str = "port_closed";
@@ -77,7 +80,7 @@ pub fn caps_of_version(version: u32) -> &'static [&'static str] {
 pub fn own_caps() -> Vec<String> {
     caps_of_version(VERSION)
         .iter()
-        .chain(&[CAP_TCP])
+        .chain(&[CAP_TCP, CAP_NO_SETID])
         .map(|c| c.to_string())
         .collect()
 }
@@ -180,6 +183,10 @@ pub enum Request {
         uid: Option<u32>,
         gid: Option<u32>,
         mode: Option<u32>,
+        /// `no_setid` capability: clear setuid and setgid bits of everything written (a tar
+        /// upload's entries, a file's `mode`). Absent: false (as older daemons send it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        no_setid: bool,
     },
     /// Version 3: a path's own status (a symlink is not followed).
     Stat {

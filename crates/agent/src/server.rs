@@ -128,7 +128,8 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             uid,
             gid,
             mode,
-        } => copy::copy_in(&mut conn, &path, tar, uid, gid, mode),
+            no_setid,
+        } => copy::copy_in(&mut conn, &path, tar, (uid, gid), mode, no_setid),
         Request::Stat { path } => fs::stat(&mut conn, &path),
         Request::ReadDir { path } => fs::read_dir(&mut conn, &path),
         Request::Mkdir {

@@ -354,6 +354,36 @@ fn chown_below(dir: &Dir, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Clears the setuid and setgid bits of every entry below `dir` (symlinks have none).
+fn strip_setid_below(dir: &Dir) -> io::Result<()> {
+    for name in dir.names()? {
+        let Some(st) = dir.stat_at(&name)? else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK || st.st_mode & crate::copy::SETID == 0 {
+            if is_dir(&st) {
+                strip_setid_below(&dir.open_at(&name)?)?;
+            }
+            continue;
+        }
+        let c = cstr(&name)?;
+        // SAFETY: valid fd and NUL-terminated name; the entry is not a symlink (lstat above,
+        // and nothing else writes in the private staging directory).
+        cvt(unsafe {
+            libc::fchmodat(
+                dir.0.as_raw_fd(),
+                c.as_ptr(),
+                st.st_mode & 0o7777 & !crate::copy::SETID,
+                0,
+            )
+        })?;
+        if is_dir(&st) {
+            strip_setid_below(&dir.open_at(&name)?)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks that merging `from` into `to` meets no directory where the archive has something
 /// else, or the other way round (a symlink in the destination is never followed).
 fn check_merge(from: &Dir, to: &Dir, rel: &Path, target: &Path) -> Result<(), Event> {
@@ -437,6 +467,7 @@ pub(crate) fn copy_in_tar(
     target: &Path,
     uid: Option<u32>,
     gid: Option<u32>,
+    no_setid: bool,
 ) -> Result<(), Event> {
     let shown = target.display().to_string();
     let io = |what: &str, e: io::Error| io_event(what, &shown, &e);
@@ -465,6 +496,9 @@ pub(crate) fn copy_in_tar(
     let st = stage.stat().map_err(|e| io("cannot write", e))?;
     let res = (|| {
         unpack_into(r, &stage)?;
+        if no_setid {
+            strip_setid_below(&stage).map_err(|e| io("cannot change the mode in", e))?;
+        }
         let chown = uid.is_some() || gid.is_some();
         // The staging root stays root's and 0700 until it is renamed into place: the uid the
         // archive is given cannot reach into it while the agent works there.

@@ -331,10 +331,12 @@ fn finalise(manifest: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<(
         cur: None,
     };
     if m.mode == "tar" {
-        return crate::untar::copy_in_tar(&mut stream, &target, uid, gid).map_err(|e| match e {
-            Event::Error { message, .. } => fail(message),
-            e => fail(format!("{e:?}")),
-        });
+        return crate::untar::copy_in_tar(&mut stream, &target, uid, gid, false).map_err(
+            |e| match e {
+                Event::Error { message, .. } => fail(message),
+                e => fail(format!("{e:?}")),
+            },
+        );
     }
     let mode = if m.permissions.is_empty() {
         0o644

@@ -20,6 +20,9 @@ pub struct CopyInRequest {
     pub gid: Option<u32>,
     /// Permission bits of a single file (default 0644).
     pub mode: Option<u32>,
+    /// Clear setuid/setgid bits of everything written (needs the agent's `no_setid`
+    /// capability; an older agent ignores it).
+    pub no_setid: bool,
 }
 
 impl CopyInRequest {
@@ -30,6 +33,7 @@ impl CopyInRequest {
             uid: self.uid,
             gid: self.gid,
             mode: self.mode,
+            no_setid: self.no_setid,
         }
     }
 }

@@ -79,6 +79,7 @@ impl Tenant {
                     uid: None,
                     gid: None,
                     mode: Some(0o444),
+                    no_setid: false,
                 },
             )
             .await
