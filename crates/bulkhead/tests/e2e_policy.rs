@@ -2,128 +2,32 @@
 //! through one real shared daemon whose tenants each carry a policy of their own:
 //! - `s`: every static rule (network modes, max_node vcpu/ram/storage, exec_as_root on
 //!   foreground, background and shell execs, forward bind addresses) refused with 403
-//!   `policy_denied` naming the rule, and what the policy allows passing;
+//!   `policy_denied` naming the rule, and what the policy allows passing; exec_as_root not
+//!   bypassed by userdata, copies (uid 0, setuid bits, a tar's modes) or fs/mkdir;
 //! - `d`, `i`, `f`: drivers, images, `forwards.allowed: false` (port forward and tunnel);
 //! - `w`: a webhook on a UNIX socket served by this test: allow (and what it is asked),
 //!   deny with its reason, narrow (fewer vCPUs; root exec made uid 1000), a widening
-//!   answer, a timeout, garbage, HTTP 500: each denial says which; background execs, shells,
+//!   answer, an answer leaving fields out (they keep their asked values), a timeout, garbage,
+//!   HTTP 500: each denial says which; background execs, shells,
 //!   port forwards and tunnels are asked too, each with its kind;
 //! - `u`, `a`: an unreachable webhook denies, and passes with `on_error: allow`;
 //! - `p`: docs/examples/policy-webhook.py, run with python3 over http:// inside the daemon's
 //!   network namespace: a root exec refused with its reason, a non-root one allowed.
 
 mod common;
+#[path = "policy/hook.rs"]
+mod hook;
 
 use bulkhead_api::ClientError;
 use common::answer::{call, Answer};
 use common::shared::Shared;
 use common::*;
+use hook::{last_question, serve_hook, set, Hook};
 use hyper::Method;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// What the test's webhook answers next.
-#[derive(Clone)]
-enum Hook {
-    Allow,
-    Deny(&'static str),
-    /// Allow, with the question's request with these fields replaced.
-    Narrow(Value),
-    Garbage,
-    Slow,
-    Status500,
-}
-
-#[derive(Default)]
-struct HookState {
-    answer: Option<Hook>,
-    questions: Vec<Value>,
-}
-
-/// A webhook on a UNIX socket, answering what `state.answer` says and recording questions.
-fn serve_hook(path: &Path) -> Arc<Mutex<HookState>> {
-    let state = Arc::new(Mutex::new(HookState {
-        answer: Some(Hook::Allow),
-        questions: vec![],
-    }));
-    let l = UnixListener::bind(path).unwrap();
-    let st = state.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { return };
-            let st = st.clone();
-            std::thread::spawn(move || answer_one(conn, &st));
-        }
-    });
-    state
-}
-
-fn answer_one(conn: UnixStream, st: &Mutex<HookState>) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let l = line.trim_end().to_ascii_lowercase();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).unwrap();
-    let q: Value = serde_json::from_slice(&body).unwrap();
-    let hook = {
-        let mut s = st.lock().unwrap();
-        s.questions.push(q.clone());
-        s.answer.clone().unwrap_or(Hook::Allow)
-    };
-    let (status, body) = match hook {
-        Hook::Allow => ("200 OK", json!({"allow": true}).to_string()),
-        Hook::Deny(r) => ("200 OK", json!({"allow": false, "reason": r}).to_string()),
-        Hook::Narrow(patch) => {
-            let mut req = q["request"].clone();
-            for (k, v) in patch.as_object().unwrap() {
-                req[k] = v.clone();
-            }
-            ("200 OK", json!({"allow": true, "request": req}).to_string())
-        }
-        Hook::Garbage => ("200 OK", "<html>policy says maybe</html>".to_string()),
-        Hook::Slow => {
-            std::thread::sleep(Duration::from_secs(2));
-            ("200 OK", json!({"allow": true}).to_string())
-        }
-        Hook::Status500 => ("500 Internal Server Error", "oops".to_string()),
-    };
-    let mut w = conn;
-    let _ = write!(
-        w,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
-fn set(st: &Mutex<HookState>, h: Hook) {
-    st.lock().unwrap().answer = Some(h);
-}
-
-fn last_question(st: &Mutex<HookState>) -> Value {
-    st.lock()
-        .unwrap()
-        .questions
-        .last()
-        .cloned()
-        .expect("the webhook was asked")
-}
 
 fn post_json(c: &bulkhead_api::Client, path: &str, body: Value) -> Answer {
     call(
@@ -179,16 +83,93 @@ fn ws_refusal(r: Result<bulkhead_api::ws::Socket, ClientError>) -> (u16, String,
     }
 }
 
-fn cpus_of(c: &bulkhead_api::Client, node: &str) -> u64 {
+fn listed(c: &bulkhead_api::Client, node: &str) -> Value {
     let a = call(c, Method::GET, "/nodes", vec![], None);
     a.json()
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["hostname"] == node)
-        .unwrap_or_else(|| panic!("{node} listed"))["cpus"]
-        .as_u64()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{node} listed"))
+        .clone()
+}
+
+fn cpus_of(c: &bulkhead_api::Client, node: &str) -> u64 {
+    listed(c, node)["cpus"].as_u64().unwrap()
+}
+
+/// `exec_as_root: false` is not bypassed by other doors: a create's userdata (run as root),
+/// a copy-in or `fs/mkdir` making root's files or setuid/setgid bits, a tar upload's modes.
+fn no_root_by_other_doors(c: &bulkhead_api::Client, group: &str, node: &str) {
+    let m = denied(
+        &create(
+            c,
+            group,
+            json!({"cpus": 1, "ram_bytes": 256u64 << 20, "userdata": "#!/bin/sh\nid\n"}),
+        ),
+        "userdata",
+        "policy.exec_as_root: ",
+    );
+    assert!(m.contains("userdata runs as root"), "{m}");
+    let up = |q: &str, body: &[u8]| {
+        call(
+            c,
+            Method::POST,
+            &format!("/vm/{node}/cp?{q}"),
+            body.to_vec(),
+            Some("application/octet-stream"),
+        )
+    };
+    let m = denied(
+        &up("path=/tmp/sh&uid=0&gid=0&permissions=0755", b"x"),
+        "cp as uid 0",
+        "policy.exec_as_root: ",
+    );
+    assert!(m.contains("uid 0 (root) is refused"), "{m}");
+    denied(
+        &up("path=/tmp/sh&uid=1000&gid=0", b"x"),
+        "cp as gid 0",
+        "gid 0 (root) is refused",
+    );
+    denied(
+        &up("path=/tmp/sh&uid=1000&gid=1000&permissions=4755", b"x"),
+        "cp setuid",
+        "permissions 4755 sets setuid or setgid",
+    );
+    let a = up("path=/tmp/f&uid=1000&gid=1000&permissions=0755", b"x");
+    assert_eq!(a.status.as_u16(), 200, "a non-root copy: {}", a.text());
+    // A tar upload keeps its modes but for setuid/setgid, which the agent strips.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o2775);
+    h.set_size(0);
+    b.append_data(&mut h, "d", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o4755);
+    h.set_size(2);
+    b.append_data(&mut h, "d/sh", &b"#!"[..]).unwrap();
+    let a = up("path=/tmp/t&mode=tar", &b.into_inner().unwrap());
+    assert_eq!(a.status.as_u16(), 200, "tar upload: {}", a.text());
+    for (p, mode) in [("/tmp/t/d", "0775"), ("/tmp/t/d/sh", "0755")] {
+        let st = call(
+            c,
+            Method::GET,
+            &format!("/vm/{node}/fs/stat?path={p}"),
+            vec![],
+            None,
+        );
+        assert_eq!(st.json()["mode"], mode, "{p}: {}", st.text());
+    }
+    denied(
+        &post_json(
+            c,
+            &format!("/vm/{node}/fs/mkdir"),
+            json!({"path": "/tmp/g", "mode": "2775"}),
+        ),
+        "setgid mkdir",
+        "mode 2775 sets setuid or setgid",
+    );
 }
 
 /// python3 running the documented example webhook inside `netns` on 127.0.0.1:9000.
@@ -352,6 +333,7 @@ fn policy_rules_and_the_webhook_over_a_real_daemon() {
         exec_out(&cs, &node, "cmd=id&args=-u&uid=4294967295").trim(),
         "1000"
     );
+    no_root_by_other_doors(&cs, &s, &node);
     let a = exec(&cs, &node, "cmd=true&uid=1000&background=true");
     assert!(a.status.is_success(), "background as 1000: {}", a.text());
     let rt = rt();
@@ -454,6 +436,16 @@ fn policy_rules_and_the_webhook_over_a_real_daemon() {
     assert_eq!(cpus_of(&cw, &narrow), 1, "the narrowed request was used");
     set(&state, Hook::Narrow(json!({"uid": 1000, "gid": 1000})));
     assert_eq!(exec_out(&cw, &wnode, "cmd=id&args=-u").trim(), "1000");
+    // An answer's left-out fields keep their asked values (laid over the question).
+    set(&state, Hook::Only(json!({"uid": 1000})));
+    assert_eq!(exec_out(&cw, &wnode, "cmd=id&args=-u").trim(), "1000");
+    set(&state, Hook::Only(json!({"cpus": 1})));
+    let kept = created(
+        &create(&cw, &w, json!({"tags": ["ci", "x"]})),
+        "only cpus answered",
+    );
+    let v = listed(&cw, &kept);
+    assert_eq!((v["cpus"].as_u64(), &v["tags"]), (Some(1), &json!(["ci", "x"])), "{v}");
     // Widening: more vCPUs than asked, or a non-root exec made root.
     set(&state, Hook::Narrow(json!({"cpus": 2})));
     denied(

@@ -11,7 +11,8 @@
 //! - every refusal is 403 `policy_denied` naming the rule or the webhook's reason; a webhook
 //!   that times out, cannot be reached or answers badly denies (saying which), unless
 //!   `on_error: allow`; never a 500;
-//! - a webhook's rewritten request replaces the asked one only when it is narrower
+//! - a webhook's rewritten request is laid over the asked one key by key ([`merge`]: a key
+//!   left out keeps its asked value); the result replaces the asked one only when it is narrower
 //!   (`policy::narrow_*`) and still within the static rules; otherwise the request is denied.
 
 pub mod policy;
@@ -88,6 +89,7 @@ impl Admission {
         if self.inactive() {
             return Ok(req);
         }
+        policy::check_userdata(&self.policy, req.userdata.as_deref())?;
         // As the create will make it: the group's defaults filled in.
         let mut asked = req.clone();
         asked.cpus = Some(req.cpus.unwrap_or(g.vcpu));
@@ -131,6 +133,23 @@ impl Admission {
                 Ok(new)
             }
         }
+    }
+
+    /// A write into a node (copy-in, `fs/mkdir`): the owner and permission bits it asks for
+    /// (`mode` is the query key or field it came from, and its bits).
+    pub fn write(
+        &self,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<(&str, u32)>,
+    ) -> Result<(), DomainError> {
+        policy::check_write(&self.policy, uid, gid, mode)
+    }
+
+    /// Whether writes into this tenant's nodes must not set setuid/setgid bits (a tar
+    /// upload's entries are stripped of them by the agent's `no_setid`).
+    pub fn no_setid(&self) -> bool {
+        !self.policy.exec_as_root
     }
 
     /// A port forward of `node` (`POST /vm/{node}/forwards`).
@@ -211,7 +230,7 @@ impl Admission {
                     "policy webhook denied the request: {reason}"
                 )))
             }
-            Ok(a) => Ok(a.request),
+            Ok(a) => Ok(a.request.map(|answer| merge(&question["request"], answer))),
             Err(e) => match hook.hook.on_error {
                 OnError::Deny => {
                     tracing::warn!(tenant = %self.tenant, action, error = %e, "policy webhook failed: denying");
@@ -225,6 +244,21 @@ impl Admission {
                 }
             },
         }
+    }
+}
+
+/// A webhook's rewritten request laid over the asked one: each top-level key the answer
+/// gives replaces the asked one's, a key left out keeps its asked value (operator guide,
+/// "Admission policy"). An answer that is not an object is taken as it is (and refused by
+/// [`parse`] unless it is one).
+fn merge(asked: &Value, answer: Value) -> Value {
+    match (asked, answer) {
+        (Value::Object(asked), Value::Object(answer)) => {
+            let mut out = asked.clone();
+            out.extend(answer);
+            Value::Object(out)
+        }
+        (_, answer) => answer,
     }
 }
 

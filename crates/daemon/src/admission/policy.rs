@@ -114,6 +114,55 @@ pub fn check_create(
     Ok(())
 }
 
+/// A create's own `userdata` (the request's; a host group's is the operator's and runs):
+/// userdata runs as root in the node, so `exec_as_root: false` refuses it.
+pub fn check_userdata(p: &Policy, userdata: Option<&str>) -> Result<(), DomainError> {
+    if !p.exec_as_root && userdata.is_some_and(|u| !u.is_empty()) {
+        return Err(denied(
+            "policy.exec_as_root: this tenant may not run anything as uid 0 (root), and \
+             userdata runs as root in the node: leave userdata out, and run the script with \
+             an exec as a non-root uid once the node is up"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The setuid and setgid permission bits.
+pub const SETID: u32 = 0o6000;
+
+/// A write into a node (copy-in, `fs/mkdir`): under `exec_as_root: false` it may not make
+/// what it writes root's (`uid`/`gid` 0 asked) or set setuid/setgid bits (`mode`), which a
+/// non-root exec could then run as root.
+pub fn check_write(
+    p: &Policy,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<(&str, u32)>,
+) -> Result<(), DomainError> {
+    if p.exec_as_root {
+        return Ok(());
+    }
+    for (k, v) in [("uid", uid), ("gid", gid)] {
+        if v == Some(0) {
+            return Err(denied(format!(
+                "policy.exec_as_root: this tenant may not make files root's: {k} 0 (root) is \
+                 refused; send a non-root {k}, e.g. {k}=1000"
+            )));
+        }
+    }
+    if let Some((k, m)) = mode {
+        if m & SETID != 0 {
+            return Err(denied(format!(
+                "policy.exec_as_root: {k} {m:04o} sets setuid or setgid, which would let a \
+                 non-root exec run as another user: send {k} {:04o}",
+                m & !SETID
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An exec (or shell) as the agent would run it.
 pub fn check_exec(p: &Policy, req: &ExecRequest) -> Result<(), DomainError> {
     if !p.exec_as_root && req.uid == 0 {
@@ -365,6 +414,34 @@ mod tests {
             check_forward(&p, Some(&bad)).unwrap_err().code,
             Code::InvalidRequest
         );
+    }
+
+    #[test]
+    fn userdata_and_writes_under_exec_as_root_false() {
+        let (no, yes) = (cfg("{exec_as_root: false}").policy, cfg("{}").policy);
+        let e = check_userdata(&no, Some("echo hi")).unwrap_err();
+        assert!(
+            e.message.starts_with("policy.exec_as_root: ")
+                && e.message.contains("userdata runs as root"),
+            "{}",
+            e.message
+        );
+        check_userdata(&no, None).unwrap();
+        check_userdata(&yes, Some("echo hi")).unwrap();
+        for (uid, gid, mode) in [
+            (Some(0), None, None),
+            (None, Some(0), None),
+            (Some(1000), Some(1000), Some(("permissions", 0o4755))),
+            (None, None, Some(("mode", 0o2775))),
+        ] {
+            let e = check_write(&no, uid, gid, mode).unwrap_err();
+            assert_eq!(e.code, Code::PolicyDenied);
+            assert!(e.message.starts_with("policy.exec_as_root: "), "{}", e.message);
+            check_write(&yes, uid, gid, mode).unwrap();
+        }
+        let e = check_write(&no, None, None, Some(("permissions", 0o4755))).unwrap_err();
+        assert!(e.message.contains("send permissions 0755"), "{}", e.message);
+        check_write(&no, Some(1000), None, Some(("permissions", 0o1777))).unwrap();
     }
 
     #[test]

@@ -180,6 +180,24 @@ async fn check_v1(tenant: &Tenant, n: &NodeRef, wire: Wire) -> Result<(), Domain
     Ok(())
 }
 
+/// A tar upload under `exec_as_root: false` needs an agent that strips setuid/setgid bits
+/// from the archive's entries (`no_setid`); an older one is refused rather than trusted.
+async fn check_no_setid(tenant: &Tenant, n: &NodeRef) -> Result<(), DomainError> {
+    if !tenant
+        .agent_info(n)
+        .await?
+        .has(bulkhead_agent::proto::CAP_NO_SETID)
+    {
+        return Err(DomainError::new(
+            Code::PolicyDenied,
+            "policy.exec_as_root: this node's agent cannot strip setuid/setgid bits from a tar \
+             upload, so tar uploads are refused in this tenant: copy single files \
+             (mode=binary), or recreate the node with a newer agent",
+        ));
+    }
+    Ok(())
+}
+
 /// The directory (or file) `path` is, if anything.
 async fn kind_of(tenant: &Tenant, n: &NodeRef, path: &str) -> Result<Option<String>, DomainError> {
     match tenant.fs_stat(n, path).await {
@@ -366,7 +384,15 @@ async fn copy_in_node(
             .transpose()?;
     let (uid, gid) = (id(&cp.q, "uid")?, id(&cp.q, "gid")?);
     let n = app.tenant.running_node(&node)?;
+    // admission policy (#12): exec_as_root false makes no root-owned or setuid/setgid files
+    let admission = &app.tenant.admission;
+    admission.write(uid, gid, mode.map(|m| ("permissions", m)))?;
+    let tar = matches!(cp.wire, Wire::Tar | Wire::V1Tar);
+    let no_setid = admission.no_setid();
     let _turn = app.tenant.agent_turn(&n).await?;
+    if no_setid && tar {
+        check_no_setid(&app.tenant, &n).await?;
+    }
     check_v1(&app.tenant, &n, cp.wire).await?;
     let path = if cp.wire.v1() {
         v1_target(&app.tenant, &n, &cp).await?
@@ -375,10 +401,11 @@ async fn copy_in_node(
     };
     let req = CopyInRequest {
         path: path.clone(),
-        tar: matches!(cp.wire, Wire::Tar | Wire::V1Tar),
+        tar,
         uid,
         gid,
         mode,
+        no_setid,
     };
     let mut upload = app.tenant.copy_in(&n, req).await?;
     let mut data = body.into_data_stream();

@@ -146,6 +146,10 @@ pub async fn mkdir(
         .map(|m| octal_mode("mode", m))
         .transpose()?;
     let n = app.tenant.running_node(&node)?;
+    // admission policy (#12): no setuid/setgid directories under exec_as_root false
+    app.tenant
+        .admission
+        .write(None, None, mode.map(|m| ("mode", m)))?;
     let _turn = app.tenant.agent_turn(&n).await?;
     let req = MkdirRequest {
         path,
