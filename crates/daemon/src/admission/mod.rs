@@ -270,3 +270,27 @@ fn parse<T: DeserializeOwned>(v: Value) -> Result<T, DomainError> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_laid_over_the_asked_request() {
+        let asked = json!({"cmd": "id", "uid": 0, "env": ["A=1"], "timeout_ms": 5});
+        let got = merge(&asked, json!({"uid": 1000}));
+        assert_eq!(
+            got,
+            json!({"cmd": "id", "uid": 1000, "env": ["A=1"], "timeout_ms": 5})
+        );
+        let e: ExecRequest = parse(got).unwrap();
+        assert_eq!((e.uid, e.env.len(), e.timeout_ms), (1000, 1, Some(5)));
+        // An explicit null is a value, and a non-object answer is not merged.
+        assert_eq!(
+            merge(&asked, json!({"timeout_ms": null}))["timeout_ms"],
+            Value::Null
+        );
+        assert_eq!(merge(&asked, json!("x")), json!("x"));
+        assert!(parse::<ExecRequest>(json!("x")).is_err());
+    }
+}
