@@ -445,7 +445,11 @@ fn policy_rules_and_the_webhook_over_a_real_daemon() {
         "only cpus answered",
     );
     let v = listed(&cw, &kept);
-    assert_eq!((v["cpus"].as_u64(), &v["tags"]), (Some(1), &json!(["ci", "x"])), "{v}");
+    assert_eq!(
+        (v["cpus"].as_u64(), &v["tags"]),
+        (Some(1), &json!(["ci", "x"])),
+        "{v}"
+    );
     // Widening: more vCPUs than asked, or a non-root exec made root.
     set(&state, Hook::Narrow(json!({"cpus": 2})));
     denied(

@@ -108,4 +108,3 @@ pub fn last_question(st: &Mutex<HookState>) -> Value {
         .cloned()
         .expect("the webhook was asked")
 }
-

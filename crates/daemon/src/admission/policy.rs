@@ -436,7 +436,11 @@ mod tests {
         ] {
             let e = check_write(&no, uid, gid, mode).unwrap_err();
             assert_eq!(e.code, Code::PolicyDenied);
-            assert!(e.message.starts_with("policy.exec_as_root: "), "{}", e.message);
+            assert!(
+                e.message.starts_with("policy.exec_as_root: "),
+                "{}",
+                e.message
+            );
             check_write(&yes, uid, gid, mode).unwrap();
         }
         let e = check_write(&no, None, None, Some(("permissions", 0o4755))).unwrap_err();
