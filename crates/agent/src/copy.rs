@@ -192,9 +192,6 @@ fn send(conn: &mut UnixStream, e: &Event) -> Result<(), Event> {
     proto::write_json(conn, Kind::Event, e).map_err(|e| Event::error("io_error", e.to_string()))
 }
 
-/// The setuid and setgid bits, cleared under `no_setid`.
-pub(crate) const SETID: u32 = 0o6000;
-
 pub(crate) fn copy_in(
     conn: &mut UnixStream,
     path: &str,
@@ -203,7 +200,13 @@ pub(crate) fn copy_in(
     mode: Option<u32>,
     no_setid: bool,
 ) -> Result<(), Event> {
-    let mode = mode.map(|m| if no_setid { m & !SETID } else { m });
+    let mode = mode.map(|m| {
+        if no_setid {
+            m & !crate::untar::SETID
+        } else {
+            m
+        }
+    });
     let target = Path::new(path);
     let mut reader = FrameReader {
         conn,

@@ -18,6 +18,8 @@
 //!   agent answers `Event::Connected` (or an error: `port_closed` when nothing accepts), then
 //!   `Data` frames carry the bytes both ways, and an empty `Data` frame half-closes its
 //!   sender's direction, as in a copy. Closing the stream closes the TCP connection.
+//! - `no_setid` capability (ADR 0024, `exec_as_root: false`): a `CopyIn`'s `no_setid` clears
+//!   the setuid and setgid bits of what it writes; an agent without it ignores the field.
 //!
 //! Any operation may end with `Event::Error` instead.
 //!

@@ -354,13 +354,16 @@ fn chown_below(dir: &Dir, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The setuid and setgid bits, cleared under a copy-in's `no_setid`.
+pub(crate) const SETID: u32 = 0o6000;
+
 /// Clears the setuid and setgid bits of every entry below `dir` (symlinks have none).
 fn strip_setid_below(dir: &Dir) -> io::Result<()> {
     for name in dir.names()? {
         let Some(st) = dir.stat_at(&name)? else {
             continue;
         };
-        if st.st_mode & libc::S_IFMT == libc::S_IFLNK || st.st_mode & crate::copy::SETID == 0 {
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK || st.st_mode & SETID == 0 {
             if is_dir(&st) {
                 strip_setid_below(&dir.open_at(&name)?)?;
             }
@@ -373,7 +376,7 @@ fn strip_setid_below(dir: &Dir) -> io::Result<()> {
             libc::fchmodat(
                 dir.0.as_raw_fd(),
                 c.as_ptr(),
-                st.st_mode & 0o7777 & !crate::copy::SETID,
+                st.st_mode & 0o7777 & !SETID,
                 0,
             )
         })?;
