@@ -277,12 +277,16 @@ mod tests {
 
     #[test]
     fn an_answer_is_laid_over_the_asked_request() {
-        let asked = json!({"cmd": "id", "uid": 0, "env": ["A=1"], "timeout_ms": 5});
+        // As `ask` sends it: the whole request, serialized.
+        let asked = serde_json::to_value(ExecRequest {
+            cmd: "id".into(),
+            env: vec!["A=1".into()],
+            timeout_ms: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
         let got = merge(&asked, json!({"uid": 1000}));
-        assert_eq!(
-            got,
-            json!({"cmd": "id", "uid": 1000, "env": ["A=1"], "timeout_ms": 5})
-        );
+        assert_eq!((&got["cmd"], &got["uid"]), (&json!("id"), &json!(1000)));
         let e: ExecRequest = parse(got).unwrap();
         assert_eq!((e.uid, e.env.len(), e.timeout_ms), (1000, 1, Some(5)));
         // An explicit null is a value, and a non-object answer is not merged.
