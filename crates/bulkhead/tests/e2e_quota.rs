@@ -435,3 +435,72 @@ fn a_full_quota_never_refuses_bringing_back_the_tenants_own_nodes() {
     assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(1, Some(1)));
     d.stop_and_assert_clean();
 }
+
+/// A create whose client disconnects midway still runs to its end (ADR 0025): the node comes
+/// up and stays, never stuck `Creating`, and counts once. A retry with `wait=agent` while the
+/// node is still being created answers 200 only once the node runs, and a delete removes it.
+#[test]
+fn a_disconnected_create_completes_and_a_waiting_retry_answers_once_it_runs() {
+    if !privileged() {
+        return;
+    }
+    let d = daemon("qd", "{nodes: 1}");
+    let standbys = || -> Vec<i32> {
+        let o = std::process::Command::new("pgrep")
+            .args(["-f", "--", &format!("--standby {} ", d.tenant)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while standbys().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby pool never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Held standbys: the create hangs midway (after its record, before its node runs).
+    let held = standbys();
+    for p in &held {
+        // SAFETY: pausing supervisors this test's daemon started, by pid.
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let (c, t) = (d.client(), d.tenant.clone());
+    let h = format!("{t}-gone");
+    let body = json!({"hostname": h});
+    let path = format!("/hostgroup/{t}/nodes?wait=agent&timeout=60s");
+    // The first caller gives up after 2s: its connection is dropped mid-create.
+    let gave_up = rt().block_on(async {
+        let asked = call(&c, Method::POST, &path, Some(body.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(2), asked).await
+    });
+    assert!(gave_up.is_err(), "the create answered early: {gave_up:?}");
+    assert_eq!(get(&c, "/nodes")[0]["status"], "Creating");
+    // A retry that waits: no answer while the node is still being created.
+    let retry = {
+        let (c, path, body) = (c.clone(), path.clone(), body.clone());
+        std::thread::spawn(move || rt().block_on(call(&c, Method::POST, &path, Some(body))))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!retry.is_finished(), "the retry did not wait for the node");
+    for p in &held {
+        // SAFETY: resuming the supervisors paused above.
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    let (s, again) = retry.join().unwrap();
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["hostname"], h);
+    let nodes = get(&c, "/nodes");
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["status"], "Running", "{nodes}");
+    assert_eq!(d.sh(&h, "echo up").1, "up\n");
+    assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(1, Some(1)));
+    delete(&c, &t, &h);
+    assert_eq!(get(&c, "/nodes"), json!([]));
+    assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(0, Some(1)));
+    d.stop_and_assert_clean();
+}

@@ -7,7 +7,9 @@
 //! network override as given. It is recorded with the node (`NodeRow::spec`) and compared in
 //! the store's writer job that would insert the node (`Tenant::admit`), together with the
 //! quota check, so of two identical creates at once one makes the node and the other returns
-//! it, whatever state it is in (`Creating` included).
+//! it, whatever state it is in (`Creating` included). A create that asked to wait
+//! (`wait=agent`, `wait=userdata`) and is answered with a node still on its way waits for it
+//! as far as it asked, within its own timeout ([`Tenant::wait_existing`]); nothing runs twice.
 //!
 //! Invariants:
 //! - only a create that named its hostname is ever answered with an existing node; a name
@@ -21,6 +23,9 @@ use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
 use bulkhead_store::{NodeRow, Snapshot, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Tenant, Wait};
 
 /// The normalized create request of a node, as recorded with it (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +223,69 @@ pub fn check(snap: &Snapshot, name: &str, named: bool, asked: &CreateSpec) -> Re
             diff.join(", ")
         ),
     )))
+}
+
+impl Tenant {
+    /// A create answered with an existing node (the conflict rule) waits as its own `wait`
+    /// asks: for the earlier create to start the node, then for its agent, then (userdata)
+    /// for its userdata to have run, which the earlier create or its background run does;
+    /// it never runs it again. A node that stopped on the way is answered as it is; one the
+    /// earlier create removed (it failed) answers 409 `conflict`, to retry.
+    pub(super) async fn wait_existing(
+        self: &Arc<Self>,
+        name: &str,
+        wait: Wait,
+        deadline: Instant,
+    ) -> Result<(), DomainError> {
+        if wait == Wait::None {
+            return Ok(());
+        }
+        let gone = || {
+            DomainError::new(
+                Code::Conflict,
+                format!("node {name:?} was being made by an earlier create with the same spec, which failed and removed it: retry the create"),
+            )
+        };
+        let late = |what: &str| {
+            DomainError::new(
+                Code::Timeout,
+                format!("node {name:?}, made by an earlier create with the same spec, {what} in time; it stays: retry the create, or give it a longer timeout"),
+            )
+        };
+        // `None`: removed; `Some(true)`: as far as asked; `Some(false)`: not yet.
+        let poll = |done: &dyn Fn(&NodeRow) -> bool| -> Option<bool> {
+            let r = self.store.get(name)?;
+            Some(r.status != NodeState::Creating && (r.status != NodeState::Running || done(&r)))
+        };
+        let until = |done: &'static (dyn Fn(&NodeRow) -> bool + Sync), what: &'static str| async move {
+            loop {
+                match poll(done) {
+                    None => return Err(gone()),
+                    Some(true) => return Ok(()),
+                    Some(false) if Instant::now() >= deadline => return Err(late(what)),
+                    Some(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        };
+        until(&|_| true, "was not started").await?;
+        if self.store.get(name).map(|r| r.status) != Some(NodeState::Running) {
+            return Ok(());
+        }
+        if let Err(e) = self.wait_agent(name, deadline).await {
+            return Err(match self.store.get(name) {
+                None => gone(),
+                Some(_) => DomainError::new(e.code, e.message.replace("; the node was removed", "")),
+            });
+        }
+        if wait == Wait::Userdata {
+            until(
+                &|r| r.userdata.is_none() || r.userdata_exit.is_some(),
+                "did not finish its userdata",
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

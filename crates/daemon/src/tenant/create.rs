@@ -121,7 +121,9 @@ impl Tenant {
     }
 
     /// Creates a node: validate, admit, record, start its supervisor, optionally wait for the
-    /// agent. Any failure after the record exists removes the node again.
+    /// agent. Any failure after the record exists removes the node again. It runs in a task
+    /// of its own (ADR 0025): a caller that disconnects does not stop it, so the node either
+    /// comes up and stays (as a retry would find it) or fails and is removed.
     pub async fn create(
         self: &std::sync::Arc<Self>,
         group: &str,
@@ -129,6 +131,19 @@ impl Tenant {
         wait: Wait,
         timeout: Duration,
     ) -> Result<super::Created, DomainError> {
+        let (t, group) = (self.clone(), group.to_string());
+        super::power::to_completion(async move { t.create_now(&group, req, wait, timeout).await })
+            .await
+    }
+
+    async fn create_now(
+        self: &std::sync::Arc<Self>,
+        group: &str,
+        req: CreateNodeRequest,
+        wait: Wait,
+        timeout: Duration,
+    ) -> Result<super::Created, DomainError> {
+        let asked_at = Instant::now();
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
         let _slot = self.enqueue()?;
@@ -188,7 +203,13 @@ impl Tenant {
             .await;
         let (row, node_net) = match admitted {
             Ok(x) => x,
-            // #12: the same spec made by an earlier create (200), or refused.
+            // #12: the same spec made by an earlier create (200), once it is as far as this
+            // request's `wait` asks; or refused.
+            Err(super::conflict::Admit::Existing(row)) => {
+                self.wait_existing(&row.name, wait, asked_at + timeout)
+                    .await?;
+                return Ok(super::Created::of(&row, true));
+            }
             Err(a) => return a.into_answer(),
         };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);

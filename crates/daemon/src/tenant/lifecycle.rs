@@ -8,7 +8,9 @@
 //! - one power operation per node at a time (a second answers 409 `power_operation_in_progress`);
 //! - a node is Suspended before its QEMU ends, so its init's exit leaves it Suspended;
 //! - a relaunch or restore that fails leaves the node as it was before (Stopped, Suspended)
-//!   with nothing of it running.
+//!   with nothing of it running;
+//! - each runs to its end in a task of its own (`to_completion`): a client that disconnects
+//!   never leaves a node halfway (`Creating` after a dropped relaunch, say).
 
 use bulkhead_core::{Code, DomainError, NodeState};
 use bulkhead_driver::control::{client, Request};
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::power::{Wait, MEMORY_FILE};
+use super::power::{to_completion, Wait, MEMORY_FILE};
 use super::{NodeRef, Tenant};
 
 /// How long a shutdown waits for the node's init to end after SIGTERM, before SIGKILL.
@@ -27,7 +29,12 @@ impl Tenant {
     /// Stops a Running or Paused node: its processes are synced and asked to end (SIGTERM to
     /// its init, SIGKILL after a grace period). `reboot` is Slicer's default action and
     /// also stops the node, as on Slicer's Firecracker hosts: relaunch starts it again.
-    pub async fn shutdown(&self, node: &NodeRef) -> Result<(), DomainError> {
+    pub async fn shutdown(self: &Arc<Self>, node: &NodeRef) -> Result<(), DomainError> {
+        let (t, node) = (self.clone(), node.clone());
+        to_completion(async move { t.shutdown_now(&node).await }).await
+    }
+
+    async fn shutdown_now(&self, node: &NodeRef) -> Result<(), DomainError> {
         let name = node.name();
         let _op = self.power.begin(name)?;
         let st = self.fresh_state(name)?;
@@ -45,7 +52,12 @@ impl Tenant {
     }
 
     /// Writes a Running or Paused microVM's memory to disk and ends its QEMU.
-    pub async fn suspend(&self, node: &NodeRef) -> Result<(), DomainError> {
+    pub async fn suspend(self: &Arc<Self>, node: &NodeRef) -> Result<(), DomainError> {
+        let (t, node) = (self.clone(), node.clone());
+        to_completion(async move { t.suspend_now(&node).await }).await
+    }
+
+    async fn suspend_now(&self, node: &NodeRef) -> Result<(), DomainError> {
         let name = node.name();
         let _op = self.power.begin(name)?;
         let st = self.fresh_state(name)?;
@@ -67,6 +79,16 @@ impl Tenant {
 
     /// Starts a Stopped or Suspended node again (a suspended node's memory is dropped).
     pub async fn relaunch(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        wait: Wait,
+        timeout: Duration,
+    ) -> Result<bulkhead_api::CreatedNode, DomainError> {
+        let (t, node) = (self.clone(), node.clone());
+        to_completion(async move { t.relaunch_now(&node, wait, timeout).await }).await
+    }
+
+    async fn relaunch_now(
         self: &Arc<Self>,
         node: &NodeRef,
         wait: Wait,
@@ -105,6 +127,16 @@ impl Tenant {
 
     /// Brings a Suspended node back from its memory file.
     pub async fn restore(
+        self: &Arc<Self>,
+        node: &NodeRef,
+        wait: Wait,
+        timeout: Duration,
+    ) -> Result<(), DomainError> {
+        let (t, node) = (self.clone(), node.clone());
+        to_completion(async move { t.restore_now(&node, wait, timeout).await }).await
+    }
+
+    async fn restore_now(
         self: &Arc<Self>,
         node: &NodeRef,
         wait: Wait,

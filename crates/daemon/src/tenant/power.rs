@@ -1,6 +1,8 @@
 //! What the tenant's power operations share with the rest of the tenant context (ADR 0018):
-//! how far a start waits ([`Wait`]), where a suspended node's memory is kept, and the set of
-//! nodes a power operation is under way for (one at a time per node).
+//! how far a start waits ([`Wait`]), where a suspended node's memory is kept, the set of
+//! nodes a power operation is under way for (one at a time per node), and [`to_completion`],
+//! which every operation that changes a node's state runs in: a caller that goes away never
+//! stops one halfway (ADR 0025).
 
 use bulkhead_core::{Code, DomainError};
 use std::collections::HashSet;
@@ -18,6 +20,19 @@ pub enum Wait {
 
 /// The file a suspended node's memory is kept in, in its directory.
 pub const MEMORY_FILE: &str = "suspended.mem";
+
+/// Runs `op` in a task of its own and answers what it answers. An HTTP handler's future is
+/// dropped when its client disconnects; an operation that changes a node's state (create,
+/// relaunch, restore, suspend, shutdown) must not stop at whatever `.await` it had reached (a
+/// node left `Creating`, its cleanup never run), so it runs to its end here whether or not
+/// anyone still waits for its answer.
+pub(super) async fn to_completion<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T, DomainError>> + Send + 'static,
+) -> Result<T, DomainError> {
+    tokio::spawn(op)
+        .await
+        .map_err(|e| DomainError::internal(format!("node operation task: {e}")))?
+}
 
 /// The nodes a power operation is under way for.
 #[derive(Default)]
