@@ -436,6 +436,49 @@ fn a_full_quota_never_refuses_bringing_back_the_tenants_own_nodes() {
     d.stop_and_assert_clean();
 }
 
+/// The daemon's standby supervisors, paused (SIGSTOP) once the pool is full, so that a create
+/// hangs after its record exists; resumed when dropped (also when the test fails, so that the
+/// daemon can still stop).
+struct Held(Vec<i32>);
+
+impl Held {
+    fn standbys(d: &Daemon) -> Held {
+        let standbys = || -> Vec<i32> {
+            let o = std::process::Command::new("pgrep")
+                .args(["-f", "--", &format!("--standby {} ", d.tenant)])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while standbys().len() < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby pool never filled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let held = standbys();
+        for p in &held {
+            // SAFETY: pausing supervisors this test's daemon started, by pid.
+            unsafe { libc::kill(*p, libc::SIGSTOP) };
+        }
+        Held(held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // SAFETY: resuming the supervisors paused in `Held::standbys`.
+            unsafe { libc::kill(*p, libc::SIGCONT) };
+        }
+    }
+}
+
 /// A create whose client disconnects midway still runs to its end (ADR 0025): the node comes
 /// up and stays, never stuck `Creating`, and counts once. A retry with `wait=agent` while the
 /// node is still being created answers 200 only once the node runs, and a delete removes it.
@@ -445,30 +488,8 @@ fn a_disconnected_create_completes_and_a_waiting_retry_answers_once_it_runs() {
         return;
     }
     let d = daemon("qd", "{nodes: 1}");
-    let standbys = || -> Vec<i32> {
-        let o = std::process::Command::new("pgrep")
-            .args(["-f", "--", &format!("--standby {} ", d.tenant)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while standbys().len() < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby pool never filled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     // Held standbys: the create hangs midway (after its record, before its node runs).
-    let held = standbys();
-    for p in &held {
-        // SAFETY: pausing supervisors this test's daemon started, by pid.
-        unsafe { libc::kill(*p, libc::SIGSTOP) };
-    }
+    let held = Held::standbys(&d);
     let (c, t) = (d.client(), d.tenant.clone());
     let h = format!("{t}-gone");
     let body = json!({"hostname": h});
@@ -487,10 +508,7 @@ fn a_disconnected_create_completes_and_a_waiting_retry_answers_once_it_runs() {
     };
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(!retry.is_finished(), "the retry did not wait for the node");
-    for p in &held {
-        // SAFETY: resuming the supervisors paused above.
-        unsafe { libc::kill(*p, libc::SIGCONT) };
-    }
+    drop(held);
     let (s, again) = retry.join().unwrap();
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["hostname"], h);
@@ -500,6 +518,62 @@ fn a_disconnected_create_completes_and_a_waiting_retry_answers_once_it_runs() {
     assert_eq!(d.sh(&h, "echo up").1, "up\n");
     assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(1, Some(1)));
     delete(&c, &t, &h);
+    assert_eq!(get(&c, "/nodes"), json!([]));
+    assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(0, Some(1)));
+    d.stop_and_assert_clean();
+}
+
+/// A retry that waits for a node whose first create then fails (its agent not in time) answers
+/// 409 `conflict` saying so, and the node is gone: nothing counts any more.
+#[test]
+fn a_waiting_retry_of_a_create_that_fails_answers_conflict() {
+    if !privileged() {
+        return;
+    }
+    let d = daemon("qf", "{nodes: 1}");
+    let held = Held::standbys(&d);
+    let (c, t) = (d.client(), d.tenant.clone());
+    let h = format!("{t}-fails");
+    let body = json!({"hostname": h});
+    // The first create's wait runs out while its supervisor is held: it fails and removes
+    // the node once the supervisor answers.
+    let first = {
+        let (c, path, body) = (
+            c.clone(),
+            format!("/hostgroup/{t}/nodes?wait=agent&timeout=1s"),
+            body.clone(),
+        );
+        std::thread::spawn(move || rt().block_on(call(&c, Method::POST, &path, Some(body))))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while get(&c, "/nodes").as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let retry = {
+        let (c, path, body) = (
+            c.clone(),
+            format!("/hostgroup/{t}/nodes?wait=agent&timeout=60s"),
+            body.clone(),
+        );
+        std::thread::spawn(move || rt().block_on(call(&c, Method::POST, &path, Some(body))))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let (s, v) = first.join().unwrap();
+    assert_eq!((s, v["code"].as_str()), (408, Some("timeout")), "{v}");
+    let (s, v) = retry.join().unwrap();
+    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed and removed it"),
+        "{v}"
+    );
     assert_eq!(get(&c, "/nodes"), json!([]));
     assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(0, Some(1)));
     d.stop_and_assert_clean();

@@ -274,7 +274,9 @@ impl Tenant {
         if let Err(e) = self.wait_agent(name, deadline).await {
             return Err(match self.store.get(name) {
                 None => gone(),
-                Some(_) => DomainError::new(e.code, e.message.replace("; the node was removed", "")),
+                Some(_) => {
+                    DomainError::new(e.code, e.message.replace("; the node was removed", ""))
+                }
             });
         }
         if wait == Wait::Userdata {

@@ -1,6 +1,8 @@
 //! Creating a node: validate the request against its host group, admit it, record it, pick
 //! its address, prepare its directory and driver, hand the spec to a supervisor, and
 //! optionally wait for its agent. Any failure after the record exists removes the node again.
+//! A create runs in a task of its own (`power::to_completion`, ADR 0025): a caller that goes
+//! away does not stop it halfway.
 
 use bulkhead_api::{names, CreateNodeRequest};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
