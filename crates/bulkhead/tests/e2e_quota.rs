@@ -349,29 +349,7 @@ fn a_retry_while_the_node_is_being_created_returns_it() {
     let d = daemon("qr", "{nodes: 1}");
     // Hold every standby supervisor of this test's daemon, so the first create hangs midway
     // (as e2e_lifecycle's a_node_being_created_answers_409 does).
-    let standbys = || -> Vec<i32> {
-        let o = std::process::Command::new("pgrep")
-            .args(["-f", "--", &format!("--standby {} ", d.tenant)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while standbys().len() < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby pool never filled"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let held = standbys();
-    for p in &held {
-        // SAFETY: pausing supervisors this test's daemon started, by pid.
-        unsafe { libc::kill(*p, libc::SIGSTOP) };
-    }
+    let held = Held::standbys(&d);
     let (c, t) = (d.client(), d.tenant.clone());
     let h = format!("{t}-slow");
     let body = json!({"hostname": h, "tags": ["a"]});
@@ -398,10 +376,7 @@ fn a_retry_while_the_node_is_being_created_returns_it() {
     assert_eq!(s, 200, "{again}");
     assert_eq!(again["hostname"], h);
     assert_eq!(get(&c, "/nodes")[0]["status"], "Creating");
-    for p in &held {
-        // SAFETY: resuming the supervisors paused above.
-        unsafe { libc::kill(*p, libc::SIGCONT) };
-    }
+    drop(held);
     let (s, made) = first.join().unwrap();
     assert_eq!((s, &made), (201, &again));
     assert_eq!(get(&c, "/nodes").as_array().unwrap().len(), 1);
@@ -453,15 +428,21 @@ impl Held {
                 .filter_map(|l| l.trim().parse().ok())
                 .collect()
         };
+        // Four standby processes, the same for half a second: a standby still starting is
+        // not yet in the daemon's pool, and one paused then fails its start, so a create
+        // would start a supervisor of its own instead of hanging.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while standbys().len() < 4 {
+        let held = loop {
+            let seen = standbys();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if seen.len() >= 4 && standbys() == seen {
+                break seen;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "the standby pool never filled"
             );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let held = standbys();
+        };
         for p in &held {
             // SAFETY: pausing supervisors this test's daemon started, by pid.
             unsafe { libc::kill(*p, libc::SIGSTOP) };
@@ -524,7 +505,8 @@ fn a_disconnected_create_completes_and_a_waiting_retry_answers_once_it_runs() {
 }
 
 /// A retry that waits for a node whose first create then fails (its agent not in time) answers
-/// 409 `conflict` saying so, and the node is gone: nothing counts any more.
+/// 409 `conflict` saying so (or, in a narrow race, the node just before its removal), and the
+/// node is gone: nothing counts any more, never a node stuck `Creating`.
 #[test]
 fn a_waiting_retry_of_a_create_that_fails_answers_conflict() {
     if !privileged() {
@@ -565,15 +547,22 @@ fn a_waiting_retry_of_a_create_that_fails_answers_conflict() {
     drop(held);
     let (s, v) = first.join().unwrap();
     assert_eq!((s, v["code"].as_str()), (408, Some("timeout")), "{v}");
+    // The retry either saw the node removed (409 saying so) or, when its agent answered in
+    // the moment between the node running and the first create's cleanup, got it (200) and
+    // finds it gone on its next call, as the operator guide says.
     let (s, v) = retry.join().unwrap();
-    assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("failed and removed it"),
-        "{v}"
-    );
+    if s == 200 {
+        assert_eq!(v["hostname"], h);
+    } else {
+        assert_eq!((s, v["code"].as_str()), (409, Some("conflict")), "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("failed and removed it"),
+            "{v}"
+        );
+    }
     assert_eq!(get(&c, "/nodes"), json!([]));
     assert_eq!(get(&c, "/quota")["tenants"][0]["nodes"], fig(0, Some(1)));
     d.stop_and_assert_clean();
