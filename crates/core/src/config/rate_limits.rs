@@ -12,10 +12,12 @@
 //! - `max_queued` (default [`DEFAULT_MAX_QUEUED`]): lifecycle operations of the tenant admitted
 //!   at once (running or waiting for a host-work slot); beyond it, 503 `busy`. At most
 //!   [`MAX_QUEUED_TOTAL`], the daemon's bound over all tenants (a larger one could never fill).
-//! - `max_sessions` (default [`DEFAULT_MAX_SESSIONS`]): the tenant's long-lived requests open at
-//!   once (execs, waits, followed logs, shells, forwards, watches); beyond it, 503 `busy`. In a
-//!   shared daemon with several tenants it must stay below `api.max_connections`, so that one
-//!   tenant's sessions never fill the shared listeners ([`RateLimits::fit_shared_listener`]).
+//! - `max_sessions`: the tenant's long-lived requests open at once (execs, waits, followed logs,
+//!   shells, forwards, watches); beyond it, 503 `busy`. In a shared daemon with several tenants
+//!   it must stay below `api.max_connections`, so that one tenant's sessions never fill the
+//!   shared listeners, and defaults to [`DEFAULT_MAX_SESSIONS`] (at most half of
+//!   `api.max_connections`; [`RateLimits::fit_shared_listener`]). A daemon with one tenant has
+//!   no one to protect: unset, only `api.max_connections` bounds its sessions.
 //!
 //! Every value is a positive integer within its bound; errors name the key.
 
@@ -29,10 +31,13 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// Today's bound on a tenant's waiting lifecycle operations.
 pub const DEFAULT_MAX_QUEUED: usize = 256;
-/// A tenant's long-lived requests open at once (in a shared daemon, at most half of
-/// `api.max_connections` unless set). A quarter of the default `api.max_connections`, and room
-/// for a hundred execs at once (`e2e_api`).
+/// A tenant's long-lived requests open at once in a shared daemon with several tenants (at most
+/// half of `api.max_connections` unless set). A quarter of the default `api.max_connections`,
+/// and room for a hundred execs at once (`e2e_api`).
 pub const DEFAULT_MAX_SESSIONS: usize = 128;
+/// `max_sessions` unset on a daemon with one tenant: no bound of its own (the listener's
+/// `api.max_connections` is the bound).
+pub const UNBOUNDED_SESSIONS: usize = usize::MAX;
 /// Lifecycle operations admitted over all of a daemon's tenants (`daemon::fair`).
 pub const MAX_QUEUED_TOTAL: usize = 1024;
 /// The largest rate or burst accepted (a million a second is "no limit" in practice).
@@ -91,7 +96,7 @@ impl Default for RateLimits {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_queued: DEFAULT_MAX_QUEUED,
-            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions: UNBOUNDED_SESSIONS,
         }
     }
 }
@@ -131,7 +136,14 @@ fn count(what: &str, v: Option<u32>, default: usize) -> Result<usize, ConfigErro
         None => Ok(default),
         Some(n) if n == 0 || n > MAX_COUNT => Err(key_err(
             format!("{KEY}.{what}"),
-            format!("{n} is out of range: give 1..={MAX_COUNT}, or omit it for {default}"),
+            format!(
+                "{n} is out of range: give 1..={MAX_COUNT}, or omit it for {}",
+                if default == UNBOUNDED_SESSIONS {
+                    "no bound of its own".to_string()
+                } else {
+                    default.to_string()
+                }
+            ),
         )),
         Some(n) => Ok(n as usize),
     }
@@ -152,7 +164,7 @@ impl RateLimits {
                 DEFAULT_MAX_CONNECTIONS,
             )?,
             max_queued: max_queued(r.max_queued)?,
-            max_sessions: count("max_sessions", r.max_sessions, DEFAULT_MAX_SESSIONS)?,
+            max_sessions: count("max_sessions", r.max_sessions, UNBOUNDED_SESSIONS)?,
         })
     }
 
@@ -166,7 +178,7 @@ impl RateLimits {
         max_connections: usize,
     ) -> Result<(), ConfigError> {
         if raw.and_then(|r| r.max_sessions).is_none() {
-            self.max_sessions = self.max_sessions.min((max_connections / 2).max(1));
+            self.max_sessions = DEFAULT_MAX_SESSIONS.min((max_connections / 2).max(1));
             return Ok(());
         }
         if self.max_sessions >= max_connections {
@@ -216,7 +228,7 @@ mod tests {
         assert_eq!(r.max_in_flight, 256);
         assert_eq!(r.max_connections, 256);
         assert_eq!(r.max_queued, 256);
-        assert_eq!(r.max_sessions, 128);
+        assert_eq!(r.max_sessions, UNBOUNDED_SESSIONS);
         assert_eq!(
             parse("  rate_limits: { max_queued: 1024 }\n")
                 .unwrap()

@@ -132,7 +132,7 @@ impl Tenant {
         req: CreateNodeRequest,
         wait: Wait,
         timeout: Duration,
-    ) -> Result<super::Created, DomainError> {
+    ) -> Result<super::conflict::Created, DomainError> {
         let (t, group) = (self.clone(), group.to_string());
         super::power::to_completion(async move { t.create_now(&group, req, wait, timeout).await })
             .await
@@ -144,7 +144,7 @@ impl Tenant {
         req: CreateNodeRequest,
         wait: Wait,
         timeout: Duration,
-    ) -> Result<super::Created, DomainError> {
+    ) -> Result<super::conflict::Created, DomainError> {
         let asked_at = Instant::now();
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
@@ -210,7 +210,7 @@ impl Tenant {
             Err(super::conflict::Admit::Existing(row)) => {
                 self.wait_existing(&row.name, wait, asked_at + timeout)
                     .await?;
-                return Ok(super::Created::of(&row, true));
+                return Ok(super::conflict::Created::of(&row, true));
             }
             Err(a) => return a.into_answer(),
         };
@@ -250,7 +250,7 @@ impl Tenant {
             let _ = self.store.delete(&name).await;
             return Err(e);
         }
-        Ok(super::Created::of(&row, false))
+        Ok(super::conflict::Created::of(&row, false))
     }
 
     pub(super) async fn start_supervisor(

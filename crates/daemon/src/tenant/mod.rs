@@ -32,7 +32,6 @@ mod tunnel;
 mod userdata;
 mod watch;
 
-pub use conflict::Created; // #12
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
 pub use node_ref::NodeRef;
 pub use power::Wait;
