@@ -10,7 +10,7 @@
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bulkhead_core::config::policy::{Webhook, WebhookTarget};
@@ -110,7 +110,7 @@ impl Client {
                 if *https {
                     let tls = self
                         .tls
-                        .get_or_init(tls_connector)
+                        .get_or_init(crate::auth::jwks_fetch::https_connector)
                         .clone()
                         .map_err(unreachable)?;
                     let name = rustls::pki_types::ServerName::try_from(host.clone())
@@ -139,19 +139,6 @@ impl Client {
             Err(e) => Err(unreachable(format!("reading the answer: {e}"))),
         }
     }
-}
-
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    use hyper_rustls::ConfigBuilderExt;
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("tls setup: {e}"))?
-    .with_native_roots()
-    .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
-    .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
 async fn send<T>(

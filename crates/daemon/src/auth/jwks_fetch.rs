@@ -37,16 +37,7 @@ impl Fetcher {
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            use hyper_rustls::ConfigBuilderExt;
-            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("tls setup: {e}"))?
-            .with_native_roots()
-            .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
-            .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+            Some(https_connector()?)
         } else {
             None
         };
@@ -124,4 +115,20 @@ where
         .send_request(req)
         .await
         .map_err(|e| format!("http: {e}"))
+}
+
+/// The TLS client every outbound HTTPS call of the daemon uses (JWKS fetches, the policy
+/// webhook): rustls with the ring provider, the system's root certificates, no client
+/// certificate.
+pub(crate) fn https_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    use hyper_rustls::ConfigBuilderExt;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("tls setup: {e}"))?
+    .with_native_roots()
+    .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }

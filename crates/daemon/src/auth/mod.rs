@@ -17,7 +17,7 @@
 pub mod authn;
 // --- OIDC (#11): JWTs from the configured issuer, keys kept fresh off the request path ---
 pub mod jwks;
-mod jwks_fetch;
+pub(crate) mod jwks_fetch;
 pub mod oidc;
 // --- end OIDC ---
 pub mod layer;
