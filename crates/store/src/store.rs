@@ -24,8 +24,8 @@ use crate::node::{NewNode, NodeRow};
 type Job = Box<dyn FnOnce(&mut Writer) + Send>;
 
 /// What the writer thread owns.
-struct Writer {
-    conn: Connection,
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
     tenant: String,
     index: Arc<Index>,
 }
@@ -92,7 +92,7 @@ impl Store {
 
     // ---- writes: jobs for the writer thread ----------------------------------------------
 
-    async fn call<R: Send + 'static>(
+    pub(crate) async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Writer) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
