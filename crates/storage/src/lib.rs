@@ -1,0 +1,20 @@
+//! bulkhead-storage: the host side of storage isolation (issue #13).
+//!
+//! - [`keys`]: the host master key, per-tenant data keys, derivation, `seal`/`open` (rotation
+//!   in `rotate`, chunked streams in `stream`);
+//! - [`wipe`]: overwrite-then-unlink of files and trees;
+//! - [`loopdev`], [`mountapi`], [`fscrypt`], [`ext4img`]: encrypted ext4 volume images mounted
+//!   only as detached mounts (never on a host path);
+//! - [`probe`]: which protections this host can give.
+//!
+//! No daemon or HTTP types here: callers map [`keys::KeyError`] and friends to their codes.
+
+mod fsutil;
+pub mod keys;
+pub mod rotate;
+pub mod secret;
+pub mod stream;
+
+pub use keys::{KeyError, Keyring, TenantKey};
+pub use rotate::{rotate_master, RotateReport};
+pub use secret::Secret;
