@@ -14,6 +14,7 @@ pub mod keys;
 pub mod rotate;
 pub mod secret;
 pub mod stream;
+pub mod wipe;
 
 pub use keys::{KeyError, Keyring, TenantKey};
 pub use rotate::{rotate_master, RotateReport};
