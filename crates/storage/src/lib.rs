@@ -9,8 +9,13 @@
 //!
 //! No daemon or HTTP types here: callers map [`keys::KeyError`] and friends to their codes.
 
+pub mod ext4img;
+pub mod fscrypt;
 mod fsutil;
 pub mod keys;
+pub mod loopdev;
+pub mod mountapi;
+pub mod probe;
 pub mod rotate;
 pub mod secret;
 pub mod stream;
