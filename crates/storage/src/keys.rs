@@ -114,7 +114,7 @@ impl Keyring {
     /// Opens (creating on first use) the keyring in `keys_dir`.
     pub fn open(keys_dir: &Path) -> Result<Keyring, KeyError> {
         prepare_dirs(keys_dir)?;
-        let _lock = crate::rotate::lock(keys_dir)?;
+        let _lock = lock(keys_dir)?;
         let master = keys_dir.join(MASTER_FILE);
         let pending = keys_dir.join(MASTER_NEW_FILE);
         if !master.exists() {
@@ -150,7 +150,7 @@ impl Keyring {
         check_tenant_name(tenant)?;
         let path = tenant_path(&self.dir, tenant);
         if !path.exists() {
-            let _lock = crate::rotate::lock(&self.dir)?;
+            let _lock = lock(&self.dir)?;
             if !path.exists() {
                 let masters = load_masters(&self.dir)?;
                 let key = Secret::<32>::random();
@@ -441,6 +441,13 @@ pub(crate) fn tenant_names(dir: &Path) -> Result<Vec<String>, KeyError> {
     }
     names.sort();
     Ok(names)
+}
+
+/// An exclusive `flock` on `<keys_dir>/.lock` (serialises tenant key creation and rotation),
+/// released on drop.
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File, KeyError> {
+    let p = dir.join(LOCK_FILE);
+    crate::fsutil::lock_file(&p).map_err(io_err("locking", &p))
 }
 
 fn has_tenant_files(dir: &Path) -> Result<bool, KeyError> {

@@ -13,16 +13,14 @@
 //! rename, never rewritten in place. The lock (`flock` on `.lock`) serialises rotation with
 //! tenant key creation.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::fsutil::{sync_dir, write_atomic};
 use crate::keys::{
-    load_master, read_tenant_file, tenant_names, tenant_path, unwrap, wrap, write_tenant_file,
-    KeyError, Keyring, Master, LOCK_FILE, MASTER_FILE, MASTER_NEW_FILE, TENANTS_DIR,
+    load_master, lock, read_tenant_file, tenant_names, tenant_path, unwrap, wrap,
+    write_tenant_file, KeyError, Keyring, Master, MASTER_FILE, MASTER_NEW_FILE, TENANTS_DIR,
 };
 use crate::secret::Secret;
 
@@ -37,33 +35,6 @@ pub struct RotateReport {
     pub tenants: usize,
     /// True when this run finished a rotation that an earlier run left half done.
     pub resumed: bool,
-}
-
-/// An exclusive `flock` on `<keys_dir>/.lock`, released on drop.
-pub(crate) struct Lock(#[allow(dead_code)] File);
-
-pub(crate) fn lock(dir: &Path) -> Result<Lock, KeyError> {
-    let p = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&p)
-        .map_err(|source| KeyError::Io {
-            what: "opening the lock",
-            path: p.clone(),
-            source,
-        })?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(KeyError::Io {
-            what: "locking",
-            path: p,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(Lock(f))
 }
 
 /// Replaces the host master key and re-wraps every tenant key under the new one.
