@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 
 use crate::config::raw::{RawApi, RawConfig, RawFile, RawTcp};
+use crate::config::storage::StorageConfig;
 use crate::config::{key_err, ApiListen, ConfigError, TenantConfig};
 use crate::iam::Roles;
-use crate::limits::ConnLimits;
+use crate::limits::ConnLimits; // #13, keys
 
 /// A shared daemon's tenant without `forward_ports` of its own: only host port 0 (a free
 /// port the kernel picks).
@@ -82,6 +83,8 @@ pub struct DaemonConfig {
     /// `config.workload_identity` (ADR 0020): the daemon's issuer of nodes' tokens; `None`:
     /// off.
     pub workload_identity: Option<crate::config::identity::WorkloadIdentityConfig>,
+    /// `config.storage` (#13, secrets and keys): where the host keyring lives.
+    pub storage: crate::config::storage::StorageConfig,
 }
 
 /// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
@@ -196,6 +199,7 @@ impl DaemonConfig {
             }
             return Ok(DaemonConfig {
                 workload_identity: workload_identity(&c, &api)?,
+                storage: StorageConfig::from_raw(c.storage.as_ref())?, // #13, keys
                 state_dir: t.state_dir.clone(),
                 tenants: vec![t],
                 shared: false,
@@ -345,6 +349,7 @@ impl DaemonConfig {
         };
         Ok(DaemonConfig {
             workload_identity: workload_identity(&c, &api)?,
+            storage: StorageConfig::from_raw(c.storage.as_ref())?, // #13, keys
             tenants,
             shared: true,
             state_dir: c.state_dir.clone(),

@@ -25,4 +25,7 @@ pub struct HostServices {
     pub cores: crate::cores::Cores,
     /// Host-work slots shared round-robin by the tenants (#12, rate; `fair.rs`).
     pub fair: Arc<crate::fair::Fair>,
+    /// The host keyring (#13, keys): the master key and every tenant's wrapped data key
+    /// (`<state>/keys`, or `config.storage.master_key`'s directory). Opened at start.
+    pub keyring: Arc<bulkhead_storage::Keyring>,
 }

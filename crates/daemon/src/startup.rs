@@ -253,6 +253,14 @@ async fn open_tenant(
             .await
             .map_err(|e| StartError::Refused(format!("opening the state database: {e}")))??
     };
+    // keys (#13): the tenant's data key, created and wrapped on the tenant's first start.
+    let key = {
+        let (kr, t) = (host.keyring.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || kr.tenant(&t))
+            .await
+            .map_err(|e| StartError::Refused(format!("opening the tenant key: {e}")))?
+            .map_err(|e| StartError::Refused(format!("tenant {tenant:?}'s data key: {e}")))?
+    };
     // Before reconciliation, which would sweep the cgroup of a node whose id it did not know.
     let imported = crate::upgrade::import_node_files(&store, &tenant_dir.join("nodes")).await;
     if imported > 0 {
@@ -273,6 +281,7 @@ async fn open_tenant(
             other_drivers: opened_drivers,
             store,
             net: net.clone(),
+            key, // keys (#13)
         },
     ));
     let (adopted, removed) = t.reconcile().await;
@@ -419,6 +428,8 @@ pub async fn run(
         )),
         None => None,
     };
+    // keys (#13): the host keyring, before any tenant (each unwraps its data key from it).
+    let keyring = open_keyring(cfg.storage.keys_dir(&state_root)).await?;
     let cgroups = bulkhead_sandbox::Cgroups::detect()?;
     // noisy neighbours (#12, ADR 0027): refuse what the core pool cannot give, then move into
     // bulkhead/_daemon before any supervisor starts (they are born there).
@@ -435,6 +446,7 @@ pub async fn run(
         started: Instant::now(),
         // fair host-work queues (#12, rate)
         fair: crate::fair::Fair::new(crate::fair::HOST_WORK_SLOTS, crate::fair::MAX_QUEUED_TOTAL),
+        keyring, // keys (#13)
     });
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;
@@ -540,6 +552,19 @@ async fn open_tokens(
         store,
         roles,
     }))
+}
+
+/// keys (#13): opens (creating on the first start) the host keyring in `dir`. A master key
+/// that is missing while tenant keys exist, or readable by anyone but root, stops the start
+/// with what to do (`bulkhead_storage::keys`); its bytes are never logged, only its id.
+async fn open_keyring(dir: PathBuf) -> Result<Arc<bulkhead_storage::Keyring>, StartError> {
+    let shown = dir.display().to_string();
+    let kr = tokio::task::spawn_blocking(move || bulkhead_storage::Keyring::open(&dir))
+        .await
+        .map_err(|e| StartError::Refused(format!("opening the keyring: {e}")))?
+        .map_err(|e| StartError::Refused(format!("the keyring in {shown}: {e}")))?;
+    tracing::info!(dir = %shown, master_key_id = %kr.master_key_id(), "keyring open");
+    Ok(Arc::new(kr))
 }
 
 /// Creates the `count` nodes of each host group that are missing.

@@ -14,6 +14,7 @@ mod policy_raw;
 pub mod quotas; // quotas (#12, ADR 0025)
 pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
+pub mod storage; // the host keyring's place (#13, secrets and keys)
 #[cfg(test)]
 mod tests;
 

@@ -85,6 +85,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<super::rate_limits::RawRateLimits>,
     // ---- end rate limits ----
+    // ---- storage keys (#13, secrets and keys; `storage.rs`) ----
+    /// bulkhead: where the host's keyring lives (`master_key`); daemon-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<super::storage::RawStorage>,
+    // ---- end storage keys ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

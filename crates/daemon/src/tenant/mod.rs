@@ -106,6 +106,9 @@ pub struct Tenant {
     identity: std::sync::OnceLock<crate::identity::Delivery>,
     /// Admission policy and its webhook (#12, policy; `crate::admission`).
     pub admission: crate::admission::Admission,
+    // ---- keys (#13): the tenant's data key, unwrapped from the host keyring at start ----
+    key: bulkhead_storage::TenantKey,
+    // ---- end keys ----
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -119,6 +122,8 @@ pub struct TenantParts {
     pub other_drivers: Vec<Arc<dyn Driver>>,
     pub store: Store,
     pub net: Option<Arc<crate::network::TenantNetwork>>,
+    /// The tenant's data key (#13, keys).
+    pub key: bulkhead_storage::TenantKey,
 }
 
 impl Tenant {
@@ -160,8 +165,15 @@ impl Tenant {
             power: power::PowerOps::default(),
             identity: Default::default(),
             admission: crate::admission::Admission::new(&p.cfg), // admission policy (#12)
+            key: p.key,                                          // keys (#13)
             cfg: p.cfg,
         }
+    }
+
+    /// keys (#13): the tenant's data key; everything of the tenant encrypted at rest (secrets,
+    /// volumes, persistent layers, commits, snapshots) derives from it. Never logged.
+    pub fn key(&self) -> &bulkhead_storage::TenantKey {
+        &self.key
     }
 
     /// The driver of host group `group` (its own `hypervisor`, else the tenant's).
