@@ -23,6 +23,22 @@ pub struct Info {
     /// microVM tenants: `kvm` or `tcg`, as the daemon's probe decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accel: Option<String>,
+    /// What protects tenant data at rest on this host (#13): `{fscrypt, dm_crypt, missing}`,
+    /// from the daemon's probe at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageProtection>,
+}
+
+/// `GET /info`'s `storage`: what this host's kernel can give (#13, `bulkhead_storage::probe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageProtection {
+    /// Volumes and persistent layers can be encrypted with fscrypt (ext4 images).
+    pub fscrypt: bool,
+    /// The kernel has dm-crypt.
+    pub dm_crypt: bool,
+    /// One sentence per missing protection, saying what it means and what to do.
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 /// One entry of `GET /hostgroup`.

@@ -76,6 +76,17 @@ fn a_tenant_socket_never_shows_another_tenant() {
     let (_, info) = body_of(&ta, Method::GET, "/info", "");
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["tenants"], serde_json::json!([a.clone()]));
+    // #13: the daemon's storage probe says what protects data at rest on this host (this
+    // kernel has fscrypt, and no dm-crypt, which the answer names as missing).
+    assert_eq!(info["storage"]["fscrypt"], true, "{info}");
+    assert_eq!(info["storage"]["dm_crypt"], false, "{info}");
+    assert!(
+        info["storage"]["missing"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("dm-crypt"),
+        "{info}"
+    );
     // Paged union over both tenants: one node per page, each exactly once.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;

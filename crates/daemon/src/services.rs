@@ -28,4 +28,6 @@ pub struct HostServices {
     /// The host keyring (#13, keys): the master key and every tenant's wrapped data key
     /// (`<state>/keys`, or `config.storage.master_key`'s directory). Opened at start.
     pub keyring: Arc<bulkhead_storage::Keyring>,
+    /// What protects tenant data at rest here (#13): probed once at start, in `GET /info`.
+    pub protection: bulkhead_storage::probe::Protection,
 }

@@ -35,6 +35,14 @@ pub async fn info(Visible(tenants): Visible) -> Json<Info> {
         hypervisor: first.tenant.cfg.hypervisor.clone(),
         cgroup: first.host.cgroups.describe().into(),
         accel: first.tenant.driver.info().accel,
+        storage: Some({
+            let p = &first.host.protection;
+            bulkhead_api::types::StorageProtection {
+                fscrypt: p.fscrypt,
+                dm_crypt: p.dm_crypt,
+                missing: p.missing().to_vec(),
+            }
+        }),
     })
 }
 
