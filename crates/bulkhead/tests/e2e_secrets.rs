@@ -445,3 +445,57 @@ fn foreign_tenants_and_master_key_rotation() {
     assert!(!s.log().contains(&marker));
     s.stop_and_assert_clean();
 }
+
+/// A microVM node (TCG: slow, so one test): the guest's init mounts the same tmpfs, the
+/// secret arrives with its owner and mode before the userdata, and neither the node's disk
+/// image on the host nor any other file of the state directory holds it.
+#[test]
+fn a_microvm_node_gets_its_secret_on_tmpfs() {
+    if !privileged() {
+        return;
+    }
+    let netns = common::netlab::Netns::new();
+    let d = Daemon::start_in(&netns.path(), "secvm", &common::vm_config());
+    let c = d.client();
+    let marker = format!("vm-s3cr3t-{}", d.tenant);
+    let a = json(
+        &c,
+        Method::POST,
+        "/secrets",
+        serde_json::json!({"name": "api-key", "data": b64(marker.as_bytes()), "permissions": "0400", "uid": 33, "gid": 33}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text());
+    let a = json(
+        &c,
+        Method::POST,
+        &format!("/hostgroup/{}/nodes?wait=userdata&timeout=300s", d.tenant),
+        serde_json::json!({"secrets": ["api-key"],
+            "userdata": "cat /run/secrets/api-key > /tmp/ud-saw 2>&1"}),
+    );
+    let node = ok_node(a);
+    let (code, out, err) = d.sh(
+        &node,
+        "cat /run/secrets/api-key; echo; cat /tmp/ud-saw; echo; stat -c '%a %u %g' /run/secrets/api-key; grep ' /run/secrets ' /proc/mounts",
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], marker);
+    assert_eq!(
+        lines[1], marker,
+        "the userdata ran before the secret was there"
+    );
+    assert_eq!(lines[2], "400 33 33");
+    assert!(
+        lines[3].starts_with("tmpfs /run/secrets tmpfs ")
+            && ["nosuid", "nodev", "noexec"]
+                .iter()
+                .all(|o| lines[3].contains(o)),
+        "{out}"
+    );
+    // The guest's disk is a file of the host: the secret is not in it, nor anywhere else.
+    let _ = d.sh(&node, "sync");
+    let hits = files_containing(&d.state, &[marker.as_bytes()]);
+    assert!(hits.is_empty(), "files with the secret in clear: {hits:?}");
+    assert!(!d.log().contains(&marker));
+    d.stop_and_assert_clean();
+}
