@@ -223,6 +223,24 @@ fn secrets_wire_shape_delivery_and_no_leaks() {
         "cat /run/secrets/db-password; stat -c ' %a %u' /run/secrets/db-password",
     );
     assert_eq!(out.trim(), format!("{marker2} 400 7"));
+    // A relaunch is a fresh start: the node gets the secret as it is now, on a new tmpfs.
+    let a = json(
+        &c,
+        Method::POST,
+        &format!("/vm/{with}/shutdown"),
+        serde_json::json!({"action": "shutdown"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let a = call(
+        &c,
+        Method::POST,
+        &format!("/vm/{with}/relaunch?wait=agent&timeout=60s"),
+        vec![],
+        None,
+    );
+    assert!(a.status.is_success(), "{} {}", a.status, a.text());
+    let (_, out, _) = d.sh(&with, "cat /run/secrets/db-password");
+    assert_eq!(out, marker2, "a relaunched node has the old content");
     let a = json(
         &c,
         Method::PATCH,
@@ -498,4 +516,74 @@ fn a_microvm_node_gets_its_secret_on_tmpfs() {
     assert!(hits.is_empty(), "files with the secret in clear: {hits:?}");
     assert!(!d.log().contains(&marker));
     d.stop_and_assert_clean();
+}
+
+/// `config.storage.master_key` moves the keyring; a master key others may read stops the
+/// start with what to run, and nothing of the tenant is started.
+#[test]
+fn the_keyring_follows_config_and_refuses_an_open_master_key() {
+    if !privileged() {
+        return;
+    }
+    let keydir = tempfile::tempdir().unwrap();
+    let master = keydir.path().join("ring").join("master.key");
+    let m = master.display().to_string();
+    let edit = |y: String| {
+        y.replacen(
+            "config:\n",
+            &format!("config:\n  storage:\n    master_key: {m}\n"),
+            1,
+        )
+    };
+    let mut d = Daemon::start_edited("seckr", &[], edit);
+    let c = d.client();
+    let a = json(
+        &c,
+        Method::POST,
+        "/secrets",
+        serde_json::json!({"name": "k", "data": b64(b"moved-keyring")}),
+    );
+    assert_eq!(a.status, 201, "{}", a.text());
+    assert!(master.is_file(), "no master key at {m}");
+    assert!(keydir
+        .path()
+        .join("ring/tenants")
+        .join(format!("{}.key", d.tenant))
+        .is_file());
+    assert!(!d
+        .state
+        .join("keys/tenants")
+        .join(format!("{}.key", d.tenant))
+        .exists());
+    let node = ok_node(create_node(
+        &c,
+        &d.tenant,
+        serde_json::json!({"secrets": ["k"]}),
+    ));
+    assert_eq!(d.sh(&node, "cat /run/secrets/k").1, "moved-keyring");
+    d.stop();
+    // Readable by others: refused at start, naming the file and the fix.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = std::process::Command::new("unshare")
+        .args(["--net", "--", common::BIN, "up"])
+        .arg(&d.config)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "started with a 0644 master key: {err}");
+    assert!(err.contains(&m) && err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A config that names another file name is refused naming the key.
+    let bad = d.dir.path().join("bad.yaml");
+    std::fs::write(&bad, d.config_text().replace("master.key", "key.bin")).unwrap();
+    let o = common::cli(&["validate", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("config.storage.master_key"),
+        "{err}"
+    );
 }
