@@ -164,6 +164,15 @@ fn setup() -> Result<std::fs::File, String> {
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         "size=64k,mode=0755",
     )?;
+    // secrets (#13): the node's secrets' own tmpfs, bounded as in a jail (`jail::setup`).
+    std::fs::create_dir_all("/run/secrets").map_err(|e| format!("creating /run/secrets: {e}"))?;
+    mount(
+        "tmpfs",
+        "/run/secrets",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "size=1m,nr_inodes=64,mode=0755",
+    )?;
     let _ = mount(
         "devpts",
         "/dev/pts",

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod error;
 pub mod names;
 pub mod quota; // quotas (#12)
+pub mod secrets; // secrets (#13)
 pub mod shell;
 pub mod signals;
 pub mod stats;

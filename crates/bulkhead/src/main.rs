@@ -45,6 +45,12 @@ enum Cmd {
     Identity(cmd::identity::IdentityCmd),
     /// Each tenant's use against its quotas (nodes, vcpu, ram, storage)
     Quota(cmd::quota::QuotaArgs),
+    /// The tenant's secrets: create, list, update, delete (#13)
+    #[command(subcommand)]
+    Secret(cmd::secret::SecretCmd),
+    /// The host keyring: rotate the master key (#13)
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCmd),
 }
 
 fn main() -> ExitCode {
@@ -79,5 +85,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Token(c) => cmd::token::run(c).await,
         Cmd::Identity(c) => cmd::identity::run(c).await,
         Cmd::Quota(a) => cmd::quota::run(a).await, // quotas (#12)
+        Cmd::Secret(c) => cmd::secret::run(c).await, // secrets (#13)
+        Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
     }
 }

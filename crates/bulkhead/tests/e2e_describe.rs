@@ -171,7 +171,6 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     for body in [
         json!({"gpu_count": 1}),
         json!({"persistent": true}),
-        json!({"secrets": ["s"]}),
         json!({"pci_devices": ["0000:01:00.0"]}),
     ] {
         let (s, _, b) = call(
@@ -183,6 +182,15 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
         assert_eq!(s, 400, "{body}: {b}");
         assert!(b.contains("\"unsupported\""), "{body}: {b}");
     }
+    // secrets (#13): supported now; an unknown one is a 400 naming it (e2e_secrets).
+    let (s, _, b) = call(
+        &d,
+        Method::POST,
+        &format!("/hostgroup/{g}/nodes"),
+        Some(json!({"secrets": ["s"]})),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("unknown secret"), "{b}");
     let (s, _, b) = call(
         &d,
         Method::POST,

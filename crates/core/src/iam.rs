@@ -19,6 +19,8 @@ use crate::config::{key_err, ConfigError};
 pub enum Resource {
     Nodes,
     Tokens,
+    /// The tenant's secrets (#13): `list` shows names and metadata, `create` writes content.
+    Secrets,
 }
 
 /// What a rule allows on its resource.
@@ -39,12 +41,13 @@ pub enum Verb {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 2] = [Resource::Nodes, Resource::Tokens];
+    pub const ALL: [Resource; 3] = [Resource::Nodes, Resource::Tokens, Resource::Secrets];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Resource::Nodes => "nodes",
             Resource::Tokens => "tokens",
+            Resource::Secrets => "secrets",
         }
     }
 
@@ -60,6 +63,7 @@ impl Resource {
                 List, Get, Create, Delete, Exec, Copy, Logs, Pause, Resume, Forward, Update,
             ],
             Resource::Tokens => &[List, Create, Delete],
+            Resource::Secrets => &[List, Create, Delete],
         }
     }
 }
@@ -136,12 +140,14 @@ impl Role {
         let (rules, global_admin) = match name {
             GLOBAL_ADMIN => (Self::all_of(&Resource::ALL), true),
             TENANT_ADMIN => (Self::all_of(&Resource::ALL), false),
-            DEVELOPER => (
-                nodes(&[
+            DEVELOPER => {
+                let mut r: BTreeSet<_> = nodes(&[
                     List, Get, Create, Delete, Exec, Copy, Logs, Pause, Resume, Forward, Update,
-                ]),
-                false,
-            ),
+                ]);
+                // secrets (#13): names and metadata only; writing them is the tenant-admin's.
+                r.insert((Resource::Secrets, List));
+                (r, false)
+            }
             VIEWER => (nodes(&[List, Get, Logs]), false),
             _ => unreachable!("not a built-in role: {name}"),
         };

@@ -216,6 +216,7 @@ pub(crate) fn pivot(jail: &Jail<'_>) -> R {
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     identity_tmpfs()?;
+    secrets_tmpfs()?; // secrets (#13)
     nix::unistd::sethostname(&spec.hostname).map_err(|e| format!("sethostname: {e}"))?;
     bulkhead_net::apply_inside(&spec.network).map_err(|e| e.to_string())
 }
@@ -238,6 +239,28 @@ fn identity_tmpfs() -> R {
         Some("size=64k,mode=0755"),
     )
 }
+
+// ---- secrets (#13) ----
+/// Where the daemon writes the secrets a node was created with, one file each.
+pub const SECRETS_DIR: &str = "/run/secrets";
+/// The secrets tmpfs's bounds: 16 secrets of at most 32 KiB (and the temporary file of the
+/// one being written) fit; nothing else grows it.
+pub const SECRETS_TMPFS: &str = "size=1m,nr_inodes=64,mode=0755";
+
+/// A tmpfs of its own for the node's secrets, so that a secret is never on a disk (nor in
+/// the writable layer); mounted like the identity tmpfs, after pivot_root.
+fn secrets_tmpfs() -> R {
+    let dir = Path::new(SECRETS_DIR);
+    mkdir(dir).map_err(|e| format!("{e}: the image must allow a directory {SECRETS_DIR}"))?;
+    m(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(SECRETS_TMPFS),
+    )
+}
+// ---- end secrets ----
 
 pub(crate) fn lock_down(filters: &[seccompiler::BpfProgram]) -> R {
     bulkhead_sandbox::caps::limit_to(crate::caps::kept_mask())?;

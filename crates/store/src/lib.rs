@@ -8,6 +8,7 @@
 //!   that the writer updates after each commit, so reads never wait for SQLite or a writer;
 //! - `cursor.rs`: opaque cursors for paged lists; `id.rs`: typed ULIDs for objects;
 //! - `node.rs`: [`NodeRow`] and [`NewNode`], the records; `error.rs`: [`StoreError`];
+//! - `secrets.rs`: the tenant's secrets, sealed by the daemon with the tenant's key (#13);
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
 //!   answered from memory by the secret's hash (ADR 0022).
 //!
@@ -22,6 +23,7 @@ mod id;
 mod index;
 mod node;
 mod schema;
+mod secrets; // secrets, sealed (#13)
 mod store;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ pub use id::{Id, IdError, Kind, NodeId, TokenId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};
 pub use schema::{SchemaError, VERSION as SCHEMA_VERSION};
+pub use secrets::{SecretMeta, SecretPatch, SecretRow}; // #13
 pub use store::Store;
 pub use tokens::{TokenRow, TokenStore, TokenStoreError};
 

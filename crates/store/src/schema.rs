@@ -41,6 +41,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "the node's storage size and normalized create request (quotas, the conflict rule)",
         apply: v4_spec,
     },
+    Migration {
+        version: 5,
+        what: "secrets, sealed with the tenant's key (#13)",
+        apply: v5_secrets,
+    },
 ];
 
 /// The schema version this build writes.
@@ -198,5 +203,24 @@ fn v4_spec(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE nodes ADD COLUMN storage_bytes INTEGER;
 ALTER TABLE nodes ADD COLUMN spec TEXT;",
+    )
+}
+
+/// Secrets (#13): one row per secret of the tenant, its content sealed with the tenant's key
+/// by the daemon (AES-256-GCM, AAD naming the tenant and the secret): this database never
+/// holds a secret's plaintext. `size` is the plaintext's length (Slicer lists it);
+/// `permissions` the file mode the secret gets in a node.
+fn v5_secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE secrets (
+    name        TEXT PRIMARY KEY NOT NULL,
+    sealed      BLOB NOT NULL,
+    size        INTEGER NOT NULL,
+    permissions INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    gid         INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);",
     )
 }

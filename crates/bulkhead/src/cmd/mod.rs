@@ -2,8 +2,10 @@
 
 pub mod identity;
 pub mod image;
+pub mod keys; // key rotation (#13)
 pub mod new;
 pub mod quota; // quotas (#12)
+pub mod secret; // secrets (#13)
 pub mod token;
 pub mod untar;
 pub mod up;

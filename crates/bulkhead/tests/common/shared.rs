@@ -104,7 +104,8 @@ impl Shared {
         s
     }
 
-    fn spawn(&mut self) {
+    /// Starts the daemon (again, after [`Shared::stop`]): its log starts afresh.
+    pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new("unshare")
             .args(["--net", "--", "sh", "-c", UP_IN_NETNS, BIN, "up"])

@@ -139,6 +139,13 @@ pub enum Action {
     /// A tenant's use against its quotas (`GET /quota`).
     ReadQuota,
     // ---- end quotas ----
+    // ---- secrets (#13) ----
+    /// Names and metadata of the tenant's secrets, never their content (`GET /secrets`).
+    ListSecrets,
+    /// Creating or changing a secret (`POST /secrets`, `PATCH /secrets/{name}`).
+    WriteSecret,
+    DeleteSecret,
+    // ---- end secrets ----
 }
 
 /// What an action needs of the principal.
@@ -318,6 +325,23 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "counts and limits, never content",
         ),
         // ---- end quotas ----
+        // ---- secrets (#13) ----
+        (
+            Action::ListSecrets,
+            Rule(Secrets, List),
+            "names, sizes, owners and modes, never content",
+        ),
+        (
+            Action::WriteSecret,
+            Rule(Secrets, Create),
+            "sets what the tenant's nodes are given as credentials",
+        ),
+        (
+            Action::DeleteSecret,
+            Rule(Secrets, Delete),
+            "withdraws a credential from future nodes",
+        ),
+        // ---- end secrets ----
     ]
 };
 
@@ -419,7 +443,7 @@ mod tests {
         }
     }
 
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 38] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -455,7 +479,34 @@ mod tests {
         Action::RotateIdentity,
         Action::ReadPublicKeys,
         Action::ReadQuota, // quotas (#12)
+        // secrets (#13)
+        Action::ListSecrets,
+        Action::WriteSecret,
+        Action::DeleteSecret,
     ];
+
+    #[test]
+    fn secrets_content_is_the_tenant_admins() {
+        let dev = principal(&["developer@a"]);
+        assert!(authorize(&dev, Action::ListSecrets, "a").is_ok());
+        for a in [Action::WriteSecret, Action::DeleteSecret] {
+            assert!(
+                matches!(authorize(&dev, a, "a"), Err(Denial::Forbidden(_))),
+                "{a:?}"
+            );
+        }
+        let viewer = principal(&["viewer@a"]);
+        assert!(authorize(&viewer, Action::ListSecrets, "a").is_err());
+        let ta = principal(&["tenant-admin@a"]);
+        for a in [
+            Action::ListSecrets,
+            Action::WriteSecret,
+            Action::DeleteSecret,
+        ] {
+            assert!(authorize(&ta, a, "a").is_ok(), "{a:?}");
+            assert_eq!(authorize(&ta, a, "b"), Err(Denial::NoRole));
+        }
+    }
 
     #[test]
     fn every_action_has_exactly_one_policy_entry_with_a_reason() {

@@ -27,6 +27,7 @@ pub mod nodes;
 pub mod query;
 mod quota; // quotas (#12)
 pub mod scope;
+mod secrets; // secrets (#13)
 pub mod stats;
 pub mod tokens;
 pub mod ws_forward;
@@ -256,6 +257,18 @@ pub fn table() -> Vec<Route> {
         // ---- quotas (#12, ADR 0025): use against limits, per visible tenant ----
         route("/quota", &[("get", ReadQuota)], get(quota::quota)),
         // ---- end quotas ----
+        // ---- secrets (#13): the tenant is the caller's only one, else ?tenant= ----
+        route(
+            "/secrets",
+            &[("get", ListSecrets), ("post", WriteSecret)],
+            get(secrets::list).post(secrets::create),
+        ),
+        route(
+            "/secrets/{name}",
+            &[("patch", WriteSecret), ("delete", DeleteSecret)],
+            axum::routing::patch(secrets::update).delete(secrets::delete),
+        ),
+        // ---- end secrets ----
     ]
 }
 

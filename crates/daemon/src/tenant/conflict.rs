@@ -45,6 +45,10 @@ pub struct CreateSpec {
     pub network_allow: Option<Vec<String>>,
     pub network_drop: Option<Vec<String>>,
     pub persistent: bool,
+    /// secrets (#13): the names the node is given, sorted, each once (absent in specs
+    /// recorded before: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl CreateSpec {
@@ -60,6 +64,9 @@ impl CreateSpec {
         let mut tags = req.tags.clone();
         tags.sort();
         tags.dedup();
+        let mut secrets = req.secrets.clone(); // #13
+        secrets.sort();
+        secrets.dedup();
         CreateSpec {
             hostgroup: g.name.clone(),
             cpus,
@@ -81,6 +88,7 @@ impl CreateSpec {
             network_allow: req.network.as_ref().map(|n| n.allow.clone()),
             network_drop: req.network.as_ref().map(|n| n.drop.clone()),
             persistent: req.persistent,
+            secrets, // #13
         }
     }
 
@@ -125,6 +133,9 @@ impl CreateSpec {
         }
         if self.userdata_sha256 != asked.userdata_sha256 {
             out.push("userdata".into());
+        }
+        if self.secrets != asked.secrets {
+            out.push("secrets".into()); // #13
         }
         if (&self.network_allow, &self.network_drop) != (&asked.network_allow, &asked.network_drop)
         {
@@ -356,6 +367,7 @@ mod tests {
             ),
             (req(|r| r.tags = vec!["a".into()]), "tags"),
             (req(|r| r.userdata = Some("echo".into())), "userdata"),
+            (req(|r| r.secrets = vec!["db".into()]), "secrets"), // #13
             (
                 req(|r| r.ip = Some("10.0.0.5".into())),
                 "ip (any vs 10.0.0.5)",

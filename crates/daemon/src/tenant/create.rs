@@ -80,12 +80,6 @@ impl Tenant {
                 g.name
             )));
         }
-        if !req.secrets.is_empty() {
-            return Err(DomainError::new(
-                Code::Unsupported,
-                "secrets are not supported yet (they come with storage): omit secrets, or send []",
-            ));
-        }
         if req.persistent {
             return Err(DomainError::new(
                 Code::Unsupported,
@@ -148,6 +142,7 @@ impl Tenant {
         let asked_at = Instant::now();
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
+        self.check_node_secrets(&req.secrets).await?; // secrets (#13): 400 naming unknown ones
         let _slot = self.enqueue()?;
         let name = match &req.hostname {
             Some(h) => h.clone(),

@@ -26,6 +26,7 @@ mod ops;
 mod power;
 mod quota; // quotas (#12, ADR 0025)
 mod remove;
+pub mod secrets; // secrets (#13)
 mod shell;
 mod stats;
 mod tunnel;

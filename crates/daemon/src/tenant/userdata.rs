@@ -33,11 +33,17 @@ impl Tenant {
             .store
             .get(name)
             .is_some_and(|r| r.userdata.is_some() && r.userdata_exit.is_none());
+        // secrets (#13): given once the agent answers, before the userdata runs.
+        let secrets = !self.node_secrets(name).is_empty();
         match wait {
             Wait::None => self.identity_soon(name), // workload identity (#11)
-            Wait::Agent => self.wait_agent(name, deadline).await?,
+            Wait::Agent => {
+                self.wait_agent(name, deadline).await?;
+                self.deliver_secrets(name).await?; // secrets (#13)
+            }
             Wait::Userdata => {
                 self.wait_agent(name, deadline).await?;
+                self.deliver_secrets(name).await?; // secrets (#13)
                 if pending {
                     let left = deadline.saturating_duration_since(Instant::now());
                     return match tokio::time::timeout(left, self.run_userdata(name)).await {
@@ -51,13 +57,19 @@ impl Tenant {
                 return Ok(());
             }
         }
-        if pending {
+        // Nobody waits (wait=none): secrets (#13) and userdata in the background, in that order.
+        let background = wait == Wait::None && secrets;
+        if pending || background {
             let (t, name) = (self.clone(), name.to_string());
             tokio::spawn(async move {
                 let deadline = Instant::now() + AGENT_PATIENCE;
-                let r = match t.wait_agent(&name, deadline).await {
-                    Ok(()) => t.run_userdata(&name).await,
-                    Err(e) => Err(e),
+                let mut r = t.wait_agent(&name, deadline).await;
+                if r.is_ok() && background {
+                    r = t.deliver_secrets(&name).await; // secrets (#13)
+                }
+                let r = match r {
+                    Ok(()) if pending => t.run_userdata(&name).await,
+                    other => other,
                 };
                 if let Err(e) = r {
                     tracing::warn!(node = %name, error = %e, "userdata did not run");

@@ -132,6 +132,7 @@ func main() {
 		statsChecks(e)
 		wsChecks(e)
 		lifecycleChecks(e)
+		secretsChecks(e) // secrets (#13)
 	}
 	deleteChecks(e)
 }

@@ -16,6 +16,7 @@ import WebSocket from 'ws';
 import {
   SlicerClient,
   SlicerAPIError,
+  SecretExistsError,
   SlicerShellSession,
   encodeFrame,
   parseFrame,
@@ -326,6 +327,44 @@ async function bg() {
 export { check, fail, show, needNode, sh, sha, collect, tmp, url, token, group };
 export const state = { get vm() { return vm; } };
 
+// Secrets (#13): list, create (SecretExistsError on a taken name), patch, delete, and a node
+// created with `secrets` that finds its file with the asked owner and mode.
+async function secrets() {
+  const name = `sdk-ts-${Date.now()}`;
+  const value = `ts-sdk-value-${name}`;
+  await check('secrets.create+list', async () => {
+    await client.secrets.create({ name, data: value, permissions: '0440', uid: 1000, gid: 1000 });
+    try {
+      await client.secrets.create({ name, data: 'x' });
+      fail('a second create succeeded');
+    } catch (e) {
+      if (!(e instanceof SecretExistsError)) throw e;
+    }
+    const s = (await client.secrets.list()).find((x) => x.name === name);
+    if (!s || s.size !== value.length || s.permissions !== '0440' || s.uid !== 1000 || !s.modifiedAt) fail(`listed as ${show(s)}`);
+    return show(s);
+  });
+  await check('secrets.vms.create(secrets)+patch+delete', async () => {
+    const v = await client.vms.create(group, { secrets: [name] }, { wait: 'agent', waitTimeoutSec: 180 });
+    try {
+      const r = await v.execBuffered({ command: `cat /run/secrets/${name}; stat -c ' %a %u %g' /run/secrets/${name}`, shell: '/bin/sh', stdio: 'text' });
+      if (r.stdout.trim() !== `${value} 440 1000 1000`) fail(`the node reads ${show(r)}`);
+    } finally {
+      await v.delete().catch(() => {});
+    }
+    await client.secrets.patch(name, { data: `new-${value}`, permissions: '0400' });
+    const s = (await client.secrets.list()).find((x) => x.name === name);
+    if (s.size !== value.length + 4 || s.permissions !== '0400') fail(`after patch ${show(s)}`);
+    await client.secrets.delete(name);
+    try {
+      await client.secrets.delete(name);
+      fail('a second delete succeeded');
+    } catch (e) {
+      if (!(e instanceof SlicerAPIError) || e.status !== 404) throw e;
+    }
+  });
+}
+
 async function main() {
   await meta();
   await create();
@@ -336,6 +375,7 @@ async function main() {
     await bg();
     await files.fsCalls();
     await files.nodeCalls();
+    await secrets(); // secrets (#13)
   }
   await check('vm.delete', async () => {
     needNode();
