@@ -89,8 +89,9 @@ pub const RESERVED_VOLUME_PATHS: &[&str] = &[
 ];
 
 /// Checks a volume's mount path in a node: absolute, normalised (no `.`, `..` or empty
-/// components, no trailing slash), not `/`, at most 1024 bytes, and outside
-/// [`RESERVED_VOLUME_PATHS`]. The message says what to send instead.
+/// components, no trailing slash), not `/`, at most 1024 bytes, and neither on, under nor
+/// above one of [`RESERVED_VOLUME_PATHS`] (a volume on `/run` would cover `/run/secrets`).
+/// The message says what to send instead.
 pub fn check_volume_path(path: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("volume path {path:?} {why}"));
     if !path.starts_with('/') || path.len() < 2 {

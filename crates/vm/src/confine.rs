@@ -181,8 +181,8 @@ fn child(
             libc::dup2(console, 1);
             libc::dup2(console, 2);
             // The volumes' images (#13, attach): opened by the supervisor, inherited by QEMU.
-            for v in volumes {
-                if libc::fcntl(v.fd, libc::F_SETFD, 0) < 0 {
+            for fd in volumes.iter().flat_map(|v| &v.fds) {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
                     return Err(os("handing a volume to QEMU"));
                 }
             }

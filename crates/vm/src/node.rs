@@ -50,8 +50,8 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     let drives: Vec<crate::qemu::VolumeDrive> = images
         .iter()
         .zip(&spec.volumes)
-        .map(|(f, v)| crate::qemu::VolumeDrive {
-            fd: std::os::fd::AsRawFd::as_raw_fd(f),
+        .map(|(fs, v)| crate::qemu::VolumeDrive {
+            fds: fs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
             read_only: v.read_only,
             serial: v.serial(),
         })
@@ -157,29 +157,37 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     Ok(pid)
 }
 
-/// Opens each volume's image for QEMU: read-only for a read-only volume, never through a
-/// symlink, and only a regular file.
-fn open_images(volumes: &[bulkhead_driver::VolumeMount]) -> Result<Vec<fs::File>, VmError> {
+/// Opens each volume's image for QEMU, never through a symlink, and only a regular file:
+/// read-only, and for a writable volume read-write too (see [`crate::qemu::VolumeDrive`]).
+fn open_images(
+    volumes: &[bulkhead_driver::VolumeMount],
+) -> Result<Vec<Vec<fs::File>>, VmError> {
+    let open = |v: &bulkhead_driver::VolumeMount, write: bool| {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&v.image)
+            .map_err(|source| VmError::Io {
+                what: format!("opening volume {}'s image", v.id),
+                source,
+            })?;
+        if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(VmError::Launch(format!(
+                "volume {}'s image is not a regular file",
+                v.id
+            )));
+        }
+        Ok(f)
+    };
     volumes
         .iter()
         .map(|v| {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(!v.read_only)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&v.image)
-                .map_err(|source| VmError::Io {
-                    what: format!("opening volume {}'s image", v.id),
-                    source,
-                })?;
-            let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-            if !regular {
-                return Err(VmError::Launch(format!(
-                    "volume {}'s image is not a regular file",
-                    v.id
-                )));
+            let mut fds = vec![open(v, false)?];
+            if !v.read_only {
+                fds.push(open(v, true)?);
             }
-            Ok(f)
+            Ok(fds)
         })
         .collect()
 }

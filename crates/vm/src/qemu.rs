@@ -43,9 +43,10 @@ pub fn mac(n: &crate::GuestNet) -> String {
 /// and root reach no image), and the disk's serial the guest's agent finds it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeDrive {
-    /// Inherited by QEMU; opened read-only for a read-only volume (QEMU matches the access
-    /// mode of an fd set's members).
-    pub fd: i32,
+    /// Inherited by QEMU, one fd set: QEMU dups the member whose access mode matches each of
+    /// its opens (it opens read-only first, then read-write for a writable drive), so a
+    /// writable volume brings a read-only and a read-write fd, a read-only one only the first.
+    pub fds: Vec<i32>,
     pub read_only: bool,
     pub serial: String,
 }
@@ -115,9 +116,10 @@ pub fn args(
             let ro = if v.read_only { "on" } else { "off" };
             // Image locks are off: the daemon decides who writes a volume (one writer at a
             // time), and QEMU's locks would also refuse a reader beside a writer.
+            for fd in &v.fds {
+                a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
+            }
             a.extend([
-                "-add-fd".into(),
-                format!("fd={},set={set}", v.fd),
                 "-drive".into(),
                 format!(
                     "id=vol{i},file=/dev/fdset/{set},format=raw,if=none,read-only={ro},file.locking=off"
@@ -207,18 +209,18 @@ mod tests {
     fn volumes_are_disks_from_inherited_fds() {
         let vols = [
             VolumeDrive {
-                fd: 7,
+                fds: vec![6, 7],
                 read_only: false,
                 serial: "aaaa".into(),
             },
             VolumeDrive {
-                fd: 8,
+                fds: vec![8],
                 read_only: true,
                 serial: "bbbb".into(),
             },
         ];
         let a = args(&spec(Accel::Tcg), false, None, &vols).join(" ");
-        assert!(a.contains("-add-fd fd=7,set=10 -drive id=vol0,file=/dev/fdset/10,format=raw,if=none,read-only=off,file.locking=off -device virtio-blk-device,drive=vol0,serial=aaaa"), "{a}");
+        assert!(a.contains("-add-fd fd=6,set=10 -add-fd fd=7,set=10 -drive id=vol0,file=/dev/fdset/10,format=raw,if=none,read-only=off,file.locking=off -device virtio-blk-device,drive=vol0,serial=aaaa"), "{a}");
         assert!(a.contains("-add-fd fd=8,set=11 -drive id=vol1,file=/dev/fdset/11,format=raw,if=none,read-only=on"), "{a}");
         // The root disk stays the first (the guest's /dev/vda).
         assert!(a.find("drive=root").unwrap() < a.find("drive=vol0").unwrap());
