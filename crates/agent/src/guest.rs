@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::{mux, reaper, server};
 
+/// The serial of the node's root disk (`crate::volume` finds volumes by theirs).
+pub const ROOT_SERIAL: &str = "bulkhead-root";
+
 /// The line a probe boot prints on the console.
 pub const PROBE_OK: &str = "bulkhead-guest: probe ok";
 
@@ -136,7 +139,16 @@ fn setup() -> Result<std::fs::File, String> {
     if !wait_for(Path::new("/dev/vda"), Duration::from_secs(10)) {
         return Err("no root disk (/dev/vda) appeared".into());
     }
-    mount("/dev/vda", "/newroot", "ext4", libc::MS_NOATIME, "")?;
+    // The root disk by its serial: a node's volumes are disks too (#13, attach), and probe
+    // order is no promise. A host older than serials gives only the root disk, as vda.
+    let root = crate::volume::disk_of(ROOT_SERIAL).unwrap_or_else(|| PathBuf::from("/dev/vda"));
+    mount(
+        &root.to_string_lossy(),
+        "/newroot",
+        "ext4",
+        libc::MS_NOATIME,
+        "",
+    )?;
     for d in ["/dev", "/proc", "/sys"] {
         mount(d, &format!("/newroot{d}"), "", libc::MS_MOVE, "")?;
     }
@@ -266,6 +278,8 @@ pub fn boot() -> ! {
     };
     // SAFETY: prctl with integer arguments only (see server::serve).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // This agent is the guest's init: it may mount the node's volumes (#13, attach).
+    crate::volume::IN_GUEST.store(true, std::sync::atomic::Ordering::Relaxed);
     reaper::block_signals();
     reaper::start(true);
     let started = Instant::now();

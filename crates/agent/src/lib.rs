@@ -38,4 +38,6 @@ mod untar;
 #[cfg(target_os = "linux")]
 mod upload;
 #[cfg(target_os = "linux")]
+pub mod volume;
+#[cfg(target_os = "linux")]
 mod watch;

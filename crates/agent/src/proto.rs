@@ -64,6 +64,11 @@ pub const CAP_TCP: &str = "tcp";
 /// Capability: a copy-in's `no_setid` option (added within version 3; older agents ignore
 /// the field, so a client must check for this before relying on it).
 pub const CAP_NO_SETID: &str = "no_setid";
+/// Capability `volumes` (#13, attach; only a microVM guest's agent has it): `mount_volume`
+/// requests. An agent without it answers `invalid_request` (an unknown op).
+pub const CAP_VOLUMES: &str = "volumes";
+/// Error code: a `mount_volume` failed (no such disk, a bad file system, a bad key).
+pub const MOUNT_FAILED: &str = "mount_failed";
 /// Error code: nothing accepts connections on the target of a `connect` (refused, or no
 /// answer within the agent's timeout).
 pub const PORT_CLOSED: &str = "port_closed";
@@ -80,9 +85,14 @@ pub fn caps_of_version(version: u32) -> &'static [&'static str] {
 /// What this agent can do, as its pong says: its version's capabilities and the ones added
 /// within the version (`tcp`), which a client learns only from the pong.
 pub fn own_caps() -> Vec<String> {
+    #[cfg(target_os = "linux")]
+    let guest = crate::volume::IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_os = "linux"))]
+    let guest = false;
     caps_of_version(VERSION)
         .iter()
         .chain(&[CAP_TCP, CAP_NO_SETID])
+        .chain(guest.then_some(&CAP_VOLUMES))
         .map(|c| c.to_string())
         .collect()
 }
@@ -223,6 +233,43 @@ pub enum Request {
         host: String,
         port: u16,
     },
+    /// Capability `volumes`: mounts the encrypted volume on the virtio disk whose serial is
+    /// `serial` at `path` (the file system on a private directory, its fscrypt key added with
+    /// `key`, 64 bytes in hex, then its `data` directory bound at `path`, `nodev,nosuid`,
+    /// `noexec` unless `exec`, read-only if `read_only`). Answers `Event::Done`.
+    MountVolume(MountVolume),
+}
+
+/// A `mount_volume` request. Its `Debug` leaves the key out.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountVolume {
+    pub serial: String,
+    pub path: String,
+    pub read_only: bool,
+    #[serde(default)]
+    pub exec: bool,
+    pub key: String,
+}
+
+impl std::fmt::Debug for MountVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountVolume")
+            .field("serial", &self.serial)
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .field("exec", &self.exec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MountVolume {
+    fn drop(&mut self) {
+        let mut k = std::mem::take(&mut self.key).into_bytes();
+        for b in k.iter_mut() {
+            // SAFETY: a valid, exclusive reference to one byte.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
 }
 
 /// What `Stat` and `ReadDir` say about one path.

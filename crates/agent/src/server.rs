@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::error_event::resource_error;
 use crate::proto::{self, Event, Kind, Request, UnknownKind};
-use crate::{copy, exec, fs, reaper, tcp, upload, watch};
+use crate::{copy, exec, fs, reaper, tcp, upload, volume, watch};
 
 /// Serves on an inherited listening socket until the node ends. Never returns.
 ///
@@ -145,6 +145,10 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             tcp::connect(conn, &host, port);
             return;
         }
+        // #13, attach: a microVM guest's volumes.
+        Request::MountVolume(m) => volume::mount(&m).map(|()| {
+            let _ = proto::write_json(&mut conn, Kind::Event, &Event::Done { bytes: 0 });
+        }),
     };
     if let Err(e) = result {
         reply_error(&mut conn, e);

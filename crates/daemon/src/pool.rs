@@ -103,12 +103,18 @@ impl Pool {
         &self,
         mut sb: Standby,
         spec_path: &Path,
+        instruction: &bulkhead_driver::instruction::Line,
     ) -> Result<(String, u32), String> {
         let pid = sb.child.id().ok_or("standby already exited")?;
         use tokio::io::AsyncWriteExt;
         let mut msg = spec_path.as_os_str().as_encoded_bytes().to_vec();
         msg.push(b'\n');
         sb.stdin.write_all(&msg).await.map_err(|e| e.to_string())?;
+        // The daemon's instruction (#13): the spec's digest and its volumes' keys.
+        sb.stdin
+            .write_all(instruction.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         sb.stdin.flush().await.map_err(|e| e.to_string())?;
         let mut line = String::new();
         // Dropping `sb` afterwards closes its stdin and detaches the child; tokio reaps it.

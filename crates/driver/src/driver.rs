@@ -199,11 +199,23 @@ pub trait Driver: Send + Sync {
         })
     }
 
-    /// Attaching a volume to a running node (once storage lands).
-    fn attach_volume(&self, _node: NodeRef<'_>, _volume: &str) -> Result<(), DriverError> {
-        Err(DriverError::Unsupported {
-            driver: self.name(),
-            what: "volume attach",
-        })
+    /// How this driver's nodes get their volumes (#13, attach); a driver that does not say
+    /// cannot take any, and the daemon refuses a create that asks for one.
+    fn volume_attach(&self) -> VolumeAttach {
+        VolumeAttach::Unsupported
     }
+}
+
+/// How a driver's nodes get the volumes their spec names (`NodeSpec::volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeAttach {
+    /// The driver takes no volumes.
+    Unsupported,
+    /// The supervisor mounts them before the node's first process runs (a jail): the node
+    /// starts with them in place.
+    Supervisor,
+    /// The supervisor hands the images to the node as disks, and the daemon asks the node's
+    /// agent to mount them once it answers (a microVM's guest:
+    /// `bulkhead_agent::proto::Request::MountVolume`).
+    GuestAgent,
 }

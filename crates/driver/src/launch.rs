@@ -22,6 +22,9 @@ pub struct NodeStart<'a> {
     pub agent_listener: UnixListener,
     /// The node's `console.log`, open for appending.
     pub console: File,
+    /// The keys of the spec's volumes (`spec.volumes`), by key id; checked by the supervisor
+    /// against the daemon's instruction (every volume has one).
+    pub volume_keys: &'a crate::instruction::VolumeKeys,
 }
 
 /// A driver's supervisor side.

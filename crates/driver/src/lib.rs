@@ -3,27 +3,34 @@
 //!
 //! - [`Driver`] (`driver.rs`): the daemon's side of a driver, one per daemon: prepare a node,
 //!   the memory it needs beyond its RAM, pause/resume, stats, what bounds its storage, info;
-//!   snapshot and volume attach answer [`DriverError::Unsupported`] until storage lands;
+//!   snapshot answers [`DriverError::Unsupported`]; how its nodes take volumes ([`VolumeAttach`]);
 //! - [`Launcher`] (`launch.rs`): the supervisor's side: start the node's init;
 //! - [`Registry`] (`registry.rs`): drivers by config name (the list is the binaries');
 //! - [`NodeSpec`] (`spec.rs`): what the daemon hands a supervisor, driver-neutral, with the
 //!   driver's own parameters as opaque JSON;
 //! - [`supervisor`]: the supervisor process for every driver (spec, standby mode, cgroups,
 //!   sockets, console, the control loop);
-//! - [`control`]: the supervisor's control channel (`state`, `wait`, `kill`) and its client.
+//! - [`control`]: the supervisor's control channel (`state`, `wait`, `kill`) and its client;
+//! - [`instruction`]: the daemon's line to a supervisor: the spec's digest and the volumes'
+//!   keys (#13).
 //!
 //! The drivers (`bulkhead-jail`, `bulkhead-vm`) depend on this crate and never on each other.
 
 mod cleanup;
 pub mod control;
 mod driver;
+pub mod instruction;
 mod launch;
 mod registry;
 pub mod spec;
 pub mod supervisor;
 
 pub use cleanup::cleanup;
-pub use driver::{Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start};
+pub use driver::{
+    Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start, VolumeAttach,
+};
 pub use launch::{Launcher, NodeStart};
 pub use registry::{DriverEntry, Launchers, Registry};
-pub use spec::{files, NodeSpec, Params, SpecError, SupervisorState};
+pub use spec::{
+    check_volume_path, files, NodeSpec, Params, SpecError, SupervisorState, VolumeMount,
+};

@@ -53,6 +53,81 @@ pub struct NodeSpec {
     /// else the host's unreserved ones; ADR 0027); absent: the parent's, as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset: Option<String>,
+    /// Volumes attached to the node (#13, attach): their images, key ids and where they go.
+    /// Their keys never appear here: they come on the supervisor's stdin with the spec's
+    /// digest ([`crate::instruction`]), and a spec naming volumes without them starts nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One volume attached to a node: what the supervisor (jail) or the guest agent (microVM)
+/// mounts, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's id (a ULID).
+    pub id: String,
+    /// The volume's ext4 image on the host.
+    pub image: PathBuf,
+    /// Which of the tenant's derived keys opens it (`TenantKey::derive("volume", key_id)`).
+    pub key_id: String,
+    /// Absolute path inside the node.
+    pub path: String,
+    pub read_only: bool,
+    /// Mounted without `noexec` (the tenant's policy allows it).
+    #[serde(default)]
+    pub exec: bool,
+}
+
+/// Paths a volume may not be mounted on or under: what bulkhead itself puts in a node.
+pub const RESERVED_VOLUME_PATHS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/.bulkhead",
+    "/run/bulkhead",
+    "/run/secrets",
+];
+
+/// Checks a volume's mount path in a node: absolute, normalised (no `.`, `..` or empty
+/// components, no trailing slash), not `/`, at most 1024 bytes, and neither on, under nor
+/// above one of [`RESERVED_VOLUME_PATHS`] (a volume on `/run` would cover `/run/secrets`).
+/// The message says what to send instead.
+pub fn check_volume_path(path: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("volume path {path:?} {why}"));
+    if !path.starts_with('/') || path.len() < 2 {
+        return bad("must be an absolute path below /, e.g. \"/data\"");
+    }
+    if path.len() > 1024 || path.contains('\0') {
+        return bad("is too long or holds a NUL byte");
+    }
+    if path[1..]
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("must be normalised: no empty, \".\" or \"..\" parts and no trailing slash");
+    }
+    if let Some(r) = RESERVED_VOLUME_PATHS
+        .iter()
+        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+    {
+        return bad(&format!(
+            "is under {r}, which bulkhead itself mounts in a node: pick another path"
+        ));
+    }
+    Ok(())
+}
+
+impl VolumeMount {
+    /// The volume's disk serial in a microVM (virtio-blk's `serial`, at most 20 characters):
+    /// the last 20 of its id, lowercase (a ULID's random part and the end of its time).
+    pub fn serial(&self) -> String {
+        let id: String = self
+            .id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        id[id.len().saturating_sub(20)..].to_ascii_lowercase()
+    }
 }
 
 /// A driver's parameters as raw JSON text: the daemon encodes them once from the driver's
@@ -225,6 +300,7 @@ mod tests {
             driver: driver.into(),
             params: Params::of(&params).unwrap(),
             cpuset: Some("1,3".into()),
+            volumes: Vec::new(),
         }
     }
 
@@ -278,6 +354,55 @@ mod tests {
             "jail"
         );
         assert!(NodeSpec::parse(b"{\"node\": 1}").is_err());
+    }
+
+    #[test]
+    fn volumes_are_optional_and_have_short_serials() {
+        let mut s = spec("jail", json!({}));
+        assert!(!String::from_utf8(s.to_json()).unwrap().contains("volumes"));
+        s.volumes.push(VolumeMount {
+            id: "01JDZ8Q3R4S5T6V7W8X9Y0Z1AB".into(),
+            image: "/state/volumes/v.img".into(),
+            key_id: "k".into(),
+            path: "/data".into(),
+            read_only: true,
+            exec: false,
+        });
+        let back = NodeSpec::parse(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.volumes[0].serial(), "q3r4s5t6v7w8x9y0z1ab");
+    }
+
+    #[test]
+    fn volume_paths_are_checked() {
+        for ok in [
+            "/data",
+            "/mnt/vol-1",
+            "/home/user/work",
+            "/run/data",
+            "/devices",
+        ] {
+            assert!(check_volume_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "data",
+            "/data/",
+            "//data",
+            "/a/../b",
+            "/a/./b",
+            "/proc",
+            "/proc/x",
+            "/dev/shm",
+            "/.bulkhead",
+            "/run/bulkhead/identity",
+            "/run/secrets",
+            "/sys",
+        ] {
+            assert!(check_volume_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_volume_path(&format!("/{}", "a".repeat(1100))).is_err());
     }
 
     #[test]

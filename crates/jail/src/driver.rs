@@ -123,6 +123,11 @@ impl Driver for JailDriver {
         Ok(node.cgroup.freeze(paused)?)
     }
 
+    /// Volumes (#13, attach): the supervisor mounts them before the node runs (crate::volumes).
+    fn volume_attach(&self) -> bulkhead_driver::VolumeAttach {
+        bulkhead_driver::VolumeAttach::Supervisor
+    }
+
     fn storage_limit(&self, g: &HostGroup, ram_bytes: u64) -> String {
         let mib = |b: u64| b >> 20;
         let layer = bulkhead_core::jail_layer_bytes(g.storage_bytes, ram_bytes);

@@ -8,6 +8,8 @@
 //! - [`start`] (with `setup`): the supervisor's side ([`bulkhead_driver::Launcher`]): clones
 //!   the node's init through `bulkhead_sandbox::ns`, which mounts, pivots, locks down and execs
 //!   the agent;
+//! - `volumes`: a node's volumes, opened by the supervisor and moved into place by the init
+//!   (#13);
 //! - [`caps`], [`seccomp`], [`landlock`]: the lock-down policy, as data with reasons;
 //! - [`image`]: the image store (read-only trees, the tenant's uid-shifted copies), which the
 //!   microVM driver reads too.
@@ -24,6 +26,7 @@ pub mod landlock;
 pub mod seccomp;
 mod setup;
 pub mod start;
+mod volumes;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -31,6 +31,7 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
         inside,
         agent_listener: listener,
         console,
+        volume_keys,
     } = node;
     let jail = Jail { spec, params };
     let filters = if params.seccomp.is_empty() {
@@ -61,6 +62,9 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
     let (mut go_r, mut go_w) = pipe()?;
     let (mut placed_r, mut placed_w) = pipe()?;
     let (mut err_r, mut err_w) = pipe()?;
+    // The node's volumes (#13, attach): detached mounts made here, in the host's mount
+    // namespace but attached to none; the clone copies them into the init.
+    let mut volumes = crate::volumes::open(spec, volume_keys)?;
     let (listen_fd, console_fd) = (listener.as_raw_fd(), console.as_raw_fd());
     let jail_ref = &jail;
     let filters_ref = &filters;
@@ -74,7 +78,7 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
             let _ = err_w.write_all(e.as_bytes());
             return 1;
         }
-        let msg = match child_prepare(jail_ref).and_then(|_| {
+        let msg = match child_prepare(jail_ref, &mut volumes).and_then(|_| {
             let mut b = [0u8; 1];
             placed_r.read_exact(&mut b).map_err(|_| {
                 "the supervisor stopped before placing the node in its cgroups".to_string()
@@ -144,13 +148,18 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
 
 /// Runs in the node's init once the supervisor wrote the id maps: credentials, mounts,
 /// pivot_root, hostname, network. Still our own code only; no workload runs yet.
-fn child_prepare(jail: &Jail<'_>) -> Result<(), String> {
+fn child_prepare(
+    jail: &Jail<'_>,
+    volumes: &mut Vec<crate::volumes::OpenVolume>,
+) -> Result<(), String> {
     // Become uid/gid 0 of the new user namespace (an unprivileged range on the host).
     bulkhead_sandbox::ns::become_ns_root(true)?;
     // The node's per-user kernel limits, through the host's /proc while it is still visible
     // (the node's own /proc/sys is read-only).
     bulkhead_sandbox::write_user_sysctls(&jail.params.user_sysctls)?;
     setup::mounts(jail)?;
+    // Volumes (#13, attach): on the overlay, before pivot_root.
+    crate::volumes::attach(&jail.spec.node_dir.join(files::ROOTFS), volumes)?;
     setup::pivot(jail)
 }
 

@@ -72,7 +72,14 @@ fn bind(src: &Path, dst: &str, rw: bool) -> Result<(), String> {
 }
 
 /// In the child: the minimal root, then credentials. Returns only on error.
-fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i32>) -> String {
+fn child(
+    spec: &VmSpec,
+    root: &Path,
+    console: i32,
+    probe: bool,
+    tap_fd: Option<i32>,
+    volumes: &[crate::qemu::VolumeDrive],
+) -> String {
     let r = (|| -> Result<(), String> {
         // Keeps the supplementary groups: /dev/kvm opens through the host's kvm group.
         bulkhead_sandbox::ns::become_ns_root(false)?;
@@ -173,6 +180,12 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i
             libc::dup2(null, 0);
             libc::dup2(console, 1);
             libc::dup2(console, 2);
+            // The volumes' images (#13, attach): opened by the supervisor, inherited by QEMU.
+            for fd in volumes.iter().flat_map(|v| &v.fds) {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(os("handing a volume to QEMU"));
+                }
+            }
         }
         Ok(())
     })();
@@ -180,7 +193,11 @@ fn child(spec: &VmSpec, root: &Path, console: i32, probe: bool, tap_fd: Option<i
         return e;
     }
     let args: Vec<CString> = std::iter::once(c(&spec.qemu.to_string_lossy()))
-        .chain(crate::qemu::args(spec, probe, tap_fd).iter().map(|a| c(a)))
+        .chain(
+            crate::qemu::args(spec, probe, tap_fd, volumes)
+                .iter()
+                .map(|a| c(a)),
+        )
         .collect();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
@@ -280,6 +297,8 @@ impl Pending {
 /// Clones QEMU's child into its namespaces and writes its id maps. The caller places it in
 /// its cgroups and then calls [`Pending::go`].
 ///
+/// `volumes`: the node's volume images, open in this process (QEMU inherits them).
+///
 /// # Safety
 /// The calling process must be single-threaded: the child runs Rust code before its exec.
 pub unsafe fn spawn(
@@ -288,6 +307,7 @@ pub unsafe fn spawn(
     console: &File,
     ids: (u32, u32),
     probe: bool,
+    volumes: &[crate::qemu::VolumeDrive],
 ) -> Result<Pending, VmError> {
     let (uid_base, uid_count) = ids;
     let (go_w, go_r) =
@@ -303,7 +323,7 @@ pub unsafe fn spawn(
             let _ = err_w.write_all(e.as_bytes());
             return 1;
         }
-        let msg = child(spec, root, console_fd, probe, tap_fd);
+        let msg = child(spec, root, console_fd, probe, tap_fd, volumes);
         let _ = err_w.write_all(msg.as_bytes());
         1
     };

@@ -303,6 +303,11 @@ impl Driver for QemuDriver {
         .map_err(DriverError::Failed)
     }
 
+    /// Volumes (#13, attach): disks for QEMU; the guest's agent mounts them when the daemon asks.
+    fn volume_attach(&self) -> bulkhead_driver::VolumeAttach {
+        bulkhead_driver::VolumeAttach::GuestAgent
+    }
+
     fn storage_limit(&self, g: &HostGroup, _ram_bytes: u64) -> String {
         format!(
             "the node's disk is full: it holds storage_size {} MiB of host group {:?}",

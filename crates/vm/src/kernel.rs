@@ -25,6 +25,13 @@ pub const GUEST_MODULES: &[&str] = &[
     "ext4",
     // Containers inside a guest (and bulkhead's own jail driver there) need overlayfs.
     "overlay",
+    // Encrypted volumes (#13, attach): fscrypt is built in, its algorithms are modules (the
+    // guest has no modprobe to fetch them on demand): HKDF-SHA512 for the key, AES-256-XTS
+    // for contents, AES-256-CTS-CBC for names.
+    "sha512_generic",
+    "ecb",
+    "xts",
+    "cts",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -41,7 +41,21 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
         inside,
         agent_listener: listener,
         console,
+        volume_keys: _, // the daemon gives a guest its keys over the agent channel
     } = node;
+    // The volumes' images (#13, attach), opened here as root and inherited by QEMU, whose own
+    // uid and root reach no image; each becomes a disk the guest's agent mounts by its serial
+    // once the daemon asks it to.
+    let images = open_images(&spec.volumes)?;
+    let drives: Vec<crate::qemu::VolumeDrive> = images
+        .iter()
+        .zip(&spec.volumes)
+        .map(|(fs, v)| crate::qemu::VolumeDrive {
+            fds: fs.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
+            read_only: v.read_only,
+            serial: v.serial(),
+        })
+        .collect();
     let root = spec.node_dir.join(files::ROOTFS);
     fs::create_dir_all(&root).map_err(|source| VmError::Io {
         what: format!("creating {}", root.display()),
@@ -66,8 +80,17 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     }
     // SAFETY: the supervisor is single-threaded until the console thread below.
     let pending = unsafe {
-        crate::confine::spawn(vm, &root, &console, (spec.uid_base, spec.uid_count), false)?
+        crate::confine::spawn(
+            vm,
+            &root,
+            &console,
+            (spec.uid_base, spec.uid_count),
+            false,
+            &drives,
+        )?
     };
+    // QEMU holds its own copies now.
+    drop(images);
     let pid = pending.pid;
     let placed = (|| {
         if !inside {
@@ -132,6 +155,41 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     };
     serve_agent(listener, link).map_err(io("starting the agent relay"))?;
     Ok(pid)
+}
+
+/// Opens each volume's image for QEMU, never through a symlink, and only a regular file:
+/// read-only, and for a writable volume read-write too (see [`crate::qemu::VolumeDrive`]).
+fn open_images(
+    volumes: &[bulkhead_driver::VolumeMount],
+) -> Result<Vec<Vec<fs::File>>, VmError> {
+    let open = |v: &bulkhead_driver::VolumeMount, write: bool| {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&v.image)
+            .map_err(|source| VmError::Io {
+                what: format!("opening volume {}'s image", v.id),
+                source,
+            })?;
+        if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(VmError::Launch(format!(
+                "volume {}'s image is not a regular file",
+                v.id
+            )));
+        }
+        Ok(f)
+    };
+    volumes
+        .iter()
+        .map(|v| {
+            let mut fds = vec![open(v, false)?];
+            if !v.read_only {
+                fds.push(open(v, true)?);
+            }
+            Ok(fds)
+        })
+        .collect()
 }
 
 /// How much of a microVM's console is kept: the current file and one rotated predecessor.

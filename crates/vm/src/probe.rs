@@ -36,7 +36,7 @@ pub fn boot(
         net: None,
         incoming: false,
     };
-    let args: Vec<String> = crate::qemu::args(&spec, true, None)
+    let args: Vec<String> = crate::qemu::args(&spec, true, None, &[])
         .into_iter()
         .map(|a| {
             a.replace("/boot/vmlinux", &kernel.to_string_lossy())

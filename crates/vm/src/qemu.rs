@@ -39,8 +39,29 @@ pub fn mac(n: &crate::GuestNet) -> String {
     format!("52:54:00:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3])
 }
 
-/// `tap_fd`: an open tun fd already attached to the node's tap, inherited by QEMU.
-pub fn args(spec: &VmSpec, probe: bool, tap_fd: Option<i32>) -> Vec<String> {
+/// A volume's image as QEMU gets it (#13, attach): an fd the supervisor opened (QEMU's own uid
+/// and root reach no image), and the disk's serial the guest's agent finds it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDrive {
+    /// Inherited by QEMU, one fd set: QEMU dups the member whose access mode matches each of
+    /// its opens (it opens read-only first, then read-write for a writable drive), so a
+    /// writable volume brings a read-only and a read-write fd, a read-only one only the first.
+    pub fds: Vec<i32>,
+    pub read_only: bool,
+    pub serial: String,
+}
+
+/// The fd set of the `i`th volume (`-add-fd`); sets are numbered by the caller.
+const FDSET_BASE: usize = 10;
+
+/// `tap_fd`: an open tun fd already attached to the node's tap, inherited by QEMU; `volumes`:
+/// the node's volumes, each a virtio disk after the root disk.
+pub fn args(
+    spec: &VmSpec,
+    probe: bool,
+    tap_fd: Option<i32>,
+    volumes: &[VolumeDrive],
+) -> Vec<String> {
     let mut a: Vec<String> = vec!["-M".into(), "microvm,x-option-roms=off".into()];
     match spec.accel {
         Accel::Kvm => a.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]),
@@ -83,12 +104,30 @@ pub fn args(spec: &VmSpec, probe: bool, tap_fd: Option<i32>) -> Vec<String> {
                 "-drive",
                 "id=root,file=/vm/disk.ext4,format=raw,if=none,discard=unmap",
                 "-device",
-                "virtio-blk-device,drive=root",
+                // Its serial names it in the guest, whatever order the volumes' disks probe in.
+                "virtio-blk-device,drive=root,serial=bulkhead-root",
                 "-qmp",
                 "unix:/vm/qmp.sock,server=on,wait=off",
             ]
             .map(String::from),
         );
+        for (i, v) in volumes.iter().enumerate() {
+            let set = FDSET_BASE + i;
+            let ro = if v.read_only { "on" } else { "off" };
+            // Image locks are off: the daemon decides who writes a volume (one writer at a
+            // time), and QEMU's locks would also refuse a reader beside a writer.
+            for fd in &v.fds {
+                a.extend(["-add-fd".into(), format!("fd={fd},set={set}")]);
+            }
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "id=vol{i},file=/dev/fdset/{set},format=raw,if=none,read-only={ro},file.locking=off"
+                ),
+                "-device".into(),
+                format!("virtio-blk-device,drive=vol{i},serial={}", v.serial),
+            ]);
+        }
         if spec.incoming {
             // The guest's state comes over QMP (`migrate-incoming`), from the memory file.
             a.extend(["-incoming".into(), "defer".into()]);
@@ -133,17 +172,17 @@ mod tests {
             gateway: "10.1.2.5".parse().unwrap(),
             dns: vec!["192.0.2.53".parse().unwrap()],
         });
-        let a = args(&s, false, Some(5)).join(" ");
+        let a = args(&s, false, Some(5), &[]).join(" ");
         assert!(a.contains("-netdev tap,id=net0,fd=5"), "{a}");
         // Without the tun fd there is no NIC (the supervisor always passes one).
-        assert!(!args(&s, false, None).join(" ").contains("-netdev"));
+        assert!(!args(&s, false, None, &[]).join(" ").contains("-netdev"));
         assert!(a.contains("virtio-net-device,netdev=net0,mac=52:54:00:01:02:06"));
         assert!(a.contains("bulkhead.ip=10.1.2.6/30 bulkhead.gw=10.1.2.5 bulkhead.dns=192.0.2.53"));
     }
 
     #[test]
     fn tcg_args_cap_the_cache_and_sandbox_qemu() {
-        let a = args(&spec(Accel::Tcg), false, None).join(" ");
+        let a = args(&spec(Accel::Tcg), false, None, &[]).join(" ");
         assert!(a.contains("-accel tcg,tb-size=64"), "{a}");
         assert!(a.contains("-m 256M -smp 2"));
         assert!(a.contains(
@@ -160,9 +199,32 @@ mod tests {
 
     #[test]
     fn kvm_and_probe_args() {
-        let a = args(&spec(Accel::Kvm), true, None).join(" ");
+        let a = args(&spec(Accel::Kvm), true, None, &[]).join(" ");
         assert!(a.contains("-accel kvm -cpu host"));
         assert!(a.contains("bulkhead.probe=1"));
         assert!(!a.contains("/vm/"), "a probe has no disk or agent: {a}");
+    }
+
+    #[test]
+    fn volumes_are_disks_from_inherited_fds() {
+        let vols = [
+            VolumeDrive {
+                fds: vec![6, 7],
+                read_only: false,
+                serial: "aaaa".into(),
+            },
+            VolumeDrive {
+                fds: vec![8],
+                read_only: true,
+                serial: "bbbb".into(),
+            },
+        ];
+        let a = args(&spec(Accel::Tcg), false, None, &vols).join(" ");
+        assert!(a.contains("-add-fd fd=6,set=10 -add-fd fd=7,set=10 -drive id=vol0,file=/dev/fdset/10,format=raw,if=none,read-only=off,file.locking=off -device virtio-blk-device,drive=vol0,serial=aaaa"), "{a}");
+        assert!(a.contains("-add-fd fd=8,set=11 -drive id=vol1,file=/dev/fdset/11,format=raw,if=none,read-only=on"), "{a}");
+        // The root disk stays the first (the guest's /dev/vda).
+        assert!(a.find("drive=root").unwrap() < a.find("drive=vol0").unwrap());
+        // No host path of an image: QEMU sees only fds.
+        assert!(!a.contains(".img"));
     }
 }

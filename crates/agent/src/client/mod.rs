@@ -364,6 +364,28 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         Ok(TcpTunnel::new(self.rd, self.wr))
     }
 
+    /// Mounts a volume in a microVM guest (#13, attach). Needs an agent known to have
+    /// `volumes` ([`Self::with_peer`]); an older agent, or a jail's, is
+    /// [`AgentError::Unsupported`].
+    pub async fn mount_volume(mut self, req: proto::MountVolume) -> Result<(), AgentError> {
+        match &self.peer {
+            Some(p) => p.require(proto::CAP_VOLUMES)?,
+            None => {
+                return Err(AgentError::Unsupported {
+                    feature: proto::CAP_VOLUMES,
+                    version: None,
+                })
+            }
+        }
+        match self.open(&Request::MountVolume(req)).await? {
+            Event::Done { .. } => Ok(()),
+            e => Err(AgentError::Unexpected {
+                op: "mount_volume",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
     /// A tar download that leaves out paths matched by `exclude` (Slicer's patterns); with
     /// no patterns this is [`AgentConn::copy_out`], which every agent has.
     pub async fn copy_out_excluding(

@@ -37,6 +37,9 @@ pub struct Policy {
     /// Allowed images; `None`: any.
     pub images: Option<Vec<String>>,
     pub webhook: Option<Webhook>,
+    /// Whether volumes may be mounted without `noexec` in this tenant's nodes (#13, attach);
+    /// `false` unless set: a volume's files never run.
+    pub volumes_exec: bool,
 }
 
 impl Default for Policy {
@@ -49,6 +52,7 @@ impl Default for Policy {
             forwards: ForwardPolicy::default(),
             images: None,
             webhook: None,
+            volumes_exec: false,
         }
     }
 }
@@ -215,6 +219,7 @@ impl Policy {
             forwards,
             images,
             webhook,
+            volumes_exec: r.volumes_exec.unwrap_or(false), // #13, attach
         })
     }
 }
@@ -367,6 +372,9 @@ mod tests {
         assert_eq!(c.policy, Policy::default());
         assert!(c.policy.exec_as_root && c.policy.forwards.allowed);
         assert!(c.policy.webhook.is_none());
+        assert!(!c.policy.volumes_exec, "volumes are noexec unless the policy says");
+        assert!(with("volumes_exec: true\n").unwrap().volumes_exec);
+        assert!(with("volumes_exec: sometimes\n").is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct RawPolicy {
     pub images: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<RawWebhook>,
+    /// #13, attach: whether a node's volumes may be mounted without `noexec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_exec: Option<bool>,
 }
 
 /// `config.policy.max_node` as written: `{vcpu: 2, ram: 4G, storage: 10G}`.

@@ -153,6 +153,21 @@ pub async fn metrics(
             out.push_str(&format!("{name}{{tenant=\"{t}\"}} {}\n", m[k].3));
         }
     }
+    // ---- volume attach (#13, attach) ----
+    if !tenants.is_empty() {
+        let rows: Vec<_> = tenants
+            .iter()
+            .map(|app| app.tenant.attach.metrics(&app.tenant.name))
+            .collect();
+        for k in 0..rows[0].len() {
+            let (name, help, _, _) = &rows[0][k];
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for r in &rows {
+                out.push_str(&format!("{name}{{{}}} {}\n", r[k].2, r[k].3));
+            }
+        }
+    }
+    // ---- end volume attach ----
     let cs = &daemon.host.conn_stats;
     let daemon_metrics: [Metric; 6] = [
         (

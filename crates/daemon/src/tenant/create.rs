@@ -210,6 +210,8 @@ impl Tenant {
             Err(a) => return a.into_answer(),
         };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
+        // #13: the volumes the create attaches (helper B's bookkeeping fills this).
+        let volumes: Vec<bulkhead_driver::VolumeMount> = Vec::new();
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let result = async {
@@ -217,7 +219,9 @@ impl Tenant {
             // not for its userdata (#12, rate: `crate::fair`).
             // Its boot keeps the slot for `fair::BOOT_SLOT_BUDGET` at most.
             let permit = self.host_work(deadline).await?;
-            self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh).await?;
+            self.check_volume_driver(&g.name, &volumes)?; // #13, attach
+            self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh, &volumes)
+                .await?;
             let t_sup = t0.elapsed();
             let n = name.clone();
             self.store
@@ -231,6 +235,8 @@ impl Tenant {
                 Ok::<(), DomainError>(())
             };
             (permit.hold_while(crate::fair::BOOT_SLOT_BUDGET, boot)).await?;
+            // #13, attach: a microVM's volumes, mounted by its agent before any userdata.
+            self.mount_in_guest(&name, &g.name, &volumes, deadline).await?;
             self.after_start(&name, wait, deadline).await?;
             tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), DomainError>(())
@@ -254,6 +260,7 @@ impl Tenant {
         g: &HostGroup,
         node_net: Option<&crate::network::NodeNet>,
         start: Start,
+        volumes: &[bulkhead_driver::VolumeMount],
     ) -> Result<(), DomainError> {
         let dir = self.node_dir(&row.name);
         let network = match (self.net.as_ref(), node_net) {
@@ -343,6 +350,7 @@ impl Tenant {
             driver: self.driver_for(&g.name).name().to_string(),
             params,
             cpuset: self.host.cores.node_cpus(&self.name, &g.name), // noisy neighbours (#12)
+            volumes: volumes.to_vec(),                              // #13, attach
         };
         // The node's own nft objects exist before anything of it runs; the network recorded
         // with the node's row is what delete and reconciliation find them by.
@@ -354,11 +362,15 @@ impl Tenant {
                 .map_err(|e| DomainError::internal(format!("node network rules: {e}")))?;
         }
         let spec_path = dir.join(files::SPEC);
-        write_private(&spec_path, &spec.to_json()).map_err(io("writing node spec"))?;
+        let spec_bytes = spec.to_json();
+        write_private(&spec_path, &spec_bytes).map_err(io("writing node spec"))?;
+        // #13, attach: the spec's digest and its volumes' keys, on the supervisor's stdin.
+        let instruction = self.supervisor_instruction(&spec_bytes, volumes)?;
         if let Some(sb) = standby {
-            match self.pool.hand_over(sb, &spec_path).await {
+            match self.pool.hand_over(sb, &spec_path, &instruction).await {
                 Ok((line, pid)) => {
-                    return self.record_supervisor(&dir, pid, supervisor_answer(&line)?)
+                    self.note_supervisor_answer(&line); // #13, attach
+                    return self.record_supervisor(&dir, pid, supervisor_answer(&line)?);
                 }
                 // A standby that died in the pool: start a supervisor afresh for the same
                 // cgroup id (a standby removes its slot when it fails).
@@ -369,7 +381,7 @@ impl Tenant {
         }
         let mut cmd = tokio::process::Command::new(&self.host.supervisor_bin);
         cmd.arg(&spec_path)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         // Its own process group: signals meant for the daemon's terminal or process group
@@ -377,6 +389,12 @@ impl Tenant {
         // posix_spawn (vfork), which skips copying the daemon's page tables.
         cmd.process_group(0);
         let mut child = cmd.spawn().map_err(io("starting the node supervisor"))?;
+        // #13, attach: the instruction, then EOF.
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(instruction.as_bytes()).await;
+        }
+        drop(instruction);
         let stdout = child
             .stdout
             .take()
@@ -391,7 +409,10 @@ impl Tenant {
         let pid = child.id().unwrap_or(0);
         drop(child);
         match read {
-            Ok(Ok(_)) => self.record_supervisor(&dir, pid, supervisor_answer(&line)?),
+            Ok(Ok(_)) => {
+                self.note_supervisor_answer(&line); // #13, attach
+                self.record_supervisor(&dir, pid, supervisor_answer(&line)?)
+            }
             Ok(Err(e)) => Err(DomainError::internal(format!(
                 "reading supervisor status: {e}"
             ))),

@@ -243,7 +243,9 @@ impl Tenant {
         // node's userdata (#12, rate: `crate::fair`); the boot keeps it for
         // `fair::BOOT_SLOT_BUDGET` at most.
         let permit = self.host_work(deadline).await?;
-        self.start_supervisor(&row, &g, node_net.as_ref(), start)
+        // #13: the node's recorded volume attachments (helper B's store) go here.
+        let volumes: Vec<bulkhead_driver::VolumeMount> = Vec::new();
+        self.start_supervisor(&row, &g, node_net.as_ref(), start, &volumes)
             .await?;
         if start == Start::Restore {
             let file = self.node_dir(name).join(MEMORY_FILE);
@@ -267,6 +269,11 @@ impl Tenant {
             Ok::<(), DomainError>(())
         };
         (permit.hold_while(crate::fair::BOOT_SLOT_BUDGET, boot)).await?;
+        if start != Start::Restore {
+            // #13, attach: a microVM's volumes (a restored guest kept its mounts).
+            self.mount_in_guest(name, &g.name, &volumes, deadline)
+                .await?;
+        }
         self.after_start(name, wait, deadline).await
     }
 

@@ -13,6 +13,7 @@
 //! through `bulkhead_core::NodeState`'s transitions.
 
 mod agent;
+pub mod attach; // volumes attached to nodes (#13, attach)
 mod conflict; // the conflict rule (#12, ADR 0025)
 mod create;
 mod describe;
@@ -89,6 +90,8 @@ pub struct Tenant {
     pub limits: crate::rate::TenantLimits,
     // ---- end rate limits ----
     pub counters: Counters,
+    /// What attaching volumes counted (#13, attach).
+    pub attach: attach::AttachCounters,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,
@@ -156,6 +159,7 @@ impl Tenant {
             lane,
             limits,
             counters: Counters::default(),
+            attach: Default::default(), // #13, attach
             net: p.net,
             forwards,
             gates: Gates::default(),

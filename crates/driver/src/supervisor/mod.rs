@@ -7,6 +7,9 @@
 //! removes the node's cgroups and agent socket, and keeps answering `state` with the exit
 //! status until SIGTERM ends it.
 //!
+//! A node starts only from a spec the daemon wrote: the daemon's instruction on stdin names
+//! the digest of the spec's bytes and carries its volumes' keys ([`crate::instruction`]).
+//!
 //! Invariant: the supervisor is single-threaded until the launcher's last clone (a jail's
 //! init runs Rust code without exec); signals are blocked before anything else, so every
 //! thread a launcher starts afterwards leaves them to the control loop's signalfd.
@@ -20,6 +23,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use crate::instruction::VolumeKeys;
 use crate::spec::files;
 use crate::{DriverError, Launcher, Launchers, NodeSpec, NodeStart};
 use bulkhead_sandbox::{Cgroups, NodeCgroup};
@@ -44,27 +48,95 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// The spec path the daemon sends a standby: one line on stdin, read without `std::io::stdin`,
-/// whose buffer would stay on the heap of every idle node's supervisor. Empty at EOF.
-fn read_spec_line() -> String {
-    let mut line = Vec::new();
-    let mut buf = [0u8; 256];
-    loop {
-        // SAFETY: reading into a stack buffer of its length from our own stdin.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            n if n > 0 => {
-                line.extend_from_slice(&buf[..n as usize]);
-                if line.ends_with(b"\n") || line.len() > 64 * 1024 {
-                    break;
-                }
+/// Lines from our stdin (the daemon's): a standby's spec path, then the daemon's instruction
+/// ([`crate::instruction`]); a fresh supervisor's instruction alone. Read without
+/// `std::io::stdin`, whose buffer would stay on the heap of every idle node's supervisor;
+/// whatever was read is zeroed when dropped (an instruction carries keys).
+#[derive(Default)]
+struct StdinLines {
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl StdinLines {
+    /// The next line without its newline; `None` at EOF with nothing left.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
+                line.pop();
+                return Some(line);
             }
-            n if n < 0
-                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            _ => break,
+            if self.eof || self.buf.len() > 64 * 1024 {
+                return (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf));
+            }
+            // SAFETY: reading into a stack buffer of its length from our own stdin.
+            let n = unsafe { libc::read(0, chunk.as_mut_ptr().cast(), chunk.len()) };
+            match n {
+                n if n > 0 => {
+                    self.buf.extend_from_slice(&chunk[..n as usize]);
+                    crate::instruction::wipe(&mut chunk[..n as usize]);
+                }
+                n if n < 0
+                    && std::io::Error::last_os_error().kind()
+                        == std::io::ErrorKind::Interrupted => {}
+                _ => self.eof = true,
+            }
         }
     }
-    String::from_utf8_lossy(&line).into_owned()
+}
+
+impl Drop for StdinLines {
+    fn drop(&mut self) {
+        // The whole allocation: bytes a drained line left behind sit beyond `len`.
+        let cap = self.buf.capacity();
+        self.buf.resize(cap, 0);
+        crate::instruction::wipe(&mut self.buf);
+    }
+}
+
+/// Whether our stdin can carry an instruction: a pipe or a file, not a terminal (a
+/// supervisor started by hand from a shell must not wait for a line nobody sends).
+fn stdin_carries_instruction() -> bool {
+    // SAFETY: isatty on our own stdin.
+    unsafe { libc::isatty(0) == 0 }
+}
+
+/// Reads the spec at `path` and checks it against the daemon's instruction: the node's spec
+/// and its volumes' keys, or the `error` line's message. The spec is parsed from the very
+/// bytes whose digest is checked.
+fn admit_spec(
+    path: &Path,
+    instruction: Option<&mut Vec<u8>>,
+) -> Result<(NodeSpec, VolumeKeys), String> {
+    let bytes = fs::read(path).map_err(|e| {
+        crate::SpecError::Read {
+            path: path.into(),
+            source: e,
+        }
+        .to_string()
+    })?;
+    let spec = match NodeSpec::parse(&bytes) {
+        Ok(s) => s,
+        Err(message) => {
+            if let Some(i) = instruction {
+                crate::instruction::wipe(i);
+            }
+            return Err(crate::SpecError::Invalid {
+                path: path.into(),
+                message,
+            }
+            .to_string());
+        }
+    };
+    let keys = crate::instruction::check(&bytes, instruction, &spec.volumes).map_err(|r| {
+        // Also on our stderr (a supervisor run by hand; the daemon's is /dev/null and it
+        // counts the refusal from the error line).
+        eprintln!("bulkhead-supervisor: refused {}: {r}", path.display());
+        r.to_string()
+    })?;
+    Ok((spec, keys))
 }
 
 /// A root-only listening socket at `path` (an older one there is replaced).
@@ -79,17 +151,25 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
 pub fn run(spec_path: &Path, launchers: &Launchers) -> i32 {
     let mut out = std::io::stdout();
     let sigs = block_signals();
-    let (spec, cgroups) = match NodeSpec::read(spec_path)
-        .map_err(|e| e.to_string())
-        .and_then(|s| Cgroups::detect().map(|c| (s, c)).map_err(|e| e.to_string()))
-    {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = writeln!(out, "error {e}");
-            return 2;
-        }
-    };
-    supervise(spec, &cgroups, &sigs, None, launchers)
+    // The daemon pipes its instruction (the spec's digest, the volumes' keys) on stdin.
+    let mut stdin = StdinLines::default();
+    let mut instruction = stdin_carries_instruction()
+        .then(|| stdin.next_line())
+        .flatten();
+    drop(stdin);
+    let (spec, keys, cgroups) =
+        match admit_spec(spec_path, instruction.as_mut()).and_then(|(s, k)| {
+            Cgroups::detect()
+                .map(|c| (s, k, c))
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = writeln!(out, "error {e}");
+                return 2;
+            }
+        };
+    supervise(spec, keys, &cgroups, &sigs, None, launchers)
 }
 
 /// `bulkhead-supervisor --standby TENANT CGROUP SOCKDIR`: creates the cgroup, moves itself
@@ -142,11 +222,20 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
     }
     let _ = writeln!(out, "standby");
     let _ = out.flush();
-    let line = read_spec_line();
+    // The spec's path, then the daemon's instruction (the spec's digest, the volumes' keys).
+    let mut stdin = StdinLines::default();
+    let line = stdin.next_line().unwrap_or_default();
     let got = line.len();
-    let spec = match (got, NodeSpec::read(Path::new(line.trim()))) {
+    let mut instruction = if got == 0 { None } else { stdin.next_line() };
+    drop(stdin);
+    let path = String::from_utf8_lossy(&line).into_owned();
+    let admitted = match got {
+        0 => Err(String::new()),
+        _ => admit_spec(Path::new(path.trim()), instruction.as_mut()),
+    };
+    let spec = match (got, admitted) {
         (0, _) => None,
-        (_, Ok(s)) if s.tenant == tenant && s.cgroup == id => Some(s),
+        (_, Ok((s, k))) if s.tenant == tenant && s.cgroup == id => Some((s, k)),
         (_, Ok(_)) => {
             let _ = writeln!(
                 out,
@@ -159,7 +248,7 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
             None
         }
     };
-    let Some(spec) = spec else {
+    let Some((spec, keys)) = spec else {
         let _ = origin.add(me);
         let _ = cg.remove();
         remove_socks();
@@ -170,7 +259,14 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
         agent: (agent_l, agent.clone()),
         control: (control_l, control.clone()),
     };
-    supervise(spec, &cgroups, &sigs, Some((&origin, prebound)), launchers)
+    supervise(
+        spec,
+        keys,
+        &cgroups,
+        &sigs,
+        Some((&origin, prebound)),
+        launchers,
+    )
 }
 
 /// Starts the node, reports, serves the control channel, and cleans up. `standby` is set when
@@ -178,6 +274,7 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
 /// runs, so the node's limits, freezer and process count cover the node alone.
 fn supervise(
     spec: NodeSpec,
+    keys: VolumeKeys,
     cgroups: &Cgroups,
     sigs: &libc::sigset_t,
     standby: Option<(&NodeCgroup, Prebound)>,
@@ -193,7 +290,11 @@ fn supervise(
     let started = launchers
         .get(&spec.driver)
         .map_err(|e| e.to_string())
-        .and_then(|launcher| start(&spec, cgroups, prebound, launcher).map_err(|e| e.to_string()));
+        .and_then(|launcher| {
+            start(&spec, &keys, cgroups, prebound, launcher).map_err(|e| e.to_string())
+        });
+    // The node's volumes are open (or failed): their keys are no longer needed here.
+    drop(keys);
     let (init, control) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -243,6 +344,7 @@ fn supervise(
 /// Creates the node's cgroup, sockets and console, then has the driver start the node's init.
 fn start(
     spec: &NodeSpec,
+    volume_keys: &VolumeKeys,
     cgroups: &Cgroups,
     prebound: Option<Prebound>,
     launcher: &dyn Launcher,
@@ -267,6 +369,7 @@ fn start(
         inside,
         agent_listener,
         console,
+        volume_keys,
     })?;
     Ok((init, control))
 }

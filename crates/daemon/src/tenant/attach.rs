@@ -1,0 +1,196 @@
+//! Attaching volumes to a node (#13, attach): what the daemon adds to a node's start once the
+//! create path (helper B's bookkeeping) has decided which volumes a node gets.
+//!
+//! - The supervisor's instruction: the SHA-256 of the exact `spec.json` bytes written, and
+//!   each volume's key (`TenantKey::derive("volume", key_id)`), sent on the supervisor's stdin
+//!   and never written anywhere (`bulkhead_driver::instruction`). A supervisor refuses a spec
+//!   whose digest differs, or one naming volumes without an instruction: an edited spec file
+//!   attaches nothing. Its refusal line is counted here
+//!   (`bulkhead_volume_attach_refused_total{reason="spec_mismatch"}`).
+//! - A microVM's volumes (`VolumeAttach::GuestAgent`): once its agent answers, the agent is
+//!   asked to mount each one (`mount_volume`, key over the agent channel); a failure fails the
+//!   create and is counted (`bulkhead_volume_mount_failures_total`).
+//!
+//! Invariant: keys live in zero-on-drop buffers only, for the time of one start.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bulkhead_core::{Code, DomainError};
+use bulkhead_driver::instruction::{self, Line, SPEC_MISMATCH};
+use bulkhead_driver::{files, VolumeAttach, VolumeMount};
+
+use super::Tenant;
+
+/// What attaching volumes counted, per tenant.
+#[derive(Default)]
+pub struct AttachCounters {
+    /// Supervisors that refused a spec whose digest differs from the daemon's, or that names
+    /// volumes without the daemon's instruction.
+    pub refused_spec_mismatch: AtomicU64,
+    /// Volumes that could not be mounted in a node (a microVM guest's agent failed).
+    pub mount_failures: AtomicU64,
+}
+
+impl AttachCounters {
+    /// The metrics text for one tenant (Prometheus exposition, HELP/TYPE by the caller once).
+    pub fn metrics(&self, tenant: &str) -> [(&'static str, &'static str, String, u64); 2] {
+        [
+            (
+                "bulkhead_volume_attach_refused_total",
+                "Volume attachments refused, by reason (spec_mismatch: a supervisor was given a spec the daemon did not write, or volumes without the daemon's instruction).",
+                format!("tenant=\"{tenant}\",reason=\"{SPEC_MISMATCH}\""),
+                self.refused_spec_mismatch.load(Ordering::Relaxed),
+            ),
+            (
+                "bulkhead_volume_mount_failures_total",
+                "Volumes that could not be mounted in a node.",
+                format!("tenant=\"{tenant}\""),
+                self.mount_failures.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+impl Tenant {
+    /// The instruction for the supervisor about to read `spec_bytes`: their digest and the
+    /// keys of `volumes`.
+    pub(super) fn supervisor_instruction(
+        &self,
+        spec_bytes: &[u8],
+        volumes: &[VolumeMount],
+    ) -> Result<Line, DomainError> {
+        if volumes.is_empty() {
+            return Ok(instruction::line(spec_bytes, &[]));
+        }
+        let tk = self.tenant_key()?;
+        let keys: Vec<(String, bulkhead_storage::Secret<64>)> = volumes
+            .iter()
+            .map(|v| (v.key_id.clone(), tk.derive("volume", &v.key_id)))
+            .collect();
+        let refs: Vec<(&str, &[u8; 64])> = keys
+            .iter()
+            .map(|(id, k)| (id.as_str(), k.expose()))
+            .collect();
+        Ok(instruction::line(spec_bytes, &refs))
+    }
+
+    /// The tenant's data key from the host keyring (`<state>/keys`).
+    // Interim until the daemon holds its keyring (DESIGN-13 "Keys in the daemon"): then this
+    // takes the tenant key from there.
+    fn tenant_key(&self) -> Result<bulkhead_storage::TenantKey, DomainError> {
+        let keys = self
+            .dir
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|state| state.join("keys"))
+            .ok_or_else(|| DomainError::internal("the tenant's directory has no state root"))?;
+        bulkhead_storage::Keyring::open(&keys)
+            .and_then(|k| k.tenant(&self.name))
+            .map_err(|e| DomainError::internal(format!("the tenant's volume keys: {e}")))
+    }
+
+    /// Counts a supervisor's refusal of its spec (its `error` line).
+    pub(super) fn note_supervisor_answer(&self, line: &str) {
+        let msg = line.trim().trim_start_matches("error ");
+        if msg.starts_with(SPEC_MISMATCH) {
+            self.attach
+                .refused_spec_mismatch
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tenant = %self.name, message = %msg, "a node supervisor refused its spec");
+        }
+    }
+
+    /// Refuses volumes on a driver that cannot take them.
+    pub(super) fn check_volume_driver(
+        &self,
+        group: &str,
+        volumes: &[VolumeMount],
+    ) -> Result<(), DomainError> {
+        let d = self.driver_for(group);
+        if !volumes.is_empty() && d.volume_attach() == VolumeAttach::Unsupported {
+            return Err(DomainError::new(
+                Code::Unsupported,
+                format!(
+                    "the {} driver of host group {group:?} cannot attach volumes: omit volumes, or use a jail or qemu host group",
+                    d.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A microVM's volumes, once its agent answers: asks the guest's agent to mount each one.
+    /// Nothing to do for a driver whose supervisor mounted them already.
+    pub(super) async fn mount_in_guest(
+        &self,
+        name: &str,
+        group: &str,
+        volumes: &[VolumeMount],
+        deadline: Instant,
+    ) -> Result<(), DomainError> {
+        if volumes.is_empty() || self.driver_for(group).volume_attach() != VolumeAttach::GuestAgent
+        {
+            return Ok(());
+        }
+        let r = self.mount_in_guest_now(name, volumes, deadline).await;
+        if r.is_err() {
+            self.attach.mount_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn mount_in_guest_now(
+        &self,
+        name: &str,
+        volumes: &[VolumeMount],
+        deadline: Instant,
+    ) -> Result<(), DomainError> {
+        self.wait_agent(name, deadline).await?;
+        let sock = self.node_dir(name).join(files::AGENT_SOCKET);
+        let client = bulkhead_agent::client::AgentClient::new(&sock);
+        let info = client.ping().await.map_err(super::agent_error)?;
+        let tk = self.tenant_key()?;
+        for v in volumes {
+            let key = tk.derive("volume", &v.key_id);
+            let req = bulkhead_agent::proto::MountVolume {
+                serial: v.serial(),
+                path: v.path.clone(),
+                read_only: v.read_only,
+                exec: v.exec,
+                key: key.expose().iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            drop(key);
+            let conn = client.connect().await.map_err(super::agent_error)?;
+            conn.with_peer(Some(info.clone()))
+                .mount_volume(req)
+                .await
+                .map_err(|e| {
+                    DomainError::new(
+                        Code::NodeFailed,
+                        format!(
+                            "node {name:?} could not mount volume {} at {}: {e}; the node was removed",
+                            v.id, v.path
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_the_tenant_and_reason() {
+        let c = AttachCounters::default();
+        c.refused_spec_mismatch.fetch_add(2, Ordering::Relaxed);
+        let m = c.metrics("t1");
+        assert_eq!(m[0].0, "bulkhead_volume_attach_refused_total");
+        assert_eq!(m[0].2, "tenant=\"t1\",reason=\"spec_mismatch\"");
+        assert_eq!(m[0].3, 2);
+        assert_eq!(m[1].3, 0);
+    }
+}
