@@ -87,8 +87,18 @@ struct Manual {
 }
 
 impl Manual {
-    fn new(d: &Daemon, template: &str, dir: &Path, name: &str, volumes: Vec<VolumeMount>) -> Manual {
-        let t = d.tenant_dir().join("nodes").join(template).join("spec.json");
+    fn new(
+        d: &Daemon,
+        template: &str,
+        dir: &Path,
+        name: &str,
+        volumes: Vec<VolumeMount>,
+    ) -> Manual {
+        let t = d
+            .tenant_dir()
+            .join("nodes")
+            .join(template)
+            .join("spec.json");
         let mut spec = NodeSpec::read(&t).unwrap();
         let node_dir = dir.join(name);
         for sub in ["", "rootfs", "scratch"] {
@@ -116,7 +126,9 @@ impl Manual {
     fn instruction(&self, vols: &[&Vol]) -> Vec<u8> {
         let keys: Vec<(&str, &[u8; 64])> =
             vols.iter().map(|v| (v.key_id.as_str(), &v.key)).collect();
-        instruction::line(&self.spec_bytes, &keys).as_bytes().to_vec()
+        instruction::line(&self.spec_bytes, &keys)
+            .as_bytes()
+            .to_vec()
     }
 
     /// Starts `bulkhead-supervisor SPEC` with `stdin` piped in; returns its answer line and
@@ -244,11 +256,20 @@ fn a_jail_node_gets_its_volume_flagged_and_the_data_outlives_it() {
     let v = Vol::make(dir.path(), "one", 64 << 20, 2048, uid);
 
     // A writer at /data.
-    let m = Manual::new(&d, &template, dir.path(), "w", vec![v.mount("/data", false)]);
+    let m = Manual::new(
+        &d,
+        &template,
+        dir.path(),
+        "w",
+        vec![v.mount("/data", false)],
+    );
     let (line, sup) = m.start(Some(&m.instruction(&[&v])));
     assert!(line.starts_with("ready "), "{line}");
     let dev = v.loop_device();
-    assert!(dev.is_some(), "the volume is on a loop device while the node runs");
+    assert!(
+        dev.is_some(),
+        "the volume is on a loop device while the node runs"
+    );
     let (code, out, err) = sh(
         &m.sock(),
         "echo marker-1 > /data/hello && cat /data/hello && cat /proc/self/mountinfo",
@@ -269,7 +290,13 @@ fn a_jail_node_gets_its_volume_flagged_and_the_data_outlives_it() {
     v.assert_detached();
 
     // A reader at another path in a new node sees the data; writes fail with EROFS.
-    let m = Manual::new(&d, &template, dir.path(), "r", vec![v.mount("/mnt/vol", true)]);
+    let m = Manual::new(
+        &d,
+        &template,
+        dir.path(),
+        "r",
+        vec![v.mount("/mnt/vol", true)],
+    );
     let (line, sup) = m.start(Some(&m.instruction(&[&v])));
     assert!(line.starts_with("ready "), "{line}");
     let (code, out, err) = sh(
@@ -308,7 +335,13 @@ fn a_full_volume_fails_alone() {
     .unwrap()
     .uid_base;
     let v = Vol::make(dir.path(), "small", 16 << 20, 256, uid);
-    let m = Manual::new(&d, &template, dir.path(), "f", vec![v.mount("/data", false)]);
+    let m = Manual::new(
+        &d,
+        &template,
+        dir.path(),
+        "f",
+        vec![v.mount("/data", false)],
+    );
     let (line, sup) = m.start(Some(&m.instruction(&[&v])));
     assert!(line.starts_with("ready "), "{line}");
     // Bytes: the volume fills and says so; the node's own root and the host go on.
@@ -364,7 +397,10 @@ fn an_edited_spec_or_one_without_the_daemons_word_attaches_nothing() {
     let (line, mut sup) = m.start(Some(&word));
     assert!(line.starts_with("error spec_mismatch"), "{line}");
     assert!(sup.wait().code() != Some(0));
-    assert!(v.loop_device().is_none(), "nothing of the volume was opened");
+    assert!(
+        v.loop_device().is_none(),
+        "nothing of the volume was opened"
+    );
 
     // The edited spec with no instruction at all (a supervisor started by hand).
     let (line, mut sup) = m.start(None);
@@ -379,7 +415,13 @@ fn an_edited_spec_or_one_without_the_daemons_word_attaches_nothing() {
     assert!(!m.sock().exists(), "no node was started");
 
     // A wrong key for the right spec: refused by the volume itself.
-    let m2 = Manual::new(&d, &template, dir.path(), "k", vec![v.mount("/data", false)]);
+    let m2 = Manual::new(
+        &d,
+        &template,
+        dir.path(),
+        "k",
+        vec![v.mount("/data", false)],
+    );
     let wrong = Vol {
         key: [7u8; 64],
         id: v.id.clone(),
@@ -416,7 +458,13 @@ fn a_microvm_node_mounts_its_volume_through_its_agent() {
     assert_eq!(code, 0, "{err}");
     let dir = test_dir();
     let v = Vol::make(dir.path(), "vmvol", 32 << 20, 512, 0);
-    let m = Manual::new(&d, &template, dir.path(), "q", vec![v.mount("/data", false)]);
+    let m = Manual::new(
+        &d,
+        &template,
+        dir.path(),
+        "q",
+        vec![v.mount("/data", false)],
+    );
     // The node's own disk: a copy of the template's, in its own vm/ directory.
     let mut spec = NodeSpec::parse(&m.spec_bytes).unwrap();
     let mut params: serde_json::Value = spec.params.decode().unwrap();

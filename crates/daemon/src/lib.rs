@@ -18,6 +18,7 @@ pub mod fsutil;
 mod host_limits;
 pub mod http;
 pub mod identity;
+mod keys; // the keyring and the storage probe at start (#13)
 mod listen;
 pub mod network;
 pub mod pool;

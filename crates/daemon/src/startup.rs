@@ -429,8 +429,8 @@ pub async fn run(
         None => None,
     };
     // keys (#13): the host keyring, before any tenant (each unwraps its data key from it).
-    let keyring = open_keyring(cfg.storage.keys_dir(&state_root)).await?;
-    let protection = probe_protection(keyring.dir().to_path_buf()).await;
+    let keyring = crate::keys::open_keyring(cfg.storage.keys_dir(&state_root)).await?;
+    let protection = crate::keys::probe_protection(keyring.dir().to_path_buf()).await;
     let cgroups = bulkhead_sandbox::Cgroups::detect()?;
     // noisy neighbours (#12, ADR 0027): refuse what the core pool cannot give, then move into
     // bulkhead/_daemon before any supervisor starts (they are born there).
@@ -554,41 +554,6 @@ async fn open_tokens(
         store,
         roles,
     }))
-}
-
-/// Probes what protects tenant data at rest on this host (#13; a 16 MiB scratch image in the
-/// keys directory, removed again) and says at start which protection is missing, so that the
-/// operator learns it before a tenant asks for an encrypted volume.
-async fn probe_protection(scratch: PathBuf) -> bulkhead_storage::probe::Protection {
-    let p =
-        tokio::task::spawn_blocking(move || bulkhead_storage::probe::Protection::detect(&scratch))
-            .await
-            .unwrap_or_else(|_| {
-                bulkhead_storage::probe::Protection::detect(std::path::Path::new("/nonexistent"))
-            });
-    for m in p.missing() {
-        // Without fscrypt, encrypted volumes and persistent nodes are refused: the operator
-        // must know. dm-crypt is not used today: its absence is only information.
-        if p.fscrypt {
-            tracing::info!(missing = %m, "storage protection not available on this host");
-        } else {
-            tracing::warn!(missing = %m, "storage protection not available on this host");
-        }
-    }
-    p
-}
-
-/// keys (#13): opens (creating on the first start) the host keyring in `dir`. A master key
-/// that is missing while tenant keys exist, or readable by anyone but root, stops the start
-/// with what to do (`bulkhead_storage::keys`); its bytes are never logged, only its id.
-async fn open_keyring(dir: PathBuf) -> Result<Arc<bulkhead_storage::Keyring>, StartError> {
-    let shown = dir.display().to_string();
-    let kr = tokio::task::spawn_blocking(move || bulkhead_storage::Keyring::open(&dir))
-        .await
-        .map_err(|e| StartError::Refused(format!("opening the keyring: {e}")))?
-        .map_err(|e| StartError::Refused(format!("the keyring in {shown}: {e}")))?;
-    tracing::info!(dir = %shown, master_key_id = %kr.master_key_id(), "keyring open");
-    Ok(Arc::new(kr))
 }
 
 /// Creates the `count` nodes of each host group that are missing.

@@ -159,9 +159,7 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
 
 /// Opens each volume's image for QEMU, never through a symlink, and only a regular file:
 /// read-only, and for a writable volume read-write too (see [`crate::qemu::VolumeDrive`]).
-fn open_images(
-    volumes: &[bulkhead_driver::VolumeMount],
-) -> Result<Vec<Vec<fs::File>>, VmError> {
+fn open_images(volumes: &[bulkhead_driver::VolumeMount]) -> Result<Vec<Vec<fs::File>>, VmError> {
     let open = |v: &bulkhead_driver::VolumeMount, write: bool| {
         let f = OpenOptions::new()
             .read(true)

@@ -372,7 +372,10 @@ mod tests {
         assert_eq!(c.policy, Policy::default());
         assert!(c.policy.exec_as_root && c.policy.forwards.allowed);
         assert!(c.policy.webhook.is_none());
-        assert!(!c.policy.volumes_exec, "volumes are noexec unless the policy says");
+        assert!(
+            !c.policy.volumes_exec,
+            "volumes are noexec unless the policy says"
+        );
         assert!(with("volumes_exec: true\n").unwrap().volumes_exec);
         assert!(with("volumes_exec: sometimes\n").is_err());
     }
