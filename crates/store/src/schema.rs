@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "secrets, sealed with the tenant's key (#13)",
         apply: v5_secrets,
     },
+    // volumes (#13, helper B)
+    Migration {
+        version: 6,
+        what: "volumes, their attachments to nodes, and their snapshots",
+        apply: crate::volumes::v6_volumes,
+    },
 ];
 
 /// The schema version this build writes.
