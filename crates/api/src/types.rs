@@ -94,6 +94,9 @@ pub struct CreateNodeRequest {
     /// PCI passthrough (Slicer): never, on a shared host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_devices: Option<Vec<String>>,
+    /// The tenant's volumes to mount in the node (#13, volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeAttach>,
 }
 
 impl CreateNodeRequest {

@@ -290,6 +290,7 @@ impl Store {
         self.call(move |w| {
             let gone = db::delete(&w.conn, &w.tenant, &name)?;
             w.index.remove(&name);
+            crate::volumes::forget_node(w, &name)?; // #13: its attachments go with it
             Ok(gone)
         })
         .await?

@@ -402,6 +402,22 @@ impl Store {
     }
 }
 
+/// Drops a deleted node's attachments (`Store::delete`, on the writer thread).
+pub(crate) fn forget_node(w: &mut crate::store::Writer, node: &str) -> Result<(), StoreError> {
+    let view = w.volumes.get();
+    if !view.attachments.iter().any(|a| a.node == node) {
+        return Ok(());
+    }
+    w.conn.execute(
+        "DELETE FROM volume_attachments WHERE node=?1",
+        params![node],
+    )?;
+    let mut next = (*view).clone();
+    next.attachments.retain(|a| a.node != node);
+    w.volumes.set(next);
+    Ok(())
+}
+
 /// Schema step 6 (`schema.rs`): volumes, who holds them, their snapshots.
 pub(crate) fn v6_volumes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
