@@ -440,18 +440,9 @@ impl Tenant {
         }
     }
 
-    /// The tenant's data key (#13, keys).
+    /// The tenant's data key (#13, keys): volume keys derive from it.
     pub(super) fn volume_key(&self) -> Result<bulkhead_storage::TenantKey, DomainError> {
-        // TEMP(b): until helper A's `Tenant::key` lands on main.
-        let keys = self
-            .dir
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|p| p.join("keys"))
-            .ok_or_else(|| DomainError::internal("no state directory for the keyring"))?;
-        bulkhead_storage::Keyring::open(&keys)
-            .and_then(|k| k.tenant(&self.name))
-            .map_err(|e| DomainError::internal(format!("the tenant's key: {e}")))
+        Ok(self.key().clone())
     }
 
     /// Whether `ask` more bytes of storage fit the tenant's quota beside its nodes (`nodes`)
