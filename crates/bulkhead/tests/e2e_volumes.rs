@@ -409,7 +409,7 @@ fn a_snapshot_round_trips_content_and_one_writer_holds_a_volume() {
     }
     // One writer at a time, bookkept at node create.
     let id2 = v2["id"].as_str().unwrap().to_string();
-    let node = |vols: Value| req(&c, Method::POST, &format!("/hostgroup/{g}/nodes?wait=none"), Some(json!({"volumes": vols})));
+    let node = |vols: Value| req(&c, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({"volumes": vols})));
     let (s, n1) = node(json!([{"id": id2, "path": "/data"}]));
     assert_eq!(s, 201, "{n1}");
     let n1 = n1["hostname"].as_str().unwrap().to_string();
