@@ -413,6 +413,16 @@ fn a_snapshot_round_trips_content_and_one_writer_holds_a_volume() {
     let (s, n1) = node(json!([{"id": id2, "path": "/data"}]));
     assert_eq!(s, 201, "{n1}");
     let n1 = n1["hostname"].as_str().unwrap().to_string();
+    // A named create's retry is the conflict rule's: the same volumes return the node, other
+    // volumes are a conflict naming them.
+    let named = |vols: Value| req(&c, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({"hostname": "w1", "volumes": vols})));
+    let (s, w1) = named(json!([{"id": id, "path": "/w"}]));
+    assert_eq!(s, 201, "{w1}");
+    let (s, again) = named(json!([{"id": id, "path": "//w/"}]));
+    assert_eq!((s, &again["hostname"]), (200, &json!("w1")), "{again}");
+    refused(named(json!([{"id": id, "path": "/other"}])), 409, "conflict", "volumes");
+    let (s, e) = req(&c, Method::DELETE, &format!("/hostgroup/{g}/nodes/w1"), None);
+    assert_eq!(s, 200, "{e}");
     refused(node(json!([{"id": id2, "path": "/data"}])), 409, "conflict", &n1);
     refused(node(json!([{"id": id2, "path": "/data", "read_only": true}])), 409, "conflict", &n1);
     refused(req(&c, Method::DELETE, &format!("/volumes/{id2}"), None), 409, "conflict", &n1);
@@ -431,6 +441,8 @@ fn a_snapshot_round_trips_content_and_one_writer_holds_a_volume() {
     let (s, r2) = node(json!([{"id": id, "path": "/src", "read_only": true}]));
     assert_eq!(s, 201, "{r2}");
     refused(node(json!([{"id": id, "path": "/src"}])), 409, "conflict", "held read-only");
+    // (three refusals as `held`: the second writer, the reader beside it, the writer beside
+    // readers; the named retry above was none)
     let (_, m) = req(&c, Method::GET, "/metrics", None);
     assert!(
         m.as_str().unwrap().contains(&format!("bulkhead_volume_attach_refused_total{{tenant=\"{g}\",reason=\"held\"}} 3")),

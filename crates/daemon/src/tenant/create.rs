@@ -107,7 +107,7 @@ impl Tenant {
                 )));
             }
         }
-        self.check_volume_request(&req.volumes)?; // volumes (#13): ids, paths, holders
+        self.check_volume_request(&req.volumes, req.hostname.as_deref())?; // volumes (#13): ids, paths, holders
         let policy = match (self.net.as_ref(), net_group, &req.network) {
             (Some(n), Some(ng), Some(r)) => n
                 .validate_override(ng, &r.allow, &r.drop)

@@ -139,6 +139,19 @@ pub fn mount_path(p: &str) -> Result<String, DomainError> {
     Ok(norm)
 }
 
+/// A create's volumes as the conflict rule compares them: `id:path[:ro]`, sorted.
+pub fn spec_of(req: &[VolumeAttach]) -> Vec<String> {
+    let mut v: Vec<String> = req
+        .iter()
+        .map(|a| {
+            let path = mount_path(&a.path).unwrap_or_else(|_| a.path.clone());
+            format!("{}:{path}{}", a.id.to_ascii_uppercase(), if a.read_only { ":ro" } else { "" })
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// The first reason `want` may not join the volume's current holders, as a 409 naming one.
 fn held(view: &Volumes, id: VolumeId, read_only: bool, node: &str) -> Option<DomainError> {
     let mut holders = view.holders(id).filter(|a| a.node != node);
@@ -170,7 +183,13 @@ impl Tenant {
     /// Checks a create's `volumes` against this tenant before anything is recorded: ids are
     /// this tenant's ready volumes (else 404), paths are valid and distinct, and no holder
     /// stands in the way now (the store job of [`Tenant::attach_volumes`] checks again).
-    pub fn check_volume_request(&self, req: &[VolumeAttach]) -> Result<(), DomainError> {
+    /// `node`: the create's hostname, if it named one (its own holds are no obstacle: a retry
+    /// of the same create is the conflict rule's to answer).
+    pub fn check_volume_request(
+        &self,
+        req: &[VolumeAttach],
+        node: Option<&str>,
+    ) -> Result<(), DomainError> {
         if req.len() > MAX_NODE_VOLUMES {
             return Err(DomainError::invalid(format!(
                 "volumes: {} given, a node takes at most {MAX_NODE_VOLUMES}",
@@ -210,7 +229,7 @@ impl Tenant {
                     format!("volume {} is {}: attach it once it is ready", v.id, v.state.as_str()),
                 ));
             }
-            if let Some(e) = held(&view, v.id, a.read_only, "") {
+            if let Some(e) = held(&view, v.id, a.read_only, node.unwrap_or("")) {
                 self.volume_counters.add(Refusal::Held);
                 return Err(e);
             }
