@@ -85,7 +85,9 @@ pub struct VolumeAttach {
 
 /// `?tenant=NAME`, when given.
 fn tenant_query(tenant: Option<&str>) -> String {
-    tenant.map_or_else(String::new, |t| format!("?tenant={}", crate::client::enc(t)))
+    tenant.map_or_else(String::new, |t| {
+        format!("?tenant={}", crate::client::enc(t))
+    })
 }
 
 impl crate::Client {
@@ -101,13 +103,17 @@ impl crate::Client {
     }
 
     /// `GET /volumes`: the volumes of every tenant the caller may see (or of `tenant`).
-    pub async fn list_volumes(&self, tenant: Option<&str>) -> Result<Vec<Volume>, crate::ClientError> {
+    pub async fn list_volumes(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Volume>, crate::ClientError> {
         self.get(&format!("/volumes{}", tenant_query(tenant))).await
     }
 
     /// `GET /volumes/{id}`.
     pub async fn volume(&self, id: &str) -> Result<Volume, crate::ClientError> {
-        self.get(&format!("/volumes/{}", crate::client::enc(id))).await
+        self.get(&format!("/volumes/{}", crate::client::enc(id)))
+            .await
     }
 
     /// `DELETE /volumes/{id}` (204 once wiped).
@@ -133,7 +139,10 @@ impl crate::Client {
     }
 
     /// `GET /volumes/{id}/snapshots`.
-    pub async fn volume_snapshots(&self, id: &str) -> Result<Vec<VolumeSnapshot>, crate::ClientError> {
+    pub async fn volume_snapshots(
+        &self,
+        id: &str,
+    ) -> Result<Vec<VolumeSnapshot>, crate::ClientError> {
         self.get(&format!("/volumes/{}/snapshots", crate::client::enc(id)))
             .await
     }

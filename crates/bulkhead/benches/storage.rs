@@ -24,7 +24,10 @@ fn ms(d: Duration) -> f64 {
 
 fn row(name: &str, v: &mut [f64]) -> f64 {
     let (p50, p95) = (pct(v, 0.5), pct(v, 0.95));
-    println!("{name:<48} p50 {p50:>8.2} ms   p95 {p95:>8.2} ms   (n={})", v.len());
+    println!(
+        "{name:<48} p50 {p50:>8.2} ms   p95 {p95:>8.2} ms   (n={})",
+        v.len()
+    );
     p50
 }
 
@@ -52,7 +55,8 @@ fn main() {
         .unwrap();
     let c = Client::new(Endpoint::Unix(sock.clone()));
     let post = |path: &str, body: serde_json::Value| -> serde_json::Value {
-        rt.block_on(c.json(Method::POST, path, Some(&body))).unwrap()
+        rt.block_on(c.json(Method::POST, path, Some(&body)))
+            .unwrap()
     };
     let del = |path: &str| {
         rt.block_on(c.send_ok(
@@ -64,13 +68,19 @@ fn main() {
         .unwrap();
     };
     // Warm up (keyring, page cache of mkfs).
-    let v = post("/volumes", serde_json::json!({"name": "warm", "size": size}));
+    let v = post(
+        "/volumes",
+        serde_json::json!({"name": "warm", "size": size}),
+    );
     del(&format!("/volumes/{}", v["id"].as_str().unwrap()));
 
     let (mut create, mut delete, mut mkfs) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let t = Instant::now();
-        let v = post("/volumes", serde_json::json!({"name": format!("v{i}"), "size": size}));
+        let v = post(
+            "/volumes",
+            serde_json::json!({"name": format!("v{i}"), "size": size}),
+        );
         create.push(ms(t.elapsed()));
         let t = Instant::now();
         del(&format!("/volumes/{}", v["id"].as_str().unwrap()));

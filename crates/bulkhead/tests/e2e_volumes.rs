@@ -18,17 +18,28 @@ use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-async fn call(c: &bulkhead_api::Client, m: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    c: &bulkhead_api::Client,
+    m: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     use http_body_util::BodyExt;
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let ct = (!bytes.is_empty()).then_some("application/json");
     let r = c
-        .send(m, path, bulkhead_api::client::full_body(bytes.into_bytes()), ct)
+        .send(
+            m,
+            path,
+            bulkhead_api::client::full_body(bytes.into_bytes()),
+            ct,
+        )
         .await
         .unwrap();
     let s = r.status().as_u16();
     let b = r.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()));
+    let v = serde_json::from_slice(&b)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()));
     (s, v)
 }
 
@@ -95,7 +106,10 @@ fn volumes_crud_validation_and_cli() {
     }
     let d = Daemon::start("vol", &[]);
     let c = d.client();
-    let v = create(&c, json!({"name": "data", "size": "64M", "labels": {"team": "a"}}));
+    let v = create(
+        &c,
+        json!({"name": "data", "size": "64M", "labels": {"team": "a"}}),
+    );
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(id.len(), 26, "{v}");
     assert_eq!(v["tenant"], d.tenant.as_str());
@@ -111,22 +125,51 @@ fn volumes_crud_validation_and_cli() {
     assert_eq!((s, &one["name"]), (200, &json!("data")));
     // The name is unique in the tenant.
     refused(
-        req(&c, Method::POST, "/volumes", Some(json!({"name": "data", "size": "16M"}))),
+        req(
+            &c,
+            Method::POST,
+            "/volumes",
+            Some(json!({"name": "data", "size": "16M"})),
+        ),
         409,
         "conflict",
         "volume name \"data\" is taken",
     );
     // Validation: 400 naming the field.
     for (body, code, want) in [
-        (json!({"name": "Bad_Name", "size": "16M"}), "invalid_request", "name:"),
+        (
+            json!({"name": "Bad_Name", "size": "16M"}),
+            "invalid_request",
+            "name:",
+        ),
         (json!({"name": "x", "size": "1M"}), "out_of_range", "size:"),
         (json!({"name": "x", "size": "20T"}), "out_of_range", "size:"),
-        (json!({"name": "x", "size": "12Q"}), "invalid_request", "size:"),
+        (
+            json!({"name": "x", "size": "12Q"}),
+            "invalid_request",
+            "size:",
+        ),
         (json!({"name": "x"}), "invalid_request", "size: missing"),
-        (json!({"name": "x", "size": "16M", "inodes": 5}), "out_of_range", "inodes:"),
-        (json!({"name": "x", "size": "16M", "labels": {"a b": "c"}}), "invalid_request", "labels:"),
-        (json!({"name": "x", "size": "16M", "sise": 1}), "invalid_request", "sise"),
-        (json!({"name": "x", "from_snapshot": "nope"}), "not_found", "snapshot"),
+        (
+            json!({"name": "x", "size": "16M", "inodes": 5}),
+            "out_of_range",
+            "inodes:",
+        ),
+        (
+            json!({"name": "x", "size": "16M", "labels": {"a b": "c"}}),
+            "invalid_request",
+            "labels:",
+        ),
+        (
+            json!({"name": "x", "size": "16M", "sise": 1}),
+            "invalid_request",
+            "sise",
+        ),
+        (
+            json!({"name": "x", "from_snapshot": "nope"}),
+            "not_found",
+            "snapshot",
+        ),
     ] {
         let (s, e) = req(&c, Method::POST, "/volumes", Some(body.clone()));
         assert!(s == 400 || s == 404, "{body}: {s} {e}");
@@ -135,16 +178,36 @@ fn volumes_crud_validation_and_cli() {
     }
     // Unknown and malformed ids: the same 404.
     for bad in ["01ARZ3NDEKTSV4RRFFQ69G5FAV", "nope", "..%2F..%2Fetc"] {
-        refused(req(&c, Method::GET, &format!("/volumes/{bad}"), None), 404, "not_found", "not found");
-        refused(req(&c, Method::DELETE, &format!("/volumes/{bad}"), None), 404, "not_found", "not found");
+        refused(
+            req(&c, Method::GET, &format!("/volumes/{bad}"), None),
+            404,
+            "not_found",
+            "not found",
+        );
+        refused(
+            req(&c, Method::DELETE, &format!("/volumes/{bad}"), None),
+            404,
+            "not_found",
+            "not found",
+        );
     }
-    refused(req(&c, Method::GET, "/volumes?tenant=zzz", None), 404, "not_found", "none of yours");
+    refused(
+        req(&c, Method::GET, "/volumes?tenant=zzz", None),
+        404,
+        "not_found",
+        "none of yours",
+    );
     // The CLI.
     let sock = d.sock().to_string();
-    let cid = cli_ok(&["volume", "create", "--socket", &sock, "logs", "--size", "32M", "--label", "k=v"]);
+    let cid = cli_ok(&[
+        "volume", "create", "--socket", &sock, "logs", "--size", "32M", "--label", "k=v",
+    ]);
     let cid = cid.trim().to_string();
     let out = cli_ok(&["volume", "list", "--socket", &sock]);
-    assert!(out.contains(&cid) && out.contains("logs") && out.contains("32M"), "{out}");
+    assert!(
+        out.contains(&cid) && out.contains("logs") && out.contains("32M"),
+        "{out}"
+    );
     let out = cli_ok(&["volume", "show", "--socket", &sock, &cid]);
     assert!(out.contains("label k=v"), "{out}");
     let out = cli_ok(&["volume", "delete", "--socket", &sock, &cid]);
@@ -152,7 +215,12 @@ fn volumes_crud_validation_and_cli() {
     let o = cli(&["volume", "show", "--socket", &sock, &cid]);
     assert!(!o.status.success());
     delete(&c, &id);
-    refused(req(&c, Method::GET, &format!("/volumes/{id}"), None), 404, "not_found", "not found");
+    refused(
+        req(&c, Method::GET, &format!("/volumes/{id}"), None),
+        404,
+        "not_found",
+        "not found",
+    );
     assert!(!image(&d.tenant_dir(), &id).exists());
     d.stop_and_assert_clean();
 }
@@ -180,10 +248,20 @@ fn another_tenants_volume_or_snapshot_is_404_everywhere() {
         (Method::POST, format!("/volumes/{id}/snapshots")),
         (Method::DELETE, format!("/volumes/{id}/snapshots/{sid}")),
     ] {
-        refused(req(&cb, m.clone(), &path, None), 404, "not_found", "not found");
+        refused(
+            req(&cb, m.clone(), &path, None),
+            404,
+            "not_found",
+            "not found",
+        );
     }
     refused(
-        req(&cb, Method::POST, "/volumes", Some(json!({"name": "steal", "from_snapshot": sid}))),
+        req(
+            &cb,
+            Method::POST,
+            "/volumes",
+            Some(json!({"name": "steal", "from_snapshot": sid})),
+        ),
         404,
         "not_found",
         "snapshot",
@@ -192,14 +270,24 @@ fn another_tenants_volume_or_snapshot_is_404_everywhere() {
     let vb = create(&cb, json!({"name": "mine", "size": "16M"}));
     let idb = vb["id"].as_str().unwrap().to_string();
     refused(
-        req(&cb, Method::DELETE, &format!("/volumes/{idb}/snapshots/{sid}"), None),
+        req(
+            &cb,
+            Method::DELETE,
+            &format!("/volumes/{idb}/snapshots/{sid}"),
+            None,
+        ),
         404,
         "not_found",
         "snapshot",
     );
     // A node of b asking for a's volume: 404 naming the id, counted.
     refused(
-        req(&cb, Method::POST, &format!("/hostgroup/{b}/nodes"), Some(json!({"volumes": [{"id": id, "path": "/data"}]}))),
+        req(
+            &cb,
+            Method::POST,
+            &format!("/hostgroup/{b}/nodes"),
+            Some(json!({"volumes": [{"id": id, "path": "/data"}]})),
+        ),
         404,
         "not_found",
         &id,
@@ -207,20 +295,37 @@ fn another_tenants_volume_or_snapshot_is_404_everywhere() {
     let (_, m) = req(&cb, Method::GET, "/metrics", None);
     let m = m.as_str().unwrap().to_string();
     assert!(
-        m.contains(&format!("bulkhead_volume_attach_refused_total{{tenant=\"{b}\",reason=\"not_found\"}} 1")),
+        m.contains(&format!(
+            "bulkhead_volume_attach_refused_total{{tenant=\"{b}\",reason=\"not_found\"}} 1"
+        )),
         "{m}"
     );
     assert!(!m.contains(&a), "b's metrics show nothing of a");
     // The admin may act in both: a new volume must say which tenant; a lookup finds it.
     refused(
-        req(&s.admin_client(), Method::POST, "/volumes", Some(json!({"name": "x", "size": "16M"}))),
+        req(
+            &s.admin_client(),
+            Method::POST,
+            "/volumes",
+            Some(json!({"name": "x", "size": "16M"})),
+        ),
         400,
         "invalid_request",
         "?tenant=",
     );
-    let (st, got) = req(&s.admin_client(), Method::GET, &format!("/volumes/{id}"), None);
+    let (st, got) = req(
+        &s.admin_client(),
+        Method::GET,
+        &format!("/volumes/{id}"),
+        None,
+    );
     assert_eq!((st, got["tenant"].as_str()), (200, Some(a.as_str())));
-    let (st, _) = req(&ca, Method::DELETE, &format!("/volumes/{id}/snapshots/{sid}"), None);
+    let (st, _) = req(
+        &ca,
+        Method::DELETE,
+        &format!("/volumes/{id}/snapshots/{sid}"),
+        None,
+    );
     assert_eq!(st, 204);
     delete(&ca, &id);
     delete(&cb, &idb);
@@ -234,12 +339,20 @@ fn the_storage_quota_counts_volumes_also_in_parallel() {
     }
     // Nodes of the default group have storage_size 1G.
     let d = Daemon::start_edited("volq", &[], |y| {
-        y.replace("  image: minimal", "  image: minimal\n  quotas: {storage: 2G}")
+        y.replace(
+            "  image: minimal",
+            "  image: minimal\n  quotas: {storage: 2G}",
+        )
     });
     let c = d.client();
     let big = create(&c, json!({"name": "big", "size": "1G"}));
     refused(
-        req(&c, Method::POST, "/volumes", Some(json!({"name": "more", "size": "1536M"}))),
+        req(
+            &c,
+            Method::POST,
+            "/volumes",
+            Some(json!({"name": "more", "size": "1536M"})),
+        ),
         403,
         "quota_exceeded",
         "storage: 1G in use + 1536M asked > 2G allowed",
@@ -249,16 +362,31 @@ fn the_storage_quota_counts_volumes_also_in_parallel() {
         let hs: Vec<_> = (0..8)
             .map(|i| {
                 let c = d.client();
-                sc.spawn(move || req(&c, Method::POST, "/volumes", Some(json!({"name": format!("p{i}"), "size": "256M"}))))
+                sc.spawn(move || {
+                    req(
+                        &c,
+                        Method::POST,
+                        "/volumes",
+                        Some(json!({"name": format!("p{i}"), "size": "256M"})),
+                    )
+                })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).filter(|(s, _)| *s == 201).count()
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|(s, _)| *s == 201)
+            .count()
     });
     assert_eq!(ok, 4);
     // Volumes hold the quota: a node (1G) does not fit now.
     let g = d.tenant.clone();
     refused(
-        req(&c, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({}))),
+        req(
+            &c,
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(json!({})),
+        ),
         403,
         "quota_exceeded",
         "storage:",
@@ -293,8 +421,14 @@ fn a_deleted_volume_is_zeros_and_its_image_never_holds_plaintext() {
     }
     let img = image(&d.tenant_dir(), &id);
     let raw = std::fs::read(&img).unwrap();
-    assert!(!contains(&raw, marker.as_bytes()), "the raw image holds the plaintext marker");
-    assert!(!contains(&raw, b"marker.txt"), "file names are encrypted too");
+    assert!(
+        !contains(&raw, marker.as_bytes()),
+        "the raw image holds the plaintext marker"
+    );
+    assert!(
+        !contains(&raw, b"marker.txt"),
+        "file names are encrypted too"
+    );
     // Hold the image open across the delete, then read what it held.
     let held = std::fs::File::open(&img).unwrap();
     delete(&c, &id);
@@ -303,14 +437,20 @@ fn a_deleted_volume_is_zeros_and_its_image_never_holds_plaintext() {
     let mut after = Vec::new();
     (&held).read_to_end(&mut after).unwrap();
     assert_eq!(after.len(), 32 << 20);
-    assert!(after.iter().all(|b| *b == 0), "a deleted volume's image was not wiped");
+    assert!(
+        after.iter().all(|b| *b == 0),
+        "a deleted volume's image was not wiped"
+    );
     // A new volume never shows old bytes: a fresh image with nothing of the marker.
     let v2 = create(&c, json!({"name": "w2", "size": "32M"}));
     let raw = std::fs::read(image(&d.tenant_dir(), v2["id"].as_str().unwrap())).unwrap();
     assert!(!contains(&raw, marker.as_bytes()));
     {
         let data = Data::open(&d.state, &d.tenant, &d.tenant_dir(), &v2);
-        let names: Vec<_> = std::fs::read_dir(data.path("")).unwrap().flatten().collect();
+        let names: Vec<_> = std::fs::read_dir(data.path(""))
+            .unwrap()
+            .flatten()
+            .collect();
         assert!(names.is_empty(), "a new volume is empty");
     }
     delete(&c, v2["id"].as_str().unwrap());
@@ -326,7 +466,9 @@ fn byte_and_inode_limits_hold_per_volume() {
     let c = d.client();
     let full = create(&c, json!({"name": "full", "size": "16M", "inodes": 64}));
     let other = create(&c, json!({"name": "other", "size": "16M"}));
-    let host_before = std::fs::metadata(image(&d.tenant_dir(), full["id"].as_str().unwrap())).unwrap().len();
+    let host_before = std::fs::metadata(image(&d.tenant_dir(), full["id"].as_str().unwrap()))
+        .unwrap()
+        .len();
     {
         let data = Data::open(&d.state, &d.tenant, &d.tenant_dir(), &full);
         // Bytes: writing far more than the volume holds stops at ENOSPC.
@@ -357,7 +499,9 @@ fn byte_and_inode_limits_hold_per_volume() {
         assert!(made > 10, "only {made} files");
     }
     // The image never grows past the volume's size; the other volume is untouched.
-    let len = std::fs::metadata(image(&d.tenant_dir(), full["id"].as_str().unwrap())).unwrap().len();
+    let len = std::fs::metadata(image(&d.tenant_dir(), full["id"].as_str().unwrap()))
+        .unwrap()
+        .len();
     assert_eq!((host_before, len), (16 << 20, 16 << 20));
     {
         let data = Data::open(&d.state, &d.tenant, &d.tenant_dir(), &other);
@@ -392,7 +536,10 @@ fn a_snapshot_round_trips_content_and_one_writer_holds_a_volume() {
     assert_eq!(snap["volume"], id.as_str());
     assert_eq!(snap["size"], 32 << 20);
     let sid = snap["id"].as_str().unwrap().to_string();
-    let sealed = d.tenant_dir().join("snapshots").join(format!("{sid}.sealed"));
+    let sealed = d
+        .tenant_dir()
+        .join("snapshots")
+        .join(format!("{sid}.sealed"));
     let raw = std::fs::read(&sealed).unwrap();
     assert!(!contains(&raw, marker.as_bytes()));
     let (_, list) = req(&c, Method::GET, &format!("/volumes/{id}/snapshots"), None);
@@ -405,56 +552,144 @@ fn a_snapshot_round_trips_content_and_one_writer_holds_a_volume() {
         let mut with_key = v2.clone();
         with_key["key_id"] = json!(id);
         let data = Data::open(&d.state, &d.tenant, &d.tenant_dir(), &with_key);
-        assert_eq!(std::fs::read_to_string(data.path("dir/file")).unwrap(), marker);
+        assert_eq!(
+            std::fs::read_to_string(data.path("dir/file")).unwrap(),
+            marker
+        );
     }
     // One writer at a time, bookkept at node create.
     let id2 = v2["id"].as_str().unwrap().to_string();
-    let node = |vols: Value| req(&c, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({"volumes": vols})));
+    let node = |vols: Value| {
+        req(
+            &c,
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(json!({"volumes": vols})),
+        )
+    };
     let (s, n1) = node(json!([{"id": id2, "path": "/data"}]));
     assert_eq!(s, 201, "{n1}");
     let n1 = n1["hostname"].as_str().unwrap().to_string();
     // A named create's retry is the conflict rule's: the same volumes return the node, other
     // volumes are a conflict naming them.
-    let named = |vols: Value| req(&c, Method::POST, &format!("/hostgroup/{g}/nodes"), Some(json!({"hostname": "w1", "volumes": vols})));
+    let named = |vols: Value| {
+        req(
+            &c,
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes"),
+            Some(json!({"hostname": "w1", "volumes": vols})),
+        )
+    };
     let (s, w1) = named(json!([{"id": id, "path": "/w"}]));
     assert_eq!(s, 201, "{w1}");
     let (s, again) = named(json!([{"id": id, "path": "//w/"}]));
     assert_eq!((s, &again["hostname"]), (200, &json!("w1")), "{again}");
-    refused(named(json!([{"id": id, "path": "/other"}])), 409, "conflict", "volumes");
-    let (s, e) = req(&c, Method::DELETE, &format!("/hostgroup/{g}/nodes/w1"), None);
+    refused(
+        named(json!([{"id": id, "path": "/other"}])),
+        409,
+        "conflict",
+        "volumes",
+    );
+    let (s, e) = req(
+        &c,
+        Method::DELETE,
+        &format!("/hostgroup/{g}/nodes/w1"),
+        None,
+    );
     assert_eq!(s, 200, "{e}");
-    refused(node(json!([{"id": id2, "path": "/data"}])), 409, "conflict", &n1);
-    refused(node(json!([{"id": id2, "path": "/data", "read_only": true}])), 409, "conflict", &n1);
-    refused(req(&c, Method::DELETE, &format!("/volumes/{id2}"), None), 409, "conflict", &n1);
-    refused(req(&c, Method::POST, &format!("/volumes/{id2}/snapshots"), None), 409, "conflict", "consistent");
+    refused(
+        node(json!([{"id": id2, "path": "/data"}])),
+        409,
+        "conflict",
+        &n1,
+    );
+    refused(
+        node(json!([{"id": id2, "path": "/data", "read_only": true}])),
+        409,
+        "conflict",
+        &n1,
+    );
+    refused(
+        req(&c, Method::DELETE, &format!("/volumes/{id2}"), None),
+        409,
+        "conflict",
+        &n1,
+    );
+    refused(
+        req(&c, Method::POST, &format!("/volumes/{id2}/snapshots"), None),
+        409,
+        "conflict",
+        "consistent",
+    );
     let (_, shown) = req(&c, Method::GET, &format!("/volumes/{id2}"), None);
     assert_eq!(shown["attachments"][0]["node"], n1.as_str(), "{shown}");
     // Paths are checked.
     for bad in ["data", "/proc/x", "/run", "/a/../b", "/"] {
-        refused(node(json!([{"id": id, "path": bad}])), 400, "invalid_request", "volumes: path");
+        refused(
+            node(json!([{"id": id, "path": bad}])),
+            400,
+            "invalid_request",
+            "volumes: path",
+        );
     }
-    refused(node(json!([{"id": id, "path": "/a"}, {"id": id2, "path": "/a/b", "read_only": true}])), 400, "invalid_request", "overlap");
-    refused(node(json!([{"id": id, "path": "/a", "exec": true}])), 400, "invalid_request", "exec");
+    refused(
+        node(json!([{"id": id, "path": "/a"}, {"id": id2, "path": "/a/b", "read_only": true}])),
+        400,
+        "invalid_request",
+        "overlap",
+    );
+    refused(
+        node(json!([{"id": id, "path": "/a", "exec": true}])),
+        400,
+        "invalid_request",
+        "exec",
+    );
     // Readers share.
     let (s, r1) = node(json!([{"id": id, "path": "/src", "read_only": true}]));
     assert_eq!(s, 201, "{r1}");
     let (s, r2) = node(json!([{"id": id, "path": "/src", "read_only": true}]));
     assert_eq!(s, 201, "{r2}");
-    refused(node(json!([{"id": id, "path": "/src"}])), 409, "conflict", "held read-only");
+    refused(
+        node(json!([{"id": id, "path": "/src"}])),
+        409,
+        "conflict",
+        "held read-only",
+    );
     // (three refusals as `held`: the second writer, the reader beside it, the writer beside
     // readers; the named retry above was none)
     let (_, m) = req(&c, Method::GET, "/metrics", None);
     assert!(
-        m.as_str().unwrap().contains(&format!("bulkhead_volume_attach_refused_total{{tenant=\"{g}\",reason=\"held\"}} 3")),
+        m.as_str().unwrap().contains(&format!(
+            "bulkhead_volume_attach_refused_total{{tenant=\"{g}\",reason=\"held\"}} 3"
+        )),
         "{m}"
     );
     // Deleting the node frees the volume.
-    for n in [&n1, r1["hostname"].as_str().unwrap(), r2["hostname"].as_str().unwrap()] {
-        let (s, e) = req(&c, Method::DELETE, &format!("/hostgroup/{g}/nodes/{n}"), None);
+    for n in [
+        &n1,
+        r1["hostname"].as_str().unwrap(),
+        r2["hostname"].as_str().unwrap(),
+    ] {
+        let (s, e) = req(
+            &c,
+            Method::DELETE,
+            &format!("/hostgroup/{g}/nodes/{n}"),
+            None,
+        );
         assert_eq!(s, 200, "{e}");
     }
-    refused(req(&c, Method::DELETE, &format!("/volumes/{id}"), None), 409, "conflict", "snapshots");
-    let (s, _) = req(&c, Method::DELETE, &format!("/volumes/{id}/snapshots/{sid}"), None);
+    refused(
+        req(&c, Method::DELETE, &format!("/volumes/{id}"), None),
+        409,
+        "conflict",
+        "snapshots",
+    );
+    let (s, _) = req(
+        &c,
+        Method::DELETE,
+        &format!("/volumes/{id}/snapshots/{sid}"),
+        None,
+    );
     assert_eq!(s, 204);
     assert!(!sealed.exists());
     delete(&c, &id);
@@ -493,16 +728,25 @@ fn a_daemon_killed_during_a_snapshot_leaves_nothing_after_restart() {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".tmp") && e.metadata().is_ok_and(|m| m.len() > 1 << 20));
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".tmp")
+                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
+            });
         if busy {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the snapshot never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     d.crash();
     let answer = post.join().unwrap();
-    assert!(answer.is_err() || answer.as_ref().is_ok_and(|s| *s != 201), "{answer:?}");
+    assert!(
+        answer.is_err() || answer.as_ref().is_ok_and(|s| *s != 201),
+        "{answer:?}"
+    );
     d.spawn();
     let c = d.client();
     let id = v["id"].as_str().unwrap();
@@ -515,7 +759,9 @@ fn a_daemon_killed_during_a_snapshot_leaves_nothing_after_restart() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "files left: {left:?}");
-    assert!(d.log().contains("snapshot half-made or half-deleted; wiping it"));
+    assert!(d
+        .log()
+        .contains("snapshot half-made or half-deleted; wiping it"));
     delete(&c, id);
     d.stop_and_assert_clean();
 }

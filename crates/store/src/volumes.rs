@@ -212,8 +212,8 @@ fn read_all(conn: &Connection) -> Result<Volumes, StoreError> {
         let v = v?;
         out.volumes.insert(v.id, Arc::new(v));
     }
-    let mut st =
-        conn.prepare("SELECT volume, node, path, read_only FROM volume_attachments ORDER BY rowid")?;
+    let mut st = conn
+        .prepare("SELECT volume, node, path, read_only FROM volume_attachments ORDER BY rowid")?;
     let rows = st.query_map([], |r| {
         Ok(Attachment {
             volume: VolumeId::parse(&r.get::<_, String>(0)?).map_err(|e| bad(0, e))?,
@@ -518,10 +518,7 @@ mod tests {
         assert_eq!(after.snapshot(sid).unwrap().volume, id);
         assert_eq!(after.volume(id).unwrap().labels["team"], "a");
         // Detaching the node frees the volume; removing the volume drops its row.
-        let gone = s
-            .volume_job(|j| j.detach_node("web-1"))
-            .await
-            .unwrap();
+        let gone = s.volume_job(|j| j.detach_node("web-1")).await.unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(s.volumes().holders(id).count(), 0);
         assert!(s.volume_job(move |j| j.remove_volume(id)).await.unwrap());

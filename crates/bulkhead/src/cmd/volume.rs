@@ -63,7 +63,14 @@ fn row(v: &Volume) -> String {
     let held: Vec<String> = v
         .attachments
         .iter()
-        .map(|a| format!("{}:{}{}", a.node, a.path, if a.read_only { ":ro" } else { "" }))
+        .map(|a| {
+            format!(
+                "{}:{}{}",
+                a.node,
+                a.path,
+                if a.read_only { ":ro" } else { "" }
+            )
+        })
         .collect();
     format!(
         "{:<26}  {:<20} {:<8} {:<10} {}",
@@ -71,7 +78,11 @@ fn row(v: &Volume) -> String {
         v.name,
         human_bytes(v.size_bytes),
         v.state,
-        if held.is_empty() { "-".into() } else { held.join(",") }
+        if held.is_empty() {
+            "-".into()
+        } else {
+            held.join(",")
+        }
     )
 }
 
@@ -122,7 +133,10 @@ pub async fn run(c: VolumeCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{HEADER}\n{}", row(&v));
-                println!("tenant {}, {} inodes, created {}", v.tenant, v.inodes, v.created_at);
+                println!(
+                    "tenant {}, {} inodes, created {}",
+                    v.tenant, v.inodes, v.created_at
+                );
                 for (k, val) in &v.labels {
                     println!("label {k}={val}");
                 }

@@ -23,10 +23,7 @@ fn narrow(visible: Vec<TenantApp>, q: &Query) -> Result<Vec<TenantApp>, DomainEr
         return Ok(visible);
     };
     let names: Vec<String> = visible.iter().map(|a| a.tenant.name.clone()).collect();
-    let one: Vec<TenantApp> = visible
-        .into_iter()
-        .filter(|a| a.tenant.name == t)
-        .collect();
+    let one: Vec<TenantApp> = visible.into_iter().filter(|a| a.tenant.name == t).collect();
     if one.is_empty() {
         return Err(DomainError::not_found(format!(
             "tenant {t:?} is none of yours for this action: you may act in {}",
@@ -130,6 +127,8 @@ pub async fn delete_snapshot(
 ) -> Result<StatusCode, ApiError> {
     let q = Query::parse(q.as_deref(), &["tenant"])?;
     holder(visible, &q, &id)?
-        .tenant.delete_snapshot(&id, &sid).await?;
+        .tenant
+        .delete_snapshot(&id, &sid)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

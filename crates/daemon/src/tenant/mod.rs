@@ -179,7 +179,7 @@ impl Tenant {
             identity: Default::default(),
             admission: crate::admission::Admission::new(&p.cfg), // admission policy (#12)
             key: p.key,                                          // keys (#13)
-            volume_counters: Default::default(), // volumes (#13)
+            volume_counters: Default::default(),                 // volumes (#13)
             cfg: p.cfg,
         }
     }

@@ -58,7 +58,8 @@ impl Tenant {
         let ask = Usage::node(asked.cpus, asked.ram_bytes, asked.storage_bytes);
         let mut used = usage(&self.cfg, rows);
         // volumes (#13): volumes and snapshots count against the storage quota too.
-        used.storage_bytes = (used.storage_bytes).saturating_add(self.store.volumes().storage_bytes());
+        used.storage_bytes =
+            (used.storage_bytes).saturating_add(self.store.volumes().storage_bytes());
         q.check(&used, &ask)
             .map_err(|e| DomainError::new(Code::QuotaExceeded, e.message(&self.quota_key())))
     }
@@ -81,7 +82,9 @@ impl Tenant {
     /// The tenant's use against its quotas (`GET /quota`).
     pub fn quota_report(&self) -> TenantQuota {
         let mut u = usage(&self.cfg, self.list().rows());
-        u.storage_bytes = u.storage_bytes.saturating_add(self.store.volumes().storage_bytes()); // volumes (#13)
+        u.storage_bytes = u
+            .storage_bytes
+            .saturating_add(self.store.volumes().storage_bytes()); // volumes (#13)
         let q = &self.cfg.quotas;
         let fig = |k: Kind, used: u64| QuotaFigure {
             used,

@@ -145,7 +145,11 @@ pub fn spec_of(req: &[VolumeAttach]) -> Vec<String> {
         .iter()
         .map(|a| {
             let path = mount_path(&a.path).unwrap_or_else(|_| a.path.clone());
-            format!("{}:{path}{}", a.id.to_ascii_uppercase(), if a.read_only { ":ro" } else { "" })
+            format!(
+                "{}:{path}{}",
+                a.id.to_ascii_uppercase(),
+                if a.read_only { ":ro" } else { "" }
+            )
         })
         .collect();
     v.sort();
@@ -161,7 +165,11 @@ fn held(view: &Volumes, id: VolumeId, read_only: bool, node: &str) -> Option<Dom
         holders.next()
     };
     if let Some(h) = clash {
-        let how = if h.read_only { "read-only" } else { "read-write" };
+        let how = if h.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
         return Some(DomainError::new(
             Code::Conflict,
             format!(
@@ -202,7 +210,9 @@ impl Tenant {
         for a in req {
             let path = mount_path(&a.path)?;
             if let Some(p) = paths.iter().find(|p| {
-                **p == path || path.starts_with(&format!("{p}/")) || p.starts_with(&format!("{path}/"))
+                **p == path
+                    || path.starts_with(&format!("{p}/"))
+                    || p.starts_with(&format!("{path}/"))
             }) {
                 return Err(DomainError::invalid(format!(
                     "volumes: paths {p:?} and {path:?} overlap: give each volume a path of its own, not nested"
@@ -226,7 +236,11 @@ impl Tenant {
             if v.state != ObjState::Ready {
                 return Err(DomainError::new(
                     Code::Conflict,
-                    format!("volume {} is {}: attach it once it is ready", v.id, v.state.as_str()),
+                    format!(
+                        "volume {} is {}: attach it once it is ready",
+                        v.id,
+                        v.state.as_str()
+                    ),
                 ));
             }
             if let Some(e) = held(&view, v.id, a.read_only, node.unwrap_or("")) {
@@ -239,7 +253,11 @@ impl Tenant {
 
     /// Records that `node` (just recorded, not started) holds the volumes of `req`, checking
     /// the holders again in the same store job. On an error nothing is recorded.
-    pub async fn attach_volumes(&self, node: &str, req: &[VolumeAttach]) -> Result<(), DomainError> {
+    pub async fn attach_volumes(
+        &self,
+        node: &str,
+        req: &[VolumeAttach],
+    ) -> Result<(), DomainError> {
         if req.is_empty() {
             return Ok(());
         }
@@ -327,8 +345,21 @@ mod tests {
         assert_eq!(mount_path("/runner").unwrap(), "/runner");
         assert_eq!(mount_path("/devices").unwrap(), "/devices");
         for bad in [
-            "data", "/", "//", "/a/../b", "/a/./b", "/proc", "/proc/1", "/sys/x", "/dev",
-            "/run/secrets", "/run/secrets/x", "/run", "/.bulkhead", "/.bulkhead/agent", "/a\nb",
+            "data",
+            "/",
+            "//",
+            "/a/../b",
+            "/a/./b",
+            "/proc",
+            "/proc/1",
+            "/sys/x",
+            "/dev",
+            "/run/secrets",
+            "/run/secrets/x",
+            "/run",
+            "/.bulkhead",
+            "/.bulkhead/agent",
+            "/a\nb",
         ] {
             let e = mount_path(bad).unwrap_err();
             assert_eq!(e.code, Code::InvalidRequest, "{bad}");

@@ -230,7 +230,9 @@ pub(super) fn sweep(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
         }
         match wipe(&e.path()) {
             Ok(()) => gone.push(name),
-            Err(err) => tracing::error!(file = %e.path().display(), error = %err, "cannot wipe a leftover volume file"),
+            Err(err) => {
+                tracing::error!(file = %e.path().display(), error = %err, "cannot wipe a leftover volume file")
+            }
         }
     }
     gone

@@ -49,8 +49,9 @@ pub fn no_volume(id: &str) -> DomainError {
 pub fn parse_size(s: &Size) -> Result<u64, DomainError> {
     let bytes = match s {
         Size::Bytes(b) => *b,
-        Size::Text(t) => bulkhead_core::size::parse(t)
-            .map_err(|m| DomainError::invalid(format!("size: {m}")))?,
+        Size::Text(t) => {
+            bulkhead_core::size::parse(t).map_err(|m| DomainError::invalid(format!("size: {m}")))?
+        }
     };
     let mib = bytes.div_ceil(1 << 20).saturating_mul(1 << 20);
     if !(MIN_VOLUME..=MAX_VOLUME).contains(&mib) {
@@ -273,10 +274,7 @@ impl Tenant {
         let made = self.make_volume_file(id, &key_id, &plan).await;
         if let Err(e) = made {
             tracing::warn!(volume = %id, error = %e, "volume create failed; removing it");
-            let _ = self
-                .store
-                .volume_job(move |j| j.remove_volume(id))
-                .await;
+            let _ = self.store.volume_job(move |j| j.remove_volume(id)).await;
             return Err(e);
         }
         self.store
@@ -302,15 +300,8 @@ impl Tenant {
             self.name.clone(),
         );
         tokio::task::spawn_blocking(move || match from {
-            None => disk::make_volume(
-                &dir,
-                &idt,
-                size,
-                inodes,
-                owner,
-                &key.derive("volume", &kid),
-            )
-            .map(|_| ()),
+            None => disk::make_volume(&dir, &idt, size, inodes, owner, &key.derive("volume", &kid))
+                .map(|_| ()),
             Some(s) => {
                 let s = s.to_string();
                 disk::restore_volume(
@@ -423,7 +414,9 @@ impl Tenant {
         let view = self.store.volumes();
         let (vols, snaps): (Vec<String>, Vec<String>) = (
             view.volumes().map(|v| format!("{}.img", v.id)).collect(),
-            view.snapshots().map(|s| format!("{}.sealed", s.id)).collect(),
+            view.snapshots()
+                .map(|s| format!("{}.sealed", s.id))
+                .collect(),
         );
         let dir = self.dir.clone();
         let swept = tokio::task::spawn_blocking(move || {
@@ -485,7 +478,11 @@ mod tests {
         assert_eq!(parse_size(&Size::Text("1G".into())).unwrap(), 1 << 30);
         assert_eq!(parse_size(&Size::Bytes((16 << 20) - 5)).unwrap(), 16 << 20);
         assert_eq!(parse_size(&Size::Bytes((32 << 20) + 1)).unwrap(), 33 << 20);
-        for bad in [Size::Text("1M".into()), Size::Bytes(0), Size::Text("17T".into())] {
+        for bad in [
+            Size::Text("1M".into()),
+            Size::Bytes(0),
+            Size::Text("17T".into()),
+        ] {
             let e = parse_size(&bad).unwrap_err();
             assert_eq!(e.code, Code::OutOfRange, "{bad:?}");
             assert!(e.message.starts_with("size:"), "{}", e.message);
