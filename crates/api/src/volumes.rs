@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::types::VolumeAttach;
+
 /// A size as a number of bytes or as people write it (`"1G"`, `"512M"`: powers of 1024, like
 /// a host group's `storage_size`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,17 +72,6 @@ pub struct VolumeSnapshot {
     /// The volume's size in bytes (a volume made from it has this size).
     pub size: u64,
     pub created_at: String,
-}
-
-/// One entry of a node create's `volumes`: which of the tenant's volumes, where in the node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VolumeAttach {
-    pub id: String,
-    /// An absolute path in the node (`/data`).
-    pub path: String,
-    #[serde(default)]
-    pub read_only: bool,
 }
 
 /// `?tenant=NAME`, when given.

@@ -30,6 +30,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13)
 
 pub use bulkhead_core::NodeState;

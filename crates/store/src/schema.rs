@@ -50,7 +50,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 6,
         what: "volumes, their attachments to nodes, and their snapshots",
-        apply: crate::volumes::v6_volumes,
+        apply: v6_volumes,
     },
 ];
 
@@ -227,6 +227,38 @@ fn v5_secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     gid         INTEGER NOT NULL,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
+);",
+    )
+}
+
+/// Volumes (#13, `volumes.rs`): volumes, who holds them, their snapshots.
+fn v6_volumes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE volumes (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    size_bytes    INTEGER NOT NULL,
+    inodes        INTEGER NOT NULL,
+    labels        TEXT NOT NULL DEFAULT '{}',
+    key_id        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    from_snapshot TEXT
+);
+CREATE TABLE volume_attachments (
+    volume    TEXT NOT NULL,
+    node      TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    PRIMARY KEY (volume, node)
+);
+CREATE TABLE snapshots (
+    id         TEXT PRIMARY KEY,
+    volume     TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL
 );",
     )
 }

@@ -29,7 +29,7 @@ pub(crate) struct Writer {
     tenant: String,
     index: Arc<Index>,
     /// Volumes, attachments, snapshots (#13, `volumes.rs`).
-    pub(crate) volumes: Arc<crate::volumes::VolumeIndex>,
+    pub(crate) volumes: Arc<crate::volume_rows::VolumeIndex>,
 }
 
 impl Writer {
@@ -42,7 +42,7 @@ impl Writer {
 struct Shared {
     tenant: String,
     index: Arc<Index>,
-    volumes: Arc<crate::volumes::VolumeIndex>, // #13, volumes
+    volumes: Arc<crate::volume_rows::VolumeIndex>, // #13, volumes
     jobs: mpsc::Sender<Job>,
 }
 
@@ -58,7 +58,7 @@ impl Store {
     pub fn open(path: &Path, tenant: &str) -> Result<Store, StoreError> {
         let conn = db::open(path)?;
         let index = Arc::new(Index::load(db::list(&conn, tenant)?));
-        let volumes = Arc::new(crate::volumes::VolumeIndex::load(&conn)?); // #13
+        let volumes = Arc::new(crate::volume_rows::VolumeIndex::load(&conn)?); // #13
         let (jobs, rx) = mpsc::channel::<Job>();
         let mut w = Writer {
             conn,
@@ -91,7 +91,7 @@ impl Store {
         &self.shared.tenant
     }
 
-    pub(crate) fn volume_index(&self) -> &crate::volumes::VolumeIndex {
+    pub(crate) fn volume_index(&self) -> &crate::volume_rows::VolumeIndex {
         &self.shared.volumes
     }
 
@@ -290,7 +290,7 @@ impl Store {
         self.call(move |w| {
             let gone = db::delete(&w.conn, &w.tenant, &name)?;
             w.index.remove(&name);
-            crate::volumes::forget_node(w, &name)?; // #13: its attachments go with it
+            w.volumes.forget_node(&w.conn, &name)?; // #13: its attachments go with it
             Ok(gone)
         })
         .await?

@@ -92,7 +92,7 @@ impl CreateSpec {
             network_drop: req.network.as_ref().map(|n| n.drop.clone()),
             persistent: req.persistent,
             secrets, // #13
-            volumes: super::volume_attach::spec_of(&req.volumes), // volumes (#13)
+            volumes: super::volume_rules::spec_of(&req.volumes), // volumes (#13)
         }
     }
 

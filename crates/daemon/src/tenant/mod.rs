@@ -35,6 +35,7 @@ mod userdata;
 // ---- volumes (#13, helper B) ----
 pub mod volume_attach;
 mod volume_disk;
+pub mod volume_rules;
 pub mod volume_snap;
 pub mod volumes;
 // ---- end volumes ----
@@ -120,7 +121,7 @@ pub struct Tenant {
     key: bulkhead_storage::TenantKey,
     // ---- end keys ----
     /// Refused volume attaches by reason (#13, volumes; `volume_attach.rs`).
-    pub volume_counters: volume_attach::AttachCounters,
+    pub volume_counters: volume_rules::AttachCounters,
 }
 
 /// What a tenant context is made of; the rest starts empty.

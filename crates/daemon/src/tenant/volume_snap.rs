@@ -21,16 +21,10 @@ use bulkhead_store::SnapshotId;
 use std::sync::Arc;
 
 use super::volume_disk as disk;
-use super::volumes::{no_volume, store_err};
+pub use super::volume_rules::no_snapshot;
+use super::volume_rules::{no_volume, store_err};
 use super::Tenant;
 use crate::fsutil::now_rfc3339;
-
-pub fn no_snapshot(id: &str) -> DomainError {
-    DomainError::not_found(format!(
-        "snapshot {:?} not found: `GET /volumes/{{id}}/snapshots` lists a volume's",
-        id.chars().take(64).collect::<String>()
-    ))
-}
 
 fn api(s: &SnapshotRow) -> VolumeSnapshot {
     VolumeSnapshot {

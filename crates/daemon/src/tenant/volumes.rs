@@ -17,11 +17,13 @@ use bulkhead_api::volumes::{CreateVolumeRequest, Size, Volume, VolumeHolder};
 use bulkhead_core::config::quotas::Usage;
 use bulkhead_core::{Code, DomainError};
 use bulkhead_store::volumes::{ObjState, VolumeRow, Volumes};
-use bulkhead_store::{SnapshotId, StoreError, VolumeId};
+use bulkhead_store::{SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::volume_disk as disk;
+pub use super::volume_rules::no_volume;
+use super::volume_rules::{no_snapshot, store_err};
 use super::Tenant;
 use crate::fsutil::now_rfc3339;
 
@@ -36,14 +38,6 @@ pub const MIN_INODES: u64 = 64;
 pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY: usize = 63;
 pub const MAX_LABEL_VALUE: usize = 256;
-
-/// The answer for an id this tenant has no volume of (also another tenant's).
-pub fn no_volume(id: &str) -> DomainError {
-    DomainError::not_found(format!(
-        "volume {:?} not found: `GET /volumes` lists yours",
-        id.chars().take(64).collect::<String>()
-    ))
-}
 
 /// The size a request asks for, rounded up to whole MiB.
 pub fn parse_size(s: &Size) -> Result<u64, DomainError> {
@@ -174,12 +168,12 @@ impl Tenant {
         let from = match &req.from_snapshot {
             None => None,
             Some(s) => {
-                let sid = SnapshotId::parse(s).map_err(|_| super::volume_snap::no_snapshot(s))?;
+                let sid = SnapshotId::parse(s).map_err(|_| no_snapshot(s))?;
                 let view = self.store.volumes();
                 let snap = view
                     .snapshot(sid)
                     .filter(|s| s.state == ObjState::Ready)
-                    .ok_or_else(|| super::volume_snap::no_snapshot(s))?;
+                    .ok_or_else(|| no_snapshot(s))?;
                 Some((sid, snap.size_bytes))
             }
         };
@@ -234,7 +228,7 @@ impl Tenant {
         let key_id = match plan.from.and_then(|s| view.snapshot(s).cloned()) {
             Some(s) => s.key_id.clone(),
             None if plan.from.is_some() => {
-                return Err(super::volume_snap::no_snapshot(
+                return Err(no_snapshot(
                     &plan.from.map(|s| s.to_string()).unwrap_or_default(),
                 ))
             }
@@ -263,7 +257,7 @@ impl Tenant {
                 }
                 if let Some(s) = row.from_snapshot {
                     if j.snapshot(s).is_none_or(|s| s.state != ObjState::Ready) {
-                        return Err(super::volume_snap::no_snapshot(&s.to_string()));
+                        return Err(no_snapshot(&s.to_string()));
                     }
                 }
                 let used = super::quota::usage(&me.cfg, j.nodes().rows());
@@ -455,17 +449,6 @@ impl Tenant {
             .quotas
             .check(&used, &ask)
             .map_err(|e| DomainError::new(Code::QuotaExceeded, e.message(&self.quota_key())))
-    }
-}
-
-/// A store error in a volume job: a taken name is a conflict, the rest internal.
-pub(super) fn store_err(e: StoreError) -> DomainError {
-    match e {
-        StoreError::Exists(n) => DomainError::new(
-            Code::Conflict,
-            format!("volume name {n:?} is taken: choose another name, or delete that volume first"),
-        ),
-        e => DomainError::internal(e.to_string()),
     }
 }
 
