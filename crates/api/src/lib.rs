@@ -16,6 +16,7 @@ pub mod stats;
 pub mod tls;
 pub mod tokens;
 pub mod types;
+pub mod volumes; // volumes and snapshots (#13)
 pub mod ws;
 
 pub use client::{Client, ClientError, Endpoint};

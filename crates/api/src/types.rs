@@ -94,6 +94,9 @@ pub struct CreateNodeRequest {
     /// PCI passthrough (Slicer): never, on a shared host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_devices: Option<Vec<String>>,
+    /// The tenant's volumes to mount in the node (#13, volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttach>,
 }
 
 impl CreateNodeRequest {
@@ -118,6 +121,18 @@ impl CreateNodeRequest {
         }
         out
     }
+}
+
+/// One entry of a node create's `volumes` (#13): which of the tenant's volumes
+/// (`crate::volumes`), where in the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttach {
+    pub id: String,
+    /// An absolute path in the node (`/data`).
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

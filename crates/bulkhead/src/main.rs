@@ -51,6 +51,9 @@ enum Cmd {
     /// The host keyring: rotate the master key (#13)
     #[command(subcommand)]
     Keys(cmd::keys::KeysCmd),
+    /// Volumes: create, list, show, delete (#13)
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCmd),
 }
 
 fn main() -> ExitCode {
@@ -87,5 +90,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Quota(a) => cmd::quota::run(a).await, // quotas (#12)
         Cmd::Secret(c) => cmd::secret::run(c).await, // secrets (#13)
         Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
+        Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
     }
 }

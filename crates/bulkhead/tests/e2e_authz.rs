@@ -32,6 +32,11 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         | ("get", "/vm/{node}/tags" | "/vm/{node}/forwards")
         | ("get" | "head", "/vm/{node}/health") => "nodes:get",
         ("get", "/quota") => "nodes:get", // quotas (#12)
+        // volumes (#13): node verbs
+        ("get", "/volumes") => "nodes:list",
+        ("post", "/volumes" | "/volumes/{id}/snapshots") => "nodes:create",
+        ("get", "/volumes/{id}" | "/volumes/{id}/snapshots") => "nodes:get",
+        ("delete", "/volumes/{id}" | "/volumes/{id}/snapshots/{sid}") => "nodes:delete",
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {
@@ -268,6 +273,7 @@ fn every_route_times_every_role_times_own_and_foreign_tenant() {
                         .replace("{group}", group)
                         .replace("{exec_id}", "x")
                         .replace("{port}", "8080")
+                        .replace("{sid}", "01JZZZZZZZZZZZZZZZZZZZZZZZ") // volumes (#13)
                         .replace("{id}", "01JZZZZZZZZZZZZZZZZZZZZZZZ");
                     let (st, body) = rt.block_on(call(client, m, &path));
                     out.push((

@@ -285,6 +285,7 @@ async fn open_tenant(
         },
     ));
     let (adopted, removed) = t.reconcile().await;
+    t.reconcile_volumes().await; // volumes (#13): half-made volumes and snapshots wiped
     if let Some(n) = &net {
         let live = t.live_node_nets();
         let n2 = n.clone();

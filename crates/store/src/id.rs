@@ -35,6 +35,26 @@ impl Kind for Token {
 
 pub type TokenId = Id<Token>;
 
+// ---- volumes and their snapshots (#13, volumes) ----
+/// Marker for volumes' ids (`volumes.rs`).
+#[derive(Debug)]
+pub enum Volume {}
+impl Kind for Volume {
+    const NAME: &'static str = "volume";
+}
+
+pub type VolumeId = Id<Volume>;
+
+/// Marker for volume snapshots' ids (`volumes.rs`).
+#[derive(Debug)]
+pub enum Snapshot {}
+impl Kind for Snapshot {
+    const NAME: &'static str = "snapshot";
+}
+
+pub type SnapshotId = Id<Snapshot>;
+// ---- end volumes ----
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error("{kind} id {given:?} is not an id: give the 26 characters bulkhead printed (Crockford base32)")]

@@ -9,6 +9,8 @@
 //! - `cursor.rs`: opaque cursors for paged lists; `id.rs`: typed ULIDs for objects;
 //! - `node.rs`: [`NodeRow`] and [`NewNode`], the records; `error.rs`: [`StoreError`];
 //! - `secrets.rs`: the tenant's secrets, sealed by the daemon with the tenant's key (#13);
+//! - `volumes.rs`: volumes, their attachments to nodes and their snapshots (#13): one
+//!   transaction per job over an in-memory view that is replaced after each commit;
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
 //!   answered from memory by the secret's hash (ADR 0022).
 //!
@@ -28,11 +30,13 @@ mod store;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+mod volume_rows; // volumes and snapshots (#13)
+pub mod volumes; // volumes and snapshots (#13)
 
 pub use bulkhead_core::NodeState;
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
-pub use id::{Id, IdError, Kind, NodeId, TokenId};
+pub use id::{Id, IdError, Kind, NodeId, SnapshotId, TokenId, VolumeId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};
 pub use schema::{SchemaError, VERSION as SCHEMA_VERSION};
@@ -42,5 +46,5 @@ pub use tokens::{TokenRow, TokenStore, TokenStoreError};
 
 /// Id kinds (markers for [`Id`]).
 pub mod kind {
-    pub use crate::id::{Node, Token};
+    pub use crate::id::{Node, Snapshot, Token, Volume};
 }

@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "secrets, sealed with the tenant's key (#13)",
         apply: v5_secrets,
     },
+    // volumes (#13, helper B)
+    Migration {
+        version: 6,
+        what: "volumes, their attachments to nodes, and their snapshots",
+        apply: v6_volumes,
+    },
 ];
 
 /// The schema version this build writes.
@@ -221,6 +227,38 @@ fn v5_secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     gid         INTEGER NOT NULL,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
+);",
+    )
+}
+
+/// Volumes (#13, `volumes.rs`): volumes, who holds them, their snapshots.
+fn v6_volumes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE volumes (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    size_bytes    INTEGER NOT NULL,
+    inodes        INTEGER NOT NULL,
+    labels        TEXT NOT NULL DEFAULT '{}',
+    key_id        TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    from_snapshot TEXT
+);
+CREATE TABLE volume_attachments (
+    volume    TEXT NOT NULL,
+    node      TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    PRIMARY KEY (volume, node)
+);
+CREATE TABLE snapshots (
+    id         TEXT PRIMARY KEY,
+    volume     TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    key_id     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL
 );",
     )
 }

@@ -28,11 +28,21 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     tenant: String,
     index: Arc<Index>,
+    /// Volumes, attachments, snapshots (#13, `volumes.rs`).
+    pub(crate) volumes: Arc<crate::volume_rows::VolumeIndex>,
+}
+
+impl Writer {
+    /// The tenant's nodes as committed (#13: volume jobs see them).
+    pub(crate) fn node_snapshot(&self) -> Arc<Snapshot> {
+        self.index.snapshot()
+    }
 }
 
 struct Shared {
     tenant: String,
     index: Arc<Index>,
+    volumes: Arc<crate::volume_rows::VolumeIndex>, // #13, volumes
     jobs: mpsc::Sender<Job>,
 }
 
@@ -48,11 +58,13 @@ impl Store {
     pub fn open(path: &Path, tenant: &str) -> Result<Store, StoreError> {
         let conn = db::open(path)?;
         let index = Arc::new(Index::load(db::list(&conn, tenant)?));
+        let volumes = Arc::new(crate::volume_rows::VolumeIndex::load(&conn)?); // #13
         let (jobs, rx) = mpsc::channel::<Job>();
         let mut w = Writer {
             conn,
             tenant: tenant.to_string(),
             index: index.clone(),
+            volumes: volumes.clone(),
         };
         std::thread::Builder::new()
             .name("bulkhead-store".into())
@@ -69,6 +81,7 @@ impl Store {
             shared: Arc::new(Shared {
                 tenant: tenant.to_string(),
                 index,
+                volumes,
                 jobs,
             }),
         })
@@ -76,6 +89,10 @@ impl Store {
 
     pub fn tenant(&self) -> &str {
         &self.shared.tenant
+    }
+
+    pub(crate) fn volume_index(&self) -> &crate::volume_rows::VolumeIndex {
+        &self.shared.volumes
     }
 
     // ---- reads: the index, never SQLite ------------------------------------------------
@@ -273,6 +290,7 @@ impl Store {
         self.call(move |w| {
             let gone = db::delete(&w.conn, &w.tenant, &name)?;
             w.index.remove(&name);
+            w.volumes.forget_node(&w.conn, &name)?; // #13: its attachments go with it
             Ok(gone)
         })
         .await?

@@ -146,6 +146,13 @@ pub enum Action {
     WriteSecret,
     DeleteSecret,
     // ---- end secrets ----
+    // ---- volumes (#13, helper B) ----
+    ListVolumes,
+    ReadVolume,
+    CreateVolume,
+    DeleteVolume,
+    SnapshotVolume,
+    // ---- end volumes ----
 }
 
 /// What an action needs of the principal.
@@ -342,6 +349,33 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "withdraws a credential from future nodes",
         ),
         // ---- end secrets ----
+        // ---- volumes (#13, helper B): node verbs, as volumes are what nodes mount ----
+        (
+            Action::ListVolumes,
+            Rule(Nodes, List),
+            "names, sizes, labels and holders, never content",
+        ),
+        (
+            Action::ReadVolume,
+            Rule(Nodes, Get),
+            "a volume's settings and snapshots, never content",
+        ),
+        (
+            Action::CreateVolume,
+            Rule(Nodes, Create),
+            "spends the tenant's storage",
+        ),
+        (
+            Action::DeleteVolume,
+            Rule(Nodes, Delete),
+            "destroys workload data (volumes, snapshots)",
+        ),
+        (
+            Action::SnapshotVolume,
+            Rule(Nodes, Create),
+            "copies workload data, spending the tenant's storage",
+        ),
+        // ---- end volumes ----
     ]
 };
 
@@ -443,7 +477,7 @@ mod tests {
         }
     }
 
-    pub const ALL: [Action; 38] = [
+    pub const ALL: [Action; 43] = [
         Action::ReadHealth,
         Action::ReadInfo,
         Action::ReadMetrics,
@@ -483,6 +517,12 @@ mod tests {
         Action::ListSecrets,
         Action::WriteSecret,
         Action::DeleteSecret,
+        // volumes (#13)
+        Action::ListVolumes,
+        Action::ReadVolume,
+        Action::CreateVolume,
+        Action::DeleteVolume,
+        Action::SnapshotVolume,
     ];
 
     #[test]

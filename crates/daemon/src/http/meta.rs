@@ -229,5 +229,10 @@ pub async fn metrics(
             }
         }
     }
+    // ---- volumes (#13, helper B): refused attaches by reason ----
+    out.push_str(&crate::tenant::volume_attach::metrics(
+        tenants.iter().map(|a| &*a.tenant),
+    ));
+    // ---- end volumes ----
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

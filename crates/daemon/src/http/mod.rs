@@ -30,6 +30,7 @@ pub mod scope;
 mod secrets; // secrets (#13)
 pub mod stats;
 pub mod tokens;
+pub mod volumes; // volumes and snapshots (#13, helper B)
 pub mod ws_forward;
 pub mod ws_shell;
 
@@ -269,6 +270,29 @@ pub fn table() -> Vec<Route> {
             axum::routing::patch(secrets::update).delete(secrets::delete),
         ),
         // ---- end secrets ----
+        // ---- volumes and snapshots (#13, helper B): no {node}/{group}, the handler picks
+        // among the caller's tenants (http/volumes.rs) ----
+        route(
+            "/volumes",
+            &[("get", ListVolumes), ("post", CreateVolume)],
+            get(volumes::list).post(volumes::create),
+        ),
+        route(
+            "/volumes/{id}",
+            &[("get", ReadVolume), ("delete", DeleteVolume)],
+            get(volumes::show).delete(volumes::delete),
+        ),
+        route(
+            "/volumes/{id}/snapshots",
+            &[("get", ReadVolume), ("post", SnapshotVolume)],
+            get(volumes::snapshots).post(volumes::snapshot),
+        ),
+        route(
+            "/volumes/{id}/snapshots/{sid}",
+            &[("delete", DeleteVolume)],
+            delete(volumes::delete_snapshot),
+        ),
+        // ---- end volumes ----
     ]
 }
 

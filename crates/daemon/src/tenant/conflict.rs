@@ -49,6 +49,9 @@ pub struct CreateSpec {
     /// recorded before: none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// volumes (#13): `id:path[:ro]`, paths normalized, sorted (absent in older records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 impl CreateSpec {
@@ -89,6 +92,7 @@ impl CreateSpec {
             network_drop: req.network.as_ref().map(|n| n.drop.clone()),
             persistent: req.persistent,
             secrets, // #13
+            volumes: super::volume_rules::spec_of(&req.volumes), // volumes (#13)
         }
     }
 
@@ -130,6 +134,9 @@ impl CreateSpec {
         );
         if self.tags != asked.tags {
             out.push("tags".into());
+        }
+        if self.volumes != asked.volumes {
+            out.push("volumes".into()); // volumes (#13)
         }
         if self.userdata_sha256 != asked.userdata_sha256 {
             out.push("userdata".into());

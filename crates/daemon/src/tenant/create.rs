@@ -107,6 +107,7 @@ impl Tenant {
                 )));
             }
         }
+        self.check_volume_request(&req.volumes, req.hostname.as_deref())?; // volumes (#13): ids, paths, holders
         let policy = match (self.net.as_ref(), net_group, &req.network) {
             (Some(n), Some(ng), Some(r)) => n
                 .validate_override(ng, &r.allow, &r.drop)
@@ -218,6 +219,9 @@ impl Tenant {
             // A host-work slot for the setup and the node's boot (a microVM's is host work),
             // not for its userdata (#12, rate: `crate::fair`).
             // Its boot keeps the slot for `fair::BOOT_SLOT_BUDGET` at most.
+            // volumes (#13): the holders, recorded before anything of the node runs; they go
+            // with the node's record.
+            self.attach_volumes(&name, &req.volumes).await?;
             let permit = self.host_work(deadline).await?;
             self.check_volume_driver(&g.name, &volumes)?; // #13, attach
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh, &volumes)

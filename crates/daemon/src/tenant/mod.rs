@@ -32,6 +32,13 @@ mod shell;
 mod stats;
 mod tunnel;
 mod userdata;
+// ---- volumes (#13, helper B) ----
+pub mod volume_attach;
+mod volume_disk;
+pub mod volume_rules;
+pub mod volume_snap;
+pub mod volumes;
+// ---- end volumes ----
 mod watch;
 
 pub use gate::{agent_error, Gates, Turn, UnixCopyIn, UnixCopyOut, UnixExec};
@@ -113,6 +120,8 @@ pub struct Tenant {
     // ---- keys (#13): the tenant's data key, unwrapped from the host keyring at start ----
     key: bulkhead_storage::TenantKey,
     // ---- end keys ----
+    /// Refused volume attaches by reason (#13, volumes; `volume_attach.rs`).
+    pub volume_counters: volume_rules::AttachCounters,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -171,6 +180,7 @@ impl Tenant {
             identity: Default::default(),
             admission: crate::admission::Admission::new(&p.cfg), // admission policy (#12)
             key: p.key,                                          // keys (#13)
+            volume_counters: Default::default(),                 // volumes (#13)
             cfg: p.cfg,
         }
     }

@@ -36,7 +36,7 @@ pub fn usage(cfg: &TenantConfig, rows: &[Arc<NodeRow>]) -> Usage {
 
 impl Tenant {
     /// Where this tenant's quotas are written, for messages.
-    fn quota_key(&self) -> String {
+    pub(super) fn quota_key(&self) -> String {
         if self.cfg.shared_daemon {
             format!("config.tenants[name={}].quotas", self.name)
         } else {
@@ -56,7 +56,11 @@ impl Tenant {
             return Ok(());
         }
         let ask = Usage::node(asked.cpus, asked.ram_bytes, asked.storage_bytes);
-        q.check(&usage(&self.cfg, rows), &ask)
+        let mut used = usage(&self.cfg, rows);
+        // volumes (#13): volumes and snapshots count against the storage quota too.
+        used.storage_bytes =
+            (used.storage_bytes).saturating_add(self.store.volumes().storage_bytes());
+        q.check(&used, &ask)
             .map_err(|e| DomainError::new(Code::QuotaExceeded, e.message(&self.quota_key())))
     }
 
@@ -77,7 +81,10 @@ impl Tenant {
 
     /// The tenant's use against its quotas (`GET /quota`).
     pub fn quota_report(&self) -> TenantQuota {
-        let u = usage(&self.cfg, self.list().rows());
+        let mut u = usage(&self.cfg, self.list().rows());
+        u.storage_bytes = u
+            .storage_bytes
+            .saturating_add(self.store.volumes().storage_bytes()); // volumes (#13)
         let q = &self.cfg.quotas;
         let fig = |k: Kind, used: u64| QuotaFigure {
             used,
