@@ -52,6 +52,13 @@ impl AttachCounters {
     }
 }
 
+/// The message of a supervisor's answer that refused its spec as not the daemon's.
+pub fn spec_refusal(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix("error ")
+        .filter(|m| m.starts_with(SPEC_MISMATCH))
+}
+
 impl Tenant {
     /// The instruction for the supervisor about to read `spec_bytes`: their digest and the
     /// keys of `volumes`.
@@ -63,7 +70,7 @@ impl Tenant {
         if volumes.is_empty() {
             return Ok(instruction::line(spec_bytes, &[]));
         }
-        let tk = self.tenant_key()?;
+        let tk = self.key();
         let keys: Vec<(String, bulkhead_storage::Secret<64>)> = volumes
             .iter()
             .map(|v| (v.key_id.clone(), tk.derive("volume", &v.key_id)))
@@ -75,25 +82,9 @@ impl Tenant {
         Ok(instruction::line(spec_bytes, &refs))
     }
 
-    /// The tenant's data key from the host keyring (`<state>/keys`).
-    // Interim until the daemon holds its keyring (DESIGN-13 "Keys in the daemon"): then this
-    // takes the tenant key from there.
-    fn tenant_key(&self) -> Result<bulkhead_storage::TenantKey, DomainError> {
-        let keys = self
-            .dir
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|state| state.join("keys"))
-            .ok_or_else(|| DomainError::internal("the tenant's directory has no state root"))?;
-        bulkhead_storage::Keyring::open(&keys)
-            .and_then(|k| k.tenant(&self.name))
-            .map_err(|e| DomainError::internal(format!("the tenant's volume keys: {e}")))
-    }
-
     /// Counts a supervisor's refusal of its spec (its `error` line).
     pub(super) fn note_supervisor_answer(&self, line: &str) {
-        let msg = line.trim().trim_start_matches("error ");
-        if msg.starts_with(SPEC_MISMATCH) {
+        if let Some(msg) = spec_refusal(line) {
             self.attach
                 .refused_spec_mismatch
                 .fetch_add(1, Ordering::Relaxed);
@@ -150,7 +141,7 @@ impl Tenant {
         let sock = self.node_dir(name).join(files::AGENT_SOCKET);
         let client = bulkhead_agent::client::AgentClient::new(&sock);
         let info = client.ping().await.map_err(super::agent_error)?;
-        let tk = self.tenant_key()?;
+        let tk = self.key();
         for v in volumes {
             let key = tk.derive("volume", &v.key_id);
             let req = bulkhead_agent::proto::MountVolume {
@@ -192,5 +183,14 @@ mod tests {
         assert_eq!(m[0].2, "tenant=\"t1\",reason=\"spec_mismatch\"");
         assert_eq!(m[0].3, 2);
         assert_eq!(m[1].3, 0);
+    }
+
+    #[test]
+    fn spec_refusals_are_told_from_other_errors() {
+        assert!(spec_refusal("error spec_mismatch: the spec on disk ...\n").is_some());
+        assert!(spec_refusal("error spec_mismatch: the spec names volumes but no instruction").is_some());
+        assert!(spec_refusal("error volume 01J: the image does not open with this key").is_none());
+        assert!(spec_refusal("ready 42").is_none());
+        assert!(spec_refusal("spec_mismatch without error").is_none());
     }
 }
