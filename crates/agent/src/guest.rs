@@ -279,7 +279,7 @@ pub fn boot() -> ! {
     // SAFETY: prctl with integer arguments only (see server::serve).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // This agent is the guest's init: it may mount the node's volumes (#13, attach).
-    crate::volume::IN_GUEST.store(true, std::sync::atomic::Ordering::Relaxed);
+    crate::proto::IN_GUEST.store(true, std::sync::atomic::Ordering::Relaxed);
     reaper::block_signals();
     reaper::start(true);
     let started = Instant::now();

@@ -67,6 +67,9 @@ pub const CAP_NO_SETID: &str = "no_setid";
 /// Capability `volumes` (#13, attach; only a microVM guest's agent has it): `mount_volume`
 /// requests. An agent without it answers `invalid_request` (an unknown op).
 pub const CAP_VOLUMES: &str = "volumes";
+/// Set by a microVM guest's init (`guest::boot`): only that agent mounts volumes and says
+/// `volumes` in its pong.
+pub static IN_GUEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Error code: a `mount_volume` failed (no such disk, a bad file system, a bad key).
 pub const MOUNT_FAILED: &str = "mount_failed";
 /// Error code: nothing accepts connections on the target of a `connect` (refused, or no
@@ -85,10 +88,7 @@ pub fn caps_of_version(version: u32) -> &'static [&'static str] {
 /// What this agent can do, as its pong says: its version's capabilities and the ones added
 /// within the version (`tcp`), which a client learns only from the pong.
 pub fn own_caps() -> Vec<String> {
-    #[cfg(target_os = "linux")]
-    let guest = crate::volume::IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(target_os = "linux"))]
-    let guest = false;
+    let guest = IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
     caps_of_version(VERSION)
         .iter()
         .chain(&[CAP_TCP, CAP_NO_SETID])

@@ -13,12 +13,9 @@
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use crate::proto::{Event, MountVolume, MOUNT_FAILED};
-
-/// Set by the guest's init: only a microVM guest's agent mounts volumes.
-pub(crate) static IN_GUEST: AtomicBool = AtomicBool::new(false);
+use crate::proto::{Event, MountVolume, IN_GUEST, MOUNT_FAILED};
 
 /// Where a volume's file system is mounted on its way to its path (a tmpfs of the agent's).
 const PRIVATE: &str = "/run/bulkhead/.volumes";

@@ -13,44 +13,15 @@
 //!
 //! Invariant: keys live in zero-on-drop buffers only, for the time of one start.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bulkhead_core::{Code, DomainError};
-use bulkhead_driver::instruction::{self, Line, SPEC_MISMATCH};
+use bulkhead_driver::instruction::{self, Line};
 use bulkhead_driver::{files, VolumeAttach, VolumeMount};
 
+use super::attach_counters::spec_refusal;
 use super::Tenant;
-
-/// What attaching volumes counted, per tenant.
-#[derive(Default)]
-pub struct AttachCounters {
-    /// Supervisors that refused a spec whose digest differs from the daemon's, or that names
-    /// volumes without the daemon's instruction.
-    pub refused_spec_mismatch: AtomicU64,
-    /// Volumes that could not be mounted in a node (a microVM guest's agent failed).
-    pub mount_failures: AtomicU64,
-}
-
-impl AttachCounters {
-    /// The metrics text for one tenant (Prometheus exposition, HELP/TYPE by the caller once).
-    pub fn metrics(&self, tenant: &str) -> [(&'static str, &'static str, String, u64); 2] {
-        [
-            (
-                "bulkhead_volume_attach_refused_total",
-                "Volume attachments refused, by reason (spec_mismatch: a supervisor was given a spec the daemon did not write, or volumes without the daemon's instruction).",
-                format!("tenant=\"{tenant}\",reason=\"{SPEC_MISMATCH}\""),
-                self.refused_spec_mismatch.load(Ordering::Relaxed),
-            ),
-            (
-                "bulkhead_volume_mount_failures_total",
-                "Volumes that could not be mounted in a node.",
-                format!("tenant=\"{tenant}\""),
-                self.mount_failures.load(Ordering::Relaxed),
-            ),
-        ]
-    }
-}
 
 impl Tenant {
     /// The instruction for the supervisor about to read `spec_bytes`: their digest and the
@@ -63,7 +34,7 @@ impl Tenant {
         if volumes.is_empty() {
             return Ok(instruction::line(spec_bytes, &[]));
         }
-        let tk = self.tenant_key()?;
+        let tk = self.key();
         let keys: Vec<(String, bulkhead_storage::Secret<64>)> = volumes
             .iter()
             .map(|v| (v.key_id.clone(), tk.derive("volume", &v.key_id)))
@@ -75,25 +46,9 @@ impl Tenant {
         Ok(instruction::line(spec_bytes, &refs))
     }
 
-    /// The tenant's data key from the host keyring (`<state>/keys`).
-    // Interim until the daemon holds its keyring (DESIGN-13 "Keys in the daemon"): then this
-    // takes the tenant key from there.
-    fn tenant_key(&self) -> Result<bulkhead_storage::TenantKey, DomainError> {
-        let keys = self
-            .dir
-            .parent()
-            .and_then(|p| p.parent())
-            .map(|state| state.join("keys"))
-            .ok_or_else(|| DomainError::internal("the tenant's directory has no state root"))?;
-        bulkhead_storage::Keyring::open(&keys)
-            .and_then(|k| k.tenant(&self.name))
-            .map_err(|e| DomainError::internal(format!("the tenant's volume keys: {e}")))
-    }
-
     /// Counts a supervisor's refusal of its spec (its `error` line).
     pub(super) fn note_supervisor_answer(&self, line: &str) {
-        let msg = line.trim().trim_start_matches("error ");
-        if msg.starts_with(SPEC_MISMATCH) {
+        if let Some(msg) = spec_refusal(line) {
             self.attach
                 .refused_spec_mismatch
                 .fetch_add(1, Ordering::Relaxed);
@@ -150,7 +105,7 @@ impl Tenant {
         let sock = self.node_dir(name).join(files::AGENT_SOCKET);
         let client = bulkhead_agent::client::AgentClient::new(&sock);
         let info = client.ping().await.map_err(super::agent_error)?;
-        let tk = self.tenant_key()?;
+        let tk = self.key();
         for v in volumes {
             let key = tk.derive("volume", &v.key_id);
             let req = bulkhead_agent::proto::MountVolume {
@@ -176,21 +131,5 @@ impl Tenant {
                 })?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_name_the_tenant_and_reason() {
-        let c = AttachCounters::default();
-        c.refused_spec_mismatch.fetch_add(2, Ordering::Relaxed);
-        let m = c.metrics("t1");
-        assert_eq!(m[0].0, "bulkhead_volume_attach_refused_total");
-        assert_eq!(m[0].2, "tenant=\"t1\",reason=\"spec_mismatch\"");
-        assert_eq!(m[0].3, 2);
-        assert_eq!(m[1].3, 0);
     }
 }

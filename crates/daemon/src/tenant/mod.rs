@@ -13,7 +13,8 @@
 //! through `bulkhead_core::NodeState`'s transitions.
 
 mod agent;
-pub mod attach; // volumes attached to nodes (#13, attach)
+mod attach; // volumes attached to nodes (#13, attach)
+pub mod attach_counters; // its counters (#13, attach)
 mod conflict; // the conflict rule (#12, ADR 0025)
 mod create;
 mod describe;
@@ -98,7 +99,7 @@ pub struct Tenant {
     // ---- end rate limits ----
     pub counters: Counters,
     /// What attaching volumes counted (#13, attach).
-    pub attach: attach::AttachCounters,
+    pub attach: attach_counters::AttachCounters,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,

@@ -1,0 +1,72 @@
+//! What attaching volumes to nodes counts, per tenant (#13, attach), and how a supervisor's
+//! answer tells that it refused its spec. Apart from `attach.rs` so that the tenant's context
+//! can hold the counters without importing what imports it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bulkhead_driver::instruction::SPEC_MISMATCH;
+
+/// What attaching volumes counted, per tenant.
+#[derive(Default)]
+pub struct AttachCounters {
+    /// Supervisors that refused a spec whose digest differs from the daemon's, or that names
+    /// volumes without the daemon's instruction.
+    pub refused_spec_mismatch: AtomicU64,
+    /// Volumes that could not be mounted in a node (a microVM guest's agent failed).
+    pub mount_failures: AtomicU64,
+}
+
+impl AttachCounters {
+    /// The metrics text for one tenant (Prometheus exposition, HELP/TYPE by the caller once).
+    pub fn metrics(&self, tenant: &str) -> [(&'static str, &'static str, String, u64); 2] {
+        [
+            (
+                "bulkhead_volume_attach_refused_total",
+                "Volume attachments refused, by reason (spec_mismatch: a supervisor was given a spec the daemon did not write, or volumes without the daemon's instruction).",
+                format!("tenant=\"{tenant}\",reason=\"{SPEC_MISMATCH}\""),
+                self.refused_spec_mismatch.load(Ordering::Relaxed),
+            ),
+            (
+                "bulkhead_volume_mount_failures_total",
+                "Volumes that could not be mounted in a node.",
+                format!("tenant=\"{tenant}\""),
+                self.mount_failures.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+}
+
+/// The message of a supervisor's answer that refused its spec as not the daemon's.
+pub fn spec_refusal(line: &str) -> Option<&str> {
+    line.trim()
+        .strip_prefix("error ")
+        .filter(|m| m.starts_with(SPEC_MISMATCH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_name_the_tenant_and_reason() {
+        let c = AttachCounters::default();
+        c.refused_spec_mismatch.fetch_add(2, Ordering::Relaxed);
+        let m = c.metrics("t1");
+        assert_eq!(m[0].0, "bulkhead_volume_attach_refused_total");
+        assert_eq!(m[0].2, "tenant=\"t1\",reason=\"spec_mismatch\"");
+        assert_eq!(m[0].3, 2);
+        assert_eq!(m[1].3, 0);
+    }
+
+    #[test]
+    fn spec_refusals_are_told_from_other_errors() {
+        assert!(spec_refusal("error spec_mismatch: the spec on disk ...\n").is_some());
+        assert!(
+            spec_refusal("error spec_mismatch: the spec names volumes but no instruction")
+                .is_some()
+        );
+        assert!(spec_refusal("error volume 01J: the image does not open with this key").is_none());
+        assert!(spec_refusal("ready 42").is_none());
+        assert!(spec_refusal("spec_mismatch without error").is_none());
+    }
+}
