@@ -56,8 +56,42 @@ impl Tenant {
         }
     }
 
+    /// The volumes a create attaches, as its node's spec names them (helper B's records made
+    /// into mounts), `exec` as the tenant's policy says; refused on a driver without volumes.
+    pub(super) fn node_volumes(
+        &self,
+        group: &str,
+        req: &[bulkhead_api::VolumeAttach],
+    ) -> Result<Vec<VolumeMount>, DomainError> {
+        let mut v = self.volume_mounts(req)?;
+        for m in &mut v {
+            m.exec = self.cfg.policy.volumes_exec;
+        }
+        self.check_volume_driver(group, &v)?;
+        Ok(v)
+    }
+
+    /// The volumes a node holds as the store records them, for its start again (relaunch,
+    /// restore): the same images, paths and flags as at its create.
+    pub(super) fn recorded_volumes(
+        &self,
+        node: &str,
+        group: &str,
+    ) -> Result<Vec<VolumeMount>, DomainError> {
+        let view = self.store.volumes();
+        let req: Vec<bulkhead_api::VolumeAttach> = view
+            .attached_to(node)
+            .map(|a| bulkhead_api::VolumeAttach {
+                id: a.volume.to_string(),
+                path: a.path.clone(),
+                read_only: a.read_only,
+            })
+            .collect();
+        self.node_volumes(group, &req)
+    }
+
     /// Refuses volumes on a driver that cannot take them.
-    pub(super) fn check_volume_driver(
+    fn check_volume_driver(
         &self,
         group: &str,
         volumes: &[VolumeMount],

@@ -211,8 +211,6 @@ impl Tenant {
             Err(a) => return a.into_answer(),
         };
         self.counters.creates.fetch_add(1, Ordering::Relaxed);
-        // #13: the volumes the create attaches (helper B's bookkeeping fills this).
-        let volumes: Vec<bulkhead_driver::VolumeMount> = Vec::new();
         let t0 = Instant::now();
         let deadline = t0 + timeout;
         let result = async {
@@ -222,8 +220,8 @@ impl Tenant {
             // volumes (#13): the holders, recorded before anything of the node runs; they go
             // with the node's record.
             self.attach_volumes(&name, &req.volumes).await?;
+            let volumes = self.node_volumes(&g.name, &req.volumes)?; // #13, attach
             let permit = self.host_work(deadline).await?;
-            self.check_volume_driver(&g.name, &volumes)?; // #13, attach
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh, &volumes)
                 .await?;
             let t_sup = t0.elapsed();

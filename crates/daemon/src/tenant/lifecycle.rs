@@ -243,8 +243,8 @@ impl Tenant {
         // node's userdata (#12, rate: `crate::fair`); the boot keeps it for
         // `fair::BOOT_SLOT_BUDGET` at most.
         let permit = self.host_work(deadline).await?;
-        // #13: the node's recorded volume attachments (helper B's store) go here.
-        let volumes: Vec<bulkhead_driver::VolumeMount> = Vec::new();
+        // #13, attach: the volumes the store records for the node, as at its create.
+        let volumes = self.recorded_volumes(name, &g.name)?;
         self.start_supervisor(&row, &g, node_net.as_ref(), start, &volumes)
             .await?;
         if start == Start::Restore {

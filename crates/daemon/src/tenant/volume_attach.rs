@@ -31,7 +31,7 @@ use super::Tenant;
 pub fn metrics<'a>(tenants: impl Iterator<Item = &'a Tenant> + Clone) -> String {
     let mut out = String::new();
     let name = "bulkhead_volume_attach_refused_total";
-    out.push_str(&format!("# HELP {name} Volume attaches refused at node create: not_found (an id that is not one of the tenant's volumes: unknown or another tenant's), held (a second writer, or a reader beside a writer).\n# TYPE {name} counter\n"));
+    out.push_str(&format!("# HELP {name} Volume attaches refused at node create: not_found (an id that is not one of the tenant's volumes: unknown or another tenant's), held (a second writer, or a reader beside a writer), spec_mismatch (a node supervisor refused a spec the daemon did not write, or volumes without the daemon's instruction).\n# TYPE {name} counter\n"));
     for t in tenants.clone() {
         for r in Refusal::ALL {
             out.push_str(&format!(
@@ -41,6 +41,15 @@ pub fn metrics<'a>(tenants: impl Iterator<Item = &'a Tenant> + Clone) -> String 
                 t.volume_counters.get(r)
             ));
         }
+        // #13, attach: a supervisor that refused a spec the daemon did not write.
+        out.push_str(&format!(
+            "{name}{{tenant=\"{}\",reason=\"{}\"}} {}\n",
+            t.name,
+            bulkhead_driver::instruction::SPEC_MISMATCH,
+            t.attach
+                .refused_spec_mismatch
+                .load(std::sync::atomic::Ordering::Relaxed)
+        ));
     }
     let name = "bulkhead_volumes";
     out.push_str(&format!(
