@@ -4,7 +4,8 @@
 //! made here (`bulkhead_storage::ext4img::format_encrypted`), and start `bulkhead-supervisor`
 //! on it directly, with or without the daemon's instruction (the spec's digest and the
 //! volumes' keys on stdin): what a jail node sees (flags, data, read-only, limits), that an
-//! edited spec attaches nothing, and that nothing stays on the host afterwards.
+//! edited spec attaches nothing, and that nothing stays on the host afterwards. Through the
+//! API (and the one microVM test): `e2e_attach_api.rs`.
 
 mod common;
 
@@ -435,118 +436,5 @@ fn an_edited_spec_or_one_without_the_daemons_word_attaches_nothing() {
     v.assert_detached();
     let _ = std::fs::remove_dir_all(&m.dir);
     let _ = std::fs::remove_dir_all(&m2.dir);
-    d.stop_and_assert_clean();
-}
-
-/// A microVM node (TCG; one boot of a node started by hand, beside the daemon's template):
-/// the volume's image reaches QEMU as an inherited fd, the guest's agent mounts it by its
-/// serial with the volume's key (`mount_volume`), the guest writes, and the bytes are there
-/// for the next holder (read back here through the jail's path, a detached mount).
-#[test]
-fn a_microvm_node_mounts_its_volume_through_its_agent() {
-    use bulkhead_agent::proto::MountVolume;
-    if !privileged() {
-        return;
-    }
-    let netns = common::netlab::Netns::new();
-    let d = Daemon::start_in(&netns.path(), "atv", &vm_config());
-    let template = d
-        .vm_ok(&["add", &d.tenant, "--timeout", "180s"])
-        .trim()
-        .to_string();
-    let (code, _, err) = d.sh(&template, "sync");
-    assert_eq!(code, 0, "{err}");
-    let dir = test_dir();
-    let v = Vol::make(dir.path(), "vmvol", 32 << 20, 512, 0);
-    let m = Manual::new(
-        &d,
-        &template,
-        dir.path(),
-        "q",
-        vec![v.mount("/data", false)],
-    );
-    // The node's own disk: a copy of the template's, in its own vm/ directory.
-    let mut spec = NodeSpec::parse(&m.spec_bytes).unwrap();
-    let mut params: serde_json::Value = spec.params.decode().unwrap();
-    let vm_dir = m.dir.join("vm");
-    std::fs::create_dir_all(&vm_dir).unwrap();
-    let from = Path::new(params["vm_dir"].as_str().unwrap()).join("disk.ext4");
-    let ok = Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(&from)
-        .arg(vm_dir.join("disk.ext4"))
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    // QEMU's uid owns its directory and disk, as the driver makes them.
-    let owner = std::fs::metadata(from.parent().unwrap()).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    for p in [&vm_dir, &vm_dir.join("disk.ext4")] {
-        std::os::unix::fs::chown(p, Some(owner.uid()), Some(owner.gid())).unwrap();
-    }
-    params["vm_dir"] = vm_dir.to_string_lossy().into();
-    params["hostname"] = spec.hostname.clone().into();
-    spec.params = bulkhead_driver::Params::of(&params).unwrap();
-    let bytes = spec.to_json();
-    std::fs::write(&m.spec_path, &bytes).unwrap();
-    let m = Manual {
-        spec_bytes: bytes,
-        ..m
-    };
-    let (line, sup) = m.start(Some(&m.instruction(&[&v])));
-    assert!(line.starts_with("ready "), "{line}");
-    let hex: String = v.key.iter().map(|b| format!("{b:02x}")).collect();
-    let serial = spec.volumes[0].serial();
-    rt().block_on(async {
-        let c = AgentClient::new(m.sock());
-        let until = Instant::now() + Duration::from_secs(180);
-        let info = loop {
-            match c.ping().await {
-                Ok(i) => break i,
-                Err(e) => assert!(Instant::now() < until, "the guest did not boot: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert!(info.has("volumes"), "{info:?}");
-        c.connect()
-            .await
-            .unwrap()
-            .with_peer(Some(info.clone()))
-            .mount_volume(MountVolume {
-                serial,
-                path: "/data".into(),
-                read_only: false,
-                exec: false,
-                key: hex,
-            })
-            .await
-            .unwrap();
-    });
-    let (code, out, err) = sh(
-        &m.sock(),
-        "echo from-the-guest > /data/hello && sync && grep ' /data ' /proc/self/mountinfo",
-    );
-    assert_eq!(code, 0, "{err}");
-    let opts = mount_opts(&out, "/data").unwrap();
-    for f in ["nodev", "nosuid", "noexec", "rw"] {
-        assert!(opts.split(',').any(|o| o == f), "{f} missing in {opts}");
-    }
-    end(sup, &m);
-    // QEMU is gone: the bytes are on the image, readable with the key and only with it.
-    let secret = bulkhead_storage::Secret::<64>::from_slice(&v.key).unwrap();
-    let data = bulkhead_storage::ext4img::open_data(&v.image, &secret, true).unwrap();
-    let f = {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a NUL-terminated name relative to an open directory; the result is checked.
-        let fd = unsafe { libc::openat(data.as_raw_fd(), c"hello".as_ptr(), libc::O_RDONLY) };
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        // SAFETY: a descriptor openat just returned.
-        unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-    };
-    let mut s = String::new();
-    std::io::Read::read_to_string(&mut &f, &mut s).unwrap();
-    assert_eq!(s, "from-the-guest\n");
-    drop((f, data));
-    v.assert_detached();
     d.stop_and_assert_clean();
 }
