@@ -99,8 +99,16 @@ fn a_volume_goes_from_jail_node_to_jail_node_with_its_flags() {
     assert_detached(&img);
 
     // Two readers at once (read-only shares); writes fail with EROFS.
-    let r1 = node(&c, &g, json!([{"id": id, "path": "/mnt/v", "read_only": true}]));
-    let r2 = node(&c, &g, json!([{"id": id, "path": "/srv/v", "read_only": true}]));
+    let r1 = node(
+        &c,
+        &g,
+        json!([{"id": id, "path": "/mnt/v", "read_only": true}]),
+    );
+    let r2 = node(
+        &c,
+        &g,
+        json!([{"id": id, "path": "/srv/v", "read_only": true}]),
+    );
     let (code, out, err) = d.sh(
         &r1,
         "cat /mnt/v/f; echo x > /mnt/v/g; echo rc=$?; grep ' /mnt/v ' /proc/self/mountinfo",
@@ -108,7 +116,10 @@ fn a_volume_goes_from_jail_node_to_jail_node_with_its_flags() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("api-marker\n"), "{out}");
     assert!(err.contains("Read-only file system"), "{err}");
-    assert!(mount_opts(&out, "/mnt/v").unwrap().iter().any(|o| o == "ro"));
+    assert!(mount_opts(&out, "/mnt/v")
+        .unwrap()
+        .iter()
+        .any(|o| o == "ro"));
     let (_, out, _) = d.sh(&r2, "cat /srv/v/f");
     assert_eq!(out, "api-marker\n");
     delete_node(&c, &g, &r1);
@@ -147,7 +158,11 @@ fn volumes_run_programs_only_where_the_policy_allows_it() {
         return;
     }
     let d = Daemon::start_edited("atx", &[], |y| {
-        y.replacen("config:\n", "config:\n  policy:\n    volumes_exec: true\n", 1)
+        y.replacen(
+            "config:\n",
+            "config:\n  policy:\n    volumes_exec: true\n",
+            1,
+        )
     });
     let (c, g) = (d.client(), d.tenant.clone());
     let v = create(&c, json!({"name": "tools", "size": "16M"}));

@@ -91,11 +91,7 @@ impl Tenant {
     }
 
     /// Refuses volumes on a driver that cannot take them.
-    fn check_volume_driver(
-        &self,
-        group: &str,
-        volumes: &[VolumeMount],
-    ) -> Result<(), DomainError> {
+    fn check_volume_driver(&self, group: &str, volumes: &[VolumeMount]) -> Result<(), DomainError> {
         let d = self.driver_for(group);
         if !volumes.is_empty() && d.volume_attach() == VolumeAttach::Unsupported {
             return Err(DomainError::new(
