@@ -561,6 +561,26 @@ fn the_keyring_follows_config_and_refuses_an_open_master_key() {
         serde_json::json!({"secrets": ["k"]}),
     ));
     assert_eq!(d.sh(&node, "cat /run/secrets/k").1, "moved-keyring");
+    // Without a wait the create answers first; the secret follows once the agent answers.
+    let a = json(
+        &c,
+        Method::POST,
+        &format!("/hostgroup/{}/nodes", d.tenant),
+        serde_json::json!({"secrets": ["k"]}),
+    );
+    let quick = ok_node(a);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, out, _) = d.sh(&quick, "cat /run/secrets/k");
+        if code == 0 && out == "moved-keyring" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never delivered: {code} {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     d.stop();
     // Readable by others: refused at start, naming the file and the fix.
     use std::os::unix::fs::PermissionsExt;
