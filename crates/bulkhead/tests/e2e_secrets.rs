@@ -6,16 +6,11 @@
 
 mod common;
 
-use base64::Engine;
 use common::answer::{call, get, Answer};
+use common::leaks::{b64, files_containing};
 use common::shared::Shared;
 use common::{privileged, Daemon};
 use hyper::Method;
-use std::path::Path;
-
-fn b64(s: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
 
 fn json(c: &bulkhead_api::Client, m: Method, path: &str, v: serde_json::Value) -> Answer {
     call(
@@ -39,35 +34,6 @@ fn create_node(c: &bulkhead_api::Client, group: &str, body: serde_json::Value) -
 fn ok_node(a: Answer) -> String {
     assert!(a.status.is_success(), "{} {}", a.status, a.text());
     a.json()["hostname"].as_str().unwrap().to_string()
-}
-
-/// Every file under `dir` whose bytes contain one of `needles`.
-fn files_containing(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let p = e.path();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                let Ok(bytes) = std::fs::read(&p) else {
-                    continue;
-                };
-                if needles
-                    .iter()
-                    .any(|n| bytes.windows(n.len()).any(|w| w == *n))
-                {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
 }
 
 #[test]
