@@ -37,6 +37,10 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/volumes" | "/volumes/{id}/snapshots") => "nodes:create",
         ("get", "/volumes/{id}" | "/volumes/{id}/snapshots") => "nodes:get",
         ("delete", "/volumes/{id}" | "/volumes/{id}/snapshots/{sid}") => "nodes:delete",
+        // secrets (#13)
+        ("get", "/secrets") => "secrets:list",
+        ("post", "/secrets") | ("patch", "/secrets/{name}") => "secrets:create",
+        ("delete", "/secrets/{name}") => "secrets:delete",
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {
@@ -81,7 +85,9 @@ fn role_allows(role: &str, need: &str) -> bool {
     match role {
         "global-admin" => true,
         "tenant-admin" => true,
-        "developer" => res == "nodes" && nodes_dev.contains(&act),
+        "developer" => {
+            (res == "nodes" && nodes_dev.contains(&act)) || (res, act) == ("secrets", "list")
+        }
         "viewer" => res == "nodes" && ["list", "get", "logs"].contains(&act),
         "ci-runner" => {
             res == "nodes" && ["list", "get", "create", "delete", "exec", "copy"].contains(&act)
@@ -274,6 +280,7 @@ fn every_route_times_every_role_times_own_and_foreign_tenant() {
                         .replace("{exec_id}", "x")
                         .replace("{port}", "8080")
                         .replace("{sid}", "01JZZZZZZZZZZZZZZZZZZZZZZZ") // volumes (#13)
+                        .replace("{name}", "x") // secrets (#13)
                         .replace("{id}", "01JZZZZZZZZZZZZZZZZZZZZZZZ");
                     let (st, body) = rt.block_on(call(client, m, &path));
                     out.push((

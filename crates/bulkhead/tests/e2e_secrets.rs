@@ -6,16 +6,11 @@
 
 mod common;
 
-use base64::Engine;
 use common::answer::{call, get, Answer};
+use common::leaks::{b64, files_containing};
 use common::shared::Shared;
 use common::{privileged, Daemon};
 use hyper::Method;
-use std::path::Path;
-
-fn b64(s: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
 
 fn json(c: &bulkhead_api::Client, m: Method, path: &str, v: serde_json::Value) -> Answer {
     call(
@@ -39,35 +34,6 @@ fn create_node(c: &bulkhead_api::Client, group: &str, body: serde_json::Value) -
 fn ok_node(a: Answer) -> String {
     assert!(a.status.is_success(), "{} {}", a.status, a.text());
     a.json()["hostname"].as_str().unwrap().to_string()
-}
-
-/// Every file under `dir` whose bytes contain one of `needles`.
-fn files_containing(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            let p = e.path();
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                let Ok(bytes) = std::fs::read(&p) else {
-                    continue;
-                };
-                if needles
-                    .iter()
-                    .any(|n| bytes.windows(n.len()).any(|w| w == *n))
-                {
-                    hits.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    hits
 }
 
 #[test]
@@ -561,6 +527,26 @@ fn the_keyring_follows_config_and_refuses_an_open_master_key() {
         serde_json::json!({"secrets": ["k"]}),
     ));
     assert_eq!(d.sh(&node, "cat /run/secrets/k").1, "moved-keyring");
+    // Without a wait the create answers first; the secret follows once the agent answers.
+    let a = json(
+        &c,
+        Method::POST,
+        &format!("/hostgroup/{}/nodes", d.tenant),
+        serde_json::json!({"secrets": ["k"]}),
+    );
+    let quick = ok_node(a);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, out, _) = d.sh(&quick, "cat /run/secrets/k");
+        if code == 0 && out == "moved-keyring" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "never delivered: {code} {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     d.stop();
     // Readable by others: refused at start, naming the file and the fix.
     use std::os::unix::fs::PermissionsExt;

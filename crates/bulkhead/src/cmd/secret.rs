@@ -15,7 +15,7 @@ use super::vm::Conn;
 
 #[derive(clap::Args, Clone)]
 pub struct Content {
-    /// Read the content from this file (else from stdin)
+    /// Read the content from this file (create: else from stdin)
     #[arg(long, value_name = "FILE")]
     from_file: Option<PathBuf>,
 }
@@ -52,6 +52,7 @@ pub enum SecretCmd {
     List {
         #[command(flatten)]
         conn: Conn,
+        /// The tenant, when you may act in several
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -68,6 +69,7 @@ pub enum SecretCmd {
         stdin: bool,
         #[command(flatten)]
         meta: Meta,
+        /// The tenant, when you may act in several
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -76,6 +78,7 @@ pub enum SecretCmd {
         #[command(flatten)]
         conn: Conn,
         name: String,
+        /// The tenant, when you may act in several
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -88,6 +91,10 @@ fn read_content(c: &Content) -> anyhow::Result<String> {
             buf = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
         }
         None => {
+            // SAFETY: isatty on fd 0 only reads its state.
+            if unsafe { libc::isatty(0) } == 1 {
+                eprintln!("bulkhead: reading the secret from stdin (end it with Ctrl-D)");
+            }
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .context("reading the secret from stdin")?;

@@ -10,6 +10,7 @@
 pub mod answer;
 pub mod exec_wire;
 pub mod lab_nodes;
+pub mod leaks; // secrets (#13)
 pub mod netlab;
 pub mod shared;
 
