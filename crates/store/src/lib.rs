@@ -37,9 +37,9 @@ mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13)
 
 pub use bulkhead_core::NodeState;
+pub use commits::CommitRow;
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
-pub use commits::CommitRow;
 pub use id::{CommitId, Id, IdError, Kind, NodeId, SnapshotId, TokenId, VolumeId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};
