@@ -307,10 +307,21 @@ impl Tenant {
     }
 
     /// At start, before serving: wipes commit files and trees no row explains (a commit cut
-    /// short by a crash) and every partial one. Blocking.
-    pub fn sweep_commits(&self, known: Vec<CommitRow>) {
+    /// short by a crash) and every partial one.
+    pub async fn sweep_commits(&self) {
+        let known = match self.store.commits().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Without the rows nothing can be told apart: keep every file.
+                tracing::error!(tenant = %self.name, error = %e, "reading commits at start; none swept");
+                return;
+            }
+        };
         let known: HashSet<String> = known.iter().map(|c| c.id.to_string()).collect();
-        let s = host::sweep(&self.dir, &known);
+        let dir = self.dir.clone();
+        let s = tokio::task::spawn_blocking(move || host::sweep(&dir, &known))
+            .await
+            .unwrap_or_default();
         if s != host::Swept::default() {
             tracing::warn!(
                 tenant = %self.name,
@@ -319,11 +330,6 @@ impl Tenant {
                 "wiped commits a stopped daemon left unfinished"
             );
         }
-    }
-
-    /// The tenant's commit rows (for the start-time sweep).
-    pub async fn commit_rows(&self) -> Result<Vec<CommitRow>, DomainError> {
-        Ok(self.store.commits().await?)
     }
 }
 
