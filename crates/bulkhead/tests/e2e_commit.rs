@@ -58,11 +58,10 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Commit files and trees of the tenant (the sealing key's file aside).
+/// Commit files and trees of the tenant.
 fn commit_files(tenant_dir: &Path) -> Vec<String> {
     names_in(&tenant_dir.join("commits"))
         .into_iter()
-        .filter(|n| n != ".key")
         .chain(
             names_in(&tenant_dir.join("images"))
                 .into_iter()

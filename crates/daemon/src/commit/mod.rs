@@ -6,7 +6,7 @@
 //! Layout in the tenant's directory:
 //! - `commits/<id>.tmp`: a commit being written (never read; wiped at start);
 //! - `commits/<id>.sealed`: a complete commit, AEAD-sealed under the tenant's key
-//!   (AAD `bulkhead/commit/<tenant>/<id>`), fsynced and renamed from `.tmp`;
+//!   (`TenantKey::seal_stream`, AAD `bulkhead/commit/<tenant>/<id>`), fsynced and renamed from `.tmp`;
 //! - `images/commit-<id>-<driver>`: the unpacked tree for one driver's nodes (a cache, made
 //!   at the commit for its node's driver and on first use for another), owners mapped with
 //!   [`bulkhead_driver::Driver::image_owner`]; `images/.commit-….tmp-*` while being made.

@@ -89,8 +89,7 @@ impl Tenant {
     }
 
     fn commit_key(&self) -> Result<host::seal::Key, DomainError> {
-        host::seal::tenant_key(&self.dir)
-            .map_err(|e| DomainError::internal(format!("the tenant's sealing key: {e}")))
+        Ok(self.key().clone())
     }
 
     fn commit_bounds(&self, max_bytes: u64) -> Bounds {
