@@ -340,3 +340,45 @@ fn another_tenants_commit_answers_404_on_every_route() {
         .starts_with(&format!("{a}-")));
     s.stop_and_assert_clean();
 }
+
+/// A microVM node (TCG here, slow): the commit reads the guest's root through its agent; the
+/// fork's disk is made from the commit's tree (the guest's own ids).
+#[test]
+fn a_microvm_fork_has_the_committed_content() {
+    if !privileged() {
+        return;
+    }
+    let netns = common::netlab::Netns::new();
+    let d = Daemon::start_in(&netns.path(), "cmv", &vm_config());
+    let node = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "180s"])
+        .trim()
+        .to_string();
+    let (code, _, err) = d.sh(
+        &node,
+        "echo vm-commit-marker > /root/marker && chown 1234:1234 /root/marker",
+    );
+    assert_eq!(code, 0, "{err}");
+    let c = d.client();
+    let id = commit(&c, &node);
+    assert!(d
+        .tenant_dir()
+        .join("images")
+        .join(format!("commit-{id}-qemu"))
+        .is_dir());
+    let (st, b) = call(
+        &c,
+        Method::POST,
+        &format!("/vm/commits/{id}/fork?wait=agent&timeout=180s"),
+        "",
+    );
+    assert_eq!(st, 201, "{b}");
+    let forked = json(&b)["hostname"].as_str().unwrap().to_string();
+    let (code, out, err) = d.sh(&forked, "cat /root/marker; stat -c %u /root/marker");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "vm-commit-marker\n1234\n");
+    d.vm_ok(&["delete", &forked, &node]);
+    let (st, _) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
+    assert_eq!(st, 204);
+    d.stop_and_assert_clean();
+}

@@ -114,15 +114,22 @@ impl Tenant {
         let driver = self.driver_for(&g.name).clone();
         let key = self.commit_key()?;
         // Bound: what the node can hold, its writable storage and the image below it.
-        let base = self.image_tree_of(&row, &g).await?;
-        let limit = g.storage_bytes
-            + match base {
-                Some(t) => tokio::task::spawn_blocking(move || tree_bytes(&t))
-                    .await
-                    .unwrap_or(0),
-                None => 0,
-            }
-            + (64 << 20);
+        let base = match self.image_tree_of(&row, &g).await? {
+            Some(t) => Some(t),
+            // The tenant's image in the host's image store (`<state>/images/<name>/rootfs`).
+            None => self
+                .dir
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|state| state.join("images").join(&self.cfg.image).join("rootfs")),
+        };
+        let image_bytes = match base {
+            Some(t) => tokio::task::spawn_blocking(move || tree_bytes(&t))
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
+        let limit = g.storage_bytes + image_bytes + (64 << 20);
         let mut out = self
             .copy_out_excluding(&node, "/", EXCLUDE.iter().map(|s| s.to_string()).collect())
             .await?;
