@@ -290,8 +290,11 @@ mod tests {
         h
     }
 
+    /// One entry: name, type, data, link target, mode.
+    type Raw<'a> = (&'a str, tar::EntryType, &'a [u8], Option<&'a str>, u32);
+
     /// A tar with raw names (bypassing the builder's own checks, as a hostile agent would).
-    fn raw(entries: &[(&str, tar::EntryType, &[u8], Option<&str>, u32)]) -> Vec<u8> {
+    fn raw(entries: &[Raw<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, kind, data, link, mode) in entries {
             let mut h = header(*kind, data.len() as u64, *mode);
