@@ -12,6 +12,8 @@
 //!   (404, the same answer as an id that never existed);
 //! - a commit is not deleted while a node of the tenant was made from it (409 naming them):
 //!   a stopped node relaunches from the same tree;
+//! - the node's volumes are left out (their mount points stay, empty): they are the tenant's
+//!   volumes, not the node's root filesystem;
 //! - the tar is read with the node running (no pause: the agent that reads it lives in the
 //!   node, and pausing would stop it too); files written meanwhile may be caught mid-write.
 
@@ -58,6 +60,16 @@ fn commit_error(node: &str, e: CommitError) -> DomainError {
         ),
         e => DomainError::internal(format!("committing node {node:?}: {e}")),
     }
+}
+
+/// `p` as a pattern matching exactly itself (the agent's patterns are Go's `path.Match`).
+fn glob_escape(p: &str) -> String {
+    p.chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
 }
 
 /// Size of the files under `p` (apparent, no symlink followed).
@@ -130,9 +142,16 @@ impl Tenant {
             None => 0,
         };
         let limit = g.storage_bytes + image_bytes + (64 << 20);
-        let mut out = self
-            .copy_out_excluding(&node, "/", EXCLUDE.iter().map(|s| s.to_string()).collect())
-            .await?;
+        // Volumes attached to the node are theirs, not its root filesystem's: their mount
+        // points stay, empty.
+        let mut exclude: Vec<String> = EXCLUDE.iter().map(|s| s.to_string()).collect();
+        exclude.extend(
+            self.store
+                .volumes()
+                .attached_to(name)
+                .map(|a| format!("{}/*", glob_escape(a.path.trim_matches('/')))),
+        );
+        let mut out = self.copy_out_excluding(&node, "/", exclude).await?;
         let id = CommitId::new().to_string();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let (tenant, dir, id2, key2) =
