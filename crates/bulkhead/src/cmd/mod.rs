@@ -7,8 +7,8 @@ pub mod keys; // key rotation (#13)
 pub mod new;
 pub mod quota; // quotas (#12)
 pub mod secret; // secrets (#13)
-pub mod volume; // volumes (#13)
 pub mod token;
 pub mod untar;
 pub mod up;
 pub mod vm;
+pub mod volume; // volumes (#13)

@@ -225,7 +225,7 @@ fn unpack_into(
                 out.devices_skipped += 1;
                 continue;
             }
-            T::Regular | T::Continuous | T::Symlink | T::Link | T::Fifo => {}
+            T::Regular | T::Continuous | T::GNUSparse | T::Symlink | T::Link | T::Fifo => {}
             T::XGlobalHeader => continue,
             t => return Err(refused(&path, format!("a {t:?} is not accepted"))),
         }
@@ -413,6 +413,33 @@ mod tests {
             ]),
             "entry d",
         );
+    }
+
+    #[test]
+    fn a_sparse_file_from_the_agents_builder_unpacks() {
+        // The agent's tar builder writes sparse files (a microVM's disk has them) as GNU
+        // sparse entries.
+        let src = tempfile::tempdir().unwrap();
+        let f = src.path().join("sparse");
+        let file = fs::File::create(&f).unwrap();
+        file.set_len(8 << 20).unwrap();
+        use std::io::{Seek, Write};
+        let mut file = file;
+        file.seek(io::SeekFrom::Start(4 << 20)).unwrap();
+        file.write_all(b"middle").unwrap();
+        drop(file);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_path_with_name(&f, "sparse").unwrap();
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let big = Bounds {
+            max_bytes: 16 << 20,
+            ..B
+        };
+        let (tree, _) = unpack_tree(&tar[..], dir.path(), "t", &id, big).unwrap();
+        let back = fs::read(tree.join("sparse")).unwrap();
+        assert_eq!(back.len(), 8 << 20);
+        assert_eq!(&back[4 << 20..(4 << 20) + 6], b"middle");
     }
 
     #[test]

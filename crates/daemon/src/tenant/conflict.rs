@@ -95,9 +95,9 @@ impl CreateSpec {
             network_allow: req.network.as_ref().map(|n| n.allow.clone()),
             network_drop: req.network.as_ref().map(|n| n.drop.clone()),
             persistent: req.persistent,
-            secrets, // #13
+            secrets,                                             // #13
             volumes: super::volume_rules::spec_of(&req.volumes), // volumes (#13)
-            image: super::commit::commit_image(req), // #13
+            image: super::commit::commit_image(req),             // #13
         }
     }
 
