@@ -4,6 +4,7 @@
 //! Field names follow Slicer's API (see `docs/api/openapi.yaml`) so existing scripts keep working.
 
 pub mod client;
+pub mod commits; // commit and fork (#13)
 pub mod duration;
 pub mod endpoint;
 pub mod error;

@@ -97,6 +97,10 @@ pub struct CreateNodeRequest {
     /// The tenant's volumes to mount in the node (#13, volumes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeAttach>,
+    /// #13 commit and fork: a commit id of the tenant's (`GET /vm/commits`) to start from, or
+    /// the host group's own image name (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl CreateNodeRequest {

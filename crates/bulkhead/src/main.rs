@@ -54,6 +54,9 @@ enum Cmd {
     /// Volumes: create, list, show, delete (#13)
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCmd),
+    /// Commits of nodes' root filesystems: list, delete, fork (#13; make one with `vm commit`)
+    #[command(subcommand)]
+    Commit(cmd::commit::CommitCmd),
 }
 
 fn main() -> ExitCode {
@@ -91,5 +94,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Secret(c) => cmd::secret::run(c).await, // secrets (#13)
         Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
         Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
+        Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
     }
 }

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bg;
+pub mod commit; // #13 commit and fork: sealed commits and their image trees on the host
 pub mod cores;
 pub mod error;
 // fair host-work queues (#12, rate)

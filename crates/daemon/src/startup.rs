@@ -286,6 +286,7 @@ async fn open_tenant(
     ));
     let (adopted, removed) = t.reconcile().await;
     t.reconcile_volumes().await; // volumes (#13): half-made volumes and snapshots wiped
+    t.sweep_commits().await; // commit and fork (#13): half-made commits wiped
     if let Some(n) = &net {
         let live = t.live_node_nets();
         let n2 = n.clone();

@@ -43,6 +43,9 @@ pub struct NodePrep<'a> {
     pub network: &'a mut bulkhead_net::NetworkPlan,
     /// A first start, or the same node starting again (ADR 0018).
     pub start: Start,
+    /// The root filesystem tree the node starts from instead of the tenant's image (a commit's,
+    /// #13), its owners already mapped with [`Driver::image_owner`]; `None`: the image.
+    pub image_tree: Option<&'a Path>,
 }
 
 /// How a node starts (ADR 0018).
@@ -164,6 +167,13 @@ pub trait Driver: Send + Sync {
     /// What the node uses now.
     fn stats(&self, node: NodeRef<'_>) -> Result<NodeStats, DriverError> {
         Ok(NodeStats::of_cgroup(node.cgroup))
+    }
+
+    /// The host owner of a file that the node sees owned by `uid`/`gid`, for image trees the
+    /// daemon unpacks for this driver's nodes (a commit's, #13): a jail's tree is shifted into
+    /// the tenant's uid range, a microVM's keeps the guest's own ids.
+    fn image_owner(&self, uid: u32, gid: u32) -> (u32, u32) {
+        (uid, gid)
     }
 
     /// One sentence for a 507: what bounds a node's storage, with the figures.

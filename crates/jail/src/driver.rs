@@ -7,7 +7,7 @@ use bulkhead_core::config::key_err;
 use bulkhead_core::host::mib;
 use bulkhead_core::{ConfigError, HostFacts, HostGroup, TenantConfig};
 use bulkhead_driver::{Driver, DriverEntry, DriverError, HostEnv, NodePrep, NodeRef};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::JailParams;
@@ -24,6 +24,9 @@ pub const ENTRY: DriverEntry = DriverEntry {
 /// The jail, opened for one tenant.
 pub struct JailDriver {
     lower: PathBuf,
+    /// The tenant's uid range (image trees are shifted into it).
+    uid_base: u32,
+    uid_count: u32,
     agent_bin: PathBuf,
     seccomp: Vec<Vec<u64>>,
 }
@@ -42,6 +45,8 @@ fn open(env: &HostEnv<'_>) -> Result<Arc<dyn Driver>, DriverError> {
         .collect();
     Ok(Arc::new(JailDriver {
         lower,
+        uid_base: env.uid_base,
+        uid_count: env.uid_count,
         agent_bin: env.agent_bin.to_path_buf(),
         seccomp,
     }))
@@ -94,7 +99,10 @@ impl Driver for JailDriver {
 
     fn prepare_node(&self, node: NodePrep<'_>) -> Result<bulkhead_driver::Params, DriverError> {
         let params = JailParams {
-            lower: self.lower.clone(),
+            // A commit's tree (#13) replaces the tenant's image as the overlay's lower.
+            lower: node
+                .image_tree
+                .map_or_else(|| self.lower.clone(), Path::to_path_buf),
             agent_bin: self.agent_bin.clone(),
             storage_bytes: bulkhead_core::jail_layer_bytes(
                 node.group.storage_bytes,
@@ -116,6 +124,11 @@ impl Driver for JailDriver {
              (hypervisor: qemu) for suspend to disk",
             node.node, node.node
         )))
+    }
+
+    /// As the tenant's image copy: shifted into the tenant's range (#13 commit and fork).
+    fn image_owner(&self, uid: u32, gid: u32) -> (u32, u32) {
+        crate::image::shift(self.uid_base, self.uid_count)(uid, gid)
     }
 
     /// The cgroup freezer: every process of the node stops where it is.
@@ -186,6 +199,8 @@ mod tests {
     fn params_carry_the_layer_size_and_read_back() {
         let d = JailDriver {
             lower: "/lower".into(),
+            uid_base: 100_000,
+            uid_count: 65536,
             agent_bin: "/agent".into(),
             seccomp: vec![vec![1, 2]],
         };
@@ -201,11 +216,31 @@ mod tests {
                 cpus: 1,
                 network: &mut net,
                 start: bulkhead_driver::Start::Fresh,
+                image_tree: None,
             })
             .unwrap();
         let p: JailParams = v.decode().unwrap();
         assert_eq!(p.storage_bytes, 448 << 20);
         assert_eq!(p.seccomp, vec![vec![1, 2]]);
         assert!(d.storage_limit(&c.groups[0], 512 << 20).contains("448 MiB"));
+        assert_eq!(p.lower, Path::new("/lower"));
+        assert_eq!(d.image_owner(0, 5), (100_000, 100_005));
+        assert_eq!(d.image_owner(70_000, 0), (165_534, 100_000));
+        // A commit's tree replaces the image (#13).
+        let v = d
+            .prepare_node(NodePrep {
+                node: "t1-2",
+                hostname: "t1-2",
+                node_dir: Path::new("/n"),
+                group: &c.groups[0],
+                ram_bytes: 512 << 20,
+                cpus: 1,
+                network: &mut net,
+                start: bulkhead_driver::Start::Fresh,
+                image_tree: Some(Path::new("/commit-tree")),
+            })
+            .unwrap();
+        let p: JailParams = v.decode().unwrap();
+        assert_eq!(p.lower, Path::new("/commit-tree"));
     }
 }

@@ -327,6 +327,21 @@ fn copy_tree(
     Ok(())
 }
 
+/// The owner map of a tenant's image trees: every id shifted by `base`; ids at or above
+/// `count` become the range's nobody.
+pub fn shift(base: u32, count: u32) -> impl Fn(u32, u32) -> (u32, u32) {
+    move |uid: u32, gid: u32| {
+        let f = |x: u32| {
+            if x < count {
+                base + x
+            } else {
+                base + 65534.min(count - 1)
+            }
+        };
+        (f(uid), f(gid))
+    }
+}
+
 /// Returns the tenant's copy of an image, making it if needed: `<tenant_dir>/images/<id>`, with
 /// every owner shifted by `base` (ids at or above `count` become the range's nobody).
 pub fn shifted_copy(
@@ -348,18 +363,12 @@ pub fn shifted_copy(
     fs::create_dir_all(&dir).map_err(ioe(dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o711)).map_err(ioe("chmod"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", m.id, new_id()));
-    let shift = move |uid: u32, gid: u32| {
-        let f = |x: u32| {
-            if x < count {
-                base + x
-            } else {
-                base + 65534.min(count - 1)
-            }
-        };
-        (f(uid), f(gid))
-    };
-    let res = copy_tree(&image_dir(state, name).join("rootfs"), &tmp, &shift)
-        .and_then(|_| fs::rename(&tmp, &dst).map_err(ioe("installing tenant image")));
+    let res = copy_tree(
+        &image_dir(state, name).join("rootfs"),
+        &tmp,
+        &shift(base, count),
+    )
+    .and_then(|_| fs::rename(&tmp, &dst).map_err(ioe("installing tenant image")));
     if res.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }

@@ -54,6 +54,14 @@ impl Kind for Snapshot {
 
 pub type SnapshotId = Id<Snapshot>;
 // ---- end volumes ----
+/// Marker for commits' ids (`commits.rs`, #13 commit and fork).
+#[derive(Debug)]
+pub enum Commit {}
+impl Kind for Commit {
+    const NAME: &'static str = "commit";
+}
+
+pub type CommitId = Id<Commit>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {

@@ -11,6 +11,8 @@
 //! - `secrets.rs`: the tenant's secrets, sealed by the daemon with the tenant's key (#13);
 //! - `volumes.rs`: volumes, their attachments to nodes and their snapshots (#13): one
 //!   transaction per job over an in-memory view that is replaced after each commit;
+//! - `commits.rs`: [`CommitRow`], a node's root filesystem sealed as a tenant-private image
+//!   (#13; rows only for commits whose sealed file is complete);
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
 //!   answered from memory by the secret's hash (ADR 0022).
 //!
@@ -18,6 +20,7 @@
 //! the index holds exactly the committed rows of the tenant; nothing here holds a lock across
 //! an await.
 
+mod commits; // #13 commit and fork
 mod cursor;
 mod db;
 mod error;
@@ -34,9 +37,10 @@ mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13)
 
 pub use bulkhead_core::NodeState;
+pub use commits::CommitRow;
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
-pub use id::{Id, IdError, Kind, NodeId, SnapshotId, TokenId, VolumeId};
+pub use id::{CommitId, Id, IdError, Kind, NodeId, SnapshotId, TokenId, VolumeId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};
 pub use schema::{SchemaError, VERSION as SCHEMA_VERSION};
@@ -46,5 +50,5 @@ pub use tokens::{TokenRow, TokenStore, TokenStoreError};
 
 /// Id kinds (markers for [`Id`]).
 pub mod kind {
-    pub use crate::id::{Node, Snapshot, Token, Volume};
+    pub use crate::id::{Commit, Node, Snapshot, Token, Volume};
 }

@@ -52,6 +52,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "volumes, their attachments to nodes, and their snapshots",
         apply: v6_volumes,
     },
+    // #13 commit and fork (helper D2)
+    Migration {
+        version: 7,
+        what: "commits: a node's root filesystem sealed as a tenant-private image",
+        apply: crate::commits::v7_commits,
+    },
 ];
 
 /// The schema version this build writes.

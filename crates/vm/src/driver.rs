@@ -167,7 +167,12 @@ impl QemuDriver {
     }
 
     /// Makes the node's `vm/` directory (QEMU's, owned by its uid) and root disk.
-    fn make_disk(&self, node_dir: &Path, disk_bytes: u64) -> Result<PathBuf, DriverError> {
+    fn make_disk(
+        &self,
+        node_dir: &Path,
+        disk_bytes: u64,
+        image_tree: Option<&Path>,
+    ) -> Result<PathBuf, DriverError> {
         let owner = self.uid_base + QEMU_UID;
         let vm_dir = node_dir.join("vm");
         std::fs::create_dir_all(&vm_dir)
@@ -177,7 +182,11 @@ impl QemuDriver {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&vm_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(DriverError::io("chmod vm dir"))?;
-        let tree = self.images.join(&self.image).join("rootfs");
+        // A commit's tree (#13), else the image's.
+        let tree = image_tree.map_or_else(
+            || self.images.join(&self.image).join("rootfs"),
+            Path::to_path_buf,
+        );
         crate::disk::make(&tree, &vm_dir.join("disk.ext4"), disk_bytes, owner)
             .map_err(|e| DriverError::Failed(format!("preparing the microVM: {e}")))?;
         Ok(vm_dir)
@@ -234,7 +243,7 @@ impl Driver for QemuDriver {
             clear_sockets(&vm_dir)?;
             vm_dir
         } else {
-            self.make_disk(node.node_dir, node.group.storage_bytes)?
+            self.make_disk(node.node_dir, node.group.storage_bytes, node.image_tree)?
         };
         let spec = VmSpec {
             qemu: self.qemu.clone(),

@@ -1,5 +1,6 @@
 //! One module per CLI verb; each parses its arguments and hands off to a library crate.
 
+pub mod commit; // commit and fork (#13)
 pub mod identity;
 pub mod image;
 pub mod keys; // key rotation (#13)

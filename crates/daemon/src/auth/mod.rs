@@ -153,6 +153,16 @@ pub enum Action {
     DeleteVolume,
     SnapshotVolume,
     // ---- end volumes ----
+    // ---- commit and fork (#13, helper D2) ----
+    /// `GET /vm/commits`, `GET /vm/commits/{id}`.
+    ListCommits,
+    /// `POST /vm/{node}/commit`.
+    CommitNode,
+    /// `DELETE /vm/commits/{id}`.
+    DeleteCommit,
+    /// `POST /vm/commits/{id}/fork`.
+    ForkCommit,
+    // ---- end commit and fork ----
 }
 
 /// What an action needs of the principal.
@@ -376,6 +386,28 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "copies workload data, spending the tenant's storage",
         ),
         // ---- end volumes ----
+        // ---- commit and fork (#13): commits are node content, so node rules govern them ----
+        (
+            Action::ListCommits,
+            Rule(Nodes, List),
+            "commit ids, sizes and source node names, never content",
+        ),
+        (
+            Action::CommitNode,
+            Rule(Nodes, Copy),
+            "reads the node's whole root filesystem into a commit",
+        ),
+        (
+            Action::DeleteCommit,
+            Rule(Nodes, Delete),
+            "destroys a commit (its files are wiped)",
+        ),
+        (
+            Action::ForkCommit,
+            Rule(Nodes, Create),
+            "starts a node, spending the tenant's resources",
+        ),
+        // ---- end commit and fork ----
     ]
 };
 

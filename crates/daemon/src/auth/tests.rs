@@ -1,5 +1,4 @@
 //! Unit tests of the authorization decision and the policy table.
-
 use super::*;
 
 fn principal(bindings: &[&str]) -> Principal {
@@ -15,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 43] = [
+pub const ALL: [Action; 47] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -61,6 +60,11 @@ pub const ALL: [Action; 43] = [
     Action::CreateVolume,
     Action::DeleteVolume,
     Action::SnapshotVolume,
+    // commit and fork (#13)
+    Action::ListCommits,
+    Action::CommitNode,
+    Action::DeleteCommit,
+    Action::ForkCommit,
 ];
 
 #[test]

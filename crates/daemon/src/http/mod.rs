@@ -12,6 +12,7 @@
 mod admit;
 pub mod agent;
 pub mod body;
+pub mod commits; // #13 commit and fork
 pub mod cp;
 pub mod exec;
 pub mod exec_bg;
@@ -293,6 +294,25 @@ pub fn table() -> Vec<Route> {
             delete(volumes::delete_snapshot),
         ),
         // ---- end volumes ----
+        // ---- commit and fork (#13, helper D2; ADR 0030): `/vm/commits*` name no node or
+        // group, so the layer gives the tenants the caller may act in (`http/commits.rs`) ----
+        route(
+            "/vm/{node}/commit",
+            &[("post", CommitNode)],
+            post(commits::commit_node),
+        ),
+        route("/vm/commits", &[("get", ListCommits)], get(commits::list)),
+        route(
+            "/vm/commits/{id}",
+            &[("get", ListCommits), ("delete", DeleteCommit)],
+            get(commits::get).delete(commits::delete),
+        ),
+        route(
+            "/vm/commits/{id}/fork",
+            &[("post", ForkCommit)],
+            post(commits::fork),
+        ),
+        // ---- end commit and fork ----
     ]
 }
 

@@ -52,6 +52,10 @@ pub struct CreateSpec {
     /// volumes (#13): `id:path[:ro]`, paths normalized, sorted (absent in older records).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// #13 commit and fork: the commit the node starts from (its id); `None`: the group's
+    /// image (a group's image name given as `image` is normalized to `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl CreateSpec {
@@ -93,6 +97,7 @@ impl CreateSpec {
             persistent: req.persistent,
             secrets,                                             // #13
             volumes: super::volume_rules::spec_of(&req.volumes), // volumes (#13)
+            image: super::commit::commit_image(req),             // #13
         }
     }
 
@@ -147,6 +152,9 @@ impl CreateSpec {
         if (&self.network_allow, &self.network_drop) != (&asked.network_allow, &asked.network_drop)
         {
             out.push("network".into());
+        }
+        if self.image != asked.image {
+            out.push("image".into()); // #13
         }
         out
     }

@@ -144,6 +144,7 @@ impl Tenant {
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
         self.check_node_secrets(&req.secrets).await?; // secrets (#13): 400 naming unknown ones
+        self.check_create_image(&req).await?; // #13: a commit of this tenant's, or its image
         let _slot = self.enqueue()?;
         let name = match &req.hostname {
             Some(h) => h.clone(),
@@ -317,6 +318,7 @@ impl Tenant {
             row.name.clone(),
         );
         let (ram_bytes, cpus) = (row.ram_bytes, row.cpus);
+        let image_tree = self.image_tree_of(row, g).await?; // #13: a commit's tree, if any
         let (params, network) = tokio::task::spawn_blocking(move || {
             let mut network = network;
             driver
@@ -329,6 +331,7 @@ impl Tenant {
                     cpus,
                     network: &mut network,
                     start,
+                    image_tree: image_tree.as_deref(), // #13 commit and fork
                 })
                 .map(|p| (p, network))
         })

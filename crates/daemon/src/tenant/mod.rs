@@ -15,6 +15,7 @@
 mod agent;
 mod attach; // volumes attached to nodes (#13, attach)
 pub mod attach_counters; // its counters (#13, attach)
+pub mod commit; // #13 commit and fork
 mod conflict; // the conflict rule (#12, ADR 0025)
 mod create;
 mod describe;

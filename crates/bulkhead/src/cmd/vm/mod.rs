@@ -127,6 +127,12 @@ pub enum VmCmd {
         conn: Conn,
         node: String,
     },
+    /// Commit a node's root filesystem as a tenant-private image; prints its id (#13)
+    Commit {
+        #[command(flatten)]
+        conn: Conn,
+        node: String,
+    },
     /// Pause a node (microVM: vCPUs stop; jail: cgroup freezer)
     Pause {
         #[command(flatten)]
@@ -385,6 +391,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 println!("{} -> {node}:{}", f.listen, f.node_port);
             }
         }
+        VmCmd::Commit { conn, node } => return super::commit::commit_node(conn, &node).await, // #13
         VmCmd::Pause { conn, node } => {
             conn.client()?
                 .send_ok(

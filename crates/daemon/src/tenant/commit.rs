@@ -1,0 +1,367 @@
+//! Commit and fork (#13, ADR 0030): a node's root filesystem, read through its agent (the
+//! node's own view, the same for a jail and a microVM), sealed into a tenant-private commit;
+//! nodes started from a commit (`image: <commit id>` at create, or a fork) get its tree as
+//! their image. The host-side file work is `crate::commit`.
+//!
+//! Invariants:
+//! - a commit is visible (listed, usable) only once its row exists, and its row is written
+//!   only after its sealed file is complete and its tree for the node's driver was unpacked
+//!   from that file (so a commit that cannot be used is refused at once, not at a fork);
+//!   a daemon killed at any step leaves files without a row, which start-up wipes;
+//! - every lookup is by this tenant's store: a commit id of another tenant is unknown here
+//!   (404, the same answer as an id that never existed);
+//! - a commit is not deleted while a node of the tenant was made from it (409 naming them):
+//!   a stopped node relaunches from the same tree;
+//! - the node's volumes are left out (their mount points stay, empty): they are the tenant's
+//!   volumes, not the node's root filesystem;
+//! - the tar is read with the node running (no pause: the agent that reads it lives in the
+//!   node, and pausing would stop it too); files written meanwhile may be caught mid-write.
+
+use bulkhead_api::commits::CommitInfo;
+use bulkhead_api::CreateNodeRequest;
+use bulkhead_core::{Code, DomainError, HostGroup};
+use bulkhead_store::{CommitId, CommitRow, NodeRow};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::conflict::CreateSpec;
+use super::{NodeRef, Tenant};
+use crate::commit::{self as host, Bounds, CommitError};
+
+/// What a commit never reads: what the driver mounts (processes, devices, the agent), the
+/// node's secrets and identity (`/run`), and scratch space (`/tmp`). The mount points
+/// themselves are kept, empty.
+const EXCLUDE: &[&str] = &["proc/*", "sys/*", "dev/*", "run/*", "tmp/*", ".bulkhead/*"];
+
+/// The commit id a create asks for with `image`, canonical; `None` for an image name.
+pub fn commit_image(req: &CreateNodeRequest) -> Option<String> {
+    req.image
+        .as_deref()
+        .and_then(|s| CommitId::parse(s).ok())
+        .map(|id| id.to_string())
+}
+
+fn not_found(id: &str) -> DomainError {
+    DomainError::not_found(format!(
+        "commit {:?} not found: `GET /vm/commits` lists this tenant's commits",
+        id.chars().take(64).collect::<String>()
+    ))
+}
+
+fn commit_error(node: &str, e: CommitError) -> DomainError {
+    match e {
+        CommitError::TooLarge { .. } => {
+            DomainError::new(Code::NoSpace, format!("committing node {node:?}: {e}"))
+        }
+        CommitError::Unpack(u) => DomainError::new(
+            Code::InvalidArchive,
+            format!("node {node:?}'s root filesystem cannot be committed: {u}; nothing was kept"),
+        ),
+        e => DomainError::internal(format!("committing node {node:?}: {e}")),
+    }
+}
+
+/// `p` as a pattern matching exactly itself (the agent's patterns are Go's `path.Match`).
+fn glob_escape(p: &str) -> String {
+    p.chars()
+        .flat_map(|c| match c {
+            '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+/// Size of the files under `p` (apparent, no symlink followed).
+fn tree_bytes(p: &std::path::Path) -> u64 {
+    let Ok(md) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !md.is_dir() {
+        return md.len();
+    }
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| tree_bytes(&e.path()))
+        .sum()
+}
+
+impl Tenant {
+    fn commit_info(&self, c: &CommitRow) -> CommitInfo {
+        CommitInfo {
+            id: c.id.to_string(),
+            tenant: self.name.clone(),
+            node: c.node.clone(),
+            hostgroup: c.hostgroup.clone(),
+            size_bytes: c.size_bytes,
+            created_at: c.created_at.clone(),
+        }
+    }
+
+    fn commit_key(&self) -> Result<host::seal::Key, DomainError> {
+        Ok(self.key().clone())
+    }
+
+    fn commit_bounds(&self, max_bytes: u64) -> Bounds {
+        Bounds {
+            max_entries: host::MAX_ENTRIES,
+            max_bytes,
+            strip_setid: self.admission.no_setid(),
+        }
+    }
+
+    /// `POST /vm/{node}/commit`: runs to its end even if the caller goes away (a commit cut
+    /// short leaves nothing, but one that got far should land).
+    pub async fn commit_node(self: &Arc<Self>, node: &NodeRef) -> Result<CommitInfo, DomainError> {
+        let (t, name) = (self.clone(), node.name().to_string());
+        super::power::to_completion(async move { t.commit_now(&name).await }).await
+    }
+
+    async fn commit_now(self: &Arc<Self>, name: &str) -> Result<CommitInfo, DomainError> {
+        let node = self.running_node(name)?;
+        let row = node.row().clone();
+        let g = self.group(&row.hostgroup)?.clone();
+        let driver = self.driver_for(&g.name).clone();
+        let key = self.commit_key()?;
+        // Bound: what the node can hold, its writable storage and the image below it.
+        let base = match self.image_tree_of(&row, &g).await? {
+            Some(t) => Some(t),
+            // The tenant's image in the host's image store (`<state>/images/<name>/rootfs`).
+            None => self
+                .dir
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|state| state.join("images").join(&self.cfg.image).join("rootfs")),
+        };
+        let image_bytes = match base {
+            Some(t) => tokio::task::spawn_blocking(move || tree_bytes(&t))
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
+        let limit = g.storage_bytes + image_bytes + (64 << 20);
+        // Volumes attached to the node are theirs, not its root filesystem's: their mount
+        // points stay, empty.
+        let mut exclude: Vec<String> = EXCLUDE.iter().map(|s| s.to_string()).collect();
+        exclude.extend(
+            self.store
+                .volumes()
+                .attached_to(name)
+                .map(|a| format!("{}/*", glob_escape(a.path.trim_matches('/')))),
+        );
+        let mut out = self.copy_out_excluding(&node, "/", exclude).await?;
+        let id = CommitId::new().to_string();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (tenant, dir, id2, key2) =
+            (self.name.clone(), self.dir.clone(), id.clone(), key.clone());
+        let writer = tokio::task::spawn_blocking(move || {
+            host::write_sealed(&key2, &tenant, &dir, &id2, host::ChanReader::new(rx, limit))
+        });
+        loop {
+            let chunk = match out.next_chunk().await {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => break,
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        drop(out);
+        let size = writer
+            .await
+            .map_err(|e| DomainError::internal(format!("committing node {name:?}: {e}")))?
+            .map_err(|e| commit_error(name, e))?;
+        // The tree for the node's driver, from the sealed file: proves the file opens and
+        // refuses hostile content now rather than at a fork.
+        let bounds = self.commit_bounds(limit);
+        let (tenant, dir, id2) = (self.name.clone(), self.dir.clone(), id.clone());
+        let drv = driver.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let owner = |u, g| drv.image_owner(u, g);
+            host::ensure_tree(&key, &tenant, &dir, &id2, drv.name(), &owner, bounds)
+        })
+        .await
+        .map_err(|e| DomainError::internal(format!("committing node {name:?}: {e}")));
+        let built = match built {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(commit_error(name, e)),
+            Err(e) => Err(e),
+        };
+        let c = CommitRow {
+            id: CommitId::parse(&id).map_err(|e| DomainError::internal(e.to_string()))?,
+            node: row.name.clone(),
+            hostgroup: row.hostgroup.clone(),
+            size_bytes: size,
+            state: "ready".into(),
+            created_at: crate::fsutil::now_rfc3339(),
+        };
+        let recorded = match built {
+            Ok(()) => self
+                .store
+                .insert_commit(c.clone())
+                .await
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            let dir = self.dir.clone();
+            let _ = tokio::task::spawn_blocking(move || host::remove(&dir, &id)).await;
+            return Err(e);
+        }
+        tracing::info!(node = %name, commit = %c.id, bytes = size, "node committed");
+        Ok(self.commit_info(&c))
+    }
+
+    /// `GET /vm/commits`.
+    pub async fn list_commits(&self) -> Result<Vec<CommitInfo>, DomainError> {
+        Ok(self
+            .store
+            .commits()
+            .await?
+            .iter()
+            .map(|c| self.commit_info(c))
+            .collect())
+    }
+
+    /// One of this tenant's commits; anything else (malformed, unknown, another tenant's) is
+    /// the same 404.
+    pub async fn find_commit(&self, id: &str) -> Result<CommitRow, DomainError> {
+        let Ok(cid) = CommitId::parse(id) else {
+            return Err(not_found(id));
+        };
+        self.store.commit(cid).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// Whether this tenant has the commit (the daemon-wide routes search the caller's
+    /// tenants with it).
+    pub async fn has_commit(&self, id: &str) -> bool {
+        self.find_commit(id).await.is_ok()
+    }
+
+    pub async fn commit_info_of(&self, id: &str) -> Result<CommitInfo, DomainError> {
+        Ok(self.commit_info(&self.find_commit(id).await?))
+    }
+
+    /// The tenant's nodes made from commit `id`.
+    fn nodes_from(&self, id: &str) -> Vec<String> {
+        self.list()
+            .rows()
+            .iter()
+            .filter(|r| spec_image(r).as_deref() == Some(id))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// `DELETE /vm/commits/{id}`: refused (409) while nodes made from it exist; else its
+    /// record goes first (it is no longer usable), then its files are wiped.
+    pub async fn delete_commit(&self, id: &str) -> Result<(), DomainError> {
+        let c = self.find_commit(id).await?;
+        let id = c.id.to_string();
+        let users = self.nodes_from(&id);
+        if !users.is_empty() {
+            return Err(DomainError::new(
+                Code::Conflict,
+                format!(
+                    "commit {id} is the image of node(s) {}: delete them first (a stopped node would relaunch from it)",
+                    users.join(", ")
+                ),
+            ));
+        }
+        self.store.delete_commit(c.id).await?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || host::remove(&dir, &id))
+            .await
+            .map_err(|e| DomainError::internal(format!("wiping the commit: {e}")))?;
+        Ok(())
+    }
+
+    /// A create's `image`: a commit of this tenant's (404 naming it otherwise), or the
+    /// tenant's image name (which nodes boot anyway); anything else is refused.
+    pub async fn check_create_image(&self, req: &CreateNodeRequest) -> Result<(), DomainError> {
+        let Some(image) = req.image.as_deref().filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        if commit_image(req).is_some() {
+            return self.find_commit(image).await.map(|_| ());
+        }
+        if image == self.cfg.image {
+            return Ok(());
+        }
+        Err(DomainError::not_found(format!(
+            "image {image:?} is neither this tenant's image ({:?}) nor one of its commits: give a commit id from `GET /vm/commits`, or omit image",
+            self.cfg.image
+        )))
+    }
+
+    /// The tree a node starts from when it is not the tenant's image: its commit's, for its
+    /// group's driver, unpacked now if it is not there yet. `None`: the image.
+    pub(super) async fn image_tree_of(
+        &self,
+        row: &NodeRow,
+        g: &HostGroup,
+    ) -> Result<Option<PathBuf>, DomainError> {
+        let Some(id) = spec_image(row) else {
+            return Ok(None);
+        };
+        let c = self.find_commit(&id).await.map_err(|_| {
+            DomainError::new(
+                Code::NodeFailed,
+                format!(
+                    "node {:?} was made from commit {id}, which is gone",
+                    row.name
+                ),
+            )
+        })?;
+        let key = self.commit_key()?;
+        let driver = self.driver_for(&g.name).clone();
+        let bounds = self.commit_bounds(c.size_bytes);
+        let (tenant, dir) = (self.name.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            let owner = |u, g| driver.image_owner(u, g);
+            host::ensure_tree(&key, &tenant, &dir, &id, driver.name(), &owner, bounds)
+        })
+        .await
+        .map_err(|e| DomainError::internal(format!("preparing commit {}: {e}", c.id)))?
+        .map(Some)
+        .map_err(|e| commit_error(&row.name, e))
+    }
+
+    /// At start, before serving: wipes commit files and trees no row explains (a commit cut
+    /// short by a crash) and every partial one.
+    pub async fn sweep_commits(&self) {
+        let known = match self.store.commits().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Without the rows nothing can be told apart: keep every file.
+                tracing::error!(tenant = %self.name, error = %e, "reading commits at start; none swept");
+                return;
+            }
+        };
+        let known: HashSet<String> = known.iter().map(|c| c.id.to_string()).collect();
+        let dir = self.dir.clone();
+        let s = tokio::task::spawn_blocking(move || host::sweep(&dir, &known))
+            .await
+            .unwrap_or_default();
+        if s != host::Swept::default() {
+            tracing::warn!(
+                tenant = %self.name,
+                partial = s.partial,
+                orphans = s.orphans,
+                "wiped commits a stopped daemon left unfinished"
+            );
+        }
+    }
+}
+
+/// The commit a node was made from, from its recorded create spec.
+fn spec_image(r: &NodeRow) -> Option<String> {
+    r.spec
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<CreateSpec>(s).ok())
+        .and_then(|s| s.image)
+}
