@@ -204,6 +204,12 @@ pub trait Driver: Send + Sync {
     fn volume_attach(&self) -> VolumeAttach {
         VolumeAttach::Unsupported
     }
+
+    /// How this driver keeps a persistent node's storage (#13, persistent nodes); a driver
+    /// that does not say cannot, and a create asking for `persistent: true` is refused.
+    fn persistence(&self) -> crate::Persistence {
+        crate::Persistence::Unsupported
+    }
 }
 
 /// How a driver's nodes get the volumes their spec names (`NodeSpec::volumes`).

@@ -184,10 +184,42 @@ pub fn check(
     instruction: Option<&mut Vec<u8>>,
     volumes: &[VolumeMount],
 ) -> Result<VolumeKeys, Refusal> {
+    let wanted: Vec<(&str, &str)> = volumes
+        .iter()
+        .map(|v| (v.id.as_str(), v.key_id.as_str()))
+        .collect();
+    check_keys(spec_bytes, instruction, &wanted)
+}
+
+/// Checks a whole spec: its volumes' keys and a persistent node's layer key (#13, persistent
+/// nodes: the layer's key comes the same way, under its key id).
+pub fn check_spec(
+    spec_bytes: &[u8],
+    instruction: Option<&mut Vec<u8>>,
+    spec: &crate::NodeSpec,
+) -> Result<VolumeKeys, Refusal> {
+    let mut wanted: Vec<(&str, &str)> = spec
+        .volumes
+        .iter()
+        .map(|v| (v.id.as_str(), v.key_id.as_str()))
+        .collect();
+    if let Some(l) = &spec.persistent_layer {
+        wanted.push(("the persistent layer", l.key_id.as_str()));
+    }
+    check_keys(spec_bytes, instruction, &wanted)
+}
+
+/// [`check`] for any keyed things the spec names, as (what, key id): each needs its key in
+/// the instruction, and naming any needs an instruction.
+fn check_keys(
+    spec_bytes: &[u8],
+    instruction: Option<&mut Vec<u8>>,
+    wanted: &[(&str, &str)],
+) -> Result<VolumeKeys, Refusal> {
     let r = (|| {
         let text = match instruction.as_deref() {
             Some(t) if !t.trim_ascii().is_empty() => t.trim_ascii(),
-            _ if volumes.is_empty() => return Ok(VolumeKeys::default()),
+            _ if wanted.is_empty() => return Ok(VolumeKeys::default()),
             _ => return Err(Refusal::NoInstruction),
         };
         let wire: Wire = serde_json::from_slice(text)
@@ -196,15 +228,15 @@ pub fn check(
             return Err(Refusal::SpecMismatch);
         }
         let mut keys = BTreeMap::new();
-        for v in volumes {
+        for (what, key_id) in wanted {
             let hex = wire
                 .volume_keys
-                .get(&v.key_id)
-                .ok_or_else(|| Refusal::MissingKey(v.id.clone()))?;
+                .get(*key_id)
+                .ok_or_else(|| Refusal::MissingKey(what.to_string()))?;
             let key = unhex_key(hex).ok_or_else(|| {
-                Refusal::Invalid(format!("the key of volume {} is not 64 bytes of hex", v.id))
+                Refusal::Invalid(format!("the key of volume {what} is not 64 bytes of hex"))
             })?;
-            keys.insert(v.key_id.clone(), key);
+            keys.insert(key_id.to_string(), key);
         }
         Ok(VolumeKeys(keys))
     })();

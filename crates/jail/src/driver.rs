@@ -128,6 +128,11 @@ impl Driver for JailDriver {
         bulkhead_driver::VolumeAttach::Supervisor
     }
 
+    /// Persistent nodes (#13): an encrypted layer image instead of the tmpfs (crate::persist).
+    fn persistence(&self) -> bulkhead_driver::Persistence {
+        bulkhead_driver::Persistence::EncryptedLayer
+    }
+
     fn storage_limit(&self, g: &HostGroup, ram_bytes: u64) -> String {
         let mib = |b: u64| b >> 20;
         let layer = bulkhead_core::jail_layer_bytes(g.storage_bytes, ram_bytes);
