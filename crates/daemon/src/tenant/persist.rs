@@ -102,7 +102,7 @@ impl Tenant {
         }
         let image = self.node_dir(&row.name).join(LAYER_IMAGE);
         let id = row.id.to_string();
-        let key = self.tenant_key()?.derive("layer", &id);
+        let key = self.key().derive("layer", &id);
         let layer = LayerMount {
             image: image.clone(),
             key_id: layer_key_id(&id),
