@@ -83,6 +83,26 @@ fn loops_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The tenant's storage in use, as `GET /quota` says.
+fn storage_used(d: &Daemon) -> u64 {
+    use http_body_util::BodyExt;
+    let c = d.client();
+    common::rt().block_on(async {
+        let r = c
+            .send(
+                hyper::Method::GET,
+                "/quota",
+                bulkhead_api::client::full_body(Vec::new()),
+                None,
+            )
+            .await
+            .unwrap();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        v["tenants"][0]["storage_bytes"]["used"].as_u64().unwrap()
+    })
+}
+
 fn layer_of(d: &Daemon, node: &str) -> PathBuf {
     d.tenant_dir().join("nodes").join(node).join("layer.img")
 }
@@ -164,6 +184,9 @@ fn a_persistent_jail_node_keeps_its_layer_across_relaunch_and_daemon_restarts() 
         serde_json::from_str(&d.vm_ok(&["list", "--json"])).unwrap();
     let names: Vec<&str> = list.iter().map(|n| n.hostname.as_str()).collect();
     assert_eq!(names, vec![p.as_str()], "only the persistent node is left");
+    // Its disk counts against the storage quota with the layer's size, across the restart.
+    let size = std::fs::metadata(&layer).unwrap().len();
+    assert_eq!(storage_used(&d), size, "the kept node's layer counts");
 
     // graceful_shutdown: true: the node runs on across the stop and is re-adopted.
     let init = d.supervisor_state(&p)["init_pid"].as_i64().unwrap();

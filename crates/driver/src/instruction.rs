@@ -319,6 +319,53 @@ mod tests {
         ));
     }
 
+    /// A persistent node's layer (#13): its key comes with the instruction under its key id;
+    /// a spec naming a layer starts nothing without an instruction or without that key.
+    #[test]
+    fn a_layer_needs_the_instruction_and_its_key() {
+        let mut spec = crate::NodeSpec {
+            tenant: "t1".into(),
+            node: "t1-1".into(),
+            cgroup: "c1".into(),
+            hostname: "t1-1".into(),
+            node_dir: "/state/n".into(),
+            uid_base: 1 << 20,
+            uid_count: 65536,
+            limits: bulkhead_sandbox::Limits {
+                memory_bytes: 512 << 20,
+                millicpus: 1000,
+                pids_max: 1024,
+            },
+            network: bulkhead_net::NetworkPlan::Loopback,
+            driver: "jail".into(),
+            params: crate::Params::of(&serde_json::json!({})).unwrap(),
+            cpuset: None,
+            volumes: Vec::new(),
+            persistent_layer: None,
+        };
+        spec.persistent_layer = Some(crate::LayerMount {
+            image: "/state/n/layer.img".into(),
+            key_id: crate::persist::layer_key_id("01J0"),
+        });
+        let bytes = spec.to_json();
+        let e = check_spec(&bytes, None, &spec).unwrap_err();
+        assert!(matches!(e, Refusal::NoInstruction), "{e}");
+        let other = [3u8; KEY_LEN];
+        let mut l = line(&bytes, &[("layer:01J1", &other)]).as_bytes().to_vec();
+        let e = check_spec(&bytes, Some(&mut l), &spec).unwrap_err();
+        assert!(matches!(e, Refusal::MissingKey(_)), "{e}");
+        let k = [9u8; KEY_LEN];
+        let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
+        let keys = check_spec(&bytes, Some(&mut l), &spec).unwrap();
+        assert_eq!(keys.get("layer:01J0").unwrap().bytes(), &k);
+        // An edited spec (another image) is refused even with the right key.
+        let mut edited = spec.clone();
+        edited.persistent_layer.as_mut().unwrap().image = "/state/other/layer.img".into();
+        let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
+        let e = check_spec(&edited.to_json(), Some(&mut l), &edited).unwrap_err();
+        assert!(matches!(e, Refusal::SpecMismatch), "{e}");
+    }
+
     #[test]
     fn wipe_clears_a_buffer() {
         let mut b = vec![5u8; 8];
