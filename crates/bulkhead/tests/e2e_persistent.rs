@@ -3,11 +3,13 @@
 //! `graceful_shutdown: false` and with `true`, and its supervisor's death (a host reboot, as
 //! far as the node is concerned); the same file in a plain node is gone after a relaunch. The
 //! layer's image never holds the file's bytes in plaintext; delete wipes it (zeros through a
-//! descriptor held from before) and leaves no loop device, mount or directory behind.
+//! descriptor held from before) and leaves no loop device, mount or directory behind. A
+//! persistent microVM (TCG, slow) keeps its LUKS-encrypted root disk the same way.
 
 mod common;
 
-use common::{privileged, Daemon};
+use common::netlab::Netns;
+use common::{privileged, vm_config, Daemon};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +32,11 @@ fn status(d: &Daemon, node: &str) -> String {
 
 /// Waits until the node answers an exec (a relaunch at daemon start runs in the background).
 fn wait_running(d: &Daemon, node: &str) {
-    let until = Instant::now() + Duration::from_secs(60);
+    wait_running_for(d, node, Duration::from_secs(60))
+}
+
+fn wait_running_for(d: &Daemon, node: &str, patience: Duration) {
+    let until = Instant::now() + patience;
     loop {
         let (code, out, _) = d.sh(node, "echo up");
         if code == 0 && out == "up\n" {
@@ -245,5 +251,60 @@ fn a_persistent_jail_node_keeps_its_layer_across_relaunch_and_daemon_restarts() 
         !mounts.contains(d.tenant_dir().to_str().unwrap()),
         "a mount under the tenant's directory is left"
     );
+    d.stop_and_assert_clean();
+}
+
+/// Reads `f` to its end and counts its non-zero bytes.
+fn nonzero_bytes(mut f: std::fs::File) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut nonzero = 0u64;
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return nonzero;
+        }
+        nonzero += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+    }
+}
+
+#[test]
+fn a_persistent_microvm_keeps_its_encrypted_disk_across_relaunch_and_daemon_restart() {
+    if !privileged() {
+        return;
+    }
+    let netns = Netns::new();
+    let mut d = Daemon::start_in(&netns.path(), "pvm", &vm_config());
+    let m = marker();
+    let p = d
+        .vm_ok(&["add", &d.tenant, "--persistent", "--timeout", "240s"])
+        .trim()
+        .to_string();
+    let (code, _, err) = d.sh(&p, &format!("echo {m} > /root/marker && sync"));
+    assert_eq!(code, 0, "{err}");
+    let vm = d.tenant_dir().join("nodes").join(&p).join("vm");
+    let disk = vm.join("disk.luks");
+    assert!(disk.exists(), "a persistent microVM's disk is a LUKS image");
+    assert!(!vm.join("disk.ext4").exists() && !vm.join("disk.plain").exists());
+    assert!(
+        !file_contains(&disk, m.as_bytes()),
+        "the raw LUKS disk holds the plaintext marker"
+    );
+    d.vm_ok(&["shutdown", &p]);
+    d.vm_ok(&["relaunch", &p]);
+    assert_eq!(read_marker(&d, &p).1.trim(), m, "relaunch kept the disk");
+    // A daemon stop with graceful_shutdown: false keeps it; the next start relaunches it.
+    d.stop();
+    assert!(disk.exists());
+    d.spawn();
+    wait_running_for(&d, &p, Duration::from_secs(240));
+    assert_eq!(
+        read_marker(&d, &p).1.trim(),
+        m,
+        "daemon restart kept the disk"
+    );
+    let held = std::fs::File::open(&disk).unwrap();
+    d.vm_ok(&["delete", &p]);
+    assert!(!disk.exists());
+    assert_eq!(nonzero_bytes(held), 0, "the deleted disk still holds data");
     d.stop_and_assert_clean();
 }

@@ -43,6 +43,10 @@ pub struct NodePrep<'a> {
     pub network: &'a mut bulkhead_net::NetworkPlan,
     /// A first start, or the same node starting again (ADR 0018).
     pub start: Start,
+    /// A persistent node's key (#13, persistent nodes; `TenantKey::derive("layer", <node id>)`)
+    /// for a driver that encrypts the node's disk itself ([`crate::Persistence::EncryptedDisk`]);
+    /// `None` for every other node.
+    pub persistent_key: Option<&'a [u8; 64]>,
 }
 
 /// How a node starts (ADR 0018).

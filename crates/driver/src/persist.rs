@@ -1,6 +1,9 @@
 //! Persistent nodes (#13, `"persistent": true`): what a node's spec says about the storage
 //! that outlives its processes, and how a driver keeps it ([`Persistence`]).
 //!
+//! A microVM's persistent root disk is a LUKS image of QEMU's block layer
+//! ([`Persistence::EncryptedDisk`]); the key travels the same way.
+//!
 //! A jail's persistent writable layer is an ext4 image in the node's directory
 //! ([`LAYER_IMAGE`]) whose `data` directory is encrypted with fscrypt under
 //! `TenantKey::derive("layer", <node id>)`; the spec names the image and the key's id, the key
@@ -25,6 +28,11 @@ pub enum Persistence {
     /// supervisor opens it ([`NodeSpec::persistent_layer`](crate::NodeSpec)) and the node's
     /// overlay keeps its upper and work directories in it instead of a tmpfs (a jail).
     EncryptedLayer,
+    /// The driver encrypts the node's own disk, kept across starts (a microVM's root disk as
+    /// a LUKS image QEMU opens): it gets the key in `NodePrep::persistent_key` to make it, the
+    /// supervisor through the instruction to open it ([`NodeSpec::persistent_layer`] names the
+    /// disk and the key's id).
+    EncryptedDisk,
 }
 
 /// A persistent node's writable layer, as its spec names it.

@@ -206,6 +206,7 @@ mod tests {
                 cpus: 1,
                 network: &mut net,
                 start: bulkhead_driver::Start::Fresh,
+                persistent_key: None,
             })
             .unwrap();
         let p: JailParams = v.decode().unwrap();

@@ -315,6 +315,9 @@ impl Tenant {
         let (ram_bytes, cpus) = (row.ram_bytes, row.cpus);
         // #13, persistent nodes: the layer (made at the first start) and its key.
         let layer = self.layer_for(row, g, start).await?;
+        let pkey = layer
+            .as_ref()
+            .and_then(|(_, k)| bulkhead_storage::Secret::<64>::from_slice(k.expose()));
         let (params, network) = tokio::task::spawn_blocking(move || {
             let mut network = network;
             driver
@@ -327,6 +330,7 @@ impl Tenant {
                     cpus,
                     network: &mut network,
                     start,
+                    persistent_key: pkey.as_ref().map(|k| k.expose()), // #13, persistent
                 })
                 .map(|p| (p, network))
         })

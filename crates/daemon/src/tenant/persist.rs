@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 use super::power::Wait;
 use super::Tenant;
 
+/// A persistent microVM's LUKS root disk, in its node's directory (`bulkhead_vm::driver`).
+const VM_DISK: &str = "vm/disk.luks";
+
 /// How long a relaunch at daemon start waits for the node's agent.
 const RELAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -96,11 +99,16 @@ impl Tenant {
         g: &HostGroup,
         start: Start,
     ) -> Result<Option<(LayerMount, Secret<64>)>, DomainError> {
-        if !row.persistent || self.driver_for(&g.name).persistence() != Persistence::EncryptedLayer
-        {
+        let kind = self.driver_for(&g.name).persistence();
+        if !row.persistent || kind == Persistence::Unsupported {
             return Ok(None);
         }
-        let image = self.node_dir(&row.name).join(LAYER_IMAGE);
+        // A jail's layer image, made here; a microVM's LUKS root disk, made by its driver
+        // (`NodePrep::persistent_key`) at the first start.
+        let image = match kind {
+            Persistence::EncryptedDisk => self.node_dir(&row.name).join(VM_DISK),
+            _ => self.node_dir(&row.name).join(LAYER_IMAGE),
+        };
         let id = row.id.to_string();
         let key = self.key().derive("layer", &id);
         let layer = LayerMount {
@@ -110,6 +118,7 @@ impl Tenant {
         let exists = image.exists();
         match (start, exists) {
             (_, true) => {}
+            (Start::Fresh, false) if kind == Persistence::EncryptedDisk => {}
             (Start::Fresh, false) => {
                 let bytes = row.storage_bytes.unwrap_or(g.storage_bytes);
                 let (owner, k) = (self.uid_base, Secret::<64>::from_slice(key.expose()));
@@ -203,6 +212,13 @@ impl Tenant {
 /// zeros and unlinked, once no loop device backs it any more (the node's mount namespace
 /// releases it as its last process goes). Blocking.
 pub(super) fn wipe_layer(node_dir: &Path) {
+    // A microVM's LUKS disk: no loop device, QEMU is gone with the supervisor.
+    let disk = node_dir.join(VM_DISK);
+    if disk.exists() {
+        if let Err(e) = bulkhead_storage::wipe::wipe_file(&disk) {
+            tracing::error!(image = %disk.display(), error = %e, "cannot wipe the persistent disk");
+        }
+    }
     let image = node_dir.join(LAYER_IMAGE);
     if !image.exists() {
         return;
