@@ -3,8 +3,9 @@
 //! restart and, in principle, a host reboot; deleting the node wipes it.
 //!
 //! - Create: refused (400 `unsupported`) where the host group's driver keeps nothing
-//!   (`Driver::persistence`) or the host has no fscrypt (the probe says which protection is
-//!   missing). A jail's layer is `<node>/layer.img`, an ext4 image of the node's storage size
+//!   (`Driver::persistence`), or the host has no fscrypt for a jail's layer (the probe at
+//!   start says which protection is missing) or no `qemu-img` for a microVM's LUKS disk. A
+//!   microVM's root disk is encrypted by its driver (`NodePrep::persistent_key`). A jail's layer is `<node>/layer.img`, an ext4 image of the node's storage size
 //!   formatted at its first start with an encrypted `data` directory
 //!   (`TenantKey::derive("layer", <node id>)`); the spec names it, the key goes on the
 //!   supervisor's stdin with the spec's digest (`attach::supervisor_instruction`).
@@ -27,7 +28,7 @@ use bulkhead_driver::{persist::layer_key_id, LayerMount, Persistence, Start, LAY
 use bulkhead_storage::Secret;
 use bulkhead_store::NodeRow;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::power::Wait;
@@ -48,22 +49,16 @@ fn layer_inodes(bytes: u64) -> u64 {
     (bytes / (16 << 10)).max(4096)
 }
 
-/// Whether this host can encrypt a persistent layer (fscrypt on an ext4 image), probed once on
-/// the first persistent create: the sentence naming what is missing otherwise.
-fn fscrypt_missing(scratch: &Path) -> Option<String> {
-    static PROBE: OnceLock<Option<String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            let p = bulkhead_storage::probe::Protection::detect(scratch);
-            (!p.fscrypt).then(|| {
-                p.missing()
-                    .iter()
-                    .find(|m| m.starts_with("fscrypt"))
-                    .cloned()
-                    .unwrap_or_else(|| "fscrypt is unavailable".into())
-            })
-        })
-        .clone()
+/// What the host's probe at start (`GET /info`'s `storage`) says is missing for encrypting a
+/// persistent layer, if anything.
+fn fscrypt_missing(p: &bulkhead_storage::probe::Protection) -> Option<String> {
+    (!p.fscrypt).then(|| {
+        p.missing()
+            .iter()
+            .find(|m| m.starts_with("fscrypt"))
+            .cloned()
+            .unwrap_or_else(|| "fscrypt is unavailable".into())
+    })
 }
 
 impl Tenant {
@@ -82,7 +77,24 @@ impl Tenant {
                 ),
             ));
         }
-        if let Some(why) = fscrypt_missing(&self.dir) {
+        // A microVM's disk is encrypted by QEMU's LUKS driver (qemu-img makes it), a jail's
+        // layer by fscrypt.
+        if d.persistence() == Persistence::EncryptedDisk {
+            let found = std::process::Command::new("qemu-img")
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !found {
+                return Err(DomainError::new(
+                    Code::Unsupported,
+                    "a persistent microVM's disk is encrypted with QEMU's LUKS driver and this host has no qemu-img: install qemu-utils, or omit persistent",
+                ));
+            }
+            return Ok(());
+        }
+        if let Some(why) = fscrypt_missing(&self.host.protection) {
             return Err(DomainError::new(
                 Code::Unsupported,
                 format!("persistent nodes are encrypted at rest and this host cannot: {why}; omit persistent, or send false"),
