@@ -46,6 +46,11 @@ fn root_key_pipe(
         .and_then(|l| keys.get(&l.key_id))
         .ok_or_else(|| setup("the persistent disk's key did not come from the daemon"))?;
     let (r, w) = bulkhead_sandbox::ns::cloexec_pipe().map_err(setup)?;
+    // QEMU reopens it through `/proc/self/fd/N`, which checks the pipe's owner and mode
+    // (root's, 0600): it must be QEMU's own.
+    let qemu = spec.uid_base + crate::QEMU_UID;
+    std::os::unix::fs::fchown(&r, Some(qemu), Some(qemu))
+        .map_err(|e| setup(format!("handing QEMU its disk's key: {e}")))?;
     let mut text = crate::disk::key_text(key.bytes()).into_bytes();
     let mut w = std::fs::File::from(w);
     let written = std::io::Write::write_all(&mut w, &text);
