@@ -52,7 +52,7 @@ fn root_key_pipe(
     std::os::unix::fs::fchown(&r, Some(qemu), Some(qemu))
         .map_err(|e| setup(format!("handing QEMU its disk's key: {e}")))?;
     let mut text = crate::disk::key_text(key.bytes()).into_bytes();
-    let mut w = std::fs::File::from(w);
+    let mut w = w;
     let written = std::io::Write::write_all(&mut w, &text);
     text.iter_mut().for_each(|b| *b = 0);
     written.map_err(|e| setup(format!("handing QEMU its disk's key: {e}")))?;
