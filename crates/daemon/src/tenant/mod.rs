@@ -102,7 +102,7 @@ pub struct Tenant {
     /// What attaching volumes counted (#13, attach).
     pub attach: attach_counters::AttachCounters,
     /// Persistent nodes a start found stopped with the daemon, to relaunch (#13).
-    kept: persist::Kept,
+    kept: std::sync::Mutex<Vec<String>>,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,

@@ -28,7 +28,7 @@ use bulkhead_driver::{persist::layer_key_id, LayerMount, Persistence, Start, LAY
 use bulkhead_storage::Secret;
 use bulkhead_store::NodeRow;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::power::Wait;
@@ -39,10 +39,6 @@ const VM_DISK: &str = "vm/disk.luks";
 
 /// How long a relaunch at daemon start waits for the node's agent.
 const RELAUNCH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Persistent nodes a daemon start found without their supervisor, which ran when it went.
-#[derive(Default)]
-pub struct Kept(Mutex<Vec<String>>);
 
 /// A layer's inode count: one per 16 KiB (mkfs.ext4's default ratio), at least 4096.
 fn layer_inodes(bytes: u64) -> u64 {
@@ -185,7 +181,6 @@ impl Tenant {
         match row.status {
             NodeState::Running | NodeState::Paused => {
                 self.kept
-                    .0
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(row.name.clone());
@@ -200,7 +195,7 @@ impl Tenant {
     /// host) went; called once the tenant is open (network, standbys). A failed relaunch
     /// leaves the node Stopped (its layer kept), as any failed relaunch does.
     pub fn relaunch_kept(self: &Arc<Self>) {
-        let names = std::mem::take(&mut *self.kept.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let names = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
         for name in names {
             let t = self.clone();
             tokio::spawn(async move {
