@@ -170,7 +170,6 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
     // Fields bulkhead cannot honour are refused when they ask for something.
     for body in [
         json!({"gpu_count": 1}),
-        json!({"persistent": true}),
         json!({"pci_devices": ["0000:01:00.0"]}),
     ] {
         let (s, _, b) = call(
@@ -182,6 +181,7 @@ fn describe_tags_health_logs_delete_in_slicers_shapes() {
         assert_eq!(s, 400, "{body}: {b}");
         assert!(b.contains("\"unsupported\""), "{body}: {b}");
     }
+    // persistent (#13): supported now (e2e_persistent).
     // secrets (#13): supported now; an unknown one is a 400 naming it (e2e_secrets).
     let (s, _, b) = call(
         &d,

@@ -303,6 +303,7 @@ async fn open_tenant(
     let _ = std::fs::remove_dir_all(t.pool.dir());
     ensure_dir(t.pool.dir(), 0o700).map_err(io("creating the standby directory"))?;
     t.pool.refill();
+    t.relaunch_kept(); // #13: persistent nodes that ran when the daemon went
     tracing::info!(tenant = %tenant, adopted, removed, cgroup = host.cgroups.describe(), "state reconciled");
     Ok(Opened {
         app: Arc::new(App {

@@ -46,6 +46,10 @@ pub struct NodePrep<'a> {
     /// The root filesystem tree the node starts from instead of the tenant's image (a commit's,
     /// #13), its owners already mapped with [`Driver::image_owner`]; `None`: the image.
     pub image_tree: Option<&'a Path>,
+    /// A persistent node's key (#13, persistent nodes; `TenantKey::derive("layer", <node id>)`)
+    /// for a driver that encrypts the node's disk itself ([`crate::Persistence::EncryptedDisk`]);
+    /// `None` for every other node.
+    pub persistent_key: Option<&'a [u8; 64]>,
 }
 
 /// How a node starts (ADR 0018).
@@ -213,6 +217,12 @@ pub trait Driver: Send + Sync {
     /// cannot take any, and the daemon refuses a create that asks for one.
     fn volume_attach(&self) -> VolumeAttach {
         VolumeAttach::Unsupported
+    }
+
+    /// How this driver keeps a persistent node's storage (#13, persistent nodes); a driver
+    /// that does not say cannot, and a create asking for `persistent: true` is refused.
+    fn persistence(&self) -> crate::Persistence {
+        crate::Persistence::Unsupported
     }
 }
 

@@ -184,10 +184,42 @@ pub fn check(
     instruction: Option<&mut Vec<u8>>,
     volumes: &[VolumeMount],
 ) -> Result<VolumeKeys, Refusal> {
+    let wanted: Vec<(&str, &str)> = volumes
+        .iter()
+        .map(|v| (v.id.as_str(), v.key_id.as_str()))
+        .collect();
+    check_keys(spec_bytes, instruction, &wanted)
+}
+
+/// Checks a whole spec: its volumes' keys and a persistent node's layer key (#13, persistent
+/// nodes: the layer's key comes the same way, under its key id).
+pub fn check_spec(
+    spec_bytes: &[u8],
+    instruction: Option<&mut Vec<u8>>,
+    spec: &crate::NodeSpec,
+) -> Result<VolumeKeys, Refusal> {
+    let mut wanted: Vec<(&str, &str)> = spec
+        .volumes
+        .iter()
+        .map(|v| (v.id.as_str(), v.key_id.as_str()))
+        .collect();
+    if let Some(l) = &spec.persistent_layer {
+        wanted.push(("the persistent layer", l.key_id.as_str()));
+    }
+    check_keys(spec_bytes, instruction, &wanted)
+}
+
+/// [`check`] for any keyed things the spec names, as (what, key id): each needs its key in
+/// the instruction, and naming any needs an instruction.
+fn check_keys(
+    spec_bytes: &[u8],
+    instruction: Option<&mut Vec<u8>>,
+    wanted: &[(&str, &str)],
+) -> Result<VolumeKeys, Refusal> {
     let r = (|| {
         let text = match instruction.as_deref() {
             Some(t) if !t.trim_ascii().is_empty() => t.trim_ascii(),
-            _ if volumes.is_empty() => return Ok(VolumeKeys::default()),
+            _ if wanted.is_empty() => return Ok(VolumeKeys::default()),
             _ => return Err(Refusal::NoInstruction),
         };
         let wire: Wire = serde_json::from_slice(text)
@@ -196,15 +228,15 @@ pub fn check(
             return Err(Refusal::SpecMismatch);
         }
         let mut keys = BTreeMap::new();
-        for v in volumes {
+        for (what, key_id) in wanted {
             let hex = wire
                 .volume_keys
-                .get(&v.key_id)
-                .ok_or_else(|| Refusal::MissingKey(v.id.clone()))?;
+                .get(*key_id)
+                .ok_or_else(|| Refusal::MissingKey(what.to_string()))?;
             let key = unhex_key(hex).ok_or_else(|| {
-                Refusal::Invalid(format!("the key of volume {} is not 64 bytes of hex", v.id))
+                Refusal::Invalid(format!("the key of volume {what} is not 64 bytes of hex"))
             })?;
-            keys.insert(v.key_id.clone(), key);
+            keys.insert(key_id.to_string(), key);
         }
         Ok(VolumeKeys(keys))
     })();
@@ -285,6 +317,53 @@ mod tests {
             check(spec, Some(&mut junk), &[]).unwrap_err(),
             Refusal::Invalid(_)
         ));
+    }
+
+    /// A persistent node's layer (#13): its key comes with the instruction under its key id;
+    /// a spec naming a layer starts nothing without an instruction or without that key.
+    #[test]
+    fn a_layer_needs_the_instruction_and_its_key() {
+        let mut spec = crate::NodeSpec {
+            tenant: "t1".into(),
+            node: "t1-1".into(),
+            cgroup: "c1".into(),
+            hostname: "t1-1".into(),
+            node_dir: "/state/n".into(),
+            uid_base: 1 << 20,
+            uid_count: 65536,
+            limits: bulkhead_sandbox::Limits {
+                memory_bytes: 512 << 20,
+                millicpus: 1000,
+                pids_max: 1024,
+            },
+            network: bulkhead_net::NetworkPlan::Loopback,
+            driver: "jail".into(),
+            params: crate::Params::of(&serde_json::json!({})).unwrap(),
+            cpuset: None,
+            volumes: Vec::new(),
+            persistent_layer: None,
+        };
+        spec.persistent_layer = Some(crate::LayerMount {
+            image: "/state/n/layer.img".into(),
+            key_id: crate::persist::layer_key_id("01J0"),
+        });
+        let bytes = spec.to_json();
+        let e = check_spec(&bytes, None, &spec).unwrap_err();
+        assert!(matches!(e, Refusal::NoInstruction), "{e}");
+        let other = [3u8; KEY_LEN];
+        let mut l = line(&bytes, &[("layer:01J1", &other)]).as_bytes().to_vec();
+        let e = check_spec(&bytes, Some(&mut l), &spec).unwrap_err();
+        assert!(matches!(e, Refusal::MissingKey(_)), "{e}");
+        let k = [9u8; KEY_LEN];
+        let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
+        let keys = check_spec(&bytes, Some(&mut l), &spec).unwrap();
+        assert_eq!(keys.get("layer:01J0").unwrap().bytes(), &k);
+        // An edited spec (another image) is refused even with the right key.
+        let mut edited = spec.clone();
+        edited.persistent_layer.as_mut().unwrap().image = "/state/other/layer.img".into();
+        let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
+        let e = check_spec(&edited.to_json(), Some(&mut l), &edited).unwrap_err();
+        assert!(matches!(e, Refusal::SpecMismatch), "{e}");
     }
 
     #[test]

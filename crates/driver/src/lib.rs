@@ -12,7 +12,8 @@
 //!   sockets, console, the control loop);
 //! - [`control`]: the supervisor's control channel (`state`, `wait`, `kill`) and its client;
 //! - [`instruction`]: the daemon's line to a supervisor: the spec's digest and the volumes'
-//!   keys (#13).
+//!   keys (#13);
+//! - [`persist`]: a persistent node's layer as its spec names it, and how a driver keeps it (#13).
 //!
 //! The drivers (`bulkhead-jail`, `bulkhead-vm`) depend on this crate and never on each other.
 
@@ -21,6 +22,7 @@ pub mod control;
 mod driver;
 pub mod instruction;
 mod launch;
+pub mod persist; // persistent nodes (#13)
 mod registry;
 pub mod spec;
 pub mod supervisor;
@@ -30,6 +32,7 @@ pub use driver::{
     Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start, VolumeAttach,
 };
 pub use launch::{Launcher, NodeStart};
+pub use persist::{LayerMount, Persistence, LAYER_IMAGE};
 pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{
     check_volume_path, files, NodeSpec, Params, SpecError, SupervisorState, VolumeMount,

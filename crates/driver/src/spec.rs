@@ -58,6 +58,10 @@ pub struct NodeSpec {
     /// digest ([`crate::instruction`]), and a spec naming volumes without them starts nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeMount>,
+    /// A persistent node's writable layer (#13, persistent nodes): its image and key id; the
+    /// key comes with the instruction, as volumes' keys do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_layer: Option<crate::persist::LayerMount>,
 }
 
 /// One volume attached to a node: what the supervisor (jail) or the guest agent (microVM)
@@ -301,6 +305,7 @@ mod tests {
             params: Params::of(&params).unwrap(),
             cpuset: Some("1,3".into()),
             volumes: Vec::new(),
+            persistent_layer: None,
         }
     }
 

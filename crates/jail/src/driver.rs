@@ -141,6 +141,11 @@ impl Driver for JailDriver {
         bulkhead_driver::VolumeAttach::Supervisor
     }
 
+    /// Persistent nodes (#13): an encrypted layer image instead of the tmpfs (crate::persist).
+    fn persistence(&self) -> bulkhead_driver::Persistence {
+        bulkhead_driver::Persistence::EncryptedLayer
+    }
+
     fn storage_limit(&self, g: &HostGroup, ram_bytes: u64) -> String {
         let mib = |b: u64| b >> 20;
         let layer = bulkhead_core::jail_layer_bytes(g.storage_bytes, ram_bytes);
@@ -217,6 +222,7 @@ mod tests {
                 network: &mut net,
                 start: bulkhead_driver::Start::Fresh,
                 image_tree: None,
+                persistent_key: None,
             })
             .unwrap();
         let p: JailParams = v.decode().unwrap();
@@ -238,6 +244,7 @@ mod tests {
                 network: &mut net,
                 start: bulkhead_driver::Start::Fresh,
                 image_tree: Some(Path::new("/commit-tree")),
+                persistent_key: None,
             })
             .unwrap();
         let p: JailParams = v.decode().unwrap();

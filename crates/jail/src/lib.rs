@@ -8,6 +8,8 @@
 //! - [`start`] (with `setup`): the supervisor's side ([`bulkhead_driver::Launcher`]): clones
 //!   the node's init through `bulkhead_sandbox::ns`, which mounts, pivots, locks down and execs
 //!   the agent;
+//! - `persist`: a persistent node's encrypted writable layer, opened by the supervisor and
+//!   moved into place by the init instead of a tmpfs (#13);
 //! - `volumes`: a node's volumes, opened by the supervisor and moved into place by the init
 //!   (#13);
 //! - [`caps`], [`seccomp`], [`landlock`]: the lock-down policy, as data with reasons;
@@ -23,6 +25,7 @@ pub mod caps;
 pub mod driver;
 pub mod image;
 pub mod landlock;
+mod persist; // persistent nodes (#13)
 pub mod seccomp;
 mod setup;
 pub mod start;

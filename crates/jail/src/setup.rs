@@ -16,6 +16,9 @@ use bulkhead_driver::{files, NodeSpec};
 pub(crate) struct Jail<'a> {
     pub spec: &'a NodeSpec,
     pub params: &'a JailParams,
+    /// A persistent node's layer, a detached mount the supervisor opened (#13, persistent
+    /// nodes: `crate::persist`); `None`: the layer is a tmpfs.
+    pub layer: Option<&'a std::os::fd::OwnedFd>,
 }
 
 type R = Result<(), String>;
@@ -89,15 +92,20 @@ pub(crate) fn mounts(jail: &Jail<'_>) -> R {
     let scratch = spec.node_dir.join(files::SCRATCH);
     let rootfs = spec.node_dir.join(files::ROOTFS);
     // The writable layer is a tmpfs of the node's storage size, charged to the node's memory
-    // cgroup, inside the node's mount namespace: nothing to unmount on the host.
-    let data = format!("size={},mode=0755", params.storage_bytes);
-    m(
-        Some("tmpfs"),
-        &scratch,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&data),
-    )?;
+    // cgroup, inside the node's mount namespace: nothing to unmount on the host. A persistent
+    // node's is its encrypted layer image instead (#13, `crate::persist`).
+    if let Some(layer) = jail.layer {
+        crate::persist::attach(layer, &scratch)?;
+    } else {
+        let data = format!("size={},mode=0755", params.storage_bytes);
+        m(
+            Some("tmpfs"),
+            &scratch,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&data),
+        )?;
+    }
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     mkdir(&upper)?;
     mkdir(&work)?;

@@ -33,7 +33,13 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
         console,
         volume_keys,
     } = node;
-    let jail = Jail { spec, params };
+    // A persistent node's layer (#13): a detached mount, opened before the clone copies it.
+    let layer = crate::persist::open(spec, volume_keys)?;
+    let jail = Jail {
+        spec,
+        params,
+        layer: layer.as_ref(),
+    };
     let filters = if params.seccomp.is_empty() {
         crate::seccomp::compile()?
     } else {

@@ -180,6 +180,12 @@ fn child(
             libc::dup2(null, 0);
             libc::dup2(console, 1);
             libc::dup2(console, 2);
+            // A persistent root disk's key pipe (#13), read by QEMU at its start.
+            if let Some(fd) = spec.root_key_fd {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(os("handing the disk's key to QEMU"));
+                }
+            }
             // The volumes' images (#13, attach): opened by the supervisor, inherited by QEMU.
             for fd in volumes.iter().flat_map(|v| &v.fds) {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {

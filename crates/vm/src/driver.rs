@@ -166,12 +166,14 @@ impl QemuDriver {
         })
     }
 
-    /// Makes the node's `vm/` directory (QEMU's, owned by its uid) and root disk.
+    /// Makes the node's `vm/` directory (QEMU's, owned by its uid) and root disk: a persistent
+    /// node's encrypted under `key` (#13).
     fn make_disk(
         &self,
         node_dir: &Path,
         disk_bytes: u64,
         image_tree: Option<&Path>,
+        key: Option<&[u8; 64]>,
     ) -> Result<PathBuf, DriverError> {
         let owner = self.uid_base + QEMU_UID;
         let vm_dir = node_dir.join("vm");
@@ -187,8 +189,17 @@ impl QemuDriver {
             || self.images.join(&self.image).join("rootfs"),
             Path::to_path_buf,
         );
-        crate::disk::make(&tree, &vm_dir.join("disk.ext4"), disk_bytes, owner)
-            .map_err(|e| DriverError::Failed(format!("preparing the microVM: {e}")))?;
+        match key {
+            Some(k) => crate::disk::make_encrypted(
+                &tree,
+                &vm_dir.join(crate::disk::LUKS_DISK),
+                disk_bytes,
+                owner,
+                k,
+            ),
+            None => crate::disk::make(&tree, &vm_dir.join("disk.ext4"), disk_bytes, owner),
+        }
+        .map_err(|e| DriverError::Failed(format!("preparing the microVM: {e}")))?;
         Ok(vm_dir)
     }
 }
@@ -201,7 +212,7 @@ fn clear_sockets(vm_dir: &Path) -> Result<(), DriverError> {
     let entries = std::fs::read_dir(vm_dir)
         .map_err(DriverError::io(format!("reading {}", vm_dir.display())))?;
     for e in entries.flatten() {
-        if e.file_name() == "disk.ext4" {
+        if e.file_name() == "disk.ext4" || e.file_name() == crate::disk::LUKS_DISK {
             continue;
         }
         let p = e.path();
@@ -237,13 +248,28 @@ impl Driver for QemuDriver {
         };
         // A node that starts again keeps its disk (its files, and for a restore the disk the
         // suspended memory refers to).
-        let disk = node.node_dir.join("vm/disk.ext4");
+        // A persistent node's disk is a LUKS image (#13), kept across daemon restarts too.
+        let encrypted_root = node.persistent_key.is_some();
+        let disk = match encrypted_root {
+            true => node.node_dir.join("vm").join(crate::disk::LUKS_DISK),
+            false => node.node_dir.join("vm/disk.ext4"),
+        };
         let vm_dir = if node.start != Start::Fresh && disk.exists() {
             let vm_dir = node.node_dir.join("vm");
             clear_sockets(&vm_dir)?;
             vm_dir
+        } else if encrypted_root && node.start != Start::Fresh {
+            return Err(DriverError::Failed(format!(
+                "the persistent disk {} is gone: delete the node",
+                disk.display()
+            )));
         } else {
-            self.make_disk(node.node_dir, node.group.storage_bytes, node.image_tree)?
+            self.make_disk(
+                node.node_dir,
+                node.group.storage_bytes,
+                node.image_tree,
+                node.persistent_key,
+            )?
         };
         let spec = VmSpec {
             qemu: self.qemu.clone(),
@@ -256,6 +282,8 @@ impl Driver for QemuDriver {
             hostname: node.hostname.to_string(),
             net,
             incoming: node.start == Start::Restore,
+            encrypted_root,
+            root_key_fd: None,
         };
         bulkhead_driver::Params::of(&spec).map_err(|e| DriverError::Failed(e.to_string()))
     }
@@ -313,6 +341,11 @@ impl Driver for QemuDriver {
     }
 
     /// Volumes (#13, attach): disks for QEMU; the guest's agent mounts them when the daemon asks.
+    /// Persistent nodes (#13): the root disk as a LUKS image, kept across starts.
+    fn persistence(&self) -> bulkhead_driver::Persistence {
+        bulkhead_driver::Persistence::EncryptedDisk
+    }
+
     fn volume_attach(&self) -> bulkhead_driver::VolumeAttach {
         bulkhead_driver::VolumeAttach::GuestAgent
     }

@@ -71,6 +71,14 @@ pub struct VmSpec {
     /// the daemon feeds it the memory file over QMP (ADR 0018).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incoming: bool,
+    /// A persistent node's root disk is `disk.luks`, a LUKS image QEMU opens with the node's
+    /// key (#13, persistent nodes; [`disk::make_encrypted`]) instead of the plain `disk.ext4`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted_root: bool,
+    /// Supervisor side only: the pipe QEMU reads the LUKS key from (`/proc/self/fd/N`),
+    /// inherited; never in the spec.
+    #[serde(skip)]
+    pub root_key_fd: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,36 @@ impl Launcher for QemuLauncher {
     }
 }
 
+/// The read end of a pipe holding the persistent disk's key (hex, then EOF), for a node whose
+/// root disk is encrypted; `None` otherwise.
+fn root_key_pipe(
+    spec: &bulkhead_driver::NodeSpec,
+    vm: &VmSpec,
+    keys: &bulkhead_driver::instruction::VolumeKeys,
+) -> Result<Option<std::os::fd::OwnedFd>, VmError> {
+    if !vm.encrypted_root {
+        return Ok(None);
+    }
+    let key = spec
+        .persistent_layer
+        .as_ref()
+        .and_then(|l| keys.get(&l.key_id))
+        .ok_or_else(|| setup("the persistent disk's key did not come from the daemon"))?;
+    let (r, w) = bulkhead_sandbox::ns::cloexec_pipe().map_err(setup)?;
+    // QEMU reopens it through `/proc/self/fd/N`, which checks the pipe's owner and mode
+    // (root's, 0600): it must be QEMU's own.
+    let qemu = spec.uid_base + crate::QEMU_UID;
+    std::os::unix::fs::fchown(&r, Some(qemu), Some(qemu))
+        .map_err(|e| setup(format!("handing QEMU its disk's key: {e}")))?;
+    let mut text = crate::disk::key_text(key.bytes()).into_bytes();
+    let mut w = w;
+    let written = std::io::Write::write_all(&mut w, &text);
+    text.iter_mut().for_each(|b| *b = 0);
+    written.map_err(|e| setup(format!("handing QEMU its disk's key: {e}")))?;
+    drop(w);
+    Ok(Some(r.into()))
+}
+
 fn setup(e: impl std::fmt::Display) -> VmError {
     VmError::Launch(e.to_string())
 }
@@ -41,8 +71,14 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
         inside,
         agent_listener: listener,
         console,
-        volume_keys: _, // the daemon gives a guest its keys over the agent channel
+        volume_keys, // volumes: the daemon gives a guest its keys over the agent channel
     } = node;
+    // A persistent node's LUKS root disk (#13): its key, from the daemon's instruction, on a
+    // pipe QEMU inherits and reads at its start (the pipe holds it, never a file).
+    let key_pipe = root_key_pipe(spec, vm, volume_keys)?;
+    let mut vm = vm.clone();
+    vm.root_key_fd = key_pipe.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let vm = &vm;
     // The volumes' images (#13, attach), opened here as root and inherited by QEMU, whose own
     // uid and root reach no image; each becomes a disk the guest's agent mounts by its serial
     // once the daemon asks it to.
@@ -91,6 +127,7 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     };
     // QEMU holds its own copies now.
     drop(images);
+    drop(key_pipe);
     let pid = pending.pid;
     let placed = (|| {
         if !inside {

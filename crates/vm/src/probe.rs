@@ -35,6 +35,8 @@ pub fn boot(
         hostname: "probe".into(),
         net: None,
         incoming: false,
+        encrypted_root: false,
+        root_key_fd: None,
     };
     let args: Vec<String> = crate::qemu::args(&spec, true, None, &[])
         .into_iter()

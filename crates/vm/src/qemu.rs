@@ -101,16 +101,34 @@ pub fn args(
                 "socket,id=agent,path=/vm/agent.serial,server=on,wait=off",
                 "-device",
                 "virtserialport,chardev=agent,name=agent0",
-                "-drive",
-                "id=root,file=/vm/disk.ext4,format=raw,if=none,discard=unmap",
-                "-device",
-                // Its serial names it in the guest, whatever order the volumes' disks probe in.
-                "virtio-blk-device,drive=root,serial=bulkhead-root",
                 "-qmp",
                 "unix:/vm/qmp.sock,server=on,wait=off",
             ]
             .map(String::from),
         );
+        match (spec.encrypted_root, spec.root_key_fd) {
+            // A persistent node's disk (#13): QEMU's LUKS driver, its key read from an
+            // inherited pipe (never a file, never an argument); no discard, which would tell
+            // the host which blocks are free.
+            (true, Some(fd)) => a.extend([
+                "-object".into(),
+                format!("secret,id=rootkey,file=/proc/self/fd/{fd},format=raw"),
+                "-drive".into(),
+                format!(
+                    "id=root,file=/vm/{},format=luks,key-secret=rootkey,if=none",
+                    crate::disk::LUKS_DISK
+                ),
+            ]),
+            _ => a.extend([
+                "-drive".into(),
+                "id=root,file=/vm/disk.ext4,format=raw,if=none,discard=unmap".into(),
+            ]),
+        }
+        // Its serial names it in the guest, whatever order the volumes' disks probe in.
+        a.extend([
+            "-device".into(),
+            "virtio-blk-device,drive=root,serial=bulkhead-root".into(),
+        ]);
         for (i, v) in volumes.iter().enumerate() {
             let set = FDSET_BASE + i;
             let ro = if v.read_only { "on" } else { "off" };
@@ -160,6 +178,8 @@ mod tests {
             hostname: "web-1".into(),
             net: None,
             incoming: false,
+            encrypted_root: false,
+            root_key_fd: None,
         }
     }
 
@@ -203,6 +223,25 @@ mod tests {
         assert!(a.contains("-accel kvm -cpu host"));
         assert!(a.contains("bulkhead.probe=1"));
         assert!(!a.contains("/vm/"), "a probe has no disk or agent: {a}");
+    }
+
+    /// A persistent node's root disk (#13): QEMU's LUKS driver with its key from an inherited
+    /// pipe; the key never appears in the arguments.
+    #[test]
+    fn an_encrypted_root_reads_its_key_from_a_pipe() {
+        let mut s = spec(Accel::Tcg);
+        s.encrypted_root = true;
+        s.root_key_fd = Some(7);
+        let a = args(&s, false, None, &[]).join(" ");
+        assert!(
+            a.contains("-object secret,id=rootkey,file=/proc/self/fd/7,format=raw"),
+            "{a}"
+        );
+        assert!(a.contains("-drive id=root,file=/vm/disk.luks,format=luks,key-secret=rootkey,if=none -device virtio-blk-device,drive=root,serial=bulkhead-root"), "{a}");
+        assert!(!a.contains("disk.ext4") && !a.contains("discard"), "{a}");
+        let plain = args(&spec(Accel::Tcg), false, None, &[]).join(" ");
+        assert!(plain.contains("file=/vm/disk.ext4,format=raw"), "{plain}");
+        assert!(!plain.contains("secret"));
     }
 
     #[test]

@@ -24,15 +24,17 @@ use super::attach_counters::spec_refusal;
 use super::Tenant;
 
 impl Tenant {
-    /// The instruction for the supervisor about to read `spec_bytes`: their digest and the
-    /// keys of `volumes`.
+    /// The instruction for the supervisor about to read `spec_bytes`: their digest, the
+    /// keys of `volumes` and a persistent node's layer key (#13, persistent nodes: key id, key).
     pub(super) fn supervisor_instruction(
         &self,
         spec_bytes: &[u8],
         volumes: &[VolumeMount],
+        layer: Option<(&str, &bulkhead_storage::Secret<64>)>,
     ) -> Result<Line, DomainError> {
+        let layer = layer.map(|(id, k)| (id, k.expose()));
         if volumes.is_empty() {
-            return Ok(instruction::line(spec_bytes, &[]));
+            return Ok(instruction::line(spec_bytes, &Vec::from_iter(layer)));
         }
         let tk = self.key();
         let keys: Vec<(String, bulkhead_storage::Secret<64>)> = volumes
@@ -42,6 +44,7 @@ impl Tenant {
         let refs: Vec<(&str, &[u8; 64])> = keys
             .iter()
             .map(|(id, k)| (id.as_str(), k.expose()))
+            .chain(layer)
             .collect();
         Ok(instruction::line(spec_bytes, &refs))
     }

@@ -81,11 +81,7 @@ impl Tenant {
             )));
         }
         if req.persistent {
-            return Err(DomainError::new(
-                Code::Unsupported,
-                "persistent nodes are not supported yet (they come with storage): omit persistent, \
-                 or send false; a Stopped node keeps its record and `POST /vm/{node}/relaunch` starts it again",
-            ));
+            self.check_persistent(g)?; // #13, persistent nodes
         }
         let asked = req.slicer_only_set();
         if !asked.is_empty() {
@@ -319,6 +315,11 @@ impl Tenant {
         );
         let (ram_bytes, cpus) = (row.ram_bytes, row.cpus);
         let image_tree = self.image_tree_of(row, g).await?; // #13: a commit's tree, if any
+                                                            // #13, persistent nodes: the layer (made at the first start) and its key.
+        let layer = self.layer_for(row, g, start).await?;
+        let pkey = layer
+            .as_ref()
+            .and_then(|(_, k)| bulkhead_storage::Secret::<64>::from_slice(k.expose()));
         let (params, network) = tokio::task::spawn_blocking(move || {
             let mut network = network;
             driver
@@ -332,6 +333,7 @@ impl Tenant {
                     network: &mut network,
                     start,
                     image_tree: image_tree.as_deref(), // #13 commit and fork
+                    persistent_key: pkey.as_ref().map(|k| k.expose()), // #13, persistent
                 })
                 .map(|p| (p, network))
         })
@@ -356,6 +358,7 @@ impl Tenant {
             params,
             cpuset: self.host.cores.node_cpus(&self.name, &g.name), // noisy neighbours (#12)
             volumes: volumes.to_vec(),                              // #13, attach
+            persistent_layer: layer.as_ref().map(|(l, _)| l.clone()), // #13, persistent nodes
         };
         // The node's own nft objects exist before anything of it runs; the network recorded
         // with the node's row is what delete and reconciliation find them by.
@@ -370,7 +373,9 @@ impl Tenant {
         let spec_bytes = spec.to_json();
         write_private(&spec_path, &spec_bytes).map_err(io("writing node spec"))?;
         // #13, attach: the spec's digest and its volumes' keys, on the supervisor's stdin.
-        let instruction = self.supervisor_instruction(&spec_bytes, volumes)?;
+        let layer_key = layer.as_ref().map(|(l, k)| (l.key_id.as_str(), k)); // #13, persistent
+        let instruction = self.supervisor_instruction(&spec_bytes, volumes, layer_key)?;
+        drop(layer);
         if let Some(sb) = standby {
             match self.pool.hand_over(sb, &spec_path, &instruction).await {
                 Ok((line, pid)) => {

@@ -188,7 +188,7 @@ impl Tenant {
 
     /// A best-effort `sync` inside a running node, so that its files are on its disk before
     /// its processes end.
-    async fn sync_node(&self, node: &NodeRef) {
+    pub(super) async fn sync_node(&self, node: &NodeRef) {
         let req = bulkhead_agent::proto::ExecRequest {
             cmd: "sync".into(),
             timeout_ms: Some(5_000),
@@ -285,7 +285,7 @@ impl Tenant {
 
     /// Ends the node's supervisor (and so anything it still runs), removes its cgroup, its
     /// sockets and its network rules; keeps its directory (console, disk, memory file).
-    async fn clear_processes(&self, name: &str) {
+    pub(super) async fn clear_processes(&self, name: &str) {
         self.watches.stop(name);
         self.gates.remove(name);
         let dir = self.node_dir(name);

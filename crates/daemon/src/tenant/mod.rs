@@ -26,6 +26,7 @@ mod lifecycle;
 mod loads;
 pub mod node_ref;
 mod ops;
+mod persist; // persistent nodes (#13, ADR 0030)
 mod power;
 mod quota; // quotas (#12, ADR 0025)
 mod remove;
@@ -101,6 +102,8 @@ pub struct Tenant {
     pub counters: Counters,
     /// What attaching volumes counted (#13, attach).
     pub attach: attach_counters::AttachCounters,
+    /// Persistent nodes a start found stopped with the daemon, to relaunch (#13).
+    kept: std::sync::Mutex<Vec<String>>,
     /// The tenant's networking; `None` when every host group has network mode none.
     pub net: Option<Arc<crate::network::TenantNetwork>>,
     pub forwards: crate::forward::Forwards,
@@ -171,6 +174,7 @@ impl Tenant {
             limits,
             counters: Counters::default(),
             attach: Default::default(), // #13, attach
+            kept: Default::default(),   // #13, persistent nodes
             net: p.net,
             forwards,
             gates: Gates::default(),

@@ -34,6 +34,7 @@ impl Tenant {
             if let (Some(n), Some(nn)) = (net, node_net) {
                 n.detach(&nn);
             }
+            super::persist::wipe_layer(&dir); // #13, persistent nodes
             bulkhead_driver::cleanup(&cg, &tenant, cgroup.as_deref(), &dir)
         })
         .await;
@@ -113,6 +114,13 @@ impl Tenant {
                     self.mark_stopped(&r.name).await;
                     continue;
                 }
+                // #13: a persistent node whose supervisor is gone (a stop, a crash, a reboot)
+                // keeps its layer; one that ran is relaunched once the tenant is open.
+                Liveness::Gone if self.keep_at_start(r) => {
+                    adopted += 1;
+                    tracing::info!(node = %r.name, status = r.status.as_str(), "kept a persistent node and its layer");
+                    continue;
+                }
                 _ => {}
             }
             let alive = !matches!(live, Liveness::Gone);
@@ -150,10 +158,16 @@ impl Tenant {
         (adopted, removed)
     }
 
-    /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false).
+    /// Deletes every node of the tenant (daemon stop with graceful_shutdown: false), except
+    /// persistent ones, which stop and stay (#13).
     pub async fn delete_all(&self) {
         self.pool.drain().await;
         for r in self.list().rows() {
+            // #13: a persistent node's layer and record stay for the next start.
+            if r.persistent && !matches!(r.status, NodeState::Creating | NodeState::Deleting) {
+                self.keep_persistent(&r.name).await;
+                continue;
+            }
             let _ = self.store.set_status(&r.name, NodeState::Deleting).await;
             self.destroy(&r.name).await;
             let _ = self.store.delete(&r.name).await;

@@ -130,7 +130,7 @@ fn admit_spec(
             .to_string());
         }
     };
-    let keys = crate::instruction::check(&bytes, instruction, &spec.volumes).map_err(|r| {
+    let keys = crate::instruction::check_spec(&bytes, instruction, &spec).map_err(|r| {
         // Also on our stderr (a supervisor run by hand; the daemon's is /dev/null and it
         // counts the refusal from the error line).
         eprintln!("bulkhead-supervisor: refused {}: {r}", path.display());

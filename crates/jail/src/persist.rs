@@ -1,0 +1,77 @@
+//! A persistent jail node's writable layer (#13, persistent nodes). The supervisor (root, the
+//! host's mount namespace) opens the node's `layer.img` before its clone: a detached mount of
+//! the image's fscrypt-encrypted `data` directory (`bulkhead_storage::ext4img::open_data`: a
+//! loop device with autoclear, the layer's key added, `nodev,nosuid`; `noexec` cleared, since
+//! this is the node's root filesystem, which a tmpfs layer never had). The clone copies the
+//! descriptor into the node's init, which moves the mount onto its scratch directory where a
+//! tmpfs would go; the overlay's upper and work directories then live in the encrypted
+//! directory and survive the node's processes.
+//!
+//! Overlayfs (userxattr, in the node's user namespace) takes an upper directory on an
+//! fscrypt-encrypted ext4 directory mounted from outside the namespace (checked on 6.18:
+//! writes, whiteouts and a remount keep the content; the image holds only ciphertext).
+//!
+//! Invariants: nothing of the layer is mounted in the host's mount namespace; when the node's
+//! mount namespace goes (its processes are gone and the supervisor dropped its descriptor),
+//! the superblock goes, and the loop device frees itself. The key is never in the spec.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use bulkhead_driver::instruction::VolumeKeys;
+use bulkhead_driver::NodeSpec;
+use bulkhead_storage::mountapi;
+
+use crate::JailError;
+
+/// In the supervisor, before the clone: the detached mount of the spec's layer, if it has one.
+pub(crate) fn open(spec: &NodeSpec, keys: &VolumeKeys) -> Result<Option<OwnedFd>, JailError> {
+    let Some(layer) = &spec.persistent_layer else {
+        return Ok(None);
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        JailError::Setup(format!(
+            "opening the persistent layer {}: {e}",
+            layer.image.display()
+        ))
+    };
+    let key = keys
+        .get(&layer.key_id)
+        .ok_or_else(|| failed(&"no key came from the daemon"))?;
+    let secret = bulkhead_storage::Secret::<64>::from_slice(key.bytes())
+        .ok_or_else(|| failed(&"a key of the wrong length"))?;
+    let fd = bulkhead_storage::ext4img::open_data(&layer.image, &secret, false)
+        .map_err(|e| failed(&e))?;
+    drop(secret);
+    // The root filesystem runs the image's programs: exec stays allowed (nodev,nosuid remain).
+    mountapi::set_attr(fd.as_fd(), 0, mountapi::ATTR_NOEXEC, None).map_err(|e| failed(&e))?;
+    Ok(Some(fd))
+}
+
+/// In the node's init, before the overlay: moves the layer onto `scratch` (where a tmpfs
+/// layer would be mounted).
+pub(crate) fn attach(layer: &OwnedFd, scratch: &Path) -> Result<(), String> {
+    let c = std::ffi::CString::new(scratch.as_os_str().as_encoded_bytes())
+        .map_err(|_| "the scratch path holds a NUL byte".to_string())?;
+    // SAFETY: `c` is NUL-terminated; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(format!(
+            "opening {}: {}",
+            scratch.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor open just returned, owned by nobody else.
+    let at = unsafe { OwnedFd::from_raw_fd(fd) };
+    mountapi::move_mount(layer.as_fd(), at.as_fd(), "")
+        .map_err(|e| format!("mounting the persistent layer: {e}"))?;
+    // The init's copy of the descriptor closes at its exec (`exec_agent` marks every
+    // descriptor above 3 close-on-exec).
+    Ok(())
+}
