@@ -10,7 +10,7 @@
 //!   (a commit is immutable) and goes only with [`Store::delete_commit`];
 //! - reads go to SQLite on the writer thread (commits are few and rarely read: no index).
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
 use crate::id::CommitId;
@@ -29,20 +29,6 @@ pub struct CommitRow {
     /// `ready` (the only state a row has today: a commit under way has none).
     pub state: String,
     pub created_at: String,
-}
-
-pub(crate) fn v7_commits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE commits (
-    id         TEXT NOT NULL PRIMARY KEY,
-    node       TEXT NOT NULL,
-    hostgroup  TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    state      TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    image_tree TEXT
-);",
-    )
 }
 
 const COLS: &str = "id, node, hostgroup, size_bytes, state, created_at";

@@ -56,7 +56,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 7,
         what: "commits: a node's root filesystem sealed as a tenant-private image",
-        apply: crate::commits::v7_commits,
+        apply: v7_commits,
     },
 ];
 
@@ -265,6 +265,20 @@ CREATE TABLE snapshots (
     key_id     TEXT NOT NULL,
     state      TEXT NOT NULL,
     created_at TEXT NOT NULL
+);",
+    )
+}
+
+fn v7_commits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE commits (
+    id         TEXT NOT NULL PRIMARY KEY,
+    node       TEXT NOT NULL,
+    hostgroup  TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    image_tree TEXT
 );",
     )
 }

@@ -109,16 +109,16 @@ pub fn unpack_tree(
             Ok(()) => Ok((dst, u)),
             // Another unpack of the same tree won: use it.
             Err(_) if dst.is_dir() => {
-                super::wipe_tree(&tmp);
+                let _ = super::seal::wipe_tree(&tmp);
                 Ok((dst, u))
             }
             Err(e) => {
-                super::wipe_tree(&tmp);
+                let _ = super::seal::wipe_tree(&tmp);
                 Err(io_err("installing", &dst)(e))
             }
         },
         Err(e) => {
-            super::wipe_tree(&tmp);
+            let _ = super::seal::wipe_tree(&tmp);
             Err(e)
         }
     }

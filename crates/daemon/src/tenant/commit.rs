@@ -34,14 +34,6 @@ use crate::commit::{self as host, Bounds, CommitError};
 /// themselves are kept, empty.
 const EXCLUDE: &[&str] = &["proc/*", "sys/*", "dev/*", "run/*", "tmp/*", ".bulkhead/*"];
 
-/// The commit id a create asks for with `image`, canonical; `None` for an image name.
-pub fn commit_image(req: &CreateNodeRequest) -> Option<String> {
-    req.image
-        .as_deref()
-        .and_then(|s| CommitId::parse(s).ok())
-        .map(|id| id.to_string())
-}
-
 fn not_found(id: &str) -> DomainError {
     DomainError::not_found(format!(
         "commit {:?} not found: `GET /vm/commits` lists this tenant's commits",
@@ -286,7 +278,7 @@ impl Tenant {
         let Some(image) = req.image.as_deref().filter(|s| !s.is_empty()) else {
             return Ok(());
         };
-        if commit_image(req).is_some() {
+        if super::conflict::commit_image(req).is_some() {
             return self.find_commit(image).await.map(|_| ());
         }
         if image == self.cfg.image {

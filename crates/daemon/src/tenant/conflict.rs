@@ -20,12 +20,20 @@
 
 use bulkhead_api::{CreateNodeRequest, CreatedNode};
 use bulkhead_core::{Code, DomainError, HostGroup, NodeState};
-use bulkhead_store::{NodeRow, Snapshot, StoreError};
+use bulkhead_store::{CommitId, NodeRow, Snapshot, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Tenant, Wait};
+
+/// #13 commit and fork: the commit id a create asks for with `image`, canonical; `None` for an image name.
+pub fn commit_image(req: &CreateNodeRequest) -> Option<String> {
+    req.image
+        .as_deref()
+        .and_then(|s| CommitId::parse(s).ok())
+        .map(|id| id.to_string())
+}
 
 /// The normalized create request of a node, as recorded with it (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +105,7 @@ impl CreateSpec {
             persistent: req.persistent,
             secrets,                                             // #13
             volumes: super::volume_rules::spec_of(&req.volumes), // volumes (#13)
-            image: super::commit::commit_image(req),             // #13
+            image: commit_image(req),                            // #13
         }
     }
 
