@@ -41,6 +41,11 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("get", "/secrets") => "secrets:list",
         ("post", "/secrets") | ("patch", "/secrets/{name}") => "secrets:create",
         ("delete", "/secrets/{name}") => "secrets:delete",
+        // commit and fork (#13): node rules govern commits
+        ("get", "/vm/commits" | "/vm/commits/{id}") => "nodes:list",
+        ("post", "/vm/{node}/commit") => "nodes:copy",
+        ("delete", "/vm/commits/{id}") => "nodes:delete",
+        ("post", "/vm/commits/{id}/fork") => "nodes:create",
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {

@@ -452,7 +452,8 @@ kill $(pidof bulkhead)
 for i in $(seq 100); do pidof bulkhead >/dev/null || break; sleep 0.1; done
 [ -e $B ] && echo "left $B $(ls $B)"
 [ -e /run/bulkhead/cores/1 ] && echo "left claim"
-grep -E 'WARN|ERROR' /tmp/up.log | sed 's/^/log: /'
+# The guest has no mkfs.ext4: the daemon rightly warns that volumes cannot be encrypted here.
+grep -E 'WARN|ERROR' /tmp/up.log | grep -v 'storage protection not available' | sed 's/^/log: /'
 exit 0
 "#;
     let (code, out, err) = d.sh(&node, script);

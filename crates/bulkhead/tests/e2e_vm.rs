@@ -221,7 +221,8 @@ bulkhead vm delete --socket /run/g2.sock $n >/dev/null
 kill $(pidof bulkhead)
 for i in $(seq 100); do pidof bulkhead >/dev/null || break; sleep 0.1; done
 [ -e /sys/fs/cgroup/bulkhead ] && echo "left /sys/fs/cgroup/bulkhead"
-grep -E 'WARN|ERROR' /tmp/up.log | sed 's/^/log: /'
+# The guest has no mkfs.ext4: the daemon rightly warns that volumes cannot be encrypted here.
+grep -E 'WARN|ERROR' /tmp/up.log | grep -v 'storage protection not available' | sed 's/^/log: /'
 exit 0
 "#;
     let (code, out, err) = d.sh(&node, script);
