@@ -35,6 +35,6 @@ pub use launch::{Launcher, NodeStart};
 pub use persist::{LayerMount, Persistence, LAYER_IMAGE};
 pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{
-    check_volume_path, files, reserved_overlap, NodeSpec, Params, SpecError, SupervisorState, VolumeMount,
-    RESERVED_VOLUME_PATHS,
+    check_volume_path, files, reserved_overlap, NodeSpec, Params, SpecError, SupervisorState,
+    VolumeMount, RESERVED_VOLUME_PATHS,
 };
