@@ -73,12 +73,28 @@ pub fn valid_serial(s: &str) -> bool {
 
 /// An absolute path, not `/`, with no `.` or `..` components.
 pub fn valid_path(p: &str) -> bool {
+    let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
     p.starts_with('/')
         && p.len() > 1
         && p.len() <= 4096
         && !p.contains('\0')
-        && p.split('/').all(|c| c != "." && c != "..")
+        && p[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && !RESERVED.iter().any(|r| within(p, r) || within(r, p))
 }
+
+/// Paths a volume never goes on, under or above: a copy of `bulkhead_driver`'s
+/// `RESERVED_VOLUME_PATHS` (the agent depends on no other bulkhead crate; a daemon test pins
+/// the two equal).
+pub const RESERVED: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/.bulkhead",
+    "/run/bulkhead",
+    "/run/secrets",
+];
 
 /// The block device whose virtio serial is `serial`.
 pub(crate) fn disk_of(serial: &str) -> Option<PathBuf> {
@@ -145,7 +161,11 @@ pub(crate) fn mount(req: &MountVolume) -> Result<(), Event> {
     if !valid_path(&req.path) {
         return Err(Event::error(
             "invalid_request",
-            format!("{:?} is not an absolute path without . or ..", req.path),
+            format!(
+                "{:?} is not a normalised absolute path off the reserved ones ({})",
+                req.path,
+                RESERVED.join(", ")
+            ),
         ));
     }
     let mut key = unhex(&req.key).ok_or_else(|| {
@@ -229,7 +249,21 @@ mod tests {
         assert!(!valid_serial(&"a".repeat(21)));
         assert!(valid_path("/data"));
         assert!(valid_path("/mnt/vol-1"));
-        for bad in ["/", "data", "/a/../etc", "/a/./b", ""] {
+        assert!(valid_path("/run/data"));
+        for bad in [
+            "/",
+            "data",
+            "/a/../etc",
+            "/a/./b",
+            "",
+            "/run",
+            "/run/bulkhead",
+            "/run/secrets/x",
+            "/proc",
+            "/dev/shm",
+            "/.bulkhead",
+            "/data/",
+        ] {
             assert!(!valid_path(bad), "{bad}");
         }
         assert_eq!(unhex(&"ab".repeat(64)).unwrap(), vec![0xab; 64]);

@@ -35,5 +35,6 @@ pub use launch::{Launcher, NodeStart};
 pub use persist::{LayerMount, Persistence, LAYER_IMAGE};
 pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{
-    check_volume_path, files, NodeSpec, Params, SpecError, SupervisorState, VolumeMount,
+    check_volume_path, files, reserved_overlap, NodeSpec, Params, SpecError, SupervisorState,
+    VolumeMount, RESERVED_VOLUME_PATHS,
 };

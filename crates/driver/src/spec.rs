@@ -82,7 +82,10 @@ pub struct VolumeMount {
     pub exec: bool,
 }
 
-/// Paths a volume may not be mounted on or under: what bulkhead itself puts in a node.
+/// Paths a volume may not be mounted on, under or above: what bulkhead itself puts in a node.
+/// The one list: the daemon checks a create's paths against it, the jail supervisor again, and
+/// the guest agent keeps a copy (it depends on no other bulkhead crate) that a daemon test pins
+/// equal to this one.
 pub const RESERVED_VOLUME_PATHS: &[&str] = &[
     "/proc",
     "/sys",
@@ -110,15 +113,21 @@ pub fn check_volume_path(path: &str) -> Result<(), String> {
     {
         return bad("must be normalised: no empty, \".\" or \"..\" parts and no trailing slash");
     }
-    if let Some(r) = RESERVED_VOLUME_PATHS
-        .iter()
-        .find(|r| path == **r || path.starts_with(&format!("{r}/")))
-    {
+    if let Some(r) = reserved_overlap(path) {
         return bad(&format!(
-            "is under {r}, which bulkhead itself mounts in a node: pick another path"
+            "is on, under or above {r}, which bulkhead itself mounts in a node: pick another path"
         ));
     }
     Ok(())
+}
+
+/// The reserved path that normalised `path` is on, under or above, if any.
+pub fn reserved_overlap(path: &str) -> Option<&'static str> {
+    let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    RESERVED_VOLUME_PATHS
+        .iter()
+        .copied()
+        .find(|r| within(path, r) || within(r, path))
 }
 
 impl VolumeMount {
@@ -404,6 +413,8 @@ mod tests {
             "/run/bulkhead/identity",
             "/run/secrets",
             "/sys",
+            "/run",
+            "/run/bulkhead",
         ] {
             assert!(check_volume_path(bad).is_err(), "{bad}");
         }

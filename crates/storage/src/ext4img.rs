@@ -41,6 +41,12 @@ pub enum ImageError {
     Mkfs { path: PathBuf, stderr: String },
     #[error("the key does not match the encryption policy of {0}")]
     WrongKey(PathBuf),
+    #[error("{path} is already attached {held} and cannot be opened {asked} beside it: detach its other users (stop the nodes that hold it) first")]
+    SharedMode {
+        path: PathBuf,
+        held: &'static str,
+        asked: &'static str,
+    },
     #[error(transparent)]
     Loop(#[from] LoopError),
     #[error(transparent)]
@@ -55,11 +61,30 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageErr
 }
 
 /// Mounts the ext4 on `image` as a detached mount with `attrs`; the loop device is returned
-/// too and may be dropped once the mount exists.
-pub(crate) fn mount_image(image: &Path, attrs: u64) -> Result<(LoopDevice, OwnedFd), ImageError> {
-    let dev = loopdev::attach(image, false)?;
+/// too and may be dropped once the mount exists. `read_only` attaches the loop device
+/// read-only and makes the superblock `ro,norecovery`: no journal replay, no superblock write,
+/// the image's bytes stay as they are. A superblock already shared in the other mode is refused
+/// (the kernel would hand back the existing one whatever was asked).
+pub(crate) fn mount_image(
+    image: &Path,
+    attrs: u64,
+    read_only: bool,
+) -> Result<(LoopDevice, OwnedFd), ImageError> {
+    let dev = loopdev::attach(image, read_only)?;
+    if dev.read_only() != read_only {
+        let mode = |ro| if ro { "read-only" } else { "read-write" };
+        return Err(ImageError::SharedMode {
+            path: image.to_path_buf(),
+            held: mode(dev.read_only()),
+            asked: mode(read_only),
+        });
+    }
     let ctx = FsContext::open("ext4")?;
     ctx.set_string("source", &dev.path().to_string_lossy())?;
+    if read_only {
+        ctx.set_flag("ro")?;
+        ctx.set_flag("norecovery")?;
+    }
     let mnt = ctx.mount(attrs)?;
     Ok((dev, mnt))
 }
@@ -119,7 +144,7 @@ pub fn format_encrypted(
         });
     }
     let r = (|| {
-        let (_dev, mnt) = mount_image(image, ATTR_NODEV | ATTR_NOSUID | ATTR_NOEXEC)?;
+        let (_dev, mnt) = mount_image(image, ATTR_NODEV | ATTR_NOSUID | ATTR_NOEXEC, false)?;
         // fsmount gives an O_PATH descriptor, which ioctls refuse: open the root for real.
         let root = openat(&mnt, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .map_err(io_err("opening the root of", image))?;
@@ -155,7 +180,7 @@ pub fn open_data(image: &Path, key: &Secret<64>, read_only: bool) -> Result<Owne
     if read_only {
         attrs |= ATTR_RDONLY;
     }
-    let (_dev, mnt) = mount_image(image, attrs)?;
+    let (_dev, mnt) = mount_image(image, attrs, read_only)?;
     let data = openat(&mnt, DATA_DIR, libc::O_RDONLY | libc::O_DIRECTORY, 0)
         .map_err(io_err("opening data in", image))?;
     let want = fscrypt::policy_of(data.as_fd())?;

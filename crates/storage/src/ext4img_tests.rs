@@ -57,7 +57,7 @@ fn format_open_write_and_the_disk_holds_only_ciphertext() {
     );
     // A control file outside `data` (unencrypted) shows that the raw search would find text.
     {
-        let (_dev, mnt) = mount_image(&img, 0).unwrap();
+        let (_dev, mnt) = mount_image(&img, 0, false).unwrap();
         let c = openat(&mnt, "control", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap();
         let mut c = std::fs::File::from(c);
         c.write_all(b"BULKHEAD-CONTROL-MARKER").unwrap();
@@ -103,7 +103,7 @@ fn format_open_write_and_the_disk_holds_only_ciphertext() {
         open_data(&img, &key(2), false),
         Err(ImageError::WrongKey(_))
     ));
-    let (_dev, mnt) = mount_image(&img, 0).unwrap();
+    let (_dev, mnt) = mount_image(&img, 0, false).unwrap();
     let names: Vec<String> = std::fs::read_dir(format!("/proc/self/fd/{}/data", mnt.as_raw_fd()))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -142,4 +142,44 @@ fn mkfs_failure_is_reported_and_leaves_no_image() {
     let e = format_encrypted(&img, 4096, 16, 0, 0, &key(4)).unwrap_err();
     assert!(matches!(e, ImageError::Mkfs { .. }), "{e}");
     assert!(!img.exists());
+}
+
+fn sha256(path: &Path) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, &std::fs::read(path).unwrap())
+        .as_ref()
+        .to_vec()
+}
+
+/// A read-only open replays no journal and writes no superblock: the image's bytes are the
+/// same after it; and a superblock shared in the other mode is refused.
+#[test]
+fn a_read_only_open_never_changes_the_image() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("vol.img");
+    format_encrypted(&img, 16 << 20, 256, 0, 0, &key(4)).unwrap();
+    {
+        let data = open_data(&img, &key(4), false).unwrap();
+        drop(openat(&data, "f", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap());
+    }
+    assert!(wait_detached(&img));
+    let before = sha256(&img);
+    let data = open_data(&img, &key(4), true).unwrap();
+    let mut got = Vec::new();
+    std::fs::File::from(openat(&data, "f", libc::O_RDONLY, 0).unwrap())
+        .read_to_end(&mut got)
+        .unwrap();
+    assert!(matches!(
+        open_data(&img, &key(4), false),
+        Err(ImageError::SharedMode { .. })
+    ));
+    drop(data);
+    assert!(wait_detached(&img));
+    assert_eq!(sha256(&img), before, "a read-only open changed the image");
+    let rw = open_data(&img, &key(4), false).unwrap();
+    assert!(matches!(
+        open_data(&img, &key(4), true),
+        Err(ImageError::SharedMode { .. })
+    ));
+    drop(rw);
+    assert!(wait_detached(&img));
 }

@@ -71,12 +71,19 @@ fn zeroed_info() -> LoopInfo64 {
 pub struct LoopDevice {
     file: File,
     path: PathBuf,
+    read_only: bool,
 }
 
 impl LoopDevice {
     /// `/dev/loopN`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the device is read-only (`LO_FLAGS_READ_ONLY`): a shared device keeps the mode
+    /// of whoever attached it first, which may not be the one asked for.
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The open device.
@@ -155,7 +162,12 @@ pub fn attach(image: &Path, read_only: bool) -> Result<LoopDevice, LoopError> {
         if let Ok(file) = file {
             if let Ok(info) = status(&file) {
                 if info.lo_device == md.dev() && info.lo_inode == md.ino() {
-                    return Ok(LoopDevice { file, path: dev });
+                    let read_only = info.lo_flags & LO_FLAGS_READ_ONLY != 0;
+                    return Ok(LoopDevice {
+                        file,
+                        path: dev,
+                        read_only,
+                    });
                 }
             }
         }
@@ -180,7 +192,13 @@ pub fn attach(image: &Path, read_only: bool) -> Result<LoopDevice, LoopError> {
             reserved: [0; 8],
         };
         match ioctl(&file, LOOP_CONFIGURE, (&mut cfg as *mut LoopConfig).cast()) {
-            Ok(_) => return Ok(LoopDevice { file, path }),
+            Ok(_) => {
+                return Ok(LoopDevice {
+                    file,
+                    path,
+                    read_only,
+                })
+            }
             // Another process took it between GET_FREE and CONFIGURE: try the next.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
             Err(e) => return Err(io_err("configuring", &path)(e)),

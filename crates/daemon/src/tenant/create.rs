@@ -217,6 +217,7 @@ impl Tenant {
             // volumes (#13): the holders, recorded before anything of the node runs; they go
             // with the node's record.
             self.attach_volumes(&name, &req.volumes).await?;
+            self.guard_guest_written(&g.name, &req.volumes)?; // #13: guest-written volumes
             let volumes = self.node_volumes(&g.name, &req.volumes)?; // #13, attach
             let permit = self.host_work(deadline).await?;
             self.start_supervisor(&row, &g, node_net.as_ref(), Start::Fresh, &volumes)

@@ -21,6 +21,7 @@ mod create;
 mod describe;
 mod fs;
 mod gate;
+mod guest_written; // guest-written volumes stay off the host kernel (#13)
 mod identity;
 mod lifecycle;
 mod loads;

@@ -10,8 +10,8 @@
 //!   read-write attach is also refused while a snapshot of the volume is being taken;
 //! - the holder check and the record are one store job, so two creates cannot both become a
 //!   volume's writer; a node's attachments go when its record does (`Store::delete`);
-//! - paths are absolute, normalized, never `/`, never on or above `/proc`, `/sys`, `/dev`,
-//!   `/run/secrets` or `/.bulkhead`, never the same or nested within one create;
+//! - paths are absolute, normalized, never `/`, never on, under or above a reserved path
+//!   (`bulkhead_driver::RESERVED_VOLUME_PATHS`), never the same or nested within one create;
 //! - refusals that look like misbinding (an unknown or foreign id, a second writer) are counted
 //!   per reason (`bulkhead_volume_attach_refused_total`).
 

@@ -37,8 +37,9 @@ pub(super) fn store_err(e: StoreError) -> DomainError {
 
 /// Volumes one node may take.
 pub const MAX_NODE_VOLUMES: usize = 16;
-/// Paths a volume never goes on or above: the node's kernel views, its secrets, bulkhead's own.
-pub const RESERVED: [&str; 5] = ["/proc", "/sys", "/dev", "/run/secrets", "/.bulkhead"];
+/// Paths a volume never goes on, under or above: the driver's one list (the node's kernel
+/// views, its secrets, bulkhead's own), checked here for every driver.
+pub use bulkhead_driver::RESERVED_VOLUME_PATHS as RESERVED;
 
 /// Why an attach was refused, as the metric's `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,13 +106,9 @@ pub fn mount_path(p: &str) -> Result<String, DomainError> {
         return Err(bad("must not be / (the node's root)"));
     }
     let norm = format!("/{}", parts.join("/"));
-    let within = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
-    if let Some(r) = RESERVED
-        .iter()
-        .find(|r| within(&norm, r) || within(r, &norm))
-    {
+    if let Some(r) = bulkhead_driver::reserved_overlap(&norm) {
         return Err(bad(&format!(
-            "is on or above {r}, which the node needs: choose another path, e.g. /data"
+            "is on, under or above {r}, which the node needs: choose another path, e.g. /data"
         )));
     }
     Ok(norm)
@@ -159,6 +156,8 @@ mod tests {
             "/run",
             "/.bulkhead",
             "/.bulkhead/agent",
+            "/run/bulkhead",
+            "/run/bulkhead/identity",
             "/a\nb",
         ] {
             let e = mount_path(bad).unwrap_err();
@@ -166,5 +165,12 @@ mod tests {
             assert!(e.message.starts_with("volumes: path"), "{}", e.message);
         }
         assert!(mount_path(&format!("/{}", "a".repeat(1100))).is_err());
+    }
+
+    /// The guest agent (which depends on no other bulkhead crate) keeps its own copy of the
+    /// reserved list: it must be the driver's, entry for entry.
+    #[test]
+    fn the_agent_reserves_the_same_paths() {
+        assert_eq!(bulkhead_agent::volume::RESERVED, RESERVED);
     }
 }

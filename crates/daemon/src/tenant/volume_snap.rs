@@ -92,6 +92,16 @@ impl Tenant {
             let sealed = tokio::task::spawn_blocking(move || {
                 let image = disk::image(&dir, &vid.to_string());
                 let s = sid.to_string();
+                // A snapshot of a guest-written volume is guest-written (#13).
+                if super::guest_written::is_marked(&image) {
+                    super::guest_written::mark(&disk::sealed(&dir, &s)).map_err(|e| {
+                        disk::DiskError::Io {
+                            what: "marking guest-written",
+                            path: disk::sealed(&dir, &s),
+                            source: e,
+                        }
+                    })?;
+                }
                 disk::seal_snapshot(&dir, &s, &image, &key, &disk::snapshot_aad(&tenant, &s))
             })
             .await
@@ -148,7 +158,9 @@ impl Tenant {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         tokio::task::spawn_blocking(move || {
-            disk::wipe(&path).and_then(|()| disk::wipe(std::path::Path::new(&tmp)))
+            disk::wipe(&path)
+                .and_then(|()| disk::wipe(std::path::Path::new(&tmp)))
+                .and_then(|()| disk::wipe(&super::guest_written::mark_of(&path)))
         })
         .await
         .map_err(|e| DomainError::internal(format!("wiping the snapshot: {e}")))?

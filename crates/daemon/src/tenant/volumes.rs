@@ -298,6 +298,16 @@ impl Tenant {
                 .map(|_| ()),
             Some(s) => {
                 let s = s.to_string();
+                // A volume restored from a guest-written snapshot is guest-written (#13).
+                if super::guest_written::is_marked(&disk::sealed(&dir, &s)) {
+                    super::guest_written::mark(&disk::image(&dir, &idt)).map_err(|e| {
+                        disk::DiskError::Io {
+                            what: "marking guest-written",
+                            path: disk::image(&dir, &idt),
+                            source: e,
+                        }
+                    })?;
+                }
                 disk::restore_volume(
                     &dir,
                     &idt,
@@ -361,14 +371,18 @@ impl Tenant {
             s.push(".tmp");
             std::path::PathBuf::from(s)
         };
-        tokio::task::spawn_blocking(move || disk::wipe(&path).and_then(|()| disk::wipe(&tmp)))
-            .await
-            .map_err(|e| DomainError::internal(format!("wiping the volume: {e}")))?
-            .map_err(|e| {
-                DomainError::internal(format!(
-                    "wiping the volume: {e} (it stays deleting; the daemon's next start retries)"
-                ))
-            })?;
+        tokio::task::spawn_blocking(move || {
+            disk::wipe(&path)
+                .and_then(|()| disk::wipe(&tmp))
+                .and_then(|()| disk::wipe(&super::guest_written::mark_of(&path)))
+        })
+        .await
+        .map_err(|e| DomainError::internal(format!("wiping the volume: {e}")))?
+        .map_err(|e| {
+            DomainError::internal(format!(
+                "wiping the volume: {e} (it stays deleting; the daemon's next start retries)"
+            ))
+        })?;
         self.store
             .volume_job(move |j| j.remove_volume(id))
             .await
@@ -414,9 +428,12 @@ impl Tenant {
         );
         let dir = self.dir.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            let mut g = disk::sweep(&disk::volumes_dir(&dir), |n| vols.iter().any(|v| v == n));
+            use super::guest_written::keep;
+            let mut g = disk::sweep(&disk::volumes_dir(&dir), |n| {
+                keep(n, |n| vols.iter().any(|v| v == n))
+            });
             g.extend(disk::sweep(&disk::snapshots_dir(&dir), |n| {
-                snaps.iter().any(|s| s == n)
+                keep(n, |n| snaps.iter().any(|s| s == n))
             }));
             g
         })
