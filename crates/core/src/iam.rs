@@ -21,6 +21,12 @@ pub enum Resource {
     Tokens,
     /// The tenant's secrets (#13): `list` shows names and metadata, `create` writes content.
     Secrets,
+    /// The tenant's audit trail (#14): `list` reads it (`GET /audit`).
+    Audit,
+    /// The tenant's event stream (#14): `list` reads it (`GET /events`).
+    Events,
+    /// The tenant's resource usage (#14): `list` reads it (`GET /usage`).
+    Usage,
 }
 
 /// What a rule allows on its resource.
@@ -41,13 +47,23 @@ pub enum Verb {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 3] = [Resource::Nodes, Resource::Tokens, Resource::Secrets];
+    pub const ALL: [Resource; 6] = [
+        Resource::Nodes,
+        Resource::Tokens,
+        Resource::Secrets,
+        Resource::Audit,
+        Resource::Events,
+        Resource::Usage,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Resource::Nodes => "nodes",
             Resource::Tokens => "tokens",
             Resource::Secrets => "secrets",
+            Resource::Audit => "audit",
+            Resource::Events => "events",
+            Resource::Usage => "usage",
         }
     }
 
@@ -64,6 +80,7 @@ impl Resource {
             ],
             Resource::Tokens => &[List, Create, Delete],
             Resource::Secrets => &[List, Create, Delete],
+            Resource::Audit | Resource::Events | Resource::Usage => &[List],
         }
     }
 }
@@ -146,9 +163,17 @@ impl Role {
                 ]);
                 // secrets (#13): names and metadata only; writing them is the tenant-admin's.
                 r.insert((Resource::Secrets, List));
+                // #14: what their nodes did and used; the audit trail is the tenant-admin's.
+                r.insert((Resource::Events, List));
+                r.insert((Resource::Usage, List));
                 (r, false)
             }
-            VIEWER => (nodes(&[List, Get, Logs]), false),
+            VIEWER => {
+                let mut r: BTreeSet<_> = nodes(&[List, Get, Logs]);
+                r.insert((Resource::Events, List));
+                r.insert((Resource::Usage, List));
+                (r, false)
+            }
             _ => unreachable!("not a built-in role: {name}"),
         };
         Role {

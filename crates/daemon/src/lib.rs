@@ -7,11 +7,13 @@
 
 pub mod admission;
 pub mod app;
+pub mod audit; // #14 audit trail
 pub mod auth;
 pub mod bg;
 pub mod commit; // #13 commit and fork: sealed commits and their image trees on the host
 pub mod cores;
 pub mod error;
+pub mod events; // #14 events stream
 // fair host-work queues (#12, rate)
 pub mod fair;
 pub mod forward;

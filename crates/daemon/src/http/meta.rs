@@ -168,6 +168,17 @@ pub async fn metrics(
         }
     }
     // ---- end volume attach ----
+    // #14: each part's per-tenant metrics, one block each (each part's module renders them).
+    // ---- audit (#14, A) ----
+    // ---- end audit ----
+    // ---- events, denial spikes, integrity (#14, B) ----
+    // ---- end events ----
+    // ---- seccomp violations (#14, C) ----
+    // ---- end seccomp ----
+    // ---- unexpected flows (#14, D) ----
+    // ---- end flows ----
+    // ---- usage (#14, E) ----
+    // ---- end usage ----
     let cs = &daemon.host.conn_stats;
     let daemon_metrics: [Metric; 6] = [
         (

@@ -128,6 +128,10 @@ pub struct Tenant {
     // ---- end keys ----
     /// Refused volume attaches by reason (#13, volumes; `volume_attach.rs`).
     pub volume_counters: volume_rules::AttachCounters,
+    /// The tenant's event stream (#14, `crate::events`).
+    pub events: crate::events::Events,
+    /// The tenant's audit trail (#14, `crate::audit`).
+    pub audit: crate::audit::Audit,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -188,8 +192,27 @@ impl Tenant {
             admission: crate::admission::Admission::new(&p.cfg), // admission policy (#12)
             key: p.key,                                          // keys (#13)
             volume_counters: Default::default(),                 // volumes (#13)
+            events: crate::events::Events::new(&p.cfg.tenant),   // #14
+            audit: Default::default(),                           // #14
             cfg: p.cfg,
         }
+    }
+
+    /// A lifecycle change the daemon made by itself (reconciliation, OOM kill, expiry): one
+    /// audit line (principal `daemon`) and one event of `kind` (#14).
+    pub fn by_daemon(&self, action: &str, kind: &str, node: &str, reason: &str) {
+        self.audit.record(crate::audit::Record {
+            request_id: "daemon".into(),
+            principal: "daemon".into(),
+            via: "internal".into(),
+            tenant: self.name.clone(),
+            action: action.into(),
+            object: format!("node/{node}"),
+            outcome: "allowed".into(),
+            reason: reason.into(),
+        });
+        self.events
+            .emit(kind, Some(node), serde_json::json!({ "reason": reason }));
     }
 
     /// keys (#13): the tenant's data key; everything of the tenant encrypted at rest (secrets,
