@@ -8,6 +8,13 @@
 //!
 //! When several filters answer ERRNO the most recently installed one's errno wins, so the
 //! narrower filters are installed after `node`.
+//!
+//! Detection (#14, ADR 0033): `node` and `eafnosupport` are installed with
+//! `SECCOMP_FILTER_FLAG_LOG`, so the kernel writes an audit record (`type=1326`) for each call
+//! they deny; the daemon reads those from the kernel log and counts them per node. `enosys` is
+//! not logged: libc calls clone3 on every fork and thread and falls back by design, so its
+//! answers are compatibility, not violations (the kernel logs the answer of the filter whose
+//! action wins, and for equal actions that is the most recently installed one).
 
 use seccompiler::{BpfProgram, TargetArch};
 
@@ -49,12 +56,51 @@ pub fn decode(v: &[u64]) -> BpfProgram {
         .collect()
 }
 
-/// Installs the filters on the calling thread. no_new_privs must already be set.
+/// Whether the kernel should log the denials of the filter at this index of [`compile`]'s
+/// list (`node`, `enosys`, `eafnosupport`).
+pub fn logged(index: usize) -> bool {
+    index != 1
+}
+
+/// Installs the filters on the calling thread (not TSYNC: the node's init is single-threaded
+/// here). no_new_privs must already be set.
 pub fn install(filters: &[BpfProgram]) -> Result<(), String> {
-    for f in filters {
-        seccompiler::apply_filter(f).map_err(|e| format!("seccomp: {e}"))?;
+    for (i, f) in filters.iter().enumerate() {
+        let flags = if logged(i) {
+            libc::SECCOMP_FILTER_FLAG_LOG
+        } else {
+            0
+        };
+        set_mode_filter(f, flags).map_err(|e| format!("seccomp: {e}"))?;
     }
     Ok(())
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, prog)`. A kernel that does not know
+/// `SECCOMP_FILTER_FLAG_LOG` (before 4.14) answers EINVAL: the filter is then installed
+/// without it (same semantics, no audit records).
+fn set_mode_filter(f: &BpfProgram, flags: libc::c_ulong) -> std::io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: f.len() as u16,
+        filter: f.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel copies the program from `prog`, which outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if flags != 0 && e.raw_os_error() == Some(libc::EINVAL) {
+        return set_mode_filter(f, 0);
+    }
+    Err(e)
 }
 
 #[cfg(test)]
@@ -181,6 +227,38 @@ mod tests {
             }
         });
         assert_eq!(code, 0);
+    }
+
+    /// `install` (with the LOG flag on `node` and `eafnosupport`) answers as the plain filters
+    /// do: EPERM for a call outside the allowlist, ENOSYS for clone3, EAFNOSUPPORT for vsock.
+    #[test]
+    fn logged_filters_keep_their_answers() {
+        let filters = compile().unwrap();
+        // SAFETY: the child only makes syscalls on data prepared before the fork and _exits.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if install(&filters).is_err() {
+                    libc::_exit(100);
+                }
+                let unshare = errno_of(libc::unshare(libc::CLONE_NEWUTS) as i64);
+                let clone3 = errno_of(libc::syscall(libc::SYS_clone3, 0, 0));
+                let vsock = errno_of(libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as i64);
+                let code = match (unshare, clone3, vsock) {
+                    (libc::EPERM, libc::ENOSYS, libc::EAFNOSUPPORT) => 0,
+                    (libc::EPERM, libc::ENOSYS, _) => 3,
+                    (libc::EPERM, _, _) => 2,
+                    _ => 1,
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            assert!(libc::WIFEXITED(status), "probe died: {status:#x}");
+            assert_eq!(libc::WEXITSTATUS(status), 0);
+        }
     }
 
     #[test]
