@@ -27,6 +27,7 @@ pub mod network;
 pub mod pool;
 // per-tenant token buckets and in-flight bounds (#12, rate)
 pub mod rate;
+pub mod seccomp_watch; // #14 seccomp violations (C)
 pub mod serve;
 pub mod services;
 mod start_error;

@@ -495,6 +495,8 @@ pub async fn run(
         abandon(opened).await;
         return Err(StartError::Refused(m));
     }
+    // seccomp violations (#14, C): one kernel log reader per process, over these tenants.
+    crate::seccomp_watch::start(daemon.tenants.iter().map(|a| a.tenant.clone()));
     let listeners = match listen::bind(&cfg, &daemon, tls).await {
         Ok(l) => l,
         Err(e) => {

@@ -174,6 +174,10 @@ pub async fn metrics(
     // ---- events, denial spikes, integrity (#14, B) ----
     // ---- end events ----
     // ---- seccomp violations (#14, C) ----
+    out.push_str(&crate::seccomp_watch::metrics(
+        tenants.iter().map(|a| &*a.tenant),
+        principal.is_global_admin(),
+    ));
     // ---- end seccomp ----
     // ---- unexpected flows (#14, D) ----
     // ---- end flows ----
