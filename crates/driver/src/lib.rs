@@ -17,6 +17,7 @@
 //!
 //! The drivers (`bulkhead-jail`, `bulkhead-vm`) depend on this crate and never on each other.
 
+pub mod audit_session; // #14 seccomp violations (C): one audit session per node
 mod cleanup;
 pub mod control;
 mod driver;

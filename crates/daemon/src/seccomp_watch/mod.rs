@@ -5,14 +5,16 @@
 //! the kernel's defaults. One reader per daemon process follows `/dev/kmsg` from its end (each
 //! open of /dev/kmsg has its own position, so other daemons on the host read the same log
 //! undisturbed), on an OS thread of its own: its reads block in the kernel, never the runtime,
-//! and never spin. For each record it reads `/proc/<pid>/cgroup` at once (the task may be
-//! about to exit); a pid inside `bulkhead/<tenant>/<cgroup id>` of a node of a tenant this
-//! process serves counts `bulkhead_seccomp_violations_total{tenant,node}` and emits
+//! and never spin. For each record it reads `/proc/<pid>/cgroup` at once; a pid inside
+//! `bulkhead/<tenant>/<cgroup id>` of a node of a tenant this process serves, or (the task has
+//! already exited, as a denied call often makes it) a record whose audit session is that of
+//! one node's supervisor (`bulkhead_driver::audit_session`), counts `bulkhead_seccomp_violations_total{tenant,node}` and emits
 //! `seccomp.violation`. Everything else (other daemons' tenants, the host's own processes) is
 //! ignored.
 //!
-//! Invariants: at most one reader thread per process; a record is attributed only through the
-//! cgroup the kernel reports for the pid, never through anything the node wrote (comm, exe);
+//! Invariants: at most one reader thread per process; a record is attributed only through what
+//! the kernel reports (the pid's cgroup, the task's audit session), never through anything the
+//! node chose (comm, exe); a session shared by several nodes (or the daemon's own) names none;
 //! the counters only grow while the daemon runs.
 
 mod names;
@@ -43,7 +45,8 @@ struct Watch {
     suppressed: AtomicU64,
     /// Records overwritten in the kernel's ring before the reader got to them (EPIPE).
     overwritten: AtomicU64,
-    /// Records of a node's pid whose task had gone before its cgroup could be read.
+    /// Records of tasks in no node cgroup (gone, exiting, or the host's) whose audit session named
+/// no node of this process.
     unattributed: AtomicU64,
 }
 
@@ -158,12 +161,18 @@ fn handle(text: &str) {
         Line::Seccomp(r) => {
             // At once: the task may be about to exit (a denied call often ends it).
             let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", r.pid)).ok();
-            match cgroup.as_deref().and_then(node_cgroup) {
-                Some((tenant, id)) => attribute(&tenant, &id, &r),
-                None if cgroup.is_none() => {
-                    w.unattributed.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {}
+            // An exiting task's v1 cgroups read as "/", a reaped one has no file: then its
+            // audit session names its node (bulkhead_driver::audit_session).
+            let found = cgroup
+                .as_deref()
+                .and_then(node_cgroup)
+                .and_then(|(t, id)| by_cgroup(&t, &id))
+                .or_else(|| by_session(r.ses));
+            if found.is_none() && cgroup.as_deref().and_then(node_cgroup).is_none() {
+                w.unattributed.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some((t, node)) = found {
+                attribute(&t, &node, &r);
             }
         }
         Line::Suppressed(n) => {
@@ -188,31 +197,59 @@ pub fn node_cgroup(text: &str) -> Option<(String, String)> {
     })
 }
 
-/// Counts and emits for the node of `tenant` whose cgroup id is `id`, if this process serves
-/// that tenant and has such a node.
-fn attribute(tenant: &str, id: &str, r: &Record) {
-    let w = watch();
-    let t = lock(&w.tenants)
+fn tenants() -> Vec<Arc<Tenant>> {
+    lock(&watch().tenants)
         .iter()
         .filter_map(Weak::upgrade)
-        .find(|t| t.name == tenant);
-    let Some(t) = t else { return };
-    let snap = t.list();
-    let Some(row) = snap
+        .collect()
+}
+
+/// The node of `tenant` (if this process serves it) whose cgroup id is `id`.
+fn by_cgroup(tenant: &str, id: &str) -> Option<(Arc<Tenant>, String)> {
+    let t = tenants().into_iter().find(|t| t.name == tenant)?;
+    let node = t
+        .list()
         .rows()
         .iter()
-        .find(|row| row.cgroup.as_deref() == Some(id))
-    else {
-        return;
-    };
+        .find(|row| row.cgroup.as_deref() == Some(id))?
+        .name
+        .clone();
+    Some((t, node))
+}
+
+/// The node whose supervisor holds audit session `ses`. Sessions the daemon shares (its own,
+/// which supervisors keep when the kernel refused them one of their own) name no node.
+fn by_session(ses: u32) -> Option<(Arc<Tenant>, String)> {
+    use bulkhead_driver::audit_session::session_of;
+    if ses == u32::MAX || session_of("self") == Some(ses) {
+        return None;
+    }
+    let mut hits = Vec::new();
+    for t in tenants() {
+        for row in t.list().rows() {
+            let dir = t.dir.join("nodes").join(&row.name);
+            let Some(st) = bulkhead_driver::spec::read_supervisor_state(&dir) else {
+                continue;
+            };
+            if session_of(&st.supervisor_pid.to_string()) == Some(ses) {
+                hits.push((t.clone(), row.name.clone()));
+            }
+        }
+    }
+    (hits.len() == 1).then(|| hits.remove(0))
+}
+
+/// Counts the violation for the node and emits its event.
+fn attribute(t: &Tenant, node: &str, r: &Record) {
+    let w = watch();
     *lock(&w.counts)
-        .entry((t.name.clone(), row.name.clone()))
+        .entry((t.name.clone(), node.to_owned()))
         .or_default() += 1;
     let name = names::name(r.arch, r.syscall);
-    tracing::info!(tenant = %t.name, node = %row.name, syscall = r.syscall, name, pid = r.pid, comm = %r.comm, action = r.action(), "seccomp violation");
+    tracing::info!(tenant = %t.name, node, syscall = r.syscall, name, pid = r.pid, comm = %r.comm, action = r.action(), "seccomp violation");
     t.events.emit(
         crate::events::kind::SECCOMP_VIOLATION,
-        Some(&row.name),
+        Some(node),
         serde_json::json!({
             "syscall": r.syscall,
             "name": name,
@@ -250,7 +287,7 @@ pub fn metrics<'a>(tenants: impl IntoIterator<Item = &'a Tenant>, global_admin: 
         for (n, help, v) in [
             ("bulkhead_seccomp_log_suppressed_total", "Kernel audit messages the printk rate limit dropped, host-wide, any audit type (an upper bound of seccomp records lost).", &w.suppressed),
             ("bulkhead_seccomp_log_overwritten_total", "Times the kernel log ring overwrote records before the daemon read them.", &w.overwritten),
-            ("bulkhead_seccomp_unattributed_total", "Seccomp records whose task had exited before its cgroup could be read (host-wide: any process, this daemon's nodes or not).", &w.unattributed),
+            ("bulkhead_seccomp_unattributed_total", "Seccomp records of tasks in no node cgroup (exited before it could be read, or not a node's) whose audit session names no node of this daemon (host-wide: the host's own processes count here too).", &w.unattributed),
         ] {
             out.push_str(&format!("# HELP {n} {help}\n# TYPE {n} counter\n{n} {}\n", v.load(Ordering::Relaxed)));
         }

@@ -287,6 +287,8 @@ fn supervise(
         Some((o, p)) => (Some(o), Some(p)),
         None => (None, None),
     };
+    // seccomp violations (#14, C): the node's own audit session, named in its audit records.
+    let _ = crate::audit_session::begin(spec.uid_base);
     let started = launchers
         .get(&spec.driver)
         .map_err(|e| e.to_string())

@@ -1,0 +1,94 @@
+//! Seccomp violations as a detection signal (#14, part C; ADR 0033), end to end: a jail node
+//! makes system calls its policy denies (unshare, mount: EPERM), the kernel logs an audit
+//! record for each (the filters carry SECCOMP_FILTER_FLAG_LOG), and the daemon counts them as
+//! that node's `bulkhead_seccomp_violations_total{tenant,node}` and emits `seccomp.violation`
+//! events naming the node, the call and the process. A second node that makes no such call
+//! keeps no counter, and the calls answer exactly as before (EPERM).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::answer::get;
+use common::{privileged, Daemon};
+
+/// This node's counter in a /metrics text (0 when it has none).
+fn violations(metrics: &str, tenant: &str, node: &str) -> u64 {
+    let key = format!("bulkhead_seccomp_violations_total{{tenant=\"{tenant}\",node=\"{node}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Whether the kernel logs seccomp errno answers at all (a host setting, see
+/// docs/detection.md); CI's host does.
+fn errno_logged() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_logged")
+        .is_ok_and(|a| a.split_whitespace().any(|x| x == "errno"))
+}
+
+#[test]
+fn a_denied_syscall_in_a_jail_node_counts_for_that_node() {
+    if !privileged() {
+        return;
+    }
+    if !errno_logged() && std::env::var_os("CI").is_none() {
+        eprintln!("skipped: this kernel does not log seccomp errno answers (actions_logged)");
+        return;
+    }
+    let d = Daemon::start("seccomp", &[]);
+    let c = d.client();
+    let metrics = get(&c, "/metrics").text();
+    assert!(
+        metrics.contains("\nbulkhead_seccomp_watch_up 1\n"),
+        "the kernel log reader is not running:\n{metrics}\n{}",
+        d.log()
+    );
+    let node = d.add();
+    let quiet = d.add();
+    // Quiet work first: ordinary commands make no denied call (no false positives from libc,
+    // the agent or busybox).
+    let (code, _, err) = d.sh(&quiet, "ls / >/dev/null; echo hi | cat; sleep 0.2");
+    assert_eq!(code, 0, "{err}");
+
+    // Two denied calls by processes that exit at once, as a probe would: each answers EPERM.
+    let (code, _, err) = d.sh(&node, "unshare -m true; mount -t tmpfs x /mnt; exit 0");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Operation not permitted"),
+        "the denied calls must still answer EPERM: {err}"
+    );
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut m = String::new();
+    while Instant::now() < until {
+        m = get(&c, "/metrics").text();
+        if violations(&m, &d.tenant, &node) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let n = violations(&m, &d.tenant, &node);
+    assert!(
+        n >= 2,
+        "the node's counter is {n}, want at least 2:\n{m}\n{}",
+        d.log()
+    );
+    assert_eq!(
+        violations(&m, &d.tenant, &quiet),
+        0,
+        "the quiet node has violations:\n{m}\n{}",
+        d.log()
+    );
+    // The event: until GET /events lands (part B), the daemon's log line of each emitted event.
+    let log = d.log();
+    for name in ["unshare", "mount"] {
+        assert!(
+            log.lines().any(|l| l.contains("seccomp violation")
+                && l.contains(&format!("node=\"{node}\""))
+                && l.contains(&format!("name=\"{name}\""))),
+            "no seccomp.violation for {name} of {node}:\n{log}"
+        );
+    }
+    d.stop_and_assert_clean();
+}
