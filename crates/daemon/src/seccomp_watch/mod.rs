@@ -163,10 +163,15 @@ fn handle(text: &str) {
             let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", r.pid)).ok();
             // An exiting task's v1 cgroups read as "/", a reaped one has no file: then its
             // audit session names its node (bulkhead_driver::audit_session).
+            // A node found by cgroup whose own session differs from the record's is a pid
+            // reused since the call: the session decides.
             let found = cgroup
                 .as_deref()
                 .and_then(node_cgroup)
                 .and_then(|(t, id)| by_cgroup(&t, &id))
+                .filter(|(t, node)| {
+                    r.ses == u32::MAX || node_session(t, node).is_none_or(|s| s == r.ses)
+                })
                 .or_else(|| by_session(r.ses));
             if found.is_none() && cgroup.as_deref().and_then(node_cgroup).is_none() {
                 w.unattributed.fetch_add(1, Ordering::Relaxed);
@@ -227,16 +232,18 @@ fn by_session(ses: u32) -> Option<(Arc<Tenant>, String)> {
     let mut hits = Vec::new();
     for t in tenants() {
         for row in t.list().rows() {
-            let dir = t.dir.join("nodes").join(&row.name);
-            let Some(st) = bulkhead_driver::spec::read_supervisor_state(&dir) else {
-                continue;
-            };
-            if session_of(&st.supervisor_pid.to_string()) == Some(ses) {
+            if node_session(&t, &row.name) == Some(ses) {
                 hits.push((t.clone(), row.name.clone()));
             }
         }
     }
     (hits.len() == 1).then(|| hits.remove(0))
+}
+
+/// The audit session of the node's supervisor (and so of everything the node runs).
+fn node_session(t: &Tenant, node: &str) -> Option<u32> {
+    let st = bulkhead_driver::spec::read_supervisor_state(&t.dir.join("nodes").join(node))?;
+    bulkhead_driver::audit_session::session_of(&st.supervisor_pid.to_string())
 }
 
 /// Counts the violation for the node and emits its event.
