@@ -14,7 +14,7 @@ pub mod commit; // #13 commit and fork: sealed commits and their image trees on 
 pub mod cores;
 pub mod error;
 pub mod events; // #14 events stream
-// fair host-work queues (#12, rate)
+                // fair host-work queues (#12, rate)
 pub mod fair;
 pub mod forward;
 pub mod fsutil;

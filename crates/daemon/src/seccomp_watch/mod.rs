@@ -46,7 +46,7 @@ struct Watch {
     /// Records overwritten in the kernel's ring before the reader got to them (EPIPE).
     overwritten: AtomicU64,
     /// Records of tasks in no node cgroup (gone, exiting, or the host's) whose audit session named
-/// no node of this process.
+    /// no node of this process.
     unattributed: AtomicU64,
 }
 
@@ -309,10 +309,7 @@ mod tests {
     #[test]
     fn node_cgroups_on_v1_and_v2() {
         let v1 = "9:name=systemd:/\n4:memory:/bulkhead/acme/01JCG0ABC\n1:cpu:/bulkhead/acme/01JCG0ABC\n0::/\n";
-        assert_eq!(
-            node_cgroup(v1),
-            Some(("acme".into(), "01JCG0ABC".into()))
-        );
+        assert_eq!(node_cgroup(v1), Some(("acme".into(), "01JCG0ABC".into())));
         let v2 = "0::/bulkhead/t2/cg-7\n";
         assert_eq!(node_cgroup(v2), Some(("t2".into(), "cg-7".into())));
         // The daemon's own cgroup, a tenant level, and anything else: no node.
