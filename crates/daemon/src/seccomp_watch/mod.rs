@@ -133,7 +133,8 @@ fn read_loop(mut f: std::fs::File) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match f.read(&mut buf) {
-            Ok(0) => continue,
+            // Not seen from /dev/kmsg; never spin on it if a kernel did.
+            Ok(0) => std::thread::sleep(std::time::Duration::from_millis(100)),
             Ok(n) => {
                 let rec = String::from_utf8_lossy(&buf[..n]);
                 if let Some(text) = record::kmsg_text(&rec) {
