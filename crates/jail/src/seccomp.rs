@@ -20,6 +20,9 @@ use seccompiler::{BpfProgram, TargetArch};
 
 pub const POLICY_JSON: &str = include_str!("../policy/seccomp.json");
 
+/// The policy's filters, in the order they must be installed.
+const FILTERS: [&str; 3] = ["node", "enosys", "eafnosupport"];
+
 /// The compiled filters, in the order they must be installed.
 pub fn compile() -> Result<Vec<BpfProgram>, crate::JailError> {
     #[cfg(target_arch = "x86_64")]
@@ -28,7 +31,7 @@ pub fn compile() -> Result<Vec<BpfProgram>, crate::JailError> {
     let arch = TargetArch::aarch64;
     let mut map = seccompiler::compile_from_json(POLICY_JSON.as_bytes(), arch)
         .map_err(|e| crate::JailError::Seccomp(e.to_string()))?;
-    ["node", "enosys", "eafnosupport"]
+    FILTERS
         .iter()
         .map(|k| {
             map.remove(*k)
@@ -57,9 +60,9 @@ pub fn decode(v: &[u64]) -> BpfProgram {
 }
 
 /// Whether the kernel should log the denials of the filter at this index of [`compile`]'s
-/// list (`node`, `enosys`, `eafnosupport`).
+/// list: all but `enosys`.
 pub fn logged(index: usize) -> bool {
-    index != 1
+    FILTERS.get(index).is_some_and(|f| *f != "enosys")
 }
 
 /// Installs the filters on the calling thread (not TSYNC: the node's init is single-threaded
