@@ -47,6 +47,30 @@ fn a_denied_syscall_in_a_jail_node_counts_for_that_node() {
     );
     let node = d.add();
     let quiet = d.add();
+    // Each node runs in an audit session of its own (the supervisor's, inherited by every
+    // process of the node), not the daemon's: that is what names the node of a record whose
+    // process has exited.
+    let session = |pid: i64| {
+        std::fs::read_to_string(format!("/proc/{pid}/sessionid"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let s1 = session(
+        d.supervisor_state(&node)["supervisor_pid"]
+            .as_i64()
+            .unwrap(),
+    );
+    let s2 = session(
+        d.supervisor_state(&quiet)["supervisor_pid"]
+            .as_i64()
+            .unwrap(),
+    );
+    let own = session(d.pid() as i64);
+    assert!(
+        s1 != s2 && s1 != own && s2 != own && s1 != "4294967295",
+        "sessions: node {s1}, quiet {s2}, daemon {own}"
+    );
     // Quiet work first: ordinary commands make no denied call (no false positives from libc,
     // the agent or busybox).
     let (code, _, err) = d.sh(&quiet, "ls / >/dev/null; echo hi | cat; sleep 0.2");

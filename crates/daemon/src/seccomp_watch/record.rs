@@ -151,7 +151,8 @@ impl<'a> Iterator for Fields<'a> {
 fn untrusted(v: &str) -> String {
     let raw = if let Some(q) = v.strip_prefix('"') {
         q.strip_suffix('"').unwrap_or(q).as_bytes().to_vec()
-    } else if v.len().is_multiple_of(2) && !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+    } else if v.len().is_multiple_of(2) && !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         (0..v.len())
             .step_by(2)
             .filter_map(|i| u8::from_str_radix(&v[i..i + 2], 16).ok())
