@@ -225,8 +225,12 @@ mod tests {
 
     #[test]
     fn suppressed_messages_are_counted() {
-        let l = "4,500,99,-;kauditd_printk_skb: 17 callbacks suppressed";
-        assert_eq!(parse(kmsg_text(l).unwrap()), Line::Suppressed(17));
+        // As this host printed it after 80 denied calls in two bursts (10 printed per burst).
+        let l = "4,24001,66773215405,-;kauditd_printk_skb: 30 callbacks suppressed";
+        assert_eq!(parse(kmsg_text(l).unwrap()), Line::Suppressed(30));
+        // Another subsystem's suppression is not ours.
+        let other = "4,24002,66518082765,-;EXT4-fs mount: 22 callbacks suppressed";
+        assert_eq!(parse(kmsg_text(other).unwrap()), Line::Other);
     }
 
     #[test]
