@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn suppressed_messages_are_counted() {
-        // As this host printed it after 80 denied calls in two bursts (10 printed per burst).
+        // As this host printed it after a burst of 40 denied calls (10 printed, 30 dropped).
         let l = "4,24001,66773215405,-;kauditd_printk_skb: 30 callbacks suppressed";
         assert_eq!(parse(kmsg_text(l).unwrap()), Line::Suppressed(30));
         // Another subsystem's suppression is not ours.
