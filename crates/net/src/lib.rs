@@ -5,12 +5,14 @@
 //! - [`ipam`]: which addresses slot N of a host group's range gets;
 //! - [`rules`]: the tenant's nftables ruleset, rendered as text (pure, golden-tested);
 //! - [`netlink`], [`host`]: veth pairs, addresses, routes, bridges, via rtnetlink;
-//! - [`nft`]: applying rulesets and per-node changes, reading counters.
+//! - [`nft`]: applying rulesets and per-node changes, reading counters;
+//! - [`flows`]: per-node counts of dropped packets by category (unexpected flows, #14).
 //!
 //! Modes: `none` is [`NetworkPlan::Loopback`] (own namespace, `lo` only). `isolated` and
 //! `bridge` are [`NetworkPlan::Veth`]: the node's `eth0` is one end of a veth pair whose host
 //! end is routed (isolated, one /30 per node) or a bridge port (bridge, one subnet per group).
 
+pub mod flows;
 pub mod host;
 pub mod ipam;
 pub mod names;

@@ -60,13 +60,13 @@ pub fn node_added(table: &str, policy: Option<&NodePolicy>, port: Option<&Bridge
         };
         if !p.drop.is_empty() {
             s += &format!(
-                "add rule inet {table} {chain} ip daddr {{ {} }} counter name \"deny_node_policy\" drop\n",
+                "add rule inet {table} {chain} ip daddr {{ {} }} jump flow_node_drop\n",
                 fmt(&p.drop)
             );
         }
         if !p.allow.is_empty() {
             s += &format!(
-                "add rule inet {table} {chain} ip daddr != {{ {} }} counter name \"deny_node_policy\" drop\n",
+                "add rule inet {table} {chain} ip daddr != {{ {} }} jump flow_node_allow\n",
                 fmt(&p.allow)
             );
         }
@@ -153,7 +153,7 @@ mod tests {
         };
         let s = node_added("bulkhead_a", Some(&p), None);
         assert!(s.contains("add chain inet bulkhead_a node_169_254_100_6\n"));
-        assert!(s.contains("ip daddr { 10.0.0.0/8 } counter name \"deny_node_policy\" drop"));
+        assert!(s.contains("ip daddr { 10.0.0.0/8 } jump flow_node_drop"));
         assert!(!s.contains("!="));
         assert!(s.ends_with(
             "add element inet bulkhead_a node_policy { 169.254.100.6 : jump node_169_254_100_6 }\n"

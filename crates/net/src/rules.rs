@@ -12,7 +12,9 @@
 //!    (`fib saddr . iif`), and in isolated mode must be the node address of its /30; in bridge
 //!    mode the bridge table pins each port to its node's address (IP and ARP).
 //! 3. Nothing to another node: any bulkhead veth or bridge (this tenant's or another's), except
-//!    nodes on the same bridge in bridge mode.
+//!    nodes on the same bridge in bridge mode. These egress checks run in `forward` at priority
+//!    `filter - 2`, before any tenant's inbound check (`forward_in`, `filter - 1`), so a packet
+//!    between two tenants' nodes is always dropped, and counted, by the sender's table.
 //! 4. Nothing to the host: the `input` chain applies 1-2 per group, then drops all but replies
 //!    and DNS to that group's own `dns_servers`.
 //! 5. Never the metadata address 169.254.169.254, never a `drop` CIDR.
@@ -23,7 +25,8 @@
 //!
 //! Inbound: new connections into a node are dropped; ingress is only through the daemon's
 //! explicit port forwards, which connect from the host (replies are `established`).
-//! Every drop has a named counter (`deny_*`), exported per tenant.
+//! Every drop has a named counter (`deny_*`), exported per tenant. The drops of 3-5 and 7-8
+//! also count per sending node and category in [`crate::flows`]' sets.
 
 use crate::ipam::{Layout, Range};
 use crate::names::{Tag, BRIDGE_PREFIX, VETH_PREFIX};
@@ -173,6 +176,7 @@ impl TenantRules {
         for (name, why) in COUNTERS {
             let _ = writeln!(s, "  counter {name} {{ comment \"{why}\"; }}");
         }
+        s.push_str(&crate::flows::render());
         let _ = writeln!(s, "  map node_policy {{\n    type ipv4_addr : verdict");
         if !self.policies.is_empty() {
             let el: Vec<String> = self
@@ -184,11 +188,12 @@ impl TenantRules {
         }
         let _ = writeln!(s, "  }}");
 
-        // forward: traffic routed through the host.
+        // forward: traffic routed through the host, from this tenant's nodes (egress), at a
+        // priority before every tenant's inbound check, so the sender's table judges it.
         let _ = writeln!(s, "  chain forward {{");
         let _ = writeln!(
             s,
-            "    type filter hook forward priority filter - 1; policy accept;"
+            "    type filter hook forward priority filter - 2; policy accept;"
         );
         let from = |g: &GroupRules| match g.range.layout {
             Layout::Isolated => format!("\"{}*\"", t.group_prefix(g.index)),
@@ -196,6 +201,17 @@ impl TenantRules {
         };
         for g in &self.groups {
             let _ = writeln!(s, "    iifname {} jump group_{}", from(g), g.index);
+        }
+        let _ = writeln!(s, "  }}");
+        // forward_in: towards this tenant's nodes. What a group chain judged (it always ends
+        // in accept or drop) is not judged again, as when both were one chain.
+        let _ = writeln!(s, "  chain forward_in {{");
+        let _ = writeln!(
+            s,
+            "    type filter hook forward priority filter - 1; policy accept;"
+        );
+        for g in &self.groups {
+            let _ = writeln!(s, "    iifname {} return", from(g));
         }
         for p in [t.veth_prefix(), t.bridge_prefix()] {
             let _ = writeln!(
@@ -221,18 +237,17 @@ impl TenantRules {
             }
             let _ = writeln!(
                 s,
-                "    oifname {{ \"{VETH_PREFIX}*\", \"{BRIDGE_PREFIX}*\" }} counter name \"deny_node\" drop"
+                "    oifname {{ \"{}*\", \"{}*\" }} jump flow_node",
+                t.veth_prefix(),
+                t.bridge_prefix()
             );
             let _ = writeln!(
                 s,
-                "    ip daddr {METADATA} counter name \"deny_metadata\" drop"
+                "    oifname {{ \"{VETH_PREFIX}*\", \"{BRIDGE_PREFIX}*\" }} jump flow_tenant"
             );
+            let _ = writeln!(s, "    ip daddr {METADATA} jump flow_metadata");
             if !g.drop.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "    ip daddr {} counter name \"deny_droplist\" drop",
-                    set(&g.drop)
-                );
+                let _ = writeln!(s, "    ip daddr {} jump flow_drop_list", set(&g.drop));
             }
             if !g.dns.is_empty() {
                 let _ = writeln!(
@@ -243,11 +258,7 @@ impl TenantRules {
             }
             let _ = writeln!(s, "    ip saddr vmap @node_policy");
             if !g.allow.is_empty() && !g.allow.contains(&Cidr(Ipv4Addr::UNSPECIFIED, 0)) {
-                let _ = writeln!(
-                    s,
-                    "    ip daddr != {} counter name \"deny_allowlist\" drop",
-                    set(&g.allow)
-                );
+                let _ = writeln!(s, "    ip daddr != {} jump flow_allow_list", set(&g.allow));
             }
             let _ = writeln!(s, "    accept\n  }}");
         }
@@ -256,18 +267,10 @@ impl TenantRules {
             let _ = writeln!(s, "  chain {} {{", policy_chain(p.address));
             let _ = writeln!(s, "    # node {:?}", p.node);
             if !p.drop.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "    ip daddr {} counter name \"deny_node_policy\" drop",
-                    set(&p.drop)
-                );
+                let _ = writeln!(s, "    ip daddr {} jump flow_node_drop", set(&p.drop));
             }
             if !p.allow.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "    ip daddr != {} counter name \"deny_node_policy\" drop",
-                    set(&p.allow)
-                );
+                let _ = writeln!(s, "    ip daddr != {} jump flow_node_allow", set(&p.allow));
             }
             let _ = writeln!(s, "  }}");
         }
@@ -285,7 +288,7 @@ impl TenantRules {
         for g in &self.groups {
             let _ = writeln!(s, "    iifname {} jump input_{}", from(g), g.index);
         }
-        let _ = writeln!(s, "    iifname {ifs} counter name \"deny_host\" drop");
+        let _ = writeln!(s, "    iifname {ifs} jump flow_host");
         let _ = writeln!(s, "  }}");
         for g in &self.groups {
             let _ = writeln!(s, "  chain input_{} {{", g.index);
@@ -458,7 +461,7 @@ mod tests {
         r.groups.truncate(1);
         r.groups[0].allow.clear();
         let text = r.render();
-        assert!(!text.contains("deny_allowlist\" drop"));
+        assert!(!text.contains("jump flow_allow_list"));
         assert!(!text.contains("table bridge bulkhead_a3cf {\n"));
         // Yet the bridge table of an earlier config is removed.
         assert!(text.contains("delete table bridge bulkhead_a3cf"));
