@@ -16,6 +16,7 @@ pub mod error;
 pub mod events; // #14 events stream
                 // fair host-work queues (#12, rate)
 pub mod fair;
+pub mod flows; // #14 unexpected flows (D)
 pub mod forward;
 pub mod fsutil;
 mod host_limits;

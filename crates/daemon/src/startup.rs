@@ -510,6 +510,7 @@ pub async fn run(
             o.app.tenant.start_identity(id.clone()); // workload identity (#11)
         }
         create_initial(&o.app.tenant).await;
+        crate::flows::start(&o.app.tenant); // unexpected flows (#14, D)
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = listen::serve_all(listeners, &cfg, &daemon, stop_rx);

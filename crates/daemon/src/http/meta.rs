@@ -180,6 +180,7 @@ pub async fn metrics(
     ));
     // ---- end seccomp ----
     // ---- unexpected flows (#14, D) ----
+    out.push_str(&crate::flows::metrics(&tenants).await);
     // ---- end flows ----
     // ---- usage (#14, E) ----
     // ---- end usage ----

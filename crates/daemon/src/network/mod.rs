@@ -408,7 +408,9 @@ impl TenantNetwork {
     pub fn detach(&self, n: &NodeNet) {
         let port = Self::port_of(n);
         let policy = n.policy.as_ref().map(|_| n.address);
-        for tx in nft::node_removed(&self.table(), policy, port.as_ref()) {
+        let mut txs = nft::node_removed(&self.table(), policy, port.as_ref());
+        txs.push(bulkhead_net::flows::forget(&self.table(), n.address)); // #14, D
+        for tx in txs {
             if let Err(e) = nft::run(&tx) {
                 tracing::debug!(error = %e, "node nft object already gone");
             }
