@@ -101,13 +101,16 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
         )
     };
     let (ga, gb) = (net("10.81.0.0/24"), net("10.82.0.0/24"));
-    let s = Shared::start_with_groups(&[&ga, &gb], "", "");
+    // A third tenant in bridge mode: its packets reach the rules through its bridge.
+    let gc = net("10.83.0.0/24").replace("isolated", "bridge");
+    let s = Shared::start_with_groups(&[&ga, &gb, &gc], "", "");
     // The sender is the tenant opened first: of two hooks of equal priority the kernel runs
     // the one registered last first, so only the priorities (every egress check before any
     // inbound check) make the sender's own table see the packets (checked: with equal
     // priorities B's inbound check drops them and A counts nothing).
     let (a, b) = (s.a.clone(), s.b.clone());
-    let (sa, sb) = (s.tenant_sock(&a), s.tenant_sock(&b));
+    let c = s.tenants[2].clone();
+    let (sa, sb, sc) = (s.tenant_sock(&a), s.tenant_sock(&b), s.tenant_sock(&c));
     // An uplink in the daemon's namespace with a default route: routed packets (metadata,
     // drop list) reach the forward hook; the peer end leads nowhere.
     let ns = s.netns_path();
@@ -122,8 +125,10 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
     netlab::listen(&ns, "0.0.0.0", "host");
 
     let na = s.add(&sa, &a);
+    let na2 = s.add(&sa, &a);
     let nb = s.add(&sb, &b);
-    let (ipa, ipb) = (ip_of(&s, &na), ip_of(&s, &nb));
+    let nc = s.add(&sc, &c);
+    let (ipa, ipa2, ipb) = (ip_of(&s, &na), ip_of(&s, &na2), ip_of(&s, &nb));
     // B's node listens; the host (root) reaches it, so what A cannot reach is dropped.
     let (code, out) = node_sh(
         &s,
@@ -137,24 +142,37 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
     assert_eq!(netlab::tcp_probe(&ns, UPLINK).as_deref(), Some("host"));
     let inbound_b = nft_counter(&s, &b, "deny_inbound");
 
-    // A's node tries B's node, the host (its gateway and the uplink), metadata, the drop list.
+    // A's node tries B's node, its neighbour, the host (its gateway and the uplink),
+    // metadata, the drop list.
     let gw = {
         let mut o: Vec<u8> = ipa.split('.').map(|x| x.parse().unwrap()).collect();
         o[3] -= 1;
         format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
     };
-    for dst in [ipb.as_str(), UPLINK, gw.as_str(), METADATA, DROPPED] {
-        let (code, out) = node_sh(&s, &sa, &na, &format!("nc -w 2 {dst} 7000 </dev/null"));
+    // C's bridge-mode node tries B's node and metadata.
+    let tries = [
+        ipb.as_str(),
+        ipa2.as_str(),
+        UPLINK,
+        gw.as_str(),
+        METADATA,
+        DROPPED,
+    ]
+    .map(|d| (&sa, &na, d))
+    .into_iter()
+    .chain([(&sc, &nc, ipb.as_str()), (&sc, &nc, METADATA)]);
+    for (sock, node, dst) in tries {
+        let (code, out) = node_sh(&s, sock, node, &format!("nc -w 2 {dst} 7000 </dev/null"));
         assert!(
             code != 0 || out.trim().is_empty(),
-            "{na} reached {dst}: {out}"
+            "{node} reached {dst}: {out}"
         );
-        let (code, _) = node_sh(&s, &sa, &na, &format!("ping -c 1 -W 1 {dst}"));
-        assert_ne!(code, 0, "{na} pinged {dst}");
+        let (code, _) = node_sh(&s, sock, node, &format!("ping -c 1 -W 1 {dst}"));
+        assert_ne!(code, 0, "{node} pinged {dst}");
     }
 
     // A's counters for that node and those categories grow; B's stay.
-    let want = ["tenant", "host", "metadata", "drop_list"];
+    let want = ["tenant", "node", "host", "metadata", "drop_list"];
     let admin = s.admin_client();
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {
@@ -163,7 +181,13 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
             f.iter()
                 .any(|(t, n, cat, v)| *t == a && *n == na && cat == c && *v > 0)
         };
-        if want.iter().all(|c| seen(c)) || Instant::now() > deadline {
+        let seen_c = |cat: &str| {
+            f.iter()
+                .any(|(t, n, x, v)| *t == c && *n == nc && x == cat && *v > 0)
+        };
+        if (want.iter().all(|c| seen(c)) && seen_c("tenant") && seen_c("metadata"))
+            || Instant::now() > deadline
+        {
             break f;
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -175,9 +199,17 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
             "no {c} count for {na}: {got:?}"
         );
     }
+    for cat in ["tenant", "metadata"] {
+        assert!(
+            got.iter()
+                .any(|(t, n, x, v)| *t == c && *n == nc && x == cat && *v > 0),
+            "no {cat} count for bridge-mode {nc}: {got:?}"
+        );
+    }
     assert!(
-        got.iter().all(|(t, _, _, _)| *t == a),
-        "B's node sent nothing, yet B has counts: {got:?}"
+        got.iter()
+            .all(|(t, n, _, _)| (*t == a && *n == na) || (*t == c && *n == nc)),
+        "only {na} and {nc} sent anything, yet others have counts: {got:?}"
     );
     // The sender's table judged every cross-tenant packet: B's inbound check saw none.
     assert_eq!(nft_counter(&s, &b, "deny_inbound"), inbound_b);
