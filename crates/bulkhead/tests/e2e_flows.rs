@@ -256,3 +256,92 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
         .any(|(_, n, _, _)| *n == na));
     s.stop_and_assert_clean();
 }
+
+/// The elements of the tenant's flow sets, as `(set, address, packets)`.
+fn elements(lab: &netlab::NetLab, tenant: &str) -> Vec<(String, String, u64)> {
+    let (_, out) = lab.host_sh(&format!(
+        "nft -j list table inet bulkhead_{}",
+        tenant.replace('-', "_")
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    let mut got = vec![];
+    for o in v["nftables"].as_array().into_iter().flatten() {
+        let Some(name) = o["set"]["name"]
+            .as_str()
+            .filter(|n| n.starts_with("flows_"))
+        else {
+            continue;
+        };
+        for e in o["set"]["elem"].as_array().into_iter().flatten() {
+            got.push((
+                name.to_string(),
+                e["elem"]["val"].as_str().unwrap_or_default().to_string(),
+                e["elem"]["counter"]["packets"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    got
+}
+
+#[test]
+fn a_crashed_daemon_starts_with_empty_counts_and_a_deleted_node_leaves_none() {
+    if !privileged() {
+        return;
+    }
+    let lab = netlab::NetLab::new();
+    let mut d = Daemon::start_in(
+        &lab.host_ns(),
+        "fl",
+        &common::lab_nodes::config("isolated", "10.84.0.0/24", "", ""),
+    );
+    let n1 = common::lab_nodes::add(&d, "{}");
+    let n2 = common::lab_nodes::add(&d, "{}");
+    for n in [&n1, &n2] {
+        assert_eq!(netlab::tcp_probe(&n.ns, METADATA), None);
+    }
+    let before = elements(&lab, &d.tenant);
+    for n in [&n1, &n2] {
+        assert!(
+            before
+                .iter()
+                .any(|(s, a, p)| s == "flows_metadata" && *a == n.ip && *p > 0),
+            "{} not counted: {before:?}",
+            n.ip
+        );
+    }
+    // A crash leaves the table as it was; the next start rebuilds it with empty sets, and
+    // counting goes on for the nodes it adopts.
+    d.crash();
+    d.spawn();
+    assert_eq!(elements(&lab, &d.tenant), vec![]);
+    assert_eq!(netlab::tcp_probe(&n1.ns, METADATA), None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let f = flows(&get(&d.client(), "/metrics"));
+        if f.iter()
+            .any(|(_, n, c, v)| *n == n1.name && c == "metadata" && *v > 0)
+        {
+            assert!(f.iter().all(|(_, n, _, _)| *n == n1.name), "{f:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n1:?} not counted after restart: {f:?}",
+            n1 = n1.name
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Deleting the node removes its elements; stopping the daemon removes the table.
+    d.vm_ok(&["delete", &n1.name]);
+    assert!(
+        !elements(&lab, &d.tenant)
+            .iter()
+            .any(|(_, a, _)| *a == n1.ip),
+        "{:?}",
+        elements(&lab, &d.tenant)
+    );
+    let table = format!("bulkhead_{}", d.tenant.replace('-', "_"));
+    d.stop_and_assert_clean();
+    let (_, tables) = lab.host_sh("nft list tables");
+    assert!(!tables.contains(&table), "{tables}");
+}
