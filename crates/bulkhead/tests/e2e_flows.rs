@@ -211,6 +211,19 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
             .all(|(t, n, _, _)| (*t == a && *n == na) || (*t == c && *n == nc)),
         "only {na} and {nc} sent anything, yet others have counts: {got:?}"
     );
+    // Three networked tenants, one HELP per metric (the text format refuses a second), and
+    // the tenant-wide counts by rule beside the per-node ones.
+    let all = get(&admin, "/metrics");
+    for m in [
+        "bulkhead_network_denied_packets_total",
+        "bulkhead_flow_dropped_packets_total",
+        "bulkhead_flow_dropped_bytes_total",
+    ] {
+        assert_eq!(all.matches(&format!("# HELP {m} ")).count(), 1, "{all}");
+    }
+    assert!(all.contains(&format!(
+        "bulkhead_network_denied_packets_total{{tenant=\"{a}\",rule=\"deny_metadata\"}}"
+    )));
     // The sender's table judged every cross-tenant packet: B's inbound check saw none.
     assert_eq!(nft_counter(&s, &b, "deny_inbound"), inbound_b);
     // Each tenant sees its own counts only.

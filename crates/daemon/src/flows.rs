@@ -1,7 +1,8 @@
 //! Unexpected flows (#14, D; ADR 0034): packets the tenant's nft rules dropped, per sending
 //! node and category (`tenant`, `node`, `host`, `metadata`, `drop_list`, `allow_list`; see
 //! `bulkhead_net::flows`), as the metric `bulkhead_flow_dropped_{packets,bytes}_total` and as
-//! `flow.dropped` events.
+//! `flow.dropped` events. The same listing gives the tenant-wide counts by rule,
+//! `bulkhead_network_denied_packets_total{tenant,rule}`.
 //!
 //! Invariants:
 //! - one `nft -j list table` per scrape and per sampler tick, in the daemon's own network
@@ -86,19 +87,17 @@ impl Tracker {
     }
 }
 
-/// Reads and attributes the tenant's flow counts (blocking: runs `nft`). Empty when the
-/// tenant has no network or no networked node.
-fn read(t: &Tenant) -> Vec<Sample> {
-    let Some(net) = &t.net else { return vec![] };
-    let nodes = t.live_node_nets();
-    if nodes.is_empty() {
-        return vec![];
-    }
+/// Reads the tenant's named counters and attributed flow counts (blocking: runs `nft`).
+/// Empty when the tenant has no network.
+fn read(t: &Tenant) -> (Vec<(String, u64)>, Vec<Sample>) {
+    let Some(net) = &t.net else {
+        return Default::default();
+    };
     match bulkhead_net::flows::read(&net.tenant) {
-        Ok(c) => attribute(c, &nodes),
+        Ok(l) => (l.counters, attribute(l.flows, &t.live_node_nets())),
         Err(e) => {
-            tracing::debug!(tenant = %t.name, error = %e, "cannot read the flow counts");
-            vec![]
+            tracing::debug!(tenant = %t.name, error = %e, "cannot read the tenant's nft counters");
+            Default::default()
         }
     }
 }
@@ -110,6 +109,7 @@ pub fn start(tenant: &Arc<Tenant>) {
         return;
     }
     let weak: Weak<Tenant> = Arc::downgrade(tenant);
+    // No networked node, nothing to read (and no nft process every interval).
     tokio::spawn(async move {
         let mut tracker = Tracker::default();
         let mut tick = tokio::time::interval(INTERVAL);
@@ -117,8 +117,12 @@ pub fn start(tenant: &Arc<Tenant>) {
         loop {
             tick.tick().await;
             let Some(t) = weak.upgrade() else { return };
+            if t.live_node_nets().is_empty() {
+                tracker = Tracker::default();
+                continue;
+            }
             let t2 = t.clone();
-            let Ok(now) = tokio::task::spawn_blocking(move || read(&t2)).await else {
+            let Ok((_, now)) = tokio::task::spawn_blocking(move || read(&t2)).await else {
                 continue;
             };
             for (s, packets, bytes) in tracker.step(&now) {
@@ -140,31 +144,44 @@ pub fn start(tenant: &Arc<Tenant>) {
     });
 }
 
-/// Prometheus text of the tenants' flow counts (one `nft` call per networked tenant).
+/// One networked tenant's counts: its name, its named counters, its attributed flows.
+type Row = (String, Vec<(String, u64)>, Vec<Sample>);
+
+/// Prometheus text of the tenants' counts by rule and flow counts (one `nft` call per
+/// networked tenant).
 pub async fn metrics(tenants: &[Arc<App>]) -> String {
     let mut rows = vec![];
     for app in tenants.iter().filter(|a| a.tenant.net.is_some()) {
         let t = app.tenant.clone();
         let name = t.name.clone();
-        let samples = tokio::task::spawn_blocking(move || read(&t))
+        let (counters, samples) = tokio::task::spawn_blocking(move || read(&t))
             .await
             .unwrap_or_default();
-        rows.push((name, samples));
+        rows.push((name, counters, samples));
     }
     render(&rows)
 }
 
-fn render(rows: &[(String, Vec<Sample>)]) -> String {
+fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     if rows.is_empty() {
         return out;
+    }
+    // One HELP and TYPE per metric, whatever the number of tenants (the text format refuses
+    // a second).
+    let name = "bulkhead_network_denied_packets_total";
+    out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
+    for (t, counters, _) in rows {
+        for (rule, v) in counters {
+            out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
+        }
     }
     for (name, help, bytes) in [
         ("bulkhead_flow_dropped_packets_total", "Packets a node sent that the tenant's network rules dropped, by category (tenant, node, host, metadata, drop_list, allow_list; see docs/detection.md). Restarts from zero when the daemon starts.", false),
         ("bulkhead_flow_dropped_bytes_total", "Bytes of the packets counted by bulkhead_flow_dropped_packets_total.", true),
     ] {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-        for (t, samples) in rows {
+        for (t, _, samples) in rows {
             for s in samples {
                 out.push_str(&format!(
                     "{name}{{tenant=\"{t}\",node=\"{}\",category=\"{}\"}} {}\n",
@@ -264,9 +281,16 @@ mod tests {
     #[test]
     fn metrics_carry_tenant_node_and_category() {
         let text = render(&[
-            ("ta".into(), vec![sample("ta-1", "metadata", 2)]),
-            ("tb".into(), vec![]),
+            (
+                "ta".into(),
+                vec![("deny_metadata".into(), 2)],
+                vec![sample("ta-1", "metadata", 2)],
+            ),
+            ("tb".into(), vec![("deny_host".into(), 0)], vec![]),
         ]);
+        assert!(text.contains(
+            "bulkhead_network_denied_packets_total{tenant=\"ta\",rule=\"deny_metadata\"} 2\n"
+        ));
         assert!(text.contains("# TYPE bulkhead_flow_dropped_packets_total counter\n"));
         assert!(text.contains(
             "bulkhead_flow_dropped_packets_total{tenant=\"ta\",node=\"ta-1\",category=\"metadata\"} 2\n"
@@ -274,7 +298,14 @@ mod tests {
         assert!(text.contains(
             "bulkhead_flow_dropped_bytes_total{tenant=\"ta\",node=\"ta-1\",category=\"metadata\"} 120\n"
         ));
-        assert!(!text.contains("tenant=\"tb\""));
+        assert!(!text.contains("_total{tenant=\"tb\",node="));
+        assert!(text.contains("{tenant=\"tb\",rule=\"deny_host\"} 0\n"));
+        for m in [
+            "bulkhead_network_denied_packets_total",
+            "bulkhead_flow_dropped_packets_total",
+        ] {
+            assert_eq!(text.matches(&format!("# HELP {m} ")).count(), 1, "{text}");
+        }
         assert!(render(&[]).is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! Unexpected flows (#14, ADR 0034): which node sent the packets the tenant's rules dropped,
-//! by category. Pure text and parsing; [`read`] is the one call that runs `nft`.
+//! by category. Pure text and parsing; [`read`] is the one call that runs `nft`, and it
+//! reads the tenant's named counters (`deny_*`) in the same listing.
 //!
 //! Each categorised drop of the tenant's table jumps to a small chain of its own
 //! (`flow_<name>`): its first rule adds the packet's source address to the category's
@@ -139,16 +140,31 @@ pub struct FlowCount {
     pub bytes: u64,
 }
 
-/// The flow counts in `nft -j list table inet <table>` output. Sets and elements it does not
-/// know (another shape, another set) are skipped, never an error: the caller exports what
-/// it can read.
-pub fn parse(json: &[u8]) -> Result<Vec<FlowCount>, NetError> {
+/// What one listing of the tenant's table counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The named counters, `(name, packets)` (`deny_*`, tenant-wide).
+    pub counters: Vec<(String, u64)>,
+    /// The flow sets' elements.
+    pub flows: Vec<FlowCount>,
+}
+
+/// The named counters and flow counts in `nft -j list table inet <table>` output. Objects it
+/// does not know (another shape, another set) are skipped, never an error: the caller
+/// exports what it can read.
+pub fn parse(json: &[u8]) -> Result<Listing, NetError> {
     let v: serde_json::Value = serde_json::from_slice(json).map_err(|e| NetError::Tool {
         tool: "nft",
         message: format!("unreadable JSON: {e}"),
     })?;
-    let mut out = vec![];
+    let mut out = Listing::default();
     for o in v["nftables"].as_array().into_iter().flatten() {
+        if let Some(c) = o.get("counter") {
+            if let (Some(name), Some(packets)) = (c["name"].as_str(), c["packets"].as_u64()) {
+                out.counters.push((name.to_string(), packets));
+            }
+            continue;
+        }
         let Some(set) = o.get("set") else { continue };
         let Some(category) = set["name"]
             .as_str()
@@ -166,7 +182,7 @@ pub fn parse(json: &[u8]) -> Result<Vec<FlowCount>, NetError> {
             ) else {
                 continue;
             };
-            out.push(FlowCount {
+            out.flows.push(FlowCount {
                 category: category.to_string(),
                 address,
                 packets: c["packets"].as_u64().unwrap_or(0),
@@ -177,9 +193,9 @@ pub fn parse(json: &[u8]) -> Result<Vec<FlowCount>, NetError> {
     Ok(out)
 }
 
-/// Reads the tenant's flow counts: one `nft -j list table` in the caller's network
-/// namespace (the daemon's, where the table lives).
-pub fn read(tenant: &str) -> Result<Vec<FlowCount>, NetError> {
+/// Reads the tenant's counts: one `nft -j list table` in the caller's network namespace
+/// (the daemon's, where the table lives).
+pub fn read(tenant: &str) -> Result<Listing, NetError> {
     let table = crate::names::Tag::table(tenant);
     let out = Command::new("nft")
         .args(["-j", "list", "table", "inet", &table])
@@ -226,11 +242,12 @@ mod tests {
     ]}"#;
 
     #[test]
-    fn parses_the_flow_sets_elements_and_nothing_else() {
+    fn parses_the_named_counters_and_the_flow_sets_elements_and_nothing_else() {
         let got = parse(LISTING.as_bytes()).unwrap();
+        assert_eq!(got.counters, vec![("deny_node".to_string(), 9)]);
         let a: Ipv4Addr = "10.61.0.2".parse().unwrap();
         assert_eq!(
-            got,
+            got.flows,
             vec![
                 FlowCount {
                     category: "tenant".into(),
@@ -256,17 +273,16 @@ mod tests {
 
     #[test]
     fn odd_listings_give_nothing_or_a_clear_error() {
-        assert!(parse(b"{}").unwrap().is_empty());
+        assert_eq!(parse(b"{}").unwrap(), Listing::default());
+        let flows = |j: &str| parse(j.as_bytes()).unwrap().flows;
         assert!(
-            parse(br#"{"nftables": [{"set": {"name": "flows_host", "elem": ["10.0.0.2"]}}]}"#)
-                .unwrap()
+            flows(r#"{"nftables": [{"set": {"name": "flows_host", "elem": ["10.0.0.2"]}}]}"#)
                 .is_empty()
         );
         // An element without a counter, or with a value that is not an address: skipped.
-        assert!(parse(
-            br#"{"nftables": [{"set": {"name": "flows_host", "elem": [{"elem": {"val": "x", "counter": {"packets": 1}}}, {"elem": {"val": "10.0.0.2"}}]}}]}"#
+        assert!(flows(
+            r#"{"nftables": [{"set": {"name": "flows_host", "elem": [{"elem": {"val": "x", "counter": {"packets": 1}}}, {"elem": {"val": "10.0.0.2"}}]}}]}"#
         )
-        .unwrap()
         .is_empty());
         let e = parse(b"not json").unwrap_err().to_string();
         assert!(e.contains("unreadable JSON"), "{e}");

@@ -1,6 +1,7 @@
 //! Applies rendered rulesets with `nft -f -`: one transaction per call, so a table is replaced
 //! atomically or not at all. Per-node changes are small incremental transactions (a set
 //! element, a node's policy chain); the tenant's table is rendered in full only at start.
+//! Counters are read by [`crate::flows::read`] (named counters and flow sets, one listing).
 
 use crate::rules::{policy_chain, BridgePort, NodePolicy, TenantRules};
 use crate::NetError;
@@ -105,37 +106,6 @@ pub fn node_removed(
         ));
     }
     v
-}
-
-/// Packet counts of the tenant's named counters, `(name, packets)`.
-pub fn counters(tenant: &str) -> Result<Vec<(String, u64)>, NetError> {
-    let table = crate::names::Tag::table(tenant);
-    let out = Command::new("nft")
-        .args(["-j", "list", "counters", "table", "inet", &table])
-        .output()
-        .map_err(|source| NetError::Host {
-            what: "running nft",
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NetError::Tool {
-            tool: "nft",
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| NetError::Tool {
-        tool: "nft",
-        message: format!("unreadable JSON: {e}"),
-    })?;
-    Ok(v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| {
-            let c = o.get("counter")?;
-            Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?))
-        })
-        .collect())
 }
 
 #[cfg(test)]

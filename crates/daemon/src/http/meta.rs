@@ -180,6 +180,7 @@ pub async fn metrics(
     ));
     // ---- end seccomp ----
     // ---- unexpected flows (#14, D) ----
+    // With bulkhead_network_denied_packets_total{tenant,rule}: one nft listing per tenant.
     out.push_str(&crate::flows::metrics(&tenants).await);
     // ---- end flows ----
     // ---- usage (#14, E) ----
@@ -231,19 +232,6 @@ pub async fn metrics(
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{listener=\"api\"}} {v}\n"
         ));
-    }
-    for app in &tenants {
-        let t = &app.tenant.name;
-        if let Some(net) = app.tenant.net.clone() {
-            let counts = tokio::task::spawn_blocking(move || net.counters())
-                .await
-                .unwrap_or_default();
-            let name = "bulkhead_network_denied_packets_total";
-            out.push_str(&format!("# HELP {name} Packets dropped by the tenant's network rules, by rule (see docs/networking.md).\n# TYPE {name} counter\n"));
-            for (rule, v) in counts {
-                out.push_str(&format!("{name}{{tenant=\"{t}\",rule=\"{rule}\"}} {v}\n"));
-            }
-        }
     }
     // ---- volumes (#13, helper B): refused attaches by reason ----
     out.push_str(&crate::tenant::volume_attach::metrics(

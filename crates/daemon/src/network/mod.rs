@@ -432,11 +432,6 @@ impl TenantNetwork {
             tracing::error!(error = %e, "cannot remove the tenant's links");
         }
     }
-
-    /// Packet counts of the tenant's deny counters.
-    pub fn counters(&self) -> Vec<(String, u64)> {
-        nft::counters(&self.tenant).unwrap_or_default()
-    }
 }
 
 /// The network recorded with a node, if it has one.
