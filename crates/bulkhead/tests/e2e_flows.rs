@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 const UPLINK: &str = "198.51.100.1";
 const METADATA: &str = "169.254.169.254";
 const DROPPED: &str = "203.0.113.200";
+/// Outside the bridge tenant's allow list.
+const OUTSIDE: &str = "198.18.0.1";
 
 fn get(c: &bulkhead_api::Client, path: &str) -> String {
     rt().block_on(async {
@@ -102,7 +104,10 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
     };
     let (ga, gb) = (net("10.81.0.0/24"), net("10.82.0.0/24"));
     // A third tenant in bridge mode: its packets reach the rules through its bridge.
-    let gc = net("10.83.0.0/24").replace("isolated", "bridge");
+    // It may only reach 203.0.113.0/28.
+    let gc = net("10.83.0.0/24")
+        .replace("isolated", "bridge")
+        .replace(" }\n", ", allow: [\"203.0.113.0/28\"] }\n");
     let s = Shared::start_with_groups(&[&ga, &gb, &gc], "", "");
     // The sender is the tenant opened first: of two hooks of equal priority the kernel runs
     // the one registered last first, so only the priorities (every egress check before any
@@ -149,7 +154,7 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
         o[3] -= 1;
         format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3])
     };
-    // C's bridge-mode node tries B's node and metadata.
+    // C's bridge-mode node tries B's node, metadata, and outside its allow list.
     let tries = [
         ipb.as_str(),
         ipa2.as_str(),
@@ -160,7 +165,11 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
     ]
     .map(|d| (&sa, &na, d))
     .into_iter()
-    .chain([(&sc, &nc, ipb.as_str()), (&sc, &nc, METADATA)]);
+    .chain([
+        (&sc, &nc, ipb.as_str()),
+        (&sc, &nc, METADATA),
+        (&sc, &nc, OUTSIDE),
+    ]);
     for (sock, node, dst) in tries {
         let (code, out) = node_sh(&s, sock, node, &format!("nc -w 2 {dst} 7000 </dev/null"));
         assert!(
@@ -185,7 +194,10 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
             f.iter()
                 .any(|(t, n, x, v)| *t == c && *n == nc && x == cat && *v > 0)
         };
-        if (want.iter().all(|c| seen(c)) && seen_c("tenant") && seen_c("metadata"))
+        if (want.iter().all(|c| seen(c))
+            && ["tenant", "metadata", "allow_list"]
+                .iter()
+                .all(|x| seen_c(x)))
             || Instant::now() > deadline
         {
             break f;
@@ -199,7 +211,7 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
             "no {c} count for {na}: {got:?}"
         );
     }
-    for cat in ["tenant", "metadata"] {
+    for cat in ["tenant", "metadata", "allow_list"] {
         assert!(
             got.iter()
                 .any(|(t, n, x, v)| *t == c && *n == nc && x == cat && *v > 0),
