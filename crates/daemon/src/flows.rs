@@ -72,9 +72,9 @@ impl Tracker {
         for s in now {
             let key = (s.node.clone(), s.category.clone());
             let (p0, b0) = match self.last.get(&key) {
-                // Below what we saw: the element was made anew (node deleted and its name
-                // reused, table rebuilt): all of it is new.
                 Some(&(p, b)) if p <= s.packets => (p, b.min(s.bytes)),
+                // Not seen, or below what we saw: the element was made anew (node deleted
+                // and its name given again, table rebuilt): all of it is new.
                 _ => (0, 0),
             };
             if s.packets > p0 {
@@ -109,7 +109,6 @@ pub fn start(tenant: &Arc<Tenant>) {
         return;
     }
     let weak: Weak<Tenant> = Arc::downgrade(tenant);
-    // No networked node, nothing to read (and no nft process every interval).
     tokio::spawn(async move {
         let mut tracker = Tracker::default();
         let mut tick = tokio::time::interval(INTERVAL);
@@ -117,6 +116,7 @@ pub fn start(tenant: &Arc<Tenant>) {
         loop {
             tick.tick().await;
             let Some(t) = weak.upgrade() else { return };
+            // No networked node, nothing to read (and no nft process every interval).
             if t.live_node_nets().is_empty() {
                 tracker = Tracker::default();
                 continue;
