@@ -17,6 +17,7 @@ pub mod stats;
 pub mod tls;
 pub mod tokens;
 pub mod types;
+pub mod usage; // usage (#14, part E)
 pub mod volumes; // volumes and snapshots (#13)
 pub mod ws;
 

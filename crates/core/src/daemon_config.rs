@@ -316,6 +316,8 @@ impl DaemonConfig {
                 policy: rt.policy.clone().or_else(|| c.policy.clone()),
                 // rate limits (#12, rate): the tenant's own block, else the daemon's
                 rate_limits: rt.rate_limits.clone().or_else(|| c.rate_limits.clone()),
+                // usage (#14, part E): the tenant's own, else the daemon's
+                usage: rt.usage.clone().or_else(|| c.usage.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {

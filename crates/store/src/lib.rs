@@ -14,7 +14,8 @@
 //! - `commits.rs`: [`CommitRow`], a node's root filesystem sealed as a tenant-private image
 //!   (#13; rows only for commits whose sealed file is complete);
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
-//!   answered from memory by the secret's hash (ADR 0022).
+//!   answered from memory by the secret's hash (ADR 0022);
+//! - `usage.rs`: what each node used per time bucket and the counters last read from it (#14).
 //!
 //! Invariants: every write is one transaction, so a crash never leaves a half-written row;
 //! the index holds exactly the committed rows of the tenant; nothing here holds a lock across
@@ -35,6 +36,7 @@ mod tests;
 pub mod tokens;
 mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13)
+pub mod usage; // usage accounting (#14, part E)
 
 pub use bulkhead_core::NodeState;
 pub use commits::CommitRow;

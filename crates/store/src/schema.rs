@@ -58,6 +58,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "commits: a node's root filesystem sealed as a tenant-private image",
         apply: v7_commits,
     },
+    // #14 usage (part E): v8 is part B's `events`
+    Migration {
+        version: 9,
+        what: "usage: per node per time bucket, and the last counters seen per node",
+        apply: v9_usage,
+    },
 ];
 
 /// The schema version this build writes.
@@ -282,3 +288,38 @@ fn v7_commits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 );",
     )
 }
+
+/// #14 usage (part E, `usage.rs`): what each node used per time bucket (deltas, summed), and
+/// the cumulative counters last read from each live node (so a restarted daemon counts on from
+/// them: never twice, nothing lost).
+fn v9_usage(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE usage (
+    node_id              TEXT NOT NULL,
+    node                 TEXT NOT NULL,
+    bucket               INTEGER NOT NULL,
+    node_ms              INTEGER NOT NULL,
+    cpu_usec             INTEGER NOT NULL,
+    memory_byte_seconds  REAL NOT NULL,
+    memory_peak          INTEGER NOT NULL,
+    rx_bytes             INTEGER NOT NULL,
+    tx_bytes             INTEGER NOT NULL,
+    storage_byte_seconds REAL NOT NULL,
+    execs                INTEGER NOT NULL,
+    PRIMARY KEY (node_id, bucket)
+);
+CREATE INDEX usage_by_bucket ON usage (bucket);
+CREATE TABLE usage_last (
+    node_id     TEXT NOT NULL PRIMARY KEY,
+    node        TEXT NOT NULL,
+    cgroup      TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    cpu_usec    INTEGER NOT NULL,
+    rx_bytes    INTEGER NOT NULL,
+    tx_bytes    INTEGER NOT NULL,
+    oom_kills   INTEGER NOT NULL,
+    memory_peak INTEGER NOT NULL
+);",
+    )
+}
+

@@ -15,6 +15,7 @@ pub mod quotas; // quotas (#12, ADR 0025)
 pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
 pub mod storage; // the host keyring's place (#13, secrets and keys)
+pub mod usage; // usage sampling (#14, part E)
 #[cfg(test)]
 mod tests;
 
@@ -65,6 +66,8 @@ pub struct TenantConfig {
     pub policy: policy::Policy,
     /// Token buckets and in-flight, connection and queue bounds (#12, rate).
     pub rate_limits: rate_limits::RateLimits,
+    /// `usage` (#14, part E): how often nodes' usage is sampled.
+    pub usage: usage::UsageConfig,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -206,7 +209,9 @@ impl TenantConfig {
         quotas.check_start("config.quotas", &at_start)?;
         let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
         let rate_limits = rate_limits::RateLimits::from_raw(c.rate_limits.as_ref())?;
+        let usage = usage::UsageConfig::from_raw(c.usage.as_ref())?; // #14, part E
         Ok(TenantConfig {
+            usage,
             quotas,
             policy,
             conns,

@@ -90,6 +90,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<super::storage::RawStorage>,
     // ---- end storage keys ----
+    // ---- usage (#14, part E; `usage.rs`) ----
+    /// bulkhead: how often nodes' usage is sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::RawUsage>,
+    // ---- end usage ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -217,6 +222,10 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<super::rate_limits::RawRateLimits>,
     // ---- end rate limits ----
+    // ---- usage (#14, part E): the tenant's own, else `config.usage` ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::RawUsage>,
+    // ---- end usage ----
 }
 
 /// `config.api.tcp` as written.
