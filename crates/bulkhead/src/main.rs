@@ -57,6 +57,8 @@ enum Cmd {
     /// Commits of nodes' root filesystems: list, delete, fork (#13; make one with `vm commit`)
     #[command(subcommand)]
     Commit(cmd::commit::CommitCmd),
+    /// What the tenants' nodes used: node-seconds, CPU, memory, network, storage, execs (#14)
+    Usage(cmd::usage::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +97,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
         Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
         Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
+        Cmd::Usage(a) => cmd::usage::run(a).await,   // usage (#14, part E)
     }
 }

@@ -37,6 +37,7 @@ pub mod tenant;
 pub mod tenant_lock;
 pub mod tls;
 mod upgrade;
+pub mod usage; // #14 usage accounting (part E)
 
 pub use app::{App, Daemon};
 pub use startup::{ensure_image, host_facts, run, StartError, DEFAULT_STATE_DIR, UID_REGISTRY};

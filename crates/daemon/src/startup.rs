@@ -511,6 +511,7 @@ pub async fn run(
         }
         create_initial(&o.app.tenant).await;
         crate::flows::start(&o.app.tenant); // unexpected flows (#14, D)
+        o.app.tenant.start_usage(); // #14 usage: the sampler
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = listen::serve_all(listeners, &cfg, &daemon, stop_rx);
@@ -532,6 +533,7 @@ pub async fn run(
     let mut left: Vec<(String, String)> = Vec::new(); // noisy neighbours (#12)
     for o in opened {
         let t = o.app.tenant.clone();
+        t.usage_round(None).await; // #14 usage: a last round for nodes that outlive the daemon
         close_tenant(o).await;
         left.extend(
             t.list()

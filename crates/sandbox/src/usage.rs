@@ -89,6 +89,16 @@ pub fn parse_proc_io(text: &str) -> (u64, u64) {
 }
 
 impl NodeCgroup {
+    /// The cgroup's memory high-water mark since it was made (#14 usage): v2 `memory.peak`
+    /// (Linux 5.19 and later), v1 `memory.max_usage_in_bytes`; `None` where there is none.
+    pub fn memory_peak(&self) -> Option<u64> {
+        let file = match self.version() {
+            Version::V1 => "memory.max_usage_in_bytes",
+            Version::V2 => "memory.peak",
+        };
+        read(&self.dir_of("memory").join(file)).trim().parse().ok()
+    }
+
     /// Reads the node's figures (blocking: a few small files per process).
     pub fn usage(&self, cpu_from_cgroup: Option<u64>) -> Usage {
         let procs = self.procs();

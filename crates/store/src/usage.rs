@@ -40,6 +40,10 @@ pub struct Reading {
     pub live: bool,
     // cumulative counters (`None`: could not be read)
     pub cpu_usec: Option<u64>,
+    /// `cpu_usec` is summed over the node's processes (a v1 host without `cpuacct` beside
+    /// `cpu`): it dips while an ended process is not yet reaped, so a lower value is not a
+    /// reset but a wait (only a new cgroup resets it).
+    pub cpu_may_dip: bool,
     pub rx_bytes: Option<u64>,
     pub tx_bytes: Option<u64>,
     pub oom_kills: Option<u64>,
@@ -122,7 +126,11 @@ pub fn step(last: Option<&UsageLast>, r: &Reading) -> Step {
             Some(n) => (n, n),
         }
     };
-    let (cpu, cpu_now) = counter(r.cpu_usec, prev.cpu_usec);
+    let cpu_usec = match r.cpu_usec {
+        Some(n) if r.cpu_may_dip && n < prev.cpu_usec => None,
+        v => v,
+    };
+    let (cpu, cpu_now) = counter(cpu_usec, prev.cpu_usec);
     let (rx, rx_now) = counter(r.rx_bytes, prev.rx_bytes);
     let (tx, tx_now) = counter(r.tx_bytes, prev.tx_bytes);
     let (oom, oom_now) = counter(r.oom_kills, prev.oom_kills);
@@ -433,6 +441,14 @@ mod tests {
         r4.cpu_usec = Some(200);
         let s4 = step(Some(&s3.last), &r4);
         assert_eq!(s4.delta.cpu_usec, 200);
+        // Summed over processes, a dip is a process not yet reaped: it waits, never recounts.
+        let mut d = reading(45);
+        d.cpu_may_dip = true;
+        d.cpu_usec = Some(100);
+        let sd = step(Some(&s4.last), &d);
+        assert_eq!((sd.delta.cpu_usec, sd.last.cpu_usec), (0, 200));
+        d.cpu_usec = Some(250);
+        assert_eq!(step(Some(&sd.last), &d).delta.cpu_usec, 50);
         // A relaunched node (another cgroup) starts its counters afresh, even above the last.
         let mut r5 = reading(50);
         r5.cgroup = "c2".into();

@@ -10,5 +10,6 @@ pub mod secret; // secrets (#13)
 pub mod token;
 pub mod untar;
 pub mod up;
+pub mod usage; // usage (#14, part E)
 pub mod vm;
 pub mod volume; // volumes (#13)

@@ -163,6 +163,10 @@ pub enum Action {
     /// `POST /vm/commits/{id}/fork`.
     ForkCommit,
     // ---- end commit and fork ----
+    // ---- usage (#14, part E) ----
+    /// What the tenant's nodes used (`GET /usage`).
+    ReadUsage,
+    // ---- end usage ----
 }
 
 /// What an action needs of the principal.
@@ -408,6 +412,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "starts a node, spending the tenant's resources",
         ),
         // ---- end commit and fork ----
+        // ---- usage (#14, part E) ----
+        (
+            Action::ReadUsage,
+            Rule(Usage, List),
+            "figures of what the nodes used, never content",
+        ),
+        // ---- end usage ----
     ]
 };
 

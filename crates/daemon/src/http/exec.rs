@@ -86,6 +86,7 @@ async fn exec_node(
         },
     };
     app.tenant.counters.execs.fetch_add(1, Ordering::Relaxed);
+    app.tenant.usage.exec(&node); // #14 usage
     let pid = session.pid();
     let started_at = now_rfc3339();
     let (mut input, mut output) = session.split();

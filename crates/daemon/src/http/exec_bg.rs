@@ -69,6 +69,7 @@ pub async fn start(
     t.counters
         .execs
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.usage.exec(n.name()); // #14 usage
     Ok(Json(BgExecStarted {
         exec_id: e.id.clone(),
         pid: e.pid,

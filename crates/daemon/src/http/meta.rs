@@ -184,6 +184,7 @@ pub async fn metrics(
     out.push_str(&crate::flows::metrics(&tenants).await);
     // ---- end flows ----
     // ---- usage (#14, E) ----
+    out.push_str(&crate::usage::metrics(&tenants));
     // ---- end usage ----
     let cs = &daemon.host.conn_stats;
     let daemon_metrics: [Metric; 6] = [

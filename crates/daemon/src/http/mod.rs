@@ -31,6 +31,7 @@ pub mod scope;
 mod secrets; // secrets (#13)
 pub mod stats;
 pub mod tokens;
+mod usage; // usage (#14, part E)
 pub mod volumes; // volumes and snapshots (#13, helper B)
 pub mod ws_forward;
 pub mod ws_shell;
@@ -313,6 +314,9 @@ pub fn table() -> Vec<Route> {
             post(commits::fork),
         ),
         // ---- end commit and fork ----
+        // ---- usage (#14, part E; ADR 0035): per visible tenant, ?tenant= picks one ----
+        route("/usage", &[("get", ReadUsage)], get(usage::usage)),
+        // ---- end usage ----
     ]
 }
 

@@ -35,6 +35,7 @@ pub mod secrets; // secrets (#13)
 mod shell;
 mod stats;
 mod tunnel;
+pub mod usage; // the usage sampler (#14, part E)
 mod userdata;
 // ---- volumes (#13, helper B) ----
 pub mod volume_attach;
@@ -132,6 +133,8 @@ pub struct Tenant {
     pub events: crate::events::Events,
     /// The tenant's audit trail (#14, `crate::audit`).
     pub audit: crate::audit::Audit,
+    /// Usage accounting (#14, part E; `usage.rs`, `crate::usage`).
+    pub usage: crate::usage::UsageState,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -194,6 +197,7 @@ impl Tenant {
             volume_counters: Default::default(),                 // volumes (#13)
             events: crate::events::Events::new(&p.cfg.tenant),   // #14
             audit: Default::default(),                           // #14
+            usage: Default::default(),                           // #14, part E
             cfg: p.cfg,
         }
     }

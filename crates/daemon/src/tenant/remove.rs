@@ -14,6 +14,7 @@ use super::{NodeRef, Tenant};
 impl Tenant {
     /// Stops a node's processes and removes everything it left on the host. Idempotent.
     pub(super) async fn destroy(&self, name: &str) {
+        self.usage_final(name).await; // #14 usage: the node's final figures, kept
         self.forwards.close_node(name);
         self.gates.remove(name);
         self.bg.forget_node(name);
