@@ -97,6 +97,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
         Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
         Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
-        Cmd::Usage(a) => cmd::usage::run(a).await,   // usage (#14, part E)
+        Cmd::Usage(a) => cmd::usage::run(a).await, // usage (#14, part E)
     }
 }

@@ -34,9 +34,9 @@ mod store;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod usage;
 mod volume_rows; // volumes and snapshots (#13)
-pub mod volumes; // volumes and snapshots (#13)
-pub mod usage; // usage accounting (#14, part E)
+pub mod volumes; // volumes and snapshots (#13) // usage accounting (#14, part E)
 
 pub use bulkhead_core::NodeState;
 pub use commits::CommitRow;

@@ -322,4 +322,3 @@ CREATE TABLE usage_last (
 );",
     )
 }
-

@@ -409,7 +409,10 @@ mod tests {
         assert_eq!(s2.delta.node_ms, 10_000);
         assert_eq!(s2.delta.cpu_usec, 500_000);
         assert_eq!(s2.delta.rx_bytes, 200);
-        assert_eq!(s2.delta.memory_peak, 1000, "no new high-water mark: the level seen");
+        assert_eq!(
+            s2.delta.memory_peak, 1000,
+            "no new high-water mark: the level seen"
+        );
         assert_eq!(s2.delta.execs, 0);
         // The same reading again adds nothing but time.
         let s3 = step(Some(&s2.last), &r2);
@@ -514,10 +517,16 @@ mod tests {
         let m0 = T0 / 1000;
         let first = s.usage_by_node(Some(m0), Some(m0 + 60)).await.unwrap();
         assert_eq!(first.len(), 1);
-        assert!(s.usage_by_node(Some(m0 + 120), None).await.unwrap().is_empty());
+        assert!(s
+            .usage_by_node(Some(m0 + 120), None)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(s.usage_tenant_peak(None, None).await.unwrap(), 5000);
         // A deleted node's last values go; its figures stay.
-        s.record_usage(vec![], vec![], vec!["n1".into()]).await.unwrap();
+        s.record_usage(vec![], vec![], vec!["n1".into()])
+            .await
+            .unwrap();
         assert_eq!(s.usage_last().await.unwrap().len(), 1);
         assert_eq!(s.usage_by_node(None, None).await.unwrap().len(), 2);
     }

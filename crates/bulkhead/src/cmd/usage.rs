@@ -134,12 +134,21 @@ mod tests {
         };
         let t = table(&r);
         let row = t.lines().nth(1).unwrap();
-        assert!(row.contains("web-1 (deleted)") && row.contains("3.04"), "{row}");
-        assert!(row.contains("64.0M") && row.trim_end().ends_with('2'), "{row}");
+        assert!(
+            row.contains("web-1 (deleted)") && row.contains("3.04"),
+            "{row}"
+        );
+        assert!(
+            row.contains("64.0M") && row.trim_end().ends_with('2'),
+            "{row}"
+        );
     }
 
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(enc("2026-11-30T14:00:00+01:00"), "2026-11-30T14%3A00%3A00%2B01%3A00");
+        assert_eq!(
+            enc("2026-11-30T14:00:00+01:00"),
+            "2026-11-30T14%3A00%3A00%2B01%3A00"
+        );
     }
 }

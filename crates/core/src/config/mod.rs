@@ -15,9 +15,9 @@ pub mod quotas; // quotas (#12, ADR 0025)
 pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
 pub mod storage; // the host keyring's place (#13, secrets and keys)
-pub mod usage; // usage sampling (#14, part E)
 #[cfg(test)]
 mod tests;
+pub mod usage; // usage sampling (#14, part E)
 
 use ipnet::Ipv4Net;
 use std::path::PathBuf;

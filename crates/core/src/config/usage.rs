@@ -69,11 +69,15 @@ mod tests {
             sample_interval: Some(s.into()),
         };
         assert_eq!(
-            UsageConfig::from_raw(Some(&raw("1s"))).unwrap().sample_interval,
+            UsageConfig::from_raw(Some(&raw("1s")))
+                .unwrap()
+                .sample_interval,
             Duration::from_secs(1)
         );
         for bad in ["500ms", "2h", "10", "x"] {
-            let e = UsageConfig::from_raw(Some(&raw(bad))).unwrap_err().to_string();
+            let e = UsageConfig::from_raw(Some(&raw(bad)))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("config.usage.sample_interval"), "{bad}: {e}");
         }
     }

@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 47] = [
+pub const ALL: [Action; 48] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -65,7 +65,19 @@ pub const ALL: [Action; 47] = [
     Action::CommitNode,
     Action::DeleteCommit,
     Action::ForkCommit,
+    // usage (#14, part E)
+    Action::ReadUsage,
 ];
+
+#[test]
+fn usage_is_every_role_of_its_tenant() {
+    // #14, part E: viewer and up read their tenant's usage; nobody another tenant's.
+    for r in ["viewer", "developer", "tenant-admin"] {
+        let p = principal(&[&format!("{r}@a")]);
+        assert!(authorize(&p, Action::ReadUsage, "a").is_ok(), "{r}");
+        assert_eq!(authorize(&p, Action::ReadUsage, "b"), Err(Denial::NoRole));
+    }
+}
 
 #[test]
 fn secrets_content_is_the_tenant_admins() {

@@ -145,12 +145,20 @@ mod tests {
     fn times_are_rfc3339_or_unix_seconds() {
         assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86401));
         assert_eq!(parse_rfc3339("2026-11-30T01:48:04Z"), Some(1_796_003_284));
-        assert_eq!(parse_rfc3339("2026-11-30T01:48:04.123Z"), Some(1_796_003_284));
+        assert_eq!(
+            parse_rfc3339("2026-11-30T01:48:04.123Z"),
+            Some(1_796_003_284)
+        );
         assert_eq!(
             parse_rfc3339("2026-11-30T03:48:04+02:00"),
             Some(1_796_003_284)
         );
-        for bad in ["junk", "2026-11-30", "2026-13-30T01:48:04Z", "2026-11-30T01:48:04"] {
+        for bad in [
+            "junk",
+            "2026-11-30",
+            "2026-13-30T01:48:04Z",
+            "2026-11-30T01:48:04",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
         assert_eq!(time("from", "1700000000").unwrap(), 1_700_000_000);

@@ -76,7 +76,10 @@ impl Tenant {
     pub async fn usage_round(&self, only: Option<&str>) {
         let mut round = self.usage.round.lock().await;
         if !round.loaded {
-            match (self.store.usage_last().await, self.store.usage_by_node(None, None).await) {
+            match (
+                self.store.usage_last().await,
+                self.store.usage_by_node(None, None).await,
+            ) {
                 (Ok(lasts), Ok(sums)) => {
                     round.lasts = lasts.into_iter().map(|l| (l.node_id.clone(), l)).collect();
                     self.usage.add_totals(&sums);
@@ -90,8 +93,7 @@ impl Tenant {
         }
         let snap = self.list();
         let all: Vec<Arc<NodeRow>> = snap.rows().to_vec();
-        let ids: std::collections::HashSet<String> =
-            all.iter().map(|r| r.id.to_string()).collect();
+        let ids: std::collections::HashSet<String> = all.iter().map(|r| r.id.to_string()).collect();
         round.finished.retain(|id| ids.contains(id));
         let rows: Vec<Arc<NodeRow>> = all
             .into_iter()
@@ -209,6 +211,9 @@ impl Tenant {
         for (s, r) in &steps {
             round.lasts.insert(s.last.node_id.clone(), s.last.clone());
             if s.new_oom_kills > 0 {
+                (self.usage.oom_kills)
+                    .fetch_add(s.new_oom_kills, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(node = %r.name, kills = s.new_oom_kills, "the kernel's OOM killer killed processes of the node");
                 self.by_daemon(
                     "oom_kill",
                     crate::events::kind::NODE_OOM_KILL,
@@ -277,4 +282,3 @@ impl Tenant {
         })
     }
 }
-

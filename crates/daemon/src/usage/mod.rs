@@ -37,6 +37,8 @@ pub struct UsageState {
     execs: Mutex<HashMap<String, u64>>,
     /// Everything recorded for the tenant (metrics).
     totals: Mutex<UsageDelta>,
+    /// OOM kills the sampler saw in the tenant's nodes since the daemon started.
+    pub oom_kills: std::sync::atomic::AtomicU64,
 }
 
 impl UsageState {
@@ -71,7 +73,10 @@ impl UsageState {
     }
 
     pub fn totals(&self) -> UsageDelta {
-        self.totals.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -123,6 +128,16 @@ pub fn metrics(tenants: &[Arc<App>]) -> String {
         ),
     ];
     let mut out = String::new();
+    let oom = "bulkhead_node_oom_kills_total";
+    out.push_str(&format!("# HELP {oom} OOM kills in the tenant's nodes seen since the daemon started (each also an event node.oom_kill).\n# TYPE {oom} counter\n"));
+    for a in tenants {
+        let n = a
+            .tenant
+            .usage
+            .oom_kills
+            .load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str(&format!("{oom}{{tenant=\"{}\"}} {n}\n", a.tenant.name));
+    }
     for (name, help, f) in figs {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
         for (t, d) in &totals {
