@@ -11,6 +11,9 @@
 //! - a deleted node's figures stay (`deleted: true`);
 //! - an OOM kill in a node counts in `bulkhead_node_oom_kills_total` and raises the daemon's
 //!   `node.oom_kill` event (checked on `GET /events` where that is served);
+//! - a networked node's bytes out are what it sent (1 MiB to a sink: between 1 MiB and
+//!   1.15 MiB + 64 KiB with headers and retransmits), bytes in count its peer's answers, and a
+//!   shutdown and relaunch (a new cgroup and veth, counters from zero) adds to them;
 //! - on a shared daemon a tenant sees only its own usage, a foreign `?tenant=` is a 404, and
 //!   global-admin sees every tenant's.
 
@@ -140,7 +143,7 @@ fn a_nodes_cpu_and_memory_are_counted_survive_a_restart_and_its_delete() {
     let held = (f(&after, "memory_byte_seconds") - f(&before, "memory_byte_seconds"))
         / (f(&after, "node_seconds") - f(&before, "node_seconds"));
     assert!(
-        held >= 56.0 * MIB && held <= (64.0 + 48.0) * MIB,
+        (56.0 * MIB..=(64.0 + 48.0) * MIB).contains(&held),
         "average memory {} MiB while 64 MiB were held: {before} {after}",
         held / MIB
     );
@@ -150,7 +153,7 @@ fn a_nodes_cpu_and_memory_are_counted_survive_a_restart_and_its_delete() {
     );
     let peak = f(&after, "memory_peak_bytes");
     assert!(
-        peak >= 64.0 * MIB && peak <= (64.0 + 48.0) * MIB,
+        (64.0 * MIB..=(64.0 + 48.0) * MIB).contains(&peak),
         "peak {} MiB: {after}",
         peak / MIB
     );
@@ -309,4 +312,53 @@ fn a_tenant_sees_its_own_usage_and_global_admin_every_tenants() {
         "{only_b}"
     );
     s.stop_and_assert_clean();
+}
+
+#[test]
+fn network_bytes_count_and_a_relaunch_adds_to_them() {
+    use common::lab_nodes::{add, config};
+    use common::netlab::{NetLab, INTERNET, PORT};
+    if !privileged() {
+        return;
+    }
+    let lab = NetLab::new();
+    let d = Daemon::start_in(
+        &lab.host_ns(),
+        "un",
+        &with_usage(config("isolated", "10.67.0.0/24", "", "")),
+    );
+    let c = d.client();
+    let n = add(&d, "{}");
+    let send = || {
+        let (code, out, err) = d.sh(
+            &n.name,
+            &format!(
+                "head -c 1048576 /dev/zero | nc -w 3 {INTERNET} {}",
+                PORT + 1
+            ),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    send();
+    rounds();
+    let r = node_row(&c, &n.name);
+    let (tx, rx) = (f(&r, "network_tx_bytes"), f(&r, "network_rx_bytes"));
+    assert!(
+        (MIB..=MIB * 1.15 + 65536.0).contains(&tx),
+        "1 MiB sent, {tx} counted: {r}"
+    );
+    assert!(rx > 0.0, "the sink's acknowledgements: {r}");
+    d.vm_ok(&["shutdown", &n.name]);
+    rounds();
+    d.vm_ok(&["relaunch", &n.name]);
+    send();
+    rounds();
+    let r2 = node_row(&c, &n.name);
+    let tx2 = f(&r2, "network_tx_bytes");
+    assert!(
+        (tx + MIB..=tx + MIB * 1.15 + 65536.0).contains(&tx2),
+        "another 1 MiB after the relaunch: {tx} then {tx2}: {r2}"
+    );
+    assert!(f(&r2, "cpu_seconds") >= f(&r, "cpu_seconds"), "{r} {r2}");
+    d.stop_and_assert_clean();
 }
