@@ -92,9 +92,14 @@ fn role_allows(role: &str, need: &str) -> bool {
         "global-admin" => true,
         "tenant-admin" => true,
         "developer" => {
-            (res == "nodes" && nodes_dev.contains(&act)) || (res, act) == ("secrets", "list")
+            (res == "nodes" && nodes_dev.contains(&act))
+                || (res, act) == ("secrets", "list")
+                || (res, act) == ("usage", "list") // usage (#14, part E)
         }
-        "viewer" => res == "nodes" && ["list", "get", "logs"].contains(&act),
+        "viewer" => {
+            (res == "nodes" && ["list", "get", "logs"].contains(&act))
+                || (res, act) == ("usage", "list") // usage (#14, part E)
+        }
         "ci-runner" => {
             res == "nodes" && ["list", "get", "create", "delete", "exec", "copy"].contains(&act)
         }
