@@ -184,7 +184,12 @@ pub async fn metrics(
     out.push_str(&crate::flows::metrics(&tenants).await);
     // ---- end flows ----
     // ---- usage (#14, E) ----
-    out.push_str(&crate::usage::metrics(&tenants));
+    out.push_str(&crate::usage::metrics(
+        &tenants
+            .iter()
+            .map(|a| (a.tenant.name.as_str(), &a.tenant.usage))
+            .collect::<Vec<_>>(),
+    ));
     // ---- end usage ----
     let cs = &daemon.host.conn_stats;
     let daemon_metrics: [Metric; 6] = [

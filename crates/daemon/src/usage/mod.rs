@@ -13,11 +13,9 @@
 //!   after each round that was written).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bulkhead_store::usage::{UsageDelta, UsageLast};
-
-use crate::app::App;
 
 /// What a round needs from the rounds before it.
 #[derive(Default)]
@@ -80,15 +78,13 @@ impl UsageState {
     }
 }
 
-/// The usage metrics of `tenants` (Prometheus text): per tenant, everything recorded.
-pub fn metrics(tenants: &[Arc<App>]) -> String {
+/// The usage metrics of `tenants` (name, state; Prometheus text): per tenant, everything
+/// recorded.
+pub fn metrics(tenants: &[(&str, &UsageState)]) -> String {
     if tenants.is_empty() {
         return String::new();
     }
-    let totals: Vec<(String, UsageDelta)> = tenants
-        .iter()
-        .map(|a| (a.tenant.name.clone(), a.tenant.usage.totals()))
-        .collect();
+    let totals: Vec<(&str, UsageDelta)> = tenants.iter().map(|(t, u)| (*t, u.totals())).collect();
     type Fig = fn(&UsageDelta) -> f64;
     let figs: [(&str, &str, Fig); 7] = [
         (
@@ -130,13 +126,9 @@ pub fn metrics(tenants: &[Arc<App>]) -> String {
     let mut out = String::new();
     let oom = "bulkhead_node_oom_kills_total";
     out.push_str(&format!("# HELP {oom} OOM kills in the tenant's nodes seen since the daemon started (each also an event node.oom_kill).\n# TYPE {oom} counter\n"));
-    for a in tenants {
-        let n = a
-            .tenant
-            .usage
-            .oom_kills
-            .load(std::sync::atomic::Ordering::Relaxed);
-        out.push_str(&format!("{oom}{{tenant=\"{}\"}} {n}\n", a.tenant.name));
+    for (t, u) in tenants {
+        let n = u.oom_kills.load(std::sync::atomic::Ordering::Relaxed);
+        out.push_str(&format!("{oom}{{tenant=\"{t}\"}} {n}\n"));
     }
     for (name, help, f) in figs {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
