@@ -374,6 +374,7 @@ mod tests {
             since_ms: T0,
             live: true,
             cpu_usec: Some(0),
+            cpu_may_dip: false,
             rx_bytes: Some(0),
             tx_bytes: Some(0),
             oom_kills: Some(0),
