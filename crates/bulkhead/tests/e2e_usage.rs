@@ -1,5 +1,5 @@
 //! Usage (#14, part E; ADR 0035) through the real daemon, sampling every second:
-//! - a jail node burns CPU for ~3 s: `cpu_seconds` covers what the node's shell itself
+//! - a jail node burns ~2.5 s of CPU: `cpu_seconds` covers what the node's shell itself
 //!   measured (`times`) within a tolerance of 0.5 s + 10 % (the sampler's own figure includes
 //!   the node's agent and the exec's shell start);
 //! - it holds 64 MiB (a file on its tmpfs layer, charged to its cgroup): its memory peak is at
@@ -114,10 +114,11 @@ fn a_nodes_cpu_and_memory_are_counted_survive_a_restart_and_its_delete() {
     let mut d = Daemon::start_edited("us", &["--ram-mb", "256"], with_usage);
     let c = d.client();
     let node = d.add();
-    // ~3 s of CPU in the node; the shell says what it and its children used.
+    // ~2.5 s of CPU in the node (the shell's own user time, so a loaded host only makes it
+    // take longer; 30 s at most); the shell says what it and its children used.
     let (code, out, err) = d.sh(
         &node,
-        "end=$(($(date +%s)+3)); while [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; done; times",
+        "end=$(($(date +%s)+30)); while [ $(cut -d' ' -f14 /proc/$$/stat) -lt 250 ] && [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; done; times",
     );
     assert_eq!(code, 0, "{out}{err}");
     let burnt = times_total(&out);
@@ -130,7 +131,7 @@ fn a_nodes_cpu_and_memory_are_counted_survive_a_restart_and_its_delete() {
         cpu >= burnt - 0.05 && cpu <= burnt + 0.5 + burnt * 0.1,
         "cpu_seconds {cpu} vs {burnt} the node measured: {r}"
     );
-    assert!(f(&r, "node_seconds") >= 3.0, "{r}");
+    assert!(f(&r, "node_seconds") >= burnt, "{r}");
     assert_eq!(r["execs"], 1, "{r}");
     assert_eq!(r["deleted"], Value::Null, "{r}");
     // 64 MiB held on the node's tmpfs layer, charged to its cgroup.

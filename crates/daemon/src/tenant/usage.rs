@@ -97,10 +97,9 @@ impl Tenant {
         round.finished.retain(|id| ids.contains(id));
         let rows: Vec<Arc<NodeRow>> = all
             .into_iter()
-            .filter(|r| match only {
-                Some(n) => r.name == n,
-                None => r.status != NodeState::Creating,
-            })
+            // A node still being created has used nothing yet (a failed create's rollback
+            // destroys it: no row for it).
+            .filter(|r| r.status != NodeState::Creating && only.is_none_or(|n| r.name == n))
             .filter(|r| !round.finished.contains(&r.id.to_string()))
             .collect();
         let probes: Vec<Probe> = rows
