@@ -316,6 +316,9 @@ impl DaemonConfig {
                 policy: rt.policy.clone().or_else(|| c.policy.clone()),
                 // rate limits (#12, rate): the tenant's own block, else the daemon's
                 rate_limits: rt.rate_limits.clone().or_else(|| c.rate_limits.clone()),
+                // events and detection (#14, part B): the tenant's own blocks, else the daemon's
+                events: rt.events.clone().or_else(|| c.events.clone()),
+                detection: rt.detection.clone().or_else(|| c.detection.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {

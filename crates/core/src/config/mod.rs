@@ -7,6 +7,7 @@
 pub mod auth;
 mod dedicated;
 mod error;
+pub mod events; // events and detection (#14, part B)
 mod group;
 pub mod identity;
 pub mod policy;
@@ -65,6 +66,9 @@ pub struct TenantConfig {
     pub policy: policy::Policy,
     /// Token buckets and in-flight, connection and queue bounds (#12, rate).
     pub rate_limits: rate_limits::RateLimits,
+    /// `events` and `detection` (#14, part B): events kept, the event webhook, the denial
+    /// spike threshold, the integrity re-check interval.
+    pub events: events::EventsConfig,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -206,6 +210,8 @@ impl TenantConfig {
         quotas.check_start("config.quotas", &at_start)?;
         let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
         let rate_limits = rate_limits::RateLimits::from_raw(c.rate_limits.as_ref())?;
+        // #14, part B: events and detection
+        let events = events::EventsConfig::from_raw(c.events.as_ref(), c.detection.as_ref())?;
         Ok(TenantConfig {
             quotas,
             policy,
@@ -220,6 +226,7 @@ impl TenantConfig {
             forward_ports,
             shared_daemon: false,
             rate_limits,
+            events, // #14, part B
         })
     }
 

@@ -90,6 +90,14 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<super::storage::RawStorage>,
     // ---- end storage keys ----
+    // ---- events and detection (#14, part B; `events.rs`) ----
+    /// bulkhead: events kept per tenant and the event webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::events::RawEvents>,
+    /// bulkhead: denial spike threshold, integrity re-check interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<super::events::RawDetection>,
+    // ---- end events and detection ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -217,6 +225,12 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<super::rate_limits::RawRateLimits>,
     // ---- end rate limits ----
+    // ---- events and detection (#14, part B): the tenant's own blocks, else the daemon's ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::events::RawEvents>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<super::events::RawDetection>,
+    // ---- end events and detection ----
 }
 
 /// `config.api.tcp` as written.
