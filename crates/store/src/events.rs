@@ -102,9 +102,21 @@ mod tests {
         }
         s.append_event(ev(5), 3); // a cursor written twice is one row
         s.flush().await.unwrap();
-        let got: Vec<u64> = s.events(10).await.unwrap().iter().map(|e| e.cursor).collect();
+        let got: Vec<u64> = s
+            .events(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.cursor)
+            .collect();
         assert_eq!(got, vec![3, 4, 5]);
-        let got: Vec<u64> = s.events(2).await.unwrap().iter().map(|e| e.cursor).collect();
+        let got: Vec<u64> = s
+            .events(2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.cursor)
+            .collect();
         assert_eq!(got, vec![4, 5]);
         drop(s);
         let s = Store::open(&db, "t").unwrap();

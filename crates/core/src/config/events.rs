@@ -144,7 +144,9 @@ impl EventsConfig {
                 if !(1..=MAX_KEEP).contains(&k) {
                     return Err(key_err(
                         "config.events.keep",
-                        format!("{k} is out of range: keep between 1 and {MAX_KEEP} events, e.g. 10000"),
+                        format!(
+                            "{k} is out of range: keep between 1 and {MAX_KEEP} events, e.g. 10000"
+                        ),
                     ));
                 }
                 c.keep = k;

@@ -163,6 +163,10 @@ pub enum Action {
     /// `POST /vm/commits/{id}/fork`.
     ForkCommit,
     // ---- end commit and fork ----
+    // ---- events (#14, part B) ----
+    /// `GET /events`: the tenant's event stream.
+    ReadEvents,
+    // ---- end events ----
 }
 
 /// What an action needs of the principal.
@@ -408,6 +412,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "starts a node, spending the tenant's resources",
         ),
         // ---- end commit and fork ----
+        // ---- events (#14, part B) ----
+        (
+            Action::ReadEvents,
+            Rule(Events, List),
+            "lifecycle and detection events of the tenant, never secrets or tokens",
+        ),
+        // ---- end events ----
     ]
 };
 

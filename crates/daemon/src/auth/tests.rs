@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 47] = [
+pub const ALL: [Action; 48] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -65,6 +65,8 @@ pub const ALL: [Action; 47] = [
     Action::CommitNode,
     Action::DeleteCommit,
     Action::ForkCommit,
+    // events (#14, part B)
+    Action::ReadEvents,
 ];
 
 #[test]
