@@ -543,6 +543,7 @@ pub async fn run(
     for o in opened {
         let t = o.app.tenant.clone();
         close_tenant(o).await;
+        t.events.close().await; // #14, part B: events of the stop (deletes) on disk
         left.extend(
             t.list()
                 .rows()
