@@ -22,7 +22,7 @@ use super::error::{key_err, ConfigError};
 use super::policy::WebhookTarget;
 
 pub const DEFAULT_KEEP: u64 = 10_000;
-pub const MAX_KEEP: u64 = 10_000_000;
+pub const MAX_KEEP: u64 = 1_000_000;
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_WEBHOOK_RETRIES: u32 = 5;
 pub const DEFAULT_WEBHOOK_BUFFER: usize = 1000;
