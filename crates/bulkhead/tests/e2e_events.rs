@@ -165,12 +165,33 @@ fn lifecycle_events_resume_follow_and_survive_a_restart() {
     let new = kept(&rt, &c, &format!("&since={last}"));
     assert_eq!(kinds(&new), vec![want("node.created", &n4)]);
     assert_eq!(cursors(&new), vec![last + 1]);
+    // A refused volume attach (an id that is not the tenant's) is an event too.
+    let body = r#"{"volumes": [{"id": "01JAAAAAAAAAAAAAAAAAAAAAAA", "path": "/data"}]}"#;
+    let (s, b) = rt.block_on(async {
+        use http_body_util::BodyExt;
+        let r = c
+            .send(
+                Method::POST,
+                &format!("/hostgroup/{g}/nodes"),
+                bulkhead_api::client::full_body(body.as_bytes().to_vec()),
+                Some("application/json"),
+            )
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(s, 404, "{}", String::from_utf8_lossy(&b));
+    let refused = kept(&rt, &c, &format!("&since={}", last + 1));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["kind"], "volume.attach_refused");
+    assert_eq!(refused[0]["detail"]["reason"], "not_found");
     // The metric counts this start's events.
     let (_, m) = send(&rt, &c, Method::GET, "/metrics", vec![]);
     let m = String::from_utf8_lossy(&m);
     assert!(
         m.contains(&format!(
-            "bulkhead_events_total{{tenant=\"{}\"}} 1",
+            "bulkhead_events_total{{tenant=\"{}\"}} 2",
             d.tenant
         )),
         "{m}"
