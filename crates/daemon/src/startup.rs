@@ -519,7 +519,7 @@ pub async fn run(
         crate::flows::start(&o.app.tenant); // unexpected flows (#14, D)
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    crate::events::integrity::watch(&daemon, stop_rx.clone()); // #14, part B
+    crate::events::integrity_watch::watch(&daemon, stop_rx.clone()); // #14, part B
     let serving = listen::serve_all(listeners, &cfg, &daemon, stop_rx);
     eprintln!(
         "bulkhead: {} ready on {}",

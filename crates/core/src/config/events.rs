@@ -15,10 +15,10 @@
 //! existing config keeps working. In a shared daemon a tenant's own block replaces the
 //! daemon-wide one (`config.tenants[].events`, `.detection`).
 
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::error::{key_err, ConfigError};
+pub use super::events_raw::{RawDenialSpike, RawDetection, RawEventWebhook, RawEvents};
 use super::policy::WebhookTarget;
 
 pub const DEFAULT_KEEP: u64 = 10_000;
@@ -29,49 +29,6 @@ pub const DEFAULT_WEBHOOK_BUFFER: usize = 1000;
 pub const DEFAULT_SPIKE_THRESHOLD: u32 = 20;
 pub const DEFAULT_SPIKE_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_INTEGRITY_INTERVAL: Duration = Duration::from_secs(60);
-
-/// `config.events` as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEvents {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook: Option<RawEventWebhook>,
-}
-
-/// `config.events.webhook` as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEventWebhook {
-    pub url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buffer: Option<usize>,
-}
-
-/// `config.detection` as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDetection {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub denial_spike: Option<RawDenialSpike>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity_interval: Option<String>,
-}
-
-/// `config.detection.denial_spike` as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDenialSpike {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<String>,
-}
 
 /// The event webhook, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod auth;
 mod dedicated;
 mod error;
 pub mod events; // events and detection (#14, part B)
+mod events_raw;
 mod group;
 pub mod identity;
 pub mod policy;

@@ -93,10 +93,10 @@ pub struct RawConfig {
     // ---- events and detection (#14, part B; `events.rs`) ----
     /// bulkhead: events kept per tenant and the event webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<super::events::RawEvents>,
+    pub events: Option<super::events_raw::RawEvents>,
     /// bulkhead: denial spike threshold, integrity re-check interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detection: Option<super::events::RawDetection>,
+    pub detection: Option<super::events_raw::RawDetection>,
     // ---- end events and detection ----
 }
 
@@ -227,9 +227,9 @@ pub struct RawTenant {
     // ---- end rate limits ----
     // ---- events and detection (#14, part B): the tenant's own blocks, else the daemon's ----
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<super::events::RawEvents>,
+    pub events: Option<super::events_raw::RawEvents>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detection: Option<super::events::RawDetection>,
+    pub detection: Option<super::events_raw::RawDetection>,
     // ---- end events and detection ----
 }
 

@@ -18,7 +18,8 @@
 
 pub mod denials;
 pub mod integrity;
-mod metrics;
+pub mod integrity_watch;
+pub mod metrics;
 mod webhook;
 
 use std::collections::VecDeque;
@@ -29,8 +30,6 @@ use bulkhead_core::config::events::EventsConfig;
 use bulkhead_store::{EventRow, Store};
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
-
-pub use metrics::metrics;
 
 /// Event kinds: stable names, documented in docs/detection.md. Never rename one.
 pub mod kind {
@@ -133,7 +132,7 @@ impl Events {
         self.denials
             .configure(cfg.spike_threshold, cfg.spike_window);
         let webhook = cfg.webhook.clone().map(|w| {
-            let sink = Arc::new(webhook::Sink::new(w));
+            let sink = Arc::new(webhook::Sink::new(&self.tenant, w));
             tokio::spawn(sink.clone().run(self.closed.subscribe()));
             sink
         });
@@ -197,7 +196,10 @@ impl Events {
                 o.keep,
             );
             if let Some(w) = &o.webhook {
-                w.push(e.clone());
+                w.push(webhook::Pending {
+                    cursor,
+                    body: serde_json::to_vec(&e).unwrap_or_default(),
+                });
             }
         }
         drop(ring);

@@ -19,8 +19,6 @@ use tokio::sync::{watch, Notify};
 use bulkhead_core::config::events::EventWebhook;
 use bulkhead_core::config::policy::WebhookTarget;
 
-use super::Event;
-
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -34,9 +32,16 @@ pub enum SinkError {
     Status(u16),
 }
 
+/// One event waiting: its cursor (logs) and its JSON.
+pub struct Pending {
+    pub cursor: u64,
+    pub body: Vec<u8>,
+}
+
 pub struct Sink {
+    tenant: String,
     cfg: EventWebhook,
-    buf: Mutex<VecDeque<Event>>,
+    buf: Mutex<VecDeque<Pending>>,
     more: Notify,
     tls: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
     pub delivered: AtomicU64,
@@ -46,8 +51,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(cfg: EventWebhook) -> Sink {
+    pub fn new(tenant: &str, cfg: EventWebhook) -> Sink {
         Sink {
+            tenant: tenant.to_owned(),
             cfg,
             buf: Mutex::new(VecDeque::new()),
             more: Notify::new(),
@@ -60,7 +66,7 @@ impl Sink {
     }
 
     /// Queues `e` for delivery, dropping the oldest waiting event when the buffer is full.
-    pub fn push(&self, e: Event) {
+    pub fn push(&self, e: Pending) {
         let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
         while b.len() >= self.cfg.buffer.max(1) {
             b.pop_front();
@@ -71,7 +77,7 @@ impl Sink {
         self.more.notify_one();
     }
 
-    fn pop(&self) -> Option<Event> {
+    fn pop(&self) -> Option<Pending> {
         self.buf
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -91,10 +97,7 @@ impl Sink {
                 }
                 continue;
             };
-            let body = match serde_json::to_vec(&e) {
-                Ok(b) => b,
-                Err(_) => continue,
-            };
+            let body = e.body;
             let mut backoff = FIRST_BACKOFF;
             let mut attempt = 0;
             loop {
@@ -115,7 +118,7 @@ impl Sink {
                     }
                     Err(err) => {
                         self.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(tenant = %e.tenant, cursor = e.cursor, kind = %e.kind, url = %self.cfg.url, error = %err, "event webhook failed; the event is given up (it stays on GET /events)");
+                        tracing::warn!(tenant = %self.tenant, cursor = e.cursor, url = %self.cfg.url, error = %err, "event webhook failed; the event is given up (it stays on GET /events)");
                         break;
                     }
                 }
@@ -212,25 +215,24 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn ev(cursor: u64) -> Event {
-        Event {
+    fn ev(cursor: u64) -> Pending {
+        Pending {
             cursor,
-            time: "2026-01-01T00:00:00Z".into(),
-            tenant: "t".into(),
-            kind: "node.created".into(),
-            node: None,
-            detail: serde_json::json!({}),
+            body: format!(r#"{{"cursor":{cursor},"kind":"node.created"}}"#).into_bytes(),
         }
     }
 
     fn sink(target: WebhookTarget, retries: u32, buffer: usize) -> Arc<Sink> {
-        Arc::new(Sink::new(EventWebhook {
-            url: "test".into(),
-            target,
-            timeout: Duration::from_secs(2),
-            retries,
-            buffer,
-        }))
+        Arc::new(Sink::new(
+            "t",
+            EventWebhook {
+                url: "test".into(),
+                target,
+                timeout: Duration::from_secs(2),
+                retries,
+                buffer,
+            },
+        ))
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub async fn metrics(
     // ---- audit (#14, A) ----
     // ---- end audit ----
     // ---- events, denial spikes, integrity (#14, B) ----
-    out.push_str(&crate::events::metrics(&tenants));
+    out.push_str(&crate::events::metrics::metrics(&tenants));
     // ---- end events ----
     // ---- seccomp violations (#14, C) ----
     out.push_str(&crate::seccomp_watch::metrics(
