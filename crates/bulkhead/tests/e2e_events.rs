@@ -143,7 +143,19 @@ fn lifecycle_events_resume_follow_and_survive_a_restart() {
     // A restart: the stop deletes the nodes (graceful_shutdown: false) as the daemon's own
     // change; every event is still there with its cursor, and new ones follow the last.
     let before = kept(&rt, &c, "");
+    // A follower open across the stop: the daemon ends its stream (the stop does not wait
+    // for it), so the reader sees the end.
+    let mut f = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    write!(f, "GET /events?since=0 HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    f.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = [0u8; 64];
+    assert!(f.read(&mut head).unwrap() > 0);
+    let t0 = Instant::now();
     d.stop();
+    let mut rest = Vec::new();
+    let ended = f.read_to_end(&mut rest);
+    assert!(ended.is_ok(), "the stream ended: {ended:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     d.spawn();
     let c = d.client();
     let again = kept(&rt, &c, "");
