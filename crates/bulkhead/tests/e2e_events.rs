@@ -208,6 +208,24 @@ fn lifecycle_events_resume_follow_and_survive_a_restart() {
         )),
         "{m}"
     );
+    // A crash, and the node's supervisor gone meanwhile: reconciliation removes the node and
+    // says so (`node.lost`, the daemon's own change).
+    let before = *cursors(&kept(&rt, &c, "")).last().unwrap();
+    d.crash();
+    let sup = d.supervisor_state(&n4)["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: killing the supervisor this test's daemon started, by its recorded pid.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    d.spawn();
+    let c = d.client();
+    let lost = kept(&rt, &c, &format!("&since={before}"));
+    assert_eq!(kinds(&lost), vec![want("node.lost", &n4)], "{lost:?}");
+    // After a crash, cursors jump past the reservation (never one that may have been streamed).
+    assert!(cursors(&lost)[0] > before, "{lost:?}");
+    assert!(lost[0]["detail"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("supervisor"));
     d.stop_and_assert_clean();
 }
 

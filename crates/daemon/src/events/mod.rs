@@ -20,6 +20,7 @@ pub mod denials;
 pub mod integrity;
 pub mod integrity_watch;
 pub mod metrics;
+mod reserve;
 mod webhook;
 
 use std::collections::VecDeque;
@@ -77,6 +78,8 @@ pub const KEEP: usize = 10_000;
 struct Ring {
     /// The cursor the next event gets.
     next: u64,
+    /// Cursors below this may have been given (`reserve.rs`); 0 before [`Events::open`].
+    reserved: u64,
     keep: usize,
     events: VecDeque<Event>,
 }
@@ -84,6 +87,7 @@ struct Ring {
 /// What [`Events::open`] attaches.
 struct Opened {
     store: Store,
+    reserve: reserve::Reserve,
     keep: u64,
     webhook: Option<Arc<webhook::Sink>>,
 }
@@ -109,6 +113,7 @@ impl Events {
             tenant: tenant.to_owned(),
             ring: Mutex::new(Ring {
                 next: 1,
+                reserved: 0,
                 keep: KEEP,
                 events: VecDeque::new(),
             }),
@@ -127,6 +132,7 @@ impl Events {
         &self,
         store: Store,
         cfg: &EventsConfig,
+        tenant_dir: &std::path::Path,
     ) -> Result<(), bulkhead_store::StoreError> {
         let kept = store.events(cfg.keep).await?;
         self.denials
@@ -140,7 +146,12 @@ impl Events {
         ring.keep = cfg.keep as usize;
         let before: Vec<Event> = ring.events.drain(..).collect();
         let last = kept.last().map_or(0, |e| e.cursor);
-        ring.next = ring.next.max(last + 1);
+        // After a crash the reservation is above the last kept cursor: never give a cursor
+        // that may have been streamed already.
+        let reserve = reserve::Reserve::new(tenant_dir);
+        ring.next = ring.next.max(last + 1).max(reserve.read());
+        ring.reserved = ring.next + reserve::BLOCK;
+        reserve.write(ring.reserved);
         for r in kept {
             ring.events.push_back(Event {
                 cursor: r.cursor,
@@ -153,6 +164,7 @@ impl Events {
         }
         let opened = self.opened.set(Opened {
             store,
+            reserve,
             keep: cfg.keep,
             webhook,
         });
@@ -172,6 +184,12 @@ impl Events {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let cursor = ring.next;
         ring.next += 1;
+        if let Some(o) = self.opened.get() {
+            if cursor >= ring.reserved {
+                ring.reserved = cursor + reserve::BLOCK;
+                o.reserve.write(ring.reserved);
+            }
+        }
         let e = Event {
             cursor,
             time: crate::fsutil::now_rfc3339(),
@@ -231,7 +249,12 @@ impl Events {
     pub async fn close(&self) {
         self.closed.send_replace(true);
         if let Some(o) = self.opened.get() {
-            let _ = o.store.flush().await;
+            if o.store.flush().await.is_ok() {
+                // Everything given is kept: the next start continues right after it.
+                let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+                ring.reserved = ring.next;
+                o.reserve.write(ring.next);
+            }
         }
     }
 
@@ -270,7 +293,9 @@ mod tests {
             ..Default::default()
         };
         let ev = Events::new("t");
-        ev.open(Store::open(&db, "t").unwrap(), &cfg).await.unwrap();
+        ev.open(Store::open(&db, "t").unwrap(), &cfg, dir.path())
+            .await
+            .unwrap();
         let mut rx = ev.subscribe();
         for i in 0..5 {
             assert_eq!(
@@ -291,7 +316,9 @@ mod tests {
         drop(ev);
         // A restart: the kept events come back and the next cursor follows the last.
         let ev = Events::new("t");
-        ev.open(Store::open(&db, "t").unwrap(), &cfg).await.unwrap();
+        ev.open(Store::open(&db, "t").unwrap(), &cfg, dir.path())
+            .await
+            .unwrap();
         let kept: Vec<(u64, Option<String>)> = ev
             .since(0)
             .into_iter()
@@ -309,6 +336,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_crash_cursors_jump_past_what_may_have_been_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let cfg = EventsConfig::default();
+        let ev = Events::new("t");
+        ev.open(Store::open(&db, "t").unwrap(), &cfg, dir.path())
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            ev.emit(kind::NODE_CREATED, None, serde_json::json!({}));
+        }
+        drop(ev); // no close: as if the daemon were killed
+        let ev = Events::new("t");
+        ev.open(Store::open(&db, "t").unwrap(), &cfg, dir.path())
+            .await
+            .unwrap();
+        let c = ev.emit(kind::NODE_CREATED, None, serde_json::json!({}));
+        assert_eq!(c, 1 + reserve::BLOCK, "past the reservation, not 4");
+        // Many more than a block: the reservation moves ahead of them.
+        for _ in 0..reserve::BLOCK + 5 {
+            ev.emit(kind::NODE_CREATED, None, serde_json::json!({}));
+        }
+        let last = ev.emit(kind::NODE_CREATED, None, serde_json::json!({}));
+        assert!(reserve::Reserve::new(dir.path()).read() > last);
+    }
+
+    #[tokio::test]
     async fn a_denial_spike_is_one_event_per_window() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = EventsConfig {
@@ -317,7 +371,7 @@ mod tests {
         };
         let ev = Events::new("t");
         let store = Store::open(&dir.path().join("state.db"), "t").unwrap();
-        ev.open(store, &cfg).await.unwrap();
+        ev.open(store, &cfg, dir.path()).await.unwrap();
         for _ in 0..2 {
             ev.denied("token:a");
             ev.denied("token:b");

@@ -14,7 +14,11 @@ impl Tenant {
     /// Attaches the tenant's store to its events (kept events back, cursors go on, the webhook
     /// started). At start, before reconciliation.
     pub async fn open_events(&self) {
-        if let Err(e) = self.events.open(self.store.clone(), &self.cfg.events).await {
+        if let Err(e) = self
+            .events
+            .open(self.store.clone(), &self.cfg.events, &self.dir)
+            .await
+        {
             tracing::error!(tenant = %self.name, error = %e, "cannot read the kept events; the stream starts empty and is not kept");
         }
     }
