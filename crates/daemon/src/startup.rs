@@ -437,8 +437,7 @@ pub async fn run(
     let keyring = crate::keys::open_keyring(cfg.storage.keys_dir(&state_root)).await?;
     let protection = crate::keys::probe_protection(keyring.dir().to_path_buf()).await;
     // #14, part B: the daemon's binaries and config, hashed before anything else runs
-    let integrity =
-        Arc::new(crate::events::integrity::Integrity::at_start(&self_exe, config_path).await);
+    let hashing = crate::events::integrity::Integrity::start(&self_exe, config_path);
     let cgroups = bulkhead_sandbox::Cgroups::detect()?;
     // noisy neighbours (#12, ADR 0027): refuse what the core pool cannot give, then move into
     // bulkhead/_daemon before any supervisor starts (they are born there).
@@ -457,7 +456,7 @@ pub async fn run(
         fair: crate::fair::Fair::new(crate::fair::HOST_WORK_SLOTS, crate::fair::MAX_QUEUED_TOTAL),
         keyring, // keys (#13)
         protection,
-        integrity, // #14, part B
+        integrity: Default::default(), // #14, part B: set once hashed (below)
     });
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;
@@ -503,6 +502,8 @@ pub async fn run(
     }
     // seccomp violations (#14, C): one kernel log reader per process, over these tenants.
     crate::seccomp_watch::start(daemon.tenants.iter().map(|a| a.tenant.clone()));
+    // #14, part B: the digests at start, hashed while the tenants opened
+    host.integrity.set(hashing.await.unwrap_or_default());
     let listeners = match listen::bind(&cfg, &daemon, tls).await {
         Ok(l) => l,
         Err(e) => {

@@ -12,7 +12,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use bulkhead_api::types::IntegrityFile;
 
@@ -85,35 +85,41 @@ impl Change {
     }
 }
 
-/// The daemon's watched files.
+/// The daemon's watched files: empty until their digests at start are [`Integrity::set`]
+/// (hashing runs beside the tenants' start, so it adds nothing to it).
 #[derive(Default)]
 pub struct Integrity {
-    files: Vec<File>,
+    files: OnceLock<Vec<File>>,
+}
+
+/// Hashes `files` (blocking).
+fn hash_files(files: Vec<(&'static str, PathBuf)>) -> Vec<File> {
+    files
+        .into_iter()
+        .map(|(name, path)| {
+            let d = digest(&path);
+            File {
+                name,
+                path,
+                last: Mutex::new(d.clone()),
+                at_start: d,
+                changed: AtomicBool::new(false),
+            }
+        })
+        .collect()
 }
 
 impl Integrity {
-    /// Hashes `files` (blocking).
+    /// `files`, hashed now (blocking).
     pub fn hash(files: Vec<(&'static str, PathBuf)>) -> Integrity {
-        Integrity {
-            files: files
-                .into_iter()
-                .map(|(name, path)| {
-                    let d = digest(&path);
-                    File {
-                        name,
-                        path,
-                        last: Mutex::new(d.clone()),
-                        at_start: d,
-                        changed: AtomicBool::new(false),
-                    }
-                })
-                .collect(),
-        }
+        let i = Integrity::default();
+        i.set(hash_files(files));
+        i
     }
 
-    /// The daemon's binaries (`self_exe` and its companions) and its config, hashed on a
-    /// blocking thread.
-    pub async fn at_start(self_exe: &Path, config: &Path) -> Integrity {
+    /// Starts hashing the daemon's binaries (`self_exe` and its companions) and its config on
+    /// a blocking thread; the digests at start, for [`Integrity::set`].
+    pub fn start(self_exe: &Path, config: &Path) -> tokio::task::JoinHandle<Vec<File>> {
         let files = vec![
             ("bulkhead", self_exe.to_path_buf()),
             (
@@ -126,19 +132,22 @@ impl Integrity {
                 std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf()),
             ),
         ];
-        tokio::task::spawn_blocking(move || Integrity::hash(files))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || hash_files(files))
+    }
+
+    /// Records the digests at start (once; a second call changes nothing).
+    pub fn set(&self, files: Vec<File>) {
+        let _ = self.files.set(files);
     }
 
     pub fn files(&self) -> &[File] {
-        &self.files
+        self.files.get().map_or(&[], Vec::as_slice)
     }
 
     /// Hashes every file again (blocking); the files whose digest differs from the last seen.
     pub fn check(&self) -> Vec<Change> {
         let mut out = Vec::new();
-        for f in &self.files {
+        for f in self.files() {
             let now = digest(&f.path);
             let mut last = f.last.lock().unwrap_or_else(|p| p.into_inner());
             f.changed.store(now != f.at_start, Ordering::Relaxed);
@@ -158,7 +167,7 @@ impl Integrity {
 
     /// What `GET /info` shows; paths only when `paths` (global-admin).
     pub fn report(&self, paths: bool) -> Vec<IntegrityFile> {
-        self.files
+        self.files()
             .iter()
             .map(|f| {
                 let last = f.last();
