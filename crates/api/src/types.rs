@@ -27,6 +27,27 @@ pub struct Info {
     /// from the daemon's probe at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageProtection>,
+    /// The SHA-256 of the daemon's binaries and config at start, and whether each changed on
+    /// disk since (#14, part B; re-checked every `detection.integrity_interval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<Vec<IntegrityFile>>,
+}
+
+/// One file of `GET /info`'s `integrity` (#14).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrityFile {
+    /// `bulkhead`, `bulkhead-supervisor`, `bulkhead-agent` or `config`.
+    pub file: String,
+    /// Its path on the host (global-admin only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Its SHA-256 at start, lowercase hex.
+    pub sha256: String,
+    /// It differs on disk from `sha256` (as last checked).
+    pub changed: bool,
+    /// What it is now, when it changed (a digest, or `unreadable: <why>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256_now: Option<String>,
 }
 
 /// `GET /info`'s `storage`: what this host's kernel can give (#13, `bulkhead_storage::probe`).

@@ -46,7 +46,8 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/vm/{node}/commit") => "nodes:copy",
         ("delete", "/vm/commits/{id}") => "nodes:delete",
         ("post", "/vm/commits/{id}/fork") => "nodes:create",
-        ("get", "/usage") => "usage:list", // usage (#14, part E)
+        ("get", "/usage") => "usage:list",   // usage (#14, part E)
+        ("get", "/events") => "events:list", // #14, part B
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {
@@ -95,10 +96,12 @@ fn role_allows(role: &str, need: &str) -> bool {
             (res == "nodes" && nodes_dev.contains(&act))
                 || (res, act) == ("secrets", "list")
                 || (res, act) == ("usage", "list") // usage (#14, part E)
+                || (res, act) == ("events", "list") // #14
         }
         "viewer" => {
             (res == "nodes" && ["list", "get", "logs"].contains(&act))
                 || (res, act) == ("usage", "list") // usage (#14, part E)
+                || (res, act) == ("events", "list") // #14
         }
         "ci-runner" => {
             res == "nodes" && ["list", "get", "create", "delete", "exec", "copy"].contains(&act)

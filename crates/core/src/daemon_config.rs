@@ -318,6 +318,9 @@ impl DaemonConfig {
                 rate_limits: rt.rate_limits.clone().or_else(|| c.rate_limits.clone()),
                 // usage (#14, part E): the tenant's own, else the daemon's
                 usage: rt.usage.clone().or_else(|| c.usage.clone()),
+                // events and detection (#14, part B): the tenant's own blocks, else the daemon's
+                events: rt.events.clone().or_else(|| c.events.clone()),
+                detection: rt.detection.clone().or_else(|| c.detection.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {

@@ -30,4 +30,6 @@ pub struct HostServices {
     pub keyring: Arc<bulkhead_storage::Keyring>,
     /// What protects tenant data at rest here (#13): probed once at start, in `GET /info`.
     pub protection: bulkhead_storage::probe::Protection,
+    /// The daemon's binaries and config as hashed at start (#14, `events/integrity.rs`).
+    pub integrity: Arc<crate::events::integrity::Integrity>,
 }

@@ -284,6 +284,8 @@ async fn open_tenant(
             key, // keys (#13)
         },
     ));
+    // #14, part B: kept events back (cursors go on), before reconciliation emits any
+    t.open_events().await;
     let (adopted, removed) = t.reconcile().await;
     t.reconcile_volumes().await; // volumes (#13): half-made volumes and snapshots wiped
     t.sweep_commits().await; // commit and fork (#13): half-made commits wiped
@@ -434,6 +436,8 @@ pub async fn run(
     // keys (#13): the host keyring, before any tenant (each unwraps its data key from it).
     let keyring = crate::keys::open_keyring(cfg.storage.keys_dir(&state_root)).await?;
     let protection = crate::keys::probe_protection(keyring.dir().to_path_buf()).await;
+    // #14, part B: the daemon's binaries and config, hashed before anything else runs
+    let hashing = crate::events::integrity::Integrity::start(&self_exe, config_path);
     let cgroups = bulkhead_sandbox::Cgroups::detect()?;
     // noisy neighbours (#12, ADR 0027): refuse what the core pool cannot give, then move into
     // bulkhead/_daemon before any supervisor starts (they are born there).
@@ -452,6 +456,7 @@ pub async fn run(
         fair: crate::fair::Fair::new(crate::fair::HOST_WORK_SLOTS, crate::fair::MAX_QUEUED_TOTAL),
         keyring, // keys (#13)
         protection,
+        integrity: Default::default(), // #14, part B: set once hashed (below)
     });
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;
@@ -497,6 +502,8 @@ pub async fn run(
     }
     // seccomp violations (#14, C): one kernel log reader per process, over these tenants.
     crate::seccomp_watch::start(daemon.tenants.iter().map(|a| a.tenant.clone()));
+    // #14, part B: the digests at start, hashed while the tenants opened
+    host.integrity.set(hashing.await.unwrap_or_default());
     let listeners = match listen::bind(&cfg, &daemon, tls).await {
         Ok(l) => l,
         Err(e) => {
@@ -514,6 +521,7 @@ pub async fn run(
         o.app.tenant.start_usage(); // #14 usage: the sampler
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    crate::events::integrity_watch::watch(&daemon, stop_rx.clone()); // #14, part B
     let serving = listen::serve_all(listeners, &cfg, &daemon, stop_rx);
     eprintln!(
         "bulkhead: {} ready on {}",
@@ -526,6 +534,9 @@ pub async fn run(
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    for o in &opened {
+        o.app.tenant.events.close().await; // #14, part B: live event streams end
+    }
     for s in serving {
         let _ = s.await;
     }
@@ -535,6 +546,7 @@ pub async fn run(
         let t = o.app.tenant.clone();
         t.usage_round(None).await; // #14 usage: a last round for nodes that outlive the daemon
         close_tenant(o).await;
+        t.events.close().await; // #14, part B: events of the stop (deletes) on disk
         left.extend(
             t.list()
                 .rows()

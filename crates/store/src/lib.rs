@@ -13,6 +13,8 @@
 //!   transaction per job over an in-memory view that is replaced after each commit;
 //! - `commits.rs`: [`CommitRow`], a node's root filesystem sealed as a tenant-private image
 //!   (#13; rows only for commits whose sealed file is complete);
+//! - `events.rs`: [`EventRow`], the tenant's event stream by cursor (#14; the oldest beyond
+//!   `events.keep` trimmed);
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
 //!   answered from memory by the secret's hash (ADR 0022);
 //! - `usage.rs`: what each node used per time bucket and the counters last read from it (#14).
@@ -25,6 +27,7 @@ mod commits; // #13 commit and fork
 mod cursor;
 mod db;
 mod error;
+mod events; // #14 events (part B)
 mod id;
 mod index;
 mod node;
@@ -42,6 +45,7 @@ pub use bulkhead_core::NodeState;
 pub use commits::CommitRow;
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
+pub use events::EventRow; // #14
 pub use id::{CommitId, Id, IdError, Kind, NodeId, SnapshotId, TokenId, VolumeId};
 pub use index::{Page, Snapshot};
 pub use node::{NewNode, NodeRow};

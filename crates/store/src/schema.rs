@@ -58,7 +58,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "commits: a node's root filesystem sealed as a tenant-private image",
         apply: v7_commits,
     },
-    // #14 usage (part E): v8 is part B's `events`
+    // #14 events (part B)
+    Migration {
+        version: 8,
+        what: "events: the tenant's event stream, by cursor",
+        apply: v8_events,
+    },
+    // #14 usage (part E)
     Migration {
         version: 9,
         what: "usage: per node per time bucket, and the last counters seen per node",
@@ -285,6 +291,21 @@ fn v7_commits(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     state      TEXT NOT NULL,
     created_at TEXT NOT NULL,
     image_tree TEXT
+);",
+    )
+}
+
+/// Events (#14, `events.rs`): the tenant's event stream. The cursor is the row's key and
+/// only grows (the daemon gives each event the last cursor plus one); the oldest rows go when
+/// more than `events.keep` are kept. `detail` is the kind's JSON object.
+fn v8_events(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE events (
+    cursor INTEGER PRIMARY KEY,
+    time   TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    node   TEXT,
+    detail TEXT NOT NULL
 );",
     )
 }

@@ -121,6 +121,12 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
+    /// Sends `f` to the writer thread without waiting for it (#14: events). Jobs still run
+    /// in the order they were sent; a closed store drops `f`.
+    pub(crate) fn post(&self, f: impl FnOnce(&mut Writer) + Send + 'static) {
+        let _ = self.shared.jobs.send(Box::new(f));
+    }
+
     /// Takes the next index of a host group (`<group>-<n>` names), starting at 1. Indexes are
     /// never reused, so a deleted node's name never points at a new node.
     pub async fn next_index(&self, group: &str) -> Result<u64, StoreError> {

@@ -7,6 +7,8 @@
 pub mod auth;
 mod dedicated;
 mod error;
+pub mod events; // events and detection (#14, part B)
+mod events_raw;
 mod group;
 pub mod identity;
 pub mod policy;
@@ -68,6 +70,9 @@ pub struct TenantConfig {
     pub rate_limits: rate_limits::RateLimits,
     /// `usage` (#14, part E): how often nodes' usage is sampled.
     pub usage: usage::UsageConfig,
+    /// `events` and `detection` (#14, part B): events kept, the event webhook, the denial
+    /// spike threshold, the integrity re-check interval.
+    pub events: events::EventsConfig,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -210,6 +215,8 @@ impl TenantConfig {
         let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
         let rate_limits = rate_limits::RateLimits::from_raw(c.rate_limits.as_ref())?;
         let usage = usage::UsageConfig::from_raw(c.usage.as_ref())?; // #14, part E
+                                                                     // #14, part B: events and detection
+        let events = events::EventsConfig::from_raw(c.events.as_ref(), c.detection.as_ref())?;
         Ok(TenantConfig {
             usage,
             quotas,
@@ -225,6 +232,7 @@ impl TenantConfig {
             forward_ports,
             shared_daemon: false,
             rate_limits,
+            events, // #14, part B
         })
     }
 

@@ -278,8 +278,9 @@ fn webhook(w: &RawWebhook) -> Result<Webhook, ConfigError> {
     })
 }
 
-/// `http://HOST[:PORT][/PATH]`, `https://…` or `unix:///ABSOLUTE/PATH`.
-fn target(url: &str) -> Result<WebhookTarget, String> {
+/// `http://HOST[:PORT][/PATH]`, `https://…` or `unix:///ABSOLUTE/PATH` (also the event
+/// webhook's, #14).
+pub(crate) fn target(url: &str) -> Result<WebhookTarget, String> {
     if let Some(p) = url.strip_prefix("unix://") {
         if !p.starts_with('/') || p.len() < 2 {
             return Err(format!(

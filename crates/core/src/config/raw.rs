@@ -95,6 +95,14 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<super::usage::RawUsage>,
     // ---- end usage ----
+    // ---- events and detection (#14, part B; `events.rs`) ----
+    /// bulkhead: events kept per tenant and the event webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::events_raw::RawEvents>,
+    /// bulkhead: denial spike threshold, integrity re-check interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<super::events_raw::RawDetection>,
+    // ---- end events and detection ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -226,6 +234,12 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<super::usage::RawUsage>,
     // ---- end usage ----
+    // ---- events and detection (#14, part B): the tenant's own blocks, else the daemon's ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<super::events_raw::RawEvents>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<super::events_raw::RawDetection>,
+    // ---- end events and detection ----
 }
 
 /// `config.api.tcp` as written.

@@ -52,8 +52,9 @@ pub trait Tenants: Send + Sync + 'static {
     fn scope(&self, i: usize, ext: &mut Extensions);
     /// The request is over the daemon: give its handler the tenants it may see.
     fn visible(&self, tenants: Vec<usize>, ext: &mut Extensions);
-    /// A request refused by authorization in tenant `i` (metrics).
-    fn denied(&self, i: usize);
+    /// A request of `principal` refused by authorization in tenant `i` (metrics; #14: per
+    /// principal, with the denial spike event).
+    fn denied(&self, i: usize, principal: &str);
     /// A request refused by authentication (metrics).
     fn unauthenticated(&self);
 }
@@ -138,7 +139,7 @@ fn decide_for(
                 Ok(())
             }
             Err(d) => {
-                t.denied(i);
+                t.denied(i, &principal.id);
                 Err(match d {
                     Denial::NoRole => missing,
                     Denial::Forbidden(e) => e,
@@ -162,7 +163,7 @@ fn decide_for(
     if visible.is_empty() {
         // Counted only when the request is refused (a union that shows some tenants is not).
         for i in refused_in {
-            t.denied(i);
+            t.denied(i, &principal.id);
         }
         return Err(refusal.unwrap_or_else(|| {
             forbidden(format!(

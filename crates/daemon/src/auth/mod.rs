@@ -167,6 +167,10 @@ pub enum Action {
     /// What the tenant's nodes used (`GET /usage`).
     ReadUsage,
     // ---- end usage ----
+    // ---- events (#14, part B) ----
+    /// `GET /events`: the tenant's event stream.
+    ReadEvents,
+    // ---- end events ----
 }
 
 /// What an action needs of the principal.
@@ -419,6 +423,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "figures of what the nodes used, never content",
         ),
         // ---- end usage ----
+        // ---- events (#14, part B) ----
+        (
+            Action::ReadEvents,
+            Rule(Events, List),
+            "lifecycle and detection events of the tenant, never secrets or tokens",
+        ),
+        // ---- end events ----
     ]
 };
 

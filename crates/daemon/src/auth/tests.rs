@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 48] = [
+pub const ALL: [Action; 49] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -67,6 +67,8 @@ pub const ALL: [Action; 48] = [
     Action::ForkCommit,
     // usage (#14, part E)
     Action::ReadUsage,
+    // events (#14, part B)
+    Action::ReadEvents,
 ];
 
 #[test]

@@ -23,7 +23,10 @@ pub async fn healthz() -> Response {
 
 /// The daemon's version and build; `tenant` and `hypervisor` are those of the first tenant the
 /// caller may see (a one-tenant daemon's only one), `tenants` all of them.
-pub async fn info(Visible(tenants): Visible) -> Json<Info> {
+pub async fn info(
+    Visible(tenants): Visible,
+    principal: Option<Extension<Principal>>,
+) -> Json<Info> {
     let first = &tenants[0];
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -43,6 +46,13 @@ pub async fn info(Visible(tenants): Visible) -> Json<Info> {
                 missing: p.missing().to_vec(),
             }
         }),
+        // #14, part B: digests of the daemon's files; host paths for a global-admin only
+        integrity: Some(
+            first
+                .host
+                .integrity
+                .report(principal.is_some_and(|p| p.is_global_admin())),
+        ),
     })
 }
 
@@ -172,6 +182,7 @@ pub async fn metrics(
     // ---- audit (#14, A) ----
     // ---- end audit ----
     // ---- events, denial spikes, integrity (#14, B) ----
+    out.push_str(&crate::events::metrics::metrics(&tenants));
     // ---- end events ----
     // ---- seccomp violations (#14, C) ----
     out.push_str(&crate::seccomp_watch::metrics(

@@ -14,6 +14,7 @@ pub mod agent;
 pub mod body;
 pub mod commits; // #13 commit and fork
 pub mod cp;
+mod events; // #14 events (part B)
 pub mod exec;
 pub mod exec_bg;
 mod exec_query;
@@ -317,6 +318,9 @@ pub fn table() -> Vec<Route> {
         // ---- usage (#14, part E; ADR 0035): per visible tenant, ?tenant= picks one ----
         route("/usage", &[("get", ReadUsage)], get(usage::usage)),
         // ---- end usage ----
+        // ---- events (#14, part B; ADR 0032): NDJSON per tenant, ?tenant= picks among several ----
+        route("/events", &[("get", ReadEvents)], get(events::events)),
+        // ---- end events ----
     ]
 }
 

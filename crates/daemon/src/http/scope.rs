@@ -88,12 +88,10 @@ impl Tenants for Daemon {
                 .collect(),
         ));
     }
-    fn denied(&self, i: usize) {
-        self.tenants[i]
-            .tenant
-            .counters
-            .denied
-            .fetch_add(1, Ordering::Relaxed);
+    fn denied(&self, i: usize, principal: &str) {
+        let t = &self.tenants[i].tenant;
+        t.counters.denied.fetch_add(1, Ordering::Relaxed);
+        t.events.denied(principal); // #14, part B: per principal, spikes
     }
     fn unauthenticated(&self) {
         self.unauthenticated.fetch_add(1, Ordering::Relaxed);

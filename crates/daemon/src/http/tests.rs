@@ -81,7 +81,7 @@ impl Tenants for OneTenant {
     }
     fn scope(&self, _: usize, _: &mut axum::http::Extensions) {}
     fn visible(&self, _: Vec<usize>, _: &mut axum::http::Extensions) {}
-    fn denied(&self, _: usize) {}
+    fn denied(&self, _: usize, _: &str) {}
     fn unauthenticated(&self) {}
 }
 

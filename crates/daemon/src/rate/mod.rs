@@ -68,6 +68,7 @@ pub const LONG_LIVED: &[(&str, &str)] = &[
     ("/vm/{node}/shell", "GET"),
     ("/vm/{node}/forward", "GET"),
     ("/vm/{node}/fs/watch", "GET"),
+    ("/events", "GET"), // #14, part B: a followed event stream
 ];
 
 pub fn long_lived(path: &str, method: &str) -> bool {

@@ -56,6 +56,7 @@ impl Tenant {
                 .refused_spec_mismatch
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tenant = %self.name, message = %msg, "a node supervisor refused its spec");
+            self.ev_spec_refused(msg); // #14, part B
         }
     }
 
@@ -122,8 +123,9 @@ impl Tenant {
             return Ok(());
         }
         let r = self.mount_in_guest_now(name, volumes, deadline).await;
-        if r.is_err() {
+        if let Err(e) = &r {
             self.attach.mount_failures.fetch_add(1, Ordering::Relaxed);
+            self.ev_mount_failed(name, e); // #14, part B
         }
         r
     }

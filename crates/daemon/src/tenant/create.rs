@@ -251,6 +251,7 @@ impl Tenant {
             let _ = self.store.delete(&name).await;
             return Err(e);
         }
+        self.ev_created(&row); // #14, part B
         Ok(super::conflict::Created::of(&row, false))
     }
 

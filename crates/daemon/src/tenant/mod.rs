@@ -24,6 +24,7 @@ mod gate;
 mod guest_written; // guest-written volumes stay off the host kernel (#13)
 mod identity;
 mod lifecycle;
+mod lifecycle_events; // #14, part B: lifecycle and volume events
 mod loads;
 pub mod node_ref;
 mod ops;

@@ -79,6 +79,7 @@ impl Tenant {
         self.destroy(name).await;
         self.store.delete(name).await?;
         self.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        self.ev_deleted(name); // #14, part B
         Ok(())
     }
 
@@ -128,6 +129,7 @@ impl Tenant {
             tracing::warn!(node = %r.name, status = r.status.as_str(), alive, "node lost or half-made; removing it");
             self.destroy(&r.name).await;
             let _ = self.store.delete(&r.name).await;
+            self.ev_lost(r, alive); // #14, part B
             removed += 1;
         }
         let now = self.list();
@@ -172,6 +174,7 @@ impl Tenant {
             let _ = self.store.set_status(&r.name, NodeState::Deleting).await;
             self.destroy(&r.name).await;
             let _ = self.store.delete(&r.name).await;
+            self.ev_deleted_at_stop(&r.name); // #14, part B
         }
         self.host.cgroups.remove_tenant_if_empty(&self.name);
     }
@@ -209,9 +212,11 @@ impl Tenant {
     /// Records that a node's init exited on its own (Running or Paused → Stopped); delete
     /// still cleans it up.
     pub(super) async fn mark_stopped(&self, name: &str) {
-        let _ = self
+        let before = self.store.get(name).map(|r| r.status); // #14, part B
+        let after = self
             .store
             .transition(name, |s| Ok::<_, bulkhead_store::StoreError>(s.stopped()))
             .await;
+        self.ev_stopped(name, before, after.ok().flatten().map(|r| r.status)); // #14, part B
     }
 }

@@ -131,7 +131,7 @@ impl Tenant {
             let v = match self.volume_row(&a.id) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.volume_counters.add(Refusal::NotFound);
+                    self.attach_refused(Refusal::NotFound, node, &e); // #14: counted and an event
                     return Err(e);
                 }
             };
@@ -153,7 +153,7 @@ impl Tenant {
                 ));
             }
             if let Some(e) = held(&view, v.id, a.read_only, node.unwrap_or("")) {
-                self.volume_counters.add(Refusal::Held);
+                self.attach_refused(Refusal::Held, node, &e); // #14: counted and an event
                 return Err(e);
             }
         }
@@ -172,8 +172,8 @@ impl Tenant {
         }
         let mut want = Vec::new();
         for a in req {
-            let v = self.volume_row(&a.id).inspect_err(|_| {
-                self.volume_counters.add(Refusal::NotFound);
+            let v = self.volume_row(&a.id).inspect_err(|e| {
+                self.attach_refused(Refusal::NotFound, Some(node), e); // #14
             })?;
             want.push(Attachment {
                 volume: v.id,
@@ -207,7 +207,7 @@ impl Tenant {
             Ok(()) => Ok(()),
             Err(AttachErr(why, e)) => {
                 if let Some(w) = why {
-                    self.volume_counters.add(w);
+                    self.attach_refused(w, Some(node), &e); // #14: counted and an event
                 }
                 Err(e)
             }
