@@ -261,6 +261,10 @@ async fn open_tenant(
             .map_err(|e| StartError::Refused(format!("opening the tenant key: {e}")))?
             .map_err(|e| StartError::Refused(format!("tenant {tenant:?}'s data key: {e}")))?
     };
+    // audit (#14, A): the tenant's trail, signed with a key derived from its data key; before
+    // reconciliation, whose changes it records.
+    let audit = crate::audit::Audit::open(&tenant_dir, &tenant, &key, &cfg.audit)
+        .map_err(|e| StartError::Refused(format!("tenant {tenant:?}: {e}")))?;
     // Before reconciliation, which would sweep the cgroup of a node whose id it did not know.
     let imported = crate::upgrade::import_node_files(&store, &tenant_dir.join("nodes")).await;
     if imported > 0 {
@@ -282,6 +286,7 @@ async fn open_tenant(
             store,
             net: net.clone(),
             key, // keys (#13)
+            audit, // #14, A
         },
     ));
     let (adopted, removed) = t.reconcile().await;
@@ -481,7 +486,16 @@ pub async fn run(
         }
     };
     // end tokens
+    // audit (#14, A): a shared daemon's own trail, keyed by the keyring's `_daemon` key.
+    let own_audit = match open_daemon_audit(&cfg, &dir.path, &host).await {
+        Ok(a) => a,
+        Err(e) => {
+            abandon(opened).await;
+            return Err(e);
+        }
+    };
     let daemon = Arc::new(Daemon {
+        audit: own_audit, // #14, A
         host: host.clone(),
         tenants: opened.iter().map(|o| o.app.clone()).collect(),
         shared: cfg.shared,
@@ -528,11 +542,16 @@ pub async fn run(
     for s in serving {
         let _ = s.await;
     }
+    // audit (#14, A): the daemon's own trail's last checkpoint, once nothing can reach it.
+    if let Some(a) = daemon.audit.as_ref() {
+        a.close();
+    }
     drop(daemon);
     let mut left: Vec<(String, String)> = Vec::new(); // noisy neighbours (#12)
     for o in opened {
         let t = o.app.tenant.clone();
         close_tenant(o).await;
+        t.audit.close(); // #14, A: the last checkpoint, after the last change at stop
         left.extend(
             t.list()
                 .rows()
@@ -544,6 +563,29 @@ pub async fn run(
     host.cores
         .release(|t, g| left.iter().any(|(lt, lg)| lt == t && lg == g));
     Ok(())
+}
+
+/// audit (#14, A): a shared daemon's own trail in `<daemon dir>/audit`, signed with a key
+/// derived from the keyring's `_daemon` key; a one-tenant daemon has none (its tenant's).
+async fn open_daemon_audit(
+    cfg: &DaemonConfig,
+    dir: &Path,
+    host: &Arc<HostServices>,
+) -> Result<Option<crate::audit::Audit>, StartError> {
+    if !cfg.shared || !cfg.audit.enabled {
+        return Ok(None);
+    }
+    let (kr, d, c) = (host.keyring.clone(), dir.to_path_buf(), cfg.audit.clone());
+    tokio::task::spawn_blocking(move || {
+        let key = kr
+            .tenant(crate::audit::DAEMON_TRAIL)
+            .map_err(|e| StartError::Refused(format!("the daemon's audit key: {e}")))?;
+        crate::audit::Audit::open(&d, crate::audit::DAEMON_TRAIL, &key, &c)
+            .map(Some)
+            .map_err(|e| StartError::Refused(e.to_string()))
+    })
+    .await
+    .map_err(|e| StartError::Refused(format!("opening the daemon's audit trail: {e}")))?
 }
 
 /// tokens (#11, ADR 0022): the daemon's API tokens, `<daemon dir>/auth.db`.

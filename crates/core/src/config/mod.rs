@@ -4,6 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
+pub mod audit; // the audit trail's files (#14, part A)
 pub mod auth;
 mod dedicated;
 mod error;
@@ -65,6 +66,8 @@ pub struct TenantConfig {
     pub policy: policy::Policy,
     /// Token buckets and in-flight, connection and queue bounds (#12, rate).
     pub rate_limits: rate_limits::RateLimits,
+    /// The audit trail's files (#14, part A; `audit.rs`): on by default.
+    pub audit: audit::AuditConfig,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -206,6 +209,7 @@ impl TenantConfig {
         quotas.check_start("config.quotas", &at_start)?;
         let policy = policy::Policy::from_raw(c.policy.as_ref())?; // admission policy (#12)
         let rate_limits = rate_limits::RateLimits::from_raw(c.rate_limits.as_ref())?;
+        let audit = audit::AuditConfig::from_raw("config.audit", c.audit.as_ref())?; // #14, A
         Ok(TenantConfig {
             quotas,
             policy,
@@ -220,6 +224,7 @@ impl TenantConfig {
             forward_ports,
             shared_daemon: false,
             rate_limits,
+            audit, // #14, A
         })
     }
 

@@ -90,6 +90,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<super::storage::RawStorage>,
     // ---- end storage keys ----
+    // ---- audit trail (#14, part A; `audit.rs`) ----
+    /// bulkhead: the audit trail's files (rotation, checkpoints); on by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::audit::RawAudit>,
+    // ---- end audit trail ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -217,6 +222,10 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<super::rate_limits::RawRateLimits>,
     // ---- end rate limits ----
+    // ---- audit trail (#14, part A): the tenant's own block, else `config.audit` ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::audit::RawAudit>,
+    // ---- end audit trail ----
 }
 
 /// `config.api.tcp` as written.

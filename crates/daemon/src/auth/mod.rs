@@ -163,6 +163,10 @@ pub enum Action {
     /// `POST /vm/commits/{id}/fork`.
     ForkCommit,
     // ---- end commit and fork ----
+    // ---- audit trail (#14, A) ----
+    /// `GET /audit`: the audit lines of the tenants the caller may read the trail of.
+    ReadAudit,
+    // ---- end audit trail ----
 }
 
 /// What an action needs of the principal.
@@ -408,6 +412,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "starts a node, spending the tenant's resources",
         ),
         // ---- end commit and fork ----
+        // ---- audit trail (#14, A) ----
+        (
+            Action::ReadAudit,
+            Rule(Audit, List),
+            "who did what in the tenant: principals, actions, objects, outcomes, never secrets",
+        ),
+        // ---- end audit trail ----
     ]
 };
 
