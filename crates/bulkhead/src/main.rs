@@ -57,6 +57,9 @@ enum Cmd {
     /// Commits of nodes' root filesystems: list, delete, fork (#13; make one with `vm commit`)
     #[command(subcommand)]
     Commit(cmd::commit::CommitCmd),
+    /// The audit trail: verify its files offline (#14)
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +98,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Keys(c) => cmd::keys::run(c).await,   // keys (#13)
         Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
         Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
+        Cmd::Audit(c) => cmd::audit::run(c),       // audit trail (#14, A)
     }
 }

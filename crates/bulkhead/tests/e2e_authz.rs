@@ -46,6 +46,7 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/vm/{node}/commit") => "nodes:copy",
         ("delete", "/vm/commits/{id}") => "nodes:delete",
         ("post", "/vm/commits/{id}/fork") => "nodes:create",
+        ("get", "/audit") => "audit:list", // audit trail (#14, A)
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {

@@ -285,7 +285,7 @@ async fn open_tenant(
             other_drivers: opened_drivers,
             store,
             net: net.clone(),
-            key, // keys (#13)
+            key,   // keys (#13)
             audit, // #14, A
         },
     ));

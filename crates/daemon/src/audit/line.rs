@@ -212,18 +212,33 @@ mod tests {
         let s = format_time(t);
         assert_eq!(s, "2026-01-01T00:00:00.123Z");
         assert_eq!(parse_time(&s), Some(1_767_225_600_123));
-        assert_eq!(parse_time("2026-01-01T01:00:00+01:00"), Some(1_767_225_600_000));
-        assert_eq!(parse_time("2026-01-01T00:00:00.5Z"), Some(1_767_225_600_500));
+        assert_eq!(
+            parse_time("2026-01-01T01:00:00+01:00"),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_time("2026-01-01T00:00:00.5Z"),
+            Some(1_767_225_600_500)
+        );
         assert_eq!(parse_time("1767225600"), Some(1_767_225_600_000));
         assert_eq!(parse_time("1767225600.25"), Some(1_767_225_600_250));
-        for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn hex_round_trips() {
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])).unwrap(), vec![0, 1, 254, 255]);
+        assert_eq!(
+            unhex(&hex(&[0, 1, 254, 255])).unwrap(),
+            vec![0, 1, 254, 255]
+        );
         assert!(unhex("0g").is_none());
         assert!(unhex("abc").is_none());
     }

@@ -15,7 +15,12 @@ fn rec(i: usize) -> Record {
         principal: "uid:0".into(),
         via: "socket".into(),
         tenant: "t".into(),
-        action: if i % 2 == 0 { "create_node" } else { "exec_in_node" }.into(),
+        action: if i % 2 == 0 {
+            "create_node"
+        } else {
+            "exec_in_node"
+        }
+        .into(),
         object: format!("node/n-{i}"),
         outcome: if i % 3 == 0 { "denied" } else { "allowed" }.into(),
         reason: String::new(),
@@ -36,7 +41,11 @@ fn trail(dir: &Path, n: usize, c: &AuditConfig) -> (Vec<PathBuf>, Vec<u8>) {
         }
     }
     a.close();
-    let files = writer::files(dir).unwrap().into_iter().map(|f| f.1).collect();
+    let files = writer::files(dir)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
     let key = load_key(None, &dir.join("audit-1.jsonl")).unwrap();
     (files, key)
 }
@@ -193,7 +202,11 @@ fn a_restart_continues_the_chain_and_a_live_trail_verifies_with_live() {
     let a = Audit::start(d.path(), "t", pair(), &cfg()).unwrap();
     a.record(rec(7));
     a.flush();
-    let files: Vec<PathBuf> = writer::files(d.path()).unwrap().into_iter().map(|f| f.1).collect();
+    let files: Vec<PathBuf> = writer::files(d.path())
+        .unwrap()
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
     assert_eq!(files.len(), 1);
     // Still being written: unsigned at the end.
     assert!(verify(&files, &key, false).is_err());

@@ -83,8 +83,8 @@ pub fn verify(files: &[PathBuf], public_key: &[u8], live: bool) -> Result<Report
     let mut last_file_no: Option<u64> = None;
     let mut since_cp = 0u64;
     for (fi, path) in files.iter().enumerate() {
-        let text = std::fs::read(path)
-            .map_err(|e| bad(path, 0, format!("cannot read the file: {e}")))?;
+        let text =
+            std::fs::read(path).map_err(|e| bad(path, 0, format!("cannot read the file: {e}")))?;
         let file_no = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -96,7 +96,11 @@ pub fn verify(files: &[PathBuf], public_key: &[u8], live: bool) -> Result<Report
         }
         if raw.is_empty() {
             if fi + 1 < files.len() {
-                return Err(bad(path, 0, "the file is empty: a rotated file ends with a checkpoint"));
+                return Err(bad(
+                    path,
+                    0,
+                    "the file is empty: a rotated file ends with a checkpoint",
+                ));
             }
             continue;
         }
@@ -148,7 +152,17 @@ pub fn verify(files: &[PathBuf], public_key: &[u8], live: bool) -> Result<Report
             let (es, eh) = expect.clone().expect("set above");
             if h.prev != eh || h.seq != es {
                 return Err(diagnose(
-                    path, n, h, &es, &eh, &heads, &hashes, &at_seq, &last, last_file_no, file_no,
+                    path,
+                    n,
+                    h,
+                    &es,
+                    &eh,
+                    &heads,
+                    &hashes,
+                    &at_seq,
+                    &last,
+                    last_file_no,
+                    file_no,
                 ));
             }
             if let Some(c) = &h.checkpoint {
@@ -253,7 +267,10 @@ fn diagnose(
         return bad(
             path,
             n,
-            format!("its seq is {}, {es} was expected: the line was edited or inserted", h.seq),
+            format!(
+                "its seq is {}, {es} was expected: the line was edited or inserted",
+                h.seq
+            ),
         );
     }
     if h.seq == es {
@@ -264,7 +281,11 @@ fn diagnose(
             .and_then(|x| x.as_ref().ok())
             .is_some_and(|x| x.prev == eh);
         if next_links_past {
-            return bad(path, n, "the line was inserted: the line after it follows the line before it");
+            return bad(
+                path,
+                n,
+                "the line was inserted: the line after it follows the line before it",
+            );
         }
         let mut b = previous();
         b.why = format!(
@@ -282,7 +303,10 @@ fn diagnose(
             return bad(
                 path,
                 n,
-                format!("the line is out of order: seq {} comes before seq {es} (line {j})", h.seq),
+                format!(
+                    "the line is out of order: seq {} comes before seq {es} (line {j})",
+                    h.seq
+                ),
             );
         }
         return bad(
@@ -315,7 +339,11 @@ fn diagnose(
     bad(
         path,
         n,
-        format!("the line is out of order: seq {} after seq {}", h.seq, es - 1),
+        format!(
+            "the line is out of order: seq {} after seq {}",
+            h.seq,
+            es - 1
+        ),
     )
 }
 

@@ -106,8 +106,7 @@ impl Writer {
         cfg: &AuditConfig,
         stats: Arc<Stats>,
     ) -> Result<Writer, AuditError> {
-        crate::fsutil::ensure_dir(dir, 0o700)
-            .map_err(io(format!("creating {}", dir.display())))?;
+        crate::fsutil::ensure_dir(dir, 0o700).map_err(io(format!("creating {}", dir.display())))?;
         let mut w = Writer {
             dir: dir.to_path_buf(),
             owner: owner.to_string(),

@@ -174,6 +174,9 @@ fn decide_for(
     }
     if visible.is_empty() {
         // Counted only when the request is refused (a union that shows some tenants is not).
+        if let (Some(s), [i]) = (ext.get::<AuditSlot>(), refused_in.as_slice()) {
+            s.tenant(*i); // #14, A: refused in one tenant: its trail
+        }
         for i in refused_in {
             t.denied(i);
         }
@@ -227,7 +230,10 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
                 if let (Some(s), Some(t)) = (parts.extensions.get::<AuditSlot>(), &template) {
                     s.action(format!("{action:?}"));
                     let all = params.iter().flat_map(|ps| ps.iter());
-                    s.route(t, all.map(|(k, v)| (k.to_string(), v.to_string())).collect());
+                    s.route(
+                        t,
+                        all.map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    );
                 }
                 let unreadable = (names_node && node.is_none()) || (names_group && group.is_none());
                 let d = if unreadable {

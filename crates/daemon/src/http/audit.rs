@@ -108,8 +108,10 @@ pub async fn audit(
     .map_err(|e| DomainError::internal(format!("reading the audit trail failed: {e}")))?;
     let mut r = ([(CONTENT_TYPE, "application/x-ndjson")], body).into_response();
     if truncated {
-        r.headers_mut()
-            .insert("x-audit-truncated", axum::http::HeaderValue::from_static("true"));
+        r.headers_mut().insert(
+            "x-audit-truncated",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     Ok(r)
 }

@@ -56,7 +56,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditSlot {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
         // Without the layer (unit tests of handlers), a slot nobody reads.
-        Ok(parts.extensions.get::<AuditSlot>().cloned().unwrap_or_default())
+        Ok(parts
+            .extensions
+            .get::<AuditSlot>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -100,7 +104,13 @@ pub async fn audit(State(st): State<Arc<AuditState>>, mut req: Request, next: Ne
         }
     }
     let (trail, tenant) = trail_of(d, &seen);
-    trail.record(line(&id, &seen, tenant, resp.status(), resp.extensions().get::<Reason>()));
+    trail.record(line(
+        &id,
+        &seen,
+        tenant,
+        resp.status(),
+        resp.extensions().get::<Reason>(),
+    ));
     resp
 }
 
@@ -136,7 +146,13 @@ fn trail_of<'a>(d: &'a Daemon, seen: &Seen) -> (&'a Audit, String) {
     }
 }
 
-fn line(id: &str, seen: &Seen, tenant: String, status: StatusCode, reason: Option<&Reason>) -> Record {
+fn line(
+    id: &str,
+    seen: &Seen,
+    tenant: String,
+    status: StatusCode,
+    reason: Option<&Reason>,
+) -> Record {
     let (principal, via) = match &seen.principal {
         Some((p, v)) => (p.clone(), (*v).to_string()),
         None => ("anonymous".to_string(), "none".to_string()),
@@ -152,18 +168,24 @@ fn line(id: &str, seen: &Seen, tenant: String, status: StatusCode, reason: Optio
     let action = seen.action.as_deref();
     let reason = match reason {
         _ if s < 400 => String::new(),
-        _ if s == 404 && seen.no_role => format!(
-            "not_found: no role in tenant {tenant:?}, answered as a missing object"
-        ),
+        _ if s == 404 && seen.no_role => {
+            format!("not_found: no role in tenant {tenant:?}, answered as a missing object")
+        }
         Some(r) => {
-            let secretive = r.code == "invalid_request"
-                && action.is_some_and(|a| SECRET_BEARING.contains(&a));
+            let secretive =
+                r.code == "invalid_request" && action.is_some_and(|a| SECRET_BEARING.contains(&a));
             if secretive {
-                format!("{}: (message not recorded: the request may carry secret data)", r.code)
+                format!(
+                    "{}: (message not recorded: the request may carry secret data)",
+                    r.code
+                )
             } else {
                 let mut m = r.message.clone();
                 if m.len() > 512 {
-                    let cut = (0..=512).rev().find(|i| m.is_char_boundary(*i)).unwrap_or(0);
+                    let cut = (0..=512)
+                        .rev()
+                        .find(|i| m.is_char_boundary(*i))
+                        .unwrap_or(0);
                     m.truncate(cut);
                     m.push('…');
                 }
@@ -261,11 +283,16 @@ mod tests {
         let seen = |t: &str, p: &[(&str, &str)]| Seen {
             route: Some((
                 t.into(),
-                p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+                p.iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
             )),
             ..Default::default()
         };
-        assert_eq!(object_of(&seen("/vm/{node}/exec", &[("node", "a-1")])), "node/a-1");
+        assert_eq!(
+            object_of(&seen("/vm/{node}/exec", &[("node", "a-1")])),
+            "node/a-1"
+        );
         assert_eq!(
             object_of(&seen(
                 "/hostgroup/{group}/nodes/{node}",
@@ -291,7 +318,10 @@ mod tests {
         assert_eq!(t, "/vm/{node}/exec");
         assert_eq!(p, vec![("node".to_string(), "n-1".to_string())]);
         // A literal segment wins over a parameter.
-        assert_eq!(match_route(&actions, "/vm/commits").unwrap().0, "/vm/commits");
+        assert_eq!(
+            match_route(&actions, "/vm/commits").unwrap().0,
+            "/vm/commits"
+        );
         assert!(match_route(&actions, "/nope/x/y/z/w").is_none());
     }
 
@@ -314,7 +344,10 @@ mod tests {
             ..Default::default()
         };
         let ok = line("r", &seen, "t".into(), StatusCode::CREATED, None);
-        assert_eq!((ok.outcome.as_str(), ok.action.as_str()), ("allowed", "write_secret"));
+        assert_eq!(
+            (ok.outcome.as_str(), ok.action.as_str()),
+            ("allowed", "write_secret")
+        );
         let bad = Reason {
             code: "invalid_request",
             message: "invalid type: string \"hunter2\"".into(),
@@ -326,8 +359,17 @@ mod tests {
             code: "forbidden",
             message: "no".into(),
         };
-        let l = line("r", &seen, "t".into(), StatusCode::FORBIDDEN, Some(&forbidden));
-        assert_eq!((l.outcome.as_str(), l.reason.as_str()), ("denied", "forbidden: no"));
+        let l = line(
+            "r",
+            &seen,
+            "t".into(),
+            StatusCode::FORBIDDEN,
+            Some(&forbidden),
+        );
+        assert_eq!(
+            (l.outcome.as_str(), l.reason.as_str()),
+            ("denied", "forbidden: no")
+        );
         let hidden = Seen {
             no_role: true,
             ..seen.clone()
@@ -336,9 +378,19 @@ mod tests {
         assert_eq!(l.outcome, "denied");
         let l = line("r", &seen, "t".into(), StatusCode::NOT_FOUND, None);
         assert_eq!(l.outcome, "failed");
-        let anon = line("r", &Seen::default(), "-".into(), StatusCode::UNAUTHORIZED, None);
+        let anon = line(
+            "r",
+            &Seen::default(),
+            "-".into(),
+            StatusCode::UNAUTHORIZED,
+            None,
+        );
         assert_eq!(
-            (anon.principal.as_str(), anon.via.as_str(), anon.outcome.as_str()),
+            (
+                anon.principal.as_str(),
+                anon.via.as_str(),
+                anon.outcome.as_str()
+            ),
             ("anonymous", "none", "denied")
         );
     }

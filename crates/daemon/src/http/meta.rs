@@ -171,7 +171,9 @@ pub async fn metrics(
     // #14: each part's per-tenant metrics, one block each (each part's module renders them).
     // ---- audit (#14, A) ----
     out.push_str(&crate::audit::metrics(
-        tenants.iter().map(|a| (a.tenant.name.as_str(), &a.tenant.audit)),
+        tenants
+            .iter()
+            .map(|a| (a.tenant.name.as_str(), &a.tenant.audit)),
     ));
     // ---- end audit ----
     // ---- events, denial spikes, integrity (#14, B) ----

@@ -343,7 +343,10 @@ pub fn router(daemon: AppState, chain: crate::auth::authn::Chain) -> Router {
         actions: actions(),
     });
     with_pipeline(routes(), pipeline)
-        .layer(axum::middleware::from_fn_with_state(audit, audit_layer::audit))
+        .layer(axum::middleware::from_fn_with_state(
+            audit,
+            audit_layer::audit,
+        ))
         .with_state(daemon)
 }
 

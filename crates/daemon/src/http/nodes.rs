@@ -78,7 +78,7 @@ pub async fn create_node(
     let req = app.tenant.admission.create(&who.id, &group, req).await?; // policy (#12)
     let created = app.tenant.create(&group, req, wait, timeout).await?;
     audit.object(format!("node/{}", created.node.hostname)); // #14, A
-    // #12, the conflict rule: an earlier create with the same hostname and spec made it.
+                                                             // #12, the conflict rule: an earlier create with the same hostname and spec made it.
     let status = if created.existed {
         StatusCode::OK
     } else {
