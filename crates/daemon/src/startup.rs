@@ -261,8 +261,7 @@ async fn open_tenant(
             .map_err(|e| StartError::Refused(format!("opening the tenant key: {e}")))?
             .map_err(|e| StartError::Refused(format!("tenant {tenant:?}'s data key: {e}")))?
     };
-    // audit (#14, A): the tenant's trail, signed with a key derived from its data key; before
-    // reconciliation, whose changes it records.
+    // audit (#14, A): the tenant's trail; before reconciliation, whose changes it records.
     let audit = crate::audit::Audit::open(&tenant_dir, &tenant, &key, &cfg.audit)
         .map_err(|e| StartError::Refused(format!("tenant {tenant:?}: {e}")))?;
     // Before reconciliation, which would sweep the cgroup of a node whose id it did not know.
@@ -458,6 +457,10 @@ pub async fn run(
         keyring, // keys (#13)
         protection,
     });
+    // audit (#14, A): a shared daemon's own trail (failed authentication and the like).
+    let own_audit =
+        crate::audit::open_daemon_trail(cfg.shared, &dir.path, &host.keyring, &cfg.audit)
+            .map_err(StartError::Refused)?;
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;
     let mut opened = Vec::new();
@@ -486,14 +489,6 @@ pub async fn run(
         }
     };
     // end tokens
-    // audit (#14, A): a shared daemon's own trail, keyed by the keyring's `_daemon` key.
-    let own_audit = match open_daemon_audit(&cfg, &dir.path, &host).await {
-        Ok(a) => a,
-        Err(e) => {
-            abandon(opened).await;
-            return Err(e);
-        }
-    };
     let daemon = Arc::new(Daemon {
         audit: own_audit, // #14, A
         host: host.clone(),
@@ -542,10 +537,7 @@ pub async fn run(
     for s in serving {
         let _ = s.await;
     }
-    // audit (#14, A): the daemon's own trail's last checkpoint, once nothing can reach it.
-    if let Some(a) = daemon.audit.as_ref() {
-        a.close();
-    }
+    daemon.audit.as_ref().inspect(|a| a.close()); // #14, A: the own trail's last checkpoint
     drop(daemon);
     let mut left: Vec<(String, String)> = Vec::new(); // noisy neighbours (#12)
     for o in opened {
@@ -563,29 +555,6 @@ pub async fn run(
     host.cores
         .release(|t, g| left.iter().any(|(lt, lg)| lt == t && lg == g));
     Ok(())
-}
-
-/// audit (#14, A): a shared daemon's own trail in `<daemon dir>/audit`, signed with a key
-/// derived from the keyring's `_daemon` key; a one-tenant daemon has none (its tenant's).
-async fn open_daemon_audit(
-    cfg: &DaemonConfig,
-    dir: &Path,
-    host: &Arc<HostServices>,
-) -> Result<Option<crate::audit::Audit>, StartError> {
-    if !cfg.shared || !cfg.audit.enabled {
-        return Ok(None);
-    }
-    let (kr, d, c) = (host.keyring.clone(), dir.to_path_buf(), cfg.audit.clone());
-    tokio::task::spawn_blocking(move || {
-        let key = kr
-            .tenant(crate::audit::DAEMON_TRAIL)
-            .map_err(|e| StartError::Refused(format!("the daemon's audit key: {e}")))?;
-        crate::audit::Audit::open(&d, crate::audit::DAEMON_TRAIL, &key, &c)
-            .map(Some)
-            .map_err(|e| StartError::Refused(e.to_string()))
-    })
-    .await
-    .map_err(|e| StartError::Refused(format!("opening the daemon's audit trail: {e}")))?
 }
 
 /// tokens (#11, ADR 0022): the daemon's API tokens, `<daemon dir>/auth.db`.

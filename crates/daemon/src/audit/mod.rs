@@ -16,6 +16,7 @@
 
 pub mod line;
 pub mod query;
+mod record;
 pub mod slot;
 pub mod verify;
 mod writer;
@@ -27,8 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bulkhead_core::config::audit::AuditConfig;
-use serde::Serialize;
 
+pub use record::{AuditError, Record};
 pub use writer::{file_name, file_number, Stats};
 
 /// The public key's file beside a trail's files (hex of the Ed25519 public key).
@@ -39,40 +40,6 @@ pub const DIR: &str = "audit";
 pub const DAEMON_TRAIL: &str = "_daemon";
 /// Records the writer may be behind by before lines are dropped (and counted).
 const QUEUE: usize = 65_536;
-
-/// One decision.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Record {
-    /// The request's id (`x-request-id`), or `daemon` for the daemon's own changes.
-    pub request_id: String,
-    /// `uid:0`, `token:01J…`, `oidc:alice`, `daemon` for the daemon's own changes,
-    /// `anonymous` when authentication failed.
-    pub principal: String,
-    /// How the principal authenticated (`crate::auth::Via::kind`, or `internal`, `none`).
-    pub via: String,
-    pub tenant: String,
-    /// The action (`create_node`, ..., or `reconcile`, `oom_kill`, ... for the daemon's own).
-    pub action: String,
-    /// What the action was on (`node/<name>`, `volume/<id>`, `group/<name>`, `-`).
-    pub object: String,
-    /// `allowed`, `denied` or `failed` (allowed, then the operation failed).
-    pub outcome: String,
-    /// Why (the error's code and message when refused or failed).
-    pub reason: String,
-}
-
-/// What can go wrong opening a trail.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit trail: {what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("audit trail: the signing key: {0}")]
-    Key(String),
-}
 
 struct Inner {
     tx: SyncSender<writer::Msg>,
@@ -218,6 +185,26 @@ impl Audit {
         self.flush();
         query::read(&i.dir, filter, out, count)
     }
+}
+
+/// A shared daemon's own trail in `<dir>/audit`, signed with a key derived from the keyring's
+/// [`DAEMON_TRAIL`] key (tenant names are DNS labels: no tenant can have it); `None` for a
+/// one-tenant daemon (its trail is its tenant's) or when `audit.enabled` is false.
+pub fn open_daemon_trail(
+    shared: bool,
+    dir: &Path,
+    keyring: &bulkhead_storage::Keyring,
+    cfg: &AuditConfig,
+) -> Result<Option<Audit>, String> {
+    if !shared || !cfg.enabled {
+        return Ok(None);
+    }
+    let key = keyring
+        .tenant(DAEMON_TRAIL)
+        .map_err(|e| format!("the daemon's audit key: {e}"))?;
+    Audit::open(dir, DAEMON_TRAIL, &key, cfg)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// `CreateNode` → `create_node`: actions as they are written in lines.
