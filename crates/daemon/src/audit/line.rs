@@ -29,7 +29,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -141,7 +141,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
         let secs: f64 = s.parse().ok()?;
-        return (secs.is_finite() && secs < 1e14).then(|| (secs * 1000.0) as i64);
+        return (secs.is_finite() && secs < 1e14).then_some((secs * 1000.0) as i64);
     }
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {

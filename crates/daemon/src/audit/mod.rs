@@ -225,7 +225,8 @@ pub fn action_name(debug: &str) -> String {
 
 /// The trails' metrics, one family per figure, a sample per trail.
 pub fn metrics<'a>(trails: impl Iterator<Item = (&'a str, &'a Audit)> + Clone) -> String {
-    let families: [(&str, &str, fn(&Stats) -> u64); 4] = [
+    type Family = (&'static str, &'static str, fn(&Stats) -> u64);
+    let families: [Family; 4] = [
         (
             "bulkhead_audit_lines_total",
             "Audit lines written (decisions and the daemon's own changes).",

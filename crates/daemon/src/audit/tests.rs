@@ -15,14 +15,19 @@ fn rec(i: usize) -> Record {
         principal: "uid:0".into(),
         via: "socket".into(),
         tenant: "t".into(),
-        action: if i % 2 == 0 {
+        action: if i.is_multiple_of(2) {
             "create_node"
         } else {
             "exec_in_node"
         }
         .into(),
         object: format!("node/n-{i}"),
-        outcome: if i % 3 == 0 { "denied" } else { "allowed" }.into(),
+        outcome: if i.is_multiple_of(3) {
+            "denied"
+        } else {
+            "allowed"
+        }
+        .into(),
         reason: String::new(),
     }
 }
@@ -153,12 +158,12 @@ fn a_rewritten_chain_fails_at_its_checkpoint() {
     let b = tampered(|l| {
         l.remove(2);
         let mut prev = line::hash(l[1].as_bytes());
-        for i in 2..l.len() {
-            let mut v: serde_json::Value = serde_json::from_str(&l[i]).unwrap();
+        for (i, entry) in l.iter_mut().enumerate().skip(2) {
+            let mut v: serde_json::Value = serde_json::from_str(entry).unwrap();
             v["seq"] = (i as u64 + 1).into();
             v["prev"] = prev.clone().into();
-            l[i] = serde_json::to_string(&v).unwrap();
-            prev = line::hash(l[i].as_bytes());
+            *entry = serde_json::to_string(&v).unwrap();
+            prev = line::hash(entry.as_bytes());
         }
     });
     assert!(b.why.contains("signature"), "{b}");

@@ -196,7 +196,7 @@ impl Writer {
             Ok(()) => self.size += buf.len() as u64,
             Err(e) => {
                 let n = self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::error!(trail = %self.owner, error = %e, "cannot write the audit trail");
                 }
                 // Reopen on the next write; a partial line shows up in `audit verify`.

@@ -245,9 +245,11 @@ fn object_of(seen: &Seen) -> String {
 
 /// The route template `path` matches, with its parameters (literal segments first, as the
 /// router prefers them).
-fn match_route(actions: &Actions, path: &str) -> Option<(&'static str, Vec<(String, String)>)> {
+type Params = Vec<(String, String)>;
+
+fn match_route(actions: &Actions, path: &str) -> Option<(&'static str, Params)> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let mut best: Option<(&'static str, Vec<(String, String)>, usize)> = None;
+    let mut best: Option<(&'static str, Params, usize)> = None;
     for t in actions.keys() {
         let tsegs: Vec<&str> = t.split('/').filter(|s| !s.is_empty()).collect();
         if tsegs.len() != segs.len() {
