@@ -59,6 +59,9 @@ enum Cmd {
     Commit(cmd::commit::CommitCmd),
     /// What the tenants' nodes used: node-seconds, CPU, memory, network, storage, execs (#14)
     Usage(cmd::usage::UsageArgs),
+    /// The audit trail: verify its files offline (#14)
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
 }
 
 fn main() -> ExitCode {
@@ -98,5 +101,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Volume(c) => cmd::volume::run(c).await, // volumes (#13)
         Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
         Cmd::Usage(a) => cmd::usage::run(a).await, // usage (#14, part E)
+        Cmd::Audit(c) => cmd::audit::run(c),       // audit trail (#14, A)
     }
 }

@@ -48,6 +48,7 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/vm/commits/{id}/fork") => "nodes:create",
         ("get", "/usage") => "usage:list",   // usage (#14, part E)
         ("get", "/events") => "events:list", // #14, part B
+        ("get", "/audit") => "audit:list",   // audit trail (#14, A)
         ("get", "/vm/{node}/logs") => "nodes:logs",
         ("patch", "/vm/{node}/tags") => "nodes:update",
         ("post", "/vm/{node}/pause" | "/vm/{node}/shutdown" | "/vm/{node}/suspend") => {

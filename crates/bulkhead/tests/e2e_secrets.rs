@@ -378,7 +378,8 @@ fn foreign_tenants_and_master_key_rotation() {
         "--json",
     ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["tenants"], 2, "{out}");
+    // Both tenants' keys and the shared daemon's own `_daemon` key (its audit trail's, #14).
+    assert_eq!(r["tenants"], 3, "{out}");
     assert_ne!(r["old_key_id"], r["new_key_id"]);
     let after = std::fs::read(keys.join("master.key")).unwrap();
     assert_ne!(before, after);
@@ -408,7 +409,7 @@ fn foreign_tenants_and_master_key_rotation() {
         "--state-dir",
         s.state.to_str().unwrap(),
     ]);
-    assert!(out.contains("2 tenant key(s) re-wrapped"), "{out}");
+    assert!(out.contains("3 tenant key(s) re-wrapped"), "{out}"); // with `_daemon` (#14)
     let nb = ok_node(create_node(
         &cb,
         &tb,

@@ -85,6 +85,9 @@ pub struct DaemonConfig {
     pub workload_identity: Option<crate::config::identity::WorkloadIdentityConfig>,
     /// `config.storage` (#13, secrets and keys): where the host keyring lives.
     pub storage: crate::config::storage::StorageConfig,
+    /// `config.audit` (#14, part A): the daemon's own audit trail (a shared daemon's
+    /// `<state>/shared/audit`; a one-tenant daemon's is its tenant's).
+    pub audit: crate::config::audit::AuditConfig,
 }
 
 /// Rewrites a one-tenant error's key into the tenant's place in `config.tenants[i]`.
@@ -198,6 +201,7 @@ impl DaemonConfig {
                 ));
             }
             return Ok(DaemonConfig {
+                audit: t.audit.clone(), // #14, A
                 workload_identity: workload_identity(&c, &api)?,
                 storage: StorageConfig::from_raw(c.storage.as_ref())?, // #13, keys
                 state_dir: t.state_dir.clone(),
@@ -321,6 +325,8 @@ impl DaemonConfig {
                 // events and detection (#14, part B): the tenant's own blocks, else the daemon's
                 events: rt.events.clone().or_else(|| c.events.clone()),
                 detection: rt.detection.clone().or_else(|| c.detection.clone()),
+                // audit trail (#14, A): the tenant's own block, else the daemon's
+                audit: rt.audit.clone().or_else(|| c.audit.clone()),
                 ..Default::default()
             };
             if rt.name.is_empty() {
@@ -353,6 +359,7 @@ impl DaemonConfig {
             tcp,
         };
         Ok(DaemonConfig {
+            audit: crate::config::audit::AuditConfig::from_raw("config.audit", c.audit.as_ref())?, // #14, A
             workload_identity: workload_identity(&c, &api)?,
             storage: StorageConfig::from_raw(c.storage.as_ref())?, // #13, keys
             tenants,

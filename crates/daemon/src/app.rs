@@ -30,6 +30,10 @@ pub struct Daemon {
     pub dir: std::path::PathBuf,
     /// API tokens (`/tokens`, ADR 0022): `<dir>/auth.db` and the roles they may name.
     pub tokens: Arc<crate::auth::token_admin::TokenService>,
+    /// audit (#14, A): a shared daemon's own trail (`<dir>/audit`: failed authentication, a
+    /// global-admin's requests over several tenants); `None` for a one-tenant daemon, whose
+    /// trail is its tenant's.
+    pub audit: Option<crate::audit::Audit>,
 }
 
 impl Daemon {

@@ -54,6 +54,14 @@ pub fn status(code: Code) -> StatusCode {
     }
 }
 
+/// The code and message of an error answer, left in the response's extensions for the audit
+/// layer (#14, part A; `http/audit_layer.rs`).
+#[derive(Debug, Clone)]
+pub struct Reason {
+    pub code: &'static str,
+    pub message: String,
+}
+
 /// A domain error on its way out as an HTTP answer.
 #[derive(Debug, Clone)]
 pub struct ApiError(pub DomainError);
@@ -122,6 +130,11 @@ impl std::fmt::Display for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.status(), axum::Json(self.body())).into_response();
+        // #14, A: the audit line's reason
+        r.extensions_mut().insert(Reason {
+            code: self.0.code.as_str(),
+            message: self.0.message.clone(),
+        });
         if let Some(s) = self.0.retry_after {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, s.into());

@@ -261,6 +261,9 @@ async fn open_tenant(
             .map_err(|e| StartError::Refused(format!("opening the tenant key: {e}")))?
             .map_err(|e| StartError::Refused(format!("tenant {tenant:?}'s data key: {e}")))?
     };
+    // audit (#14, A): the tenant's trail; before reconciliation, whose changes it records.
+    let audit = crate::audit::Audit::open(&tenant_dir, &tenant, &key, &cfg.audit)
+        .map_err(|e| StartError::Refused(format!("tenant {tenant:?}: {e}")))?;
     // Before reconciliation, which would sweep the cgroup of a node whose id it did not know.
     let imported = crate::upgrade::import_node_files(&store, &tenant_dir.join("nodes")).await;
     if imported > 0 {
@@ -281,7 +284,8 @@ async fn open_tenant(
             other_drivers: opened_drivers,
             store,
             net: net.clone(),
-            key, // keys (#13)
+            key,   // keys (#13)
+            audit, // #14, A
         },
     ));
     // #14, part B: kept events back (cursors go on), before reconciliation emits any
@@ -458,6 +462,10 @@ pub async fn run(
         protection,
         integrity: Default::default(), // #14, part B: set once hashed (below)
     });
+    // audit (#14, A): a shared daemon's own trail (failed authentication and the like).
+    let own_audit =
+        crate::audit::open_daemon_trail(cfg.shared, &dir.path, &host.keyring, &cfg.audit)
+            .map_err(StartError::Refused)?;
     // The TLS files are read before any tenant is touched: a bad one stops the start early.
     let tls = listen::tls_acceptor(&cfg)?;
     let mut opened = Vec::new();
@@ -487,6 +495,7 @@ pub async fn run(
     };
     // end tokens
     let daemon = Arc::new(Daemon {
+        audit: own_audit, // #14, A
         host: host.clone(),
         tenants: opened.iter().map(|o| o.app.clone()).collect(),
         shared: cfg.shared,
@@ -540,6 +549,7 @@ pub async fn run(
     for s in serving {
         let _ = s.await;
     }
+    daemon.audit.as_ref().inspect(|a| a.close()); // #14, A: the own trail's last checkpoint
     drop(daemon);
     let mut left: Vec<(String, String)> = Vec::new(); // noisy neighbours (#12)
     for o in opened {
@@ -547,6 +557,7 @@ pub async fn run(
         t.usage_round(None).await; // #14 usage: a last round for nodes that outlive the daemon
         close_tenant(o).await;
         t.events.close().await; // #14, part B: events of the stop (deletes) on disk
+        t.audit.close(); // #14, A: the last checkpoint, after the last change at stop
         left.extend(
             t.list()
                 .rows()

@@ -1,5 +1,6 @@
 //! One module per CLI verb; each parses its arguments and hands off to a library crate.
 
+pub mod audit; // the audit trail (#14, A)
 pub mod commit; // commit and fork (#13)
 pub mod identity;
 pub mod image;

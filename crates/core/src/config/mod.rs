@@ -4,6 +4,7 @@
 //! silently changes what a tenant gets. [`TenantConfig::parse`] validates everything up front:
 //! nothing starts on a bad config.
 
+pub mod audit; // the audit trail's files (#14, part A)
 pub mod auth;
 mod dedicated;
 mod error;
@@ -73,6 +74,8 @@ pub struct TenantConfig {
     /// `events` and `detection` (#14, part B): events kept, the event webhook, the denial
     /// spike threshold, the integrity re-check interval.
     pub events: events::EventsConfig,
+    /// The audit trail's files (#14, part A; `audit.rs`): on by default.
+    pub audit: audit::AuditConfig,
 }
 
 pub const DEFAULT_IMAGE: &str = "minimal";
@@ -217,6 +220,7 @@ impl TenantConfig {
         let usage = usage::UsageConfig::from_raw(c.usage.as_ref())?; // #14, part E
                                                                      // #14, part B: events and detection
         let events = events::EventsConfig::from_raw(c.events.as_ref(), c.detection.as_ref())?;
+        let audit = audit::AuditConfig::from_raw("config.audit", c.audit.as_ref())?; // #14, A
         Ok(TenantConfig {
             usage,
             quotas,
@@ -233,6 +237,7 @@ impl TenantConfig {
             shared_daemon: false,
             rate_limits,
             events, // #14, part B
+            audit,  // #14, A
         })
     }
 

@@ -103,6 +103,11 @@ pub struct RawConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<super::events_raw::RawDetection>,
     // ---- end events and detection ----
+    // ---- audit trail (#14, part A; `audit.rs`) ----
+    /// bulkhead: the audit trail's files (rotation, checkpoints); on by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::audit::RawAudit>,
+    // ---- end audit trail ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -240,6 +245,10 @@ pub struct RawTenant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection: Option<super::events_raw::RawDetection>,
     // ---- end events and detection ----
+    // ---- audit trail (#14, part A): the tenant's own block, else `config.audit` ----
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::audit::RawAudit>,
+    // ---- end audit trail ----
 }
 
 /// `config.api.tcp` as written.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::authn::{Chain, Peer};
 use super::{authorize as decide, Action, Denial, Need, Principal};
+use crate::audit::slot::AuditSlot; // #14, A
 use crate::error::ApiError;
 
 /// The actions of the route table: by route path, each method (lowercase) with its action.
@@ -92,6 +93,9 @@ pub async fn authenticate(
     };
     match p.chain.authenticate(&peer, req.headers()) {
         Ok(principal) => {
+            if let Some(s) = req.extensions().get::<AuditSlot>() {
+                s.principal(&principal.id, principal.via.kind()); // #14, A
+            }
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
@@ -133,6 +137,10 @@ fn decide_for(
         let Some(i) = tenant else {
             return Err(missing);
         };
+        let slot = ext.get::<AuditSlot>().cloned(); // #14, A
+        if let Some(s) = &slot {
+            s.tenant(i);
+        }
         return match decide(principal, action, t.name(i)) {
             Ok(()) => {
                 t.scope(i, ext);
@@ -141,7 +149,12 @@ fn decide_for(
             Err(d) => {
                 t.denied(i, &principal.id);
                 Err(match d {
-                    Denial::NoRole => missing,
+                    Denial::NoRole => {
+                        if let Some(s) = &slot {
+                            s.no_role(); // #14, A: this 404 is a denial
+                        }
+                        missing
+                    }
                     Denial::Forbidden(e) => e,
                 })
             }
@@ -162,6 +175,9 @@ fn decide_for(
     }
     if visible.is_empty() {
         // Counted only when the request is refused (a union that shows some tenants is not).
+        if let (Some(s), [i]) = (ext.get::<AuditSlot>(), refused_in.as_slice()) {
+            s.tenant(*i); // #14, A: refused in one tenant: its trail
+        }
         for i in refused_in {
             t.denied(i, &principal.id);
         }
@@ -172,6 +188,9 @@ fn decide_for(
             ))
         }));
     }
+    if let Some(s) = ext.get::<AuditSlot>() {
+        s.visible(&visible); // #14, A
+    }
     t.visible(visible, ext);
     Ok(())
 }
@@ -179,6 +198,7 @@ fn decide_for(
 pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let path = parts.extensions.get::<MatchedPath>().map(|m| m.as_str());
+    let template = path.map(str::to_string); // #14, A
     let action = path.and_then(|path| action_of(&p.actions, path, parts.method.as_str()));
     // Which object the route's template names.
     let (names_node, names_group) = path
@@ -207,6 +227,15 @@ pub async fn authorize(State(p): State<Arc<Pipeline>>, req: Request, next: Next)
                         .and_then(|ps| ps.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_owned()))
                 };
                 let (node, group) = (param("node"), param("group"));
+                // #14, A: the audit line's action and object
+                if let (Some(s), Some(t)) = (parts.extensions.get::<AuditSlot>(), &template) {
+                    s.action(format!("{action:?}"));
+                    let all = params.iter().flat_map(|ps| ps.iter());
+                    s.route(
+                        t,
+                        all.map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    );
+                }
                 let unreadable = (names_node && node.is_none()) || (names_group && group.is_none());
                 let d = if unreadable {
                     Err(DomainError::invalid(

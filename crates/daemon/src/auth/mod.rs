@@ -171,6 +171,10 @@ pub enum Action {
     /// `GET /events`: the tenant's event stream.
     ReadEvents,
     // ---- end events ----
+    // ---- audit trail (#14, A) ----
+    /// `GET /audit`: the audit lines of the tenants the caller may read the trail of.
+    ReadAudit,
+    // ---- end audit trail ----
 }
 
 /// What an action needs of the principal.
@@ -430,6 +434,13 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "lifecycle and detection events of the tenant, never secrets or tokens",
         ),
         // ---- end events ----
+        // ---- audit trail (#14, A) ----
+        (
+            Action::ReadAudit,
+            Rule(Audit, List),
+            "who did what in the tenant: principals, actions, objects, outcomes, never secrets",
+        ),
+        // ---- end audit trail ----
     ]
 };
 

@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 49] = [
+pub const ALL: [Action; 50] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -69,6 +69,8 @@ pub const ALL: [Action; 49] = [
     Action::ReadUsage,
     // events (#14, part B)
     Action::ReadEvents,
+    // audit trail (#14, A)
+    Action::ReadAudit,
 ];
 
 #[test]
@@ -101,6 +103,24 @@ fn secrets_content_is_the_tenant_admins() {
     ] {
         assert!(authorize(&ta, a, "a").is_ok(), "{a:?}");
         assert_eq!(authorize(&ta, a, "b"), Err(Denial::NoRole));
+    }
+}
+
+#[test]
+fn the_audit_trail_is_the_admins() {
+    // #14, A: tenant-admin of its tenant and global-admin; developers and viewers not.
+    let ta = principal(&["tenant-admin@a"]);
+    assert!(authorize(&ta, Action::ReadAudit, "a").is_ok());
+    assert_eq!(authorize(&ta, Action::ReadAudit, "b"), Err(Denial::NoRole));
+    for r in ["developer@a", "viewer@a"] {
+        let p = principal(&[r]);
+        assert!(
+            matches!(
+                authorize(&p, Action::ReadAudit, "a"),
+                Err(Denial::Forbidden(_))
+            ),
+            "{r}"
+        );
     }
 }
 

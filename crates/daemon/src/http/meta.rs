@@ -180,6 +180,11 @@ pub async fn metrics(
     // ---- end volume attach ----
     // #14: each part's per-tenant metrics, one block each (each part's module renders them).
     // ---- audit (#14, A) ----
+    out.push_str(&crate::audit::metrics(
+        tenants
+            .iter()
+            .map(|a| (a.tenant.name.as_str(), &a.tenant.audit)),
+    ));
     // ---- end audit ----
     // ---- events, denial spikes, integrity (#14, B) ----
     out.push_str(&crate::events::metrics::metrics(&tenants));

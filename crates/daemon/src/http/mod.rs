@@ -11,6 +11,8 @@
 // rate limits and in-flight bounds (#12, rate): the step after authorization
 mod admit;
 pub mod agent;
+mod audit; // the audit trail's route (#14, A)
+pub mod audit_layer; // the audit trail's layer (#14, A)
 pub mod body;
 pub mod commits; // #13 commit and fork
 pub mod cp;
@@ -321,6 +323,9 @@ pub fn table() -> Vec<Route> {
         // ---- events (#14, part B; ADR 0032): NDJSON per tenant, ?tenant= picks among several ----
         route("/events", &[("get", ReadEvents)], get(events::events)),
         // ---- end events ----
+        // ---- audit trail (#14, A; ADR 0031): the caller's tenants' lines, ?tenant= picks ----
+        route("/audit", &[("get", ReadAudit)], get(audit::audit)),
+        // ---- end audit trail ----
     ]
 }
 
@@ -340,7 +345,17 @@ pub fn router(daemon: AppState, chain: crate::auth::authn::Chain) -> Router {
         tenants: daemon.clone(),
         actions: actions(),
     });
-    with_pipeline(routes(), pipeline).with_state(daemon)
+    // #14, A: the audit layer outermost, around authentication
+    let audit = Arc::new(audit_layer::AuditState {
+        daemon: daemon.clone(),
+        actions: actions(),
+    });
+    with_pipeline(routes(), pipeline)
+        .layer(axum::middleware::from_fn_with_state(
+            audit,
+            audit_layer::audit,
+        ))
+        .with_state(daemon)
 }
 
 fn routes() -> Router<AppState> {

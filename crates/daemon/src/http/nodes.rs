@@ -56,6 +56,7 @@ pub async fn group_nodes(
 pub async fn create_node(
     Scoped(app): Scoped,
     Extension(who): Extension<Principal>,
+    audit: crate::audit::slot::AuditSlot, // #14, A: names the node it made
     Path(group): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
@@ -76,7 +77,8 @@ pub async fn create_node(
     let req: CreateNodeRequest = json_body(&app, body).await?;
     let req = app.tenant.admission.create(&who.id, &group, req).await?; // policy (#12)
     let created = app.tenant.create(&group, req, wait, timeout).await?;
-    // #12, the conflict rule: an earlier create with the same hostname and spec made it.
+    audit.object(format!("node/{}", created.node.hostname)); // #14, A
+                                                             // #12, the conflict rule: an earlier create with the same hostname and spec made it.
     let status = if created.existed {
         StatusCode::OK
     } else {

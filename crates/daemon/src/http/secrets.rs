@@ -61,12 +61,15 @@ pub async fn list(
 
 pub async fn create(
     Visible(visible): Visible,
+    audit: crate::audit::slot::AuditSlot, // #14, A
     RawQuery(q): RawQuery,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let app = pick(&visible, q.as_deref())?;
+    audit.tenant_name(&app.tenant.name); // #14, A: the tenant it picked
     let req: CreateSecretRequest = json_body(&app, body).await?;
     let name = req.name.clone();
+    audit.object(format!("secret/{name}")); // #14, A: its name, never its content
     app.tenant.create_secret(req).await?;
     Ok((
         StatusCode::CREATED,
@@ -76,21 +79,25 @@ pub async fn create(
 
 pub async fn update(
     Visible(visible): Visible,
+    audit: crate::audit::slot::AuditSlot, // #14, A
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     body: axum::body::Body,
 ) -> Result<Json<Secret>, ApiError> {
     let app = pick(&visible, q.as_deref())?;
+    audit.tenant_name(&app.tenant.name); // #14, A: the tenant it picked
     let req: UpdateSecretRequest = json_body(&app, body).await?;
     Ok(Json(app.tenant.update_secret(&name, req).await?))
 }
 
 pub async fn delete(
     Visible(visible): Visible,
+    audit: crate::audit::slot::AuditSlot, // #14, A
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let app = pick(&visible, q.as_deref())?;
+    audit.tenant_name(&app.tenant.name); // #14, A: the tenant it picked
     app.tenant.delete_secret(&name).await?;
     Ok(Json(
         serde_json::json!({ "name": name, "message": "secret deleted" }),

@@ -22,6 +22,7 @@ pub async fn create(
     State(daemon): State<AppState>,
     Visible(visible): Visible,
     Extension(p): Extension<Principal>,
+    audit: crate::audit::slot::AuditSlot, // #14, A: names the token's tenant
     RawQuery(q): RawQuery,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
@@ -32,9 +33,13 @@ pub async fn create(
     let names = daemon.names();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let new = svc.plan(&p, &names, &req)?;
+    if let Some(t) = &req.tenant {
+        audit.tenant_name(t); // #14, A
+    }
     let created = tokio::task::spawn_blocking(move || svc.create(new))
         .await
         .map_err(blocking_failed)??;
+    audit.object(format!("token/{}", created.id)); // #14, A
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -56,13 +56,16 @@ fn holder(visible: Vec<TenantApp>, q: &Query, id: &str) -> Result<TenantApp, Dom
 
 pub async fn create(
     Visible(visible): Visible,
+    audit: crate::audit::slot::AuditSlot, // #14, A
     RawQuery(q): RawQuery,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<Volume>), ApiError> {
     let q = Query::parse(q.as_deref(), &["tenant"])?;
     let app = target(visible, &q)?;
+    audit.tenant_name(&app.tenant.name); // #14, A: the tenant it picked
     let req: CreateVolumeRequest = json_body(&app, body).await?;
     let v = app.tenant.create_volume(req).await?;
+    audit.object(format!("volume/{}", v.id)); // #14, A
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -90,11 +93,14 @@ pub async fn show(
 
 pub async fn delete(
     Visible(visible): Visible,
+    audit: crate::audit::slot::AuditSlot, // #14, A
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<StatusCode, ApiError> {
     let q = Query::parse(q.as_deref(), &["tenant"])?;
-    holder(visible, &q, &id)?.tenant.delete_volume(&id).await?;
+    let app = holder(visible, &q, &id)?;
+    audit.tenant_name(&app.tenant.name); // #14, A: the volume's tenant
+    app.tenant.delete_volume(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -151,6 +151,8 @@ pub struct TenantParts {
     pub net: Option<Arc<crate::network::TenantNetwork>>,
     /// The tenant's data key (#13, keys).
     pub key: bulkhead_storage::TenantKey,
+    /// The tenant's audit trail, opened (#14, A).
+    pub audit: crate::audit::Audit,
 }
 
 impl Tenant {
@@ -197,8 +199,8 @@ impl Tenant {
             key: p.key,                                          // keys (#13)
             volume_counters: Default::default(),                 // volumes (#13)
             events: crate::events::Events::new(&p.cfg.tenant),   // #14
-            audit: Default::default(),                           // #14
             usage: Default::default(),                           // #14, part E
+            audit: p.audit,                                      // #14, A
             cfg: p.cfg,
         }
     }
