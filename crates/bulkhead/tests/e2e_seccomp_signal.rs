@@ -2,8 +2,9 @@
 //! makes system calls its policy denies (unshare, mount: EPERM), the kernel logs an audit
 //! record for each (the filters carry SECCOMP_FILTER_FLAG_LOG), and the daemon counts them as
 //! that node's `bulkhead_seccomp_violations_total{tenant,node}` and emits `seccomp.violation`
-//! events naming the node, the call and the process. A second node that makes no such call
-//! keeps no counter, and the calls answer exactly as before (EPERM).
+//! events naming the node, the call and the process (on `GET /events` and in its log). A
+//! second node that makes no such call keeps no counter and no event, and the calls answer
+//! exactly as before (EPERM).
 
 mod common;
 
@@ -19,6 +20,18 @@ fn violations(metrics: &str, tenant: &str, node: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(&key))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The tenant's kept `seccomp.violation` events (`GET /events`, `follow=false`).
+fn violation_events(c: &bulkhead_api::Client, tenant: &str) -> Vec<serde_json::Value> {
+    let a = get(c, &format!("/events?since=0&follow=false&tenant={tenant}"));
+    assert!(a.status.is_success(), "GET /events: {}", a.text());
+    a.body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "seccomp.violation")
+        .collect()
 }
 
 /// Whether the kernel logs seccomp errno answers at all (a host setting, see
@@ -119,13 +132,29 @@ fn a_denied_syscall_in_a_jail_node_counts_for_that_node() {
         "the quiet node has violations:\n{m}\n{}",
         d.log()
     );
-    // The event: until GET /events lands (part B), the daemon's log line of each emitted event.
+    // The event, in the daemon's log and on the tenant's event stream: one per call, naming
+    // the node, the call (number and name) and the process; none for the quiet node.
     for name in ["unshare", "mount"] {
         assert!(
             logged(&d, name),
-            "no seccomp.violation for {name} of {node}:\n{}",
+            "no seccomp.violation for {name} of {node} in the log:\n{}",
             d.log()
         );
     }
+    let ev = violation_events(&c, &d.tenant);
+    for name in ["unshare", "mount"] {
+        assert!(
+            ev.iter().any(|e| e["node"] == node.as_str()
+                && e["tenant"] == d.tenant.as_str()
+                && e["detail"]["name"] == name
+                && e["detail"]["syscall"].as_i64().is_some()
+                && e["detail"]["pid"].as_i64().is_some()),
+            "no seccomp.violation event for {name} of {node} on GET /events: {ev:?}"
+        );
+    }
+    assert!(
+        ev.iter().all(|e| e["node"] == node.as_str()),
+        "violation events for another node than {node}: {ev:?}"
+    );
     d.stop_and_assert_clean();
 }
