@@ -3,7 +3,7 @@
 //! the forward hook). A node of tenant A sends packets towards tenant B's node, the host,
 //! the metadata address and a drop-listed address: they are still dropped, and A's counters
 //! for that node and those categories grow (metrics and the daemon's `flow.dropped` events,
-//! seen in its log), while B's stay, and B's inbound check never sees them. Nothing here
+//! on `GET /events` and in its log), while B's stay, and B's inbound check never sees them. Nothing here
 //! runs in, or sends traffic out of, the machine's root network namespace.
 
 mod common;
@@ -51,6 +51,30 @@ fn flows(metrics: &str) -> Vec<(String, String, String, u64)> {
                 get("category")?,
                 v.parse().ok()?,
             ))
+        })
+        .collect()
+}
+
+/// (node, category) of each `flow.dropped` event kept for `tenant` (`GET /events`,
+/// `follow=false`), as `c` sees them.
+fn dropped_events(c: &bulkhead_api::Client, tenant: &str) -> Vec<(String, String)> {
+    let body = get(c, &format!("/events?since=0&follow=false&tenant={tenant}"));
+    body.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("GET /events: {e}: {body}"))
+        })
+        .filter(|e| e["kind"] == "flow.dropped")
+        .map(|e| {
+            assert_eq!(e["tenant"], tenant, "{e}");
+            assert!(e["detail"]["packets"].as_u64() > Some(0), "{e}");
+            (
+                e["node"].as_str().unwrap_or_default().to_string(),
+                e["detail"]["category"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
         })
         .collect()
 }
@@ -246,7 +270,42 @@ fn a_nodes_blocked_packets_count_for_its_tenant_node_and_category() {
         .any(|(_, n, c, _)| *n == na && c == "tenant"));
 
     // The sampler turns growth into flow.dropped events (one per node and category per
-    // interval), which the daemon also logs.
+    // interval), on the tenant's event stream and in the daemon's log.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ev = dropped_events(&admin, &a);
+        let has = |c: &str| ev.iter().any(|(n, cat)| *n == na && cat == c);
+        if want.iter().all(|c| has(c)) {
+            assert!(
+                ev.iter().all(|(n, _)| *n == na),
+                "flow.dropped for another node of {a} than {na}: {ev:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow.dropped events for {na} on GET /events: {ev:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The bridge-mode tenant's own events, as its own client reads them; B has none.
+    let cc = s.tenant_client(&c);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ev = dropped_events(&cc, &c);
+        if ["tenant", "metadata", "allow_list"]
+            .iter()
+            .all(|cat| ev.iter().any(|(n, x)| *n == nc && x == cat))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no flow.dropped events for bridge-mode {nc} on GET /events: {ev:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(dropped_events(&admin, &b), vec![]);
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let log = s.log();
