@@ -9,8 +9,10 @@
 //! - node-seconds and execs count; figures survive a daemon crash and restart (never counted
 //!   twice: what was counted before stays within 1 s of node time of what is counted after);
 //! - a deleted node's figures stay (`deleted: true`);
-//! - an OOM kill in a node counts in `bulkhead_node_oom_kills_total` and raises the daemon's
-//!   `node.oom_kill` event (checked on `GET /events` where that is served);
+//! - an OOM kill in a node counts in `bulkhead_node_oom_kills_total`, raises the daemon's
+//!   `node.oom_kill` event (on `GET /events`) and writes the daemon's own line in the
+//!   tenant's audit trail (principal `daemon`, via `internal`; on `GET /audit`), and
+//!   `bulkhead audit verify` passes on that trail after the stop;
 //! - a networked node's bytes out are what it sent (1 MiB to a sink: between 1 MiB and
 //!   1.15 MiB + 64 KiB with headers and retransmits), bytes in count its peer's answers, and a
 //!   shutdown and relaunch (a new cgroup and veth, counters from zero) adds to them;
@@ -49,21 +51,27 @@ fn get(c: &bulkhead_api::Client, path: &str) -> Value {
     v
 }
 
-fn metrics(c: &bulkhead_api::Client) -> String {
+/// A GET's status and body as text (metrics, NDJSON).
+fn text(c: &bulkhead_api::Client, path: &str) -> (u16, String) {
     use http_body_util::BodyExt;
     rt().block_on(async {
         let r = c
             .send(
                 Method::GET,
-                "/metrics",
+                path,
                 bulkhead_api::client::full_body(Vec::new()),
                 None,
             )
             .await
             .unwrap();
+        let st = r.status().as_u16();
         let b = r.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8_lossy(&b).into_owned()
+        (st, String::from_utf8_lossy(&b).into_owned())
     })
+}
+
+fn metrics(c: &bulkhead_api::Client) -> String {
+    text(c, "/metrics").1
 }
 
 /// The usage row of node `node` (`group_by=node`).
@@ -244,30 +252,89 @@ fn an_oom_kill_in_a_node_is_the_daemons_event_and_metric() {
         .parse()
         .unwrap();
     assert!(kills >= 1, "the OOM kill was not seen");
-    // The event, where the event stream (#14, B) serves it.
-    let (st, body) = rt().block_on(async {
-        use http_body_util::BodyExt;
-        let r = c
-            .send(
-                Method::GET,
-                "/events?since=0&follow=false",
-                bulkhead_api::client::full_body(Vec::new()),
-                None,
-            )
-            .await
-            .unwrap();
-        let st = r.status().as_u16();
-        let b = r.into_body().collect().await.unwrap().to_bytes();
-        (st, String::from_utf8_lossy(&b).into_owned())
-    });
-    if st == 200 {
-        assert!(
-            body.lines()
-                .any(|l| l.contains("node.oom_kill") && l.contains(&node)),
-            "no node.oom_kill event of {node}: {body}"
-        );
-    }
-    d.stop_and_assert_clean();
+    // The event on the tenant's stream.
+    let (st, body) = text(&c, "/events?since=0&follow=false");
+    assert_eq!(st, 200, "{body}");
+    let events: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "node.oom_kill" && e["node"] == node.as_str()),
+        "no node.oom_kill event of {node}: {body}"
+    );
+    // The daemon's own change is a line of the tenant's audit trail (Tenant::by_daemon).
+    let (st, body) = text(&c, &format!("/audit?action=oom_kill&tenant={}", d.tenant));
+    assert_eq!(st, 200, "{body}");
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let object = format!("node/{node}");
+    let line = lines
+        .iter()
+        .find(|l| l["object"] == object.as_str())
+        .unwrap_or_else(|| panic!("no oom_kill audit line of {node}: {body}"));
+    assert_eq!(
+        (
+            line["principal"].as_str(),
+            line["via"].as_str(),
+            line["tenant"].as_str(),
+            line["outcome"].as_str()
+        ),
+        (
+            Some("daemon"),
+            Some("internal"),
+            Some(d.tenant.as_str()),
+            Some("allowed")
+        ),
+        "{line}"
+    );
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("OOM killer")),
+        "{line}"
+    );
+    // After the stop (a checkpoint closes the trail) the chain of that trail verifies.
+    let mut d = d;
+    d.stop();
+    let dir = d.tenant_dir().join("audit");
+    let mut files: Vec<(u64, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            let num = n
+                .strip_prefix("audit-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
+            Some((num, e.path().to_str()?.to_string()))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no audit files in {}", dir.display());
+    let trail = files
+        .iter()
+        .map(|f| std::fs::read_to_string(&f.1).unwrap())
+        .collect::<String>();
+    assert!(
+        trail.contains("\"action\":\"oom_kill\"") && trail.contains(&object),
+        "the oom_kill line is not in the files:\n{trail}"
+    );
+    let mut args = vec!["audit", "verify"];
+    args.extend(files.iter().map(|f| f.1.as_str()));
+    let o = cli(&args);
+    assert!(
+        o.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_clean(&d.tenant, &d.tenant_dir());
 }
 
 #[test]
