@@ -1,6 +1,7 @@
 //! End to end, over the real daemon (#14, part B): the event stream `GET /events` (NDJSON,
 //! cursors, `since`, `follow`), lifecycle events (created, deleted, stopped, and the daemon's
-//! own deletes at stop), kept across a daemon restart with cursors that go on; an
+//! own deletes at stop and reconciliation, each also a line of the tenant's audit trail,
+//! which verifies), kept across a daemon restart and a crash with cursors that go on; an
 //! authorization denial spike; the integrity check of the daemon's binaries and config (a
 //! daemon run from copies of the binaries, one replaced by rename, the config edited); and
 //! the event webhook, delivered to a small HTTP server of the test on the daemon's loopback,
@@ -226,7 +227,59 @@ fn lifecycle_events_resume_follow_and_survive_a_restart() {
         .as_str()
         .unwrap()
         .contains("supervisor"));
-    d.stop_and_assert_clean();
+    // Each of the daemon's own changes is also a line of the tenant's audit trail
+    // (`Tenant::by_daemon`: principal `daemon`, via `internal`), and the trail verifies.
+    for (action, nodes) in [
+        ("delete_at_stop", vec![n2.clone(), n3.clone()]),
+        ("reconcile", vec![n4.clone()]),
+    ] {
+        let (s, b) = send(
+            &rt,
+            &c,
+            Method::GET,
+            &format!("/audit?action={action}&tenant={}", d.tenant),
+            vec![],
+        );
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        let lines = ndjson(&b);
+        let mut objects: Vec<&str> = lines.iter().filter_map(|l| l["object"].as_str()).collect();
+        objects.sort();
+        let want: Vec<String> = nodes.iter().map(|n| format!("node/{n}")).collect();
+        assert_eq!(objects, want, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l["principal"] == "daemon"
+                && l["via"] == "internal"
+                && l["outcome"] == "allowed"
+                && l["tenant"] == d.tenant.as_str()),
+            "{lines:?}"
+        );
+    }
+    d.stop();
+    let dir = d.tenant_dir().join("audit");
+    let mut files: Vec<(u64, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            let num = n
+                .strip_prefix("audit-")?
+                .strip_suffix(".jsonl")?
+                .parse()
+                .ok()?;
+            Some((num, e.path().to_str()?.to_string()))
+        })
+        .collect();
+    files.sort();
+    let mut args = vec!["audit", "verify"];
+    args.extend(files.iter().map(|f| f.1.as_str()));
+    let o = cli(&args);
+    assert!(
+        o.status.success() && !files.is_empty(),
+        "audit verify {files:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_clean(&d.tenant, &d.tenant_dir());
 }
 
 #[test]
