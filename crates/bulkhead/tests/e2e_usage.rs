@@ -17,9 +17,16 @@
 //!   1.15 MiB + 64 KiB with headers and retransmits), bytes in count its peer's answers, and a
 //!   shutdown and relaunch (a new cgroup and veth, counters from zero) adds to them;
 //! - on a shared daemon a tenant sees only its own usage, a foreign `?tenant=` is a 404, and
-//!   global-admin sees every tenant's.
+//!   global-admin sees every tenant's;
+//! - a tenant with one unattached 64 MiB volume and no node accrues storage byte-seconds of
+//!   64 MiB × the seconds elapsed, within 1.5 s of 64 MiB (a round each second at either end
+//!   of the window, and the request's own time), across a daemon crash and restart, in its
+//!   `(stored)` row, its tenant total and its metric.
 
 mod common;
+
+#[path = "common/volumes.rs"]
+mod vols;
 
 use common::shared::Shared;
 use common::*;
@@ -335,6 +342,70 @@ fn an_oom_kill_in_a_node_is_the_daemons_event_and_metric() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_clean(&d.tenant, &d.tenant_dir());
+}
+
+/// The tenant's storage byte-seconds: its `group_by=tenant` row.
+fn tenant_storage(c: &bulkhead_api::Client) -> f64 {
+    let t = get(c, "/usage");
+    f(&t["usage"][0], "storage_byte_seconds")
+}
+
+#[test]
+fn an_unattached_volume_accrues_storage_without_a_node_across_a_restart() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start_edited("usv", &[], with_usage);
+    let c = d.client();
+    let v = vols::create(&c, serde_json::json!({"name": "kept", "size": "64M"}));
+    let size = f(&v, "size_bytes");
+    assert_eq!(size, 64.0 * MIB, "{v}");
+    rounds();
+    let t1 = std::time::Instant::now();
+    let s1 = tenant_storage(&c);
+    assert!(s1 > 0.0, "an unattached volume counts: {s1}");
+    d.crash();
+    std::thread::sleep(Duration::from_secs(1));
+    d.spawn();
+    let c = d.client();
+    rounds();
+    std::thread::sleep(Duration::from_secs(2));
+    let s2 = tenant_storage(&c);
+    let elapsed = t1.elapsed().as_secs_f64();
+    let secs = (s2 - s1) / size;
+    eprintln!("usage: a 64 MiB volume held {elapsed:.2}s counted {secs:.2}s (1.5 s allowed)");
+    assert!(
+        (secs - elapsed).abs() <= 1.5,
+        "storage {s1} → {s2}: {secs:.2}s of 64 MiB counted over {elapsed:.2}s"
+    );
+    // The row says what it is; the metric has it too.
+    let rows = get(&c, "/usage?group_by=node");
+    let stored = rows["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == "(stored)")
+        .unwrap_or_else(|| panic!("no (stored) row: {rows}"))
+        .clone();
+    assert_eq!(
+        (&stored["node_id"], &stored["deleted"]),
+        (&serde_json::json!("_stored"), &Value::Null),
+        "{stored}"
+    );
+    assert_eq!(f(&stored, "node_seconds"), 0.0, "{stored}");
+    let m = metrics(&c);
+    let line = format!(
+        "bulkhead_usage_storage_byte_seconds_total{{tenant=\"{}\"}} ",
+        d.tenant
+    );
+    let metric: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {line} in the metrics"))
+        .parse()
+        .unwrap();
+    assert!(metric >= s2, "metric {metric} below the figure {s2}");
+    d.stop_and_assert_clean();
 }
 
 #[test]

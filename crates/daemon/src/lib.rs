@@ -26,7 +26,8 @@ mod keys; // the keyring and the storage probe at start (#13)
 mod listen;
 pub mod network;
 pub mod pool;
-// per-tenant token buckets and in-flight bounds (#12, rate)
+mod prepare; // what a start prepares on the host (uid claim, agent, image)
+             // per-tenant token buckets and in-flight bounds (#12, rate)
 pub mod rate;
 pub mod seccomp_watch; // #14 seccomp violations (C)
 pub mod serve;

@@ -38,6 +38,7 @@ mod store;
 mod tests;
 pub mod tokens;
 pub mod usage;
+pub mod usage_stored; // usage of what the tenant stores outside its nodes (#14, part E)
 mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13) // usage accounting (#14, part E)
 

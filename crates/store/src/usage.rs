@@ -14,7 +14,8 @@
 //!   reset: its whole current value is the delta;
 //! - a counter that cannot be read (`None`) adds nothing and keeps its last value, so a read
 //!   that failed once is never followed by counting everything again;
-//! - rows of deleted nodes stay: their figures are final (only `usage_last` rows go).
+//! - rows of deleted nodes stay: their figures are final (only `usage_last` rows go);
+//! - the tenant's stored objects no node accounts for are one more row (`usage_stored.rs`).
 
 use rusqlite::params;
 

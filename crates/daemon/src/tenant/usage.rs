@@ -5,6 +5,11 @@
 //! execs counted since, accounts for them (`bulkhead_store::usage::step`) and writes the round
 //! in one transaction. A node's delete runs its final round first; its figures stay.
 //!
+//! Every round (a node's final one too) also reads what the tenant stores outside its counted
+//! nodes — volumes no counted node holds, snapshots, commits, by their recorded sizes — into
+//! the row `bulkhead_store::usage_stored::STORED_ID`: a volume is counted by a node or there, never
+//! both, and a detach or a node's delete moves it at that round.
+//!
 //! A grown OOM kill count is a lifecycle change the daemon saw: `Tenant::by_daemon`
 //! (`oom_kill`, event `node.oom_kill`).
 
@@ -14,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulkhead_api::usage::{UsageFigures, UsageRow};
 use bulkhead_core::{DomainError, NodeState};
 use bulkhead_store::usage::{step, Reading, UsageDelta};
+use bulkhead_store::usage_stored::{stored_bytes, stored_reading, STORED_ID};
 use bulkhead_store::NodeRow;
 
 use super::Tenant;
@@ -95,6 +101,15 @@ impl Tenant {
         let all: Vec<Arc<NodeRow>> = snap.rows().to_vec();
         let ids: std::collections::HashSet<String> = all.iter().map(|r| r.id.to_string()).collect();
         round.finished.retain(|id| ids.contains(id));
+        // The nodes this round accounts for, whatever `only` (a volume one of them holds is
+        // in its storage; any other is stored).
+        let counted: std::collections::HashSet<String> = all
+            .iter()
+            .filter(|r| {
+                r.status != NodeState::Creating && !round.finished.contains(&r.id.to_string())
+            })
+            .map(|r| r.name.clone())
+            .collect();
         let rows: Vec<Arc<NodeRow>> = all
             .into_iter()
             // A node still being created has used nothing yet (a failed create's rollback
@@ -179,22 +194,44 @@ impl Tenant {
             };
             steps.push((step(round.lasts.get(&reading.node_id), &reading), r));
         }
+        // What the tenant stores outside those nodes (a commit list that cannot be read skips
+        // it: its last time stays, so the next round counts the interval).
+        let stored = match self.store.commits().await {
+            Ok(commits) => {
+                let bytes = stored_bytes(
+                    &volumes,
+                    |n| counted.contains(n),
+                    commits.iter().map(|c| c.size_bytes),
+                );
+                Some(step(
+                    round.lasts.get(STORED_ID),
+                    &stored_reading(at_ms, bytes),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "usage: cannot list the commits; stored objects are counted next round");
+                None
+            }
+        };
         // Last values of nodes that are gone without a final round (reconciliation removed
         // them) go too; their figures stay.
         let mut forget: Vec<String> = round
             .lasts
             .keys()
-            .filter(|id| !ids.contains(*id))
+            .filter(|id| !ids.contains(*id) && id.as_str() != STORED_ID)
             .cloned()
             .collect();
         if only.is_some() {
             forget.extend(steps.iter().map(|(s, _)| s.last.node_id.clone()));
         }
-        let deltas: Vec<UsageDelta> = steps.iter().map(|(s, _)| s.delta.clone()).collect();
-        let lasts = steps
-            .iter()
-            .filter(|(s, _)| !forget.contains(&s.last.node_id))
-            .map(|(s, _)| s.last.clone())
+        let deltas: Vec<UsageDelta> = (steps.iter().map(|(s, _)| &s.delta))
+            .chain(stored.iter().map(|s| &s.delta))
+            .cloned()
+            .collect();
+        let lasts = (steps.iter().map(|(s, _)| &s.last))
+            .filter(|l| !forget.contains(&l.node_id))
+            .chain(stored.iter().map(|s| &s.last))
+            .cloned()
             .collect();
         if let Err(e) = (self.store)
             .record_usage(deltas.clone(), lasts, forget.clone())
@@ -223,6 +260,9 @@ impl Tenant {
                     ),
                 );
             }
+        }
+        if let Some(s) = stored {
+            round.lasts.insert(STORED_ID.to_string(), s.last);
         }
         for id in &forget {
             round.lasts.remove(id);
@@ -259,7 +299,8 @@ impl Tenant {
                         tenant: self.name.clone(),
                         node: Some(d.node.clone()),
                         node_id: Some(d.node_id.clone()),
-                        deleted: !snap.rows().iter().any(|r| r.id.to_string() == d.node_id),
+                        deleted: d.node_id != STORED_ID
+                            && !snap.rows().iter().any(|r| r.id.to_string() == d.node_id),
                         figures: figures(d),
                     })
                     .collect()

@@ -114,7 +114,7 @@ pub fn metrics(tenants: &[(&str, &UsageState)]) -> String {
         ),
         (
             "bulkhead_usage_storage_byte_seconds_total",
-            "Storage allocated to the tenant's nodes (layers, attached volumes) times seconds.",
+            "Storage the tenant holds (nodes' layers, volumes, snapshots, commits) times seconds.",
             |d| d.storage_byte_seconds,
         ),
         (
