@@ -464,7 +464,7 @@ fn network_bytes_count_and_a_relaunch_adds_to_them() {
     let d = Daemon::start_in(
         &lab.host_ns(),
         "un",
-        &with_usage(config("isolated", "10.67.0.0/24", "", "")),
+        &with_usage(config("isolated", "10.147.0.0/24", "", "")),
     );
     let c = d.client();
     let n = add(&d, "{}");
