@@ -78,12 +78,15 @@ impl Cgroups {
     pub fn enter_daemon_group(&self, shared_cpus: Option<&str>) -> Result<NodeCgroup, CgroupError> {
         let origin = self.current();
         // Another daemon that stops at this moment may remove the (empty) group between our
-        // mkdir and our move: make it again.
+        // mkdir and our move: make it again. The move then fails with ENOENT, or, on cgroup v1
+        // when the directory is being removed under us, ENODEV.
         let mut tries = 0;
         loop {
             match self.try_enter_daemon_group(shared_cpus) {
                 Err(CgroupError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+                    if (source.kind() == std::io::ErrorKind::NotFound
+                        || source.raw_os_error() == Some(libc::ENODEV))
+                        && tries < 5 =>
                 {
                     tries += 1;
                 }

@@ -249,7 +249,9 @@ impl Tenant {
             if s.new_oom_kills > 0 {
                 (self.usage.oom_kills)
                     .fetch_add(s.new_oom_kills, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(node = %r.name, kills = s.new_oom_kills, "the kernel's OOM killer killed processes of the node");
+                // A node that outgrows its memory limit is the tenant's business, not a fault of
+                // the daemon: INFO here; the event, the audit line and the metric carry it.
+                tracing::info!(node = %r.name, kills = s.new_oom_kills, "the kernel's OOM killer killed processes of the node");
                 self.by_daemon(
                     "oom_kill",
                     crate::events::kind::NODE_OOM_KILL,
