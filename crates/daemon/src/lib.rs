@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bg;
 pub mod commit; // #13 commit and fork: sealed commits and their image trees on the host
 pub mod cores;
+pub mod e2b; // #15 E2B API
 pub mod error;
 pub mod events; // #14 events stream
                 // fair host-work queues (#12, rate)

@@ -1,0 +1,15 @@
+//! E2B's API beside Slicer's (#15): one listener (`config.api.e2b.bind`) that serves E2B's
+//! control plane (`/sandboxes`, `/v2/sandboxes`) and, for every node, E2B's in-sandbox API
+//! ("envd": Connect-RPC `process.Process` and `filesystem.Filesystem`, `/files`, `/health`,
+//! `/envs`) through the node's agent. A sandbox is a node: the sandbox id is the node's name.
+//!
+//! Requests go through the same pipeline as the daemon's own API (`crate::auth::layer`):
+//! E2B's `X-API-KEY` is one of the tenant's API tokens, so E2B callers get the same tenant
+//! scoping, roles, quotas, rate limits and audit. In-sandbox requests (named by the
+//! `E2b-Sandbox-Id` header or a `<port>-<sandboxID>.<domain>` host) are rewritten to
+//! `/envd/{node}/<path>` and authenticated by the sandbox's own access token.
+
+// #15 A (listener, control plane, sandbox records, envd routing and access tokens)
+// #15 A end
+
+pub mod envd; // #15 C and D: the in-sandbox API's handlers
