@@ -9,6 +9,14 @@ use crate::http::Route;
 // #15 C end
 
 // #15 D: filesystem.Filesystem (Connect-RPC), /files, /health, /envs, /metrics, /init
+pub mod user;
+
+/// The envd version the control plane reports (`envdVersion`): the SDKs switch features on
+/// and off by it, so it is as new as what this API serves and no newer. 0.5.7: a default user
+/// chosen by the server (0.4.0), stdin and `CloseStdin` (0.3.0, 0.5.2), recursive watches
+/// (0.1.4) and `application/octet-stream` uploads (0.5.7). Not 0.6.2: file metadata (xattrs)
+/// on uploads is not served.
+pub const ENVD_VERSION: &str = "0.5.7";
 // #15 D end
 
 /// Every in-sandbox route, for the E2B listener's route table.
