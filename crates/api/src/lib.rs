@@ -16,6 +16,7 @@ pub mod signals;
 pub mod stats;
 pub mod tls;
 pub mod tokens;
+pub mod ttl; // node TTL (#15, B): a create's `timeout` on the wire
 pub mod types;
 pub mod usage; // usage (#14, part E)
 pub mod volumes; // volumes and snapshots (#13)

@@ -122,6 +122,11 @@ pub struct CreateNodeRequest {
     /// the host group's own image name (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// #15 (B, node TTL): the node's lifetime from its create (whole seconds, or a duration
+    /// string such as `"30m"` or `"1h30m"`); when it passes the daemon deletes the node.
+    /// Not part of the conflict rule's compared spec (ADR 0037).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<crate::ttl::NodeTimeout>,
 }
 
 impl CreateNodeRequest {
@@ -225,6 +230,9 @@ pub struct Node {
     pub arch: String,
     pub status: NodeStatus,
     pub persistent: bool,
+    /// #15 (B, node TTL): when the node's timeout passes (RFC 3339, UTC), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// Response of `DELETE /hostgroup/{group}/nodes/{node}`.
@@ -573,6 +581,7 @@ mod tests {
                 arch: "x86_64".into(),
                 status: NodeStatus::Stopped,
                 persistent: false,
+                expires_at: None,
             },
             state: "Suspended".into(),
             driver: "qemu".into(),

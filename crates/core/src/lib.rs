@@ -14,6 +14,7 @@ mod layer;
 pub mod limits;
 pub mod node;
 pub mod size;
+pub mod ttl; // node TTL (#15, B)
 pub mod uid;
 
 pub use config::{ApiListen, ConfigError, GroupNetwork, HostGroup, NetworkMode, TenantConfig};
@@ -23,5 +24,6 @@ pub use host::HostFacts;
 pub use layer::{jail_layer_bytes, layer_reserve};
 pub use limits::ConnLimits;
 pub use node::NodeState;
+pub use ttl::{Expiry, OnExpiry}; // node TTL (#15, B)
 
 pub use uid::{uid_base, UID_COUNT};

@@ -412,6 +412,7 @@ pub async fn run(
         create_initial(&o.app.tenant).await;
         crate::flows::start(&o.app.tenant); // unexpected flows (#14, D)
         o.app.tenant.start_usage(); // #14 usage: the sampler
+        o.app.tenant.start_expiry(); // #15, B: node TTL, the sweeper
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     crate::events::integrity_watch::watch(&daemon, stop_rx.clone()); // #14, part B

@@ -11,7 +11,8 @@ use crate::id::NodeId;
 use crate::node::NodeRow;
 
 const COLS: &str = "id, tenant, name, hostgroup, status, ip, cpus, ram_bytes, tags, persistent, \
-                    created_at, cgroup, network, forwards, userdata, userdata_exit, storage_bytes, spec";
+                    created_at, cgroup, network, forwards, userdata, userdata_exit, storage_bytes, spec, \
+                    expires_at, on_expiry";
 
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(path)?;
@@ -55,6 +56,19 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NodeRow> {
         userdata_exit: r.get(15)?,
         storage_bytes: r.get::<_, Option<i64>>(16)?.map(|b| b as u64),
         spec: r.get(17)?,
+        expiry: expiry_of(r.get(18)?, r.get(19)?), // #15 node TTL (B)
+    })
+}
+
+/// #15 node TTL (B): the expiry columns as a row's. An action this build does not know
+/// (written by a newer one) deletes: a node never outlives a timeout it was given.
+fn expiry_of(at_ms: Option<i64>, on: Option<String>) -> Option<bulkhead_core::Expiry> {
+    at_ms.map(|at| bulkhead_core::Expiry {
+        at_ms: at.max(0) as u64,
+        on: on
+            .as_deref()
+            .and_then(bulkhead_core::OnExpiry::parse)
+            .unwrap_or(bulkhead_core::OnExpiry::Delete),
     })
 }
 
@@ -72,7 +86,7 @@ pub(crate) fn list(conn: &Connection, tenant: &str) -> Result<Vec<NodeRow>, Stor
 pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
     let r = conn.execute(
         &format!(
-            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            "INSERT INTO nodes({COLS}) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
         ),
         params![
             n.id.to_string(),
@@ -93,6 +107,8 @@ pub(crate) fn insert(conn: &Connection, n: &NodeRow) -> Result<(), StoreError> {
             n.userdata_exit,
             n.storage_bytes.map(|b| b as i64),
             n.spec,
+            n.expiry.map(|e| e.at_ms as i64), // #15 node TTL (B)
+            n.expiry.map(|e| e.on.as_str()),
         ],
     );
     match r {
@@ -113,7 +129,8 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
         .prepare_cached(
             "UPDATE nodes SET status=?3, ip=?4, cpus=?5, ram_bytes=?6, tags=?7, persistent=?8,
                               cgroup=?9, network=?10, forwards=?11, userdata=?12,
-                              userdata_exit=?13, storage_bytes=?14, spec=?15
+                              userdata_exit=?13, storage_bytes=?14, spec=?15,
+                              expires_at=?16, on_expiry=?17
              WHERE tenant=?1 AND name=?2",
         )?
         .execute(params![
@@ -131,7 +148,9 @@ pub(crate) fn update(conn: &Connection, n: &NodeRow) -> Result<bool, StoreError>
             n.userdata,
             n.userdata_exit,
             n.storage_bytes.map(|b| b as i64),
-            n.spec
+            n.spec,
+            n.expiry.map(|e| e.at_ms as i64), // #15 node TTL (B)
+            n.expiry.map(|e| e.on.as_str()),
         ])?
         == 1)
 }

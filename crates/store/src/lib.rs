@@ -17,7 +17,8 @@
 //!   `events.keep` trimmed);
 //! - `tokens.rs`: [`TokenStore`], the daemon's API tokens in a file of their own (`auth.db`),
 //!   answered from memory by the secret's hash (ADR 0022);
-//! - `usage.rs`: what each node used per time bucket and the counters last read from it (#14).
+//! - `usage.rs`: what each node used per time bucket and the counters last read from it (#14);
+//! - `expiry.rs`: a node's expiry, on its row (#15 node TTL, migration v10).
 //!
 //! Invariants: every write is one transaction, so a crash never leaves a half-written row;
 //! the index holds exactly the committed rows of the tenant; nothing here holds a lock across
@@ -28,6 +29,7 @@ mod cursor;
 mod db;
 mod error;
 mod events; // #14 events (part B)
+mod expiry; // #15 node TTL (part B)
 mod id;
 mod index;
 mod node;

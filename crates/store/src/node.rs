@@ -38,6 +38,8 @@ pub struct NodeRow {
     /// JSON: what the conflict rule compares a repeated create with. `None` for nodes made
     /// before schema version 4.
     pub spec: Option<String>,
+    /// #15 node TTL (B): when the node's timeout passes and what then; `None` without one.
+    pub expiry: Option<bulkhead_core::Expiry>,
 }
 
 /// What a create records; the store adds the id and the tenant.

@@ -70,6 +70,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "usage: per node per time bucket, and the last counters seen per node",
         apply: v9_usage,
     },
+    // #15 node TTL (part B)
+    Migration {
+        version: 10,
+        what: "the node's expiry: when its timeout passes and what happens then",
+        apply: v10_expiry,
+    },
 ];
 
 /// The schema version this build writes.
@@ -341,5 +347,15 @@ CREATE TABLE usage_last (
     oom_kills   INTEGER NOT NULL,
     memory_peak INTEGER NOT NULL
 );",
+    )
+}
+
+/// #15 node TTL (part B, ADR 0037): when a node's timeout passes (wall-clock milliseconds since
+/// the Unix epoch) and what happens then (`delete` or `pause`). Both `NULL` for a node without
+/// one (every node made before this step).
+fn v10_expiry(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE nodes ADD COLUMN expires_at INTEGER;
+ALTER TABLE nodes ADD COLUMN on_expiry TEXT;",
     )
 }

@@ -174,6 +174,7 @@ impl Store {
                 userdata_exit: None,
                 storage_bytes: n.storage_bytes,
                 spec: n.spec,
+                expiry: None, // #15 node TTL (B): set once the node runs
             };
             db::insert(&w.conn, &row)?;
             let row = Arc::new(row);

@@ -40,6 +40,8 @@ pub mod kind {
     pub const NODE_STOPPED: &str = "node.stopped";
     /// Reconciliation at start found the node gone (or its supervisor dead).
     pub const NODE_LOST: &str = "node.lost";
+    /// The node's timeout passed: it was deleted or paused (#15, B: node TTL).
+    pub const NODE_EXPIRED: &str = "node.expired";
     /// The kernel's OOM killer killed a process of the node.
     pub const NODE_OOM_KILL: &str = "node.oom_kill";
     /// A system call the node's seccomp policy denies.

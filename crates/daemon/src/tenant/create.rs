@@ -139,6 +139,11 @@ impl Tenant {
         let asked_at = Instant::now();
         let g = self.group(group)?.clone();
         let (cpus, ram, policy) = self.validate_create(&g, &req)?;
+        let ttl = req
+            .timeout
+            .as_ref()
+            .map(|t| bulkhead_core::ttl::parse("timeout", t))
+            .transpose()?; // #15, B: node TTL
         self.check_node_secrets(&req.secrets).await?; // secrets (#13): 400 naming unknown ones
         self.check_create_image(&req).await?; // #13: a commit of this tenant's, or its image
         let _slot = self.enqueue()?;
@@ -238,6 +243,9 @@ impl Tenant {
             // #13, attach: a microVM's volumes, mounted by its agent before any userdata.
             self.mount_in_guest(&name, &g.name, &volumes, deadline).await?;
             self.after_start(&name, wait, deadline).await?;
+            if let Some(d) = ttl {
+                self.expire_after_create(&name, d).await?; // #15, B: node TTL, from now
+            }
             tracing::debug!(node = %name, supervisor_ms = t_sup.as_secs_f64() * 1e3, total_ms = t0.elapsed().as_secs_f64() * 1e3, "node created");
             Ok::<(), DomainError>(())
         }

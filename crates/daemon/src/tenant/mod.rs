@@ -19,6 +19,7 @@ pub mod commit; // #13 commit and fork
 mod conflict; // the conflict rule (#12, ADR 0025)
 mod create;
 mod describe;
+pub mod expiry; // node TTL (#15, B)
 mod fs;
 mod gate;
 mod guest_written; // guest-written volumes stay off the host kernel (#13)
@@ -136,6 +137,8 @@ pub struct Tenant {
     pub audit: crate::audit::Audit,
     /// Usage accounting (#14, part E; `usage.rs`, `crate::usage`).
     pub usage: crate::usage::UsageState,
+    /// Node TTL (#15, B): the expiry sweeper (`expiry.rs`).
+    pub sweeper: expiry::Sweeper,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -201,6 +204,7 @@ impl Tenant {
             events: crate::events::Events::new(&p.cfg.tenant),   // #14
             usage: Default::default(),                           // #14, part E
             audit: p.audit,                                      // #14, A
+            sweeper: Default::default(),                         // #15, B: node TTL
             cfg: p.cfg,
         }
     }
@@ -264,6 +268,8 @@ impl Tenant {
             arch: std::env::consts::ARCH.into(),
             status: row.status.into(),
             persistent: row.persistent,
+            // #15, B: node TTL
+            expires_at: row.expiry.map(|e| crate::fsutil::rfc3339(e.at_secs_ceil())),
         }
     }
 

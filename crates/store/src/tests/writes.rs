@@ -208,3 +208,51 @@ async fn tags_and_userdata_survive_a_reopen() {
         (Some("echo hi"), Some(3))
     );
 }
+
+/// #15 node TTL (B): an expiry is kept across a reopen, lands only on the node it was meant
+/// for, and clearing after acting on one leaves a newer one alone.
+#[tokio::test]
+async fn expiry_is_kept_checked_by_id_and_cleared_only_as_seen() {
+    use bulkhead_core::{Expiry, OnExpiry};
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("s.db");
+    let s = Store::open(&path, "t").unwrap();
+    let row = s.insert(new_node("g-1", "g", "t")).await.unwrap();
+    assert_eq!(row.expiry, None);
+    let e = Expiry {
+        at_ms: 1_700_000_000_123,
+        on: OnExpiry::Pause,
+    };
+    let set = s.set_expiry("g-1", row.id, Some(e)).await.unwrap().unwrap();
+    assert_eq!(set.expiry, Some(e));
+    // Another id under the same name: nothing changes.
+    assert!(s
+        .set_expiry("g-1", NodeId::new(), None)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s.set_expiry("g-2", row.id, None).await.unwrap().is_none());
+    drop(s);
+    let s = Store::open(&path, "t").unwrap();
+    assert_eq!(
+        s.get("g-1").unwrap().expiry,
+        Some(e),
+        "kept across a reopen"
+    );
+    assert_eq!(s.read_back().await.unwrap()[0].expiry, Some(e));
+    // A newer expiry set meanwhile stays; the one acted on is cleared.
+    let newer = Expiry {
+        at_ms: e.at_ms + 5000,
+        on: OnExpiry::Delete,
+    };
+    s.set_expiry("g-1", row.id, Some(newer)).await.unwrap();
+    assert!(!s.clear_expiry_if("g-1", row.id, e).await.unwrap());
+    assert_eq!(s.get("g-1").unwrap().expiry, Some(newer));
+    assert!(s.clear_expiry_if("g-1", row.id, newer).await.unwrap());
+    assert_eq!(s.get("g-1").unwrap().expiry, None);
+    drop(s);
+    assert_eq!(
+        Store::open(&path, "t").unwrap().get("g-1").unwrap().expiry,
+        None
+    );
+}
