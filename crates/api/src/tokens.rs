@@ -17,6 +17,10 @@ pub struct CreateTokenRequest {
     /// A Go duration (`24h`, `90m`); default 24h, from 1s to 8760h (365 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// #15, A: the secret in E2B's API key form (`e2b_<hex>`, what E2B's SDKs accept) instead
+    /// of `bh_…`; the same token otherwise (and usable as a bearer token too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub e2b: bool,
 }
 
 /// A token as `GET /tokens` lists it: never the secret nor its hash.

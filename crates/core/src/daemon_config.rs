@@ -52,6 +52,8 @@ pub struct Api {
     /// `<dir>/<tenant>.sock`, each tenant-admin of its tenant.
     pub tenant_sockets: Option<PathBuf>,
     pub tcp: Option<TcpApi>,
+    /// `config.api.e2b` (#15, A): E2B's API on a listener of its own.
+    pub e2b: Option<crate::config::e2b::E2bApi>,
 }
 
 impl Api {
@@ -171,10 +173,12 @@ impl DaemonConfig {
                     socket: Some(p.clone()),
                     tenant_sockets: None,
                     tcp: None,
+                    e2b: None, // #15, A: set below
                 },
                 ApiListen::Tcp { addr, token_file } => Api {
                     socket: None,
                     tenant_sockets: None,
+                    e2b: None, // #15, A: set below
                     tcp: Some(parse_tcp(
                         "config.api.bind_address",
                         &RawTcp {
@@ -194,6 +198,7 @@ impl DaemonConfig {
                 }
                 api.tcp = Some(parse_tcp("config.api.tcp", tcp)?);
             }
+            api.e2b = e2b_api(&raw_api, api.tcp.as_ref())?; // #15, A
             if raw_api.tenant_sockets.is_some() {
                 return Err(key_err(
                     "config.api.tenant_sockets",
@@ -354,6 +359,7 @@ impl DaemonConfig {
             tenants.push(t);
         }
         let api = Api {
+            e2b: e2b_api(&raw_api, tcp.as_ref())?, // #15, A
             socket: Some(socket),
             tenant_sockets,
             tcp,
@@ -375,6 +381,24 @@ impl DaemonConfig {
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
         self.tenants.iter().find(|t| t.tenant == name)
     }
+}
+
+/// `config.api.e2b` (#15, A): validated, and never on the TCP API's address.
+fn e2b_api(
+    raw: &RawApi,
+    tcp: Option<&TcpApi>,
+) -> Result<Option<crate::config::e2b::E2bApi>, ConfigError> {
+    let Some(r) = &raw.e2b else {
+        return Ok(None);
+    };
+    let e = crate::config::e2b::E2bApi::from_raw("config.api.e2b", r)?;
+    if tcp.is_some_and(|t| t.addr == e.addr) {
+        return Err(key_err(
+            "config.api.e2b.bind",
+            format!("{} is api.tcp's address too: give the E2B API a port of its own (E2B's SDKs use 3000 in debug mode)", e.addr),
+        ));
+    }
+    Ok(Some(e))
 }
 
 /// `config.workload_identity` (#11); the issuer defaults to the TCP listener's URL, else

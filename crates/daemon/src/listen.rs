@@ -41,6 +41,18 @@ pub enum Bound {
         listener: tls::TlsListener,
         chain: Chain,
     },
+    // #15, A: the E2B listener (`config.api.e2b`), its own router (`crate::e2b::listener`)
+    E2b {
+        listener: E2bListener,
+        chain: Chain,
+        domain: String,
+    },
+}
+
+/// #15, A: the E2B listener, plain (loopback) or TLS.
+pub enum E2bListener {
+    Tcp(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
 }
 
 /// Every UNIX socket the config names: the admin socket, then the tenant sockets.
@@ -70,6 +82,10 @@ pub fn describe(cfg: &DaemonConfig) -> String {
     if let Some(t) = &cfg.api.tcp {
         let scheme = if t.tls.is_some() { "https" } else { "http" };
         v.push(format!("{scheme}://{}", t.addr));
+    }
+    if let Some(e) = &cfg.api.e2b {
+        let scheme = if e.tls.is_some() { "https" } else { "http" };
+        v.push(format!("E2B {scheme}://{}", e.addr)); // #15, A
     }
     v.join(", ")
 }
@@ -201,6 +217,7 @@ pub async fn bind(
             }
         }
     }
+    crate::e2b::bind::bind(cfg, d, &mut out).await?; // #15, A
     if cfg.oidc.is_some() && cfg.api.tcp.is_none() {
         // OIDC (#11): UNIX sockets authenticate by their peer.
         tracing::warn!("config.auth.oidc applies to the TCP listener only, and there is none");
@@ -250,6 +267,22 @@ pub fn serve_all(
                 Bound::Tls { listener, chain } => {
                     let router = crate::http::router(d.clone(), chain);
                     tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
+                }
+                // #15, A
+                Bound::E2b {
+                    listener,
+                    chain,
+                    domain,
+                } => {
+                    let router = crate::e2b::listener::router(d.clone(), chain, &domain);
+                    match listener {
+                        E2bListener::Tcp(l) => {
+                            tokio::spawn(serve::serve(l, router, limits, stats, shutdown))
+                        }
+                        E2bListener::Tls(l) => {
+                            tokio::spawn(serve::serve(l, router, limits, stats, shutdown))
+                        }
+                    }
                 }
             }
         })

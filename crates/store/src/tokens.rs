@@ -21,6 +21,9 @@ use crate::schema::{Migration, SchemaError};
 
 /// Every secret starts with this, so an authenticator knows a token is an API token.
 pub const PREFIX: &str = "bh_";
+/// #15, A: the form E2B's SDKs accept as an API key (`e2b_` and 64 hex digits), for tokens
+/// made with `e2b` set. Otherwise the same token: same store, hash, expiry and revocation.
+pub const E2B_PREFIX: &str = "e2b_";
 
 /// How long an expired or revoked token stays listed before it is pruned (at open).
 pub const GRACE: u64 = 7 * 86400;
@@ -142,6 +145,8 @@ pub struct NewToken {
     /// Seconds from now.
     pub ttl_secs: u64,
     pub created_by: String,
+    /// #15, A: the secret in E2B's key form (`e2b_<hex>`) instead of `bh_…`.
+    pub e2b: bool,
 }
 
 /// The secret of a token just made: shown once, never stored. `Debug` does not print it.
@@ -194,10 +199,14 @@ fn hash(secret: &str) -> [u8; 32] {
     h
 }
 
-fn new_secret() -> String {
+fn new_secret(e2b: bool) -> String {
     use base64::Engine;
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
+    if e2b {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        return format!("{E2B_PREFIX}{hex}"); // #15, A
+    }
     format!(
         "{PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
@@ -272,7 +281,7 @@ impl TokenStore {
 
     /// Records a new token; returns its row and its secret (the only time it exists).
     pub fn create(&self, new: NewToken) -> Result<(Arc<TokenRow>, Secret), TokenStoreError> {
-        let secret = new_secret();
+        let secret = new_secret(new.e2b);
         let now = now_secs();
         let row = TokenRow {
             id: TokenId::new(),

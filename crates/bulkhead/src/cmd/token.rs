@@ -9,7 +9,7 @@ use super::vm::Conn;
 
 #[derive(clap::Subcommand)]
 pub enum TokenCmd {
-    /// Make a token; prints its secret (bh_…) once
+    /// Make a token; prints its secret (bh_…, or e2b_… with --e2b) once
     Create {
         #[command(flatten)]
         conn: Conn,
@@ -22,9 +22,12 @@ pub enum TokenCmd {
         /// How long it is valid: a Go duration, 1s to 8760h
         #[arg(long, default_value = "24h")]
         ttl: String,
-        /// A label for people (`ci`)
+        /// A label for people (`ci`); with --e2b it defaults to `e2b`
+        #[arg(long, required_unless_present = "e2b")]
+        name: Option<String>,
+        /// #15: print it in E2B's API key form (e2b_<hex>), for E2B_API_KEY
         #[arg(long)]
-        name: String,
+        e2b: bool,
     },
     /// List the tokens you may see (never their secrets)
     List {
@@ -55,14 +58,16 @@ pub async fn run(c: TokenCmd) -> anyhow::Result<ExitCode> {
             role,
             ttl,
             name,
+            e2b,
         } => {
             let t = conn
                 .client()?
                 .create_token(&CreateTokenRequest {
-                    name,
+                    name: name.unwrap_or_else(|| "e2b".into()),
                     tenant,
                     role,
                     ttl: Some(ttl),
+                    e2b,
                 })
                 .await?;
             if conn.json {

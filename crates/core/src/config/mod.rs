@@ -7,6 +7,7 @@
 pub mod audit; // the audit trail's files (#14, part A)
 pub mod auth;
 mod dedicated;
+pub mod e2b; // the E2B listener (#15, part A)
 mod error;
 pub mod events; // events and detection (#14, part B)
 mod events_raw;

@@ -133,6 +133,11 @@ pub struct RawApi {
     /// bulkhead: a TCP listener `{bind, tls: {cert, key}}` (bearer tokens or OIDC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<RawTcp>,
+    // ---- E2B API (#15, part A; `e2b.rs`) ----
+    /// bulkhead: E2B's API `{bind, tls: {cert, key}, domain}` (control plane and in-sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2b: Option<super::e2b::RawE2b>,
+    // ---- end E2B API ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -43,6 +43,9 @@ pub enum Via {
     Oidc { issuer: String, subject: String },
     /// A node's workload identity token.
     Workload { tenant: String, node: String },
+    /// #15, A: a sandbox's E2B access token (`X-Access-Token`, `crate::e2b::access`): a
+    /// developer of its tenant, kept to that one node by the E2B listener.
+    Sandbox { tenant: String, node: String },
 }
 
 impl Via {
@@ -54,6 +57,7 @@ impl Via {
             Via::ApiToken { .. } => "api_token",
             Via::Oidc { .. } => "oidc",
             Via::Workload { .. } => "workload",
+            Via::Sandbox { .. } => "sandbox", // #15, A
         }
     }
 }

@@ -146,6 +146,7 @@ impl TokenService {
             ttl_secs = ttl_secs.min(left);
         }
         Ok(NewToken {
+            e2b: req.e2b, // #15, A
             name: req.name.clone(),
             tenant,
             role: role.name.clone(),

@@ -42,6 +42,7 @@ fn req(tenant: Option<&str>, role: &str) -> CreateTokenRequest {
         tenant: tenant.map(Into::into),
         role: role.into(),
         ttl: None,
+        e2b: false,
     }
 }
 

@@ -50,7 +50,7 @@ impl Authenticator for ApiTokens {
         let Some(t) = bearer(headers) else {
             return Ok(None);
         };
-        if !t.starts_with(PREFIX) {
+        if !t.starts_with(PREFIX) && !t.starts_with(bulkhead_store::tokens::E2B_PREFIX) {
             return Ok(None);
         }
         match self.store.check(t, now_secs()) {
@@ -95,6 +95,7 @@ mod tests {
                 role: "developer".into(),
                 ttl_secs: 60,
                 created_by: "token".into(),
+                e2b: false,
             })
             .unwrap();
         let legacy = "0123456789abcdef0123";
@@ -147,6 +148,7 @@ mod tests {
                 role: "viewer".into(),
                 ttl_secs: 0,
                 created_by: "token".into(),
+                e2b: false,
             })
             .unwrap();
         let e = chain

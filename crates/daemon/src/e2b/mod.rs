@@ -10,6 +10,28 @@
 //! `/envd/{node}/<path>` and authenticated by the sandbox's own access token.
 
 // #15 A (listener, control plane, sandbox records, envd routing and access tokens)
+pub mod access;
+pub mod bind;
+pub mod control;
+pub mod listener;
+
+use std::collections::BTreeMap;
+
+use crate::app::App;
+
+/// The default environment of a sandbox's processes: the `envVars` it was created with
+/// (empty for a node that is no E2B sandbox, or unknown).
+pub fn sandbox_env(app: &App, node: &str) -> BTreeMap<String, String> {
+    let _ = (app, node); // #15 A: from the sandbox record (store v11), next commit
+    BTreeMap::new()
+}
+
+/// The access token of `node` (what `X-Access-Token` must carry); `None` when the tenant has
+/// no such node.
+pub fn node_access_token(app: &App, node: &str) -> Option<String> {
+    let n = app.tenant.node(node).ok()?;
+    Some(access::access_token(app, &n))
+}
 // #15 A end
 
 pub mod envd; // #15 C and D: the in-sandbox API's handlers

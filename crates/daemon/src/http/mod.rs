@@ -368,7 +368,8 @@ fn routes() -> Router<AppState> {
 
 /// Wraps routes in the pipeline's layers: authorization around routed requests only (it
 /// needs the matched route), authentication around everything (unknown routes included).
-fn with_pipeline<S: Clone + Send + Sync + 'static>(
+/// (#15, A: the E2B listener's router reuses it.)
+pub(crate) fn with_pipeline<S: Clone + Send + Sync + 'static>(
     r: Router<S>,
     pipeline: Arc<Pipeline>,
 ) -> Router<S> {

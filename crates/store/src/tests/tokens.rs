@@ -10,7 +10,24 @@ fn new(name: &str, ttl_secs: u64) -> NewToken {
         role: "developer".into(),
         ttl_secs,
         created_by: "token".into(),
+        e2b: false,
     }
+}
+
+/// #15, A: an E2B-form secret is `e2b_` and 64 hex digits, and checks like any other.
+#[test]
+fn e2b_form_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TokenStore::open(&dir.path().join("auth.db")).unwrap();
+    let mut n = new("sdk", 60);
+    n.e2b = true;
+    let (row, secret) = s.create(n).unwrap();
+    let hex = secret.expose().strip_prefix(E2B_PREFIX).unwrap();
+    assert_eq!(hex.len(), 64);
+    assert!(hex
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(s.check(secret.expose(), now_secs()).unwrap().id, row.id);
 }
 
 #[test]
