@@ -76,6 +76,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         what: "the node's expiry: when its timeout passes and what happens then",
         apply: v10_expiry,
     },
+    // #15 E2B sandbox records (part A)
+    Migration {
+        version: 11,
+        what: "E2B sandbox records: template, metadata, sealed envVars, autoPause, times",
+        apply: v11_e2b_sandboxes,
+    },
 ];
 
 /// The schema version this build writes.
@@ -357,5 +363,26 @@ fn v10_expiry(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "ALTER TABLE nodes ADD COLUMN expires_at INTEGER;
 ALTER TABLE nodes ADD COLUMN on_expiry TEXT;",
+    )
+}
+
+/// #15 E2B sandbox records (part A, ADR 0036): one row per sandbox, keyed by its node's id;
+/// `env_sealed` is sealed by the daemon with the tenant's key.
+fn v11_e2b_sandboxes(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE e2b_sandboxes (
+    node_id        TEXT PRIMARY KEY,
+    name           TEXT NOT NULL,
+    template       TEXT NOT NULL,
+    alias          TEXT,
+    client_id      TEXT NOT NULL,
+    metadata       TEXT NOT NULL,
+    env_sealed     BLOB NOT NULL,
+    auto_pause     INTEGER NOT NULL,
+    allow_internet INTEGER,
+    started_at_ms  INTEGER NOT NULL,
+    end_at_ms      INTEGER NOT NULL
+);
+CREATE INDEX e2b_sandboxes_name ON e2b_sandboxes(name);",
     )
 }

@@ -43,6 +43,7 @@ struct Shared {
     tenant: String,
     index: Arc<Index>,
     volumes: Arc<crate::volume_rows::VolumeIndex>, // #13, volumes
+    e2b: Arc<crate::e2b::SandboxIndex>,             // #15, A: E2B sandbox records
     jobs: mpsc::Sender<Job>,
 }
 
@@ -59,6 +60,7 @@ impl Store {
         let conn = db::open(path)?;
         let index = Arc::new(Index::load(db::list(&conn, tenant)?));
         let volumes = Arc::new(crate::volume_rows::VolumeIndex::load(&conn)?); // #13
+        let e2b = Arc::new(crate::e2b::SandboxIndex::load(&conn)?); // #15, A
         let (jobs, rx) = mpsc::channel::<Job>();
         let mut w = Writer {
             conn,
@@ -82,6 +84,7 @@ impl Store {
                 tenant: tenant.to_string(),
                 index,
                 volumes,
+                e2b,
                 jobs,
             }),
         })
@@ -93,6 +96,14 @@ impl Store {
 
     pub(crate) fn volume_index(&self) -> &crate::volume_rows::VolumeIndex {
         &self.shared.volumes
+    }
+
+    // #15, A: E2B sandbox records (`e2b.rs`)
+    pub(crate) fn e2b_index(&self) -> &crate::e2b::SandboxIndex {
+        &self.shared.e2b
+    }
+    pub(crate) fn e2b_index_arc(&self) -> Arc<crate::e2b::SandboxIndex> {
+        self.shared.e2b.clone()
     }
 
     // ---- reads: the index, never SQLite ------------------------------------------------
