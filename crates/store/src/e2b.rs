@@ -47,7 +47,10 @@ impl std::fmt::Debug for SandboxRow {
             .field("name", &self.name)
             .field("template", &self.template)
             .field("metadata", &self.metadata)
-            .field("env_sealed", &format_args!("{} bytes", self.env_sealed.len()))
+            .field(
+                "env_sealed",
+                &format_args!("{} bytes", self.env_sealed.len()),
+            )
             .field("auto_pause", &self.auto_pause)
             .finish_non_exhaustive()
     }
@@ -231,7 +234,10 @@ mod tests {
         drop(s);
         let s = Store::open(&p, "t").unwrap();
         let r = s.sandboxes().get("g-abc", "01A").unwrap();
-        assert_eq!((r.end_at_ms, r.auto_pause, r.allow_internet), (99, true, Some(false)));
+        assert_eq!(
+            (r.end_at_ms, r.auto_pause, r.allow_internet),
+            (99, true, Some(false))
+        );
         assert_eq!(r.metadata.get("k").map(String::as_str), Some("v"));
         // A new node of the name replaces the old record.
         s.put_sandbox(rec("g-abc", "01C")).await.unwrap();

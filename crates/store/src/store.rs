@@ -43,7 +43,7 @@ struct Shared {
     tenant: String,
     index: Arc<Index>,
     volumes: Arc<crate::volume_rows::VolumeIndex>, // #13, volumes
-    e2b: Arc<crate::e2b::SandboxIndex>,             // #15, A: E2B sandbox records
+    e2b: Arc<crate::e2b::SandboxIndex>,            // #15, A: E2B sandbox records
     jobs: mpsc::Sender<Job>,
 }
 

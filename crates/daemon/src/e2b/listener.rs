@@ -177,6 +177,8 @@ pub async fn e2b_edge(State(edge): State<Edge>, mut req: Request, next: Next) ->
                 .and_then(|p| p.trim().parse::<u16>().ok());
             (port, id.trim().to_string())
         });
+    req.extensions_mut()
+        .insert(super::control::Domain(edge.domain.clone()));
     let original = req.uri().path().to_string();
     let sandbox = by_header.or(by_host);
     if let Some((port, id)) = &sandbox {

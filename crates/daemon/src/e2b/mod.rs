@@ -13,7 +13,9 @@
 pub mod access;
 pub mod bind;
 pub mod control;
+pub mod control_ops;
 pub mod listener;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 
@@ -22,8 +24,10 @@ use crate::app::App;
 /// The default environment of a sandbox's processes: the `envVars` it was created with
 /// (empty for a node that is no E2B sandbox, or unknown).
 pub fn sandbox_env(app: &App, node: &str) -> BTreeMap<String, String> {
-    let _ = (app, node); // #15 A: from the sandbox record (store v11), next commit
-    BTreeMap::new()
+    match app.tenant.node(node) {
+        Ok(n) => app.tenant.sandbox_env(&n),
+        Err(_) => BTreeMap::new(),
+    }
 }
 
 /// The access token of `node` (what `X-Access-Token` must carry); `None` when the tenant has
