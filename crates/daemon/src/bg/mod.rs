@@ -16,6 +16,8 @@
 //!   close and the agent kills every background command; a restarted daemon lists none. A
 //!   deleted node's execs are dropped with it.
 
+pub mod control; // #15 C: stdin, terminal, signals and lookups by pid or tag (E2B's processes)
+pub mod options; // #15 C
 pub mod ring;
 
 use bulkhead_agent::client::{AgentError, ExecEvent, ExecInput, ExecOutput, ExecSession};
@@ -64,6 +66,8 @@ pub struct Launch {
     pub ring_bytes: u64,
     /// Output is read back as base64 (`stdio=base64`).
     pub base64: bool,
+    /// What E2B's processes add (#15; Slicer's execs take the defaults).
+    pub opts: options::Options,
 }
 
 /// One tenant's background execs, by node.
@@ -138,6 +142,11 @@ impl BgExecs {
     /// Holds a place for a new exec on `node` with a ring of `ring` bytes, or answers 429.
     pub fn reserve(&self, node: &str, ring: u64) -> Result<Reservation<'_>, DomainError> {
         let mut g = self.lock();
+        // #15 C: ended execs that forget on exit (E2B's processes) leave before counting.
+        for n in g.nodes.values_mut() {
+            n.execs
+                .retain(|_, e| !(e.launch.opts.forget_on_exit && e.end().is_some()));
+        }
         let l = self.limits;
         if g.count(Some(node)) >= l.per_node {
             return Err(too_many(format!(
@@ -307,6 +316,7 @@ impl Reservation<'_> {
             changed: tx,
             input: tokio::sync::Mutex::new(input),
             task: Mutex::new(None),
+            stdin_closed: std::sync::atomic::AtomicBool::new(false),
         });
         let mut g = self.execs.lock();
         // Registered only while the reservation stands: `forget_node` cancels it.
@@ -401,6 +411,8 @@ pub struct BgExec {
     /// The session's input half while the command runs (signals).
     input: tokio::sync::Mutex<Option<Input>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// #15 C: stdin was closed (`control.rs`).
+    stdin_closed: std::sync::atomic::AtomicBool,
 }
 
 /// What a log reader gets at once.

@@ -12,6 +12,7 @@ fn launch(ring: u64) -> Launch {
         uid: 0,
         ring_bytes: ring,
         base64: true,
+        opts: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ use axum::extract::{Path, RawQuery};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bulkhead_agent::proto::ExecRequest;
 use bulkhead_api::{
     signals, BgDeleted, BgExecInfo, BgExecStarted, BgKillRequest, BgKillResponse, BgWaitExit,
     ExecFrame, LogFrame,
@@ -47,8 +48,6 @@ pub async fn start(
     q: &ExecQuery,
     ring_bytes: u64,
 ) -> Result<Response, DomainError> {
-    let t = &app.tenant;
-    let slot = t.bg.reserve(n.name(), ring_bytes)?;
     let launch = Launch {
         command: q.command.0.clone(),
         args: q.command.1.clone(),
@@ -56,20 +55,9 @@ pub async fn start(
         uid: q.request.uid,
         ring_bytes,
         base64: q.stdio == Stdio::Base64,
+        opts: Default::default(),
     };
-    let turn = t.agent_turn(n).await?;
-    let e = match t.exec(n, q.request.clone()).await {
-        Ok(s) => slot.launch(launch, s),
-        Err(e) => match not_started(&e) {
-            Some(code) => slot.launch_failed(launch, code, &format!("bulkhead: {}", e.message)),
-            None => return Err(e),
-        },
-    };
-    drop(turn);
-    t.counters
-        .execs
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    t.usage.exec(n.name()); // #14 usage
+    let e = run(app, n, launch, q.request.clone(), true).await?;
     Ok(Json(BgExecStarted {
         exec_id: e.id.clone(),
         pid: e.pid,
@@ -77,6 +65,41 @@ pub async fn start(
         ring_bytes,
     })
     .into_response())
+}
+
+/// Runs `req` as a background exec of `n` (Slicer's and E2B's, #15): a place in the limits,
+/// a session through the node's gate (held only while the command starts; a terminal's asks
+/// the agent first whether it has terminals), then the registry's. A command that cannot
+/// start is an ended exec with a shell's exit code when `not_started_as_exit`, else the error.
+pub async fn run(
+    app: &TenantApp,
+    n: &NodeRef,
+    launch: Launch,
+    req: ExecRequest,
+    not_started_as_exit: bool,
+) -> Result<std::sync::Arc<BgExec>, DomainError> {
+    let t = &app.tenant;
+    let slot = t.bg.reserve(n.name(), launch.ring_bytes)?;
+    let turn = t.agent_turn(n).await?;
+    let session = match req.tty {
+        Some(_) => t.exec_tty(n, req).await,
+        None => t.exec(n, req).await,
+    };
+    let e = match session {
+        Ok(s) => slot.launch(launch, s),
+        Err(e) => match not_started(&e) {
+            Some(code) if not_started_as_exit => {
+                slot.launch_failed(launch, code, &format!("bulkhead: {}", e.message))
+            }
+            _ => return Err(e),
+        },
+    };
+    drop(turn);
+    t.counters
+        .execs
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.usage.exec(n.name()); // #14 usage
+    Ok(e)
 }
 
 /// `GET /vm/{node}/exec`: the node's background execs, oldest first.

@@ -69,6 +69,11 @@ pub const LONG_LIVED: &[(&str, &str)] = &[
     ("/vm/{node}/forward", "GET"),
     ("/vm/{node}/fs/watch", "GET"),
     ("/events", "GET"), // #14, part B: a followed event stream
+    // #15 C: E2B's process streams (a command's run, an attach, an input stream)
+    ("/envd/{node}/process.Process/Start", "POST"),
+    ("/envd/{node}/process.Process/Connect", "POST"),
+    ("/envd/{node}/process.Process/StreamInput", "POST"),
+    // #15 C end
 ];
 
 pub fn long_lived(path: &str, method: &str) -> bool {

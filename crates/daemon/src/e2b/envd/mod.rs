@@ -6,6 +6,62 @@
 use crate::http::Route;
 
 // #15 C: process.Process (Connect-RPC)
+pub mod connect;
+pub mod process;
+mod process_stream;
+
+/// `process.Process`'s methods: path, action, handler.
+fn process_routes() -> Vec<Route> {
+    use crate::auth::Action::{ControlBgExecs, ExecInNode, ReadBgExecs};
+    use axum::routing::post;
+    let r = |path, methods, handler| Route {
+        path,
+        methods,
+        handler,
+    };
+    vec![
+        r(
+            "/envd/{node}/process.Process/Start",
+            &[("post", ExecInNode)],
+            post(process::start),
+        ),
+        r(
+            "/envd/{node}/process.Process/Connect",
+            &[("post", ReadBgExecs)],
+            post(process::connect),
+        ),
+        r(
+            "/envd/{node}/process.Process/List",
+            &[("post", ReadBgExecs)],
+            post(process::list),
+        ),
+        r(
+            "/envd/{node}/process.Process/SendInput",
+            &[("post", ControlBgExecs)],
+            post(process::send_input),
+        ),
+        r(
+            "/envd/{node}/process.Process/StreamInput",
+            &[("post", ControlBgExecs)],
+            post(process::stream_input),
+        ),
+        r(
+            "/envd/{node}/process.Process/SendSignal",
+            &[("post", ControlBgExecs)],
+            post(process::send_signal),
+        ),
+        r(
+            "/envd/{node}/process.Process/CloseStdin",
+            &[("post", ControlBgExecs)],
+            post(process::close_stdin),
+        ),
+        r(
+            "/envd/{node}/process.Process/Update",
+            &[("post", ControlBgExecs)],
+            post(process::update),
+        ),
+    ]
+}
 // #15 C end
 
 // #15 D: filesystem.Filesystem (Connect-RPC), /files, /health, /envs, /metrics, /init
@@ -24,6 +80,7 @@ pub fn table() -> Vec<Route> {
     #[allow(unused_mut)]
     let mut t: Vec<Route> = Vec::new();
     // #15 C
+    t.extend(process_routes());
     // #15 C end
     // #15 D
     // #15 D end
