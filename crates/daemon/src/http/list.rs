@@ -256,6 +256,7 @@ mod tests {
             userdata_exit: None,
             storage_bytes: None,
             spec: None,
+            expiry: None,
         });
         let want = axum::Json(vec![Tenant::to_api(&row)]).into_response();
         let want_type = want.headers()[header::CONTENT_TYPE].clone();
