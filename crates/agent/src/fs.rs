@@ -1,8 +1,10 @@
-//! Small file-system operations of protocol version 3: `stat`, `read_dir`, `mkdir`, `remove`.
+//! Small file-system operations of protocol version 3: `stat`, `read_dir`, `mkdir`, `remove`,
+//! and `rename` (capability `rename`, #15).
 //! Paths were validated by the daemon (absolute, no `.`/`..`) and resolve inside the node's
 //! own root, like those of a copy: the agent can do nothing here that root in the node could
 //! not do itself. `stat` and `read_dir` never follow a symlink at the last component (they
-//! report the link); `remove` never follows one anywhere below the path it removes.
+//! report the link); `remove` never follows one anywhere below the path it removes. A
+//! recursive `mkdir` with an owner gives the parents it makes that owner too (E2B's uploads).
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -41,7 +43,20 @@ pub(crate) fn info_of(name: String, m: &fs::Metadata) -> FsInfo {
         mtime_s: m.mtime(),
         mtime_ns: m.mtime_nsec().clamp(0, 999_999_999) as u32,
         mode: m.mode() & 0o7777,
+        uid: Some(m.uid()),
+        gid: Some(m.gid()),
+        link: None,
     }
+}
+
+/// `info` with its symlink's target when it is one (`path` is the link's own path).
+fn with_link(mut info: FsInfo, path: &Path) -> FsInfo {
+    if info.kind == "symlink" {
+        info.link = fs::read_link(path)
+            .ok()
+            .map(|t| t.to_string_lossy().into_owned());
+    }
+    info
 }
 
 fn last_name(path: &str) -> String {
@@ -56,7 +71,7 @@ pub(crate) fn stat(conn: &mut UnixStream, path: &str) -> Result<(), Event> {
     send(
         conn,
         &Event::Stat {
-            info: info_of(last_name(path), &m),
+            info: with_link(info_of(last_name(path), &m), Path::new(path)),
         },
     )
 }
@@ -76,9 +91,9 @@ pub(crate) fn read_dir(conn: &mut UnixStream, path: &str) -> Result<(), Event> {
         }
         // An entry removed meanwhile is simply not listed.
         let Ok(m) = entry.metadata() else { continue };
-        all.push(info_of(
-            entry.file_name().to_string_lossy().into_owned(),
-            &m,
+        all.push(with_link(
+            info_of(entry.file_name().to_string_lossy().into_owned(), &m),
+            &entry.path(),
         ));
     }
     all.sort_by(|a, b| a.name.cmp(&b.name));
@@ -103,6 +118,15 @@ pub(crate) fn mkdir(
 ) -> Result<(), Event> {
     let mode = mode.unwrap_or(0o755) & 0o7777;
     let existed = recursive && fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    // The parents a recursive mkdir is about to make: they become the owner's too.
+    let mut made_parents = Vec::new();
+    if recursive && !existed && (uid.is_some() || gid.is_some()) {
+        let mut p = Path::new(path).parent();
+        while let Some(d) = p.filter(|d| fs::symlink_metadata(d).is_err()) {
+            made_parents.push(d.to_path_buf());
+            p = d.parent();
+        }
+    }
     fs::DirBuilder::new()
         .recursive(recursive)
         .mode(mode)
@@ -115,8 +139,34 @@ pub(crate) fn mkdir(
         if uid.is_some() || gid.is_some() {
             std::os::unix::fs::lchown(path, uid, gid)
                 .map_err(|e| io_event("cannot change the owner of", path, &e))?;
+            for d in &made_parents {
+                std::os::unix::fs::lchown(d, uid, gid).map_err(|e| {
+                    io_event("cannot change the owner of", &d.to_string_lossy(), &e)
+                })?;
+            }
         }
     }
+    send(conn, &Event::Done { bytes: 0 })
+}
+
+pub(crate) fn rename(conn: &mut UnixStream, from: &str, to: &str) -> Result<(), Event> {
+    if from.trim_end_matches('/').is_empty() || to.trim_end_matches('/').is_empty() {
+        return Err(Event::error(
+            "invalid_argument",
+            "refusing to move the node's root directory /",
+        ));
+    }
+    fs::rename(from, to).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTEMPTY) | Some(libc::EEXIST) => Event::error(
+            "already_exists",
+            format!("cannot move {from} to {to}: {to} is a directory that is not empty"),
+        ),
+        Some(libc::EINVAL) => Event::error(
+            "invalid_argument",
+            format!("cannot move {from} into itself ({to})"),
+        ),
+        _ => io_event("cannot move", from, &e),
+    })?;
     send(conn, &Event::Done { bytes: 0 })
 }
 
@@ -249,5 +299,36 @@ mod tests {
             "not_found"
         );
         assert_eq!(code(&run(|c| remove(c, "/", true))), "invalid_argument");
+    }
+
+    #[test]
+    fn rename_and_owned_parents() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_str().unwrap().to_string();
+        fs::write(d.path().join("f"), b"x").unwrap();
+        let (f, g) = (format!("{root}/f"), format!("{root}/g"));
+        assert!(matches!(
+            run(|c| rename(c, &f, &g))[..],
+            [Event::Done { .. }]
+        ));
+        assert!(d.path().join("g").exists() && !d.path().join("f").exists());
+        assert_eq!(code(&run(|c| rename(c, &f, &g))), "not_found");
+        assert_eq!(code(&run(|c| rename(c, "/", &g))), "invalid_argument");
+        // A recursive mkdir with an owner owns every directory it makes (ours, unprivileged).
+        // SAFETY: geteuid and getegid only read the calling process's ids.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let deep = format!("{root}/a/b/c");
+        assert!(matches!(
+            run(|c| mkdir(c, &deep, true, None, Some(uid), Some(gid)))[..],
+            [Event::Done { .. }]
+        ));
+        for p in ["a", "a/b", "a/b/c"] {
+            assert_eq!(fs::metadata(d.path().join(p)).unwrap().uid(), uid);
+        }
+        let ev = run(|c| stat(c, &g));
+        assert!(matches!(&ev[0], Event::Stat { info } if info.uid == Some(uid)));
+        std::os::unix::fs::symlink("g", d.path().join("l")).unwrap();
+        let ev = run(|c| stat(c, &format!("{root}/l")));
+        assert!(matches!(&ev[0], Event::Stat { info } if info.link.as_deref() == Some("g")));
     }
 }

@@ -64,6 +64,9 @@ pub const CAP_TCP: &str = "tcp";
 /// Capability: a copy-in's `no_setid` option (added within version 3; older agents ignore
 /// the field, so a client must check for this before relying on it).
 pub const CAP_NO_SETID: &str = "no_setid";
+/// Capability `rename` (#15, added within version 3): `rename` requests. An agent without it
+/// answers `invalid_request` (an unknown op), so a client checks for it first.
+pub const CAP_RENAME: &str = "rename";
 /// Capability `volumes` (#13, attach; only a microVM guest's agent has it): `mount_volume`
 /// requests. An agent without it answers `invalid_request` (an unknown op).
 pub const CAP_VOLUMES: &str = "volumes";
@@ -91,7 +94,7 @@ pub fn own_caps() -> Vec<String> {
     let guest = IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
     caps_of_version(VERSION)
         .iter()
-        .chain(&[CAP_TCP, CAP_NO_SETID])
+        .chain(&[CAP_TCP, CAP_NO_SETID, CAP_RENAME])
         .chain(guest.then_some(&CAP_VOLUMES))
         .map(|c| c.to_string())
         .collect()
@@ -221,6 +224,12 @@ pub enum Request {
         path: String,
         recursive: bool,
     },
+    /// Capability `rename` (#15): renames `from` to `to` (`rename(2)`: a file or directory
+    /// at `to` is replaced as the kernel allows); answers `Event::Done`.
+    Rename {
+        from: String,
+        to: String,
+    },
     /// Version 3: reports changes under `paths` until the client closes the stream.
     Watch {
         paths: Vec<String>,
@@ -285,6 +294,14 @@ pub struct FsInfo {
     pub mtime_ns: u32,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Owner and group (#15; absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// A symlink's target as stored in the link (#15; absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

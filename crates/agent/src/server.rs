@@ -140,6 +140,7 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             gid,
         } => fs::mkdir(&mut conn, &path, recursive, mode, uid, gid),
         Request::Remove { path, recursive } => fs::remove(&mut conn, &path, recursive),
+        Request::Rename { from, to } => fs::rename(&mut conn, &from, &to),
         Request::Watch { paths, recursive } => watch::watch(&mut conn, &paths, recursive),
         Request::Connect { host, port } => {
             tcp::connect(conn, &host, port);

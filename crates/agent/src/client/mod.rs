@@ -314,6 +314,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
     }
 
     /// Removes a file, a symlink or an empty directory (`recursive`: a whole tree).
+    /// Renames `from` to `to` (capability `rename`).
+    pub async fn rename(self, from: &str, to: &str) -> Result<(), AgentError> {
+        match &self.peer {
+            Some(p) => p.require(proto::CAP_RENAME)?,
+            None => {
+                return Err(AgentError::Unsupported {
+                    feature: proto::CAP_RENAME,
+                    version: None,
+                })
+            }
+        }
+        let req = Request::Rename {
+            from: from.into(),
+            to: to.into(),
+        };
+        self.done(req, "rename").await
+    }
+
     pub async fn remove(self, path: &str, recursive: bool) -> Result<(), AgentError> {
         let req = Request::Remove {
             path: path.into(),

@@ -194,6 +194,9 @@ mod tests {
             mtime_s: 0,
             mtime_ns: 0,
             mode: 0o644,
+            uid: None,
+            gid: None,
+            link: None,
         });
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(

@@ -66,6 +66,12 @@ impl Tenant {
         self.fs_result(node, r).await
     }
 
+    /// Renames `from` to `to` in the node (#15: E2B's `Move`; needs the agent's `rename`).
+    pub async fn fs_rename(&self, node: &NodeRef, from: &str, to: &str) -> Result<(), DomainError> {
+        let r = self.fs_conn(node).await?.rename(from, to).await;
+        self.fs_result(node, r).await
+    }
+
     /// Starts a watch; its watches are set in the node when this returns.
     pub async fn fs_watch(
         &self,

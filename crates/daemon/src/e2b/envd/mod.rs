@@ -65,6 +65,8 @@ fn process_routes() -> Vec<Route> {
 // #15 C end
 
 // #15 D: filesystem.Filesystem (Connect-RPC), /files, /health, /envs, /metrics, /init
+pub mod files;
+pub mod rest;
 pub mod user;
 
 /// The envd version the control plane reports (`envdVersion`): the SDKs switch features on
@@ -83,6 +85,40 @@ pub fn table() -> Vec<Route> {
     t.extend(process_routes());
     // #15 C end
     // #15 D
+    {
+        use crate::auth::Action::*;
+        use axum::routing::{get, post};
+        let r = |path, methods, handler| Route {
+            path,
+            methods,
+            handler,
+        };
+        t.push(r(
+            "/envd/{node}/files",
+            &[("get", CopyFromNode), ("post", CopyToNode)],
+            get(files::download).post(files::upload),
+        ));
+        t.push(r(
+            "/envd/{node}/health",
+            &[("get", ReadNodeHealth)],
+            get(rest::health),
+        ));
+        t.push(r(
+            "/envd/{node}/envs",
+            &[("get", DescribeNode)],
+            get(rest::envs),
+        ));
+        t.push(r(
+            "/envd/{node}/metrics",
+            &[("get", ReadNodeStats)],
+            get(rest::metrics),
+        ));
+        t.push(r(
+            "/envd/{node}/init",
+            &[("post", ExecInNode)],
+            post(rest::init),
+        ));
+    }
     // #15 D end
     t
 }
