@@ -122,5 +122,10 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
         bulkhead_jail::image::ensure_minimal(state_root, Path::new(bulkhead_jail::image::BUSYBOX))?;
         return Ok(());
     }
-    Err(StartError::Refused(format!("image {name:?} not found in {}: import it with `bulkhead image import --name {name} DIR|TARBALL`", state_root.display())))
+    // #15 E: the debian recipe is named, other images are imported.
+    let how = match name {
+        "debian" => "build it with `bulkhead image build debian`".to_string(),
+        _ => format!("import it with `bulkhead image import --name {name} DIR|TARBALL|OCI-LAYOUT|OCI-ARCHIVE`"),
+    };
+    Err(StartError::Refused(format!("image {name:?} not found in {}: {how}", state_root.display())))
 }

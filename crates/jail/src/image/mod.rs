@@ -1,11 +1,29 @@
 //! The image store. An image is a read-only root filesystem tree under
-//! `<state>/images/<name>/rootfs` with an `image.json` beside it. Images are built from the
-//! host's busybox-static (`minimal`) or imported from a directory or tarball; nothing is
+//! `<state>/images/<name>/rootfs` with an `image.json` beside it. Images come from recipes
+//! (`minimal` from the host's busybox-static, [`minimal`]; `debian` with debootstrap from the
+//! mirror the host's apt uses, [`debian`]) or are imported from a directory, a tarball, an OCI
+//! image layout or an OCI/docker archive ([`oci`], with skopeo and umoci). Nothing else is
 //! downloaded.
+//!
+//! Invariants: an image is built in a staging directory (`images/.<name>.tmp-<pid>-<id>`,
+//! mode 0700 while it is filled, so device nodes a build or an archive makes are never
+//! reachable by host users), cleaned of everything but directories, regular files and
+//! symlinks, checked ([`check`]), and only then renamed into place under the store's
+//! exclusive lock; a failed build's staging is wiped (`bulkhead_storage::wipe`), and a later
+//! build wipes the staging of a build whose process is gone.
 //!
 //! Nodes do not use the store's tree directly: each tenant gets a copy whose owners are shifted
 //! into the tenant's host uid range ([`shifted_copy`]), so that uid 0 in the node owns the
 //! node's files while being an unprivileged uid on the host.
+
+pub mod check;
+pub mod debian;
+pub mod minimal;
+pub mod oci;
+mod scratch;
+mod users;
+
+pub use minimal::{build_minimal, ensure_minimal, BUSYBOX};
 
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -22,6 +40,10 @@ pub struct ImageMeta {
     pub id: String,
     pub source: String,
     pub created_at: u64,
+    /// What made it, for recipes (`minimal/2`, `debian/<hash>`): a daemon rebuilds `minimal`
+    /// when its recipe changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
 }
 
 fn err(msg: impl Into<String>) -> JailError {
@@ -112,161 +134,89 @@ fn new_id() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Builds the tree in a temporary directory with `fill`, then swaps it into place, so a failed
-/// build never leaves a half-made image under the name.
-fn install(
+/// Where an image comes from, as `install` records it.
+pub(crate) struct Origin {
+    pub source: String,
+    pub recipe: Option<String>,
+}
+
+/// Builds the tree in a staging directory with `fill`, cleans and checks it, then swaps it
+/// into place, so a failed build never leaves a half-made image under the name. Only the swap
+/// holds the store's exclusive lock: a long build (debootstrap) never keeps daemons from
+/// copying other images. Returns the image and the check's warnings.
+pub(crate) fn install(
     state: &Path,
     name: &str,
-    source: &str,
+    origin: Origin,
     fill: impl FnOnce(&Path) -> Result<(), JailError>,
-) -> Result<ImageMeta, JailError> {
+) -> Result<(ImageMeta, Vec<String>), JailError> {
     validate_name(name)?;
-    let _lock = StoreLock::take(state, true)?;
     let images = state.join("images");
     fs::create_dir_all(&images).map_err(ioe(format!("creating {}", images.display())))?;
     fs::set_permissions(&images, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod images"))?;
-    let tmp = images.join(format!(".{name}.tmp-{}", new_id()));
-    let rootfs = tmp.join("rootfs");
+    scratch::sweep(&images);
+    let tmp = scratch::Staging::new(&images, name)?;
+    let rootfs = tmp.path().join("rootfs");
     fs::create_dir_all(&rootfs).map_err(ioe("creating build directory"))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod"))?;
     let meta = ImageMeta {
         name: name.into(),
         id: new_id(),
-        source: source.into(),
+        source: origin.source,
         created_at: now(),
+        recipe: origin.recipe,
     };
-    let res = fill(&rootfs).and_then(|_| {
-        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755))
-            .map_err(ioe("chmod rootfs"))?;
-        fs::write(
-            tmp.join("image.json"),
-            serde_json::to_vec_pretty(&meta).unwrap_or_default(),
-        )
-        .map_err(ioe("writing image.json"))?;
-        let dst = image_dir(state, name);
-        if dst.exists() {
-            let old = images.join(format!(".{name}.old-{}", new_id()));
-            fs::rename(&dst, &old).map_err(ioe("replacing image"))?;
-            let _ = fs::remove_dir_all(old);
-        }
-        fs::rename(&tmp, &dst).map_err(ioe("installing image"))
-    });
-    if res.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+    fill(&rootfs)?;
+    scratch::sanitize(&rootfs)?;
+    let warnings = check::rootfs(&rootfs)?;
+    fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod rootfs"))?;
+    fs::write(
+        tmp.path().join("image.json"),
+        serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+    )
+    .map_err(ioe("writing image.json"))?;
+    let _lock = StoreLock::take(state, true)?;
+    let dst = image_dir(state, name);
+    if dst.exists() {
+        let old = images.join(format!(".{name}.old-{}", new_id()));
+        fs::rename(&dst, &old).map_err(ioe("replacing image"))?;
+        let _ = fs::remove_dir_all(old);
     }
-    res.map(|_| meta)
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(ioe("chmod"))?;
+    fs::rename(tmp.path(), &dst).map_err(ioe("installing image"))?;
+    tmp.keep();
+    Ok((meta, warnings))
 }
 
-/// Where Debian's busybox-static puts the binary.
-pub const BUSYBOX: &str = "/bin/busybox";
-
-/// Builds `minimal` unless it exists; safe when several daemons start at once.
-pub fn ensure_minimal(state: &Path, busybox: &Path) -> Result<(), JailError> {
-    if meta(state, "minimal").is_some() {
-        return Ok(());
-    }
-    let lock = StoreLock::take(state, true)?;
-    if meta(state, "minimal").is_some() {
-        return Ok(());
-    }
-    drop(lock);
-    build_minimal(state, busybox).map(|_| ())
-}
-
-/// Builds the `minimal` image from the host's statically linked busybox.
-pub fn build_minimal(state: &Path, busybox: &Path) -> Result<ImageMeta, JailError> {
-    let bytes = fs::read(busybox).map_err(|e| {
-        err(format!(
-            "cannot read {}: {e}; install it with `apt-get install busybox-static`",
-            busybox.display()
-        ))
-    })?;
-    if !is_static_elf(&bytes) {
+/// Imports a root filesystem from a directory or a tar archive (plain or gzip), or an OCI
+/// image layout, OCI archive or docker archive ([`oci`]); `oci_ref` picks one image of a
+/// layout or archive that holds several. Returns the image and the check's warnings.
+pub fn import(
+    state: &Path,
+    name: &str,
+    src: &Path,
+    oci_ref: Option<&str>,
+) -> Result<(ImageMeta, Vec<String>), JailError> {
+    let md = fs::metadata(src).map_err(|e| err(format!("cannot read {}: {e}", src.display())))?;
+    let kind = oci::Kind::detect(src, &md)?;
+    if oci_ref.is_some() && kind == oci::Kind::Rootfs {
         return Err(err(format!(
-            "{} is dynamically linked; images may have no libc: install busybox-static",
-            busybox.display()
+            "--ref picks an image of an OCI layout or archive, and {} is a plain root filesystem",
+            src.display()
         )));
     }
-    let list = std::process::Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| err(format!("running {} --list-full: {e}", busybox.display())))?;
-    let applets = String::from_utf8_lossy(&list.stdout).into_owned();
-    install(
-        state,
-        "minimal",
-        &format!("busybox {}", busybox.display()),
-        |root| {
-            for d in [
-                "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
-                "var/tmp", "home", "work",
-            ] {
-                fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
-            }
-            fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
-            fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
-                .map_err(ioe("chmod busybox"))?;
-            for applet in applets
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.contains(".."))
-            {
-                let p = root.join(applet);
-                if p.exists() || applet == "bin/busybox" {
-                    continue;
-                }
-                let depth = applet.matches('/').count();
-                let target = format!("{}bin/busybox", "../".repeat(depth));
-                if let Some(parent) = p.parent() {
-                    fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
-                }
-                symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
-            }
-            for (f, content) in [
-                (
-                    "etc/passwd",
-                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-                ),
-                ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-                (
-                    "etc/os-release",
-                    "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n",
-                ),
-                ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
-            ] {
-                fs::write(root.join(f), content).map_err(ioe(f))?;
-            }
-            for d in ["tmp", "var/tmp"] {
-                fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777))
-                    .map_err(ioe(d))?;
-            }
-            fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))
-                .map_err(ioe("root"))?;
-            Ok(())
+    let origin = Origin {
+        source: match kind {
+            oci::Kind::Rootfs => src.display().to_string(),
+            k => format!("{} {}", k.transport(), src.display()),
         },
-    )
-}
-
-fn is_static_elf(b: &[u8]) -> bool {
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false;
+        recipe: None,
+    };
+    if kind != oci::Kind::Rootfs {
+        return install(state, name, origin, |root| {
+            oci::unpack(kind, src, oci_ref, root)
+        });
     }
-    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
-    let phentsize = u16::from_le_bytes(b[54..56].try_into().unwrap()) as usize;
-    let phnum = u16::from_le_bytes(b[56..58].try_into().unwrap()) as usize;
-    (0..phnum).all(|i| {
-        let off = phoff + i * phentsize;
-        // PT_INTERP (3) names a dynamic loader.
-        b.get(off..off + 4)
-            .map(|t| u32::from_le_bytes(t.try_into().unwrap()) != 3)
-            .unwrap_or(false)
-    })
-}
-
-/// Imports a root filesystem from a directory or a tar archive (plain or gzip).
-pub fn import(state: &Path, name: &str, src: &Path) -> Result<ImageMeta, JailError> {
-    let md = fs::metadata(src).map_err(|e| err(format!("cannot read {}: {e}", src.display())))?;
-    install(state, name, &src.display().to_string(), |root| {
+    install(state, name, origin, |root| {
         if md.is_dir() {
             copy_tree(src, root, &|uid, gid| (uid, gid))
         } else {
@@ -283,8 +233,15 @@ pub fn import(state: &Path, name: &str, src: &Path) -> Result<ImageMeta, JailErr
             a.set_preserve_permissions(true);
             a.set_preserve_ownerships(true);
             a.unpack(root).map_err(|e| {
+                // tar's error says which entry; its source says why.
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why = format!("{why}: {c}");
+                    cause = c.source();
+                }
                 err(format!(
-                    "unpacking {}: {e} (give a directory, a .tar or a .tar.gz)",
+                    "unpacking {}: {why} (give a directory, a .tar or a .tar.gz)",
                     src.display()
                 ))
             })
@@ -353,7 +310,7 @@ pub fn shifted_copy(
 ) -> Result<PathBuf, JailError> {
     let _lock = StoreLock::take(state, false)?;
     let m = meta(state, name).ok_or_else(|| {
-        err(format!("image {name:?} not found: build it with `bulkhead image build minimal` or import one with `bulkhead image import --name {name} DIR|TARBALL`"))
+        err(format!("image {name:?} not found: build it with `bulkhead image build minimal|debian` or import one with `bulkhead image import --name {name} DIR|TARBALL|OCI-LAYOUT|OCI-ARCHIVE`"))
     })?;
     let dir = tenant_dir.join("images");
     let dst = dir.join(format!("{}-{}", m.name, m.id));
@@ -395,8 +352,9 @@ mod tests {
         fs::create_dir(src.path().join("etc")).unwrap();
         fs::write(src.path().join("etc/hello"), "hi").unwrap();
         symlink("hello", src.path().join("etc/link")).unwrap();
-        let m = import(state.path(), "t", src.path()).unwrap();
+        let (m, warnings) = import(state.path(), "t", src.path(), None).unwrap();
         assert_eq!(m.name, "t");
+        assert_eq!(warnings.len(), 3, "no /bin/sh, /bin/bash, user: {warnings:?}");
         assert_eq!(list(state.path()).len(), 1);
         let tenant = state.path().join("tenant");
         let out = shifted_copy(state.path(), "t", &tenant, 200_000, 65536).unwrap();
@@ -413,26 +371,6 @@ mod tests {
     }
 
     #[test]
-    fn minimal_needs_a_static_busybox() {
-        let state = tempfile::tempdir().unwrap();
-        let e = build_minimal(state.path(), Path::new("/nonexistent/busybox"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("busybox-static"), "{e}");
-        // Any dynamically linked binary of the host stands in for a non-static busybox.
-        let dynamic = ["/bin/ls", "/usr/bin/ls"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .unwrap();
-        let e = build_minimal(state.path(), dynamic)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("dynamically linked"), "{e}");
-        assert!(list(state.path()).is_empty());
-    }
-
-    #[test]
     fn failed_import_leaves_nothing() {
         let state = tempfile::tempdir().unwrap();
         let bogus = state.path().join("not-a-tar");
@@ -441,7 +379,24 @@ mod tests {
             "definitely not tar data, but long enough to be read as a header....",
         )
         .unwrap();
-        assert!(import(state.path(), "bad", &bogus).is_err());
+        assert!(import(state.path(), "bad", &bogus, None).is_err());
+        // A tarball of the directory that holds a root file system, not of its contents.
+        let nested = state.path().join("nested.tar");
+        let mut b = tar::Builder::new(fs::File::create(&nested).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        b.append_data(&mut h, "rootfs/etc/passwd", &b"x\n"[..]).unwrap();
+        b.finish().unwrap();
+        drop(b);
+        let e = import(state.path(), "nested", &nested, None).unwrap_err().to_string();
+        assert!(e.contains("not a root file system") && e.contains("\"rootfs\""), "{e}");
+        let e = import(state.path(), "nested", &nested, Some("x")).unwrap_err().to_string();
+        assert!(e.contains("--ref"), "{e}");
         assert!(list(state.path()).is_empty());
         let leftovers: Vec<_> = fs::read_dir(state.path().join("images"))
             .unwrap()
