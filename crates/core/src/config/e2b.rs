@@ -172,4 +172,20 @@ mod tests {
             assert!(err.contains("config.api.e2b.domain"), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn both_shapes_take_it_and_it_never_shares_the_tcp_address() {
+        use crate::DaemonConfig;
+        let one = "config:\n  tenant: t\n  host_groups: [{name: g, count: 0}]\n  api:\n    bind_address: /run/t.sock\n    e2b: { bind: \"127.0.0.1:3000\", domain: sb.example.com }\n";
+        let c = DaemonConfig::parse(one).unwrap();
+        let e = c.api.e2b.unwrap();
+        assert_eq!((e.addr.port(), e.domain.as_str()), (3000, "sb.example.com"));
+        let shared = "config:\n  tenants:\n    - name: a\n      host_groups: [{name: g, count: 0}]\n  api:\n    tcp: { bind: \"127.0.0.1:3000\" }\n    e2b: { bind: \"127.0.0.1:3000\" }\n";
+        let err = DaemonConfig::parse(shared).unwrap_err().to_string();
+        assert!(err.contains("config.api.e2b.bind"), "{err}");
+        let none = "config:\n  tenant: t\n  host_groups: [{name: g, count: 0}]\n";
+        assert!(DaemonConfig::parse(none).unwrap().api.e2b.is_none());
+        let typo = one.replace("domain:", "domian:");
+        assert!(DaemonConfig::parse(&typo).is_err());
+    }
 }

@@ -14,6 +14,8 @@ pub mod access;
 pub mod bind;
 pub mod control;
 pub mod control_ops;
+#[cfg(test)]
+mod control_tests;
 pub mod listener;
 pub mod sandbox;
 
