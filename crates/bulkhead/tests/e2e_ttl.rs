@@ -113,11 +113,11 @@ fn a_node_is_deleted_once_its_timeout_passes() {
 
     // A node without a timeout has no expires_at; one with 2 s has it, and is gone after.
     let (s, b) = create(&rt, &c, &g, json!({}));
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let keep = b["hostname"].as_str().unwrap().to_string();
     let (s, b) = create(&rt, &c, &g, json!({ "timeout": 2 }));
     let made = Instant::now();
-    assert_eq!(s, 200, "{b}");
+    assert_eq!(s, 201, "{b}");
     let n = b["hostname"].as_str().unwrap().to_string();
     let (s, desc) = call(&rt, &c, Method::GET, &format!("/vm/{n}"), None);
     assert_eq!(s, 200, "{desc}");
