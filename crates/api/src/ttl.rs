@@ -45,9 +45,39 @@ impl<'de> Deserialize<'de> for NodeTimeout {
     }
 }
 
+/// Body of `POST /vm/{node}/timeout` (#15, B): the node's timeout from now, or `null` for
+/// none; `on_expiry` `"delete"` (the default) or `"pause"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetTimeoutRequest {
+    /// Absent: refused (say `null` to clear); `null`: no timeout; else as a create's.
+    #[serde(default, deserialize_with = "present")]
+    pub timeout: Option<Option<NodeTimeout>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<String>,
+}
+
+/// A key that is present (`null` included) is `Some`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_timeout_tells_absent_from_null() {
+        let r: SetTimeoutRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.timeout, None);
+        let r: SetTimeoutRequest = serde_json::from_str(r#"{"timeout":null}"#).unwrap();
+        assert_eq!(r.timeout, Some(None));
+        let r: SetTimeoutRequest =
+            serde_json::from_str(r#"{"timeout":"2s","on_expiry":"pause"}"#).unwrap();
+        assert_eq!(r.timeout, Some(Some(NodeTimeout::Text("2s".into()))));
+        assert_eq!(r.on_expiry.as_deref(), Some("pause"));
+        assert!(serde_json::from_str::<SetTimeoutRequest>(r#"{"ttl":1}"#).is_err());
+    }
 
     #[test]
     fn keeps_numbers_and_strings_and_refuses_the_rest() {

@@ -28,6 +28,7 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
         ("get", "/hostgroup" | "/nodes" | "/hostgroup/{group}/nodes") => "nodes:list",
         ("post", "/hostgroup/{group}/nodes") => "nodes:create",
         ("delete", "/hostgroup/{group}/nodes/{node}") => "nodes:delete",
+        ("post", "/vm/{node}/timeout") => "nodes:delete", // node TTL (#15, B)
         ("get", "/metrics" | "/nodes/stats" | "/node/{node}/stats" | "/vm/{node}")
         | ("get", "/vm/{node}/tags" | "/vm/{node}/forwards")
         | ("get" | "head", "/vm/{node}/health") => "nodes:get",

@@ -34,6 +34,7 @@ pub mod scope;
 mod secrets; // secrets (#13)
 pub mod stats;
 pub mod tokens;
+mod ttl; // node TTL (#15, B)
 mod usage; // usage (#14, part E)
 pub mod volumes; // volumes and snapshots (#13, helper B)
 pub mod ws_forward;
@@ -170,6 +171,13 @@ pub fn table() -> Vec<Route> {
             &[("post", ResumeNode)],
             post(nodes::resume_node),
         ),
+        // ---- node TTL (#15, B; ADR 0037): a timeout is a deferred delete ----
+        route(
+            "/vm/{node}/timeout",
+            &[("post", DeleteNode)],
+            post(ttl::set_timeout),
+        ),
+        // ---- end node TTL ----
         route(
             "/vm/{node}/forwards",
             &[("get", ListForwards), ("post", OpenForward)],

@@ -91,6 +91,9 @@ pub async fn run(c: LifecycleCmd) -> anyhow::Result<()> {
                 println!("cpus:      {}", n.cpus);
                 println!("ram_mb:    {}", n.ram_bytes >> 20);
                 println!("created:   {}", n.created_at);
+                if let Some(at) = &n.expires_at {
+                    println!("expires:   {at}"); // #15, B: node TTL
+                }
                 println!("tags:      {}", n.tags.join(","));
                 let net = &d.network;
                 println!(

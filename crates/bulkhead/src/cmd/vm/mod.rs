@@ -68,6 +68,10 @@ pub enum VmCmd {
         /// How long to wait, e.g. 30s
         #[arg(long, default_value = "5m")]
         timeout: String,
+        /// The node's lifetime: deleted once it passes, e.g. 30m, 1h30m or 1800 (seconds;
+        /// 1s to 30 days; the create body's "timeout", #15)
+        #[arg(long)]
+        ttl: Option<String>,
     },
     /// Delete a node
     Delete {
@@ -249,7 +253,12 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
             userdata_file,
             wait,
             timeout,
+            ttl,
         } => {
+            // #15, B: node TTL, checked here so the error names --ttl
+            if let Some(t) = &ttl {
+                bulkhead_core::ttl::parse_str("--ttl", t)?;
+            }
             let userdata = userdata_file
                 .map(|p| {
                     std::fs::read_to_string(&p)
@@ -267,6 +276,7 @@ pub async fn run(c: VmCmd) -> anyhow::Result<ExitCode> {
                 ip,
                 network,
                 userdata: userdata.clone(),
+                timeout: ttl.map(bulkhead_api::ttl::NodeTimeout::Text), // #15, B
                 ..Default::default()
             };
             let q = if wait {
