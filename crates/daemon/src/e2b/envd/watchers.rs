@@ -13,12 +13,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use bulkhead_agent::client::FsChange;
 use bulkhead_core::{Code, DomainError};
-use bulkhead_e2b::connect::{self, Call, Codec, ConnectError};
+use bulkhead_e2b::connect::{self, ConnectError};
 use bulkhead_e2b::filesystem as pb;
 
+use super::connect::ServerStream;
 use crate::http::body::TenantApp;
 use crate::tenant::{NodeRef, Tenant};
 
@@ -99,28 +99,26 @@ fn reader(mut w: UnixWatch) -> tokio::sync::mpsc::Receiver<Result<FsChange, Stri
     rx
 }
 
-/// `WatchDir`'s stream after its start event: changes, keepalives, then an end-of-stream.
-pub async fn pump(
-    w: UnixWatch,
-    dir: String,
-    codec: Codec,
-    call: Call,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
-) {
+/// `WatchDir`'s stream: its start event, changes, keepalives, then an end-of-stream.
+pub async fn pump(w: UnixWatch, dir: String, out: ServerStream) {
+    let call = out.call();
     let mut changes = reader(w);
     let deadline = call.timeout.map(|t| tokio::time::Instant::now() + t);
     let keepalive = call.keepalive.unwrap_or(Duration::from_secs(3600));
-    let frame = |e: pb::watch_dir_response::Event| {
-        connect::message_frame(codec, &pb::WatchDirResponse { event: Some(e) })
-    };
+    let msg = |e: pb::watch_dir_response::Event| pb::WatchDirResponse { event: Some(e) };
+    let start = msg(pb::watch_dir_response::Event::Start(
+        pb::watch_dir_response::StartEvent {},
+    ));
+    if !out.send(&start).await {
+        return;
+    }
     let end = loop {
-        let sleep_until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + keepalive * 2);
+        let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + keepalive * 2);
         tokio::select! {
             c = changes.recv() => match c {
                 Some(Ok(c)) => {
                     if let Some(ev) = event_of(&c, &dir) {
-                        let f = frame(pb::watch_dir_response::Event::Filesystem(ev));
-                        if tx.send(Ok(f)).await.is_err() {
+                        if !out.send(&msg(pb::watch_dir_response::Event::Filesystem(ev))).await {
                             return;
                         }
                     }
@@ -132,23 +130,23 @@ pub async fn pump(
                 None => break None,
             },
             _ = tokio::time::sleep(keepalive), if call.keepalive.is_some() => {
-                let f = frame(pb::watch_dir_response::Event::Keepalive(
+                let k = msg(pb::watch_dir_response::Event::Keepalive(
                     pb::watch_dir_response::KeepAlive {},
                 ));
-                if tx.send(Ok(f)).await.is_err() {
+                if !out.send(&k).await {
                     return;
                 }
             }
-            _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+            _ = tokio::time::sleep_until(until), if deadline.is_some() => {
                 break Some(ConnectError::new(
                     connect::Code::DeadlineExceeded,
                     "the call's deadline (connect-timeout-ms) passed",
                 ));
             }
-            _ = tx.closed() => return,
+            _ = out.closed() => return,
         }
     };
-    let _ = tx.send(Ok(connect::end_stream(end.as_ref()))).await;
+    out.end(end).await;
 }
 
 struct Watcher {
