@@ -66,8 +66,11 @@ fn process_routes() -> Vec<Route> {
 
 // #15 D: filesystem.Filesystem (Connect-RPC), /files, /health, /envs, /metrics, /init
 pub mod files;
+pub mod filesystem;
+pub mod fs_ops;
 pub mod rest;
 pub mod user;
+pub mod watchers;
 
 /// The envd version the control plane reports (`envdVersion`): the SDKs switch features on
 /// and off by it, so it is as new as what this API serves and no newer. 0.5.7: a default user
@@ -117,6 +120,52 @@ pub fn table() -> Vec<Route> {
             "/envd/{node}/init",
             &[("post", ExecInNode)],
             post(rest::init),
+        ));
+        // filesystem.Filesystem: Connect calls are POSTs of /<package>.<Service>/<Method>
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/Stat",
+            &[("post", CopyFromNode)],
+            post(filesystem::stat),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/ListDir",
+            &[("post", CopyFromNode)],
+            post(filesystem::list_dir),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/MakeDir",
+            &[("post", CopyToNode)],
+            post(filesystem::make_dir),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/Move",
+            &[("post", CopyToNode)],
+            post(filesystem::move_entry),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/Remove",
+            &[("post", CopyToNode)],
+            post(filesystem::remove),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/WatchDir",
+            &[("post", CopyFromNode)],
+            post(filesystem::watch_dir),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/CreateWatcher",
+            &[("post", CopyFromNode)],
+            post(filesystem::create_watcher),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/GetWatcherEvents",
+            &[("post", CopyFromNode)],
+            post(filesystem::get_watcher_events),
+        ));
+        t.push(r(
+            "/envd/{node}/filesystem.Filesystem/RemoveWatcher",
+            &[("post", CopyFromNode)],
+            post(filesystem::remove_watcher),
         ));
     }
     // #15 D end

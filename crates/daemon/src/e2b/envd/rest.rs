@@ -73,9 +73,7 @@ pub async fn envs(
     Path(node): Path<String>,
 ) -> Result<Json<BTreeMap<String, String>>, EnvdError> {
     let _n = app.tenant.node(&node)?;
-    // #15 A: crate::e2b::sandbox_env(&app, &node) once the sandbox records land.
-    let env: BTreeMap<String, String> = BTreeMap::new();
-    Ok(Json(env))
+    Ok(Json(crate::e2b::sandbox_env(&app, &node)))
 }
 
 /// envd's `/metrics` answer (its field names).
