@@ -127,5 +127,8 @@ pub fn ensure_image(state_root: &Path, name: &str) -> Result<(), StartError> {
         "debian" => "build it with `bulkhead image build debian`".to_string(),
         _ => format!("import it with `bulkhead image import --name {name} DIR|TARBALL|OCI-LAYOUT|OCI-ARCHIVE`"),
     };
-    Err(StartError::Refused(format!("image {name:?} not found in {}: {how}", state_root.display())))
+    Err(StartError::Refused(format!(
+        "image {name:?} not found in {}: {how}",
+        state_root.display()
+    )))
 }

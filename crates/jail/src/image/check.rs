@@ -95,7 +95,10 @@ pub fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
             }
             _ => {}
         }
-        let here = done.iter().fold(root.to_path_buf(), |p, c| p.join(c)).join(&c);
+        let here = done
+            .iter()
+            .fold(root.to_path_buf(), |p, c| p.join(c))
+            .join(&c);
         let md = fs::symlink_metadata(&here).ok()?;
         if md.file_type().is_symlink() {
             links += 1;
@@ -190,7 +193,11 @@ mod tests {
         assert!(w[0].contains("/bin/sh") && w[1].contains("/bin/bash") && w[2].contains("user"));
         fs::write(d.path().join("usr/bin/sh"), "#!/x\n").unwrap();
         fs::write(d.path().join("usr/bin/bash"), "#!/x\n").unwrap();
-        fs::write(d.path().join("etc/passwd"), "user:x:1000:1000::/home/user:/bin/sh\n").unwrap();
+        fs::write(
+            d.path().join("etc/passwd"),
+            "user:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
         fs::create_dir_all(d.path().join("home/user")).unwrap();
         assert!(rootfs(d.path()).unwrap().is_empty());
     }
@@ -202,7 +209,10 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         fs::create_dir_all(d.path().join("rootfs/etc")).unwrap();
         let e = rootfs(d.path()).unwrap_err().to_string();
-        assert!(e.contains("holds only \"rootfs\"") && e.contains("tar -C"), "{e}");
+        assert!(
+            e.contains("holds only \"rootfs\"") && e.contains("tar -C"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -70,58 +70,58 @@ pub fn build_minimal(state: &Path, busybox: &Path) -> Result<ImageMeta, JailErro
         recipe: Some(RECIPE.into()),
     };
     install(state, "minimal", origin, |root| {
-            for d in [
-                "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
-                "var/tmp", "home", "work",
-            ] {
-                fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
+        for d in [
+            "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "proc", "sys", "dev",
+            "var/tmp", "home", "work",
+        ] {
+            fs::create_dir_all(root.join(d)).map_err(ioe(d))?;
+        }
+        fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
+        fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
+            .map_err(ioe("chmod busybox"))?;
+        for applet in applets
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains(".."))
+        {
+            let p = root.join(applet);
+            if p.exists() || applet == "bin/busybox" {
+                continue;
             }
-            fs::write(root.join("bin/busybox"), &bytes).map_err(ioe("copying busybox"))?;
-            fs::set_permissions(root.join("bin/busybox"), fs::Permissions::from_mode(0o755))
-                .map_err(ioe("chmod busybox"))?;
-            for applet in applets
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.contains(".."))
-            {
-                let p = root.join(applet);
-                if p.exists() || applet == "bin/busybox" {
-                    continue;
-                }
-                let depth = applet.matches('/').count();
-                let target = format!("{}bin/busybox", "../".repeat(depth));
-                if let Some(parent) = p.parent() {
-                    fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
-                }
-                symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
+            let depth = applet.matches('/').count();
+            let target = format!("{}bin/busybox", "../".repeat(depth));
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).map_err(ioe("applet dir"))?;
             }
-            // Written, not linked to busybox (which has no `bash` applet); never written
-            // through a link of that name.
-            let _ = fs::remove_file(root.join("bin/bash"));
-            for (f, content) in [
-                (
-                    "etc/passwd",
-                    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-                ),
-                ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-                ("bin/bash", BASH),
-                (
-                    "etc/os-release",
-                    "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n",
-                ),
-                ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
-            ] {
-                fs::write(root.join(f), content).map_err(ioe(f))?;
-            }
-            for d in ["tmp", "var/tmp"] {
-                fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777))
-                    .map_err(ioe(d))?;
-            }
-            fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))
-                .map_err(ioe("root"))?;
-            fs::set_permissions(root.join("bin/bash"), fs::Permissions::from_mode(0o755))
-                .map_err(ioe("chmod /bin/bash"))?;
-            users::add_user(root, "/bin/sh")
+            symlink(target, &p).map_err(ioe(format!("linking {applet}")))?;
+        }
+        // Written, not linked to busybox (which has no `bash` applet); never written
+        // through a link of that name.
+        let _ = fs::remove_file(root.join("bin/bash"));
+        for (f, content) in [
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+            ),
+            ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
+            ("bin/bash", BASH),
+            (
+                "etc/os-release",
+                "NAME=\"bulkhead minimal\"\nID=bulkhead-minimal\n",
+            ),
+            ("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+        ] {
+            fs::write(root.join(f), content).map_err(ioe(f))?;
+        }
+        for d in ["tmp", "var/tmp"] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o1777))
+                .map_err(ioe(d))?;
+        }
+        fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))
+            .map_err(ioe("root"))?;
+        fs::set_permissions(root.join("bin/bash"), fs::Permissions::from_mode(0o755))
+            .map_err(ioe("chmod /bin/bash"))?;
+        users::add_user(root, "/bin/sh")
     })
     .map(|(m, _)| m)
 }
@@ -162,10 +162,18 @@ mod tests {
         assert_eq!(m.recipe.as_deref(), Some(RECIPE));
         let root = image_dir(state.path(), "minimal").join("rootfs");
         let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
-        assert!(passwd.contains("\nuser:x:1000:1000:user:/home/user:/bin/sh\n"), "{passwd}");
-        assert!(fs::read_to_string(root.join("etc/group")).unwrap().contains("\nuser:x:1000:\n"));
+        assert!(
+            passwd.contains("\nuser:x:1000:1000:user:/home/user:/bin/sh\n"),
+            "{passwd}"
+        );
+        assert!(fs::read_to_string(root.join("etc/group"))
+            .unwrap()
+            .contains("\nuser:x:1000:\n"));
         let home = fs::metadata(root.join("home/user")).unwrap();
-        assert_eq!((home.uid(), home.gid(), home.mode() & 0o777), (1000, 1000, 0o755));
+        assert_eq!(
+            (home.uid(), home.gid(), home.mode() & 0o777),
+            (1000, 1000, 0o755)
+        );
         let bash = fs::symlink_metadata(root.join("bin/bash")).unwrap();
         assert!(bash.is_file() && bash.mode() & 0o111 != 0);
         // It runs what E2B sends, with no /etc/profile (run on the host: the same busybox).
@@ -190,7 +198,7 @@ mod tests {
         assert_eq!(now.recipe.as_deref(), Some(RECIPE));
     }
 
-#[test]
+    #[test]
     fn minimal_needs_a_static_busybox() {
         let state = tempfile::tempdir().unwrap();
         let e = build_minimal(state.path(), Path::new("/nonexistent/busybox"))
@@ -209,5 +217,4 @@ mod tests {
         assert!(e.contains("dynamically linked"), "{e}");
         assert!(list(state.path()).is_empty());
     }
-
 }

@@ -354,7 +354,11 @@ mod tests {
         symlink("hello", src.path().join("etc/link")).unwrap();
         let (m, warnings) = import(state.path(), "t", src.path(), None).unwrap();
         assert_eq!(m.name, "t");
-        assert_eq!(warnings.len(), 3, "no /bin/sh, /bin/bash, user: {warnings:?}");
+        assert_eq!(
+            warnings.len(),
+            3,
+            "no /bin/sh, /bin/bash, user: {warnings:?}"
+        );
         assert_eq!(list(state.path()).len(), 1);
         let tenant = state.path().join("tenant");
         let out = shifted_copy(state.path(), "t", &tenant, 200_000, 65536).unwrap();
@@ -390,12 +394,20 @@ mod tests {
         h.set_uid(0);
         h.set_gid(0);
         h.set_cksum();
-        b.append_data(&mut h, "rootfs/etc/passwd", &b"x\n"[..]).unwrap();
+        b.append_data(&mut h, "rootfs/etc/passwd", &b"x\n"[..])
+            .unwrap();
         b.finish().unwrap();
         drop(b);
-        let e = import(state.path(), "nested", &nested, None).unwrap_err().to_string();
-        assert!(e.contains("not a root file system") && e.contains("\"rootfs\""), "{e}");
-        let e = import(state.path(), "nested", &nested, Some("x")).unwrap_err().to_string();
+        let e = import(state.path(), "nested", &nested, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a root file system") && e.contains("\"rootfs\""),
+            "{e}"
+        );
+        let e = import(state.path(), "nested", &nested, Some("x"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--ref"), "{e}");
         assert!(list(state.path()).is_empty());
         let leftovers: Vec<_> = fs::read_dir(state.path().join("images"))

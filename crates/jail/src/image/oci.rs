@@ -105,12 +105,8 @@ fn layout_refs(dir: &Path) -> Result<(usize, Vec<String>), JailError> {
             dir.display()
         ))
     })?;
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        err(format!(
-            "{}: index.json is not JSON: {e}",
-            dir.display()
-        ))
-    })?;
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| err(format!("{}: index.json is not JSON: {e}", dir.display())))?;
     let manifests = v["manifests"].as_array().cloned().unwrap_or_default();
     let refs = manifests
         .iter()
@@ -165,7 +161,10 @@ pub(crate) fn unpack(
     if kind == Kind::OciLayout && oci_ref.is_none() {
         let (n, refs) = layout_refs(src)?;
         if n == 0 {
-            return Err(err(format!("the OCI layout {} holds no image", src.display())));
+            return Err(err(format!(
+                "the OCI layout {} holds no image",
+                src.display()
+            )));
         }
         if n > 1 {
             return Err(err(format!(
@@ -262,13 +261,20 @@ mod tests {
     #[test]
     fn a_layout_with_several_images_needs_a_ref() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs::write(
+            d.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
         fs::write(
             d.path().join("index.json"),
             r#"{"manifests":[{"annotations":{"org.opencontainers.image.ref.name":"a"}},{"annotations":{"org.opencontainers.image.ref.name":"b"}}]}"#,
         )
         .unwrap();
-        assert_eq!(layout_refs(d.path()).unwrap(), (2, vec!["a".into(), "b".into()]));
+        assert_eq!(
+            layout_refs(d.path()).unwrap(),
+            (2, vec!["a".into(), "b".into()])
+        );
         let root = d.path().join("images/.x.tmp-1-0123456789abcdef/rootfs");
         fs::create_dir_all(&root).unwrap();
         match unpack(Kind::OciLayout, d.path(), None, &root) {

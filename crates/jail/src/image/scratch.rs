@@ -128,7 +128,10 @@ pub(crate) fn sanitize(root: &Path) -> Result<usize, JailError> {
         }
     }
     if removed > 0 {
-        tracing::debug!(removed, "removed device nodes, sockets and fifos from the image");
+        tracing::debug!(
+            removed,
+            "removed device nodes, sockets and fifos from the image"
+        );
     }
     Ok(removed)
 }

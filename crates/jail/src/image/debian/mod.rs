@@ -113,10 +113,7 @@ fn run_debootstrap(
     mirror: &Mirror,
     on: &mut dyn FnMut(Progress),
 ) -> Result<(), JailError> {
-    let log = root
-        .parent()
-        .unwrap_or(root)
-        .join("debootstrap.log");
+    let log = root.parent().unwrap_or(root).join("debootstrap.log");
     let mut args: Vec<String> = vec![
         "--mount".into(),
         "--propagation".into(),
@@ -177,7 +174,10 @@ fn run_debootstrap(
         if tail.is_empty() {
             String::new()
         } else {
-            format!("\n--- the end of debootstrap's log ---\n{}", tail.join("\n"))
+            format!(
+                "\n--- the end of debootstrap's log ---\n{}",
+                tail.join("\n")
+            )
         }
     )))
 }
@@ -188,7 +188,8 @@ fn finish(root: &Path) -> Result<(), JailError> {
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         for e in fs::read_dir(root.join(dir)).into_iter().flatten().flatten() {
             if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "lock" {
-                fs::remove_file(e.path()).map_err(ioe(format!("removing {}", e.path().display())))?;
+                fs::remove_file(e.path())
+                    .map_err(ioe(format!("removing {}", e.path().display())))?;
             }
         }
     }

@@ -75,7 +75,9 @@ fn format(fmt: &str, args: &[String]) -> String {
 impl Tracker {
     /// Feeds one line; returns an update when the display changes.
     pub fn line(&mut self, line: &str) -> Option<Progress> {
-        let (tag, rest) = line.split_once(": ").unwrap_or((line.trim_end_matches(':'), ""));
+        let (tag, rest) = line
+            .split_once(": ")
+            .unwrap_or((line.trim_end_matches(':'), ""));
         match tag {
             "P" => {
                 let mut w = rest.split_whitespace();
