@@ -16,8 +16,10 @@ need_root
 # procps: pgrep in leftover checks. bubblewrap: the benchmark baseline. qemu-system-x86,
 # e2fsprogs, xz-utils: microVM nodes (QEMU, node disks, the guest kernel's payload).
 # qemu-utils: qemu-img, which makes a persistent microVM's LUKS-encrypted disk (#13).
+# debootstrap: `bulkhead image build debian`; skopeo, umoci: `bulkhead image import` of OCI
+# layouts and archives (#15, ADR 0039).
 packages=(busybox-static util-linux procps iproute2 nftables bubblewrap curl ca-certificates gcc libc6-dev
-          qemu-system-x86 qemu-utils e2fsprogs xz-utils)
+          qemu-system-x86 qemu-utils e2fsprogs xz-utils debootstrap skopeo umoci)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -75,7 +75,7 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
     }
     let mut env: Vec<String> = vec![
         format!("PATH={DEFAULT_PATH}"),
-        format!("HOME={}", if req.uid == 0 { "/root" } else { "/" }),
+        format!("HOME={}", home_of(req.uid, "/etc/passwd")),
         "TERM=xterm".into(),
     ];
     for e in &req.env {
@@ -525,5 +525,36 @@ impl Control {
 
     fn refuse(&self, code: &str, message: String) {
         let _ = send_event(&self.writer, &Event::error(code, message));
+    }
+}
+
+/// The home directory of `uid` in the node's account file (`/home/user` for E2B's `user`,
+/// #15), else `/root` for root and `/` for anyone else.
+fn home_of(uid: u32, passwd: &str) -> String {
+    let text = std::fs::read_to_string(passwd).unwrap_or_default();
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2].parse() == Ok(uid) && f[5].starts_with('/'))
+        .map(|f| f[5].to_string())
+        .unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string())
+}
+
+#[cfg(test)]
+mod home_tests {
+    #[test]
+    fn home_comes_from_the_account_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("passwd");
+        std::fs::write(
+            &p,
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\nodd:x:7:7::relative:/bin/sh\n",
+        )
+        .unwrap();
+        let p = p.to_str().unwrap();
+        assert_eq!(super::home_of(1000, p), "/home/user");
+        assert_eq!(super::home_of(0, p), "/root");
+        assert_eq!(super::home_of(7, p), "/");
+        assert_eq!(super::home_of(1000, "/nonexistent/passwd"), "/");
+        assert_eq!(super::home_of(0, "/nonexistent/passwd"), "/root");
     }
 }
