@@ -42,17 +42,7 @@ pub enum Bound {
         chain: Chain,
     },
     // #15, A: the E2B listener (`config.api.e2b`), its own router (`crate::e2b::listener`)
-    E2b {
-        listener: E2bListener,
-        chain: Chain,
-        domain: String,
-    },
-}
-
-/// #15, A: the E2B listener, plain (loopback) or TLS.
-pub enum E2bListener {
-    Tcp(tokio::net::TcpListener),
-    Tls(tls::TlsListener),
+    E2b(crate::e2b::bind::BoundE2b),
 }
 
 /// Every UNIX socket the config names: the admin socket, then the tenant sockets.
@@ -217,7 +207,9 @@ pub async fn bind(
             }
         }
     }
-    crate::e2b::bind::bind(cfg, d, &mut out).await?; // #15, A
+    if let Some(e) = crate::e2b::bind::bind(cfg, d).await? {
+        out.push(Bound::E2b(e)); // #15, A
+    }
     if cfg.oidc.is_some() && cfg.api.tcp.is_none() {
         // OIDC (#11): UNIX sockets authenticate by their peer.
         tracing::warn!("config.auth.oidc applies to the TCP listener only, and there is none");
@@ -269,13 +261,10 @@ pub fn serve_all(
                     tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
                 }
                 // #15, A
-                Bound::E2b {
-                    listener,
-                    chain,
-                    domain,
-                } => {
-                    let router = crate::e2b::listener::router(d.clone(), chain, &domain);
-                    match listener {
+                Bound::E2b(e) => {
+                    use crate::e2b::bind::E2bListener;
+                    let router = crate::e2b::listener::router(d.clone(), e.chain, &e.domain);
+                    match e.listener {
                         E2bListener::Tcp(l) => {
                             tokio::spawn(serve::serve(l, router, limits, stats, shutdown))
                         }

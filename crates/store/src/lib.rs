@@ -28,6 +28,7 @@ mod commits; // #13 commit and fork
 mod cursor;
 mod db;
 pub mod e2b; // E2B sandbox records (#15, A)
+mod e2b_store; // their writes (#15, A)
 mod error;
 mod events; // #14 events (part B)
 mod expiry; // #15 node TTL (part B)

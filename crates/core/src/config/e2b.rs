@@ -17,10 +17,17 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::error::{key_err, ConfigError};
-use super::raw::RawTls;
-use crate::daemon_config::TlsFiles;
+
+/// `config.api.e2b.tls` as written (and validated: absolute paths).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2bTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// The domain a sandbox reports when `config.api.e2b.domain` is not given.
 pub const DEFAULT_DOMAIN: &str = "localhost";
@@ -31,7 +38,7 @@ pub const DEFAULT_DOMAIN: &str = "localhost";
 pub struct RawE2b {
     pub bind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<RawTls>,
+    pub tls: Option<E2bTls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
 }
@@ -40,7 +47,7 @@ pub struct RawE2b {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct E2bApi {
     pub addr: SocketAddr,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<E2bTls>,
     /// Lowercase DNS name without a trailing dot.
     pub domain: String,
 }
@@ -86,10 +93,7 @@ impl E2bApi {
                         ));
                     }
                 }
-                Some(TlsFiles {
-                    cert: t.cert.clone(),
-                    key: t.key.clone(),
-                })
+                Some(t.clone())
             }
         };
         let domain = match &raw.domain {
@@ -138,7 +142,7 @@ mod tests {
             .to_string();
         assert!(err.contains("config.api.e2b.bind"), "{err}");
         let mut r = raw("0.0.0.0:3000");
-        r.tls = Some(RawTls {
+        r.tls = Some(E2bTls {
             cert: "cert.pem".into(),
             key: "/k.pem".into(),
         });
@@ -146,7 +150,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("config.api.e2b.tls.cert"), "{err}");
-        r.tls = Some(RawTls {
+        r.tls = Some(E2bTls {
             cert: "/c.pem".into(),
             key: "/k.pem".into(),
         });

@@ -8,8 +8,20 @@ use bulkhead_core::DaemonConfig;
 
 use crate::app::Daemon;
 use crate::auth::authn::{Authenticator, Chain};
-use crate::listen::{Bound, E2bListener};
 use crate::start_error::{io, StartError};
+
+/// The E2B listener, plain (loopback) or TLS.
+pub enum E2bListener {
+    Tcp(tokio::net::TcpListener),
+    Tls(crate::tls::TlsListener),
+}
+
+/// A bound E2B listener: the socket, its authenticators, the domain its sandboxes report.
+pub struct BoundE2b {
+    pub listener: E2bListener,
+    pub chain: Chain,
+    pub domain: String,
+}
 
 fn api_tokens(d: &Daemon) -> crate::auth::tokens::ApiTokens {
     crate::auth::tokens::ApiTokens {
@@ -30,14 +42,10 @@ pub fn chain(d: &Arc<Daemon>) -> Chain {
     Chain(v)
 }
 
-/// Binds `config.api.e2b`, if configured, into `out`.
-pub async fn bind(
-    cfg: &DaemonConfig,
-    d: &Arc<Daemon>,
-    out: &mut Vec<Bound>,
-) -> Result<(), StartError> {
+/// Binds `config.api.e2b`, if configured.
+pub async fn bind(cfg: &DaemonConfig, d: &Arc<Daemon>) -> Result<Option<BoundE2b>, StartError> {
     let Some(e) = &cfg.api.e2b else {
-        return Ok(());
+        return Ok(None);
     };
     let tcp = tokio::net::TcpListener::bind(e.addr)
         .await
@@ -56,10 +64,9 @@ pub async fn bind(
             E2bListener::Tcp(tcp)
         }
     };
-    out.push(Bound::E2b {
+    Ok(Some(BoundE2b {
         listener,
         chain: chain(d),
         domain: e.domain.clone(),
-    });
-    Ok(())
+    }))
 }

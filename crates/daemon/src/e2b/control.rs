@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::control_ops as ops;
-use super::sandbox::{self, now_ms, CLIENT_ID};
+use super::sandbox::{self, now_ms, seconds, Domain, CLIENT_ID};
 use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::error::ApiError;
@@ -29,10 +29,6 @@ use crate::http::body::{json_body, AppState, Visible};
 use crate::http::query::Query;
 use crate::http::Route;
 use crate::tenant::Wait;
-
-/// The domain sandboxes report (`config.api.e2b.domain`), put in each request by the edge.
-#[derive(Clone)]
-pub struct Domain(pub std::sync::Arc<str>);
 
 /// How long a create waits for the node's agent before it fails (and removes the node).
 pub const CREATE_WAIT: Duration = Duration::from_secs(300);
@@ -133,17 +129,6 @@ pub fn one_tenant(v: &[std::sync::Arc<App>]) -> Result<&std::sync::Arc<App>, Dom
                 .join(", ")
         ))),
     }
-}
-
-/// A timeout in seconds as E2B gives it, checked as a node TTL (1 s to 30 days).
-pub fn seconds(field: &str, s: i64) -> Result<Duration, DomainError> {
-    if s <= 0 {
-        return Err(DomainError::invalid(format!(
-            "{field}: {s} is not a positive number of seconds"
-        )));
-    }
-    bulkhead_core::ttl::check(field, Duration::from_secs(s as u64))
-        .map_err(|e| DomainError::invalid(e.to_string()))
 }
 
 /// `allow_internet_access` and `network` → the node's network override.

@@ -17,8 +17,7 @@ use bulkhead_api::e2b::{
 use bulkhead_core::{Code, DomainError, NodeState};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::control::{seconds, Domain};
-use super::sandbox::{self, now_ms};
+use super::sandbox::{self, now_ms, seconds, Domain};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::ApiError;

@@ -178,7 +178,7 @@ pub async fn e2b_edge(State(edge): State<Edge>, mut req: Request, next: Next) ->
             (port, id.trim().to_string())
         });
     req.extensions_mut()
-        .insert(super::control::Domain(edge.domain.clone()));
+        .insert(super::sandbox::Domain(edge.domain.clone()));
     let original = req.uri().path().to_string();
     let sandbox = by_header.or(by_host);
     if let Some((port, id)) = &sandbox {

@@ -15,6 +15,21 @@ use crate::app::App;
 use crate::auth::{Action, Principal};
 use crate::tenant::NodeRef;
 
+/// The domain sandboxes report (`config.api.e2b.domain`), put in each request by the edge.
+#[derive(Clone)]
+pub struct Domain(pub std::sync::Arc<str>);
+
+/// A timeout in seconds as E2B gives it, checked as a node TTL (1 s to 30 days).
+pub fn seconds(field: &str, s: i64) -> Result<std::time::Duration, DomainError> {
+    if s <= 0 {
+        return Err(DomainError::invalid(format!(
+            "{field}: {s} is not a positive number of seconds"
+        )));
+    }
+    bulkhead_core::ttl::check(field, std::time::Duration::from_secs(s as u64))
+        .map_err(|e| DomainError::invalid(e.to_string()))
+}
+
 /// The SDKs' default template.
 pub const BASE: &str = "base";
 /// What `clientID` answers (E2B's id of the machine a sandbox runs on).
