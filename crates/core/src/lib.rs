@@ -1,7 +1,7 @@
 //! Tenants, host groups and their config: parsing, validation, defaults and the pure policy
 //! decisions made from them (resource requests against a group, uid ranges); the node's
-//! lifecycle state machine (`node`) and the domain's errors with their stable codes (`error`).
-//! No syscalls and no HTTP here.
+//! lifecycle state machine (`node`), a node's timeout and expiry (`ttl`, #15) and the domain's
+//! errors with their stable codes (`error`). No syscalls and no HTTP here.
 
 pub mod config;
 pub mod cores;
