@@ -1,6 +1,8 @@
 //! End to end, over a real daemon and node: E2B's `process.Process` (#15, C; ADR 0038) with
-//! raw Connect calls in JSON and in binary protobuf: a command's output, exit code and end
-//! status; its environment, working directory and user; stdin (SendInput, StreamInput,
+//! raw Connect calls in JSON and in binary protobuf, through the E2B listener
+//! (`config.api.e2b`) as the SDKs reach it (a sandbox made by `POST /v2/sandboxes` with an
+//! `e2b_` key, then `E2b-Sandbox-Id` and `X-Access-Token` on every call): a command's
+//! output, exit code and end status; its environment, working directory and user; stdin (SendInput, StreamInput,
 //! CloseStdin); signals; List; Connect by tag (new output from the attach point); a terminal
 //! and its resize; keepalives and the command's timeout; Connect errors (unknown pid, bad
 //! body, wrong content type, a cwd that does not exist); processes are background execs
@@ -11,130 +13,59 @@ mod e2b_client;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bulkhead_e2b::connect::{Code, Codec};
-use bulkhead_e2b::process::{self as p, process_event::data_event::Output, process_event::Event};
+use bulkhead_e2b::process::{self as p, process_event::Event};
 use common::*;
-use e2b_client::{Conn, Envd, Stream};
-
-fn basic(user: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))
-    )
-}
-
-/// The process service of `node` on daemon `d`.
-fn envd(d: &Daemon, node: &str) -> Envd {
-    Envd {
-        connect: Conn::Unix(d.sock().into()),
-        prefix: format!("/envd/{node}/process.Process"),
-        headers: vec![],
-    }
-}
-
-fn start_req(cmd: &str, args: &[&str]) -> p::StartRequest {
-    p::StartRequest {
-        process: Some(p::ProcessConfig {
-            cmd: cmd.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            ..Default::default()
-        }),
-        stdin: Some(false),
-        ..Default::default()
-    }
-}
-
-fn sh(script: &str) -> p::StartRequest {
-    start_req("/bin/sh", &["-c", script])
-}
-
-fn by_pid(pid: u32) -> Option<p::ProcessSelector> {
-    Some(p::ProcessSelector {
-        selector: Some(p::process_selector::Selector::Pid(pid)),
-    })
-}
-
-fn by_tag(tag: &str) -> Option<p::ProcessSelector> {
-    Some(p::ProcessSelector {
-        selector: Some(p::process_selector::Selector::Tag(tag.into())),
-    })
-}
-
-/// What a finished stream said: pid, stdout, stderr, pty bytes, keepalives, the end event.
-#[derive(Debug, Default)]
-struct Run {
-    pid: u32,
-    out: Vec<u8>,
-    err: Vec<u8>,
-    pty: Vec<u8>,
-    keepalives: usize,
-    end: Option<p::process_event::EndEvent>,
-}
-
-fn take(r: &mut Run, ev: Option<p::ProcessEvent>) {
-    match ev.and_then(|e| e.event) {
-        Some(Event::Start(s)) => r.pid = s.pid,
-        Some(Event::Data(d)) => match d.output {
-            Some(Output::Stdout(b)) => r.out.extend(b),
-            Some(Output::Stderr(b)) => r.err.extend(b),
-            Some(Output::Pty(b)) => r.pty.extend(b),
-            None => panic!("an empty data event"),
-        },
-        Some(Event::End(e)) => r.end = Some(e),
-        Some(Event::Keepalive(_)) => r.keepalives += 1,
-        None => panic!("an empty event"),
-    }
-}
-
-/// Reads a Start stream to its end.
-async fn finish(s: &mut Stream) -> Run {
-    let mut r = Run::default();
-    let (msgs, end) = s.rest::<p::StartResponse>().await;
-    for m in msgs {
-        take(&mut r, m.event);
-    }
-    end.unwrap();
-    r
-}
-
-/// Reads a Start stream's first event: the pid.
-async fn started(s: &mut Stream) -> u32 {
-    let m = s.next::<p::StartResponse>().await.expect("a start event");
-    match m.event.and_then(|e| e.event) {
-        Some(Event::Start(st)) => st.pid,
-        other => panic!("the first event is not start: {other:?}"),
-    }
-}
-
-async fn run(e: &Envd, codec: Codec, req: p::StartRequest, h: &[(&str, &str)]) -> Run {
-    let mut s = e.stream(codec, "Start", &req, h).await;
-    finish(&mut s).await
-}
+use e2b_client::process::*;
+use e2b_client::Envd;
 
 #[test]
 fn process_service() {
     if !privileged() {
         return;
     }
-    let d = Daemon::start("e2bproc", &[]);
-    let node = d.add();
-    let e = envd(&d, &node);
-    let rt = rt();
-    for codec in [Codec::Json, Codec::Proto] {
-        rt.block_on(output_env_cwd_user(&e, codec));
-        rt.block_on(stdin_signals_list_connect(&e, codec));
-        rt.block_on(terminal_keepalive_timeout(&e, codec));
-        rt.block_on(errors(&e, codec));
-    }
-    // One registry: Slicer's list shows an E2B process while it runs.
-    let (mut s, pid) = rt.block_on(async {
-        let mut s = e.stream(Codec::Json, "Start", &sh("sleep 30"), &[]).await;
-        let pid = started(&mut s).await;
-        (s, pid)
+    let d = e2b_daemon("e2bproc", false);
+    let (node, e) = sandbox(&d);
+    let e2 = e.clone();
+    in_daemon_ns(&d, move |rt| {
+        for codec in [Codec::Json, Codec::Proto] {
+            rt.block_on(output_env_cwd_user(&e2, codec));
+            rt.block_on(stdin_signals_list_connect(&e2, codec));
+            rt.block_on(terminal_keepalive_timeout(&e2, codec));
+            rt.block_on(errors(&e2, codec));
+        }
     });
+    // One registry: Slicer's list shows an E2B process while it runs.
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let e3 = e.clone();
+    let t = std::thread::spawn({
+        let ns = format!("/proc/{}/ns/net", d.pid());
+        move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(ns).unwrap();
+            // SAFETY: moves this thread (only) into the daemon's network namespace.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            rt().block_on(async {
+                let mut s = e3.stream(Codec::Json, "Start", &sh("sleep 30"), &[]).await;
+                let pid = started(&mut s).await;
+                tx.send(pid).unwrap();
+                done_rx.recv().unwrap();
+                let sig = p::SendSignalRequest {
+                    process: by_pid(pid),
+                    signal: p::Signal::Sigkill as i32,
+                };
+                let _: p::SendSignalResponse = e3
+                    .unary(Codec::Json, "SendSignal", &sig, &[])
+                    .await
+                    .unwrap();
+                assert_eq!(finish(&mut s).await.end.unwrap().status, "signal: killed");
+            })
+        }
+    });
+    let pid = rx.recv().unwrap();
     let l: Vec<bulkhead_api::BgExecInfo> = common::exec_wire::ok_json(
-        &rt,
+        &rt(),
         &d.client(),
         hyper::Method::GET,
         &format!("/vm/{node}/exec"),
@@ -145,14 +76,17 @@ fn process_service() {
         .find(|x| x.pid == pid as i32)
         .expect("in Slicer's list");
     assert!(me.running && me.command == "/bin/sh", "{me:?}");
-    rt.block_on(async {
-        let sig = p::SendSignalRequest {
-            process: by_pid(pid),
-            signal: p::Signal::Sigkill as i32,
-        };
-        let _: p::SendSignalResponse = e.unary(Codec::Json, "SendSignal", &sig, &[]).await.unwrap();
-        assert_eq!(finish(&mut s).await.end.unwrap().status, "signal: killed");
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+
+    // Another sandbox's access token does not reach this sandbox's processes.
+    let (_, other) = sandbox(&d);
+    let mut wrong = e.clone();
+    wrong.headers[1].1 = other.headers[1].1.clone();
+    let r = in_daemon_ns(&d, move |rt| {
+        rt.block_on(wrong.raw("List", "application/json", &[], b"{}".to_vec()))
     });
+    assert_eq!(r.status, 401, "{r:?}");
 }
 
 /// `policy.exec_as_root: false` refuses a root process (Connect `permission_denied`) and
@@ -162,29 +96,28 @@ fn exec_as_root_policy() {
     if !privileged() {
         return;
     }
-    let d = Daemon::start_edited("e2bpol", &[], |y| {
-        format!("{}\n  policy:\n    exec_as_root: false\n", y.trim_end())
-    });
-    let node = d.add();
-    let e = envd(&d, &node);
-    rt().block_on(async {
-        let mut s = e
-            .stream(
-                Codec::Json,
-                "Start",
-                &sh("id -u"),
-                &[("authorization", &basic("root"))],
-            )
-            .await;
-        let (msgs, end) = s.rest::<p::StartResponse>().await;
-        assert!(msgs.is_empty());
-        let err = end.unwrap_err();
-        assert_eq!(err.code, Code::PermissionDenied, "{err}");
-        assert!(err.message.contains("exec_as_root"), "{err}");
-        let mut req = sh("id -u");
-        req.process.as_mut().unwrap().cwd = Some("/tmp".into());
-        let r = run(&e, Codec::Proto, req, &[("authorization", &basic("user"))]).await;
-        assert_eq!(r.out, b"1000\n");
+    let d = e2b_daemon("e2bpol", true);
+    let (_, e) = sandbox(&d);
+    in_daemon_ns(&d, move |rt| {
+        rt.block_on(async {
+            let mut s = e
+                .stream(
+                    Codec::Json,
+                    "Start",
+                    &sh("id -u"),
+                    &[("authorization", &basic("root"))],
+                )
+                .await;
+            let (msgs, end) = s.rest::<p::StartResponse>().await;
+            assert!(msgs.is_empty());
+            let err = end.unwrap_err();
+            assert_eq!(err.code, Code::PermissionDenied, "{err}");
+            assert!(err.message.contains("exec_as_root"), "{err}");
+            let mut req = sh("id -u");
+            req.process.as_mut().unwrap().cwd = Some("/tmp".into());
+            let r = run(&e, Codec::Proto, req, &[("authorization", &basic("user"))]).await;
+            assert_eq!(r.out, b"1000\n");
+        })
     });
 }
 

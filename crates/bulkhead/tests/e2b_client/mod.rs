@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use bulkhead_e2b::connect::{self as wire, Codec, ConnectError, EnvelopeReader, Msg, Shape};
@@ -66,6 +68,45 @@ impl Envd {
             r = r.header(*k, *v);
         }
         r.body(body).unwrap()
+    }
+
+    /// Any request on the same connection target (the control plane): status, content type,
+    /// body.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Raw {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let b = Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed();
+        let resp = self.send(r.body(b).unwrap()).await;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Raw {
+            status,
+            content_type,
+            body,
+        }
     }
 
     /// A unary call with a raw body; any status.

@@ -46,12 +46,6 @@ use crate::http::body::{Scoped, TenantApp};
 /// stream that falls further behind than this misses output.
 const RING_BYTES: u64 = 1 << 20;
 
-/// The sandbox's default environment (its `envVars` at create).
-// #15 A: `crate::e2b::sandbox_env(app, node)` once it is on main; none until then.
-fn sandbox_env(_app: &TenantApp, _node: &str) -> std::collections::BTreeMap<String, String> {
-    std::collections::BTreeMap::new()
-}
-
 fn domain(e: DomainError) -> ConnectError {
     from_domain(e)
 }
@@ -121,7 +115,7 @@ async fn launch(
         format!("USER={}", u.name),
         format!("LOGNAME={}", u.name),
     ];
-    for (k, v) in sandbox_env(app, node) {
+    for (k, v) in crate::e2b::sandbox_env(app, node) {
         check_env(&k, &v)?;
         env.push(format!("{k}={v}"));
     }
