@@ -94,7 +94,7 @@ unary!(
     pb::CreateWatcherRequest,
     |app, n, u, r| async {
         let p = user::resolve_path(&r.path, &u)?;
-        let id = watchers::create(&app, &n, &p, r.recursive).await?;
+        let id = watchers::create(app, &n, &p, r.recursive).await?;
         Ok(pb::CreateWatcherResponse { watcher_id: id })
     }
 );

@@ -121,6 +121,8 @@ pub async fn list(
         .map_err(|e| not_found(e, path))?;
     let mut out = Vec::new();
     walk(t, n, path, top, 1, depth, &mut out).await?;
+    // envd's order: depth first, names in order within each directory.
+    out.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
     Ok(out)
 }
 

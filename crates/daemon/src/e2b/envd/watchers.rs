@@ -184,10 +184,9 @@ pub async fn create(
     let tenant = app.tenant.name.clone();
     {
         let mut r = lock();
-        r.retain(|_, w| {
-            !w.ended
-                .as_ref()
-                .is_some_and(|(_, t)| t.elapsed() > FORGET_AFTER)
+        r.retain(|_, w| match &w.ended {
+            Some((_, t)) => t.elapsed() <= FORGET_AFTER,
+            None => true,
         });
         let mine = r
             .values()
