@@ -2,7 +2,8 @@
 //! `/bin/bash -l -c` as root and as the account `user` (uid 1000, HOME /home/user); an OCI
 //! image layout, an OCI archive and a docker archive made here without the internet (umoci and
 //! skopeo from the `minimal` tree) import and run; a layout with two images needs `--ref`; the
-//! `debian` image (debootstrap from the host apt's mirror) runs python3 under bash as `user`.
+//! `debian` image (debootstrap from the host apt's mirror) runs python3 under bash as `user`;
+//! a microVM boots `minimal` with the same answers.
 //!
 //! The debian build takes minutes, so its tree is cached as a tarball under the target
 //! directory, keyed by the recipe (`bulkhead_jail::image::debian::recipe`): a cached run
@@ -98,6 +99,33 @@ fn minimal_answers_e2b_bash_as_root_and_as_user() {
     // A command's exit code comes through bash, and a missing command is the shell's 127.
     assert_eq!(bash(&d, &n, 1000, "exit 7").0, 7);
     assert_eq!(bash(&d, &n, 1000, "no-such-command").0, 127);
+    d.stop_and_assert_clean();
+}
+
+/// The microVM driver boots the same `minimal` tree from its disk (mkfs.ext4 -d keeps the
+/// owners): bash and `user` answer there too (TCG here, so one short check).
+#[test]
+fn minimal_in_a_microvm_answers_e2b_bash_as_user() {
+    if !privileged() {
+        return;
+    }
+    let netns = common::netlab::Netns::new();
+    let d = Daemon::start_in(&netns.path(), "eimgvm", &vm_config());
+    let n = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "180s"])
+        .trim()
+        .to_string();
+    let (code, out, err) = bash(
+        &d,
+        &n,
+        1000,
+        "echo \"$0 $(id -u) $HOME\"; cd && touch f && stat -c %u f",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "ash 1000 /home/user\n1000\n"),
+        "{err}"
+    );
     d.stop_and_assert_clean();
 }
 

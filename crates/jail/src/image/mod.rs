@@ -174,16 +174,28 @@ pub(crate) fn install(
         serde_json::to_vec_pretty(&meta).unwrap_or_default(),
     )
     .map_err(ioe("writing image.json"))?;
-    let _lock = StoreLock::take(state, true)?;
+    let lock = StoreLock::take(state, true)?;
     let dst = image_dir(state, name);
+    let mut old = None;
     if dst.exists() {
-        let old = images.join(format!(".{name}.old-{}", new_id()));
-        fs::rename(&dst, &old).map_err(ioe("replacing image"))?;
-        let _ = fs::remove_dir_all(old);
+        let o = images.join(format!(".{name}.old-{}", new_id()));
+        fs::rename(&dst, &o).map_err(ioe("replacing image"))?;
+        old = Some(o);
     }
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).map_err(ioe("chmod"))?;
-    fs::rename(tmp.path(), &dst).map_err(ioe("installing image"))?;
+    if let Err(e) = fs::rename(tmp.path(), &dst) {
+        // Put the previous image back rather than leave none.
+        if let Some(o) = &old {
+            let _ = fs::rename(o, &dst);
+        }
+        return Err(err(format!("installing image: {e}")));
+    }
     tmp.keep();
+    // The replaced tree goes after the lock: removing a large one never holds up tenant copies.
+    drop(lock);
+    if let Some(o) = old {
+        let _ = fs::remove_dir_all(o);
+    }
     Ok((meta, warnings))
 }
 
