@@ -132,3 +132,37 @@ pub async fn init(
     let _n = app.tenant.node(&node)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route of this part (#15 D) is in `docs/api/e2b-openapi.yaml` with its method.
+    #[test]
+    fn d_routes_are_in_the_e2b_spec() {
+        let spec: serde_json::Value =
+            serde_yaml::from_str(include_str!("../../../../../docs/api/e2b-openapi.yaml"))
+                .expect("parses");
+        let mine = [
+            "/files",
+            "/health",
+            "/envs",
+            "/metrics",
+            "/init",
+            "/filesystem.",
+        ];
+        let mut n = 0;
+        for r in super::super::table() {
+            let path = r.path.trim_start_matches("/envd/{node}");
+            if !mine.iter().any(|m| path.starts_with(m)) {
+                continue;
+            }
+            for (m, _) in r.methods {
+                n += 1;
+                assert!(
+                    spec["paths"][path].get(*m).is_some(),
+                    "{m} {path} is not in docs/api/e2b-openapi.yaml"
+                );
+            }
+        }
+        assert_eq!(n, 15);
+    }
+}
