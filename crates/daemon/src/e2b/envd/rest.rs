@@ -43,6 +43,11 @@ impl IntoResponse for EnvdError {
             }),
         )
             .into_response();
+        // the audit line's reason, as `ApiError` leaves it
+        r.extensions_mut().insert(crate::error::Reason {
+            code: self.0.code.as_str(),
+            message: self.0.message.clone(),
+        });
         if let Some(s) = self.0.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
