@@ -275,6 +275,13 @@ fn e2b_control_plane_keys_isolation_and_access_tokens() {
         "POST",
         "/v2/sandboxes",
         &ka,
+        r#"{"templateID":"base","envVars":{"A=B":"x"}}"#,
+    )
+    .e2b_error(400, "envVars name");
+    e.key(
+        "POST",
+        "/v2/sandboxes",
+        &ka,
         r#"{"templateID":"base","timeout":0}"#,
     )
     .e2b_error(400, "timeout 0");
@@ -435,7 +442,16 @@ fn e2b_control_plane_keys_isolation_and_access_tokens() {
     e.in_sandbox(&id1, Some(&tok2), "/health")
         .e2b_error(401, "another sandbox's token");
     let r = e.in_sandbox(&id1, Some(&tok1), "/health");
-    assert_ne!(r.status, 401, "its own token: {}", r.text());
+    assert!(r.status < 300, "its own token: {} {}", r.status, r.text());
+    // The sandbox's envVars are its environment (`GET /envs`, D's, from the record).
+    let r = e.in_sandbox(&id1, Some(&tok1), "/envs");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["FOO"], "bar", "{}", r.text());
+    let other = e.in_sandbox(&id2, Some(&tok2), "/envs").json();
+    assert!(
+        other.get("FOO").is_none(),
+        "another sandbox's envVars: {other}"
+    );
     e.in_sandbox(&format!("{a}-nosuchsandbox"), Some(&tok1), "/health")
         .e2b_error(502, "no such sandbox");
     // By host name, and only port 49983.
@@ -455,7 +471,7 @@ fn e2b_control_plane_keys_isolation_and_access_tokens() {
         &[("Host", &host), ("X-Access-Token", &tok1)],
         "",
     );
-    assert_ne!(r.status, 401, "host form: {}", r.text());
+    assert!(r.status < 300, "host form: {} {}", r.status, r.text());
     let r = raw(
         &e.netns,
         "GET",

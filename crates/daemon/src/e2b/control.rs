@@ -214,6 +214,14 @@ async fn create(
         .into());
     }
     let ttl = seconds("timeout", b.timeout.unwrap_or(default_timeout))?;
+    for (k, v) in b.env_vars.iter().flatten() {
+        if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+            return Err(DomainError::invalid(format!(
+                "envVars: {k:?} is not an environment variable: names are non-empty without '=' or NUL, values without NUL"
+            ))
+            .into());
+        }
+    }
     let t = sandbox::resolve_template(&app, &b.template_id).await?;
     let name = sandbox::new_name(&t.group);
     let req = CreateNodeRequest {

@@ -267,6 +267,59 @@ mod tests {
         assert_eq!(sandbox_of_host("port-a.localhost", "localhost"), None);
     }
 
+    fn body(r: Response) -> (StatusCode, Option<String>, serde_json::Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let status = r.status();
+        let retry = r
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let b = rt
+            .block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
+            .unwrap();
+        (status, retry, serde_json::from_slice(&b).unwrap())
+    }
+
+    #[test]
+    fn errors_become_e2b_and_connect_bodies_keeping_status_and_retry_after() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let limited = || {
+            ApiError(DomainError::new(bulkhead_core::Code::RateLimited, "slow down").retry_after(3))
+                .into_response()
+        };
+        let (st, retry, v) = body(rt.block_on(reshape_error(limited(), false)));
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry.as_deref(), Some("3"));
+        assert_eq!(v, serde_json::json!({"code": 429, "message": "slow down"}));
+        let (st, retry, v) = body(rt.block_on(reshape_error(limited(), true)));
+        assert_eq!(
+            (st, retry.as_deref()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("3"))
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({"code": "resource_exhausted", "message": "slow down"})
+        );
+        let missing = ApiError(DomainError::no_node("x")).into_response();
+        let (st, _, v) = body(rt.block_on(reshape_error(missing, false)));
+        assert_eq!(
+            (st, &v["code"]),
+            (StatusCode::NOT_FOUND, &serde_json::json!(404))
+        );
+        // A handler's own answer (no bulkhead error) passes unchanged.
+        let own = (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({"code": "x"})),
+        )
+            .into_response();
+        let (_, _, v) = body(rt.block_on(reshape_error(own, true)));
+        assert_eq!(v, serde_json::json!({"code": "x"}));
+    }
+
     #[test]
     fn connect_paths() {
         assert!(is_connect("/process.Process/Start"));
