@@ -1,0 +1,32 @@
+"""Times E2B's Python SDK from `Sandbox.create()` to the first output of `commands.run` (issue
+#15's benchmark), for crates/bulkhead/benches/e2b.rs, which runs it inside the daemon's network
+namespace with E2B_API_KEY, E2B_API_URL and E2B_SANDBOX_URL set, and E2BBENCH_TEMPLATE and
+E2BBENCH_N. Each sample: create, run `echo hi` until its first stdout chunk arrives (the
+sample ends there), then kill (not timed). Prints {"samples_ms": [...]} on one line.
+"""
+
+import json
+import os
+import time
+
+from e2b import Sandbox
+
+TEMPLATE = os.environ["E2BBENCH_TEMPLATE"]
+N = int(os.environ.get("E2BBENCH_N", "10"))
+
+
+def one():
+    first = []
+    t0 = time.perf_counter()
+    s = Sandbox.create(template=TEMPLATE, timeout=120)
+    try:
+        s.commands.run("echo hi", on_stdout=lambda _: first or first.append(time.perf_counter()))
+        if not first:
+            raise SystemExit("no stdout from `echo hi`")
+        return (first[0] - t0) * 1000.0
+    finally:
+        s.kill()
+
+
+samples = [one() for _ in range(N)]
+print(json.dumps({"samples_ms": samples}), flush=True)
