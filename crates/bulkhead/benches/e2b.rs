@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "common.rs"]
+#[allow(dead_code)] // its start_daemon leaves loopback down; the E2B listener needs it up
 mod common;
 
 const E2B: &str = "127.0.0.1:13916";
