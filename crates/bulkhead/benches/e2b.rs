@@ -53,7 +53,7 @@ fn main() {
     let tenant = format!("e2bb{}", std::process::id());
     let state = dir.path().join("state");
     let yaml = format!(
-        "config:\n  graceful_shutdown: false\n  tenants:\n    - name: {tenant}\n      host_groups:\n        - name: {tenant}\n          ram_mb: 256\n  api:\n    bind_address: {}\n    tenant_sockets: {}\n    e2b: {{ bind: \"{E2B}\" }}\n",
+        "config:\n  graceful_shutdown: false\n  tenants:\n    - name: {tenant}\n      host_groups:\n        - name: {tenant}\n          ram_mb: 256\n          storage_size: 192M\n  api:\n    bind_address: {}\n    tenant_sockets: {}\n    e2b: {{ bind: \"{E2B}\" }}\n",
         admin.display(),
         dir.path().join("tenants").display()
     );

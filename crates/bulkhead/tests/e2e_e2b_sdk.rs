@@ -82,7 +82,7 @@ impl E2bDaemon {
                 } else {
                     ""
                 };
-                format!("    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 256\n{limits}")
+                format!("    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 256\n          storage_size: 192M\n{limits}")
             })
             .collect();
         let yaml = format!(
