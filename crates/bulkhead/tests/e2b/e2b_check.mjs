@@ -97,7 +97,7 @@ check('commands.background', async () => {
   expect(await h.kill(), 'kill() answered false')
 })
 
-check('files', async () => {
+check('files.write_read', async () => {
   const s = sbx()
   const w = await s.files.write('/tmp/js/hello.txt', 'hello from js')
   expect(w.path === '/tmp/js/hello.txt', `WriteInfo.path ${w.path}`)
@@ -107,6 +107,10 @@ check('files', async () => {
   await s.files.write('/tmp/js/blob.bin', bytes.buffer)
   const back = await s.files.read('/tmp/js/blob.bin', { format: 'bytes' })
   expect(back.length === bytes.length && back.every((b, i) => b === bytes[i]), 'binary read back differs')
+})
+
+check('files.dirs', async () => {
+  const s = sbx()
   expect(await s.files.makeDir('/tmp/js/dir'), 'makeDir answered false')
   const names = (await s.files.list('/tmp/js')).map((e) => `${e.name}:${e.type}`).sort()
   expect(

@@ -259,7 +259,7 @@ def _():
     s.files.write(f"{D}/blob.bin", blob)
     back = s.files.read(f"{D}/blob.bin", format="bytes")
     expect(bytes(back) == blob, f"1 MiB binary read back differs ({len(back)} bytes)")
-    r = s.commands.run(f"cat {D}/hello.txt; stat -c %U {D}/hello.txt")
+    r = s.commands.run(f"cat {D}/hello.txt; echo; stat -c %U {D}/hello.txt")
     expect(r.stdout.startswith("hello world"), f"the file seen by a command: {r.stdout!r}")
     raises(FileNotFoundException, lambda: s.files.read(f"{D}/nope.txt"), "read of a missing file")
     return f"owner {r.stdout.split()[-1]}"
@@ -342,6 +342,19 @@ def _():
     left = s.get_info().end_at.timestamp() - t0
     expect(850 < left < 950, f"end_at after set_timeout(900): {left:.0f} s ahead")
     return f"{left:.0f} s"
+
+
+@check("connect.running")
+def _():
+    # The SDK's contract: connecting to a running sandbox updates its timeout only when the
+    # new one is longer.
+    s = sbx()
+    before = s.get_info().end_at.timestamp()
+    again = Sandbox.connect(s.sandbox_id, timeout=60)
+    expect(again.sandbox_id == s.sandbox_id, f"connect returned {again.sandbox_id}")
+    after = s.get_info().end_at.timestamp()
+    expect(after >= before - 5, f"connect(timeout=60) shortened the timeout by {before - after:.0f} s")
+    expect(again.commands.run("echo same").stdout == "same\n", "run through the connected handle")
 
 
 @check("list.metadata")
