@@ -2,7 +2,8 @@
 #15's benchmark), for crates/bulkhead/benches/e2b.rs, which runs it inside the daemon's network
 namespace with E2B_API_KEY, E2B_API_URL and E2B_SANDBOX_URL set, and E2BBENCH_TEMPLATE and
 E2BBENCH_N. Each sample: create, run `echo hi` until its first stdout chunk arrives (the
-sample ends there), then kill (not timed). Prints {"samples_ms": [...]} on one line.
+sample ends there), then kill (not timed). Prints {"samples_ms": [...], "create_ms": [...]}
+on one line (`create_ms`: the part until `Sandbox.create()` returned).
 """
 
 import json
@@ -19,6 +20,7 @@ def one():
     first = []
     t0 = time.perf_counter()
     s = Sandbox.create(template=TEMPLATE, timeout=120)
+    creates.append((time.perf_counter() - t0) * 1000.0)
     try:
         s.commands.run("echo hi", on_stdout=lambda _: first or first.append(time.perf_counter()))
         if not first:
@@ -28,5 +30,6 @@ def one():
         s.kill()
 
 
+creates = []
 samples = [one() for _ in range(N)]
-print(json.dumps({"samples_ms": samples}), flush=True)
+print(json.dumps({"samples_ms": samples, "create_ms": creates}), flush=True)
