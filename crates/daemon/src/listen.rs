@@ -266,6 +266,10 @@ pub fn serve_all(
                     let router = crate::e2b::listener::router(d.clone(), e.chain, &e.domain);
                     match e.listener {
                         E2bListener::Tcp(l) => {
+                            use axum::serve::ListenerExt;
+                            let l = l.tap_io(|t| {
+                                let _ = t.set_nodelay(true);
+                            });
                             tokio::spawn(serve::serve(l, router, limits, stats, shutdown))
                         }
                         E2bListener::Tls(l) => {
