@@ -139,12 +139,22 @@ async fn output_env_cwd_user(e: &Envd, codec: Codec) {
     let end = r.end.unwrap();
     assert_eq!((end.exit_code, end.exited, end.error), (0, true, None));
 
-    // Environment: the request's envs, HOME/USER/LOGNAME of the user.
-    let mut req = sh("echo \"$FOO|$HOME|$USER|$LOGNAME\"");
+    // Environment: the sandbox's envVars under the request's envs, HOME/USER/LOGNAME of the
+    // user.
+    let script = "echo \"$FOO|$SBX|$HOME|$USER|$LOGNAME\"";
+    let mut req = sh(script);
     req.process.as_mut().unwrap().envs = [("FOO".to_string(), "bar baz".to_string())].into();
     let root = basic("root");
     let r = run(e, codec, req, &[("authorization", &root)]).await;
-    assert_eq!(String::from_utf8_lossy(&r.out), "bar baz|/root|root|root\n");
+    assert_eq!(
+        String::from_utf8_lossy(&r.out),
+        "bar baz|from-sandbox|/root|root|root\n"
+    );
+    let r = run(e, codec, sh(script), &[("authorization", &root)]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&r.out),
+        "sandbox|from-sandbox|/root|root|root\n"
+    );
 
     // Working directory: asked, and the user's home by default; users by Basic header.
     let mut req = sh("pwd; id -u; id -g");

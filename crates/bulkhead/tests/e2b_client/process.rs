@@ -54,7 +54,8 @@ pub fn in_daemon_ns<T: Send + 'static>(
     .unwrap()
 }
 
-/// A sandbox made through the control plane with a fresh `e2b_` key; its process service.
+/// A sandbox made through the control plane with a fresh `e2b_` key (envVars `SBX` and `FOO`);
+/// its process service.
 pub fn sandbox(d: &Daemon) -> (String, Envd) {
     let key = cli_ok(&[
         "token",
@@ -76,7 +77,7 @@ pub fn sandbox(d: &Daemon) -> (String, Envd) {
                 prefix: String::new(),
                 headers: vec![],
             };
-            let body = br#"{"templateID": "base", "timeout": 600}"#.to_vec();
+            let body = br#"{"templateID": "base", "timeout": 600, "envVars": {"SBX": "from-sandbox", "FOO": "sandbox"}}"#.to_vec();
             let r = plane
                 .http(
                     "POST",

@@ -155,6 +155,7 @@ pub fn deadline(t: std::time::Duration) -> ConnectError {
 
 /// The header check and the one request message of a server stream; `Err` is the response
 /// to send instead (a 415, or a stream that ends at once with the error).
+#[allow(clippy::result_large_err)] // the response handlers return at once; never stored
 pub async fn stream_request<Req: Msg>(
     app: &App,
     headers: &HeaderMap,
@@ -244,6 +245,7 @@ pub struct ClientStream {
 
 impl ClientStream {
     /// Checks the headers of a client-streaming call; `Err` is the response to send instead.
+    #[allow(clippy::result_large_err)] // the response handlers return at once; never stored
     pub fn open(headers: &HeaderMap, body: Body) -> Result<ClientStream, Response> {
         let call = Call::from_headers(Shape::Stream, header_of(headers)).map_err(rejected)?;
         Ok(ClientStream {
