@@ -59,7 +59,10 @@ impl Authenticator for SandboxAccess {
             .daemon
             .tenants
             .iter()
-            .find_map(|a| a.tenant.node(id).ok().map(|n| (a, n)));
+            .find_map(|a| a.tenant.node(id).ok().map(|n| (a, n)))
+            // A node being deleted (killed, or its timeout passed) is no sandbox any more:
+            // the SDKs read 502 as "not running".
+            .filter(|(_, n)| n.row().status != bulkhead_core::NodeState::Deleting);
         let Some((app, node)) = found else {
             return Err(DomainError::new(
                 Code::AgentUnreachable,

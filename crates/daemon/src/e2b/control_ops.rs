@@ -15,7 +15,7 @@ use bulkhead_api::e2b::{
     SandboxMetric, TimeoutRequest,
 };
 use bulkhead_core::{Code, DomainError, NodeState};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::sandbox::{self, now_ms, seconds, Domain};
 use crate::app::App;
@@ -152,7 +152,16 @@ async fn wake(
         app.tenant.set_paused(&n, false).await?;
     }
     let n = node(app, id)?;
-    set_ttl(app, &n, ttl).await?;
+    // A running sandbox's timeout only grows (the SDKs' contract for connect): a shorter one
+    // than it has, or any one when it has none, leaves it as it is.
+    let longer = paused
+        || app
+            .tenant
+            .expiry(&n)
+            .is_some_and(|(at, _)| at < SystemTime::now() + ttl);
+    if longer {
+        set_ttl(app, &n, ttl).await?;
+    }
     let n = node(app, id)?;
     let status = if paused {
         StatusCode::CREATED
