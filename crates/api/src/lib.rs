@@ -3,6 +3,7 @@
 //!
 //! Field names follow Slicer's API (see `docs/api/openapi.yaml`) so existing scripts keep working.
 
+pub mod bg;
 pub mod client;
 pub mod commits; // commit and fork (#13)
 pub mod duration;
@@ -23,5 +24,6 @@ pub mod usage; // usage (#14, part E)
 pub mod volumes; // volumes and snapshots (#13)
 pub mod ws;
 
+pub use bg::{BgDeleted, BgExecInfo, BgExecStarted, BgKillRequest, BgKillResponse, BgWaitExit};
 pub use client::{Client, ClientError, Endpoint};
 pub use types::*;

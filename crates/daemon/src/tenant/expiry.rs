@@ -19,8 +19,7 @@
 //! extension that lands first wins); a paused node's expiry is cleared only if it is still
 //! the one acted on; one action per node at a time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bulkhead_core::ttl::{self, Expiry, OnExpiry};
@@ -28,6 +27,7 @@ use bulkhead_core::{DomainError, NodeState};
 use bulkhead_store::NodeId;
 use tokio::sync::Notify;
 
+use super::sweeper::Slot;
 use super::{NodeRef, Tenant};
 use crate::events::kind;
 
@@ -36,32 +36,6 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The first wait before a failed expiry is tried again; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// Where a due node's expiry stands with the sweeper.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// Being acted on.
-    Acting,
-    /// Failed; tried again at `at`.
-    RetryAt { at: SystemTime, backoff: Duration },
-}
-
-/// The tenant's sweeper state.
-#[derive(Default)]
-pub struct Sweeper {
-    wake: Arc<Notify>,
-    slots: Mutex<HashMap<NodeId, Slot>>,
-}
-
-impl Sweeper {
-    /// Makes the sweeper look again now (an expiry changed).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 impl Tenant {
     /// Gives `node` a timeout of `ttl` from now (`None`: none), acted on with `on`; the time

@@ -37,6 +37,7 @@ mod sandbox; // E2B sandbox records (#15, A)
 pub mod secrets; // secrets (#13)
 mod shell;
 mod stats;
+pub mod sweeper; // node TTL (#15, B): the sweeper's state
 mod tunnel;
 pub mod usage; // the usage sampler (#14, part E)
 mod userdata;
@@ -139,7 +140,7 @@ pub struct Tenant {
     /// Usage accounting (#14, part E; `usage.rs`, `crate::usage`).
     pub usage: crate::usage::UsageState,
     /// Node TTL (#15, B): the expiry sweeper (`expiry.rs`).
-    pub sweeper: expiry::Sweeper,
+    pub sweeper: sweeper::Sweeper,
 }
 
 /// What a tenant context is made of; the rest starts empty.

@@ -13,7 +13,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use super::err;
+use super::store::err;
 use crate::JailError;
 
 /// Top-level directories of which a root file system has at least one.

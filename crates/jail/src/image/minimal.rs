@@ -7,7 +7,9 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use super::{err, install, ioe, meta, users, ImageMeta, Origin, StoreLock};
+use super::install::{install, Origin};
+use super::store::{err, ioe, meta, ImageMeta, StoreLock};
+use super::users;
 use crate::JailError;
 
 /// `/bin/bash` in `minimal`: busybox's ash under bash's name. `$0` is `ash`, and ash is no

@@ -16,7 +16,8 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use super::{err, ioe, scratch};
+use super::scratch;
+use super::store::{err, ioe};
 use crate::JailError;
 
 /// What an import source is.

@@ -13,7 +13,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{err, ioe, new_id};
+use super::store::{err, ioe, new_id};
 use crate::JailError;
 
 /// A directory that is wiped when dropped, unless [`Staging::keep`] was called.

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{err, ioe};
+use super::store::{err, ioe};
 use crate::JailError;
 
 pub const USER: &str = "user";

@@ -19,7 +19,9 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{err, install, ioe, users, ImageMeta, Origin};
+use super::install::{install, Origin};
+use super::store::{err, ioe, ImageMeta};
+use super::users;
 use crate::JailError;
 pub use progress::Progress;
 pub use sources::Mirror;
