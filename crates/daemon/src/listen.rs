@@ -253,7 +253,12 @@ pub fn serve_all(
                     })
                 }
                 Bound::Tcp { listener, chain } => {
+                    use axum::serve::ListenerExt;
                     let router = crate::http::router(d.clone(), chain);
+                    // Streamed responses are small writes: no Nagle delay (see the E2B one).
+                    let listener = listener.tap_io(|t| {
+                        let _ = t.set_nodelay(true);
+                    });
                     tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
                 }
                 Bound::Tls { listener, chain } => {

@@ -156,6 +156,9 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Responses are streams of small writes (exec frames, Connect envelopes):
+                // without this each one after the first waits for the client's delayed ACK.
+                let _ = stream.set_nodelay(true);
                 let Some(slot) = Slot::take(&pending, addr.ip()) else {
                     tracing::debug!(%addr, "too many TLS handshakes under way: closed");
                     drop(stream);
