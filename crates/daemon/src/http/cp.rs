@@ -273,9 +273,10 @@ async fn copy_out_node(
     Ok(resp)
 }
 
-/// The download as the response body; its turn at the agent lasts as long as the stream.
-fn stream(mut download: UnixCopyOut, turn: crate::tenant::Turn, tar: bool) -> Response {
-    let mode = download.mode;
+/// A download from a node as a response body; its turn at the agent lasts as long as the
+/// stream. A transfer that breaks midway ends the body with an error, so the client sees a
+/// broken transfer rather than a short file (Slicer's `cp` and E2B's `GET /files`).
+pub(crate) fn download_body(mut download: UnixCopyOut, turn: crate::tenant::Turn) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         let _turn = turn;
@@ -287,8 +288,6 @@ fn stream(mut download: UnixCopyOut, turn: crate::tenant::Turn, tar: bool) -> Re
                         return;
                     }
                 }
-                // Anything else mid-stream is a failure: end the body with an error so the
-                // client sees a broken transfer rather than a short file.
                 Err(_) => {
                     let _ = tx
                         .send(Err(std::io::Error::other("copy failed inside the node")))
@@ -298,7 +297,13 @@ fn stream(mut download: UnixCopyOut, turn: crate::tenant::Turn, tar: bool) -> Re
             }
         }
     });
-    let mut resp = Body::from_stream(ReceiverStream::new(rx)).into_response();
+    Body::from_stream(ReceiverStream::new(rx))
+}
+
+/// The download as the response, with Slicer's content type and file mode headers.
+fn stream(download: UnixCopyOut, turn: crate::tenant::Turn, tar: bool) -> Response {
+    let mode = download.mode;
+    let mut resp = download_body(download, turn).into_response();
     let ct = if tar {
         "application/x-tar"
     } else {

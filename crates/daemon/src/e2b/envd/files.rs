@@ -22,7 +22,6 @@ use bulkhead_agent::client::{CopyInRequest, MkdirRequest};
 use bulkhead_core::{Code, DomainError};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::rest::EnvdError;
 use super::user::{self, EnvdUser};
@@ -74,30 +73,9 @@ pub async fn download(
     Ok(stream(dl, turn))
 }
 
-/// The download as the response body; its turn at the agent lasts as long as the stream.
-fn stream(mut dl: UnixCopyOut, turn: Turn) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
-    tokio::spawn(async move {
-        let _turn = turn;
-        loop {
-            match dl.next_chunk().await {
-                Ok(None) => return,
-                Ok(Some(d)) => {
-                    if tx.send(Ok(Bytes::from(d))).await.is_err() {
-                        return;
-                    }
-                }
-                // A broken transfer ends the body with an error, never a short file.
-                Err(_) => {
-                    let _ = tx
-                        .send(Err(std::io::Error::other("read failed inside the node")))
-                        .await;
-                    return;
-                }
-            }
-        }
-    });
-    let mut r = Body::from_stream(ReceiverStream::new(rx)).into_response();
+/// The download as the response (the body streamed as Slicer's `cp` streams it).
+fn stream(dl: UnixCopyOut, turn: Turn) -> Response {
+    let mut r = crate::http::cp::download_body(dl, turn).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
