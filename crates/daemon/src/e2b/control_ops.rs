@@ -44,6 +44,19 @@ async fn set_ttl(app: &App, n: &NodeRef, ttl: Duration) -> Result<(), DomainErro
     app.tenant.set_sandbox_end(n, end).await
 }
 
+/// Sets the sandbox's timeout to `ttl` from now unless it already ends later (refreshes and
+/// connect never shorten a timeout).
+async fn extend_ttl(app: &App, n: &NodeRef, ttl: Duration) -> Result<(), DomainError> {
+    let later = app
+        .tenant
+        .expiry(n)
+        .is_some_and(|(at, _)| at >= SystemTime::now() + ttl);
+    if later {
+        return Ok(());
+    }
+    set_ttl(app, n, ttl).await
+}
+
 pub async fn show(
     Scoped(app): Scoped,
     Extension(who): Extension<Principal>,
@@ -92,16 +105,7 @@ pub async fn refresh(
     let b: RefreshRequest = json_body(&app, body).await?;
     let ttl = seconds("duration", b.duration.unwrap_or(15))?;
     let n = node(&app, &id)?;
-    let until = now_ms() + ttl.as_millis() as u64;
-    let current = app.tenant.expiry(&n).map(|(at, _)| {
-        at.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    });
-    // Never shortens: a later end stays.
-    if current.is_none_or(|c| c < until) {
-        set_ttl(&app, &n, ttl).await?;
-    }
+    extend_ttl(&app, &n, ttl).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,15 +156,12 @@ async fn wake(
         app.tenant.set_paused(&n, false).await?;
     }
     let n = node(app, id)?;
-    // A running sandbox's timeout only grows (the SDKs' contract for connect): a shorter one
-    // than it has, or any one when it has none, leaves it as it is.
-    let longer = paused
-        || app
-            .tenant
-            .expiry(&n)
-            .is_some_and(|(at, _)| at < SystemTime::now() + ttl);
-    if longer {
+    // A resumed sandbox gets the timeout; a running one's only grows (the SDKs' contract for
+    // connect).
+    if paused {
         set_ttl(app, &n, ttl).await?;
+    } else {
+        extend_ttl(app, &n, ttl).await?;
     }
     let n = node(app, id)?;
     let status = if paused {
