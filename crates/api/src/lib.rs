@@ -6,6 +6,7 @@
 pub mod bg;
 pub mod client;
 pub mod commits; // commit and fork (#13)
+pub mod containers; // containers in a node, for containerd's shim (#16)
 pub mod duration;
 pub mod e2b; // E2B control plane wire types (#15, A)
 pub mod endpoint;
