@@ -42,13 +42,6 @@ pub const RUNTIME: &str = "io.containerd.bulkhead.v2";
 /// containerd's environment variable with its ttrpc address (events).
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
-// A2's modules (config, spec, rootfs); allowed dead until the service uses them.
-#[allow(dead_code)]
-mod config;
-#[allow(dead_code)]
-mod rootfs;
-#[allow(dead_code)]
-mod spec;
 
 fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread()
