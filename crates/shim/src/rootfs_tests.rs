@@ -235,3 +235,90 @@ async fn streamed_body_is_the_same_archive() {
     let body = tar_body(d.path(), Vec::new());
     drop(body);
 }
+
+/// Unmounts whatever a failed test left (lazily), so no mount outlives the test.
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        unmount_rootfs(&self.0);
+    }
+}
+
+fn mount(typ: &str, source: &str, options: &[String]) -> Mount {
+    let mut m = Mount::new();
+    m.type_ = typ.into();
+    m.source = source.into();
+    m.options = options.to_vec();
+    m
+}
+
+/// containerd's overlayfs snapshotter and a read-only bind, mounted and unmounted for real.
+#[test]
+fn mount_and_unmount_rootfs() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = |s: &str| d.path().join(s);
+    for dir in ["lower", "upper", "work", "bindsrc"] {
+        std::fs::create_dir(p(dir)).unwrap();
+    }
+    std::fs::write(p("lower/from-image"), "layer").unwrap();
+    std::fs::write(p("bindsrc/file"), "bound").unwrap();
+    let target = p("bundle/rootfs");
+    let _guard = Unmount(target.clone());
+    let opts = vec![
+        "index=off".to_string(),
+        format!("workdir={}", p("work").display()),
+        format!("upperdir={}", p("upper").display()),
+        format!("lowerdir={}", p("lower").display()),
+    ];
+    mount_rootfs(&[mount("overlay", "overlay", &opts)], &target).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("from-image")).unwrap(),
+        "layer"
+    );
+    std::fs::write(target.join("written"), "w").unwrap();
+    assert!(p("upper/written").exists());
+    // What the tar body sees is the mounted rootfs.
+    let (m, _) = read_back(&tar_of(&target, &[]));
+    assert!(m.contains_key("from-image") && m.contains_key("written"));
+    unmount_rootfs(&target);
+    assert!(!target.join("from-image").exists());
+
+    let bind = vec!["rbind".to_string(), "ro".to_string()];
+    mount_rootfs(
+        &[mount("bind", p("bindsrc").to_str().unwrap(), &bind)],
+        &target,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(target.join("file")).unwrap(),
+        "bound"
+    );
+    let e = std::fs::write(target.join("new"), "x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    unmount_rootfs(&target);
+    assert!(!target.join("file").exists());
+
+    // A failing mount says which one and why.
+    let e = mount_rootfs(
+        &[mount(
+            "overlay",
+            "overlay",
+            &["lowerdir=/nonexistent/x".into()],
+        )],
+        &target,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rootfs mount 0") && e.contains("overlay"), "{e}");
+    let mut bad = mount("bind", "/x", &[]);
+    bad.target = "../escape".into();
+    assert!(mount_rootfs(&[bad], &target)
+        .unwrap_err()
+        .to_string()
+        .contains("relative"));
+}
