@@ -215,3 +215,28 @@ async fn serve(flags: &Flags) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_containers_group_with_their_sandbox() {
+        let d = tempfile::tempdir().unwrap();
+        // No config.json: the task's own id.
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        let spec = |ann: &str| {
+            format!(
+                r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"annotations":{{{ann}}}}}"#
+            )
+        };
+        std::fs::write(d.path().join("config.json"), spec("")).unwrap();
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        std::fs::write(
+            d.path().join("config.json"),
+            spec(r#""io.kubernetes.cri.sandbox-id":"sb1","io.kubernetes.cri.container-type":"container""#),
+        )
+        .unwrap();
+        assert_eq!(grouping(d.path(), "c1"), "sb1");
+    }
+}
