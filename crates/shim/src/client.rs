@@ -80,6 +80,13 @@ impl Daemon {
         })
     }
 
+    /// The daemon at the UNIX socket `path`.
+    pub fn at(path: std::path::PathBuf) -> Self {
+        Daemon {
+            client: Client::new(Endpoint::Unix(path)),
+        }
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         m: Method,
@@ -180,8 +187,13 @@ impl Daemon {
     }
 
     /// `GET /vm/{node}/exec/{id}/logs?follow=true`: NDJSON [`bulkhead_api::LogFrame`]s.
-    pub async fn logs(&self, node: &str, id: &str) -> Result<Incoming> {
-        let p = format!("/vm/{}/exec/{}/logs?follow=true", enc(node), enc(id));
+    /// `from_id`: the first frame wanted (0: from the start).
+    pub async fn logs(&self, node: &str, id: &str, from_id: u64) -> Result<Incoming> {
+        let p = format!(
+            "/vm/{}/exec/{}/logs?follow=true&from_id={from_id}",
+            enc(node),
+            enc(id)
+        );
         let resp = self
             .client
             .send_ok(Method::GET, &p, full_body(Bytes::new()), None)

@@ -94,8 +94,22 @@ async fn output(
     mut err: Option<DuplexStream>,
 ) -> u32 {
     let mut from = Frames::default();
-    match daemon.logs(&node, &bg).await {
-        Ok(mut body) => loop {
+    // A broken stream is followed again from the next frame (a few times), then the
+    // exit is asked for.
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+        }
+        from.restart();
+        let mut body = match daemon.logs(&node, &bg, from.next_id()).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => break,
+            Err(e) => {
+                warn!("cannot follow the log of exec {bg} on {node}: {e}");
+                continue;
+            }
+        };
+        loop {
             match body.frame().await {
                 Some(Ok(f)) => {
                     let Ok(data) = f.into_data() else { continue };
@@ -116,8 +130,7 @@ async fn output(
                 }
                 None => break,
             }
-        },
-        Err(e) => warn!("cannot follow the log of exec {bg} on {node}: {e}"),
+        }
     }
     close(out, err).await;
     // No exit frame: ask the daemon how it ended (a few times: it may be restarting).
@@ -162,9 +175,21 @@ pub enum Out {
 #[derive(Default)]
 pub struct Frames {
     buf: Vec<u8>,
+    /// The id of the last whole frame read.
+    last: u64,
 }
 
 impl Frames {
+    /// A new stream: a partial line of the old one is dropped (it comes again whole).
+    pub fn restart(&mut self) {
+        self.buf.clear();
+    }
+
+    /// The id to resume from.
+    pub fn next_id(&self) -> u64 {
+        self.last + 1
+    }
+
     pub fn push(&mut self, data: &[u8]) -> Vec<Out> {
         self.buf.extend_from_slice(data);
         let mut outs = Vec::new();
@@ -175,7 +200,10 @@ impl Frames {
                 continue;
             }
             match serde_json::from_slice::<LogFrame>(line) {
-                Ok(f) => outs.extend(decode(f.frame)),
+                Ok(f) => {
+                    self.last = self.last.max(f.id);
+                    outs.extend(decode(f.frame))
+                }
                 Err(e) => warn!("a log frame the shim does not know: {e}"),
             }
         }
@@ -237,6 +265,8 @@ mod tests {
                 Out::Exit(137)
             ]
         );
+        assert_eq!(f.next_id(), 5);
         assert!(f.push(b"{\"id\":5,\"type\":\"gap\"").is_empty());
+        assert_eq!(f.next_id(), 5, "a partial line is not read yet");
     }
 }

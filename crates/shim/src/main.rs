@@ -42,7 +42,6 @@ pub const RUNTIME: &str = "io.containerd.bulkhead.v2";
 /// containerd's environment variable with its ttrpc address (events).
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
-
 fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -443,8 +443,7 @@ impl Task for Service {
         })?;
         let plan =
             spec::plan(&spec, &cfg).map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
-        let daemon =
-            Daemon::new(&cfg.socket).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+        let daemon = Daemon::at(cfg.socket_path());
         locked(&self.daemon).get_or_insert_with(|| daemon.clone());
         let (role, record) = match self.make(&req, &daemon, &cfg, &plan).await {
             Ok(r) => r,
