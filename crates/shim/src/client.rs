@@ -9,8 +9,8 @@ use bulkhead_api::client::{enc, full_body, Client, ReqBody};
 use bulkhead_api::containers::{CreateContainerRequest, Placement};
 use bulkhead_api::stats::NodeStat;
 use bulkhead_api::{
-    BgExecStarted, BgKillRequest, BgWaitExit, ClientError, CreateNodeRequest, CreatedNode, Endpoint,
-    Node,
+    BgExecStarted, BgKillRequest, BgWaitExit, ClientError, CreateNodeRequest, CreatedNode,
+    Endpoint, Node,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -80,6 +80,13 @@ impl Daemon {
         })
     }
 
+    /// The daemon at the UNIX socket `path`.
+    pub fn at(path: std::path::PathBuf) -> Self {
+        Daemon {
+            client: Client::new(Endpoint::Unix(path)),
+        }
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(
         &self,
         m: Method,
@@ -128,7 +135,10 @@ impl Daemon {
     /// `DELETE /hostgroup/{g}/nodes/{node}`; a node already gone is fine.
     pub async fn delete_node(&self, group: &str, node: &str) -> Result<()> {
         let p = format!("/hostgroup/{}/nodes/{}", enc(group), enc(node));
-        gone_ok(self.call(Method::DELETE, &p, full_body(Bytes::new()), None).await)
+        gone_ok(
+            self.call(Method::DELETE, &p, full_body(Bytes::new()), None)
+                .await,
+        )
     }
 
     /// `PUT /vm/{node}/containers/{cid}/rootfs` with a streamed tar body.
@@ -146,19 +156,17 @@ impl Daemon {
     pub async fn create_container(&self, node: &str, req: &CreateContainerRequest) -> Result<()> {
         let body = serde_json::to_vec(req).map_err(|e| DaemonError::Other(e.to_string()))?;
         let p = format!("/vm/{}/containers", enc(node));
-        self.call(
-            Method::POST,
-            &p,
-            full_body(body),
-            Some("application/json"),
-        )
-        .await
+        self.call(Method::POST, &p, full_body(body), Some("application/json"))
+            .await
     }
 
     /// `DELETE /vm/{node}/containers/{cid}`; one already gone is fine.
     pub async fn delete_container(&self, node: &str, cid: &str) -> Result<()> {
         let p = format!("/vm/{}/containers/{}", enc(node), enc(cid));
-        gone_ok(self.call(Method::DELETE, &p, full_body(Bytes::new()), None).await)
+        gone_ok(
+            self.call(Method::DELETE, &p, full_body(Bytes::new()), None)
+                .await,
+        )
     }
 
     /// `POST /vm/{node}/exec?background=true&container=..`: starts `plan` in container `cid`.
@@ -170,13 +178,22 @@ impl Daemon {
         stdin: bool,
         tty: Option<WinSize>,
     ) -> Result<BgExecStarted> {
-        let p = format!("/vm/{}/exec?{}", enc(node), exec_query(cid, plan, stdin, tty));
+        let p = format!(
+            "/vm/{}/exec?{}",
+            enc(node),
+            exec_query(cid, plan, stdin, tty)
+        );
         self.json(Method::POST, &p, None).await
     }
 
     /// `GET /vm/{node}/exec/{id}/logs?follow=true`: NDJSON [`bulkhead_api::LogFrame`]s.
-    pub async fn logs(&self, node: &str, id: &str) -> Result<Incoming> {
-        let p = format!("/vm/{}/exec/{}/logs?follow=true", enc(node), enc(id));
+    /// `from_id`: the first frame wanted (0: from the start).
+    pub async fn logs(&self, node: &str, id: &str, from_id: u64) -> Result<Incoming> {
+        let p = format!(
+            "/vm/{}/exec/{}/logs?follow=true&from_id={from_id}",
+            enc(node),
+            enc(id)
+        );
         let resp = self
             .client
             .send_ok(Method::GET, &p, full_body(Bytes::new()), None)
@@ -224,7 +241,10 @@ impl Daemon {
     /// `DELETE /vm/{node}/exec/{id}`; one already gone is fine.
     pub async fn delete_exec(&self, node: &str, id: &str) -> Result<()> {
         let p = format!("/vm/{}/exec/{}", enc(node), enc(id));
-        gone_ok(self.call(Method::DELETE, &p, full_body(Bytes::new()), None).await)
+        gone_ok(
+            self.call(Method::DELETE, &p, full_body(Bytes::new()), None)
+                .await,
+        )
     }
 
     /// `POST /vm/{node}/pause` or `/resume`.
@@ -246,7 +266,10 @@ impl Daemon {
     /// `GET /events?tenant=T`: with `follow`, the stream of the tenant's events after `since`
     /// (NDJSON); without, what is kept.
     pub async fn events(&self, tenant: &str, since: u64, follow: bool) -> Result<Incoming> {
-        let p = format!("/events?tenant={}&since={since}&follow={follow}", enc(tenant));
+        let p = format!(
+            "/events?tenant={}&since={since}&follow={follow}",
+            enc(tenant)
+        );
         let resp = self
             .client
             .send_ok(Method::GET, &p, full_body(Bytes::new()), None)
@@ -274,8 +297,13 @@ where
 }
 
 /// A request body of the chunks `rx` receives, ending when every sender is gone.
-pub fn chan_body(rx: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>) -> ReqBody {
-    BodyExt::boxed(StreamBody::new(TryStreamExt::map_ok(ChanStream(rx), Frame::data)))
+pub fn chan_body(
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>,
+) -> ReqBody {
+    BodyExt::boxed(StreamBody::new(TryStreamExt::map_ok(
+        ChanStream(rx),
+        Frame::data,
+    )))
 }
 
 struct ChanStream(tokio::sync::mpsc::Receiver<std::result::Result<Bytes, std::io::Error>>);

@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn only_the_nodes_oom_kills_count() {
-        let ev = |kind: &str, node: &str| serde_json::json!({"cursor": 3, "kind": kind, "node": node});
+        let ev =
+            |kind: &str, node: &str| serde_json::json!({"cursor": 3, "kind": kind, "node": node});
         assert!(is_oom_of(&ev("node.oom_kill", "pod-1"), "pod-1"));
         assert!(!is_oom_of(&ev("node.oom_kill", "pod-2"), "pod-1"));
         assert!(!is_oom_of(&ev("node.created", "pod-1"), "pod-1"));

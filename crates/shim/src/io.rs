@@ -6,9 +6,10 @@
 //! Input: the stdin FIFO is streamed as the body of `POST .../stdin?close=true`; CloseIO lets
 //! go of the shim's hold on the FIFO, the body ends and the process's stdin closes.
 //!
-//! Invariant: [`attach`]'s task ends with the exit status once the exit frame came (or,
-//! when the log stream broke, once `wait-exit` says the process ended) and every output byte
-//! before it was handed to the FIFO copies.
+//! Invariant: [`attach`]'s task ends with the exit status once the exit frame came and every
+//! output byte before it was handed to the FIFO copies; or, when nobody reads the FIFOs (or the
+//! log cannot be followed), 2 s after `wait-exit` says the process ended: an exit is never
+//! held back by output waiting for a reader.
 
 use base64::Engine;
 use bulkhead_api::{ExecFrame, LogFrame};
@@ -68,7 +69,11 @@ async fn stdin(daemon: Daemon, node: String, bg: String, mut r: DuplexStream) {
             match r.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    if tx
+                        .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -81,17 +86,58 @@ async fn stdin(daemon: Daemon, node: String, bg: String, mut r: DuplexStream) {
     pump.abort();
 }
 
-/// Follows the exec's log into the output pipes; answers the exit status.
+/// Follows the exec's log into the output pipes; answers the exit status. The log's exit
+/// frame ends it after all output; `wait-exit` beside it ends it when the output cannot keep
+/// up (nobody reads the FIFOs, e.g. after `ctr run -d`): the exit is then not held back by
+/// output that waits for a reader.
 async fn output(
     daemon: Daemon,
     node: String,
     bg: String,
+    out: Option<DuplexStream>,
+    err: Option<DuplexStream>,
+) -> u32 {
+    let follow = follow(&daemon, &node, &bg, out, err);
+    tokio::pin!(follow);
+    tokio::select! {
+        biased;
+        r = &mut follow => match r {
+            Some(code) => code,
+            None => gone(&daemon, &node, &bg).await,
+        },
+        code = ended(&daemon, &node, &bg) => {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut follow).await {
+                Ok(Some(c)) => c,
+                _ => code,
+            }
+        }
+    }
+}
+
+/// The log into the pipes until its exit frame (`None`: the stream could not be followed).
+async fn follow(
+    daemon: &Daemon,
+    node: &str,
+    bg: &str,
     mut out: Option<DuplexStream>,
     mut err: Option<DuplexStream>,
-) -> u32 {
+) -> Option<u32> {
     let mut from = Frames::default();
-    match daemon.logs(&node, &bg).await {
-        Ok(mut body) => loop {
+    // A broken stream is followed again from the next frame (a few times).
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+        }
+        from.restart();
+        let mut body = match daemon.logs(node, bg, from.next_id()).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => break,
+            Err(e) => {
+                warn!("cannot follow the log of exec {bg} on {node}: {e}");
+                continue;
+            }
+        };
+        loop {
             match body.frame().await {
                 Some(Ok(f)) => {
                     let Ok(data) = f.into_data() else { continue };
@@ -101,7 +147,7 @@ async fn output(
                             Out::Stderr(b) => write(&mut err, &b).await,
                             Out::Exit(code) => {
                                 close(out, err).await;
-                                return code;
+                                return Some(code);
                             }
                         }
                     }
@@ -112,13 +158,33 @@ async fn output(
                 }
                 None => break,
             }
-        },
-        Err(e) => warn!("cannot follow the log of exec {bg} on {node}: {e}"),
+        }
     }
     close(out, err).await;
-    // No exit frame: ask the daemon how it ended (a few times: it may be restarting).
-    for _ in 0..20 {
-        match daemon.wait_exit(&node, &bg).await {
+    None
+}
+
+/// The exit status once `wait-exit` says the exec ended; never, while the daemon does not
+/// know it (then the log decides).
+async fn ended(daemon: &Daemon, node: &str, bg: &str) -> u32 {
+    loop {
+        match daemon.wait_exit(node, bg).await {
+            Ok(w) if !w.running => return w.exit_code.unwrap_or(255) as u32,
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() => std::future::pending::<()>().await,
+            Err(e) => {
+                debug!("wait-exit of exec {bg} on {node}: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The exit status after the log could not be followed: the daemon's word, else 255 (a
+/// daemon restart ends background execs).
+async fn gone(daemon: &Daemon, node: &str, bg: &str) -> u32 {
+    for _ in 0..5 {
+        match daemon.wait_exit(node, bg).await {
             Ok(w) if !w.running => return w.exit_code.unwrap_or(255) as u32,
             Ok(_) => continue,
             Err(e) if e.is_not_found() => break,
@@ -128,7 +194,6 @@ async fn output(
             }
         }
     }
-    // The exec is gone with the daemon (a daemon restart ends background execs).
     255
 }
 
@@ -158,9 +223,21 @@ pub enum Out {
 #[derive(Default)]
 pub struct Frames {
     buf: Vec<u8>,
+    /// The id of the last whole frame read.
+    last: u64,
 }
 
 impl Frames {
+    /// A new stream: a partial line of the old one is dropped (it comes again whole).
+    pub fn restart(&mut self) {
+        self.buf.clear();
+    }
+
+    /// The id to resume from.
+    pub fn next_id(&self) -> u64 {
+        self.last + 1
+    }
+
     pub fn push(&mut self, data: &[u8]) -> Vec<Out> {
         self.buf.extend_from_slice(data);
         let mut outs = Vec::new();
@@ -171,7 +248,10 @@ impl Frames {
                 continue;
             }
             match serde_json::from_slice::<LogFrame>(line) {
-                Ok(f) => outs.extend(decode(f.frame)),
+                Ok(f) => {
+                    self.last = self.last.max(f.id);
+                    outs.extend(decode(f.frame))
+                }
                 Err(e) => warn!("a log frame the shim does not know: {e}"),
             }
         }
@@ -233,6 +313,8 @@ mod tests {
                 Out::Exit(137)
             ]
         );
+        assert_eq!(f.next_id(), 5);
         assert!(f.push(b"{\"id\":5,\"type\":\"gap\"").is_empty());
+        assert_eq!(f.next_id(), 5, "a partial line is not read yet");
     }
 }

@@ -42,7 +42,6 @@ pub const RUNTIME: &str = "io.containerd.bulkhead.v2";
 /// containerd's environment variable with its ttrpc address (events).
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 
-
 fn main() {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -214,4 +213,29 @@ async fn serve(flags: &Flags) -> anyhow::Result<()> {
     let _ = server.shutdown().await;
     let _ = std::fs::remove_file(path);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_containers_group_with_their_sandbox() {
+        let d = tempfile::tempdir().unwrap();
+        // No config.json: the task's own id.
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        let spec = |ann: &str| {
+            format!(
+                r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"annotations":{{{ann}}}}}"#
+            )
+        };
+        std::fs::write(d.path().join("config.json"), spec("")).unwrap();
+        assert_eq!(grouping(d.path(), "c1"), "c1");
+        std::fs::write(
+            d.path().join("config.json"),
+            spec(r#""io.kubernetes.cri.sandbox-id":"sb1","io.kubernetes.cri.container-type":"container""#),
+        )
+        .unwrap();
+        assert_eq!(grouping(d.path(), "c1"), "sb1");
+    }
 }

@@ -179,7 +179,11 @@ impl Service {
             kind => {
                 let (role, ns, mut tags) = match kind {
                     Kind::Sandbox { namespace, pod, .. } => {
-                        let ns = if namespace.is_empty() { &self.ns } else { namespace };
+                        let ns = if namespace.is_empty() {
+                            &self.ns
+                        } else {
+                            namespace
+                        };
                         let tags = vec![format!("k8s-ns={ns}"), format!("k8s-pod={pod}")];
                         (Role::Sandbox, ns.clone(), tags)
                     }
@@ -202,7 +206,10 @@ impl Service {
                     socket: cfg.socket.clone(),
                 };
                 record.write(bundle).map_err(|e| {
-                    status(Code::INTERNAL, format!("write {}: {e}", Record::path(bundle).display()))
+                    status(
+                        Code::INTERNAL,
+                        format!("write {}: {e}", Record::path(bundle).display()),
+                    )
                 })?;
                 let node_req = CreateNodeRequest {
                     hostname: Some(record.node.clone()),
@@ -211,12 +218,19 @@ impl Service {
                     tags,
                     ..Default::default()
                 };
-                info!("creating node {} in {}/{}", record.node, record.tenant, record.hostgroup);
+                info!(
+                    "creating node {} in {}/{}",
+                    record.node, record.tenant, record.hostgroup
+                );
                 daemon
                     .create_node(&record.hostgroup, &node_req)
                     .await
                     .map_err(daemon_status)?;
-                let size = daemon.node(&record.hostgroup, &record.node).await.ok().flatten();
+                let size = daemon
+                    .node(&record.hostgroup, &record.node)
+                    .await
+                    .ok()
+                    .flatten();
                 let (oom_daemon, events, containers) =
                     (daemon.clone(), self.events.clone(), self.containers.clone());
                 let (tenant, node) = (record.tenant.clone(), record.node.clone());
@@ -244,7 +258,10 @@ impl Service {
         };
         if role != Role::Sandbox {
             record.write(bundle).map_err(|e| {
-                status(Code::INTERNAL, format!("write {}: {e}", Record::path(bundle).display()))
+                status(
+                    Code::INTERNAL,
+                    format!("write {}: {e}", Record::path(bundle).display()),
+                )
             })?;
             self.upload(req, daemon, &record, plan).await?;
         }
@@ -293,7 +310,9 @@ impl Service {
             }
             daemon.delete_node(&record.hostgroup, &record.node).await
         } else {
-            daemon.delete_container(&record.node, &record.container).await
+            daemon
+                .delete_container(&record.node, &record.container)
+                .await
         }
     }
 
@@ -357,7 +376,11 @@ async fn exited(events: &Events, daemon: &Daemon, c: &Container, p: &Proc, code:
     let at = p.lock().exited_at.clone();
     events.send(TaskExit {
         container_id: c.id.clone(),
-        id: if p.exec_id.is_empty() { c.id.clone() } else { p.exec_id.clone() },
+        id: if p.exec_id.is_empty() {
+            c.id.clone()
+        } else {
+            p.exec_id.clone()
+        },
         pid: std::process::id(),
         exit_status: code,
         exited_at: at.into(),
@@ -405,15 +428,22 @@ impl Task for Service {
         info!("create {} (bundle {})", req.id, req.bundle);
         validate_container_id(&req.id).map_err(|m| status(Code::INVALID_ARGUMENT, m))?;
         if locked(&self.containers).contains_key(&req.id) {
-            return Err(status(Code::ALREADY_EXISTS, format!("container {} exists", req.id)));
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {} exists", req.id),
+            ));
         }
         let cfg = self.config(&req)?;
         let bundle = PathBuf::from(&req.bundle);
         let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
-            status(Code::INVALID_ARGUMENT, format!("the bundle's config.json: {e}"))
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("the bundle's config.json: {e}"),
+            )
         })?;
-        let plan = spec::plan(&spec, &cfg).map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
-        let daemon = Daemon::new(&cfg.socket).map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
+        let plan =
+            spec::plan(&spec, &cfg).map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
+        let daemon = Daemon::at(cfg.socket_path());
         locked(&self.daemon).get_or_insert_with(|| daemon.clone());
         let (role, record) = match self.make(&req, &daemon, &cfg, &plan).await {
             Ok(r) => r,
@@ -470,7 +500,10 @@ impl Task for Service {
         if p.status() != Status::CREATED {
             return Err(status(
                 Code::FAILED_PRECONDITION,
-                format!("process {:?} of {} was started already", req.exec_id, req.id),
+                format!(
+                    "process {:?} of {} was started already",
+                    req.exec_id, req.id
+                ),
             ));
         }
         if !req.exec_id.is_empty() && c.init.status() != Status::RUNNING {
@@ -492,13 +525,19 @@ impl Task for Service {
         if p.status() == Status::RUNNING {
             return Err(status(
                 Code::FAILED_PRECONDITION,
-                format!("process {:?} of {} is running: kill it first", req.exec_id, req.id),
+                format!(
+                    "process {:?} of {} is running: kill it first",
+                    req.exec_id, req.id
+                ),
             ));
         }
         let daemon = self.daemon()?;
         if !req.exec_id.is_empty() {
             if let Some(bg) = p.bg() {
-                daemon.delete_exec(c.node(), &bg).await.map_err(daemon_status)?;
+                daemon
+                    .delete_exec(c.node(), &bg)
+                    .await
+                    .map_err(daemon_status)?;
             }
             locked(&c.execs).remove(&req.exec_id);
         } else {
@@ -512,7 +551,9 @@ impl Task for Service {
             if let Some(bg) = p.bg() {
                 let _ = daemon.delete_exec(c.node(), &bg).await;
             }
-            self.unmake(&daemon, &c.record).await.map_err(daemon_status)?;
+            self.unmake(&daemon, &c.record)
+                .await
+                .map_err(daemon_status)?;
             Record::remove(&c.bundle);
             locked(&self.containers).remove(&req.id);
             locked(&self.paused).remove(c.node());
@@ -558,7 +599,10 @@ impl Task for Service {
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
         let c = self.container(&req.id)?;
         let daemon = self.daemon()?;
-        daemon.set_paused(c.node(), true).await.map_err(daemon_status)?;
+        daemon
+            .set_paused(c.node(), true)
+            .await
+            .map_err(daemon_status)?;
         locked(&self.paused).insert(c.node().into());
         self.events.send(TaskPaused {
             container_id: req.id.clone(),
@@ -570,7 +614,10 @@ impl Task for Service {
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         let c = self.container(&req.id)?;
         let daemon = self.daemon()?;
-        daemon.set_paused(c.node(), false).await.map_err(daemon_status)?;
+        daemon
+            .set_paused(c.node(), false)
+            .await
+            .map_err(daemon_status)?;
         locked(&self.paused).remove(c.node());
         self.events.send(TaskResumed {
             container_id: req.id.clone(),
@@ -580,7 +627,10 @@ impl Task for Service {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        info!("kill {} {:?} signal {} all {}", req.id, req.exec_id, req.signal, req.all);
+        info!(
+            "kill {} {:?} signal {} all {}",
+            req.id, req.exec_id, req.signal, req.all
+        );
         let (c, p) = self.proc(&req.id, &req.exec_id)?;
         let daemon = self.daemon()?;
         if req.all && req.exec_id.is_empty() {
@@ -596,7 +646,12 @@ impl Task for Service {
             // Never started, or the sandbox (the node itself, no process): a terminating
             // signal ends it.
             (Status::CREATED, _) | (_, Body::Sandbox) => {
-                if req.signal != 0 && !matches!(req.signal as i32, libc::SIGCHLD | libc::SIGCONT | libc::SIGWINCH | libc::SIGURG) {
+                if req.signal != 0
+                    && !matches!(
+                        req.signal as i32,
+                        libc::SIGCHLD | libc::SIGCONT | libc::SIGWINCH | libc::SIGURG
+                    )
+                {
                     exited(&self.events, &daemon, &c, &p, 128 + req.signal).await;
                 }
                 Ok(Empty::new())
@@ -605,7 +660,9 @@ impl Task for Service {
                 let bg = p.bg().unwrap_or_default();
                 match daemon.kill(c.node(), &bg, req.signal).await {
                     Ok(()) => Ok(Empty::new()),
-                    Err(e) if e.is_not_found() => Err(status(Code::NOT_FOUND, "process already finished")),
+                    Err(e) if e.is_not_found() => {
+                        Err(status(Code::NOT_FOUND, "process already finished"))
+                    }
                     Err(e) => Err(daemon_status(e)),
                 }
             }
@@ -622,19 +679,37 @@ impl Task for Service {
             ));
         }
         if c.init.status() != Status::RUNNING {
-            return Err(status(Code::FAILED_PRECONDITION, format!("container {} is not running", req.id)));
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", req.id),
+            ));
         }
-        let value = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
-        let process: oci_spec::runtime::Process = serde_json::from_slice(value)
-            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("the exec's process spec: {e}")))?;
-        let plan = spec::process_plan(&process).map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
+        let value = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.as_slice())
+            .unwrap_or_default();
+        let process: oci_spec::runtime::Process = serde_json::from_slice(value).map_err(|e| {
+            status(
+                Code::INVALID_ARGUMENT,
+                format!("the exec's process spec: {e}"),
+            )
+        })?;
+        let plan = spec::process_plan(&process)
+            .map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
         let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         {
             let mut execs = locked(&c.execs);
             if execs.contains_key(&req.exec_id) {
-                return Err(status(Code::ALREADY_EXISTS, format!("exec {} exists", req.exec_id)));
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} exists", req.exec_id),
+                ));
             }
-            execs.insert(req.exec_id.clone(), Proc::new(&req.id, &req.exec_id, Body::Process(plan), stdio));
+            execs.insert(
+                req.exec_id.clone(),
+                Proc::new(&req.id, &req.exec_id, Body::Process(plan), stdio),
+            );
         }
         self.events.send(TaskExecAdded {
             container_id: req.id.clone(),
@@ -649,7 +724,10 @@ impl Task for Service {
         let size = (req.width, req.height);
         p.lock().size = size;
         if let Some(bg) = p.bg().filter(|_| p.status() == Status::RUNNING) {
-            self.daemon()?.resize(c.node(), &bg, size).await.map_err(daemon_status)?;
+            self.daemon()?
+                .resize(c.node(), &bg, size)
+                .await
+                .map_err(daemon_status)?;
         }
         Ok(Empty::new())
     }
@@ -686,7 +764,11 @@ impl Task for Service {
         })
     }
 
-    async fn connect(&self, _ctx: &TtrpcContext, _req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
         Ok(ConnectResponse {
             shim_pid: std::process::id(),
             task_pid: std::process::id(),
