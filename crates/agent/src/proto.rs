@@ -321,6 +321,26 @@ pub struct ExecRequest {
     /// stderr together) comes as `Stdout` frames; `Stdin` frames are typed into it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<WinSize>,
+    // #16 B1 (fields; B2 implements them in the agent, capability `containers`):
+    /// Run chrooted in this directory of the node (a container's root), before
+    /// setgroups/setgid/setuid and the chdir to `cwd` (or `/`). Absent: the node's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Resource limits set before the command runs (OCI names: `RLIMIT_NOFILE`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+    /// Supplementary group ids (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
+}
+
+/// #16: one resource limit of an exec; `u64::MAX` is unlimited (`RLIM_INFINITY`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rlimit {
+    /// The OCI name, e.g. `RLIMIT_NOFILE`.
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

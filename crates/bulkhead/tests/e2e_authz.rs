@@ -80,6 +80,11 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
             | "/vm/{node}/shell",
         )
         | ("post", "/vm/{node}/exec/{exec_id}/kill") => "nodes:exec",
+        // containerd shim (#16, B1): input to background execs; where a pod's node goes
+        ("post", "/vm/{node}/exec/{exec_id}/stdin" | "/vm/{node}/exec/{exec_id}/resize") => {
+            "nodes:exec"
+        }
+        ("get", "/shim/placement") => "nodes:create",
         _ => return None,
     })
 }

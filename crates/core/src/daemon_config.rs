@@ -54,6 +54,8 @@ pub struct Api {
     pub tcp: Option<TcpApi>,
     /// `config.api.e2b` (#15, A): E2B's API on a listener of its own.
     pub e2b: Option<crate::config::e2b::E2bApi>,
+    /// `config.api.shim` (#16, B1): the containerd shim's socket and namespace mapping.
+    pub shim: Option<crate::config::shim::ShimApi>,
 }
 
 impl Api {
@@ -173,12 +175,14 @@ impl DaemonConfig {
                     socket: Some(p.clone()),
                     tenant_sockets: None,
                     tcp: None,
-                    e2b: None, // #15, A: set below
+                    e2b: None,  // #15, A: set below
+                    shim: None, // #16, B1: set below
                 },
                 ApiListen::Tcp { addr, token_file } => Api {
                     socket: None,
                     tenant_sockets: None,
-                    e2b: None, // #15, A: set below
+                    e2b: None,  // #15, A: set below
+                    shim: None, // #16, B1: set below
                     tcp: Some(parse_tcp(
                         "config.api.bind_address",
                         &RawTcp {
@@ -199,6 +203,7 @@ impl DaemonConfig {
                 api.tcp = Some(parse_tcp("config.api.tcp", tcp)?);
             }
             api.e2b = e2b_api(&raw_api, api.tcp.as_ref())?; // #15, A
+            api.shim = shim_api(&raw_api, &api, std::slice::from_ref(&t))?; // #16, B1
             if raw_api.tenant_sockets.is_some() {
                 return Err(key_err(
                     "config.api.tenant_sockets",
@@ -358,12 +363,14 @@ impl DaemonConfig {
             check_against_others(i, &t, &tenants)?;
             tenants.push(t);
         }
-        let api = Api {
+        let mut api = Api {
             e2b: e2b_api(&raw_api, tcp.as_ref())?, // #15, A
             socket: Some(socket),
             tenant_sockets,
             tcp,
+            shim: None,
         };
+        api.shim = shim_api(&raw_api, &api, &tenants)?; // #16, B1
         Ok(DaemonConfig {
             audit: crate::config::audit::AuditConfig::from_raw("config.audit", c.audit.as_ref())?, // #14, A
             workload_identity: workload_identity(&c, &api)?,
@@ -399,6 +406,34 @@ fn e2b_api(
         ));
     }
     Ok(Some(e))
+}
+
+/// `config.api.shim` (#16, B1): validated against the tenants, on a socket of its own.
+fn shim_api(
+    raw: &RawApi,
+    api: &Api,
+    tenants: &[TenantConfig],
+) -> Result<Option<crate::config::shim::ShimApi>, ConfigError> {
+    let Some(r) = &raw.shim else {
+        return Ok(None);
+    };
+    let s = crate::config::shim::ShimApi::from_raw("config.api.shim", r, tenants)?;
+    let taken = api.socket.as_ref() == Some(&s.socket)
+        || api
+            .tenant_sockets
+            .as_ref()
+            .is_some_and(|d| s.socket.parent() == Some(d.as_path()));
+    if taken {
+        return Err(key_err(
+            "config.api.shim.socket",
+            format!(
+                "{} is (or is beside) another listener's socket: give the shim a socket of its own, e.g. {}",
+                s.socket.display(),
+                crate::config::shim::DEFAULT_SOCKET
+            ),
+        ));
+    }
+    Ok(Some(s))
 }
 
 /// `config.workload_identity` (#11); the issuer defaults to the TCP listener's URL, else

@@ -1,6 +1,8 @@
 //! Roles: what a principal may do, as sets of resources × verbs (DESIGN.md §6).
 //!
-//! Four roles are built in (`global-admin`, `tenant-admin`, `developer`, `viewer`); a config
+//! Five roles are built in (`global-admin`, `tenant-admin`, `developer`, `viewer`, and #16's
+//! `shim`, the containerd shim's: nodes, execs, copies and events, no tokens, secrets, audit
+//! or usage); a config
 //! adds its own under `config.roles` (`{name, rules: [{resources, actions}]}`). A binding gives
 //! a role in one tenant (`ROLE@TENANT`) or in every tenant (`ROLE`); `global-admin` is always
 //! global and is the only role that may act on the daemon itself (tenants, identity keys,
@@ -107,7 +109,9 @@ pub const GLOBAL_ADMIN: &str = "global-admin";
 pub const TENANT_ADMIN: &str = "tenant-admin";
 pub const DEVELOPER: &str = "developer";
 pub const VIEWER: &str = "viewer";
-pub const BUILT_IN: [&str; 4] = [GLOBAL_ADMIN, TENANT_ADMIN, DEVELOPER, VIEWER];
+/// #16, B1: the containerd shim's role (the `api.shim` socket's principal).
+pub const SHIM: &str = "shim";
+pub const BUILT_IN: [&str; 5] = [GLOBAL_ADMIN, TENANT_ADMIN, DEVELOPER, VIEWER, SHIM];
 
 /// A role: a name and the (resource, verb) pairs it allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +176,14 @@ impl Role {
                 let mut r: BTreeSet<_> = nodes(&[List, Get, Logs]);
                 r.insert((Resource::Events, List));
                 r.insert((Resource::Usage, List));
+                (r, false)
+            }
+            // #16, B1: what containerd-shim-bulkhead-v2 does with pods: create, run, stop and
+            // delete nodes, exec and copy into them (containers), read their events and stats.
+            SHIM => {
+                let mut r: BTreeSet<_> =
+                    nodes(&[List, Get, Create, Delete, Exec, Copy, Pause, Resume]);
+                r.insert((Resource::Events, List));
                 (r, false)
             }
             _ => unreachable!("not a built-in role: {name}"),
@@ -381,6 +393,28 @@ mod tests {
     #[test]
     fn built_in_roles_allow_what_the_docs_say() {
         let r = Roles::default();
+        // #16, B1: the shim's role: nodes and events, never tokens, secrets, audit, usage.
+        let s = r.get(SHIM).unwrap();
+        for v in [
+            Verb::Create,
+            Verb::Delete,
+            Verb::Exec,
+            Verb::Copy,
+            Verb::Pause,
+        ] {
+            assert!(s.allows(Resource::Nodes, v), "{v:?}");
+        }
+        assert!(s.allows(Resource::Events, Verb::List));
+        assert!(!s.allows(Resource::Nodes, Verb::Forward));
+        for res in [
+            Resource::Tokens,
+            Resource::Secrets,
+            Resource::Audit,
+            Resource::Usage,
+        ] {
+            assert!(res.verbs().iter().all(|v| !s.allows(res, *v)), "{res:?}");
+        }
+        assert!(!s.is_global_admin());
         let v = r.get(VIEWER).unwrap();
         assert!(v.allows(Resource::Nodes, Verb::List));
         assert!(v.allows(Resource::Nodes, Verb::Logs));

@@ -33,6 +33,7 @@ pub mod rate;
 pub mod seccomp_watch; // #14 seccomp violations (C)
 pub mod serve;
 pub mod services;
+pub mod shim; // #16 containerd shim: its socket's principal
 mod start_error;
 mod startup;
 pub mod tenant;

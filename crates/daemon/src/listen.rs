@@ -5,6 +5,7 @@
 //! | `api.bind_address` (admin socket; a one-tenant daemon's only socket), 0600 | socket peer | `global-admin` |
 //! | `api.tenant_sockets/<tenant>.sock`, 0600 | socket peer | `tenant-admin@<tenant>` |
 //! | `api.tcp` (TLS, or plain on loopback only) | bearer: the configured single token, API tokens, OIDC, workload tokens | per credential |
+//! | `api.shim.socket` (#16), 0600 | socket peer, uid 0 only (`crate::shim`) | `shim@<each mapped tenant>` |
 //!
 //! Every listener serves the same router over the same daemon: what a peer sees follows from
 //! its principal's bindings alone (a tenant socket's peer has a role in its tenant only, so it
@@ -43,6 +44,13 @@ pub enum Bound {
     },
     // #15, A: the E2B listener (`config.api.e2b`), its own router (`crate::e2b::listener`)
     E2b(crate::e2b::bind::BoundE2b),
+    // #16, B1: the containerd shim's socket (`config.api.shim`), with its namespace mapping
+    Shim {
+        path: PathBuf,
+        listener: tokio::net::UnixListener,
+        chain: Chain,
+        mapping: crate::shim::Mapping,
+    },
 }
 
 /// Every UNIX socket the config names: the admin socket, then the tenant sockets.
@@ -55,6 +63,7 @@ pub fn sockets(cfg: &DaemonConfig) -> Vec<PathBuf> {
                 .map(|t| dir.join(format!("{}.sock", t.tenant))),
         );
     }
+    v.extend(cfg.api.shim.iter().map(|s| s.socket.clone())); // #16, B1
     v
 }
 
@@ -76,6 +85,9 @@ pub fn describe(cfg: &DaemonConfig) -> String {
     if let Some(e) = &cfg.api.e2b {
         let scheme = if e.tls.is_some() { "https" } else { "http" };
         v.push(format!("E2B {scheme}://{}", e.addr)); // #15, A
+    }
+    if let Some(s) = &cfg.api.shim {
+        v.push(format!("shim {}", s.socket.display())); // #16, B1
     }
     v.join(", ")
 }
@@ -210,6 +222,16 @@ pub async fn bind(
     if let Some(e) = crate::e2b::bind::bind(cfg, d).await? {
         out.push(Bound::E2b(e)); // #15, A
     }
+    if let Some(s) = &cfg.api.shim {
+        // #16, B1
+        out.push(Bound::Shim {
+            path: s.socket.clone(),
+            listener: bind_unix(&s.socket)?,
+            chain: crate::shim::chain(d, s)?,
+            mapping: crate::shim::Mapping(Arc::new(s.clone())),
+        });
+        tracing::info!(socket = %s.socket.display(), "listening (containerd shim)");
+    }
     if cfg.oidc.is_some() && cfg.api.tcp.is_none() {
         // OIDC (#11): UNIX sockets authenticate by their peer.
         tracing::warn!("config.auth.oidc applies to the TCP listener only, and there is none");
@@ -264,6 +286,20 @@ pub fn serve_all(
                 Bound::Tls { listener, chain } => {
                     let router = crate::http::router(d.clone(), chain);
                     tokio::spawn(serve::serve(listener, router, limits, stats, shutdown))
+                }
+                // #16, B1: the daemon's router, with the namespace mapping for placement
+                Bound::Shim {
+                    path,
+                    listener,
+                    chain,
+                    mapping,
+                } => {
+                    let router =
+                        crate::http::router(d.clone(), chain).layer(axum::Extension(mapping));
+                    tokio::spawn(async move {
+                        serve::serve(listener, router, limits, stats, shutdown).await;
+                        let _ = std::fs::remove_file(path);
+                    })
                 }
                 // #15, A
                 Bound::E2b(e) => {

@@ -138,6 +138,12 @@ pub struct RawApi {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2b: Option<super::e2b::RawE2b>,
     // ---- end E2B API ----
+    // ---- containerd shim (#16, B1; `shim.rs`) ----
+    /// bulkhead: the containerd shim's socket and namespace → tenant mapping
+    /// `{socket, namespaces}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shim: Option<super::shim::RawShim>,
+    // ---- end containerd shim ----
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

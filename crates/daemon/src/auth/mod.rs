@@ -179,6 +179,14 @@ pub enum Action {
     /// `GET /audit`: the audit lines of the tenants the caller may read the trail of.
     ReadAudit,
     // ---- end audit trail ----
+    // ---- containerd shim (#16, B1) ----
+    /// `POST /vm/{node}/exec/{exec_id}/stdin`: input to a background exec.
+    WriteBgExecStdin,
+    /// `POST /vm/{node}/exec/{exec_id}/resize`: a background exec's terminal size.
+    ResizeBgExec,
+    /// `GET /shim/placement`: which tenant and host group a containerd namespace's pods go to.
+    ShimPlacement,
+    // ---- end containerd shim ----
 }
 
 /// What an action needs of the principal.
@@ -445,6 +453,23 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "who did what in the tenant: principals, actions, objects, outcomes, never secrets",
         ),
         // ---- end audit trail ----
+        // ---- containerd shim (#16, B1) ----
+        (
+            Action::WriteBgExecStdin,
+            Rule(Nodes, Exec),
+            "input to a workload's command is running code in it",
+        ),
+        (
+            Action::ResizeBgExec,
+            Rule(Nodes, Exec),
+            "drives a workload's command (SIGWINCH)",
+        ),
+        (
+            Action::ShimPlacement,
+            Rule(Nodes, Create),
+            "where the caller would create a pod's node: a tenant and host group it may create in",
+        ),
+        // ---- end containerd shim ----
     ]
 };
 

@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 50] = [
+pub const ALL: [Action; 53] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -71,6 +71,10 @@ pub const ALL: [Action; 50] = [
     Action::ReadEvents,
     // audit trail (#14, A)
     Action::ReadAudit,
+    // containerd shim (#16, B1)
+    Action::WriteBgExecStdin,
+    Action::ResizeBgExec,
+    Action::ShimPlacement,
 ];
 
 #[test]

@@ -55,6 +55,15 @@ impl BgExec {
         self.launch.opts.tty
     }
 
+    /// #16 B1: whether it takes input (`stdin`, or a terminal), and whether its stdin was
+    /// closed, for `POST .../stdin`'s refusals.
+    pub fn takes_stdin(&self) -> bool {
+        self.launch.opts.stdin || self.tty()
+    }
+    pub fn stdin_is_closed(&self) -> bool {
+        self.stdin_closed.load(Ordering::Acquire)
+    }
+
     /// Writes to its stdin (a terminal's input when it has one). Refused when it was started
     /// without stdin or its stdin was closed.
     pub async fn write_stdin(&self, data: &[u8]) -> Result<(), DomainError> {

@@ -65,6 +65,10 @@ async fn exec_node(
 ) -> Result<Response, DomainError> {
     let mut q = ExecQuery::parse(q.as_deref())?;
     let n = app.tenant.running_node(&node)?;
+    // #16 B1: `container=<cid>` runs chrooted in that container's root (404 if absent).
+    if let Some(cid) = &q.container {
+        q.request.root = Some(super::exec_container::container_root(&app, &node, cid)?);
+    }
     // admission policy (#12): foreground and background execs
     let mode = match q.background {
         Some(_) => ExecMode::Background,
@@ -78,7 +82,12 @@ async fn exec_node(
     }
     let stdin = q.request.stdin;
     let turn = app.tenant.agent_turn(&n).await?;
-    let session = match app.tenant.exec(&n, q.request.clone()).await {
+    let session = match q.request.tty {
+        // #16 B1: a terminal (the agent is asked first whether it has terminals)
+        Some(_) => app.tenant.exec_tty(&n, q.request.clone()).await,
+        None => app.tenant.exec(&n, q.request.clone()).await,
+    };
+    let session = match session {
         Ok(s) => s,
         Err(e) => match not_started(&e) {
             Some(code) => return Ok(not_started_answer(&q, code, &e.message)),

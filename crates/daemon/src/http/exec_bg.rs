@@ -55,7 +55,13 @@ pub async fn start(
         uid: q.request.uid,
         ring_bytes,
         base64: q.stdio == Stdio::Base64,
-        opts: Default::default(),
+        // #16 B1: stdin (`POST .../stdin`) and a terminal (`POST .../resize`)
+        opts: crate::bg::options::Options {
+            stdin: q.request.stdin,
+            tty: q.request.tty.is_some(),
+            gid: q.request.gid,
+            ..Default::default()
+        },
     };
     let e = run(app, n, launch, q.request.clone(), true).await?;
     Ok(Json(BgExecStarted {

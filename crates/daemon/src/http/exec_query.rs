@@ -10,8 +10,14 @@
 //! and uid/gid 4294967295, the SDKs' "default non-root user", which is the node's
 //! [`DEFAULT_USER`] (ADR 0016). `background=true` with `ring_bytes` asks for a background
 //! exec (`bg/`).
+//!
+//! #16 (the containerd shim, B1): `tty=true` with `cols`/`rows` runs the command on a
+//! terminal, `rlimit=NAME:SOFT:HARD` (repeatable, OCI names, `unlimited` allowed) and
+//! `groups=1,2` go to the agent as they are, and `container=<cid>` names the container of
+//! the node the command runs chrooted in (resolved by the handler, 404 if it does not exist).
+//! A background exec may now take stdin (written with `POST .../exec/{exec_id}/stdin`).
 
-use bulkhead_agent::proto::ExecRequest;
+use bulkhead_agent::proto::{ExecRequest, Rlimit, WinSize};
 use bulkhead_api::names;
 use bulkhead_core::DomainError;
 
@@ -58,10 +64,13 @@ pub struct ExecQuery {
     /// The command and its arguments as the client gave them (before a `shell` wrapped
     /// them), for background execs' info.
     pub command: (String, Vec<String>),
+    /// #16: `container=<cid>`: the container of the node to run in (its root is looked up
+    /// by the handler and set as `request.root`).
+    pub container: Option<String>,
 }
 
 /// The keys the route takes.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 22] = [
     "cmd",
     "args",
     "env",
@@ -78,6 +87,13 @@ pub const KEYS: [&str; 16] = [
     "timeout",
     "stdio",
     "permissions",
+    // #16 B1
+    "tty",
+    "cols",
+    "rows",
+    "rlimit",
+    "groups",
+    "container",
 ];
 
 impl ExecQuery {
@@ -97,11 +113,21 @@ impl ExecQuery {
         let _ignored = q.one("permissions")?;
         let buffered = q.bool("buffered")?;
         let background = background(&q)?;
-        if background.is_some() && (buffered || request.stdin) {
+        if background.is_some() && buffered {
             return Err(DomainError::invalid(
-                "a background exec takes no stdin and has no buffered answer: drop stdin and \
-                 buffered, and read its output with GET /vm/{node}/exec/{exec_id}/logs",
+                "a background exec has no buffered answer: drop buffered, and read its output \
+                 with GET /vm/{node}/exec/{exec_id}/logs",
             ));
+        }
+        if buffered && request.tty.is_some() {
+            return Err(DomainError::invalid(
+                "a terminal's output is one stream: drop buffered or tty",
+            ));
+        }
+        let container = q.one("container")?;
+        if let Some(c) = &container {
+            bulkhead_api::containers::validate_container_id(c)
+                .map_err(|m| DomainError::invalid(format!("container: {m}")))?;
         }
         Ok(ExecQuery {
             request,
@@ -111,6 +137,7 @@ impl ExecQuery {
             buffered,
             background,
             command,
+            container,
         })
     }
 }
@@ -211,8 +238,124 @@ fn request(q: &Query) -> Result<ExecRequest, DomainError> {
         gid: id(q, "gid")?,
         stdin: q.bool("stdin")?,
         timeout_ms,
-        tty: None,
+        tty: tty(q)?,
+        root: None,
+        rlimits: rlimits(q)?,
+        groups: groups(q)?,
     })
+}
+
+/// #16: `tty=true` with `cols` and `rows` (80x24 when absent).
+fn tty(q: &Query) -> Result<Option<WinSize>, DomainError> {
+    let dim = |key: &str, default: u16| -> Result<u16, DomainError> {
+        match q.u32(key)? {
+            None => Ok(default),
+            Some(n) if (1..=u16::MAX as u32).contains(&n) => Ok(n as u16),
+            Some(n) => Err(DomainError::invalid(format!(
+                "query parameter {key:?} must be 1 to {}, not {n}",
+                u16::MAX
+            ))),
+        }
+    };
+    if !q.bool("tty")? {
+        if let Some(k) = ["cols", "rows"].into_iter().find(|k| !q.all(k).is_empty()) {
+            return Err(DomainError::invalid(format!(
+                "{k} applies to a terminal only: add tty=true"
+            )));
+        }
+        return Ok(None);
+    }
+    Ok(Some(WinSize {
+        cols: dim("cols", 80)?,
+        rows: dim("rows", 24)?,
+    }))
+}
+
+/// The resource limits an exec may set (OCI's names, Linux's `RLIMIT_*`).
+pub const RLIMIT_NAMES: [&str; 16] = [
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
+
+/// #16: `rlimit=NAME:SOFT:HARD`, repeatable, each name once; `unlimited` is `u64::MAX`.
+fn rlimits(q: &Query) -> Result<Vec<Rlimit>, DomainError> {
+    let mut out: Vec<Rlimit> = Vec::new();
+    for v in q.all("rlimit") {
+        let bad = |why: &str| {
+            DomainError::invalid(format!(
+                "query parameter \"rlimit\" {v:?}: {why} (write NAME:SOFT:HARD, e.g. \
+                 RLIMIT_NOFILE:1024:4096; a limit may be unlimited)"
+            ))
+        };
+        let mut parts = v.split(':');
+        let (Some(name), Some(soft), Some(hard), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("not three fields"));
+        };
+        if !RLIMIT_NAMES.contains(&name) {
+            return Err(bad(&format!(
+                "unknown limit {name:?}: use one of {}",
+                RLIMIT_NAMES.join(", ")
+            )));
+        }
+        let num = |x: &str| match x {
+            "unlimited" | "infinity" => Ok(u64::MAX),
+            _ => x
+                .parse::<u64>()
+                .map_err(|_| bad(&format!("{x:?} is not a number or unlimited"))),
+        };
+        let (soft, hard) = (num(soft)?, num(hard)?);
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one"));
+        }
+        if out.iter().any(|r| r.name == name) {
+            return Err(bad(&format!("{name} given more than once")));
+        }
+        out.push(Rlimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        });
+    }
+    Ok(out)
+}
+
+/// #16: `groups=1,2` (the key may repeat; an empty value is no group).
+fn groups(q: &Query) -> Result<Vec<u32>, DomainError> {
+    let mut out = Vec::new();
+    for v in q.all("groups") {
+        for g in v.split(',').filter(|g| !g.is_empty()) {
+            let gid = g.parse::<u32>().map_err(|_| {
+                DomainError::invalid(format!(
+                    "query parameter \"groups\": {g:?} is not a group id (write groups=1,2)"
+                ))
+            })?;
+            if !out.contains(&gid) {
+                out.push(gid);
+            }
+        }
+    }
+    if out.len() > 64 {
+        return Err(DomainError::invalid(
+            "query parameter \"groups\" names more than 64 groups",
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -243,6 +386,7 @@ mod tests {
                     stdin: true,
                     timeout_ms: Some(1500),
                     tty: None,
+                    ..Default::default()
                 },
                 stdio: Stdio::Base64,
                 stdout: false,
@@ -250,6 +394,7 @@ mod tests {
                 buffered: true,
                 background: None,
                 command: ("ls".into(), vec!["-l".into(), "/tmp".into()]),
+                container: None,
             }
         );
         let q = ExecQuery::parse(Some("cmd=echo&args=a&args=b&shell=true")).unwrap();
@@ -272,7 +417,7 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        assert!(err("cmd=x&tty=1").contains("unknown query parameter \"tty\": allowed are cmd,"));
+        assert!(err("cmd=x&tyy=1").contains("unknown query parameter \"tyy\": allowed are cmd,"));
         assert!(err("args=x").contains("cmd is required"));
         assert_eq!(err("cmd="), "cmd is empty");
         assert!(err("cmd=x&env=NOVALUE").contains("\"NOVALUE\" must be KEY=VALUE"));
@@ -286,7 +431,6 @@ mod tests {
         assert!(err("cmd=x&ring_bytes=10").contains("add background=true"));
         assert!(err("cmd=x&background=true&ring_bytes=-1").contains("non-negative"));
         assert!(err("cmd=x&background=true&ring_bytes=16777217").contains("above the limit"));
-        assert!(err("cmd=x&background=true&stdin=true").contains("takes no stdin"));
         assert!(err("cmd=x&background=true&buffered=true").contains("no buffered answer"));
     }
 
@@ -312,5 +456,72 @@ mod tests {
         assert_eq!(q.background, Some(4096));
         let q = ExecQuery::parse(Some("background=true&cmd=x&ring_bytes=0")).unwrap();
         assert_eq!(q.background, Some(DEFAULT_RING_BYTES));
+    }
+
+    #[test]
+    fn shim_keys_land_in_the_request() {
+        // #16: what containerd-shim-bulkhead-v2 sends.
+        let q = ExecQuery::parse(Some(
+            "cmd=sh&background=true&stdin=true&tty=true&cols=120&rows=40\
+             &rlimit=RLIMIT_NOFILE:1024:4096&rlimit=RLIMIT_CORE:unlimited:unlimited\
+             &groups=10,20&groups=30&container=abc123",
+        ))
+        .unwrap();
+        assert_eq!(q.background, Some(DEFAULT_RING_BYTES));
+        assert!(q.request.stdin);
+        assert_eq!(
+            q.request.tty,
+            Some(WinSize {
+                cols: 120,
+                rows: 40
+            })
+        );
+        assert_eq!(
+            q.request.rlimits,
+            [
+                Rlimit {
+                    name: "RLIMIT_NOFILE".into(),
+                    soft: 1024,
+                    hard: 4096
+                },
+                Rlimit {
+                    name: "RLIMIT_CORE".into(),
+                    soft: u64::MAX,
+                    hard: u64::MAX
+                }
+            ]
+        );
+        assert_eq!(q.request.groups, [10, 20, 30]);
+        assert_eq!(q.container.as_deref(), Some("abc123"));
+        assert_eq!(q.request.root, None);
+        // A terminal without a size is 80x24; none of the keys: nothing changes.
+        let q = ExecQuery::parse(Some("cmd=sh&tty=true")).unwrap();
+        assert_eq!(q.request.tty, Some(WinSize { cols: 80, rows: 24 }));
+        let q = ExecQuery::parse(Some("cmd=sh&tty=false&groups=")).unwrap();
+        assert_eq!((q.request.tty, q.request.groups.len()), (None, 0));
+        assert!(q.request.rlimits.is_empty() && q.container.is_none());
+    }
+
+    #[test]
+    fn shim_key_mistakes_are_named() {
+        assert!(err("cmd=x&cols=80").contains("cols applies to a terminal only"));
+        assert!(err("cmd=x&tty=true&rows=0").contains("\"rows\" must be 1 to 65535"));
+        assert!(err("cmd=x&tty=true&cols=70000").contains("\"cols\" must be 1 to 65535"));
+        assert!(err("cmd=x&tty=maybe").contains("\"tty\" must be true or false"));
+        assert!(err("cmd=x&tty=true&buffered=true").contains("drop buffered or tty"));
+        assert!(err("cmd=x&rlimit=RLIMIT_NOFILE:1").contains("not three fields"));
+        assert!(err("cmd=x&rlimit=NOFILE:1:2").contains("unknown limit \"NOFILE\""));
+        assert!(err("cmd=x&rlimit=RLIMIT_NOFILE:a:2").contains("\"a\" is not a number"));
+        assert!(err("cmd=x&rlimit=RLIMIT_NOFILE:3:2").contains("soft limit is above"));
+        assert!(
+            err("cmd=x&rlimit=RLIMIT_NOFILE:1:2&rlimit=RLIMIT_NOFILE:1:2")
+                .contains("RLIMIT_NOFILE given more than once")
+        );
+        assert!(err("cmd=x&groups=1,x").contains("\"x\" is not a group id"));
+        assert!(err("cmd=x&groups=-1").contains("is not a group id"));
+        assert!(err("cmd=x&container=a%2Fb").starts_with("container: invalid container id"));
+        assert!(err("cmd=x&container=a&container=b").contains("given more than once"));
+        let many: Vec<String> = (0..65).map(|g| g.to_string()).collect();
+        assert!(err(&format!("cmd=x&groups={}", many.join(","))).contains("more than 64"));
     }
 }

@@ -19,6 +19,8 @@ pub mod cp;
 mod events; // #14 events (part B)
 pub mod exec;
 pub mod exec_bg;
+mod exec_container; // #16 B1: container=<cid>
+mod exec_io; // #16 B1: background exec stdin and resize
 mod exec_query;
 mod exec_wire;
 pub mod fs;
@@ -32,6 +34,7 @@ pub mod query;
 mod quota; // quotas (#12)
 pub mod scope;
 mod secrets; // secrets (#13)
+mod shim_placement; // #16 B1
 pub mod stats;
 pub mod tokens;
 mod ttl; // node TTL (#15, B)
@@ -118,7 +121,25 @@ pub fn table() -> Vec<Route> {
             &[("post", ControlBgExecs)],
             post(exec_bg::kill),
         ),
+        // #16 B1: input to background execs (the containerd shim's stdin FIFO and ResizePty)
+        route(
+            "/vm/{node}/exec/{exec_id}/stdin",
+            &[("post", WriteBgExecStdin)],
+            post(exec_io::stdin),
+        ),
+        route(
+            "/vm/{node}/exec/{exec_id}/resize",
+            &[("post", ResizeBgExec)],
+            post(exec_io::resize),
+        ),
+        // end #16 B1
         // end of exec's block
+        // #16 B1: where a containerd namespace's pods go (served on the shim socket)
+        route(
+            "/shim/placement",
+            &[("get", ShimPlacement)],
+            get(shim_placement::placement),
+        ),
         // copy-fs (#10): copies in every SDK mode, and the node's file system (ADR 0017).
         route(
             "/vm/{node}/cp",

@@ -97,6 +97,7 @@ pub fn shell_request(raw: Option<&str>) -> Result<ExecRequest, DomainError> {
         stdin: true,
         timeout_ms: None,
         tty: Some(INITIAL),
+        ..Default::default()
     })
 }
 

@@ -104,6 +104,7 @@ impl Tenant {
             stdin: true,
             timeout_ms: None,
             tty: None,
+            ..Default::default()
         };
         let mut s = self.exec(&node, req).await?;
         let io = |e: bulkhead_agent::client::AgentError| {

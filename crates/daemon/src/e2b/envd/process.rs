@@ -142,6 +142,7 @@ async fn launch(
         stdin,
         timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         tty,
+        ..Default::default()
     };
     // The admission policy (#12): exec_as_root, allowed commands, the webhook.
     let request = (app.tenant.admission)
