@@ -62,6 +62,9 @@ enum Cmd {
     /// The audit trail: verify its files offline (#14)
     #[command(subcommand)]
     Audit(cmd::audit::AuditCmd),
+    /// containerd's shim for Kubernetes: install it and its runtime config (#16, docs/fleet.md)
+    #[command(subcommand)]
+    Shim(cmd::shim::ShimCmd),
 }
 
 fn main() -> ExitCode {
@@ -102,5 +105,6 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Commit(c) => cmd::commit::run(c).await, // commit and fork (#13)
         Cmd::Usage(a) => cmd::usage::run(a).await, // usage (#14, part E)
         Cmd::Audit(c) => cmd::audit::run(c),       // audit trail (#14, A)
+        Cmd::Shim(c) => cmd::shim::run(c),         // shim install (#16, E)
     }
 }

@@ -8,6 +8,7 @@ pub mod keys; // key rotation (#13)
 pub mod new;
 pub mod quota; // quotas (#12)
 pub mod secret; // secrets (#13)
+pub mod shim; // shim install (#16, E)
 pub mod token;
 pub mod untar;
 pub mod up;

@@ -78,13 +78,19 @@ impl Shared {
     /// spaces, naming `tenants`, the first two of which become `a` and `b`); `top` as in
     /// [`Shared::start`]. (#12, policy: tenants with keys of their own.)
     pub fn start_listed(tenants: Vec<String>, list: &str, top: &str) -> Shared {
+        Self::start_listed_api(tenants, list, top, "")
+    }
+
+    /// Like [`Shared::start_listed`], with `api` YAML added under `config.api:` (four-space
+    /// indented, e.g. the shim listener naming the tenants; #16, D).
+    pub fn start_listed_api(tenants: Vec<String>, list: &str, top: &str, api: &str) -> Shared {
         let dir = test_dir();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).unwrap();
         let admin = dir.path().join("admin.sock");
         let yaml = format!(
-            "config:\n  graceful_shutdown: false\n  tenants:\n{list}{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n",
+            "config:\n  graceful_shutdown: false\n  tenants:\n{list}{top}  api:\n    bind_address: {}\n    tenant_sockets: {}\n{api}",
             admin.display(),
             dir.path().join("tenants").display()
         );
