@@ -27,6 +27,8 @@ const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 8;
 /// Symlinks followed while resolving one destination inside the rootfs.
 const MAX_HOPS: usize = 40;
+/// The tar thread's stack.
+const WALK_STACK: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -101,19 +103,28 @@ pub fn tar_body(
 ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
     let rootfs = rootfs.to_path_buf();
-    std::thread::spawn(move || {
-        let sink = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let res = write_tar(&rootfs, &host_files, sink);
-        if let Err(e) = res {
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                log::warn!("rootfs tar of {}: {e}", rootfs.display());
+    let err_tx = tx.clone();
+    // Deep trees recurse once per level (PATH_MAX bounds the depth): give the walk room.
+    let spawned = std::thread::Builder::new()
+        .name("rootfs-tar".into())
+        .stack_size(WALK_STACK)
+        .spawn(move || {
+            let sink = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let res = write_tar(&rootfs, &host_files, sink);
+            if let Err(e) = res {
+                if e.kind() != io::ErrorKind::BrokenPipe {
+                    log::warn!("rootfs tar of {}: {e}", rootfs.display());
+                }
+                let _ = tx.blocking_send(Err(e));
             }
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        let _ = err_tx.try_send(Err(io::Error::other(format!("rootfs tar: no thread: {e}"))));
+    }
+    drop(err_tx);
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
 }
 

@@ -77,6 +77,11 @@ fn tree() -> tempfile::TempDir {
     symlink("/run", r.join("var/run")).unwrap();
     symlink("../run/resolv.real", r.join("etc/resolv.conf")).unwrap();
     chown(&r.join("etc/escape"), 7, 8);
+    // Names and link targets past the 100 bytes of a plain tar header.
+    let long = "n".repeat(150);
+    std::fs::create_dir_all(r.join(&long)).unwrap();
+    std::fs::write(r.join(&long).join(&long), "deep").unwrap();
+    symlink(format!("/{long}/{long}"), r.join("longlink")).unwrap();
     nix_mkfifo(&r.join("run/fifo"));
     d
 }
@@ -127,6 +132,12 @@ fn rootfs_tree_as_tar() {
     let pos = |n: &str| order.iter().position(|o| o == n).unwrap();
     assert!(pos("home") < pos("home/user") && pos("home/user") < pos("home/user/again"));
     assert!(!m.contains_key(""));
+    let long = "n".repeat(150);
+    assert_eq!(m[&format!("{long}/{long}")].data, b"deep");
+    assert_eq!(
+        m["longlink"].link.as_deref(),
+        Some(format!("/{long}/{long}").as_str())
+    );
 }
 
 #[test]

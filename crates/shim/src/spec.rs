@@ -19,7 +19,9 @@
 //!   `/dev/shm` → a fresh tmpfs (not shared between a pod's containers), `cgroup`/`cgroup2`
 //!   skipped (the node's limits are the pod's), binds from under `host_paths` → [`HostFile`]s
 //!   copied into the rootfs stream (a directory — a kubelet volume — is copied as a tree: a
-//!   snapshot taken at Create, not a live mount);
+//!   snapshot taken at Create, not a live mount: what the container writes there, such as
+//!   `/dev/termination-log`, stays in the node); kubelet's subPath binds (`volume-subpaths`)
+//!   are refused, since they may carry a hostPath volume;
 //! - ignored: apparmor/selinux labels, the spec's seccomp profile (the node's own filter
 //!   applies), masked/readonly paths (the node's /proc and /sys carry their own masks),
 //!   cgroupsPath, oomScoreAdj, uid/gid mappings, device cgroup rules.
@@ -166,6 +168,8 @@ pub enum Refusal {
         host: String,
         allowed: String,
     },
+    #[error("mounts {destination}: subPath mount {host:?} is refused (kubelet makes subPaths as bind mounts that may carry a hostPath volume); mount the whole volume instead")]
+    SubPath { destination: String, host: String },
     #[error("mounts {destination}: {msg}")]
     MountOption { destination: String, msg: String },
     #[error("annotation {key}: {msg}")]
@@ -467,6 +471,15 @@ fn mounts(
                 continue;
             }
             let source = m.source().clone().unwrap_or_default();
+            if source
+                .components()
+                .any(|c| c.as_os_str() == "volume-subpaths")
+            {
+                return Err(Refusal::SubPath {
+                    destination: dest,
+                    host: source.display().to_string(),
+                });
+            }
             if !cfg.host_path_allowed(&source) {
                 return Err(Refusal::HostPath {
                     destination: dest,

@@ -415,6 +415,13 @@ fn mounts_refused_or_mapped() {
             .push(json!({"destination": "/x", "type": typ, "source": src, "options": ["bind"]}));
         assert!(refusal(&v).contains("bind of host path"), "{src}");
     }
+    // subPath binds are refused even under host_paths.
+    let mut v = cri_container();
+    v["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc/app.conf", "type": "bind", "options": ["rbind"],
+        "source": format!("/var/lib/kubelet/pods/{UID}/volume-subpaths/cfg/app/0")
+    }));
+    assert!(refusal(&v).contains("subPath"));
     // Shim config's host_paths decide.
     let mut v = ctr_default();
     v["mounts"].as_array_mut().unwrap().push(
