@@ -50,6 +50,11 @@ impl Default for ShimConfig {
 }
 
 impl ShimConfig {
+    /// The socket's filesystem path (`unix://` stripped).
+    pub fn socket_path(&self) -> PathBuf {
+        PathBuf::from(self.socket.strip_prefix("unix://").unwrap_or(&self.socket))
+    }
+
     /// Whether `p` (absolute, `..`-free) lies under one of `host_paths`.
     pub fn host_path_allowed(&self, p: &Path) -> bool {
         clean_absolute(p) && self.host_paths.iter().any(|prefix| p.starts_with(prefix))

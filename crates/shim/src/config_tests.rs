@@ -41,6 +41,7 @@ fn defaults_without_options() {
     assert_eq!(c, ShimConfig::default());
     assert_eq!(c.socket, "unix:///run/bulkhead/shim.sock");
     assert_eq!(c.driver, "jail");
+    assert_eq!(c.socket_path(), PathBuf::from("/run/bulkhead/shim.sock"));
     assert!(c.host_path_allowed(Path::new("/var/lib/kubelet/pods/u/etc-hosts")));
     assert!(!c.host_path_allowed(Path::new("/etc/passwd")));
     assert!(!c.host_path_allowed(Path::new("/var/lib/containerd/../../etc/shadow")));
@@ -54,7 +55,7 @@ fn env_url_then_default() {
     let c = load(None, "", Some("unix:///tmp/x.sock")).unwrap();
     assert_eq!(c.socket, "unix:///tmp/x.sock");
     let c = load(None, "", Some("/tmp/y.sock")).unwrap();
-    assert_eq!(c.socket, "/tmp/y.sock");
+    assert_eq!(c.socket_path(), PathBuf::from("/tmp/y.sock"));
     let e = load(None, "", Some("http://127.0.0.1:8080")).unwrap_err();
     assert!(e.to_string().contains("BULKHEAD_URL"), "{e}");
     assert!(
