@@ -5,7 +5,7 @@
 //! every daemon refusal comes back as [`DaemonError`] carrying the daemon's own message and
 //! code, which `service.rs` turns into a ttrpc status containerd shows.
 
-use bulkhead_api::client::{enc, full_body, Client, ReqBody};
+use bulkhead_api::client::{full_body, Client, ReqBody};
 use bulkhead_api::containers::{CreateContainerRequest, Placement};
 use bulkhead_api::stats::NodeStat;
 use bulkhead_api::{
@@ -318,6 +318,20 @@ impl Stream for ChanStream {
     }
 }
 
+/// Percent-encodes a path segment or query value, keeping RFC 3986's unreserved characters
+/// (ids and node names travel as they are: containerd 1.6 formats error texts with `%`).
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn gone_ok(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.is_not_found() => Ok(()),
@@ -390,9 +404,9 @@ mod tests {
         let q = exec_query("c1", &plan, true, Some((100, 30)));
         assert_eq!(
             q,
-            "background=true&stdio=base64&container=c1&uid=1000&gid=1001&cmd=sh&args=%2Dc\
+            "background=true&stdio=base64&container=c1&uid=1000&gid=1001&cmd=sh&args=-c\
              &args=echo%20a%20b&env=PATH%3D%2Fbin&cwd=%2Fwork&groups=10%2C11\
-             &rlimit=RLIMIT%5FNOFILE%3A1024%3Aunlimited&stdin=true&tty=true&cols=100&rows=30"
+             &rlimit=RLIMIT_NOFILE%3A1024%3Aunlimited&stdin=true&tty=true&cols=100&rows=30"
         );
         let q = exec_query("c1", &plan, false, None);
         assert!(!q.contains("stdin") && !q.contains("tty"), "{q}");

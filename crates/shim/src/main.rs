@@ -165,6 +165,13 @@ async fn delete(flags: &Flags) -> anyhow::Result<()> {
         Ok(None) => {}
         Err(e) => eprintln!("{RUNTIME}: {}: {e}", task::Record::path(&bundle).display()),
     }
+    // The dead shim's socket, when nothing answers on it any more.
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        let path = address.trim().trim_start_matches("unix://");
+        if !path.is_empty() && std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     let rootfs = bundle.join("rootfs");
     let _ = tokio::task::spawn_blocking(move || rootfs::unmount_rootfs(&rootfs)).await;
     let resp = DeleteResponse {
