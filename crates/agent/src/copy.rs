@@ -198,7 +198,7 @@ pub(crate) fn copy_in(
     tar: bool,
     (uid, gid): (Option<u32>, Option<u32>),
     mode: Option<u32>,
-    no_setid: bool,
+    (no_setid, owners): (bool, bool),
 ) -> Result<(), Event> {
     let mode = mode.map(|m| {
         if no_setid {
@@ -216,7 +216,7 @@ pub(crate) fn copy_in(
         total: 0,
     };
     let result = if tar {
-        crate::untar::copy_in_tar(&mut reader, target, uid, gid, no_setid)
+        crate::untar::copy_in_tar(&mut reader, target, uid, gid, (no_setid, owners))
     } else {
         copy_in_file(&mut reader, target, uid, gid, mode)
             .map_err(|e| io_event("cannot write", path, &e))

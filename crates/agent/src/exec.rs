@@ -67,15 +67,49 @@ struct Prepared {
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
+    /// #16: a container's root to chroot into, and the command's candidate paths inside it
+    /// (searched after the chroot, like execvp).
+    root: Option<CString>,
+    candidates: Vec<CString>,
+    /// `(resource, soft, hard)` set before anything else.
+    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t, libc::rlim_t)>,
+    groups: Vec<libc::gid_t>,
 }
+
+/// An OCI rlimit name (`RLIMIT_NOFILE`) as the kernel's resource number.
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+/// Step codes the child reports (`fail`): rlimits are `RLIMIT_STEP + index`.
+const RLIMIT_STEP: i32 = 100;
 
 fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
     if req.cmd.is_empty() {
         return Err(Event::error("invalid_argument", "cmd is empty"));
     }
+    let passwd = format!("{}/etc/passwd", req.root.as_deref().unwrap_or(""));
     let mut env: Vec<String> = vec![
         format!("PATH={DEFAULT_PATH}"),
-        format!("HOME={}", home_of(req.uid, "/etc/passwd")),
+        format!("HOME={}", home_of(req.uid, &passwd)),
         "TERM=xterm".into(),
     ];
     for e in &req.env {
@@ -99,11 +133,61 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_string();
-    let Some(path) = find_in_path(&req.cmd, &path_var) else {
-        return Err(Event::error(
-            "command_not_found",
-            format!("command {:?} not found in PATH ({path_var})", req.cmd),
-        ));
+    // In a container the command is looked up after the chroot, in its root (the child tries
+    // each candidate); in the node, here, for a clear error before anything starts.
+    let (path, candidates) = match &req.root {
+        Some(_) if req.cmd.contains('/') => (req.cmd.clone(), vec![cstr("cmd", &req.cmd)?]),
+        Some(_) => (
+            req.cmd.clone(),
+            path_var
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cstr("PATH", &format!("{d}/{}", req.cmd)))
+                .collect::<Result<_, _>>()?,
+        ),
+        None => match find_in_path(&req.cmd, &path_var) {
+            Some(p) => (p, Vec::new()),
+            None => {
+                return Err(Event::error(
+                    "command_not_found",
+                    format!("command {:?} not found in PATH ({path_var})", req.cmd),
+                ))
+            }
+        },
+    };
+    let root = match &req.root {
+        Some(r) if !r.starts_with('/') => {
+            return Err(Event::error(
+                "invalid_argument",
+                format!("root {r:?} is not an absolute path"),
+            ))
+        }
+        Some(r) => Some(cstr("root", r)?),
+        None => None,
+    };
+    let mut rlimits = Vec::with_capacity(req.rlimits.len());
+    for l in &req.rlimits {
+        let Some(res) = rlimit_resource(&l.name) else {
+            return Err(Event::error(
+                "invalid_argument",
+                format!(
+                    "unknown rlimit {:?}: use an OCI name such as RLIMIT_NOFILE",
+                    l.name
+                ),
+            ));
+        };
+        if l.soft > l.hard {
+            return Err(Event::error(
+                "invalid_argument",
+                format!("rlimit {}: soft {} is above hard {}", l.name, l.soft, l.hard),
+            ));
+        }
+        rlimits.push((res, l.soft as libc::rlim_t, l.hard as libc::rlim_t));
+    }
+    let groups = if req.groups.is_empty() {
+        vec![req.gid]
+    } else {
+        req.groups.clone()
     };
     let mut argv = vec![cstr("cmd", &req.cmd)?];
     for a in &req.args {
@@ -119,6 +203,10 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
         argv,
         envp,
         cwd: cstr("cwd", &cwd)?,
+        root,
+        candidates,
+        rlimits,
+        groups,
     })
 }
 
@@ -177,8 +265,26 @@ fn spawn(
                 if ctty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     fail(7);
                 }
-                let groups = [gid];
-                if libc::setgroups(1, groups.as_ptr()) < 0 {
+                // #16: limits first (raising one may need privilege the uid drop takes), then
+                // the container's root, then the identity.
+                for (i, (res, soft, hard)) in p.rlimits.iter().enumerate() {
+                    let l = libc::rlimit {
+                        rlim_cur: *soft,
+                        rlim_max: *hard,
+                    };
+                    if libc::setrlimit(*res, &l) < 0 {
+                        fail(RLIMIT_STEP + i as i32);
+                    }
+                }
+                if let Some(root) = &p.root {
+                    if libc::chroot(root.as_ptr()) < 0 {
+                        fail(8);
+                    }
+                    if libc::chdir(c"/".as_ptr()) < 0 {
+                        fail(8);
+                    }
+                }
+                if libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0 {
                     fail(2);
                 }
                 if libc::setresgid(gid, gid, gid) < 0 {
@@ -198,8 +304,21 @@ fn spawn(
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
-                libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                fail(6);
+                if p.candidates.is_empty() {
+                    libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    fail(6);
+                }
+                // In a container: the first candidate that exists (as execvp searches).
+                let mut step = 9;
+                for c in &p.candidates {
+                    libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                    let e = *libc::__errno_location();
+                    if e != libc::ENOENT && e != libc::ENOTDIR {
+                        step = 6;
+                        break;
+                    }
+                }
+                fail(step);
             }
         }
         Ok(pid)
@@ -231,6 +350,29 @@ fn spawn(
             ),
             6 => ("exec_failed", format!("cannot execute {:?}", p.path)),
             7 => ("internal", "cannot give the command its terminal".into()),
+            8 => (
+                "invalid_argument",
+                format!(
+                    "cannot change root to {:?} (it must be a directory of the node)",
+                    req.root.as_deref().unwrap_or_default()
+                ),
+            ),
+            9 => (
+                "command_not_found",
+                format!("command {:?} not found in the container's PATH", p.path),
+            ),
+            s if s >= RLIMIT_STEP => {
+                let l = req.rlimits.get((s - RLIMIT_STEP) as usize);
+                (
+                    "invalid_argument",
+                    format!(
+                        "cannot set rlimit {} to soft {} hard {} (raising a hard limit needs privilege the node does not have)",
+                        l.map_or("?", |l| l.name.as_str()),
+                        l.map_or(0, |l| l.soft),
+                        l.map_or(0, |l| l.hard)
+                    ),
+                )
+            }
             _ => ("internal", "cannot set up the command's stdio".into()),
         };
         return Err(Event::error(code, format!("{what}: {errno}")));

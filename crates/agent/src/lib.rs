@@ -8,6 +8,9 @@
 
 pub mod client;
 #[cfg(target_os = "linux")]
+pub mod container_mounts;
+pub mod containers;
+#[cfg(target_os = "linux")]
 mod copy;
 #[cfg(target_os = "linux")]
 mod error_event;

@@ -70,6 +70,10 @@ pub const CAP_RENAME: &str = "rename";
 /// Capability `volumes` (#13, attach; only a microVM guest's agent has it): `mount_volume`
 /// requests. An agent without it answers `invalid_request` (an unknown op).
 pub const CAP_VOLUMES: &str = "volumes";
+/// Capability `containers` (#16, within version 3): an exec's `root`, `rlimits` and `groups`,
+/// a copy-in's `owners`, and `container_mounts`/`container_unmount` requests (which only a
+/// microVM guest's agent serves; a jail's answers `unsupported`: its supervisor mounts).
+pub const CAP_CONTAINERS: &str = "containers";
 /// Set by a microVM guest's init (`guest::boot`): only that agent mounts volumes and says
 /// `volumes` in its pong.
 pub static IN_GUEST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -94,7 +98,7 @@ pub fn own_caps() -> Vec<String> {
     let guest = IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
     caps_of_version(VERSION)
         .iter()
-        .chain(&[CAP_TCP, CAP_NO_SETID, CAP_RENAME])
+        .chain(&[CAP_TCP, CAP_NO_SETID, CAP_RENAME, CAP_CONTAINERS])
         .chain(guest.then_some(&CAP_VOLUMES))
         .map(|c| c.to_string())
         .collect()
@@ -202,6 +206,10 @@ pub enum Request {
         /// upload's entries, a file's `mode`). Absent: false (as older daemons send it).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         no_setid: bool,
+        /// `containers` capability (#16): a tar upload keeps its entries' numeric owners, and
+        /// refuses absolute names (a container's rootfs). Absent: false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        owners: bool,
     },
     /// Version 3: a path's own status (a symlink is not followed).
     Stat {
@@ -247,6 +255,19 @@ pub enum Request {
     /// `key`, 64 bytes in hex, then its `data` directory bound at `path`, `nodev,nosuid`,
     /// `noexec` unless `exec`, read-only if `read_only`). Answers `Event::Done`.
     MountVolume(MountVolume),
+    /// Capability `containers` (#16; served by a microVM guest's agent only): makes a
+    /// container's mounts under `root` (`crate::container_mounts::make`); answers `Done`.
+    ContainerMounts {
+        root: String,
+        #[serde(default)]
+        mounts: Vec<crate::containers::ContainerMount>,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// Capability `containers`: detaches every mount under `root`; answers `Done`.
+    ContainerUnmount {
+        root: String,
+    },
 }
 
 /// A `mount_volume` request. Its `Debug` leaves the key out.

@@ -129,7 +129,8 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             gid,
             mode,
             no_setid,
-        } => copy::copy_in(&mut conn, &path, tar, (uid, gid), mode, no_setid),
+            owners,
+        } => copy::copy_in(&mut conn, &path, tar, (uid, gid), mode, (no_setid, owners)),
         Request::Stat { path } => fs::stat(&mut conn, &path),
         Request::ReadDir { path } => fs::read_dir(&mut conn, &path),
         Request::Mkdir {
@@ -150,10 +151,37 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
         Request::MountVolume(m) => volume::mount(&m).map(|()| {
             let _ = proto::write_json(&mut conn, Kind::Event, &Event::Done { bytes: 0 });
         }),
+        // #16: a container's mounts, made here only in a microVM guest.
+        Request::ContainerMounts {
+            root,
+            mounts,
+            readonly,
+        } => container_op(|| crate::container_mounts::make(&root, &mounts, readonly)).map(|()| {
+            let _ = proto::write_json(&mut conn, Kind::Event, &Event::Done { bytes: 0 });
+        }),
+        Request::ContainerUnmount { root } => {
+            container_op(|| crate::container_mounts::unmount(&root)).map(|()| {
+                let _ = proto::write_json(&mut conn, Kind::Event, &Event::Done { bytes: 0 });
+            })
+        }
     };
     if let Err(e) = result {
         reply_error(&mut conn, e);
     }
+}
+
+/// Container mounts are the guest agent's to make; in a jail the agent cannot mount (its
+/// supervisor does it through the node's control channel).
+fn container_op(
+    f: impl FnOnce() -> Result<(), crate::containers::MountError>,
+) -> Result<(), Event> {
+    if !proto::IN_GUEST.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Event::error(
+            "unsupported",
+            "this node's agent cannot mount: its supervisor makes container mounts",
+        ));
+    }
+    f().map_err(|e| Event::error(proto::MOUNT_FAILED, e.to_string()))
 }
 
 fn reply_error(conn: &mut UnixStream, e: Event) {

@@ -269,14 +269,16 @@ fn hard_link(stage: &Dir, path: &Path, src: &Path) -> Result<(), Event> {
     Ok(())
 }
 
-/// Unpacks the whole archive into the staging directory or fails.
-fn unpack_into(r: impl Read, stage: &Dir) -> Result<(), Event> {
+/// Unpacks the whole archive into the staging directory or fails. `owners` (#16, a container's
+/// rootfs): entries keep their numeric owners, and an absolute name is refused.
+fn unpack_into(r: impl Read, stage: &Dir, owners: bool) -> Result<(), Event> {
     use tar::EntryType as T;
     let dst = stage.proc_path();
     // Go's writer gives directories a size and no data: read them as Go means them.
     let mut a = tar::Archive::new(crate::tarfix::HeaderOnly::new(r));
     a.set_preserve_permissions(true);
     a.set_overwrite(true);
+    a.set_preserve_ownerships(owners);
     let mut dirs = Vec::new();
     let entries = a
         .entries()
@@ -290,6 +292,12 @@ fn unpack_into(r: impl Read, stage: &Dir) -> Result<(), Event> {
             .path()
             .map_err(|err| invalid(format!("entry with a bad name: {err}")))?
             .into_owned();
+        if owners && path.has_root() {
+            return Err(invalid(format!(
+                "entry {} has an absolute name: a rootfs archive names entries relative to its root",
+                path.display()
+            )));
+        }
         if path.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(invalid(format!(
                 "entry {} leaves the destination (`..`)",
@@ -470,7 +478,7 @@ pub(crate) fn copy_in_tar(
     target: &Path,
     uid: Option<u32>,
     gid: Option<u32>,
-    no_setid: bool,
+    (no_setid, owners): (bool, bool),
 ) -> Result<(), Event> {
     let shown = target.display().to_string();
     let io = |what: &str, e: io::Error| io_event(what, &shown, &e);
@@ -498,7 +506,7 @@ pub(crate) fn copy_in_tar(
     let (stage_name, stage) = make_stage(&base).map_err(|e| io("cannot write", e))?;
     let st = stage.stat().map_err(|e| io("cannot write", e))?;
     let res = (|| {
-        unpack_into(r, &stage)?;
+        unpack_into(r, &stage, owners)?;
         if no_setid {
             strip_setid_below(&stage).map_err(|e| io("cannot change the mode in", e))?;
         }

@@ -331,7 +331,7 @@ fn finalise(manifest: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<(
         cur: None,
     };
     if m.mode == "tar" {
-        return crate::untar::copy_in_tar(&mut stream, &target, uid, gid, false).map_err(
+        return crate::untar::copy_in_tar(&mut stream, &target, uid, gid, (false, false)).map_err(
             |e| match e {
                 Event::Error { message, .. } => fail(message),
                 e => fail(format!("{e:?}")),

@@ -33,4 +33,19 @@ pub trait Launcher: Sync {
     /// for, whose exit ends the node. It runs in the single-threaded supervisor: it may start
     /// threads only after its last clone. On error nothing of the node may be left running.
     fn start(&self, node: NodeStart<'_>) -> Result<i32, DriverError>;
+
+    /// #16: makes (`Some(mounts, readonly)`) or removes (`None`) a container's mounts under
+    /// `root` in the mount namespace of the node whose init is `init_pid`. Called from the
+    /// supervisor's single-threaded control loop; must not leave a thread or a child behind.
+    /// A driver whose node's agent mounts (a microVM guest) keeps this default.
+    fn container_mounts(
+        &self,
+        _init_pid: i32,
+        _root: &str,
+        _mounts: Option<(&[bulkhead_agent::containers::ContainerMount], bool)>,
+    ) -> Result<(), DriverError> {
+        Err(DriverError::Refused(
+            "this driver's supervisor does not make container mounts: the node's agent does".into(),
+        ))
+    }
 }

@@ -22,6 +22,7 @@
 //! reconciliation remove.
 
 pub mod caps;
+mod containers; // container mounts made by the supervisor (#16)
 pub mod driver;
 pub mod image;
 pub mod landlock;

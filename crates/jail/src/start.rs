@@ -22,6 +22,16 @@ impl Launcher for JailLauncher {
         let params: JailParams = node.spec.params()?;
         Ok(start(node, &params)?)
     }
+
+    /// #16: made by a forked child in the node's user and mount namespaces.
+    fn container_mounts(
+        &self,
+        init_pid: i32,
+        root: &str,
+        mounts: Option<(&[bulkhead_agent::containers::ContainerMount], bool)>,
+    ) -> Result<(), DriverError> {
+        crate::containers::run(init_pid, root, mounts)
+    }
 }
 
 fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {

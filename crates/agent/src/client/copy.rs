@@ -23,6 +23,9 @@ pub struct CopyInRequest {
     /// Clear setuid/setgid bits of everything written (needs the agent's `no_setid`
     /// capability; an older agent ignores it).
     pub no_setid: bool,
+    /// #16 (the agent's `containers` capability): a tar keeps its entries' numeric owners and
+    /// absolute names are refused (a container's rootfs).
+    pub owners: bool,
 }
 
 impl CopyInRequest {
@@ -34,6 +37,7 @@ impl CopyInRequest {
             gid: self.gid,
             mode: self.mode,
             no_setid: self.no_setid,
+            owners: self.owners,
         }
     }
 }

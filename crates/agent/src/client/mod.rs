@@ -404,6 +404,28 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
         }
     }
 
+    /// #16: makes (`Request::ContainerMounts`) or removes (`Request::ContainerUnmount`) a
+    /// container's mounts in a microVM guest. Needs an agent known to have `containers`
+    /// ([`Self::with_peer`]); a jail's agent answers `unsupported` (its supervisor mounts).
+    pub async fn container_mounts(mut self, req: Request) -> Result<(), AgentError> {
+        match &self.peer {
+            Some(p) => p.require(proto::CAP_CONTAINERS)?,
+            None => {
+                return Err(AgentError::Unsupported {
+                    feature: proto::CAP_CONTAINERS,
+                    version: None,
+                })
+            }
+        }
+        match self.open(&req).await? {
+            Event::Done { .. } => Ok(()),
+            e => Err(AgentError::Unexpected {
+                op: "container_mounts",
+                event: format!("{e:?}"),
+            }),
+        }
+    }
+
     /// A tar download that leaves out paths matched by `exclude` (Slicer's patterns); with
     /// no patterns this is [`AgentConn::copy_out`], which every agent has.
     pub async fn copy_out_excluding(

@@ -411,6 +411,7 @@ async fn copy_in_node(
         gid,
         mode,
         no_setid,
+        owners: false,
     };
     let mut upload = app.tenant.copy_in(&n, req).await?;
     let mut data = body.into_data_stream();

@@ -80,6 +80,7 @@ impl Tenant {
                     gid: None,
                     mode: Some(0o444),
                     no_setid: false,
+                    owners: false,
                 },
             )
             .await

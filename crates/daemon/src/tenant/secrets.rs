@@ -275,6 +275,7 @@ impl Tenant {
                     gid: Some(m.gid),
                     mode: Some(m.permissions),
                     no_setid: true,
+                    owners: false,
                 },
             )
             .await?;

@@ -80,7 +80,7 @@ pub fn request(
         source,
     };
     s.set_read_timeout(timeout).map_err(io)?;
-    (&s).write_all(&render_request(req)).map_err(io)?;
+    (&s).write_all(&render_request(&req)).map_err(io)?;
     let mut line = String::new();
     match std::io::BufReader::new(std::io::Read::take(&s, MAX_LINE as u64 * 4)).read_line(&mut line)
     {
@@ -113,7 +113,7 @@ pub async fn request_async(
         let mut s = tokio::net::UnixStream::connect(&path)
             .await
             .map_err(|e| connect_error(&path, e))?;
-        s.write_all(&render_request(req)).await.map_err(io)?;
+        s.write_all(&render_request(&req)).await.map_err(io)?;
         let mut line = String::new();
         tokio::io::BufReader::new((&mut s).take(MAX_LINE as u64 * 4))
             .read_line(&mut line)

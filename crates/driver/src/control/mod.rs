@@ -7,6 +7,11 @@
 //! {"op":"wait"}             -> (once the init has exited)
 //!                              {"init_pid":41,"supervisor_pid":40,"state":"exited","exit":{"signal":9},"at_unix_ms":1735689600000}
 //! {"op":"kill","signal":15} -> the state after sending the signal
+//! {"op":"container_mounts","root":"/var/lib/bulkhead/containers/C/rootfs","mounts":[..],"readonly":false}
+//! {"op":"container_unmount","root":"..."}
+//!                           -> the state once the driver's launcher made (removed) the
+//!                              container's mounts in the node (#16; the jail's does, others
+//!                              answer an error)
 //! anything else             -> {"error":"..."}
 //! ```
 //!
@@ -18,11 +23,12 @@ pub mod client;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest request line the supervisor reads; a longer one ends the connection.
-pub const MAX_LINE: usize = 1024;
+/// Longest request line the supervisor reads; a longer one ends the connection (a container's
+/// mounts fit many times over).
+pub const MAX_LINE: usize = 16 * 1024;
 
 /// A request on the control channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// The init's state now.
@@ -31,6 +37,17 @@ pub enum Request {
     Wait,
     /// Sends `signal` to the node's init (SIGKILL of a pid namespace's init ends the node).
     Kill { signal: i32 },
+    /// #16: makes a container's mounts under `root` in the node's mount namespace
+    /// ([`crate::Launcher::container_mounts`]).
+    ContainerMounts {
+        root: String,
+        #[serde(default)]
+        mounts: Vec<bulkhead_agent::containers::ContainerMount>,
+        #[serde(default)]
+        readonly: bool,
+    },
+    /// #16: detaches every mount under a container's `root`.
+    ContainerUnmount { root: String },
 }
 
 /// How the node's init ended.
@@ -117,8 +134,8 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
 }
 
 /// Renders one request line (with its newline).
-pub fn render_request(req: Request) -> Vec<u8> {
-    let mut v = serde_json::to_vec(&req).unwrap_or_default();
+pub fn render_request(req: &Request) -> Vec<u8> {
+    let mut v = serde_json::to_vec(req).unwrap_or_default();
     v.push(b'\n');
     v
 }

@@ -323,6 +323,8 @@ fn supervise(
         }
     }
     let node_cg = cgroups.node(&spec.tenant, &spec.cgroup);
+    let launcher = launchers.get(&spec.driver).ok(); // #16: container mounts
+
     let agent_sock = spec.node_dir.join(files::AGENT_SOCKET);
     let control_sock = spec.node_dir.join(files::CONTROL_SOCKET);
     drop(spec);
@@ -338,7 +340,7 @@ fn supervise(
     // serving it needs (docs/benchmarks.md, host memory per idle node).
     // SAFETY: malloc_trim has no preconditions; the process is single-threaded here.
     unsafe { libc::malloc_trim(0) };
-    serve::serve(init, control, sigs, on_exit);
+    serve::serve(init, control, sigs, on_exit, launcher);
     let _ = fs::remove_file(&control_sock);
     0
 }

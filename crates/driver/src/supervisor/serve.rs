@@ -9,6 +9,7 @@
 //! it ends the loop at once. The loop is single-threaded, and so is everything it calls.
 
 use crate::control::{self, ExitStatus, Phase, Reply, Request, State, MAX_LINE};
+use crate::Launcher;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -43,7 +44,7 @@ impl Init {
     }
 
     /// Answers one request; `None` parks a `wait`.
-    fn answer(&self, req: Result<Request, String>) -> Option<Reply> {
+    fn answer(&self, req: Result<Request, String>, launcher: Option<&dyn Launcher>) -> Option<Reply> {
         match req {
             Err(error) => Some(Reply::Error { error }),
             Ok(Request::State) => Some(Reply::State(self.state())),
@@ -65,6 +66,41 @@ impl Init {
                 }
                 Some(Reply::State(self.state()))
             }
+            Ok(Request::ContainerMounts { .. } | Request::ContainerUnmount { .. })
+                if self.exit.is_some() =>
+            {
+                Some(Reply::Error {
+                    error: "the node's init has exited: there is nothing to mount in".into(),
+                })
+            }
+            // #16: the driver's launcher makes them (a child of ours in the node's namespaces).
+            Ok(Request::ContainerMounts {
+                root,
+                mounts,
+                readonly,
+            }) => Some(self.container_op(launcher, &root, Some((&mounts, readonly)))),
+            Ok(Request::ContainerUnmount { root }) => {
+                Some(self.container_op(launcher, &root, None))
+            }
+        }
+    }
+
+    fn container_op(
+        &self,
+        launcher: Option<&dyn Launcher>,
+        root: &str,
+        mounts: Option<(&[bulkhead_agent::containers::ContainerMount], bool)>,
+    ) -> Reply {
+        let Some(l) = launcher else {
+            return Reply::Error {
+                error: "this supervisor has no driver to make container mounts with".into(),
+            };
+        };
+        match l.container_mounts(self.pid, root, mounts) {
+            Ok(()) => Reply::State(self.state()),
+            Err(e) => Reply::Error {
+                error: e.to_string(),
+            },
         }
     }
 }
@@ -130,7 +166,7 @@ fn send(c: &mut Conn, reply: &Reply) -> bool {
 }
 
 /// Reads what a connection sent and answers its complete lines. `false`: close it.
-fn serve_conn(c: &mut Conn, init: &Init) -> bool {
+fn serve_conn(c: &mut Conn, init: &Init, launcher: Option<&dyn Launcher>) -> bool {
     let mut chunk = [0u8; 512];
     match c.stream.read(&mut chunk) {
         Ok(0) => return false,
@@ -140,7 +176,7 @@ fn serve_conn(c: &mut Conn, init: &Init) -> bool {
     }
     while let Some(end) = c.buf.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = c.buf.drain(..=end).collect();
-        match init.answer(control::parse_request(&line[..line.len() - 1])) {
+        match init.answer(control::parse_request(&line[..line.len() - 1]), launcher) {
             Some(r) => {
                 if !send(c, &r) {
                     return false;
@@ -159,6 +195,7 @@ pub(super) fn serve(
     control: UnixListener,
     sigs: &libc::sigset_t,
     mut on_exit: impl FnMut(),
+    launcher: Option<&dyn Launcher>,
 ) {
     let Some(sigfd) = signalfd(sigs) else {
         // Cannot happen short of fd exhaustion; still never leave the node unsupervised.
@@ -217,7 +254,7 @@ pub(super) fn serve(
         conns.retain_mut(|c| {
             let revents = fds[2 + i].revents;
             i += 1;
-            revents == 0 || serve_conn(c, &init)
+            revents == 0 || serve_conn(c, &init, launcher)
         });
         if fds[1].revents != 0 {
             while conns.len() < MAX_CONNECTIONS {
@@ -273,15 +310,15 @@ mod tests {
     #[test]
     fn wait_parks_until_the_init_exits_then_answers_with_the_status() {
         let running = init(None);
-        assert_eq!(running.answer(Ok(Request::Wait)), None);
-        let Some(Reply::State(s)) = running.answer(Ok(Request::State)) else {
+        assert_eq!(running.answer(Ok(Request::Wait), None), None);
+        let Some(Reply::State(s)) = running.answer(Ok(Request::State), None) else {
             panic!("state answers at once");
         };
         assert_eq!(s.phase, Phase::Running);
         let exited = init(Some((ExitStatus::Code(3), 7)));
         for req in [Request::Wait, Request::State] {
             assert_eq!(
-                exited.answer(Ok(req)),
+                exited.answer(Ok(req.clone()), None),
                 Some(Reply::State(State {
                     init_pid: 41,
                     supervisor_pid: 40,
@@ -297,12 +334,12 @@ mod tests {
     #[test]
     fn kill_after_exit_is_refused_and_bad_requests_get_their_error() {
         let exited = init(Some((ExitStatus::Signal(9), 7)));
-        let Some(Reply::Error { error }) = exited.answer(Ok(Request::Kill { signal: 15 })) else {
+        let Some(Reply::Error { error }) = exited.answer(Ok(Request::Kill { signal: 15 }), None) else {
             panic!("kill of an exited init must be refused");
         };
         assert!(error.contains("exited"), "{error}");
         assert_eq!(
-            exited.answer(Err("bad".into())),
+            exited.answer(Err("bad".into()), None),
             Some(Reply::Error {
                 error: "bad".into()
             })

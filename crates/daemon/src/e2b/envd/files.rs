@@ -307,6 +307,7 @@ where
         gid: Some(u.gid),
         mode: Some(mode),
         no_setid: tenant.admission.no_setid(),
+        owners: false,
     };
     let mut up = tenant.copy_in(n, req).await?;
     while let Some(c) = chunks.next().await {
