@@ -38,6 +38,35 @@ if [ "${#sdk_packages[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${sdk_packages[@]}" >/dev/null
 fi
+# ---- containerd shim (#16, C) ----
+# crates/bulkhead/tests/e2e_containerd.rs and e2e_cri.rs start Debian's containerd themselves
+# (their own root, state and socket, in a network namespace of their own) with runc as the
+# control, CNI's loopback plugin for CRI pods, and protoc for the CRI client's protos. Installed
+# with the package's own service kept from starting (policy-rc.d answers 101 "action
+# forbidden" during the install only): the tests never use a host containerd.
+shim_packages=()
+for p in containerd runc containernetworking-plugins protobuf-compiler; do
+  dpkg -s "$p" >/dev/null 2>&1 || shim_packages+=("$p")
+done
+if [ "${#shim_packages[@]}" -gt 0 ]; then
+  echo "bulkhead test: installing ${shim_packages[*]} (the containerd shim tests)" >&2
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    policy=1
+  fi
+  rc=0
+  { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${shim_packages[@]}" >/dev/null; } || rc=$?
+  [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" -eq 0 ] || exit "$rc"
+fi
+# The shim binary the containerd tests put on containerd's PATH, beside `bulkhead` (cargo test
+# builds only the binaries of packages whose integration tests it runs).
+cargo build --locked -p bulkhead-shim
+# ---- end containerd shim ----
+
 export BULKHEAD_SDK_TOOLS="$PWD/target/sdk-tools"
 scripts/sdk-tools.sh "$BULKHEAD_SDK_TOOLS"
 

@@ -8,10 +8,12 @@
 #![allow(dead_code)]
 
 pub mod answer;
+pub mod containerd; // containerd lab (#16, C)
 pub mod exec_wire;
 pub mod lab_nodes;
 pub mod leaks; // secrets (#13)
 pub mod netlab;
+pub mod oci; // OCI image archives (#16, C)
 pub mod shared;
 
 use bulkhead_api::{Client, Endpoint};
@@ -153,6 +155,8 @@ impl Daemon {
         let socket = dir.path().join("api.sock");
         let yaml = yaml
             .replace("TENANT", &tenant)
+            // the api.shim socket (#16, containerd::shim_daemon_yaml)
+            .replace("SHIM_SOCK", dir.path().join("shim.sock").to_str().unwrap())
             .replace("SOCKET", socket.to_str().unwrap());
         let config = dir.path().join("tenant.yaml");
         std::fs::write(&config, yaml).unwrap();

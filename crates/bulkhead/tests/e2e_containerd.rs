@@ -1,0 +1,197 @@
+//! containerd end to end (#16): Debian's containerd started by the test (its own root, state,
+//! socket and config, in a network namespace the test made), an OCI image built in Rust and
+//! imported with `ctr image import`, and `ctr` driving `containerd-shim-bulkhead-v2` against a
+//! test daemon's `api.shim` listener. The lab and the image are proven first with Debian's
+//! runc, so a failure of the bulkhead cases is the shim's or the daemon's, not the lab's.
+
+mod common;
+
+use common::containerd::{shim_daemon_yaml, shim_toml, Containerd, Lab, LabConfig, RUNC, RUNTIME};
+use common::netlab::Netns;
+use common::oci::{write_test_images, BUSYBOX, PAUSE};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Imports the test images and checks both are named.
+fn import(c: &Containerd) {
+    let archive = write_test_images(c.dir.path());
+    let names = c.import(&archive);
+    for n in [BUSYBOX, PAUSE] {
+        assert!(names.lines().any(|l| l == n), "{n} not imported: {names}");
+    }
+}
+
+/// The status `ctr task ls` shows for `id` (RUNNING, PAUSED, STOPPED, ...).
+fn task_status(c: &Containerd, id: &str) -> String {
+    let ls = c.ctr_ok(&["task", "ls"]);
+    ls.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("task {id} not listed: {ls}"))
+        .to_string()
+}
+
+fn wait_status(c: &Containerd, id: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = task_status(c, id);
+        if s == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "task {id} is {s}, not {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Deletes a task and its container (`ctr task delete`, `ctr container delete`).
+fn remove(c: &Containerd, id: &str) {
+    c.ctr_ok(&["task", "delete", id]);
+    c.ctr_ok(&["container", "delete", id]);
+}
+
+/// Lifecycle cases the two runtimes share: output and exit code, exec, exec with a TTY,
+/// SIGTERM and SIGKILL, pause and resume, delete. `rt` is the `ctr run` runtime arguments.
+fn lifecycle(c: &Containerd, rt: &[&str]) {
+    // Output and exit code, --rm.
+    let id = "once";
+    c.track(id);
+    let mut a = vec!["run", "--rm"];
+    a.extend_from_slice(rt);
+    a.extend_from_slice(&[BUSYBOX, id, "sh", "-c", "echo hi; id -u; exit 3"]);
+    let o = c.ctr(&a);
+    assert_eq!(o.status.code(), Some(3), "ctr run: {}", text(&o));
+    assert_eq!(stdout(&o), "hi\n0\n", "ctr run: {}", text(&o));
+
+    // A long task: exec with and without a TTY, pause/resume, SIGTERM.
+    let id = "long";
+    c.track(id);
+    let mut a = vec!["run", "-d"];
+    a.extend_from_slice(rt);
+    a.extend_from_slice(&[BUSYBOX, id, "sleep", "600"]);
+    c.ctr_ok(&a);
+    wait_status(c, id, "RUNNING");
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "exec: {}", text(&o));
+    assert_eq!(stdout(&o), "out\n", "exec: {}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "err\n",
+        "exec: {}",
+        text(&o)
+    );
+    let (code, out) = c.ctr_tty(
+        &[
+            "task",
+            "exec",
+            "--tty",
+            "--exec-id",
+            "e2",
+            id,
+            "sh",
+            "-c",
+            "tty && stty size && exit 5",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, 5, "exec --tty: {out}");
+    assert!(
+        out.contains("/dev/pts/"),
+        "exec --tty has no terminal: {out}"
+    );
+    assert!(out.contains("24 80"), "exec --tty size not passed: {out}");
+
+    c.ctr_ok(&["task", "pause", id]);
+    wait_status(c, id, "PAUSED");
+    c.ctr_ok(&["task", "resume", id]);
+    wait_status(c, id, "RUNNING");
+    let o = c.ctr(&["task", "exec", "--exec-id", "e3", id, "echo", "back"]);
+    assert_eq!(stdout(&o), "back\n", "exec after resume: {}", text(&o));
+
+    c.ctr_ok(&["task", "kill", "-s", "SIGTERM", id]);
+    wait_status(c, id, "STOPPED");
+    remove(c, id);
+
+    // SIGKILL to a process that ignores SIGTERM.
+    let id = "stubborn";
+    c.track(id);
+    let mut a = vec!["run", "-d"];
+    a.extend_from_slice(rt);
+    a.extend_from_slice(&[
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 1; done",
+    ]);
+    c.ctr_ok(&a);
+    wait_status(c, id, "RUNNING");
+    c.ctr_ok(&["task", "kill", "-s", "SIGTERM", id]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(task_status(c, id), "RUNNING", "SIGTERM was to be ignored");
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    wait_status(c, id, "STOPPED");
+    remove(c, id);
+}
+
+/// The lab and the image, proven with Debian's runc: import names both images, and the
+/// shared lifecycle passes; nothing of containerd or runc is left afterwards.
+#[test]
+fn lab_and_image_with_runc() {
+    if !common::privileged() {
+        return;
+    }
+    let netns = Netns::new();
+    let c = Containerd::start(&netns.path(), LabConfig::default());
+    import(&c);
+    lifecycle(&c, &["--runtime", RUNC]);
+    // The pause image runs its sleep.
+    c.track("pause");
+    c.ctr_ok(&["run", "-d", "--runtime", RUNC, PAUSE, "pause"]);
+    wait_status(&c, "pause", "RUNNING");
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "pause"]);
+    wait_status(&c, "pause", "STOPPED");
+    remove(&c, "pause");
+    c.stop_and_assert_clean();
+}
+
+/// The same lifecycle through `containerd-shim-bulkhead-v2` and a jail node, with the daemon
+/// found through `--runtime-config-path`; nothing of the node, the lab or the daemon is left.
+#[test]
+fn ctr_through_the_bulkhead_shim() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::start("ctrj", &shim_daemon_yaml(false), None);
+    let c = &lab.containerd;
+    import(c);
+    let cfg = shim_toml(c.dir.path(), "jail.toml", &lab.daemon.shim_socket(), "jail");
+    let rt = [
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        cfg.to_str().unwrap(),
+    ];
+    lifecycle(c, &rt);
+    lab.stop_and_assert_clean();
+}
