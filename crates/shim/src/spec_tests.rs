@@ -528,3 +528,26 @@ fn kept_caps_match_the_jail() {
     }
     assert_eq!(names, KEPT_CAPS);
 }
+
+/// containerd's own default spec (`ctr oci spec`, Debian's containerd), where installed.
+#[test]
+fn ctr_oci_spec_plans() {
+    let Ok(out) = std::process::Command::new("ctr")
+        .args(["oci", "spec"])
+        .output()
+    else {
+        eprintln!("skipped: no ctr");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan_of(&v).unwrap_err(), Refusal::NoArgs);
+    v["process"]["args"] = json!(["true"]);
+    let p = plan_of(&v).unwrap();
+    assert_eq!(p.kind, Kind::Standalone);
+    assert_eq!(p.mounts, plan_of(&ctr_default()).unwrap().mounts);
+}
