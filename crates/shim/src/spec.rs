@@ -5,8 +5,8 @@
 //! [`Refusal`] whose Display is the whole message containerd shows, naming the field and what to
 //! do. Rules (docs/fleet.md repeats them):
 //! - refused: host namespaces (no new `network`/`pid`/`ipc`/`uts` namespace, or a `path` under
-//!   `/proc/1/ns/`; other paths, such as CRI's pod netns or the sandbox's `/proc/<pid>/ns/*`, are
-//!   ignored: the node has its own), capabilities outside the node's kept set [`KEPT_CAPS`]
+//!   `/proc/1/ns/` or `/proc/self/ns/`; other paths, such as CRI's pod netns or the sandbox's
+//!   `/proc/<pid>/ns/*`, are ignored: the node has its own), capabilities outside the node's kept set [`KEPT_CAPS`]
 //!   (`CAP_NET_RAW` and `CAP_MKNOD` of containerd's default set are dropped silently),
 //!   `linux.devices` other than the standard ones the node's /dev already has, sysctls other than
 //!   CRI's own unprivileged-port/ping defaults (ignored: the node has its own netns), shared
@@ -422,7 +422,8 @@ fn check_namespaces(ns: &[oci_spec::runtime::LinuxNamespace]) -> Result<(), Refu
     Ok(())
 }
 
-/// `/proc/1/ns/*` (also through `//`, `.` or `/proc/self/../1`-style spellings).
+/// `/proc/1/ns/*`, or the runtime's own (`/proc/self`, `/proc/thread-self`), also through
+/// `//`, `.` or `..` spellings.
 fn is_host_ns(p: &Path) -> bool {
     let parts: Vec<String> = p
         .components()
@@ -431,7 +432,10 @@ fn is_host_ns(p: &Path) -> bool {
             _ => None,
         })
         .collect();
-    parts.len() >= 2 && parts[0] == "proc" && parts[1] == "1" || p.to_string_lossy().contains("..")
+    parts.len() >= 2
+        && parts[0] == "proc"
+        && matches!(parts[1].as_str(), "1" | "self" | "thread-self")
+        || p.to_string_lossy().contains("..")
 }
 
 /// `quota`/`period` µs rounded up to whole cpus; None when unlimited.

@@ -313,6 +313,8 @@ fn host_namespaces_refused() {
     }
     for path in [
         "/proc/1/ns/net",
+        "/proc/self/ns/net",
+        "/proc/thread-self/ns/net",
         "//proc/1/ns/net",
         "/proc/./1/ns/net",
         "/proc/4242/../1/ns/net",
