@@ -120,7 +120,8 @@ pub fn ctr_k8s(c: &Containerd, args: &[&str]) -> std::process::Output {
 }
 
 /// For a test that fails halfway: kills and deletes what CRI left in `k8s.io` (the lab's own
-/// clean-up covers its own namespace only), before the lab stops containerd and its shims.
+/// clean-up covers its own namespace only) and removes the runc pods' cgroups, before the lab
+/// stops containerd and its shims.
 pub struct K8sCleanup<'a>(pub &'a Containerd);
 
 impl Drop for K8sCleanup<'_> {
@@ -141,6 +142,15 @@ impl Drop for K8sCleanup<'_> {
         }
         for c in ls("container") {
             let _ = ctr_k8s(self.0, &["container", "delete", &c]);
+        }
+        // runc pods' cgroups, then their parent (named after the lab).
+        for d in crate::common::containerd::cgroup_dirs(&format!("{}-cri", self.0.namespace)) {
+            if let Ok(r) = std::fs::read_dir(&d) {
+                for e in r.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
         }
     }
 }
