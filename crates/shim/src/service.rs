@@ -722,6 +722,10 @@ impl Task for Service {
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         let (c, p) = self.proc(&req.id, &req.exec_id)?;
         let size = (req.width, req.height);
+        // A console of no size (a client without a terminal of its own) changes nothing.
+        if size.0 == 0 || size.1 == 0 {
+            return Ok(Empty::new());
+        }
         p.lock().size = size;
         if let Some(bg) = p.bg().filter(|_| p.status() == Status::RUNNING) {
             self.daemon()?
