@@ -20,6 +20,7 @@ mod client;
 mod config;
 mod events;
 mod io;
+mod ops;
 mod rootfs;
 mod service;
 mod spec;

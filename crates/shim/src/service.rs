@@ -1,5 +1,6 @@
 //! The task service containerd calls over ttrpc (#16): Create ... Shutdown, each a few calls to
-//! the daemon (`client.rs`), state in `task.rs`, stdio in `io.rs`, events in `events.rs`.
+//! the daemon (`client.rs`; making and removing nodes and containers, running processes:
+//! `ops.rs`), state in `task.rs`, stdio in `io.rs`, events in `events.rs`.
 //!
 //! Mapping (DESIGN-16, docs/fleet.md): a pod's sandbox task is its node (no process: it
 //! "runs" from Start until killed); a pod container is a container in that node; a `ctr run`
@@ -12,12 +13,11 @@
 //! TaskStart/TaskExecStarted.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bulkhead_api::containers::{validate_container_id, CreateContainerRequest};
-use bulkhead_api::CreateNodeRequest;
+use bulkhead_api::containers::validate_container_id;
 use containerd_shim::api::{
     CreateTaskRequest, CreateTaskResponse, DeleteRequest, Empty, ExecProcessRequest, KillRequest,
     PauseRequest, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse,
@@ -30,8 +30,7 @@ use containerd_shim::protos::api::{
     StatsRequest, StatsResponse,
 };
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskIO, TaskPaused, TaskResumed,
 };
 use containerd_shim::protos::shim_async::Task;
 use containerd_shim::protos::ttrpc::{self, r#async::TtrpcContext, Code};
@@ -40,11 +39,9 @@ use containerd_shim::TtrpcResult;
 use log::{info, warn};
 
 use crate::client::{Daemon, DaemonError};
-use crate::config::{self, ShimConfig};
-use crate::events::{follow_oom, Events};
-use crate::spec::{self, Kind};
-use crate::task::{node_name, Body, Container, Proc, Record, Role};
-use crate::{io, rootfs};
+use crate::events::Events;
+use crate::spec;
+use crate::task::{exited, Body, Container, Proc, Record, Role};
 
 /// The containerd environment variable naming the daemon (when options name no file).
 pub const BULKHEAD_URL: &str = "BULKHEAD_URL";
@@ -53,7 +50,7 @@ pub fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
 
-fn daemon_status(e: DaemonError) -> ttrpc::Error {
+pub(crate) fn daemon_status(e: DaemonError) -> ttrpc::Error {
     let code = match &e {
         DaemonError::Api { status, .. } => match status.as_u16() {
             400 | 413 | 422 => Code::INVALID_ARGUMENT,
@@ -70,25 +67,25 @@ fn daemon_status(e: DaemonError) -> ttrpc::Error {
 }
 
 /// A node this shim owns and follows for OOM kills.
-struct NodeTask {
-    oom: tokio::task::JoinHandle<()>,
-    ram_bytes: u64,
-    cpus: u32,
+pub(crate) struct NodeTask {
+    pub(crate) oom: tokio::task::JoinHandle<()>,
+    pub(crate) ram_bytes: u64,
+    pub(crate) cpus: u32,
 }
 
 pub struct Service {
     /// containerd's namespace of this shim.
-    ns: String,
+    pub(crate) ns: String,
     exit: Arc<ExitSignal>,
-    events: Events,
-    containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+    pub(crate) events: Events,
+    pub(crate) containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
     /// The daemon (from the first Create's config).
     daemon: Mutex<Option<Daemon>>,
-    nodes: Mutex<HashMap<String, NodeTask>>,
+    pub(crate) nodes: Mutex<HashMap<String, NodeTask>>,
     paused: Mutex<HashSet<String>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -105,7 +102,7 @@ impl Service {
         }
     }
 
-    fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
+    pub(crate) fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         locked(&self.containers)
             .get(id)
             .cloned()
@@ -123,275 +120,10 @@ impl Service {
         Ok((c, p))
     }
 
-    fn daemon(&self) -> TtrpcResult<Daemon> {
+    pub(crate) fn daemon(&self) -> TtrpcResult<Daemon> {
         locked(&self.daemon)
             .clone()
             .ok_or_else(|| status(Code::FAILED_PRECONDITION, "no task was created yet"))
-    }
-
-    fn config(&self, req: &CreateTaskRequest) -> TtrpcResult<ShimConfig> {
-        let (value, type_url) = match req.options.as_ref() {
-            Some(a) => (Some(a.value.as_slice()), a.type_url.as_str()),
-            None => (None, ""),
-        };
-        let env = std::env::var(BULKHEAD_URL).ok();
-        let mut cfg = config::load(value, type_url, env.as_deref())
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
-        // containerd's own state dir (the bundle is <state>/io.containerd.runtime.v2.task/NS/ID):
-        // CRI's /etc/hosts and friends live under it.
-        if let Some(state) = Path::new(&req.bundle).ancestors().nth(3) {
-            if !state.as_os_str().is_empty() && state != Path::new("/") {
-                cfg.host_paths.push(state.to_path_buf());
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// Makes the task's node or container in the daemon; answers its record and role.
-    async fn make(
-        &self,
-        req: &CreateTaskRequest,
-        daemon: &Daemon,
-        cfg: &ShimConfig,
-        plan: &spec::Plan,
-    ) -> TtrpcResult<(Role, Record)> {
-        let bundle = Path::new(&req.bundle);
-        let id = req.id.as_str();
-        let (role, record) = match &plan.kind {
-            Kind::Container { sandbox_id, .. } => {
-                let sb = self.container(sandbox_id).map_err(|_| {
-                    status(
-                        Code::NOT_FOUND,
-                        format!("the pod sandbox {sandbox_id} of container {id} is not in this shim: create the sandbox first"),
-                    )
-                })?;
-                if let Some(n) = locked(&self.nodes).get(sb.node()) {
-                    spec::check_fits(plan, n.ram_bytes, n.cpus)
-                        .map_err(|r| status(Code::INVALID_ARGUMENT, r.to_string()))?;
-                }
-                let record = Record {
-                    container: id.into(),
-                    standalone: false,
-                    ..sb.record.clone()
-                };
-                (Role::PodContainer, record)
-            }
-            kind => {
-                let (role, ns, mut tags) = match kind {
-                    Kind::Sandbox { namespace, pod, .. } => {
-                        let ns = if namespace.is_empty() {
-                            &self.ns
-                        } else {
-                            namespace
-                        };
-                        let tags = vec![format!("k8s-ns={ns}"), format!("k8s-pod={pod}")];
-                        (Role::Sandbox, ns.clone(), tags)
-                    }
-                    _ => (Role::Standalone, self.ns.clone(), Vec::new()),
-                };
-                tags.push(format!("containerd-id={id}"));
-                tags.push(format!("containerd-ns={}", self.ns));
-                tags.iter_mut().for_each(|t| t.truncate(128));
-                let place = daemon
-                    .placement(&ns, &cfg.driver)
-                    .await
-                    .map_err(daemon_status)?;
-                let prefix = if role == Role::Sandbox { "pod" } else { "ctr" };
-                let record = Record {
-                    node: node_name(prefix, id),
-                    container: id.into(),
-                    tenant: place.tenant,
-                    hostgroup: place.hostgroup,
-                    standalone: true,
-                    socket: cfg.socket.clone(),
-                };
-                record.write(bundle).map_err(|e| {
-                    status(
-                        Code::INTERNAL,
-                        format!("write {}: {e}", Record::path(bundle).display()),
-                    )
-                })?;
-                let node_req = CreateNodeRequest {
-                    hostname: Some(record.node.clone()),
-                    ram_bytes: plan.ram_bytes,
-                    cpus: plan.cpus,
-                    tags,
-                    ..Default::default()
-                };
-                info!(
-                    "creating node {} in {}/{}",
-                    record.node, record.tenant, record.hostgroup
-                );
-                daemon
-                    .create_node(&record.hostgroup, &node_req)
-                    .await
-                    .map_err(daemon_status)?;
-                let size = daemon
-                    .node(&record.hostgroup, &record.node)
-                    .await
-                    .ok()
-                    .flatten();
-                let (oom_daemon, events, containers) =
-                    (daemon.clone(), self.events.clone(), self.containers.clone());
-                let (tenant, node) = (record.tenant.clone(), record.node.clone());
-                let node2 = node.clone();
-                let oom = tokio::spawn(async move {
-                    let of_node = move || {
-                        locked(&containers)
-                            .values()
-                            .filter(|c| c.node() == node2)
-                            .map(|c| c.id.clone())
-                            .collect()
-                    };
-                    follow_oom(oom_daemon, tenant, node, of_node, events).await
-                });
-                locked(&self.nodes).insert(
-                    record.node.clone(),
-                    NodeTask {
-                        oom,
-                        ram_bytes: size.as_ref().map_or(u64::MAX, |n| n.ram_bytes),
-                        cpus: size.as_ref().map_or(u32::MAX, |n| n.cpus),
-                    },
-                );
-                (role, record)
-            }
-        };
-        if role != Role::Sandbox {
-            record.write(bundle).map_err(|e| {
-                status(
-                    Code::INTERNAL,
-                    format!("write {}: {e}", Record::path(bundle).display()),
-                )
-            })?;
-            self.upload(req, daemon, &record, plan).await?;
-        }
-        Ok((role, record))
-    }
-
-    /// The bundle's rootfs into the node, then the container's mounts.
-    async fn upload(
-        &self,
-        req: &CreateTaskRequest,
-        daemon: &Daemon,
-        record: &Record,
-        plan: &spec::Plan,
-    ) -> TtrpcResult<()> {
-        let target = PathBuf::from(&req.bundle).join("rootfs");
-        let mounts = req.rootfs.clone();
-        let mounted = !mounts.is_empty();
-        let t = target.clone();
-        tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&mounts, &t))
-            .await
-            .map_err(|e| status(Code::INTERNAL, e.to_string()))?
-            .map_err(|e| status(Code::INVALID_ARGUMENT, e.to_string()))?;
-        let tar = rootfs::tar_body(&target, plan.host_files.clone());
-        let up = daemon.upload_rootfs(&record.node, &req.id, tar).await;
-        if mounted {
-            let t = target.clone();
-            let _ = tokio::task::spawn_blocking(move || rootfs::unmount_rootfs(&t)).await;
-        }
-        up.map_err(daemon_status)?;
-        let creq = CreateContainerRequest {
-            id: req.id.clone(),
-            mounts: plan.mounts.clone(),
-            readonly: plan.readonly,
-        };
-        daemon
-            .create_container(&record.node, &creq)
-            .await
-            .map_err(daemon_status)
-    }
-
-    /// Removes what a task holds in the daemon: its node when it owns one, else its container.
-    async fn unmake(&self, daemon: &Daemon, record: &Record) -> Result<(), DaemonError> {
-        if record.standalone {
-            if let Some(n) = locked(&self.nodes).remove(&record.node) {
-                n.oom.abort();
-            }
-            daemon.delete_node(&record.hostgroup, &record.node).await
-        } else {
-            daemon
-                .delete_container(&record.node, &record.container)
-                .await
-        }
-    }
-
-    /// Starts `p` (a process of `c`): its background exec, its stdio, its exit watcher.
-    async fn run(&self, c: &Arc<Container>, p: &Arc<Proc>) -> TtrpcResult<i32> {
-        let Body::Process(plan) = &p.body else {
-            p.set_running(None, 0);
-            self.started(p);
-            return Ok(0);
-        };
-        let daemon = self.daemon()?;
-        let tty = p.stdio.terminal.then(|| p.lock().size);
-        let started = daemon
-            .start_exec(c.node(), &c.id, plan, !p.stdio.stdin.is_empty(), tty)
-            .await
-            .map_err(daemon_status)?;
-        let pumps = match io::attach(p, daemon.clone(), c.node().into(), started.exec_id.clone()) {
-            Ok(h) => h,
-            Err(e) => {
-                let _ = daemon.kill(c.node(), &started.exec_id, 9).await;
-                return Err(status(Code::INTERNAL, e.to_string()));
-            }
-        };
-        p.set_running(Some(started.exec_id.clone()), started.pid);
-        self.started(p);
-        let (events, p2, c2) = (self.events.clone(), p.clone(), c.clone());
-        tokio::spawn(async move {
-            let code = pumps.await.unwrap_or(255);
-            p2.io.shutdown().await;
-            exited(&events, &daemon, &c2, &p2, code).await;
-        });
-        Ok(started.pid)
-    }
-
-    fn started(&self, p: &Proc) {
-        let pid = std::process::id();
-        if p.exec_id.is_empty() {
-            self.events.send(TaskStart {
-                container_id: p.container.clone(),
-                pid,
-                ..Default::default()
-            });
-        } else {
-            self.events.send(TaskExecStarted {
-                container_id: p.container.clone(),
-                exec_id: p.exec_id.clone(),
-                pid,
-                ..Default::default()
-            });
-        }
-    }
-}
-
-/// Records `p`'s exit and publishes TaskExit (once); an init's exit ends its container's
-/// other processes, as a private pid namespace's would.
-async fn exited(events: &Events, daemon: &Daemon, c: &Container, p: &Proc, code: u32) {
-    if !p.set_exited(code) {
-        return;
-    }
-    info!("process {:?} of {} exited with {code}", p.exec_id, c.id);
-    let at = p.lock().exited_at.clone();
-    events.send(TaskExit {
-        container_id: c.id.clone(),
-        id: if p.exec_id.is_empty() {
-            c.id.clone()
-        } else {
-            p.exec_id.clone()
-        },
-        pid: std::process::id(),
-        exit_status: code,
-        exited_at: at.into(),
-        ..Default::default()
-    });
-    if p.exec_id.is_empty() {
-        for e in c.all_execs() {
-            if let Some(bg) = e.bg().filter(|_| e.status() == Status::RUNNING) {
-                let _ = daemon.kill(c.node(), &bg, 9).await;
-            }
-        }
     }
 }
 
@@ -722,6 +454,10 @@ impl Task for Service {
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         let (c, p) = self.proc(&req.id, &req.exec_id)?;
         let size = (req.width, req.height);
+        // A console of no size (a client without a terminal of its own) changes nothing.
+        if size.0 == 0 || size.1 == 0 {
+            return Ok(Empty::new());
+        }
         p.lock().size = size;
         if let Some(bg) = p.bg().filter(|_| p.status() == Status::RUNNING) {
             self.daemon()?
@@ -783,5 +519,46 @@ impl Task for Service {
             self.exit.signal();
         }
         Ok(Empty::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::StatusCode;
+
+    fn api(status: u16, code: &str) -> DaemonError {
+        DaemonError::Api {
+            status: StatusCode::from_u16(status).unwrap(),
+            code: code.into(),
+            message: "why".into(),
+        }
+    }
+
+    fn code_of(e: ttrpc::Error) -> (Code, String) {
+        match e {
+            ttrpc::Error::RpcStatus(s) => (s.code(), s.message),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn daemon_refusals_keep_their_kind_and_words() {
+        for (status, want) in [
+            (400, Code::INVALID_ARGUMENT),
+            (403, Code::PERMISSION_DENIED),
+            (404, Code::NOT_FOUND),
+            (409, Code::FAILED_PRECONDITION),
+            (507, Code::UNKNOWN),
+        ] {
+            let (code, msg) = code_of(daemon_status(api(status, "some_code")));
+            assert_eq!(code, want, "{status}");
+            assert_eq!(msg, "bulkhead daemon: why (some_code)");
+        }
+        let (code, msg) = code_of(daemon_status(DaemonError::Other("no socket".into())));
+        assert_eq!(
+            (code, msg.as_str()),
+            (Code::UNAVAILABLE, "bulkhead daemon: no socket")
+        );
     }
 }

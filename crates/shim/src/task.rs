@@ -2,9 +2,10 @@
 //! (the container's own, id `""`, and each Exec's) its state, background exec, stdio and exit.
 //!
 //! Invariants: a process's exit is recorded once ([`Proc::set_exited`] answers whether this
-//! call was the one), so TaskExit is published exactly once; Wait answers from the recorded
-//! exit. `<bundle>/bulkhead.json` ([`Record`]) is written before anything is created in the
-//! daemon, so `containerd-shim-bulkhead-v2 delete` after a crash can remove what exists.
+//! call was the one; [`exited`] records it and publishes TaskExit), so TaskExit is published
+//! exactly once; Wait answers from the recorded exit. `<bundle>/bulkhead.json` ([`Record`]) is
+//! written before anything is created in the daemon, so `containerd-shim-bulkhead-v2 delete`
+//! after a crash can remove what exists.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,11 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::client::Daemon;
+use crate::events::Events;
 use crate::spec::ProcessPlan;
+use containerd_shim::protos::events::task::TaskExit;
+use log::info;
 
 /// The file in the bundle naming what the daemon holds for the task.
 pub const RECORD: &str = "bulkhead.json";
@@ -234,6 +239,35 @@ pub fn node_name(prefix: &str, id: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{prefix}-{h:016x}")
+}
+
+/// Records `p`'s exit and publishes TaskExit (once); an init's exit ends its container's
+/// other processes, as a private pid namespace's would.
+pub async fn exited(events: &Events, daemon: &Daemon, c: &Container, p: &Proc, code: u32) {
+    if !p.set_exited(code) {
+        return;
+    }
+    info!("process {:?} of {} exited with {code}", p.exec_id, c.id);
+    let at = p.lock().exited_at.clone();
+    events.send(TaskExit {
+        container_id: c.id.clone(),
+        id: if p.exec_id.is_empty() {
+            c.id.clone()
+        } else {
+            p.exec_id.clone()
+        },
+        pid: std::process::id(),
+        exit_status: code,
+        exited_at: at.into(),
+        ..Default::default()
+    });
+    if p.exec_id.is_empty() {
+        for e in c.all_execs() {
+            if let Some(bg) = e.bg().filter(|_| e.status() == Status::RUNNING) {
+                let _ = daemon.kill(c.node(), &bg, 9).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
