@@ -110,6 +110,15 @@ fn role_allows(role: &str, need: &str) -> bool {
                 || (res, act) == ("usage", "list") // usage (#14, part E)
                 || (res, act) == ("events", "list") // #14
         }
+        // #16, B1: the containerd shim's built-in role (its socket: e2e_shim_api)
+        "shim" => {
+            (res == "nodes"
+                && [
+                    "list", "get", "create", "delete", "exec", "copy", "pause", "resume",
+                ]
+                .contains(&act))
+                || (res, act) == ("events", "list")
+        }
         "ci-runner" => {
             res == "nodes" && ["list", "get", "create", "delete", "exec", "copy"].contains(&act)
         }
