@@ -114,6 +114,17 @@ fn wire(m: &ContainerMount) -> WireMount {
     }
 }
 
+/// A refused mount: the container's own rootfs (a planted symlink, a file where a directory
+/// goes) is the caller's input, 400; anything else is the node's failure.
+fn refusal(n: &NodeRef, m: String) -> DomainError {
+    let code = if m.contains("never follow symlinks") || m.contains("must be an absolute path") {
+        Code::InvalidRequest
+    } else {
+        Code::Internal
+    };
+    DomainError::new(code, format!("container mounts in node {:?}: {m}", n.name()))
+}
+
 impl Tenant {
     /// The root (inside the node) of container `cid` of `node`, for `container=` execs; 404
     /// naming the container when the node has none such.
@@ -279,7 +290,7 @@ impl Tenant {
                 let dir = self.node_dir(n.name());
                 match client::request_async(&dir, req, Some(MOUNT_TIMEOUT)).await {
                     Ok(_) => Ok(()),
-                    Err(client::ControlError::Refused(m)) => Err(failed(m)),
+                    Err(client::ControlError::Refused(m)) => Err(refusal(n, m)),
                     Err(e) => Err(failed(e.to_string())),
                 }
             }
@@ -303,7 +314,7 @@ impl Tenant {
                 let conn = AgentConn::with_peer(self.agent_conn(n).await?, Some(info));
                 conn.container_mounts(agent_req)
                     .await
-                    .map_err(|e| failed(e.to_string()))
+                    .map_err(|e| refusal(n, e.to_string()))
             }
         }
     }
