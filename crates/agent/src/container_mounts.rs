@@ -107,7 +107,11 @@ fn clone_dir(dir: &OwnedFd) -> Result<OwnedFd, MountError> {
 }
 
 /// `mount_setattr` over the whole detached tree.
-fn set_attr(mnt: BorrowedFd<'_>, set: u64, propagation: Option<libc::c_ulong>) -> Result<(), MountError> {
+fn set_attr(
+    mnt: BorrowedFd<'_>,
+    set: u64,
+    propagation: Option<libc::c_ulong>,
+) -> Result<(), MountError> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
@@ -305,9 +309,7 @@ pub fn unmount(root: &str) -> Result<(), MountError> {
     check(root, &[])?;
     for _ in 0..64 {
         let dir = match open_dir_nofollow(root) {
-            Err(MountError::Sys { source, .. })
-                if source.raw_os_error() == Some(libc::ENOENT) =>
-            {
+            Err(MountError::Sys { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 return Ok(())
             }
             r => r?,

@@ -170,7 +170,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.kind, MountKind::Tmpfs);
-        assert!(serde_json::from_str::<ContainerMount>(r#"{"destination":"/x","kind":"bind"}"#)
-            .is_err());
+        assert!(
+            serde_json::from_str::<ContainerMount>(r#"{"destination":"/x","kind":"bind"}"#)
+                .is_err()
+        );
     }
 }

@@ -179,7 +179,10 @@ fn prepare(req: &ExecRequest) -> Result<Prepared, Event> {
         if l.soft > l.hard {
             return Err(Event::error(
                 "invalid_argument",
-                format!("rlimit {}: soft {} is above hard {}", l.name, l.soft, l.hard),
+                format!(
+                    "rlimit {}: soft {} is above hard {}",
+                    l.name, l.soft, l.hard
+                ),
             ));
         }
         rlimits.push((res, l.soft as libc::rlim_t, l.hard as libc::rlim_t));

@@ -85,6 +85,12 @@ fn need(method: &str, path: &str) -> Option<&'static str> {
             "nodes:exec"
         }
         ("get", "/shim/placement") => "nodes:create",
+        // containers in a node (#16, B2)
+        ("put", "/vm/{node}/containers/{cid}/rootfs") => "nodes:copy",
+        ("post", "/vm/{node}/containers") | ("delete", "/vm/{node}/containers/{cid}") => {
+            "nodes:exec"
+        }
+        ("get", "/vm/{node}/containers") => "nodes:get",
         _ => return None,
     })
 }

@@ -101,6 +101,16 @@ impl NodeStats {
 }
 
 /// What `GET /info` says about the driver.
+/// #16: who makes a container's mounts in a node of this driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerMounts {
+    /// The node's supervisor, on its control channel (`container_mounts` op): the jail,
+    /// whose agent cannot mount.
+    Supervisor,
+    /// The node's agent (`container_mounts` request): a microVM guest's, which is root there.
+    Agent,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DriverInfo {
     /// The accelerator of a hypervisor (`kvm`, `tcg`); `None` for drivers without one.
@@ -185,6 +195,11 @@ pub trait Driver: Send + Sync {
 
     fn info(&self) -> DriverInfo {
         DriverInfo::default()
+    }
+
+    /// #16: who makes a container's mounts in this driver's nodes.
+    fn container_mounts(&self) -> ContainerMounts {
+        ContainerMounts::Agent
     }
 
     /// Writes the running node's memory and device state to `file` and leaves the node

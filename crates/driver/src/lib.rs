@@ -30,7 +30,8 @@ pub mod supervisor;
 
 pub use cleanup::cleanup;
 pub use driver::{
-    Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start, VolumeAttach,
+    ContainerMounts, Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start,
+    VolumeAttach,
 };
 pub use launch::{Launcher, NodeStart};
 pub use persist::{LayerMount, Persistence, LAYER_IMAGE};

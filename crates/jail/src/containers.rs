@@ -23,7 +23,9 @@ const TIMEOUT_MS: i32 = 10_000;
 fn open_ns(init: i32, which: &str) -> Result<OwnedFd, DriverError> {
     std::fs::File::open(format!("/proc/{init}/ns/{which}"))
         .map(OwnedFd::from)
-        .map_err(DriverError::io(format!("opening the node's {which} namespace")))
+        .map_err(DriverError::io(format!(
+            "opening the node's {which} namespace"
+        )))
 }
 
 /// Makes (`Some`) or removes (`None`) a container's mounts in the node of `init`.

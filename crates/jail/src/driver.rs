@@ -141,6 +141,11 @@ impl Driver for JailDriver {
         bulkhead_driver::VolumeAttach::Supervisor
     }
 
+    /// #16: the node's supervisor makes container mounts (`crate::containers`).
+    fn container_mounts(&self) -> bulkhead_driver::ContainerMounts {
+        bulkhead_driver::ContainerMounts::Supervisor
+    }
+
     /// Persistent nodes (#13): an encrypted layer image instead of the tmpfs (crate::persist).
     fn persistence(&self) -> bulkhead_driver::Persistence {
         bulkhead_driver::Persistence::EncryptedLayer

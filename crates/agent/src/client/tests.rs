@@ -13,10 +13,10 @@ use super::frames::{write_frame, FrameReader};
 use super::*;
 use crate::proto::{WinSize, CAP_RESIZE, CAP_SIGNAL, CAP_TTY};
 
-#[path = "tests_fs.rs"]
-mod fs_ops;
 #[path = "tests_containers.rs"]
 mod container_ops;
+#[path = "tests_fs.rs"]
+mod fs_ops;
 #[path = "tests_setid.rs"]
 mod setid_ops;
 #[path = "tests_tcp.rs"]

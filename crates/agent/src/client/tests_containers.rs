@@ -120,7 +120,10 @@ async fn bad_roots_commands_and_rlimits_are_named() {
         .err()
         .unwrap();
     let (code, m) = remote(e);
-    assert!(m.contains("cannot change root") && m.contains("marker"), "{code} {m}");
+    assert!(
+        m.contains("cannot change root") && m.contains("marker"),
+        "{code} {m}"
+    );
     let e = c
         .exec(ExecRequest {
             cmd: "nosuchcmd".into(),
@@ -148,7 +151,11 @@ async fn bad_roots_commands_and_rlimits_are_named() {
     let (_, m) = remote(e);
     assert!(m.contains("RLIMIT_BOGUS"), "{m}");
     // A jail's agent (not a microVM guest) does not mount.
-    let conn = c.connect().await.unwrap().with_peer(Some(c.info().await.unwrap()));
+    let conn = c
+        .connect()
+        .await
+        .unwrap()
+        .with_peer(Some(c.info().await.unwrap()));
     let e = conn
         .container_mounts(Request::ContainerUnmount {
             root: "/var/lib/bulkhead/containers/x/rootfs".into(),

@@ -187,6 +187,16 @@ pub enum Action {
     /// `GET /shim/placement`: which tenant and host group a containerd namespace's pods go to.
     ShimPlacement,
     // ---- end containerd shim ----
+    // ---- containers in a node (#16, B2) ----
+    /// `PUT /vm/{node}/containers/{cid}/rootfs`: a container's files into the node.
+    UploadContainerRootfs,
+    /// `POST /vm/{node}/containers`: a container's mounts.
+    CreateContainer,
+    /// `GET /vm/{node}/containers`.
+    ListContainers,
+    /// `DELETE /vm/{node}/containers/{cid}`: kills its processes, removes it.
+    DeleteContainer,
+    // ---- end containers ----
 }
 
 /// What an action needs of the principal.
@@ -470,6 +480,28 @@ pub const POLICY: &[(Action, Need, &str)] = {
             "where the caller would create a pod's node: a tenant and host group it may create in",
         ),
         // ---- end containerd shim ----
+        // ---- containers in a node (#16, B2) ----
+        (
+            Action::UploadContainerRootfs,
+            Rule(Nodes, Copy),
+            "writes files into the node, as its root",
+        ),
+        (
+            Action::CreateContainer,
+            Rule(Nodes, Exec),
+            "prepares a root for commands to run in",
+        ),
+        (
+            Action::ListContainers,
+            Rule(Nodes, Get),
+            "ids, roots and mounts of the node's containers",
+        ),
+        (
+            Action::DeleteContainer,
+            Rule(Nodes, Exec),
+            "kills the container's commands",
+        ),
+        // ---- end containers ----
     ]
 };
 

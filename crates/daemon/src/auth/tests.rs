@@ -14,7 +14,7 @@ fn principal(bindings: &[&str]) -> Principal {
     }
 }
 
-pub const ALL: [Action; 53] = [
+pub const ALL: [Action; 57] = [
     Action::ReadHealth,
     Action::ReadInfo,
     Action::ReadMetrics,
@@ -75,6 +75,11 @@ pub const ALL: [Action; 53] = [
     Action::WriteBgExecStdin,
     Action::ResizeBgExec,
     Action::ShimPlacement,
+    // containers in a node (#16, B2)
+    Action::UploadContainerRootfs,
+    Action::CreateContainer,
+    Action::ListContainers,
+    Action::DeleteContainer,
 ];
 
 #[test]

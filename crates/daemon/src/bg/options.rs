@@ -18,4 +18,6 @@ pub struct Options {
     pub gid: u32,
     /// Dropped from the registry once it has ended (at the next start on its tenant).
     pub forget_on_exit: bool,
+    /// #16 B2: the container it runs in (`container=`), so deleting the container kills it.
+    pub container: Option<String>,
 }

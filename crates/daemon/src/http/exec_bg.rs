@@ -60,6 +60,7 @@ pub async fn start(
             stdin: q.request.stdin,
             tty: q.request.tty.is_some(),
             gid: q.request.gid,
+            container: q.container.clone(), // #16 B2: killed with its container
             ..Default::default()
         },
     };

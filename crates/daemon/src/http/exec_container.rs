@@ -9,9 +9,5 @@ use super::body::TenantApp;
 /// the container when the node has no such container.
 pub fn container_root(app: &TenantApp, node: &str, cid: &str) -> Result<String, DomainError> {
     // #16 B1 → B2: the one call into B2's container registry.
-    // TODO(#16 B2 merge): app.tenant.container_root(node, cid)
-    let _ = app;
-    Err(DomainError::not_found(format!(
-        "node {node:?} has no container {cid:?}: create it with POST /vm/{node}/containers"
-    )))
+    app.tenant.container_root(node, cid)
 }

@@ -15,6 +15,7 @@ mod audit; // the audit trail's route (#14, A)
 pub mod audit_layer; // the audit trail's layer (#14, A)
 pub mod body;
 pub mod commits; // #13 commit and fork
+mod containers; // #16 B2: containers in a node
 pub mod cp;
 mod events; // #14 events (part B)
 pub mod exec;
@@ -133,6 +134,23 @@ pub fn table() -> Vec<Route> {
             post(exec_io::resize),
         ),
         // end #16 B1
+        // #16 B2: containers in a node (the containerd shim's)
+        route(
+            "/vm/{node}/containers",
+            &[("get", ListContainers), ("post", CreateContainer)],
+            get(containers::list).post(containers::create),
+        ),
+        route(
+            "/vm/{node}/containers/{cid}",
+            &[("delete", DeleteContainer)],
+            delete(containers::delete),
+        ),
+        route(
+            "/vm/{node}/containers/{cid}/rootfs",
+            &[("put", UploadContainerRootfs)],
+            axum::routing::put(containers::put_rootfs),
+        ),
+        // end #16 B2
         // end of exec's block
         // #16 B1: where a containerd namespace's pods go (served on the shim socket)
         route(

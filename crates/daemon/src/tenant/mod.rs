@@ -17,6 +17,7 @@ mod attach; // volumes attached to nodes (#13, attach)
 pub mod attach_counters; // its counters (#13, attach)
 pub mod commit; // #13 commit and fork
 mod conflict; // the conflict rule (#12, ADR 0025)
+pub mod containers; // containers in a node (#16, B2)
 mod create;
 mod describe;
 pub mod expiry; // node TTL (#15, B)
@@ -141,6 +142,8 @@ pub struct Tenant {
     pub usage: crate::usage::UsageState,
     /// Node TTL (#15, B): the expiry sweeper (`expiry.rs`).
     pub sweeper: sweeper::Sweeper,
+    /// Containers in nodes (#16, B2; `containers.rs`).
+    pub containers: containers::Containers,
 }
 
 /// What a tenant context is made of; the rest starts empty.
@@ -207,6 +210,7 @@ impl Tenant {
             usage: Default::default(),                           // #14, part E
             audit: p.audit,                                      // #14, A
             sweeper: Default::default(),                         // #15, B: node TTL
+            containers: Default::default(),                      // #16, B2
             cfg: p.cfg,
         }
     }

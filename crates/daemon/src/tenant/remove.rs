@@ -18,6 +18,7 @@ impl Tenant {
         self.forwards.close_node(name);
         self.gates.remove(name);
         self.bg.forget_node(name);
+        self.containers.forget_node(name); // #16, B2
         self.watches.stop(name);
         let dir = self.node_dir(name);
         self.end_supervisor(&dir).await;

@@ -44,7 +44,11 @@ impl Init {
     }
 
     /// Answers one request; `None` parks a `wait`.
-    fn answer(&self, req: Result<Request, String>, launcher: Option<&dyn Launcher>) -> Option<Reply> {
+    fn answer(
+        &self,
+        req: Result<Request, String>,
+        launcher: Option<&dyn Launcher>,
+    ) -> Option<Reply> {
         match req {
             Err(error) => Some(Reply::Error { error }),
             Ok(Request::State) => Some(Reply::State(self.state())),
@@ -334,7 +338,8 @@ mod tests {
     #[test]
     fn kill_after_exit_is_refused_and_bad_requests_get_their_error() {
         let exited = init(Some((ExitStatus::Signal(9), 7)));
-        let Some(Reply::Error { error }) = exited.answer(Ok(Request::Kill { signal: 15 }), None) else {
+        let Some(Reply::Error { error }) = exited.answer(Ok(Request::Kill { signal: 15 }), None)
+        else {
             panic!("kill of an exited init must be refused");
         };
         assert!(error.contains("exited"), "{error}");

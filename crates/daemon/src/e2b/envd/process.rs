@@ -163,6 +163,7 @@ async fn launch(
             env: asked,
             gid: request.gid,
             forget_on_exit: true,
+            container: None, // #16 B2
         },
     };
     crate::http::exec_bg::run(app, &n, launch, request, false)
