@@ -261,6 +261,8 @@ impl Containerd {
         let fd = |f: &OwnedFd| Stdio::from(f.try_clone().unwrap());
         c.stdin(fd(&slave)).stdout(fd(&slave)).stderr(fd(&slave));
         let mut child = c.spawn().expect("run ctr");
+        // Every copy of the slave side must close here, or the master never reads EOF.
+        drop(c);
         drop(slave);
         let mut m = std::fs::File::from(master);
         let reader = std::thread::spawn(move || {
