@@ -240,10 +240,27 @@ fn every_route_times_every_role_times_own_and_foreign_tenant() {
         return;
     }
     let port = 18460;
-    let s = Shared::start_with(
-        3,
+    // #16, B1: the containerd shim's socket, its role bound in tenant a only.
+    let tenants: Vec<String> = (0..3).map(|i| unique_tenant(&format!("s{i}t"))).collect();
+    let shim_dir = test_dir();
+    let shim_sock = shim_dir.path().join("shim.sock");
+    let list: String = tenants
+        .iter()
+        .map(|t| {
+            format!(
+                "    - name: {t}\n      host_groups:\n        - name: {t}\n          ram_mb: 128\n"
+            )
+        })
+        .collect();
+    let s = Shared::start_listed_api(
+        tenants.clone(),
+        &list,
         "  roles:\n    - name: ci-runner\n      rules: [ { resources: [nodes], actions: [list, get, create, delete, exec, copy] } ]\n",
-        &format!("    tcp: {{ bind: \"127.0.0.1:{port}\" }}\n"),
+        &format!(
+            "    tcp: {{ bind: \"127.0.0.1:{port}\" }}\n    shim: {{ socket: {}, namespaces: {{ \"*\": {} }} }}\n",
+            shim_sock.display(),
+            tenants[0]
+        ),
     );
     let (a, b, c) = (s.a.clone(), s.b.clone(), s.tenants[2].clone());
     assert_eq!(s.tenants.len(), 3);
@@ -282,6 +299,11 @@ fn every_route_times_every_role_times_own_and_foreign_tenant() {
         ("viewer", "viewer", tcp(&token["viewer"])),
         ("custom", "ci-runner", tcp(&token["ci-runner"])),
         ("none", "", tcp(&token["none"])),
+        (
+            "shim",
+            "shim",
+            bulkhead_api::Client::new(bulkhead_api::Endpoint::Unix(shim_sock.clone())),
+        ),
     ];
     let routes = routes();
     let mut failures = Vec::new();
