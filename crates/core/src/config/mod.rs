@@ -19,6 +19,7 @@ pub mod quotas; // quotas (#12, ADR 0025)
 pub mod rate_limits; // rate limits, fair queues, connection limits (#12, ADR 0026)
 pub(crate) mod raw;
 pub mod shim; // the containerd shim's listener and namespace mapping (#16, B1)
+pub mod shim_raw; // its YAML as written (#16)
 pub mod storage; // the host keyring's place (#13, secrets and keys)
 #[cfg(test)]
 mod tests;

@@ -142,7 +142,7 @@ pub struct RawApi {
     /// bulkhead: the containerd shim's socket and namespace → tenant mapping
     /// `{socket, namespaces}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shim: Option<super::shim::RawShim>,
+    pub shim: Option<super::shim_raw::RawShim>,
     // ---- end containerd shim ----
 }
 

@@ -25,9 +25,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use super::error::{key_err, ConfigError};
+pub use super::shim_raw::{RawShim, RawShimFull, RawShimTarget};
 use super::TenantConfig;
 
 /// Where the shim socket is when `config.api.shim.socket` is not given.
@@ -36,34 +35,6 @@ pub const DEFAULT_SOCKET: &str = "/run/bulkhead/shim.sock";
 pub const ANY_NAMESPACE: &str = "*";
 /// The drivers a pod may ask for (`driver=` of `GET /shim/placement`).
 pub const DRIVERS: [&str; 2] = ["jail", "qemu"];
-
-/// `config.api.shim` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawShim {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespaces: Option<BTreeMap<String, RawShimTarget>>,
-}
-
-/// One namespace's mapping as written: a tenant's name, or the tenant with host groups.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum RawShimTarget {
-    Tenant(String),
-    Full(RawShimFull),
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawShimFull {
-    pub tenant: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qemu: Option<String>,
-}
 
 /// Where one namespace's pods go.
 #[derive(Debug, Clone, PartialEq, Eq)]
