@@ -48,6 +48,10 @@ pub struct BgKillRequest {
     pub signal: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
+    /// `false`: send the signal only, never a SIGKILL after the grace (#16: containerd's
+    /// Kill, which escalates by itself). Absent or `true`: today's escalation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate: Option<bool>,
 }
 
 /// Answer of `POST /vm/{node}/exec/{id}/kill`.

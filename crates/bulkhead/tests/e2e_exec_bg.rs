@@ -152,6 +152,34 @@ fn background_execs() {
         ok_json::<Vec<BgExecInfo>>(&rt, &c, Method::GET, &format!("/vm/{n}/exec"), None).is_empty()
     );
 
+    // `escalate: false` sends the signal alone (#16: containerd's Kill escalates by itself):
+    // a command that ignores it keeps running past the grace.
+    let h = start(
+        &n,
+        "cmd=trap%20%27%27%20TERM;%20echo%20ready;%20sleep%20300&shell=/bin/sh",
+    );
+    while output(&logs(&n, &h.exec_id, ""), "stdout") != b"ready\n" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let k: BgKillResponse = ok_json(
+        &rt,
+        &c,
+        Method::POST,
+        &format!("/vm/{n}/exec/{}/kill", h.exec_id),
+        Some(json!({"signal": "TERM", "grace_ms": 100, "escalate": false})),
+    );
+    assert!(k.running && k.signal_sent == "SIGTERM");
+    let w = wait(&n, &h.exec_id, 2);
+    assert!(w.running && w.timed_out, "{w:?}");
+    let _: BgKillResponse = ok_json(
+        &rt,
+        &c,
+        Method::POST,
+        &format!("/vm/{n}/exec/{}/kill", h.exec_id),
+        Some(json!({"signal": "KILL"})),
+    );
+    assert_eq!(wait(&n, &h.exec_id, 10).exit_code, Some(137));
+
     // A command that ignores SIGTERM gets SIGKILL after the grace.
     let b = start(
         &n,

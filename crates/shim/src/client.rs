@@ -224,13 +224,13 @@ impl Daemon {
         self.json(Method::GET, &p, None).await
     }
 
-    /// `POST /vm/{node}/exec/{id}/kill` with signal `sig`. The route follows a signal other
-    /// than SIGKILL with SIGKILL after the grace: the longest it allows, since containerd
-    /// escalates itself.
+    /// `POST /vm/{node}/exec/{id}/kill` with signal `sig` alone (`escalate: false`):
+    /// containerd escalates by itself, and a SIGHUP must stay a SIGHUP.
     pub async fn kill(&self, node: &str, id: &str, sig: u32) -> Result<()> {
         let req = BgKillRequest {
             signal: Some(sig.to_string()),
-            grace_ms: Some(600_000),
+            grace_ms: None,
+            escalate: Some(false),
         };
         let body = serde_json::to_value(&req).map_err(|e| DaemonError::Other(e.to_string()))?;
         let p = format!("/vm/{}/exec/{}/kill", enc(node), enc(id));

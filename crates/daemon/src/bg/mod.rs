@@ -533,6 +533,17 @@ impl BgExec {
         sig: i32,
         grace: Duration,
     ) -> Result<(bool, String), DomainError> {
+        self.signal_then(sig, Some(grace)).await
+    }
+
+    /// Sends `sig` to the command's process group; unless it is SIGKILL and `grace` is given,
+    /// follows it with SIGKILL once `grace` passed without an exit. `None`: the signal alone
+    /// (a SIGHUP or SIGUSR1 that asks a server to reload must not end it later).
+    pub async fn signal_then(
+        self: &Arc<Self>,
+        sig: i32,
+        grace: Option<Duration>,
+    ) -> Result<(bool, String), DomainError> {
         if self.end().is_some() {
             return Ok((false, String::new()));
         }
@@ -553,7 +564,7 @@ impl BgExec {
                 Err(e) => return Err(crate::tenant::agent_error(e)),
             }
         };
-        if sig != libc::SIGKILL {
+        if let (true, Some(grace)) = (sig != libc::SIGKILL, grace) {
             let me = self.clone();
             tokio::spawn(async move {
                 if me.wait(grace).await.is_none() {

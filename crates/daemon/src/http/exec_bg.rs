@@ -152,7 +152,8 @@ pub async fn delete(
 }
 
 /// `POST /vm/{node}/exec/{id}/kill`, body `{"signal": "TERM", "grace_ms": 5000}` (both
-/// optional, the body too).
+/// optional, the body too; `"escalate": false` sends the signal alone, without the SIGKILL
+/// after the grace).
 pub async fn kill(
     Scoped(app): Scoped,
     Path((node, id)): Path<(String, String)>,
@@ -179,7 +180,8 @@ pub async fn kill(
             .into())
         }
     };
-    let (running, signal_sent) = e.kill(sig, grace).await?;
+    let grace = (req.escalate != Some(false)).then_some(grace);
+    let (running, signal_sent) = e.signal_then(sig, grace).await?;
     Ok(Json(BgKillResponse {
         exec_id: e.id.clone(),
         pid: e.pid,
