@@ -1,12 +1,13 @@
-//! Makes and removes a container's mounts (#16) with the new mount API, by descriptor only
-//! (see [`crate::containers`] for the invariants). The caller runs where it may mount in the
-//! node's mount namespace: a microVM guest's agent, or the jail supervisor's child that
-//! entered the node's user and mount namespaces (its root is then the node's root).
+//! Makes and removes a container's mounts (#16) onto descriptors only (see
+//! [`crate::containers`] for the invariants). The caller runs where it may mount in the node's
+//! mount namespace and sees the node's /proc as its own: a microVM guest's agent, or the jail
+//! supervisor's helper that entered the node's pid (by a fork), user and mount namespaces.
 //!
-//! No path of the node's `/proc/self` is needed (the jail's child is not in the node's pid
-//! namespace): targets are descriptors, and unmounting works on the current directory.
+//! Targets are `/proc/self/fd/N` of directories walked without following symlinks; mount(2)
+//! and `mount_setattr` are used, never `open_tree`/`fsmount`: those make an anonymous mount
+//! namespace, which a jail node's user namespace may not have (`max_mnt_namespaces` 0).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -16,17 +17,8 @@ use crate::containers::{
 };
 
 // <linux/mount.h> and <linux/openat2.h>.
-const OPEN_TREE_CLONE: u32 = 1;
 const AT_RECURSIVE: u32 = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-const FSOPEN_CLOEXEC: u32 = 1;
-const FSCONFIG_SET_STRING: u32 = 1;
-const FSCONFIG_CMD_CREATE: u32 = 6;
-const FSMOUNT_CLOEXEC: u32 = 1;
 const ATTR_RDONLY: u64 = 0x1;
-const ATTR_NOSUID: u64 = 0x2;
-const ATTR_NODEV: u64 = 0x4;
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 
@@ -85,28 +77,40 @@ fn open_dir_nofollow(path: &str) -> Result<OwnedFd, MountError> {
     owned(r, &format!("opening {path} (no symlink may be on the way)"))
 }
 
-/// A detached recursive copy of the node's mount tree at `path`, private.
-fn clone_tree(path: &str) -> Result<OwnedFd, MountError> {
-    let c = cstr(path)?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE;
-    // SAFETY: `c` is NUL-terminated; the result is checked.
-    let r = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    let fd = owned(r, &format!("copying the node's {path}"))?;
-    set_attr(fd.as_fd(), 0, Some(libc::MS_PRIVATE))?;
-    Ok(fd)
+/// `/proc/self/fd/N` of a descriptor: a mount target that is exactly what the descriptor
+/// holds (the process must see its own /proc: the jail's helper runs in the node's pid
+/// namespace for this).
+fn fd_path(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
 
-/// A detached copy of the directory behind `dir` (not recursive), private.
-fn clone_dir(dir: &OwnedFd) -> Result<OwnedFd, MountError> {
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32;
-    // SAFETY: an open descriptor and an empty NUL-terminated path; the result is checked.
-    let r = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
-    let fd = owned(r, "binding the container's root")?;
-    set_attr(fd.as_fd(), 0, Some(libc::MS_PRIVATE))?;
-    Ok(fd)
+/// mount(2) onto the directory `target` holds.
+fn sys_mount(
+    src: &CStr,
+    target: &OwnedFd,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+    what: &str,
+) -> Result<(), MountError> {
+    let t = fd_path(target);
+    // SAFETY: NUL-terminated strings (or null) that live across the call; checked below.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            t.as_ptr(),
+            fstype.map_or(std::ptr::null(), |f| f.as_ptr()),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if r < 0 {
+        return Err(sys(format!("mounting {what}")));
+    }
+    Ok(())
 }
 
-/// `mount_setattr` over the whole detached tree.
+/// `mount_setattr` over the whole mount tree whose root `mnt` holds.
 fn set_attr(
     mnt: BorrowedFd<'_>,
     set: u64,
@@ -132,72 +136,6 @@ fn set_attr(
     };
     if r < 0 {
         return Err(sys("setting mount attributes"));
-    }
-    Ok(())
-}
-
-/// A new detached tmpfs, `nosuid,nodev`.
-fn tmpfs(size: u64, mode: u32) -> Result<OwnedFd, MountError> {
-    // SAFETY: a NUL-terminated name; the result is checked.
-    let r = unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), FSOPEN_CLOEXEC) };
-    let ctx = owned(r, "fsopen tmpfs")?;
-    for (k, v) in [("size", size.to_string()), ("mode", format!("{mode:o}"))] {
-        let (k, v) = (cstr(k)?, cstr(&v)?);
-        // SAFETY: NUL-terminated key and value; the result is checked.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                ctx.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                k.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            return Err(sys(format!("tmpfs option {k:?}={v:?}")));
-        }
-    }
-    // SAFETY: a command without key or value; the result is checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            ctx.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_char>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(sys("creating a tmpfs"));
-    }
-    // SAFETY: fsmount on our context; the result is checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            ctx.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            ATTR_NOSUID | ATTR_NODEV,
-        )
-    };
-    owned(r, "mounting a tmpfs")
-}
-
-fn move_mount(from: &OwnedFd, to: &OwnedFd, what: &str) -> Result<(), MountError> {
-    // SAFETY: two open descriptors and empty NUL-terminated paths; the result is checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            from.as_raw_fd(),
-            c"".as_ptr(),
-            to.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(sys(format!("mounting at {what}")));
     }
     Ok(())
 }
@@ -270,35 +208,49 @@ pub fn make(root: &str, mounts: &[ContainerMount], readonly: bool) -> Result<(),
 
 fn make_inner(root: &str, mounts: &[ContainerMount], readonly: bool) -> Result<(), MountError> {
     let dir = open_dir_nofollow(root)?;
-    let bind = clone_dir(&dir)?;
-    if readonly {
-        set_attr(bind.as_fd(), ATTR_RDONLY, None)?;
-    }
-    move_mount(&bind, &dir, root)?;
-    drop((bind, dir));
+    sys_mount(&fd_path(&dir), &dir, None, libc::MS_BIND, None, root)?;
+    drop(dir);
     // The bind now sits on the root: everything else goes under it.
     let top = open_dir_nofollow(root)?;
+    set_attr(
+        top.as_fd(),
+        if readonly { ATTR_RDONLY } else { 0 },
+        Some(libc::MS_PRIVATE),
+    )?;
     for m in mounts {
-        let tree = match m.kind {
-            MountKind::Proc => clone_tree("/proc")?,
-            MountKind::Dev => clone_tree("/dev")?,
-            MountKind::Sys => {
-                let t = clone_tree("/sys")?;
-                set_attr(t.as_fd(), ATTR_RDONLY, None)?;
-                t
-            }
-            MountKind::Devpts => clone_tree("/dev/pts")?,
-            MountKind::Mqueue => clone_tree("/dev/mqueue")?,
-            MountKind::Tmpfs => tmpfs(
-                m.size_bytes.unwrap_or(DEFAULT_TMPFS_SIZE),
-                m.mode.unwrap_or(DEFAULT_TMPFS_MODE),
-            )?,
-        };
-        if m.read_only {
-            set_attr(tree.as_fd(), ATTR_RDONLY, None)?;
-        }
         let at = mount_point(&top, &m.destination)?;
-        move_mount(&tree, &at, &m.destination)?;
+        let dest = m.destination.as_str();
+        let bind = |src: &CStr| sys_mount(src, &at, None, libc::MS_BIND | libc::MS_REC, None, dest);
+        match m.kind {
+            MountKind::Proc => bind(c"/proc")?,
+            MountKind::Dev => bind(c"/dev")?,
+            MountKind::Sys => bind(c"/sys")?,
+            MountKind::Devpts => bind(c"/dev/pts")?,
+            MountKind::Mqueue => bind(c"/dev/mqueue")?,
+            MountKind::Tmpfs => {
+                let opts = cstr(&format!(
+                    "size={},mode={:o}",
+                    m.size_bytes.unwrap_or(DEFAULT_TMPFS_SIZE),
+                    m.mode.unwrap_or(DEFAULT_TMPFS_MODE)
+                ))?;
+                sys_mount(
+                    c"tmpfs",
+                    &at,
+                    Some(c"tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(&opts),
+                    dest,
+                )?
+            }
+        }
+        // The new mount's root: private, and read-only when asked (sys always).
+        let now = mount_point(&top, dest)?;
+        let ro = m.read_only || m.kind == MountKind::Sys;
+        set_attr(
+            now.as_fd(),
+            if ro { ATTR_RDONLY } else { 0 },
+            Some(libc::MS_PRIVATE),
+        )?;
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ mod error_event;
 #[cfg(target_os = "linux")]
 mod exec;
 #[cfg(target_os = "linux")]
+mod exec_prepare;
+#[cfg(target_os = "linux")]
 mod fs;
 pub mod glob;
 #[cfg(target_os = "linux")]

@@ -217,7 +217,14 @@ fn entry_error(path: &Path, e: io::Error) -> Event {
     if e.kind() == io::ErrorKind::PermissionDenied {
         return Event::error("permission_denied", format!("{}: {e}", path.display()));
     }
-    invalid(format!("entry {}: {e}", path.display()))
+    // tar's errors wrap the system's: say the whole chain.
+    let mut msg = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().and_then(|i| i.source());
+    while let Some(c) = cur {
+        msg = format!("{msg}: {c}");
+        cur = c.source();
+    }
+    invalid(format!("entry {}: {msg}", path.display()))
 }
 
 /// A hard link entry, made by us rather than by tar (whose link source is a path through the

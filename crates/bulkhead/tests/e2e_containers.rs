@@ -27,6 +27,8 @@ fn dir(b: &mut tar::Builder<Vec<u8>>, name: &str) {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     b.append_data(&mut h, name, std::io::empty()).unwrap();
 }
@@ -35,6 +37,8 @@ fn link(b: &mut tar::Builder<Vec<u8>>, name: &str, target: &str) {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     b.append_link(&mut h, name, target).unwrap();
 }
@@ -138,10 +142,7 @@ fn containers_in_a_jail_node() {
 
     // Its own root, /proc and /dev, its tmpfs, the tar's owners.
     let sh = |script: &str, extra: &str| {
-        let q = format!(
-            "container=c1&cmd=sh&args=-c&args={}{extra}",
-            enc(script)
-        );
+        let q = format!("container=c1&cmd=sh&args=-c&args={}{extra}", enc(script));
         exec(&q)
     };
     let r = sh(
@@ -150,8 +151,7 @@ fn containers_in_a_jail_node() {
     );
     assert_eq!(r.exit_code, 0, "{} {}", r.stdout, r.stderr);
     assert_eq!(
-        r.stdout,
-        "bin\ndev\netc\nproc\ntmp\nName:\tgrep\ndevnull-ok\n1\n1234:5678:640\n",
+        r.stdout, "bin\ndev\netc\nproc\ntmp\nName:\tgrep\ndevnull-ok\n1\n1234:5678:640\n",
         "{}",
         r.stderr
     );
@@ -170,17 +170,19 @@ fn containers_in_a_jail_node() {
     assert!(text(&b).contains("upload it first"), "{}", text(&b));
 
     // A planted symlink never leads a mount out of the container's root.
-    let etc_mounts = || {
-        d.sh(&n, "grep -c ' /etc ' /proc/self/mountinfo").1
-    };
+    let etc_mounts = || d.sh(&n, "grep -c ' /etc ' /proc/self/mountinfo").1;
     let before = etc_mounts();
     let (s, b) = put("evil", rootfs(true));
     assert_eq!(s, 201, "{}", text(&b));
-    let (s, b) = create(json!({"id": "evil", "mounts": [{"destination": "/proc", "kind": "proc"}]}));
+    let (s, b) =
+        create(json!({"id": "evil", "mounts": [{"destination": "/proc", "kind": "proc"}]}));
     assert_eq!(s, 400, "{}", text(&b));
     assert!(text(&b).contains("symlink"), "{}", text(&b));
     assert_eq!(etc_mounts(), before);
-    let (code, out, _) = d.sh(&n, "grep -c /var/lib/bulkhead/containers/evil /proc/self/mountinfo");
+    let (code, out, _) = d.sh(
+        &n,
+        "grep -c /var/lib/bulkhead/containers/evil /proc/self/mountinfo",
+    );
     assert_eq!((code, out.trim()), (1, "0"), "a failed create left mounts");
     let l: Vec<ContainerInfo> = ok_json(&rt, &c, Method::GET, &format!("/vm/{n}/containers"), None);
     assert_eq!(l.len(), 1);
@@ -193,7 +195,13 @@ fn containers_in_a_jail_node() {
         &format!("/vm/{n}/exec?background=true&container=c1&cmd=sleep&args=300"),
         None,
     );
-    let (s, b) = send(&rt, &c, Method::DELETE, &format!("/vm/{n}/containers/c1"), vec![]);
+    let (s, b) = send(
+        &rt,
+        &c,
+        Method::DELETE,
+        &format!("/vm/{n}/containers/c1"),
+        vec![],
+    );
     assert_eq!(s, 204, "{}", text(&b));
     let w: BgWaitExit = ok_json(
         &rt,
@@ -208,7 +216,13 @@ fn containers_in_a_jail_node() {
         "grep -c /var/lib/bulkhead/containers/c1 /proc/self/mountinfo; test -e /var/lib/bulkhead/containers/c1 && echo tree-left; true",
     );
     assert_eq!((code, out.as_str()), (0, "0\n"), "{err}");
-    let (s, b) = send(&rt, &c, Method::DELETE, &format!("/vm/{n}/containers/c1"), vec![]);
+    let (s, b) = send(
+        &rt,
+        &c,
+        Method::DELETE,
+        &format!("/vm/{n}/containers/c1"),
+        vec![],
+    );
     assert_eq!(s, 404, "{}", text(&b));
     let (s, b) = send(
         &rt,

@@ -1,9 +1,10 @@
 //! A jail node's container mounts (#16), made by its supervisor: the node's agent cannot mount
 //! (it holds no CAP_SYS_ADMIN), and nothing of a container may be mounted in the host's mount
 //! namespace. The supervisor forks one child per request that sets `PR_SET_DUMPABLE` 0 (the
-//! node's root cannot ptrace or read it once it is inside), enters the init's user namespace
-//! (becoming the node's root there, with the namespace's capabilities) and then its mount
-//! namespace (whose root is the node's root), and makes or removes the mounts with
+//! node's root cannot ptrace or read it once it is inside) and enters the init's pid
+//! namespace; its fork (the helper, which sees the node's /proc as its own) enters the init's
+//! user namespace (becoming the node's root there, with the namespace's capabilities) and then
+//! its mount namespace (whose root is the node's root), and makes or removes the mounts with
 //! `bulkhead_agent::container_mounts`, which never follows a symlink the container planted.
 //!
 //! Invariants: the supervisor stays single-threaded (the child is a fork, reaped here before
@@ -36,6 +37,7 @@ pub(crate) fn run(
 ) -> Result<(), DriverError> {
     bulkhead_agent::containers::check(root, mounts.map_or(&[], |m| m.0))
         .map_err(|e| DriverError::Refused(e.to_string()))?;
+    let pid_ns = open_ns(init, "pid")?;
     let user = open_ns(init, "user")?;
     let mnt = open_ns(init, "mnt")?;
     let mut fds = [0; 2];
@@ -56,16 +58,22 @@ pub(crate) fn run(
     }
     if pid == 0 {
         drop(r);
-        let result = child(&user, &mnt, root, mounts);
-        let line = match result {
-            Ok(()) => "ok\n".to_string(),
-            Err(e) => format!("{}\n", e.replace('\n', " ")),
-        };
-        // SAFETY: writing our own buffer to our own pipe, then leaving without destructors
-        // (the supervisor's state is not ours to tear down).
+        // SAFETY: prctl, setns and fork in our single-threaded child; the helper is in the
+        // node's pid namespace (so the node's /proc has its /proc/self).
         unsafe {
-            libc::write(w.as_raw_fd(), line.as_ptr().cast(), line.len());
-            libc::_exit(0)
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            if libc::setns(pid_ns.as_raw_fd(), libc::CLONE_NEWPID) < 0 {
+                answer(&w, Err(os("entering the node's pid namespace")));
+            }
+            match libc::fork() {
+                0 => answer(&w, child(&user, &mnt, root, mounts)),
+                gc if gc < 0 => answer(&w, Err(os("forking into the node's pid namespace"))),
+                gc => {
+                    drop(w);
+                    libc::waitpid(gc, std::ptr::null_mut(), 0);
+                    libc::_exit(0)
+                }
+            }
         }
     }
     drop(w);
@@ -79,6 +87,24 @@ pub(crate) fn run(
         _ => Err(DriverError::Failed(
             "container mounts: the helper ended without an answer".into(),
         )),
+    }
+}
+
+fn os(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Writes the helper's one answer line and leaves without destructors (the supervisor's
+/// state is not the helper's to tear down).
+fn answer(w: &OwnedFd, result: Result<(), String>) -> ! {
+    let line = match result {
+        Ok(()) => "ok\n".to_string(),
+        Err(e) => format!("{}\n", e.replace('\n', " ")),
+    };
+    // SAFETY: writing our own buffer to our own pipe, then _exit.
+    unsafe {
+        libc::write(w.as_raw_fd(), line.as_ptr().cast(), line.len());
+        libc::_exit(0)
     }
 }
 
@@ -108,18 +134,16 @@ fn read_answer(r: &OwnedFd, pid: i32) -> Option<String> {
     Some(String::from_utf8_lossy(&out).trim().to_string())
 }
 
-/// In the forked child: not dumpable, the node's root in its user namespace, inside its mount
-/// namespace, then the mounts.
+/// In the helper (the node's pid namespace, not dumpable): the node's root in its user
+/// namespace, inside its mount namespace, then the mounts.
 fn child(
     user: &OwnedFd,
     mnt: &OwnedFd,
     root: &str,
     mounts: Option<(&[ContainerMount], bool)>,
 ) -> Result<(), String> {
-    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
-    // SAFETY: prctl/setns/setres[ug]id/chdir with valid arguments in our single-threaded child.
+    // SAFETY: setns/setres[ug]id/chdir with valid arguments in our single-threaded helper.
     unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         if libc::setns(user.as_raw_fd(), libc::CLONE_NEWUSER) < 0 {
             return Err(os("entering the node's user namespace"));
         }

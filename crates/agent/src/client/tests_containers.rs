@@ -188,6 +188,12 @@ async fn a_rootfs_upload_keeps_numeric_owners_and_refuses_absolute_names() {
     let mut b = tar::Builder::new(Vec::new());
     entry(&mut b, "etc/shadow", 0, 42, 0o640);
     entry(&mut b, "home/u/f", 1000, 1001, 0o4755);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_uid(1000);
+    h.set_gid(1001);
+    b.append_link(&mut h, "home/u/l", "f").unwrap();
     let a = b.into_inner().unwrap();
     let mut up = c
         .copy_in(CopyInRequest {
@@ -202,6 +208,8 @@ async fn a_rootfs_upload_keeps_numeric_owners_and_refuses_absolute_names() {
     up.finish().await.unwrap();
     let m = std::fs::metadata(dest.join("home/u/f")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o4755));
+    let m = std::fs::symlink_metadata(dest.join("home/u/l")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1000, 1001));
     let m = std::fs::metadata(dest.join("etc/shadow")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (0, 42, 0o640));
 

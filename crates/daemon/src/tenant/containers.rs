@@ -122,7 +122,10 @@ fn refusal(n: &NodeRef, m: String) -> DomainError {
     } else {
         Code::Internal
     };
-    DomainError::new(code, format!("container mounts in node {:?}: {m}", n.name()))
+    DomainError::new(
+        code,
+        format!("container mounts in node {:?}: {m}", n.name()),
+    )
 }
 
 impl Tenant {
