@@ -119,7 +119,7 @@ fn set_attr(
     let attr = MountAttr {
         attr_set: set,
         attr_clr: 0,
-        propagation: propagation.unwrap_or(0) as u64,
+        propagation: propagation.unwrap_or(0),
         userns_fd: 0,
     };
     let flags = libc::AT_EMPTY_PATH as u32 | AT_RECURSIVE;
