@@ -13,8 +13,6 @@
 //!   supervisor on its control channel, or a microVM guest's agent; the tree is removed only
 //!   after every mount under it is gone (a failed unmount keeps the container listed).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use bulkhead_agent::client::AgentConn;
@@ -28,63 +26,13 @@ use bulkhead_core::{Code, DomainError};
 use bulkhead_driver::control::{self, client};
 use bulkhead_driver::ContainerMounts;
 
+use super::container_registry::Entry;
 use super::{NodeRef, Tenant};
 
 /// How long the supervisor may take to make or remove a container's mounts.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a container's processes get between SIGTERM and SIGKILL at delete.
 const KILL_GRACE: Duration = Duration::from_secs(2);
-
-#[derive(Clone)]
-enum Entry {
-    /// Being created or deleted: not listed, not usable, not re-creatable.
-    Busy,
-    Ready(ContainerInfo),
-}
-
-/// Every node's containers.
-#[derive(Default)]
-pub struct Containers {
-    nodes: Mutex<HashMap<String, BTreeMap<String, Entry>>>,
-}
-
-impl Containers {
-    fn get(&self, node: &str, id: &str) -> Option<Entry> {
-        self.nodes.lock().unwrap().get(node)?.get(id).cloned()
-    }
-
-    /// Marks `id` busy; `false` if it exists already.
-    fn reserve(&self, node: &str, id: &str) -> bool {
-        let mut g = self.nodes.lock().unwrap();
-        let m = g.entry(node.to_string()).or_default();
-        if m.contains_key(id) {
-            return false;
-        }
-        m.insert(id.to_string(), Entry::Busy);
-        true
-    }
-
-    fn set(&self, node: &str, id: &str, e: Option<Entry>) {
-        let mut g = self.nodes.lock().unwrap();
-        let m = g.entry(node.to_string()).or_default();
-        match e {
-            Some(e) => {
-                m.insert(id.to_string(), e);
-            }
-            None => {
-                m.remove(id);
-            }
-        }
-        if m.is_empty() {
-            g.remove(node);
-        }
-    }
-
-    /// Forgets a node's containers (the node is gone).
-    pub fn forget_node(&self, node: &str) {
-        self.nodes.lock().unwrap().remove(node);
-    }
-}
 
 fn not_found(node: &str, id: &str) -> DomainError {
     DomainError::not_found(format!(
@@ -141,17 +89,7 @@ impl Tenant {
 
     /// The node's containers, by id.
     pub fn list_containers(&self, node: &NodeRef) -> Vec<ContainerInfo> {
-        let g = self.containers.nodes.lock().unwrap();
-        g.get(node.name())
-            .map(|m| {
-                m.values()
-                    .filter_map(|e| match e {
-                        Entry::Ready(c) => Some(c.clone()),
-                        Entry::Busy => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.containers.ready(node.name())
     }
 
     /// Before a rootfs upload: the id is valid, the agent unpacks with owners kept, and the

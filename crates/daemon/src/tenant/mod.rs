@@ -17,6 +17,7 @@ mod attach; // volumes attached to nodes (#13, attach)
 pub mod attach_counters; // its counters (#13, attach)
 pub mod commit; // #13 commit and fork
 mod conflict; // the conflict rule (#12, ADR 0025)
+pub mod container_registry; // containers in a node (#16, B2): the registry
 pub mod containers; // containers in a node (#16, B2)
 mod create;
 mod describe;
@@ -143,7 +144,7 @@ pub struct Tenant {
     /// Node TTL (#15, B): the expiry sweeper (`expiry.rs`).
     pub sweeper: sweeper::Sweeper,
     /// Containers in nodes (#16, B2; `containers.rs`).
-    pub containers: containers::Containers,
+    pub containers: container_registry::Containers,
 }
 
 /// What a tenant context is made of; the rest starts empty.
