@@ -57,8 +57,8 @@ fn wait_status(c: &Containerd, id: &str, want: &str) {
 
 /// The daemon lists no node (before it is stopped: stopping deletes nodes, hiding a leak).
 fn assert_no_nodes(lab: &Lab) {
-    let nodes: serde_json::Value = serde_json::from_str(&lab.daemon.vm_ok(&["list", "--json"]))
-        .expect("vm list --json");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&lab.daemon.vm_ok(&["list", "--json"])).expect("vm list --json");
     let n = nodes
         .as_array()
         .or_else(|| nodes.get("nodes").and_then(|v| v.as_array()))
