@@ -216,11 +216,14 @@ impl Container {
 }
 
 /// The node's name for a task: a hostname the daemon accepts (1–63 of `[a-z0-9-]`), unique per
-/// task id: the id itself when it is one (and short), else a prefix and a hash of it.
+/// task id: the id itself when it is one (and short), else a prefix and a hash of it. The
+/// prefix starts with the host group's name (`<group>-pod`, `<group>-ctr`): a shared daemon
+/// wants every hostname to begin with its group's name and a dash.
 pub fn node_name(prefix: &str, id: &str) -> String {
+    let room = 63usize.saturating_sub(prefix.len() + 1).min(40);
     let ok = |s: &str| {
         !s.is_empty()
-            && s.len() <= 40
+            && s.len() <= room
             && !s.starts_with('-')
             && !s.ends_with('-')
             && s.bytes()
@@ -277,6 +280,11 @@ mod tests {
     #[test]
     fn node_names_are_hostnames() {
         assert_eq!(node_name("ctr", "web"), "ctr-web");
+        assert_eq!(node_name("g1-ctr", "web"), "g1-ctr-web");
+        // A long group leaves less room for the id: the hash form keeps it a hostname.
+        let long = format!("{}-ctr", "g".repeat(40));
+        let n = node_name(&long, &"w".repeat(30));
+        assert!(n.len() <= 63 && n.starts_with(&long), "{n}");
         assert_eq!(node_name("pod", &"ab".repeat(32)), "pod-abababababababab");
         let n = node_name("ctr", "My_Ctr");
         assert!(n.starts_with("ctr-") && n.len() == 20, "{n}");

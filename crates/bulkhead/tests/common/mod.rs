@@ -10,6 +10,7 @@
 pub mod answer;
 pub mod containerd; // containerd lab (#16, C)
 pub mod exec_wire;
+pub mod host_procs; // its host-side helpers
 pub mod lab_nodes;
 pub mod leaks; // secrets (#13)
 pub mod netlab;

@@ -404,14 +404,15 @@ pub async fn pod_ip(cri: &mut Cri, ctr: &str) -> String {
     ip
 }
 
-/// Starts `nc -l` on PORT in the container, answering `word`, and waits until it listens.
+/// Starts `nc -l` on PORT in the container, answering `word`, and waits until it listens
+/// (on IPv4 or IPv6: busybox's nc binds `::` where the node has IPv6).
 pub async fn listen(cri: &mut Cri, ctr: &str, word: &str) {
     let r = cri
         .exec(
             ctr,
             &format!(
                 "setsid nc -ll -p 7777 -e echo {word} </dev/null >/dev/null 2>&1 & \
-                 for i in $(seq 100); do grep -q ':1E61 [0-9A-F]*:0000 0A' /proc/net/tcp && exit 0; sleep 0.05; done; exit 1"
+                 for i in $(seq 100); do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':1E61 [0-9A-F]*:0000 0A' && exit 0; sleep 0.05; done; ps; cat /proc/net/tcp*; exit 1"
             ),
         )
         .await;
