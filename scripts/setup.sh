@@ -18,11 +18,10 @@ need_root
 # qemu-utils: qemu-img, which makes a persistent microVM's LUKS-encrypted disk (#13).
 # debootstrap: `bulkhead image build debian`; skopeo, umoci: `bulkhead image import` of OCI
 # layouts and archives (#15, ADR 0039).
-# containerd, runc, containernetworking-plugins: the containerd shim's e2e tests (#16); protoc
-# (protobuf-compiler): the CRI test client's build.
+# The containerd shim's tests (#16) need containerd, runc, the CNI plugins and protoc:
+# scripts/test.sh installs them (without starting a host containerd); the quick start does not.
 packages=(busybox-static util-linux procps iproute2 nftables bubblewrap curl ca-certificates gcc libc6-dev
-          qemu-system-x86 qemu-utils e2fsprogs xz-utils debootstrap skopeo umoci
-          containerd runc containernetworking-plugins protobuf-compiler)
+          qemu-system-x86 qemu-utils e2fsprogs xz-utils debootstrap skopeo umoci)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
