@@ -231,6 +231,153 @@ fn ctr_through_the_bulkhead_shim() {
     lab.stop_and_assert_clean();
 }
 
+/// Failures around the node: a containerd restart finds the running shim again (the task
+/// still runs and takes execs), and the shim's death ends the task as containerd sees it, while
+/// `containerd-shim-bulkhead-v2 delete` (which containerd runs for a dead shim) removes the
+/// node from `bulkhead.json`: nothing is left.
+#[test]
+fn a_containerd_restart_and_a_dead_shim() {
+    if !common::privileged() {
+        return;
+    }
+    let mut lab = Lab::start("ctrr", &shim_daemon_yaml(false), None);
+    import(&lab.containerd);
+    let cfg = shim_toml(
+        lab.containerd.dir.path(),
+        "jail.toml",
+        &lab.daemon.shim_socket(),
+        "jail",
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let id = "keep";
+    lab.containerd.track(id);
+    lab.containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        &cfg,
+        BUSYBOX,
+        id,
+        "sleep",
+        "600",
+    ]);
+    wait_status(&lab.containerd, id, "RUNNING");
+    let shims = lab.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+
+    // containerd restarts: the same shim serves the task, which still runs and takes execs.
+    lab.containerd.restart();
+    wait_status(&lab.containerd, id, "RUNNING");
+    assert_eq!(lab.containerd.shim_pids(), shims, "the shim was replaced");
+    let o = lab
+        .containerd
+        .ctr(&["task", "exec", "--exec-id", "after", id, "echo", "still"]);
+    assert_eq!(stdout(&o), "still\n", "exec after restart: {}", text(&o));
+
+    // The shim dies: the node is the daemon's (its supervisor owns it), so it is not taken
+    // down by the death itself; containerd sees the task end and runs the shim's `delete`,
+    // which removes the node.
+    let nodes = || -> usize {
+        let v: serde_json::Value = serde_json::from_str(&lab.daemon.vm_ok(&["list", "--json"]))
+            .expect("vm list --json");
+        v.as_array()
+            .or_else(|| v.get("nodes").and_then(|n| n.as_array()))
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(nodes(), 1);
+    // SAFETY: kill(2) of the shim this lab's containerd started (found by its command line
+    // naming the lab's socket).
+    assert_eq!(unsafe { libc::kill(shims[0] as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead shim's node was not removed:\n{}",
+            lab.containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // containerd 1.6 drops a dead shim's task once its cleanup ran (or shows it STOPPED).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ls = lab.containerd.ctr_ok(&["task", "ls"]);
+        let line = ls.lines().find(|l| l.split_whitespace().next() == Some(id));
+        match line.and_then(|l| l.split_whitespace().nth(2)) {
+            None => break,
+            Some("STOPPED") => {
+                lab.containerd.ctr_ok(&["task", "delete", id]);
+                break;
+            }
+            Some(s) => assert!(Instant::now() < deadline, "task {id} is {s} after its shim died"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.containerd.ctr_ok(&["container", "delete", id]);
+    assert!(lab.containerd.shim_pids().is_empty());
+    lab.stop_and_assert_clean();
+}
+
+/// An OOM kill in the container's node reaches containerd as a `/tasks/oom` event (from the
+/// daemon's `node.oom_kill`), besides the task's exit.
+#[test]
+fn an_oom_kill_reaches_containerd() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::start("ctro", &shim_daemon_yaml(false), None);
+    let c = &lab.containerd;
+    import(c);
+    let cfg = shim_toml(c.dir.path(), "jail.toml", &lab.daemon.shim_socket(), "jail");
+    let events_log = c.dir.path().join("events.log");
+    let mut events = c
+        .ctr_command(&["events"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&events_log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ctr events");
+    let id = "hog";
+    c.track(id);
+    // More than the node's 256 MiB, held in one shell variable.
+    let o = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        cfg.to_str().unwrap(),
+        BUSYBOX,
+        id,
+        "sh",
+        "-c",
+        "x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo ${#x}",
+    ]);
+    // The kernel picks the victim (the shell holding the string, or a pipe's end): the run
+    // ends either way; the event is what this test is about.
+    assert!(o.status.code().is_some(), "the hog: {}", text(&o));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let log = std::fs::read_to_string(&events_log).unwrap_or_default();
+        if log.lines().any(|l| l.contains("/tasks/oom")) {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no /tasks/oom event: {log}\n{}",
+            lab.daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The ctr this test started, by its pid.
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(seen.contains("/tasks/exit"), "{seen}");
+    assert_no_nodes(&lab);
+    lab.stop_and_assert_clean();
+}
+
 /// One run through a microVM node (TCG here, so one run only): the shim TOML's
 /// `driver = "qemu"` places the container in the tenant's qemu host group; output and exit
 /// code come back, and the container's `/dev` is the guest's (a virtio disk a jail never has).

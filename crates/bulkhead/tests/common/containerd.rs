@@ -101,6 +101,9 @@ pub struct Containerd {
     pub namespace: String,
     /// The network namespace containerd runs in.
     pub netns: PathBuf,
+    /// The directory first on containerd's PATH (a link to the shim).
+    bin: PathBuf,
+    bulkhead_url: Option<String>,
     child: Option<Child>,
     ids: Mutex<Vec<(String, String)>>,
 }
@@ -154,33 +157,6 @@ impl Containerd {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", netns.display()))
-            .args([
-                "--",
-                "sh",
-                "-c",
-                super::UP_IN_NETNS,
-                "containerd",
-                "--config",
-            ])
-            .arg(&config)
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    bin.display()
-                ),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        match &cfg.bulkhead_url {
-            Some(u) => cmd.env("BULKHEAD_URL", u),
-            None => cmd.env_remove("BULKHEAD_URL"),
-        };
-        let child = cmd.spawn().expect("start containerd");
         let mut c = Containerd {
             dir,
             root,
@@ -189,11 +165,57 @@ impl Containerd {
             config,
             namespace,
             netns: netns.to_path_buf(),
-            child: Some(child),
+            bin,
+            bulkhead_url: cfg.bulkhead_url.clone(),
+            child: None,
             ids: Mutex::new(Vec::new()),
         };
+        c.child = Some(c.spawn());
         c.wait_ready();
         c
+    }
+
+    /// Starts containerd itself (its log appended to `containerd.log`).
+    fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("containerd.log"))
+            .unwrap();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.netns.display()))
+            .args([
+                "--",
+                "sh",
+                "-c",
+                super::UP_IN_NETNS,
+                "containerd",
+                "--config",
+            ])
+            .arg(&self.config)
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    self.bin.display()
+                ),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        match &self.bulkhead_url {
+            Some(u) => cmd.env("BULKHEAD_URL", u),
+            None => cmd.env_remove("BULKHEAD_URL"),
+        };
+        cmd.spawn().expect("start containerd")
+    }
+
+    /// Stops containerd (SIGTERM; its shims keep running) and starts it again on the same
+    /// root, state, socket and config, as an upgrade or a crash-restart would.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(self.spawn());
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
