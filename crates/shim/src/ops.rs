@@ -92,9 +92,9 @@ impl Service {
                     .placement(&ns, &cfg.driver)
                     .await
                     .map_err(daemon_status)?;
-                let kind = if role == Role::Sandbox { "pod" } else { "ctr" };
-                let prefix = format!("{}-{kind}", place.hostgroup);
-                let prefix = prefix.as_str();
+                // `<group>-<id or 12 hex>`: short, since a node's sockets live under its name
+                // (the kind is in the tags).
+                let prefix = place.hostgroup.as_str();
                 let record = Record {
                     // A `ctr run` container of another containerd namespace than `default`
                     // may share its id with one of `default`: its name carries the namespace.

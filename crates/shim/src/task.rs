@@ -217,10 +217,11 @@ impl Container {
 
 /// The node's name for a task: a hostname the daemon accepts (1–63 of `[a-z0-9-]`), unique per
 /// task id: the id itself when it is one (and short), else a prefix and a hash of it. The
-/// prefix starts with the host group's name (`<group>-pod`, `<group>-ctr`): a shared daemon
-/// wants every hostname to begin with its group's name and a dash.
+/// prefix is the host group's name: a shared daemon wants every hostname to begin with its
+/// group's name and a dash. Kept short (12 hex for a hash or a containerd id): the node's
+/// sockets live in a directory named after it, and a UNIX socket's path has 108 bytes.
 pub fn node_name(prefix: &str, id: &str) -> String {
-    let room = 63usize.saturating_sub(prefix.len() + 1).min(40);
+    let room = 63usize.saturating_sub(prefix.len() + 1).min(24);
     let ok = |s: &str| {
         !s.is_empty()
             && s.len() <= room
@@ -233,7 +234,7 @@ pub fn node_name(prefix: &str, id: &str) -> String {
         return format!("{prefix}-{id}");
     }
     if id.len() >= 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return format!("{prefix}-{}", &id[..16].to_ascii_lowercase());
+        return format!("{prefix}-{}", &id[..12].to_ascii_lowercase());
     }
     // FNV-1a, 64 bits: stable across runs and builds.
     let mut h: u64 = 0xcbf29ce484222325;
@@ -241,7 +242,7 @@ pub fn node_name(prefix: &str, id: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    format!("{prefix}-{h:016x}")
+    format!("{prefix}-{:012x}", h >> 16)
 }
 
 /// Records `p`'s exit and publishes TaskExit (once); an init's exit ends its container's
@@ -284,10 +285,11 @@ mod tests {
         // A long group leaves less room for the id: the hash form keeps it a hostname.
         let long = format!("{}-ctr", "g".repeat(40));
         let n = node_name(&long, &"w".repeat(30));
+        assert_eq!(n.len(), long.len() + 13, "{n}");
         assert!(n.len() <= 63 && n.starts_with(&long), "{n}");
-        assert_eq!(node_name("pod", &"ab".repeat(32)), "pod-abababababababab");
+        assert_eq!(node_name("pod", &"ab".repeat(32)), "pod-abababababab");
         let n = node_name("ctr", "My_Ctr");
-        assert!(n.starts_with("ctr-") && n.len() == 20, "{n}");
+        assert!(n.starts_with("ctr-") && n.len() == 16, "{n}");
         assert_ne!(node_name("ctr", "a_b"), node_name("ctr", "a_c"));
         for id in ["web", "My_Ctr", &"f".repeat(64), "123"] {
             let n = node_name("ctr", id);

@@ -178,7 +178,7 @@ fn start(node: NodeStart<'_>, vm: &VmSpec) -> Result<i32, VmError> {
     let serial = vm.vm_dir.join(SERIAL);
     let until = Instant::now() + Duration::from_secs(20);
     let link = loop {
-        match UnixStream::connect(&serial) {
+        match crate::unix_path::connect(&serial) {
             Ok(s) => break s,
             Err(e) if Instant::now() > until => {
                 bulkhead_sandbox::ns::kill_and_reap(pid);

@@ -79,7 +79,7 @@ impl Session {
         // QEMU makes the socket as it starts: a node that just started may not have it yet.
         let until = Instant::now() + patience;
         let s = loop {
-            match UnixStream::connect(sock) {
+            match crate::unix_path::connect(sock) {
                 Ok(s) => break s,
                 Err(e) if Instant::now() >= until => {
                     return Err(format!("connecting to {}: {e}", sock.display()))
