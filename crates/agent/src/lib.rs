@@ -38,6 +38,7 @@ mod sha256;
 mod tarfix;
 #[cfg(target_os = "linux")]
 mod tcp;
+pub mod unix_path; // sockets past sun_path's 108 bytes (a node's agent, control and QMP sockets)
 #[cfg(target_os = "linux")]
 mod untar;
 #[cfg(target_os = "linux")]

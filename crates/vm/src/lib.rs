@@ -24,7 +24,7 @@ pub mod node;
 pub mod probe;
 pub mod qemu;
 pub mod qmp;
-pub mod unix_path; // connects past sun_path's 108 bytes (#16: long node names)
+pub use bulkhead_agent::unix_path; // connects past sun_path's 108 bytes (#16: long node names)
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

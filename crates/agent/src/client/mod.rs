@@ -476,7 +476,7 @@ impl AgentClient {
 
     /// A connection for one operation, knowing what this client learnt of the agent.
     pub async fn connect(&self) -> Result<UnixConn, AgentError> {
-        let s = UnixStream::connect(&self.path)
+        let s = crate::unix_path::connect_async(&self.path)
             .await
             .map_err(AgentError::Connect)?;
         Ok(AgentConn::new(s).with_peer(self.known()))

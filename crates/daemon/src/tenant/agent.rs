@@ -37,7 +37,9 @@ impl Tenant {
         let deadline = Instant::now() + CONNECT_PATIENCE;
         let mut pause = Duration::from_millis(5);
         loop {
-            let e = match UnixStream::connect(self.agent_socket(node_ref)).await {
+            let e = match bulkhead_agent::unix_path::connect_async(&self.agent_socket(node_ref))
+                .await
+            {
                 Ok(s) => return Ok(s),
                 Err(e) => e,
             };

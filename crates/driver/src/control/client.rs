@@ -74,7 +74,7 @@ pub fn request(
 ) -> Result<State, ControlError> {
     use std::io::{BufRead, Write};
     let path = socket(node_dir);
-    let s = std::os::unix::net::UnixStream::connect(&path).map_err(|e| connect_error(&path, e))?;
+    let s = bulkhead_agent::unix_path::connect(&path).map_err(|e| connect_error(&path, e))?;
     let io = |source| ControlError::Io {
         path: path.clone(),
         source,
@@ -110,7 +110,7 @@ pub async fn request_async(
         source,
     };
     let exchange = async {
-        let mut s = tokio::net::UnixStream::connect(&path)
+        let mut s = bulkhead_agent::unix_path::connect_async(&path)
             .await
             .map_err(|e| connect_error(&path, e))?;
         s.write_all(&render_request(&req)).await.map_err(io)?;

@@ -139,10 +139,11 @@ fn admit_spec(
     Ok((spec, keys))
 }
 
-/// A root-only listening socket at `path` (an older one there is replaced).
+/// A root-only listening socket at `path` (an older one there is replaced), also past
+/// `sun_path`'s 108 bytes.
 fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     let _ = fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
+    let l = bulkhead_agent::unix_path::bind(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }
