@@ -260,3 +260,34 @@ impl Tenant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent keeps its own copy of the API's mount types (it does not depend on the API
+    /// crate): every kind, with every field, must read the same on both sides of the wire.
+    #[test]
+    fn the_agents_mount_types_are_the_apis() {
+        use MountKind::*;
+        for kind in [Proc, Dev, Sys, Devpts, Mqueue, Tmpfs] {
+            for (size_bytes, mode) in [(None, None), (Some(1 << 20), Some(0o755))] {
+                let m = ContainerMount {
+                    destination: "/x/y".into(),
+                    kind,
+                    read_only: true,
+                    size_bytes,
+                    mode,
+                };
+                let api = serde_json::to_value(&m).unwrap();
+                assert_eq!(api, serde_json::to_value(wire(&m)).unwrap(), "{kind:?}");
+                let back: WireMount = serde_json::from_value(api).unwrap();
+                assert_eq!(back, wire(&m));
+            }
+        }
+        assert_eq!(
+            bulkhead_agent::containers::CONTAINERS_DIR,
+            bulkhead_api::containers::CONTAINERS_DIR
+        );
+    }
+}
