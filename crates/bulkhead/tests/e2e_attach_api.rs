@@ -3,7 +3,8 @@
 //! again after the first is deleted; the node's mountinfo carries `nodev,nosuid,noexec`
 //! (exec only with `config.policy.volumes_exec`); a full volume fails alone; nothing stays on
 //! the host after the nodes go. One microVM node (TCG) mounts its volume through its agent.
-//! The supervisor-level cases (an edited spec, a wrong key) are in `e2e_attach.rs`.
+//! A volume whose image does not mount fails each create naming it, each failure counted and an
+//! event (#14). The supervisor-level cases (an edited spec, a wrong key) are in `e2e_attach.rs`.
 
 mod common;
 #[path = "common/volumes.rs"]
@@ -181,6 +182,76 @@ fn volumes_run_programs_only_where_the_policy_allows_it() {
     }
     delete_node(&c, &g, &n);
     assert_detached(&image(&d.tenant_dir(), &id));
+    delete(&c, &id);
+    d.stop_and_assert_clean();
+}
+
+/// A volume whose image no longer mounts (its ext4 superblock zeroed, as a damaged disk or a
+/// tampered file would leave it): each jail create naming it fails, and each failure is
+/// counted (`bulkhead_volume_mount_failures_total`) and is a `volume.mount_failed` event
+/// naming the node (#14: repeated mount failures, counted); nothing stays on the host.
+#[test]
+fn a_volume_that_does_not_mount_fails_the_create_and_each_failure_counts() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("atm", &[]);
+    let (c, g) = (d.client(), d.tenant.clone());
+    let v = create(&c, json!({"name": "broken", "size": "16M"}));
+    let id = v["id"].as_str().unwrap().to_string();
+    let img = image(&d.tenant_dir(), &id);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+        f.seek(SeekFrom::Start(1024)).unwrap();
+        f.write_all(&[0u8; 1024]).unwrap();
+        f.sync_all().unwrap();
+    }
+    for _ in 0..2 {
+        let (s, e) = req(
+            &c,
+            Method::POST,
+            &format!("/hostgroup/{g}/nodes?wait=agent&timeout=240s"),
+            Some(json!({ "volumes": [{"id": id, "path": "/data"}] })),
+        );
+        assert!(s >= 500, "a create with an unmountable volume: {s} {e}");
+    }
+    let (_, m) = req(&c, Method::GET, "/metrics", None);
+    let m = m.as_str().unwrap_or_default().to_string();
+    let line = format!("bulkhead_volume_mount_failures_total{{tenant=\"{g}\"}} 2");
+    assert!(m.contains(&line), "{line} in\n{m}");
+    let (s, ev) = rt().block_on(async {
+        use http_body_util::BodyExt;
+        let r = c
+            .send(
+                Method::GET,
+                "/events?follow=false",
+                bulkhead_api::client::full_body(Vec::new()),
+                None,
+            )
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.into_body().collect().await.unwrap().to_bytes())
+    });
+    assert_eq!(s, 200);
+    let failed: Vec<Value> = String::from_utf8_lossy(&ev)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "volume.mount_failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for e in &failed {
+        let node = e["node"].as_str().unwrap_or_default();
+        assert!(node.starts_with(&format!("{g}-")), "{e}");
+        let msg = e["detail"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("volume_mount_failed") && msg.contains(&id),
+            "{e}"
+        );
+    }
+    assert_ne!(failed[0]["node"], failed[1]["node"]);
+    assert_detached(&img);
     delete(&c, &id);
     d.stop_and_assert_clean();
 }

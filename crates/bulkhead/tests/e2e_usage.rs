@@ -6,8 +6,9 @@
 //!   least 64 MiB and at most 64 MiB + 48 MiB (the agent and shell's own memory), and the
 //!   memory byte-seconds grow at an average between 56 MiB and 64 + 48 MiB per second while
 //!   it is held;
-//! - node-seconds and execs count; figures survive a daemon crash and restart (never counted
-//!   twice: what was counted before stays within 1 s of node time of what is counted after);
+//! - node-seconds and execs count; the tenant's memory peak is a gauge metric; figures survive
+//!   a daemon crash and restart (never counted twice: what was counted before stays within
+//!   1 s of node time of what is counted after);
 //! - a deleted node's figures stay (`deleted: true`);
 //! - an OOM kill in a node counts in `bulkhead_node_oom_kills_total`, raises the daemon's
 //!   `node.oom_kill` event (on `GET /events`) and writes the daemon's own line in the
@@ -209,6 +210,23 @@ fn a_nodes_cpu_and_memory_are_counted_survive_a_restart_and_its_delete() {
         .parse()
         .unwrap();
     assert!(mcpu >= cpu, "metric {mcpu} < {cpu}");
+    // The memory peak is a gauge per tenant too, read back from the store after the restart:
+    // at least the node's peak, at most what GET /usage says of the tenant now.
+    let line = format!(
+        "bulkhead_usage_memory_peak_bytes{{tenant=\"{}\"}} ",
+        d.tenant
+    );
+    let mpeak: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .unwrap_or_else(|| panic!("no {line} in metrics"))
+        .parse()
+        .unwrap();
+    let tpeak = f(&get(&c, "/usage")["usage"][0], "memory_peak_bytes");
+    assert!(
+        mpeak >= peak && mpeak <= tpeak,
+        "metric peak {mpeak}: node peak {peak}, tenant peak {tpeak}"
+    );
     // A window in the past has nothing; RFC 3339 and UNIX seconds both work.
     let past = get(&c, "/usage?to=2000-01-01T00:00:00Z&group_by=node");
     assert_eq!(past["usage"], Value::Array(vec![]), "{past}");

@@ -41,6 +41,7 @@ pub mod tenant_lock;
 pub mod tls;
 mod upgrade;
 pub mod usage; // #14 usage accounting (part E)
+pub mod webhook_post; // the policy and event webhooks' one POST
 
 pub use app::{App, Daemon};
 pub use startup::{ensure_image, host_facts, run, StartError, DEFAULT_STATE_DIR, UID_REGISTRY};

@@ -20,6 +20,11 @@ use crate::spec::VolumeMount;
 /// (`bulkhead_volume_attach_refused_total{reason="spec_mismatch"}`).
 pub const SPEC_MISMATCH: &str = "spec_mismatch";
 
+/// The word a supervisor's message carries when a volume of its spec could not be mounted in
+/// the node (the image does not open, its mount point cannot be made), so the daemon can
+/// count it (`bulkhead_volume_mount_failures_total`, event `volume.mount_failed`).
+pub const VOLUME_MOUNT_FAILED: &str = "volume_mount_failed";
+
 /// Length of a volume's key (an fscrypt v2 master key).
 pub const KEY_LEN: usize = 64;
 

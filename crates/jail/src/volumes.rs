@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use bulkhead_driver::instruction::VolumeKeys;
+use bulkhead_driver::instruction::{VolumeKeys, VOLUME_MOUNT_FAILED};
 use bulkhead_driver::{check_volume_path, NodeSpec};
 use bulkhead_storage::mountapi;
 
@@ -31,8 +31,9 @@ pub(crate) struct OpenVolume {
 
 /// In the supervisor, before the clone: the detached mounts of the spec's volumes.
 pub(crate) fn open(spec: &NodeSpec, keys: &VolumeKeys) -> Result<Vec<OpenVolume>, JailError> {
-    let failed =
-        |id: &str, e: &dyn std::fmt::Display| JailError::Setup(format!("volume {id}: {e}"));
+    let failed = |id: &str, e: &dyn std::fmt::Display| {
+        JailError::Setup(format!("{VOLUME_MOUNT_FAILED}: volume {id}: {e}"))
+    };
     let mut out = Vec::with_capacity(spec.volumes.len());
     for v in &spec.volumes {
         check_volume_path(&v.path).map_err(|e| failed(&v.id, &e))?;
@@ -128,9 +129,13 @@ pub(crate) fn mount_point(root: &Path, path: &str) -> Result<OwnedFd, String> {
 /// path inside `rootfs`, then closes the init's copies.
 pub(crate) fn attach(rootfs: &Path, volumes: &mut Vec<OpenVolume>) -> Result<(), String> {
     for v in volumes.drain(..) {
-        let at = mount_point(rootfs, &v.path)?;
-        mountapi::move_mount(v.fd.as_fd(), at.as_fd(), "")
-            .map_err(|e| format!("mounting a volume at {}: {e}", v.path))?;
+        let at = mount_point(rootfs, &v.path).map_err(|e| format!("{VOLUME_MOUNT_FAILED}: {e}"))?;
+        mountapi::move_mount(v.fd.as_fd(), at.as_fd(), "").map_err(|e| {
+            format!(
+                "{VOLUME_MOUNT_FAILED}: mounting a volume at {}: {e}",
+                v.path
+            )
+        })?;
     }
     Ok(())
 }

@@ -1,19 +1,17 @@
 //! The policy webhook's client (ADR 0024): one `POST` of a JSON question to
-//! `http://` (loopback only), `https://` (the system's roots) or `unix://PATH`, and its
-//! answer read as `{"allow": bool, "reason"?: string, "request"?: object}`.
+//! `http://` (loopback only), `https://` (the system's roots) or `unix://PATH`
+//! (`crate::webhook_post`, shared with the event webhook), and its answer read as `{"allow": bool, "reason"?: string, "request"?: object}`.
 //!
 //! Invariants: the whole exchange (connect, TLS, request, answer) is bounded by the
 //! configured timeout and the answer's body by [`MAX_ANSWER`]; no redirects are followed;
 //! every failure is a [`WebhookError`] whose message says which failure it was, so the
 //! caller can deny (or, with `on_error: allow`, pass) saying why. Nothing here decides.
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use bulkhead_core::config::policy::{Webhook, WebhookTarget};
+use bulkhead_core::config::policy::Webhook;
 
 /// The largest answer read from the webhook.
 pub const MAX_ANSWER: usize = 64 << 10;
@@ -53,17 +51,17 @@ pub struct Answer {
     pub request: Option<serde_json::Value>,
 }
 
-/// A tenant's webhook: its config and, for https, a TLS client made at first use.
+/// A tenant's webhook: its config and its poster (for https, a TLS client made at first use).
 pub struct Client {
     pub hook: Webhook,
-    tls: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
+    poster: crate::webhook_post::Poster,
 }
 
 impl Client {
     pub fn new(hook: Webhook) -> Client {
         Client {
             hook,
-            tls: OnceLock::new(),
+            poster: crate::webhook_post::Poster::new(),
         }
     }
 
@@ -80,51 +78,11 @@ impl Client {
     }
 
     async fn exchange(&self, body: Vec<u8>) -> Result<Vec<u8>, WebhookError> {
-        let unreachable = WebhookError::Unreachable;
-        let (path, host) = match &self.hook.target {
-            WebhookTarget::Unix(_) => ("/".to_string(), "localhost".to_string()),
-            WebhookTarget::Http {
-                authority, path, ..
-            } => (path.clone(), authority.clone()),
-        };
-        let req = hyper::Request::post(path)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "application/json")
-            .header(hyper::header::USER_AGENT, "bulkhead")
-            .body(Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| unreachable(format!("request: {e}")))?;
-        let resp = match &self.hook.target {
-            WebhookTarget::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(|e| unreachable(format!("connecting to {}: {e}", p.display())))?;
-                send(TokioIo::new(s), req).await?
-            }
-            WebhookTarget::Http {
-                https, host, port, ..
-            } => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|e| unreachable(format!("connecting to {host}:{port}: {e}")))?;
-                if *https {
-                    let tls = self
-                        .tls
-                        .get_or_init(crate::auth::jwks_fetch::https_connector)
-                        .clone()
-                        .map_err(unreachable)?;
-                    let name = rustls::pki_types::ServerName::try_from(host.clone())
-                        .map_err(|e| unreachable(format!("{host:?} is not a TLS name: {e}")))?;
-                    let s = tls
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| unreachable(format!("TLS with {host}: {e}")))?;
-                    send(TokioIo::new(s), req).await?
-                } else {
-                    send(TokioIo::new(tcp), req).await?
-                }
-            }
-        };
+        let accept = [(hyper::header::ACCEPT, "application/json")];
+        let resp = (self.poster)
+            .post(&self.hook.target, &accept, body)
+            .await
+            .map_err(WebhookError::Unreachable)?;
         if !resp.status().is_success() {
             return Err(WebhookError::Status(resp.status().as_u16()));
         }
@@ -136,34 +94,17 @@ impl Client {
             {
                 Err(WebhookError::TooLarge)
             }
-            Err(e) => Err(unreachable(format!("reading the answer: {e}"))),
+            Err(e) => Err(WebhookError::Unreachable(format!(
+                "reading the answer: {e}"
+            ))),
         }
     }
-}
-
-async fn send<T>(
-    io: T,
-    req: hyper::Request<Full<bytes::Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, WebhookError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| WebhookError::Unreachable(format!("http: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| WebhookError::Unreachable(format!("http: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bulkhead_core::config::policy::OnError;
+    use bulkhead_core::config::policy::{OnError, WebhookTarget};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A one-shot server on a UNIX socket answering `status` and `body` after `delay`.

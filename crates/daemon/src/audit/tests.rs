@@ -200,6 +200,70 @@ fn rotation_keeps_the_chain_across_files() {
 }
 
 #[test]
+fn rotation_by_age_keeps_the_chain_across_files() {
+    let d = tempfile::tempdir().unwrap();
+    let c = AuditConfig {
+        rotate_age: std::time::Duration::from_secs(1),
+        ..cfg()
+    };
+    let a = Audit::start(d.path(), "t", pair(), &c).unwrap();
+    a.record(rec(0));
+    a.record(rec(1));
+    a.flush();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // The first line after the file's first second begins the next file.
+    a.record(rec(2));
+    a.close();
+    let files: Vec<PathBuf> = writer::files(d.path())
+        .unwrap()
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let key = load_key(None, &files[0]).unwrap();
+    let r = verify(&files, &key, false).unwrap();
+    // Two records and the rotation's checkpoint, then one record and the stop's checkpoint.
+    assert_eq!((r.lines, r.checkpoints), (5, 2));
+    let (a, b) = (lines(&files[0]), lines(&files[1]));
+    assert_eq!(a.len(), 3);
+    assert!(a[2].contains("\"checkpoint\""), "{}", a[2]);
+    let h: line::Head = serde_json::from_str(&b[0]).unwrap();
+    assert_eq!(h.prev, line::hash(a[2].as_bytes()));
+    assert!(b[0].contains("\"request_id\":\"r2\""), "{}", b[0]);
+}
+
+#[test]
+fn the_head_is_signed_at_the_interval_without_a_stop() {
+    let d = tempfile::tempdir().unwrap();
+    let c = AuditConfig {
+        checkpoint_interval: std::time::Duration::from_secs(1),
+        ..cfg()
+    };
+    let a = Audit::start(d.path(), "t", pair(), &c).unwrap();
+    a.record(rec(0));
+    a.flush();
+    let files: Vec<PathBuf> = writer::files(d.path())
+        .unwrap()
+        .into_iter()
+        .map(|f| f.1)
+        .collect();
+    let key = load_key(None, &files[0]).unwrap();
+    assert!(verify(&files, &key, false).is_err(), "not signed yet");
+    // Still running, no checkpoint asked for: the interval's own checkpoint signs the head.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while verify(&files, &key, false).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no checkpoint within 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = verify(&files, &key, false).unwrap();
+    assert_eq!((r.lines, r.checkpoints), (2, 1));
+    a.close();
+}
+
+#[test]
 fn a_restart_continues_the_chain_and_a_live_trail_verifies_with_live() {
     let d = tempfile::tempdir().unwrap();
     let (_, key) = trail(d.path(), 3, &cfg());

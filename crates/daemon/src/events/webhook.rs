@@ -1,6 +1,7 @@
 //! The event webhook sink (`events.webhook`, #14): every event of the tenant, one `POST` of
 //! its JSON each (the same object `GET /events` streams), in cursor order, to `http://`
-//! (loopback only), `https://` (the system's roots) or `unix://PATH`.
+//! (loopback only), `https://` (the system's roots) or `unix://PATH` (`crate::webhook_post`,
+//! shared with the policy webhook).
 //!
 //! Invariants: `push` never blocks: events wait in a buffer of `buffer` events; when it is
 //! full the oldest is dropped and counted (`bulkhead_event_webhook_dropped_total`). A failed
@@ -8,16 +9,14 @@
 //! backoff that doubles from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`]; after the last one the
 //! event is given up and counted (`..._failed_total`). Redirects are not followed.
 
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use bulkhead_core::config::events::EventWebhook;
-use bulkhead_core::config::policy::WebhookTarget;
 
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -43,7 +42,7 @@ pub struct Sink {
     cfg: EventWebhook,
     buf: Mutex<VecDeque<Pending>>,
     more: Notify,
-    tls: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
+    poster: crate::webhook_post::Poster,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
@@ -57,7 +56,7 @@ impl Sink {
             cfg,
             buf: Mutex::new(VecDeque::new()),
             more: Notify::new(),
-            tls: OnceLock::new(),
+            poster: crate::webhook_post::Poster::new(),
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -136,50 +135,15 @@ impl Sink {
     }
 
     async fn exchange(&self, body: Vec<u8>) -> Result<(), SinkError> {
-        let unreachable = SinkError::Unreachable;
-        let (path, host) = match &self.cfg.target {
-            WebhookTarget::Unix(_) => ("/".to_string(), "localhost".to_string()),
-            WebhookTarget::Http {
-                authority, path, ..
-            } => (path.clone(), authority.clone()),
-        };
-        let req = hyper::Request::post(path)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, "bulkhead")
-            .body(Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| unreachable(format!("request: {e}")))?;
-        let status = match &self.cfg.target {
-            WebhookTarget::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(|e| unreachable(format!("connecting to {}: {e}", p.display())))?;
-                send(TokioIo::new(s), req).await?
-            }
-            WebhookTarget::Http {
-                https, host, port, ..
-            } => {
-                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|e| unreachable(format!("connecting to {host}:{port}: {e}")))?;
-                if *https {
-                    let tls = self
-                        .tls
-                        .get_or_init(crate::auth::jwks_fetch::https_connector)
-                        .clone()
-                        .map_err(unreachable)?;
-                    let name = rustls::pki_types::ServerName::try_from(host.clone())
-                        .map_err(|e| unreachable(format!("{host:?} is not a TLS name: {e}")))?;
-                    let s = tls
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| unreachable(format!("TLS with {host}: {e}")))?;
-                    send(TokioIo::new(s), req).await?
-                } else {
-                    send(TokioIo::new(tcp), req).await?
-                }
-            }
-        };
+        let resp = (self.poster)
+            .post(&self.cfg.target, &[], body)
+            .await
+            .map_err(SinkError::Unreachable)?;
+        let status = resp.status().as_u16();
+        // The answer's body is read (up to 64 KiB) and dropped.
+        let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+            .collect()
+            .await;
         if !(200..300).contains(&status) {
             return Err(SinkError::Status(status));
         }
@@ -187,31 +151,10 @@ impl Sink {
     }
 }
 
-/// Sends `req` on `io` and reads the answer's status (its body is read and dropped).
-async fn send<T>(io: T, req: hyper::Request<Full<bytes::Bytes>>) -> Result<u16, SinkError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| SinkError::Unreachable(format!("http: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| SinkError::Unreachable(format!("http: {e}")))?;
-    let status = resp.status().as_u16();
-    let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10)
-        .collect()
-        .await;
-    Ok(status)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bulkhead_core::config::policy::WebhookTarget;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -6,7 +6,8 @@
 //!   and never written anywhere (`bulkhead_driver::instruction`). A supervisor refuses a spec
 //!   whose digest differs, or one naming volumes without an instruction: an edited spec file
 //!   attaches nothing. Its refusal line is counted here
-//!   (`bulkhead_volume_attach_refused_total{reason="spec_mismatch"}`).
+//!   (`bulkhead_volume_attach_refused_total{reason="spec_mismatch"}`), and so is its failure
+//!   to mount a jail node's volume (`bulkhead_volume_mount_failures_total`, #14).
 //! - A microVM's volumes (`VolumeAttach::GuestAgent`): once its agent answers, the agent is
 //!   asked to mount each one (`mount_volume`, key over the agent channel); a failure fails the
 //!   create and is counted (`bulkhead_volume_mount_failures_total`).
@@ -20,7 +21,7 @@ use bulkhead_core::{Code, DomainError};
 use bulkhead_driver::instruction::{self, Line};
 use bulkhead_driver::{files, VolumeAttach, VolumeMount};
 
-use super::attach_counters::spec_refusal;
+use super::attach_counters::{mount_failure, spec_refusal};
 use super::Tenant;
 
 impl Tenant {
@@ -49,14 +50,19 @@ impl Tenant {
         Ok(instruction::line(spec_bytes, &refs))
     }
 
-    /// Counts a supervisor's refusal of its spec (its `error` line).
-    pub(super) fn note_supervisor_answer(&self, line: &str) {
+    /// Counts a supervisor's refusal of its spec, or its failure to mount a volume in the
+    /// node (its `error` line), for node `name`.
+    pub(super) fn note_supervisor_answer(&self, name: &str, line: &str) {
         if let Some(msg) = spec_refusal(line) {
             self.attach
                 .refused_spec_mismatch
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(tenant = %self.name, message = %msg, "a node supervisor refused its spec");
-            self.ev_spec_refused(msg); // #14, part B
+            tracing::warn!(tenant = %self.name, node = %name, message = %msg, "a node supervisor refused its spec");
+            self.ev_spec_refused(name, msg); // #14, part B
+        } else if let Some(msg) = mount_failure(line) {
+            self.attach.mount_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tenant = %self.name, node = %name, message = %msg, "a node's volume could not be mounted");
+            self.ev_mount_failed(name, &DomainError::internal(msg)); // #14
         }
     }
 

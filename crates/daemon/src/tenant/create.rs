@@ -389,7 +389,7 @@ impl Tenant {
         if let Some(sb) = standby {
             match self.pool.hand_over(sb, &spec_path, &instruction).await {
                 Ok((line, pid)) => {
-                    self.note_supervisor_answer(&line); // #13, attach
+                    self.note_supervisor_answer(&row.name, &line); // #13, attach
                     return self.record_supervisor(&dir, pid, supervisor_answer(&line)?);
                 }
                 // A standby that died in the pool: start a supervisor afresh for the same
@@ -430,7 +430,7 @@ impl Tenant {
         drop(child);
         match read {
             Ok(Ok(_)) => {
-                self.note_supervisor_answer(&line); // #13, attach
+                self.note_supervisor_answer(&row.name, &line); // #13, attach
                 self.record_supervisor(&dir, pid, supervisor_answer(&line)?)
             }
             Ok(Err(e)) => Err(DomainError::internal(format!(

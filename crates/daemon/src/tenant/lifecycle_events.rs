@@ -94,10 +94,10 @@ impl Tenant {
     }
 
     /// A supervisor refused its node's spec as not the daemon's (`spec_mismatch`, #13).
-    pub(super) fn ev_spec_refused(&self, message: &str) {
+    pub(super) fn ev_spec_refused(&self, node: &str, message: &str) {
         self.events.emit(
             kind::VOLUME_ATTACH_REFUSED,
-            None,
+            Some(node),
             serde_json::json!({ "reason": "spec_mismatch", "message": message }),
         );
     }

@@ -85,13 +85,15 @@ impl Tenant {
             match (
                 self.store.usage_last().await,
                 self.store.usage_by_node(None, None).await,
+                self.store.usage_tenant_peak(None, None).await,
             ) {
-                (Ok(lasts), Ok(sums)) => {
+                (Ok(lasts), Ok(sums), Ok(peak)) => {
                     round.lasts = lasts.into_iter().map(|l| (l.node_id.clone(), l)).collect();
                     self.usage.add_totals(&sums);
+                    self.usage.note_peak(peak);
                     round.loaded = true;
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     tracing::error!(error = %e, "usage: cannot read the recorded usage; sampling later");
                     return;
                 }
@@ -244,6 +246,14 @@ impl Tenant {
             return;
         }
         self.usage.add_totals(&deltas);
+        // The tenant's peak: its per-minute sums are the store's, read back for this round's
+        // buckets (a bucket's sum grows with each node's round in it).
+        if let Some(from) = deltas.iter().map(|d| d.bucket).min() {
+            match self.store.usage_tenant_peak(Some(from), None).await {
+                Ok(p) => self.usage.note_peak(p),
+                Err(e) => tracing::warn!(error = %e, "usage: cannot read the tenant's memory peak"),
+            }
+        }
         for (s, r) in &steps {
             round.lasts.insert(s.last.node_id.clone(), s.last.clone());
             if s.new_oom_kills > 0 {

@@ -10,7 +10,8 @@
 //! - a node whose final round ran is never counted again (`finished`), even while its record
 //!   is still there;
 //! - the totals the metrics show are what the store holds (loaded at start, then added to
-//!   after each round that was written).
+//!   after each round that was written); so is the memory peak (read at start, then read back
+//!   for the buckets of each round written).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -37,6 +38,9 @@ pub struct UsageState {
     totals: Mutex<UsageDelta>,
     /// OOM kills the sampler saw in the tenant's nodes since the daemon started.
     pub oom_kills: std::sync::atomic::AtomicU64,
+    /// The tenant's memory peak since its first record (`GET /usage`'s `memory_peak_bytes`
+    /// without a window: the highest per-minute sum of its nodes' peaks).
+    memory_peak: std::sync::atomic::AtomicU64,
 }
 
 impl UsageState {
@@ -68,6 +72,15 @@ impl UsageState {
             t.add(d);
             t.memory_peak = peak; // not a total: the metrics do not show it
         }
+    }
+
+    /// Raises the tenant's memory peak to `bytes` (the store's figure for some buckets).
+    pub fn note_peak(&self, bytes: u64) {
+        (self.memory_peak).fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn peak(&self) -> u64 {
+        (self.memory_peak).load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn totals(&self) -> UsageDelta {
@@ -136,6 +149,11 @@ pub fn metrics(tenants: &[(&str, &UsageState)]) -> String {
             out.push_str(&format!("{name}{{tenant=\"{t}\"}} {}\n", f(d)));
         }
     }
+    let peak = "bulkhead_usage_memory_peak_bytes";
+    out.push_str(&format!("# HELP {peak} The tenant's memory peak since its first record: the highest per-minute sum of its nodes' peaks (GET /usage's memory_peak_bytes).\n# TYPE {peak} gauge\n"));
+    for (t, u) in tenants {
+        out.push_str(&format!("{peak}{{tenant=\"{t}\"}} {}\n", u.peak()));
+    }
     out
 }
 
@@ -162,5 +180,26 @@ mod tests {
         u.add_totals([&d, &d]);
         let t = u.totals();
         assert_eq!((t.cpu_usec, t.execs, t.memory_peak), (3_000_000, 4, 0));
+    }
+
+    #[test]
+    fn the_peak_only_rises_and_is_a_gauge_per_tenant() {
+        let (a, b) = (UsageState::default(), UsageState::default());
+        a.note_peak(64 << 20);
+        a.note_peak(1 << 20);
+        b.note_peak(5);
+        let m = metrics(&[("a", &a), ("b", &b)]);
+        assert!(
+            m.contains("# TYPE bulkhead_usage_memory_peak_bytes gauge\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("bulkhead_usage_memory_peak_bytes{tenant=\"a\"} 67108864\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("bulkhead_usage_memory_peak_bytes{tenant=\"b\"} 5\n"),
+            "{m}"
+        );
     }
 }
