@@ -3,7 +3,8 @@
 //! TCG: a marker the guest wrote and synced is in its root disk (`vm/disk.ext4`), and a
 //! marker in its memory is in its memory file once suspended (`suspended.mem`); after a
 //! restore, a relaunch and a delete, descriptors held from before read zeros only, and
-//! nothing of the node is left. One node, one daemon: microVMs under TCG are slow.
+//! nothing of the node is left. A second node's disk is wiped by the daemon's stop
+//! (`graceful_shutdown: false` deletes plain nodes). One daemon: microVMs under TCG are slow.
 
 mod common;
 
@@ -54,7 +55,7 @@ fn a_plain_microvms_disk_and_memory_files_are_wiped_when_dropped() {
         return;
     }
     let netns = Netns::new();
-    let d = Daemon::start_in(&netns.path(), "wipe", &vm_config());
+    let mut d = Daemon::start_in(&netns.path(), "wipe", &vm_config());
     let node = d
         .vm_ok(&["add", &d.tenant, "--timeout", "240s"])
         .trim()
@@ -109,5 +110,19 @@ fn a_plain_microvms_disk_and_memory_files_are_wiped_when_dropped() {
     assert_wiped(&disk, &on_disk, "root disk");
     assert!(!dir.exists(), "the node's directory is left");
     assert!(!d.vm_ok(&["list", "--json"]).contains(&node));
-    d.stop_and_assert_clean();
+
+    // Delete-all at the daemon's stop goes the same way.
+    let other = d
+        .vm_ok(&["add", &d.tenant, "--timeout", "240s"])
+        .trim()
+        .to_string();
+    let other_dir = d.tenant_dir().join("nodes").join(&other);
+    let (code, _, err) = d.sh(&other, &format!("echo {on_disk} > /root/marker && sync"));
+    assert_eq!(code, 0, "{err}");
+    let disk = File::open(other_dir.join("vm/disk.ext4")).unwrap();
+    assert!(scan(&disk, on_disk.as_bytes()).0, "not in the second disk");
+    d.stop();
+    assert_wiped(&disk, &on_disk, "root disk (daemon stop)");
+    assert!(!other_dir.exists(), "the node's directory is left");
+    common::assert_clean(&d.tenant, &d.tenant_dir());
 }
