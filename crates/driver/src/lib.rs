@@ -28,7 +28,7 @@ mod registry;
 pub mod spec;
 pub mod supervisor;
 
-pub use cleanup::cleanup;
+pub use cleanup::{cleanup, wipe_node_dir};
 pub use driver::{
     ContainerMounts, Driver, DriverError, DriverInfo, HostEnv, NodePrep, NodeRef, NodeStats, Start,
     VolumeAttach,

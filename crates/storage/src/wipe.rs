@@ -5,7 +5,9 @@
 //!
 //! Invariants: symlinks are never followed (every open is `openat` with `O_NOFOLLOW` relative
 //! to an already-opened parent, and unlinks are `unlinkat` on that parent), so a tenant's
-//! symlink cannot redirect the wipe to a host file. Overwriting reaches the old blocks on
+//! symlink cannot redirect the wipe to a host file; nor are mount points crossed (a directory
+//! or file on another mount than its parent's, bind mounts included, is refused), so a wipe
+//! never reaches into a file system mounted under the tree. Overwriting reaches the old blocks on
 //! ext4/xfs (in-place writes); on copy-on-write filesystems (btrfs) or SSD remapping it does
 //! not, which is why volumes are also encrypted: wiping is defence in depth, the key is the
 //! real eraser.
@@ -30,6 +32,15 @@ pub enum WipeError {
     },
     #[error("{0} is not a regular file (symlinks are not followed); remove it yourself")]
     NotRegular(PathBuf),
+    #[error("{0} is a mount point (a wipe never crosses into another mount); unmount it first")]
+    Mounted(PathBuf),
+}
+
+impl WipeError {
+    /// The thing to wipe is not there (the top of the tree or the file itself).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, WipeError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 const ZEROS: usize = 1 << 20;
@@ -74,6 +85,46 @@ fn unlinkat(dir: &OwnedFd, name: &CStr, flags: i32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated and `dir` is open; the result is checked.
     if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Which mount `fd` lies on: its device and, where the kernel says (5.8+), its mount id, which
+/// tells bind mounts of the same file system apart.
+fn mount_of(fd: &impl AsRawFd) -> io::Result<(u32, u32, u64)> {
+    // SAFETY: an all-zero statx is a valid value of this plain C struct.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated empty string with AT_EMPTY_PATH (the descriptor
+    // itself), `st` is a valid statx to fill; the result is checked.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let id = if st.stx_mask & libc::STATX_MNT_ID != 0 {
+        st.stx_mnt_id
+    } else {
+        0
+    };
+    Ok((st.stx_dev_major, st.stx_dev_minor, id))
+}
+
+/// Refuses `inner` (opened under `outer`) when it lies on another mount.
+fn same_mount(outer: &impl AsRawFd, inner: &impl AsRawFd, shown: &Path) -> Result<(), WipeError> {
+    let io_err = |source| WipeError::Io {
+        what: "inspecting",
+        path: shown.to_path_buf(),
+        source,
+    };
+    if mount_of(outer).map_err(io_err)? != mount_of(inner).map_err(io_err)? {
+        return Err(WipeError::Mounted(shown.to_path_buf()));
     }
     Ok(())
 }
@@ -129,6 +180,7 @@ fn wipe_at(dir: &OwnedFd, name: &CStr, shown: &Path) -> Result<u64, WipeError> {
     if !f.metadata().map_err(io_err("inspecting"))?.is_file() {
         return Err(WipeError::NotRegular(shown.to_path_buf()));
     }
+    same_mount(dir, &f, shown)?;
     let n = zero_extents(&f).map_err(io_err("overwriting"))?;
     unlinkat(dir, name, 0).map_err(io_err("unlinking"))?;
     Ok(n)
@@ -193,6 +245,7 @@ fn wipe_dir_fd(dir: &OwnedFd, shown: &Path) -> Result<u64, WipeError> {
         if ft.is_dir() {
             let sub = openat(dir, &c, libc::O_RDONLY | libc::O_DIRECTORY)
                 .map_err(io_err("opening", &path))?;
+            same_mount(dir, &sub, &path)?;
             total += wipe_dir_fd(&sub, &path)?;
             drop(sub);
             unlinkat(dir, &c, libc::AT_REMOVEDIR).map_err(io_err("removing", &path))?;
@@ -272,6 +325,68 @@ mod tests {
         all_zero(&f1, MARK.len());
         all_zero(&f2, MARK.len());
         assert_eq!(std::fs::read(&outside).unwrap(), MARK, "followed a symlink");
+    }
+
+    /// A tree with a bind mount under it is refused at the mount, and nothing under the
+    /// mount is touched (run as root, in a mount namespace of the test's own thread).
+    #[test]
+    fn wipe_tree_never_crosses_a_mount_point() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("host-file"), MARK).unwrap();
+        std::fs::write(outside.join("bound-file"), MARK).unwrap();
+        let t = d.path().join("tree");
+        std::fs::create_dir_all(t.join("m")).unwrap();
+        std::fs::write(t.join("f"), MARK).unwrap();
+        let (outside2, t2) = (outside.clone(), t.clone());
+        let r = std::thread::spawn(move || {
+            let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: plain syscalls on NUL-terminated paths; results checked. The thread's
+            // mount namespace is its own (unshare) and private, so nothing leaks to the host.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0);
+                let root = c(Path::new("/"));
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let none = std::ptr::null();
+                assert_eq!(
+                    libc::mount(none, root.as_ptr(), none, private, none.cast()),
+                    0
+                );
+                let (src, dst) = (c(&outside2), c(&t2.join("m")));
+                let bind = libc::MS_BIND;
+                assert_eq!(
+                    libc::mount(src.as_ptr(), dst.as_ptr(), none, bind, none.cast()),
+                    0
+                );
+                let dir_result = wipe_tree(&t2).map_err(|e| e.to_string());
+                // A bind-mounted file on the same file system is refused too.
+                std::fs::write(t2.join("g"), b"").unwrap();
+                let (src, dst) = (c(&outside2.join("bound-file")), c(&t2.join("g")));
+                assert_eq!(
+                    libc::mount(src.as_ptr(), dst.as_ptr(), none, bind, none.cast()),
+                    0
+                );
+                let file_result = wipe_file(&t2.join("g")).map_err(|e| e.to_string());
+                (dir_result, file_result)
+            }
+        })
+        .join()
+        .unwrap();
+        assert!(
+            r.0.as_ref().is_err_and(|e| e.contains("mount point")),
+            "{r:?}"
+        );
+        assert!(
+            r.1.as_ref().is_err_and(|e| e.contains("mount point")),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read(outside.join("host-file")).unwrap(), MARK);
+        assert_eq!(std::fs::read(outside.join("bound-file")).unwrap(), MARK);
     }
 
     #[test]

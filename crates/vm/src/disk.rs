@@ -74,15 +74,19 @@ pub fn make_encrypted(
         }
         own(out, owner)
     })();
-    if plain.exists() {
-        if let Err(e) = bulkhead_storage::wipe::wipe_file(&plain) {
-            let _ = std::fs::remove_file(&plain);
-            return Err(VmError::Disk(format!(
-                "wiping the plaintext scratch disk: {e}"
-            )));
-        }
-    }
+    // Whatever happened above (#13: the scratch is never unlinked unwiped; one that cannot
+    // be wiped stays, for the node directory's wipe when the failed node goes).
+    wipe_if_any(&plain)
+        .map_err(|e| VmError::Disk(format!("wiping the plaintext scratch disk: {e}")))?;
     r
+}
+
+/// Wipes `path` (zeros over its allocated blocks, synced, then unlinked) if it is there.
+fn wipe_if_any(path: &Path) -> Result<(), bulkhead_storage::wipe::WipeError> {
+    match bulkhead_storage::wipe::wipe_file(path) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn make_ext4(tree: &Path, out: &Path, size_bytes: u64, extra: &[&str]) -> Result<(), VmError> {
@@ -107,7 +111,9 @@ fn make_ext4(tree: &Path, out: &Path, size_bytes: u64, extra: &[&str]) -> Result
             source,
         })?;
     if !o.status.success() {
-        let _ = std::fs::remove_file(out);
+        // A partial image of the tree: wiped like any node disk (left, if that fails, for the
+        // node directory's wipe).
+        let _ = wipe_if_any(out);
         return Err(VmError::Disk(format!(
             "mkfs.ext4 failed: {}",
             String::from_utf8_lossy(&o.stderr).trim()

@@ -205,7 +205,7 @@ impl QemuDriver {
 }
 
 /// Before a node's QEMU starts again (relaunch, restore): everything its previous QEMU left
-/// in `vm/` but the disk goes. The directory is QEMU's, so a compromised one could have left
+/// in `vm/` but the disk goes (files wiped, #13). The directory is QEMU's, so a compromised one could have left
 /// a symlink where the new QEMU's sockets will be, for the root supervisor (which connects
 /// to `agent.serial` as soon as QEMU starts) or the daemon (`qmp.sock`) to follow.
 fn clear_sockets(vm_dir: &Path) -> Result<(), DriverError> {
@@ -216,13 +216,19 @@ fn clear_sockets(vm_dir: &Path) -> Result<(), DriverError> {
             continue;
         }
         let p = e.path();
-        let real_dir = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
-        let r = if real_dir {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
+        let meta = std::fs::symlink_metadata(&p);
+        // #13: a regular file (a crashed encryption's plaintext scratch disk, say) or a tree
+        // may hold the tenant's data: wiped, not just unlinked.
+        let r = match meta {
+            Ok(m) if m.is_dir() => bulkhead_storage::wipe::wipe_tree(&p).map(drop),
+            Ok(m) if m.is_file() => bulkhead_storage::wipe::wipe_file(&p).map(drop),
+            _ => std::fs::remove_file(&p).map_err(|source| bulkhead_storage::wipe::WipeError::Io {
+                what: "removing",
+                path: p.clone(),
+                source,
+            }),
         };
-        r.map_err(DriverError::io(format!("removing {}", p.display())))?;
+        r.map_err(|e| DriverError::Failed(format!("clearing the microVM's directory: {e}")))?;
     }
     Ok(())
 }
@@ -309,7 +315,11 @@ impl Driver for QemuDriver {
     fn stats(&self, node: NodeRef<'_>) -> Result<bulkhead_driver::NodeStats, DriverError> {
         use std::os::unix::fs::MetadataExt;
         let mut s = bulkhead_driver::NodeStats::of_cgroup(node.cgroup);
-        if let Ok(m) = std::fs::metadata(node.node_dir.join("vm").join("disk.ext4")) {
+        // A plain node's disk, or a persistent one's LUKS image (#13).
+        let disk = ["disk.ext4", crate::disk::LUKS_DISK]
+            .iter()
+            .find_map(|f| std::fs::metadata(node.node_dir.join("vm").join(f)).ok());
+        if let Some(m) = disk {
             let used = (m.blocks() * 512).min(m.len());
             s.disk = Some(bulkhead_sandbox::usage::DiskSpace {
                 total: m.len(),

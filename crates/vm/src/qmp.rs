@@ -204,13 +204,15 @@ pub fn execute(sock: &Path, owner: u32, command: &str) -> Result<serde_json::Val
 }
 
 /// Stops the guest and writes its whole state to `file` (created 0600, root's); QEMU stays
-/// stopped afterwards, ready to be ended.
+/// stopped afterwards, ready to be ended. The guest's RAM is tenant data (#13): a partial file
+/// of a failed save, or a stale one the new file would replace, is wiped, never just
+/// unlinked or truncated.
 pub fn save(sock: &Path, owner: u32, file: &Path) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
+    wipe(file)?;
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(file)
         .map_err(|e| format!("creating {}: {e}", file.display()))?;
@@ -237,9 +239,20 @@ pub fn save(sock: &Path, owner: u32, file: &Path) -> Result<(), String> {
         if was_running {
             let _ = s.run("cont", None);
         }
-        let _ = std::fs::remove_file(file);
+        drop(f);
+        if let (Err(e), Err(w)) = (&r, wipe(file)) {
+            return Err(format!("{e}; {w}"));
+        }
     }
     r
+}
+
+/// Wipes `file` if it is there (`bulkhead_storage::wipe::wipe_file`).
+fn wipe(file: &Path) -> Result<(), String> {
+    match bulkhead_storage::wipe::wipe_file(file) {
+        Err(e) if !e.is_not_found() => Err(format!("wiping {}: {e}", file.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Loads `file` into a QEMU started with `-incoming defer` and waits until the guest runs.

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::power::{to_completion, Wait, MEMORY_FILE};
+use super::power::{drop_memory, to_completion, Wait, MEMORY_FILE};
 use super::{NodeRef, Tenant};
 
 /// How long a shutdown waits for the node's init to end after SIGTERM, before SIGKILL.
@@ -108,12 +108,12 @@ impl Tenant {
             // A relaunch drops a suspended node's memory by design, and a guest that booted
             // from the disk made that memory stale anyway: a failed one leaves it Stopped.
             if before == NodeState::Suspended {
-                let _ = std::fs::remove_file(self.node_dir(name).join(MEMORY_FILE));
+                drop_memory(self.node_dir(name)).await; // #13: wiped, not just unlinked
             }
             self.undo_start(name, NodeState::Stopped).await;
             return Err(e);
         }
-        let _ = std::fs::remove_file(self.node_dir(name).join(MEMORY_FILE));
+        drop_memory(self.node_dir(name)).await; // #13: wiped, not just unlinked
         let row = self.node(name)?.row().clone();
         tracing::info!(node = %name, "node relaunched");
         Ok(bulkhead_api::CreatedNode {
@@ -168,7 +168,7 @@ impl Tenant {
                 .fresh_state(name)
                 .is_ok_and(|s| s == NodeState::Running);
             let back = if ran {
-                let _ = std::fs::remove_file(&file);
+                drop_memory(self.node_dir(name)).await; // #13
                 NodeState::Stopped
             } else {
                 NodeState::Suspended
@@ -176,7 +176,7 @@ impl Tenant {
             self.undo_start(name, back).await;
             return Err(e);
         }
-        let _ = std::fs::remove_file(&file);
+        drop_memory(self.node_dir(name)).await; // #13: the guest's RAM, wiped
         tracing::info!(node = %name, "node restored from disk");
         Ok(())
     }

@@ -15,8 +15,8 @@
 //! - Daemon start: a persistent node whose supervisor is gone (the stop above, a crash, a
 //!   reboot) is kept; one that was Running or Paused is relaunched with its layer once the
 //!   tenant is open, one that was Stopped stays Stopped.
-//! - Delete: the layer image is overwritten with zeros (`wipe_file`) once its loop device is
-//!   gone, before the node's directory is removed.
+//! - Delete: the layer image (or LUKS disk) is overwritten with zeros once its loop device is
+//!   gone, with the rest of the node's directory (`bulkhead_driver::cleanup`).
 //!
 //! Invariants: the layer's key never touches disk or the spec; a layer is formatted only at
 //! a node's first start (a relaunch whose image is gone fails instead of starting empty);
@@ -215,17 +215,12 @@ impl Tenant {
     }
 }
 
-/// Before a node's directory is removed: its persistent layer, if any, is overwritten with
-/// zeros and unlinked, once no loop device backs it any more (the node's mount namespace
-/// releases it as its last process goes). Blocking.
-pub(super) fn wipe_layer(node_dir: &Path) {
-    // A microVM's LUKS disk: no loop device, QEMU is gone with the supervisor.
-    let disk = node_dir.join(VM_DISK);
-    if disk.exists() {
-        if let Err(e) = bulkhead_storage::wipe::wipe_file(&disk) {
-            tracing::error!(image = %disk.display(), error = %e, "cannot wipe the persistent disk");
-        }
-    }
+/// Before a node's directory is wiped (`bulkhead_driver::cleanup`, which overwrites its
+/// persistent layer or LUKS disk with every other file in it): waits until no loop device
+/// backs its layer image any more (the node's mount namespace releases it as its last
+/// process goes), so that the wipe's zeros are not followed by a late write-back through the
+/// device. Blocking.
+pub(super) fn release_layer(node_dir: &Path) {
     let image = node_dir.join(LAYER_IMAGE);
     if !image.exists() {
         return;
@@ -238,12 +233,6 @@ pub(super) fn wipe_layer(node_dir: &Path) {
     }
     if let Ok(Some(dev)) = bulkhead_storage::loopdev::find_backing(&image) {
         tracing::warn!(image = %image.display(), device = %dev.display(), "a loop device still backs the layer; wiping it anyway");
-    }
-    match bulkhead_storage::wipe::wipe_file(&image) {
-        Ok(bytes) => tracing::debug!(image = %image.display(), bytes, "persistent layer wiped"),
-        Err(e) => {
-            tracing::error!(image = %image.display(), error = %e, "cannot wipe the persistent layer")
-        }
     }
 }
 

@@ -21,6 +21,24 @@ pub enum Wait {
 /// The file a suspended node's memory is kept in, in its directory.
 pub const MEMORY_FILE: &str = "suspended.mem";
 
+/// Drops the memory file in `node_dir` (after a relaunch, a restore, or a restore whose
+/// guest ran): #13, it is the guest's RAM, so it is overwritten with zeros and synced before
+/// it is unlinked (`bulkhead_storage::wipe`). Nothing to do when there is none. A file that
+/// cannot be wiped stays, to be wiped with the node's directory.
+pub(super) async fn drop_memory(node_dir: std::path::PathBuf) {
+    let file = node_dir.join(MEMORY_FILE);
+    let r = tokio::task::spawn_blocking(move || match bulkhead_storage::wipe::wipe_file(&file) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    })
+    .await;
+    match r {
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot wipe a dropped memory file"),
+        Err(e) => tracing::error!(error = %e, "wiping a dropped memory file panicked"),
+        Ok(Ok(())) => {}
+    }
+}
+
 /// Runs `op` in a task of its own and answers what it answers. An HTTP handler's future is
 /// dropped when its client disconnects; an operation that changes a node's state (create,
 /// relaunch, restore, suspend, shutdown) must not stop at whatever `.await` it had reached (a

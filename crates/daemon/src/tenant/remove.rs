@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use super::{NodeRef, Tenant};
 
 impl Tenant {
-    /// Stops a node's processes and removes everything it left on the host. Idempotent.
+    /// Stops a node's processes and removes everything it left on the host, its directory's
+    /// files wiped (#13). Idempotent.
     pub(super) async fn destroy(&self, name: &str) {
         self.usage_final(name).await; // #14 usage: the node's final figures, kept
         self.forwards.close_node(name);
@@ -36,7 +37,9 @@ impl Tenant {
             if let (Some(n), Some(nn)) = (net, node_net) {
                 n.detach(&nn);
             }
-            super::persist::wipe_layer(&dir); // #13, persistent nodes
+            super::persist::release_layer(&dir); // #13, persistent nodes
+                                                 // #13: every file of the node's directory (disks, memory file, layer) is
+                                                 // overwritten with zeros before it is unlinked.
             bulkhead_driver::cleanup(&cg, &tenant, cgroup.as_deref(), &dir)
         })
         .await;
