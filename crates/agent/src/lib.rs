@@ -39,6 +39,8 @@ mod tarfix;
 #[cfg(target_os = "linux")]
 mod tcp;
 #[cfg(target_os = "linux")]
+mod tmpfs_file; // #13, secrets: files written only onto a tmpfs
+#[cfg(target_os = "linux")]
 mod untar;
 #[cfg(target_os = "linux")]
 mod upload;
