@@ -300,7 +300,7 @@ pub(crate) fn write_file_atomically(
     res
 }
 
-pub(crate) fn rand_u32() -> u32 {
+fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     // SAFETY: b is a valid 4-byte buffer.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };

@@ -73,6 +73,13 @@ fn fs_type(fd: &OwnedFd) -> io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: b is a valid 4-byte buffer.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    u32::from_ne_bytes(b)
+}
+
 /// Writes `r` to `target` (absolute) only if its directory is a tmpfs; see the module's
 /// invariants. `mode` is applied as given.
 pub(crate) fn write(
@@ -103,7 +110,7 @@ pub(crate) fn write(
     let tmp = cstr(OsStr::new(&format!(
         ".{}.bulkhead-tmpfs-{}",
         name.to_string_lossy(),
-        std::process::id() ^ crate::copy::rand_u32()
+        std::process::id() ^ rand_u32()
     )))
     .map_err(|e| io_event("cannot write", &shown, &e))?;
     let name = cstr(name).map_err(|e| io_event("cannot write", &shown, &e))?;

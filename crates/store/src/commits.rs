@@ -16,7 +16,7 @@
 //! - [`Store::insert_commit_checked`] checks and inserts in one writer job, so two commits (or
 //!   a commit and a create) can never both take the last of the tenant's `storage` quota.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -53,16 +53,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CommitRow> {
         state: r.get(4)?,
         created_at: r.get(5)?,
     })
-}
-
-/// The sum of the commits' recorded sizes in `conn` (at open).
-pub(crate) fn load_bytes(conn: &Connection) -> Result<u64, StoreError> {
-    let n: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(size_bytes), 0) FROM commits",
-        [],
-        |r| r.get(0),
-    )?;
-    Ok(n.max(0) as u64)
 }
 
 /// What a commit's check sees, in the writer job that inserts it: everything committed

@@ -65,7 +65,7 @@ impl Store {
         let index = Arc::new(Index::load(db::list(&conn, tenant)?));
         let volumes = Arc::new(crate::volume_rows::VolumeIndex::load(&conn)?); // #13
         let e2b = Arc::new(crate::e2b::SandboxIndex::load(&conn)?); // #15, A
-        let commit_bytes = Arc::new(AtomicU64::new(crate::commits::load_bytes(&conn)?)); // #13
+        let commit_bytes = Arc::new(AtomicU64::new(db::commit_bytes(&conn)?)); // #13
         let (jobs, rx) = mpsc::channel::<Job>();
         let mut w = Writer {
             conn,

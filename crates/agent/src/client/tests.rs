@@ -21,8 +21,6 @@ mod fs_ops;
 mod setid_ops;
 #[path = "tests_tcp.rs"]
 mod tcp_ops;
-#[path = "tests_tmpfs.rs"]
-mod tmpfs_ops;
 
 /// The agent's server in a forked child, on a UNIX socket in a temporary directory.
 struct TestAgent {
