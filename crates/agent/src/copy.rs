@@ -198,7 +198,7 @@ pub(crate) fn copy_in(
     tar: bool,
     (uid, gid): (Option<u32>, Option<u32>),
     mode: Option<u32>,
-    (no_setid, owners): (bool, bool),
+    (no_setid, owners, tmpfs_only): (bool, bool, bool),
 ) -> Result<(), Event> {
     let mode = mode.map(|m| {
         if no_setid {
@@ -215,7 +215,15 @@ pub(crate) fn copy_in(
         ended: false,
         total: 0,
     };
-    let result = if tar {
+    let result = if tmpfs_only && tar {
+        Err(Event::error(
+            "invalid_argument",
+            format!("{path}: tmpfs_only is for one file, not a tar archive"),
+        ))
+    } else if tmpfs_only {
+        // #13, secrets: into memory or nowhere (`tmpfs_file.rs`).
+        crate::tmpfs_file::write(&mut reader, target, mode.unwrap_or(0o644), uid, gid)
+    } else if tar {
         crate::untar::copy_in_tar(&mut reader, target, uid, gid, (no_setid, owners))
     } else {
         copy_in_file(&mut reader, target, uid, gid, mode)

@@ -20,6 +20,9 @@
 //!   sender's direction, as in a copy. Closing the stream closes the TCP connection.
 //! - `no_setid` capability (ADR 0024, `exec_as_root: false`): a `CopyIn`'s `no_setid` clears
 //!   the setuid and setgid bits of what it writes; an agent without it ignores the field.
+//! - `tmpfs_only` capability (#13, secrets): a file `CopyIn` with `tmpfs_only` is written only
+//!   into a directory on a tmpfs (`tmpfs_file.rs`), else refused with `not_tmpfs`; an agent
+//!   without it ignores the field, so a client must check for it first.
 //!
 //! Any operation may end with `Event::Error` instead.
 //!
@@ -64,6 +67,11 @@ pub const CAP_TCP: &str = "tcp";
 /// Capability: a copy-in's `no_setid` option (added within version 3; older agents ignore
 /// the field, so a client must check for this before relying on it).
 pub const CAP_NO_SETID: &str = "no_setid";
+/// Capability `tmpfs_only` (#13, secrets, within version 3): a copy-in's `tmpfs_only`. An
+/// agent without it ignores the field (it would write anywhere), so a client checks first.
+pub const CAP_TMPFS_ONLY: &str = "tmpfs_only";
+/// Error code: a `tmpfs_only` copy-in whose directory is not on a tmpfs (nothing written).
+pub const NOT_TMPFS: &str = "not_tmpfs";
 /// Capability `rename` (#15, added within version 3): `rename` requests. An agent without it
 /// answers `invalid_request` (an unknown op), so a client checks for it first.
 pub const CAP_RENAME: &str = "rename";
@@ -98,7 +106,13 @@ pub fn own_caps() -> Vec<String> {
     let guest = IN_GUEST.load(std::sync::atomic::Ordering::Relaxed);
     caps_of_version(VERSION)
         .iter()
-        .chain(&[CAP_TCP, CAP_NO_SETID, CAP_RENAME, CAP_CONTAINERS])
+        .chain(&[
+            CAP_TCP,
+            CAP_NO_SETID,
+            CAP_RENAME,
+            CAP_CONTAINERS,
+            CAP_TMPFS_ONLY,
+        ])
         .chain(guest.then_some(&CAP_VOLUMES))
         .map(|c| c.to_string())
         .collect()
@@ -210,6 +224,10 @@ pub enum Request {
         /// refuses absolute names (a container's rootfs). Absent: false.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         owners: bool,
+        /// `tmpfs_only` capability (#13, secrets): a file (not a tar) is written only into a
+        /// directory on a tmpfs, reached without following a symlink. Absent: false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tmpfs_only: bool,
     },
     /// Version 3: a path's own status (a symlink is not followed).
     Stat {

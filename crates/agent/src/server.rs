@@ -130,7 +130,15 @@ pub(crate) fn handle(mut conn: UnixStream, started: Instant) {
             mode,
             no_setid,
             owners,
-        } => copy::copy_in(&mut conn, &path, tar, (uid, gid), mode, (no_setid, owners)),
+            tmpfs_only,
+        } => copy::copy_in(
+            &mut conn,
+            &path,
+            tar,
+            (uid, gid),
+            mode,
+            (no_setid, owners, tmpfs_only),
+        ),
         Request::Stat { path } => fs::stat(&mut conn, &path),
         Request::ReadDir { path } => fs::read_dir(&mut conn, &path),
         Request::Mkdir {

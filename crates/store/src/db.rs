@@ -185,3 +185,13 @@ pub(crate) fn next_index(
     tx.commit()?;
     Ok(n as u64)
 }
+
+/// #13: the sum of the commits' recorded sizes in `conn` (at open; `commits.rs`).
+pub(crate) fn commit_bytes(conn: &Connection) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(size_bytes), 0) FROM commits",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n.max(0) as u64)
+}

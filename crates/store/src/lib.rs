@@ -47,7 +47,7 @@ mod volume_rows; // volumes and snapshots (#13)
 pub mod volumes; // volumes and snapshots (#13) // usage accounting (#14, part E)
 
 pub use bulkhead_core::NodeState;
-pub use commits::CommitRow;
+pub use commits::{CommitCheck, CommitRow};
 pub use cursor::{Cursor, CursorError};
 pub use error::StoreError;
 pub use events::EventRow; // #14

@@ -11,6 +11,7 @@
 
 use rusqlite::Connection;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 
 use bulkhead_core::NodeState;
@@ -30,6 +31,8 @@ pub(crate) struct Writer {
     index: Arc<Index>,
     /// Volumes, attachments, snapshots (#13, `volumes.rs`).
     pub(crate) volumes: Arc<crate::volume_rows::VolumeIndex>,
+    /// The sum of the commits' recorded sizes (#13, `commits.rs`): changed only here.
+    pub(crate) commit_bytes: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -44,6 +47,7 @@ struct Shared {
     index: Arc<Index>,
     volumes: Arc<crate::volume_rows::VolumeIndex>, // #13, volumes
     e2b: Arc<crate::e2b::SandboxIndex>,            // #15, A: E2B sandbox records
+    commit_bytes: Arc<AtomicU64>,                  // #13: commits count toward `storage`
     jobs: mpsc::Sender<Job>,
 }
 
@@ -61,12 +65,14 @@ impl Store {
         let index = Arc::new(Index::load(db::list(&conn, tenant)?));
         let volumes = Arc::new(crate::volume_rows::VolumeIndex::load(&conn)?); // #13
         let e2b = Arc::new(crate::e2b::SandboxIndex::load(&conn)?); // #15, A
+        let commit_bytes = Arc::new(AtomicU64::new(db::commit_bytes(&conn)?)); // #13
         let (jobs, rx) = mpsc::channel::<Job>();
         let mut w = Writer {
             conn,
             tenant: tenant.to_string(),
             index: index.clone(),
             volumes: volumes.clone(),
+            commit_bytes: commit_bytes.clone(),
         };
         std::thread::Builder::new()
             .name("bulkhead-store".into())
@@ -85,6 +91,7 @@ impl Store {
                 index,
                 volumes,
                 e2b,
+                commit_bytes,
                 jobs,
             }),
         })
@@ -96,6 +103,11 @@ impl Store {
 
     pub(crate) fn volume_index(&self) -> &crate::volume_rows::VolumeIndex {
         &self.shared.volumes
+    }
+
+    /// #13: the sum of the commits' recorded sizes (`commits.rs`).
+    pub(crate) fn commit_bytes_counter(&self) -> &AtomicU64 {
+        &self.shared.commit_bytes
     }
 
     // #15, A: E2B sandbox records (`e2b.rs`)

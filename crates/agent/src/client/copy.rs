@@ -26,6 +26,9 @@ pub struct CopyInRequest {
     /// #16 (the agent's `containers` capability): a tar keeps its entries' numeric owners and
     /// absolute names are refused (a container's rootfs).
     pub owners: bool,
+    /// #13, secrets (the agent's `tmpfs_only` capability, required before it is sent): a file
+    /// written only into a directory on a tmpfs, else refused with `not_tmpfs`.
+    pub tmpfs_only: bool,
 }
 
 impl CopyInRequest {
@@ -38,6 +41,7 @@ impl CopyInRequest {
             mode: self.mode,
             no_setid: self.no_setid,
             owners: self.owners,
+            tmpfs_only: self.tmpfs_only,
         }
     }
 }

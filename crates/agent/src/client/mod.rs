@@ -222,7 +222,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> AgentConn<R, W> {
     }
 
     /// Starts an upload; the agent answers only at its end ([`CopyIn::finish`]).
+    /// Starts an upload. `tmpfs_only` needs an agent known to have it (an older one would
+    /// ignore it and write anywhere: refused here, nothing sent).
     pub async fn copy_in(mut self, req: CopyInRequest) -> Result<CopyIn<R, W>, AgentError> {
+        if req.tmpfs_only {
+            match &self.peer {
+                Some(p) => p.require(proto::CAP_TMPFS_ONLY)?,
+                None => {
+                    return Err(AgentError::Unsupported {
+                        feature: proto::CAP_TMPFS_ONLY,
+                        version: None,
+                    })
+                }
+            }
+        }
         if let Err(e) = self.send(&req.into_request()).await {
             // The agent may have refused the connection at once (pids limit): say why.
             return Err(match read_event(&mut self.rd).await {

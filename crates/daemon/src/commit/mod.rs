@@ -32,8 +32,9 @@ pub const MAX_ENTRIES: u64 = 1_000_000;
 /// Errors of the host side of commits.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
+    /// The stream passed `limit` (`read` bytes when it was stopped).
     #[error("the node's root filesystem is larger than {limit} bytes, the most a commit of it holds (its host group's storage_size and its image)")]
-    TooLarge { limit: u64 },
+    TooLarge { limit: u64, read: u64 },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -128,10 +129,10 @@ impl ChanReader {
     }
 }
 
-/// The error a [`ChanReader`] fails with beyond its limit.
+/// The error a [`ChanReader`] fails with beyond its limit (`.0`), having read `.1` bytes.
 #[derive(Debug, thiserror::Error)]
 #[error("the stream passed its limit of {0} bytes")]
-pub struct OverLimit(pub u64);
+pub struct OverLimit(pub u64, pub u64);
 
 impl Read for ChanReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
@@ -142,7 +143,7 @@ impl Read for ChanReader {
                 Some(Ok(c)) => {
                     self.total += c.len() as u64;
                     if self.total > self.limit {
-                        return Err(io::Error::other(OverLimit(self.limit)));
+                        return Err(io::Error::other(OverLimit(self.limit, self.total)));
                     }
                     self.cur = c;
                     self.pos = 0;
@@ -180,13 +181,13 @@ pub fn write_sealed(
         let limit = r.limit;
         let n = {
             let mut w = io::BufWriter::with_capacity(1 << 20, &mut f);
-            let n = seal::seal_stream(key, &aad(tenant, id), &mut r, &mut w).map_err(|e| {
-                if e.get_ref().is_some_and(|i| i.is::<OverLimit>()) {
-                    CommitError::TooLarge { limit }
-                } else {
-                    CommitError::Stream(e)
-                }
-            })?;
+            let n =
+                seal::seal_stream(key, &aad(tenant, id), &mut r, &mut w).map_err(|e| {
+                    match e.get_ref().and_then(|i| i.downcast_ref::<OverLimit>()) {
+                        Some(o) => CommitError::TooLarge { limit, read: o.1 },
+                        None => CommitError::Stream(e),
+                    }
+                })?;
             w.flush().map_err(io_err("writing", &tmp))?;
             n
         };

@@ -83,7 +83,17 @@ fn a_stream_past_its_limit_leaves_nothing() {
     };
     let tar = tar_of(&[("big", &vec![7u8; 300_000])]);
     let e = write_sealed(&key, "a", t.path(), "C2", reader_of(tar, 100_000)).unwrap_err();
-    assert!(matches!(e, CommitError::TooLarge { limit: 100_000 }), "{e}");
+    // Stopped at the chunk that passed it (chunks of 7000 bytes: the 15th).
+    assert!(
+        matches!(
+            e,
+            CommitError::TooLarge {
+                limit: 100_000,
+                read: 105_000
+            }
+        ),
+        "{e}"
+    );
     let left: Vec<_> = fs::read_dir(commits_dir(t.path()))
         .unwrap()
         .flatten()

@@ -412,6 +412,7 @@ async fn copy_in_node(
         mode,
         no_setid,
         owners: false,
+        tmpfs_only: false,
     };
     let mut upload = app.tenant.copy_in(&n, req).await?;
     let mut data = body.into_data_stream();

@@ -14,6 +14,11 @@
 //!   a stopped node relaunches from the same tree;
 //! - the node's volumes are left out (their mount points stay, empty): they are the tenant's
 //!   volumes, not the node's root filesystem;
+//! - a commit counts toward the tenant's `storage` quota by its recorded size from its row's
+//!   insert to its delete: the quota is checked in the store's writer job that inserts the
+//!   row (atomic with every other storage check), and the stream is stopped once it passes
+//!   what the quota left at its start (`quota.rs` says why not a reservation); a refused
+//!   commit leaves nothing (its sealed file and tree are wiped, it has no row);
 //! - the tar is read with the node running (no pause: the agent that reads it lives in the
 //!   node, and pausing would stop it too); files written meanwhile may be caught mid-write.
 
@@ -134,6 +139,9 @@ impl Tenant {
             None => 0,
         };
         let limit = g.storage_bytes + image_bytes + (64 << 20);
+        // The storage quota (#13): never stream more than it leaves now.
+        let (cap, by_quota) =
+            super::quota::commit_cap(&self.cfg.quotas, self.storage_used(), limit);
         // Volumes attached to the node are theirs, not its root filesystem's: their mount
         // points stay, empty.
         let mut exclude: Vec<String> = EXCLUDE.iter().map(|s| s.to_string()).collect();
@@ -149,7 +157,7 @@ impl Tenant {
         let (tenant, dir, id2, key2) =
             (self.name.clone(), self.dir.clone(), id.clone(), key.clone());
         let writer = tokio::task::spawn_blocking(move || {
-            host::write_sealed(&key2, &tenant, &dir, &id2, host::ChanReader::new(rx, limit))
+            host::write_sealed(&key2, &tenant, &dir, &id2, host::ChanReader::new(rx, cap))
         });
         loop {
             let chunk = match out.next_chunk().await {
@@ -164,10 +172,22 @@ impl Tenant {
         }
         drop(tx);
         drop(out);
-        let size = writer
+        let size = match writer
             .await
             .map_err(|e| DomainError::internal(format!("committing node {name:?}: {e}")))?
-            .map_err(|e| commit_error(name, e))?;
+        {
+            Ok(size) => size,
+            Err(CommitError::TooLarge { read, .. }) if by_quota => {
+                let used = self.storage_used();
+                return Err(super::quota::commit_cut(
+                    &self.cfg.quotas,
+                    &self.quota_key(),
+                    used,
+                    read,
+                ));
+            }
+            Err(e) => return Err(commit_error(name, e)),
+        };
         // The tree for the node's driver, from the sealed file: proves the file opens and
         // refuses hostile content now rather than at a fork.
         let bounds = self.commit_bounds(limit);
@@ -192,12 +212,18 @@ impl Tenant {
             state: "ready".into(),
             created_at: crate::fsutil::now_rfc3339(),
         };
+        // The storage quota, checked with the insert: nothing can come between (#13).
+        let me = self.clone();
         let recorded = match built {
-            Ok(()) => self
-                .store
-                .insert_commit(c.clone())
-                .await
-                .map_err(Into::into),
+            Ok(()) => {
+                self.store
+                    .insert_commit_checked(c.clone(), move |j| {
+                        let nodes = super::quota::usage(&me.cfg, j.nodes.rows());
+                        let stored = j.volumes.storage_bytes().saturating_add(j.commit_bytes);
+                        me.storage_fits(nodes, stored, size)
+                    })
+                    .await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {

@@ -81,6 +81,7 @@ impl Tenant {
                     mode: Some(0o444),
                     no_setid: false,
                     owners: false,
+                    tmpfs_only: false,
                 },
             )
             .await

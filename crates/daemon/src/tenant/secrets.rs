@@ -12,11 +12,17 @@
 //!   `/run/secrets/<name>` on the tmpfs its init mounted there (nosuid, nodev, noexec,
 //!   size-bounded), with the secret's owner and mode, after its agent first answers and before
 //!   its userdata runs (`userdata.rs` calls [`Tenant::deliver_secrets`]);
+//! - plaintext goes only onto a tmpfs: the agent writes a secret (`tmpfs_only`) only into a
+//!   directory it reached without a symlink and found to be a tmpfs (fstatfs), else refuses
+//!   (`not_tmpfs`, nothing written: a node whose root unmounted its `/run/secrets` gets no
+//!   secret, and the delivery fails as any delivery error does); an agent without that check
+//!   is given nothing;
 //! - a node is given the secret's content as it is when the node (re)starts: a PATCH does not
 //!   reach running nodes (a relaunch picks it up); a secret deleted since is skipped, logged
 //!   by name.
 
-use bulkhead_agent::client::CopyInRequest;
+use bulkhead_agent::client::{AgentInfo, CopyInRequest};
+use bulkhead_agent::proto::CAP_TMPFS_ONLY;
 use bulkhead_api::secrets::{self as wire, CreateSecretRequest, Secret, UpdateSecretRequest};
 use bulkhead_core::{Code, DomainError};
 use bulkhead_store::{SecretMeta, SecretPatch, SecretRow};
@@ -234,6 +240,18 @@ impl Tenant {
             tracing::warn!(tenant = %self.name, node = %name, secret = %gone, "a secret the node was created with no longer exists: not given");
         }
         let node = self.running_node(name)?;
+        // Only an agent that checks its directory is a tmpfs is given plaintext (an older one
+        // would ignore the option and write wherever `/run/secrets` leads).
+        let info = self.agent_info(&node).await?;
+        if !info.has(CAP_TMPFS_ONLY) {
+            return Err(DomainError::new(
+                Code::Unsupported,
+                format!(
+                    "node {name:?}'s agent ({}) cannot check that {SECRETS_DIR} is a tmpfs, so its secrets were not given: recreate the node with this daemon's agent",
+                    info.agent_version.as_deref().unwrap_or("version unknown")
+                ),
+            ));
+        }
         for row in rows {
             let m = &row.meta;
             let plain = self
@@ -245,7 +263,7 @@ impl Tenant {
                         m.name, self.name
                     ))
                 })?;
-            let r = self.write_secret(&node, m, &plain).await;
+            let r = self.write_secret(&node, &info, m, &plain).await;
             wipe(plain);
             r.map_err(|e| {
                 DomainError::new(
@@ -258,27 +276,31 @@ impl Tenant {
         Ok(())
     }
 
+    /// Writes one secret through the node's agent (`info`: what it said of itself), which
+    /// refuses (`not_tmpfs`) unless the directory is a tmpfs reached without a symlink.
     async fn write_secret(
         &self,
         node: &super::NodeRef,
+        info: &AgentInfo,
         m: &SecretMeta,
         plain: &[u8],
     ) -> Result<(), DomainError> {
         let _turn = self.agent_turn(node).await?;
-        let mut up = self
-            .copy_in(
-                node,
-                CopyInRequest {
-                    path: format!("{SECRETS_DIR}/{}", m.name),
-                    tar: false,
-                    uid: Some(m.uid),
-                    gid: Some(m.gid),
-                    mode: Some(m.permissions),
-                    no_setid: true,
-                    owners: false,
-                },
-            )
-            .await?;
+        let req = CopyInRequest {
+            path: format!("{SECRETS_DIR}/{}", m.name),
+            tar: false,
+            uid: Some(m.uid),
+            gid: Some(m.gid),
+            mode: Some(m.permissions),
+            no_setid: true,
+            owners: false,
+            tmpfs_only: true,
+        };
+        let conn = self.agent_conn(node).await?.with_peer(Some(info.clone()));
+        let mut up = conn
+            .copy_in(req)
+            .await
+            .map_err(|e| self.agent_failed(node, e))?;
         // A failed write is explained by the agent's answer at the end.
         let _ = up.write(plain).await;
         up.finish()

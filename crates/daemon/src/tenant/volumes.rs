@@ -14,7 +14,6 @@
 //! - creates and deletes run in a task of their own: a caller that goes away stops neither.
 
 use bulkhead_api::volumes::{CreateVolumeRequest, Size, Volume, VolumeHolder};
-use bulkhead_core::config::quotas::Usage;
 use bulkhead_core::{Code, DomainError};
 use bulkhead_store::volumes::{ObjState, VolumeRow, Volumes};
 use bulkhead_store::{SnapshotId, VolumeId};
@@ -447,25 +446,6 @@ impl Tenant {
     /// The tenant's data key (#13, keys): volume keys derive from it.
     pub(super) fn volume_key(&self) -> Result<bulkhead_storage::TenantKey, DomainError> {
         Ok(self.key().clone())
-    }
-
-    /// Whether `ask` more bytes of storage fit the tenant's quota beside its nodes (`nodes`)
-    /// and its volumes and snapshots (`volumes` bytes): 403 `quota_exceeded` with the figures.
-    pub(super) fn check_storage_quota(
-        &self,
-        mut used: Usage,
-        volumes: u64,
-        ask: u64,
-    ) -> Result<(), DomainError> {
-        used.storage_bytes = used.storage_bytes.saturating_add(volumes);
-        let ask = Usage {
-            storage_bytes: ask,
-            ..Usage::default()
-        };
-        self.cfg
-            .quotas
-            .check(&used, &ask)
-            .map_err(|e| DomainError::new(Code::QuotaExceeded, e.message(&self.quota_key())))
     }
 }
 

@@ -308,6 +308,7 @@ where
         mode: Some(mode),
         no_setid: tenant.admission.no_setid(),
         owners: false,
+        tmpfs_only: false,
     };
     let mut up = tenant.copy_in(n, req).await?;
     while let Some(c) = chunks.next().await {
