@@ -1,7 +1,9 @@
 //! Commit and fork (#13): a node's root filesystem becomes a tenant-private commit, sealed at
 //! rest; forks and creates with `image: <commit id>` start from it; another tenant's commit id
 //! answers 404 on every route; hostile content in a node does not escape on unpack; a daemon
-//! killed mid-commit leaves nothing listed and nothing on disk; a delete wipes.
+//! killed mid-commit leaves nothing listed and nothing on disk; a delete wipes. The tree a
+//! fork starts from is at rest only in an encrypted image (ADR 0041): no plaintext under the
+//! tenant's `images/`, no mount on the host, no loop device after the delete.
 
 mod common;
 
@@ -58,7 +60,43 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Commit files and trees of the tenant.
+/// Loop devices whose backing file's path contains `needle`.
+fn loops_backing(needle: &str) -> Vec<String> {
+    names_in(Path::new("/sys/block"))
+        .into_iter()
+        .filter(|n| n.starts_with("loop"))
+        .filter(|n| {
+            std::fs::read_to_string(format!("/sys/block/{n}/loop/backing_file"))
+                .is_ok_and(|b| b.contains(needle))
+        })
+        .collect()
+}
+
+/// Lines of this process's mount table (the host's namespace) that mention `needle`.
+fn mounts_naming(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Regular files under `dir` (no symlink followed) that contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            found.extend(files_containing(&e.path(), needle));
+        } else if t.is_file() && std::fs::read(e.path()).is_ok_and(|b| contains(&b, needle)) {
+            found.push(e.path().display().to_string());
+        }
+    }
+    found
+}
+
+/// Commit files and images of the tenant.
 fn commit_files(tenant_dir: &Path) -> Vec<String> {
     names_in(&tenant_dir.join("commits"))
         .into_iter()
@@ -131,14 +169,32 @@ fn a_fork_and_a_create_from_a_commit_have_its_content() {
         code, 0,
         "the host's tree is visible through a committed symlink"
     );
-    let tree = d
-        .tenant_dir()
-        .join("images")
-        .join(format!("commit-{id}-jail"));
-    assert!(std::fs::symlink_metadata(tree.join("leak"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    // At rest the tree is ciphertext only (ADR 0041): an image whose raw bytes hold no
+    // marker, no plain tree beside it, and no byte of the marker anywhere under images/.
+    let images = d.tenant_dir().join("images");
+    let img = images.join(format!("commit-{id}-jail.img"));
+    let raw = std::fs::read(&img).unwrap();
+    assert!(raw.len() > 1 << 20, "{}", raw.len());
+    assert!(
+        !contains(&raw, marker.as_bytes()),
+        "plaintext in the commit's image"
+    );
+    drop(raw);
+    assert_eq!(
+        files_containing(&images, marker.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        commit_files(&d.tenant_dir()),
+        vec![format!("{id}.sealed"), format!("commit-{id}-jail.img")]
+    );
+    // The fork's supervisor holds it through a loop device; nothing is mounted on the host.
+    assert_eq!(loops_backing(&format!("commit-{id}-")).len(), 1);
+    assert_eq!(mounts_naming(&format!("commit-{id}")), Vec::<String>::new());
+    assert_eq!(
+        mounts_naming(&d.tenant_dir().display().to_string()),
+        Vec::<String>::new()
+    );
 
     // `image: <commit id>` at create, answered like a create.
     let g = d.tenant.clone();
@@ -180,6 +236,12 @@ fn a_fork_and_a_create_from_a_commit_have_its_content() {
     let (st, b) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 204, "{b}");
     assert_eq!(commit_files(&d.tenant_dir()), Vec::<String>::new());
+    // No loop device or mount of it is left.
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert_eq!(mounts_naming(&format!("commit-{id}")), Vec::<String>::new());
     let (st, _) = call(&c, Method::GET, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 404);
     let (st, _) = call(&c, Method::POST, &format!("/vm/commits/{id}/fork"), "");
@@ -364,8 +426,8 @@ fn a_microvm_fork_has_the_committed_content() {
     assert!(d
         .tenant_dir()
         .join("images")
-        .join(format!("commit-{id}-qemu"))
-        .is_dir());
+        .join(format!("commit-{id}-qemu.img"))
+        .is_file());
     let (st, b) = call(
         &c,
         Method::POST,
@@ -377,6 +439,20 @@ fn a_microvm_fork_has_the_committed_content() {
     let (code, out, err) = d.sh(&forked, "cat /root/marker; stat -c %u /root/marker");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "vm-commit-marker\n1234\n");
+    // The disk was made from the tree mounted for that alone: nothing of it stays.
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert!(!contains(
+        &std::fs::read(
+            d.tenant_dir()
+                .join("images")
+                .join(format!("commit-{id}-qemu.img"))
+        )
+        .unwrap(),
+        b"vm-commit-marker"
+    ));
     d.vm_ok(&["delete", &forked, &node]);
     let (st, _) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 204);
