@@ -458,3 +458,62 @@ fn a_microvm_fork_has_the_committed_content() {
     assert_eq!(st, 204);
     d.stop_and_assert_clean();
 }
+
+/// A persistent jail node forked from a commit: the commit's tree (its read-only overlay
+/// lower, opened from the encrypted image) sits below the node's encrypted layer, across a
+/// relaunch and a daemon stop and start that relaunches it; the delete of both leaves no loop
+/// device.
+#[test]
+fn a_persistent_fork_keeps_its_commit_below_its_layer() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("cpf", &[]);
+    let c = d.client();
+    let node = d.add();
+    let (code, _, err) = d.sh(&node, "echo from-the-commit > /root/base");
+    assert_eq!(code, 0, "{err}");
+    let id = commit(&c, &node);
+    let (st, b) = call(
+        &c,
+        Method::POST,
+        &format!("/vm/commits/{id}/fork?wait=agent"),
+        r#"{"persistent":true}"#,
+    );
+    assert_eq!(st, 201, "{b}");
+    let forked = json(&b)["hostname"].as_str().unwrap().to_string();
+    let (code, _, err) = d.sh(&forked, "echo own > /root/own && rm /root/base && sync");
+    assert_eq!(code, 0, "{err}");
+    let both = "cat /root/own; test -e /root/base || echo base-deleted";
+    d.vm_ok(&["shutdown", &forked]);
+    d.vm_ok(&["relaunch", &forked]);
+    let (code, out, err) = d.sh(&forked, both);
+    assert_eq!((code, out.as_str()), (0, "own\nbase-deleted\n"), "{err}");
+    // The daemon's stop (graceful_shutdown: false) keeps it; the start relaunches it.
+    d.stop();
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, _) = d.sh(&forked, both);
+        if code == 0 {
+            assert_eq!(out, "own\nbase-deleted\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the kept fork never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c = d.client();
+    d.vm_ok(&["delete", &forked]);
+    let (st, b) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
+    assert_eq!(st, 204, "{b}");
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert_eq!(commit_files(&d.tenant_dir()), Vec::<String>::new());
+    d.stop_and_assert_clean();
+}
