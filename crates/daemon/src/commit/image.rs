@@ -106,6 +106,7 @@ pub fn ensure_image(
     let images = images_dir(tenant_dir);
     crate::fsutil::ensure_dir(&images, 0o711).map_err(io_err("creating", &images))?;
     let at = mount_dir(tenant_dir)?;
+    let t0 = Instant::now();
     let m = {
         let (mut r, opener) = open_sealed(key, tenant, tenant_dir, id)?;
         let m = measure(&mut r, bounds.max_entries);
@@ -117,10 +118,14 @@ pub fn ensure_image(
         super::random_suffix()
     ));
     let ckey = key_of(key, id);
+    let mut ms = [t0.elapsed().as_millis() as u64, 0, 0];
     let made = (|| {
         let (uid, gid) = owner(0, 0);
+        let t = Instant::now();
         bulkhead_storage::ext4img::format_write_once(&tmp, size, inodes, uid, gid, &ckey)
             .map_err(|e| image_err("making", &tmp, e))?;
+        ms[1] = t.elapsed().as_millis() as u64;
+        let t = Instant::now();
         privmount::with_data_at(&tmp, &ckey, false, &at, |root| {
             let (mut r, opener) = open_sealed(key, tenant, tenant_dir, id)?;
             let u = unpack::unpack_root(&mut r, root, owner, bounds);
@@ -130,8 +135,20 @@ pub fn ensure_image(
         fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io_err("syncing", &tmp))?;
+        ms[2] = t.elapsed().as_millis() as u64;
         install(&tmp, &dst)
     })();
+    tracing::debug!(
+        commit = id,
+        driver,
+        size,
+        inodes,
+        measure_ms = ms[0],
+        format_ms = ms[1],
+        fill_ms = ms[2],
+        ok = made.is_ok(),
+        "commit image made"
+    );
     if made.is_err() {
         wipe_image(&tmp);
     }
