@@ -82,6 +82,16 @@ fn mounts_naming(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a thread of process `pid` has a mount on `path` in its own mount namespace.
+fn thread_mounts(pid: i32, path: &str) -> bool {
+    names_in(Path::new(&format!("/proc/{pid}/task")))
+        .iter()
+        .any(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/mountinfo"))
+                .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(path)))
+        })
+}
+
 /// Regular files under `dir` (no symlink followed) that contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut found = Vec::new();
@@ -515,5 +525,58 @@ fn a_persistent_fork_keeps_its_commit_below_its_layer() {
         Vec::<String>::new()
     );
     assert_eq!(commit_files(&d.tenant_dir()), Vec::<String>::new());
+    d.stop_and_assert_clean();
+}
+
+/// A daemon killed while it fills a commit's image (its tree mounted in one thread's own
+/// namespace) leaves no mount and no loop device; the next start wipes the staging image.
+#[test]
+fn a_daemon_killed_while_filling_the_image_leaves_no_mount_or_loop_device() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("cki", &["--ram-mb", "768"]);
+    let node = d.add();
+    let (code, _, err) = d.sh(&node, "head -c 300000000 /dev/urandom > /root/big");
+    assert_eq!(code, 0, "{err}");
+    let tdir = d.tenant_dir();
+    let sock = d.socket.clone();
+    let n2 = node.clone();
+    let req = std::thread::spawn(move || {
+        let c = bulkhead_api::Client::new(bulkhead_api::Endpoint::Unix(sock));
+        call(&c, Method::POST, &format!("/vm/{n2}/commit"), "")
+    });
+    // Kill it while one of its threads has the tree mounted on `images/.tree` in that
+    // thread's own mount namespace (the host's has no such mount).
+    let tree = tdir.join("images").join(".tree").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !thread_mounts(d.pid(), &tree) {
+        assert!(Instant::now() < deadline, "the image was never filled");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(mounts_naming(&tree), Vec::<String>::new());
+    d.crash();
+    let _ = req.join();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loops_backing(&tdir.display().to_string()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "loop devices left: {:?}",
+            loops_backing(&tdir.display().to_string())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        mounts_naming(&tdir.display().to_string()),
+        Vec::<String>::new()
+    );
+    d.spawn();
+    let (st, list) = call(&d.client(), Method::GET, "/vm/commits", "");
+    assert_eq!(st, 200);
+    assert_eq!(json(&list), serde_json::json!([]));
+    assert_eq!(commit_files(&tdir), Vec::<String>::new());
+    assert!(d
+        .log()
+        .contains("wiped commits a stopped daemon left unfinished"));
     d.stop_and_assert_clean();
 }
