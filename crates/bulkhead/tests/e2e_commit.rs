@@ -2,7 +2,9 @@
 //! rest; forks and creates with `image: <commit id>` start from it; another tenant's commit id
 //! answers 404 on every route; hostile content in a node does not escape on unpack; a daemon
 //! killed mid-commit leaves nothing listed and nothing on disk; a delete wipes; commits count
-//! toward the tenant's `storage` quota (#13 quotas), also in parallel.
+//! toward the tenant's `storage` quota (#13 quotas), also in parallel. The tree a fork starts
+//! from is at rest only in an encrypted image (ADR 0041): no plaintext under the tenant's
+//! `images/`, no mount on the host, no loop device after the delete.
 
 mod common;
 
@@ -59,7 +61,53 @@ fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Commit files and trees of the tenant.
+/// Loop devices whose backing file's path contains `needle`.
+fn loops_backing(needle: &str) -> Vec<String> {
+    names_in(Path::new("/sys/block"))
+        .into_iter()
+        .filter(|n| n.starts_with("loop"))
+        .filter(|n| {
+            std::fs::read_to_string(format!("/sys/block/{n}/loop/backing_file"))
+                .is_ok_and(|b| b.contains(needle))
+        })
+        .collect()
+}
+
+/// Lines of this process's mount table (the host's namespace) that mention `needle`.
+fn mounts_naming(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a thread of process `pid` has a mount on `path` in its own mount namespace.
+fn thread_mounts(pid: i32, path: &str) -> bool {
+    names_in(Path::new(&format!("/proc/{pid}/task")))
+        .iter()
+        .any(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/mountinfo"))
+                .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(path)))
+        })
+}
+
+/// Regular files under `dir` (no symlink followed) that contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            found.extend(files_containing(&e.path(), needle));
+        } else if t.is_file() && std::fs::read(e.path()).is_ok_and(|b| contains(&b, needle)) {
+            found.push(e.path().display().to_string());
+        }
+    }
+    found
+}
+
+/// Commit files and images of the tenant.
 fn commit_files(tenant_dir: &Path) -> Vec<String> {
     names_in(&tenant_dir.join("commits"))
         .into_iter()
@@ -132,14 +180,32 @@ fn a_fork_and_a_create_from_a_commit_have_its_content() {
         code, 0,
         "the host's tree is visible through a committed symlink"
     );
-    let tree = d
-        .tenant_dir()
-        .join("images")
-        .join(format!("commit-{id}-jail"));
-    assert!(std::fs::symlink_metadata(tree.join("leak"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    // At rest the tree is ciphertext only (ADR 0041): an image whose raw bytes hold no
+    // marker, no plain tree beside it, and no byte of the marker anywhere under images/.
+    let images = d.tenant_dir().join("images");
+    let img = images.join(format!("commit-{id}-jail.img"));
+    let raw = std::fs::read(&img).unwrap();
+    assert!(raw.len() > 1 << 20, "{}", raw.len());
+    assert!(
+        !contains(&raw, marker.as_bytes()),
+        "plaintext in the commit's image"
+    );
+    drop(raw);
+    assert_eq!(
+        files_containing(&images, marker.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        commit_files(&d.tenant_dir()),
+        vec![format!("{id}.sealed"), format!("commit-{id}-jail.img")]
+    );
+    // The fork's supervisor holds it through a loop device; nothing is mounted on the host.
+    assert_eq!(loops_backing(&format!("commit-{id}-")).len(), 1);
+    assert_eq!(mounts_naming(&format!("commit-{id}")), Vec::<String>::new());
+    assert_eq!(
+        mounts_naming(&d.tenant_dir().display().to_string()),
+        Vec::<String>::new()
+    );
 
     // `image: <commit id>` at create, answered like a create.
     let g = d.tenant.clone();
@@ -181,6 +247,12 @@ fn a_fork_and_a_create_from_a_commit_have_its_content() {
     let (st, b) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 204, "{b}");
     assert_eq!(commit_files(&d.tenant_dir()), Vec::<String>::new());
+    // No loop device or mount of it is left.
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert_eq!(mounts_naming(&format!("commit-{id}")), Vec::<String>::new());
     let (st, _) = call(&c, Method::GET, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 404);
     let (st, _) = call(&c, Method::POST, &format!("/vm/commits/{id}/fork"), "");
@@ -365,8 +437,8 @@ fn a_microvm_fork_has_the_committed_content() {
     assert!(d
         .tenant_dir()
         .join("images")
-        .join(format!("commit-{id}-qemu"))
-        .is_dir());
+        .join(format!("commit-{id}-qemu.img"))
+        .is_file());
     let (st, b) = call(
         &c,
         Method::POST,
@@ -378,6 +450,20 @@ fn a_microvm_fork_has_the_committed_content() {
     let (code, out, err) = d.sh(&forked, "cat /root/marker; stat -c %u /root/marker");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "vm-commit-marker\n1234\n");
+    // The disk was made from the tree mounted for that alone: nothing of it stays.
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert!(!contains(
+        &std::fs::read(
+            d.tenant_dir()
+                .join("images")
+                .join(format!("commit-{id}-qemu.img"))
+        )
+        .unwrap(),
+        b"vm-commit-marker"
+    ));
     d.vm_ok(&["delete", &forked, &node]);
     let (st, _) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 204);
@@ -478,10 +564,122 @@ fn commits_count_toward_the_storage_quota_until_deleted() {
     let id = won["id"].as_str().unwrap();
     assert_eq!(
         commit_files(&d.tenant_dir()),
-        vec![format!("{id}.sealed"), format!("commit-{id}-jail")]
+        vec![format!("{id}.sealed"), format!("commit-{id}-jail.img")]
     );
     let (st, b) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
     assert_eq!(st, 204, "{b}");
     assert_eq!(storage_quota(&c).0, 1 << 30);
+    d.stop_and_assert_clean();
+}
+
+/// A persistent jail node forked from a commit: the commit's tree (its read-only overlay
+/// lower, opened from the encrypted image) sits below the node's encrypted layer, across a
+/// relaunch and a daemon stop and start that relaunches it; the delete of both leaves no loop
+/// device.
+#[test]
+fn a_persistent_fork_keeps_its_commit_below_its_layer() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("cpf", &[]);
+    let c = d.client();
+    let node = d.add();
+    let (code, _, err) = d.sh(&node, "echo from-the-commit > /root/base");
+    assert_eq!(code, 0, "{err}");
+    let id = commit(&c, &node);
+    let (st, b) = call(
+        &c,
+        Method::POST,
+        &format!("/vm/commits/{id}/fork?wait=agent"),
+        r#"{"persistent":true}"#,
+    );
+    assert_eq!(st, 201, "{b}");
+    let forked = json(&b)["hostname"].as_str().unwrap().to_string();
+    let (code, _, err) = d.sh(&forked, "echo own > /root/own && rm /root/base && sync");
+    assert_eq!(code, 0, "{err}");
+    let both = "cat /root/own; test -e /root/base || echo base-deleted";
+    d.vm_ok(&["shutdown", &forked]);
+    d.vm_ok(&["relaunch", &forked]);
+    let (code, out, err) = d.sh(&forked, both);
+    assert_eq!((code, out.as_str()), (0, "own\nbase-deleted\n"), "{err}");
+    // The daemon's stop (graceful_shutdown: false) keeps it; the start relaunches it.
+    d.stop();
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, _) = d.sh(&forked, both);
+        if code == 0 {
+            assert_eq!(out, "own\nbase-deleted\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the kept fork never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c = d.client();
+    d.vm_ok(&["delete", &forked]);
+    let (st, b) = call(&c, Method::DELETE, &format!("/vm/commits/{id}"), "");
+    assert_eq!(st, 204, "{b}");
+    assert_eq!(
+        loops_backing(&format!("commit-{id}-")),
+        Vec::<String>::new()
+    );
+    assert_eq!(commit_files(&d.tenant_dir()), Vec::<String>::new());
+    d.stop_and_assert_clean();
+}
+
+/// A daemon killed while it fills a commit's image (its tree mounted in one thread's own
+/// namespace) leaves no mount and no loop device; the next start wipes the staging image.
+#[test]
+fn a_daemon_killed_while_filling_the_image_leaves_no_mount_or_loop_device() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("cki", &["--ram-mb", "768"]);
+    let node = d.add();
+    let (code, _, err) = d.sh(&node, "head -c 300000000 /dev/urandom > /root/big");
+    assert_eq!(code, 0, "{err}");
+    let tdir = d.tenant_dir();
+    let sock = d.socket.clone();
+    let n2 = node.clone();
+    let req = std::thread::spawn(move || {
+        let c = bulkhead_api::Client::new(bulkhead_api::Endpoint::Unix(sock));
+        call(&c, Method::POST, &format!("/vm/{n2}/commit"), "")
+    });
+    // Kill it while one of its threads has the tree mounted on `images/.tree` in that
+    // thread's own mount namespace (the host's has no such mount).
+    let tree = tdir.join("images").join(".tree").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !thread_mounts(d.pid(), &tree) {
+        assert!(Instant::now() < deadline, "the image was never filled");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(mounts_naming(&tree), Vec::<String>::new());
+    d.crash();
+    let _ = req.join();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !loops_backing(&tdir.display().to_string()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "loop devices left: {:?}",
+            loops_backing(&tdir.display().to_string())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        mounts_naming(&tdir.display().to_string()),
+        Vec::<String>::new()
+    );
+    d.spawn();
+    let (st, list) = call(&d.client(), Method::GET, "/vm/commits", "");
+    assert_eq!(st, 200);
+    assert_eq!(json(&list), serde_json::json!([]));
+    assert_eq!(commit_files(&tdir), Vec::<String>::new());
+    assert!(d
+        .log()
+        .contains("wiped commits a stopped daemon left unfinished"));
     d.stop_and_assert_clean();
 }

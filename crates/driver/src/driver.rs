@@ -44,7 +44,10 @@ pub struct NodePrep<'a> {
     /// A first start, or the same node starting again (ADR 0018).
     pub start: Start,
     /// The root filesystem tree the node starts from instead of the tenant's image (a commit's,
-    /// #13), its owners already mapped with [`Driver::image_owner`]; `None`: the image.
+    /// #13), its owners already mapped with [`Driver::image_owner`]; `None`: the image (or,
+    /// for a driver whose supervisor opens a commit itself, [`crate::CommitTree::Supervisor`],
+    /// always `None`). The path holds only for this call: the tree is mounted in the calling
+    /// thread's own mount namespace (processes the driver starts from it see it too).
     pub image_tree: Option<&'a Path>,
     /// A persistent node's key (#13, persistent nodes; `TenantKey::derive("layer", <node id>)`)
     /// for a driver that encrypts the node's disk itself ([`crate::Persistence::EncryptedDisk`]);
@@ -238,6 +241,12 @@ pub trait Driver: Send + Sync {
     /// that does not say cannot, and a create asking for `persistent: true` is refused.
     fn persistence(&self) -> crate::Persistence {
         crate::Persistence::Unsupported
+    }
+
+    /// How this driver's nodes take the tree of a commit they start from (#13 commit and
+    /// fork); a driver that does not say reads it only while it prepares the node.
+    fn commit_tree(&self) -> crate::CommitTree {
+        crate::CommitTree::Prepare
     }
 }
 

@@ -211,6 +211,9 @@ pub fn check_spec(
     if let Some(l) = &spec.persistent_layer {
         wanted.push(("the persistent layer", l.key_id.as_str()));
     }
+    if let Some(c) = &spec.commit_image {
+        wanted.push(("the commit's image", c.key_id.as_str()));
+    }
     check_keys(spec_bytes, instruction, &wanted)
 }
 
@@ -347,6 +350,7 @@ mod tests {
             cpuset: None,
             volumes: Vec::new(),
             persistent_layer: None,
+            commit_image: None,
         };
         spec.persistent_layer = Some(crate::LayerMount {
             image: "/state/n/layer.img".into(),
@@ -369,6 +373,24 @@ mod tests {
         let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
         let e = check_spec(&edited.to_json(), Some(&mut l), &edited).unwrap_err();
         assert!(matches!(e, Refusal::SpecMismatch), "{e}");
+        // A commit's image (#13 commit and fork): its key too, under its own id.
+        spec.commit_image = Some(crate::LayerMount {
+            image: "/state/images/commit-01J2-jail.img".into(),
+            key_id: crate::persist::commit_key_id("01J2"),
+        });
+        let bytes = spec.to_json();
+        let mut l = line(&bytes, &[("layer:01J0", &k)]).as_bytes().to_vec();
+        let e = check_spec(&bytes, Some(&mut l), &spec).unwrap_err();
+        assert!(
+            matches!(e, Refusal::MissingKey(ref w) if w.contains("commit")),
+            "{e}"
+        );
+        let c = [4u8; KEY_LEN];
+        let mut l = line(&bytes, &[("layer:01J0", &k), ("commit:01J2", &c)])
+            .as_bytes()
+            .to_vec();
+        let keys = check_spec(&bytes, Some(&mut l), &spec).unwrap();
+        assert_eq!(keys.get("commit:01J2").unwrap().bytes(), &c);
     }
 
     #[test]

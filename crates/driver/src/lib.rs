@@ -34,7 +34,7 @@ pub use driver::{
     VolumeAttach,
 };
 pub use launch::{Launcher, NodeStart};
-pub use persist::{LayerMount, Persistence, LAYER_IMAGE};
+pub use persist::{CommitTree, LayerMount, Persistence, LAYER_IMAGE};
 pub use registry::{DriverEntry, Launchers, Registry};
 pub use spec::{
     check_volume_path, files, reserved_overlap, NodeSpec, Params, SpecError, SupervisorState,

@@ -50,6 +50,27 @@ pub fn layer_key_id(node_id: &str) -> String {
     format!("layer:{node_id}")
 }
 
+/// The key id of a commit's image (#13 commit and fork): `commit:<commit id>`; the key is
+/// `TenantKey::derive("commit", <commit id>)`.
+pub fn commit_key_id(commit_id: &str) -> String {
+    format!("commit:{commit_id}")
+}
+
+/// How a driver's nodes take the tree of the commit they start from (#13 commit and fork).
+/// The tree lives in an ext4 image whose `data` directory is fscrypt-encrypted under the
+/// commit's key; it is never plain files on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitTree {
+    /// The driver reads the tree only while it prepares the node
+    /// (`NodePrep::image_tree`): the daemon mounts it read-only for that call alone, in a
+    /// mount namespace of the calling thread's own (a microVM's disk is made from it).
+    Prepare,
+    /// The node's supervisor opens the image itself, as a detached read-only mount
+    /// ([`NodeSpec::commit_image`](crate::NodeSpec), key in the instruction), for as long as
+    /// the node lives (a jail's overlay lower).
+    Supervisor,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,11 @@ pub struct NodeSpec {
     /// key comes with the instruction, as volumes' keys do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_layer: Option<crate::persist::LayerMount>,
+    /// The commit a node starts from (#13 commit and fork), for a driver whose supervisor
+    /// opens it ([`crate::CommitTree::Supervisor`]): its encrypted image and key id; the key
+    /// comes with the instruction, as a layer's does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_image: Option<crate::persist::LayerMount>,
 }
 
 /// One volume attached to a node: what the supervisor (jail) or the guest agent (microVM)
@@ -315,6 +320,7 @@ mod tests {
             cpuset: Some("1,3".into()),
             volumes: Vec::new(),
             persistent_layer: None,
+            commit_image: None,
         }
     }
 

@@ -99,7 +99,9 @@ impl Driver for JailDriver {
 
     fn prepare_node(&self, node: NodePrep<'_>) -> Result<bulkhead_driver::Params, DriverError> {
         let params = JailParams {
-            // A commit's tree (#13) replaces the tenant's image as the overlay's lower.
+            // A commit's tree (#13) replaces the tenant's image as the overlay's lower: it
+            // comes as the spec's `commit_image` (the supervisor mounts it), never as a path
+            // here, but a driver given one takes it.
             lower: node
                 .image_tree
                 .map_or_else(|| self.lower.clone(), Path::to_path_buf),
@@ -149,6 +151,12 @@ impl Driver for JailDriver {
     /// Persistent nodes (#13): an encrypted layer image instead of the tmpfs (crate::persist).
     fn persistence(&self) -> bulkhead_driver::Persistence {
         bulkhead_driver::Persistence::EncryptedLayer
+    }
+
+    /// Commits (#13): the supervisor opens the commit's encrypted image as the overlay's lower
+    /// (crate::persist::open_commit), for as long as the node lives.
+    fn commit_tree(&self) -> bulkhead_driver::CommitTree {
+        bulkhead_driver::CommitTree::Supervisor
     }
 
     fn storage_limit(&self, g: &HostGroup, ram_bytes: u64) -> String {

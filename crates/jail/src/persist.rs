@@ -11,7 +11,11 @@
 //! fscrypt-encrypted ext4 directory mounted from outside the namespace (checked on 6.18:
 //! writes, whiteouts and a remount keep the content; the image holds only ciphertext).
 //!
-//! Invariants: nothing of the layer is mounted in the host's mount namespace; when the node's
+//! A node made from a commit (#13 commit and fork) gets the commit's tree the same way, read
+//! only ([`open_commit`]): the init moves it onto `scratch/lower` and the overlay takes it as
+//! its lower instead of the tenant's image.
+//!
+//! Invariants: nothing of the layer (or a commit) is mounted in the host's mount namespace; when the node's
 //! mount namespace goes (its processes are gone and the supervisor dropped its descriptor),
 //! the superblock goes, and the loop device frees itself. The key is never in the spec.
 
@@ -48,11 +52,42 @@ pub(crate) fn open(spec: &NodeSpec, keys: &VolumeKeys) -> Result<Option<OwnedFd>
     Ok(Some(fd))
 }
 
-/// In the node's init, before the overlay: moves the layer onto `scratch` (where a tmpfs
-/// layer would be mounted).
-pub(crate) fn attach(layer: &OwnedFd, scratch: &Path) -> Result<(), String> {
-    let c = std::ffi::CString::new(scratch.as_os_str().as_encoded_bytes())
-        .map_err(|_| "the scratch path holds a NUL byte".to_string())?;
+/// In the supervisor, before the clone: the detached read-only mount of the commit the node
+/// starts from (#13 commit and fork), if its spec names one: the `data` tree of the commit's
+/// encrypted image (`ro,norecovery` on a read-only loop device shared by every node of the
+/// commit, its key added), `nodev,nosuid`; exec allowed (it is the overlay's lower, the
+/// node's programs). The init moves it into place ([`attach`]).
+pub(crate) fn open_commit(
+    spec: &NodeSpec,
+    keys: &VolumeKeys,
+) -> Result<Option<OwnedFd>, JailError> {
+    let Some(commit) = &spec.commit_image else {
+        return Ok(None);
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        JailError::Setup(format!(
+            "opening the commit's image {}: {e}",
+            commit.image.display()
+        ))
+    };
+    let key = keys
+        .get(&commit.key_id)
+        .ok_or_else(|| failed(&"no key came from the daemon"))?;
+    let secret = bulkhead_storage::Secret::<64>::from_slice(key.bytes())
+        .ok_or_else(|| failed(&"a key of the wrong length"))?;
+    let fd = bulkhead_storage::ext4img::open_data(&commit.image, &secret, true)
+        .map_err(|e| failed(&e))?;
+    drop(secret);
+    mountapi::set_attr(fd.as_fd(), 0, mountapi::ATTR_NOEXEC, None).map_err(|e| failed(&e))?;
+    Ok(Some(fd))
+}
+
+/// In the node's init, before the overlay: moves a detached mount onto the directory `at`
+/// (the layer where a tmpfs layer would be mounted; a commit's tree where the overlay takes
+/// its lower from).
+pub(crate) fn attach(mnt: &OwnedFd, at: &Path) -> Result<(), String> {
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{} holds a NUL byte", at.display()))?;
     // SAFETY: `c` is NUL-terminated; the result is checked.
     let fd = unsafe {
         libc::open(
@@ -63,14 +98,14 @@ pub(crate) fn attach(layer: &OwnedFd, scratch: &Path) -> Result<(), String> {
     if fd < 0 {
         return Err(format!(
             "opening {}: {}",
-            scratch.display(),
+            at.display(),
             std::io::Error::last_os_error()
         ));
     }
     // SAFETY: a descriptor open just returned, owned by nobody else.
-    let at = unsafe { OwnedFd::from_raw_fd(fd) };
-    mountapi::move_mount(layer.as_fd(), at.as_fd(), "")
-        .map_err(|e| format!("mounting the persistent layer: {e}"))?;
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    mountapi::move_mount(mnt.as_fd(), dir.as_fd(), "")
+        .map_err(|e| format!("mounting {}: {e}", at.display()))?;
     // The init's copy of the descriptor closes at its exec (`exec_agent` marks every
     // descriptor above 3 close-on-exec).
     Ok(())

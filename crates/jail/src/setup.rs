@@ -19,6 +19,9 @@ pub(crate) struct Jail<'a> {
     /// A persistent node's layer, a detached mount the supervisor opened (#13, persistent
     /// nodes: `crate::persist`); `None`: the layer is a tmpfs.
     pub layer: Option<&'a std::os::fd::OwnedFd>,
+    /// The commit the node starts from, a detached read-only mount the supervisor opened
+    /// (#13 commit and fork: `crate::persist::open_commit`); `None`: the image (`params.lower`).
+    pub commit: Option<&'a std::os::fd::OwnedFd>,
 }
 
 type R = Result<(), String>;
@@ -109,7 +112,18 @@ pub(crate) fn mounts(jail: &Jail<'_>) -> R {
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     mkdir(&upper)?;
     mkdir(&work)?;
-    let lower = params.lower.to_str().ok_or("lower path is not UTF-8")?;
+    // A commit's tree (#13) is the lower instead of the image: moved in from its detached
+    // mount, beside the upper and work directories (never inside them).
+    let commit_lower = scratch.join("lower");
+    let lower = match jail.commit {
+        Some(tree) => {
+            mkdir(&commit_lower)?;
+            crate::persist::attach(tree, &commit_lower)?;
+            &commit_lower
+        }
+        None => &params.lower,
+    };
+    let lower = lower.to_str().ok_or("lower path is not UTF-8")?;
     let ov = format!(
         "lowerdir={lower},upperdir={},workdir={},userxattr",
         upper.display(),

@@ -45,10 +45,13 @@ fn start(node: NodeStart<'_>, params: &JailParams) -> Result<i32, JailError> {
     } = node;
     // A persistent node's layer (#13): a detached mount, opened before the clone copies it.
     let layer = crate::persist::open(spec, volume_keys)?;
+    // A commit's tree (#13 commit and fork): likewise, read-only.
+    let commit = crate::persist::open_commit(spec, volume_keys)?;
     let jail = Jail {
         spec,
         params,
         layer: layer.as_ref(),
+        commit: commit.as_ref(),
     };
     let filters = if params.seccomp.is_empty() {
         crate::seccomp::compile()?

@@ -117,6 +117,39 @@ pub fn format_encrypted(
     gid: u32,
     key: &Secret<64>,
 ) -> Result<(), ImageError> {
+    format(
+        image,
+        size_bytes,
+        inodes,
+        (uid, gid),
+        key,
+        &["-O", "encrypt"],
+    )
+}
+
+/// As [`format_encrypted`], for an image written once and then only read (a commit's tree,
+/// #13): no journal (nothing to replay: a write that did not finish discards the image), no
+/// blocks reserved for root, 4 KiB blocks whatever the size (callers size it in blocks).
+pub fn format_write_once(
+    image: &Path,
+    size_bytes: u64,
+    inodes: u64,
+    uid: u32,
+    gid: u32,
+    key: &Secret<64>,
+) -> Result<(), ImageError> {
+    let opts = ["-O", "encrypt,^has_journal", "-m", "0", "-b", "4096"];
+    format(image, size_bytes, inodes, (uid, gid), key, &opts)
+}
+
+fn format(
+    image: &Path,
+    size_bytes: u64,
+    inodes: u64,
+    (uid, gid): (u32, u32),
+    key: &Secret<64>,
+    features: &[&str],
+) -> Result<(), ImageError> {
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -131,7 +164,9 @@ pub fn format_encrypted(
     f.set_len(size_bytes).map_err(io_err("sizing", image))?;
     drop(f);
     let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "encrypt", "-N", &inodes.to_string(), "-E"])
+        .args(["-q", "-F"])
+        .args(features)
+        .args(["-N", &inodes.to_string(), "-E"])
         .arg(format!("root_owner={uid}:{gid},nodiscard"))
         .arg(image)
         .output()

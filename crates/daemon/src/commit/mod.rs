@@ -1,24 +1,32 @@
-//! Commits on the host (#13 commit and fork, ADR 0030): where a tenant's commits live, the
-//! sealed file of one (written from the node's tar stream), the image tree a driver starts
-//! nodes from (unpacked from the sealed file, `unpack.rs`), and the start-time sweep. Blocking
-//! file work only: the tenant's `tenant/commit.rs` runs it off the async workers.
+//! Commits on the host (#13 commit and fork, ADR 0030, ADR 0041): where a tenant's commits
+//! live, the sealed file of one (written from the node's tar stream), the encrypted image of
+//! the tree a driver starts nodes from (made from the sealed file, `image.rs`, as hostile input,
+//! `unpack.rs`), and the start-time sweep. Blocking file work only: the tenant's
+//! `tenant/commit.rs` runs it off the async workers.
 //!
 //! Layout in the tenant's directory:
 //! - `commits/<id>.tmp`: a commit being written (never read; wiped at start);
 //! - `commits/<id>.sealed`: a complete commit, AEAD-sealed under the tenant's key
 //!   (`TenantKey::seal_stream`, AAD `bulkhead/commit/<tenant>/<id>`), fsynced and renamed from `.tmp`;
-//! - `images/commit-<id>-<driver>`: the unpacked tree for one driver's nodes (a cache, made
-//!   at the commit for its node's driver and on first use for another), owners mapped with
-//!   [`bulkhead_driver::Driver::image_owner`]; `images/.commit-….tmp-*` while being made.
+//! - `images/commit-<id>-<driver>.img`: the tree for one driver's nodes (a cache, made at the
+//!   commit for its node's driver and on first use for another), owners mapped with
+//!   [`bulkhead_driver::Driver::image_owner`], in an ext4 image whose `data` directory is
+//!   fscrypt-encrypted under `TenantKey::derive("commit", <id>)`;
+//!   `images/.commit-….img.tmp-*` while being made; `images/.tree`, the directory a thread
+//!   mounts a tree on in its own mount namespace;
+//! - `images/commit-<id>-<driver>/`: a plaintext tree an earlier version made (wiped at start
+//!   unless a node made from the commit exists, then at the commit's delete).
 //!
 //! Invariants: the store has a row only for a commit whose `.sealed` file was complete and
 //! renamed (the row is the commit's visibility); at start every `.tmp`, every `.sealed` and
-//! tree without a row, and every staging tree is wiped ([`sweep`]).
+//! image without a row, and every staging image is wiped ([`sweep`]); no plaintext of a
+//! commit is kept on the host's disk.
 
+pub mod image;
 pub mod seal;
+pub mod sweep;
 pub mod unpack;
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -68,14 +76,6 @@ pub fn sealed_path(tenant_dir: &Path, id: &str) -> PathBuf {
 
 fn images_dir(tenant_dir: &Path) -> PathBuf {
     tenant_dir.join("images")
-}
-
-fn tree_name(id: &str, driver: &str) -> String {
-    format!("commit-{id}-{driver}")
-}
-
-pub fn tree_path(tenant_dir: &Path, id: &str, driver: &str) -> PathBuf {
-    images_dir(tenant_dir).join(tree_name(id, driver))
 }
 
 /// The AEAD's associated data of a commit: the tenant and the id, so a sealed file renamed
@@ -203,28 +203,20 @@ pub fn write_sealed(
     res
 }
 
-/// The tree of commit `id` for `driver`'s nodes, unpacked from the sealed file if it is not
-/// there yet. A sealed file that does not open completely (edited, truncated, another
-/// tenant's) leaves no tree.
-pub fn ensure_tree(
+/// The thread that opens a sealed commit into a [`ChanReader`].
+type Opener = std::thread::JoinHandle<io::Result<u64>>;
+
+/// The plaintext of commit `id` as a reader: a thread opens the sealed file into a bounded
+/// channel the reader reads; a chunk that does not open fails the read. Give both to
+/// [`finish_opened`] when done.
+fn open_sealed(
     key: &seal::Key,
     tenant: &str,
     tenant_dir: &Path,
     id: &str,
-    driver: &str,
-    owner: &dyn Fn(u32, u32) -> (u32, u32),
-    bounds: Bounds,
-) -> Result<PathBuf, CommitError> {
-    let tree = tree_path(tenant_dir, id, driver);
-    if tree.is_dir() {
-        return Ok(tree);
-    }
-    let images = images_dir(tenant_dir);
-    crate::fsutil::ensure_dir(&images, 0o711).map_err(io_err("creating", &images))?;
+) -> Result<(ChanReader, Opener), CommitError> {
     let sealed = sealed_path(tenant_dir, id);
     let f = fs::File::open(&sealed).map_err(io_err("opening", &sealed))?;
-    // The opener writes plaintext into a bounded channel the unpacker reads; the tree counts
-    // only once the opener has checked the last chunk.
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let aad = aad(tenant, id);
     let key2 = key.clone();
@@ -236,20 +228,27 @@ pub fn ensure_tree(
         }
         r
     });
-    let mut reader = ChanReader::new(rx, u64::MAX);
-    let unpacked = unpack::unpack_tree(&mut reader, &images, &tree_name(id, driver), owner, bounds);
-    // Drain what the archive's end left, so the opener reaches (and checks) the last chunk.
-    let drained = io::copy(&mut reader, &mut io::sink());
+    Ok((ChanReader::new(rx, u64::MAX), opener))
+}
+
+/// Ends a read of [`open_sealed`]: drains what the reader's consumer left, so the opener
+/// reaches (and checks) the last chunk; `res` (what the consumer made of it) counts only if
+/// the whole file opened.
+fn finish_opened<T, E: Into<CommitError>>(
+    mut r: ChanReader,
+    opener: Opener,
+    res: Result<T, E>,
+) -> Result<T, CommitError> {
+    let drained = io::copy(&mut r, &mut io::sink());
+    drop(r);
     let opened = opener
         .join()
         .map_err(|_| CommitError::Open(io::Error::other("the opener panicked")))?;
-    match (unpacked, opened, drained) {
-        (Ok((tree, _)), Ok(_), Ok(_)) => Ok(tree),
-        (Ok((tree, _)), Err(e), _) | (Ok((tree, _)), Ok(_), Err(e)) => {
-            wipe_tree(&tree);
+    match (res, opened, drained) {
+        (Ok(v), Ok(_), Ok(_)) => Ok(v),
+        (Ok(_), Err(e), _) | (Ok(_), Ok(_), Err(e)) | (Err(_), Err(e), _) => {
             Err(CommitError::Open(e))
         }
-        (Err(_), Err(e), _) => Err(CommitError::Open(e)),
         (Err(e), Ok(_), _) => Err(e.into()),
     }
 }
@@ -271,72 +270,10 @@ impl Write for ChanWriter {
     }
 }
 
-/// Wipes everything of commit `id`: its sealed file and every tree of it.
-pub fn remove(tenant_dir: &Path, id: &str) {
-    for t in trees_of(tenant_dir, id) {
-        wipe_tree(&t);
-    }
-    wipe_file(&sealed_path(tenant_dir, id));
-}
-
-fn trees_of(tenant_dir: &Path, id: &str) -> Vec<PathBuf> {
-    let prefix = format!("commit-{id}-");
-    fs::read_dir(images_dir(tenant_dir))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect()
-}
-
-/// What a start-time sweep removed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Swept {
-    pub partial: usize,
-    pub orphans: usize,
-}
-
-/// At start, before anything is served: wipes every commit file or tree that `known` (the
-/// ids with a row) does not explain, and every partial one (a daemon killed mid-commit).
-pub fn sweep(tenant_dir: &Path, known: &HashSet<String>) -> Swept {
-    let mut s = Swept::default();
-    for e in fs::read_dir(commits_dir(tenant_dir))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        match name.strip_suffix(".sealed") {
-            Some(id) if known.contains(id) => {}
-            Some(_) => {
-                s.orphans += 1;
-                wipe_file(&e.path());
-            }
-            None => {
-                s.partial += 1;
-                wipe_file(&e.path());
-            }
-        }
-    }
-    for e in fs::read_dir(images_dir(tenant_dir))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".commit-") {
-            s.partial += 1;
-            wipe_tree(&e.path());
-        } else if let Some(rest) = name.strip_prefix("commit-") {
-            let id = rest.split('-').next().unwrap_or_default();
-            if !known.contains(id) {
-                s.orphans += 1;
-                wipe_tree(&e.path());
-            }
-        }
-    }
-    s
+fn random_suffix() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

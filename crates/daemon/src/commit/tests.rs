@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::HashSet;
 
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -30,8 +31,12 @@ fn id(u: u32, g: u32) -> (u32, u32) {
     (u, g)
 }
 
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
 #[test]
-fn a_commit_is_sealed_then_unpacked_into_a_tree() {
+fn a_commit_is_sealed_then_unpacked_into_an_encrypted_image() {
     let t = tempfile::tempdir().unwrap();
     let Some(key) = seal::test_key(t.path(), "a") else {
         return;
@@ -42,37 +47,55 @@ fn a_commit_is_sealed_then_unpacked_into_a_tree() {
     assert_eq!(n, tar.len() as u64);
     let sealed = fs::read(sealed_path(t.path(), "C1")).unwrap();
     assert!(
-        !sealed
-            .windows(b"plaintext-marker".len())
-            .any(|w| w == b"plaintext-marker"),
+        !contains(&sealed, b"plaintext-marker"),
         "the sealed file holds no plaintext"
     );
     assert!(!commits_dir(t.path()).join("C1.tmp").exists());
-    let tree = ensure_tree(&key, "a", t.path(), "C1", "jail", &id, B).unwrap();
-    assert_eq!(fs::read(tree.join("etc/marker")).unwrap(), marker);
-    // Cached: a second call does not unpack again.
-    assert_eq!(
-        ensure_tree(&key, "a", t.path(), "C1", "jail", &id, B).unwrap(),
-        tree
+    let mounts = || fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let before = mounts();
+    let img = image::ensure_image(&key, "a", t.path(), "C1", "jail", &id, B).unwrap();
+    assert_eq!(img, image::image_path(t.path(), "C1", "jail"));
+    // The image holds only ciphertext of the tree, and nothing stays mounted or attached.
+    let raw = fs::read(&img).unwrap();
+    assert!(
+        !contains(&raw, b"plaintext-marker"),
+        "plaintext in the image"
     );
-    // Another tenant's name (the AAD), an edit or a truncation: no tree.
-    assert!(ensure_tree(&key, "b", t.path(), "C1", "qemu", &id, B).is_err());
+    assert_eq!(mounts(), before);
+    assert!(bulkhead_storage::loopdev::find_backing(&img)
+        .unwrap()
+        .is_none());
+    // Read back through a private mount, as a driver that makes a disk from it does.
+    let back = image::with_tree(&key, t.path(), "C1", &img, |p| {
+        fs::read(p.join("etc/marker")).unwrap()
+    })
+    .unwrap();
+    assert_eq!(back, marker);
+    // Cached: a second call does not unpack again.
+    let m0 = fs::metadata(&img).unwrap().modified().unwrap();
+    assert_eq!(
+        image::ensure_image(&key, "a", t.path(), "C1", "jail", &id, B).unwrap(),
+        img
+    );
+    assert_eq!(fs::metadata(&img).unwrap().modified().unwrap(), m0);
+    // Another tenant's name (the AAD), an edit or a truncation: no image.
+    assert!(image::ensure_image(&key, "b", t.path(), "C1", "qemu", &id, B).is_err());
     let p = sealed_path(t.path(), "C1");
     let mut edited = sealed.clone();
     edited[100] ^= 1;
     fs::write(&p, &edited).unwrap();
-    assert!(ensure_tree(&key, "a", t.path(), "C1", "qemu", &id, B).is_err());
+    assert!(image::ensure_image(&key, "a", t.path(), "C1", "qemu", &id, B).is_err());
     fs::write(&p, &sealed[..sealed.len() - 70_000]).unwrap();
-    assert!(ensure_tree(&key, "a", t.path(), "C1", "qemu", &id, B).is_err());
-    assert!(!tree_path(t.path(), "C1", "qemu").exists());
+    assert!(image::ensure_image(&key, "a", t.path(), "C1", "qemu", &id, B).is_err());
+    assert!(!image::image_path(t.path(), "C1", "qemu").exists());
     let staging = fs::read_dir(t.path().join("images"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".commit"))
         .count();
     assert_eq!(staging, 0);
-    remove(t.path(), "C1");
-    assert!(!tree.exists() && !p.exists());
+    sweep::remove(t.path(), "C1");
+    assert!(!img.exists() && !p.exists());
 }
 
 #[test]
@@ -107,20 +130,32 @@ fn the_sweep_wipes_partial_and_unknown_commits_only() {
     let c = commits_dir(t.path());
     fs::create_dir_all(&c).unwrap();
     let i = t.path().join("images");
-    fs::create_dir_all(i.join("commit-KEEP-jail")).unwrap();
+    fs::create_dir_all(i.join(".tree")).unwrap();
+    // An earlier version's plaintext trees: of a commit a node uses (kept until the commit
+    // goes), of one no node uses (wiped), of an unknown one (wiped).
+    fs::create_dir_all(i.join("commit-USED-jail/etc")).unwrap();
+    fs::create_dir_all(i.join("commit-KEEP-qemu/etc")).unwrap();
     fs::create_dir_all(i.join("commit-GONE-jail/etc")).unwrap();
-    fs::create_dir_all(i.join(".commit-X-jail.tmp-1")).unwrap();
+    for f in [
+        "commit-KEEP-jail.img",
+        "commit-GONE-qemu.img",
+        ".commit-X-jail.img.tmp-1",
+    ] {
+        fs::write(i.join(f), b"x").unwrap();
+    }
     fs::create_dir_all(i.join("minimal-abc")).unwrap();
-    for f in ["KEEP.sealed", "GONE.sealed", "HALF.tmp"] {
+    for f in ["KEEP.sealed", "USED.sealed", "GONE.sealed", "HALF.tmp"] {
         fs::write(c.join(f), b"x").unwrap();
     }
-    let known: HashSet<String> = ["KEEP".to_string()].into();
-    let s = sweep(t.path(), &known);
+    let known: HashSet<String> = ["KEEP".to_string(), "USED".to_string()].into();
+    let in_use: HashSet<String> = ["USED".to_string()].into();
+    let s = sweep::sweep(t.path(), &known, &in_use);
     assert_eq!(
         s,
-        Swept {
+        sweep::Swept {
             partial: 2,
-            orphans: 2
+            orphans: 3,
+            legacy: 1,
         }
     );
     let mut left: Vec<String> = fs::read_dir(&c)
@@ -130,7 +165,17 @@ fn the_sweep_wipes_partial_and_unknown_commits_only() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["KEEP.sealed", "commit-KEEP-jail", "minimal-abc"]);
+    assert_eq!(
+        left,
+        [
+            ".tree",
+            "KEEP.sealed",
+            "USED.sealed",
+            "commit-KEEP-jail.img",
+            "commit-USED-jail",
+            "minimal-abc"
+        ]
+    );
 }
 
 #[test]

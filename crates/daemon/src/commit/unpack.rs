@@ -2,9 +2,10 @@
 //! agent, which the node's root controls: it is hostile input, read by the root daemon.
 //!
 //! Invariants:
-//! - the tree is built in a fresh private directory (0700, root) beside its final name and
-//!   renamed into place only when every entry was accepted; a refused archive leaves nothing;
-//!   nothing but this function writes in that directory meanwhile, so paths are stable;
+//! - the tree is built in a directory nothing else writes in meanwhile (the encrypted `data`
+//!   directory of a fresh image, mounted for the unpack alone), so paths are stable; the
+//!   image counts only once every entry was accepted (the caller renames it into place), and
+//!   a refused archive discards it whole;
 //! - no entry is written outside it: absolute names and `..` are refused outright, every entry
 //!   goes through `tar`'s `unpack_in` (which refuses a parent resolving outside, and a hard
 //!   link whose source does), and owners and modes are set on the entry itself (never through
@@ -77,51 +78,21 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> U
     }
 }
 
-fn random_suffix() -> String {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the kernel's random source is unavailable");
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Unpacks `r` into `<parent>/<name>` (made afresh; if another unpack of the same name won
-/// meanwhile, its tree is kept and this one dropped). `owner` maps the node's ids to the
-/// host's. Returns the tree's path.
-pub fn unpack_tree(
+/// Unpacks `r` into `root`, an empty directory nothing else writes in meanwhile (the `data`
+/// directory of a commit's image, mounted for this unpack only: `super::image`). `owner` maps
+/// the node's ids to the host's; the root ends owned by the node's root, mode 0755. A refused
+/// archive leaves whatever it had unpacked: the caller discards the whole image.
+pub fn unpack_root(
     r: impl Read,
-    parent: &Path,
-    name: &str,
+    root: &Path,
     owner: &dyn Fn(u32, u32) -> (u32, u32),
     bounds: Bounds,
-) -> Result<(PathBuf, Unpacked), UnpackError> {
-    let tmp = parent.join(format!(".{name}.tmp-{}", random_suffix()));
-    fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", &tmp))?;
-    let res = unpack_into(r, &tmp, owner, bounds).and_then(|u| {
-        let (uid, gid) = owner(0, 0);
-        lchown(&tmp, Some(uid), Some(gid)).map_err(io_err("chown", &tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-            .map_err(io_err("chmod", &tmp))?;
-        Ok(u)
-    });
-    let dst = parent.join(name);
-    match res {
-        Ok(u) => match fs::rename(&tmp, &dst) {
-            Ok(()) => Ok((dst, u)),
-            // Another unpack of the same tree won: use it.
-            Err(_) if dst.is_dir() => {
-                let _ = super::seal::wipe_tree(&tmp);
-                Ok((dst, u))
-            }
-            Err(e) => {
-                let _ = super::seal::wipe_tree(&tmp);
-                Err(io_err("installing", &dst)(e))
-            }
-        },
-        Err(e) => {
-            let _ = super::seal::wipe_tree(&tmp);
-            Err(e)
-        }
-    }
+) -> Result<Unpacked, UnpackError> {
+    let u = unpack_into(r, root, owner, bounds)?;
+    let (uid, gid) = owner(0, 0);
+    lchown(root, Some(uid), Some(gid)).map_err(io_err("chown", root))?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", root))?;
+    Ok(u)
 }
 
 /// Sets the owner (mapped) and mode of an unpacked entry, on the entry itself.
@@ -327,6 +298,25 @@ mod tests {
 
     use tar::EntryType as T;
 
+    /// As the caller does: a fresh directory `<parent>/<name>`, discarded when refused.
+    fn unpack_tree(
+        r: &[u8],
+        parent: &Path,
+        name: &str,
+        owner: &dyn Fn(u32, u32) -> (u32, u32),
+        bounds: Bounds,
+    ) -> Result<(PathBuf, Unpacked), UnpackError> {
+        let root = parent.join(name);
+        fs::create_dir(&root).unwrap();
+        match unpack_root(r, &root, owner, bounds) {
+            Ok(u) => Ok((root, u)),
+            Err(e) => {
+                fs::remove_dir_all(&root).unwrap();
+                Err(e)
+            }
+        }
+    }
+
     #[test]
     fn a_plain_tree_unpacks_with_its_mount_points() {
         let dir = tempfile::tempdir().unwrap();
@@ -357,8 +347,7 @@ mod tests {
             0o1777
         );
         assert_eq!(u.entries, 5);
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
-        assert_eq!(left.len(), 1, "only the tree, no staging directory");
+        assert_eq!(fs::metadata(&tree).unwrap().mode() & 0o7777, 0o755);
     }
 
     fn refused_and_nothing_left(tar: &[u8], why: &str) {

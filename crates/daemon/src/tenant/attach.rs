@@ -26,16 +26,17 @@ use super::Tenant;
 
 impl Tenant {
     /// The instruction for the supervisor about to read `spec_bytes`: their digest, the
-    /// keys of `volumes` and a persistent node's layer key (#13, persistent nodes: key id, key).
+    /// keys of `volumes` and `extra` keys (key id, key): a persistent node's layer key (#13,
+    /// persistent nodes), the key of the commit a jail node starts from (#13 commit and fork).
     pub(super) fn supervisor_instruction(
         &self,
         spec_bytes: &[u8],
         volumes: &[VolumeMount],
-        layer: Option<(&str, &bulkhead_storage::Secret<64>)>,
+        extra: &[(&str, &bulkhead_storage::Secret<64>)],
     ) -> Result<Line, DomainError> {
-        let layer = layer.map(|(id, k)| (id, k.expose()));
+        let extra = extra.iter().map(|(id, k)| (*id, k.expose()));
         if volumes.is_empty() {
-            return Ok(instruction::line(spec_bytes, &Vec::from_iter(layer)));
+            return Ok(instruction::line(spec_bytes, &Vec::from_iter(extra)));
         }
         let tk = self.key();
         let keys: Vec<(String, bulkhead_storage::Secret<64>)> = volumes
@@ -45,7 +46,7 @@ impl Tenant {
         let refs: Vec<(&str, &[u8; 64])> = keys
             .iter()
             .map(|(id, k)| (id.as_str(), k.expose()))
-            .chain(layer)
+            .chain(extra)
             .collect();
         Ok(instruction::line(spec_bytes, &refs))
     }

@@ -1,11 +1,13 @@
 //! Commit and fork (#13, ADR 0030): a node's root filesystem, read through its agent (the
 //! node's own view, the same for a jail and a microVM), sealed into a tenant-private commit;
 //! nodes started from a commit (`image: <commit id>` at create, or a fork) get its tree as
-//! their image. The host-side file work is `crate::commit`.
+//! their image. The host-side file work is `crate::commit`; the tree is kept only in an
+//! fscrypt-encrypted image (ADR 0041), so a host without fscrypt refuses commits (400
+//! `unsupported` naming the missing protection), as it refuses persistent nodes.
 //!
 //! Invariants:
 //! - a commit is visible (listed, usable) only once its row exists, and its row is written
-//!   only after its sealed file is complete and its tree for the node's driver was unpacked
+//!   only after its sealed file is complete and its image for the node's driver was made
 //!   from that file (so a commit that cannot be used is refused at once, not at a fork);
 //!   a daemon killed at any step leaves files without a row, which start-up wipes;
 //! - every lookup is by this tenant's store: a commit id of another tenant is unknown here
@@ -25,6 +27,8 @@
 use bulkhead_api::commits::CommitInfo;
 use bulkhead_api::CreateNodeRequest;
 use bulkhead_core::{Code, DomainError, HostGroup};
+use bulkhead_driver::{persist::commit_key_id, CommitTree, LayerMount};
+use bulkhead_storage::Secret;
 use bulkhead_store::{CommitId, CommitRow, NodeRow};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -33,6 +37,36 @@ use std::sync::Arc;
 use super::conflict::CreateSpec;
 use super::{NodeRef, Tenant};
 use crate::commit::{self as host, Bounds, CommitError};
+
+/// A commit's image for one driver's nodes, made and ready.
+pub(super) struct CommitImage {
+    pub id: String,
+    pub image: PathBuf,
+}
+
+/// How a node starts from its commit, as its driver takes it (`Driver::commit_tree`).
+#[derive(Default)]
+pub(super) struct CommitStart {
+    /// For the spec and the instruction (key id, key): the supervisor opens the image (a jail).
+    pub mount: Option<(LayerMount, Secret<64>)>,
+    /// For `prepare_node`: the daemon mounts the tree for that call alone (a microVM's disk).
+    pub prepare: Option<CommitImage>,
+}
+
+/// Runs `f` (a driver's `prepare_node`) with the tree of `commit` at a path only this call
+/// sees, or with `None` when the node takes no tree while it is prepared. Blocking.
+pub(super) fn with_commit_tree<T: Send>(
+    key: &host::seal::Key,
+    tenant_dir: &std::path::Path,
+    commit: Option<&CommitImage>,
+    f: impl FnOnce(Option<&std::path::Path>) -> T + Send,
+) -> Result<T, DomainError> {
+    match commit {
+        None => Ok(f(None)),
+        Some(c) => host::image::with_tree(key, tenant_dir, &c.id, &c.image, |p| f(Some(p)))
+            .map_err(|e| DomainError::internal(format!("mounting commit {}: {e}", c.id))),
+    }
+}
 
 /// What a commit never reads: what the driver mounts (processes, devices, the agent), the
 /// node's secrets and identity (`/run`), and scratch space (`/tmp`). The mount points
@@ -101,6 +135,18 @@ impl Tenant {
         Ok(self.key().clone())
     }
 
+    /// Commits keep their trees only fscrypt-encrypted: refused (400 `unsupported`, naming
+    /// the missing protection from the probe at start) on a host without fscrypt.
+    fn check_commit_protection(&self) -> Result<(), DomainError> {
+        match super::persist::fscrypt_missing(&self.host.protection) {
+            Some(why) => Err(DomainError::new(
+                Code::Unsupported,
+                format!("a commit's tree is kept encrypted at rest and this host cannot: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn commit_bounds(&self, max_bytes: u64) -> Bounds {
         Bounds {
             max_entries: host::MAX_ENTRIES,
@@ -118,25 +164,29 @@ impl Tenant {
 
     async fn commit_now(self: &Arc<Self>, name: &str) -> Result<CommitInfo, DomainError> {
         let node = self.running_node(name)?;
+        self.check_commit_protection()?;
         let row = node.row().clone();
         let g = self.group(&row.hostgroup)?.clone();
         let driver = self.driver_for(&g.name).clone();
         let key = self.commit_key()?;
-        // Bound: what the node can hold, its writable storage and the image below it.
-        let base = match self.image_tree_of(&row, &g).await? {
-            Some(t) => Some(t),
-            // The tenant's image in the host's image store (`<state>/images/<name>/rootfs`).
-            None => self
-                .dir
-                .parent()
-                .and_then(|p| p.parent())
-                .map(|state| state.join("images").join(&self.cfg.image).join("rootfs")),
+        // Bound: what the node can hold, its writable storage and the image below it (the
+        // commit it was made from, or the tenant's image in the host's image store,
+        // `<state>/images/<name>/rootfs`).
+        let from = match spec_image(&row) {
+            Some(id) => self.find_commit(&id).await.ok().map(|c| c.size_bytes),
+            None => None,
         };
-        let image_bytes = match base {
-            Some(t) => tokio::task::spawn_blocking(move || tree_bytes(&t))
+        let base = self
+            .dir
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|state| state.join("images").join(&self.cfg.image).join("rootfs"));
+        let image_bytes = match (from, base) {
+            (Some(b), _) => b,
+            (None, Some(t)) => tokio::task::spawn_blocking(move || tree_bytes(&t))
                 .await
                 .unwrap_or(0),
-            None => 0,
+            (None, None) => 0,
         };
         let limit = g.storage_bytes + image_bytes + (64 << 20);
         // The storage quota (#13): never stream more than it leaves now.
@@ -188,14 +238,14 @@ impl Tenant {
             }
             Err(e) => return Err(commit_error(name, e)),
         };
-        // The tree for the node's driver, from the sealed file: proves the file opens and
+        // The image for the node's driver, from the sealed file: proves the file opens and
         // refuses hostile content now rather than at a fork.
         let bounds = self.commit_bounds(limit);
         let (tenant, dir, id2) = (self.name.clone(), self.dir.clone(), id.clone());
         let drv = driver.clone();
         let built = tokio::task::spawn_blocking(move || {
             let owner = |u, g| drv.image_owner(u, g);
-            host::ensure_tree(&key, &tenant, &dir, &id2, drv.name(), &owner, bounds)
+            host::image::ensure_image(&key, &tenant, &dir, &id2, drv.name(), &owner, bounds)
         })
         .await
         .map_err(|e| DomainError::internal(format!("committing node {name:?}: {e}")));
@@ -228,7 +278,7 @@ impl Tenant {
         };
         if let Err(e) = recorded {
             let dir = self.dir.clone();
-            let _ = tokio::task::spawn_blocking(move || host::remove(&dir, &id)).await;
+            let _ = tokio::task::spawn_blocking(move || host::sweep::remove(&dir, &id)).await;
             return Err(e);
         }
         tracing::info!(node = %name, commit = %c.id, bytes = size, "node committed");
@@ -292,7 +342,7 @@ impl Tenant {
         }
         self.store.delete_commit(c.id).await?;
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || host::remove(&dir, &id))
+        tokio::task::spawn_blocking(move || host::sweep::remove(&dir, &id))
             .await
             .map_err(|e| DomainError::internal(format!("wiping the commit: {e}")))?;
         Ok(())
@@ -316,13 +366,42 @@ impl Tenant {
         )))
     }
 
-    /// The tree a node starts from when it is not the tenant's image: its commit's, for its
-    /// group's driver, unpacked now if it is not there yet. `None`: the image.
-    pub(super) async fn image_tree_of(
+    /// How a node starts from its commit, if it was made from one: the image's mount and
+    /// key for a driver whose supervisor opens it, else the image for `prepare_node`.
+    pub(super) async fn commit_start(
         &self,
         row: &NodeRow,
         g: &HostGroup,
-    ) -> Result<Option<PathBuf>, DomainError> {
+    ) -> Result<CommitStart, DomainError> {
+        let Some(c) = self.commit_image_of(row, g).await? else {
+            return Ok(CommitStart::default());
+        };
+        Ok(match self.driver_for(&g.name).commit_tree() {
+            CommitTree::Supervisor => {
+                let key = host::image::key_of(self.key(), &c.id);
+                let mount = LayerMount {
+                    image: c.image,
+                    key_id: commit_key_id(&c.id),
+                };
+                CommitStart {
+                    mount: Some((mount, key)),
+                    prepare: None,
+                }
+            }
+            CommitTree::Prepare => CommitStart {
+                mount: None,
+                prepare: Some(c),
+            },
+        })
+    }
+
+    /// The commit a node starts from, if any, with its image for the node's group's driver
+    /// (made now if it is not there yet). `None`: the tenant's image.
+    pub(super) async fn commit_image_of(
+        &self,
+        row: &NodeRow,
+        g: &HostGroup,
+    ) -> Result<Option<CommitImage>, DomainError> {
         let Some(id) = spec_image(row) else {
             return Ok(None);
         };
@@ -335,22 +414,24 @@ impl Tenant {
                 ),
             )
         })?;
+        self.check_commit_protection()?;
         let key = self.commit_key()?;
         let driver = self.driver_for(&g.name).clone();
         let bounds = self.commit_bounds(c.size_bytes);
-        let (tenant, dir) = (self.name.clone(), self.dir.clone());
-        tokio::task::spawn_blocking(move || {
+        let (tenant, dir, id2) = (self.name.clone(), self.dir.clone(), id.clone());
+        let image = tokio::task::spawn_blocking(move || {
             let owner = |u, g| driver.image_owner(u, g);
-            host::ensure_tree(&key, &tenant, &dir, &id, driver.name(), &owner, bounds)
+            host::image::ensure_image(&key, &tenant, &dir, &id2, driver.name(), &owner, bounds)
         })
         .await
         .map_err(|e| DomainError::internal(format!("preparing commit {}: {e}", c.id)))?
-        .map(Some)
-        .map_err(|e| commit_error(&row.name, e))
+        .map_err(|e| commit_error(&row.name, e))?;
+        Ok(Some(CommitImage { id, image }))
     }
 
-    /// At start, before serving: wipes commit files and trees no row explains (a commit cut
-    /// short by a crash) and every partial one.
+    /// At start, before serving: wipes commit files and images no row explains (a commit cut
+    /// short by a crash), every partial one, and an earlier version's plaintext trees of
+    /// commits no node was made from.
     pub async fn sweep_commits(&self) {
         let known = match self.store.commits().await {
             Ok(rows) => rows,
@@ -361,16 +442,29 @@ impl Tenant {
             }
         };
         let known: HashSet<String> = known.iter().map(|c| c.id.to_string()).collect();
+        let in_use: HashSet<String> = self
+            .list()
+            .rows()
+            .iter()
+            .filter_map(|r| spec_image(r))
+            .collect();
         let dir = self.dir.clone();
-        let s = tokio::task::spawn_blocking(move || host::sweep(&dir, &known))
+        let s = tokio::task::spawn_blocking(move || host::sweep::sweep(&dir, &known, &in_use))
             .await
             .unwrap_or_default();
-        if s != host::Swept::default() {
+        if s.partial + s.orphans > 0 {
             tracing::warn!(
                 tenant = %self.name,
                 partial = s.partial,
                 orphans = s.orphans,
                 "wiped commits a stopped daemon left unfinished"
+            );
+        }
+        if s.legacy > 0 {
+            tracing::info!(
+                tenant = %self.name,
+                trees = s.legacy,
+                "wiped the plaintext trees of commits an earlier version kept (their encrypted images are made on first use)"
             );
         }
     }

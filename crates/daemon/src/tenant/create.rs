@@ -324,16 +324,19 @@ impl Tenant {
             row.name.clone(),
         );
         let (ram_bytes, cpus) = (row.ram_bytes, row.cpus);
-        let image_tree = self.image_tree_of(row, g).await?; // #13: a commit's tree, if any
-                                                            // #13, persistent nodes: the layer (made at the first start) and its key.
+        // #13 commit and fork: the commit's encrypted image, for the supervisor or for the
+        // driver's preparation alone.
+        let commit = self.commit_start(row, g).await?;
+        // #13, persistent nodes: the layer (made at the first start) and its key.
         let layer = self.layer_for(row, g, start).await?;
         let pkey = layer
             .as_ref()
             .and_then(|(_, k)| bulkhead_storage::Secret::<64>::from_slice(k.expose()));
+        let (tkey, tdir, prep_commit) = (self.key().clone(), self.dir.clone(), commit.prepare);
         let (params, network) = tokio::task::spawn_blocking(move || {
             let mut network = network;
-            driver
-                .prepare_node(NodePrep {
+            super::commit::with_commit_tree(&tkey, &tdir, prep_commit.as_ref(), |image_tree| {
+                driver.prepare_node(NodePrep {
                     node: &name,
                     hostname: &name,
                     node_dir: &node_dir,
@@ -342,13 +345,14 @@ impl Tenant {
                     cpus,
                     network: &mut network,
                     start,
-                    image_tree: image_tree.as_deref(), // #13 commit and fork
+                    image_tree, // #13 commit and fork
                     persistent_key: pkey.as_ref().map(|k| k.expose()), // #13, persistent
                 })
-                .map(|p| (p, network))
+            })
+            .map(|r| r.map(|p| (p, network)))
         })
         .await
-        .map_err(|e| DomainError::internal(format!("preparing the node: {e}")))?
+        .map_err(|e| DomainError::internal(format!("preparing the node: {e}")))??
         .map_err(|e| DomainError::internal(format!("preparing the node: {e}")))?;
         let spec = NodeSpec {
             tenant: self.name.clone(),
@@ -369,6 +373,7 @@ impl Tenant {
             cpuset: self.host.cores.node_cpus(&self.name, &g.name), // noisy neighbours (#12)
             volumes: volumes.to_vec(),                              // #13, attach
             persistent_layer: layer.as_ref().map(|(l, _)| l.clone()), // #13, persistent nodes
+            commit_image: commit.mount.as_ref().map(|(m, _)| m.clone()), // #13 commit and fork
         };
         // The node's own nft objects exist before anything of it runs; the network recorded
         // with the node's row is what delete and reconciliation find them by.
@@ -383,9 +388,12 @@ impl Tenant {
         let spec_bytes = spec.to_json();
         write_private(&spec_path, &spec_bytes).map_err(io("writing node spec"))?;
         // #13, attach: the spec's digest and its volumes' keys, on the supervisor's stdin.
-        let layer_key = layer.as_ref().map(|(l, k)| (l.key_id.as_str(), k)); // #13, persistent
-        let instruction = self.supervisor_instruction(&spec_bytes, volumes, layer_key)?;
-        drop(layer);
+        let keys: Vec<_> = (layer.iter().chain(commit.mount.iter())) // #13, persistent; commit
+            .map(|(l, k)| (l.key_id.as_str(), k))
+            .collect();
+        let instruction = self.supervisor_instruction(&spec_bytes, volumes, &keys)?;
+        drop(keys);
+        drop((layer, commit.mount));
         if let Some(sb) = standby {
             match self.pool.hand_over(sb, &spec_path, &instruction).await {
                 Ok((line, pid)) => {

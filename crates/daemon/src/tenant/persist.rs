@@ -47,7 +47,7 @@ fn layer_inodes(bytes: u64) -> u64 {
 
 /// What the host's probe at start (`GET /info`'s `storage`) says is missing for encrypting a
 /// persistent layer, if anything.
-fn fscrypt_missing(p: &bulkhead_storage::probe::Protection) -> Option<String> {
+pub(super) fn fscrypt_missing(p: &bulkhead_storage::probe::Protection) -> Option<String> {
     (!p.fscrypt).then(|| {
         p.missing()
             .iter()
