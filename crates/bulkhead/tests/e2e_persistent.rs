@@ -308,3 +308,48 @@ fn a_persistent_microvm_keeps_its_encrypted_disk_across_relaunch_and_daemon_rest
     assert_eq!(nonzero_bytes(held), 0, "the deleted disk still holds data");
     d.stop_and_assert_clean();
 }
+
+/// Issue #13: a relaunch whose supervisor fails to start the node answers the error and leaves
+/// the node Stopped with its layer (the supervisor removes only what it made for that start);
+/// once the cause is gone, the node relaunches with what it wrote.
+#[test]
+fn a_failed_relaunch_keeps_a_persistent_jail_node_and_its_layer() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start("prelf", &[]);
+    let m = marker();
+    let p = d
+        .vm_ok(&["add", &d.tenant, "--persistent"])
+        .trim()
+        .to_string();
+    let (code, _, err) = d.sh(&p, &format!("echo {m} > /root/marker && sync"));
+    assert_eq!(code, 0, "{err}");
+    let layer = layer_of(&d, &p);
+    d.vm_ok(&["shutdown", &p]);
+    // The supervisor binds (or moves a standby's socket to) the node's agent socket before the
+    // jail starts: a non-empty directory in its place makes every start fail, deterministically.
+    let sock = d.tenant_dir().join("nodes").join(&p).join("agent.sock");
+    std::fs::create_dir_all(sock.join("in-the-way")).unwrap();
+    let o = d.vm(&["relaunch", &p]);
+    let said = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "the relaunch started the node anyway");
+    assert!(
+        said.contains("agent.sock"),
+        "the error names the cause: {said}"
+    );
+    assert_eq!(status(&d, &p), "Some(Stopped)", "{}", d.log());
+    assert!(layer.exists(), "a failed relaunch removed the node's layer");
+    assert!(
+        loops_under(&d.tenant_dir()).is_empty(),
+        "{:?}",
+        loops_under(&d.tenant_dir())
+    );
+    // The cause gone, the node relaunches with its layer.
+    std::fs::remove_dir_all(&sock).unwrap();
+    d.vm_ok(&["relaunch", &p]);
+    assert_eq!(read_marker(&d, &p).1.trim(), m, "the layer kept the file");
+    d.vm_ok(&["delete", &p]);
+    assert!(!layer.exists(), "the layer image is removed");
+    d.stop_and_assert_clean();
+}

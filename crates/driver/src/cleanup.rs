@@ -1,6 +1,9 @@
-//! Removing what a node leaves on the host: its cgroups and its directory. The supervisor does
-//! it when a start fails; the daemon when it deletes a node, deletes all at stop, or
-//! reconciles after a crash (lost, half-made and unexplained nodes).
+//! Removing what a node leaves on the host: its cgroups and its directory. The daemon does it
+//! when it deletes a node, when a create fails, at delete-all at stop, and when it reconciles
+//! after a crash (lost, half-made and unexplained nodes). A supervisor whose start fails
+//! removes only what it made for that start (the node's cgroup and sockets), never the
+//! directory (#13): a relaunch or restore that fails keeps the node, and with it a persistent
+//! node's layer, a microVM's disk and a suspended node's memory file.
 //!
 //! Invariant (#13, storage isolation): a node's directory never goes by a plain unlink.
 //! Every regular file in it — a microVM's root disk (`vm/disk.ext4`, the guest's writes in

@@ -10,7 +10,10 @@
 //! A node starts only from a spec the daemon wrote: the daemon's instruction on stdin names
 //! the digest of the spec's bytes and carries its volumes' keys ([`crate::instruction`]).
 //!
-//! Invariant: the supervisor is single-threaded until the launcher's last clone (a jail's
+//! Invariants: a start that fails removes only what it made (the node's cgroup, its sockets;
+//! its mounts were in the node's own namespaces) and leaves the node's directory to the
+//! daemon, which destroys a node whose create failed and keeps one whose relaunch or restore
+//! failed (#13). The supervisor is single-threaded until the launcher's last clone (a jail's
 //! init runs Rust code without exec); signals are blocked before anything else, so every
 //! thread a launcher starts afterwards leaves them to the control loop's signalfd.
 
@@ -290,6 +293,15 @@ fn supervise(
     };
     // seccomp violations (#14, C): the node's own audit session, named in its audit records.
     let _ = crate::audit_session::begin(spec.uid_base);
+    // What this start makes on the host besides the cgroup: the node's sockets, and a
+    // standby's pre-bound ones until they are moved into the node's directory.
+    let mut made = vec![
+        spec.node_dir.join(files::AGENT_SOCKET),
+        spec.node_dir.join(files::CONTROL_SOCKET),
+    ];
+    if let Some(p) = &prebound {
+        made.extend([p.agent.1.clone(), p.control.1.clone()]);
+    }
     let started = launchers
         .get(&spec.driver)
         .map_err(|e| e.to_string())
@@ -304,7 +316,11 @@ fn supervise(
             if let Some(o) = origin {
                 let _ = o.add(me);
             }
-            let _ = crate::cleanup(cgroups, &spec.tenant, Some(&spec.cgroup), &spec.node_dir);
+            // #13: only what this start made goes. The directory is the daemon's: a create
+            // that fails destroys the node, a relaunch or restore that fails keeps it (a
+            // persistent node's layer, a microVM's disk, a suspended node's memory file).
+            let _ = cgroups.node(&spec.tenant, &spec.cgroup).remove();
+            remove_sockets(&made);
             let _ = writeln!(out, "error {e}");
             return 1;
         }
@@ -344,6 +360,17 @@ fn supervise(
     serve::serve(init, control, sigs, on_exit, launcher);
     let _ = fs::remove_file(&control_sock);
     0
+}
+
+/// Removes the sockets at `paths` that are there; anything else at such a path (a directory,
+/// a file) is not the supervisor's and stays.
+fn remove_sockets(paths: &[PathBuf]) {
+    use std::os::unix::fs::FileTypeExt;
+    for p in paths {
+        if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// Creates the node's cgroup, sockets and console, then has the driver start the node's init.
