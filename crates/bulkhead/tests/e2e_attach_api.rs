@@ -2,7 +2,8 @@
 //! creates naming them. A jail node writes, later nodes read (read-only enforced) and write
 //! again after the first is deleted; the node's mountinfo carries `nodev,nosuid,noexec`
 //! (exec only with `config.policy.volumes_exec`); a full volume fails alone; nothing stays on
-//! the host after the nodes go. One microVM node (TCG) mounts its volume through its agent.
+//! the host after the nodes go. One microVM node (TCG) mounts its volume through its agent;
+//! the volume it wrote (and one restored from its snapshot) is then refused to a jail node.
 //! A volume whose image does not mount fails each create naming it, each failure counted and an
 //! event (#14). The supervisor-level cases (an edited spec, a wrong key) are in `e2e_attach.rs`.
 
@@ -15,7 +16,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use volumes::{create, delete, image, req, Data};
+use volumes::{create, delete, image, refused, req, Data};
 
 /// Creates a node of the tenant's group with `vols`; its hostname.
 fn node(c: &bulkhead_api::Client, g: &str, vols: Value) -> String {
@@ -264,7 +265,12 @@ fn a_microvm_node_gets_its_volume_from_the_daemon() {
         return;
     }
     let netns = common::netlab::Netns::new();
-    let d = Daemon::start_in(&netns.path(), "atq", &vm_config());
+    // The tenant's microVM group, and a jail group beside it (guest-written volumes).
+    let yaml = vm_config().replace(
+        "      storage_size: 256M\n",
+        "      storage_size: 256M\n    - name: TENANT-jail\n      ram_mb: 128\n      storage_size: 64M\n      hypervisor: jail\n",
+    );
+    let d = Daemon::start_in(&netns.path(), "atq", &yaml);
     let (c, g) = (d.client(), d.tenant.clone());
     let v = create(&c, json!({"name": "vmdata", "size": "32M"}));
     let id = v["id"].as_str().unwrap().to_string();
@@ -287,6 +293,36 @@ fn a_microvm_node_gets_its_volume_from_the_daemon() {
         );
     }
     assert_detached(&image(&d.tenant_dir(), &id));
+
+    // The guest wrote the image's blocks: the host kernel never mounts it for a jail node,
+    // nor a volume restored from its snapshot (the mark goes along), while a jail node
+    // without it starts in the same group (the refusal is the mark's).
+    let jail = format!("{g}-jail");
+    let jail_node = |vid: &str| {
+        req(
+            &c,
+            Method::POST,
+            &format!("/hostgroup/{jail}/nodes?wait=agent"),
+            Some(json!({"volumes": [{"id": vid, "path": "/data"}]})),
+        )
+    };
+    refused(jail_node(&id), 409, "conflict", "microVM nodes only");
+    let (s, snap) = req(&c, Method::POST, &format!("/volumes/{id}/snapshots"), None);
+    assert_eq!(s, 201, "{snap}");
+    let sid = snap["id"].as_str().unwrap().to_string();
+    let restored = create(&c, json!({"name": "restored", "from_snapshot": sid}));
+    let id2 = restored["id"].as_str().unwrap().to_string();
+    refused(jail_node(&id2), 409, "conflict", "microVM nodes only");
+    let plain = node(&c, &jail, json!([]));
+    delete_node(&c, &jail, &plain);
+    delete(&c, &id2);
+    let (s, e) = req(
+        &c,
+        Method::DELETE,
+        &format!("/volumes/{id}/snapshots/{sid}"),
+        None,
+    );
+    assert_eq!(s, 204, "{e}");
     delete(&c, &id);
     d.stop_and_assert_clean();
 }

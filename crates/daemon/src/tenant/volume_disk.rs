@@ -185,6 +185,12 @@ pub(super) fn restore_volume(
     r.map(|n| (final_, n))
 }
 
+/// The tenant's `snapshots/` directory (0700), made if missing.
+pub(super) fn ensure_snapshots_dir(tenant_dir: &Path) -> Result<(), DiskError> {
+    let dir = snapshots_dir(tenant_dir);
+    ensure_dir(&dir, 0o700).map_err(io("creating", &dir))
+}
+
 /// Seals volume image `image` into snapshot `sid`'s file; the plaintext bytes sealed.
 pub(super) fn seal_snapshot(
     tenant_dir: &Path,
@@ -193,8 +199,7 @@ pub(super) fn seal_snapshot(
     key: &TenantKey,
     aad: &[u8],
 ) -> Result<u64, DiskError> {
-    let dir = snapshots_dir(tenant_dir);
-    ensure_dir(&dir, 0o700).map_err(io("creating", &dir))?;
+    ensure_snapshots_dir(tenant_dir)?;
     let final_ = sealed(tenant_dir, sid);
     let t = tmp(&final_);
     wipe(&t)?;

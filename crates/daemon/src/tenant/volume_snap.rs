@@ -92,8 +92,10 @@ impl Tenant {
             let sealed = tokio::task::spawn_blocking(move || {
                 let image = disk::image(&dir, &vid.to_string());
                 let s = sid.to_string();
-                // A snapshot of a guest-written volume is guest-written (#13).
+                // A snapshot of a guest-written volume is guest-written (#13), marked before
+                // its file exists (the tenant's first snapshot makes the directory here).
                 if super::guest_written::is_marked(&image) {
+                    disk::ensure_snapshots_dir(&dir)?;
                     super::guest_written::mark(&disk::sealed(&dir, &s)).map_err(|e| {
                         disk::DiskError::Io {
                             what: "marking guest-written",
