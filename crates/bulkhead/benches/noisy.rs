@@ -1,5 +1,9 @@
-//! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N]` (as root): issue #12's P5 figures, noisy
-//! neighbours on one shared daemon.
+//! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N] [--only NAME] [--timeline]
+//! [--victim-cores N]` (as root): issue #12's P5 figures, noisy neighbours on one shared daemon.
+//! `--only` runs the idle rows and the loads whose name contains NAME (`fork`, `cpu`, ...);
+//! `--timeline` prints each sample with its CLOCK_MONOTONIC start, for a kernel trace;
+//! `--victim-cores N` gives the victim's group `dedicated_cores: N` (the host's other CPUs
+//! are left to the aggressor, the daemon and everything else on the host).
 //!
 //! One `bulkhead up` (its own network namespace and state directory) serves two tenants, a
 //! victim and an aggressor, each on its own tenant socket (`api.tenant_sockets`). The victim's
@@ -78,6 +82,20 @@ struct Bench {
     /// Aggressor nodes per scenario: one per host CPU, or `--nodes N`.
     nodes: usize,
     state: std::path::PathBuf,
+    /// `--timeline`: print every sample with its CLOCK_MONOTONIC start (ms), to line samples up
+    /// with a kernel trace (bpftrace's `nsecs`, perf's timestamps).
+    timeline: bool,
+}
+
+/// CLOCK_MONOTONIC in ms, the clock kernel tracers stamp events with.
+fn mono_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
 #[derive(Default)]
@@ -230,14 +248,20 @@ impl Bench {
         let (mut pids, mut mem) = (None::<u64>, None::<u64>);
         for i in 0..n_exec.max(n_create) {
             if i < n_exec {
-                let t = Instant::now();
+                let (t, m) = (Instant::now(), mono_ms());
                 self.exec_true();
                 f.exec.push(ms(t.elapsed()));
+                if self.timeline {
+                    println!("timeline exec {m:.1} {:.2} ms", ms(t.elapsed()));
+                }
             }
             if i < n_create {
-                let t = Instant::now();
+                let (t, m) = (Instant::now(), mono_ms());
                 let n = self.create(&self.victim, &self.v);
                 f.create.push(ms(t.elapsed()));
+                if self.timeline {
+                    println!("timeline create {m:.1} {:.2} ms", ms(t.elapsed()));
+                }
                 self.delete(&self.victim, &self.v, &n);
             }
             tick();
@@ -356,6 +380,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let (n_exec, n_create) = if quick { (15, 10) } else { (50, 30) };
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = opt("--only");
+    let victim_cores: u32 = opt("--victim-cores")
+        .map(|n| n.parse().expect("--victim-cores takes a number"))
+        .unwrap_or(0);
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -369,11 +403,16 @@ fn main() {
     let (v, a) = (format!("p5v{pid}"), format!("p5a{pid}"));
     let yaml = format!(
         "config:\n  graceful_shutdown: false\n  tenants:\n\
-         \x20   - name: {v}\n      host_groups:\n        - name: {v}\n          ram_mb: 128\n\
+         \x20   - name: {v}\n      host_groups:\n        - name: {v}\n          ram_mb: 128\n{cores}\
          \x20   - name: {a}\n      host_groups:\n        - name: {a}\n          vcpu: 1\n          ram_mb: {AGGRESSOR_RAM_MB}\n          pids_max: {AGGRESSOR_PIDS}\n\
          \x20 api:\n    bind_address: {}\n    tenant_sockets: {}\n",
         admin.display(),
-        socks.display()
+        socks.display(),
+        cores = if victim_cores > 0 {
+            format!("          dedicated_cores: {victim_cores}\n")
+        } else {
+            String::new()
+        }
     );
     let _stop = Stop(common::start_daemon(dir.path(), &yaml, &state, &admin));
     let (vs, as_) = (
@@ -397,13 +436,11 @@ fn main() {
         v: v.clone(),
         a: a.clone(),
         v_node: String::new(),
-        nodes: args
-            .iter()
-            .position(|a| a == "--nodes")
-            .and_then(|i| args.get(i + 1))
+        nodes: opt("--nodes")
             .map(|n| n.parse().expect("--nodes takes a number"))
             .unwrap_or(ncpu),
         state: state.clone(),
+        timeline: args.iter().any(|a| a == "--timeline"),
     };
     b.v_node = b.create(&b.victim, &v);
 
@@ -422,6 +459,9 @@ fn main() {
     println!(
         "shared daemon, jail driver; victim: exec `true` (buffered) n={n_exec}, create wait=agent n={n_create} per scenario"
     );
+    if victim_cores > 0 {
+        println!("victim's group: dedicated_cores {victim_cores}");
+    }
     println!(
         "aggressor: {} nodes of vcpu 1, {AGGRESSOR_RAM_MB} MiB, pids_max {AGGRESSOR_PIDS} (API flood: one node, {FLOOD_RPS} req/s)",
         b.nodes
@@ -441,7 +481,11 @@ fn main() {
         ("fork bomb", FORKBOMB),
         ("disk writer", DISK),
     ];
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     for (name, script) in loads {
+        if !wanted(name) {
+            continue;
+        }
         let nodes = b.start_nodes(b.nodes, Some(script));
         std::thread::sleep(Duration::from_secs(2)); // the load reaches its steady state
                                                     // The fork bomb's nodes: their highest pids.current while the victim is sampled.
@@ -468,6 +512,23 @@ fn main() {
     }
 
     // The API flood, from its own thread (its own runtime), on the aggressor's socket.
+    if wanted("API flood") {
+        flood_row(&b, n_exec, n_create, &mut rows);
+    }
+
+    std::thread::sleep(Duration::from_secs(1));
+    let (f, u) = b.sample(n_exec, n_create, &mut || {});
+    rows.push(("idle (after)".into(), f, u));
+
+    print_table(&rows);
+    println!();
+    println!("load average at the end: {}", loadavg());
+    b.delete(&b.victim, &v, &b.v_node);
+    // _stop stops the daemon, then `dir` (config, sockets, state) is removed.
+}
+
+/// The API flood's row: `FLOOD_RPS` health requests per second on one aggressor node.
+fn flood_row(b: &Bench, n_exec: usize, n_create: usize, rows: &mut Vec<(String, Figures, Used)>) {
     let nodes = b.start_nodes(1, None);
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -490,16 +551,6 @@ fn main() {
     );
     b.stop_nodes(&nodes);
     rows.push(("API flood".into(), f, u));
-
-    std::thread::sleep(Duration::from_secs(1));
-    let (f, u) = b.sample(n_exec, n_create, &mut || {});
-    rows.push(("idle (after)".into(), f, u));
-
-    print_table(&rows);
-    println!();
-    println!("load average at the end: {}", loadavg());
-    b.delete(&b.victim, &v, &b.v_node);
-    // _stop stops the daemon, then `dir` (config, sockets, state) is removed.
 }
 
 fn loadavg() -> String {
