@@ -1,9 +1,11 @@
 //! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N] [--only NAME] [--timeline]
-//! [--victim-cores N]` (as root): issue #12's P5 figures, noisy neighbours on one shared daemon.
+//! [--victim-cores N] [--client-nice N]` (as root): issue #12's P5 figures, noisy neighbours on
+//! one shared daemon.
 //! `--only` runs the idle rows and the loads whose name contains NAME (`fork`, `cpu`, ...);
 //! `--timeline` prints each sample with its CLOCK_MONOTONIC start, for a kernel trace;
 //! `--victim-cores N` gives the victim's group `dedicated_cores: N` (the host's other CPUs
-//! are left to the aggressor, the daemon and everything else on the host).
+//! are left to the aggressor, the daemon and everything else on the host); `--client-nice N`
+//! runs the bench's own client at nice N (it shares the host's CPUs with the aggressor).
 //!
 //! One `bulkhead up` (its own network namespace and state directory) serves two tenants, a
 //! victim and an aggressor, each on its own tenant socket (`api.tenant_sockets`). The victim's
@@ -332,6 +334,8 @@ fn main() {
     let victim_cores: u32 = opt("--victim-cores")
         .map(|n| n.parse().expect("--victim-cores takes a number"))
         .unwrap_or(0);
+    let client_nice: Option<i32> =
+        opt("--client-nice").map(|n| n.parse().expect("--client-nice takes a number"));
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -357,6 +361,16 @@ fn main() {
         }
     );
     let _stop = Stop(common::start_daemon(dir.path(), &yaml, &state, &admin));
+    // The client (this thread, and the flood's thread it spawns; not the daemon, started
+    // before) at another nice level: on a shared machine it competes for the same CPUs as
+    // the aggressor, which a tenant's real client (on another machine) does not
+    // (docs/benchmarks.md, P5 traced).
+    if let Some(n) = client_nice {
+        // SAFETY: setpriority on the calling thread (who 0); no memory is passed.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            panic!("--client-nice {n}: {}", std::io::Error::last_os_error());
+        }
+    }
     let (vs, as_) = (
         socks.join(format!("{v}.sock")),
         socks.join(format!("{a}.sock")),
@@ -403,6 +417,9 @@ fn main() {
     );
     if victim_cores > 0 {
         println!("victim's group: dedicated_cores {victim_cores}");
+    }
+    if let Some(n) = client_nice {
+        println!("the bench's client runs at nice {n}");
     }
     println!(
         "aggressor: {} nodes of vcpu 1, {AGGRESSOR_RAM_MB} MiB, pids_max {AGGRESSOR_PIDS} (API flood: one node, {FLOOD_RPS} req/s)",
