@@ -1,5 +1,11 @@
-//! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N]` (as root): issue #12's P5 figures, noisy
-//! neighbours on one shared daemon.
+//! `cargo bench -p bulkhead --bench noisy [-- --quick] [--nodes N] [--only NAME] [--timeline]
+//! [--victim-cores N] [--client-nice N]` (as root): issue #12's P5 figures, noisy neighbours on
+//! one shared daemon.
+//! `--only` runs the idle rows and the loads whose name contains NAME (`fork`, `cpu`, ...);
+//! `--timeline` prints each sample with its CLOCK_MONOTONIC start, for a kernel trace;
+//! `--victim-cores N` gives the victim's group `dedicated_cores: N` (the host's other CPUs
+//! are left to the aggressor, the daemon and everything else on the host); `--client-nice N`
+//! runs the bench's own client at nice N (it shares the host's CPUs with the aggressor).
 //!
 //! One `bulkhead up` (its own network namespace and state directory) serves two tenants, a
 //! victim and an aggressor, each on its own tenant socket (`api.tenant_sockets`). The victim's
@@ -25,8 +31,12 @@
 //! Figures, not assertions (docs/benchmarks.md). The daemon is stopped (it deletes every node)
 //! and the state directory removed when the run ends, also when it fails.
 
+#[path = "noisy/cg.rs"]
+mod cg;
 #[path = "common.rs"]
 mod common;
+
+use cg::{host_busy_ticks, node_cg, tenant_num};
 
 use bulkhead_api::client::{enc, full_body};
 use bulkhead_api::{Client, Endpoint};
@@ -78,6 +88,20 @@ struct Bench {
     /// Aggressor nodes per scenario: one per host CPU, or `--nodes N`.
     nodes: usize,
     state: std::path::PathBuf,
+    /// `--timeline`: print every sample with its CLOCK_MONOTONIC start (ms), to line samples up
+    /// with a kernel trace (bpftrace's `nsecs`, perf's timestamps).
+    timeline: bool,
+}
+
+/// CLOCK_MONOTONIC in ms, the clock kernel tracers stamp events with.
+fn mono_ms() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 * 1000.0 + ts.tv_nsec as f64 / 1e6
 }
 
 #[derive(Default)]
@@ -104,68 +128,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// The cgroup directory named `name` below bulkhead's (`<controller>/bulkhead` on v1,
-/// `bulkhead` on v2), at most four levels down, with `tenant` among its path's components
-/// (searched, so that a change of nesting, e.g. a tenant-level cgroup, does not break it).
-fn find_cg(controller: &str, tenant: &str, name: &str) -> Option<std::path::PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    let mut level = vec![
-        root.join(controller).join("bulkhead"),
-        root.join("bulkhead"),
-    ];
-    for _ in 0..4 {
-        let mut next = Vec::new();
-        for d in level {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                if !p.is_dir() {
-                    continue;
-                }
-                if e.file_name() == name && p.components().any(|c| c.as_os_str() == tenant) {
-                    return Some(p);
-                }
-                next.push(p);
-            }
-        }
-        level = next;
-    }
-    None
-}
-
-/// A file of the tenant's cgroup, v1 or v2 name.
-fn tenant_cg(tenant: &str, controller: &str, v1: &str, v2: &str) -> Option<String> {
-    let d = find_cg(controller, tenant, tenant)?;
-    std::fs::read_to_string(d.join(v1))
-        .or_else(|_| std::fs::read_to_string(d.join(v2)))
-        .ok()
-}
-
-/// The host's busy CPU time (everything but idle and iowait), in clock ticks.
-fn host_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is within user).
-    Some(cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?)
-}
-
-/// A file of one node's cgroup.
-fn node_cg(state: &Path, tenant: &str, node: &str, controller: &str, file: &str) -> Option<String> {
-    let id = bulkhead_driver::spec::spec_cgroup(
-        &state.join("tenants").join(tenant).join("nodes").join(node),
-    )?;
-    std::fs::read_to_string(find_cg(controller, tenant, &id)?.join(file)).ok()
-}
-
-fn tenant_num(tenant: &str, controller: &str, v1: &str, v2: &str) -> Option<u64> {
-    tenant_cg(tenant, controller, v1, v2).and_then(|s| s.trim().parse().ok())
 }
 
 impl Bench {
@@ -230,14 +192,20 @@ impl Bench {
         let (mut pids, mut mem) = (None::<u64>, None::<u64>);
         for i in 0..n_exec.max(n_create) {
             if i < n_exec {
-                let t = Instant::now();
+                let (t, m) = (Instant::now(), mono_ms());
                 self.exec_true();
                 f.exec.push(ms(t.elapsed()));
+                if self.timeline {
+                    println!("timeline exec {m:.1} {:.2} ms", ms(t.elapsed()));
+                }
             }
             if i < n_create {
-                let t = Instant::now();
+                let (t, m) = (Instant::now(), mono_ms());
                 let n = self.create(&self.victim, &self.v);
                 f.create.push(ms(t.elapsed()));
+                if self.timeline {
+                    println!("timeline create {m:.1} {:.2} ms", ms(t.elapsed()));
+                }
                 self.delete(&self.victim, &self.v, &n);
             }
             tick();
@@ -356,6 +324,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let (n_exec, n_create) = if quick { (15, 10) } else { (50, 30) };
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let only = opt("--only");
+    let victim_cores: u32 = opt("--victim-cores")
+        .map(|n| n.parse().expect("--victim-cores takes a number"))
+        .unwrap_or(0);
+    let client_nice: Option<i32> =
+        opt("--client-nice").map(|n| n.parse().expect("--client-nice takes a number"));
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -369,13 +349,28 @@ fn main() {
     let (v, a) = (format!("p5v{pid}"), format!("p5a{pid}"));
     let yaml = format!(
         "config:\n  graceful_shutdown: false\n  tenants:\n\
-         \x20   - name: {v}\n      host_groups:\n        - name: {v}\n          ram_mb: 128\n\
+         \x20   - name: {v}\n      host_groups:\n        - name: {v}\n          ram_mb: 128\n{cores}\
          \x20   - name: {a}\n      host_groups:\n        - name: {a}\n          vcpu: 1\n          ram_mb: {AGGRESSOR_RAM_MB}\n          pids_max: {AGGRESSOR_PIDS}\n\
          \x20 api:\n    bind_address: {}\n    tenant_sockets: {}\n",
         admin.display(),
-        socks.display()
+        socks.display(),
+        cores = if victim_cores > 0 {
+            format!("          dedicated_cores: {victim_cores}\n")
+        } else {
+            String::new()
+        }
     );
     let _stop = Stop(common::start_daemon(dir.path(), &yaml, &state, &admin));
+    // The client (this thread, and the flood's thread it spawns; not the daemon, started
+    // before) at another nice level: on a shared machine it competes for the same CPUs as
+    // the aggressor, which a tenant's real client (on another machine) does not
+    // (docs/benchmarks.md, P5 traced).
+    if let Some(n) = client_nice {
+        // SAFETY: setpriority on the calling thread (who 0); no memory is passed.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            panic!("--client-nice {n}: {}", std::io::Error::last_os_error());
+        }
+    }
     let (vs, as_) = (
         socks.join(format!("{v}.sock")),
         socks.join(format!("{a}.sock")),
@@ -397,13 +392,11 @@ fn main() {
         v: v.clone(),
         a: a.clone(),
         v_node: String::new(),
-        nodes: args
-            .iter()
-            .position(|a| a == "--nodes")
-            .and_then(|i| args.get(i + 1))
+        nodes: opt("--nodes")
             .map(|n| n.parse().expect("--nodes takes a number"))
             .unwrap_or(ncpu),
         state: state.clone(),
+        timeline: args.iter().any(|a| a == "--timeline"),
     };
     b.v_node = b.create(&b.victim, &v);
 
@@ -422,6 +415,12 @@ fn main() {
     println!(
         "shared daemon, jail driver; victim: exec `true` (buffered) n={n_exec}, create wait=agent n={n_create} per scenario"
     );
+    if victim_cores > 0 {
+        println!("victim's group: dedicated_cores {victim_cores}");
+    }
+    if let Some(n) = client_nice {
+        println!("the bench's client runs at nice {n}");
+    }
     println!(
         "aggressor: {} nodes of vcpu 1, {AGGRESSOR_RAM_MB} MiB, pids_max {AGGRESSOR_PIDS} (API flood: one node, {FLOOD_RPS} req/s)",
         b.nodes
@@ -441,7 +440,11 @@ fn main() {
         ("fork bomb", FORKBOMB),
         ("disk writer", DISK),
     ];
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     for (name, script) in loads {
+        if !wanted(name) {
+            continue;
+        }
         let nodes = b.start_nodes(b.nodes, Some(script));
         std::thread::sleep(Duration::from_secs(2)); // the load reaches its steady state
                                                     // The fork bomb's nodes: their highest pids.current while the victim is sampled.
@@ -468,6 +471,23 @@ fn main() {
     }
 
     // The API flood, from its own thread (its own runtime), on the aggressor's socket.
+    if wanted("API flood") {
+        flood_row(&b, n_exec, n_create, &mut rows);
+    }
+
+    std::thread::sleep(Duration::from_secs(1));
+    let (f, u) = b.sample(n_exec, n_create, &mut || {});
+    rows.push(("idle (after)".into(), f, u));
+
+    print_table(&rows);
+    println!();
+    println!("load average at the end: {}", loadavg());
+    b.delete(&b.victim, &v, &b.v_node);
+    // _stop stops the daemon, then `dir` (config, sockets, state) is removed.
+}
+
+/// The API flood's row: `FLOOD_RPS` health requests per second on one aggressor node.
+fn flood_row(b: &Bench, n_exec: usize, n_create: usize, rows: &mut Vec<(String, Figures, Used)>) {
     let nodes = b.start_nodes(1, None);
     let stop = Arc::new(AtomicBool::new(false));
     let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -490,16 +510,6 @@ fn main() {
     );
     b.stop_nodes(&nodes);
     rows.push(("API flood".into(), f, u));
-
-    std::thread::sleep(Duration::from_secs(1));
-    let (f, u) = b.sample(n_exec, n_create, &mut || {});
-    rows.push(("idle (after)".into(), f, u));
-
-    print_table(&rows);
-    println!();
-    println!("load average at the end: {}", loadavg());
-    b.delete(&b.victim, &v, &b.v_node);
-    // _stop stops the daemon, then `dir` (config, sockets, state) is removed.
 }
 
 fn loadavg() -> String {

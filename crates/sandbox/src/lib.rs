@@ -7,6 +7,7 @@
 
 pub mod caps;
 mod cgfs;
+mod cgmove;
 pub mod cgroup;
 pub mod fair;
 pub mod ns;

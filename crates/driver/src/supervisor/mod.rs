@@ -177,10 +177,11 @@ pub fn run(spec_path: &Path, launchers: &Launchers) -> i32 {
 }
 
 /// `bulkhead-supervisor --standby TENANT CGROUP SOCKDIR`: creates the cgroup, moves itself
-/// into it, says `standby`, and waits for a spec path on stdin. Moving a task into a cgroup v1
-/// hierarchy waits out an RCU grace period (7-20 ms here when the lock is cold); a standby pays
-/// it before any request, so the node's init is then born inside its cgroup and nothing is
-/// moved on the create path. EOF on stdin (the daemon stopped or shrank its pool) removes the
+/// into it, says `standby`, and waits for a spec path on stdin. The node's init is then born
+/// inside its cgroup and nothing is moved on the create path but the supervisor itself, which
+/// steps back out once the node runs. Both of its moves are self-moves (`add_self`): on cgroup
+/// v1 they take no host-wide lock, where moving a task by pid waits out an RCU grace period
+/// and stalls every fork and exit on the host meanwhile (P5 in docs/benchmarks.md). EOF on stdin (the daemon stopped or shrank its pool) removes the
 /// slot. A standby serves every driver: it learns which from the spec.
 pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launchers) -> i32 {
     let mut out = std::io::stdout();
@@ -211,14 +212,12 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
         let _ = fs::remove_file(&agent);
         let _ = fs::remove_file(&control);
     };
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
     if let Err(e) = cgroups
         .prepare_tenant(tenant)
         .and_then(|_| cg.create_dirs())
-        .and_then(|_| cg.add(me))
+        .and_then(|_| cg.add_self())
     {
-        let _ = origin.add(me);
+        let _ = origin.add_self();
         let _ = cg.remove();
         remove_socks();
         let _ = writeln!(out, "error {e}");
@@ -253,7 +252,7 @@ pub fn run_standby(tenant: &str, id: &str, sock_dir: &Path, launchers: &Launcher
         }
     };
     let Some((spec, keys)) = spec else {
-        let _ = origin.add(me);
+        let _ = origin.add_self();
         let _ = cg.remove();
         remove_socks();
         return if got == 0 { 0 } else { 1 };
@@ -285,8 +284,6 @@ fn supervise(
     launchers: &Launchers,
 ) -> i32 {
     let mut out = std::io::stdout();
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
     let (origin, prebound) = match standby {
         Some((o, p)) => (Some(o), Some(p)),
         None => (None, None),
@@ -314,7 +311,7 @@ fn supervise(
         Ok(x) => x,
         Err(e) => {
             if let Some(o) = origin {
-                let _ = o.add(me);
+                let _ = o.add_self();
             }
             // #13: only what this start made goes. The directory is the daemon's: a create
             // that fails destroys the node, a relaunch or restore that fails keeps it (a
@@ -328,7 +325,7 @@ fn supervise(
     let _ = writeln!(out, "ready {init}");
     let _ = out.flush();
     if let Some(o) = origin {
-        let _ = o.add(me);
+        let _ = o.add_self();
     }
     // Detach from the daemon's pipes so the daemon can come and go.
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
