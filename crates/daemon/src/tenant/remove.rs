@@ -97,6 +97,14 @@ impl Tenant {
         for r in rows.rows() {
             let live = liveness(&self.node_dir(&r.name)).await;
             match live {
+                // #13: a node whose relaunch or restore the daemon's end cut short had been
+                // made (unlike a half-made create): it is kept, Stopped, with its directory.
+                _ if r.status == NodeState::Creating && self.was_restarting(&r.name) => {
+                    adopted += 1;
+                    tracing::warn!(node = %r.name, "a relaunch or restore was cut short; the node is kept, Stopped");
+                    self.keep_interrupted_start(&r.name).await;
+                    continue;
+                }
                 Liveness::Running(_) if r.status.is_live() => {
                     adopted += 1;
                     tracing::info!(node = %r.name, "re-adopted running node");
