@@ -89,7 +89,8 @@ impl Tenant {
 
     /// Brings state and host into agreement after a start or crash: adopts nodes whose
     /// supervisor still runs (a node whose init exited meanwhile becomes Stopped, as it would
-    /// have with the daemon up), removes nodes whose supervisor is gone, and removes node
+    /// have with the daemon up), keeps Stopped a node whose relaunch or restore was cut short
+    /// (`restarting`), removes nodes whose supervisor is gone, and removes node
     /// directories and cgroups that state does not explain.
     pub async fn reconcile(self: &Arc<Self>) -> (usize, usize) {
         let rows = self.list();
