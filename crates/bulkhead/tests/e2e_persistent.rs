@@ -353,3 +353,60 @@ fn a_failed_relaunch_keeps_a_persistent_jail_node_and_its_layer() {
     assert!(!layer.exists(), "the layer image is removed");
     d.stop_and_assert_clean();
 }
+
+/// Issue #13: a daemon killed while a persistent node is `Creating` in its relaunch keeps the
+/// node (it had been made; only a half-made create is removed): the next start leaves it
+/// Stopped with its layer and nothing of it running, and a relaunch brings its file back.
+#[test]
+fn a_daemon_killed_during_a_relaunch_keeps_the_persistent_node_and_its_layer() {
+    if !privileged() {
+        return;
+    }
+    let mut d = Daemon::start("prelk", &[]);
+    let m = marker();
+    let p = d
+        .vm_ok(&["add", &d.tenant, "--persistent"])
+        .trim()
+        .to_string();
+    let (code, _, err) = d.sh(&p, &format!("echo {m} > /root/marker && sync"));
+    assert_eq!(code, 0, "{err}");
+    let layer = layer_of(&d, &p);
+    d.vm_ok(&["shutdown", &p]);
+    // A relaunch opens the node's console log for writing before its supervisor starts: a
+    // FIFO in its place, with no reader, holds the relaunch there, the node `Creating`.
+    let console = d.tenant_dir().join("nodes").join(&p).join("console.log");
+    std::fs::remove_file(&console).unwrap();
+    let c = std::ffi::CString::new(console.to_str().unwrap()).unwrap();
+    // SAFETY: a plain mkfifo on a path of the test's own daemon's state.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (sock, node) = (d.sock().to_string(), p.clone());
+    let relaunch =
+        std::thread::spawn(move || common::cli(&["vm", "relaunch", "--socket", &sock, &node]));
+    let until = Instant::now() + Duration::from_secs(20);
+    while status(&d, &p) != "Some(Creating)" {
+        assert!(
+            Instant::now() < until,
+            "relaunch not under way: {}",
+            status(&d, &p)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&d, &p), "Some(Creating)", "the relaunch went on");
+    d.crash();
+    assert!(!relaunch.join().unwrap().status.success());
+    std::fs::remove_file(&console).unwrap();
+    d.spawn();
+    assert_eq!(status(&d, &p), "Some(Stopped)", "{}", d.log());
+    assert!(layer.exists(), "the node's layer is gone");
+    assert!(
+        loops_under(&d.tenant_dir()).is_empty(),
+        "{:?}",
+        loops_under(&d.tenant_dir())
+    );
+    d.vm_ok(&["relaunch", &p]);
+    assert_eq!(read_marker(&d, &p).1.trim(), m, "the layer kept the file");
+    d.vm_ok(&["delete", &p]);
+    assert!(!layer.exists(), "the layer image is removed");
+    d.stop_and_assert_clean();
+}

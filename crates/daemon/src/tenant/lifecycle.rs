@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::power::{drop_memory, to_completion, Wait, MEMORY_FILE};
+use super::restarting::Restarting;
 use super::{NodeRef, Tenant};
 
 /// How long a shutdown waits for the node's init to end after SIGTERM, before SIGKILL.
@@ -98,6 +99,9 @@ impl Tenant {
         let _op = self.power.begin(name)?;
         let _slot = self.enqueue()?;
         let before = self.fresh_state(name)?;
+        before.relaunch(name)?;
+        // #13: a daemon that dies while the node is Creating keeps it (`restarting`).
+        let _mark = Restarting::begin(&self.node_dir(name))?;
         let n = name.to_string();
         self.store
             .transition(name, move |s| s.relaunch(&n))
@@ -154,6 +158,7 @@ impl Tenant {
                 format!("node {name:?} has no memory file to restore from: relaunch it (a fresh start) or delete it"),
             ));
         }
+        let _mark = Restarting::begin(&self.node_dir(name))?; // #13, as in a relaunch
         self.store
             .transition(name, move |s| s.restore(&n))
             .await?

@@ -35,6 +35,7 @@ mod persist; // persistent nodes (#13, ADR 0030)
 mod power;
 mod quota; // quotas (#12, ADR 0025)
 mod remove;
+mod restarting; // a node started again (relaunch, restore) outlives a daemon's death (#13)
 mod sandbox; // E2B sandbox records (#15, A)
 pub mod secrets; // secrets (#13)
 mod shell;

@@ -14,7 +14,9 @@
 //!   directory stay, with its state as it was. With `true` it runs on, as every node does.
 //! - Daemon start: a persistent node whose supervisor is gone (the stop above, a crash, a
 //!   reboot) is kept; one that was Running or Paused is relaunched with its layer once the
-//!   tenant is open, one that was Stopped stays Stopped.
+//!   tenant is open, one that was Stopped stays Stopped; one whose relaunch or restore the
+//!   daemon's end cut short (`Creating`) is kept Stopped, as a failed relaunch leaves it
+//!   (`restarting.rs`).
 //! - Delete: the layer image (or LUKS disk) is overwritten with zeros once its loop device is
 //!   gone, with the rest of the node's directory (`bulkhead_driver::cleanup`).
 //!

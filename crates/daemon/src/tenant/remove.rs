@@ -89,7 +89,8 @@ impl Tenant {
 
     /// Brings state and host into agreement after a start or crash: adopts nodes whose
     /// supervisor still runs (a node whose init exited meanwhile becomes Stopped, as it would
-    /// have with the daemon up), removes nodes whose supervisor is gone, and removes node
+    /// have with the daemon up), keeps Stopped a node whose relaunch or restore was cut short
+    /// (`restarting`), removes nodes whose supervisor is gone, and removes node
     /// directories and cgroups that state does not explain.
     pub async fn reconcile(self: &Arc<Self>) -> (usize, usize) {
         let rows = self.list();
@@ -97,6 +98,14 @@ impl Tenant {
         for r in rows.rows() {
             let live = liveness(&self.node_dir(&r.name)).await;
             match live {
+                // #13: a node whose relaunch or restore the daemon's end cut short had been
+                // made (unlike a half-made create): it is kept, Stopped, with its directory.
+                _ if r.status == NodeState::Creating && self.was_restarting(&r.name) => {
+                    adopted += 1;
+                    tracing::warn!(node = %r.name, "a relaunch or restore was cut short; the node is kept, Stopped");
+                    self.keep_interrupted_start(&r.name).await;
+                    continue;
+                }
                 Liveness::Running(_) if r.status.is_live() => {
                     adopted += 1;
                     tracing::info!(node = %r.name, "re-adopted running node");
