@@ -29,6 +29,7 @@ pub mod network;
 pub mod pool;
 mod prepare; // what a start prepares on the host (uid claim, agent, image)
              // per-tenant token buckets and in-flight bounds (#12, rate)
+mod outbound; // outbound HTTP: one request, the TLS client (JWKS, webhooks)
 pub mod rate;
 pub mod seccomp_watch; // #14 seccomp violations (C)
 pub mod serve;

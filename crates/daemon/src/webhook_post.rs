@@ -53,7 +53,7 @@ impl Poster {
                 let s = tokio::net::UnixStream::connect(p)
                     .await
                     .map_err(|e| format!("connecting to {}: {e}", p.display()))?;
-                send(TokioIo::new(s), req).await
+                crate::outbound::send(TokioIo::new(s), req).await
             }
             WebhookTarget::Http {
                 https, host, port, ..
@@ -62,11 +62,11 @@ impl Poster {
                     .await
                     .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
                 if !*https {
-                    return send(TokioIo::new(tcp), req).await;
+                    return crate::outbound::send(TokioIo::new(tcp), req).await;
                 }
                 let tls = self
                     .tls
-                    .get_or_init(crate::auth::jwks_fetch::https_connector)
+                    .get_or_init(crate::outbound::https_connector)
                     .clone()?;
                 let name = rustls::pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| format!("{host:?} is not a TLS name: {e}"))?;
@@ -74,29 +74,10 @@ impl Poster {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {host}: {e}"))?;
-                send(TokioIo::new(s), req).await
+                crate::outbound::send(TokioIo::new(s), req).await
             }
         }
     }
-}
-
-async fn send<T>(
-    io: T,
-    req: hyper::Request<Full<bytes::Bytes>>,
-) -> Result<hyper::Response<Incoming>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http: {e}"))
 }
 
 #[cfg(test)]

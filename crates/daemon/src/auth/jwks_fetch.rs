@@ -6,7 +6,6 @@
 use http_body_util::{BodyExt, Limited};
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Fetcher {
@@ -37,7 +36,7 @@ impl Fetcher {
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            Some(https_connector()?)
+            Some(crate::outbound::https_connector()?)
         } else {
             None
         };
@@ -83,9 +82,9 @@ impl Fetcher {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {}: {e}", self.host))?;
-                send(TokioIo::new(s), req).await?
+                crate::outbound::send(TokioIo::new(s), req).await?
             }
-            None => send(TokioIo::new(tcp), req).await?,
+            None => crate::outbound::send(TokioIo::new(tcp), req).await?,
         };
         if resp.status() != hyper::StatusCode::OK {
             return Err(format!("answered {} (expected 200)", resp.status()));
@@ -96,39 +95,4 @@ impl Fetcher {
             .map_err(|e| format!("reading the body: {e}"))?;
         Ok(body.to_bytes().to_vec())
     }
-}
-
-async fn send<T>(
-    io: T,
-    req: hyper::Request<http_body_util::Empty<bytes::Bytes>>,
-) -> Result<hyper::Response<hyper::body::Incoming>, String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http: {e}"))
-}
-
-/// The TLS client every outbound HTTPS call of the daemon uses (JWKS fetches, the policy
-/// webhook): rustls with the ring provider, the system's root certificates, no client
-/// certificate.
-pub(crate) fn https_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    use hyper_rustls::ConfigBuilderExt;
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("tls setup: {e}"))?
-    .with_native_roots()
-    .map_err(|e| format!("cannot load the system's root certificates: {e}"))?
-    .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
